@@ -1,0 +1,317 @@
+"""The plugin API: the specification's four plugin traits as async ABCs, and the types they exchange.
+
+Everything a plugin author needs is importable from ``bridge`` (see ``bridge/__init__.py``).
+Values crossing the API are plain data (dataclasses of str/float/int, JSON-like dicts), so a
+plugin can later be hosted in a worker process or a WASM sandbox without changing it.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Alert",
+    "AlertState",
+    "AlertProcessorPlugin",
+    "CollectorConfig",
+    "IntegrationConfig",
+    "ComponentDefinition",
+    "ComponentEvent",
+    "DashboardComponentPlugin",
+    "HistogramValue",
+    "Metric",
+    "MetricCollectorPlugin",
+    "MetricKind",
+    "MonitoringIntegrationPlugin",
+    "Plugin",
+    "PluginConfig",
+    "PluginError",
+    "PluginMetadata",
+    "PluginType",
+    "validate_plugin_id",
+]
+
+AttributeValue = str | bool | int | float
+
+
+class PluginError(Exception):
+    """A plugin failed; the message is safe to log (it never carries secret values)."""
+
+
+class PluginType(str, enum.Enum):
+    """The four plugin types of the specification; the value is the spec's type name."""
+
+    METRIC_COLLECTOR = "metric_collector"
+    DASHBOARD_COMPONENT = "dashboard_component"
+    ALERT_PROCESSOR = "alert_processor"
+    INTEGRATION = "integration"
+
+    @property
+    def id_kind(self) -> str:
+        """The ``<kind>`` part of plugin ids of this type (``monitoring.<kind>.<name>``)."""
+        return _ID_KIND[self]
+
+    @property
+    def entry_point_group(self) -> str:
+        return _EP_GROUP[self]
+
+
+_ID_KIND = {
+    PluginType.METRIC_COLLECTOR: "metrics",
+    PluginType.DASHBOARD_COMPONENT: "dashboard",
+    PluginType.ALERT_PROCESSOR: "alerts",
+    PluginType.INTEGRATION: "integration",
+}
+_EP_GROUP = {
+    PluginType.METRIC_COLLECTOR: "monbridge.collectors",
+    PluginType.DASHBOARD_COMPONENT: "monbridge.dashboard_components",
+    PluginType.ALERT_PROCESSOR: "monbridge.alert_processors",
+    PluginType.INTEGRATION: "monbridge.integrations",
+}
+
+_PLUGIN_ID = re.compile(r"^monitoring\.(metrics|dashboard|alerts|integration)\.[a-z0-9][a-z0-9_\-]*(\.[a-z0-9][a-z0-9_\-]*)*$")
+
+
+def validate_plugin_id(plugin_id: str, plugin_type: PluginType | None = None) -> str:
+    """Return ``plugin_id`` if it has the form ``monitoring.<kind>.<name>``, else raise ValueError."""
+    m = _PLUGIN_ID.match(plugin_id)
+    if not m:
+        raise ValueError(
+            f"invalid plugin id {plugin_id!r}: expected 'monitoring.<kind>.<name>' with kind one of "
+            "metrics, dashboard, alerts, integration and a lower-case name"
+        )
+    if plugin_type is not None and m.group(1) != plugin_type.id_kind:
+        raise ValueError(
+            f"plugin id {plugin_id!r} does not match its type {plugin_type.value}: "
+            f"expected 'monitoring.{plugin_type.id_kind}.<name>'"
+        )
+    return plugin_id
+
+
+@dataclass(frozen=True, slots=True)
+class PluginMetadata:
+    id: str
+    name: str
+    version: str
+    author: str
+    description: str
+    plugin_type: PluginType
+
+
+class PluginConfig(BaseModel):
+    """Base of every plugin's typed config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CollectorConfig(PluginConfig):
+    """Scheduling settings every collector has; the supervisor reads them."""
+
+    collection_interval: float = Field(15.0, gt=0, description="seconds between collections")
+    timeout: float | None = Field(None, gt=0, description="seconds one collection may take (default: the interval)")
+
+
+class IntegrationConfig(PluginConfig):
+    """Scheduling settings every integration has; the supervisor reads them."""
+
+    interval: float = Field(15.0, gt=0, description="seconds between import/export rounds")
+    timeout: float | None = Field(None, gt=0, description="seconds one round may take (default: the interval)")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class MetricKind(str, enum.Enum):
+    GAUGE = "gauge"
+    COUNTER = "counter"  # monotonic sum, cumulative
+    UP_DOWN_COUNTER = "updowncounter"  # non-monotonic sum, cumulative
+    HISTOGRAM = "histogram"  # explicit-bucket histogram, cumulative
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramValue:
+    """Explicit-bucket histogram: ``bucket_counts[i]`` counts values in ``(bounds[i-1], bounds[i]]``
+    (not cumulative, OTel's layout); the last bucket is ``(bounds[-1], +Inf)``."""
+
+    bounds: tuple[float, ...]
+    bucket_counts: tuple[int, ...]
+    sum: float
+    count: int
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.bucket_counts) != len(self.bounds) + 1:
+            raise ValueError(
+                f"histogram has {len(self.bounds)} bounds and {len(self.bucket_counts)} bucket counts; "
+                "expected len(bounds) + 1 bucket counts"
+            )
+        if any(b >= a for a, b in zip(self.bounds[1:], self.bounds)):
+            raise ValueError("histogram bounds must be strictly increasing")
+
+
+@dataclass(slots=True)
+class Metric:
+    """One series' value at one time.
+
+    ``start_time_ns`` is the start of a cumulative sum or histogram; a Metric that carries one
+    (or any histogram) is pre-aggregated and reaches exporters as it is. Timestamps are Unix
+    nanoseconds; ``timestamp_ns`` defaults to the time of collection.
+    """
+
+    name: str
+    kind: MetricKind
+    value: float | HistogramValue
+    unit: str = ""
+    description: str = ""
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    timestamp_ns: int | None = None
+    start_time_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind is MetricKind.HISTOGRAM) != isinstance(self.value, HistogramValue):
+            raise ValueError(f"metric {self.name!r}: histograms need a HistogramValue and only histograms take one")
+
+    @property
+    def preaggregated(self) -> bool:
+        return self.kind is MetricKind.HISTOGRAM or self.start_time_ns is not None
+
+
+# --------------------------------------------------------------------------- alerts and dashboard
+
+
+class AlertState(str, enum.Enum):
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+@dataclass(slots=True)
+class Alert:
+    id: str
+    name: str
+    severity: str
+    state: AlertState = AlertState.FIRING
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    value: float | None = None
+    starts_at: float = field(default_factory=time.time)
+    ends_at: float | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentDefinition:
+    id: str
+    name: str
+    kind: str  # chart type or widget kind, e.g. "timeseries", "status"
+    description: str = ""
+    params_schema: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentEvent:
+    component_id: str
+    event_type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- plugin ABCs
+
+
+class Plugin(abc.ABC):
+    """What every plugin has. ``config_model`` validates the ``config`` block of its entry."""
+
+    plugin_type: ClassVar[PluginType]
+    config_model: ClassVar[type[PluginConfig]] = PluginConfig
+
+    @abc.abstractmethod
+    def metadata(self) -> PluginMetadata: ...
+
+    @abc.abstractmethod
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        """Take the plugin's ``config`` (JSON-like, validated against ``config_model``)."""
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None: ...
+
+    @classmethod
+    def parse_config(cls, config: Mapping[str, Any]) -> Any:
+        return cls.config_model.model_validate(dict(config))
+
+
+class MetricCollectorPlugin(Plugin):
+    plugin_type = PluginType.METRIC_COLLECTOR
+    config_model: ClassVar[type[PluginConfig]] = CollectorConfig
+
+    @abc.abstractmethod
+    async def collect_metrics(self) -> Sequence[Metric]: ...
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+
+class DashboardComponentPlugin(Plugin):
+    plugin_type = PluginType.DASHBOARD_COMPONENT
+
+    @abc.abstractmethod
+    def get_component_definition(self) -> ComponentDefinition: ...
+
+    @abc.abstractmethod
+    async def get_data(self, params: Mapping[str, Any]) -> Any: ...
+
+    @abc.abstractmethod
+    async def handle_event(self, event: ComponentEvent) -> None: ...
+
+
+class AlertProcessorPlugin(Plugin):
+    plugin_type = PluginType.ALERT_PROCESSOR
+
+    @abc.abstractmethod
+    async def process_alert(self, alert: Alert) -> Alert: ...
+
+    @abc.abstractmethod
+    async def handle_acknowledgment(self, alert_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def handle_resolution(self, alert_id: str) -> None: ...
+
+
+class MonitoringIntegrationPlugin(Plugin):
+    """An integration with an outside system.
+
+    Exporters that speak OpenTelemetry natively set ``wants_otel_data`` and implement
+    ``export_metrics_data``: the supervisor then hands them the pipeline's
+    ``opentelemetry.sdk.metrics.export.MetricsData`` (instrument data from the MeterProvider plus
+    pre-aggregated data, not re-aggregated) instead of ``export_metrics``'s list of Metric.
+    """
+
+    plugin_type = PluginType.INTEGRATION
+    config_model: ClassVar[type[PluginConfig]] = IntegrationConfig
+    wants_otel_data: ClassVar[bool] = False
+
+    async def export_metrics_data(self, data: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not take OpenTelemetry MetricsData")
+
+    @abc.abstractmethod
+    async def export_metrics(self, metrics: Sequence[Metric]) -> None: ...
+
+    @abc.abstractmethod
+    async def export_alerts(self, alerts: Sequence[Alert]) -> None: ...
+
+    @abc.abstractmethod
+    async def import_metrics(self) -> Sequence[Metric]: ...
+
+    @abc.abstractmethod
+    async def import_alerts(self) -> Sequence[Alert]: ...
