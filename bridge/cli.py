@@ -1,0 +1,192 @@
+"""The ``monbridge`` command: run, validate, plugins, test."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import click
+
+from bridge import __version__
+from bridge.api import HistogramValue, Metric, PluginType
+from bridge.config import ConfigError, LoadedConfig, PluginEntry, load_config, parse_listen
+from bridge.logs import setup_logging
+
+EXIT_CONFIG = 2
+
+_CONFIG_HELP = "YAML or JSON config file (default: the embedded config: system metrics on /metrics at 127.0.0.1:9464)"
+
+
+def _registry() -> Any:
+    from bridge.registry import PluginRegistry
+
+    return PluginRegistry().discover()
+
+
+def _load_or_exit(path: str | None, registry: Any, listen: str | None = None) -> LoadedConfig:
+    try:
+        loaded = load_config(path, registry)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as e:
+            click.echo(f"error: --listen {listen!r}: {e}", err=True)
+            sys.exit(EXIT_CONFIG)
+        server = loaded.model.server.model_copy(update={"listen": listen})
+        loaded.model = loaded.model.model_copy(update={"server": server})
+    return loaded
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="monbridge")
+def main() -> None:
+    """monbridge: collect, convert and forward metrics and alerts.
+
+    \b
+    Quick start:
+      monbridge run                       host metrics on http://127.0.0.1:9464/metrics
+      monbridge test                      collect once and print what would be exported
+      monbridge validate --config F       check a config file (exit 2 when invalid)
+      monbridge plugins                   installed plugins by type
+    """
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
+@click.option("--listen", help="HOST:PORT for the HTTP server, overriding server.listen")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text is logfmt (key=value); json is one object per line")
+def run(config_path: str | None, listen: str | None, log_level: str, log_format: str) -> None:
+    """Run monbridge until SIGTERM or SIGINT; SIGHUP (or POST /-/reload) reloads the config.
+
+    An invalid config exits with status 2 and says where the problem is; on reload it is
+    refused and the running config stays.
+    """
+    from bridge.runtime import Runtime
+
+    setup_logging(log_level, log_format)
+    registry = _registry()
+    loaded = _load_or_exit(config_path, registry, listen)
+
+    def reload_config() -> LoadedConfig:
+        new = load_config(config_path, registry)
+        if listen is not None:
+            new.model = new.model.model_copy(
+                update={"server": new.model.server.model_copy(update={"listen": listen})})
+        return new
+
+    async def main_async() -> None:
+        rt = Runtime(loaded, registry, reload_config=reload_config)
+        await rt.run()
+
+    try:
+        asyncio.run(main_async())
+    except OSError as e:
+        logging.getLogger("monbridge").error("cannot start: %s", e)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="YAML or JSON config file to check")
+def validate(config_path: str) -> None:
+    """Check a config file: syntax, variables, every plugin's config. Exit 2 when invalid."""
+    loaded = _load_or_exit(config_path, _registry())
+    n = len(loaded.enabled_plugins)
+    click.echo(f"{config_path}: valid ({n} enabled plugin{'s' if n != 1 else ''}, "
+               f"listen {loaded.model.server.listen})")
+
+
+@main.command()
+def plugins() -> None:
+    """List installed plugins by type, with version and distribution."""
+    registry = _registry()
+    for ptype in PluginType:
+        ids = registry.get_plugin_ids_by_type(ptype)
+        click.echo(f"{ptype.value} ({ptype.entry_point_group}):")
+        if not ids:
+            click.echo("  (none)")
+        for pid in ids:
+            entry = registry.entry(pid)
+            try:
+                meta = entry.get().metadata()
+                click.echo(f"  {pid:<36} {meta.version:<10} {meta.description}")
+            except Exception as e:  # noqa: BLE001 - a broken plugin is listed, not fatal
+                click.echo(f"  {pid:<36} {'?':<10} failed to load: {type(e).__name__}: {e}")
+
+
+def _format_metric(m: Metric) -> str:
+    attrs = ",".join(f'{k}="{v}"' for k, v in sorted(m.attributes.items()))
+    unit = f"  [{m.unit}]" if m.unit else ""
+    v = m.value
+    if isinstance(v, HistogramValue):
+        val = f"count={v.count} sum={v.sum} buckets={list(zip(v.bounds, v.bucket_counts))}"
+    else:
+        val = repr(v)
+    return f"{m.name}{{{attrs}}} {val}  {m.kind.value}{unit}"
+
+
+@main.command(name="test")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
+@click.option("--plugin", "plugin_ids", multiple=True,
+              help="only this plugin (repeatable); it need not be enabled in the config")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
+              show_default=True)
+def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: str) -> None:
+    """Collect once from the configured collectors, print the metrics, exit (like telegraf --test)."""
+    from bridge.pipeline import Pipeline
+    from bridge.supervisor import Supervisor
+
+    setup_logging(log_level, "text")
+    registry = _registry()
+    loaded = _load_or_exit(config_path, registry)
+    entries = {p.plugin_id: p for p in loaded.model.plugins}
+    wanted = list(plugin_ids) or [p.plugin_id for p in loaded.enabled_plugins]
+    for pid in wanted:
+        if pid in entries:
+            continue
+        try:
+            cls = registry.entry(pid).plugin_class()
+        except LookupError as e:
+            click.echo(f"error: --plugin: {e}", err=True)
+            sys.exit(EXIT_CONFIG)
+        entries[pid] = PluginEntry(plugin_id=pid)
+        loaded.plugin_configs[pid] = cls.config_model.model_validate({})
+        loaded.raw_plugin_configs[pid] = {}
+
+    async def once() -> int:
+        pipeline = Pipeline()
+        sup = Supervisor(pipeline)
+        failed = 0
+        for pid in wanted:
+            if registry.entry(pid).plugin_type not in (PluginType.METRIC_COLLECTOR, PluginType.INTEGRATION):
+                continue
+            runner = sup.add(pid, lambda pid=pid: registry.new_instance(pid), loaded.raw_plugin_configs[pid],
+                             loaded.plugin_configs[pid])
+            if runner.plugin_type is PluginType.INTEGRATION:
+                continue  # exporters need running collectors; `test` only collects
+            ok = await sup.collect_once(runner)
+            if not ok:
+                failed += 1
+                click.echo(f"# {pid}: {runner.last_error}", err=True)
+                continue
+            click.echo(f"# {pid}")
+            for m in sorted(pipeline.snapshot(), key=lambda m: (m.name, str(sorted(m.attributes.items())))):
+                click.echo(_format_metric(m))
+            pipeline.remove_source(pid)
+        await sup.stop_all()
+        pipeline.shutdown()
+        return failed
+
+    sys.exit(1 if asyncio.run(once()) else 0)
+
+
+if __name__ == "__main__":
+    main()

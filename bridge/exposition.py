@@ -1,0 +1,226 @@
+"""Prometheus text 0.0.4 and OpenMetrics 1.0 rendering of the pipeline's cache.
+
+Written by hand because it is the hot path of every scrape: each series' name-and-labels
+string is built once and kept on the series, each family's rendered text is kept until the
+family changes, and a render only formats values. ``benchmarks/bench_render.py`` measures it
+against opentelemetry-exporter-prometheus and a prometheus_client custom collector on the same
+data. Names follow the OpenTelemetry → Prometheus compatibility rules: ``.`` and other invalid
+characters become ``_``, the unit becomes a suffix (``By`` → ``bytes``, ``s`` → ``seconds``,
+``1`` → ``ratio`` for gauges, ``{packets}`` dropped), monotonic sums end in ``_total``, and the
+resource is ``target_info``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bridge.api import HistogramValue, MetricKind
+from bridge.pipeline import Family
+
+__all__ = [
+    "CONTENT_TYPE_OPENMETRICS",
+    "CONTENT_TYPE_TEXT",
+    "choose_format",
+    "prometheus_label_name",
+    "prometheus_name",
+    "render",
+]
+
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+_INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]+")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]+")
+_MULTI_UNDERSCORE = re.compile(r"__+")
+
+_UNIT_WORDS = {
+    "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds",
+    "us": "microseconds", "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes", "MiBy": "mebibytes",
+    "GiBy": "gibibytes", "TiBy": "tibibytes", "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes",
+    "TBy": "terabytes", "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts",
+    "g": "grams", "Cel": "celsius", "Hz": "hertz", "%": "percent",
+}
+_PER_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
+
+
+def prometheus_unit(unit: str, kind: MetricKind) -> str:
+    """The Prometheus unit word for an OTel (UCUM) unit, or ``""`` when there is none."""
+    unit = re.sub(r"\{[^}]*\}", "", unit).strip()
+    if not unit:
+        return ""
+    if unit == "1":
+        return "ratio" if kind is MetricKind.GAUGE else ""
+    if "/" in unit:
+        num, _, per = unit.partition("/")
+        a = _UNIT_WORDS.get(num, num) if num else ""
+        b = _PER_WORDS.get(per, per)
+        word = f"{a}_per_{b}" if a else f"per_{b}"
+    else:
+        word = _UNIT_WORDS.get(unit, unit)
+    return _MULTI_UNDERSCORE.sub("_", _INVALID_LABEL.sub("_", word)).strip("_")
+
+
+def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
+    """The Prometheus family name (without ``_total``) of an OTel metric."""
+    base = _MULTI_UNDERSCORE.sub("_", _INVALID_NAME.sub("_", name)).strip("_")
+    if not base or base[0].isdigit():
+        base = "_" + base
+    word = prometheus_unit(unit, kind)
+    if word and not base.endswith("_" + word) and base != word:
+        base = f"{base}_{word}"
+    if kind is MetricKind.COUNTER and base.endswith("_total"):
+        base = base[: -len("_total")]
+    return base
+
+
+def prometheus_label_name(key: str) -> str:
+    name = _MULTI_UNDERSCORE.sub("_", _INVALID_LABEL.sub("_", key))
+    if not name or name[0].isdigit():
+        name = "key_" + name
+    return name
+
+
+def _escape_label_value(v: Any) -> str:
+    s = v if isinstance(v, str) else (str(v).lower() if isinstance(v, bool) else str(v))
+    if "\\" in s or '"' in s or "\n" in s:
+        s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return s
+
+
+def _escape_help(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _labels(attributes: Mapping[str, Any]) -> str:
+    """``{a="1",b="2"}`` for an attribute set, or ``""``; keys that collide after sanitizing
+    are joined with ``;`` as the compatibility rules say."""
+    if not attributes:
+        return ""
+    merged: dict[str, str] = {}
+    for k, v in attributes.items():
+        ln = prometheus_label_name(k)
+        ev = _escape_label_value(v)
+        merged[ln] = f"{merged[ln]};{ev}" if ln in merged else ev
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(merged.items())) + "}"
+
+
+def _fmt(v: Any) -> str:
+    if v.__class__ is int:
+        return str(v)
+    f = float(v)
+    if f != f:
+        return "NaN"
+    if f == math.inf:
+        return "+Inf"
+    if f == -math.inf:
+        return "-Inf"
+    return repr(f)
+
+
+def _fmt_le(b: float) -> str:
+    return "+Inf" if b == math.inf else repr(float(b))
+
+
+def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
+    """(sample base name, header text) of a family."""
+    base = prometheus_name(fam.name, fam.unit, fam.kind)
+    kind = fam.kind
+    if kind is MetricKind.COUNTER:
+        ptype, sample = "counter", base + "_total"
+        meta_name = base if openmetrics else sample
+    elif kind is MetricKind.HISTOGRAM:
+        ptype, sample, meta_name = "histogram", base, base
+    else:
+        ptype, sample, meta_name = "gauge", base, base
+    lines = []
+    if fam.description:
+        lines.append(f"# HELP {meta_name} {_escape_help(fam.description)}\n")
+    lines.append(f"# TYPE {meta_name} {ptype}\n")
+    if openmetrics:
+        word = prometheus_unit(fam.unit, fam.kind)
+        if word and meta_name.endswith("_" + word):
+            lines.append(f"# UNIT {meta_name} {word}\n")
+    return sample, "".join(lines)
+
+
+def _render_family(fam: Family, openmetrics: bool) -> str:
+    sample, header = _family_header(fam, openmetrics)
+    out = [header]
+    append = out.append
+    series = list(fam.series.values())
+    if fam.kind is MetricKind.HISTOGRAM:
+        for s in series:
+            out.append(_render_histogram(sample, s.attributes, s.value))  # type: ignore[arg-type]
+        return "".join(out)
+    for s in series:
+        prefix = s.prom
+        if prefix is None:
+            prefix = s.prom = f"{sample}{_labels(s.attributes)} "
+        v = s.value
+        if v.__class__ is float and v == v and v not in (math.inf, -math.inf):
+            append(prefix + repr(v) + "\n")
+        else:
+            append(prefix + _fmt(v) + "\n")
+    return "".join(out)
+
+
+def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValue) -> str:
+    labels = _labels(attributes)
+    inner = labels[1:-1]
+    sep = "," if inner else ""
+    lines = []
+    cum = 0
+    for bound, count in zip((*h.bounds, math.inf), h.bucket_counts):
+        cum += count
+        lines.append(f'{base}_bucket{{{inner}{sep}le="{_fmt_le(bound)}"}} {cum}\n')
+    lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")
+    lines.append(f"{base}_count{labels} {h.count}\n")
+    return "".join(lines)
+
+
+def _target_info(resource_attributes: Mapping[str, Any], openmetrics: bool) -> str:
+    if not resource_attributes:
+        return ""
+    head = "# HELP target_info Target metadata\n"
+    head += "# TYPE target info\n" if openmetrics else "# TYPE target_info gauge\n"
+    return f"{head}target_info{_labels(resource_attributes)} 1\n"
+
+
+def render(families: Iterable[Family], resource_attributes: Mapping[str, Any] | None = None,
+           openmetrics: bool = False) -> bytes:
+    """Render families (from ``Pipeline.families()``) as one exposition body.
+
+    A family whose Prometheus name another family already took is left out (the first in
+    name order wins); the caller counts those through the returned body's absence.
+    """
+    parts = [_target_info(resource_attributes or {}, openmetrics)]
+    taken: set[str] = set()
+    for fam in families:
+        key = (openmetrics, fam.version)
+        cached = fam.render_cache.get(openmetrics)
+        if cached is not None and cached[0] == key:
+            name, text = cached[1], cached[2]
+        else:
+            name = prometheus_name(fam.name, fam.unit, fam.kind)
+            text = _render_family(fam, openmetrics)
+            fam.render_cache[openmetrics] = (key, name, text)
+        if name in taken:
+            continue
+        taken.add(name)
+        parts.append(text)
+    if openmetrics:
+        parts.append("# EOF\n")
+    return "".join(parts).encode()
+
+
+def choose_format(accept: str | None) -> tuple[bool, str]:
+    """(openmetrics?, content type) for an ``Accept`` header, as Prometheus negotiates."""
+    if accept:
+        for part in accept.split(","):
+            media = part.split(";")[0].strip()
+            if media == "application/openmetrics-text":
+                return True, CONTENT_TYPE_OPENMETRICS
+    return False, CONTENT_TYPE_TEXT

@@ -1,0 +1,346 @@
+"""The meter pipeline: one OpenTelemetry MeterProvider fed from a cache of collected series.
+
+Collectors are run by the supervisor on their own schedule; what they return is recorded here
+(``Pipeline.record``) and cached. The OTel observable instruments' callbacks only read this
+cache, so a reader's collection never re-runs a collector. Pre-aggregated data (cumulative
+sums with their own start time, histograms with bucket counts: Prometheus imports, say) stays
+out of the SDK and joins the exported ``MetricsData`` as it is, never re-aggregated.
+
+Limits are set on purpose: each metric family holds at most ``cardinality_limit`` series; a
+series past it is dropped, counted in ``monbridge.series.dropped{reason="cardinality"}`` and
+logged. The SDK's own per-instrument cap (2,000 by default, overflowing silently) is raised
+above ours so it never triggers. A source's series that are missing from its next collection
+(a process that exited) expire at once, here and in the SDK's storage.
+
+The Prometheus renderer (``bridge.exposition``) reads the same cache directly: going through
+the SDK's collection for every scrape costs more than the render itself (see benchmarks/).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    MetricReader,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Metric as OtelMetric
+from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from bridge.api import HistogramValue, Metric, MetricKind
+
+__all__ = ["DEFAULT_CARDINALITY_LIMIT", "Family", "Pipeline", "Series", "default_resource"]
+
+log = logging.getLogger("monbridge.pipeline")
+
+DEFAULT_CARDINALITY_LIMIT = 10_000
+_SCOPE = InstrumentationScope("monbridge", "0.1.0")
+_PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
+_OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
+_DROP_LOG_EVERY_S = 60.0
+
+AttrKey = tuple[tuple[str, Any], ...]
+
+
+def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:
+    """``service.name=monbridge``, ``host.name``, then ``OTEL_RESOURCE_ATTRIBUTES`` and
+    ``OTEL_SERVICE_NAME`` (which win, as the SDK's detector makes them)."""
+    import socket
+
+    from bridge import __version__
+
+    base = Resource.create(
+        {"service.name": "monbridge", "service.version": __version__, "host.name": socket.gethostname(), **(extra or {})}
+    )
+    return base
+
+
+class Series:
+    """One attribute set of a family: its latest value and who reported it."""
+
+    __slots__ = ("attributes", "key", "value", "start_ns", "time_ns", "source", "prom")
+
+    def __init__(self, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
+        self.attributes = attributes
+        self.key = key
+        self.source = source
+        self.value: float | HistogramValue = 0.0
+        self.start_ns: int | None = None
+        self.time_ns = 0
+        self.prom: Any = None  # the renderer's cached label string
+
+
+@dataclass(eq=False)
+class Family:
+    """All series of one metric name. ``version`` changes whenever a series does."""
+
+    name: str
+    kind: MetricKind
+    unit: str
+    description: str
+    preaggregated: bool
+    series: dict[AttrKey, Series] = field(default_factory=dict)
+    version: int = 0
+    instrument: Any = None
+    render_cache: dict[Any, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """The cache of collected series and the MeterProvider exporting it."""
+
+    def __init__(
+        self,
+        resource: Resource | None = None,
+        *,
+        cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
+        readers: Sequence[MetricReader] = (),
+    ) -> None:
+        if cardinality_limit < 1:
+            raise ValueError("cardinality_limit must be at least 1")
+        self.resource = resource if resource is not None else default_resource()
+        self.cardinality_limit = cardinality_limit
+        self._lock = threading.RLock()
+        self._families: dict[str, Family] = {}
+        self._owned: dict[str, set[tuple[str, AttrKey]]] = {}
+        self.dropped: Counter[str] = Counter()
+        self.expired_total = 0
+        self._drop_logged: dict[tuple[str, str], float] = {}
+        self._reader = InMemoryMetricReader()
+        # The SDK keeps limit-1 series and folds the rest into an overflow point; ours is enforced
+        # first, so the SDK's is set one above it and never triggers.
+        self._provider = MeterProvider(
+            resource=self.resource,
+            metric_readers=[self._reader, *readers],
+            views=[View(instrument_name="*", aggregation_cardinality_limit=cardinality_limit + 1)],
+        )
+        self._meter = self._provider.get_meter(_SCOPE.name, _SCOPE.version)
+
+    # ------------------------------------------------------------------ recording
+
+    def record(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None) -> int:
+        """Replace ``source``'s series with ``metrics``; return how many were accepted.
+
+        Series of ``source`` absent from ``metrics`` expire. A metric that cannot be accepted
+        (bad name, a kind or unit other than its family's, over the cardinality limit) is
+        dropped, counted by reason and logged; the rest of the batch is kept.
+        """
+        now = now_ns if now_ns is not None else time.time_ns()
+        seen: set[tuple[str, AttrKey]] = set()
+        accepted = 0
+        with self._lock:
+            families = self._families
+            for m in metrics:
+                fam = families.get(m.name)
+                if fam is None:
+                    fam = self._new_family(m, source)
+                    if fam is None:
+                        continue
+                elif fam.kind is not m.kind or fam.unit != m.unit:
+                    self._drop("conflict", m.name, source, f"reported as {m.kind.value} {m.unit!r}, "
+                               f"family is {fam.kind.value} {fam.unit!r}")
+                    continue
+                attrs = m.attributes
+                key: AttrKey = tuple(sorted(attrs.items())) if attrs else ()
+                s = fam.series.get(key)
+                if s is None:
+                    if len(fam.series) >= self.cardinality_limit:
+                        self._drop("cardinality", m.name, source,
+                                   f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
+                        continue
+                    s = Series(dict(attrs), key, source)
+                    fam.series[key] = s
+                elif s.source != source:
+                    # Another source owns this series: the newest report wins, ownership moves.
+                    owned = self._owned.get(s.source)
+                    if owned is not None:
+                        owned.discard((m.name, key))
+                    s.source = source
+                v = m.value
+                if not fam.preaggregated and isinstance(v, bool):
+                    v = int(v)
+                s.value = v
+                s.start_ns = m.start_time_ns
+                s.time_ns = m.timestamp_ns or now
+                fam.version += 1
+                seen.add((m.name, key))
+                accepted += 1
+            old = self._owned.get(source)
+            if old:
+                self._expire(old - seen)
+            self._owned[source] = seen
+        return accepted
+
+    def remove_source(self, source: str) -> None:
+        """Expire every series ``source`` reported (a plugin that stopped)."""
+        with self._lock:
+            old = self._owned.pop(source, None)
+            if old:
+                self._expire(old)
+
+    def sources(self) -> list[str]:
+        with self._lock:
+            return sorted(self._owned)
+
+    def _new_family(self, m: Metric, source: str) -> Family | None:
+        if not _OTEL_NAME.match(m.name):
+            self._drop("invalid_name", m.name, source,
+                       "expected an OpenTelemetry instrument name (a letter, then letters, digits, _ . - /)")
+            return None
+        fam = Family(m.name, m.kind, m.unit, m.description, m.preaggregated)
+        if not fam.preaggregated:
+            fam.instrument = self._create_instrument(fam)
+        self._families[m.name] = fam
+        return fam
+
+    def _create_instrument(self, fam: Family) -> Any:
+        def callback(_options: CallbackOptions, fam: Family = fam) -> list[Observation]:
+            with self._lock:
+                return [Observation(s.value, s.attributes) for s in fam.series.values()]  # type: ignore[arg-type]
+
+        create = {
+            MetricKind.GAUGE: self._meter.create_observable_gauge,
+            MetricKind.COUNTER: self._meter.create_observable_counter,
+            MetricKind.UP_DOWN_COUNTER: self._meter.create_observable_up_down_counter,
+        }[fam.kind]
+        return create(fam.name, callbacks=[callback], unit=fam.unit, description=fam.description)
+
+    def _expire(self, gone: set[tuple[str, AttrKey]]) -> None:
+        by_family: dict[str, list[AttrKey]] = {}
+        for name, key in gone:
+            fam = self._families.get(name)
+            if fam is None or fam.series.pop(key, None) is None:
+                continue
+            fam.version += 1
+            by_family.setdefault(name, []).append(key)
+        for name, keys in by_family.items():
+            self.expired_total += len(keys)
+            fam = self._families[name]
+            if fam.instrument is not None:
+                self._forget_in_sdk(fam.instrument, keys)
+            if not fam.series:
+                # An empty family keeps its instrument (the SDK cannot remove one) but is not rendered.
+                fam.render_cache.clear()
+
+    def _forget_in_sdk(self, instrument: Any, keys: list[AttrKey]) -> None:
+        """Remove expired attribute sets from the SDK's storage.
+
+        For cumulative asynchronous instruments the SDK never forgets an attribute set: an exited
+        process would hold memory and a slot of the cardinality limit forever. This reaches into
+        the SDK's storage (pinned version; covered by tests/unit/test_pipeline.py).
+        """
+        try:
+            from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+
+            consumer = self._provider._measurement_consumer  # type: ignore[attr-defined]
+            hashed = [_hash_attributes(dict(k)) for k in keys]
+            for storage in consumer._reader_storages.values():
+                for match in storage._instrument_view_instrument_matches.get(instrument, ()):
+                    with match._lock:
+                        for h in hashed:
+                            match._attributes_aggregation.pop(h, None)
+        except Exception:  # pragma: no cover - only if the SDK's internals change
+            log.warning("could not expire series in the OpenTelemetry SDK storage", exc_info=True)
+
+    def _drop(self, reason: str, name: str, source: str, why: str) -> None:
+        self.dropped[reason] += 1
+        now = time.monotonic()
+        k = (reason, name)
+        last = self._drop_logged.get(k)
+        if last is None or now - last >= _DROP_LOG_EVERY_S:
+            self._drop_logged[k] = now
+            log.warning(
+                "dropped series of %s from %s (%s): %s; counted in monbridge_series_dropped_total{reason=%r}, "
+                "further drops of this metric are logged at most once a minute",
+                name, source, reason, why, reason,
+            )
+
+    # ------------------------------------------------------------------ reading
+
+    def families(self) -> list[Family]:
+        """The families that have series, in name order (a list; the families are live)."""
+        with self._lock:
+            return [f for _, f in sorted(self._families.items()) if f.series]
+
+    def family(self, name: str) -> Family | None:
+        return self._families.get(name)
+
+    def snapshot(self) -> list[Metric]:
+        """Every cached series as a Metric (for integrations that take the plugin API's type)."""
+        out: list[Metric] = []
+        with self._lock:
+            for fam in self._families.values():
+                for s in fam.series.values():
+                    out.append(Metric(fam.name, fam.kind, s.value, fam.unit, fam.description,
+                                      dict(s.attributes), s.time_ns, s.start_ns))
+        return out
+
+    def collect_otel(self) -> MetricsData:
+        """The MeterProvider's data (instrument callbacks read the cache) plus the
+        pre-aggregated families, as one ``MetricsData`` for OTel exporters. Blocking: call it
+        from a worker thread."""
+        self._reader.collect()  # type: ignore[no-untyped-call]
+        data = self._reader.get_metrics_data()
+        preagg = self._preaggregated_metrics()
+        scope_metrics = []
+        if data is not None:
+            for rm in data.resource_metrics:
+                scope_metrics.extend(rm.scope_metrics)
+        if preagg:
+            scope_metrics.append(ScopeMetrics(scope=_PREAGG_SCOPE, metrics=preagg, schema_url=""))
+        return MetricsData(resource_metrics=[ResourceMetrics(resource=self.resource, scope_metrics=scope_metrics,
+                                                             schema_url="")])
+
+    def _preaggregated_metrics(self) -> list[OtelMetric]:
+        out: list[OtelMetric] = []
+        with self._lock:
+            fams = [f for f in self._families.values() if f.preaggregated and f.series]
+            for fam in fams:
+                points: list[Any] = []
+                for s in fam.series.values():
+                    start = s.start_ns if s.start_ns is not None else s.time_ns
+                    v = s.value
+                    if isinstance(v, HistogramValue):
+                        points.append(HistogramDataPoint(
+                            attributes=s.attributes, start_time_unix_nano=start, time_unix_nano=s.time_ns,
+                            count=v.count, sum=v.sum, bucket_counts=list(v.bucket_counts),
+                            explicit_bounds=list(v.bounds),
+                            min=v.min if v.min is not None else math.nan,
+                            max=v.max if v.max is not None else math.nan,
+                        ))
+                    else:
+                        points.append(NumberDataPoint(attributes=s.attributes, start_time_unix_nano=start,
+                                                      time_unix_nano=s.time_ns, value=v))
+                data: Any
+                if fam.kind is MetricKind.HISTOGRAM:
+                    data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+                elif fam.kind is MetricKind.GAUGE:
+                    data = Gauge(data_points=points)
+                else:
+                    data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                               is_monotonic=fam.kind is MetricKind.COUNTER)
+                out.append(OtelMetric(name=fam.name, description=fam.description, unit=fam.unit, data=data))
+        return out
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()

@@ -1,0 +1,360 @@
+"""The supervisor: owns every plugin's lifecycle, runs each on its own schedule, isolates failures.
+
+Each collector runs in its own task on its own ``collection_interval``, each call bounded by
+``timeout``: a plugin that raises, hangs or is slow never delays another. After
+``max_failures`` consecutive failures (or a failed initialize) a plugin is failed and
+restarted with exponential backoff. State, last error and timings are kept per plugin for
+``GET /api/v1/plugins`` and the ``monbridge_plugin_*`` self-metrics.
+
+The supervisor talks to plugins only through a ``PluginHost`` with plain-data calls, so a
+plugin can be hosted in a worker process or a WASM sandbox by adding a host, without changing
+the plugin API. ``InProcessHost`` is the one there is today. A plugin that blocks the event
+loop itself (sync I/O without ``asyncio.to_thread``) can only be isolated by such a host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.api import (
+    Metric,
+    MetricCollectorPlugin,
+    MetricKind,
+    MonitoringIntegrationPlugin,
+    Plugin,
+    PluginType,
+)
+from bridge.lifecycle import Lifecycle, PluginState
+from bridge.pipeline import Pipeline
+
+__all__ = ["InProcessHost", "PluginHost", "PluginRunner", "Supervisor", "SupervisorSettings"]
+
+log = logging.getLogger("monbridge.supervisor")
+
+SELF_SOURCE = "monbridge"
+
+
+class PluginHost:
+    """Where a plugin runs. Calls take and return plain data, so a host may be out of process."""
+
+    def __init__(self, plugin: Plugin) -> None:
+        self.plugin = plugin
+
+    @property
+    def plugin_type(self) -> PluginType:
+        return self.plugin.plugin_type
+
+
+class InProcessHost(PluginHost):
+    """Runs the plugin's coroutines on the supervisor's event loop."""
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        await self.plugin.initialize(config)
+
+    async def start(self) -> None:
+        if isinstance(self.plugin, MetricCollectorPlugin):
+            await self.plugin.start()
+
+    async def stop(self) -> None:
+        if isinstance(self.plugin, MetricCollectorPlugin):
+            await self.plugin.stop()
+
+    async def shutdown(self) -> None:
+        await self.plugin.shutdown()
+
+    async def collect(self) -> Sequence[Metric]:
+        assert isinstance(self.plugin, MetricCollectorPlugin)
+        return await self.plugin.collect_metrics()
+
+    async def integrate(self, pipeline: Pipeline) -> int:
+        """One import/export round of an integration; returns the number of metrics imported."""
+        plugin = self.plugin
+        assert isinstance(plugin, MonitoringIntegrationPlugin)
+        imported = await plugin.import_metrics()
+        if imported:
+            pipeline.record(plugin.metadata().id, imported)
+        if plugin.wants_otel_data:
+            data = await asyncio.to_thread(pipeline.collect_otel)
+            await plugin.export_metrics_data(data)
+        else:
+            await plugin.export_metrics(pipeline.snapshot())
+        return len(imported)
+
+
+@dataclass
+class SupervisorSettings:
+    max_failures: int = 3
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    call_timeout: float = 30.0  # initialize/start/stop/shutdown
+
+
+@dataclass
+class PluginRunner:
+    """One configured plugin: its host, state, schedule and record."""
+
+    plugin_id: str
+    plugin_type: PluginType
+    config: Mapping[str, Any]
+    make_plugin: Callable[[], Plugin]
+    interval: float | None
+    timeout: float | None
+    version: str = ""
+    lifecycle: Lifecycle = field(init=False)
+    host: InProcessHost | None = None
+    task: asyncio.Task[None] | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+    last_duration: float | None = None
+    runs: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    restarts: int = 0
+    consecutive_failures: int = 0
+    missed_ticks: int = 0
+
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self.plugin_id)
+
+    @property
+    def state(self) -> PluginState:
+        return self.lifecycle.state
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "plugin_id": self.plugin_id,
+            "type": self.plugin_type.value,
+            "version": self.version,
+            "state": self.state.value,
+            "interval_seconds": self.interval,
+            "timeout_seconds": self.timeout,
+            "runs": self.runs,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "restarts": self.restarts,
+            "consecutive_failures": self.consecutive_failures,
+            "missed_ticks": self.missed_ticks,
+            "last_duration_seconds": self.last_duration,
+            "last_success_at": self.last_success_at,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }
+
+
+class Supervisor:
+    def __init__(self, pipeline: Pipeline, settings: SupervisorSettings | None = None) -> None:
+        self.pipeline = pipeline
+        self.settings = settings or SupervisorSettings()
+        self.runners: dict[str, PluginRunner] = {}
+
+    # ------------------------------------------------------------------ adding and removing
+
+    def add(self, plugin_id: str, make_plugin: Callable[[], Plugin], config: Mapping[str, Any],
+            parsed_config: Any = None) -> PluginRunner:
+        probe = make_plugin()
+        interval = getattr(parsed_config, "collection_interval", None) or getattr(parsed_config, "interval", None)
+        timeout = getattr(parsed_config, "timeout", None) or interval
+        first = [probe]
+
+        def factory() -> Plugin:
+            return first.pop() if first else make_plugin()
+
+        runner = PluginRunner(plugin_id, probe.plugin_type, dict(config), factory, interval, timeout,
+                              version=probe.metadata().version)
+        self.runners[plugin_id] = runner
+        return runner
+
+    async def start_all(self) -> None:
+        await asyncio.gather(*(self.start(r) for r in self.runners.values()))
+
+    async def start(self, runner: PluginRunner) -> None:
+        """Initialize and start ``runner``; on failure it is failed and restarted in the background."""
+        up = await self._bring_up(runner)
+        runner.task = asyncio.create_task(self._supervise(runner, up), name=f"plugin:{runner.plugin_id}")
+
+    async def _bring_up(self, runner: PluginRunner) -> bool:
+        host = InProcessHost(runner.make_plugin())
+        runner.host = host
+        try:
+            await asyncio.wait_for(host.initialize(runner.config), self.settings.call_timeout)
+            runner.lifecycle.to(PluginState.INITIALIZED)
+            await asyncio.wait_for(host.start(), self.settings.call_timeout)
+            runner.lifecycle.to(PluginState.RUNNING)
+            log.info("plugin %s running (interval %ss)", runner.plugin_id, runner.interval)
+            return True
+        except Exception as e:
+            self._failed(runner, "start", e)
+            if runner.lifecycle.can(PluginState.FAILED):
+                runner.lifecycle.to(PluginState.FAILED)
+            return False
+
+    def _failed(self, runner: PluginRunner, what: str, e: BaseException) -> None:
+        if isinstance(e, TimeoutError):
+            msg = f"{what} timed out"
+            runner.timeouts += 1
+        else:
+            msg = f"{what} failed: {type(e).__name__}: {e}"
+        runner.errors += 1
+        runner.consecutive_failures += 1
+        runner.last_error = msg
+        runner.last_error_at = time.time()
+        log.error("plugin %s: %s", runner.plugin_id, msg, exc_info=not isinstance(e, TimeoutError))
+
+    async def _supervise(self, runner: PluginRunner, up: bool) -> None:
+        """Run ``runner`` on its schedule; when it fails, restart it with exponential backoff."""
+        delay = self.settings.backoff_initial
+        while True:
+            if not up:
+                d = delay * random.uniform(0.8, 1.2)
+                log.warning("plugin %s failed; restarting in %.1fs", runner.plugin_id, d)
+                await asyncio.sleep(d)
+                if runner.host is not None:
+                    try:
+                        await asyncio.wait_for(runner.host.shutdown(), self.settings.call_timeout)
+                    except Exception as e:  # noqa: BLE001 - a failed plugin's shutdown may fail too
+                        log.warning("plugin %s: shutdown before restart failed: %s: %s", runner.plugin_id,
+                                    type(e).__name__, e)
+                runner.restarts += 1
+                up = await self._bring_up(runner)
+                if not up:
+                    delay = min(delay * 2, self.settings.backoff_max)
+                    continue
+                runner.consecutive_failures = 0
+                delay = self.settings.backoff_initial
+            if not await self._run(runner):
+                return
+            up = False
+
+    async def _run(self, runner: PluginRunner) -> bool:
+        """Run on schedule until the plugin fails (returns True) or has no schedule (False)."""
+        if runner.plugin_type not in (PluginType.METRIC_COLLECTOR, PluginType.INTEGRATION) or not runner.interval:
+            return False
+        loop = asyncio.get_running_loop()
+        interval = runner.interval
+        timeout = runner.timeout or interval
+        next_at = loop.time()
+        while True:
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ok = await self._once(runner, timeout)
+            if not ok and runner.consecutive_failures >= self.settings.max_failures:
+                runner.lifecycle.to(PluginState.FAILED)
+                return True
+            next_at += interval
+            now = loop.time()
+            if next_at < now:  # a slow run: keep the phase, skip the ticks that passed
+                skipped = int((now - next_at) // interval) + 1
+                runner.missed_ticks += skipped
+                next_at += skipped * interval
+
+    async def _once(self, runner: PluginRunner, timeout: float) -> bool:
+        host = runner.host
+        assert host is not None
+        t0 = time.perf_counter()
+        try:
+            if runner.plugin_type is PluginType.METRIC_COLLECTOR:
+                metrics = await asyncio.wait_for(host.collect(), timeout)
+                self.pipeline.record(runner.plugin_id, metrics)
+            else:
+                await asyncio.wait_for(host.integrate(self.pipeline), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - isolation: any plugin error is recorded, never raised
+            runner.last_duration = time.perf_counter() - t0
+            runner.runs += 1
+            self._failed(runner, "collection" if runner.plugin_type is PluginType.METRIC_COLLECTOR else "export", e)
+            return False
+        runner.last_duration = time.perf_counter() - t0
+        runner.runs += 1
+        runner.consecutive_failures = 0
+        runner.last_success_at = time.time()
+        return True
+
+    async def collect_once(self, runner: PluginRunner) -> bool:
+        """Bring a plugin up, run one collection or round, and leave it running (``monbridge test``)."""
+        if not await self._bring_up(runner):
+            return False
+        return await self._once(runner, runner.timeout or 30.0)
+
+    async def stop(self, runner: PluginRunner, flush: bool = True) -> None:
+        """Stop and shut down ``runner``: a last export round for integrations, then shutdown."""
+        if runner.task is not None:
+            runner.task.cancel()
+            try:
+                await runner.task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            runner.task = None
+        host = runner.host
+        if host is not None and runner.state is PluginState.RUNNING:
+            if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:
+                await self._once(runner, min(runner.timeout or 5.0, 5.0))
+            try:
+                await asyncio.wait_for(host.stop(), self.settings.call_timeout)
+            except Exception as e:  # noqa: BLE001
+                self._failed(runner, "stop", e)
+            runner.lifecycle.to(PluginState.STOPPED)
+        if host is not None and runner.lifecycle.can(PluginState.SHUT_DOWN):
+            try:
+                await asyncio.wait_for(host.shutdown(), self.settings.call_timeout)
+            except Exception as e:  # noqa: BLE001
+                self._failed(runner, "shutdown", e)
+            runner.lifecycle.to(PluginState.SHUT_DOWN)
+        self.pipeline.remove_source(runner.plugin_id)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(r) for r in self.runners.values()))
+
+    async def remove(self, plugin_id: str) -> None:
+        runner = self.runners.pop(plugin_id, None)
+        if runner is not None:
+            await self.stop(runner)
+
+    # ------------------------------------------------------------------ status
+
+    def ready(self) -> bool:
+        return all(r.state is PluginState.RUNNING for r in self.runners.values())
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [r.status() for _, r in sorted(self.runners.items())]
+
+    def refresh_self_metrics(self) -> None:
+        """Record the supervisor's and the pipeline's own metrics (``monbridge_*``)."""
+        out: list[Metric] = []
+        add = out.append
+        G, C = MetricKind.GAUGE, MetricKind.COUNTER
+        for r in self.runners.values():
+            a = {"plugin_id": r.plugin_id, "plugin_type": r.plugin_type.value}
+            add(Metric("monbridge.plugin.up", G, 1 if r.state is PluginState.RUNNING else 0, "",
+                       "1 when the plugin is running", a))
+            for st in PluginState:
+                add(Metric("monbridge.plugin.state", G, 1 if r.state is st else 0, "",
+                           "the plugin's lifecycle state (1 for the current one)", {**a, "state": st.value}))
+            for result, n in (("success", r.runs - r.errors), ("error", r.errors - r.timeouts),
+                              ("timeout", r.timeouts)):
+                add(Metric("monbridge.plugin.runs", C, max(n, 0), "",
+                           "collections or integration rounds by result", {**a, "result": result}))
+            add(Metric("monbridge.plugin.restarts", C, r.restarts, "", "restarts after failures", a))
+            add(Metric("monbridge.plugin.missed_ticks", C, r.missed_ticks, "",
+                       "scheduled runs skipped because the previous one ran late", a))
+            if r.last_duration is not None:
+                add(Metric("monbridge.plugin.run.duration", G, r.last_duration, "s",
+                           "duration of the last collection or integration round", a))
+            if r.last_success_at is not None:
+                add(Metric("monbridge.plugin.last_success_timestamp", G, r.last_success_at, "s",
+                           "Unix time of the last successful run", a))
+        p = self.pipeline
+        for reason in ("cardinality", "conflict", "invalid_name", *sorted(set(p.dropped) - {"cardinality", "conflict", "invalid_name"})):
+            add(Metric("monbridge.series.dropped", C, p.dropped.get(reason, 0), "",
+                       "series dropped by the pipeline, by reason", {"reason": reason}))
+        add(Metric("monbridge.series.expired", C, p.expired_total, "",
+                   "series expired because their source stopped reporting them"))
+        p.record(SELF_SOURCE, out)
