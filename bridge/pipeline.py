@@ -147,6 +147,7 @@ class Pipeline:
         """
         now = now_ns if now_ns is not None else time.time_ns()
         seen: set[tuple[str, AttrKey]] = set()
+        over_limit: list[Metric] = []
         accepted = 0
         with self._lock:
             families = self._families
@@ -165,8 +166,8 @@ class Pipeline:
                 s = fam.series.get(key)
                 if s is None:
                     if len(fam.series) >= self.cardinality_limit:
-                        self._drop("cardinality", m.name, source,
-                                   f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
+                        # Decided once this source's absent series have expired and freed slots.
+                        over_limit.append(m)
                         continue
                     s = Series(dict(attrs), key, source)
                     fam.series[key] = s
@@ -189,6 +190,27 @@ class Pipeline:
             if old:
                 self._expire(old - seen)
             self._owned[source] = seen
+            if over_limit:
+                accepted += self._record_over_limit(source, over_limit, seen, now)
+        return accepted
+
+    def _record_over_limit(self, source: str, metrics: list[Metric], seen: set[tuple[str, AttrKey]],
+                           now: int) -> int:
+        accepted = 0
+        for m in metrics:
+            fam = self._families[m.name]
+            key: AttrKey = tuple(sorted(m.attributes.items()))
+            if len(fam.series) >= self.cardinality_limit and key not in fam.series:
+                self._drop("cardinality", m.name, source,
+                           f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
+                continue
+            s = fam.series.get(key)
+            if s is None:
+                s = fam.series[key] = Series(dict(m.attributes), key, source)
+            s.value, s.start_ns, s.time_ns = m.value, m.start_time_ns, m.timestamp_ns or now
+            fam.version += 1
+            seen.add((m.name, key))
+            accepted += 1
         return accepted
 
     def remove_source(self, source: str) -> None:

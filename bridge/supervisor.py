@@ -40,6 +40,14 @@ log = logging.getLogger("monbridge.supervisor")
 SELF_SOURCE = "monbridge"
 
 
+async def _bounded(coro: Any, timeout: float | None) -> Any:
+    """``await coro`` within ``timeout`` seconds. ``asyncio.timeout`` rather than ``wait_for``:
+    on Python 3.11 ``wait_for`` can swallow a cancellation that races with completion, which
+    would leave a stopped plugin's task running."""
+    async with asyncio.timeout(timeout):
+        return await coro
+
+
 class PluginHost:
     """Where a plugin runs. Calls take and return plain data, so a host may be out of process."""
 
@@ -183,9 +191,9 @@ class Supervisor:
         host = InProcessHost(runner.make_plugin())
         runner.host = host
         try:
-            await asyncio.wait_for(host.initialize(runner.config), self.settings.call_timeout)
+            await _bounded(host.initialize(runner.config), self.settings.call_timeout)
             runner.lifecycle.to(PluginState.INITIALIZED)
-            await asyncio.wait_for(host.start(), self.settings.call_timeout)
+            await _bounded(host.start(), self.settings.call_timeout)
             runner.lifecycle.to(PluginState.RUNNING)
             log.info("plugin %s running (interval %ss)", runner.plugin_id, runner.interval)
             return True
@@ -205,7 +213,9 @@ class Supervisor:
         runner.consecutive_failures += 1
         runner.last_error = msg
         runner.last_error_at = time.time()
-        log.error("plugin %s: %s", runner.plugin_id, msg, exc_info=not isinstance(e, TimeoutError))
+        # The traceback once per failure streak; repeats are one line each.
+        log.error("plugin %s: %s", runner.plugin_id, msg,
+                  exc_info=runner.consecutive_failures == 1 and not isinstance(e, TimeoutError))
 
     async def _supervise(self, runner: PluginRunner, up: bool) -> None:
         """Run ``runner`` on its schedule; when it fails, restart it with exponential backoff."""
@@ -217,7 +227,7 @@ class Supervisor:
                 await asyncio.sleep(d)
                 if runner.host is not None:
                     try:
-                        await asyncio.wait_for(runner.host.shutdown(), self.settings.call_timeout)
+                        await _bounded(runner.host.shutdown(), self.settings.call_timeout)
                     except Exception as e:  # noqa: BLE001 - a failed plugin's shutdown may fail too
                         log.warning("plugin %s: shutdown before restart failed: %s: %s", runner.plugin_id,
                                     type(e).__name__, e)
@@ -261,10 +271,10 @@ class Supervisor:
         t0 = time.perf_counter()
         try:
             if runner.plugin_type is PluginType.METRIC_COLLECTOR:
-                metrics = await asyncio.wait_for(host.collect(), timeout)
+                metrics = await _bounded(host.collect(), timeout)
                 self.pipeline.record(runner.plugin_id, metrics)
             else:
-                await asyncio.wait_for(host.integrate(self.pipeline), timeout)
+                await _bounded(host.integrate(self.pipeline), timeout)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - isolation: any plugin error is recorded, never raised
@@ -298,13 +308,13 @@ class Supervisor:
             if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:
                 await self._once(runner, min(runner.timeout or 5.0, 5.0))
             try:
-                await asyncio.wait_for(host.stop(), self.settings.call_timeout)
+                await _bounded(host.stop(), self.settings.call_timeout)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "stop", e)
             runner.lifecycle.to(PluginState.STOPPED)
         if host is not None and runner.lifecycle.can(PluginState.SHUT_DOWN):
             try:
-                await asyncio.wait_for(host.shutdown(), self.settings.call_timeout)
+                await _bounded(host.shutdown(), self.settings.call_timeout)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "shutdown", e)
             runner.lifecycle.to(PluginState.SHUT_DOWN)
