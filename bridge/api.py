@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Alert",
+    "AttributeValue",
     "AlertState",
     "AlertProcessorPlugin",
     "CollectorConfig",
@@ -115,15 +116,15 @@ class PluginConfig(BaseModel):
 class CollectorConfig(PluginConfig):
     """Scheduling settings every collector has; the supervisor reads them."""
 
-    collection_interval: float = Field(15.0, gt=0, description="seconds between collections")
-    timeout: float | None = Field(None, gt=0, description="seconds one collection may take (default: the interval)")
+    collection_interval: float = Field(default=15.0, gt=0, description="seconds between collections")
+    timeout: float | None = Field(default=None, gt=0, description="seconds one collection may take (default: the interval)")
 
 
 class IntegrationConfig(PluginConfig):
     """Scheduling settings every integration has; the supervisor reads them."""
 
-    interval: float = Field(15.0, gt=0, description="seconds between import/export rounds")
-    timeout: float | None = Field(None, gt=0, description="seconds one round may take (default: the interval)")
+    interval: float = Field(default=15.0, gt=0, description="seconds between import/export rounds")
+    timeout: float | None = Field(default=None, gt=0, description="seconds one round may take (default: the interval)")
 
 
 # --------------------------------------------------------------------------- metrics

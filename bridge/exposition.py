@@ -184,8 +184,10 @@ def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValu
 def _target_info(resource_attributes: Mapping[str, Any], openmetrics: bool) -> str:
     if not resource_attributes:
         return ""
-    head = "# HELP target_info Target metadata\n"
-    head += "# TYPE target info\n" if openmetrics else "# TYPE target_info gauge\n"
+    if openmetrics:
+        head = "# HELP target Target metadata\n# TYPE target info\n"
+    else:
+        head = "# HELP target_info Target metadata\n# TYPE target_info gauge\n"
     return f"{head}target_info{_labels(resource_attributes)} 1\n"
 
 

@@ -1,0 +1,203 @@
+"""The HTTP server on a real loopback socket: negotiation, gzip, probes, plugin API, auth, TLS, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import ssl
+import subprocess
+
+import aiohttp
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from bridge.config import parse_config
+from bridge.registry import PluginRegistry
+from bridge.runtime import Runtime
+from bridge.supervisor import SupervisorSettings
+from tests.unit.plugins_for_tests import FailingCollector, SteadyCollector
+
+SECRET = "pa55-w0rd-xyz"
+
+
+def basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def registry():
+    reg = PluginRegistry().discover()
+    reg.register_plugin("monitoring.metrics.steady", SteadyCollector)
+    reg.register_plugin("monitoring.metrics.failing", FailingCollector)
+    return reg
+
+
+def config(extra_server="", plugins=None, value=1.0):
+    plugins = plugins if plugins is not None else f"""
+  - plugin_id: monitoring.metrics.steady
+    config: {{collection_interval: 0.1, value: {value}, password: "{SECRET}"}}
+"""
+    return f"""
+server:
+  listen: "127.0.0.1:0"
+{extra_server}
+plugins:{plugins}
+"""
+
+
+async def started(text, reload_text=None):
+    reg = registry()
+    loaded = parse_config(text, "test.yaml", reg, env={})
+    holder = {"text": reload_text or text}
+    rt = Runtime(loaded, reg, reload_config=lambda: parse_config(holder["text"], "test.yaml", reg, env={}),
+                 settings=SupervisorSettings(backoff_initial=0.05, max_failures=1))
+    rt.reload_text = holder  # type: ignore[attr-defined]
+    await rt.start()
+    await asyncio.sleep(0.2)
+    host, port = rt.server.bound
+    return rt, f"http://{host}:{port}"
+
+
+async def test_metrics_negotiation_and_gzip():
+    rt, url = await started(config())
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/metrics", headers={"Accept-Encoding": "identity"}) as r:
+                assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+                text = await r.text()
+            fams = {f.name: f for f in parse_text(text)}
+            assert fams["steady_value_ratio"].samples[0].value == 1.0
+            assert fams["steady_value_ratio"].samples[0].labels == {"k": "v"}
+            assert "target_info" in fams and fams["target_info"].samples[0].labels["service_name"] == "monbridge"
+            accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            async with s.get(f"{url}/metrics", headers={"Accept": accept}) as r:
+                assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+                om = await r.text()
+            assert om.endswith("# EOF\n")
+            om_fams = {f.name: f for f in parse_openmetrics(om)}
+            assert om_fams["monbridge_plugin_runs"].type == "counter"
+            assert om_fams["target"].type == "info"
+            async with s.get(f"{url}/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False) as r:
+                assert r.headers["Content-Encoding"] == "gzip"
+                body = gzip.decompress(await r.read()).decode()
+            assert {f.name for f in parse_text(body)} == set(fams)
+    finally:
+        await rt.stop()
+
+
+async def test_probes_and_plugin_api_with_a_failing_plugin():
+    plugins = f"""
+  - plugin_id: monitoring.metrics.steady
+    config: {{collection_interval: 0.1, password: "{SECRET}"}}
+  - plugin_id: monitoring.metrics.failing
+    config: {{collection_interval: 0.05}}
+"""
+    rt, url = await started(config(plugins=plugins))
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/-/healthy") as r:
+                assert r.status == 200
+            for _ in range(40):
+                async with s.get(f"{url}/-/ready") as r:
+                    if r.status == 503:
+                        assert "monitoring.metrics.failing" in await r.text()
+                        break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail("never not-ready while a plugin failed")
+            async with s.get(f"{url}/api/v1/plugins") as r:
+                doc = await r.json()
+        by_id = {p["plugin_id"]: p for p in doc["data"]}
+        assert by_id["monitoring.metrics.steady"]["state"] == "running"
+        assert by_id["monitoring.metrics.steady"]["config"]["password"] == "<secret>"
+        assert by_id["monitoring.metrics.failing"]["errors"] >= 1
+        assert "backend said no" in by_id["monitoring.metrics.failing"]["last_error"]
+        assert SECRET not in str(doc)
+    finally:
+        await rt.stop()
+
+
+async def test_secret_in_a_plugin_error_is_redacted(caplog):
+    class Leaky(SteadyCollector):
+        async def collect_metrics(self):
+            raise RuntimeError(f"login failed for password {SECRET}")
+
+    reg = registry()
+    reg.register_plugin("monitoring.metrics.leaky", Leaky)
+    loaded = parse_config(f'server: {{listen: "127.0.0.1:0"}}\nplugins:\n  - plugin_id: monitoring.metrics.leaky\n'
+                          f'    config: {{collection_interval: 0.05, password: "{SECRET}"}}\n', "t.yaml", reg, env={})
+    from bridge.logs import TextFormatter
+
+    rt = Runtime(loaded, reg)
+    await rt.start()
+    await asyncio.sleep(0.2)
+    host, port = rt.server.bound
+    async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/api/v1/plugins") as r:
+        text = await r.text()
+    await rt.stop()
+    assert "login failed for password <secret>" in text and SECRET not in text
+    lines = [TextFormatter().format(rec) for rec in caplog.records]
+    assert any("<secret>" in line for line in lines)
+    assert not any(SECRET in line for line in lines)
+
+
+async def test_auth_guards_everything_but_probes():
+    auth = f'  auth:\n    bearer_token: "tok-{SECRET}"\n    basic: {{username: admin, password: "{SECRET}"}}\n'
+    rt, url = await started(config(extra_server=auth))
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/metrics") as r:
+                assert r.status == 401 and "WWW-Authenticate" in r.headers
+            async with s.get(f"{url}/metrics", headers={"Authorization": "Bearer wrong"}) as r:
+                assert r.status == 401
+            async with s.get(f"{url}/metrics", headers={"Authorization": f"Bearer tok-{SECRET}"}) as r:
+                assert r.status == 200
+            async with s.get(f"{url}/api/v1/plugins", headers=basic("admin", SECRET)) as r:
+                assert r.status == 200
+            async with s.get(f"{url}/api/v1/plugins", headers=basic("admin", "nope")) as r:
+                assert r.status == 401
+            async with s.get(f"{url}/-/healthy") as r:
+                assert r.status == 200
+    finally:
+        await rt.stop()
+
+
+async def test_tls(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    tls = f"  tls: {{cert_file: {cert}, key_file: {key}}}\n"
+    rt, url = await started(config(extra_server=tls))
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url.replace("http:", "https:") + "/metrics", ssl=ctx) as r:
+                assert r.status == 200 and "steady_value_ratio" in await r.text()
+            with pytest.raises(aiohttp.ClientError):
+                async with s.get(url + "/metrics") as r:
+                    await r.read()
+    finally:
+        await rt.stop()
+
+
+async def test_reload_applies_a_valid_config_and_refuses_an_invalid_one():
+    rt, url = await started(config(value=1.0))
+    try:
+        rt.reload_text["text"] = config(value=1.0).replace("collection_interval: 0.1", "collection_interval: -5")
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{url}/-/reload") as r:
+                assert r.status == 400
+                doc = await r.json()
+            assert "plugins[0].config.collection_interval" in doc["message"]
+            assert rt.supervisor.runners["monitoring.metrics.steady"].state.value == "running"
+            rt.reload_text["text"] = config(value=7.0)
+            async with s.post(f"{url}/-/reload") as r:
+                assert r.status == 200
+            await asyncio.sleep(0.3)
+            async with s.get(f"{url}/metrics") as r:
+                text = await r.text()
+        assert 'steady_value_ratio{k="v"} 7.0' in text
+    finally:
+        await rt.stop()
