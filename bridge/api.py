@@ -47,7 +47,7 @@ class PluginError(Exception):
     """A plugin failed; the message is safe to log (it never carries secret values)."""
 
 
-class PluginType(str, enum.Enum):
+class PluginType(enum.StrEnum):
     """The four plugin types of the specification; the value is the spec's type name."""
 
     METRIC_COLLECTOR = "metric_collector"
@@ -130,7 +130,7 @@ class IntegrationConfig(PluginConfig):
 # --------------------------------------------------------------------------- metrics
 
 
-class MetricKind(str, enum.Enum):
+class MetricKind(enum.StrEnum):
     GAUGE = "gauge"
     COUNTER = "counter"  # monotonic sum, cumulative
     UP_DOWN_COUNTER = "updowncounter"  # non-monotonic sum, cumulative
@@ -155,7 +155,7 @@ class HistogramValue:
                 f"histogram has {len(self.bounds)} bounds and {len(self.bucket_counts)} bucket counts; "
                 "expected len(bounds) + 1 bucket counts"
             )
-        if any(b >= a for a, b in zip(self.bounds[1:], self.bounds)):
+        if any(b >= a for a, b in zip(self.bounds[1:], self.bounds, strict=False)):
             raise ValueError("histogram bounds must be strictly increasing")
 
 
@@ -189,7 +189,7 @@ class Metric:
 # --------------------------------------------------------------------------- alerts and dashboard
 
 
-class AlertState(str, enum.Enum):
+class AlertState(enum.StrEnum):
     FIRING = "firing"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"

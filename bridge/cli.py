@@ -127,7 +127,7 @@ def _format_metric(m: Metric) -> str:
     unit = f"  [{m.unit}]" if m.unit else ""
     v = m.value
     if isinstance(v, HistogramValue):
-        val = f"count={v.count} sum={v.sum} buckets={list(zip(v.bounds, v.bucket_counts))}"
+        val = f"count={v.count} sum={v.sum} buckets={list(zip(v.bounds, v.bucket_counts, strict=False))}"
     else:
         val = repr(v)
     return f"{m.name}{{{attrs}}} {val}  {m.kind.value}{unit}"
@@ -168,7 +168,7 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
         for pid in wanted:
             if registry.entry(pid).plugin_type not in (PluginType.METRIC_COLLECTOR, PluginType.INTEGRATION):
                 continue
-            runner = sup.add(pid, lambda pid=pid: registry.new_instance(pid), loaded.raw_plugin_configs[pid],
+            runner = sup.add(pid, registry.factory(pid), loaded.raw_plugin_configs[pid],
                              loaded.plugin_configs[pid])
             if runner.plugin_type is PluginType.INTEGRATION:
                 continue  # exporters need running collectors; `test` only collects

@@ -173,7 +173,7 @@ def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValu
     sep = "," if inner else ""
     lines = []
     cum = 0
-    for bound, count in zip((*h.bounds, math.inf), h.bucket_counts):
+    for bound, count in zip((*h.bounds, math.inf), h.bucket_counts, strict=False):
         cum += count
         lines.append(f'{base}_bucket{{{inner}{sep}le="{_fmt_le(bound)}"}} {cum}\n')
     lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")

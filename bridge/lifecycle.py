@@ -11,7 +11,7 @@ import enum
 __all__ = ["IllegalTransition", "Lifecycle", "PluginState"]
 
 
-class PluginState(str, enum.Enum):
+class PluginState(enum.StrEnum):
     REGISTERED = "registered"
     INITIALIZED = "initialized"
     RUNNING = "running"

@@ -274,7 +274,7 @@ class Pipeline:
         try:
             from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
 
-            consumer = self._provider._measurement_consumer  # type: ignore[attr-defined]
+            consumer = self._provider._measurement_consumer
             hashed = [_hash_attributes(dict(k)) for k in keys]
             for storage in consumer._reader_storages.values():
                 for match in storage._instrument_view_instrument_matches.get(instrument, ()):
@@ -321,10 +321,10 @@ class Pipeline:
         """The MeterProvider's data (instrument callbacks read the cache) plus the
         pre-aggregated families, as one ``MetricsData`` for OTel exporters. Blocking: call it
         from a worker thread."""
-        self._reader.collect()  # type: ignore[no-untyped-call]
+        self._reader.collect()
         data = self._reader.get_metrics_data()
         preagg = self._preaggregated_metrics()
-        scope_metrics = []
+        scope_metrics: list[ScopeMetrics] = []
         if data is not None:
             for rm in data.resource_metrics:
                 scope_metrics.extend(rm.scope_metrics)

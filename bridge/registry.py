@@ -119,6 +119,10 @@ class PluginRegistry:
     def entries(self) -> list[RegisteredPlugin]:
         return [self._plugins[k] for k in sorted(self._plugins)]
 
+    def factory(self, plugin_id: str) -> Callable[[], Plugin]:
+        """A callable making fresh instances of ``plugin_id`` (for the supervisor's restarts)."""
+        return lambda: self.new_instance(plugin_id)
+
     def new_instance(self, plugin_id: str) -> Plugin:
         """A fresh instance (for a restart or a reload), leaving the registered one alone."""
         reg = self.entry(plugin_id)

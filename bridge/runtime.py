@@ -67,7 +67,7 @@ class Runtime:
             if only is not None and entry.plugin_id not in only:
                 continue
             pid = entry.plugin_id
-            self.supervisor.add(pid, lambda pid=pid: self.registry.new_instance(pid),
+            self.supervisor.add(pid, self.registry.factory(pid),
                                 loaded.raw_plugin_configs[pid], loaded.plugin_configs[pid])
             added.append(pid)
         return added

@@ -362,7 +362,8 @@ class Supervisor:
                 add(Metric("monbridge.plugin.last_success_timestamp", G, r.last_success_at, "s",
                            "Unix time of the last successful run", a))
         p = self.pipeline
-        for reason in ("cardinality", "conflict", "invalid_name", *sorted(set(p.dropped) - {"cardinality", "conflict", "invalid_name"})):
+        reasons = ("cardinality", "conflict", "invalid_name")
+        for reason in (*reasons, *sorted(set(p.dropped) - set(reasons))):
             add(Metric("monbridge.series.dropped", C, p.dropped.get(reason, 0), "",
                        "series dropped by the pipeline, by reason", {"reason": reason}))
         add(Metric("monbridge.series.expired", C, p.expired_total, "",

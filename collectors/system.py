@@ -181,7 +181,7 @@ def set_procfs_path(path: str) -> None:
     if hasattr(psutil, "PROCFS_PATH"):
         if not os.path.isdir(path):
             raise PluginError(f"procfs_path {path!r} is not a directory")
-        setattr(psutil, "PROCFS_PATH", path)
+        psutil.PROCFS_PATH = path
 
 
 class SystemConfig(CollectorConfig):
@@ -310,7 +310,7 @@ def _cpu_utilization(s: SystemSnapshot) -> Iterator[Point]:
     """Each mode's share of the CPU time that passed since the previous collection (none on the first)."""
     if not s.cpu_times or not s.previous_cpu_times or len(s.cpu_times) != len(s.previous_cpu_times):
         return
-    for cpu, (now, before) in enumerate(zip(s.cpu_times, s.previous_cpu_times)):
+    for cpu, (now, before) in enumerate(zip(s.cpu_times, s.previous_cpu_times, strict=False)):
         deltas = {mode: max(seconds - before.get(mode, seconds), 0.0) for mode, seconds in now.items()}
         elapsed = sum(deltas.values())
         if elapsed <= 0:
