@@ -7,7 +7,8 @@ against opentelemetry-exporter-prometheus and a prometheus_client custom collect
 data. Names follow the OpenTelemetry → Prometheus compatibility rules: ``.`` and other invalid
 characters become ``_``, the unit becomes a suffix (``By`` → ``bytes``, ``s`` → ``seconds``,
 ``1`` → ``ratio`` for gauges, ``{packets}`` dropped), monotonic sums end in ``_total``, and the
-resource is ``target_info``.
+resource is ``target_info``. A non-histogram name that would end in ``_count``, ``_sum`` or
+``_bucket`` (suffixes Prometheus reserves for histograms and summaries) gets ``_value`` added.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _UNIT_WORDS = {
     "TBy": "terabytes", "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts",
     "g": "grams", "Cel": "celsius", "Hz": "hertz", "%": "percent",
 }
+_RESERVED_SUFFIXES = ("_count", "_sum", "_bucket")
 _PER_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
 
 
@@ -73,6 +75,11 @@ def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
         base = f"{base}_{word}"
     if kind is MetricKind.COUNTER and base.endswith("_total"):
         base = base[: -len("_total")]
+    if kind is not MetricKind.HISTOGRAM and base.endswith(_RESERVED_SUFFIXES):
+        # Prometheus keeps _count/_sum/_bucket for histograms and summaries (promtool rejects
+        # them elsewhere), so a gauge such as system.process.count is exposed as
+        # system_process_count_value.
+        base += "_value"
     return base
 
 
@@ -135,9 +142,8 @@ def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
         ptype, sample, meta_name = "histogram", base, base
     else:
         ptype, sample, meta_name = "gauge", base, base
-    lines = []
-    if fam.description:
-        lines.append(f"# HELP {meta_name} {_escape_help(fam.description)}\n")
+    # promtool lints a family without help text; the OTel name stands in for a missing description.
+    lines = [f"# HELP {meta_name} {_escape_help(fam.description or fam.name)}\n"]
     lines.append(f"# TYPE {meta_name} {ptype}\n")
     if openmetrics:
         word = prometheus_unit(fam.unit, fam.kind)

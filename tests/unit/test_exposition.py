@@ -1,0 +1,73 @@
+"""Prometheus names and text by the OTel → Prometheus compatibility rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge import HistogramValue, Metric, MetricKind
+from bridge.exposition import choose_format, prometheus_label_name, prometheus_name, render
+from bridge.pipeline import Pipeline
+
+G, C, U, H = MetricKind.GAUGE, MetricKind.COUNTER, MetricKind.UP_DOWN_COUNTER, MetricKind.HISTOGRAM
+
+
+@pytest.mark.parametrize(("name", "unit", "kind", "expected"), [
+    ("system.cpu.time", "s", C, "system_cpu_time_seconds"),
+    ("system.cpu.utilization", "1", G, "system_cpu_utilization_ratio"),
+    ("system.memory.usage", "By", U, "system_memory_usage_bytes"),
+    ("system.network.packets", "{packet}", C, "system_network_packets"),
+    ("http.requests.total", "", C, "http_requests"),
+    ("io.rate", "By/s", G, "io_rate_bytes_per_second"),
+    ("latency_seconds", "s", H, "latency_seconds"),
+    ("system.process.count", "{process}", U, "system_process_count_value"),
+    ("queue.sum", "", G, "queue_sum_value"),
+    ("rpc.duration", "ms", H, "rpc_duration_milliseconds"),
+])
+def test_names(name, unit, kind, expected):
+    assert prometheus_name(name, unit, kind) == expected
+
+
+def test_label_names():
+    assert prometheus_label_name("cpu.mode") == "cpu_mode"
+    assert prometheus_label_name("0day") == "key_0day"
+    assert prometheus_label_name("http.request-id") == "http_request_id"
+
+
+def test_render_parses_back_exactly_with_escapes_and_special_values():
+    p = Pipeline()
+    p.record("s", [
+        Metric("weird", G, 1.5, "", 'help with \\ and\nnewline', {"path": 'C:\\dir "x"\nnext', "ok": True}),
+        Metric("nan.value", G, math.nan, "", "n", {}),
+        Metric("inf.value", G, math.inf, "", "i", {"a": "b"}),
+        Metric("ints", C, 7, "", "i", {"é": "ü"}),
+        Metric("h", H, HistogramValue((1.0, 2.0), (1, 0, 2), 9.5, 3), "s", "h", {"x": "1"}),
+    ])
+    text = render(p.families(), {"service.name": "monbridge"}).decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    (w,) = fams["weird"].samples
+    assert w.labels == {"path": 'C:\\dir "x"\nnext', "ok": "true"} and w.value == 1.5
+    assert fams["weird"].documentation == "help with \\ and\nnewline"
+    assert math.isnan(fams["nan_value"].samples[0].value)
+    assert fams["inf_value"].samples[0].value == math.inf
+    assert fams["ints"].samples[0].labels == {"_": "ü"} and fams["ints"].samples[0].value == 7
+    buckets = [(s.labels["le"], s.value) for s in fams["h_seconds"].samples if s.name.endswith("_bucket")]
+    assert buckets == [("1.0", 1), ("2.0", 1), ("+Inf", 3)]
+    assert fams["target_info"].samples[0].labels == {"service_name": "monbridge"}
+
+
+def test_unchanged_family_is_served_from_cache_and_changes_show():
+    p = Pipeline()
+    p.record("s", [Metric("a", G, 1.0, "", "a", {})])
+    first = render(p.families(), {})
+    assert render(p.families(), {}) == first
+    p.record("s", [Metric("a", G, 2.0, "", "a", {})])
+    assert b"a 2.0" in render(p.families(), {})
+
+
+def test_content_negotiation():
+    assert choose_format(None) == (False, "text/plain; version=0.0.4; charset=utf-8")
+    assert choose_format("application/openmetrics-text; version=1.0.0")[0] is True
+    assert choose_format("text/plain;version=0.0.4")[0] is False
