@@ -257,6 +257,8 @@ class Supervisor:
             ok = await self._once(runner, timeout)
             if not ok and runner.consecutive_failures >= self.settings.max_failures:
                 runner.lifecycle.to(PluginState.FAILED)
+                # A failed source's last values are not news: they expire rather than linger.
+                self.pipeline.remove_source(runner.plugin_id)
                 return True
             next_at += interval
             now = loop.time()
