@@ -108,9 +108,10 @@ class PluginMetadata:
 
 
 class PluginConfig(BaseModel):
-    """Base of every plugin's typed config model: unknown keys are errors."""
+    """Base of every plugin's typed config model: unknown keys are errors, and validation errors
+    never quote the input (it may be a secret)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class CollectorConfig(PluginConfig):

@@ -19,7 +19,6 @@ the SDK's collection for every scrape costs more than the render itself (see ben
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 import time
@@ -347,8 +346,9 @@ class Pipeline:
                             attributes=s.attributes, start_time_unix_nano=start, time_unix_nano=s.time_ns,
                             count=v.count, sum=v.sum, bucket_counts=list(v.bucket_counts),
                             explicit_bounds=list(v.bounds),
-                            min=v.min if v.min is not None else math.nan,
-                            max=v.max if v.max is not None else math.nan,
+                            # None leaves the optional protobuf fields unset (NaN would be sent as a value).
+                            min=v.min,  # type: ignore[arg-type]
+                            max=v.max,  # type: ignore[arg-type]
                         ))
                     else:
                         points.append(NumberDataPoint(attributes=s.attributes, start_time_unix_nano=start,
