@@ -33,6 +33,7 @@ __all__ = [
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
+_INF = math.inf
 _INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]+")
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]+")
 _MULTI_UNDERSCORE = re.compile(r"__+")
@@ -90,6 +91,20 @@ def prometheus_label_name(key: str) -> str:
     return name
 
 
+_LABEL_NAMES: dict[str, str] = {}
+_LABEL_NAMES_MAX = 4096
+
+
+def _label_name(key: str) -> str:
+    """``prometheus_label_name`` memoized: attribute keys are few, series are many."""
+    ln = _LABEL_NAMES.get(key)
+    if ln is None:
+        if len(_LABEL_NAMES) >= _LABEL_NAMES_MAX:
+            _LABEL_NAMES.clear()
+        ln = _LABEL_NAMES[key] = prometheus_label_name(key)
+    return ln
+
+
 def _escape_label_value(v: Any) -> str:
     s = v if isinstance(v, str) else (str(v).lower() if isinstance(v, bool) else str(v))
     if "\\" in s or '"' in s or "\n" in s:
@@ -108,10 +123,16 @@ def _labels(attributes: Mapping[str, Any]) -> str:
         return ""
     merged: dict[str, str] = {}
     for k, v in attributes.items():
-        ln = prometheus_label_name(k)
-        ev = _escape_label_value(v)
-        merged[ln] = f"{merged[ln]};{ev}" if ln in merged else ev
-    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(merged.items())) + "}"
+        ln = _LABEL_NAMES.get(k) or _label_name(k)
+        if v.__class__ is str and "\\" not in v and '"' not in v and "\n" not in v:
+            ev = v
+        else:
+            ev = _escape_label_value(v)
+        if ln in merged:
+            merged[ln] = f"{merged[ln]};{ev}"
+        else:
+            merged[ln] = ev
+    return "{" + ",".join([f'{k}="{v}"' for k, v in sorted(merged.items())]) + "}"
 
 
 def _fmt(v: Any) -> str:
@@ -166,10 +187,11 @@ def _render_family(fam: Family, openmetrics: bool) -> str:
         if prefix is None:
             prefix = s.prom = f"{sample}{_labels(s.attributes)} "
         v = s.value
-        if v.__class__ is float and v == v and v not in (math.inf, -math.inf):
-            append(prefix + repr(v) + "\n")
+        c = v.__class__
+        if (c is float and -_INF < v < _INF) or c is int:  # type: ignore[operator]  # finite, not NaN: repr is the text
+            append(f"{prefix}{v!r}\n")
         else:
-            append(prefix + _fmt(v) + "\n")
+            append(f"{prefix}{_fmt(v)}\n")
     return "".join(out)
 
 

@@ -58,6 +58,7 @@ _SCOPE = InstrumentationScope("monbridge", "0.1.0")
 _PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
 _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _DROP_LOG_EVERY_S = 60.0
+_MAX_ALIASES = 4  # attribute orders remembered per series
 
 AttrKey = tuple[tuple[str, Any], ...]
 
@@ -78,9 +79,10 @@ def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:
 class Series:
     """One attribute set of a family: its latest value and who reported it."""
 
-    __slots__ = ("attributes", "key", "value", "start_ns", "time_ns", "source", "prom")
+    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases")
 
-    def __init__(self, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
+    def __init__(self, name: str, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
+        self.name = name
         self.attributes = attributes
         self.key = key
         self.source = source
@@ -88,11 +90,13 @@ class Series:
         self.start_ns: int | None = None
         self.time_ns = 0
         self.prom: Any = None  # the renderer's cached label string
+        self.aliases: list[tuple[tuple[str, Any], ...]] = []  # unsorted attribute tuples seen for it
 
 
 @dataclass(eq=False)
 class Family:
-    """All series of one metric name. ``version`` changes whenever a series does."""
+    """All series of one metric name. ``version`` changes whenever a series is added, expires or
+    changes value (the renderer keeps its text until then)."""
 
     name: str
     kind: MetricKind
@@ -100,6 +104,7 @@ class Family:
     description: str
     preaggregated: bool
     series: dict[AttrKey, Series] = field(default_factory=dict)
+    aliases: dict[tuple[tuple[str, Any], ...], Series] = field(default_factory=dict)
     version: int = 0
     instrument: Any = None
     render_cache: dict[Any, Any] = field(default_factory=dict)
@@ -121,7 +126,7 @@ class Pipeline:
         self.cardinality_limit = cardinality_limit
         self._lock = threading.RLock()
         self._families: dict[str, Family] = {}
-        self._owned: dict[str, set[tuple[str, AttrKey]]] = {}
+        self._owned: dict[str, set[Series]] = {}
         self.dropped: Counter[str] = Counter()
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
@@ -145,45 +150,66 @@ class Pipeline:
         dropped, counted by reason and logged; the rest of the batch is kept.
         """
         now = now_ns if now_ns is not None else time.time_ns()
-        seen: set[tuple[str, AttrKey]] = set()
+        # Series are tracked by identity (hashed and compared by id): building and hashing a
+        # (name, attribute tuple) pair per series, then comparing the pairs in the set
+        # difference below, cost more than everything else a record does.
+        seen: set[Series] = set()
+        seen_add = seen.add
         over_limit: list[Metric] = []
         accepted = 0
+        limit = self.cardinality_limit
         with self._lock:
             families = self._families
+            last_name: str | None = None
+            fam: Family | None = None
             for m in metrics:
-                fam = families.get(m.name)
-                if fam is None:
-                    fam = self._new_family(m, source)
+                name = m.name
+                if name != last_name or fam is None:  # metrics come grouped by name: look up once a run
+                    last_name = name
+                    fam = families.get(name)
                     if fam is None:
-                        continue
-                elif fam.kind is not m.kind or fam.unit != m.unit:
-                    self._drop("conflict", m.name, source, f"reported as {m.kind.value} {m.unit!r}, "
+                        fam = self._new_family(m, source)
+                if fam is None:
+                    continue
+                if fam.kind is not m.kind or fam.unit != m.unit:
+                    self._drop("conflict", name, source, f"reported as {m.kind.value} {m.unit!r}, "
                                f"family is {fam.kind.value} {fam.unit!r}")
                     continue
                 attrs = m.attributes
-                key: AttrKey = tuple(sorted(attrs.items())) if attrs else ()
-                s = fam.series.get(key)
+                # Attributes in the order the source gave them find the series through an alias,
+                # which spares sorting them on every report; the sorted tuple is the identity.
+                items = tuple(attrs.items()) if attrs else ()
+                s = fam.aliases.get(items)
                 if s is None:
-                    if len(fam.series) >= self.cardinality_limit:
-                        # Decided once this source's absent series have expired and freed slots.
-                        over_limit.append(m)
-                        continue
-                    s = Series(dict(attrs), key, source)
-                    fam.series[key] = s
-                elif s.source != source:
+                    key: AttrKey = tuple(sorted(items))
+                    series = fam.series
+                    s = series.get(key)
+                    if s is None:
+                        if len(series) >= limit:
+                            # Decided once this source's absent series have expired and freed slots.
+                            over_limit.append(m)
+                            continue
+                        s = series[key] = Series(name, dict(attrs), key, source)
+                        fam.version += 1
+                    if len(s.aliases) < _MAX_ALIASES:
+                        s.aliases.append(items)
+                        fam.aliases[items] = s
+                if s.source != source:
                     # Another source owns this series: the newest report wins, ownership moves.
                     owned = self._owned.get(s.source)
                     if owned is not None:
-                        owned.discard((m.name, key))
+                        owned.discard(s)
                     s.source = source
                 v = m.value
-                if not fam.preaggregated and isinstance(v, bool):
-                    v = int(v)
+                if v.__class__ is bool and not fam.preaggregated:
+                    v = int(v)  # type: ignore[arg-type]
+                old_v = s.value
+                if old_v != v or old_v.__class__ is not v.__class__:
+                    fam.version += 1  # only a new series or a changed value invalidates the rendered text
                 s.value = v
                 s.start_ns = m.start_time_ns
                 s.time_ns = m.timestamp_ns or now
-                fam.version += 1
-                seen.add((m.name, key))
+                seen_add(s)
                 accepted += 1
             old = self._owned.get(source)
             if old:
@@ -193,22 +219,24 @@ class Pipeline:
                 accepted += self._record_over_limit(source, over_limit, seen, now)
         return accepted
 
-    def _record_over_limit(self, source: str, metrics: list[Metric], seen: set[tuple[str, AttrKey]],
-                           now: int) -> int:
+    def _record_over_limit(self, source: str, metrics: list[Metric], seen: set[Series], now: int) -> int:
         accepted = 0
         for m in metrics:
             fam = self._families[m.name]
             key: AttrKey = tuple(sorted(m.attributes.items()))
-            if len(fam.series) >= self.cardinality_limit and key not in fam.series:
-                self._drop("cardinality", m.name, source,
-                           f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
-                continue
             s = fam.series.get(key)
             if s is None:
-                s = fam.series[key] = Series(dict(m.attributes), key, source)
-            s.value, s.start_ns, s.time_ns = m.value, m.start_time_ns, m.timestamp_ns or now
+                if len(fam.series) >= self.cardinality_limit:
+                    self._drop("cardinality", m.name, source,
+                               f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
+                    continue
+                s = fam.series[key] = Series(m.name, dict(m.attributes), key, source)
+            v = m.value
+            if v.__class__ is bool and not fam.preaggregated:
+                v = int(v)  # type: ignore[arg-type]
+            s.value, s.start_ns, s.time_ns = v, m.start_time_ns, m.timestamp_ns or now
             fam.version += 1
-            seen.add((m.name, key))
+            seen.add(s)
             accepted += 1
         return accepted
 
@@ -246,12 +274,16 @@ class Pipeline:
         }[fam.kind]
         return create(fam.name, callbacks=[callback], unit=fam.unit, description=fam.description)
 
-    def _expire(self, gone: set[tuple[str, AttrKey]]) -> None:
+    def _expire(self, gone: set[Series]) -> None:
         by_family: dict[str, list[AttrKey]] = {}
-        for name, key in gone:
+        for s in gone:
+            name, key = s.name, s.key
             fam = self._families.get(name)
-            if fam is None or fam.series.pop(key, None) is None:
+            if fam is None or fam.series.get(key) is not s:
                 continue
+            del fam.series[key]
+            for a in s.aliases:
+                fam.aliases.pop(a, None)
             fam.version += 1
             by_family.setdefault(name, []).append(key)
         for name, keys in by_family.items():

@@ -144,3 +144,19 @@ def test_invalid_name_dropped():
 def test_histogram_value_validates_layout():
     with pytest.raises(ValueError, match="bucket counts"):
         HistogramValue((1.0,), (1,), 1.0, 1)
+
+
+def test_attribute_order_does_not_make_a_new_series():
+    p = Pipeline()
+    p.record("s", [Metric("g", MetricKind.GAUGE, 1.0, "", "", {"a": "1", "b": "2"})])
+    p.record("s", [Metric("g", MetricKind.GAUGE, 2.0, "", "", {"b": "2", "a": "1"})])
+    fam = p.family("g")
+    assert len(fam.series) == 1 and next(iter(fam.series.values())).value == 2.0
+    p.record("s", [])
+    assert not fam.series and not fam.aliases  # aliases go with their series
+
+
+def test_every_invalid_metric_is_counted():
+    p = Pipeline()
+    p.record("s", [gauge("bad name", 1.0, i="1"), gauge("bad name", 1.0, i="2")])
+    assert p.dropped["invalid_name"] == 2
