@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
@@ -86,11 +87,20 @@ def run(config_path: str | None, listen: str | None, log_level: str, log_format:
         rt = Runtime(loaded, registry, reload_config=reload_config)
         await rt.run()
 
+    # Not asyncio.run: on leaving, it joins the default executor's threads, and one blocked in a
+    # hung backend's socket (an export cannot be interrupted) would hold the process past the
+    # 5 s a graceful stop promises. Every plugin has been shut down when main_async returns.
+    loop = asyncio.new_event_loop()
     try:
-        asyncio.run(main_async())
+        loop.run_until_complete(main_async())
     except OSError as e:
         logging.getLogger("monbridge").error("cannot start: %s", e)
-        sys.exit(1)
+        logging.shutdown()
+        os._exit(1)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @main.command()

@@ -102,7 +102,7 @@ class Runtime:
 
     async def stop(self) -> None:
         try:
-            async with asyncio.timeout(SHUTDOWN_BUDGET_S - 0.5):
+            async with asyncio.timeout(SHUTDOWN_BUDGET_S - 1.0):
                 await self.supervisor.stop_all()
         except TimeoutError:
             log.error("plugins did not shut down within %.1fs; exiting anyway", SHUTDOWN_BUDGET_S)

@@ -38,6 +38,7 @@ __all__ = ["InProcessHost", "PluginHost", "PluginRunner", "Supervisor", "Supervi
 log = logging.getLogger("monbridge.supervisor")
 
 SELF_SOURCE = "monbridge"
+FLUSH_TIMEOUT_S = 2.5
 
 
 async def _bounded(coro: Any, timeout: float | None) -> Any:
@@ -308,7 +309,8 @@ class Supervisor:
         host = runner.host
         if host is not None and runner.state is PluginState.RUNNING:
             if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:
-                await self._once(runner, min(runner.timeout or 5.0, 5.0))
+                # The last round (the flush) must fit in the 5 s a graceful stop has.
+                await self._once(runner, min(runner.timeout or FLUSH_TIMEOUT_S, FLUSH_TIMEOUT_S))
             try:
                 await _bounded(host.stop(), self.settings.call_timeout)
             except Exception as e:  # noqa: BLE001
