@@ -7,8 +7,9 @@ against opentelemetry-exporter-prometheus and a prometheus_client custom collect
 data. Names follow the OpenTelemetry → Prometheus compatibility rules: ``.`` and other invalid
 characters become ``_``, the unit becomes a suffix (``By`` → ``bytes``, ``s`` → ``seconds``,
 ``1`` → ``ratio`` for gauges, ``{packets}`` dropped), monotonic sums end in ``_total``, and the
-resource is ``target_info``. A non-histogram name that would end in ``_count``, ``_sum`` or
-``_bucket`` (suffixes Prometheus reserves for histograms and summaries) gets ``_value`` added.
+resource is ``target_info``. A name that would end in a suffix Prometheus reserves for another
+type (``_count``, ``_sum``, ``_bucket``, ``_created``; ``_total`` outside counters) gets
+``_value`` added.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _UNIT_WORDS = {
     "TBy": "terabytes", "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts",
     "g": "grams", "Cel": "celsius", "Hz": "hertz", "%": "percent",
 }
-_RESERVED_SUFFIXES = ("_count", "_sum", "_bucket")
+_RESERVED_SUFFIXES = ("_count", "_sum", "_bucket", "_created")
 _PER_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
 
 
@@ -76,10 +77,11 @@ def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
         base = f"{base}_{word}"
     if kind is MetricKind.COUNTER and base.endswith("_total"):
         base = base[: -len("_total")]
-    if kind is not MetricKind.HISTOGRAM and base.endswith(_RESERVED_SUFFIXES):
-        # Prometheus keeps _count/_sum/_bucket for histograms and summaries (promtool rejects
-        # them elsewhere), so a gauge such as system.process.count is exposed as
-        # system_process_count_value.
+    if (kind is not MetricKind.HISTOGRAM and base.endswith(_RESERVED_SUFFIXES)) or (
+            kind is not MetricKind.COUNTER and base.endswith("_total")):
+        # Prometheus keeps _count/_sum/_bucket for histograms and summaries, _created for their
+        # and counters' creation times, _total for counters (promtool rejects them elsewhere),
+        # so a gauge such as system.process.count is exposed as system_process_count_value.
         base += "_value"
     return base
 

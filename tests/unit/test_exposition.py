@@ -24,6 +24,9 @@ G, C, U, H = MetricKind.GAUGE, MetricKind.COUNTER, MetricKind.UP_DOWN_COUNTER, M
     ("latency_seconds", "s", H, "latency_seconds"),
     ("system.process.count", "{process}", U, "system_process_count_value"),
     ("queue.sum", "", G, "queue_sum_value"),
+    ("jobs.total", "", G, "jobs_total_value"),
+    ("jobs.created", "", C, "jobs_created_value"),
+    ("jobs.total", "", H, "jobs_total_value"),
     ("rpc.duration", "ms", H, "rpc_duration_milliseconds"),
 ])
 def test_names(name, unit, kind, expected):
