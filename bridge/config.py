@@ -9,6 +9,7 @@ expected, and never the offending value: it may be a secret.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -124,15 +125,32 @@ class LoadedConfig:
 _VAR = re.compile(r"\$\$|\$\{([^}]*)\}")
 
 
+def _comment_start(line: str) -> int | None:
+    """Where a YAML comment starts in ``line`` (a ``#`` at the start or after white space,
+    outside quotes), or None."""
+    quote = ""
+    prev = " "
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote and not (quote == '"' and prev == "\\"):
+                quote = ""
+        elif ch in "\"'" and (prev in " \t[{:,-" or i == 0):
+            quote = ch
+        elif ch == "#" and prev in " \t":
+            return i
+        prev = ch
+    return None
+
+
 def substitute(text: str, source: str, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     issues: list[str] = []
 
-    def repl(m: re.Match[str]) -> str:
+    def repl(m: re.Match[str], offset: int) -> str:
         if m.group(0) == "$$":
             return "$"
         expr = m.group(1)
-        line = text.count("\n", 0, m.start()) + 1
+        line = text.count("\n", 0, offset) + 1
         if expr.startswith("file:"):
             path = expr[5:]
             try:
@@ -156,7 +174,17 @@ def substitute(text: str, source: str, env: Mapping[str, str] | None = None) -> 
             return ""
         return val
 
-    out = _VAR.sub(repl, text)
+    # Comments are left as they are: a ``${VAR}`` in a comment is documentation, not a reference.
+    offset = 0
+    parts = []
+    for line in text.splitlines(keepends=True):
+        cut = _comment_start(line)
+        code = line[:cut] if cut is not None else line
+        parts.append(_VAR.sub(functools.partial(repl, offset=offset), code))
+        if cut is not None:
+            parts.append(line[cut:])
+        offset += len(line)
+    out = "".join(parts)
     if issues:
         raise ConfigError(source, issues)
     return out

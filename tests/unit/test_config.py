@@ -116,3 +116,9 @@ def test_default_config(registry):
     text = default_config_text({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
     assert "monitoring.integration.otlp" in text
     assert "monitoring.integration.otlp" in default_config_text({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "x"})
+
+
+def test_comments_are_not_substituted():
+    text = '# set ${TOKEN} first\na: ${A}  # from ${ALSO_UNSET}\nb: "x # ${A}"\nc: \'#${A}\'\n'
+    assert substitute(text, "f", {"A": "1"}) == (
+        '# set ${TOKEN} first\na: 1  # from ${ALSO_UNSET}\nb: "x # 1"\nc: \'#1\'\n')
