@@ -1,0 +1,61 @@
+{{/* Names, labels and the image reference shared by every template. */}}
+
+{{- define "monbridge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "monbridge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "monbridge.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "monbridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "monbridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "monbridge.labels" -}}
+helm.sh/chart: {{ include "monbridge.chart" . }}
+{{ include "monbridge.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/component: {{ .Values.mode }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "monbridge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "monbridge.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "monbridge.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* The HTTP scheme of monbridge's server: https when config.server.tls is set. */}}
+{{- define "monbridge.scheme" -}}
+{{- if and .Values.config.server .Values.config.server.tls }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* A header name as an environment variable: MONBRIDGE_OTLP_HEADER_X_API_KEY. */}}
+{{- define "monbridge.headerEnv" -}}
+{{- printf "MONBRIDGE_OTLP_HEADER_%s" (. | upper | replace "-" "_" | replace "." "_") }}
+{{- end }}

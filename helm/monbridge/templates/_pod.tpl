@@ -1,0 +1,170 @@
+{{/* The pod template shared by the DaemonSet, Deployment and StatefulSet. */}}
+{{- define "monbridge.podTemplate" -}}
+metadata:
+  annotations:
+    checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  labels:
+    {{- include "monbridge.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "monbridge.serviceAccountName" . }}
+  # monbridge does not call the Kubernetes API.
+  automountServiceAccountToken: false
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- if .Values.hostNetwork }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  securityContext:
+    runAsNonRoot: true
+    {{- with .Values.securityContext.runAsUser }}
+    runAsUser: {{ . }}
+    {{- end }}
+    {{- with .Values.securityContext.runAsGroup }}
+    runAsGroup: {{ . }}
+    {{- end }}
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: monbridge
+      image: {{ include "monbridge.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - run
+        - --config
+        - /etc/monbridge/config.yaml
+        - --log-level
+        - {{ .Values.logLevel }}
+        - --log-format
+        - {{ .Values.logFormat }}
+      ports:
+        - name: http
+          containerPort: {{ .Values.port }}
+          protocol: TCP
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        - name: NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: spec.nodeName
+        {{- if .Values.presets.hostMetrics.enabled }}
+        - name: PROCFS_PATH
+          value: /host/proc
+        {{- end }}
+        {{- $o := .Values.presets.otlpExport }}
+        {{- if $o.enabled }}
+        {{- if $o.endpointKey }}
+        - name: MONBRIDGE_OTLP_ENDPOINT
+          valueFrom:
+            secretKeyRef:
+              name: {{ $o.secretName }}
+              key: {{ $o.endpointKey }}
+        {{- end }}
+        {{- range $name, $key := $o.headers }}
+        - name: {{ include "monbridge.headerEnv" $name }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $o.secretName }}
+              key: {{ $key }}
+        {{- end }}
+        {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      livenessProbe:
+        httpGet:
+          path: /-/healthy
+          port: http
+          scheme: {{ include "monbridge.scheme" . | upper }}
+        {{- toYaml .Values.livenessProbe | nindent 8 }}
+      readinessProbe:
+        httpGet:
+          path: /-/ready
+          port: http
+          scheme: {{ include "monbridge.scheme" . | upper }}
+        {{- toYaml .Values.readinessProbe | nindent 8 }}
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        runAsNonRoot: true
+        readOnlyRootFilesystem: true
+        allowPrivilegeEscalation: false
+        capabilities:
+          drop: ["ALL"]
+        seccompProfile:
+          type: RuntimeDefault
+      volumeMounts:
+        - name: config
+          mountPath: /etc/monbridge
+          readOnly: true
+        - name: tmp
+          mountPath: /tmp
+        {{- if .Values.presets.hostMetrics.enabled }}
+        - name: host-proc
+          mountPath: /host/proc
+          readOnly: true
+        - name: host-sys
+          mountPath: /host/sys
+          readOnly: true
+        {{- end }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "monbridge.fullname" . }}
+    - name: tmp
+      emptyDir:
+        sizeLimit: 64Mi
+    {{- if .Values.presets.hostMetrics.enabled }}
+    - name: host-proc
+      hostPath:
+        path: /proc
+        type: Directory
+    - name: host-sys
+      hostPath:
+        path: /sys
+        type: Directory
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

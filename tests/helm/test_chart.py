@@ -1,0 +1,483 @@
+"""The Helm chart, rendered by Helm's own engine: lint, Kubernetes schemas, the monbridge config
+it generates, security settings, the values schema, cross-field failures and golden renderings.
+
+Golden files: ``helm/monbridge/examples/<scenario>/``. After a deliberate chart change, regenerate
+them with ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/helm`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.helm.chart import (
+    CHART_DIR,
+    EXAMPLES_DIR,
+    NOTES,
+    REPO,
+    config_text,
+    golden_text,
+    manifests,
+    monbridge_container,
+    only,
+    render,
+    scenario_values,
+    scenarios,
+    workload,
+)
+
+SCENARIOS = scenarios()
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest that
+# kubernetes-validate knows.
+KUBE_VERSIONS = ("1.25.0", kubernetes_validate.utils.latest_version())
+# Prometheus Operator custom resources: kubernetes-validate has schemas for built-in kinds only.
+# These are checked by hand in test_monitors_scrape_the_http_port instead.
+CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+# Schema nodes that accept any keys: Kubernetes objects passed through as they are (Kubernetes
+# validates them; test_manifests_match_kubernetes_schemas renders them) and each plugin's own
+# config (monbridge validate checks it).
+PASSTHROUGH = {
+    "/global",
+    "/config/plugins/items/config",
+    "/extraEnv/items/valueFrom",
+    "/extraVolumes/items",
+    "/networkPolicy/ingressFrom/items/podSelector",
+    "/networkPolicy/ingressFrom/items/namespaceSelector",
+    "/networkPolicy/egress/rules/items/to/items/podSelector",
+    "/networkPolicy/egress/rules/items/to/items/namespaceSelector",
+    "/serviceMonitor/tlsConfig",
+    "/podMonitor/tlsConfig",
+    "/affinity/nodeAffinity",
+    "/affinity/podAffinity",
+    "/affinity/podAntiAffinity",
+    "/topologySpreadConstraints/items",
+}
+
+
+@pytest.fixture(scope="module", params=SCENARIOS)
+def scenario(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def rendered(scenario: str) -> dict[str, str]:
+    return render(scenario_values(scenario))
+
+
+@pytest.fixture(scope="module")
+def docs(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    return manifests(rendered)
+
+
+def with_values(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A deep copy of ``base`` with dotted keys set: with_values(v, **{"presets.hostMetrics.enabled": False})."""
+    out = copy.deepcopy(base)
+    for dotted, value in changes.items():
+        node = out
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return out
+
+
+# --------------------------------------------------------------------------- scenarios and lint
+
+
+def test_ci_scenarios_cover_every_mode_and_preset() -> None:
+    values = {name: scenario_values(name) for name in SCENARIOS}
+    modes = {v.get("mode", "daemonset") for v in values.values()}
+    assert modes == {"daemonset", "deployment", "statefulset"}
+    for preset in ("hostMetrics", "otlpExport"):
+        assert any(render_enabled_preset(v, preset) for v in values.values()), f"no ci scenario enables presets.{preset}"
+
+
+def render_enabled_preset(values: dict[str, Any], preset: str) -> bool:
+    with helm.Chart.load(CHART_DIR) as chart:
+        merged = chart.merge_values(values)
+    return bool(merged["presets"][preset]["enabled"])
+
+
+@pytest.mark.parametrize("name", ["(defaults)", *SCENARIOS])
+def test_lint_has_no_errors_or_warnings(name: str) -> None:
+    values = {} if name == "(defaults)" else scenario_values(name)
+    report = helm.lint(CHART_DIR, values, strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], json.dumps(report, indent=2)
+
+
+# --------------------------------------------------------------------------- Kubernetes schemas
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_manifests_match_kubernetes_schemas(docs: list[dict[str, Any]], kube_version: str) -> None:
+    assert docs, "nothing rendered"
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{name} is invalid for Kubernetes {kube_version}: {'.'.join(map(str, e.path))}: {e.message}")
+
+
+def test_monitors_scrape_the_http_port(docs: list[dict[str, Any]]) -> None:
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            continue
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+        endpoints = doc["spec"]["endpoints" if doc["kind"] == "ServiceMonitor" else "podMetricsEndpoints"]
+        assert [(e["port"], e["path"]) for e in endpoints] == [("http", "/metrics")]
+        assert doc["spec"]["selector"]["matchLabels"] == workload(docs)["spec"]["selector"]["matchLabels"]
+        if doc["kind"] == "ServiceMonitor":
+            services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service" and _selects(doc["spec"]["selector"], d)]
+            assert len(services) == 1, f"the ServiceMonitor selects {services}: each pod would be scraped once per Service"
+
+
+def _selects(selector: dict[str, Any], obj: dict[str, Any]) -> bool:
+    """Whether a Kubernetes LabelSelector (matchLabels, matchExpressions) selects ``obj``."""
+    labels = obj["metadata"].get("labels", {})
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- the monbridge config
+
+_FILE_REF = re.compile(r"\$\{file:(/[^}]+)\}")
+
+
+def _pod_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as Kubernetes would set it, Secrets replaced by stand-ins."""
+    env = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        source = var["valueFrom"]
+        if "fieldRef" in source:
+            env[var["name"]] = {"metadata.name": "monbridge-0", "metadata.namespace": "monitoring",
+                                "spec.nodeName": "node-1"}[source["fieldRef"]["fieldPath"]]
+        elif "ENDPOINT" in var["name"]:
+            env[var["name"]] = "http://otlp-backend.example:4318"  # the value the Secret would hold
+        else:
+            env[var["name"]] = "stand-in-secret-value"
+    return env
+
+
+def test_rendered_config_passes_monbridge_validate(docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    """`monbridge validate` accepts the ConfigMap's config in the pod's environment (and only that:
+    every ${VAR} must be set by the pod spec, every ${file:...} must lie in a mounted volume)."""
+    container = monbridge_container(docs)
+    text = config_text(docs)
+    mounts = [m["mountPath"].rstrip("/") + "/" for m in container["volumeMounts"]]
+    for path in _FILE_REF.findall(text):
+        assert any(path.startswith(m) for m in mounts), f"${{file:{path}}} is not inside a volume mount {mounts}"
+        stand_in = tmp_path / "mounts" / path.lstrip("/")
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_text("stand-in-secret-value\n")
+    text = _FILE_REF.sub(lambda m: "${file:" + str(tmp_path / "mounts" / m.group(1).lstrip("/")) + "}", text)
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_pod_env(container)}
+    result = subprocess.run([sys.executable, "-m", "bridge.cli", "validate", "--config", str(config)],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert result.returncode == 0, f"monbridge validate failed:\n{result.stdout}{result.stderr}\n--- config:\n{text}"
+
+
+def test_config_listens_on_the_probed_port(docs: list[dict[str, Any]]) -> None:
+    config = yaml.safe_load(config_text(docs))
+    port = monbridge_container(docs)["ports"][0]["containerPort"]
+    assert config["server"]["listen"].rsplit(":", 1)[1] == str(port)
+
+
+def test_no_secret_values_in_the_config() -> None:
+    docs = manifests(render(scenario_values("otlp-export")))
+    text = config_text(docs)
+    config = yaml.safe_load(text)
+    otlp = next(p for p in config["plugins"] if p["plugin_id"] == "monitoring.integration.otlp")
+    assert otlp["config"]["endpoint"] == "${MONBRIDGE_OTLP_ENDPOINT}"
+    assert otlp["config"]["headers"] == {"authorization": "${MONBRIDGE_OTLP_HEADER_AUTHORIZATION}",
+                                         "x-scope-orgid": "${MONBRIDGE_OTLP_HEADER_X_SCOPE_ORGID}"}
+    env = {e["name"]: e.get("valueFrom") for e in monbridge_container(docs)["env"]}
+    assert env["MONBRIDGE_OTLP_HEADER_AUTHORIZATION"] == {"secretKeyRef": {"name": "otlp-backend", "key": "authorization"}}
+    assert env["MONBRIDGE_OTLP_ENDPOINT"] == {"secretKeyRef": {"name": "otlp-backend", "key": "endpoint"}}
+
+
+def test_config_merges_over_presets_by_plugin_id() -> None:
+    values = {
+        "presets": {"otlpExport": {"enabled": True, "endpoint": "http://collector:4318"}},
+        "config": {
+            "pipeline": {"cardinality_limit": 500},
+            "plugins": [
+                # false overrides the preset's true (a plain Sprig merge would keep true)
+                {"plugin_id": "monitoring.metrics.system", "enabled": False},
+                {"plugin_id": "monitoring.integration.otlp", "config": {"interval": 5, "headers": {"x-a": "${A}"}}},
+                {"plugin_id": "monitoring.metrics.process", "config": {"match": [{"name": "nginx"}]}},
+            ],
+        },
+    }
+    config = yaml.safe_load(config_text(manifests(render(values))))
+    plugins = {p["plugin_id"]: p for p in config["plugins"]}
+    assert list(plugins) == ["monitoring.metrics.system", "monitoring.integration.otlp", "monitoring.metrics.process"]
+    assert plugins["monitoring.metrics.system"]["enabled"] is False
+    assert plugins["monitoring.metrics.system"]["config"]["procfs_path"] == "/host/proc"
+    assert plugins["monitoring.integration.otlp"]["config"] == {
+        "endpoint": "http://collector:4318", "protocol": "http/protobuf", "compression": "gzip",
+        "interval": 5, "headers": {"x-a": "${A}"},
+    }
+    assert config["pipeline"] == {"cardinality_limit": 500}
+    assert config["server"] == {"listen": "0.0.0.0:9464"}
+
+
+# --------------------------------------------------------------------------- pod security and probes
+
+
+def test_pod_is_non_root_read_only_and_probed(docs: list[dict[str, Any]]) -> None:
+    pod = workload(docs)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    c = monbridge_container(docs)
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in sc and "add" not in sc["capabilities"]
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert c["livenessProbe"]["httpGet"]["port"] == c["readinessProbe"]["httpGet"]["port"] == c["ports"][0]["name"]
+    assert c["args"][:3] == ["run", "--config", "/etc/monbridge/config.yaml"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/etc/monbridge"].get("readOnly") is True
+    host_paths = {v["name"] for v in pod["volumes"] if "hostPath" in v}
+    for m in c["volumeMounts"]:
+        if m["name"] in host_paths:
+            assert m.get("readOnly") is True, f"hostPath volume {m['name']} is mounted writable"
+
+
+def test_defaults_are_a_host_metrics_daemonset_without_resources() -> None:
+    docs = manifests(render())
+    assert workload(docs)["kind"] == "DaemonSet"
+    c = monbridge_container(docs)
+    assert "resources" not in c
+    with helm.Chart.load(CHART_DIR) as chart:
+        assert c["image"] == f"ghcr.io/monbridge/monbridge:{chart.metadata['appVersion']}"
+    assert {"name": "PROCFS_PATH", "value": "/host/proc"} in c["env"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/host/proc"]]["hostPath"]["path"] == "/proc"
+    assert volumes[mounts["/host/sys"]]["hostPath"]["path"] == "/sys"
+    config = yaml.safe_load(config_text(docs))
+    assert [p["plugin_id"] for p in config["plugins"]] == ["monitoring.metrics.system"]
+    assert config["plugins"][0]["config"]["procfs_path"] == "/host/proc"
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]  # no RBAC: nothing needs it
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    with helm.Chart.load(CHART_DIR) as chart:
+        assert chart.metadata["appVersion"] == project["version"]
+
+
+def test_tls_switches_probes_and_monitors_to_https() -> None:
+    values = {
+        "config": {"server": {"tls": {"cert_file": "/etc/monbridge-tls/tls.crt", "key_file": "/etc/monbridge-tls/tls.key"}}},
+        "podMonitor": {"enabled": True, "tlsConfig": {"insecureSkipVerify": True}},
+    }
+    docs = manifests(render(values))
+    c = monbridge_container(docs)
+    assert c["livenessProbe"]["httpGet"]["scheme"] == c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    endpoint = only(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+
+
+# --------------------------------------------------------------------------- checksum
+
+
+def _checksum(values: dict[str, Any]) -> str:
+    return workload(manifests(render(values)))["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_checksum_annotation_rolls_pods_on_config_changes_only() -> None:
+    base = _checksum({})
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert _checksum({"config": {"pipeline": {"cardinality_limit": 123}}}) != base
+    assert _checksum({"presets": {"hostMetrics": {"collectionInterval": 30}}}) != base
+    assert _checksum({"podLabels": {"team": "sre"}}) == base
+
+
+# --------------------------------------------------------------------------- values schema
+
+
+def test_values_schema_is_strict_and_documented() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    open_nodes = set()
+
+    def walk(node: dict[str, Any], where: str) -> None:
+        # Every field and every object has a description; array items that are plain strings need none.
+        if not where.endswith("/items") or node.get("type") == "object":
+            assert node.get("description"), f"{where or '/'}: no description"
+        if node.get("type") == "object" or "properties" in node:
+            ap = node.get("additionalProperties")
+            assert ap is not None, f"{where}: additionalProperties is not set"
+            if ap is True:
+                open_nodes.add(where)
+            elif isinstance(ap, dict) and "properties" in ap:
+                walk(ap, where + "/*")
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{where}/{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], where + "/items")
+
+    walk(schema, "")
+    assert open_nodes == PASSTHROUGH
+
+
+def test_values_yaml_documents_every_top_level_key() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"]) - {"global"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"mode": "sidecar"}, "at '/mode': value must be one of 'daemonset', 'deployment', 'statefulset'"),
+        ({"replica": 3}, "additional properties 'replica' not allowed"),
+        ({"presets": {"hostMetrics": {"enabled": "yes"}}}, "at '/presets/hostMetrics/enabled': got string, want boolean"),
+        ({"presets": {"prometheusScrape": {"enabled": True, "targets": []}}},
+         "at '/presets/prometheusScrape': additional properties 'targets' not allowed"),
+        ({"port": 70000}, "at '/port'"),
+        ({"config": {"plugins": [{"plugin_id": "system"}]}}, "at '/config/plugins/0/plugin_id'"),
+        ({"config": {"plugins": [{"enabled": True}]}}, "at '/config/plugins/0': missing property 'plugin_id'"),
+        ({"config": {"server": {"listen": "9464"}}}, "at '/config/server/listen'"),
+        ({"config": {"serve": {}}}, "at '/config': additional properties 'serve' not allowed"),
+        ({"presets": {"otlpExport": {"protocol": "http"}}}, "at '/presets/otlpExport/protocol'"),
+        ({"serviceMonitor": {"interval": "30"}}, "at '/serviceMonitor/interval'"),
+    ],
+)
+def test_values_that_break_the_schema_fail_rendering(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as e:
+        render(values)
+    assert "values don't meet the specifications of the schema" in str(e.value)
+    assert message in str(e.value)
+
+
+# --------------------------------------------------------------------------- contradictions
+
+NO_HOST = {"presets": {"hostMetrics": {"enabled": False}},
+           "config": {"plugins": [{"plugin_id": "monitoring.metrics.process"}]}}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"autoscaling": {"enabled": True}}, "autoscaling.enabled=true needs mode: deployment (mode is daemonset)"),
+        ({**NO_HOST, "mode": "statefulset", "autoscaling": {"enabled": True}},
+         "autoscaling.enabled=true needs mode: deployment (mode is statefulset)"),
+        ({**NO_HOST, "mode": "deployment", "autoscaling": {"enabled": True}},
+         "autoscaling.targetCPUUtilizationPercentage is a percentage of the CPU request, but resources.requests.cpu is not set"),
+        ({**NO_HOST, "mode": "deployment", "resources": {"requests": {"cpu": "100m"}},
+          "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
+         "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (2)"),
+        ({"mode": "deployment"}, "presets.hostMetrics needs mode: daemonset (mode is deployment)"),
+        ({"presets": {"hostMetrics": {"enabled": False}}}, "no monbridge plugin is enabled"),
+        ({"config": {"plugins": [{"plugin_id": "monitoring.metrics.system", "enabled": False}]}},
+         "no monbridge plugin is enabled"),
+        ({"presets": {"prometheusScrape": {"enabled": True}}},
+         "presets.prometheusScrape is not available yet: the Prometheus scrape plugin ships in a later monbridge release"),
+        ({"presets": {"alerting": {"enabled": True}}}, "presets.alerting is not available yet"),
+        ({"presets": {"otlpExport": {"enabled": True}}}, "presets.otlpExport.enabled=true needs a destination"),
+        ({"presets": {"otlpExport": {"enabled": True, "endpoint": "http://a:4318", "secretName": "s", "endpointKey": "e"}}},
+         "set either endpoint (a plain URL) or endpointKey"),
+        ({"presets": {"otlpExport": {"enabled": True, "endpoint": "http://a:4318", "headers": {"authorization": "auth"}}}},
+         "set presets.otlpExport.secretName"),
+        ({"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+         "serviceMonitor.enabled and podMonitor.enabled are both true"),
+        ({"serviceMonitor": {"enabled": True}, "service": {"enabled": False}},
+         "serviceMonitor.enabled=true needs service.enabled=true"),
+        ({"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}},
+         "podDisruptionBudget: set minAvailable or maxUnavailable, not both"),
+        ({"networkPolicy": {"enabled": True}, "hostNetwork": True},
+         "networkPolicy.enabled=true has no effect with hostNetwork=true"),
+        ({"config": {"server": {"listen": "0.0.0.0:8080"}}},
+         "config.server.listen (0.0.0.0:8080) uses a port other than port (9464)"),
+        ({"config": {"server": {"auth": {"bearer_token": "s3cr3t"}}}},
+         "config.server.auth.bearer_token must be a reference, not the token itself"),
+        ({"config": {"server": {"auth": {"basic": {"username": "u", "password": "pw"}}}}},
+         "config.server.auth.basic.password must be a reference"),
+        ({"config": {"server": {"auth": {"bearer_token": "${TOKEN}"}}}, "podMonitor": {"enabled": True}},
+         "so the podMonitor needs the token: set podMonitor.bearerTokenSecret.name and .key"),
+        ({"serviceMonitor": {"enabled": True, "bearerTokenSecret": {"name": "t", "key": "k"}}},
+         "serviceMonitor.bearerTokenSecret is set but config.server.auth.bearer_token is not"),
+    ],
+)
+def test_contradictory_values_fail_with_an_actionable_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as e:
+        render(values)
+    assert message in str(e.value)
+
+
+def test_listen_host_may_change_when_the_port_agrees() -> None:
+    config = yaml.safe_load(config_text(manifests(render({"config": {"server": {"listen": "[::]:9464"}}}))))
+    assert config["server"]["listen"] == "[::]:9464"
+
+
+# --------------------------------------------------------------------------- NOTES and goldens
+
+
+def test_notes_name_the_enabled_plugins(rendered: dict[str, str], docs: list[dict[str, Any]]) -> None:
+    notes = rendered[NOTES]
+    config = yaml.safe_load(config_text(docs))
+    for p in config["plugins"]:
+        assert (f"  - {p['plugin_id']}\n" in notes) == p.get("enabled", True), p["plugin_id"]
+    assert f"port-forward {workload(docs)['kind'].lower()}/monbridge 9464" in notes
+
+
+def test_golden_rendering(scenario: str, rendered: dict[str, str]) -> None:
+    """The rendering equals helm/monbridge/examples/<scenario>/; UPDATE_GOLDEN=1 rewrites them."""
+    expected = {"rendered.yaml": golden_text(rendered), "NOTES.txt": rendered[NOTES].strip("\n") + "\n"}
+    folder = EXAMPLES_DIR / scenario
+    if os.environ.get("UPDATE_GOLDEN"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in expected.items():
+            (folder / name).write_text(text)
+    for name, text in expected.items():
+        path = folder / name
+        current = path.read_text() if path.exists() else ""
+        if current != text:
+            diff = "".join(difflib.unified_diff(current.splitlines(True), text.splitlines(True),
+                                                f"{path.relative_to(REPO)} (checked in)", "rendered now"))
+            pytest.fail(f"{path.relative_to(REPO)} is out of date. If the change is intended, regenerate the golden "
+                        f"files with `UPDATE_GOLDEN=1 .venv/bin/pytest tests/helm` and review them.\n{diff}", pytrace=False)
+
+
+def test_no_golden_folder_without_a_scenario() -> None:
+    folders = sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.is_dir())
+    assert folders == SCENARIOS, "every examples/<scenario>/ needs ci/<scenario>-values.yaml and the reverse; " \
+                                 "delete stale folders, then run UPDATE_GOLDEN=1 .venv/bin/pytest tests/helm"
