@@ -49,7 +49,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from bridge.api import HistogramValue, Metric, MetricKind
 
-__all__ = ["DEFAULT_CARDINALITY_LIMIT", "Family", "Pipeline", "Series", "default_resource"]
+__all__ = ["DEFAULT_CARDINALITY_LIMIT", "Family", "Pipeline", "Series", "default_resource", "otel_metric", "otel_point"]
 
 log = logging.getLogger("monbridge.pipeline")
 
@@ -365,36 +365,41 @@ class Pipeline:
                                                              schema_url="")])
 
     def _preaggregated_metrics(self) -> list[OtelMetric]:
-        out: list[OtelMetric] = []
         with self._lock:
-            fams = [f for f in self._families.values() if f.preaggregated and f.series]
-            for fam in fams:
-                points: list[Any] = []
-                for s in fam.series.values():
-                    start = s.start_ns if s.start_ns is not None else s.time_ns
-                    v = s.value
-                    if isinstance(v, HistogramValue):
-                        points.append(HistogramDataPoint(
-                            attributes=s.attributes, start_time_unix_nano=start, time_unix_nano=s.time_ns,
-                            count=v.count, sum=v.sum, bucket_counts=list(v.bucket_counts),
-                            explicit_bounds=list(v.bounds),
-                            # None leaves the optional protobuf fields unset (NaN would be sent as a value).
-                            min=v.min,  # type: ignore[arg-type]
-                            max=v.max,  # type: ignore[arg-type]
-                        ))
-                    else:
-                        points.append(NumberDataPoint(attributes=s.attributes, start_time_unix_nano=start,
-                                                      time_unix_nano=s.time_ns, value=v))
-                data: Any
-                if fam.kind is MetricKind.HISTOGRAM:
-                    data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
-                elif fam.kind is MetricKind.GAUGE:
-                    data = Gauge(data_points=points)
-                else:
-                    data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                               is_monotonic=fam.kind is MetricKind.COUNTER)
-                out.append(OtelMetric(name=fam.name, description=fam.description, unit=fam.unit, data=data))
-        return out
+            return [
+                otel_metric(fam.name, fam.kind, fam.unit, fam.description,
+                            [otel_point(s.attributes, s.start_ns, s.time_ns, s.value) for s in fam.series.values()])
+                for fam in self._families.values() if fam.preaggregated and fam.series
+            ]
 
     def shutdown(self) -> None:
         self._provider.shutdown()
+
+
+def otel_point(attributes: Mapping[str, Any], start_ns: int | None, time_ns: int,
+               value: float | HistogramValue) -> NumberDataPoint | HistogramDataPoint:
+    """One OTel data point, as it is (a missing start time is the point's own time)."""
+    start = start_ns if start_ns is not None else time_ns
+    if isinstance(value, HistogramValue):
+        return HistogramDataPoint(
+            attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns,
+            count=value.count, sum=value.sum, bucket_counts=list(value.bucket_counts),
+            explicit_bounds=list(value.bounds),
+            # None leaves the optional protobuf fields unset (NaN would be sent as a value).
+            min=value.min,  # type: ignore[arg-type]
+            max=value.max,  # type: ignore[arg-type]
+        )
+    return NumberDataPoint(attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns, value=value)
+
+
+def otel_metric(name: str, kind: MetricKind, unit: str, description: str, points: list[Any]) -> OtelMetric:
+    """An OTel metric of ``kind`` (cumulative sums and histograms) holding ``points``."""
+    data: Any
+    if kind is MetricKind.HISTOGRAM:
+        data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+    elif kind is MetricKind.GAUGE:
+        data = Gauge(data_points=points)
+    else:
+        data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                   is_monotonic=kind is MetricKind.COUNTER)
+    return OtelMetric(name=name, description=description, unit=unit, data=data)

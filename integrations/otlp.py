@@ -46,10 +46,8 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validat
 
 from bridge.api import (
     Alert,
-    HistogramValue,
     IntegrationConfig,
     Metric,
-    MetricKind,
     MonitoringIntegrationPlugin,
     PluginConfig,
     PluginError,
@@ -225,19 +223,11 @@ def metrics_to_otel(metrics: Sequence[Metric], resource: Any) -> Any:
     explicit-bucket histograms, as they are: nothing is re-aggregated)."""
     import time
 
-    from opentelemetry.sdk.metrics.export import (
-        AggregationTemporality,
-        Gauge,
-        Histogram,
-        HistogramDataPoint,
-        MetricsData,
-        NumberDataPoint,
-        ResourceMetrics,
-        ScopeMetrics,
-        Sum,
-    )
-    from opentelemetry.sdk.metrics.export import Metric as OtelMetric
+    from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from bridge import __version__
+    from bridge.pipeline import otel_metric, otel_point
 
     now = time.time_ns()
     families: dict[str, tuple[Metric, list[Any]]] = {}
@@ -249,31 +239,9 @@ def metrics_to_otel(metrics: Sequence[Metric], resource: Any) -> Any:
             log.warning("metric %s reported as %s and %s; the %s points are not exported",
                         m.name, fam[0].kind.value, m.kind.value, m.kind.value)
             continue
-        t = m.timestamp_ns or now
-        start = m.start_time_ns if m.start_time_ns is not None else t
-        attrs = dict(m.attributes)
-        v = m.value
-        if isinstance(v, HistogramValue):
-            fam[1].append(HistogramDataPoint(
-                attributes=attrs, start_time_unix_nano=start, time_unix_nano=t, count=v.count, sum=v.sum,
-                bucket_counts=list(v.bucket_counts), explicit_bounds=list(v.bounds),
-                min=v.min, max=v.max,  # type: ignore[arg-type]  # None: unknown, left out of the protobuf
-            ))
-        else:
-            fam[1].append(NumberDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=t, value=v))
-    out = []
-    for name, (first, points) in families.items():
-        data: Any
-        if first.kind is MetricKind.HISTOGRAM:
-            data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
-        elif first.kind is MetricKind.GAUGE:
-            data = Gauge(data_points=points)
-        else:
-            data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                       is_monotonic=first.kind is MetricKind.COUNTER)
-        out.append(OtelMetric(name=name, description=first.description, unit=first.unit, data=data))
-    from bridge import __version__
-
+        fam[1].append(otel_point(dict(m.attributes), m.start_time_ns, m.timestamp_ns or now, m.value))
+    out = [otel_metric(name, first.kind, first.unit, first.description, points)
+           for name, (first, points) in families.items()]
     scope = ScopeMetrics(scope=InstrumentationScope("monbridge", __version__), metrics=out, schema_url="")
     return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
 
@@ -426,10 +394,8 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         return {k: AggregationTemporality.CUMULATIVE for k in (
             Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)}
 
-    def _http_exporter(self, cfg: OtlpConfig) -> Any:
-        from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
+    def _common_kwargs(self, cfg: OtlpConfig) -> dict[str, Any]:
+        """The exporter arguments both protocols take; only what the config sets is passed."""
         kwargs: dict[str, Any] = {"preferred_temporality": self._cumulative()}
         if cfg.endpoint is not None:
             kwargs["endpoint"] = cfg.endpoint
@@ -437,6 +403,13 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             kwargs["headers"] = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         if cfg.timeout is not None:
             kwargs["timeout"] = cfg.timeout
+        return kwargs
+
+    def _http_exporter(self, cfg: OtlpConfig) -> Any:
+        from opentelemetry.exporter.otlp.proto.http import Compression
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        kwargs = self._common_kwargs(cfg)
         if cfg.compression is not None:
             kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
         if cfg.tls is not None:
@@ -470,13 +443,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         import grpc  # type: ignore[import-untyped]
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        kwargs: dict[str, Any] = {"preferred_temporality": self._cumulative()}
-        if cfg.endpoint is not None:
-            kwargs["endpoint"] = cfg.endpoint
-        if cfg.headers:
-            kwargs["headers"] = {k: v.get_secret_value() for k, v in cfg.headers.items()}
-        if cfg.timeout is not None:
-            kwargs["timeout"] = cfg.timeout
+        kwargs = self._common_kwargs(cfg)
         if cfg.compression is not None:
             kwargs["compression"] = grpc.Compression.Gzip if cfg.compression == "gzip" else grpc.Compression.NoCompression
         if cfg.insecure is not None:
