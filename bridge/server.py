@@ -72,7 +72,12 @@ class HttpServer:
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            raise OSError(e.errno, f"cannot listen on {self.config.listen} (server.listen or --listen): "
+                                   f"{e.strerror}") from None
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.bound = sockets[0].getsockname()[:2] if sockets else (host, port)

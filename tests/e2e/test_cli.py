@@ -144,3 +144,15 @@ def test_sighup_reload_keeps_old_config_when_new_is_invalid(tmp_path, free_port)
         _, err = proc.communicate(timeout=10)
     assert "reload refused, the running config stays" in err
     assert "plugins[0].config.collection_interval" in err
+
+
+def test_port_in_use_says_which_setting(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_cli("run", "--listen", f"127.0.0.1:{port}", timeout=30)
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (server.listen or --listen)" in r.stderr
