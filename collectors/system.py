@@ -6,6 +6,12 @@ reads ``(attributes, value)`` pairs from a ``SystemSnapshot``; adding a metric i
 snapshot is taken in a worker thread (psutil blocks), and a failing read (a mount that denies
 access or hangs, a missing /proc file) loses only what it was reading: it is skipped, counted in
 ``read_errors`` and logged.
+
+In a container (a node agent), ``procfs_path`` names the node's /proc (e.g. /host/proc) and
+``rootfs_path`` the node's / (e.g. /host/root, mounted with HostToContainer propagation). Then, like
+node_exporter's ``--path.rootfs``, the filesystems are the node's: the mount table is read from
+``<procfs_path>/1/mounts`` (the node's init process, not monbridge's own mount namespace), each mount
+is stat'ed at ``<rootfs_path>/<mount point>``, and is reported under the node's mount point.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import concurrent.futures
 import fnmatch
 import logging
 import os
+import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import psutil
 from pydantic import Field
@@ -46,14 +54,17 @@ __all__ = [
     "InterfaceFilter",
     "MetricSpec",
     "MountpointFilter",
+    "Partition",
     "Point",
     "SystemConfig",
     "SystemMetricsCollector",
     "SystemSnapshot",
     "cpu_modes",
     "default_procfs_path",
+    "default_rootfs_path",
     "memory_states",
     "metrics_from_table",
+    "read_mounts",
     "set_procfs_path",
 ]
 
@@ -184,6 +195,14 @@ def set_procfs_path(path: str) -> None:
         psutil.PROCFS_PATH = path
 
 
+ROOTFS_ENV = "MONBRIDGE_ROOTFS"
+
+
+def default_rootfs_path() -> str:
+    """``$MONBRIDGE_ROOTFS`` if set (a node agent mounts the host's / at e.g. /host/root), else /."""
+    return os.environ.get(ROOTFS_ENV) or "/"
+
+
 class SystemConfig(CollectorConfig):
     devices: DeviceFilter = Field(default=DeviceFilter(), description="disks reported by system.disk.*")
     mountpoints: MountpointFilter = Field(
@@ -200,6 +219,15 @@ class SystemConfig(CollectorConfig):
         min_length=1,
         description="where /proc is mounted (default: $PROCFS_PATH, else /proc)",
     )
+    rootfs_path: str = Field(
+        default_factory=default_rootfs_path,
+        min_length=1,
+        description=(
+            "where the host's / is mounted (default: $MONBRIDGE_ROOTFS, else /). When it or procfs_path is"
+            " not the default, system.filesystem.* covers the mounts of <procfs_path>/1/mounts (the host's"
+            " init process), stat'ed at <rootfs_path>/<mount point> and reported under the host's mount point"
+        ),
+    )
     filesystem_timeout: float = Field(
         default=2.0,
         gt=0,
@@ -208,6 +236,40 @@ class SystemConfig(CollectorConfig):
 
 
 # --------------------------------------------------------------------------- the snapshot
+
+
+class Partition(NamedTuple):
+    """One mount, shaped like psutil's ``sdiskpart``."""
+
+    device: str
+    mountpoint: str
+    fstype: str
+    opts: str
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field: str) -> str:
+    """Undo the kernel's octal escapes in a mounts field (``\\040`` space, ``\\011`` tab, ``\\012``, ``\\134``)."""
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def read_mounts(path: str) -> list[Partition]:
+    """The mounts of a ``/proc/<pid>/mounts`` file (``device mountpoint fstype options dump pass``).
+
+    Decoded as psutil decodes paths (filesystem encoding, undecodable bytes kept as surrogates); a
+    device of ``none`` becomes ``""`` as in psutil. Lines with fewer than four fields are skipped.
+    """
+    out: list[Partition] = []
+    with open(path, encoding=sys.getfilesystemencoding(), errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            device, mountpoint, fstype, opts = (_unescape(x) for x in fields[:4])
+            out.append(Partition("" if device == "none" else device, mountpoint, fstype, opts))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +544,8 @@ class SystemMetricsCollector(MetricCollectorPlugin):
     async def initialize(self, config: Mapping[str, Any]) -> None:
         cfg = SystemConfig.model_validate(dict(config))
         set_procfs_path(cfg.procfs_path)
+        if not os.path.isdir(cfg.rootfs_path):
+            raise PluginError(f"rootfs_path {cfg.rootfs_path!r} is not a directory")
         self._config = cfg
         self._previous_cpu_times = None
         self._stuck_mounts = set()
@@ -544,7 +608,14 @@ class SystemMetricsCollector(MetricCollectorPlugin):
         return s
 
     def _filesystems(self, cfg: SystemConfig) -> list[Filesystem]:
-        partitions = self._read("filesystems", lambda: psutil.disk_partitions(all=True)) or []
+        """The filtered mounts, stat'ed. Own mount namespace (psutil) by default; the host's when
+        ``rootfs_path`` or ``procfs_path`` is not the default (see the module docstring)."""
+        partitions: Sequence[Any]  # psutil sdiskpart or Partition: device, mountpoint, fstype, opts
+        if cfg.rootfs_path == "/" and cfg.procfs_path == "/proc":
+            partitions = self._read("filesystems", lambda: psutil.disk_partitions(all=True)) or []
+        else:
+            mounts = os.path.join(cfg.procfs_path, "1", "mounts")
+            partitions = self._read(f"filesystems ({mounts})", lambda: read_mounts(mounts)) or []
         chosen: dict[str, Any] = {}  # by mount point; a later mount hides an earlier one there
         for p in partitions:
             if cfg.filesystem_types.allows(p.fstype) and cfg.mountpoints.allows(p.mountpoint):
@@ -553,7 +624,7 @@ class SystemMetricsCollector(MetricCollectorPlugin):
         out: list[Filesystem] = []
         for p in chosen.values():
             try:
-                usage = self._statfs(p.mountpoint, cfg.filesystem_timeout)
+                usage = self._statfs(os.path.join(cfg.rootfs_path, p.mountpoint.lstrip("/")), cfg.filesystem_timeout)
             except Exception as exc:  # PermissionError, a vanished mount, a hung NFS server
                 self._failed(f"filesystem {p.mountpoint}", exc)
                 continue
@@ -561,16 +632,16 @@ class SystemMetricsCollector(MetricCollectorPlugin):
             out.append(Filesystem(p.device, p.mountpoint, p.fstype, mode, usage.total, usage.used, usage.free))
         return out
 
-    def _statfs(self, mountpoint: str, timeout: float) -> Any:
-        """``psutil.disk_usage`` in a daemon thread, so a hung mount costs ``timeout`` once, then is skipped
-        until its statfs returns (a non-daemon thread stuck there would also block interpreter exit)."""
-        if mountpoint in self._stuck_mounts:
+    def _statfs(self, path: str, timeout: float) -> Any:
+        """``psutil.disk_usage(path)`` in a daemon thread, so a hung mount costs ``timeout`` once, then is
+        skipped until its statfs returns (a non-daemon thread stuck there would also block interpreter exit)."""
+        if path in self._stuck_mounts:
             raise _Unresponsive("statfs has not returned from an earlier collection; skipped until it does")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
             try:
-                future.set_result(psutil.disk_usage(mountpoint))
+                future.set_result(psutil.disk_usage(path))
             except BaseException as exc:
                 future.set_exception(exc)
 
@@ -578,8 +649,8 @@ class SystemMetricsCollector(MetricCollectorPlugin):
         try:
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
-            self._stuck_mounts.add(mountpoint)
-            future.add_done_callback(lambda _: self._stuck_mounts.discard(mountpoint))
+            self._stuck_mounts.add(path)
+            future.add_done_callback(lambda _: self._stuck_mounts.discard(path))
             raise _Unresponsive(f"statfs did not return within {timeout}s; skipped until it does") from None
 
 

@@ -286,13 +286,20 @@ def test_defaults_are_a_host_metrics_daemonset_without_resources() -> None:
     with helm.Chart.load(CHART_DIR) as chart:
         assert c["image"] == f"ghcr.io/monbridge/monbridge:{chart.metadata['appVersion']}"
     assert {"name": "PROCFS_PATH", "value": "/host/proc"} in c["env"]
+    assert {"name": "MONBRIDGE_ROOTFS", "value": "/host/root"} in c["env"]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
     assert volumes[mounts["/host/proc"]]["hostPath"]["path"] == "/proc"
     assert volumes[mounts["/host/sys"]]["hostPath"]["path"] == "/sys"
+    assert volumes[mounts["/host/root"]]["hostPath"] == {"path": "/", "type": "Directory"}
+    root_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/host/root")
+    # the node's mounts, including ones made after the pod started; never writable
+    assert root_mount["mountPropagation"] == "HostToContainer"
+    assert root_mount["readOnly"] is True
     config = yaml.safe_load(config_text(docs))
     assert [p["plugin_id"] for p in config["plugins"]] == ["monitoring.metrics.system"]
     assert config["plugins"][0]["config"]["procfs_path"] == "/host/proc"
+    assert config["plugins"][0]["config"]["rootfs_path"] == "/host/root"
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]  # no RBAC: nothing needs it
 

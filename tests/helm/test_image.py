@@ -116,7 +116,8 @@ def test_baked_config_is_copied_to_the_default_path_and_listens_on_all_interface
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTHON", "VIRTUAL_ENV", "PROCFS_PATH"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTHON", "VIRTUAL_ENV", "PROCFS_PATH",
+                                                                   "MONBRIDGE_ROOTFS"))}
     return {**env, **extra}
 
 

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections import namedtuple
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from bridge.api import Metric, MetricKind, PluginType
-from collectors.system import SYSTEM_METRICS, PLUGIN_ID, SystemConfig, SystemMetricsCollector
+from collectors.system import PLUGIN_ID, SYSTEM_METRICS, Partition, SystemConfig, SystemMetricsCollector, read_mounts
 
 scputimes = namedtuple("scputimes", "user nice system idle iowait irq softirq steal guest guest_nice")
 svmem = namedtuple("svmem", "total available percent used free active inactive buffers cached shared slab")
@@ -98,6 +99,9 @@ class FakeHost:
 
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
+    # default procfs_path and rootfs_path: the mount table is psutil's (the host's paths are set per test)
+    monkeypatch.delenv("PROCFS_PATH", raising=False)
+    monkeypatch.delenv("MONBRIDGE_ROOTFS", raising=False)
     h = FakeHost()
     h.install(monkeypatch)
     return h
@@ -150,6 +154,8 @@ def test_metadata() -> None:
         {"mountpoints": {"include": ["/"], "exlude": ["/boot"]}},
         {"interfaces": ["eth0"]},
         {"collection_interval": 0},
+        {"rootfs": "/host/root"},
+        {"rootfs_path": ""},
     ],
 )
 async def test_config_rejects_unknown_keys_and_bad_values(config: dict[str, Any]) -> None:
@@ -178,6 +184,20 @@ def test_procfs_path_default_comes_from_env(monkeypatch: pytest.MonkeyPatch) -> 
     assert SystemConfig.model_validate({}).procfs_path == "/host/proc"
     monkeypatch.delenv("PROCFS_PATH")
     assert SystemConfig.model_validate({}).procfs_path == "/proc"
+
+
+def test_rootfs_path_default_comes_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONBRIDGE_ROOTFS", "/host/root")
+    assert SystemConfig.model_validate({}).rootfs_path == "/host/root"
+    monkeypatch.delenv("MONBRIDGE_ROOTFS")
+    assert SystemConfig.model_validate({}).rootfs_path == "/"
+
+
+async def test_initialize_rejects_a_rootfs_path_that_is_not_a_directory(tmp_path: Path) -> None:
+    from bridge.api import PluginError
+
+    with pytest.raises(PluginError, match="rootfs_path"):
+        await SystemMetricsCollector().initialize({"rootfs_path": str(tmp_path / "missing")})
 
 
 async def test_initialize_sets_psutil_procfs_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
@@ -532,3 +552,207 @@ async def test_through_the_pipeline_to_an_in_memory_reader(host: FakeHost) -> No
     body = render(pipeline.families(), {}).decode()
     assert 'system_cpu_time_seconds_total{cpu_logical_number="0",cpu_mode="user"} 100.0' in body
     pipeline.shutdown()
+
+
+# --------------------------------------------------------------------------- the host's filesystems from a container
+
+# <procfs>/1/mounts of the host's init process: octal escapes, a later mount over an earlier one,
+# mounts the default filters drop (by type and by mount point), a malformed line.
+HOST_MOUNTS = r"""/dev/sda1 / ext4 rw,relatime 0 0
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+tmpfs /run/user/1000 tmpfs rw,nosuid,nodev 0 0
+none /srv/scratch tmpfs rw 0 0
+/dev/sdb1 /mnt/backup\040disk xfs ro,noatime 0 0
+/dev/sdc1 /data ext4 rw 0 0
+/dev/sdd1 /data xfs rw 0 0
+/dev/sda1 /var/lib/kubelet/pods/abc/volumes ext4 rw 0 0
+truncated-line
+"""
+
+
+@pytest.fixture
+def host_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A fake host procfs (``1/mounts``) and rootfs."""
+    monkeypatch.setattr(psutil, "PROCFS_PATH", "/proc", raising=False)
+    procfs, rootfs = tmp_path / "proc", tmp_path / "root"
+    (procfs / "1").mkdir(parents=True)
+    (procfs / "1" / "mounts").write_text(HOST_MOUNTS)
+    rootfs.mkdir()
+    return procfs, rootfs
+
+
+def test_read_mounts_decodes_escapes_and_skips_malformed_lines(host_root: tuple[Path, Path]) -> None:
+    procfs, _ = host_root
+    mounts = read_mounts(str(procfs / "1" / "mounts"))
+    assert mounts[0] == Partition("/dev/sda1", "/", "ext4", "rw,relatime")
+    assert Partition("/dev/sdb1", "/mnt/backup disk", "xfs", "ro,noatime") in mounts
+    assert Partition("", "/srv/scratch", "tmpfs", "rw") in mounts  # "none" -> "", as psutil does
+    assert len(mounts) == 8
+
+
+@pytest.mark.parametrize(
+    ("config", "statfs", "mounts"),
+    [
+        # the Helm chart's hostMetrics preset: statfs under the host's / mount, host mount points reported
+        pytest.param(
+            {"procfs_path": "{procfs}", "rootfs_path": "{rootfs}"},
+            ["{rootfs}/", "{rootfs}/mnt/backup disk", "{rootfs}/data"],
+            {"/", "/mnt/backup disk", "/data"},
+            id="rootfs-and-procfs",
+        ),
+        # the host's mount table, statfs on the same paths (node_exporter with --path.procfs only)
+        pytest.param(
+            {"procfs_path": "{procfs}"},
+            ["/", "/mnt/backup disk", "/data"],
+            {"/", "/mnt/backup disk", "/data"},
+            id="procfs-only",
+        ),
+        # filters apply to the host's mount points, not the prefixed paths
+        pytest.param(
+            {"procfs_path": "{procfs}", "rootfs_path": "{rootfs}", "mountpoints": {"include": ["/mnt/*"]}},
+            ["{rootfs}/mnt/backup disk"],
+            {"/mnt/backup disk"},
+            id="filters",
+        ),
+        pytest.param(
+            {
+                "procfs_path": "{procfs}",
+                "rootfs_path": "{rootfs}",
+                "filesystem_types": {"include": ["tmpfs"], "exclude": []},
+                "mountpoints": {"exclude": []},
+            },
+            ["{rootfs}/run/user/1000", "{rootfs}/srv/scratch"],
+            {"/run/user/1000", "/srv/scratch"},
+            id="type-filter",
+        ),
+    ],
+)
+async def test_host_filesystems_are_read_through_procfs_1_mounts_and_rootfs(
+    host: FakeHost,
+    host_root: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    config: dict[str, Any],
+    statfs: list[str],
+    mounts: set[str],
+) -> None:
+    procfs, rootfs = host_root
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.format(procfs=procfs, rootfs=rootfs)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    def disk_partitions(all: bool = False) -> list[Any]:
+        raise AssertionError("psutil.disk_partitions reads monbridge's own mount namespace")
+
+    monkeypatch.setattr(psutil, "disk_partitions", disk_partitions)
+    calls: list[str] = []
+
+    def disk_usage(path: str) -> Any:
+        calls.append(path)
+        return sdiskusage(10 * GiB, 4 * GiB, 5 * GiB, 40.0)
+
+    monkeypatch.setattr(psutil, "disk_usage", disk_usage)
+    c = await make(fill(config))
+    metrics = await c.collect_metrics()
+    assert sorted(calls) == sorted(fill(statfs))
+    series = points(metrics, "system.filesystem.usage")
+    assert {dict(k)["system.filesystem.mountpoint"] for k in series} == mounts
+    assert c.read_errors == 0
+
+
+async def test_host_filesystem_attributes_are_the_hosts(host: FakeHost, host_root: tuple[Path, Path]) -> None:
+    procfs, rootfs = host_root
+    host.usage = {
+        f"{rootfs}/": sdiskusage(100 * GiB, 40 * GiB, 55 * GiB, 42.1),
+        f"{rootfs}/mnt/backup disk": sdiskusage(10 * GiB, 1 * GiB, 9 * GiB, 10.0),
+        f"{rootfs}/data": sdiskusage(20 * GiB, 2 * GiB, 18 * GiB, 10.0),
+    }
+    c = await make({"procfs_path": str(procfs), "rootfs_path": str(rootfs)})
+    got = points(await c.collect_metrics(), "system.filesystem.usage")
+    assert got == {
+        fs_key("/dev/sda1", "/", "ext4", "rw", "used"): 40.0 * GiB,
+        fs_key("/dev/sda1", "/", "ext4", "rw", "free"): 55.0 * GiB,
+        fs_key("/dev/sda1", "/", "ext4", "rw", "reserved"): 5.0 * GiB,
+        fs_key("/dev/sdb1", "/mnt/backup disk", "xfs", "ro", "used"): 1.0 * GiB,
+        fs_key("/dev/sdb1", "/mnt/backup disk", "xfs", "ro", "free"): 9.0 * GiB,
+        fs_key("/dev/sdb1", "/mnt/backup disk", "xfs", "ro", "reserved"): 0.0,
+        # the later /data mount hides the earlier one
+        fs_key("/dev/sdd1", "/data", "xfs", "rw", "used"): 2.0 * GiB,
+        fs_key("/dev/sdd1", "/data", "xfs", "rw", "free"): 18.0 * GiB,
+        fs_key("/dev/sdd1", "/data", "xfs", "rw", "reserved"): 0.0,
+    }
+    assert all(path.startswith(str(rootfs)) for path in host.statfs_calls)
+
+
+async def test_default_paths_keep_psutil_disk_partitions(
+    host: FakeHost, host_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """procfs_path /proc and rootfs_path /: psutil's mount table, stat'ed where it is (no /proc/1/mounts)."""
+    opened: list[str] = []
+
+    def read_mounts(path: str) -> list[Partition]:
+        opened.append(path)
+        return []
+
+    monkeypatch.setattr("collectors.system.read_mounts", read_mounts)
+    c = await make()
+    assert c._config is not None and (c._config.procfs_path, c._config.rootfs_path) == ("/proc", "/")
+    mounts = {dict(k)["system.filesystem.mountpoint"] for k in points(await c.collect_metrics(), "system.filesystem.usage")}
+    assert mounts == {"/", "/data"}
+    assert sorted(host.statfs_calls) == ["/", "/data"]
+    assert opened == []
+
+
+async def test_an_unreadable_host_mount_table_is_a_read_error(
+    host: FakeHost, host_root: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    procfs, rootfs = host_root
+    (procfs / "1" / "mounts").unlink()
+    c = await make({"procfs_path": str(procfs), "rootfs_path": str(rootfs)})
+    with caplog.at_level(logging.WARNING, logger="monbridge.collectors.system"):
+        metrics = await c.collect_metrics()
+    names = {m.name for m in metrics}
+    assert "system.filesystem.usage" not in names
+    assert {"system.cpu.time", "system.memory.usage", "system.network.io"} <= names
+    assert c.read_errors == 1
+    assert host.statfs_calls == []
+    assert any("1/mounts" in r.getMessage() and "FileNotFoundError" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failing_or_hung_host_mount_loses_only_that_mount(
+    host: FakeHost, host_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    procfs, rootfs = host_root
+    release = threading.Event()
+    host.usage = {f"{rootfs}/": sdiskusage(GiB, 0, GiB, 0.0), f"{rootfs}/data": sdiskusage(GiB, 0, GiB, 0.0)}
+    host.failing_mounts.add(f"{rootfs}/mnt/backup disk")
+    real = host.disk_usage
+
+    def disk_usage(path: str) -> Any:
+        if path == f"{rootfs}/data":
+            release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(psutil, "disk_usage", disk_usage)
+    c = await make({"procfs_path": str(procfs), "rootfs_path": str(rootfs), "filesystem_timeout": 0.05})
+
+    def mounts(metrics: Sequence[Metric]) -> set[str]:
+        return {str(dict(k)["system.filesystem.mountpoint"]) for k in points(metrics, "system.filesystem.usage")}
+
+    assert mounts(await c.collect_metrics()) == {"/"}
+    assert c.read_errors == 2  # /mnt/backup disk denied, /data hung
+    calls = host.statfs_calls.count(f"{rootfs}/data")
+    assert mounts(await c.collect_metrics()) == {"/"}
+    assert host.statfs_calls.count(f"{rootfs}/data") == calls  # not stat'ed again while stuck
+    release.set()
+    for _ in range(100):
+        got = mounts(await c.collect_metrics())
+        if got == {"/", "/data"}:
+            break
+        await asyncio.sleep(0.01)
+    assert got == {"/", "/data"}

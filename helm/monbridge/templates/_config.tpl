@@ -27,7 +27,7 @@ Secrets never appear here: presets refer to them as ${VAR}, set from secretKeyRe
 {{- $plugins = append $plugins (dict
       "plugin_id" "monitoring.metrics.system"
       "enabled" true
-      "config" (dict "collection_interval" $p.hostMetrics.collectionInterval "procfs_path" "/host/proc")) }}
+      "config" (dict "collection_interval" $p.hostMetrics.collectionInterval "procfs_path" "/host/proc" "rootfs_path" "/host/root")) }}
 {{- end }}
 {{- if $p.otlpExport.enabled }}
 {{- $o := $p.otlpExport }}

@@ -69,6 +69,8 @@ spec:
         {{- if .Values.presets.hostMetrics.enabled }}
         - name: PROCFS_PATH
           value: /host/proc
+        - name: MONBRIDGE_ROOTFS
+          value: /host/root
         {{- end }}
         {{- $o := .Values.presets.otlpExport }}
         {{- if $o.enabled }}
@@ -127,6 +129,12 @@ spec:
         - name: host-sys
           mountPath: /host/sys
           readOnly: true
+        # The node's / for system.filesystem.*: statfs of each node mount at /host/root/<mount point>.
+        # HostToContainer: mounts made on the node after the pod started show up here too.
+        - name: host-root
+          mountPath: /host/root
+          mountPropagation: HostToContainer
+          readOnly: true
         {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
@@ -146,6 +154,10 @@ spec:
     - name: host-sys
       hostPath:
         path: /sys
+        type: Directory
+    - name: host-root
+      hostPath:
+        path: /
         type: Directory
     {{- end }}
     {{- with .Values.extraVolumes }}
