@@ -18,12 +18,13 @@ the SDK's collection for every scrape costs more than the render itself (see ben
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ _PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
 _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _DROP_LOG_EVERY_S = 60.0
 _MAX_ALIASES = 4  # attribute orders remembered per series
+_GC_PAUSE_MIN_BATCH = 10_000
 
 AttrKey = tuple[tuple[str, Any], ...]
 
@@ -149,6 +151,20 @@ class Pipeline:
         (bad name, a kind or unit other than its family's, over the cardinality limit) is
         dropped, counted by reason and logged; the rest of the batch is kept.
         """
+        if isinstance(metrics, Sized) and len(metrics) >= _GC_PAUSE_MIN_BATCH:
+            # A large batch allocates a container per new series; the cyclic collector would
+            # walk every live object again and again while it grows (measured: 60% of a cold
+            # 100k-series record). Nothing recorded here forms a cycle, so it waits for the end.
+            paused = gc.isenabled()
+            gc.disable()
+            try:
+                return self._record(source, metrics, now_ns)
+            finally:
+                if paused:
+                    gc.enable()
+        return self._record(source, metrics, now_ns)
+
+    def _record(self, source: str, metrics: Iterable[Metric], now_ns: int | None) -> int:
         now = now_ns if now_ns is not None else time.time_ns()
         # Series are tracked by identity (hashed and compared by id): building and hashing a
         # (name, attribute tuple) pair per series, then comparing the pairs in the set
