@@ -139,7 +139,8 @@ class HttpServer:
         sup = self.runtime.supervisor
         if sup.ready():
             return web.Response(text="monbridge is Ready.\n")
-        waiting = [f"{r['plugin_id']}: {r['state']}" for r in sup.statuses() if r["state"] != "running"]
+        waiting = [f"{r['plugin_id']}: {r['state']}" + (", first run pending" if r["state"] == "running" else "")
+                   for r in sup.statuses() if r["state"] != "running" or (r["runs"] == 0 and r["interval_seconds"])]
         return web.Response(status=503, text="monbridge is not ready; plugins not running:\n  " + "\n  ".join(waiting) + "\n")
 
     async def reload(self, request: web.Request) -> web.Response:

@@ -335,7 +335,9 @@ class Supervisor:
     # ------------------------------------------------------------------ status
 
     def ready(self) -> bool:
-        return all(r.state is PluginState.RUNNING for r in self.runners.values())
+        """Every plugin is running and each scheduled one has had its first run (a scrape right
+        after readiness finds data)."""
+        return all(r.state is PluginState.RUNNING and (r.runs > 0 or not r.interval) for r in self.runners.values())
 
     def statuses(self) -> list[dict[str, Any]]:
         return [r.status() for _, r in sorted(self.runners.items())]

@@ -119,3 +119,18 @@ async def test_self_metrics_report_plugin_state():
     assert 'monbridge_plugin_runs_total{plugin_id="monitoring.metrics.steady",plugin_type="metric_collector",result="success"} 1' in body
     assert 'monbridge_series_dropped_total{reason="cardinality"} 0' in body
     assert "monbridge_plugin_run_duration_seconds{" in body
+
+
+async def test_ready_after_the_first_run():
+    class Slow(SteadyCollector):
+        async def collect_metrics(self):
+            await asyncio.sleep(0.3)
+            return await super().collect_metrics()
+
+    sup = Supervisor(Pipeline())
+    runner = sup.add("monitoring.metrics.slow", Slow, {}, SteadyConfig.model_validate({"collection_interval": 10}))
+    await sup.start_all()
+    assert runner.state is PluginState.RUNNING and not sup.ready()
+    await asyncio.sleep(0.5)
+    assert sup.ready() and sup.pipeline.family("steady.value").series
+    await sup.stop_all()
