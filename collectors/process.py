@@ -162,7 +162,6 @@ class ProcessMetricsCollector(MetricCollectorPlugin):
 
     def __init__(self) -> None:
         self._config: ProcessConfig | None = None
-        self._running = False
         self.left_out = 0
         """Matching processes left out of the last collection by ``max_processes``."""
         self.read_errors = 0
@@ -186,13 +185,13 @@ class ProcessMetricsCollector(MetricCollectorPlugin):
         self.read_errors = 0
 
     async def start(self) -> None:
-        self._running = True
+        """Nothing to start: the supervisor schedules the collections."""
 
     async def stop(self) -> None:
-        self._running = False
+        """Nothing runs between collections."""
 
     async def shutdown(self) -> None:
-        self._running = False
+        """No resources are held between collections."""
 
     async def collect_metrics(self) -> Sequence[Metric]:
         if self._config is None:

@@ -527,7 +527,6 @@ class SystemMetricsCollector(MetricCollectorPlugin):
         self._stuck_mounts: set[str] = set()
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        self._running = False
         self.read_errors = 0
         """Reads that failed since initialize (a section, a device or a metric row), for self-metrics."""
 
@@ -553,13 +552,13 @@ class SystemMetricsCollector(MetricCollectorPlugin):
         self.read_errors = 0
 
     async def start(self) -> None:
-        self._running = True
+        """Nothing to start: the supervisor schedules the collections."""
 
     async def stop(self) -> None:
-        self._running = False
+        """Nothing runs between collections."""
 
     async def shutdown(self) -> None:
-        self._running = False
+        """Forget the previous CPU sample (the only state kept between collections)."""
         self._previous_cpu_times = None
 
     async def collect_metrics(self) -> Sequence[Metric]:
