@@ -277,6 +277,7 @@ class Supervisor:
                 metrics = await _bounded(host.collect(), timeout)
                 self.pipeline.record(runner.plugin_id, metrics)
             else:
+                self.refresh_self_metrics()  # exporters send current self-metrics, scraped or not
                 await _bounded(host.integrate(self.pipeline), timeout)
         except asyncio.CancelledError:
             raise

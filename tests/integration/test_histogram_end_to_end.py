@@ -45,6 +45,11 @@ def test_histogram_reaches_prometheus_and_otlp_unchanged(run_monbridge, promethe
     assert 0 < pt.start_time_unix_nano < pt.time_unix_nano
     assert attributes(pt.attributes) == {"source": "example"}
     assert not pt.HasField("min") and not pt.HasField("max")  # unknown, so left out
+    # The self-metrics go out too, without anyone scraping /metrics.
+    up = metrics_by_name(otlp_http_receiver.wait_for_metric("monbridge.plugin.up", timeout=20).request)
+    states = {attributes(p.attributes)["plugin_id"]: p.as_int or p.as_double
+              for p in up["monbridge.plugin.up"].gauge.data_points}
+    assert states == {"monitoring.metrics.example": 1, "monitoring.integration.otlp": 1}
 
     # Prometheus: cumulative buckets, and a quantile computed from them by the real server.
     prom = prometheus_server([f"127.0.0.1:{port}"])
