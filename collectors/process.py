@@ -178,7 +178,7 @@ class ProcessMetricsCollector(MetricCollectorPlugin):
         )
 
     async def initialize(self, config: Mapping[str, Any]) -> None:
-        cfg = ProcessConfig.model_validate(dict(config))
+        cfg: ProcessConfig = self.parse_config(config)
         set_procfs_path(cfg.procfs_path)
         self._config = cfg
         self.left_out = 0

@@ -528,7 +528,7 @@ class SystemMetricsCollector(MetricCollectorPlugin):
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         self.read_errors = 0
-        """Reads that failed since initialize (a section, a device or a metric row), for self-metrics."""
+        """Reads that failed since initialize (a section, a device or a metric row); each is also logged."""
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(
@@ -541,7 +541,7 @@ class SystemMetricsCollector(MetricCollectorPlugin):
         )
 
     async def initialize(self, config: Mapping[str, Any]) -> None:
-        cfg = SystemConfig.model_validate(dict(config))
+        cfg: SystemConfig = self.parse_config(config)
         set_procfs_path(cfg.procfs_path)
         if not os.path.isdir(cfg.rootfs_path):
             raise PluginError(f"rootfs_path {cfg.rootfs_path!r} is not a directory")

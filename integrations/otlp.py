@@ -355,7 +355,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         return self._endpoint
 
     async def initialize(self, config: Mapping[str, Any]) -> None:
-        cfg = config if isinstance(config, OtlpConfig) else OtlpConfig.model_validate(dict(config))
+        cfg: OtlpConfig = config if isinstance(config, OtlpConfig) else self.parse_config(config)
         self.config = cfg
         pref = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().upper()
         if pref and pref != "CUMULATIVE":
