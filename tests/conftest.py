@@ -21,6 +21,9 @@ import pytest
 INSTALL_HINTS = {
     "prometheus": "apt-get install prometheus (or run .ci/test, which installs it)",
     "promtool": "apt-get install prometheus (or run .ci/test, which installs it)",
+    "prometheus-node-exporter": "apt-get install prometheus-node-exporter (or run .ci/test, which installs it)",
+    "prometheus-pushgateway": "apt-get install prometheus-pushgateway (or run .ci/test, which installs it)",
+    "prometheus-alertmanager": "apt-get install prometheus-alertmanager (or run .ci/test, which installs it)",
 }
 
 

@@ -193,25 +193,34 @@ def prometheus_config(scrape_targets: Sequence[str], scrape_interval: str = "1s"
 def prometheus_server(tmp_path: Path, free_port, require_binary) -> Iterator[Callable[..., PrometheusProcess]]:
     """``prometheus_server(scrape_targets, scrape_interval="1s") -> handle``: the real Prometheus,
     scraping each ``host:port`` in ``scrape_targets`` at ``/metrics`` as job ``monbridge``, on a
-    loopback port (or ``port``), with its TSDB in tmp_path. The handle has ``.url``, ``.port``, ``.proc``,
+    loopback port (or ``port``), with its TSDB in tmp_path. ``config=`` replaces the whole
+    prometheus.yml, ``extra_args=`` adds flags (``--web.enable-remote-write-receiver``),
+    ``agent=True`` runs agent mode. The handle has ``.url``, ``.port``, ``.proc``,
     ``.log_text()``, ``.query(promql)`` and ``.wait_for(promql, timeout)``."""
     started: list[ServerProcess] = []
 
-    def start(scrape_targets: Sequence[str], scrape_interval: str = "1s", port: int | None = None) -> PrometheusProcess:
+    def start(scrape_targets: Sequence[str] = (), scrape_interval: str = "1s", port: int | None = None, *,
+              config: Mapping[str, Any] | None = None, extra_args: Sequence[str] = (),
+              agent: bool = False) -> PrometheusProcess:
         binary = require_binary("prometheus")
         for target in scrape_targets:
             assert target.rpartition(":")[0] in ("127.0.0.1", "localhost", "[::1]"), f"scrape loopback only, not {target!r}"
         workdir = tmp_path / f"prometheus-{len(started)}"
         (workdir / "data").mkdir(parents=True)
         config_path = workdir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(prometheus_config(scrape_targets, scrape_interval), sort_keys=False))
+        full = dict(config) if config is not None else prometheus_config(scrape_targets, scrape_interval)
+        config_path.write_text(yaml.safe_dump(full, sort_keys=False))
         port = port or free_port()
         args = [
             binary,
             f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ]
+        if agent:
+            args += ["--enable-feature=agent", f"--storage.agent.path={workdir / 'data'}"]
+        else:
+            args.append(f"--storage.tsdb.path={workdir / 'data'}")
+        args += list(extra_args)
         handle = PrometheusProcess(_start(args, workdir / "prometheus.log", workdir), port, workdir / "prometheus.log")
         started.append(handle)
         handle.wait_ready()
