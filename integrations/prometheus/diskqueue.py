@@ -1,0 +1,469 @@
+"""The remote-write queue: per-shard append-only segments of framed records, bounded in bytes,
+on disk (surviving restarts and ``kill -9``) or in memory.
+
+Layout of a queue directory::
+
+    shard-0/0000000000000001.seg   segments; the number is global across shards, so it orders them by age
+    shard-0/ack                    how far this shard is delivered (segment, offset), atomically replaced
+    shard-1/...
+
+A record is ``<u32 length><u32 samples><u32 crc32><payload>``, little-endian; the crc covers the
+first two header fields and the payload, and ``samples`` is at least 1, so a zero-filled or
+half-written tail never passes for a record. Each record is written with one ``write`` call:
+once it returns the record is in the operating system's cache and survives ``kill -9`` (with
+``fsync`` it also survives a power loss). Opening a queue reads every unacknowledged record; the
+first one that does not check out (a torn last record after a crash) ends its segment: the file is
+truncated there and the loss is counted.
+
+The ack file is written (to a temporary name, then ``os.replace``) after a batch is delivered,
+before any segment it covers is deleted, so a crash at any point leaves either the old or the new
+position: records are delivered at least once, and in the normal path exactly once.
+
+Payloads are opaque here (the remote writer stores pre-encoded protobuf ``TimeSeries`` entries).
+A batch never spans two segments, which keeps "the batch was dropped while in flight" simple.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Batch", "DiskQueue", "ShardQueue", "DropCounts", "segment_size_for"]
+
+log = logging.getLogger("monbridge.integrations.prometheus.diskqueue")
+
+_HEADER = struct.Struct("<III")
+_HEAD2 = struct.Struct("<II")
+_ACK = struct.Struct("<QQI")
+_ACK_POS = struct.Struct("<QQ")
+_READ_CHUNK = 4 << 20
+_SEG_SUFFIX = ".seg"
+MIN_SEGMENT_BYTES = 4096
+MAX_SEGMENT_BYTES = 16 << 20
+MAX_RECORD_BYTES = 1 << 30
+
+Position = tuple[int, int]  # (segment number, byte offset): everything before it is delivered
+
+
+def segment_size_for(max_bytes: int, shards: int) -> int:
+    """Segments small enough that dropping the oldest one frees a fraction of the bound, large
+    enough that files stay few: max_bytes / (8 × shards), between 4 KiB and 16 MiB."""
+    return max(MIN_SEGMENT_BYTES, min(MAX_SEGMENT_BYTES, max_bytes // (8 * max(1, shards))))
+
+
+@dataclass(slots=True)
+class DropCounts:
+    samples: int = 0
+    records: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Records read from one segment, to be acknowledged with ``ShardQueue.ack`` once delivered."""
+
+    payloads: list[bytes]
+    samples: int
+    start: Position
+    end: Position
+
+
+class _Segment:
+    """One segment: a file (disk queue) or a bytearray (memory queue)."""
+
+    __slots__ = ("seq", "path", "buf", "size", "samples", "fd")
+
+    def __init__(self, seq: int, path: Path | None) -> None:
+        self.seq = seq
+        self.path = path
+        self.buf: bytearray | None = bytearray() if path is None else None
+        self.size = 0  # bytes of valid records
+        self.samples = 0  # samples in those records
+        self.fd: int | None = None  # write descriptor while this is a shard's head
+
+    def read(self, offset: int, n: int) -> bytes:
+        if self.buf is not None:
+            return bytes(self.buf[offset:offset + n])
+        assert self.path is not None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return os.pread(fd, n, offset)
+        finally:
+            os.close(fd)
+
+    def write(self, data: bytes, fsync: bool) -> None:
+        if self.buf is not None:
+            self.buf += data
+            self.size += len(data)
+            return
+        if self.fd is None:
+            assert self.path is not None
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            if fsync:
+                os.fsync(self.fd)
+        except OSError:
+            # Keep the framing: cut whatever part of the record made it to the file.
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
+            raise
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def delete(self) -> None:
+        self.close()
+        if self.path is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _frame(payload: bytes, samples: int) -> bytes:
+    head = _HEAD2.pack(len(payload), samples)
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+class ShardQueue:
+    """One shard's records in order: appended at the head segment, read and acknowledged from the
+    ack position. All methods take the queue's lock; appends may come from any thread."""
+
+    def __init__(self, queue: DiskQueue, index: int, directory: Path | None) -> None:
+        self.queue = queue
+        self.index = index
+        self.dir = directory
+        self.segments: list[_Segment] = []
+        self.head: _Segment | None = None  # the segment appends go to (None: create one on the next append)
+        self.ack_pos: Position = (0, 0)
+        self.acked_in_ack_segment = 0  # samples before ack_pos in its segment
+        self.pending_samples = 0
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self) -> DropCounts:
+        """Read this shard's directory: the ack position, and every segment's valid records."""
+        torn = DropCounts()
+        if self.dir is None:
+            return torn
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ack_pos = self._read_ack()
+        for path in sorted(self.dir.glob("*" + _SEG_SUFFIX)):
+            try:
+                seq = int(path.stem)
+            except ValueError:
+                continue
+            seg = _Segment(seq, path)
+            if seq < self.ack_pos[0]:
+                seg.delete()  # delivered; the crash came before its deletion
+                continue
+            torn_here = self._scan(seg)
+            torn.samples += torn_here.samples
+            torn.records += torn_here.records
+            torn.bytes += torn_here.bytes
+            self.segments.append(seg)
+            self.queue.next_seq = max(self.queue.next_seq, seq + 1)
+        self.queue.next_seq = max(self.queue.next_seq, self.ack_pos[0] + 1)
+        self.pending_samples = sum(s.samples for s in self.segments) - self.acked_in_ack_segment
+        return torn
+
+    def _read_ack(self) -> Position:
+        assert self.dir is not None
+        try:
+            data = (self.dir / "ack").read_bytes()
+        except FileNotFoundError:
+            return (0, 0)
+        if len(data) == _ACK.size:
+            seq, offset, crc = _ACK.unpack(data)
+            if zlib.crc32(data[:16]) == crc:
+                return (seq, offset)
+        log.warning("remote-write queue %s: unreadable ack file; its undeleted segments are sent again", self.dir)
+        return (0, 0)
+
+    def _scan(self, seg: _Segment) -> DropCounts:
+        """Check ``seg``'s records; truncate the file at the first bad one (a torn write)."""
+        assert seg.path is not None
+        data = seg.path.read_bytes()
+        off = 0
+        torn = DropCounts()
+        ack_seq, ack_off = self.ack_pos
+        while off < len(data):
+            length = samples = 0
+            ok = False
+            if off + _HEADER.size <= len(data):
+                length, samples, crc = _HEADER.unpack_from(data, off)
+                end = off + _HEADER.size + length
+                ok = (samples >= 1 and 0 < length <= MAX_RECORD_BYTES and end <= len(data)
+                      and zlib.crc32(data[off + _HEADER.size:end], zlib.crc32(data[off:off + 8])) == crc)
+            if not ok:
+                # A sample takes more than 8 bytes, so a larger count is not a header at all.
+                plausible = 0 < samples and samples * 8 < length <= MAX_RECORD_BYTES
+                torn = DropCounts(samples=samples if plausible else 0, records=1, bytes=len(data) - off)
+                log.warning("remote-write queue %s: segment %s ends in a torn record at byte %d (%d bytes, "
+                            "%d samples), written when the process was killed; it is skipped",
+                            self.dir, seg.path.name, off, torn.bytes, torn.samples)
+                with open(seg.path, "r+b") as f:
+                    f.truncate(off)
+                break
+            if seg.seq == ack_seq and end <= ack_off:
+                self.acked_in_ack_segment += samples
+            seg.samples += samples
+            off = end
+        seg.size = off
+        return torn
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, payload: bytes, samples: int) -> bool:
+        """Append one record; False when it alone is larger than max_bytes (it is not written).
+        Raises OSError when the disk refuses it; nothing is half-written then."""
+        record = _frame(payload, samples)
+        q = self.queue
+        if len(record) > q.max_bytes:
+            return False
+        with q.lock:
+            q.make_room(len(record))
+            head = self.head
+            if head is not None and head.size >= q.segment_bytes:
+                self._seal()
+                head = None
+            if head is None:
+                path = None if self.dir is None else self.dir / f"{q.next_seq:016d}{_SEG_SUFFIX}"
+                head = self.head = _Segment(q.next_seq, path)
+                q.next_seq += 1
+                self.segments.append(head)
+            before = head.size
+            try:
+                head.write(record, q.fsync)
+            except OSError:
+                if before == 0 and head.size == 0:
+                    self.segments.remove(head)
+                    self.head = None
+                    head.delete()
+                raise
+            head.samples += samples
+            self.pending_samples += samples
+            q.total_bytes += len(record)
+        return True
+
+    def _seal(self) -> None:
+        """Stop appending to the head segment (and delete it if it is already delivered)."""
+        head = self.head
+        self.head = None
+        if head is not None:
+            head.close()
+            self._advance()
+
+    # ------------------------------------------------------------------ reading and acknowledging
+
+    def _advance(self) -> None:
+        """Move the ack position past delivered sealed segments, deleting them."""
+        while self.segments:
+            first = self.segments[0]
+            if first.seq > self.ack_pos[0]:
+                self.ack_pos = (first.seq, 0)
+                self.acked_in_ack_segment = 0
+            if first is self.head or self.ack_pos[1] < first.size:
+                return
+            self.segments.pop(0)
+            self.queue.total_bytes -= first.size
+            first.delete()
+            self.ack_pos = (first.seq + 1, 0)
+            self.acked_in_ack_segment = 0
+
+    def end_position(self) -> Position:
+        """Where the next append goes: everything before it has been appended."""
+        with self.queue.lock:
+            if self.segments:
+                last = self.segments[-1]
+                return (last.seq, last.size) if last is self.head else (last.seq + 1, 0)
+            return self.ack_pos
+
+    def delivered_position(self) -> Position:
+        with self.queue.lock:
+            self._advance()
+            return self.ack_pos
+
+    def read_batch(self, max_samples: int) -> Batch | None:
+        """The next records to send from the ack position: whole records, at most ``max_samples``
+        samples (at least one record), all from one segment. None when there is nothing to send."""
+        with self.queue.lock:
+            self._advance()
+            if not self.segments:
+                return None
+            seg = self.segments[0]
+            start = off = self.ack_pos[1]
+            size = seg.size
+        if off >= size:
+            return None
+        # Records are only appended behind ``size``, and a segment dropped for room meanwhile is
+        # either read whole (it is opened once per read) or not found: reading outside the lock is safe.
+        payloads: list[bytes] = []
+        samples = pos = 0
+        try:
+            data = seg.read(off, min(size - off, _READ_CHUNK))
+            while off + pos < size and pos + _HEADER.size <= len(data):
+                length, n, _ = _HEADER.unpack_from(data, pos)
+                if payloads and samples + n > max_samples:
+                    break
+                end = pos + _HEADER.size + length
+                if end > len(data):
+                    if payloads:
+                        break
+                    data = seg.read(off, _HEADER.size + length)  # one record larger than a read
+                payloads.append(data[pos + _HEADER.size:end])
+                samples += n
+                pos = end
+                if samples >= max_samples:
+                    break
+        except FileNotFoundError:
+            return None  # dropped: the next call starts at the next segment
+        if not payloads:
+            return None
+        return Batch(payloads, samples, (seg.seq, start), (seg.seq, off + pos))
+
+    def ack(self, batch: Batch) -> None:
+        """``batch`` is delivered (or given up): persist the new position and delete what it frees.
+        A batch whose segment was dropped for room while in flight changes nothing."""
+        with self.queue.lock:
+            if self.ack_pos != batch.start:
+                return
+            self.ack_pos = batch.end
+            self.acked_in_ack_segment += batch.samples
+            self.pending_samples -= batch.samples
+            self._write_ack()
+            self._advance()
+
+    def _write_ack(self) -> None:
+        if self.dir is None:
+            return
+        seq, offset = self.ack_pos
+        data = _ACK_POS.pack(seq, offset)
+        data += struct.pack("<I", zlib.crc32(data))
+        tmp = self.dir / "ack.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            if self.queue.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.dir / "ack")
+
+    # ------------------------------------------------------------------ dropping for room
+
+    def drop_oldest_segment(self) -> DropCounts:
+        """Drop this shard's oldest segment, delivered or not (the caller holds the lock)."""
+        seg = self.segments[0]
+        if seg is self.head:
+            self.head = None
+            seg.close()
+        unacked = seg.samples - (self.acked_in_ack_segment if seg.seq == self.ack_pos[0] else 0)
+        dropped = DropCounts(samples=unacked, records=0, bytes=seg.size)
+        self.segments.pop(0)
+        self.queue.total_bytes -= seg.size
+        self.pending_samples -= unacked
+        seg.delete()
+        self.ack_pos = (self.segments[0].seq if self.segments else seg.seq + 1, 0)
+        self.acked_in_ack_segment = 0
+        try:
+            self._write_ack()
+        except OSError:
+            pass  # the segment is gone either way; a stale ack only names a missing segment
+        return dropped
+
+    def close(self) -> None:
+        with self.queue.lock:
+            for seg in self.segments:
+                seg.close()
+            self.head = None
+
+
+class DiskQueue:
+    """The shards' queues under one bound of ``max_bytes``; ``path`` None keeps them in memory."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, shards: int, max_bytes: int, fsync: bool = False,
+                 on_drop: Callable[[DropCounts, str], None] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.lock = threading.RLock()
+        self.next_seq = 1
+        self.total_bytes = 0
+        self.on_drop = on_drop or (lambda counts, reason: None)
+        self.shards: list[ShardQueue] = []
+        self._configured_shards = shards
+        self.segment_bytes = segment_size_for(max_bytes, shards)
+
+    def open(self) -> DropCounts:
+        """Open (or create) the queue; returns what was lost to torn records. When the directory
+        holds undelivered data for a different number of shards, that number is kept until it is
+        delivered: a series must not change shards while it has a backlog."""
+        torn = DropCounts()
+        n = self._configured_shards
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            existing = sorted(int(p.name.removeprefix("shard-")) for p in self.path.glob("shard-*")
+                              if p.name.removeprefix("shard-").isdigit())
+            on_disk = (max(existing) + 1) if existing else 0
+            if on_disk and on_disk != n and any(any(self.path.glob(f"shard-{i}/*{_SEG_SUFFIX}")) for i in existing):
+                log.warning("remote-write queue %s holds data for %d shards; %d shards are configured and take "
+                            "effect once that data is delivered and the writer restarts", self.path, on_disk, n)
+                n = on_disk
+            elif on_disk > n:
+                for i in existing:
+                    if i >= n:
+                        d = self.path / f"shard-{i}"
+                        for f in d.iterdir():
+                            f.unlink()
+                        d.rmdir()
+        for i in range(n):
+            shard = ShardQueue(self, i, None if self.path is None else self.path / f"shard-{i}")
+            t = shard._open()
+            torn.samples += t.samples
+            torn.records += t.records
+            torn.bytes += t.bytes
+            self.shards.append(shard)
+        self.total_bytes = sum(seg.size for s in self.shards for seg in s.segments)
+        self.segment_bytes = segment_size_for(self.max_bytes, n)
+        if self.total_bytes > self.max_bytes:
+            with self.lock:
+                self.make_room(0)
+        return torn
+
+    @property
+    def pending_samples(self) -> int:
+        return sum(s.pending_samples for s in self.shards)
+
+    def make_room(self, n: int) -> None:
+        """Drop the oldest segments (of any shard) until ``n`` more bytes fit under max_bytes."""
+        dropped = DropCounts()
+        while self.total_bytes + n > self.max_bytes:
+            candidates = [s for s in self.shards if s.segments]
+            if not candidates:
+                break
+            oldest = min(candidates, key=lambda s: s.segments[0].seq)
+            d = oldest.drop_oldest_segment()
+            dropped.samples += d.samples
+            dropped.bytes += d.bytes
+            dropped.records += 1
+        if dropped.records:
+            self.on_drop(dropped, "max_bytes")
+
+    def close(self) -> None:
+        for s in self.shards:
+            s.close()

@@ -1,0 +1,561 @@
+"""Prometheus remote write 1.0: samples out through a bounded, persistent queue, delivered at least once.
+
+``append`` writes samples into the queue (``diskqueue``: per-shard segment files, or memory when
+``queue.path`` is not set — then a restart loses what was not yet sent) and returns; a few shard
+senders (asyncio tasks sharing one aiohttp session) read the queue in order and POST it as
+snappy-compressed protobuf ``WriteRequest``s. A series always maps to the same shard (crc32 of its
+label bytes, stable across restarts), and a shard sends its records strictly in order, so a
+series' backlog reaches the receiver before its new samples.
+
+Like Prometheus' queue manager: 5xx and 429 are retried with exponential backoff (``min_backoff``
+doubling up to ``max_backoff``, with jitter), honouring ``Retry-After``; connection errors are
+retried; any other status drops the batch (counted, and logged with the status and the start of
+the body). Retries go on until the batch is delivered or the writer stops; stopped, the batch
+stays in the queue for the next start.
+
+Hand-written on purpose: the protobuf encoding. Four tiny messages, encoded on the hot path of
+every sample; each sample is stored in the queue already encoded as one ``TimeSeries`` entry of
+a ``WriteRequest`` (the series' cached ``encode_labels`` bytes plus the sample), so a send is a
+concatenation and a snappy call — no generated prompb module, no per-send object tree.
+
+Config (``RemoteWriteConfig``)::
+
+    url: http://prometheus:9090/api/v1/write
+    name: main                   # in logs and self-metrics (default: the url's host:port)
+    headers: {X-Scope-OrgID: t1} # secret values
+    basic_auth: {username: u, password: p}   # or bearer_token (secret)
+    timeout: 30                  # seconds per request
+    queue: {path: /var/lib/monbridge/rw, max_bytes: 268435456, max_samples_per_send: 500, shards: 4,
+            min_backoff: 0.03, max_backoff: 5, batch_send_deadline: 5, fsync: false}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import struct
+import threading
+import time
+import urllib.parse
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ConfigDict, Field, SecretStr, model_validator
+
+from bridge.api import Metric, MetricKind, PluginConfig
+
+from .diskqueue import Batch, DiskQueue, DropCounts
+
+__all__ = [
+    "STALE_NAN",
+    "BasicAuth",
+    "QueueConfig",
+    "RemoteWriteConfig",
+    "RemoteWriter",
+    "encode_labels",
+    "encode_sample",
+]
+
+log = logging.getLogger("monbridge.integrations.prometheus.remote_write")
+
+#: Prometheus' staleness marker: a NaN with this exact bit pattern (``value.StaleNaN``).
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+
+METRIC_PREFIX = "monbridge.remote_write."
+LOG_INTERVAL_S = 30.0  # a repeated failure is logged at most this often per remote (with the count since)
+MAX_BODY_LOGGED = 512
+
+
+# ---------------------------------------------------------------------------- protobuf, by hand
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64  # int64: two's complement, ten bytes
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_bytes(tag: int, data: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(data)) + data
+
+
+def encode_labels(labels: Iterable[tuple[str, str]]) -> bytes:
+    """The ``labels`` field (1) of a TimeSeries for ``labels``, sorted by name, as the receiver
+    requires. A label with an empty value is left out (in Prometheus it is the same as no label);
+    a name given twice is a ValueError."""
+    out = bytearray()
+    previous = None
+    for name, value in sorted(labels):
+        if name == previous:
+            raise ValueError(f"label {name!r} given twice")
+        previous = name
+        if value == "":
+            continue
+        label = _field_bytes(0x0A, name.encode()) + _field_bytes(0x12, value.encode())
+        out += _field_bytes(0x0A, label)
+    return bytes(out)
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+def encode_sample(labels: bytes, value: float, timestamp_ms: int) -> bytes:
+    """One ``timeseries`` entry (WriteRequest field 1) holding ``labels`` and one Sample. The value
+    is copied bit for bit (so STALE_NAN stays STALE_NAN)."""
+    sample = b"\x09" + _DOUBLE.pack(value) + b"\x10" + _varint(timestamp_ms)
+    series = labels + b"\x12" + _varint(len(sample)) + sample
+    return b"\x0a" + _varint(len(series)) + series
+
+
+# ---------------------------------------------------------------------------- config
+
+
+class QueueConfig(PluginConfig):
+    """The queue between ``append`` and the senders. Defaults are Prometheus 2.42's queue_config."""
+
+    path: str | None = Field(
+        default=None,
+        description="directory of the on-disk queue; unset keeps the queue in memory (a restart loses what was not sent)")
+    max_bytes: int = Field(default=256 << 20, gt=0, description="bound on the queue's size; when hit the oldest data is dropped")
+    max_samples_per_send: int = Field(default=500, gt=0, description="samples per request at most (Prometheus' default)")
+    shards: int = Field(default=4, gt=0, le=64, description="concurrent senders; a series always goes through the same one")
+    min_backoff: float = Field(default=0.03, gt=0, description="seconds before the first retry; doubled on each retry")
+    max_backoff: float = Field(default=5.0, gt=0, description="longest wait between retries, in seconds")
+    batch_send_deadline: float = Field(default=5.0, gt=0, description="seconds a partial batch waits for more samples")
+    fsync: bool = Field(default=False, description="fsync every append: survives power loss, not only a killed process")
+
+    @model_validator(mode="after")
+    def _backoffs(self) -> QueueConfig:
+        if self.max_backoff < self.min_backoff:
+            raise ValueError("max_backoff must be at least min_backoff")
+        return self
+
+
+class BasicAuth(PluginConfig):
+    username: str
+    password: SecretStr
+
+
+class RemoteWriteConfig(PluginConfig):
+    """One remote-write endpoint."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    url: str = Field(description="the receiver's write endpoint, e.g. http://prometheus:9090/api/v1/write")
+    name: str | None = Field(default=None, description="name in logs and self-metrics (default: the url's host:port)")
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra request headers; values are secrets")
+    basic_auth: BasicAuth | None = None
+    bearer_token: SecretStr | None = None
+    timeout: float = Field(default=30.0, gt=0, description="seconds one request may take")
+    queue: QueueConfig = Field(default_factory=lambda: QueueConfig())
+
+    @model_validator(mode="after")
+    def _check(self) -> RemoteWriteConfig:
+        u = urllib.parse.urlsplit(self.url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("url must be an http:// or https:// URL with a host")
+        auth = [n for n, set_ in (("basic_auth", self.basic_auth is not None), ("bearer_token", self.bearer_token is not None),
+                                  ("an Authorization header", any(k.lower() == "authorization" for k in self.headers)))
+                if set_]
+        if len(auth) > 1:
+            raise ValueError(f"set only one of {' and '.join(auth)}")
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value of this config (for redaction)."""
+        out = [v.get_secret_value() for v in self.headers.values()]
+        if self.basic_auth is not None:
+            out.append(self.basic_auth.password.get_secret_value())
+        if self.bearer_token is not None:
+            out.append(self.bearer_token.get_secret_value())
+        password = urllib.parse.urlsplit(self.url).password
+        if password:
+            out.append(password)
+        return [s for s in out if len(s) >= 3]
+
+
+def display_url(url: str) -> str:
+    """``url`` as logs show it: scheme, host, port and path; no credentials, no query (it may hold a key)."""
+    u = urllib.parse.urlsplit(url)
+    netloc = u.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if u.port is not None:
+        netloc += f":{u.port}"
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# ---------------------------------------------------------------------------- the writer
+
+
+class _Throttle:
+    """Lets a kind of log line through once per LOG_INTERVAL_S, counting what it held back."""
+
+    def __init__(self, interval: float = LOG_INTERVAL_S) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = defaultdict(int)
+
+    def __call__(self, kind: str) -> int | None:
+        """None: do not log; else the number of lines held back since the last one."""
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._held[kind] += 1
+            return None
+        self._last[kind] = now
+        return self._held.pop(kind, 0)
+
+
+def _suffix(held: int) -> str:
+    return f" ({held} similar lines held back)" if held else ""
+
+
+class _Stopping(Exception):
+    pass
+
+
+class RemoteWriter:
+    """Queues samples and sends them to one remote-write endpoint."""
+
+    def __init__(self, config: RemoteWriteConfig) -> None:
+        self.config = config
+        u = urllib.parse.urlsplit(config.url)
+        self.name = config.name or (f"{u.hostname}:{u.port}" if u.port else (u.hostname or config.url))
+        self.url = display_url(config.url)
+        self._secrets = config.secrets()
+        qc = config.queue
+        self._queue = DiskQueue(qc.path, qc.shards, qc.max_bytes, qc.fsync, on_drop=self._on_queue_drop)
+        self._opened = False
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: list[asyncio.Event] = []
+        self._progress: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: Any = None
+        self._flushing = 0
+        self._throttle = _Throttle()
+        # self-metrics
+        self.samples_sent = 0
+        self.samples_retried = 0
+        self.dropped: dict[str, int] = defaultdict(int)
+        self.requests: dict[str, int] = defaultdict(int)
+        self.last_send_time: float | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteWriter(name={self.name!r}, url={self.url!r})"
+
+    def _redact(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "<secret>")
+        return text
+
+    # ------------------------------------------------------------------ queue
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._opened:
+                return
+            torn = self._queue.open()
+            self._opened = True
+        if torn.records:
+            self.dropped["torn_record"] += torn.samples
+        qc = self.config.queue
+        where = f"on disk at {qc.path}" if qc.path else "in memory (lost on restart)"
+        log.info("remote write %s to %s: queue %s, %d samples pending, %d shards", self.name, self.url, where,
+                 self._queue.pending_samples, len(self._queue.shards))
+
+    def _on_queue_drop(self, counts: DropCounts, reason: str) -> None:
+        self.dropped[reason] += counts.samples
+        held = self._throttle("drop:" + reason)
+        if held is not None:
+            log.warning("remote write %s (%s): queue reached max_bytes=%d: dropped the oldest %d samples (%d bytes) "
+                        "not yet delivered%s", self.name, self.url, self.config.queue.max_bytes, counts.samples,
+                        counts.bytes, _suffix(held))
+
+    def append(self, samples: Sequence[tuple[bytes, float, int]]) -> int:
+        """Queue ``samples`` — (``encode_labels`` bytes, value, timestamp in ms) — and return how many
+        were accepted. Once this returns they are in the queue (written to the OS with a disk
+        queue) and will be delivered at least once. Thread-safe; opens the queue if needed."""
+        if self._stopped:
+            self.dropped["stopped"] += len(samples)
+            log.warning("remote write %s: %d samples appended after stop were dropped", self.name, len(samples))
+            return 0
+        if not self._opened:
+            self._open()
+        queue = self._queue
+        nshards = len(queue.shards)
+        max_per = self.config.queue.max_samples_per_send
+        per_shard: dict[int, list[bytes]] = defaultdict(list)
+        crc = zlib.crc32
+        for labels, value, ts in samples:
+            per_shard[crc(labels) % nshards].append(encode_sample(labels, value, ts))
+        accepted = 0
+        for index, encoded in per_shard.items():
+            shard = queue.shards[index]
+            for i in range(0, len(encoded), max_per):
+                chunk = encoded[i:i + max_per]
+                try:
+                    ok = shard.append(b"".join(chunk), len(chunk))
+                except OSError as e:
+                    self.dropped["write_error"] += len(chunk)
+                    held = self._throttle("write_error")
+                    if held is not None:
+                        log.error("remote write %s: cannot write to the queue at %s: %s; %d samples dropped%s",
+                                  self.name, self.config.queue.path, e, len(chunk), _suffix(held))
+                    continue
+                if not ok:
+                    self.dropped["too_large"] += len(chunk)
+                    log.error("remote write %s: %d samples (%d bytes encoded) exceed queue.max_bytes=%d and were dropped",
+                              self.name, len(chunk), sum(map(len, chunk)), self.config.queue.max_bytes)
+                    continue
+                accepted += len(chunk)
+            self._wake_shard(index)
+        return accepted
+
+    def _wake_shard(self, index: int) -> None:
+        loop = self._loop
+        if loop is None or index >= len(self._wake):
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake[index].set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake[index].set)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open (replay) the queue and start one sender task per shard."""
+        import aiohttp
+
+        from bridge import __version__
+
+        if self._tasks:
+            return
+        await asyncio.to_thread(self._open)
+        self._loop = asyncio.get_running_loop()
+        self._stopped = False
+        self._progress = asyncio.Event()
+        self._wake = [asyncio.Event() for _ in self._queue.shards]
+        headers = {
+            "Content-Encoding": "snappy",
+            "Content-Type": "application/x-protobuf",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+            "User-Agent": f"monbridge/{__version__}",
+        }
+        headers.update({k: v.get_secret_value() for k, v in self.config.headers.items()})
+        auth = None
+        if self.config.basic_auth is not None:
+            auth = aiohttp.BasicAuth(self.config.basic_auth.username, self.config.basic_auth.password.get_secret_value())
+        if self.config.bearer_token is not None:
+            headers["Authorization"] = "Bearer " + self.config.bearer_token.get_secret_value()
+        self._session = aiohttp.ClientSession(
+            headers=headers, auth=auth,
+            connector=aiohttp.TCPConnector(limit=len(self._queue.shards)),
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+        )
+        self._tasks = [asyncio.create_task(self._run_shard(i), name=f"remote-write {self.name} shard {i}")
+                       for i in range(len(self._queue.shards))]
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything appended before this call is delivered (or dropped); False on timeout."""
+        if not self._opened:
+            return True
+        targets = [s.end_position() for s in self._queue.shards]
+
+        def done() -> bool:
+            return all(s.delivered_position() >= t for s, t in zip(self._queue.shards, targets, strict=True))
+
+        if done():
+            return True
+        if not self._tasks or self._progress is None:
+            return False
+        self._flushing += 1
+        for event in self._wake:
+            event.set()
+        deadline = time.monotonic() + timeout
+        try:
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.clear()
+                if done():
+                    break
+                try:
+                    await asyncio.wait_for(self._progress.wait(), remaining)
+                except TimeoutError:
+                    return done()
+            return True
+        finally:
+            self._flushing -= 1
+
+    async def stop(self, timeout: float) -> None:
+        """Flush for up to ``timeout`` seconds, then stop the senders; what is undelivered stays in the
+        queue (on disk: for the next start). Idempotent."""
+        if self._stopped:
+            return
+        delivered = await self.flush(timeout) if self._tasks else True
+        self._stopped = True
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        pending = self._queue.pending_samples if self._opened else 0
+        self._queue.close()
+        self._opened = False
+        self._queue = DiskQueue(self.config.queue.path, self.config.queue.shards, self.config.queue.max_bytes,
+                                self.config.queue.fsync, on_drop=self._on_queue_drop)
+        if not delivered or pending:
+            kept = f"kept at {self.config.queue.path} for the next start" if self.config.queue.path else "lost (memory queue)"
+            log.warning("remote write %s (%s) stopped with %d samples undelivered: %s", self.name, self.url, pending, kept)
+
+    # ------------------------------------------------------------------ senders
+
+    async def _run_shard(self, index: int) -> None:
+        shard = self._queue.shards[index]
+        qc = self.config.queue
+        wake = self._wake[index]
+        waiting_since: float | None = None
+        while True:
+            wake.clear()
+            pending = shard.pending_samples
+            if pending == 0:
+                waiting_since = None
+                await wake.wait()
+                continue
+            now = time.monotonic()
+            if waiting_since is None:
+                waiting_since = now
+            if pending < qc.max_samples_per_send and not self._flushing and now - waiting_since < qc.batch_send_deadline:
+                try:
+                    await asyncio.wait_for(wake.wait(), qc.batch_send_deadline - (now - waiting_since))
+                except TimeoutError:
+                    pass
+                continue
+            batch = shard.read_batch(qc.max_samples_per_send)
+            if batch is None:
+                # Nothing readable although samples are pending: a drop is in progress; look again shortly.
+                await asyncio.sleep(qc.min_backoff)
+                continue
+            await self._deliver(index, batch)
+            shard.ack(batch)
+            waiting_since = None
+            assert self._progress is not None
+            self._progress.set()
+
+    async def _deliver(self, index: int, batch: Batch) -> None:
+        """POST ``batch`` until it is delivered or dropped for a status that must not be retried."""
+        import aiohttp
+        import cramjam
+
+        qc = self.config.queue
+        body = bytes(cramjam.snappy.compress_raw(b"".join(batch.payloads)))
+        backoff = qc.min_backoff
+        while True:
+            retry_after: float | None = None
+            try:
+                async with self._session.post(self.config.url, data=body) as response:
+                    status = response.status
+                    self.requests[str(status)] += 1
+                    if 200 <= status < 300:
+                        await response.read()
+                        self.samples_sent += batch.samples
+                        self.last_send_time = time.time()
+                        return
+                    text = (await response.content.read(MAX_BODY_LOGGED)).decode("utf-8", "replace")
+                    reason = response.reason or ""
+                    if status == 429 or status >= 500:
+                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                        why = f"HTTP {status} {reason}".rstrip()
+                    else:
+                        self.dropped["http_4xx" if 400 <= status < 500 else f"http_{status}"] += batch.samples
+                        held = self._throttle(f"drop:{status}")
+                        if held is not None:
+                            log.error("remote write %s (%s): HTTP %d %s: %s; dropped %d samples (not retried)%s",
+                                      self.name, self.url, status, reason, self._redact(text.strip()) or "(empty body)",
+                                      batch.samples, _suffix(held))
+                        return
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                kind = "timeout" if isinstance(e, TimeoutError) else "connection_error"
+                self.requests[kind] += 1
+                detail = str(e) or type(e).__name__
+                why = f"{'timed out after ' + str(self.config.timeout) + ' s' if kind == 'timeout' else type(e).__name__}"
+                if kind != "timeout":
+                    why += f": {self._redact(detail)}"
+            self.samples_retried += batch.samples
+            if retry_after is not None:
+                delay = retry_after
+            else:
+                delay = random.uniform(backoff / 2, backoff)
+                backoff = min(backoff * 2, qc.max_backoff)
+            held = self._throttle("retry")
+            if held is not None:
+                log.warning("remote write %s (%s): %s; retrying %d samples of shard %d in %.2f s%s%s", self.name,
+                            self.url, why, batch.samples, index, delay,
+                            " (Retry-After)" if retry_after is not None else "", _suffix(held))
+            await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ self-metrics
+
+    def self_metrics(self) -> list[Metric]:
+        """``monbridge.remote_write.*``, each with the attribute ``remote_name``."""
+        base = {"remote_name": self.name}
+        queue = self._queue
+        out = [
+            Metric(METRIC_PREFIX + "queue.samples", MetricKind.GAUGE, float(queue.pending_samples if self._opened else 0),
+                   "{sample}", "samples in the queue, not yet delivered", base),
+            Metric(METRIC_PREFIX + "queue.bytes", MetricKind.GAUGE, float(queue.total_bytes if self._opened else 0),
+                   "By", "bytes the queue takes (bounded by queue.max_bytes)", base),
+            Metric(METRIC_PREFIX + "samples.sent", MetricKind.COUNTER, float(self.samples_sent),
+                   "{sample}", "samples delivered", base),
+            Metric(METRIC_PREFIX + "samples.retried", MetricKind.COUNTER, float(self.samples_retried),
+                   "{sample}", "samples sent again after a failed request", base),
+        ]
+        for reason, n in sorted(self.dropped.items()):
+            out.append(Metric(METRIC_PREFIX + "samples.dropped", MetricKind.COUNTER, float(n), "{sample}",
+                              "samples given up, by reason", {**base, "reason": reason}))
+        for status, n in sorted(self.requests.items()):
+            out.append(Metric(METRIC_PREFIX + "requests", MetricKind.COUNTER, float(n), "{request}",
+                              "requests by HTTP status (or connection_error, timeout)", {**base, "status": status}))
+        if self.last_send_time is not None:
+            out.append(Metric(METRIC_PREFIX + "last_send.timestamp", MetricKind.GAUGE, self.last_send_time,
+                              "s", "Unix time of the last delivered request", base))
+        return out
