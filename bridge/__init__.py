@@ -19,6 +19,7 @@ from bridge.api import (
     PluginError,
     PluginMetadata,
     PluginType,
+    SummaryValue,
 )
 
 __version__ = "0.1.0"
@@ -42,5 +43,6 @@ __all__ = [
     "PluginError",
     "PluginMetadata",
     "PluginType",
+    "SummaryValue",
     "__version__",
 ]

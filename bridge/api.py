@@ -37,6 +37,7 @@ __all__ = [
     "PluginError",
     "PluginMetadata",
     "PluginType",
+    "SummaryValue",
     "validate_plugin_id",
 ]
 
@@ -136,6 +137,7 @@ class MetricKind(enum.StrEnum):
     COUNTER = "counter"  # monotonic sum, cumulative
     UP_DOWN_COUNTER = "updowncounter"  # non-monotonic sum, cumulative
     HISTOGRAM = "histogram"  # explicit-bucket histogram, cumulative
+    SUMMARY = "summary"  # quantiles, sum and count as a source computed them (Prometheus summaries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,9 @@ class HistogramValue:
     count: int
     min: float | None = None
     max: float | None = None
+    #: The ``le`` label values as an imported histogram's source wrote them ("1" or "1.0"):
+    #: Prometheus 2 keeps them as text, so re-exposed with other text they would be other series.
+    le_labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.bucket_counts) != len(self.bounds) + 1:
@@ -158,6 +163,20 @@ class HistogramValue:
             )
         if any(b >= a for a, b in zip(self.bounds[1:], self.bounds, strict=False)):
             raise ValueError("histogram bounds must be strictly increasing")
+        if self.le_labels is not None and len(self.le_labels) != len(self.bucket_counts):
+            raise ValueError("histogram le_labels must name every bucket, +Inf included")
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryValue:
+    """A summary as its source computed it: ``quantiles`` are (quantile, value) pairs, with
+    ``sum`` and ``count`` of the observations since ``start_time_ns``."""
+
+    quantiles: tuple[tuple[float, float], ...]
+    sum: float
+    count: float
+    #: The ``quantile`` label values as an imported summary's source wrote them (see HistogramValue.le_labels).
+    quantile_labels: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -171,7 +190,7 @@ class Metric:
 
     name: str
     kind: MetricKind
-    value: float | HistogramValue
+    value: float | HistogramValue | SummaryValue
     unit: str = ""
     description: str = ""
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
@@ -181,10 +200,15 @@ class Metric:
     def __post_init__(self) -> None:
         if (self.kind is MetricKind.HISTOGRAM) != isinstance(self.value, HistogramValue):
             raise ValueError(f"metric {self.name!r}: histograms need a HistogramValue and only histograms take one")
+        if (self.kind is MetricKind.SUMMARY) != isinstance(self.value, SummaryValue):
+            raise ValueError(f"metric {self.name!r}: summaries need a SummaryValue and only summaries take one")
 
     @property
     def preaggregated(self) -> bool:
-        return self.kind is MetricKind.HISTOGRAM or self.start_time_ns is not None
+        return self.kind in _AGGREGATES or self.start_time_ns is not None
+
+
+_AGGREGATES = (MetricKind.HISTOGRAM, MetricKind.SUMMARY)
 
 
 # --------------------------------------------------------------------------- alerts and dashboard
@@ -302,9 +326,20 @@ class MonitoringIntegrationPlugin(Plugin):
     plugin_type = PluginType.INTEGRATION
     config_model: ClassVar[type[PluginConfig]] = IntegrationConfig
     wants_otel_data: ClassVar[bool] = False
+    #: In-process integrations that read the pipeline's families directly (``bridge.pipeline.Family``,
+    #: live objects: read them without awaiting in between) set this and implement
+    #: ``export_families``, which is then called instead of ``export_metrics``: it spares building a
+    #: Metric per series every round on the remote-write hot path.
+    wants_families: ClassVar[bool] = False
+    #: The names of imported metrics are Prometheus names (``node_cpu_seconds_total``,
+    #: ``job:rate5m``): they are exposed and exported as they are, not translated from OTel names.
+    imports_prometheus_names: ClassVar[bool] = False
 
     async def export_metrics_data(self, data: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not take OpenTelemetry MetricsData")
+
+    async def export_families(self, families: Sequence[Any], resource: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not take pipeline families")
 
     @abc.abstractmethod
     async def export_metrics(self, metrics: Sequence[Metric]) -> None: ...

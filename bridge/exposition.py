@@ -19,13 +19,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bridge.api import HistogramValue, MetricKind
+from bridge.api import HistogramValue, MetricKind, SummaryValue
 from bridge.pipeline import Family
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
     "choose_format",
+    "family_name",
     "prometheus_label_name",
     "prometheus_name",
     "render",
@@ -84,6 +85,12 @@ def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
         # so a gauge such as system.process.count is exposed as system_process_count_value.
         base += "_value"
     return base
+
+
+def family_name(fam: Family) -> str:
+    """The Prometheus family name of a pipeline family: an imported (native) family's own name,
+    else the OTel name translated (``prometheus_name``)."""
+    return fam.name if fam.native else prometheus_name(fam.name, fam.unit, fam.kind)
 
 
 def prometheus_label_name(key: str) -> str:
@@ -156,15 +163,28 @@ def _fmt_le(b: float) -> str:
 
 def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
     """(sample base name, header text) of a family."""
-    base = prometheus_name(fam.name, fam.unit, fam.kind)
     kind = fam.kind
-    if kind is MetricKind.COUNTER:
-        ptype, sample = "counter", base + "_total"
-        meta_name = base if openmetrics else sample
-    elif kind is MetricKind.HISTOGRAM:
-        ptype, sample, meta_name = "histogram", base, base
+    if fam.native:
+        # An imported family keeps its name; a counter's samples are named as they came.
+        sample = meta_name = fam.name
+        ptype = {MetricKind.COUNTER: "counter", MetricKind.HISTOGRAM: "histogram",
+                 MetricKind.SUMMARY: "summary"}.get(kind, "gauge")
+        if kind is MetricKind.COUNTER and openmetrics:
+            if fam.name.endswith("_total"):
+                meta_name = fam.name[: -len("_total")]
+            else:
+                ptype = "unknown"  # an OpenMetrics counter's samples must end in _total
     else:
-        ptype, sample, meta_name = "gauge", base, base
+        base = prometheus_name(fam.name, fam.unit, kind)
+        if kind is MetricKind.COUNTER:
+            ptype, sample = "counter", base + "_total"
+            meta_name = base if openmetrics else sample
+        elif kind is MetricKind.HISTOGRAM:
+            ptype, sample, meta_name = "histogram", base, base
+        elif kind is MetricKind.SUMMARY:
+            ptype, sample, meta_name = "summary", base, base
+        else:
+            ptype, sample, meta_name = "gauge", base, base
     # promtool lints a family without help text; the OTel name stands in for a missing description.
     lines = [f"# HELP {meta_name} {_escape_help(fam.description or fam.name)}\n"]
     lines.append(f"# TYPE {meta_name} {ptype}\n")
@@ -183,6 +203,10 @@ def _render_family(fam: Family, openmetrics: bool) -> str:
     if fam.kind is MetricKind.HISTOGRAM:
         for s in series:
             out.append(_render_histogram(sample, s.attributes, s.value))  # type: ignore[arg-type]
+        return "".join(out)
+    if fam.kind is MetricKind.SUMMARY:
+        for s in series:
+            out.append(_render_summary(sample, s.attributes, s.value))  # type: ignore[arg-type]
         return "".join(out)
     for s in series:
         prefix = s.prom
@@ -203,11 +227,23 @@ def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValu
     sep = "," if inner else ""
     lines = []
     cum = 0
-    for bound, count in zip((*h.bounds, math.inf), h.bucket_counts, strict=False):
+    les = h.le_labels or [_fmt_le(b) for b in (*h.bounds, math.inf)]
+    for le, count in zip(les, h.bucket_counts, strict=False):
         cum += count
-        lines.append(f'{base}_bucket{{{inner}{sep}le="{_fmt_le(bound)}"}} {cum}\n')
+        lines.append(f'{base}_bucket{{{inner}{sep}le="{le}"}} {cum}\n')
     lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")
     lines.append(f"{base}_count{labels} {h.count}\n")
+    return "".join(lines)
+
+
+def _render_summary(base: str, attributes: Mapping[str, Any], v: SummaryValue) -> str:
+    labels = _labels(attributes)
+    inner = labels[1:-1]
+    sep = "," if inner else ""
+    qs = v.quantile_labels or [_fmt_le(q) for q, _ in v.quantiles]
+    lines = [f'{base}{{{inner}{sep}quantile="{q}"}} {_fmt(x)}\n' for q, (_, x) in zip(qs, v.quantiles, strict=False)]
+    lines.append(f"{base}_sum{labels} {_fmt(v.sum)}\n")
+    lines.append(f"{base}_count{labels} {_fmt(v.count)}\n")
     return "".join(lines)
 
 
@@ -236,7 +272,7 @@ def render(families: Iterable[Family], resource_attributes: Mapping[str, Any] | 
         if cached is not None and cached[0] == key:
             name, text = cached[1], cached[2]
         else:
-            name = prometheus_name(fam.name, fam.unit, fam.kind)
+            name = family_name(fam)
             text = _render_family(fam, openmetrics)
             fam.render_cache[openmetrics] = (key, name, text)
         if name in taken:

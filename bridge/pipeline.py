@@ -48,9 +48,19 @@ from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from bridge.api import HistogramValue, Metric, MetricKind
+from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
 
-__all__ = ["DEFAULT_CARDINALITY_LIMIT", "Family", "Pipeline", "Series", "default_resource", "otel_metric", "otel_point"]
+__all__ = [
+    "DEFAULT_CARDINALITY_LIMIT",
+    "Family",
+    "Pipeline",
+    "Series",
+    "Summary",
+    "SummaryDataPoint",
+    "default_resource",
+    "otel_metric",
+    "otel_point",
+]
 
 log = logging.getLogger("monbridge.pipeline")
 
@@ -58,6 +68,7 @@ DEFAULT_CARDINALITY_LIMIT = 10_000
 _SCOPE = InstrumentationScope("monbridge", "0.1.0")
 _PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
 _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
+_PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DROP_LOG_EVERY_S = 60.0
 _MAX_ALIASES = 4  # attribute orders remembered per series
 _GC_PAUSE_MIN_BATCH = 10_000
@@ -88,7 +99,7 @@ class Series:
         self.attributes = attributes
         self.key = key
         self.source = source
-        self.value: float | HistogramValue = 0.0
+        self.value: float | HistogramValue | SummaryValue = 0.0
         self.start_ns: int | None = None
         self.time_ns = 0
         self.prom: Any = None  # the renderer's cached label string
@@ -98,13 +109,15 @@ class Series:
 @dataclass(eq=False)
 class Family:
     """All series of one metric name. ``version`` changes whenever a series is added, expires or
-    changes value (the renderer keeps its text until then)."""
+    changes value (the renderer keeps its text until then). A ``native`` family's name is a
+    Prometheus name (imported from Prometheus) and is exposed as it is."""
 
     name: str
     kind: MetricKind
     unit: str
     description: str
     preaggregated: bool
+    native: bool = False
     series: dict[AttrKey, Series] = field(default_factory=dict)
     aliases: dict[tuple[tuple[str, Any], ...], Series] = field(default_factory=dict)
     version: int = 0
@@ -144,12 +157,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------ recording
 
-    def record(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None) -> int:
+    def record(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None, *,
+               prometheus_names: bool = False) -> int:
         """Replace ``source``'s series with ``metrics``; return how many were accepted.
 
         Series of ``source`` absent from ``metrics`` expire. A metric that cannot be accepted
         (bad name, a kind or unit other than its family's, over the cardinality limit) is
-        dropped, counted by reason and logged; the rest of the batch is kept.
+        dropped, counted by reason and logged; the rest of the batch is kept. With
+        ``prometheus_names`` the names are Prometheus names (imported data), kept as they are,
+        except dotted names, which no Prometheus name is (the importer's own OTel-named metrics).
         """
         if isinstance(metrics, Sized) and len(metrics) >= _GC_PAUSE_MIN_BATCH:
             # A large batch allocates a container per new series; the cyclic collector would
@@ -158,13 +174,13 @@ class Pipeline:
             paused = gc.isenabled()
             gc.disable()
             try:
-                return self._record(source, metrics, now_ns)
+                return self._record(source, metrics, now_ns, prometheus_names)
             finally:
                 if paused:
                     gc.enable()
-        return self._record(source, metrics, now_ns)
+        return self._record(source, metrics, now_ns, prometheus_names)
 
-    def _record(self, source: str, metrics: Iterable[Metric], now_ns: int | None) -> int:
+    def _record(self, source: str, metrics: Iterable[Metric], now_ns: int | None, native: bool) -> int:
         now = now_ns if now_ns is not None else time.time_ns()
         # Series are tracked by identity (hashed and compared by id): building and hashing a
         # (name, attribute tuple) pair per series, then comparing the pairs in the set
@@ -184,7 +200,9 @@ class Pipeline:
                     last_name = name
                     fam = families.get(name)
                     if fam is None:
-                        fam = self._new_family(m, source)
+                        # A dotted name cannot be a Prometheus name: it is an OTel name (an
+                        # importing plugin's own self-metrics).
+                        fam = self._new_family(m, source, native and "." not in name)
                 if fam is None:
                     continue
                 if fam.kind is not m.kind or fam.unit != m.unit:
@@ -267,12 +285,17 @@ class Pipeline:
         with self._lock:
             return sorted(self._owned)
 
-    def _new_family(self, m: Metric, source: str) -> Family | None:
-        if not _OTEL_NAME.match(m.name):
+    def _new_family(self, m: Metric, source: str, native: bool = False) -> Family | None:
+        if native:
+            if not _PROMETHEUS_NAME.match(m.name):
+                self._drop("invalid_name", m.name, source, "expected a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
+                return None
+        elif not _OTEL_NAME.match(m.name):
             self._drop("invalid_name", m.name, source,
                        "expected an OpenTelemetry instrument name (a letter, then letters, digits, _ . - /)")
             return None
-        fam = Family(m.name, m.kind, m.unit, m.description, m.preaggregated)
+        # Imported families skip the SDK's instruments: their data is exported as it came.
+        fam = Family(m.name, m.kind, m.unit, m.description, m.preaggregated or native, native)
         if not fam.preaggregated:
             fam.instrument = self._create_instrument(fam)
         self._families[m.name] = fam
@@ -392,10 +415,43 @@ class Pipeline:
         self._provider.shutdown()
 
 
+@dataclass(frozen=True)
+class SummaryDataPoint:
+    """OTLP's SummaryDataPoint, which the OTel SDK has no type for (it never computes summaries;
+    imported Prometheus summaries carry one). The OTLP integration encodes it."""
+
+    attributes: Mapping[str, Any]
+    start_time_unix_nano: int
+    time_unix_nano: int
+    count: int
+    sum: float
+    quantile_values: Sequence[tuple[float, float]]
+
+    def to_json(self, indent: int | None = 4) -> str:
+        import json
+
+        return json.dumps({"attributes": dict(self.attributes), "start_time_unix_nano": self.start_time_unix_nano,
+                           "time_unix_nano": self.time_unix_nano, "count": self.count, "sum": self.sum,
+                           "quantile_values": [list(q) for q in self.quantile_values]}, indent=indent)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """OTLP's Summary data (cumulative by definition)."""
+
+    data_points: Sequence[SummaryDataPoint]
+
+    def to_json(self, indent: int | None = 4) -> str:
+        return "{\"data_points\": [" + ", ".join(p.to_json(indent) for p in self.data_points) + "]}"
+
+
 def otel_point(attributes: Mapping[str, Any], start_ns: int | None, time_ns: int,
-               value: float | HistogramValue) -> NumberDataPoint | HistogramDataPoint:
+               value: float | HistogramValue | SummaryValue) -> NumberDataPoint | HistogramDataPoint | SummaryDataPoint:
     """One OTel data point, as it is (a missing start time is the point's own time)."""
     start = start_ns if start_ns is not None else time_ns
+    if isinstance(value, SummaryValue):
+        return SummaryDataPoint(attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns,
+                                count=int(value.count), sum=value.sum, quantile_values=value.quantiles)
     if isinstance(value, HistogramValue):
         return HistogramDataPoint(
             attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns,
@@ -409,9 +465,11 @@ def otel_point(attributes: Mapping[str, Any], start_ns: int | None, time_ns: int
 
 
 def otel_metric(name: str, kind: MetricKind, unit: str, description: str, points: list[Any]) -> OtelMetric:
-    """An OTel metric of ``kind`` (cumulative sums and histograms) holding ``points``."""
+    """An OTel metric of ``kind`` (cumulative sums, histograms and summaries) holding ``points``."""
     data: Any
-    if kind is MetricKind.HISTOGRAM:
+    if kind is MetricKind.SUMMARY:
+        data = Summary(data_points=points)
+    elif kind is MetricKind.HISTOGRAM:
         data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
     elif kind is MetricKind.GAUGE:
         data = Gauge(data_points=points)

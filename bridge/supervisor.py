@@ -87,10 +87,12 @@ class InProcessHost(PluginHost):
         assert isinstance(plugin, MonitoringIntegrationPlugin)
         imported = await plugin.import_metrics()
         if imported:
-            pipeline.record(plugin.metadata().id, imported)
+            pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
         if plugin.wants_otel_data:
             data = await asyncio.to_thread(pipeline.collect_otel)
             await plugin.export_metrics_data(data)
+        elif plugin.wants_families:
+            await plugin.export_families(pipeline.families(), pipeline.resource)
         else:
             await plugin.export_metrics(pipeline.snapshot())
         return len(imported)

@@ -1,0 +1,581 @@
+"""``monitoring.integration.prometheus``: the Prometheus bridge plugin.
+
+One plugin, all four integration methods:
+
+* ``import_metrics``: scrapes the configured targets (static and ``file_sd``) and federation
+  sources every ``scrape.interval`` (``scrape.py``), with the synthetic series Prometheus adds;
+  the pipeline keeps the names as they are (``imports_prometheus_names``). A series that leaves
+  a target, or a target that goes away, is absent from the round and expires.
+* ``export_families``: remote write (``remote_write.py``) of every pipeline series that has a
+  new sample since the last round (imported ones with their scrape timestamps), a staleness
+  marker for each series that went away; and a push of the pipeline's exposition to a Pushgateway.
+* ``export_alerts``: to Alertmanager's ``/api/v2/alerts``; ``import_alerts``: from a Prometheus
+  server's ``/api/v1/alerts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import math
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from bridge.api import (
+    Alert,
+    AlertState,
+    HistogramValue,
+    IntegrationConfig,
+    Metric,
+    MetricKind,
+    MonitoringIntegrationPlugin,
+    PluginConfig,
+    PluginError,
+    PluginMetadata,
+    PluginType,
+    SummaryValue,
+)
+from integrations.prometheus.file_sd import FileSD
+from integrations.prometheus.relabel import RelabelConfig, Relabeler
+from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
+from integrations.prometheus.scrape import ScrapeLimits, ScrapeResult, Target, TargetScraper, filter_shard, instance_of
+from integrations.prometheus.sharding import shard_from_env
+
+__all__ = ["PLUGIN_ID", "PrometheusIntegration", "PrometheusIntegrationConfig"]
+
+PLUGIN_ID = "monitoring.integration.prometheus"
+log = logging.getLogger("monbridge.prometheus")
+
+_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+
+
+def _http_url(v: str) -> str:
+    u = urllib.parse.urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return v
+
+
+class StaticTargetConfig(PluginConfig):
+    job: str = Field(min_length=1, description="the job label of the target's series")
+    url: str = Field(description="the URL to scrape, e.g. http://127.0.0.1:9100/metrics")
+    labels: dict[str, str] = Field(default_factory=dict, description="more target labels")
+
+    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for k in v:
+            if not re.match(_LABEL_NAME, k) or k.startswith("__"):
+                raise ValueError(f"invalid target label name {k!r}: expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with __")
+        return v
+
+
+class ShardConfig(PluginConfig):
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShardConfig:
+        if self.index >= self.count:
+            raise ValueError(f"shard index {self.index} is not below shard count {self.count}")
+        return self
+
+
+class ScrapeConfig(PluginConfig):
+    interval: float = Field(default=15.0, gt=0, description="seconds between scrapes")
+    timeout: float = Field(default=10.0, gt=0, description="seconds one scrape may take")
+    targets: list[StaticTargetConfig] = Field(default_factory=list)
+    file_sd: list[str] = Field(default_factory=list, description="Prometheus file_sd files (globs), re-read on change")
+    file_sd_job: str = Field(default="file_sd", min_length=1, description="job label of file_sd targets whose group sets none")
+    file_sd_scheme: str = Field(default="http", pattern="^https?$")
+    file_sd_metrics_path: str = Field(default="/metrics", pattern="^/")
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    sample_limit: int = Field(default=0, ge=0, description="0 = no limit")
+    label_limit: int = Field(default=0, ge=0)
+    label_name_length_limit: int = Field(default=0, ge=0)
+    label_value_length_limit: int = Field(default=0, ge=0)
+    metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    shard: ShardConfig | None = Field(default=None, description="scrape only this shard's targets (default: "
+                                                                "MONBRIDGE_SHARD_INDEX/COUNT or --shard-index/--shard-count)")
+
+    @model_validator(mode="after")
+    def _timeout(self) -> ScrapeConfig:
+        if self.timeout > self.interval:
+            raise ValueError(f"scrape timeout {self.timeout:g}s is greater than the scrape interval {self.interval:g}s")
+        return self
+
+
+class FederateConfig(PluginConfig):
+    url: str = Field(description="a Prometheus server's base URL or its /federate URL")
+    match: list[str] = Field(min_length=1, description="series selectors, e.g. '{job=\"node\"}'")
+    job: str = Field(default="federate", min_length=1)
+    honor_labels: bool = True
+
+    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
+
+    def federate_url(self) -> str:
+        u = urllib.parse.urlsplit(self.url)
+        path = u.path.rstrip("/")
+        if not path.endswith("/federate"):
+            path += "/federate"
+        query = urllib.parse.urlencode([("match[]", m) for m in self.match])
+        return urllib.parse.urlunsplit((u.scheme, u.netloc, path, query, ""))
+
+
+class PushgatewayConfig(PluginConfig):
+    url: str = Field(description="the Pushgateway's base URL, e.g. http://127.0.0.1:9091")
+    job: str = Field(min_length=1)
+    grouping: dict[str, str] = Field(default_factory=dict, description="more grouping key labels")
+    timeout: float = Field(default=10.0, gt=0)
+
+    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
+
+    def push_url(self) -> str:
+        parts = ["metrics", "job", urllib.parse.quote(self.job, safe="")]
+        for k, v in self.grouping.items():
+            parts += [k, urllib.parse.quote(v, safe="")] if v else [k + "@base64", "="]
+        return self.url.rstrip("/") + "/" + "/".join(parts)
+
+
+class AlertsEndpointConfig(PluginConfig):
+    url: str = Field(description="Alertmanager's (export) or Prometheus' (import) base URL")
+    timeout: float = Field(default=10.0, gt=0)
+
+    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
+
+
+class PrometheusIntegrationConfig(IntegrationConfig):
+    """The plugin's config. ``interval`` (the round) defaults to ``scrape.interval``."""
+
+    scrape: ScrapeConfig | None = None
+    remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
+    federate: list[FederateConfig] = Field(default_factory=list)
+    pushgateway: PushgatewayConfig | None = None
+    export_alerts: AlertsEndpointConfig | None = Field(default=None, description="Alertmanager to send alerts to")
+    import_alerts: AlertsEndpointConfig | None = Field(default=None, description="Prometheus to read alerts from")
+    external_url: str = Field(default="", description="generatorURL of exported alerts")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _round_is_scrape_interval(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "interval" not in data and isinstance(data.get("scrape"), Mapping):
+            iv = data["scrape"].get("interval")
+            if isinstance(iv, int | float) and not isinstance(iv, bool):
+                data = {**data, "interval": iv}
+        return data
+
+
+# --------------------------------------------------------------------------- remote write state
+
+
+class _Sent:
+    """What was last sent for one pipeline series: its encoded label sets and sample time."""
+
+    __slots__ = ("labels", "ts")
+
+    def __init__(self, labels: list[bytes], ts: int) -> None:
+        self.labels = labels
+        self.ts = ts
+
+
+class PrometheusIntegration(MonitoringIntegrationPlugin):
+    config_model = PrometheusIntegrationConfig
+    imports_prometheus_names = True
+    wants_families = True
+
+    def __init__(self) -> None:
+        self.config: PrometheusIntegrationConfig | None = None
+        self._session: Any = None
+        self._scrapers: dict[Any, TargetScraper] = {}
+        self._federators: list[tuple[FederateConfig, TargetScraper]] = []
+        self._file_sd: FileSD | None = None
+        self._relabeler: Relabeler | None = None
+        self._shard: tuple[int, int] | None = None
+        self._writers: list[RemoteWriter] = []
+        self._sent: dict[Any, _Sent] = {}
+        self._job_instance: tuple[tuple[str, str], ...] = ()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._started = False
+
+    def metadata(self) -> PluginMetadata:
+        from bridge import __version__
+
+        return PluginMetadata(PLUGIN_ID, "Prometheus bridge", __version__, "monbridge",
+                              "Scrape and federation import, remote write with a persistent queue, Pushgateway, alerts",
+                              PluginType.INTEGRATION)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        cfg = self.parse_config(config)
+        assert isinstance(cfg, PrometheusIntegrationConfig)
+        self.config = cfg
+        sc = cfg.scrape
+        if sc is not None:
+            if sc.metric_relabel_configs:
+                self._relabeler = Relabeler(sc.metric_relabel_configs)
+            if sc.file_sd:
+                self._file_sd = FileSD(sc.file_sd)
+            if sc.shard is not None:
+                self._shard = (sc.shard.index, sc.shard.count)
+            else:
+                try:
+                    self._shard = shard_from_env()
+                except ValueError as e:
+                    raise PluginError(f"{PLUGIN_ID}: sharding: {e}") from None
+            if self._shard is not None:
+                log.info("scraping shard %d of %d (targets by hashmod of their address)", self._shard[0], self._shard[1])
+        for fc in cfg.federate:
+            target = Target(fc.federate_url(), {"job": fc.job, "instance": instance_of(fc.url)}, "federate")
+            self._federators.append((fc, TargetScraper(target, honor_labels=fc.honor_labels, honor_timestamps=True)))
+        self._writers = [RemoteWriter(rw) for rw in cfg.remote_write]
+        for w in self._writers:
+            await w.start()
+        self._started = True
+
+    def _http(self) -> Any:
+        import aiohttp
+
+        if self._session is None:
+            from bridge import __version__
+
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": f"monbridge/{__version__}"},
+                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def shutdown(self) -> None:
+        timeout = 2.0
+        for w in self._writers:
+            try:
+                await w.stop(timeout)
+            except Exception as e:  # noqa: BLE001 - one writer's failure must not keep the others open
+                log.warning("remote write %s: stop failed: %s: %s", w, type(e).__name__, e)
+        self._writers = []
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ import: scrape and federate
+
+    def _targets(self) -> list[Target]:
+        sc = self.config.scrape if self.config else None
+        if sc is None:
+            return []
+        targets = [Target(t.url, {"job": t.job, "instance": instance_of(t.url), **t.labels}, "static") for t in sc.targets]
+        if self._file_sd is not None:
+            groups, errors = self._file_sd.refresh()
+            for err in errors:
+                self._count("file_sd_errors", "error")
+                log.error("file_sd: %s (the file's previous targets are kept)", err)
+            for g in groups:
+                for address in g.targets:
+                    labels = {"job": sc.file_sd_job, "instance": address, **g.labels}
+                    scheme = labels.pop("__scheme__", sc.file_sd_scheme)
+                    path = labels.pop("__metrics_path__", sc.file_sd_metrics_path)
+                    labels = {k: v for k, v in labels.items() if not k.startswith("__")}
+                    targets.append(Target(f"{scheme}://{address}{path}", labels, g.source))
+        if self._shard is not None:
+            targets = filter_shard(targets, *self._shard)
+        seen: set[Any] = set()
+        unique = []
+        for t in targets:
+            if t.key not in seen:
+                seen.add(t.key)
+                unique.append(t)
+        return unique
+
+    def _scraper(self, target: Target) -> TargetScraper:
+        s = self._scrapers.get(target.key)
+        if s is None:
+            sc = self.config.scrape if self.config else None
+            assert sc is not None
+            limits = ScrapeLimits(sc.sample_limit, sc.label_limit, sc.label_name_length_limit, sc.label_value_length_limit)
+            s = self._scrapers[target.key] = TargetScraper(target, limits=limits, relabeler=self._relabeler,
+                                                           honor_labels=sc.honor_labels,
+                                                           honor_timestamps=sc.honor_timestamps)
+        return s
+
+    async def import_metrics(self) -> Sequence[Metric]:
+        cfg = self.config
+        if cfg is None:
+            raise PluginError(f"{PLUGIN_ID}: import called before initialize")
+        targets = self._targets()
+        current = {t.key for t in targets}
+        for key in [k for k in self._scrapers if k not in current]:
+            gone = self._scrapers.pop(key)
+            log.info("target %s (job %s) is no longer configured; its series go stale", gone.target.url, gone.target.job)
+        scrapers = [self._scraper(t) for t in targets] + [s for _, s in self._federators]
+        timeout = cfg.scrape.timeout if cfg.scrape is not None else min(cfg.timeout or cfg.interval, cfg.interval)
+        session = self._http()
+        start_ns = time.time_ns()
+        results: list[ScrapeResult] = await asyncio.gather(*(s.scrape(session, timeout) for s in scrapers))
+        out: list[Metric] = []
+        for s, r in zip(scrapers, results, strict=True):
+            out.extend(r.metrics)
+            out.extend(s.report(r, start_ns))
+            self._count("scrapes", "success" if r.up else (r.failure or "error"))
+            if r.duplicates:
+                self._count("samples_dropped", "duplicate", r.duplicates)
+                log.warning("scrape of %s: %d duplicate series in one scrape; the first of each was kept",
+                            s.target.url, r.duplicates)
+            if r.failure in ("sample_limit", "label_limit"):
+                self._count("samples_dropped", r.failure, r.samples_scraped)
+        out.extend(self._self_metrics())
+        return out
+
+    def _count(self, what: str, reason: str, n: int = 1) -> None:
+        k = (what, reason)
+        self._counts[k] = self._counts.get(k, 0) + n
+
+    def _self_metrics(self) -> list[Metric]:
+        C = MetricKind.COUNTER
+        out = [Metric("monbridge.scrape.scrapes", C, float(v), "", "scrapes by result", {"result": r})
+               for (w, r), v in sorted(self._counts.items()) if w == "scrapes"]
+        out += [Metric("monbridge.scrape.samples.dropped", C, float(v), "",
+                       "scraped samples dropped, by reason", {"reason": r})
+                for (w, r), v in sorted(self._counts.items()) if w == "samples_dropped"]
+        out.append(Metric("monbridge.scrape.targets", MetricKind.GAUGE, float(len(self._scrapers)), "",
+                          "targets this instance scrapes (after sharding)"))
+        for w in self._writers:
+            out.extend(w.self_metrics())
+        return out
+
+    # ------------------------------------------------------------------ export: remote write and Pushgateway
+
+    async def export_metrics(self, metrics: Sequence[Metric]) -> None:
+        raise PluginError(f"{PLUGIN_ID} exports pipeline families (export_families); export_metrics is not used")
+
+    async def export_families(self, families: Sequence[Any], resource: Any) -> None:
+        cfg = self.config
+        if cfg is None:
+            return
+        if self._writers:
+            samples = self._remote_write_samples(families, resource)
+            if samples:
+                for w in self._writers:
+                    w.append(samples)
+        if cfg.pushgateway is not None:
+            await self._push(families, resource, cfg.pushgateway)
+
+    def _remote_write_samples(self, families: Sequence[Any], resource: Any) -> list[tuple[bytes, float, int]]:
+        """Every series with a sample newer than the last one sent, and a staleness marker for
+        every series sent before that is gone. Reads live pipeline families: no awaits here."""
+        from bridge.exposition import family_name
+
+        if not self._job_instance:
+            attrs = resource.attributes if resource is not None else {}
+            job = str(attrs.get("service.name", "monbridge"))
+            inst = str(attrs.get("service.instance.id") or attrs.get("host.name") or "")
+            self._job_instance = (("job", job), ("instance", inst))
+        out: list[tuple[bytes, float, int]] = []
+        add = out.append
+        sent = self._sent
+        now_ms = time.time_ns() // 1_000_000
+        current: dict[Any, _Sent] = {}
+        for fam in families:
+            base = family_name(fam)
+            kind = fam.kind
+            native = fam.native
+            for s in fam.series.values():
+                st = sent.get(s)
+                ts = s.time_ns // 1_000_000
+                if st is None:
+                    st = _Sent(self._labels_for(base, kind, native, s), -1)
+                current[s] = st
+                if st.ts == ts:
+                    continue  # nothing new since the last round
+                v = s.value
+                if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+                    vals = _expand_values(v)
+                    if len(vals) != len(st.labels):  # the buckets changed: new label sets
+                        st.labels = self._labels_for(base, kind, native, s)
+                        vals = _expand_values(v)
+                    for lb, x in zip(st.labels, vals, strict=True):
+                        add((lb, x, ts))
+                else:
+                    add((st.labels[0], float(v), ts))  # type: ignore[arg-type]
+                st.ts = ts
+        for s, st in sent.items():
+            if s not in current:
+                for lb in st.labels:
+                    add((lb, STALE_NAN, max(now_ms, st.ts + 1)))
+        self._sent = current
+        return out
+
+    def _labels_for(self, base: str, kind: MetricKind, native: bool, s: Any) -> list[bytes]:
+        from bridge.exposition import _fmt_le, prometheus_label_name
+
+        if native:
+            labels = {k: str(v) for k, v in s.attributes.items()}
+        else:
+            labels = {}
+            for k, v in s.attributes.items():
+                ln = prometheus_label_name(k)
+                sv = str(v).lower() if isinstance(v, bool) else str(v)
+                labels[ln] = f"{labels[ln]};{sv}" if ln in labels else sv
+            for k, v in self._job_instance:
+                if k not in labels and v:
+                    labels[k] = v
+        name = base if native or kind is not MetricKind.COUNTER else base + "_total"
+        v = s.value
+        if isinstance(v, HistogramValue):
+            les = v.le_labels or [_fmt_le(b) for b in (*v.bounds, math.inf)]
+            out = [encode_labels({**labels, "__name__": name + "_bucket", "le": le}.items()) for le in les]
+            return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
+        if isinstance(v, SummaryValue):
+            qs = v.quantile_labels or [_fmt_le(q) for q, _ in v.quantiles]
+            out = [encode_labels({**labels, "__name__": name, "quantile": q}.items()) for q in qs]
+            return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
+        return [encode_labels({**labels, "__name__": name}.items())]
+
+    async def _push(self, families: Sequence[Any], resource: Any, pg: PushgatewayConfig) -> None:
+        from bridge.exposition import CONTENT_TYPE_TEXT, render
+
+        body = render(families)
+        url = pg.push_url()
+        try:
+            async with asyncio.timeout(pg.timeout):
+                async with self._http().put(url, data=body, headers={"Content-Type": CONTENT_TYPE_TEXT}) as resp:
+                    if resp.status >= 300:
+                        text = (await resp.text())[:500]
+                        self._count("pushes", f"http_{resp.status}")
+                        raise PluginError(f"push to Pushgateway {display_url(url)} failed: HTTP {resp.status}: {text}")
+        except TimeoutError:
+            self._count("pushes", "timeout")
+            raise PluginError(f"push to Pushgateway {display_url(url)} timed out after {pg.timeout:g}s") from None
+        except OSError as e:
+            self._count("pushes", "error")
+            raise PluginError(f"push to Pushgateway {display_url(url)} failed: {type(e).__name__}: {e}") from None
+        self._count("pushes", "success")
+
+    # ------------------------------------------------------------------ alerts
+
+    async def export_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Post ``alerts`` to Alertmanager's ``/api/v2/alerts`` (resolved ones with their end time)."""
+        cfg = self.config
+        if cfg is None or cfg.export_alerts is None:
+            raise PluginError(f"{PLUGIN_ID}: export_alerts needs `export_alerts: {{url: ...}}` in its config")
+        payload = [alert_to_alertmanager(a, cfg.external_url) for a in alerts]
+        url = cfg.export_alerts.url.rstrip("/") + "/api/v2/alerts"
+        try:
+            async with asyncio.timeout(cfg.export_alerts.timeout):
+                async with self._http().post(url, json=payload) as resp:
+                    if resp.status >= 300:
+                        text = (await resp.text())[:500]
+                        raise PluginError(f"posting {len(payload)} alerts to Alertmanager {display_url(url)} failed: "
+                                          f"HTTP {resp.status}: {text}")
+        except TimeoutError:
+            raise PluginError(f"posting alerts to Alertmanager {display_url(url)} timed out") from None
+        except OSError as e:
+            raise PluginError(f"posting alerts to Alertmanager {display_url(url)} failed: {type(e).__name__}: {e}") from None
+
+    async def import_alerts(self) -> Sequence[Alert]:
+        """The alerts of a Prometheus server (``/api/v1/alerts``), pending ones left out."""
+        cfg = self.config
+        if cfg is None or cfg.import_alerts is None:
+            return []
+        url = cfg.import_alerts.url.rstrip("/") + "/api/v1/alerts"
+        try:
+            async with asyncio.timeout(cfg.import_alerts.timeout):
+                async with self._http().get(url) as resp:
+                    body = await resp.json(content_type=None)
+                    if resp.status != 200 or not isinstance(body, dict) or body.get("status") != "success":
+                        raise PluginError(f"reading alerts from Prometheus {display_url(url)} failed: HTTP {resp.status}: "
+                                          f"{str(body)[:300]}")
+        except TimeoutError:
+            raise PluginError(f"reading alerts from Prometheus {display_url(url)} timed out") from None
+        except (OSError, ValueError) as e:
+            raise PluginError(f"reading alerts from Prometheus {display_url(url)} failed: {type(e).__name__}: {e}") from None
+        alerts = []
+        for i, a in enumerate(body.get("data", {}).get("alerts", [])):
+            try:
+                if a.get("state") != "firing":
+                    continue
+                alerts.append(alert_from_prometheus(a))
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("alert %d from %s skipped: %s: %s", i, display_url(url), type(e).__name__, e)
+        return alerts
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _expand_values(v: Any) -> list[float]:
+    """A histogram's cumulative bucket counts, sum and count, or a summary's quantiles, sum and count."""
+    if isinstance(v, HistogramValue):
+        out: list[float] = []
+        cum = 0
+        for c in v.bucket_counts:
+            cum += c
+            out.append(float(cum))
+        return out + [float(v.sum), float(v.count)]
+    assert isinstance(v, SummaryValue)
+    return [float(x) for _, x in v.quantiles] + [float(v.sum), float(v.count)]
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable fingerprint of a label set (hex of a hash over the sorted pairs)."""
+    h = hashlib.sha256()
+    for k, v in sorted(labels.items()):
+        h.update(k.encode())
+        h.update(b"\xff")
+        h.update(v.encode())
+        h.update(b"\xff")
+    return h.hexdigest()[:16]
+
+
+def _rfc3339(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_rfc3339(s: str) -> float:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def alert_to_alertmanager(a: Alert, external_url: str = "") -> dict[str, Any]:
+    """An Alert as an element of Alertmanager's ``POST /api/v2/alerts`` body (``postableAlert``)."""
+    labels = {"alertname": a.name, **({"severity": a.severity} if a.severity else {}), **a.labels}
+    body: dict[str, Any] = {"labels": labels, "annotations": dict(a.annotations), "startsAt": _rfc3339(a.starts_at)}
+    if a.state is AlertState.RESOLVED:
+        body["endsAt"] = _rfc3339(a.ends_at if a.ends_at is not None else time.time())
+    elif a.ends_at is not None:
+        body["endsAt"] = _rfc3339(a.ends_at)
+    if external_url:
+        body["generatorURL"] = external_url
+    return body
+
+
+def alert_from_prometheus(a: Mapping[str, Any]) -> Alert:
+    """An alert of Prometheus' ``/api/v1/alerts`` as an Alert (firing; its value when it has one)."""
+    labels = {str(k): str(v) for k, v in a["labels"].items()}
+    name = labels.pop("alertname", "")
+    if not name:
+        raise ValueError("alert has no alertname label")
+    severity = labels.get("severity", "")
+    value: float | None
+    try:
+        value = float(a.get("value", "nan"))
+        if value != value:
+            value = None
+    except (TypeError, ValueError):
+        value = None
+    starts = a.get("activeAt")
+    full = {"alertname": name, **labels}
+    fp = fingerprint(full)
+    return Alert(id=fp, name=name, severity=severity, state=AlertState.FIRING, labels=labels,
+                 annotations={str(k): str(v) for k, v in (a.get("annotations") or {}).items()}, value=value,
+                 starts_at=_parse_rfc3339(starts) if starts else time.time(), fingerprint=fp)
