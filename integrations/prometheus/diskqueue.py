@@ -345,7 +345,11 @@ class ShardQueue:
             self.ack_pos = batch.end
             self.acked_in_ack_segment += batch.samples
             self.pending_samples -= batch.samples
-            self._write_ack()
+            try:
+                self._write_ack()
+            except OSError as e:
+                # Delivered all the same; after a restart the batch is sent again (at least once).
+                log.warning("remote-write queue %s: cannot write the ack file: %s", self.dir, e)
             self._advance()
 
     def _write_ack(self) -> None:

@@ -7,11 +7,12 @@ snappy-compressed protobuf ``WriteRequest``s. A series always maps to the same s
 label bytes, stable across restarts), and a shard sends its records strictly in order, so a
 series' backlog reaches the receiver before its new samples.
 
-Like Prometheus' queue manager: 5xx and 429 are retried with exponential backoff (``min_backoff``
-doubling up to ``max_backoff``, with jitter), honouring ``Retry-After``; connection errors are
-retried; any other status drops the batch (counted, and logged with the status and the start of
-the body). Retries go on until the batch is delivered or the writer stops; stopped, the batch
-stays in the queue for the next start.
+Retries follow the remote-write spec and Prometheus' queue manager: 5xx and 429 (as Prometheus
+with ``retry_on_http_429``) are retried with exponential backoff (``min_backoff`` doubling up to
+``max_backoff``, with jitter), and a ``Retry-After`` header (seconds or an HTTP date) sets the wait
+instead; connection errors and timeouts are retried; any other status drops the batch (counted,
+and logged with the status and the start of the body). Retries go on until the batch is delivered
+or the writer stops; stopped, the batch stays in the queue for the next start.
 
 Hand-written on purpose: the protobuf encoding. Four tiny messages, encoded on the hot path of
 every sample; each sample is stored in the queue already encoded as one ``TimeSeries`` entry of
@@ -201,8 +202,10 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -468,13 +471,21 @@ class RemoteWriter:
                 except TimeoutError:
                     pass
                 continue
-            batch = shard.read_batch(qc.max_samples_per_send)
-            if batch is None:
-                # Nothing readable although samples are pending: a drop is in progress; look again shortly.
-                await asyncio.sleep(qc.min_backoff)
+            try:
+                batch = shard.read_batch(qc.max_samples_per_send)
+                if batch is None:
+                    # Samples are pending but none is readable: a drop for room is under way.
+                    await asyncio.sleep(qc.min_backoff)
+                    continue
+                await self._deliver(index, batch)
+                shard.ack(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a sender must outlive a bad disk or a bug in one round
+                if self._throttle("sender_error") is not None:
+                    log.exception("remote write %s: shard %d failed; trying again in %g s", self.name, index, qc.max_backoff)
+                await asyncio.sleep(qc.max_backoff)
                 continue
-            await self._deliver(index, batch)
-            shard.ack(batch)
             waiting_since = None
             assert self._progress is not None
             self._progress.set()
@@ -487,6 +498,7 @@ class RemoteWriter:
         qc = self.config.queue
         body = bytes(cramjam.snappy.compress_raw(b"".join(batch.payloads)))
         backoff = qc.min_backoff
+        failures = 0
         while True:
             retry_after: float | None = None
             try:
@@ -497,12 +509,17 @@ class RemoteWriter:
                         await response.read()
                         self.samples_sent += batch.samples
                         self.last_send_time = time.time()
+                        if failures and self._throttle("recovered") is not None:
+                            log.info("remote write %s (%s): delivered again (HTTP %d) after %d failed attempts",
+                                     self.name, self.url, status, failures)
                         return
                     text = (await response.content.read(MAX_BODY_LOGGED)).decode("utf-8", "replace")
                     reason = response.reason or ""
                     if status == 429 or status >= 500:
                         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                         why = f"HTTP {status} {reason}".rstrip()
+                        if text.strip():
+                            why += f": {self._redact(text.strip()[:200])}"
                     else:
                         self.dropped["http_4xx" if 400 <= status < 500 else f"http_{status}"] += batch.samples
                         held = self._throttle(f"drop:{status}")
@@ -514,17 +531,18 @@ class RemoteWriter:
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                kind = "timeout" if isinstance(e, TimeoutError) else "connection_error"
-                self.requests[kind] += 1
-                detail = str(e) or type(e).__name__
-                why = f"{'timed out after ' + str(self.config.timeout) + ' s' if kind == 'timeout' else type(e).__name__}"
-                if kind != "timeout":
-                    why += f": {self._redact(detail)}"
+                if isinstance(e, TimeoutError):
+                    self.requests["timeout"] += 1
+                    why = f"no answer within {self.config.timeout:g} s"
+                else:
+                    self.requests["connection_error"] += 1
+                    why = f"{type(e).__name__}: {self._redact(str(e))}"
+            failures += 1
             self.samples_retried += batch.samples
             if retry_after is not None:
                 delay = retry_after
             else:
-                delay = random.uniform(backoff / 2, backoff)
+                delay = min(qc.max_backoff, backoff * random.uniform(1.0, 1.25))  # jitter: shards do not retry in step
                 backoff = min(backoff * 2, qc.max_backoff)
             held = self._throttle("retry")
             if held is not None:

@@ -139,7 +139,7 @@ def test_config_defaults_and_secrets():
 
 
 def test_retry_after_parsing():
-    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds("7") == 7.0 and retry_after_seconds("0.5") == 0.5
     now = time.time()
     assert 29 <= retry_after_seconds(email.utils.formatdate(now + 30, usegmt=True), now=now) <= 31
     assert retry_after_seconds(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
@@ -396,7 +396,7 @@ async def test_500_then_200_retries_with_backoff(receiver, caplog):
     await w.stop(1)
     times = [r[0] for r in receiver.requests]
     assert [r[1] for r in receiver.requests] == [500, 500, 200]
-    assert 0.1 <= times[1] - times[0] and 0.2 <= times[2] - times[1]  # jittered 0.2 s, then 0.4 s
+    assert 0.2 <= times[1] - times[0] and 0.4 <= times[2] - times[1]  # 0.2 s, then 0.4 s, each plus jitter
     assert len(receiver.accepted) == 5
     m = metric_values(w)
     assert m[("samples.retried", ())] == 10 and m[("samples.sent", ())] == 5
@@ -537,3 +537,22 @@ async def test_queue_full_drops_oldest_with_a_log_line(free_port, tmp_path, capl
     assert "remote write test" in line and "dropped the oldest" in line
     await w.stop(0)
     assert os.path.isdir(tmp_path / "q" / "shard-0")
+
+
+async def test_a_series_backlog_goes_before_its_new_samples_across_restarts(receiver, tmp_path):
+    receiver.script = [(503, {}, "")]
+    w = RemoteWriter(config(receiver.url, tmp_path / "q", shards=4, max_samples_per_send=5))
+    await w.start()
+    w.append(samples(40, series=6))
+    await w.stop(0.2)
+    receiver.script = [(204, {}, "")]
+    w2 = RemoteWriter(config(receiver.url, tmp_path / "q", shards=4, max_samples_per_send=5))
+    await w2.start()
+    w2.append(samples(40, series=6, start=40))  # appended at once, while the backlog is being sent
+    assert await w2.flush(10)
+    await w2.stop(1)
+    by_series: dict[str, list[int]] = {}
+    for labels, _, ts in receiver.accepted:
+        by_series.setdefault(labels["s"], []).append(ts)
+    assert sum(map(len, by_series.values())) == 80
+    assert all(ts == sorted(ts) for ts in by_series.values())
