@@ -64,7 +64,14 @@ def main() -> None:
               show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text is logfmt (key=value); json is one object per line")
-def run(config_path: str | None, listen: str | None, log_level: str, log_format: str) -> None:
+@click.option("--shard-index", type=click.IntRange(min=0), envvar="MONBRIDGE_SHARD_INDEX",
+              help="this replica's shard (0-based) when scraping is split across replicas "
+                   "[env MONBRIDGE_SHARD_INDEX; default: the pod ordinal at the end of HOSTNAME]")
+@click.option("--shard-count", type=click.IntRange(min=1), envvar="MONBRIDGE_SHARD_COUNT",
+              help="how many replicas share the scrape targets (each scrapes the targets whose address "
+                   "hashes, as Prometheus' hashmod, to its shard) [env MONBRIDGE_SHARD_COUNT]")
+def run(config_path: str | None, listen: str | None, log_level: str, log_format: str,
+        shard_index: int | None, shard_count: int | None) -> None:
     """Run monbridge until SIGTERM or SIGINT; SIGHUP (or POST /-/reload) reloads the config.
 
     An invalid config exits with status 2 and says where the problem is; on reload it is
@@ -72,6 +79,16 @@ def run(config_path: str | None, listen: str | None, log_level: str, log_format:
     """
     from bridge.runtime import Runtime
 
+    if shard_index is not None and shard_count is None:
+        raise click.UsageError("--shard-index needs --shard-count")
+    if shard_count is not None:
+        if shard_index is not None and shard_index >= shard_count:
+            raise click.UsageError(f"--shard-index {shard_index} must be below --shard-count {shard_count}")
+        # The Prometheus plugin reads its shard from the environment (a StatefulSet pod without
+        # --shard-index takes its ordinal from HOSTNAME).
+        os.environ["MONBRIDGE_SHARD_COUNT"] = str(shard_count)
+        if shard_index is not None:
+            os.environ["MONBRIDGE_SHARD_INDEX"] = str(shard_index)
     setup_logging(log_level, log_format)
     registry = _registry()
     loaded = _load_or_exit(config_path, registry, listen)

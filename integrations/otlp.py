@@ -279,6 +279,40 @@ def _without_unknown_min_max(data: Any) -> Any:
     ])
 
 
+def _install_summary_encoding() -> None:
+    """Teach the SDK's OTLP metrics encoder our ``Summary`` data (imported Prometheus summaries).
+
+    The SDK never produces summaries, so its encoder logs "unsupported data type" for them and
+    leaves the metric empty. This wraps the encoder's per-metric function (pinned SDK 1.45.2;
+    covered by tests/unit/test_otlp_config.py) to encode OTLP ``Summary`` points and delegate
+    everything else. Idempotent.
+    """
+    from opentelemetry.exporter.otlp.proto.common._internal import metrics_encoder as enc
+
+    if getattr(enc._encode_metric, "_monbridge_summaries", False):
+        return
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    from bridge.pipeline import Summary
+
+    original = enc._encode_metric
+
+    def encode_metric(metric: Any, pb2_metric: Any) -> None:
+        if not isinstance(metric.data, Summary):
+            original(metric, pb2_metric)
+            return
+        for p in metric.data.data_points:
+            pt = metrics_pb2.SummaryDataPoint(
+                attributes=enc._encode_attributes(p.attributes), start_time_unix_nano=p.start_time_unix_nano,
+                time_unix_nano=p.time_unix_nano, count=p.count, sum=p.sum,
+                quantile_values=[metrics_pb2.SummaryDataPoint.ValueAtQuantile(quantile=q, value=v)
+                                 for q, v in p.quantile_values])
+            pb2_metric.summary.data_points.append(pt)
+
+    encode_metric._monbridge_summaries = True  # type: ignore[attr-defined]
+    enc._encode_metric = encode_metric
+
+
 # ---------------------------------------------------------------------------- why an export failed
 
 
@@ -366,6 +400,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
                 path = getattr(cfg.tls, key)
                 if path is not None and not os.access(path, os.R_OK):
                     raise PluginError(f"{PLUGIN_ID}: tls.{key}: cannot read {path}")
+        _install_summary_encoding()
         try:
             if cfg.protocol == "grpc":
                 self._exporter = self._grpc_exporter(cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -128,10 +129,12 @@ class PrometheusProcess(ServerProcess):
             time.sleep(0.5)
 
 
-def _start(args: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen:
+def _start(args: Sequence[str], log_path: Path, cwd: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     log = open(log_path, "wb")
     try:
-        return subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        full_env = {**os.environ, **env} if env is not None else None
+        return subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env=full_env)
     finally:
         log.close()  # the child has its own descriptor
 
@@ -146,26 +149,29 @@ def _stop_all(servers: list[ServerProcess]) -> None:
 @pytest.fixture
 def run_monbridge(tmp_path: Path, free_port) -> Iterator[Callable[[Mapping[str, Any]], MonbridgeProcess]]:
     """``run_monbridge(config) -> handle``: runs ``python -m bridge.cli run`` on ``config`` (a dict,
-    written as YAML) and waits for ``/-/ready``. Without ``server.listen`` it listens on a free
+    written as YAML) and waits for ``/-/ready``; ``args=`` adds CLI flags, ``env=`` environment
+    variables, ``workdir=`` reuses a directory (a restart on the same state). Without ``server.listen`` it listens on a free
     loopback port. The handle has ``.url``, ``.port``, ``.proc``, ``.log_text()``, ``.get(path)``."""
     started: list[ServerProcess] = []
 
-    def start(config: Mapping[str, Any]) -> MonbridgeProcess:
+    def start(config: Mapping[str, Any], *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+              workdir: Path | None = None, wait: bool = True) -> MonbridgeProcess:
         config = copy.deepcopy(dict(config))
         server = config.setdefault("server", {})
         if "listen" not in server:
             server["listen"] = f"127.0.0.1:{free_port()}"
         host, _, port = str(server["listen"]).rpartition(":")
         assert host in ("127.0.0.1", "localhost", "[::1]"), f"tests listen on loopback only, not {host!r}"
-        workdir = tmp_path / f"monbridge-{len(started)}"
-        workdir.mkdir()
+        workdir = workdir or tmp_path / f"monbridge-{len(started)}"
+        workdir.mkdir(exist_ok=True)
         config_path = workdir / "monbridge.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        log_path = workdir / "monbridge.log"
-        args = [sys.executable, "-m", "bridge.cli", "run", "--config", str(config_path), "--log-format", "json"]
-        handle = MonbridgeProcess(_start(args, log_path, REPO_ROOT), int(port), log_path, config_path)
+        log_path = workdir / f"monbridge-{len(started)}.log"
+        argv = [sys.executable, "-m", "bridge.cli", "run", "--config", str(config_path), "--log-format", "json", *args]
+        handle = MonbridgeProcess(_start(argv, log_path, REPO_ROOT, env), int(port), log_path, config_path)
         started.append(handle)
-        handle.wait_ready()
+        if wait:
+            handle.wait_ready()
         return handle
 
     yield start
