@@ -105,6 +105,8 @@ class _Segment:
         if self.fd is None:
             assert self.path is not None
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if fsync:
+                _fsync_dir(self.path.parent)  # the new file's name must survive a power loss too
         try:
             view = memoryview(data)
             while view:
@@ -132,6 +134,14 @@ class _Segment:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _frame(payload: bytes, samples: int) -> bytes:
@@ -367,6 +377,8 @@ class ShardQueue:
         finally:
             os.close(fd)
         os.replace(tmp, self.dir / "ack")
+        if self.queue.fsync:
+            _fsync_dir(self.dir)
 
     # ------------------------------------------------------------------ dropping for room
 

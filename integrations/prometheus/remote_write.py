@@ -241,10 +241,6 @@ def _suffix(held: int) -> str:
     return f" ({held} similar lines held back)" if held else ""
 
 
-class _Stopping(Exception):
-    pass
-
-
 class RemoteWriter:
     """Queues samples and sends them to one remote-write endpoint."""
 
@@ -310,7 +306,10 @@ class RemoteWriter:
         queue) and will be delivered at least once. Thread-safe; opens the queue if needed."""
         if self._stopped:
             self.dropped["stopped"] += len(samples)
-            log.warning("remote write %s: %d samples appended after stop were dropped", self.name, len(samples))
+            held = self._throttle("stopped")
+            if held is not None:
+                log.warning("remote write %s: %d samples appended after stop were dropped%s", self.name, len(samples),
+                            _suffix(held))
             return 0
         if not self._opened:
             self._open()

@@ -264,6 +264,35 @@ def test_drop_while_a_batch_is_in_flight(tmp_path):
     assert payload(1999) in rest and payload(0) not in rest
 
 
+def test_fsync_queue(tmp_path):
+    q = DiskQueue(tmp_path, shards=1, max_bytes=1 << 20, fsync=True)
+    q.open()
+    q.shards[0].append(payload(0), 1)
+    q.shards[0].append(payload(1), 1)
+    batch = q.shards[0].read_batch(1)
+    q.shards[0].ack(batch)
+    q.close()
+    q2 = DiskQueue(tmp_path, shards=1, max_bytes=1 << 20, fsync=True)
+    q2.open()
+    assert drain(q2) == [payload(1)]
+
+
+def test_shard_count_changes_only_once_the_backlog_is_delivered(tmp_path, caplog):
+    q = DiskQueue(tmp_path, shards=3, max_bytes=1 << 20)
+    q.open()
+    for i in range(3):
+        q.shards[i].append(payload(i), 1)
+    q.close()
+    q2 = DiskQueue(tmp_path, shards=2, max_bytes=1 << 20)
+    q2.open()
+    assert len(q2.shards) == 3 and "holds data for 3 shards; 2 shards are configured" in caplog.text
+    assert sorted(drain(q2)) == [payload(0), payload(1), payload(2)]
+    q2.close()
+    q3 = DiskQueue(tmp_path, shards=2, max_bytes=1 << 20)
+    q3.open()
+    assert len(q3.shards) == 2 and not (tmp_path / "shard-2").exists()
+
+
 def test_memory_queue(tmp_path):
     q = DiskQueue(None, shards=1, max_bytes=1 << 20)
     q.open()
