@@ -1,0 +1,630 @@
+"""Parse a scraped body, Prometheus text exposition 0.0.4 or OpenMetrics 1.0 text, exactly as
+Prometheus 2.42 does: the same bodies accepted and rejected, the same series and values yielded.
+
+Why hand-written: parsing is the measured hot path of the scrape import. prometheus_client 0.26's
+parser (``prometheus_client.parser`` / ``prometheus_client.openmetrics.parser``) is the baseline,
+and it is both slower than we need and more lenient or stricter than Prometheus in places. The
+goal is at least 10x its speed on repeated scrapes of the same target, which a general-purpose
+parser cannot reach: :class:`TextParser` remembers, per target, the exact text of every series
+part it has already validated, so a repeated line costs a split, one dict look-up and a float
+conversion (``benchmarks/bench_parse.py`` measures it).
+
+The grammar is that of Prometheus' ``model/textparse`` (``promlex.l`` + ``promparse.go`` and
+``openmetricslex.l`` + ``openmetricsparse.go`` as of 2.42), quirks included:
+
+* text 0.0.4: spaces and tabs between any tokens, blank lines, free comments; a trailing comma
+  in a label set, and even no comma between two labels; a value right after ``}`` (or a sign
+  right after the name: ``a+1``) with no space; a raw newline inside a quoted label value; a
+  NUL byte at the start of an entry ends the body; the end of the body ends the last line; HELP
+  text loses its first character (the separator, whatever it is); ``# TYPE`` is case-sensitive;
+  timestamps are int64 milliseconds, digits only. Whitespace before a sample's name fails the
+  scrape (Prometheus keeps it in the name), and so does a repeated label name or ``__name__``
+  among the labels.
+* OpenMetrics: exactly one space between tokens, no blank lines, no free comments, no trailing
+  comma, ``# EOF`` last; float timestamps in seconds (``int64(ts * 1000)``); exemplars parsed and
+  dropped; a ``# UNIT`` must be a ``_``-separated suffix of its metric name.
+* values and timestamps are what Go's ``strconv.ParseFloat`` accepts with ``p``, ``P`` and ``_``
+  banned (``NaN``, ``Inf``, ``+inf``, ``Infinity``, exponents; no hex, no underscores, no
+  out-of-range literals such as ``1e400``); label values and HELP must be valid UTF-8;
+  exemplars only on samples named ``*_total`` or ``*_bucket``.
+
+Families (Prometheus itself has none; they are our grouping): samples are grouped under the
+family of the ``# TYPE`` / ``# HELP`` / ``# UNIT`` line in force when their name is that family's
+name plus a suffix allowed for its type (``_bucket``, ``_sum``, ``_count``, ``_created`` ...);
+any other sample starts a family of its own, named as the sample. Family names are unique in the
+result: a name seen again later appends to the family first seen.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["ParseError", "ParsedFamily", "ParsedSample", "TextParser", "go_float", "parse"]
+
+ParsedSample = tuple[str, tuple[tuple[str, str], ...], float, "int | None", str]
+"""(sample name, labels in exposition order, value, timestamp in ms or None, series key)."""
+
+
+class ParseError(ValueError):
+    """The body is not valid exposition; ``line`` is the 1-based line of the offending text."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+        self.message = message
+
+
+@dataclass(slots=True)
+class ParsedFamily:
+    name: str
+    type: str
+    help: str
+    unit: str
+    samples: list[ParsedSample] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- lexical pieces
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
+_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INF = float("inf")
+_GO_SPECIAL = {"inf": _INF, "+inf": _INF, "-inf": -_INF, "infinity": _INF, "+infinity": _INF,
+               "-infinity": -_INF, "nan": float("nan")}
+_FINITE_TAIL = "0123456789."
+_INT64_MAX = 2**63 - 1
+_ESCAPE = re.compile(r'\\([\\"n])')
+_HELP_ESCAPE = re.compile(r"\\([\\n])")
+_UNESCAPED = {"\\": "\\", '"': '"', "n": "\n"}
+
+TEXT_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary",
+              "untyped": "untyped"}  # case-sensitive in 2.42
+OPENMETRICS_TYPES = frozenset({"counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset",
+                               "unknown"})
+
+# Sample-name suffixes that keep a sample in the family in force, by family type.
+_TEXT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("",),
+    "summary": ("", "_count", "_sum", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+}
+_OM_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("_total", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "info": ("_info",),
+}
+_NO_SUFFIX = ("",)
+
+
+def go_float(s: str) -> float:
+    """``strconv.ParseFloat(s, 64)`` as Prometheus calls it (``p``, ``P``, ``_`` refused); ValueError otherwise."""
+    if _GO_DECIMAL.fullmatch(s):
+        v = float(s)
+        if v == _INF or v == -_INF:
+            raise ValueError(f"value out of range: {_quote(s)}")
+        return v
+    special = _GO_SPECIAL.get(s.lower())
+    if special is None:
+        raise ValueError(f"invalid float syntax: {_quote(s)}")
+    return special
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _unescape(raw: str) -> str:
+    return _ESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], raw) if "\\" in raw else raw
+
+
+class _Invalid(Exception):
+    """A lexing or parsing error at offset ``pos`` of the entry's text."""
+
+    def __init__(self, pos: int, message: str) -> None:
+        self.pos = pos
+        self.message = message
+
+
+class _NeedMore(Exception):
+    """Text format: a quoted label value runs on past the end of the line."""
+
+
+_STOP = object()  # text format: a NUL byte where an entry starts ends the body
+
+
+def _skip_ws(s: str, i: int) -> int:
+    n = len(s)
+    while i < n and (s[i] == " " or s[i] == "\t"):
+        i += 1
+    return i
+
+
+def _token_at(s: str, i: int) -> str:
+    """What the lexer found at ``i``, for messages."""
+    if i >= len(s):
+        return "end of line"
+    return _quote(s[i:])
+
+
+# --------------------------------------------------------------------------- one entry, the slow way
+
+
+def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
+    """``s[i]`` is the opening quote; the offset just after the closing quote. The lexer's rule is
+    ``"(\\\\.|[^\\\\"])*"``, ``.`` being anything but a newline; a text line without the closing
+    quote may go on on the next line (OpenMetrics lines never hold a newline)."""
+    j = i + 1
+    while True:
+        q = s.find('"', j)
+        if q < 0:
+            if has_nl and not om:
+                raise _NeedMore
+            raise _Invalid(i, f"unterminated label value {_quote(s[i:])}")
+        b = s.find("\\", j, q)
+        if b < 0:
+            return q + 1
+        if s[b + 1] == "\n":
+            raise _Invalid(b, f"backslash before a newline in label value {_quote(s[i:b])}")
+        j = b + 2
+
+
+def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str = "label set",
+            ) -> tuple[int, list[tuple[str, str]]]:
+    """``s[i-1]`` is ``{``; parse up to and including ``}``. Returns (offset after ``}``, raw pairs)."""
+    pairs: list[tuple[str, str]] = []
+    if om:
+        first = True
+        while True:
+            if i < len(s) and s[i] == "}":
+                return i + 1, pairs
+            if not first:
+                if i >= len(s) or s[i] != ",":
+                    raise _Invalid(i, f"expected comma or right brace in {where}, got {_token_at(s, i)}")
+                i += 1
+            m = _LABEL_NAME.match(s, i)
+            if m is None:
+                what = "label name or right brace" if first else "label name after comma"
+                raise _Invalid(i, f"expected {what} in {where}, got {_token_at(s, i)}")
+            first = False
+            i = _label_value(s, m, True, has_nl, bad_utf8, pairs)
+    while True:
+        i = _skip_ws(s, i)
+        if i < len(s) and s[i] == "}":
+            return i + 1, pairs
+        m = _LABEL_NAME.match(s, i)
+        if m is None:
+            raise _Invalid(i, f"expected label name or right brace in {where}, got {_token_at(s, i)}")
+        i = _skip_ws(s, _label_value(s, m, False, has_nl, bad_utf8, pairs))
+        if i < len(s) and s[i] == ",":  # a comma is optional, a trailing one allowed
+            i += 1
+
+
+def _label_value(s: str, name: re.Match[str], om: bool, has_nl: bool, bad_utf8: bool,
+                 pairs: list[tuple[str, str]]) -> int:
+    """``= "value"`` after the label name ``name`` (text: whitespace allowed around ``=``); appends
+    the raw pair and returns the offset after the closing quote."""
+    i = name.end() if om else _skip_ws(s, name.end())
+    if i >= len(s) or s[i] != "=":
+        raise _Invalid(i, f"expected '=' after label name {name.group()!r}, got {_token_at(s, i)}")
+    i = i + 1 if om else _skip_ws(s, i + 1)
+    if i >= len(s) or s[i] != '"':
+        raise _Invalid(i, f"expected quoted label value, got {_token_at(s, i)}")
+    end = _quoted_end(s, i, om, has_nl)
+    raw = s[i + 1:end - 1]
+    if bad_utf8:
+        _check_utf8(raw, i, "label value")
+    pairs.append((name.group(), raw))
+    return end
+
+
+def _check_label_names(pairs: list[tuple[str, str]], pos: int) -> None:
+    """Prometheus fails a scrape whose sample repeats a label name (``__name__`` included)."""
+    if pairs:
+        names = [k for k, _ in pairs]
+        names.append("__name__")
+        if len(set(names)) != len(names):
+            dup = next(k for k in names if names.count(k) > 1)
+            raise _Invalid(pos, f"label name {dup!r} is not unique")
+
+
+def _check_utf8(text: str, pos: int, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(pos, f"{what} is not valid UTF-8: {_quote(text)}") from None
+
+
+def _float_at(s: str, start: int, end: int, what: str) -> float:
+    try:
+        return go_float(s[start:end])
+    except ValueError as e:
+        raise _Invalid(start, f"invalid {what}: {e}") from None
+
+
+def _entry_text(s: str, has_nl: bool, bad_utf8: bool) -> tuple | object | None:
+    """One entry of a text 0.0.4 body starting at ``s[0]`` (one line, or several when a quoted
+    label value holds raw newlines). Returns None (blank line, comment), _STOP, ("meta", kind,
+    name, text) or ("sample", key, name, raw label pairs, value, timestamp)."""
+    n = len(s)
+    i = _skip_ws(s, 0)
+    if i == n:
+        return None
+    c = s[i]
+    if c == "\0":
+        return _STOP
+    if i and c != "#":
+        # Prometheus takes the whitespace into the metric name, then finds the name invalid.
+        raise _Invalid(0, f"invalid metric name (leading whitespace) in {_quote(s)}")
+    if c == "#":
+        j = _skip_ws(s, i + 1)
+        if j == i + 1 or not (s.startswith("HELP", j) or s.startswith("TYPE", j)) or j + 4 >= n or s[j + 4] not in " \t":
+            return None
+        kind = s[j:j + 4]
+        k = _skip_ws(s, j + 4)
+        m = _METRIC_NAME.match(s, k)
+        if m is None:
+            raise _Invalid(k, f"expected metric name after {kind}, got {_token_at(s, k)}")
+        # The lexer's {C}* loses to its whitespace rule on blank text; otherwise its first character,
+        # whatever it is, is dropped.
+        rest = s[m.end():]
+        text = rest[1:] if rest.strip(" \t") else ""
+        if kind == "TYPE":
+            typ = TEXT_TYPES.get(text)
+            if typ is None:
+                raise _Invalid(m.end() + 1, f"invalid metric type {_quote(text)}")
+            return ("meta", kind, m.group(), typ)
+        if bad_utf8:
+            _check_utf8(text, m.end() + 1, "HELP text")
+        if "\\" in text:
+            text = _HELP_ESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], text)
+        return ("meta", kind, m.group(), text)
+    m = _METRIC_NAME.match(s, i)
+    if m is None:
+        raise _Invalid(i, f"expected metric name, comment or blank line, got {_token_at(s, i)}")
+    j = _skip_ws(s, m.end())
+    pairs: list[tuple[str, str]] = []
+    if j < n and s[j] == "{":
+        j, pairs = _labels(s, j + 1, False, has_nl, bad_utf8)
+        key = s[i:j]
+        j = _skip_ws(s, j)
+    else:
+        key = m.group()
+    k = j
+    while k < n and s[k] not in "{ \t":
+        k += 1
+    if k == j:
+        raise _Invalid(j, f"expected value after metric {_quote(key)}, got {_token_at(s, j)}")
+    value = _float_at(s, j, k, "value")
+    k = _skip_ws(s, k)
+    ts = None
+    if k < n:
+        t = k
+        while t < n and "0" <= s[t] <= "9":
+            t += 1
+        if t == k:
+            raise _Invalid(k, f"expected timestamp or end of line, got {_token_at(s, k)}")
+        ts = int(s[k:t])
+        if ts > _INT64_MAX:
+            raise _Invalid(k, f"timestamp out of range: {_quote(s[k:t])}")
+        t2 = _skip_ws(s, t)
+        if t2 < n:
+            raise _Invalid(t2, f"expected end of line after timestamp, got {_token_at(s, t2)}")
+    _check_label_names(pairs, i)
+    return ("sample", key, m.group(), pairs, value, ts)
+
+
+def _om_timestamp(s: str, start: int, end: int, what: str) -> int:
+    ts = _float_at(s, start, end, what)
+    if ts != ts or ts == _INF or ts == -_INF:
+        raise _Invalid(start, f"invalid {what} {_quote(s[start:end])}")
+    ms = int(ts * 1000)
+    return ms if -_INT64_MAX - 1 <= ms <= _INT64_MAX else -_INT64_MAX - 1  # Go's int64(float64) on amd64
+
+
+def _om_token(s: str, i: int) -> int:
+    """``s[i]`` is a space; the end of the ``{S}[^ \\n]+`` token starting there (``i`` if there is none)."""
+    k = s.find(" ", i + 1)
+    if k < 0:
+        k = len(s)
+    return k if k > i + 1 else i
+
+
+def _entry_om(s: str, has_nl: bool, bad_utf8: bool) -> tuple | None:
+    """One OpenMetrics line. Returns ("eof",), ("meta", kind, name, text) or ("sample", key, name,
+    raw label pairs, value, timestamp)."""
+    n = len(s)
+    if n == 0:
+        raise _Invalid(0, "blank line (not allowed in OpenMetrics)")
+    if s[0] == "#":
+        if s.startswith("# EOF"):
+            if n > 5:
+                raise _Invalid(5, f"unexpected data after # EOF: {_quote(s)}")
+            return ("eof",)
+        if n < 7 or s[1] != " " or s[2:7] not in ("HELP ", "TYPE ", "UNIT "):
+            raise _Invalid(0, f"expected '# HELP ', '# TYPE ', '# UNIT ' or '# EOF', got {_quote(s)}")
+        kind = s[2:6]
+        m = _METRIC_NAME.match(s, 7)
+        if m is None:
+            raise _Invalid(7, f"expected metric name after {kind}, got {_token_at(s, 7)}")
+        e = m.end()
+        if e >= n or s[e] != " " or not has_nl:
+            raise _Invalid(e, f"expected a space and text after {kind} {m.group()}, got {_token_at(s, e)}")
+        name, text = m.group(), s[e + 1:]
+        if kind == "TYPE":
+            if text not in OPENMETRICS_TYPES:
+                raise _Invalid(e + 1, f"invalid metric type {_quote(text)}")
+        elif kind == "UNIT":
+            if text and not (name.endswith(text) and len(name) > len(text) and name[-len(text) - 1] == "_"):
+                raise _Invalid(e + 1, f"unit {_quote(text)} is not a suffix of metric {name!r}")
+        else:
+            if bad_utf8:
+                _check_utf8(text, e + 1, "HELP text")
+            text = _unescape(text)
+        return ("meta", kind, name, text)
+    m = _METRIC_NAME.match(s)
+    if m is None:
+        raise _Invalid(0, f"expected metric name or '# ', got {_quote(s)}")
+    j = m.end()
+    pairs: list[tuple[str, str]] = []
+    if j < n and s[j] == "{":
+        j, pairs = _labels(s, j + 1, True, has_nl, bad_utf8)
+    key = s[:j]
+    if j >= n or s[j] != " " or (k := _om_token(s, j)) == j:
+        raise _Invalid(j, f"expected a space and a value after metric {_quote(key)}, got {_token_at(s, j)}")
+    value = _float_at(s, j + 1, k, "value")
+    ts = None
+    if k < n and not s.startswith(" # {", k):
+        t = _om_token(s, k)
+        if t == k:
+            raise _Invalid(k, f"expected timestamp or exemplar, got {_token_at(s, k)}")
+        ts = _om_timestamp(s, k + 1, t, "timestamp")
+        k = t
+        if k < n and not s.startswith(" # {", k):
+            raise _Invalid(k, f"expected end of line or exemplar after timestamp, got {_token_at(s, k)}")
+    if k < n:
+        if not m.group().endswith(("_total", "_bucket")):
+            raise _Invalid(k, f"metric name {m.group()} does not support exemplars (only *_total and *_bucket do)")
+        _exemplar(s, k + 4, has_nl, bad_utf8)
+    elif not has_nl:
+        raise _Invalid(n, "data does not end with # EOF")
+    _check_label_names(pairs, 0)
+    return ("sample", key, m.group(), pairs, value, ts)
+
+
+def _exemplar(s: str, i: int, has_nl: bool, bad_utf8: bool) -> None:
+    """Validate the exemplar `` # {labels} value [timestamp]`` whose labels start at ``s[i]``; it is dropped."""
+    n = len(s)
+    j, _ = _labels(s, i, True, has_nl, bad_utf8, "exemplar labels")
+    if j >= n or s[j] != " " or (k := _om_token(s, j)) == j:
+        raise _Invalid(j, f"expected a space and a value after exemplar labels, got {_token_at(s, j)}")
+    _float_at(s, j + 1, k, "exemplar value")
+    if k < n:
+        if s[k] != " " or (t := _om_token(s, k)) == k:
+            raise _Invalid(k, f"expected exemplar timestamp or end of line, got {_token_at(s, k)}")
+        _om_timestamp(s, k + 1, t, "exemplar timestamp")
+        if t < n:
+            raise _Invalid(t, f"expected end of line after exemplar timestamp, got {_token_at(s, t)}")
+    if not has_nl:
+        raise _Invalid(n, "data does not end with # EOF")
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+def _resolve(name: str, ctx: str, om: bool) -> tuple[str, str]:
+    """The family a sample named ``name`` belongs to under context ``ctx`` ("type name" of the
+    family in force, or ""), and the context after it."""
+    if ctx:
+        ctx_type, _, ctx_name = ctx.partition(" ")
+        if name.startswith(ctx_name):
+            allowed = (_OM_SUFFIXES if om else _TEXT_SUFFIXES).get(ctx_type, _NO_SUFFIX)
+            if name[len(ctx_name):] in allowed:
+                return ctx_name, ctx
+    return name, ("unknown " if om else "untyped ") + name
+
+
+class TextParser:
+    """One per scrape target: keeps a cache of the previous scrapes' series so repeated scrapes are fast.
+
+    The cache maps the exact text of a series part (``name{labels}``) to its parsed name and
+    labels and to the family it fell in under the metadata in force; it is rebuilt from the last
+    scrape's series when it grows past four times their number, so it stays bounded however the
+    target's series churn."""
+
+    CACHE_FACTOR = 4
+    CACHE_SLACK = 256
+
+    def __init__(self) -> None:
+        # per format (False: text 0.0.4, True: OpenMetrics): series key -> entry, metadata line -> entry
+        self._series: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
+        self._meta: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
+
+    def parse(self, body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:
+        """Parse one scraped body; raises ParseError when Prometheus would fail the scrape."""
+        bad_utf8 = False
+        if isinstance(body, str):
+            text = body
+        else:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                text = body.decode("utf-8", "surrogateescape")
+                bad_utf8 = True
+        om = bool(openmetrics)
+        series, meta = self._series[om], self._meta[om]
+        families = self._parse(text, om, bad_utf8, series, meta)
+        n_series = sum(len(f.samples) for f in families)
+        if len(series) > self.CACHE_FACTOR * n_series + self.CACHE_SLACK:
+            kept = {s[4]: series[s[4]] for f in families for s in f.samples if s[4] in series}
+            series.clear()
+            series.update(kept)
+        if len(meta) > self.CACHE_FACTOR * len(families) * 3 + self.CACHE_SLACK:
+            meta.clear()
+        return families
+
+    def _parse(self, text: str, om: bool, bad_utf8: bool, series: dict[str, tuple],
+               meta: dict[str, tuple]) -> list[ParsedFamily]:
+        get = series.get
+        families: dict[str, ParsedFamily] = {}
+        out: list[ParsedFamily] = []
+        default_type = "unknown" if om else "untyped"
+        ctx = ""
+        cur_name = ""
+        cur_append = None
+        lines = text.split("\n")
+        last = lines.pop()  # "" when the body ends with a newline: the line after it is no line
+        n_lines = len(lines)
+        it = iter(lines)
+        length_hint = it.__length_hint__
+        entry_of = _entry_om if om else _entry_text
+        for line in it:
+            # The fast path: "<known series part> <value>" or "<known series part> <value> <timestamp>".
+            head, _, val = line.rpartition(" ")
+            ent = get(head)
+            ts = None
+            if ent is None:
+                head, _, tval = head.rpartition(" ")
+                ent = get(head)
+                if ent is not None:
+                    val, tval = tval, val
+                    if om:
+                        try:
+                            t = float(tval)
+                        except ValueError:
+                            ent = None
+                        else:
+                            if (t - t == 0.0 and tval.isascii() and "_" not in tval and tval[-1] in _FINITE_TAIL
+                                    and tval[0] > " " and -9.2e15 < t < 9.2e15):
+                                ts = int(t * 1000)
+                            else:
+                                ent = None
+                    elif tval.isdigit() and tval.isascii() and len(tval) < 19:
+                        ts = int(tval)
+                    else:
+                        ent = None
+            if ent is not None:
+                try:
+                    v = float(val)
+                except ValueError:
+                    ent = None
+                else:
+                    if not (val[-1] in _FINITE_TAIL and val[0] > " " and val.isascii() and "_" not in val
+                            and v - v == 0.0):
+                        ent = None
+            if ent is not None:
+                name, labels, key, ctx_in, fam_name, ctx_out = ent
+                if ctx_in != ctx:
+                    fam_name, ctx_out = _resolve(name, ctx, om)
+                    series[key] = (name, labels, key, ctx, fam_name, ctx_out)
+                ctx = ctx_out
+                if fam_name != cur_name:
+                    fam = families.get(fam_name)
+                    if fam is None:
+                        fam = families[fam_name] = ParsedFamily(fam_name, default_type, "", "", [])
+                        out.append(fam)
+                    cur_name = fam_name
+                    cur_append = fam.samples.append
+                cur_append((name, labels, v, ts, key))  # type: ignore[misc]
+                continue
+
+            # The slow path: anything else, parsed as Prometheus' lexer does.
+            lineno = n_lines - length_hint()
+            m = meta.get(line)
+            if m is None:
+                m, extra = self._entry(entry_of, line, True, bad_utf8, it, last, lineno)
+                if extra:
+                    last = None if extra < 0 else last
+                elif m is not None and m is not _STOP and m[0] != "sample":
+                    meta[line] = m
+            if m is None:
+                continue
+            if m is _STOP:
+                return out
+            kind = m[0]
+            if kind == "sample":
+                ctx, cur_name, cur_append = self._add_sample(m, om, ctx, families, out, default_type, series)
+            elif kind == "meta":
+                ctx, cur_name = self._add_meta(m, families, out, default_type), ""
+            else:
+                if length_hint() or last:
+                    raise ParseError(lineno + 1, f"unexpected data after # EOF: {_quote(next(it, last) or '')}")
+                return out
+        if last:
+            lineno = n_lines + 1
+            m, _ = self._entry(entry_of, last, False, bad_utf8, iter(()), None, lineno)
+            if m is _STOP or (m is not None and m[0] == "eof"):
+                return out
+            if m is not None and m[0] == "sample":
+                self._add_sample(m, om, ctx, families, out, default_type, series)
+            elif m is not None:
+                self._add_meta(m, families, out, default_type)
+        if om:
+            raise ParseError(n_lines + 1, "data does not end with # EOF")
+        return out
+
+    @staticmethod
+    def _entry(entry_of, line: str, has_nl: bool, bad_utf8: bool, it, last: str | None, lineno: int):
+        """Parse one entry (joining following lines while a text label value runs on); returns it and
+        how many extra lines it took (-1 when it took ``last``)."""
+        s = line
+        extra = 0
+        while True:
+            try:
+                return entry_of(s, has_nl, bad_utf8), extra
+            except _NeedMore:
+                nxt = next(it, None)
+                if nxt is not None:
+                    s += "\n" + nxt
+                    extra += 1
+                    continue
+                if last:
+                    s += "\n" + last
+                    has_nl = False
+                    extra = -1
+                    continue
+                raise ParseError(lineno + s.count("\n"), f"unterminated label value in {_quote(line)}") from None
+            except _Invalid as e:
+                raise ParseError(lineno + s.count("\n", 0, e.pos), e.message) from None
+
+    @staticmethod
+    def _add_meta(m: tuple, families: dict[str, ParsedFamily], out: list[ParsedFamily], default_type: str) -> str:
+        _, kind, name, text = m
+        fam = families.get(name)
+        if fam is None:
+            fam = families[name] = ParsedFamily(name, default_type, "", "", [])
+            out.append(fam)
+        if kind == "TYPE":
+            fam.type = text
+        elif kind == "HELP":
+            fam.help = text
+        else:
+            fam.unit = text
+        return f"{fam.type} {name}"
+
+    @staticmethod
+    def _add_sample(m: tuple, om: bool, ctx: str, families: dict[str, ParsedFamily], out: list[ParsedFamily],
+                    default_type: str, series: dict[str, tuple]):
+        _, key, name, pairs, value, ts = m
+        ent = series.get(key)
+        if ent is not None and ent[3] == ctx:
+            fam_name, ctx_out = ent[4], ent[5]
+            labels = ent[1]
+        else:
+            labels = ent[1] if ent is not None else tuple((k, _unescape(v)) for k, v in pairs)
+            fam_name, ctx_out = _resolve(name, ctx, om)
+            series[key] = (name, labels, key, ctx, fam_name, ctx_out)
+        fam = families.get(fam_name)
+        if fam is None:
+            fam = families[fam_name] = ParsedFamily(fam_name, default_type, "", "", [])
+            out.append(fam)
+        fam.samples.append((name, labels, value, ts, key))
+        return ctx_out, fam_name, fam.samples.append
+
+
+def parse(body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:
+    """Parse one body with no cache kept (see TextParser for repeated scrapes)."""
+    return TextParser().parse(body, openmetrics)
