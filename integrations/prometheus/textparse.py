@@ -586,7 +586,7 @@ class TextParser:
                     has_nl = False
                     extra = -1
                     continue
-                raise ParseError(lineno + s.count("\n"), f"unterminated label value in {_quote(line)}") from None
+                raise ParseError(lineno, f"label value opened on this line never closed: {_quote(line)}") from None
             except _Invalid as e:
                 raise ParseError(lineno + s.count("\n", 0, e.pos), e.message) from None
 

@@ -1,0 +1,229 @@
+"""The scrape parser (integrations.prometheus.textparse) on the exposition corpus, against
+prometheus_client 0.26's parsers, and its per-target cache against cold parses.
+
+The corpus' expected outcomes are what Prometheus 2.42 does (tests/integration/test_textparse_prometheus.py
+checks them against a real one); where prometheus_client's parser differs, Prometheus is right
+and the case is listed in CLIENT_DISAGREES with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as client_parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as client_parse_text
+
+from integrations.prometheus.textparse import ParseError, TextParser, go_float, parse
+from tests.unit.exposition_corpus import cases, expected, is_openmetrics, outcome, parse_outcome, payload, value_text
+
+# case -> why prometheus_client's parser does not do what Prometheus 2.42 does with it
+CLIENT_DISAGREES = {
+    # text 0.0.4: the client is line-based and lenient where Prometheus' lexer is not ...
+    "text_err_crlf.prom": "the client strips the \\r of CRLF line ends; Prometheus reads it as part of the value",
+    "text_err_extra_token.prom": "the client takes the first and the last of 3 tokens; Prometheus refuses a third",
+    "text_err_leading_comma.prom": "the client skips a leading comma in a label set; Prometheus wants a label name",
+    "text_err_leading_whitespace.prom": "the client strips lines; Prometheus keeps the whitespace in the name, which is invalid",
+    "text_err_timestamp_float.prom": "the client reads a float timestamp; Prometheus wants int64 milliseconds",
+    "text_err_timestamp_negative.prom": "the client reads a negative timestamp; Prometheus' lexer takes digits only",
+    "text_err_timestamp_overflow.prom": "the client reads a timestamp past int64; Prometheus' ParseInt fails",
+    "text_err_type_trailing_space.prom": "the client splits the TYPE line on spaces; Prometheus finds type 'counter '",
+    "text_err_value_overflow.prom": "Python's float('1e400') is inf; Go's ParseFloat fails with a range error",
+    "text_err_value_signed_nan.prom": "Python reads '-NaN'; Go's ParseFloat takes no sign on NaN",
+    # ... and strict where it is lenient
+    "text_comments.prom": "the client fails on a bare '# TYPE' line; to Prometheus it is a comment",
+    "text_multiline_label.prom": "the client is line-based; Prometheus' lexer allows a raw newline in a label value",
+    "text_nul_stop.prom": "the client parses past a NUL; Prometheus' lexer ends the body at a NUL starting an entry",
+    "text_value_sign_after_name.prom": "the client wants whitespace after the name; Prometheus lexes 'a+1' as name and value",
+    "text_no_comma.prom": "the client wants commas between labels; Prometheus' parser makes them optional",
+    "text_help_tabs.prom": "the client strips HELP text; Prometheus drops only the one separator character",
+    "text_values.prom": "the client reads '-0' as int 0 and loses the sign; Prometheus keeps -0.0",
+    # OpenMetrics
+    "om_err_space_in_labels.om": "the client strips spaces around '='; OpenMetrics (and Prometheus) allow none",
+    "om_duplicates.om": "the client drops a repeated series; Prometheus yields it (and keeps the first sample)",
+    "om_exemplars.om": "the client allows exemplars by type (counter, bucket); Prometheus 2.42 by name (*_total, *_bucket)",
+    "om_lenient_semantics.om": "the client checks histogram/counter/summary semantics (+Inf bucket, negative counter, metadata "
+                               "after samples, quantile range); Prometheus 2.42's parser does not",
+}
+
+
+# --------------------------------------------------------------------------- the corpus
+
+
+@pytest.mark.parametrize("case", cases())
+def test_corpus(case):
+    assert parse_outcome(case) == expected(case)
+
+
+def _flat(out: dict) -> list[tuple]:
+    return [(s[0], tuple(map(tuple, s[1])), s[2], s[3]) for f in out["families"] for s in f["samples"]]
+
+
+def _client_outcome(case: str) -> dict:
+    """prometheus_client's parse of the case, in our shape: {"error": True} or {"samples": [...], "metadata": {...}}."""
+    body = payload(case)
+    try:
+        text = body.decode("utf-8")
+        om = is_openmetrics(case)
+        families = list((client_parse_openmetrics if om else client_parse_text)(text))
+    except Exception:  # noqa: BLE001 - any failure of the client's parser is a refusal
+        return {"error": True}
+    samples, metadata = [], {}
+    for fam in families:
+        name, typ = fam.name, fam.type
+        if not om and typ == "counter":
+            # the client strips _total from a counter's family name and adds it to sample names
+            if f"# TYPE {name}_total counter" in text:
+                name = f"{name}_total"
+            else:
+                fam.samples = [s._replace(name=s.name.removesuffix("_total")) for s in fam.samples]
+        if not om and typ == "unknown":
+            typ = "untyped"  # the client's Metric calls it unknown
+        if fam.documentation or typ not in ("untyped", "unknown"):
+            metadata[name] = (typ, fam.documentation, fam.unit)
+        for s in fam.samples:
+            ts = s.timestamp
+            if ts is not None:
+                ts = ts.sec * 1000 + ts.nsec // 1_000_000 if hasattr(ts, "sec") else round(ts * 1000)
+            samples.append((s.name, tuple(s.labels.items()), value_text(float(s.value)), ts))
+    return {"samples": samples, "metadata": metadata}
+
+
+def _agrees(case: str) -> bool:
+    ours = expected(case)
+    client = _client_outcome(case)
+    if "error_line" in ours or "error" in client:
+        return ("error_line" in ours) == ("error" in client)
+    if _flat(ours) != client["samples"]:
+        return False
+    by_name = {f["name"]: f for f in ours["families"]}
+    return all(name in by_name and (by_name[name]["type"], by_name[name]["help"], by_name[name]["unit"]) == md
+               for name, md in client["metadata"].items())
+
+
+@pytest.mark.parametrize("case", cases())
+def test_prometheus_client_differential(case):
+    if case in CLIENT_DISAGREES:
+        assert not _agrees(case), f"prometheus_client now agrees on {case}: drop it from CLIENT_DISAGREES"
+    else:
+        assert _agrees(case), f"prometheus_client: {_client_outcome(case)}\nours: {expected(case)}"
+
+
+# --------------------------------------------------------------------------- errors and values
+
+
+@pytest.mark.parametrize(("body", "om", "line", "quoted"), [
+    (b"a 1\nb 2\nc{d=\"e\"} x\n", False, 3, "'x'"),
+    (b"a 1\nb{c=\"multi\nline\"} 1\nd{e=\"f\"} 1_0\n", False, 4, "'1_0'"),
+    (b"a 1\nb{c=\"never closed} 1\nd 2\n", False, 2, "never closed"),
+    (b"# TYPE a counter\na_total 1\n", True, 3, None),
+    (b"a 1\n# EOF\nb 2\n", True, 3, "'b 2'"),
+    (b"a 1\n\n# EOF\n", True, 2, None),
+    (b"a{b=\"c\"} 1 # {x=\"y\"} 1\n# EOF\n", True, 1, None),
+])
+def test_parse_error_line_and_message(body, om, line, quoted):
+    with pytest.raises(ParseError) as info:
+        parse(body, om)
+    assert info.value.line == line
+    assert str(info.value).startswith(f"line {line}: ")
+    if quoted:
+        assert quoted in str(info.value)
+
+
+def test_parse_error_quotes_at_most_80_characters():
+    with pytest.raises(ParseError) as info:
+        parse(b"a " + b"x" * 500 + b"\n")
+    assert len(str(info.value)) < 160 and "xxx..." in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1", 1.0), ("-1.5e3", -1500.0), (".5", 0.5), ("5.", 5.0), ("+12", 12.0), ("NaN", math.nan), ("nan", math.nan),
+    ("+Inf", math.inf), ("-inf", -math.inf), ("Infinity", math.inf), ("1e-400", 0.0), ("-0", -0.0),
+])
+def test_go_float_accepts(text, value):
+    got = go_float(text)
+    assert (math.isnan(got) and math.isnan(value)) or (got == value and math.copysign(1, got) == math.copysign(1, value))
+
+
+@pytest.mark.parametrize("text", ["1_0", "0x10", "0x1p3", "1e400", "-NaN", "+nan", "infin", " 1", "1\t", "1\r", "٣", "", "1e",
+                                  "e5", "."])
+def test_go_float_refuses_what_go_refuses(text):
+    with pytest.raises(ValueError):
+        go_float(text)
+
+
+def test_bytes_and_str_parse_alike():
+    for case in cases():
+        if "error_line" not in expected(case):
+            body = payload(case)
+            assert outcome(parse(body.decode("utf-8", "surrogateescape"), is_openmetrics(case))) == expected(case)
+
+
+# --------------------------------------------------------------------------- the per-target cache
+
+
+def _body(rng: random.Random, series: list[tuple[str, str]], om: bool, types: dict[str, str]) -> str:
+    out = []
+    for fam in sorted({f for f, _ in series}):
+        out.append(f"# HELP {fam} Family {fam}.\n# TYPE {fam} {types[fam]}\n")
+        for f, labels in series:
+            if f != fam:
+                continue
+            name = {"counter": fam + "_total" if om else fam, "histogram": fam + "_bucket"}.get(types[fam], fam)
+            value = rng.choice(["NaN", "+Inf", "0", str(rng.randrange(10**6)), repr(rng.random() * 10**rng.randrange(-5, 20))])
+            ts = rng.choice(["", " 1700000000123" if not om else " 1700000000.123"])
+            out.append(f"{name}{labels} {value}{ts}\n")
+    if om:
+        out.append("# EOF\n")
+    return "".join(out)
+
+
+def _same(a, b) -> bool:
+    """Parse results equal, NaN equal to NaN."""
+    return outcome(a) == outcome(b)
+
+
+@pytest.mark.parametrize("om", [False, True])
+def test_repeated_scrapes_equal_cold_parses(om):
+    rng = random.Random(7)
+    types = {f"fam{i}": rng.choice(["gauge", "counter", "histogram", "summary"]) for i in range(6)}
+    universe = [(f"fam{i}", labels) for i in range(6)
+                for labels in ("", "{}", '{a="1"}', '{a="2",b="x\\"y"}', '{le="+Inf"}', f'{{id="{i}",u="ü"}}')]
+    parser = TextParser()
+    series = rng.sample(universe, 20)
+    for _ in range(30):
+        body = _body(rng, series, om, types)
+        assert _same(parser.parse(body.encode(), om), parse(body, om))
+        change = rng.random()
+        if change < 0.3:  # some series go, others come
+            series = rng.sample(series, max(1, len(series) - 3)) + rng.sample(universe, 3)
+        elif change < 0.4:  # a family changes type: its samples move to other families
+            fam = rng.choice(sorted(types))
+            types[fam] = rng.choice(["gauge", "counter", "histogram", "summary"])
+        elif change < 0.5:
+            rng.shuffle(series)
+
+
+def test_cache_stays_bounded_under_churn():
+    parser = TextParser()
+    for scrape in range(50):
+        body = "".join(f'churn{{scrape="{scrape}",i="{i}"}} {i}\n' for i in range(200))
+        families = parser.parse(body)
+        assert len(families[0].samples) == 200
+        assert len(parser._series[False]) <= TextParser.CACHE_FACTOR * 200 + TextParser.CACHE_SLACK
+
+
+def test_failed_scrape_leaves_the_cache_usable():
+    parser = TextParser()
+    good = 'a{b="1"} 1\na{b="2"} 2\n'
+    parser.parse(good)
+    with pytest.raises(ParseError):
+        parser.parse('a{b="1"} 1\na{b="2"} oops\n')
+    assert _same(parser.parse(good.replace("2\n", "3\n")), parse(good.replace("2\n", "3\n")))
+
+
+def test_series_key_is_the_text_on_the_line():
+    fams = parse('a { b = "1" , } 1\na{b="1"} 2\n')
+    assert [s[4] for s in fams[0].samples] == ['a { b = "1" , }', 'a{b="1"}']
+    assert [s[1] for s in fams[0].samples] == [(("b", "1"),), (("b", "1"),)]
