@@ -469,6 +469,7 @@ class TextParser:
     def _parse(self, text: str, om: bool, bad_utf8: bool, series: dict[str, tuple],
                meta: dict[str, tuple]) -> list[ParsedFamily]:
         get = series.get
+        meta_get = meta.get
         families: dict[str, ParsedFamily] = {}
         out: list[ParsedFamily] = []
         default_type = "unknown" if om else "untyped"
@@ -487,6 +488,25 @@ class TextParser:
             ent = get(head)
             ts = None
             if ent is None:
+                if line[:1] == "#":
+                    m = meta_get(line)
+                    if m is not None and m[0] == "meta":  # a HELP, TYPE or UNIT line seen before
+                        _, kind, fam_name, text, ctx = m  # ctx: the context after a TYPE, or of a new family
+                        fam = families.get(fam_name)
+                        if fam is None:
+                            fam = families[fam_name] = ParsedFamily(fam_name, default_type, "", "", [])
+                            out.append(fam)
+                        elif kind != "TYPE":
+                            ctx = f"{fam.type} {fam_name}"
+                        if kind == "TYPE":
+                            fam.type = text
+                        elif kind == "HELP":
+                            fam.help = text
+                        else:
+                            fam.unit = text
+                        cur_name = fam_name
+                        cur_append = fam.samples.append
+                        continue
                 head, _, tval = head.rpartition(" ")
                 ent = get(head)
                 if ent is not None:
@@ -538,8 +558,8 @@ class TextParser:
                 m, extra = self._entry(entry_of, line, True, bad_utf8, it, last, lineno)
                 if extra:
                     last = None if extra < 0 else last
-                elif m is not None and m is not _STOP and m[0] != "sample":
-                    meta[line] = m
+                elif m is not None and m is not _STOP and m[0] == "meta":
+                    meta[line] = (*m, f"{m[3] if m[1] == 'TYPE' else default_type} {m[2]}")
             if m is None:
                 continue
             if m is _STOP:
@@ -592,7 +612,7 @@ class TextParser:
 
     @staticmethod
     def _add_meta(m: tuple, families: dict[str, ParsedFamily], out: list[ParsedFamily], default_type: str) -> str:
-        _, kind, name, text = m
+        _, kind, name, text = m[:4]
         fam = families.get(name)
         if fam is None:
             fam = families[name] = ParsedFamily(name, default_type, "", "", [])
