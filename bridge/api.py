@@ -198,6 +198,11 @@ class Metric:
     start_time_ns: int | None = None
 
     def __post_init__(self) -> None:
+        c = self.value.__class__
+        if (c is float or c is int) and self.kind is not _HISTOGRAM and self.kind is not _SUMMARY:
+            # The common case, checked first and with module constants (an enum member looked up
+            # on its class costs more than this whole check): a Metric is built per series per collection.
+            return
         if (self.kind is MetricKind.HISTOGRAM) != isinstance(self.value, HistogramValue):
             raise ValueError(f"metric {self.name!r}: histograms need a HistogramValue and only histograms take one")
         if (self.kind is MetricKind.SUMMARY) != isinstance(self.value, SummaryValue):
@@ -208,7 +213,8 @@ class Metric:
         return self.kind in _AGGREGATES or self.start_time_ns is not None
 
 
-_AGGREGATES = (MetricKind.HISTOGRAM, MetricKind.SUMMARY)
+_HISTOGRAM, _SUMMARY = MetricKind.HISTOGRAM, MetricKind.SUMMARY
+_AGGREGATES = (_HISTOGRAM, _SUMMARY)
 
 
 # --------------------------------------------------------------------------- alerts and dashboard
