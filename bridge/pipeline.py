@@ -92,7 +92,7 @@ def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:
 class Series:
     """One attribute set of a family: its latest value and who reported it."""
 
-    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases")
+    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns")
 
     def __init__(self, name: str, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
         self.name = name
@@ -103,6 +103,7 @@ class Series:
         self.start_ns: int | None = None
         self.time_ns = 0
         self.prom: Any = None  # the renderer's cached label string
+        self.first_ns = 0  # when the pipeline first saw it: the start of a cumulative point that has none
         self.aliases: list[tuple[tuple[str, Any], ...]] = []  # unsorted attribute tuples seen for it
 
 
@@ -224,6 +225,7 @@ class Pipeline:
                             over_limit.append(m)
                             continue
                         s = series[key] = Series(name, dict(attrs), key, source)
+                        s.first_ns = now
                         fam.version += 1
                     if len(s.aliases) < _MAX_ALIASES:
                         s.aliases.append(items)
@@ -265,6 +267,7 @@ class Pipeline:
                                f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
                     continue
                 s = fam.series[key] = Series(m.name, dict(m.attributes), key, source)
+                s.first_ns = now
             v = m.value
             if v.__class__ is bool and not fam.preaggregated:
                 v = int(v)  # type: ignore[arg-type]
@@ -407,7 +410,9 @@ class Pipeline:
         with self._lock:
             return [
                 otel_metric(fam.name, fam.kind, fam.unit, fam.description,
-                            [otel_point(s.attributes, s.start_ns, s.time_ns, s.value) for s in fam.series.values()])
+                            [otel_point(s.attributes, s.start_ns if s.start_ns is not None or fam.kind is MetricKind.GAUGE
+                                        else min(s.first_ns, s.time_ns), s.time_ns, s.value)
+                             for s in fam.series.values()])
                 for fam in self._families.values() if fam.preaggregated and fam.series
             ]
 
