@@ -101,8 +101,10 @@ def test_ci_scenarios_cover_every_mode_and_preset() -> None:
     values = {name: scenario_values(name) for name in SCENARIOS}
     modes = {v.get("mode", "daemonset") for v in values.values()}
     assert modes == {"daemonset", "deployment", "statefulset"}
-    for preset in ("hostMetrics", "otlpExport"):
+    for preset in ("hostMetrics", "otlpExport", "prometheusScrape"):
         assert any(render_enabled_preset(v, preset) for v in values.values()), f"no ci scenario enables presets.{preset}"
+    sharded = [name for name, v in values.items() if v.get("presets", {}).get("prometheusScrape", {}).get("sharding", {}).get("enabled")]
+    assert sharded, "no ci scenario enables presets.prometheusScrape.sharding"
 
 
 def render_enabled_preset(values: dict[str, Any], preset: str) -> bool:
@@ -178,8 +180,8 @@ def _pod_env(container: dict[str, Any]) -> dict[str, str]:
         if "fieldRef" in source:
             env[var["name"]] = {"metadata.name": "monbridge-0", "metadata.namespace": "monitoring",
                                 "spec.nodeName": "node-1"}[source["fieldRef"]["fieldPath"]]
-        elif "ENDPOINT" in var["name"]:
-            env[var["name"]] = "http://otlp-backend.example:4318"  # the value the Secret would hold
+        elif var["name"].endswith(("ENDPOINT", "_URL")):
+            env[var["name"]] = "http://backend.example:4318"  # the value the Secret would hold
         else:
             env[var["name"]] = "stand-in-secret-value"
     return env
@@ -377,8 +379,23 @@ def test_values_yaml_documents_every_top_level_key() -> None:
         ({"mode": "sidecar"}, "at '/mode': value must be one of 'daemonset', 'deployment', 'statefulset'"),
         ({"replica": 3}, "additional properties 'replica' not allowed"),
         ({"presets": {"hostMetrics": {"enabled": "yes"}}}, "at '/presets/hostMetrics/enabled': got string, want boolean"),
-        ({"presets": {"prometheusScrape": {"enabled": True, "targets": []}}},
-         "at '/presets/prometheusScrape': additional properties 'targets' not allowed"),
+        ({"presets": {"prometheusScrape": {"enabled": True, "target": []}}},
+         "at '/presets/prometheusScrape': additional properties 'target' not allowed"),
+        ({"presets": {"prometheusScrape": {"targets": [{"url": "http://a:9100/metrics"}]}}},
+         "at '/presets/prometheusScrape/targets/0': missing property 'job'"),
+        ({"presets": {"prometheusScrape": {"targets": [{"job": "node", "url": "10.0.0.1:9100"}]}}},
+         "at '/presets/prometheusScrape/targets/0/url'"),
+        ({"presets": {"prometheusScrape": {"targets": [{"job": "n", "url": "http://a:1/m", "labels": {"__x": "1"}}]}}},
+         "invalid propertyName '__x'"),
+        ({"presets": {"prometheusScrape": {"interval": 0}}}, "at '/presets/prometheusScrape/interval'"),
+        ({"presets": {"prometheusScrape": {"sharding": {"enabled": True, "count": 3}}}},
+         "at '/presets/prometheusScrape/sharding': additional properties 'count' not allowed"),
+        ({"presets": {"prometheusScrape": {"remoteWrite": {"password": "s3cr3t"}}}},
+         "at '/presets/prometheusScrape/remoteWrite': additional properties 'password' not allowed"),
+        ({"presets": {"prometheusScrape": {"remoteWrite": {"queue": {"maxBytes": 1000}}}}},
+         "at '/presets/prometheusScrape/remoteWrite/queue/maxBytes'"),
+        ({"presets": {"prometheusScrape": {"remoteWrite": {"queue": {"persistence": {"size": "lots"}}}}}},
+         "at '/presets/prometheusScrape/remoteWrite/queue/persistence/size'"),
         ({"port": 70000}, "at '/port'"),
         ({"config": {"plugins": [{"plugin_id": "system"}]}}, "at '/config/plugins/0/plugin_id'"),
         ({"config": {"plugins": [{"enabled": True}]}}, "at '/config/plugins/0': missing property 'plugin_id'"),
@@ -416,8 +433,6 @@ NO_HOST = {"presets": {"hostMetrics": {"enabled": False}},
         ({"presets": {"hostMetrics": {"enabled": False}}}, "no monbridge plugin is enabled"),
         ({"config": {"plugins": [{"plugin_id": "monitoring.metrics.system", "enabled": False}]}},
          "no monbridge plugin is enabled"),
-        ({"presets": {"prometheusScrape": {"enabled": True}}},
-         "presets.prometheusScrape is not available yet: the Prometheus scrape plugin ships in a later monbridge release"),
         ({"presets": {"alerting": {"enabled": True}}}, "presets.alerting is not available yet"),
         ({"presets": {"otlpExport": {"enabled": True}}}, "presets.otlpExport.enabled=true needs a destination"),
         ({"presets": {"otlpExport": {"enabled": True, "endpoint": "http://a:4318", "secretName": "s", "endpointKey": "e"}}},
@@ -448,6 +463,167 @@ def test_contradictory_values_fail_with_an_actionable_message(values: dict[str, 
     with pytest.raises(helm.HelmRenderError) as e:
         render(values)
     assert message in str(e.value)
+
+
+SCRAPE = {"enabled": True, "targets": [{"job": "node", "url": "http://10.0.0.1:9100/metrics"}]}
+SCRAPE_ONLY = {"hostMetrics": {"enabled": False}, "prometheusScrape": SCRAPE}
+SHARDED = {"mode": "statefulset", "replicas": 3,
+           "presets": {**SCRAPE_ONLY, "prometheusScrape": {**SCRAPE, "sharding": {"enabled": True}}}}
+
+
+def _scrape(**changes: Any) -> dict[str, Any]:
+    """Values with only presets.prometheusScrape (in mode deployment), its fields changed."""
+    return {"mode": "deployment", "presets": {**SCRAPE_ONLY, "prometheusScrape": {**SCRAPE, **changes}}}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (_scrape(targets=[]), "presets.prometheusScrape.enabled=true has nothing to scrape"),
+        (_scrape(timeout=20), "presets.prometheusScrape.timeout (20 s) is greater than presets.prometheusScrape.interval (15 s)"),
+        (_scrape(remoteWrite={"url": "http://p:9090/api/v1/write", "secretName": "rw", "urlKey": "url"}),
+         "presets.prometheusScrape.remoteWrite: set either url (a plain URL) or urlKey"),
+        (_scrape(remoteWrite={"url": "http://p:9090/api/v1/write", "headers": {"x-scope-orgid": "tenant"},
+                              "bearerTokenKey": "token"}),
+         "presets.prometheusScrape.remoteWrite.headers, bearerTokenKey name keys of a Secret: set "
+         "presets.prometheusScrape.remoteWrite.secretName"),
+        (_scrape(remoteWrite={"secretName": "rw", "bearerTokenKey": "token"}),
+         "presets.prometheusScrape.remoteWrite has credentials but no destination"),
+        (_scrape(remoteWrite={"url": "http://p:9090/api/v1/write", "secretName": "rw", "bearerTokenKey": "token",
+                              "headers": {"Authorization": "auth"}}),
+         "presets.prometheusScrape.remoteWrite: set only one of bearerTokenKey and an authorization header"),
+        (_scrape(remoteWrite={"url": "http://p:9090/api/v1/write", "basicAuth": {"username": "u"}}),
+         "presets.prometheusScrape.remoteWrite.basicAuth.username needs basicAuth.passwordKey"),
+        (_scrape(remoteWrite={"url": "http://p:9090/api/v1/write", "queue": {"persistence": {"enabled": True}}}),
+         "presets.prometheusScrape.remoteWrite.queue.persistence needs mode: statefulset (mode is deployment)"),
+        (with_values(SHARDED, **{"presets.prometheusScrape.remoteWrite": {"queue": {"persistence": {"enabled": True}}}}),
+         "presets.prometheusScrape.remoteWrite.queue.persistence.enabled=true, but there is no remote write to queue"),
+        (_scrape(sharding={"enabled": True}),
+         "presets.prometheusScrape.sharding needs mode: statefulset (mode is deployment): each pod takes its shard from its "
+         "StatefulSet ordinal"),
+        ({**_scrape(sharding={"enabled": True}), "mode": "daemonset"},
+         "presets.prometheusScrape.sharding needs mode: statefulset (mode is daemonset)"),
+        (with_values(SHARDED, **{"autoscaling.enabled": True}),
+         "presets.prometheusScrape.sharding with autoscaling.enabled=true: the shard count is fixed to replicas"),
+        (with_values(SHARDED, replicas=0), "presets.prometheusScrape.sharding needs replicas >= 1 (replicas is 0)"),
+        (with_values(SHARDED, hostNetwork=True),
+         "presets.prometheusScrape.sharding with hostNetwork=true: on the node's network a pod's HOSTNAME is the node's name"),
+        (with_values(SHARDED, extraEnv=[{"name": "MONBRIDGE_SHARD_INDEX", "value": "0"}]),
+         "extraEnv sets MONBRIDGE_SHARD_INDEX, but presets.prometheusScrape.sharding sets the shard itself"),
+        (with_values(SHARDED, **{"presets.prometheusScrape.enabled": False},
+                     config={"plugins": [{"plugin_id": "monitoring.metrics.process"}]}),
+         "presets.prometheusScrape.sharding.enabled=true, but no enabled monitoring.integration.prometheus plugin scrapes"),
+        (with_values(SHARDED, config={"plugins": [{"plugin_id": "monitoring.integration.prometheus",
+                                                   "config": {"scrape": {"shard": {"index": 0, "count": 3}}}}]}),
+         "config.plugins sets scrape.shard of monitoring.integration.prometheus"),
+    ],
+)
+def test_scrape_and_sharding_contradictions_fail_with_an_actionable_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as e:
+        render(values)
+    assert message in str(e.value)
+
+
+# --------------------------------------------------------------------------- prometheusScrape and sharding
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_sharded_statefulset_sets_the_shard_count_to_replicas() -> None:
+    for replicas in (1, 2, 5):
+        docs = manifests(render(with_values(SHARDED, replicas=replicas)))
+        sts = only(docs, "StatefulSet")
+        assert sts["spec"]["replicas"] == replicas
+        env = _env(monbridge_container(docs))
+        assert env["MONBRIDGE_SHARD_COUNT"] == str(replicas)
+        assert "MONBRIDGE_SHARD_INDEX" not in env and "HOSTNAME" not in env  # the ordinal comes from the pod's HOSTNAME
+        assert "shard" not in yaml.safe_load(config_text(docs))["plugins"][0]["config"]["scrape"]
+
+
+def test_sharded_pods_each_take_their_ordinal_as_shard() -> None:
+    """The pod environment the chart renders, with the HOSTNAME Kubernetes gives each StatefulSet pod,
+    yields shards 0 .. replicas-1: what the plugin reads when it starts."""
+    from integrations.prometheus.sharding import shard_from_env
+
+    docs = manifests(render(scenario_values("sharding")))
+    sts = only(docs, "StatefulSet")
+    replicas = sts["spec"]["replicas"]
+    env = _pod_env(monbridge_container(docs))
+    shards = [shard_from_env({**env, "HOSTNAME": f"{sts['metadata']['name']}-{i}"}) for i in range(replicas)]
+    assert shards == [(i, replicas) for i in range(replicas)]
+
+
+def test_without_sharding_no_shard_is_set() -> None:
+    for values in (with_values(SHARDED, **{"presets.prometheusScrape.sharding.enabled": False}), _scrape(),
+                   scenario_values("statefulset")):
+        env = _env(monbridge_container(manifests(render(values))))
+        assert not {"MONBRIDGE_SHARD_COUNT", "MONBRIDGE_SHARD_INDEX"} & set(env)
+
+
+def test_prometheus_scrape_preset_config_and_secrets() -> None:
+    docs = manifests(render(scenario_values("prometheus-scrape")))
+    config = yaml.safe_load(config_text(docs))
+    prom = next(p for p in config["plugins"] if p["plugin_id"] == "monitoring.integration.prometheus")
+    scrape = prom["config"]["scrape"]
+    assert scrape["interval"] == 30 and scrape["timeout"] == 10 and scrape["sample_limit"] == 50000
+    assert scrape["targets"][0] == {"job": "node", "url": "http://10.0.0.1:9100/metrics", "labels": {"team": "infra"}}
+    assert scrape["targets"][2] == {"job": "kube-state-metrics", "url": "http://kube-state-metrics.kube-system.svc:8080/metrics"}
+    assert scrape["file_sd"] == ["/etc/monbridge-targets/*.json", "/etc/monbridge-targets/*.yaml", "/etc/monbridge-targets/*.yml"]
+    assert scrape["file_sd_job"] == "discovered"
+    [rw] = prom["config"]["remote_write"]
+    assert rw == {"url": "${env:MONBRIDGE_RW_URL}",
+                  "headers": {"authorization": "${env:MONBRIDGE_RW_HEADER_AUTHORIZATION}",
+                              "x-scope-orgid": "${env:MONBRIDGE_RW_HEADER_X_SCOPE_ORGID}"},
+                  "queue": {"path": "/var/lib/monbridge/remote-write", "max_bytes": 536870912}}
+    c = monbridge_container(docs)
+    env = _env(c)
+    assert env["MONBRIDGE_RW_URL"] == {"secretKeyRef": {"name": "remote-write", "key": "url"}}
+    assert env["MONBRIDGE_RW_HEADER_AUTHORIZATION"] == {"secretKeyRef": {"name": "remote-write", "key": "authorization"}}
+    assert env["MONBRIDGE_RW_HEADER_X_SCOPE_ORGID"] == {"secretKeyRef": {"name": "remote-write", "key": "tenant"}}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert mounts["/etc/monbridge-targets"]["readOnly"] is True
+    assert volumes[mounts["/etc/monbridge-targets"]["name"]]["configMap"] == {"name": "scrape-targets"}
+    # the queue (512 MiB) fits its emptyDir: maxBytes plus a quarter and 16Mi
+    assert volumes[mounts["/var/lib/monbridge"]["name"]]["emptyDir"] == {"sizeLimit": "656Mi"}
+
+
+def test_sharding_scenario_keeps_each_pods_queue_on_its_own_claim() -> None:
+    docs = manifests(render(scenario_values("sharding")))
+    sts = only(docs, "StatefulSet")
+    [claim] = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "queue"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    pod = sts["spec"]["template"]["spec"]
+    assert "queue" not in {v["name"] for v in pod["volumes"]}  # the claim, not an emptyDir
+    assert pod["securityContext"]["fsGroup"] == 10001  # the non-root user can write the claim
+    assert {"name": "queue", "mountPath": "/var/lib/monbridge"} in monbridge_container(docs)["volumeMounts"]
+    [rw] = yaml.safe_load(config_text(docs))["plugins"][0]["config"]["remote_write"]
+    assert rw["basic_auth"] == {"username": "monbridge", "password": "${env:MONBRIDGE_RW_PASSWORD}"}
+    assert _env(monbridge_container(docs))["MONBRIDGE_RW_PASSWORD"] == {"secretKeyRef": {"name": "remote-write", "key": "password"}}
+    # without a size, the claim is sized like the emptyDir would be
+    values = with_values(scenario_values("sharding"), **{"presets.prometheusScrape.remoteWrite.queue.persistence.size": ""})
+    claim = only(manifests(render(values)), "StatefulSet")["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1296Mi"
+
+
+def test_notes_say_how_targets_are_split() -> None:
+    sharded = render(scenario_values("sharding"))[NOTES]
+    assert "pod monbridge-<i> scrapes shard i" in sharded
+    assert "about 1/3 of the targets each; together the 3 pods scrape every target exactly once" in sharded
+    assert "every replica scrapes every target" not in sharded and "no sharding yet" not in sharded
+    unsharded = render(with_values(SHARDED, **{"presets.prometheusScrape.sharding.enabled": False}))[NOTES]
+    assert "every replica scrapes every target. Set presets.prometheusScrape.sharding.enabled=true" in unsharded
+    assert "scrapes shard" not in unsharded
+    deployment = render({**_scrape(), "replicas": 2})[NOTES]
+    assert "every replica scrapes every target. To split the targets across replicas, use mode statefulset" in deployment
+    daemonset = render({"presets": {"prometheusScrape": SCRAPE}})[NOTES]
+    assert "Every node's pod scrapes every target" in daemonset
+    single = render(with_values(SHARDED, replicas=1))[NOTES]
+    assert "which with 1 replica is every target" in single
 
 
 def test_listen_host_may_change_when_the_port_agrees() -> None:

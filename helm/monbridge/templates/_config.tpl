@@ -46,7 +46,51 @@ Secrets never appear here: presets refer to them as ${VAR}, set from secretKeyRe
 {{- end }}
 {{- $plugins = append $plugins (dict "plugin_id" "monitoring.integration.otlp" "enabled" true "config" $cfg) }}
 {{- end }}
+{{- if $p.prometheusScrape.enabled }}
+{{- $plugins = append $plugins (include "monbridge.prometheusPlugin" . | fromJson) }}
+{{- end }}
 {{- toJson (dict "plugins" $plugins) }}
+{{- end }}
+
+{{/* The plugin entry of presets.prometheusScrape, as JSON. Sharding is not in it: the pod's
+MONBRIDGE_SHARD_COUNT (and its ordinal in HOSTNAME) sets it, so every replica shares one config. */}}
+{{- define "monbridge.prometheusPlugin" -}}
+{{- $s := .Values.presets.prometheusScrape }}
+{{- $targets := list }}
+{{- range $s.targets }}
+{{- $t := dict "job" .job "url" .url }}
+{{- with .labels }}
+{{- $_ := set $t "labels" . }}
+{{- end }}
+{{- $targets = append $targets $t }}
+{{- end }}
+{{- $scrape := dict "interval" $s.interval "timeout" $s.timeout "targets" $targets "honor_labels" $s.honorLabels "sample_limit" $s.sampleLimit }}
+{{- if $s.fileSD.configMap }}
+{{- $dir := include "monbridge.fileSDDir" . }}
+{{- $_ := set $scrape "file_sd" (list (printf "%s/*.json" $dir) (printf "%s/*.yaml" $dir) (printf "%s/*.yml" $dir)) }}
+{{- $_ := set $scrape "file_sd_job" $s.fileSD.job }}
+{{- end }}
+{{- $cfg := dict "scrape" $scrape }}
+{{- $rw := $s.remoteWrite }}
+{{- if include "monbridge.remoteWrite" . }}
+{{- $w := dict "url" ($rw.url | default "${env:MONBRIDGE_RW_URL}") }}
+{{- if $rw.headers }}
+{{- $headers := dict }}
+{{- range $name, $key := $rw.headers }}
+{{- $_ := set $headers (lower $name) (printf "${env:%s}" (include "monbridge.rwHeaderEnv" $name)) }}
+{{- end }}
+{{- $_ := set $w "headers" $headers }}
+{{- end }}
+{{- if $rw.basicAuth.passwordKey }}
+{{- $_ := set $w "basic_auth" (dict "username" $rw.basicAuth.username "password" "${env:MONBRIDGE_RW_PASSWORD}") }}
+{{- end }}
+{{- if $rw.bearerTokenKey }}
+{{- $_ := set $w "bearer_token" "${env:MONBRIDGE_RW_BEARER_TOKEN}" }}
+{{- end }}
+{{- $_ := set $w "queue" (dict "path" (printf "%s/remote-write" (include "monbridge.queueDir" .)) "max_bytes" (int64 $rw.queue.maxBytes)) }}
+{{- $_ := set $cfg "remote_write" (list $w) }}
+{{- end }}
+{{- toJson (dict "plugin_id" "monitoring.integration.prometheus" "enabled" true "config" $cfg) }}
 {{- end }}
 
 {{/* The whole config as a map (JSON). */}}

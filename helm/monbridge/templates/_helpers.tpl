@@ -59,3 +59,36 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "monbridge.headerEnv" -}}
 {{- printf "MONBRIDGE_OTLP_HEADER_%s" (. | upper | replace "-" "_" | replace "." "_") }}
 {{- end }}
+
+{{/* A remote-write header name as an environment variable: MONBRIDGE_RW_HEADER_X_SCOPE_ORGID. */}}
+{{- define "monbridge.rwHeaderEnv" -}}
+{{- printf "MONBRIDGE_RW_HEADER_%s" (. | upper | replace "-" "_" | replace "." "_") }}
+{{- end }}
+
+{{/* "true" when presets.prometheusScrape remote-writes (a url or urlKey is set), else empty. */}}
+{{- define "monbridge.remoteWrite" -}}
+{{- $s := .Values.presets.prometheusScrape }}
+{{- if and $s.enabled (or $s.remoteWrite.url $s.remoteWrite.urlKey) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the remote-write queue lives on a PersistentVolumeClaim per pod, else empty. */}}
+{{- define "monbridge.queuePersistent" -}}
+{{- if and (include "monbridge.remoteWrite" .) .Values.presets.prometheusScrape.remoteWrite.queue.persistence.enabled (eq .Values.mode "statefulset") }}true{{ end }}
+{{- end }}
+
+{{/* Where the remote-write queue's volume is mounted, and where file_sd files are. */}}
+{{- define "monbridge.queueDir" -}}/var/lib/monbridge{{- end }}
+{{- define "monbridge.fileSDDir" -}}/etc/monbridge-targets{{- end }}
+
+{{/* The queue volume's size: maxBytes plus a quarter (the segment being written, ack files)
+and 16Mi, in Mi; or persistence.size when set. */}}
+{{- define "monbridge.queueSize" -}}
+{{- $q := .Values.presets.prometheusScrape.remoteWrite.queue }}
+{{- $mi := 1048576 }}
+{{- printf "%dMi" (add (div (add (div (mul (int64 $q.maxBytes) 5) 4) (sub $mi 1)) $mi) 16) }}
+{{- end }}
+
+{{/* "true" when the pods split the scrape targets (MONBRIDGE_SHARD_COUNT=replicas), else empty. */}}
+{{- define "monbridge.sharded" -}}
+{{- if and .Values.presets.prometheusScrape.sharding.enabled (eq .Values.mode "statefulset") }}true{{ end }}
+{{- end }}

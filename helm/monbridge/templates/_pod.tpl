@@ -34,6 +34,11 @@ spec:
     {{- end }}
     {{- with .Values.securityContext.runAsGroup }}
     runAsGroup: {{ . }}
+    {{- if include "monbridge.queuePersistent" $ }}
+    # The queue's volume is made writable for this group.
+    fsGroup: {{ . }}
+    fsGroupChangePolicy: OnRootMismatch
+    {{- end }}
     {{- end }}
     seccompProfile:
       type: RuntimeDefault
@@ -89,6 +94,44 @@ spec:
               key: {{ $key }}
         {{- end }}
         {{- end }}
+        {{- $s := .Values.presets.prometheusScrape }}
+        {{- if include "monbridge.remoteWrite" . }}
+        {{- $rw := $s.remoteWrite }}
+        {{- if $rw.urlKey }}
+        - name: MONBRIDGE_RW_URL
+          valueFrom:
+            secretKeyRef:
+              name: {{ $rw.secretName }}
+              key: {{ $rw.urlKey }}
+        {{- end }}
+        {{- range $name, $key := $rw.headers }}
+        - name: {{ include "monbridge.rwHeaderEnv" $name }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $rw.secretName }}
+              key: {{ $key }}
+        {{- end }}
+        {{- if $rw.basicAuth.passwordKey }}
+        - name: MONBRIDGE_RW_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ $rw.secretName }}
+              key: {{ $rw.basicAuth.passwordKey }}
+        {{- end }}
+        {{- if $rw.bearerTokenKey }}
+        - name: MONBRIDGE_RW_BEARER_TOKEN
+          valueFrom:
+            secretKeyRef:
+              name: {{ $rw.secretName }}
+              key: {{ $rw.bearerTokenKey }}
+        {{- end }}
+        {{- end }}
+        {{- if include "monbridge.sharded" . }}
+        # Sharded scraping: each pod scrapes shard <ordinal> of replicas, the ordinal taken from
+        # HOSTNAME (<fullname>-<ordinal>). Changing replicas changes this, which rolls the pods.
+        - name: MONBRIDGE_SHARD_COUNT
+          value: {{ .Values.replicas | int | quote }}
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -136,6 +179,16 @@ spec:
           mountPropagation: HostToContainer
           readOnly: true
         {{- end }}
+        {{- if and $s.enabled $s.fileSD.configMap }}
+        - name: file-sd
+          mountPath: {{ include "monbridge.fileSDDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- if include "monbridge.remoteWrite" . }}
+        # The remote-write queue ({{ if include "monbridge.queuePersistent" . }}a PersistentVolumeClaim per pod{{ else }}an emptyDir{{ end }}).
+        - name: queue
+          mountPath: {{ include "monbridge.queueDir" . }}
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -159,6 +212,16 @@ spec:
       hostPath:
         path: /
         type: Directory
+    {{- end }}
+    {{- if and $s.enabled $s.fileSD.configMap }}
+    - name: file-sd
+      configMap:
+        name: {{ $s.fileSD.configMap }}
+    {{- end }}
+    {{- if and (include "monbridge.remoteWrite" .) (not (include "monbridge.queuePersistent" .)) }}
+    - name: queue
+      emptyDir:
+        sizeLimit: {{ include "monbridge.queueSize" . }}
     {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}

@@ -5,9 +5,36 @@ Included once, from configmap.yaml (rendered in every mode).
 {{- define "monbridge.validate" -}}
 {{- $v := .Values }}
 {{- $p := $v.presets }}
+{{- $s := $p.prometheusScrape }}
+
+{{- if $s.sharding.enabled }}
+{{- if ne $v.mode "statefulset" }}
+{{- fail (printf "presets.prometheusScrape.sharding needs mode: statefulset (mode is %s): each pod takes its shard from its StatefulSet ordinal (<name>-<ordinal>), which %s pods do not have. Set mode=statefulset, or presets.prometheusScrape.sharding.enabled=false (then every replica scrapes every target)." $v.mode $v.mode) }}
+{{- end }}
+{{- if $v.autoscaling.enabled }}
+{{- fail "presets.prometheusScrape.sharding with autoscaling.enabled=true: the shard count is fixed to replicas in the pod spec, and every change of the replica count moves most targets to another pod. Set autoscaling.enabled=false and size replicas by hand." }}
+{{- end }}
+{{- if lt (int $v.replicas) 1 }}
+{{- fail (printf "presets.prometheusScrape.sharding needs replicas >= 1 (replicas is %d): the targets are split into replicas shards. Set replicas (e.g. 2), or presets.prometheusScrape.sharding.enabled=false." (int $v.replicas)) }}
+{{- end }}
+{{- if $v.hostNetwork }}
+{{- fail "presets.prometheusScrape.sharding with hostNetwork=true: on the node's network a pod's HOSTNAME is the node's name, not <name>-<ordinal>, so a pod cannot tell its shard. Set hostNetwork=false (scraping needs no node network)." }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- if has .name (list "MONBRIDGE_SHARD_COUNT" "MONBRIDGE_SHARD_INDEX" "HOSTNAME") }}
+{{- fail (printf "extraEnv sets %s, but presets.prometheusScrape.sharding sets the shard itself (MONBRIDGE_SHARD_COUNT=replicas, the index from the ordinal in HOSTNAME); one value for every pod would make them all scrape the same shard. Remove %s from extraEnv." .name .name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $s.remoteWrite.queue.persistence.enabled (ne $v.mode "statefulset") }}
+{{- fail (printf "presets.prometheusScrape.remoteWrite.queue.persistence needs mode: statefulset (mode is %s): each pod's queue gets its own PersistentVolumeClaim from the StatefulSet's volumeClaimTemplates. Set mode=statefulset, or persistence.enabled=false (the queue then lives in an emptyDir)." $v.mode) }}
+{{- end }}
+{{- if and $s.remoteWrite.queue.persistence.enabled (not (include "monbridge.remoteWrite" .)) }}
+{{- fail "presets.prometheusScrape.remoteWrite.queue.persistence.enabled=true, but there is no remote write to queue: set presets.prometheusScrape.remoteWrite.url (or secretName and urlKey), or persistence.enabled=false." }}
+{{- end }}
 
 {{- if and $v.autoscaling.enabled (ne $v.mode "deployment") }}
-{{- fail (printf "autoscaling.enabled=true needs mode: deployment (mode is %s). The chart autoscales Deployments only (a DaemonSet runs one pod per node; StatefulSet replicas will own scrape shards); set autoscaling.enabled=false or mode=deployment." $v.mode) }}
+{{- fail (printf "autoscaling.enabled=true needs mode: deployment (mode is %s). The chart autoscales Deployments only (a DaemonSet runs one pod per node; StatefulSet replicas own fixed scrape shards); set autoscaling.enabled=false or mode=deployment." $v.mode) }}
 {{- end }}
 {{- if $v.autoscaling.enabled }}
 {{- if and $v.autoscaling.targetCPUUtilizationPercentage (not (dig "requests" "cpu" "" $v.resources)) }}
@@ -28,8 +55,41 @@ Included once, from configmap.yaml (rendered in every mode).
 {{- fail (printf "presets.hostMetrics needs mode: daemonset (mode is %s): it reads the node's /proc and /sys, and a %s pod would report only whichever node it lands on. Set mode=daemonset, or presets.hostMetrics.enabled=false (it is on by default)." $v.mode $v.mode) }}
 {{- end }}
 
-{{- if $p.prometheusScrape.enabled }}
-{{- fail "presets.prometheusScrape is not available yet: the Prometheus scrape plugin ships in a later monbridge release. Set presets.prometheusScrape.enabled=false." }}
+{{- if $s.enabled }}
+{{- if not (or $s.targets $s.fileSD.configMap) }}
+{{- fail "presets.prometheusScrape.enabled=true has nothing to scrape: list presets.prometheusScrape.targets (job and url each) and/or set presets.prometheusScrape.fileSD.configMap to a ConfigMap of file_sd files." }}
+{{- end }}
+{{- if gt (float64 $s.timeout) (float64 $s.interval) }}
+{{- fail (printf "presets.prometheusScrape.timeout (%v s) is greater than presets.prometheusScrape.interval (%v s): a scrape must end before the next one starts. Lower timeout or raise interval." $s.timeout $s.interval) }}
+{{- end }}
+{{- $rw := $s.remoteWrite }}
+{{- if and $rw.url $rw.urlKey }}
+{{- fail "presets.prometheusScrape.remoteWrite: set either url (a plain URL) or urlKey (a key of the Secret secretName), not both." }}
+{{- end }}
+{{- $keys := list }}
+{{- if $rw.urlKey }}{{ $keys = append $keys "urlKey" }}{{ end }}
+{{- if $rw.headers }}{{ $keys = append $keys "headers" }}{{ end }}
+{{- if $rw.basicAuth.passwordKey }}{{ $keys = append $keys "basicAuth.passwordKey" }}{{ end }}
+{{- if $rw.bearerTokenKey }}{{ $keys = append $keys "bearerTokenKey" }}{{ end }}
+{{- if and $keys (not $rw.secretName) }}
+{{- fail (printf "presets.prometheusScrape.remoteWrite.%s name keys of a Secret: set presets.prometheusScrape.remoteWrite.secretName to that Secret's name (in the release namespace)." (join ", " $keys)) }}
+{{- end }}
+{{- if and (or $rw.headers $rw.basicAuth.passwordKey $rw.bearerTokenKey $rw.basicAuth.username $rw.secretName) (not (include "monbridge.remoteWrite" .)) }}
+{{- fail "presets.prometheusScrape.remoteWrite has credentials but no destination: set presets.prometheusScrape.remoteWrite.url, or secretName and urlKey." }}
+{{- end }}
+{{- if and $rw.basicAuth.username (not $rw.basicAuth.passwordKey) }}
+{{- fail "presets.prometheusScrape.remoteWrite.basicAuth.username needs basicAuth.passwordKey (the key of secretName holding the password)." }}
+{{- end }}
+{{- if and $rw.basicAuth.passwordKey (not $rw.basicAuth.username) }}
+{{- fail "presets.prometheusScrape.remoteWrite.basicAuth.passwordKey needs basicAuth.username." }}
+{{- end }}
+{{- $auth := list }}
+{{- if $rw.basicAuth.passwordKey }}{{ $auth = append $auth "basicAuth" }}{{ end }}
+{{- if $rw.bearerTokenKey }}{{ $auth = append $auth "bearerTokenKey" }}{{ end }}
+{{- range $name, $_ := $rw.headers }}{{ if eq (lower $name) "authorization" }}{{ $auth = append $auth "an authorization header" }}{{ end }}{{ end }}
+{{- if gt (len $auth) 1 }}
+{{- fail (printf "presets.prometheusScrape.remoteWrite: set only one of %s (each sets the Authorization header)." (join " and " $auth)) }}
+{{- end }}
 {{- end }}
 {{- if $p.alerting.enabled }}
 {{- fail "presets.alerting is not available yet: the alerting plugins ship in a later monbridge release. Set presets.alerting.enabled=false." }}
@@ -103,7 +163,23 @@ Included once, from configmap.yaml (rendered in every mode).
 {{- $enabled = append $enabled .plugin_id }}
 {{- end }}
 {{- end }}
+{{- if $s.sharding.enabled }}
+{{- $prom := list }}
+{{- range $config.plugins }}
+{{- if and (eq .plugin_id "monitoring.integration.prometheus") (or (not (hasKey . "enabled")) .enabled) (dig "config" "scrape" nil .) }}
+{{- $prom = append $prom . }}
+{{- end }}
+{{- end }}
+{{- if not $prom }}
+{{- fail "presets.prometheusScrape.sharding.enabled=true, but no enabled monitoring.integration.prometheus plugin scrapes anything: set presets.prometheusScrape.enabled=true with targets (or fileSD), or presets.prometheusScrape.sharding.enabled=false." }}
+{{- end }}
+{{- range $prom }}
+{{- if hasKey .config.scrape "shard" }}
+{{- fail "config.plugins sets scrape.shard of monitoring.integration.prometheus, but presets.prometheusScrape.sharding gives each pod its own shard from its ordinal; a shard in the shared config would make every pod scrape the same one. Remove scrape.shard from config.plugins." }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if not $enabled }}
-{{- fail "no monbridge plugin is enabled, so monbridge would collect and send nothing: enable a preset (presets.hostMetrics in mode daemonset, presets.otlpExport) or add an entry to config.plugins (e.g. plugin_id: monitoring.metrics.process)." }}
+{{- fail "no monbridge plugin is enabled, so monbridge would collect and send nothing: enable a preset (presets.hostMetrics in mode daemonset, presets.otlpExport, presets.prometheusScrape) or add an entry to config.plugins (e.g. plugin_id: monitoring.metrics.process)." }}
 {{- end }}
 {{- end }}
