@@ -98,7 +98,7 @@ class MonbridgeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
     plugins: list[PluginEntry] = Field(default_factory=list)
-    alerting: AlertingSettings = Field(default_factory=AlertingSettings)  # type: ignore[arg-type]
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
 
 def parse_listen(v: str) -> tuple[str, int]:

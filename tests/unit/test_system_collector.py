@@ -166,7 +166,7 @@ async def test_config_rejects_unknown_keys_and_bad_values(config: dict[str, Any]
 def test_config_is_frozen_and_defaults_are_sensible() -> None:
     cfg = SystemConfig.model_validate({})
     with pytest.raises(ValidationError):
-        cfg.procfs_path = "/x"
+        setattr(cfg, "procfs_path", "/x")
     assert not cfg.mountpoints.allows("/proc/sys")
     assert not cfg.mountpoints.allows("/sys")
     assert cfg.mountpoints.allows("/")
