@@ -27,6 +27,7 @@ __all__ = [
     "Notifier",
     "NotifierConfig",
     "PermanentDeliveryError",
+    "check_http_url",
     "http_delivery_error",
     "webhook_payload",
 ]
@@ -44,6 +45,16 @@ class DeliveryError(PluginError):
 
 class PermanentDeliveryError(PluginError):
     """The notification was refused in a way retrying cannot fix."""
+
+
+def check_http_url(v: str) -> str:
+    """``v`` if it is an http(s) URL with a host, else ValueError (for config validators)."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return v.rstrip("/") if u.path in ("", "/") else v
 
 
 def http_delivery_error(what: str, status: int, body: str, retry_after: str | None = None) -> PluginError:
