@@ -7,6 +7,7 @@ carry request headers (they hold credentials) and are redacted before logging.
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 from collections.abc import Mapping
@@ -35,13 +36,18 @@ class HttpClient:
 
     async def request(self, what: str, method: str, url: str, *, json_body: Any = None,
                       form: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-                      auth: aiohttp.BasicAuth | None = None, params: Mapping[str, str] | None = None) -> tuple[int, Any]:
+                      basic_auth: tuple[str, str] | None = None,
+                      params: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """Send; return (status, decoded JSON body or text) for a 2xx answer, else raise a delivery error."""
+        headers = dict(headers or {})
+        if basic_auth is not None:
+            token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
-            async with self._session.request(method, url, json=json_body, data=form, headers=dict(headers or {}),
-                                             auth=auth, params=params, ssl=self._ssl()) as resp:
+            async with self._session.request(method, url, json=json_body, data=form, headers=headers,
+                                             params=params, ssl=self._ssl()) as resp:
                 text = await resp.text()
                 if resp.status >= 300:
                     raise http_delivery_error(f"{what} ({method} {_path(url)})", resp.status, text,
