@@ -10,6 +10,7 @@ order they were added: the engine's processor chain first, then the OTLP exporte
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Status, StatusCode
 
 from bridge.api import Alert, AlertState
 
@@ -31,6 +32,7 @@ log = logging.getLogger("monbridge.alerting.telemetry")
 SCOPE = "monbridge.alerts"
 ATTR_EVENT = "monbridge.alert.event"
 EVENT_TRANSITION = "transition"
+_CONTEXTS_KEPT = 10_000
 
 _SEVERITY = {
     "critical": SeverityNumber.ERROR, "error": SeverityNumber.ERROR, "page": SeverityNumber.ERROR,
@@ -63,6 +65,9 @@ class AlertTelemetry:
         self.tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
         self.logger = self.logger_provider.get_logger(SCOPE, __version__)
         self.spans: dict[str, Span] = {}
+        # Span contexts of alerts, kept after their span ended: later records (a resolved
+        # notification's delivery) still carry the alert's trace.
+        self.contexts: OrderedDict[str, SpanContext] = OrderedDict()
         self._exporting: list[Any] = []
 
     def add_processor(self, processor: Any) -> None:
@@ -90,6 +95,9 @@ class AlertTelemetry:
                 start_time=int(alert.starts_at * 1e9),
             )
             self.spans[alert.id] = span
+            self.contexts[alert.id] = span.get_span_context()
+            while len(self.contexts) > _CONTEXTS_KEPT:
+                self.contexts.popitem(last=False)
         return span
 
     def span_event(self, alert_id: str, name: str, attributes: Mapping[str, Any] | None = None) -> None:
@@ -109,8 +117,8 @@ class AlertTelemetry:
 
     def emit(self, alert: Alert, event: str, body: str, extra: Mapping[str, Any] | None = None) -> None:
         """One log record about ``alert`` (``monbridge.alert.event`` = ``event``), in its span's context."""
-        span = self.spans.get(alert.id)
-        ctx = trace.set_span_in_context(span) if span is not None else None
+        span_context = self.contexts.get(alert.id)
+        ctx = trace.set_span_in_context(NonRecordingSpan(span_context)) if span_context is not None else None
         attrs = alert_attributes(alert)
         attrs[ATTR_EVENT] = event
         attrs.update(extra or {})
