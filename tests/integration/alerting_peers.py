@@ -36,7 +36,8 @@ class AlertmanagerProcess(ServerProcess):
 
 
 @pytest.fixture
-def alertmanager_server(tmp_path: Path, free_port, require_binary) -> Iterator[Callable[[Mapping[str, Any]], AlertmanagerProcess]]:
+def alertmanager_server(tmp_path: Path, free_port,
+                        require_binary) -> Iterator[Callable[[Mapping[str, Any]], AlertmanagerProcess]]:
     started: list[ServerProcess] = []
 
     def start(config: Mapping[str, Any]) -> AlertmanagerProcess:

@@ -10,13 +10,13 @@ import signal
 import time
 import urllib.request
 
-import pytest
-import yaml
-
 import alerting_peers
 import otlp_receiver
+import pytest
+import yaml
 from alerting_peers import api
 from otlp_receiver import attributes
+
 from tests.http_recorder import HttpRecorder
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def test_threshold_to_webhook_ack_resolve_and_otlp(run_monbridge, hook, otlp_htt
     reload_with(mb, config(tmp_path / "state", hook.url, 1, otlp))  # back under the threshold
     [resolved] = hook.wait_for(lambda r: r.json()["status"] == "resolved")
     assert resolved.json()["alerts"][0]["fingerprint"] == alert["fingerprint"]
-    assert api(mb.url, "GET", f"/api/v1/alerts?state=resolved")[0]["id"] == alert["id"]
+    assert api(mb.url, "GET", "/api/v1/alerts?state=resolved")[0]["id"] == alert["id"]
 
     def mine(x):
         return attributes(x.attributes).get("alert.id") == alert["id"]

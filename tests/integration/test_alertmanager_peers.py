@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 import alerting_peers
+import pytest
 from alerting_peers import api
 
 pytestmark = pytest.mark.integration
