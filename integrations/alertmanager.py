@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.alerting.httpclient import HttpClient
+from bridge.alerting.httpclient import HttpNotifier
 from bridge.alerting.model import rfc3339
-from bridge.alerting.notify import Notification, Notifier, NotifierConfig, check_http_url
+from bridge.alerting.notify import Notification, NotifierConfig, check_http_url
 from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
 
 __all__ = ["AlertmanagerConfig", "AlertmanagerNotifier", "am_alerts", "label_name"]
@@ -59,7 +59,7 @@ def am_alerts(n: Notification) -> list[dict[str, Any]]:
     return out
 
 
-class AlertmanagerNotifier(Notifier):
+class AlertmanagerNotifier(HttpNotifier):
     config_model: ClassVar[type[PluginConfig]] = AlertmanagerConfig
     plugin_id = PLUGIN_ID
 
@@ -67,14 +67,8 @@ class AlertmanagerNotifier(Notifier):
         return PluginMetadata(PLUGIN_ID, "Alertmanager", "0.1.0", "monbridge",
                               "forwards alerts to an Alertmanager (API v2)", PluginType.ALERT_PROCESSOR)
 
-    async def setup(self) -> None:
-        self.client = HttpClient(self.config.timeout)
-
     async def send(self, notification: Notification) -> None:
         cfg: AlertmanagerConfig = self.config
         headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         await self.client.request("alertmanager", "POST", cfg.url + "/api/v2/alerts", json_body=am_alerts(notification),
                                   headers=headers)
-
-    async def shutdown(self) -> None:
-        await self.client.close()

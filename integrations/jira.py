@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.alerting.httpclient import HttpClient
-from bridge.alerting.notify import Notification, Notifier, NotifierConfig, PermanentDeliveryError, check_http_url
+from bridge.alerting.httpclient import HttpNotifier
+from bridge.alerting.notify import Notification, NotifierConfig, PermanentDeliveryError, check_http_url
 from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
 from bridge.api import PluginConfig, PluginMetadata, PluginType
 
@@ -59,7 +59,7 @@ def adf(lines: list[str]) -> dict[str, Any]:
             "content": [{"type": "paragraph", "content": [{"type": "text", "text": line}]} for line in lines if line]}
 
 
-class JiraNotifier(Notifier):
+class JiraNotifier(HttpNotifier):
     config_model: ClassVar[type[PluginConfig]] = JiraConfig
     plugin_id = PLUGIN_ID
 
@@ -68,7 +68,7 @@ class JiraNotifier(Notifier):
                               PluginType.ALERT_PROCESSOR)
 
     async def setup(self) -> None:
-        self.client = HttpClient(self.config.timeout)
+        await super().setup()
         self.state = TicketState(None)
 
     def attach(self, ctx: AlertContext) -> None:
@@ -140,6 +140,3 @@ class JiraNotifier(Notifier):
             raise
         value = (doc or {}).get("value")
         return value if isinstance(value, dict) else {}
-
-    async def shutdown(self) -> None:
-        await self.client.close()

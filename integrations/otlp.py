@@ -406,10 +406,20 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         return kwargs
 
     def _http_exporter(self, cfg: OtlpConfig) -> Any:
-        from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         kwargs = self._common_kwargs(cfg)
+        kwargs.update(self._http_kwargs(cfg))
+        exporter = OTLPMetricExporter(**kwargs)
+        self._observe_http_client(exporter)
+        return exporter
+
+    @staticmethod
+    def _http_kwargs(cfg: OtlpConfig) -> dict[str, Any]:
+        """Compression and TLS arguments of the SDK's HTTP exporters (metrics, spans, logs)."""
+        from opentelemetry.exporter.otlp.proto.http import Compression
+
+        kwargs: dict[str, Any] = {}
         if cfg.compression is not None:
             kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
         if cfg.tls is not None:
@@ -418,9 +428,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
                 kwargs["client_certificate_file"] = str(cfg.tls.cert_file)
                 kwargs["client_key_file"] = str(cfg.tls.key_file)
-        exporter = OTLPMetricExporter(**kwargs)
-        self._observe_http_client(exporter)
-        return exporter
+        return kwargs
 
     def _observe_http_client(self, exporter: Any) -> None:
         """Remember the HTTP status (or connection error) of the last attempt in this thread: the
@@ -564,18 +572,10 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
                     *(p.read_bytes() if p is not None else None for p in (tls.ca_file, tls.key_file, tls.cert_file)))
                 kwargs["insecure"] = False
             return GrpcSpanExporter(**kwargs), GrpcLogExporter(**kwargs)
-        from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        if cfg.compression is not None:
-            kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
-        if cfg.tls is not None:
-            if cfg.tls.ca_file is not None:
-                kwargs["certificate_file"] = str(cfg.tls.ca_file)
-            if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
-                kwargs["client_certificate_file"] = str(cfg.tls.cert_file)
-                kwargs["client_key_file"] = str(cfg.tls.key_file)
+        kwargs.update(self._http_kwargs(cfg))
         endpoint = kwargs.pop("endpoint", None)
         spans = dict(kwargs)
         logs = dict(kwargs)

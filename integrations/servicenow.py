@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.alerting.httpclient import HttpClient
-from bridge.alerting.notify import Notification, Notifier, NotifierConfig, check_http_url
+from bridge.alerting.httpclient import HttpNotifier
+from bridge.alerting.notify import Notification, NotifierConfig, check_http_url
 from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
 from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
 from bridge.logs import redact_text
@@ -62,7 +62,7 @@ class ServiceNowConfig(NotifierConfig):
         return check_http_url(v)
 
 
-class ServiceNowNotifier(Notifier):
+class ServiceNowNotifier(HttpNotifier):
     config_model: ClassVar[type[PluginConfig]] = ServiceNowConfig
     plugin_id = PLUGIN_ID
 
@@ -72,7 +72,7 @@ class ServiceNowNotifier(Notifier):
                               PluginType.ALERT_PROCESSOR)
 
     async def setup(self) -> None:
-        self.client = HttpClient(self.config.timeout)
+        await super().setup()
         self.state = TicketState(None)
         self.ctx: AlertContext | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -167,4 +167,4 @@ class ServiceNowNotifier(Notifier):
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        await self.client.close()
+        await super().shutdown()

@@ -21,8 +21,8 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bridge.alerting.httpclient import HttpClient
-from bridge.alerting.notify import Notification, Notifier, NotifierConfig, check_http_url
+from bridge.alerting.httpclient import HttpNotifier
+from bridge.alerting.notify import Notification, NotifierConfig, check_http_url
 from bridge.api import PluginConfig, PluginMetadata, PluginType
 
 __all__ = ["SmsConfig", "TwilioSmsNotifier", "sms_body"]
@@ -69,7 +69,7 @@ def sms_body(n: Notification) -> str:
     return text if len(text) <= MAX_BODY else text[: MAX_BODY - 1] + "…"
 
 
-class TwilioSmsNotifier(Notifier):
+class TwilioSmsNotifier(HttpNotifier):
     config_model: ClassVar[type[PluginConfig]] = SmsConfig
     plugin_id = PLUGIN_ID
 
@@ -78,7 +78,7 @@ class TwilioSmsNotifier(Notifier):
                               PluginType.ALERT_PROCESSOR)
 
     async def setup(self) -> None:
-        self.client = HttpClient(self.config.timeout)
+        await super().setup()
         self._sent: set[tuple[str, str]] = set()
 
     async def send(self, notification: Notification) -> None:
@@ -96,6 +96,3 @@ class TwilioSmsNotifier(Notifier):
                 form["MessagingServiceSid"] = cfg.messaging_service_sid or ""
             await self.client.request("twilio", "POST", url, form=form, basic_auth=auth)
             self._sent.add((notification.key, number))
-
-    async def shutdown(self) -> None:
-        await self.client.close()

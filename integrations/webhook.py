@@ -18,8 +18,8 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.alerting.httpclient import HttpClient
-from bridge.alerting.notify import Notification, Notifier, NotifierConfig, check_http_url, webhook_payload
+from bridge.alerting.httpclient import HttpNotifier
+from bridge.alerting.notify import Notification, NotifierConfig, check_http_url, webhook_payload
 from bridge.api import PluginConfig, PluginMetadata, PluginType
 
 __all__ = ["WebhookConfig", "WebhookNotifier"]
@@ -37,7 +37,7 @@ class WebhookConfig(NotifierConfig):
         return check_http_url(v)
 
 
-class WebhookNotifier(Notifier):
+class WebhookNotifier(HttpNotifier):
     config_model: ClassVar[type[PluginConfig]] = WebhookConfig
     plugin_id = PLUGIN_ID
 
@@ -45,15 +45,9 @@ class WebhookNotifier(Notifier):
         return PluginMetadata(PLUGIN_ID, "Webhook", "0.1.0", "monbridge",
                               "alert groups as Alertmanager webhook payloads (version 4)", PluginType.ALERT_PROCESSOR)
 
-    async def setup(self) -> None:
-        self.client = HttpClient(self.config.timeout)
-
     async def send(self, notification: Notification) -> None:
         cfg: WebhookConfig = self.config
         headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         headers["Idempotency-Key"] = notification.key
         await self.client.request("webhook", "POST", cfg.url, json_body=webhook_payload(notification, PLUGIN_ID),
                                   headers=headers)
-
-    async def shutdown(self) -> None:
-        await self.client.close()

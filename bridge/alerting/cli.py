@@ -95,13 +95,17 @@ def list_cmd(api: _Api, state: str | None, as_json: bool) -> None:
                    f"{labels}{muted}")
 
 
+def _transition(api: _Api, alert_id: str, action: str) -> None:
+    a = api.call("POST", f"/api/v1/alerts/{alert_id}/{action}")
+    click.echo(f"{a['id']} {a['name']}: {a['state']}")
+
+
 @alerts.command()
 @click.argument("alert_id")
 @click.pass_obj
 def ack(api: _Api, alert_id: str) -> None:
     """Acknowledge ALERT_ID."""
-    a = api.call("POST", f"/api/v1/alerts/{alert_id}/ack")
-    click.echo(f"{a['id']} {a['name']}: {a['state']}")
+    _transition(api, alert_id, "ack")
 
 
 @alerts.command()
@@ -109,8 +113,7 @@ def ack(api: _Api, alert_id: str) -> None:
 @click.pass_obj
 def resolve(api: _Api, alert_id: str) -> None:
     """Resolve ALERT_ID."""
-    a = api.call("POST", f"/api/v1/alerts/{alert_id}/resolve")
-    click.echo(f"{a['id']} {a['name']}: {a['state']}")
+    _transition(api, alert_id, "resolve")
 
 
 @alerts.command()

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 
-from bridge.alerting.notify import DeliveryError, http_delivery_error
+from bridge.alerting.notify import DeliveryError, Notifier, http_delivery_error
 
-__all__ = ["HttpClient"]
+__all__ = ["HttpClient", "HttpNotifier"]
 
 
 class HttpClient:
@@ -75,3 +75,15 @@ def _path(url: str) -> str:
     if u.port:
         netloc += f":{u.port}"
     return urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
+class HttpNotifier(Notifier):
+    """A notifier that talks HTTP: ``self.client`` is made from the config's ``timeout`` and closed at shutdown."""
+
+    client: HttpClient
+
+    async def setup(self) -> None:
+        self.client = HttpClient(self.config.timeout)
+
+    async def shutdown(self) -> None:
+        await self.client.close()

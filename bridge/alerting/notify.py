@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from bridge.alerting.base import BaseProcessor
 from bridge.alerting.model import Matcher, alert_from_json, alert_to_json, parse_matchers, rfc3339
-from bridge.api import Alert, AlertProcessorPlugin, AlertState, PluginConfig, PluginError
+from bridge.api import Alert, AlertState, PluginConfig, PluginError
 
 __all__ = [
     "DeliveryError",
@@ -173,33 +174,11 @@ class NotifierConfig(PluginConfig):
         return parse_matchers(self.match)
 
 
-class Notifier(AlertProcessorPlugin):
+class Notifier(BaseProcessor):
     """Base of the notifiers: routed by ``match``, delivering groups through ``send``."""
 
     config_model: ClassVar[type[PluginConfig]] = NotifierConfig
     plugin_id: ClassVar[str] = ""
-
-    def __init__(self) -> None:
-        self.config: Any = None
-
-    async def initialize(self, config: Mapping[str, Any]) -> None:
-        self.config = config if isinstance(config, PluginConfig) else self.parse_config(config)
-        await self.setup()
-
-    async def setup(self) -> None:
-        """Prepare after the config is parsed (clients, files)."""
-
-    async def process_alert(self, alert: Alert) -> Alert:
-        return alert
-
-    async def handle_acknowledgment(self, alert_id: str) -> None:
-        return None
-
-    async def handle_resolution(self, alert_id: str) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
 
     @abc.abstractmethod
     async def send(self, notification: Notification) -> None:

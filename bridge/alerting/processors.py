@@ -17,54 +17,30 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from bridge.alerting.base import BaseProcessor
 from bridge.alerting.dispatch import GroupingSettings
 from bridge.alerting.model import AlertSuppressed, Matcher, matches_all, parse_matchers
-from bridge.api import Alert, AlertProcessorPlugin, AlertState, PluginConfig, PluginMetadata, PluginType
+from bridge.api import Alert, AlertState, PluginConfig, PluginMetadata, PluginType
 
 if TYPE_CHECKING:
-    from bridge.alerting.engine import AlertContext
+    pass
 
 __all__ = ["CorrelationProcessor", "DedupProcessor", "EscalationProcessor", "GroupingProcessor", "InhibitProcessor"]
 
 log = logging.getLogger("monbridge.alerting.processors")
 
 
-class _Processor(AlertProcessorPlugin):
-    """A processor with nothing to do in the hooks it does not define."""
-
+class _Processor(BaseProcessor):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-
-    def __init__(self) -> None:
-        self.config: Any = None
-        self.ctx: AlertContext | None = None
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(f"monitoring.alerts.{self.name}", self.name, "0.1.0", "monbridge", self.description,
                               PluginType.ALERT_PROCESSOR)
-
-    async def initialize(self, config: Mapping[str, Any]) -> None:
-        self.config = self.parse_config(config)
-
-    def attach(self, ctx: AlertContext) -> None:
-        self.ctx = ctx
-
-    async def process_alert(self, alert: Alert) -> Alert:
-        return alert
-
-    async def handle_acknowledgment(self, alert_id: str) -> None:
-        return None
-
-    async def handle_resolution(self, alert_id: str) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
 
 
 # --------------------------------------------------------------------------- dedup

@@ -116,3 +116,16 @@ async def test_rule_fires_after_for_and_resolves_with_webhook_payload(tmp_path):
         await rt.stop()
         hook.stop()
     assert len(hook.requests) == 3  # firing, resolved, firing: nothing repeated
+
+
+def test_readme_alerting_example_is_a_valid_config():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Alerting", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    env = {"TWILIO_TOKEN": "t" * 8, "JIRA_TOKEN": "j" * 8, "SNOW_PASSWORD": "p" * 8}
+    loaded = parse_config(example.replace('"AC..."', '"AC' + "0" * 32 + '"'), "README.md", PluginRegistry().discover(),
+                          env=env)
+    assert [p.plugin_id for p in loaded.enabled_plugins][:2] == ["monitoring.alerts.rules", "monitoring.alerts.grouping"]
+    assert loaded.model.alerting.external_url == "https://monbridge.example.org"
