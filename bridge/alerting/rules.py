@@ -172,10 +172,14 @@ class RulesSource(AlertProcessorPlugin):
         for s in list(fam.series.values()):
             if any(s.attributes.get(k) != v and str(s.attributes.get(k)) != str(v) for k, v in rule.match.items()):
                 continue
-            v = s.value.sum / s.value.count if isinstance(s.value, HistogramValue) and s.value.count else s.value
-            if isinstance(v, HistogramValue):
-                continue
-            values.append(float(v))
+            raw: Any = s.value
+            if isinstance(raw, HistogramValue):  # a histogram's value for a rule: its mean
+                if not raw.count:
+                    continue
+                raw = raw.sum / raw.count
+            if not isinstance(raw, (int, float)):
+                continue  # no single number (a summary): not comparable with a threshold
+            values.append(float(raw))
             common = dict(s.attributes) if common is None else {k: x for k, x in common.items()
                                                                  if s.attributes.get(k) == x}
         if not values:
