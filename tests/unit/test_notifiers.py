@@ -9,6 +9,7 @@ search/jql; ServiceNow's Table API on the incident table; Twilio's Messages reso
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import ssl
@@ -353,3 +354,47 @@ async def test_retry_after_is_honoured_by_the_error():
     finally:
         srv.stop()
     assert e.value.retry_after == 7.0
+
+
+async def test_a_receiver_echoing_the_token_does_not_leak_it(tmp_path, caplog):
+    """Through a real Runtime: the token a receiver echoes back reaches neither the log, nor the
+    plugin API, nor the outcome recorded on the alert."""
+    import logging
+
+    import aiohttp
+
+    from bridge.config import parse_config
+    from bridge.registry import PluginRegistry
+    from bridge.runtime import Runtime
+
+    srv = HttpRecorder(lambda r: (400, {"errorMessages": [f"token {JIRA_TOKEN} is not valid here"]}, {}))
+    text = f"""
+server: {{listen: "127.0.0.1:0"}}
+alerting: {{state_dir: "{tmp_path}"}}
+plugins:
+  - plugin_id: monitoring.alerts.grouping
+    config: {{group_wait: 0}}
+  - plugin_id: monitoring.alerts.jira
+    config: {{url: "{srv.url}", email: bot@example.org, api_token: "${{JIRA_TOKEN}}", project: OPS}}
+"""
+    reg = PluginRegistry().discover()
+    rt = Runtime(parse_config(text, "t.yaml", reg, env={"JIRA_TOKEN": JIRA_TOKEN}), reg)
+    caplog.set_level(logging.INFO)
+    await rt.start()
+    try:
+        rt.alerts.fire(Alert("", "HighCPU", "critical", labels={"host": "h1"}), "test")
+        for _ in range(50):
+            if rt.alerts.outbox.failed_total:
+                break
+            await asyncio.sleep(0.05)
+        host, port = rt.server.bound
+        async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/api/v1/plugins") as r:
+            plugins = await r.text()
+    finally:
+        await rt.stop()
+        srv.stop()
+    assert rt.alerts.outbox.failed_total == 1  # a 400 is not retried
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused" in logged and "<secret> is not valid here" in logged
+    assert JIRA_TOKEN not in logged and JIRA_TOKEN not in plugins
+    assert '"api_token": "<secret>"' in plugins
