@@ -101,7 +101,8 @@ def test_every_copied_file_exists_in_the_context_and_is_not_ignored() -> None:
         assert src.rstrip("/") in allowed, f"COPY {src}: {IGNORE_FILE.name} leaves it out of the context"
     # What the package build reads: pyproject.toml's readme and packages.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    needed = {project["project"]["readme"], "pyproject.toml", *project["tool"]["setuptools"]["packages"]}
+    top_level = {pattern.rstrip("*").split(".")[0] for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    needed = {project["project"]["readme"], "pyproject.toml", *top_level}
     assert needed <= {s.rstrip("/") for s in sources}
 
 
