@@ -543,10 +543,8 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         await self.export_metrics_data(metrics_to_otel(metrics, self._resource))
 
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
-        """Alerts are not pushed by this integration yet: they will go out as OTel log records
-        (and their lifetimes as spans) over OTLP in a later issue. Until then this is a no-op."""
-        if alerts:
-            log.debug("%d alerts not exported: OTLP alert export (as OTel logs) is not implemented yet", len(alerts))
+        """Nothing to do: alerts reach OTLP as log records (each transition) and spans (each
+        alert's life) through the alert engine, with the exporters of ``telemetry_exporters``."""
 
     def telemetry_exporters(self) -> tuple[Any, Any]:
         """A span exporter and a log record exporter with this integration's endpoint, protocol,

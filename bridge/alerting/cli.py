@@ -78,12 +78,13 @@ def alerts(ctx: click.Context, url: str, bearer_token: str | None, basic_auth: s
 
 
 @alerts.command(name="list")
-@click.option("--state", type=click.Choice(["firing", "acknowledged", "resolved"]), help="only alerts in this state")
+@click.option("--state", type=click.Choice(["active", "firing", "acknowledged", "resolved", "all"]), default="active",
+              show_default=True, help="which alerts: active (firing and acknowledged), one state, or all")
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON")
 @click.pass_obj
 def list_cmd(api: _Api, state: str | None, as_json: bool) -> None:
     """Current alerts: id, state, name, severity, since, labels."""
-    data = api.call("GET", "/api/v1/alerts" + (f"?state={state}" if state else ""))
+    data = api.call("GET", f"/api/v1/alerts?state={state}")
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

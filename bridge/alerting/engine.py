@@ -73,7 +73,7 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
         self._loop = loop
         self.queue = asyncio.Queue()
 
-    def _put(self, item: tuple[str, str, AlertState | None]) -> None:
+    def put(self, item: tuple[str, str, AlertState | None]) -> None:
         if self.queue is None or self._loop is None:
             return
         try:
@@ -89,7 +89,7 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         attrs = log_record.log_record.attributes or {}
         if attrs.get(ATTR_EVENT) == EVENT_TRANSITION:
-            self._put(("transition", str(attrs["alert.id"]), AlertState(str(attrs["alert.state"]))))
+            self.put(("transition", str(attrs["alert.id"]), AlertState(str(attrs["alert.state"]))))
 
     # SpanProcessor
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -98,7 +98,7 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         attrs = span.attributes or {}
         if attrs.get("alert.state") == AlertState.RESOLVED.value and "alert.id" in attrs:
-            self._put(("resolution", str(attrs["alert.id"]), AlertState.RESOLVED))
+            self.put(("resolution", str(attrs["alert.id"]), AlertState.RESOLVED))
 
     def shutdown(self) -> None:
         return None
@@ -177,11 +177,12 @@ class AlertEngine:
         self.chain.bind(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.chain.run(), name="alerts:chain"))
         self.refresh()
-        # Active alerts from before a restart: their spans go on, their groups are rebuilt (the
-        # notification log knows what was already sent).
+        # Active alerts from before a restart: their spans go on, and they pass through the chain
+        # again, so processors rebuild their state (escalation timers) and the groups are rebuilt
+        # (the notification log knows what was already sent).
         for alert in self.store.active_alerts():
             self.telemetry.open_span(alert)
-            self.dispatcher.insert(alert)
+            self.chain.put(("transition", alert.id, alert.state))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="alerts:housekeeping"))
 
     async def stop(self) -> None:

@@ -1,6 +1,7 @@
 """The alerting HTTP API (under the server's TLS and authentication).
 
-* ``GET /api/v1/alerts`` (``?state=firing|acknowledged|resolved``): current alerts
+* ``GET /api/v1/alerts``: current (firing and acknowledged) alerts; ``?state=firing|acknowledged|
+  resolved`` one state, ``?state=all`` every alert still remembered (the last 1000 resolved)
 * ``GET /api/v1/alerts/history`` (``?alert_id=``, ``?limit=``): transitions, oldest first
 * ``POST /api/v1/alerts/{id}/ack``, ``POST /api/v1/alerts/{id}/resolve``
 * ``POST /api/v1/alerts/alertmanager``: Alertmanager's webhook (payload version 4) as a receiver
@@ -110,13 +111,15 @@ class _AlertApi:
         self.engine = engine
 
     async def list_alerts(self, request: web.Request) -> web.Response:
-        state = request.query.get("state")
-        try:
-            st = AlertState(state) if state else None
-        except ValueError:
-            return _error("state: expected one of firing, acknowledged, resolved")
+        state = request.query.get("state", "active")
+        if state not in ("active", "all", *(s.value for s in AlertState)):
+            return _error("state: expected one of active (the default), firing, acknowledged, resolved, all")
+        if state == "active":
+            alerts = sorted(self.engine.store.active_alerts(), key=lambda a: (a.starts_at, a.id))
+        else:
+            alerts = self.engine.store.query(None if state == "all" else AlertState(state))
         out = []
-        for a in self.engine.store.query(st):
+        for a in alerts:
             d = alert_to_json(a)
             muted = self.engine.muted(a) if a.state is not AlertState.RESOLVED else None
             d["muted_by"] = muted

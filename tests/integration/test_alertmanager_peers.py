@@ -42,7 +42,8 @@ def test_alertmanager_webhooks_reach_monbridge(run_monbridge, alertmanager_serve
     assert ours["state"] == "firing"
     # Resolved in Alertmanager (endsAt now): the resolved webhook resolves monbridge's alert.
     am.post_alerts([{"labels": labels, "annotations": {}, "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}])
-    wait(lambda: api(mb.url, "GET", "/api/v1/alerts")[0]["state"] == "resolved", what="resolution via the webhook")
+    wait(lambda: api(mb.url, "GET", "/api/v1/alerts") == [], what="resolution via the webhook")
+    assert api(mb.url, "GET", "/api/v1/alerts?state=resolved")[0]["id"] == ours["id"]
     hist = api(mb.url, "GET", f"/api/v1/alerts/history?alert_id={ours['id']}")
     assert [(h["from"], h["to"], h["by"]) for h in hist] == [(None, "firing", "alertmanager:monbridge"),
                                                              ("firing", "resolved", "alertmanager:monbridge")]

@@ -82,7 +82,11 @@ async def test_receiver_ack_resolve_history_and_errors(tmp_path):
                 async with s.post(url + "/api/v1/alerts/alertmanager", json=body) as r:
                     assert r.status == 400 and (await r.json())["error"] == msg
             async with s.get(url + "/api/v1/alerts?state=open") as r:
-                assert r.status == 400 and "state: expected one of" in (await r.json())["error"]
+                assert r.status == 400 and "state: expected one of active (the default)" in (await r.json())["error"]
+            async with s.get(url + "/api/v1/alerts") as r:
+                assert (await r.json())["data"] == []  # resolved: no longer current
+            async with s.get(url + "/api/v1/alerts?state=all") as r:
+                assert [x["state"] for x in (await r.json())["data"]] == ["resolved"]
         async with aiohttp.ClientSession() as anon:
             async with anon.get(url + "/api/v1/alerts") as r:
                 assert r.status == 401  # the server's authentication covers the alert API

@@ -207,3 +207,75 @@ async def test_outbox_retries_and_survives_a_restart_without_doubles(tmp_path):
         assert t2.engine.outbox.pending() == []
     finally:
         await t2.engine.stop()
+
+
+async def test_escalation_timers_come_back_after_a_restart(tmp_path):
+    async def build():
+        grouping = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.1})
+        esc = await plugin(EscalationProcessor, {"levels": [{"after": 0.5, "notify": ["monitoring.alerts.pager"]}]})
+        pager = await notifier("monitoring.alerts.pager")
+        return EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping),
+                                          ("monitoring.alerts.escalation", esc), pager]), pager[1]
+
+    t1, _ = await build()
+    await t1.engine.start()
+    a = t1.engine.fire(make_alert("A"), "test")
+    await settle(t1, 0.1)
+    await t1.engine.stop()  # before the escalation was due
+    t2, pager = await build()
+    await t2.engine.start()
+    try:
+        await settle(t2, 0.6)
+        [e] = pager.sent
+        assert e.alerts[0].id == a.id and e.escalation_level == 1
+    finally:
+        await t2.engine.stop()
+
+
+async def test_integrations_import_and_export_alerts(tmp_path):
+    from collections.abc import Sequence
+
+    from bridge.api import Alert, MonitoringIntegrationPlugin, PluginMetadata, PluginType
+
+    class Nagios(MonitoringIntegrationPlugin):
+        def __init__(self):
+            self.pending: list[Alert] = []
+            self.exported: list[list[str]] = []
+
+        def metadata(self):
+            return PluginMetadata("monitoring.integration.nagios", "n", "1", "t", "", PluginType.INTEGRATION)
+
+        async def initialize(self, config):
+            return None
+
+        async def shutdown(self):
+            return None
+
+        async def export_metrics(self, metrics):
+            return None
+
+        async def import_metrics(self):
+            return []
+
+        async def export_alerts(self, alerts: Sequence[Alert]):
+            self.exported.append(sorted(a.name for a in alerts))
+
+        async def import_alerts(self):
+            out, self.pending = self.pending, []
+            return out
+
+    nagios = Nagios()
+    t = EngineUnderTest(tmp_path, [("monitoring.integration.nagios", nagios)], import_interval=0.1)
+    await t.engine.start()
+    try:
+        nagios.pending = [Alert("", "DiskFull", "critical", labels={"host": "db1"})]
+        await asyncio.sleep(1.3)
+        [a] = t.engine.store.active_alerts()
+        assert a.name == "DiskFull" and t.engine.store.transitions(a.id)[0].by == "monitoring.integration.nagios"
+        assert nagios.exported[-1] == ["DiskFull"]
+        gone = Alert("", "DiskFull", "critical", AlertState.RESOLVED, labels={"host": "db1"}, fingerprint=a.fingerprint)
+        nagios.pending = [gone]
+        await asyncio.sleep(1.2)
+        assert t.engine.store.get(a.id).state is AlertState.RESOLVED and nagios.exported[-1] == []
+    finally:
+        await t.engine.stop()
