@@ -3,7 +3,8 @@
 ``POST {base_url}/2010-04-01/Accounts/{account_sid}/Messages.json``, form-encoded ``To``,
 ``From`` (or ``MessagingServiceSid``) and ``Body``, HTTP basic auth with the account SID and
 auth token, one message per recipient. A recipient that already got a notification is not
-messaged again when another recipient's failure makes the notification retry.
+messaged again when another recipient's failure makes the notification retry, across a
+restart too (``sms.json`` in the state directory).
 
 Config::
 
@@ -17,13 +18,17 @@ Config::
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.alerting.httpclient import HttpNotifier
 from bridge.alerting.notify import Notification, NotifierConfig, check_http_url
+from bridge.alerting.tickets import TicketState
 from bridge.api import PluginConfig, PluginMetadata, PluginType
+
+if TYPE_CHECKING:
+    from bridge.alerting.engine import AlertContext
 
 __all__ = ["SmsConfig", "TwilioSmsNotifier", "sms_body"]
 
@@ -79,15 +84,19 @@ class TwilioSmsNotifier(HttpNotifier):
 
     async def setup(self) -> None:
         await super().setup()
-        self._sent: set[tuple[str, str]] = set()
+        self._progress = TicketState(None)  # notification key -> {"sent": [numbers already messaged]}
+
+    def attach(self, ctx: AlertContext) -> None:
+        self._progress = TicketState(ctx.engine.state_path("sms.json"))
 
     async def send(self, notification: Notification) -> None:
         cfg: SmsConfig = self.config
         url = f"{cfg.base_url}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json"
         auth = (cfg.account_sid, cfg.auth_token.get_secret_value())
         body = sms_body(notification)
+        sent = list((self._progress.get(notification.key) or {}).get("sent", []))
         for number in cfg.to:
-            if (notification.key, number) in self._sent:
+            if number in sent:
                 continue
             form = {"To": number, "Body": body}
             if cfg.from_ is not None:
@@ -95,4 +104,6 @@ class TwilioSmsNotifier(HttpNotifier):
             else:
                 form["MessagingServiceSid"] = cfg.messaging_service_sid or ""
             await self.client.request("twilio", "POST", url, form=form, basic_auth=auth)
-            self._sent.add((notification.key, number))
+            sent.append(number)
+            self._progress.put(notification.key, sent=sent)
+        self._progress.drop(notification.key)

@@ -127,7 +127,6 @@ async def test_twilio_messages_request_shape():
         n = await make(TwilioSmsNotifier, {"account_sid": SID, "auth_token": TWILIO_TOKEN, "from": "+15005550006",
                                            "to": ["+15551234567", "+15557654321"], "base_url": hook.url})
         await n.send(note())
-        await n.send(note())  # the same notification again: no second message to anyone
         await n.shutdown()
     finally:
         hook.stop()
@@ -398,3 +397,22 @@ plugins:
     assert "refused" in logged and "<secret> is not valid here" in logged
     assert JIRA_TOKEN not in logged and JIRA_TOKEN not in plugins
     assert '"api_token": "<secret>"' in plugins
+
+
+async def test_twilio_retry_after_a_partial_failure_messages_only_the_rest(tmp_path):
+    """The second recipient fails once; the retry (here after a restart) does not message the first again."""
+    answers = iter([(201, {"sid": "SM1"}, {}), (503, {"message": "busy"}, {}), (201, {"sid": "SM2"}, {})])
+    srv = HttpRecorder(lambda r: next(answers))
+    cfg = {"account_sid": SID, "auth_token": TWILIO_TOKEN, "from": "+15005550006",
+           "to": ["+15551234567", "+15557654321"], "base_url": srv.url}
+    try:
+        n = await make(TwilioSmsNotifier, cfg, tmp_path)
+        with pytest.raises(DeliveryError, match="HTTP 503"):
+            await n.send(note())
+        await n.shutdown()
+        again = await make(TwilioSmsNotifier, cfg, tmp_path)
+        await again.send(note())
+        await again.shutdown()
+    finally:
+        srv.stop()
+    assert [r.form()["To"] for r in srv.requests] == [["+15551234567"], ["+15557654321"], ["+15557654321"]]
