@@ -311,20 +311,21 @@ class AlertEngine:
         stored = self.store.alerts.get(alert_id)
         if stored is None:
             return
-        alert: Alert | None = copy_alert(stored)
-        alert.state = state or stored.state  # type: ignore[union-attr]
+        alert = copy_alert(stored)
+        alert.state = state or stored.state
+        suppressed = False
         for pid, p in self._processors:
             try:
-                alert = await p.process_alert(alert)  # type: ignore[arg-type]
+                alert = await p.process_alert(alert)
             except AlertSuppressed as e:
                 self.telemetry.span_event(alert_id, "suppressed", {"processor": pid, "reason": str(e)})
                 log.info("alert %s %s suppressed by %s: %s", alert_id, stored.name, pid, e)
-                alert = None
+                suppressed = True
                 break
             except Exception as e:  # noqa: BLE001 - a failing processor passes the alert on unchanged
                 log.error("alert processor %s failed on alert %s: %s", pid, alert_id,
                           redact_text(f"{type(e).__name__}: {e}"))
-        if alert is not None:
+        if not suppressed:
             stored.labels = dict(alert.labels)
             stored.annotations = dict(alert.annotations)
             self.dispatcher.insert(stored)
@@ -366,16 +367,16 @@ class AlertEngine:
                     ", ".join(notifier_ids))
 
     def _delivered(self, note: Notification, outcome: str, why: str | None) -> None:
+        """A notification was delivered (or given up): an event on each alert's span and a log record."""
+        attrs: dict[str, Any] = {"notification.notifier": note.notifier_id, "notification.key": note.key,
+                                 "notification.status": note.status, "notification.outcome": outcome}
+        if why:
+            attrs["notification.error"] = why
         for a in note.alerts:
-            attrs: dict[str, Any] = {"notifier": note.notifier_id, "notification.key": note.key,
-                                     "notification.status": note.status, "outcome": outcome}
-            if why:
-                attrs["error"] = why
             self.telemetry.span_event(a.id, "notification", attrs)
-            current = self.store.alerts.get(a.id, a)
-            self.telemetry.emit(current, "notification",
+            self.telemetry.emit(self.store.alerts.get(a.id, a), "notification",
                                 f"notification {outcome} to {note.notifier_id} about alert {a.name} ({note.status})",
-                                {f"alert.{k}" if not k.startswith("notification") else k: v for k, v in attrs.items()})
+                                attrs)
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name

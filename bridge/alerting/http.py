@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.alerting.model import alert_to_json, parse_rfc3339
+from bridge.alerting.model import alert_to_json, fingerprint, parse_rfc3339
 from bridge.alerting.silences import Silence
 from bridge.alerting.store import IllegalAlertTransition, UnknownAlert
 from bridge.api import Alert, AlertState
@@ -170,11 +170,7 @@ class _AlertApi:
         fired = resolved = 0
         for a in alerts:
             if a.state is AlertState.RESOLVED:
-                known = self.engine.store.by_fingerprint(a.fingerprint) if a.fingerprint else None
-                if known is None:
-                    from bridge.alerting.model import fingerprint
-
-                    known = self.engine.store.by_fingerprint(fingerprint(a.labels))
+                known = self.engine.store.by_fingerprint(a.fingerprint or fingerprint(a.labels))
                 if known is not None:
                     self.engine.resolve(known.id, f"alertmanager:{receiver}", a.ends_at)
                     resolved += 1

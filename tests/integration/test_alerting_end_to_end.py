@@ -89,6 +89,10 @@ def test_threshold_to_webhook_ack_resolve_and_otlp(run_monbridge, hook, otlp_htt
     assert span.name == "alert ExampleHigh"
     events = [e.name for e in span.events]
     assert events[:2] == ["notification", "acknowledged"], events
+    delivered = attributes(span.events[0].attributes)
+    assert delivered["notification.notifier"] == "monitoring.alerts.webhook"
+    assert delivered["notification.outcome"] == "delivered"
+    assert delivered["notification.key"] == fired.headers["idempotency-key"]
     assert attributes(span.attributes)["alert.state"] == "resolved"
     deadline = time.monotonic() + 15
     while True:
