@@ -50,6 +50,7 @@ __all__ = ["AlertContext", "AlertEngine", "ProcessorChain"]
 log = logging.getLogger("monbridge.alerting")
 
 PluginList = Callable[[PluginType], list[tuple[str, Plugin]]]
+STOP_FLUSH_S = 1.0
 
 
 @dataclass
@@ -162,11 +163,17 @@ class AlertEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._exporting_to: int | None = None
         self._started = False
+        self._current_settings: Callable[[], AlertingSettings] = lambda: self.settings
+        self._warned_settings: AlertingSettings | None = None
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> AlertEngine:
-        settings = getattr(runtime.loaded.model, "alerting", None) or AlertingSettings()
-        return cls(settings, runtime.pipeline, runtime.pipeline.resource, running_plugins(runtime))
+        def settings() -> AlertingSettings:
+            return getattr(runtime.loaded.model, "alerting", None) or AlertingSettings()
+
+        engine = cls(settings(), runtime.pipeline, runtime.pipeline.resource, running_plugins(runtime))
+        engine._current_settings = settings
+        return engine
 
     # ------------------------------------------------------------------ running
 
@@ -192,7 +199,12 @@ class AlertEngine:
         self._tasks.clear()
         self.dispatcher.stop()
         await self.outbox.stop()
-        await asyncio.to_thread(self.telemetry.shutdown)
+        # A graceful stop has 5 s in all: the last spans and records get one of them at most.
+        try:
+            async with asyncio.timeout(STOP_FLUSH_S + 0.5):
+                await asyncio.to_thread(self.telemetry.shutdown, int(STOP_FLUSH_S * 1000))
+        except TimeoutError:
+            log.warning("alerts: spans and log records not all exported within %.1fs of stopping", STOP_FLUSH_S)
         self._started = False
 
     async def drain(self) -> None:
@@ -231,6 +243,11 @@ class AlertEngine:
                 self.outbox.start(pid, p.send, self._delivered)
         self.dispatcher.configure(routes, grouping)
         self._export_through_otlp()
+        wanted = self._current_settings()
+        if wanted != self.settings and wanted != self._warned_settings:
+            self._warned_settings = wanted
+            log.warning("alerts: the changed alerting section (state_dir, outbox_dir, external_url, import_interval) "
+                        "takes effect at the next start; the running settings stay")
 
     def _export_through_otlp(self) -> None:
         for _pid, p in self._plugins(PluginType.INTEGRATION):

@@ -145,9 +145,9 @@ class AlertTelemetry:
         self.tracer_provider.force_flush(timeout_ms)
         self.logger_provider.force_flush(timeout_ms)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_ms: int = 3000) -> None:
         # Spans of still-active alerts are not ended: the alert's life goes on after a restart.
         self.spans.clear()
-        self.flush()
+        self.flush(timeout_ms)
         self.tracer_provider.shutdown()
         self.logger_provider.shutdown()
