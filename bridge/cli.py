@@ -215,5 +215,14 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
     sys.exit(1 if asyncio.run(once()) else 0)
 
 
+def _add_alerts_command() -> None:
+    from bridge.alerting.cli import alerts
+
+    main.add_command(alerts)
+
+
+_add_alerts_command()
+
+
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from bridge.alerting.settings import AlertingSettings
 from bridge.api import PluginType
 from bridge.registry import PluginNotFoundError, PluginRegistry
 
@@ -97,6 +98,7 @@ class MonbridgeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
     plugins: list[PluginEntry] = Field(default_factory=list)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
 
 def parse_listen(v: str) -> tuple[str, int]:

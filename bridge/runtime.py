@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from bridge.alerting.engine import AlertEngine
 from bridge.config import ConfigError, LoadedConfig, redact
 from bridge.logs import secret_values
 from bridge.pipeline import Pipeline
@@ -51,6 +52,7 @@ class Runtime:
         self.pipeline = Pipeline(cardinality_limit=loaded.model.pipeline.cardinality_limit)
         self.supervisor = Supervisor(self.pipeline, settings)
         self.server = HttpServer(self, loaded.model.server)
+        self.alerts = AlertEngine.for_runtime(self)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._remember_secrets(loaded)
@@ -84,6 +86,7 @@ class Runtime:
         await self.server.start()
         self._add_plugins(self.loaded)
         await self.supervisor.start_all()
+        await self.alerts.start()
         log.info("monbridge started from %s with %d plugins", self.loaded.source, len(self.supervisor.runners))
 
     async def run(self) -> None:
@@ -101,6 +104,7 @@ class Runtime:
         self._stop.set()
 
     async def stop(self) -> None:
+        await self.alerts.stop()
         try:
             async with asyncio.timeout(SHUTDOWN_BUDGET_S - 1.0):
                 await self.supervisor.stop_all()
@@ -137,6 +141,7 @@ class Runtime:
                 await self.server.start()
             if new.model.pipeline != old.model.pipeline:
                 self.pipeline.cardinality_limit = new.model.pipeline.cardinality_limit
+            self.alerts.refresh()
             msg = (f"reloaded {new.source}: {len(started)} plugins (re)started, "
                    f"{len(changed - set(new_entries))} removed")
             log.info(msg)

@@ -61,6 +61,9 @@ class HttpServer:
         app.router.add_post("/-/reload", self.reload)
         app.router.add_get("/api/v1/plugins", self.plugins)
         app.router.add_get("/", self.index)
+        from bridge.alerting.http import add_alert_routes
+
+        add_alert_routes(app, self.runtime)
         return app
 
     async def start(self) -> None:

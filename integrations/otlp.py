@@ -441,10 +441,20 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         return kwargs
 
     def _http_exporter(self, cfg: OtlpConfig) -> Any:
-        from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         kwargs = self._common_kwargs(cfg)
+        kwargs.update(self._http_kwargs(cfg))
+        exporter = OTLPMetricExporter(**kwargs)
+        self._observe_http_client(exporter)
+        return exporter
+
+    @staticmethod
+    def _http_kwargs(cfg: OtlpConfig) -> dict[str, Any]:
+        """Compression and TLS arguments of the SDK's HTTP exporters (metrics, spans, logs)."""
+        from opentelemetry.exporter.otlp.proto.http import Compression
+
+        kwargs: dict[str, Any] = {}
         if cfg.compression is not None:
             kwargs["compression"] = Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression
         if cfg.tls is not None:
@@ -453,9 +463,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
                 kwargs["client_certificate_file"] = str(cfg.tls.cert_file)
                 kwargs["client_key_file"] = str(cfg.tls.key_file)
-        exporter = OTLPMetricExporter(**kwargs)
-        self._observe_http_client(exporter)
-        return exporter
+        return kwargs
 
     def _observe_http_client(self, exporter: Any) -> None:
         """Remember the HTTP status (or connection error) of the last attempt in this thread: the
@@ -570,10 +578,45 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         await self.export_metrics_data(metrics_to_otel(metrics, self._resource))
 
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
-        """Alerts are not pushed by this integration yet: they will go out as OTel log records
-        (and their lifetimes as spans) over OTLP in a later issue. Until then this is a no-op."""
-        if alerts:
-            log.debug("%d alerts not exported: OTLP alert export (as OTel logs) is not implemented yet", len(alerts))
+        """Nothing to do: alerts reach OTLP as log records (each transition) and spans (each
+        alert's life) through the alert engine, with the exporters of ``telemetry_exporters``."""
+
+    def telemetry_exporters(self) -> tuple[Any, Any]:
+        """A span exporter and a log record exporter with this integration's endpoint, protocol,
+        headers, compression, timeout and TLS (the alert engine's spans and transition records
+        go out through them). For http/protobuf, ``/v1/metrics`` becomes ``/v1/traces`` and ``/v1/logs``."""
+        cfg = self.config
+        if cfg is None:
+            raise PluginError(f"{PLUGIN_ID}: telemetry_exporters called before initialize")
+        kwargs = self._common_kwargs(cfg)
+        kwargs.pop("preferred_temporality", None)
+        if cfg.protocol == "grpc":
+            import grpc
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+            if cfg.compression is not None:
+                kwargs["compression"] = grpc.Compression.Gzip if cfg.compression == "gzip" else grpc.Compression.NoCompression
+            if cfg.insecure is not None:
+                kwargs["insecure"] = cfg.insecure
+            if cfg.tls is not None:
+                tls = cfg.tls
+                kwargs["credentials"] = grpc.ssl_channel_credentials(
+                    *(p.read_bytes() if p is not None else None for p in (tls.ca_file, tls.key_file, tls.cert_file)))
+                kwargs["insecure"] = False
+            return GrpcSpanExporter(**kwargs), GrpcLogExporter(**kwargs)
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        kwargs.update(self._http_kwargs(cfg))
+        endpoint = kwargs.pop("endpoint", None)
+        spans = dict(kwargs)
+        logs = dict(kwargs)
+        if endpoint is not None:
+            base_url = endpoint[: -len(METRICS_PATH)] if endpoint.endswith(METRICS_PATH) else endpoint
+            spans["endpoint"] = base_url + "/v1/traces"
+            logs["endpoint"] = base_url + "/v1/logs"
+        return OTLPSpanExporter(**spans), OTLPLogExporter(**logs)
 
     async def import_metrics(self) -> Sequence[Metric]:
         return []

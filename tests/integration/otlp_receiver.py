@@ -4,6 +4,8 @@
   with ``application/x-protobuf`` bodies (gunzipped when ``Content-Encoding: gzip``), decoding
   each as an ``ExportMetricsServiceRequest`` and recording it with the request's headers.
   ``status`` makes it answer with another status (503, say) to test failures.
+  ``POST /v1/traces`` and ``/v1/logs`` are decoded too; their spans and log records collect in
+  ``spans`` and ``log_records`` (``wait_for_signal``).
 * ``GrpcReceiver``: a gRPC server (grpcio) implementing ``MetricsService/Export``, recording
   each request with its invocation metadata.
 
@@ -26,8 +28,10 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 __all__ = [
     "GrpcReceiver",
@@ -121,6 +125,9 @@ class HttpReceiver(_Base):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if self.path in _SIGNALS:
+                    receiver._signal(self, body)
+                    return
                 if self.path != "/v1/metrics":
                     receiver.errors.append(f"POST {self.path}")
                     self._reply(404, b"not found", "text/plain")
@@ -155,10 +162,47 @@ class HttpReceiver(_Base):
         self.port = self._server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-http-receiver", daemon=True)
+        self.spans: list[Any] = []
+        self.log_records: list[Any] = []
 
     def start(self) -> HttpReceiver:
         self._thread.start()
         return self
+
+    # Traces and logs (``POST /v1/traces``, ``/v1/logs``): decoded requests in ``spans``/``log_records``.
+
+    def _signal(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        request_type, response_type, out = _SIGNALS[handler.path]
+        if handler.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = request_type.FromString(body)
+        with self._cond:
+            if handler.path == "/v1/traces":
+                self.spans.extend(s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans)
+            else:
+                self.log_records.extend(r for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records)
+            self._cond.notify_all()
+        data = response_type().SerializeToString()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/x-protobuf")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def wait_for_signal(self, what: str, predicate: Callable[[Any], bool], timeout: float = 15.0) -> list[Any]:
+        """Every received span (``what="spans"``) or log record (``"log_records"``) matching ``predicate``,
+        once there is at least one; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                hits = [x for x in getattr(self, what) if predicate(x)]
+                if hits:
+                    return hits
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no matching {what} within {timeout:.0f} s; {len(getattr(self, what))} received",
+                                pytrace=False)
+                self._cond.wait(min(left, 0.2))
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -193,6 +237,12 @@ class GrpcReceiver(_Base):
 
     def stop(self) -> None:
         self._server.stop(grace=1).wait(5)
+
+
+_SIGNALS: dict[str, tuple[Any, Any, str]] = {
+    "/v1/traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse, "spans"),
+    "/v1/logs": (logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse, "log_records"),
+}
 
 
 @pytest.fixture

@@ -1,0 +1,43 @@
+"""``BaseProcessor``: an ``AlertProcessorPlugin`` whose hooks do nothing until a subclass says
+otherwise: it passes alerts on unchanged and keeps its parsed config and the engine's context."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bridge.api import Alert, AlertProcessorPlugin, PluginConfig
+
+if TYPE_CHECKING:
+    from bridge.alerting.engine import AlertContext
+
+__all__ = ["BaseProcessor"]
+
+
+class BaseProcessor(AlertProcessorPlugin):
+    def __init__(self) -> None:
+        self.config: Any = None
+        self.ctx: AlertContext | None = None
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        self.config = config if isinstance(config, PluginConfig) else self.parse_config(config)
+        await self.setup()
+
+    async def setup(self) -> None:
+        """Prepare after the config is parsed (clients, files)."""
+
+    def attach(self, ctx: AlertContext) -> None:
+        """Called once by the engine with its context (the engine, the pipeline, the resource)."""
+        self.ctx = ctx
+
+    async def process_alert(self, alert: Alert) -> Alert:
+        return alert
+
+    async def handle_acknowledgment(self, alert_id: str) -> None:
+        return None
+
+    async def handle_resolution(self, alert_id: str) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None

@@ -1,0 +1,237 @@
+"""Routing and grouping of alerts into notifications, as Alertmanager's dispatcher does.
+
+Every notifier is a route: its ``match`` matchers pick the alerts it gets (no matchers: all).
+Within a route, alerts with the same values of ``group_by`` labels form an aggregation group
+(``group_by: ["..."]`` groups by all labels). A new group waits ``group_wait`` before its first
+notification, then is looked at every ``group_interval``; a notification goes out when the
+group holds a firing alert that was not in the last one, when alerts resolved (with
+``send_resolved``), or when ``repeat_interval`` has passed since the last one, as in
+Alertmanager's notification log. Acknowledged alerts do not cause repeats. Muted alerts
+(silenced or inhibited, asked at flush time) are left out.
+
+The notification log (``nflog.json`` in the state directory) survives a restart, so alerts
+that were already notified are not notified again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.alerting.model import Matcher, copy_alert, format_labels, matches_all
+from bridge.alerting.notify import Notification
+from bridge.alerting.store import write_json_atomic
+from bridge.api import Alert, AlertState
+
+__all__ = ["Dispatcher", "GroupingSettings", "Route"]
+
+log = logging.getLogger("monbridge.alerting.dispatch")
+
+ALL_LABELS = "..."
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    group_by: tuple[str, ...] = ("alertname",)
+    group_wait: float = 30.0
+    group_interval: float = 300.0
+    repeat_interval: float = 14_400.0
+
+
+@dataclass(frozen=True)
+class Route:
+    notifier_id: str
+    matchers: tuple[Matcher, ...] = ()
+    send_resolved: bool = True
+
+    @property
+    def key(self) -> str:
+        return "{}" + (f"/{{{','.join(str(m) for m in self.matchers)}}}" if self.matchers else "")
+
+
+@dataclass
+class _NflogEntry:
+    firing: set[str]
+    resolved: set[str]
+    at: float
+    count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"firing": sorted(self.firing), "resolved": sorted(self.resolved), "at": self.at, "count": self.count}
+
+
+@dataclass
+class _Group:
+    route: Route
+    key: str
+    labels: dict[str, str]
+    alerts: dict[str, Alert] = field(default_factory=dict)  # by fingerprint
+    created: float = 0.0
+    has_flushed: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+Muted = Callable[[Alert], str | None]
+Enqueue = Callable[[Notification], None]
+
+
+class Dispatcher:
+    def __init__(self, enqueue: Enqueue, muted: Muted, nflog_path: Path | None = None,
+                 clock: Callable[[], float] = time.time, external_url: str = "") -> None:
+        self.enqueue = enqueue
+        self.muted = muted
+        self.clock = clock
+        self.external_url = external_url
+        self.settings = GroupingSettings()
+        self.routes: list[Route] = []
+        self.groups: dict[tuple[str, str], _Group] = {}
+        self.nflog_path = nflog_path
+        self.nflog: dict[str, _NflogEntry] = {}
+        if nflog_path is not None and nflog_path.exists():
+            import json
+
+            try:
+                for k, v in json.loads(nflog_path.read_text()).items():
+                    self.nflog[k] = _NflogEntry(set(v["firing"]), set(v["resolved"]), float(v["at"]), int(v["count"]))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.error("notification log %s is unreadable (%s); starting empty", nflog_path, e)
+
+    def configure(self, routes: Sequence[Route], settings: GroupingSettings) -> None:
+        self.routes = list(routes)
+        self.settings = settings
+        known = {r.notifier_id for r in routes}
+        for gk in [gk for gk in self.groups if gk[0] not in known]:
+            self._drop(gk)
+
+    def stop(self) -> None:
+        for g in self.groups.values():
+            if g.timer is not None:
+                g.timer.cancel()
+        self.groups.clear()
+
+    def _drop(self, gk: tuple[str, str]) -> None:
+        g = self.groups.pop(gk, None)
+        if g is not None and g.timer is not None:
+            g.timer.cancel()
+
+    def group_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        by = self.settings.group_by
+        if ALL_LABELS in by:
+            return dict(labels)
+        return {k: labels[k] for k in by if k in labels}
+
+    # ------------------------------------------------------------------ input
+
+    def insert(self, alert: Alert) -> None:
+        """Put (or update) ``alert`` in the group of every route that matches it."""
+        loop = asyncio.get_running_loop()
+        for route in self.routes:
+            if not matches_all(route.matchers, alert.labels):
+                continue
+            labels = self.group_labels(alert.labels)
+            key = f"{route.key}:{format_labels(labels)}"
+            gk = (route.notifier_id, key)
+            g = self.groups.get(gk)
+            if g is None:
+                if alert.state is AlertState.RESOLVED and self._nflog_key(route, key) not in self.nflog:
+                    continue  # resolved before anyone heard of it
+                g = self.groups[gk] = _Group(route, key, labels, created=self.clock())
+                g.timer = loop.call_later(self.settings.group_wait, self._flush, gk)
+            g.alerts[alert.fingerprint] = alert
+            # Alertmanager: an alert older than group_wait flushes a group that has not flushed yet at once.
+            if not g.has_flushed and alert.starts_at + self.settings.group_wait <= self.clock():
+                self._reschedule(gk, 0.0)
+
+    def _reschedule(self, gk: tuple[str, str], delay: float) -> None:
+        g = self.groups[gk]
+        if g.timer is not None:
+            g.timer.cancel()
+        g.timer = asyncio.get_running_loop().call_later(delay, self._flush, gk)
+
+    def _nflog_key(self, route: Route, group_key: str) -> str:
+        return f"{route.notifier_id}|{group_key}"
+
+    # ------------------------------------------------------------------ flushing
+
+    def _flush(self, gk: tuple[str, str]) -> None:
+        g = self.groups.get(gk)
+        if g is None:
+            return
+        g.has_flushed = True
+        try:
+            self.flush_group(g)
+        except Exception:  # noqa: BLE001 - one group's failure must not stop the others
+            log.exception("alert group %s for %s: flush failed", g.key, g.route.notifier_id)
+        # Resolved alerts that were considered leave the group; an empty group ends.
+        for fp in [fp for fp, a in g.alerts.items() if a.state is AlertState.RESOLVED]:
+            del g.alerts[fp]
+        if not g.alerts:
+            self._drop(gk)
+            return
+        self._reschedule(gk, self.settings.group_interval)
+
+    def flush_group(self, g: _Group) -> Notification | None:
+        now = self.clock()
+        alerts = [a for a in g.alerts.values() if self.muted(a) is None]
+        firing = {a.fingerprint for a in alerts if a.state is not AlertState.RESOLVED}
+        resolved = {a.fingerprint for a in alerts if a.state is AlertState.RESOLVED}
+        unacked = {a.fingerprint for a in alerts if a.state is AlertState.FIRING}
+        nkey = self._nflog_key(g.route, g.key)
+        entry = self.nflog.get(nkey)
+        if not self._needs_update(entry, firing, resolved, unacked, g.route.send_resolved, now):
+            return None
+        count = (entry.count + 1) if entry else 1
+        self.nflog[nkey] = _NflogEntry(firing, resolved, now, count)
+        if not firing and not g.route.send_resolved:
+            self._save_nflog()
+            return None
+        sent = [a for a in alerts if g.route.send_resolved or a.state is not AlertState.RESOLVED]
+        note = Notification(
+            notifier_id=g.route.notifier_id, key=notification_key(nkey, count, firing, resolved),
+            group_key=g.key, group_labels=dict(g.labels), alerts=[copy_alert(a) for a in sent],
+            external_url=self.external_url, created_at=now,
+        )
+        # The outbox first: a crash between the two sends the notification again under the same
+        # key (the nflog count did not advance), which the outbox and receivers recognise.
+        self.enqueue(note)
+        self._save_nflog()
+        return note
+
+    def _needs_update(self, entry: _NflogEntry | None, firing: set[str], resolved: set[str], unacked: set[str],
+                      send_resolved: bool, now: float) -> bool:
+        """Alertmanager's DedupStage.needsUpdate, with acknowledged alerts not repeated."""
+        if entry is None:
+            return bool(firing)
+        if not firing <= entry.firing:
+            return True
+        if not firing:
+            return bool(entry.firing)
+        if send_resolved and not resolved <= entry.resolved:
+            return True
+        return bool(unacked) and entry.at + self.settings.repeat_interval <= now
+
+    def _save_nflog(self) -> None:
+        if self.nflog_path is not None:
+            write_json_atomic(self.nflog_path, {k: v.to_json() for k, v in self.nflog.items()})
+
+    def direct(self, notifier_id: str, alerts: Sequence[Alert], group_key: str, level: int | None = None) -> Notification:
+        """A notification outside grouping (an escalation): ``alerts`` to one notifier now."""
+        labels = self.group_labels(alerts[0].labels) if alerts else {}
+        fps = {a.fingerprint for a in alerts}
+        note = Notification(notifier_id=notifier_id, key=notification_key(f"{notifier_id}|{group_key}", 1, fps, set()),
+                            group_key=group_key, group_labels=labels, alerts=[copy_alert(a) for a in alerts],
+                            external_url=self.external_url, created_at=self.clock(), escalation_level=level)
+        self.enqueue(note)
+        return note
+
+
+def notification_key(nflog_key: str, count: int, firing: set[str], resolved: set[str]) -> str:
+    h = hashlib.sha256(f"{nflog_key}|{count}|{','.join(sorted(firing))}|{','.join(sorted(resolved))}".encode())
+    return h.hexdigest()[:32]
+

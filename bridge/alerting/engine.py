@@ -1,0 +1,400 @@
+"""The alert engine: alerts in, lifecycle and telemetry, the processor chain, notifications out.
+
+``fire``/``acknowledge``/``resolve`` change the store; each transition is emitted as an OTel log
+record (and opens, marks or ends the alert's span). The ``ProcessorChain`` is registered first
+on both OTel providers: for every transition record it runs the configured
+``AlertProcessorPlugin``s' ``process_alert`` in config order (a processor may enrich the alert
+or stop it with ``AlertSuppressed``) and hands what comes out to the dispatcher; every
+acknowledgment reaches each processor's ``handle_acknowledgment`` and every span's end (a
+resolution) its ``handle_resolution``. Plugins run in one task, one transition at a time, so
+each sees transitions in order.
+
+Processors may define optional hooks the engine calls: ``attach(context)`` once with an
+``AlertContext`` (the engine, the metric pipeline, the resource), ``grouping_settings()``,
+``muted(alert)`` (inhibition), ``escalation_notifiers()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from bridge.alerting.dispatch import Dispatcher, GroupingSettings, Route
+from bridge.alerting.model import AlertSuppressed, copy_alert
+from bridge.alerting.notify import Notification, Notifier
+from bridge.alerting.outbox import Outbox, RetryPolicy
+from bridge.alerting.settings import AlertingSettings
+from bridge.alerting.silences import Silences
+from bridge.alerting.store import AlertStore
+from bridge.alerting.telemetry import ATTR_EVENT, EVENT_TRANSITION, AlertTelemetry
+from bridge.api import Alert, AlertProcessorPlugin, AlertState, MonitoringIntegrationPlugin, Plugin, PluginType
+from bridge.lifecycle import PluginState
+from bridge.logs import redact_text
+
+if TYPE_CHECKING:
+    from bridge.pipeline import Pipeline
+    from bridge.runtime import Runtime
+
+__all__ = ["AlertContext", "AlertEngine", "ProcessorChain"]
+
+log = logging.getLogger("monbridge.alerting")
+
+PluginList = Callable[[PluginType], list[tuple[str, Plugin]]]
+STOP_FLUSH_S = 1.0
+
+
+@dataclass
+class AlertContext:
+    """What the engine offers a processor's ``attach`` hook."""
+
+    engine: AlertEngine
+    pipeline: Pipeline | None
+    resource: Resource
+
+
+class ProcessorChain(SpanProcessor, LogRecordProcessor):
+    """The alert processors as one OTel span and log record processor (see the module doc)."""
+
+    def __init__(self, engine: AlertEngine) -> None:
+        self.engine = engine
+        self.queue: asyncio.Queue[tuple[str, str, AlertState | None]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.queue = asyncio.Queue()
+
+    def put(self, item: tuple[str, str, AlertState | None]) -> None:
+        if self.queue is None or self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self.queue.put_nowait(item)
+        else:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    # LogRecordProcessor
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        attrs = log_record.log_record.attributes or {}
+        if attrs.get(ATTR_EVENT) == EVENT_TRANSITION:
+            self.put(("transition", str(attrs["alert.id"]), AlertState(str(attrs["alert.state"]))))
+
+    # SpanProcessor
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attrs = span.attributes or {}
+        if attrs.get("alert.state") == AlertState.RESOLVED.value and "alert.id" in attrs:
+            self.put(("resolution", str(attrs["alert.id"]), AlertState.RESOLVED))
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    async def run(self) -> None:
+        assert self.queue is not None
+        while True:
+            kind, alert_id, state = await self.queue.get()
+            try:
+                if kind == "transition":
+                    await self.engine._process(alert_id, state)
+                else:
+                    await self.engine._call_all("handle_resolution", alert_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the chain keeps running
+                log.exception("alert %s: processing the %s failed", alert_id, kind)
+            finally:
+                self.queue.task_done()
+
+
+def running_plugins(runtime: Runtime) -> PluginList:
+    """The runtime's running plugins of a type, in config order."""
+
+    def plugins(ptype: PluginType) -> list[tuple[str, Plugin]]:
+        out: list[tuple[str, Plugin]] = []
+        for entry in runtime.loaded.enabled_plugins:
+            r = runtime.supervisor.runners.get(entry.plugin_id)
+            if r is not None and r.plugin_type is ptype and r.state is PluginState.RUNNING and r.host is not None:
+                out.append((entry.plugin_id, r.host.plugin))
+        return out
+
+    return plugins
+
+
+class AlertEngine:
+    def __init__(self, settings: AlertingSettings | None = None, pipeline: Pipeline | None = None,
+                 resource: Resource | None = None, plugins: PluginList | None = None,
+                 clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None) -> None:
+        self.settings = settings or AlertingSettings()
+        self.pipeline = pipeline
+        self.resource = resource or Resource.create({"service.name": "monbridge"})
+        self._plugins = plugins or (lambda _t: [])
+        self.clock = clock
+        state = self.settings.resolved_state_dir()
+        self.state_dir = state
+        self.store = AlertStore(state / "alerts.json", clock=clock)
+        self.silences = Silences(state / "silences.json", clock=clock)
+        self.outbox = Outbox(self.settings.resolved_outbox_dir(), retry, clock=clock)
+        self.dispatcher = Dispatcher(self._enqueue, self.muted, state / "nflog.json", clock, self.settings.external_url)
+        self.telemetry = AlertTelemetry(self.resource)
+        self.chain = ProcessorChain(self)
+        self.telemetry.add_processor(self.chain)
+        self._attached: set[int] = set()
+        self._senders: dict[str, int] = {}
+        self._muters: list[Callable[[Alert], str | None]] = []
+        self._processors: list[tuple[str, AlertProcessorPlugin]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._exporting_to: int | None = None
+        self._started = False
+        self._current_settings: Callable[[], AlertingSettings] = lambda: self.settings
+        self._warned_settings: AlertingSettings | None = None
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> AlertEngine:
+        def settings() -> AlertingSettings:
+            return getattr(runtime.loaded.model, "alerting", None) or AlertingSettings()
+
+        engine = cls(settings(), runtime.pipeline, runtime.pipeline.resource, running_plugins(runtime))
+        engine._current_settings = settings
+        return engine
+
+    # ------------------------------------------------------------------ running
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.chain.bind(asyncio.get_running_loop())
+        self._tasks.append(asyncio.create_task(self.chain.run(), name="alerts:chain"))
+        self.refresh()
+        # Active alerts from before a restart: their spans go on, and they pass through the chain
+        # again, so processors rebuild their state (escalation timers) and the groups are rebuilt
+        # (the notification log knows what was already sent).
+        for alert in self.store.active_alerts():
+            self.telemetry.open_span(alert)
+            self.chain.put(("transition", alert.id, alert.state))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="alerts:housekeeping"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.dispatcher.stop()
+        await self.outbox.stop()
+        # A graceful stop has 5 s in all: the last spans and records get one of them at most.
+        try:
+            async with asyncio.timeout(STOP_FLUSH_S + 0.5):
+                await asyncio.to_thread(self.telemetry.shutdown, int(STOP_FLUSH_S * 1000))
+        except TimeoutError:
+            log.warning("alerts: spans and log records not all exported within %.1fs of stopping", STOP_FLUSH_S)
+        self._started = False
+
+    async def drain(self) -> None:
+        """Wait until every queued transition has been through the chain (tests, benchmarks)."""
+        if self.chain.queue is not None:
+            await self.chain.queue.join()
+
+    def refresh(self) -> None:
+        """Take up the current processors: attach new instances, rebuild routes, start delivery."""
+        procs = [(pid, p) for pid, p in self._plugins(PluginType.ALERT_PROCESSOR) if isinstance(p, AlertProcessorPlugin)]
+        self._processors = procs
+        ctx = AlertContext(self, self.pipeline, self.resource)
+        grouping = GroupingSettings()
+        escalation_only: set[str] = set()
+        self._muters = []
+        for _pid, p in procs:
+            if id(p) not in self._attached:
+                self._attached.add(id(p))
+                attach = getattr(p, "attach", None)
+                if attach is not None:
+                    attach(ctx)
+            if hasattr(p, "grouping_settings"):
+                grouping = p.grouping_settings()
+            if hasattr(p, "muted"):
+                self._muters.append(p.muted)
+            if hasattr(p, "escalation_notifiers"):
+                escalation_only |= set(p.escalation_notifiers())
+        routes = []
+        for pid, p in procs:
+            if not isinstance(p, Notifier):
+                continue
+            if pid not in escalation_only:
+                routes.append(Route(pid, p.config.matchers(), p.config.send_resolved))
+            if self._senders.get(pid) != id(p):
+                self._senders[pid] = id(p)
+                self.outbox.start(pid, p.send, self._delivered)
+        self.dispatcher.configure(routes, grouping)
+        self._export_through_otlp()
+        wanted = self._current_settings()
+        if wanted != self.settings and wanted != self._warned_settings:
+            self._warned_settings = wanted
+            log.warning("alerts: the changed alerting section (state_dir, outbox_dir, external_url, import_interval) "
+                        "takes effect at the next start; the running settings stay")
+
+    def _export_through_otlp(self) -> None:
+        for _pid, p in self._plugins(PluginType.INTEGRATION):
+            make = getattr(p, "telemetry_exporters", None)
+            if make is None or self._exporting_to == id(p):
+                continue
+            try:
+                span_exporter, log_exporter = make()
+            except Exception as e:  # noqa: BLE001 - no telemetry export is not a reason to stop alerting
+                log.error("alerts: cannot export spans and logs through %s: %s", _pid, redact_text(str(e)))
+                continue
+            self.telemetry.export_to(span_exporter, log_exporter)
+            self._exporting_to = id(p)
+            log.info("alerts: spans and log records exported through %s", _pid)
+
+    async def _housekeeping(self) -> None:
+        last_import = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.refresh()
+                if self.clock() - last_import >= self.settings.import_interval:
+                    last_import = self.clock()
+                    await self._integrations_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("alerts: housekeeping failed")
+
+    async def _integrations_round(self) -> None:
+        """Alerts from the integrations' ``import_alerts``; the current ones to ``export_alerts``."""
+        for pid, p in self._plugins(PluginType.INTEGRATION):
+            if not isinstance(p, MonitoringIntegrationPlugin):
+                continue
+            try:
+                for a in await p.import_alerts():
+                    if a.state is AlertState.RESOLVED:
+                        self.resolve_fingerprint(a.fingerprint, by=pid, at=a.ends_at)
+                    else:
+                        self.fire(a, by=pid)
+                await p.export_alerts(self.store.active_alerts())
+            except Exception as e:  # noqa: BLE001
+                log.warning("alerts: %s import/export of alerts failed: %s", pid, redact_text(f"{type(e).__name__}: {e}"))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def fire(self, alert: Alert, by: str = "") -> Alert:
+        """Report ``alert`` firing: a new alert, or an update of the active one with its fingerprint."""
+        stored, new = self.store.fire(alert, by)
+        if new:
+            self.store.save()
+            self.telemetry.transition(stored, None, by)
+            log.info("alert %s %s firing (%s) from %s", stored.id, stored.name, stored.fingerprint, by or "?")
+        return stored
+
+    def acknowledge(self, alert_id: str, by: str = "") -> Alert:
+        alert = self.store.transition(alert_id, AlertState.ACKNOWLEDGED, by)
+        self.store.save()
+        self.telemetry.transition(alert, AlertState.FIRING, by)
+        log.info("alert %s %s acknowledged by %s", alert.id, alert.name, by or "?")
+        return alert
+
+    def resolve(self, alert_id: str, by: str = "", at: float | None = None) -> Alert:
+        frm = self.store.get(alert_id).state
+        alert = self.store.transition(alert_id, AlertState.RESOLVED, by, at)
+        self.store.save()
+        self.telemetry.transition(alert, frm, by)
+        log.info("alert %s %s resolved by %s", alert.id, alert.name, by or "?")
+        return alert
+
+    def resolve_fingerprint(self, fp: str, by: str = "", at: float | None = None) -> Alert | None:
+        alert = self.store.by_fingerprint(fp)
+        return self.resolve(alert.id, by, at) if alert is not None else None
+
+    # ------------------------------------------------------------------ the chain
+
+    async def _process(self, alert_id: str, state: AlertState | None) -> None:
+        stored = self.store.alerts.get(alert_id)
+        if stored is None:
+            return
+        alert = copy_alert(stored)
+        alert.state = state or stored.state
+        suppressed = False
+        for pid, p in self._processors:
+            try:
+                alert = await p.process_alert(alert)
+            except AlertSuppressed as e:
+                self.telemetry.span_event(alert_id, "suppressed", {"processor": pid, "reason": str(e)})
+                log.info("alert %s %s suppressed by %s: %s", alert_id, stored.name, pid, e)
+                suppressed = True
+                break
+            except Exception as e:  # noqa: BLE001 - a failing processor passes the alert on unchanged
+                log.error("alert processor %s failed on alert %s: %s", pid, alert_id,
+                          redact_text(f"{type(e).__name__}: {e}"))
+        if not suppressed:
+            stored.labels = dict(alert.labels)
+            stored.annotations = dict(alert.annotations)
+            self.dispatcher.insert(stored)
+        if state is AlertState.ACKNOWLEDGED:
+            await self._call_all("handle_acknowledgment", alert_id)
+
+    async def _call_all(self, method: str, alert_id: str) -> None:
+        for pid, p in self._processors:
+            try:
+                await getattr(p, method)(alert_id)
+            except Exception as e:  # noqa: BLE001
+                log.error("alert processor %s: %s(%s) failed: %s", pid, method, alert_id,
+                          redact_text(f"{type(e).__name__}: {e}"))
+
+    # ------------------------------------------------------------------ notifications
+
+    def muted(self, alert: Alert) -> str | None:
+        """Why ``alert`` is muted now (a silence or an inhibition), or None."""
+        s = self.silences.muting(alert.labels)
+        if s is not None:
+            return f"silence {s.id}"
+        for m in self._muters:
+            why = m(alert)
+            if why:
+                return why
+        return None
+
+    def _enqueue(self, note: Notification) -> None:
+        if self.outbox.put(note):
+            log.debug("notification %s queued for %s (%d alerts)", note.key, note.notifier_id, len(note.alerts))
+
+    def escalate(self, alert: Alert, notifier_ids: list[str], level: int) -> None:
+        for nid in notifier_ids:
+            self.dispatcher.direct(nid, [alert], f"escalation/{alert.fingerprint}/{level}", level)
+        self.telemetry.span_event(alert.id, "escalation", {"level": level, "notifiers": ",".join(notifier_ids)})
+        self.telemetry.emit(alert, "escalation", f"alert {alert.name} escalated to level {level}",
+                            {"alert.escalation.level": level, "alert.escalation.notifiers": ",".join(notifier_ids)})
+        log.warning("alert %s %s not acknowledged: escalated (level %d) to %s", alert.id, alert.name, level,
+                    ", ".join(notifier_ids))
+
+    def _delivered(self, note: Notification, outcome: str, why: str | None) -> None:
+        """A notification was delivered (or given up): an event on each alert's span and a log record."""
+        attrs: dict[str, Any] = {"notification.notifier": note.notifier_id, "notification.key": note.key,
+                                 "notification.status": note.status, "notification.outcome": outcome}
+        if why:
+            attrs["notification.error"] = why
+        for a in note.alerts:
+            self.telemetry.span_event(a.id, "notification", attrs)
+            self.telemetry.emit(self.store.alerts.get(a.id, a), "notification",
+                                f"notification {outcome} to {note.notifier_id} about alert {a.name} ({note.status})",
+                                attrs)
+
+    def state_path(self, name: str) -> Path:
+        return self.state_dir / name
+

@@ -1,0 +1,89 @@
+"""One HTTP request of a notifier (aiohttp), with its outcome as a delivery error when it failed.
+
+408, 429 and 5xx answers and connection errors are retried (``DeliveryError``, with the
+``Retry-After`` the receiver sent); other 4xx are ``PermanentDeliveryError``. Messages never
+carry request headers (they hold credentials) and are redacted before logging.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bridge.alerting.notify import DeliveryError, Notifier, http_delivery_error
+
+__all__ = ["HttpClient", "HttpNotifier"]
+
+
+class HttpClient:
+    """A lazily created aiohttp session with a timeout and optional CA file."""
+
+    def __init__(self, timeout: float, ca_file: Path | None = None) -> None:
+        self.timeout = timeout
+        self.ca_file = ca_file
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if self.ca_file is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    async def request(self, what: str, method: str, url: str, *, json_body: Any = None,
+                      form: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                      basic_auth: tuple[str, str] | None = None,
+                      params: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        """Send; return (status, decoded JSON body or text) for a 2xx answer, else raise a delivery error."""
+        headers = dict(headers or {})
+        if basic_auth is not None:
+            token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            async with self._session.request(method, url, json=json_body, data=form, headers=headers,
+                                             params=params, ssl=self._ssl()) as resp:
+                text = await resp.text()
+                if resp.status >= 300:
+                    raise http_delivery_error(f"{what} ({method} {_path(url)})", resp.status, text,
+                                              resp.headers.get("Retry-After"))
+                try:
+                    body: Any = json.loads(text) if text.strip() else None
+                except ValueError:
+                    body = text
+                return resp.status, body
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise DeliveryError(f"{what} ({method} {_path(url)}): {type(e).__name__}: {e}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _path(url: str) -> str:
+    """``url`` without query string and credentials (for messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url)
+    netloc = u.hostname or ""
+    if u.port:
+        netloc += f":{u.port}"
+    return urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
+class HttpNotifier(Notifier):
+    """A notifier that talks HTTP: ``self.client`` is made from the config's ``timeout`` and closed at shutdown."""
+
+    client: HttpClient
+
+    async def setup(self) -> None:
+        self.client = HttpClient(self.config.timeout)
+
+    async def shutdown(self) -> None:
+        await self.client.close()

@@ -1,0 +1,187 @@
+"""The alert store: current alerts by id and fingerprint, and the history of their transitions.
+
+An alert moves firing → acknowledged → resolved (firing → resolved directly too). A firing or
+acknowledged alert is *active*: a new report with the same fingerprint updates it (value,
+annotations) without a transition. After resolution the same breach is a new alert with a new
+id. With a state directory the store is kept in ``alerts.json`` (written atomically on every
+transition), so a restart keeps ids, states and history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.alerting.model import alert_from_json, alert_to_json, fingerprint
+from bridge.api import Alert, AlertState
+
+__all__ = ["AlertStore", "IllegalAlertTransition", "Transition", "UnknownAlert", "write_json_atomic"]
+
+log = logging.getLogger("monbridge.alerting.store")
+
+_ALLOWED = {
+    AlertState.FIRING: {AlertState.ACKNOWLEDGED, AlertState.RESOLVED},
+    AlertState.ACKNOWLEDGED: {AlertState.RESOLVED},
+    AlertState.RESOLVED: set(),
+}
+
+
+class UnknownAlert(LookupError):
+    pass
+
+
+class IllegalAlertTransition(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One entry of the history: ``alert_id`` went from ``from_state`` (None when it was created) to ``to_state``."""
+
+    alert_id: str
+    fingerprint: str
+    name: str
+    from_state: AlertState | None
+    to_state: AlertState
+    at: float
+    by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alert_id": self.alert_id, "fingerprint": self.fingerprint, "name": self.name,
+                "from": self.from_state.value if self.from_state else None, "to": self.to_state.value,
+                "at": self.at, "by": self.by}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Transition:
+        return cls(d["alert_id"], d["fingerprint"], d["name"], AlertState(d["from"]) if d.get("from") else None,
+                   AlertState(d["to"]), float(d["at"]), d.get("by", ""))
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON to ``path`` so a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def new_alert_id() -> str:
+    """Time-ordered and unique: milliseconds since the epoch in hex, then 32 random bits."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+
+
+class AlertStore:
+    """Alerts by id, active alerts by fingerprint, and a bounded history of transitions."""
+
+    def __init__(self, path: Path | None = None, max_resolved: int = 1000, max_history: int = 10_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self.max_resolved = max_resolved
+        self.alerts: dict[str, Alert] = {}
+        self.active: dict[str, str] = {}  # fingerprint -> id of the firing or acknowledged alert
+        self.history: deque[Transition] = deque(maxlen=max_history)
+        if path is not None and path.exists():
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            doc = json.loads(path.read_text())
+            for a in doc.get("alerts", []):
+                alert = alert_from_json(a)
+                self.alerts[alert.id] = alert
+                if alert.state is not AlertState.RESOLVED:
+                    self.active[alert.fingerprint] = alert.id
+            self.history.extend(Transition.from_json(t) for t in doc.get("history", []))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.error("alert store %s is unreadable (%s: %s); starting empty", path, type(e).__name__, e)
+            self.alerts.clear()
+            self.active.clear()
+            return
+        log.info("alert store: %d alerts (%d active) restored from %s", len(self.alerts), len(self.active), path)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        write_json_atomic(self.path, {"alerts": [alert_to_json(a) for a in self.alerts.values()],
+                                      "history": [t.to_json() for t in self.history]})
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, alert_id: str) -> Alert:
+        try:
+            return self.alerts[alert_id]
+        except KeyError:
+            raise UnknownAlert(f"no alert with id {alert_id!r}") from None
+
+    def by_fingerprint(self, fp: str) -> Alert | None:
+        aid = self.active.get(fp)
+        return self.alerts.get(aid) if aid else None
+
+    def query(self, state: AlertState | None = None) -> list[Alert]:
+        return sorted((a for a in self.alerts.values() if state is None or a.state is state),
+                      key=lambda a: (a.starts_at, a.id))
+
+    def active_alerts(self) -> list[Alert]:
+        return [self.alerts[i] for i in self.active.values()]
+
+    def transitions(self, alert_id: str | None = None, limit: int | None = None) -> list[Transition]:
+        out = [t for t in self.history if alert_id is None or t.alert_id == alert_id]
+        return out[-limit:] if limit else out
+
+    # ------------------------------------------------------------------ changing
+
+    def fire(self, alert: Alert, by: str) -> tuple[Alert, bool]:
+        """Record a firing report: returns (the stored alert, True when it is a new alert)."""
+        alert.labels.setdefault("alertname", alert.name)
+        if alert.severity:
+            alert.labels.setdefault("severity", alert.severity)
+        alert.fingerprint = alert.fingerprint or fingerprint(alert.labels)
+        current = self.by_fingerprint(alert.fingerprint)
+        if current is not None:
+            current.value = alert.value
+            current.annotations.update(alert.annotations)
+            return current, False
+        alert.id = alert.id or new_alert_id()
+        while alert.id in self.alerts:
+            alert.id = new_alert_id()
+        alert.state = AlertState.FIRING
+        alert.ends_at = None
+        self.alerts[alert.id] = alert
+        self.active[alert.fingerprint] = alert.id
+        self._record(alert, None, AlertState.FIRING, by)
+        self._trim()
+        return alert, True
+
+    def transition(self, alert_id: str, to: AlertState, by: str, at: float | None = None) -> Alert:
+        alert = self.get(alert_id)
+        if to not in _ALLOWED[alert.state]:
+            raise IllegalAlertTransition(f"alert {alert_id} is {alert.state.value}; it cannot become {to.value}")
+        frm = alert.state
+        alert.state = to
+        if to is AlertState.RESOLVED:
+            alert.ends_at = at if at is not None else self.clock()
+            self.active.pop(alert.fingerprint, None)
+        self._record(alert, frm, to, by)
+        return alert
+
+    def _record(self, alert: Alert, frm: AlertState | None, to: AlertState, by: str) -> None:
+        self.history.append(Transition(alert.id, alert.fingerprint, alert.name, frm, to, self.clock(), by))
+
+    def _trim(self) -> None:
+        resolved = [a for a in self.alerts.values() if a.state is AlertState.RESOLVED]
+        if len(resolved) > self.max_resolved:
+            resolved.sort(key=lambda a: a.ends_at or 0)
+            for a in resolved[: len(resolved) - self.max_resolved]:
+                del self.alerts[a.id]

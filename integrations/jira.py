@@ -1,0 +1,142 @@
+"""``monitoring.alerts.jira``: one Jira Cloud issue per alert group (REST API v3).
+
+The group's fingerprint is stored in the issue twice: as the label ``monbridge-<fp>`` (so JQL
+``labels = "monbridge-<fp>"`` finds the issue again, an exact field match rather than a text
+search) and in the issue property ``monbridge`` with the key of the last notification applied.
+A firing group without an open issue creates one (``POST /rest/api/3/issue``); a later
+notification comments on it (``POST .../comment``); a resolved group comments and is
+transitioned (``GET``/``POST .../transitions``, to ``resolve_transition``). A notification whose
+key the property already holds is not applied twice, across restarts too.
+
+Config::
+
+    url: "https://example.atlassian.net"
+    email: "bot@example.org"
+    api_token: "${JIRA_API_TOKEN}"      # secret; basic auth email:api_token
+    project: OPS
+    issue_type: Task
+    resolve_transition: Done
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+
+from bridge.alerting.httpclient import HttpNotifier
+from bridge.alerting.notify import Notification, NotifierConfig, PermanentDeliveryError, check_http_url
+from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
+from bridge.api import PluginConfig, PluginMetadata, PluginType
+
+if TYPE_CHECKING:
+    from bridge.alerting.engine import AlertContext
+
+__all__ = ["JiraConfig", "JiraNotifier", "adf"]
+
+PLUGIN_ID = "monitoring.alerts.jira"
+PROPERTY = "monbridge"
+
+
+class JiraConfig(NotifierConfig):
+    url: str = Field(description="the site, https://<site>.atlassian.net")
+    email: str
+    api_token: SecretStr
+    project: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$", description="project key")
+    issue_type: str = "Task"
+    resolve_transition: str = Field(default="Done", description="name of the transition that resolves an issue")
+    labels: list[str] = Field(default_factory=list, description="extra labels on created issues")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_http_url(v)
+
+
+def adf(lines: list[str]) -> dict[str, Any]:
+    """Lines as an Atlassian Document Format document, one paragraph each."""
+    return {"type": "doc", "version": 1,
+            "content": [{"type": "paragraph", "content": [{"type": "text", "text": line}]} for line in lines if line]}
+
+
+class JiraNotifier(HttpNotifier):
+    config_model: ClassVar[type[PluginConfig]] = JiraConfig
+    plugin_id = PLUGIN_ID
+
+    def metadata(self) -> PluginMetadata:
+        return PluginMetadata(PLUGIN_ID, "Jira", "0.1.0", "monbridge", "one Jira Cloud issue per alert group",
+                              PluginType.ALERT_PROCESSOR)
+
+    async def setup(self) -> None:
+        await super().setup()
+        self.state = TicketState(None)
+
+    def attach(self, ctx: AlertContext) -> None:
+        self.state = TicketState(ctx.engine.state_path("jira.json"))
+
+    def _auth(self) -> tuple[str, str]:
+        return self.config.email, self.config.api_token.get_secret_value()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        _, out = await self.client.request("jira", method, self.config.url + path, json_body=body, basic_auth=self._auth(),
+                                           headers={"Accept": "application/json"})
+        return out
+
+    async def _find(self, fp: str) -> str | None:
+        known = self.state.get(fp)
+        if known:
+            return str(known["issue"])
+        jql = f'project = "{self.config.project}" AND labels = "monbridge-{fp}" AND statusCategory != Done'
+        res = await self._call("POST", "/rest/api/3/search/jql", {"jql": jql, "fields": ["status"], "maxResults": 1})
+        issues = (res or {}).get("issues") or []
+        return str(issues[0]["key"]) if issues else None
+
+    async def send(self, notification: Notification) -> None:
+        cfg: JiraConfig = self.config
+        fp = group_fingerprint(PLUGIN_ID, notification.group_key)
+        key = await self._find(fp)
+        resolved = notification.status == "resolved"
+        if key is None:
+            if resolved:
+                return  # no open issue for a group that resolved: nothing to close
+            created = await self._call("POST", "/rest/api/3/issue", {"fields": {
+                "project": {"key": cfg.project},
+                "issuetype": {"name": cfg.issue_type},
+                "summary": notification.title()[:250],
+                "description": adf(ticket_text(notification)),
+                "labels": ["monbridge", f"monbridge-{fp}", *cfg.labels],
+            }})
+            key = str(created["key"])
+            await self._call("PUT", f"/rest/api/3/issue/{key}/properties/{PROPERTY}",
+                             {"fingerprint": fp, "group_key": notification.group_key, "last_notification": notification.key})
+            self.state.put(fp, issue=key, last_key=notification.key)
+            return
+        prop = await self._property(key)
+        if prop.get("last_notification") == notification.key:
+            return  # applied before a restart
+        await self._call("POST", f"/rest/api/3/issue/{key}/comment", {"body": adf(ticket_text(notification))})
+        if resolved:
+            transitions = (await self._call("GET", f"/rest/api/3/issue/{key}/transitions")) or {}
+            wanted = cfg.resolve_transition.lower()
+            match = [t for t in transitions.get("transitions", []) if str(t.get("name", "")).lower() == wanted]
+            if not match:
+                names = ", ".join(str(t.get("name")) for t in transitions.get("transitions", []))
+                raise PermanentDeliveryError(f"jira: issue {key} has no transition {cfg.resolve_transition!r} "
+                                             f"(resolve_transition); it has: {names or 'none'}")
+            await self._call("POST", f"/rest/api/3/issue/{key}/transitions", {"transition": {"id": str(match[0]["id"])}})
+        await self._call("PUT", f"/rest/api/3/issue/{key}/properties/{PROPERTY}",
+                         {"fingerprint": fp, "group_key": notification.group_key, "last_notification": notification.key})
+        if resolved:
+            self.state.drop(fp)
+        else:
+            self.state.put(fp, issue=key, last_key=notification.key)
+
+    async def _property(self, key: str) -> dict[str, Any]:
+        try:
+            doc = await self._call("GET", f"/rest/api/3/issue/{key}/properties/{PROPERTY}")
+        except PermanentDeliveryError as e:
+            if "HTTP 404" in str(e):
+                return {}
+            raise
+        value = (doc or {}).get("value")
+        return value if isinstance(value, dict) else {}

@@ -1,0 +1,103 @@
+"""Helpers for the alerting unit tests: an engine on a temporary state directory with in-memory
+OTel exporters, and small processors and a notifier that record what they are given."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bridge.alerting import AlertEngine, AlertingSettings, AlertSuppressed, Notification, Notifier
+from bridge.alerting.outbox import RetryPolicy
+from bridge.api import Alert, AlertProcessorPlugin, Plugin, PluginMetadata, PluginType
+
+
+class Recorder(AlertProcessorPlugin):
+    """Records every call; labels each alert it passes on with ``seen_by``."""
+
+    def __init__(self, name: str, log: list[str], suppress: bool = False) -> None:
+        self.name = name
+        self.log = log
+        self.suppress = suppress
+
+    def metadata(self) -> PluginMetadata:
+        return PluginMetadata(f"monitoring.alerts.{self.name}", self.name, "1", "tests", "", PluginType.ALERT_PROCESSOR)
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def process_alert(self, alert: Alert) -> Alert:
+        self.log.append(f"{self.name}:process:{alert.state.value}")
+        if self.suppress:
+            raise AlertSuppressed("told to")
+        if alert.state.value == "firing":
+            alert.labels["seen_by"] = alert.labels.get("seen_by", "") + self.name
+        return alert
+
+    async def handle_acknowledgment(self, alert_id: str) -> None:
+        self.log.append(f"{self.name}:ack")
+
+    async def handle_resolution(self, alert_id: str) -> None:
+        self.log.append(f"{self.name}:resolution")
+
+
+class CollectingNotifier(Notifier):
+    """Keeps every notification; fails the first ``fail`` sends."""
+
+    plugin_id = "monitoring.alerts.collect"
+
+    def __init__(self, fail: int = 0) -> None:
+        super().__init__()
+        self.sent: list[Notification] = []
+        self.fail = fail
+        self.arrived = asyncio.Event()
+
+    def metadata(self) -> PluginMetadata:
+        return PluginMetadata(self.plugin_id, "collect", "1", "tests", "", PluginType.ALERT_PROCESSOR)
+
+    async def send(self, notification: Notification) -> None:
+        if self.fail > 0:
+            self.fail -= 1
+            from bridge.alerting import DeliveryError
+
+            raise DeliveryError("receiver down")
+        self.sent.append(notification)
+        self.arrived.set()
+
+
+class EngineUnderTest:
+    def __init__(self, state: Path, plugins: Sequence[tuple[str, Plugin]] = (), **settings: Any) -> None:
+        self.plugins = list(plugins)
+        self.engine = AlertEngine(
+            AlertingSettings(state_dir=state, **settings),
+            plugins=lambda t: [(i, p) for i, p in self.plugins if p.plugin_type is t],
+            retry=RetryPolicy(initial=0.02, maximum=0.1),
+        )
+        self.spans = InMemorySpanExporter()
+        self.logs = InMemoryLogRecordExporter()
+        self.engine.telemetry.add_processor(SimpleSpanProcessor(self.spans))
+        self.engine.telemetry.add_processor(SimpleLogRecordProcessor(self.logs))
+
+    def log_events(self) -> list[tuple[str, str]]:
+        out = []
+        for r in self.logs.get_finished_logs():
+            attrs = r.log_record.attributes or {}
+            out.append((str(attrs.get("monbridge.alert.event")), str(attrs.get("alert.state"))))
+        return out
+
+
+async def configure(plugins: Sequence[tuple[str, Plugin]]) -> None:
+    for _pid, p in plugins:
+        await p.initialize({}) if not isinstance(p, Notifier) else None
+
+
+def make_alert(name: str = "HighCPU", **labels: str) -> Alert:
+    return Alert(id="", name=name, severity=labels.pop("severity", "critical"), labels=dict(labels))
