@@ -13,15 +13,16 @@ Two targets, each scraped 1 + --warmup + --repeat times with values changing bet
 
 Parsers, each given the raw bytes of the body:
   monbridge steady  ``TextParser.parse`` of one TextParser on every scrape of the target (the
-                    per-target series cache warm): the HEADLINE figure, the cost of a scrape.
+                    per-target series cache and body template warm): the HEADLINE figure, the
+                    cost of a scrape.
   monbridge cold    a fresh TextParser (empty cache) per parse.
   prometheus_client ``prometheus_client.parser.text_string_to_metric_families`` (0.26) on the
                     decoded body, families and samples materialised: the BASELINE.
 
 Before any figure is printed, the parses of the first two and the last scrape of each target
 by monbridge (cached and cold) and by prometheus_client are compared sample by sample (name,
-labels, value; prometheus_client's counter renaming undone);
-any difference exits with status 1. Goal: monbridge steady ≥ 10x prometheus_client.
+labels, value; prometheus_client's counter renaming undone), and monbridge's cached and cold
+families by name, type, HELP, UNIT and size; any difference exits with status 1. Goal: monbridge steady ≥ 10x prometheus_client.
 """
 
 from __future__ import annotations
@@ -129,11 +130,16 @@ def verify(label: str, bodies: list[bytes]) -> int:
     parser = TextParser()
     n = 0
     for i, body in enumerate(bodies):
-        ours = [_canon(s[0], s[1], s[2]) for f in parser.parse(body) for s in f.samples]
+        families = parser.parse(body)
+        ours = [_canon(s[0], s[1], s[2]) for f in families for s in f.samples]
         n = len(ours)
         if i not in (0, 1, len(bodies) - 1):  # the cold and the client parse of 100k samples take seconds
             continue
-        cold = [_canon(s[0], s[1], s[2]) for f in TextParser().parse(body) for s in f.samples]
+        cold_families = TextParser().parse(body)
+        cold = [_canon(s[0], s[1], s[2]) for f in cold_families for s in f.samples]
+        if [(f.name, f.type, f.help, f.unit, len(f.samples)) for f in families] != \
+                [(f.name, f.type, f.help, f.unit, len(f.samples)) for f in cold_families]:
+            fail(f"{label} scrape {i}: the cached parse's families differ from a cold one's")
         theirs = [_canon(s.name, s.labels, float(s.value)) for f in text_string_to_metric_families(body.decode())
                   for s in f.samples]
         if ours != cold:

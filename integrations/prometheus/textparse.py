@@ -7,7 +7,9 @@ and it is both slower than we need and more lenient or stricter than Prometheus 
 goal is at least 10x its speed on repeated scrapes of the same target, which a general-purpose
 parser cannot reach: :class:`TextParser` remembers, per target, the exact text of every series
 part it has already validated, so a repeated line costs a split, one dict look-up and a float
-conversion (``benchmarks/bench_parse.py`` measures it).
+conversion; and it remembers the previous body's shape (every line but the sample values), so a
+body that differs from the previous one only in values costs a split, two tuple comparisons and
+the conversion of the values that changed (``benchmarks/bench_parse.py`` measures it).
 
 The grammar is that of Prometheus' ``model/textparse`` (``promlex.l`` + ``promparse.go`` and
 ``openmetricslex.l`` + ``openmetricsparse.go`` as of 2.42), quirks included:
@@ -39,6 +41,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import itemgetter, ne
 
 __all__ = ["ParseError", "ParsedFamily", "ParsedSample", "TextParser", "go_float", "parse"]
 
@@ -74,6 +78,7 @@ _INF = float("inf")
 _GO_SPECIAL = {"inf": _INF, "+inf": _INF, "-inf": -_INF, "infinity": _INF, "+infinity": _INF,
                "-infinity": -_INF, "nan": float("nan")}
 _FINITE_TAIL = "0123456789."
+_SPACE_OR_UNDERSCORE = re.compile("[\t\r\x0b\x0c\x1c-\x1f _]")  # ASCII whitespace to Python, "_"
 _INT64_MAX = 2**63 - 1
 _ESCAPE = re.compile(r'\\([\\"n])')
 _HELP_ESCAPE = re.compile(r"\\([\\n])")
@@ -111,6 +116,17 @@ def go_float(s: str) -> float:
     if special is None:
         raise ValueError(f"invalid float syntax: {_quote(s)}")
     return special
+
+
+def _value(val: str) -> float:
+    """``go_float(val)``, faster for the common case of a finite decimal."""
+    try:
+        v = float(val)
+    except ValueError:
+        return go_float(val)
+    if val[-1] in _FINITE_TAIL and val[0] > " " and val.isascii() and "_" not in val and v - v == 0.0:
+        return v
+    return go_float(val)
 
 
 def _quote(text: str, limit: int = 80) -> str:
@@ -433,7 +449,8 @@ class TextParser:
     The cache maps the exact text of a series part (``name{labels}``) to its parsed name and
     labels and to the family it fell in under the metadata in force; it is rebuilt from the last
     scrape's series when it grows past four times their number, so it stays bounded however the
-    target's series churn."""
+    target's series churn. On top of it, one :class:`_Template` per format: the shape of the last
+    body parsed, replayed when the next body differs from it only in sample values."""
 
     CACHE_FACTOR = 4
     CACHE_SLACK = 256
@@ -442,6 +459,7 @@ class TextParser:
         # per format (False: text 0.0.4, True: OpenMetrics): series key -> entry, metadata line -> entry
         self._series: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         self._meta: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
+        self._templates: list[_Template | None] = [None, None]
 
     def parse(self, body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:
         """Parse one scraped body; raises ParseError when Prometheus would fail the scrape."""
@@ -455,8 +473,18 @@ class TextParser:
                 text = body.decode("utf-8", "surrogateescape")
                 bad_utf8 = True
         om = bool(openmetrics)
+        # The template stands for parses of bodies decoded without error only (Prometheus then checks
+        # the UTF-8 of label values and HELP text, and the template does not).
+        template = None if bad_utf8 else self._templates[om]
+        if template is not None:
+            families = template.apply(text)
+            if families is not None:
+                return families
         series, meta = self._series[om], self._meta[om]
+        self._templates[om] = None  # a failed parse leaves no template
         families = self._parse(text, om, bad_utf8, series, meta)
+        if not bad_utf8:
+            self._templates[om] = _Template.build(text, families)
         n_series = sum(len(f.samples) for f in families)
         if len(series) > self.CACHE_FACTOR * n_series + self.CACHE_SLACK:
             kept = {s[4]: series[s[4]] for f in families for s in f.samples if s[4] in series}
@@ -643,6 +671,153 @@ class TextParser:
             out.append(fam)
         fam.samples.append((name, labels, value, ts, key))
         return ctx_out, fam_name, fam.samples.append
+
+
+def _picker(idx: list[int]):
+    """``seq -> tuple(seq[i] for i in idx)``, at C speed."""
+    if len(idx) > 1:
+        return itemgetter(*idx)
+    if idx:
+        i = idx[0]
+        return lambda seq: (seq[i],)
+    return lambda seq: ()
+
+
+class _Template:
+    """The shape of a parsed body: its comment lines whole and, for its sample lines, the text before
+    the value (the series key followed by one space) and where the sample went. It is built only from
+    a body ending with a newline whose every line is either a ``#`` line or exactly ``<series key>
+    <value>`` (one space, a value Go's ParseFloat takes, no timestamp, no exemplar). A body with the
+    same lines but for the values then parses as that body did, provided its values are valid too:
+    each line's entry depends on its text only, and the family a sample joins on the metadata lines
+    and sample names before it, all unchanged."""
+
+    __slots__ = ("n_lines", "comments_at", "comments", "samples_at", "prefixes", "names", "labels",
+                 "keys", "order", "families", "lines", "samples")
+
+    # Above this share of changed values (as seen on every BULK_STRIDE-th sample line), all values are
+    # read again at once with C-level passes rather than the changed ones line by line.
+    BULK_SHARE = 0.25
+    BULK_STRIDE = 16
+
+    @classmethod
+    def build(cls, text: str, out: list[ParsedFamily]) -> _Template | None:
+        """The template of ``text``, which parsed as ``out``; None when the body does not qualify."""
+        lines = text.split("\n")
+        if lines.pop():
+            return None
+        # Sample lines are matched, in order, to the next sample of a family (each family's samples
+        # are in line order): the one family whose next sample's key is the text before the value.
+        nxt: dict[str, list[int]] = {}
+        pos = [0] * len(out)
+        for fi, fam in enumerate(out):
+            if fam.samples:
+                nxt.setdefault(fam.samples[0][4], []).append(fi)
+        comment_idx: list[int] = []
+        sample_idx: list[int] = []
+        fam_of: list[int] = []
+        samples: list[ParsedSample] = []
+        for n, line in enumerate(lines):
+            if line[:1] == "#":
+                comment_idx.append(n)
+                continue
+            head, sep, val = line.rpartition(" ")
+            cands = nxt.pop(head, None) if sep else None
+            if cands is None or len(cands) != 1:
+                return None
+            fi = cands[0]
+            fam_samples = out[fi].samples
+            sample = fam_samples[pos[fi]]
+            if sample[3] is not None:
+                return None
+            try:
+                # The line is "<key> <value>" then, so its own sample's key is the head, and its family
+                # the one candidate: the matching is right.
+                go_float(val)
+            except ValueError:
+                return None
+            pos[fi] += 1
+            if pos[fi] < len(fam_samples):
+                nxt.setdefault(fam_samples[pos[fi]][4], []).append(fi)
+            sample_idx.append(n)
+            fam_of.append(fi)
+            samples.append(sample)
+        if nxt or not samples:  # a sample left unmatched (one spanning lines, after a NUL ...), or no sample
+            return None
+        t = cls()
+        t.n_lines = len(lines)
+        t.comments_at = _picker(comment_idx)
+        t.comments = t.comments_at(lines)
+        t.samples_at = _picker(sample_idx)
+        t.lines = t.samples_at(lines)
+        t.prefixes = tuple(s[4] + " " for s in samples)
+        t.names = tuple(s[0] for s in samples)
+        t.labels = tuple(s[1] for s in samples)
+        t.keys = tuple(s[4] for s in samples)
+        order = sorted(range(len(samples)), key=fam_of.__getitem__)
+        t.order = None if order == list(range(len(samples))) else order
+        slices = []
+        start = 0
+        for count in pos:
+            slices.append(slice(start, start + count))
+            start += count
+        # the families' names, types, HELP, UNIT and the slices of their samples (grouped by family)
+        t.families = (tuple(f.name for f in out), tuple(f.type for f in out), tuple(f.help for f in out),
+                      tuple(f.unit for f in out), tuple(slices))
+        t.samples = samples
+        return t
+
+    def apply(self, text: str) -> list[ParsedFamily] | None:
+        """The parse of ``text`` if it has this shape and valid values; None otherwise (the full parser
+        then says what is wrong, and where)."""
+        lines = text.split("\n")
+        if lines.pop() or len(lines) != self.n_lines or self.comments_at(lines) != self.comments:
+            return None
+        sample_lines = self.samples_at(lines)
+        samples = self.samples
+        if sample_lines != self.lines:
+            prev, stride = self.lines, self.BULK_STRIDE
+            if sum(map(ne, sample_lines[::stride], prev[::stride])) > self.BULK_SHARE * len(prev[::stride]):
+                samples = self._read(sample_lines, None)
+            else:
+                samples = self._read(sample_lines, list(compress(range(len(prev)), map(ne, sample_lines, prev))))
+            if samples is None:
+                return None
+            self.lines = sample_lines
+            self.samples = samples
+        if self.order is not None:
+            samples = [samples[i] for i in self.order]
+        fams = self.families
+        return list(map(ParsedFamily, fams[0], fams[1], fams[2], fams[3], map(samples.__getitem__, fams[4])))
+
+    def _read(self, sample_lines: tuple[str, ...], changed: list[int] | None) -> list[ParsedSample] | None:
+        """The samples, the sample lines at ``changed`` (all when None) read again, with C-level passes."""
+        lines, prefixes, names, labels, keys = sample_lines, self.prefixes, self.names, self.labels, self.keys
+        if changed is not None:
+            pick = _picker(changed)
+            lines, prefixes, names, labels, keys = pick(lines), pick(prefixes), pick(names), pick(labels), pick(keys)
+        if not all(map(str.startswith, lines, prefixes)):
+            return None
+        vals = list(map(str.removeprefix, lines, prefixes))
+        try:
+            floats = list(map(float, vals))  # Python's float takes all that Go's ParseFloat takes ...
+        except ValueError:
+            return None
+        # ... and also names (inf, nan), whitespace around, underscores, non-ASCII digits and out-of-range
+        # literals (to inf): none of them among finite ASCII values without whitespace or underscores.
+        joined = "\n".join(vals)
+        if not joined.isascii() or _SPACE_OR_UNDERSCORE.search(joined) or (total := sum(floats)) - total != 0.0:
+            try:
+                floats = list(map(_value, vals))
+            except ValueError:
+                return None
+        new = list(zip(names, labels, floats, repeat(None), keys))
+        if changed is None:
+            return new
+        samples = self.samples.copy()
+        for i, sample in zip(changed, new, strict=True):
+            samples[i] = sample
+        return samples
 
 
 def parse(body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:

@@ -227,3 +227,140 @@ def test_series_key_is_the_text_on_the_line():
     fams = parse('a { b = "1" , } 1\na{b="1"} 2\n')
     assert [s[4] for s in fams[0].samples] == ['a { b = "1" , }', 'a{b="1"}']
     assert [s[1] for s in fams[0].samples] == [(("b", "1"),), (("b", "1"),)]
+
+
+# --------------------------------------------------------------------------- the per-target template
+
+
+def _shape_body(values: list[str], om: bool = False) -> str:
+    """A body of fixed shape: a counter, a histogram and a gauge with HELP (and UNIT), values filled in."""
+    total = "_total" if om else ""
+    lines = ["# HELP req Requests.", "# TYPE req counter", f'req{total}{{code="200"}} {{}}', f'req{total}{{code="500"}} {{}}',
+             "# HELP lat_seconds Latency.", "# TYPE lat_seconds histogram"]
+    if om:
+        lines.append("# UNIT lat_seconds seconds")
+    lines += ['lat_seconds_bucket{le="0.1"} {}', 'lat_seconds_bucket{le="+Inf"} {}', "lat_seconds_sum {}", "lat_seconds_count {}",
+              "# TYPE temp gauge", 'temp{room="a b"} {}', "free {}"]
+    body = "\n".join(lines).replace("{}", "\0")
+    for v in values:
+        body = body.replace("\0", v, 1)
+    return body + ("\n# EOF\n" if om else "\n")
+
+
+def _count_full_parses(monkeypatch, parser: TextParser) -> list[int]:
+    calls = [0]
+    full = TextParser._parse
+
+    def counting(self, *args):
+        calls[0] += self is parser
+        return full(self, *args)
+
+    monkeypatch.setattr(TextParser, "_parse", counting)
+    return calls
+
+
+_VALUES = ["1", "2", "3", "4", "5.5", "4", "21.5", "1e3"]
+
+
+@pytest.mark.parametrize("om", [False, True])
+def test_template_same_shape_new_values(monkeypatch, om):
+    parser = TextParser()
+    parser.parse(_shape_body(_VALUES, om).encode(), om)
+    calls = _count_full_parses(monkeypatch, parser)
+    rng = random.Random(3)
+    for changed in (0, 1, 3, 8):  # none, a few (line by line), all (at once)
+        values = list(_VALUES)
+        for i in rng.sample(range(len(values)), changed):
+            values[i] = rng.choice(["NaN", "+Inf", "-Inf", "-0", ".5", "5.", "+12", "-1.5e-3", repr(rng.random() * 1e9)])
+        body = _shape_body(values, om)
+        assert _same(parser.parse(body.encode(), om), parse(body, om))
+    assert calls[0] == 0  # all on the template: no full parse
+    fams = {f.name: f for f in parser.parse(_shape_body(_VALUES, om).encode(), om)}
+    lat = fams["lat_seconds"]
+    assert (lat.type, lat.help, lat.unit) == ("histogram", "Latency.", "seconds" if om else "")
+    assert [s[0] for s in lat.samples] == ["lat_seconds_bucket", "lat_seconds_bucket", "lat_seconds_sum", "lat_seconds_count"]
+    assert (fams["temp"].type, fams["free"].type) == ("gauge", "unknown" if om else "untyped")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ('req{code="500"} 2', 'req{code="501"} 2'),  # one label value
+    ('req{code="500"} 2', 'req{code="500",x="y"} 2'),  # one label more
+    ("# TYPE temp gauge", "# TYPE temp counter"),  # metadata: type
+    ("# HELP lat_seconds Latency.", "# HELP lat_seconds Latency in seconds."),  # metadata: HELP text
+    ("# TYPE lat_seconds histogram", "# TYPE lat_seconds summary"),  # lat_bucket leaves the family
+    ("free 1e3", "free 1e3\nfree2 7"),  # a line added
+    ('temp{room="a b"} 21.5\n', ""),  # a line removed
+    ("# HELP req Requests.\n", ""),  # a metadata line removed
+    ("free 1e3", "# a comment\nfree 1e3"),  # a comment added
+    ("free 1e3", "free 1e3 1700000000000"),  # a timestamp appears
+    ("free 1e3", "free  1e3"),  # two spaces
+    ("free 1e3", "free 1e3\t"),  # trailing whitespace
+    ("free 1e3", "free\t1e3"),  # a tab
+    ("free 1e3\n", "free 1e3\n\n"),  # a blank line
+    ("free 1e3\n", "free 1e3"),  # no newline at the end
+])
+def test_template_shape_changes_parse_as_cold(old, new):
+    parser = TextParser()
+    base = _shape_body(_VALUES)
+    assert old in base
+    parser.parse(base.encode())
+    changed = base.replace(old, new)
+    assert _same(parser.parse(changed.encode()), parse(changed))
+    again = changed.replace("21.5", "22")  # and the template follows the new shape
+    assert _same(parser.parse(again.encode()), parse(again))
+    assert _same(parser.parse(base.encode()), parse(base))
+
+
+def test_template_not_built_from_lines_it_cannot_replay(monkeypatch):
+    for body in ["a 1 1700000000000\nb 2\n", "a{b=\"x\ny\"} 1\nc 2\n", "a 1\n\nb 2\n", "a  1\nb 2\n", "a 1\t\nb 2\n",
+                 "a 1\nb 2"]:
+        parser = TextParser()
+        parser.parse(body)
+        assert parser._templates[False] is None, body
+        assert _same(parser.parse(body.replace(" 2", " 3")), parse(body.replace(" 2", " 3")))
+
+
+@pytest.mark.parametrize("om", [False, True])
+@pytest.mark.parametrize("changed", [1, 8])
+@pytest.mark.parametrize("bad", ["1_0", "0x10", "1e400", "-NaN", "+nan", "١", "1,5", "", "1 2 3", "1e", "x"])
+def test_template_invalid_value_reported_on_its_line(om, changed, bad):
+    parser = TextParser()
+    parser.parse(_shape_body(_VALUES, om).encode(), om)
+    values = [str(float(v) + 1) for v in _VALUES] if changed == 8 else list(_VALUES)
+    values[6] = bad  # temp{room="a b"}, line 12 of the text body, 13 of the OpenMetrics one
+    body = _shape_body(values, om)
+    with pytest.raises(ParseError) as cached:
+        parser.parse(body.encode(), om)
+    with pytest.raises(ParseError) as cold:
+        parse(body.encode(), om)
+    assert cached.value.line == cold.value.line == (13 if om else 12)
+    assert str(cached.value) == str(cold.value)
+    assert _same(parser.parse(_shape_body(_VALUES, om).encode(), om), parse(_shape_body(_VALUES, om), om))
+
+
+def test_template_results_share_no_mutable_state():
+    parser = TextParser()
+    body = _shape_body(_VALUES)
+    first = parser.parse(body.encode())
+    second = parser.parse(body.encode())
+    third = parser.parse(_shape_body([str(float(v) + 1) for v in _VALUES]).encode())
+    for a, b in ((first, second), (second, third), (first, third)):
+        assert all(fa is not fb and fa.samples is not fb.samples for fa, fb in zip(a, b, strict=True))
+    second[0].samples.clear()
+    second[1].type = "gauge"
+    second.pop()
+    assert _same(parser.parse(body.encode()), parse(body))
+    assert _same(first, parse(body))
+
+
+def test_template_families_seen_again_and_interleaved():
+    body = "# TYPE a counter\na 1\nb 2\n# TYPE a counter\na 3\nb 4\nc{x=\"1\"} 5\n# HELP b B.\nb 6\n"
+    parser = TextParser()
+    parser.parse(body)
+    assert parser._templates[False] is not None and parser._templates[False].order is not None
+    for values in (["7", "8", "9", "10", "11", "12"], ["NaN", "8", "-Inf", "10", "11", "0"]):
+        new = body
+        for old, v in zip(["1", "2", "3", "4", "5", "6"], values, strict=True):
+            new = new.replace(f" {old}\n", f" {v}\n")
+        assert _same(parser.parse(new), parse(new))
+        assert [len(f.samples) for f in parser.parse(new)] == [2, 3, 1]
