@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import math
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -41,6 +41,7 @@ from bridge.api import (
     PluginType,
     SummaryValue,
 )
+from bridge.alerting.model import fingerprint
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import RelabelConfig, Relabeler
 from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
@@ -206,6 +207,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._sent: dict[Any, _Sent] = {}
         self._job_instance: tuple[tuple[str, str], ...] = ()
         self._counts: dict[tuple[str, str], int] = {}
+        self._exported: dict[str, Alert] = {}  # fingerprint -> alert last sent to Alertmanager
+        self._imported: dict[str, Alert] = {}  # fingerprint -> alert firing at Prometheus at the last import
         self._started = False
 
     def metadata(self) -> PluginMetadata:
@@ -465,11 +468,19 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     # ------------------------------------------------------------------ alerts
 
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
-        """Post ``alerts`` to Alertmanager's ``/api/v2/alerts`` (resolved ones with their end time)."""
+        """Post ``alerts`` (the current ones, each round) to Alertmanager's ``/api/v2/alerts``; an
+        alert sent before and absent now is sent once more as resolved (its end time now), so
+        Alertmanager resolves it at once rather than after its resolve_timeout. Without
+        ``export_alerts`` in the config there is nothing to do."""
         cfg = self.config
         if cfg is None or cfg.export_alerts is None:
-            raise PluginError(f"{PLUGIN_ID}: export_alerts needs `export_alerts: {{url: ...}}` in its config")
-        payload = [alert_to_alertmanager(a, cfg.external_url) for a in alerts]
+            return
+        now = time.time()
+        current = {a.fingerprint or fingerprint({"alertname": a.name, **a.labels}): a for a in alerts}
+        gone = [replace(a, state=AlertState.RESOLVED, ends_at=now) for fp, a in self._exported.items() if fp not in current]
+        if not current and not gone:
+            return
+        payload = [alert_to_alertmanager(a, cfg.external_url) for a in (*current.values(), *gone)]
         url = cfg.export_alerts.url.rstrip("/") + "/api/v2/alerts"
         try:
             async with asyncio.timeout(cfg.export_alerts.timeout):
@@ -482,9 +493,11 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             raise PluginError(f"posting alerts to Alertmanager {display_url(url)} timed out") from None
         except OSError as e:
             raise PluginError(f"posting alerts to Alertmanager {display_url(url)} failed: {type(e).__name__}: {e}") from None
+        self._exported = dict(current)
 
     async def import_alerts(self) -> Sequence[Alert]:
-        """The alerts of a Prometheus server (``/api/v1/alerts``), pending ones left out."""
+        """The firing alerts of a Prometheus server (``/api/v1/alerts``; pending ones left out),
+        and, resolved, those that fired at the last import and no longer do."""
         cfg = self.config
         if cfg is None or cfg.import_alerts is None:
             return []
@@ -500,15 +513,20 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             raise PluginError(f"reading alerts from Prometheus {display_url(url)} timed out") from None
         except (OSError, ValueError) as e:
             raise PluginError(f"reading alerts from Prometheus {display_url(url)} failed: {type(e).__name__}: {e}") from None
-        alerts = []
+        firing: dict[str, Alert] = {}
         for i, a in enumerate(body.get("data", {}).get("alerts", [])):
             try:
                 if a.get("state") != "firing":
                     continue
-                alerts.append(alert_from_prometheus(a))
-            except (KeyError, TypeError, ValueError) as e:
+                alert = alert_from_prometheus(a)
+                firing[alert.fingerprint] = alert
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
                 log.warning("alert %d from %s skipped: %s: %s", i, display_url(url), type(e).__name__, e)
-        return alerts
+        now = time.time()
+        resolved = [replace(a, state=AlertState.RESOLVED, ends_at=now) for fp, a in self._imported.items()
+                    if fp not in firing]
+        self._imported = firing
+        return [*firing.values(), *resolved]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -527,17 +545,6 @@ def _expand_values(v: Any) -> list[float]:
     return [float(x) for _, x in v.quantiles] + [float(v.sum), float(v.count)]
 
 
-def fingerprint(labels: Mapping[str, str]) -> str:
-    """A stable fingerprint of a label set (hex of a hash over the sorted pairs)."""
-    h = hashlib.sha256()
-    for k, v in sorted(labels.items()):
-        h.update(k.encode())
-        h.update(b"\xff")
-        h.update(v.encode())
-        h.update(b"\xff")
-    return h.hexdigest()[:16]
-
-
 def _rfc3339(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -549,6 +556,7 @@ def _parse_rfc3339(s: str) -> float:
 def alert_to_alertmanager(a: Alert, external_url: str = "") -> dict[str, Any]:
     """An Alert as an element of Alertmanager's ``POST /api/v2/alerts`` body (``postableAlert``)."""
     labels = {"alertname": a.name, **({"severity": a.severity} if a.severity else {}), **a.labels}
+    labels = {k: v for k, v in labels.items() if v != ""}
     body: dict[str, Any] = {"labels": labels, "annotations": dict(a.annotations), "startsAt": _rfc3339(a.starts_at)}
     if a.state is AlertState.RESOLVED:
         body["endsAt"] = _rfc3339(a.ends_at if a.ends_at is not None else time.time())
@@ -562,7 +570,7 @@ def alert_to_alertmanager(a: Alert, external_url: str = "") -> dict[str, Any]:
 def alert_from_prometheus(a: Mapping[str, Any]) -> Alert:
     """An alert of Prometheus' ``/api/v1/alerts`` as an Alert (firing; its value when it has one)."""
     labels = {str(k): str(v) for k, v in a["labels"].items()}
-    name = labels.pop("alertname", "")
+    name = labels.get("alertname", "")
     if not name:
         raise ValueError("alert has no alertname label")
     severity = labels.get("severity", "")
@@ -574,8 +582,7 @@ def alert_from_prometheus(a: Mapping[str, Any]) -> Alert:
     except (TypeError, ValueError):
         value = None
     starts = a.get("activeAt")
-    full = {"alertname": name, **labels}
-    fp = fingerprint(full)
-    return Alert(id=fp, name=name, severity=severity, state=AlertState.FIRING, labels=labels,
+    fp = fingerprint(labels)  # Alertmanager's fingerprint of the full label set
+    return Alert(id="", name=name, severity=severity, state=AlertState.FIRING, labels=labels,
                  annotations={str(k): str(v) for k, v in (a.get("annotations") or {}).items()}, value=value,
                  starts_at=_parse_rfc3339(starts) if starts else time.time(), fingerprint=fp)

@@ -272,26 +272,32 @@ def test_alerts_to_alertmanager_and_from_prometheus(peers, prometheus_server, tm
     prom = prometheus_server(config={"global": {"evaluation_interval": "1s"}, "rule_files": [str(rules)],
                                      "scrape_configs": []})
 
-    async def run() -> list[Alert]:
+    import json
+
+    def am_alerts() -> list[tuple[Any, Any, Any]]:
+        return [(a["labels"], a["annotations"], a["status"]["state"]) for a in json.loads(am.get("/api/v2/alerts")[2])]
+
+    async def run() -> tuple[list[Alert], list[Any], list[Any]]:
         plugin = PrometheusIntegration()
         await plugin.initialize({"export_alerts": {"url": am.url}, "import_alerts": {"url": prom.url}})
         try:
             await plugin.export_alerts([Alert(id="a1", name="DiskFull", severity="critical", labels={"host": "db1"},
                                               annotations={"summary": "disk full"})])
+            sent = am_alerts()
+            await plugin.export_alerts([])  # no longer current: sent once more as resolved
+            after = am_alerts()
             for _ in range(40):
                 imported = await plugin.import_alerts()
                 if imported:
-                    return list(imported)
+                    return list(imported), sent, after
                 await asyncio.sleep(0.5)
-            return []
+            return [], sent, after
         finally:
             await plugin.shutdown()
 
-    imported = asyncio.run(run())
+    imported, sent, after = asyncio.run(run())
     assert [(a.name, a.severity, a.state, a.value, a.annotations) for a in imported] == [
         ("AlwaysFiring", "page", AlertState.FIRING, 3.0, {"summary": "it fires"})]
-    import json
-
-    alerts = json.loads(am.get("/api/v2/alerts")[2])
-    assert [(a["labels"], a["annotations"], a["status"]["state"]) for a in alerts] == [
-        ({"alertname": "DiskFull", "severity": "critical", "host": "db1"}, {"summary": "disk full"}, "active")]
+    assert imported[0].labels == {"alertname": "AlwaysFiring", "severity": "page"}
+    assert sent == [({"alertname": "DiskFull", "severity": "critical", "host": "db1"}, {"summary": "disk full"}, "active")]
+    assert after == []  # Alertmanager resolved it at once

@@ -252,3 +252,34 @@ def test_imported_data_reaches_otel_as_it_came():
     encoded = {m.name: m for m in encode_metrics(data).resource_metrics[0].scope_metrics[-1].metrics}
     rpc = encoded["rpc"].summary.data_points[0]
     assert (rpc.count, rpc.sum, [(q.quantile, q.value) for q in rpc.quantile_values]) == (20, 7.0, [(0.5, 0.1), (0.99, 0.9)])
+
+
+async def test_imported_alerts_resolve_when_prometheus_stops_firing_them():
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from bridge.api import AlertState
+
+    firing = [{"labels": {"alertname": "High", "severity": "page", "host": "a"}, "annotations": {"summary": "s"},
+               "state": "firing", "activeAt": "2026-01-01T00:00:00Z", "value": "1e+00"},
+              {"labels": {"alertname": "Soon"}, "state": "pending", "activeAt": "2026-01-01T00:00:00Z", "value": "0"}]
+
+    async def alerts(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "success", "data": {"alerts": firing}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/alerts", alerts)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    plugin = PrometheusIntegration()
+    await plugin.initialize({"import_alerts": {"url": str(server.make_url("/"))}})
+    try:
+        first = await plugin.import_alerts()
+        assert [(a.name, a.state, a.value, a.starts_at) for a in first] == [("High", AlertState.FIRING, 1.0, 1767225600.0)]
+        firing = []
+        second = await plugin.import_alerts()
+        assert [(a.name, a.state, a.fingerprint) for a in second] == [("High", AlertState.RESOLVED, first[0].fingerprint)]
+        assert await plugin.import_alerts() == []
+    finally:
+        await plugin.shutdown()
+        await server.close()
