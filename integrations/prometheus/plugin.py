@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from bridge.alerting.model import fingerprint
 from bridge.api import (
     Alert,
     AlertState,
@@ -41,7 +42,6 @@ from bridge.api import (
     PluginType,
     SummaryValue,
 )
-from bridge.alerting.model import fingerprint
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import RelabelConfig, Relabeler
 from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
