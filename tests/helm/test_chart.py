@@ -101,7 +101,7 @@ def test_ci_scenarios_cover_every_mode_and_preset() -> None:
     values = {name: scenario_values(name) for name in SCENARIOS}
     modes = {v.get("mode", "daemonset") for v in values.values()}
     assert modes == {"daemonset", "deployment", "statefulset"}
-    for preset in ("hostMetrics", "otlpExport", "prometheusScrape"):
+    for preset in ("hostMetrics", "otlpExport", "prometheusScrape", "alerting"):
         assert any(render_enabled_preset(v, preset) for v in values.values()), f"no ci scenario enables presets.{preset}"
     sharding = [v.get("presets", {}).get("prometheusScrape", {}).get("sharding", {}) for v in values.values()]
     assert any(s.get("enabled") for s in sharding), "no ci scenario enables presets.prometheusScrape.sharding"
@@ -403,6 +403,14 @@ def test_values_yaml_documents_every_top_level_key() -> None:
         ({"config": {"serve": {}}}, "at '/config': additional properties 'serve' not allowed"),
         ({"presets": {"otlpExport": {"protocol": "http"}}}, "at '/presets/otlpExport/protocol'"),
         ({"serviceMonitor": {"interval": "30"}}, "at '/serviceMonitor/interval'"),
+        ({"presets": {"alerting": {"email": {"password": "s3cr3t"}}}},
+         "at '/presets/alerting/email': additional properties 'password' not allowed"),
+        ({"presets": {"alerting": {"rules": [{"name": "A", "metric": "m"}]}}},
+         "at '/presets/alerting/rules/0': missing property 'threshold'"),
+        ({"presets": {"alerting": {"rules": [{"name": "A", "metric": "m", "threshold": 1, "aggregate": "p99"}]}}},
+         "at '/presets/alerting/rules/0/aggregate'"),
+        ({"presets": {"alerting": {"webhook": {"url": "receiver:5001"}}}}, "at '/presets/alerting/webhook/url'"),
+        ({"presets": {"alerting": {"email": {"smtp": "smtp.example.org"}}}}, "at '/presets/alerting/email/smtp'"),
     ],
 )
 def test_values_that_break_the_schema_fail_rendering(values: dict[str, Any], message: str) -> None:
@@ -433,7 +441,6 @@ NO_HOST = {"presets": {"hostMetrics": {"enabled": False}},
         ({"presets": {"hostMetrics": {"enabled": False}}}, "no monbridge plugin is enabled"),
         ({"config": {"plugins": [{"plugin_id": "monitoring.metrics.system", "enabled": False}]}},
          "no monbridge plugin is enabled"),
-        ({"presets": {"alerting": {"enabled": True}}}, "presets.alerting is not available yet"),
         ({"presets": {"otlpExport": {"enabled": True}}}, "presets.otlpExport.enabled=true needs a destination"),
         ({"presets": {"otlpExport": {"enabled": True, "endpoint": "http://a:4318", "secretName": "s", "endpointKey": "e"}}},
          "set either endpoint (a plain URL) or endpointKey"),
@@ -666,3 +673,194 @@ def test_no_golden_folder_without_a_scenario() -> None:
     folders = sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.is_dir())
     assert folders == SCENARIOS, "every examples/<scenario>/ needs ci/<scenario>-values.yaml and the reverse; " \
                                  "delete stale folders, then run UPDATE_GOLDEN=1 .venv/bin/pytest tests/helm"
+
+
+# --------------------------------------------------------------------------- alerting
+
+RULE = {"name": "NodeDown", "metric": "up", "match": {"job": "node"}, "aggregate": "min", "op": "<", "threshold": 1,
+        "for": 60, "severity": "critical"}
+ALERTING = {"mode": "statefulset", "presets": {**SCRAPE_ONLY, "alerting": {"enabled": True, "rules": [RULE]}}}
+
+
+def _alerting(**changes: Any) -> dict[str, Any]:
+    """ALERTING (one statefulset replica scraping and alerting) with dotted keys under presets.alerting changed."""
+    return with_values(ALERTING, **{f"presets.alerting.{k}": v for k, v in changes.items()})
+
+
+def _plugins(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {p["plugin_id"]: p for p in yaml.safe_load(config_text(docs))["plugins"]}
+
+
+def test_alerting_preset_config_notifiers_and_secrets_by_reference() -> None:
+    docs = manifests(render(scenario_values("alerting")))
+    text = config_text(docs)
+    config = yaml.safe_load(text)
+    assert config["alerting"] == {"state_dir": "/var/lib/monbridge-alerting", "outbox_dir": "/var/lib/monbridge-alerting/outbox",
+                                  "external_url": "https://monbridge.example.org"}
+    plugins = _plugins(docs)
+    assert [p for p in plugins if p.startswith("monitoring.alerts.")] == [
+        "monitoring.alerts.rules", "monitoring.alerts.dedup", "monitoring.alerts.grouping", "monitoring.alerts.webhook",
+        "monitoring.alerts.alertmanager", "monitoring.alerts.email"]  # processor-chain order
+    rules = plugins["monitoring.alerts.rules"]["config"]
+    assert rules["evaluation_interval"] == 15
+    assert rules["rules"][0] == {"name": "NodeLoadHigh", "metric": "node_load1", "match": {"job": "node"}, "aggregate": "max",
+                                 "op": ">", "threshold": 8, "for": 120, "severity": "warning", "labels": {"team": "infra"},
+                                 "annotations": {"summary": "load {{ value }} on a node"}}
+    assert plugins["monitoring.alerts.grouping"]["config"] == {"group_by": ["alertname", "team"], "group_wait": 30,
+                                                               "group_interval": 300, "repeat_interval": 3600}
+    assert plugins["monitoring.alerts.webhook"]["config"] == {
+        "url": "http://alert-receiver.monitoring.svc:5001/hook", "send_resolved": True,
+        "headers": {"authorization": "${env:MONBRIDGE_WEBHOOK_HEADER_AUTHORIZATION}"}}
+    assert plugins["monitoring.alerts.alertmanager"]["config"] == {"url": "http://alertmanager.monitoring.svc:9093",
+                                                                   "match": {"severity": "critical"}}
+    assert plugins["monitoring.alerts.email"]["config"] == {
+        "smtp": "smtp.example.org:587", "from": "monbridge@example.org", "to": ["oncall@example.org"], "starttls": True,
+        "tls": False, "send_resolved": True, "username": "monbridge", "password": "${env:MONBRIDGE_SMTP_PASSWORD}"}
+    env = _env(monbridge_container(docs))
+    assert env["MONBRIDGE_SMTP_PASSWORD"] == {"secretKeyRef": {"name": "alert-notifiers", "key": "smtp-password"}}
+    assert env["MONBRIDGE_WEBHOOK_HEADER_AUTHORIZATION"] == {"secretKeyRef": {"name": "alert-notifiers",
+                                                                              "key": "webhook-authorization"}}
+    # Only references: no Secret value or Secret object is rendered.
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert "smtp-password" not in text and "webhook-authorization" not in text
+
+
+def test_alerting_state_is_on_a_claim_with_persistence() -> None:
+    docs = manifests(render(scenario_values("alerting")))
+    sts = only(docs, "StatefulSet")
+    [claim] = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "alert-state"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    pod = sts["spec"]["template"]["spec"]
+    assert "alert-state" not in {v["name"] for v in pod["volumes"]}
+    assert pod["securityContext"]["fsGroup"] == 10001  # the non-root user can write the claim
+    assert {"name": "alert-state", "mountPath": "/var/lib/monbridge-alerting"} in monbridge_container(docs)["volumeMounts"]
+    # Both claims, when the remote-write queue is persistent too; the size defaults to sizeLimit.
+    values = with_values(scenario_values("sharding"), replicas=1, **{"presets.alerting": {
+        "enabled": True, "rules": [RULE], "state": {"sizeLimit": "128Mi", "persistence": {"enabled": True}}}})
+    claims = only(manifests(render(values)), "StatefulSet")["spec"]["volumeClaimTemplates"]
+    assert [(c["metadata"]["name"], c["spec"]["resources"]["requests"]["storage"]) for c in claims] == [
+        ("queue", "2Gi"), ("alert-state", "128Mi")]
+
+
+def test_alerting_state_is_on_an_emptydir_by_default() -> None:
+    for values in (ALERTING, with_values(ALERTING, mode="deployment")):
+        docs = manifests(render(values))
+        pod = workload(docs)["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["alert-state"]["emptyDir"] == {"sizeLimit": "256Mi"}
+        assert "fsGroup" not in pod["securityContext"]
+        assert "volumeClaimTemplates" not in workload(docs)["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in monbridge_container(docs)["volumeMounts"]}
+        assert mounts["/var/lib/monbridge-alerting"] == "alert-state"
+        assert yaml.safe_load(config_text(docs))["alerting"]["state_dir"] == "/var/lib/monbridge-alerting"
+    # A Deployment replaces its pod without overlap: never two alert engines at once.
+    deployment = only(manifests(render(with_values(ALERTING, mode="deployment"))), "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "strategy" not in only(manifests(render(_scrape())), "Deployment")["spec"]
+
+
+def test_alerting_without_notifiers_has_rules_and_processors_only() -> None:
+    docs = manifests(render(ALERTING))
+    plugins = _plugins(docs)
+    assert [p for p in plugins if p.startswith("monitoring.alerts.")] == [
+        "monitoring.alerts.rules", "monitoring.alerts.dedup", "monitoring.alerts.grouping"]
+    assert plugins["monitoring.alerts.grouping"]["config"] == {"group_by": ["alertname"], "group_wait": 30,
+                                                               "group_interval": 300, "repeat_interval": 14400}
+    assert "alerting" in yaml.safe_load(config_text(docs)) and "external_url" not in yaml.safe_load(config_text(docs))["alerting"]
+    assert "No notifier is set" in render(ALERTING)[NOTES]
+    assert "monitoring.alerts.dedup" not in _plugins(manifests(render(_alerting(dedup=False))))
+    # the user's config.plugins merge into the preset's entries by plugin_id
+    values = with_values(ALERTING, config={"plugins": [
+        {"plugin_id": "monitoring.alerts.grouping", "config": {"group_wait": 5}},
+        {"plugin_id": "monitoring.alerts.inhibit", "config": {"rules": [{"source_match": {"severity": "critical"},
+                                                                          "target_match": {"severity": "warning"}}]}}]})
+    plugins = _plugins(manifests(render(values)))
+    assert plugins["monitoring.alerts.grouping"]["config"]["group_wait"] == 5
+    assert plugins["monitoring.alerts.grouping"]["config"]["repeat_interval"] == 14400
+    assert list(plugins)[-1] == "monitoring.alerts.inhibit"
+
+
+def test_multiple_engines_label_their_alerts(tmp_path: Path) -> None:
+    daemonset = with_values(ALERTING, mode="daemonset", **{"presets.alerting.multipleEngines": True})
+    rules = _plugins(manifests(render(daemonset)))["monitoring.alerts.rules"]["config"]["rules"]
+    assert rules[0]["labels"] == {"node": "${env:NODE_NAME}"}
+    values = with_values(ALERTING, replicas=2, **{"presets.alerting.multipleEngines": True,
+                                                  "presets.alerting.rules": [{**RULE, "labels": {"team": "infra", "pod": "x"}}]})
+    docs = manifests(render(values))
+    rules = _plugins(docs)["monitoring.alerts.rules"]["config"]["rules"]
+    assert rules[0]["labels"] == {"team": "infra", "pod": "x"}  # the user's label wins
+    notes = render(values)[NOTES]
+    assert "Each pod runs its own alert engine (multipleEngines)" in notes
+    test_rendered_config_passes_monbridge_validate(manifests(render(daemonset)), tmp_path)
+
+
+def test_notes_say_how_to_reach_the_alerts() -> None:
+    notes = render(scenario_values("alerting"))[NOTES]
+    assert "- url: http://monbridge.monitoring.svc:9464/api/v1/alerts/alertmanager" in notes
+    assert "kubectl -n monitoring port-forward statefulset/monbridge 9464" in notes
+    assert "monbridge alerts --url http://127.0.0.1:9464 list" in notes
+    assert "monbridge alerts --url http://127.0.0.1:9464 ack ALERT_ID" in notes
+    assert "The pods start only once Secret alert-notifiers exists with key(s): webhook-authorization smtp-password." in notes
+    assert "PersistentVolumeClaim alert-state-monbridge-<i>" in notes
+    emptydir = render(ALERTING)[NOTES]
+    assert "an emptyDir: they survive container restarts, not the pod's deletion" in emptydir
+    secured = render(with_values(ALERTING, config={"server": {"auth": {"bearer_token": "${TOKEN}"}}}))[NOTES]
+    assert 'monbridge alerts --url http://127.0.0.1:9464 --bearer-token "$TOKEN" list' in secured
+    assert "credentials_file" in secured
+    assert "/api/v1/alerts/alertmanager" not in render({})[NOTES]
+
+
+def test_no_later_release_text_remains() -> None:
+    for path in [*CHART_DIR.rglob("*.tpl"), *CHART_DIR.rglob("*.txt"), *CHART_DIR.glob("*.yaml"), *CHART_DIR.glob("*.json"),
+                 CHART_DIR / "README.md"]:
+        text = path.read_text()
+        assert "later release" not in text and "not available yet" not in text, path
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (with_values(ALERTING, mode="daemonset"),
+         "presets.alerting in mode daemonset would run one alert engine per node"),
+        (with_values(ALERTING, replicas=3),
+         "presets.alerting with replicas=3 would run 3 alert engines on the same metrics: every alert would be notified 3 times"),
+        (with_values(ALERTING, mode="deployment", replicas=2), "presets.alerting with replicas=2"),
+        (with_values(ALERTING, mode="deployment", resources={"requests": {"cpu": "100m"}}, **{"autoscaling.enabled": True}),
+         "presets.alerting with autoscaling.enabled=true"),
+        (with_values(ALERTING, mode="deployment", **{"presets.alerting.state.persistence.enabled": True}),
+         "presets.alerting.state.persistence needs mode: statefulset (mode is deployment)"),
+        (_alerting(rules=[RULE, RULE]), "presets.alerting.rules: the rule name NodeDown is used twice"),
+        (_alerting(webhook={"url": "http://r:5001/hook", "headers": {"authorization": "auth"}}),
+         "presets.alerting.webhook.headers name keys of a Secret: set presets.alerting.webhook.secretName"),
+        (_alerting(alertmanager={"match": {"severity": "critical"}}),
+         "presets.alerting.alertmanager has settings but no url"),
+        (_alerting(email={"smtp": "smtp.example.org:587"}),
+         "the email notifier needs a sender and recipients: set presets.alerting.email.from and presets.alerting.email.to"),
+        (_alerting(email={"smtp": "smtp.example.org:465", "from": "a@example.org", "to": ["b@example.org"], "tls": True}),
+         "presets.alerting.email: tls (implicit TLS, port 465) and starttls exclude each other"),
+        (_alerting(email={"smtp": "smtp.example.org:587", "from": "a@example.org", "to": ["b@example.org"], "username": "u"}),
+         "presets.alerting.email.username needs presets.alerting.email.passwordKey"),
+        (_alerting(email={"smtp": "smtp.example.org:587", "from": "a@example.org", "to": ["b@example.org"], "passwordKey": "p"}),
+         "presets.alerting.email.passwordKey needs presets.alerting.email.username"),
+        (_alerting(email={"smtp": "smtp.example.org:587", "from": "a@example.org", "to": ["b@example.org"], "username": "u",
+                          "passwordKey": "p"}),
+         "presets.alerting.email.passwordKey names a key of a Secret: set presets.alerting.email.secretName"),
+        (_alerting(email={"to": ["b@example.org"]}), "presets.alerting.email has settings but no SMTP server"),
+        (with_values(ALERTING, config={"alerting": {"state_dir": "/data"}}),
+         "config.alerting.state_dir is set, but presets.alerting keeps the alert state on its volume at "
+         "/var/lib/monbridge-alerting"),
+        (with_values(ALERTING, **{"presets.alerting.externalURL": "https://a.example"},
+                     config={"alerting": {"external_url": "https://b.example"}}),
+         "presets.alerting.externalURL and config.alerting.external_url are both set"),
+        (with_values(ALERTING, **{"presets.alerting.enabled": False}, config={"plugins": [
+            {"plugin_id": "monitoring.alerts.webhook", "config": {"url": "http://r:5001/hook"}}]}),
+         "config.plugins enables monitoring.alerts.webhook, but presets.alerting is off"),
+        (with_values(ALERTING, **{"presets.alerting.enabled": False, "presets.alerting.state.persistence.enabled": True}),
+         "presets.alerting.state.persistence.enabled=true, but presets.alerting is off"),
+    ],
+)
+def test_alerting_contradictions_fail_with_an_actionable_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as e:
+        render(values)
+    assert message in str(e.value)

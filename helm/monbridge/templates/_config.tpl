@@ -49,6 +49,9 @@ Secrets never appear here: presets refer to them as ${VAR}, set from secretKeyRe
 {{- if $p.prometheusScrape.enabled }}
 {{- $plugins = append $plugins (include "monbridge.prometheusPlugin" . | fromJson) }}
 {{- end }}
+{{- if $p.alerting.enabled }}
+{{- $plugins = concat $plugins (include "monbridge.alertingPlugins" . | fromJson).plugins }}
+{{- end }}
 {{- toJson (dict "plugins" $plugins) }}
 {{- end }}
 
@@ -93,9 +96,83 @@ MONBRIDGE_SHARD_COUNT (and its ordinal in HOSTNAME) sets it, so every replica sh
 {{- toJson (dict "plugin_id" "monitoring.integration.prometheus" "enabled" true "config" $cfg) }}
 {{- end }}
 
+{{/* The plugin entries of presets.alerting, as JSON {"plugins": [...]}, in processor-chain order:
+the rules, dedup, grouping, then each notifier that has a destination. Secret values are
+${env:MONBRIDGE_...} references to variables set from secretKeyRef. */}}
+{{- define "monbridge.alertingPlugins" -}}
+{{- $a := .Values.presets.alerting }}
+{{- $plugins := list }}
+{{- $rules := list }}
+{{- range $a.rules }}
+{{- $rule := deepCopy . }}
+{{- if $a.multipleEngines }}
+{{- /* Each engine's alerts carry its node (daemonset) or pod, so receivers tell them apart. */}}
+{{- $engine := ternary (dict "node" "${env:NODE_NAME}") (dict "pod" "${env:POD_NAME}") (eq $.Values.mode "daemonset") }}
+{{- $_ := set $rule "labels" (merge (deepCopy ($rule.labels | default dict)) $engine) }}
+{{- end }}
+{{- $rules = append $rules $rule }}
+{{- end }}
+{{- $plugins = append $plugins (dict "plugin_id" "monitoring.alerts.rules" "enabled" true
+      "config" (dict "evaluation_interval" $a.evaluationInterval "rules" $rules)) }}
+{{- if $a.dedup }}
+{{- $plugins = append $plugins (dict "plugin_id" "monitoring.alerts.dedup" "enabled" true) }}
+{{- end }}
+{{- $g := $a.grouping }}
+{{- $plugins = append $plugins (dict "plugin_id" "monitoring.alerts.grouping" "enabled" true
+      "config" (dict "group_by" $g.groupBy "group_wait" $g.groupWait "group_interval" $g.groupInterval "repeat_interval" $g.repeatInterval)) }}
+{{- $w := $a.webhook }}
+{{- if $w.url }}
+{{- $cfg := dict "url" $w.url "send_resolved" $w.sendResolved }}
+{{- include "monbridge.notifierExtras" (dict "cfg" $cfg "notifier" "WEBHOOK" "values" $w) }}
+{{- $plugins = append $plugins (dict "plugin_id" "monitoring.alerts.webhook" "enabled" true "config" $cfg) }}
+{{- end }}
+{{- $am := $a.alertmanager }}
+{{- if $am.url }}
+{{- $cfg := dict "url" $am.url }}
+{{- include "monbridge.notifierExtras" (dict "cfg" $cfg "notifier" "ALERTMANAGER" "values" $am) }}
+{{- $plugins = append $plugins (dict "plugin_id" "monitoring.alerts.alertmanager" "enabled" true "config" $cfg) }}
+{{- end }}
+{{- $e := $a.email }}
+{{- if $e.smtp }}
+{{- $cfg := dict "smtp" $e.smtp "from" $e.from "to" $e.to "starttls" $e.starttls "tls" $e.tls "send_resolved" $e.sendResolved }}
+{{- if $e.username }}
+{{- $_ := set $cfg "username" $e.username }}
+{{- $_ := set $cfg "password" "${env:MONBRIDGE_SMTP_PASSWORD}" }}
+{{- end }}
+{{- with $e.match }}
+{{- $_ := set $cfg "match" . }}
+{{- end }}
+{{- $plugins = append $plugins (dict "plugin_id" "monitoring.alerts.email" "enabled" true "config" $cfg) }}
+{{- end }}
+{{- toJson (dict "plugins" $plugins) }}
+{{- end }}
+
+{{/* Sets headers (as ${env:...} references) and match of a notifier's config map .cfg. */}}
+{{- define "monbridge.notifierExtras" -}}
+{{- $notifier := .notifier }}
+{{- if .values.headers }}
+{{- $headers := dict }}
+{{- range $name, $key := .values.headers }}
+{{- $_ := set $headers (lower $name) (printf "${env:%s}" (include "monbridge.notifierHeaderEnv" (dict "notifier" $notifier "name" $name))) }}
+{{- end }}
+{{- $_ := set .cfg "headers" $headers }}
+{{- end }}
+{{- with .values.match }}
+{{- $_ := set $.cfg "match" . }}
+{{- end }}
+{{- end }}
+
 {{/* The whole config as a map (JSON). */}}
 {{- define "monbridge.configMap" -}}
 {{- $generated := dict "server" (dict "listen" (printf "0.0.0.0:%d" (int .Values.port))) }}
+{{- if .Values.presets.alerting.enabled }}
+{{- $dir := include "monbridge.alertStateDir" . }}
+{{- $alerting := dict "state_dir" $dir "outbox_dir" (printf "%s/outbox" $dir) }}
+{{- with .Values.presets.alerting.externalURL }}
+{{- $_ := set $alerting "external_url" . }}
+{{- end }}
+{{- $_ := set $generated "alerting" $alerting }}
+{{- end }}
 {{- $user := deepCopy (.Values.config | default dict) }}
 {{- $userPlugins := $user.plugins | default list }}
 {{- $config := include "monbridge.deepMerge" (dict "dst" $generated "src" (omit $user "plugins")) | fromJson }}

@@ -92,3 +92,22 @@ and 16Mi, in Mi; or persistence.size when set. */}}
 {{- define "monbridge.sharded" -}}
 {{- if and .Values.presets.prometheusScrape.sharding.enabled (eq .Values.mode "statefulset") }}true{{ end }}
 {{- end }}
+
+{{/* "true" when presets.alerting is on, else empty. */}}
+{{- define "monbridge.alerting" -}}
+{{- if .Values.presets.alerting.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Where the alert state (alert store, silences, notification log, outbox) is mounted. */}}
+{{- define "monbridge.alertStateDir" -}}/var/lib/monbridge-alerting{{- end }}
+
+{{/* "true" when the alert state lives on a PersistentVolumeClaim per pod, else empty. */}}
+{{- define "monbridge.alertStatePersistent" -}}
+{{- $a := .Values.presets.alerting }}
+{{- if and $a.enabled $a.state.persistence.enabled (eq .Values.mode "statefulset") }}true{{ end }}
+{{- end }}
+
+{{/* A notifier header name as an environment variable: MONBRIDGE_WEBHOOK_HEADER_AUTHORIZATION. */}}
+{{- define "monbridge.notifierHeaderEnv" -}}
+{{- printf "MONBRIDGE_%s_HEADER_%s" .notifier (.name | upper | replace "-" "_" | replace "." "_") }}
+{{- end }}

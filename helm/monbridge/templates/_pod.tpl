@@ -34,8 +34,8 @@ spec:
     {{- end }}
     {{- with .Values.securityContext.runAsGroup }}
     runAsGroup: {{ . }}
-    {{- if include "monbridge.queuePersistent" $ }}
-    # The queue's volume is made writable for this group.
+    {{- if or (include "monbridge.queuePersistent" $) (include "monbridge.alertStatePersistent" $) }}
+    # The PersistentVolumeClaims are made writable for this group.
     fsGroup: {{ . }}
     fsGroupChangePolicy: OnRootMismatch
     {{- end }}
@@ -126,6 +126,28 @@ spec:
               key: {{ $rw.bearerTokenKey }}
         {{- end }}
         {{- end }}
+        {{- $a := .Values.presets.alerting }}
+        {{- if $a.enabled }}
+        {{- range $n := list "webhook" "alertmanager" }}
+        {{- $c := get $a $n }}
+        {{- if $c.url }}
+        {{- range $name, $key := $c.headers }}
+        - name: {{ include "monbridge.notifierHeaderEnv" (dict "notifier" (upper $n) "name" $name) }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $c.secretName }}
+              key: {{ $key }}
+        {{- end }}
+        {{- end }}
+        {{- end }}
+        {{- if and $a.email.smtp $a.email.passwordKey }}
+        - name: MONBRIDGE_SMTP_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ $a.email.secretName }}
+              key: {{ $a.email.passwordKey }}
+        {{- end }}
+        {{- end }}
         {{- if include "monbridge.sharded" . }}
         # Sharded scraping: each pod scrapes shard <ordinal> of replicas, the ordinal taken from
         # HOSTNAME (<fullname>-<ordinal>). Changing replicas changes this, which rolls the pods.
@@ -189,6 +211,11 @@ spec:
         - name: queue
           mountPath: {{ include "monbridge.queueDir" . }}
         {{- end }}
+        {{- if $a.enabled }}
+        # The alert state and notification outbox ({{ if include "monbridge.alertStatePersistent" . }}a PersistentVolumeClaim per pod{{ else }}an emptyDir{{ end }}).
+        - name: alert-state
+          mountPath: {{ include "monbridge.alertStateDir" . }}
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -222,6 +249,11 @@ spec:
     - name: queue
       emptyDir:
         sizeLimit: {{ include "monbridge.queueSize" . }}
+    {{- end }}
+    {{- if and .Values.presets.alerting.enabled (not (include "monbridge.alertStatePersistent" .)) }}
+    - name: alert-state
+      emptyDir:
+        sizeLimit: {{ .Values.presets.alerting.state.sizeLimit }}
     {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}

@@ -91,8 +91,74 @@ Included once, from configmap.yaml (rendered in every mode).
 {{- fail (printf "presets.prometheusScrape.remoteWrite: set only one of %s (each sets the Authorization header)." (join " and " $auth)) }}
 {{- end }}
 {{- end }}
-{{- if $p.alerting.enabled }}
-{{- fail "presets.alerting is not available yet: the alerting plugins ship in a later monbridge release. Set presets.alerting.enabled=false." }}
+{{- $a := $p.alerting }}
+{{- if $a.enabled }}
+{{- if and (eq $v.mode "daemonset") (not $a.multipleEngines) }}
+{{- fail "presets.alerting in mode daemonset would run one alert engine per node: each notifies on its own (every alert once per node), and the Service sends Alertmanager webhooks and `monbridge alerts ack` to any one pod, whose state lacks the others' alerts. Use mode=statefulset (or deployment) with replicas=1 for one alert engine (its rules see what it scrapes, e.g. presets.prometheusScrape of node exporters), or set presets.alerting.multipleEngines=true to alert per node on purpose (alerts then carry a node label)." }}
+{{- end }}
+{{- if $v.autoscaling.enabled }}
+{{- fail "presets.alerting with autoscaling.enabled=true: the autoscaler adds and removes alert engines, each notifying on its own, and a removed pod takes its alert state and pending notifications with it. Set autoscaling.enabled=false (one replica), or run alerting in a release of its own." }}
+{{- end }}
+{{- if and (ne $v.mode "daemonset") (gt (int $v.replicas) 1) (not $a.multipleEngines) }}
+{{- fail (printf "presets.alerting with replicas=%d would run %d alert engines on the same metrics: every alert would be notified %d times, and the Service sends Alertmanager webhooks and acks to any one of them. Set replicas=1, or presets.alerting.multipleEngines=true if each replica's rules watch different data (e.g. its own scrape shard) and one notification per replica is acceptable." (int $v.replicas) (int $v.replicas) (int $v.replicas)) }}
+{{- end }}
+{{- if and $a.state.persistence.enabled (ne $v.mode "statefulset") }}
+{{- fail (printf "presets.alerting.state.persistence needs mode: statefulset (mode is %s): each pod's alert state gets its own PersistentVolumeClaim from the StatefulSet's volumeClaimTemplates. Set mode=statefulset, or presets.alerting.state.persistence.enabled=false (the state then lives in an emptyDir and survives container restarts only)." $v.mode) }}
+{{- end }}
+{{- $names := list }}
+{{- range $a.rules }}
+{{- if has .name $names }}
+{{- fail (printf "presets.alerting.rules: the rule name %s is used twice; a rule's name is its alertname, so give each rule its own." .name) }}
+{{- end }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- range $n := list "webhook" "alertmanager" }}
+{{- $c := get $a $n }}
+{{- if and $c.headers (not $c.secretName) }}
+{{- fail (printf "presets.alerting.%s.headers name keys of a Secret: set presets.alerting.%s.secretName to that Secret's name (in the release namespace)." $n $n) }}
+{{- end }}
+{{- if and (or $c.headers $c.secretName (ne (len $c.match) 0)) (not $c.url) }}
+{{- fail (printf "presets.alerting.%s has settings but no url: set presets.alerting.%s.url, or remove its other settings." $n $n) }}
+{{- end }}
+{{- end }}
+{{- $e := $a.email }}
+{{- if $e.smtp }}
+{{- if not (and $e.from $e.to) }}
+{{- fail "presets.alerting.email.smtp is set, so the email notifier needs a sender and recipients: set presets.alerting.email.from and presets.alerting.email.to (a list of addresses)." }}
+{{- end }}
+{{- if and $e.tls $e.starttls }}
+{{- fail "presets.alerting.email: tls (implicit TLS, port 465) and starttls exclude each other: set presets.alerting.email.starttls=false to use tls." }}
+{{- end }}
+{{- if and $e.username (not $e.passwordKey) }}
+{{- fail "presets.alerting.email.username needs presets.alerting.email.passwordKey (the key of secretName holding the SMTP password)." }}
+{{- end }}
+{{- if and $e.passwordKey (not $e.username) }}
+{{- fail "presets.alerting.email.passwordKey needs presets.alerting.email.username (the SMTP login)." }}
+{{- end }}
+{{- if and $e.passwordKey (not $e.secretName) }}
+{{- fail "presets.alerting.email.passwordKey names a key of a Secret: set presets.alerting.email.secretName to that Secret's name (in the release namespace)." }}
+{{- end }}
+{{- else if or $e.from $e.to $e.username $e.secretName $e.passwordKey }}
+{{- fail "presets.alerting.email has settings but no SMTP server: set presets.alerting.email.smtp (HOST:PORT), or remove its other settings." }}
+{{- end }}
+{{- $userAlerting := dig "alerting" dict ($v.config | default dict) }}
+{{- range $k := list "state_dir" "outbox_dir" }}
+{{- if hasKey $userAlerting $k }}
+{{- fail (printf "config.alerting.%s is set, but presets.alerting keeps the alert state on its volume at %s (the root filesystem is read-only). Remove config.alerting.%s." $k (include "monbridge.alertStateDir" $) $k) }}
+{{- end }}
+{{- end }}
+{{- if and $userAlerting.external_url $a.externalURL }}
+{{- fail "presets.alerting.externalURL and config.alerting.external_url are both set: set one of them." }}
+{{- end }}
+{{- else }}
+{{- if $a.state.persistence.enabled }}
+{{- fail "presets.alerting.state.persistence.enabled=true, but presets.alerting is off: set presets.alerting.enabled=true, or persistence.enabled=false." }}
+{{- end }}
+{{- range ($v.config | default dict).plugins }}
+{{- if and (hasPrefix "monitoring.alerts." .plugin_id) (or (not (hasKey . "enabled")) .enabled) }}
+{{- fail (printf "config.plugins enables %s, but presets.alerting is off: the alert state (store, silences, outbox) would have no writable place, the root filesystem being read-only. Set presets.alerting.enabled=true (it mounts a volume for the state and merges your entry by plugin_id)." .plugin_id) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- $o := $p.otlpExport }}
