@@ -137,6 +137,7 @@ class _Resolved:
     role: int
     arg: str = ""  # le or quantile text
     argf: float = 0.0
+    metric: Metric | None = None  # a plain sample's Metric, reused scrape after scrape
 
 
 @dataclass
@@ -220,7 +221,8 @@ class TargetScraper:
 
     def convert(self, body: bytes | str, openmetrics: bool, start_ns: int) -> tuple[list[Metric], tuple[int, int, int, int]]:
         """Parse ``body`` and return (metrics, (scraped, post-relabel, series added, duplicates)).
-        Raises ParseError or ScrapeFailed (limits) for a failed scrape."""
+        Raises ParseError or ScrapeFailed (limits) for a failed scrape. The Metric objects are
+        this target's own and are updated by its next convert: record them before that."""
         families = self.parser.parse(body, openmetrics)
         scrape_ms = start_ns // 1_000_000
         default_ns = scrape_ms * 1_000_000
@@ -255,7 +257,17 @@ class TargetScraper:
                 grp = r.group
                 if grp is None or (role == _VALUE and not openmetrics):
                     # A plain sample (text-format counters have no _created in their family).
-                    add(Metric(r.name, r.kind, value, "", fam.help, r.attrs, t))
+                    # One Metric per series, updated in place: allocating one per sample per scrape
+                    # cost more than the rest of the conversion (benchmarks/bench_scrape_rw.py).
+                    m = r.metric
+                    if m is None:
+                        m = r.metric = Metric(r.name, r.kind, value, "", fam.help, r.attrs, t)
+                    else:
+                        m.value = value
+                        m.timestamp_ns = t
+                        if m.description != fam.help:
+                            m.description = fam.help
+                    add(m)
                     continue
                 if role == _CREATED:
                     # Prometheus 2 stores _created as a series of its own; it is also the start time.
