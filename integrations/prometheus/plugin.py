@@ -201,6 +201,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._scrapers: dict[Any, TargetScraper] = {}
         self._federators: list[tuple[FederateConfig, TargetScraper]] = []
         self._file_sd: FileSD | None = None
+        self._file_sd_errors: set[str] = set()
         self._relabeler: Relabeler | None = None
         self._shard: tuple[int, int] | None = None
         self._writers: list[RemoteWriter] = []
@@ -283,7 +284,11 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             groups, errors = self._file_sd.refresh()
             for err in errors:
                 self._count("file_sd_errors", "error")
-                log.error("file_sd: %s (the file's previous targets are kept)", err)
+                if err not in self._file_sd_errors:  # a broken file is reported once, not every round
+                    log.error("file_sd: %s (the file's previous targets are kept)", err)
+            for err in self._file_sd_errors - set(errors):
+                log.info("file_sd: resolved: %s", err)
+            self._file_sd_errors = set(errors)
             for g in groups:
                 for address in g.targets:
                     labels = {"job": sc.file_sd_job, "instance": address, **g.labels}
