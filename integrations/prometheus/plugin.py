@@ -356,6 +356,10 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         out += [Metric("monbridge.scrape.samples.dropped", C, float(v), "",
                        "scraped samples dropped, by reason", {"reason": r})
                 for (w, r), v in sorted(self._counts.items()) if w == "samples_dropped"]
+        out += [Metric("monbridge.scrape.file_sd.errors", C, float(v), "", "file_sd files that failed to read, by refresh")
+                for (w, _), v in self._counts.items() if w == "file_sd_errors"]
+        out += [Metric("monbridge.pushgateway.pushes", C, float(v), "", "pushes to the Pushgateway by result",
+                       {"result": r}) for (w, r), v in sorted(self._counts.items()) if w == "pushes"]
         out.append(Metric("monbridge.scrape.targets", MetricKind.GAUGE, float(len(self._scrapers)), "",
                           "targets this instance scrapes (after sharding)"))
         for w in self._writers:
