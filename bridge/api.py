@@ -11,11 +11,12 @@ import abc
 import enum
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
     "Alert",
@@ -32,12 +33,14 @@ __all__ = [
     "MetricCollectorPlugin",
     "MetricKind",
     "MonitoringIntegrationPlugin",
+    "HttpUrl",
     "Plugin",
     "PluginConfig",
     "PluginError",
     "PluginMetadata",
     "PluginType",
     "SummaryValue",
+    "http_url",
     "validate_plugin_id",
 ]
 
@@ -113,6 +116,18 @@ class PluginConfig(BaseModel):
     never quote the input (it may be a secret)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+def http_url(v: str) -> str:
+    """``v`` if it is an http:// or https:// URL with a host, else ValueError (for config validators)."""
+    u = urllib.parse.urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return v
+
+
+#: A config field holding an http(s) URL with a host (checked by ``http_url``).
+HttpUrl = Annotated[str, AfterValidator(http_url)]
 
 
 class CollectorConfig(PluginConfig):

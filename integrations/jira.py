@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import Notification, NotifierConfig, PermanentDeliveryError, check_http_url
+from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig, PermanentDeliveryError
 from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
 from bridge.api import PluginConfig, PluginMetadata, PluginType
 
@@ -39,18 +39,13 @@ PROPERTY = "monbridge"
 
 
 class JiraConfig(NotifierConfig):
-    url: str = Field(description="the site, https://<site>.atlassian.net")
+    url: BaseUrl = Field(description="the site, https://<site>.atlassian.net")
     email: str
     api_token: SecretStr
     project: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$", description="project key")
     issue_type: str = "Task"
     resolve_transition: str = Field(default="Done", description="name of the transition that resolves an issue")
     labels: list[str] = Field(default_factory=list, description="extra labels on created issues")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_http_url(v)
 
 
 def adf(lines: list[str]) -> dict[str, Any]:

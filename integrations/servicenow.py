@@ -24,10 +24,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import Notification, NotifierConfig, check_http_url
+from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig
 from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
 from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
 from bridge.logs import redact_text
@@ -45,7 +45,7 @@ log = logging.getLogger("monbridge.integrations.servicenow")
 
 
 class ServiceNowConfig(NotifierConfig):
-    instance: str = Field(description="https://<instance>.service-now.com")
+    instance: BaseUrl = Field(description="https://<instance>.service-now.com")
     username: str
     password: SecretStr
     assignment_group: str | None = None
@@ -55,11 +55,6 @@ class ServiceNowConfig(NotifierConfig):
     resolved_state: str = "6"
     close_code: str = Field(default="Solved (Permanently)", description="close_code set when resolving")
     poll_interval: float = Field(default=60.0, gt=0, description="seconds between reading open incidents back")
-
-    @field_validator("instance")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_http_url(v)
 
 
 class ServiceNowNotifier(HttpNotifier):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import Notification, NotifierConfig, check_http_url
+from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig
 from bridge.alerting.tickets import TicketState
 from bridge.api import PluginConfig, PluginMetadata, PluginType
 
@@ -43,7 +43,7 @@ class SmsConfig(NotifierConfig):
     from_: str | None = Field(default=None, alias="from", description="sending number, E.164")
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
     to: list[str] = Field(min_length=1, description="recipient numbers, E.164 (+15551234567)")
-    base_url: str = Field(default="https://api.twilio.com", description="the API's base URL")
+    base_url: BaseUrl = Field(default="https://api.twilio.com", description="the API's base URL")
 
     @field_validator("to")
     @classmethod
@@ -52,11 +52,6 @@ class SmsConfig(NotifierConfig):
             if not _E164.match(n):
                 raise ValueError(f"{n!r} is not an E.164 number (+ and 7 to 15 digits)")
         return v
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_http_url(v)
 
     @model_validator(mode="after")
     def _sender(self) -> SmsConfig:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import Notification, NotifierConfig, check_http_url, webhook_payload
+from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig, webhook_payload
 from bridge.api import PluginConfig, PluginMetadata, PluginType
 
 __all__ = ["WebhookConfig", "WebhookNotifier"]
@@ -28,13 +28,8 @@ PLUGIN_ID = "monitoring.alerts.webhook"
 
 
 class WebhookConfig(NotifierConfig):
-    url: str = Field(description="where to POST the payload")
+    url: BaseUrl = Field(description="where to POST the payload")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra request headers (secret values)")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_http_url(v)
 
 
 class WebhookNotifier(HttpNotifier):

@@ -14,13 +14,13 @@ import abc
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from bridge.alerting.base import BaseProcessor
 from bridge.alerting.model import Matcher, alert_from_json, alert_to_json, parse_matchers, rfc3339
-from bridge.api import Alert, AlertState, PluginConfig, PluginError
+from bridge.api import Alert, AlertState, PluginConfig, PluginError, http_url
 
 __all__ = [
     "DeliveryError",
@@ -28,6 +28,7 @@ __all__ = [
     "Notifier",
     "NotifierConfig",
     "PermanentDeliveryError",
+    "BaseUrl",
     "check_http_url",
     "http_delivery_error",
     "webhook_payload",
@@ -49,13 +50,15 @@ class PermanentDeliveryError(PluginError):
 
 
 def check_http_url(v: str) -> str:
-    """``v`` if it is an http(s) URL with a host, else ValueError (for config validators)."""
+    """``v`` if it is an http(s) URL with a host (``bridge.api.http_url``), a bare trailing slash
+    dropped; else ValueError (for config validators)."""
     from urllib.parse import urlsplit
 
-    u = urlsplit(v)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError("expected an http:// or https:// URL with a host")
-    return v.rstrip("/") if u.path in ("", "/") else v
+    return v.rstrip("/") if urlsplit(http_url(v)).path in ("", "/") else v
+
+
+#: A notifier's base URL config field (checked and normalized by ``check_http_url``).
+BaseUrl = Annotated[str, AfterValidator(check_http_url)]
 
 
 def http_delivery_error(what: str, status: int, body: str, retry_after: str | None = None) -> PluginError:

@@ -32,6 +32,7 @@ from bridge.api import (
     Alert,
     AlertState,
     HistogramValue,
+    HttpUrl,
     IntegrationConfig,
     Metric,
     MetricKind,
@@ -43,7 +44,7 @@ from bridge.api import (
     SummaryValue,
 )
 from integrations.prometheus.file_sd import FileSD
-from integrations.prometheus.relabel import RelabelConfig, Relabeler
+from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
 from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
 from integrations.prometheus.scrape import ScrapeLimits, ScrapeResult, Target, TargetScraper, filter_shard, instance_of
 from integrations.prometheus.sharding import shard_from_env
@@ -53,30 +54,16 @@ __all__ = ["PLUGIN_ID", "PrometheusIntegration", "PrometheusIntegrationConfig"]
 PLUGIN_ID = "monitoring.integration.prometheus"
 log = logging.getLogger("monbridge.prometheus")
 
-_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
-
-
-def _http_url(v: str) -> str:
-    u = urllib.parse.urlsplit(v)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError("expected an http:// or https:// URL with a host")
-    return v
-
-
 class StaticTargetConfig(PluginConfig):
     job: str = Field(min_length=1, description="the job label of the target's series")
-    url: str = Field(description="the URL to scrape, e.g. http://127.0.0.1:9100/metrics")
+    url: HttpUrl = Field(description="the URL to scrape, e.g. http://127.0.0.1:9100/metrics")
     labels: dict[str, str] = Field(default_factory=dict, description="more target labels")
-
-    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
     @field_validator("labels")
     @classmethod
     def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
-
         for k in v:
-            if not re.match(_LABEL_NAME, k) or k.startswith("__"):
+            if not LABEL_NAME_RE.match(k) or k.startswith("__"):
                 raise ValueError(f"invalid target label name {k!r}: expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with __")
         return v
 
@@ -118,12 +105,10 @@ class ScrapeConfig(PluginConfig):
 
 
 class FederateConfig(PluginConfig):
-    url: str = Field(description="a Prometheus server's base URL or its /federate URL")
+    url: HttpUrl = Field(description="a Prometheus server's base URL or its /federate URL")
     match: list[str] = Field(min_length=1, description="series selectors, e.g. '{job=\"node\"}'")
     job: str = Field(default="federate", min_length=1)
     honor_labels: bool = True
-
-    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
     def federate_url(self) -> str:
         u = urllib.parse.urlsplit(self.url)
@@ -135,12 +120,10 @@ class FederateConfig(PluginConfig):
 
 
 class PushgatewayConfig(PluginConfig):
-    url: str = Field(description="the Pushgateway's base URL, e.g. http://127.0.0.1:9091")
+    url: HttpUrl = Field(description="the Pushgateway's base URL, e.g. http://127.0.0.1:9091")
     job: str = Field(min_length=1)
     grouping: dict[str, str] = Field(default_factory=dict, description="more grouping key labels")
     timeout: float = Field(default=10.0, gt=0)
-
-    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
     def push_url(self) -> str:
         parts = ["metrics", "job", urllib.parse.quote(self.job, safe="")]
@@ -150,10 +133,8 @@ class PushgatewayConfig(PluginConfig):
 
 
 class AlertsEndpointConfig(PluginConfig):
-    url: str = Field(description="Alertmanager's (export) or Prometheus' (import) base URL")
+    url: HttpUrl = Field(description="Alertmanager's (export) or Prometheus' (import) base URL")
     timeout: float = Field(default=10.0, gt=0)
-
-    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
 
 class PrometheusIntegrationConfig(IntegrationConfig):

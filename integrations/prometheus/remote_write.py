@@ -47,7 +47,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from bridge.api import Metric, MetricKind, PluginConfig
+from bridge.api import HttpUrl, Metric, MetricKind, PluginConfig
 
 from .diskqueue import Batch, DiskQueue, DropCounts
 
@@ -155,7 +155,7 @@ class RemoteWriteConfig(PluginConfig):
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    url: str = Field(description="the receiver's write endpoint, e.g. http://prometheus:9090/api/v1/write")
+    url: HttpUrl = Field(description="the receiver's write endpoint, e.g. http://prometheus:9090/api/v1/write")
     name: str | None = Field(default=None, description="name in logs and self-metrics (default: the url's host:port)")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra request headers; values are secrets")
     basic_auth: BasicAuth | None = None
@@ -165,9 +165,6 @@ class RemoteWriteConfig(PluginConfig):
 
     @model_validator(mode="after")
     def _check(self) -> RemoteWriteConfig:
-        u = urllib.parse.urlsplit(self.url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError("url must be an http:// or https:// URL with a host")
         auth = [n for n, set_ in (("basic_auth", self.basic_auth is not None), ("bearer_token", self.bearer_token is not None),
                                   ("an Authorization header", any(k.lower() == "authorization" for k in self.headers)))
                 if set_]
