@@ -340,23 +340,15 @@ class TargetScraper:
         self._check_label_limits(final_name, merged)
         ftype, base = fam.type, fam.name
         role, arg, argf, group_name = _VALUE, "", 0.0, None
-        if ftype == "histogram" and final_name.startswith(base):
+        shape = _AGGREGATE_SHAPES.get(ftype)
+        if shape is not None and final_name.startswith(base):
+            part_suffix, part_role = shape
             suffix = final_name[len(base):]
-            if suffix == "_bucket" and "le" in merged:
-                role, arg = _BUCKET, merged["le"]
-            elif suffix in _SUFFIX_ROLES:
-                role = _SUFFIX_ROLES[suffix]
+            part_label = _ARG_LABEL[part_role]
+            if suffix == part_suffix and part_label in merged:
+                role, arg = part_role, merged[part_label]
             else:
-                role = -1
-            group_name = base
-        elif ftype == "summary" and final_name.startswith(base):
-            suffix = final_name[len(base):]
-            if suffix == "" and "quantile" in merged:
-                role, arg = _QUANTILE, merged["quantile"]
-            elif suffix in _SUFFIX_ROLES:
-                role = _SUFFIX_ROLES[suffix]
-            else:
-                role = -1
+                role = _SUFFIX_ROLES.get(suffix, -1)
             group_name = base
         elif ftype == "counter":
             if final_name == base + "_created":
@@ -434,6 +426,8 @@ class TargetScraper:
 _MISSING: Any = object()
 _SUFFIX_ROLES = {"_sum": _SUM, "_count": _COUNT, "_created": _CREATED}
 _ARG_LABEL = {_BUCKET: "le", _QUANTILE: "quantile"}
+#: The sample that holds a part of each aggregate family: (its suffix, its role); the part's label is _ARG_LABEL's.
+_AGGREGATE_SHAPES = {"histogram": ("_bucket", _BUCKET), "summary": ("", _QUANTILE)}
 
 
 def _go_float(s: str) -> float:
