@@ -32,6 +32,7 @@ from bridge.api import (
 )
 from bridge.lifecycle import Lifecycle, PluginState
 from bridge.pipeline import Pipeline
+from bridge.tasks import cancel_and_wait
 
 __all__ = ["InProcessHost", "PluginHost", "PluginRunner", "Supervisor", "SupervisorSettings"]
 
@@ -302,13 +303,8 @@ class Supervisor:
 
     async def stop(self, runner: PluginRunner, flush: bool = True) -> None:
         """Stop and shut down ``runner``: a last export round for integrations, then shutdown."""
-        if runner.task is not None:
-            runner.task.cancel()
-            try:
-                await runner.task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-            runner.task = None
+        await cancel_and_wait(runner.task)
+        runner.task = None
         host = runner.host
         if host is not None and runner.state is PluginState.RUNNING:
             if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:

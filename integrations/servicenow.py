@@ -31,6 +31,7 @@ from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig
 from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
 from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
 from bridge.logs import redact_text
+from bridge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from bridge.alerting.engine import AlertContext
@@ -159,7 +160,5 @@ class ServiceNowNotifier(HttpNotifier):
                 log.warning("servicenow: reading incidents back failed: %s", redact_text(f"{type(e).__name__}: {e}"))
 
     async def shutdown(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        await cancel_and_wait(self._poller)
         await super().shutdown()

@@ -40,6 +40,7 @@ from bridge.alerting.telemetry import ATTR_EVENT, EVENT_TRANSITION, AlertTelemet
 from bridge.api import Alert, AlertProcessorPlugin, AlertState, MonitoringIntegrationPlugin, Plugin, PluginType
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text
+from bridge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from bridge.pipeline import Pipeline
@@ -193,9 +194,7 @@ class AlertEngine:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="alerts:housekeeping"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         self.dispatcher.stop()
         await self.outbox.stop()

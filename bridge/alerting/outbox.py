@@ -26,6 +26,7 @@ from pathlib import Path
 from bridge.alerting.notify import DeliveryError, Notification, PermanentDeliveryError
 from bridge.alerting.store import write_json_atomic
 from bridge.logs import redact_text
+from bridge.tasks import cancel_and_wait
 
 __all__ = ["Outbox", "OutboxEntry", "RetryPolicy"]
 
@@ -137,9 +138,7 @@ class Outbox:
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
 
     async def _deliver(self, notifier_id: str, send: Sender, outcome: Outcome) -> None:
         wake = self._wake[notifier_id]

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 
 from bridge.alerting.model import fingerprint
 from bridge.api import Alert, AlertProcessorPlugin, AlertState, HistogramValue, PluginConfig, PluginMetadata, PluginType
+from bridge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from bridge.alerting.engine import AlertContext
@@ -219,10 +220,5 @@ class RulesSource(AlertProcessorPlugin):
                 self._cleared.add(name)
 
     async def shutdown(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -48,6 +48,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from bridge.api import HttpUrl, Metric, MetricKind, PluginConfig
+from bridge.tasks import cancel_and_wait
 
 from .diskqueue import Batch, DiskQueue, DropCounts
 
@@ -442,9 +443,7 @@ class RemoteWriter:
         delivered = await self.flush(timeout) if self._tasks else True
         self._stopped = True
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         if self._session is not None:
             await self._session.close()
             self._session = None
