@@ -39,10 +39,23 @@ def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float 
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition", interval: float = 0.2) -> Any:
+    """Poll ``predicate()`` until it returns something truthy and return that; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
+        time.sleep(interval)
+
+
 class ServerProcess:
     """A server started as a subprocess, logging to a file."""
 
     name = "server"
+    ready_path = "/-/ready"  # answers 200 once the server is ready
 
     def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
         self.proc = proc
@@ -60,7 +73,7 @@ class ServerProcess:
         return http_get(self.url + path, headers, timeout)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Poll ``/-/ready`` until it answers 200; fail with the log if it doesn't in time or the process exits."""
+        """Poll ``ready_path`` until it answers 200; fail with the log if it doesn't in time or the process exits."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -70,7 +83,7 @@ class ServerProcess:
                     pytrace=False,
                 )
             try:
-                status, _, body = self.get("/-/ready", timeout=1.0)
+                status, _, body = self.get(self.ready_path, timeout=1.0)
                 if status == 200:
                     return
                 last = f"HTTP {status}: {body[:200]!r}"

@@ -1,11 +1,10 @@
-"""Real Prometheus-ecosystem peers for the bridge's integration tests: node_exporter 1.5,
-Pushgateway and Alertmanager 0.25 (Debian packages), each on a loopback port, logging to a file,
-stopped (and its log printed) when the test ends. ``peers`` is the fixture: ``peers.node_exporter()``."""
+"""Real Prometheus-ecosystem peers for the bridge's integration tests: node_exporter 1.5 and
+Pushgateway (Debian packages), each on a loopback port, logging to a file, stopped (and its log
+printed) when the test ends. ``peers`` is the fixture: ``peers.node_exporter()``. Alertmanager is
+``alertmanager_server`` in alerting_peers.py."""
 
 from __future__ import annotations
 
-import json
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,19 +26,10 @@ class Peers:
         proc = _start([self.require_binary(binary), *args], workdir / f"{name}.log", workdir)
         server = ServerProcess(proc, port, workdir / f"{name}.log")
         server.name = name
+        server.ready_path = ready_path
         self.started.append(server)
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited ({proc.returncode}) at start; log:\n{server.log_text()}", pytrace=False)
-            try:
-                if server.get(ready_path, timeout=1.0)[0] == 200:
-                    return server
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} not ready on {server.url} within 20 s; log:\n{server.log_text()}", pytrace=False)
-            time.sleep(0.1)
+        server.wait_ready()
+        return server
 
     def node_exporter(self) -> ServerProcess:
         port = self.free_port()
@@ -53,17 +43,6 @@ class Peers:
         port = self.free_port()
         args = [f"--web.listen-address=127.0.0.1:{port}", f"--persistence.file={self.tmp_path / f'pg-{port}.db'}"]
         return self._run("pushgateway", "prometheus-pushgateway", args, port, "/-/ready")
-
-    def alertmanager(self) -> ServerProcess:
-        port = self.free_port()
-        cluster = self.free_port()
-        workdir = self.tmp_path / f"alertmanager-{port}"
-        workdir.mkdir(parents=True)
-        config = workdir / "alertmanager.yml"
-        config.write_text(json.dumps({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}))
-        args = [f"--config.file={config}", f"--storage.path={workdir}", f"--web.listen-address=127.0.0.1:{port}",
-                f"--cluster.listen-address=127.0.0.1:{cluster}"]
-        return self._run("alertmanager", "prometheus-alertmanager", args, port, "/-/ready")
 
     def stop_all(self) -> None:
         _stop_all(self.started)

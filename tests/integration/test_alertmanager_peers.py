@@ -8,20 +8,10 @@ import time
 import alerting_peers
 import pytest
 from alerting_peers import api
+from conftest import wait_until
 
 pytestmark = pytest.mark.integration
 alertmanager_server = alerting_peers.alertmanager_server
-
-
-def wait(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout:.0f} s", pytrace=False)
-        time.sleep(0.2)
 
 
 def test_alertmanager_webhooks_reach_monbridge(run_monbridge, alertmanager_server, tmp_path):
@@ -34,15 +24,15 @@ def test_alertmanager_webhooks_reach_monbridge(run_monbridge, alertmanager_serve
     })
     labels = {"alertname": "DiskFull", "severity": "warning", "instance": "db1:9100"}
     am.post_alerts([{"labels": labels, "annotations": {"summary": "disk full on db1"}}])
-    [theirs] = wait(am.alerts, what="Alertmanager holding the alert")
-    [ours] = wait(lambda: api(mb.url, "GET", "/api/v1/alerts"), what="monbridge receiving the webhook")
+    [theirs] = wait_until(am.alerts, what="Alertmanager holding the alert")
+    [ours] = wait_until(lambda: api(mb.url, "GET", "/api/v1/alerts"), what="monbridge receiving the webhook")
     # The same label set has the same fingerprint in both: monbridge computes it as Alertmanager does.
     assert ours["fingerprint"] == theirs["fingerprint"]
     assert ours["labels"] == labels and ours["annotations"] == {"summary": "disk full on db1"}
     assert ours["state"] == "firing"
     # Resolved in Alertmanager (endsAt now): the resolved webhook resolves monbridge's alert.
     am.post_alerts([{"labels": labels, "annotations": {}, "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}])
-    wait(lambda: api(mb.url, "GET", "/api/v1/alerts") == [], what="resolution via the webhook")
+    wait_until(lambda: api(mb.url, "GET", "/api/v1/alerts") == [], what="resolution via the webhook")
     assert api(mb.url, "GET", "/api/v1/alerts?state=resolved")[0]["id"] == ours["id"]
     hist = api(mb.url, "GET", f"/api/v1/alerts/history?alert_id={ours['id']}")
     assert [(h["from"], h["to"], h["by"]) for h in hist] == [(None, "firing", "alertmanager:monbridge"),
@@ -62,7 +52,7 @@ def test_monbridge_alerts_reach_alertmanager(run_monbridge, alertmanager_server,
             {"plugin_id": "monitoring.alerts.alertmanager", "config": {"url": am.url}},
         ],
     })
-    [theirs] = wait(am.alerts, what="Alertmanager receiving monbridge's alert")
+    [theirs] = wait_until(am.alerts, what="Alertmanager receiving monbridge's alert")
     [ours] = api(mb.url, "GET", "/api/v1/alerts")
     assert theirs["labels"] == {"alertname": "ExampleHigh", "severity": "critical", "source": "example"}
     assert theirs["annotations"] == {"summary": "value is 50"}
@@ -70,4 +60,4 @@ def test_monbridge_alerts_reach_alertmanager(run_monbridge, alertmanager_server,
     assert theirs["fingerprint"] == ours["fingerprint"]  # no label needed renaming here
     # Resolved in monbridge: Alertmanager gets endsAt and stops listing it as active.
     api(mb.url, "POST", f"/api/v1/alerts/{ours['id']}/resolve")
-    wait(lambda: not [a for a in am.alerts() if a["status"]["state"] == "active"], what="resolution in Alertmanager")
+    wait_until(lambda: not [a for a in am.alerts() if a["status"]["state"] == "active"], what="resolution in Alertmanager")

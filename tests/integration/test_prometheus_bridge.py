@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from alerting_peers import alertmanager_server  # noqa: F401 - the fixture
+from conftest import wait_until
 from peers import peers, push  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
@@ -70,17 +72,6 @@ def _reference(prometheus_server, jobs: dict[str, str], honor_labels: bool = Fal
 
 def _bridge_config(targets: list[dict[str, Any]], **plugin: Any) -> dict[str, Any]:
     return {"plugins": [{"plugin_id": PLUGIN, "config": {"scrape": {"interval": 1, "timeout": 1, "targets": targets}, **plugin}}]}
-
-
-def _wait(predicate, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
-        time.sleep(0.3)
 
 
 def test_remote_write_matches_prometheus_own_scrape(peers, prometheus_server, run_monbridge, tmp_path):  # noqa: F811
@@ -153,7 +144,7 @@ def test_outage_and_sigkill_lose_nothing(peers, prometheus_server, run_monbridge
         r = back.query('up{job="pg"}[5m]')
         return sorted(float(t) for t, _ in r[0]["values"]) if r else []
 
-    got = _wait(lambda: [t for t in samples() if t > killed_at + 1] and samples(), 30, "samples after the restart")
+    got = wait_until(lambda: [t for t in samples() if t > killed_at + 1] and samples(), 30, "samples after the restart")
     during = [t for t in got if down_at <= t <= killed_at]
     # Scraped every second while the backend was down and before the kill: all of it arrives.
     assert len(during) >= 3, f"{len(during)} samples between the outage and the kill: {got}"
@@ -203,7 +194,7 @@ def _text_when(get, *needles: str, timeout: float = 15) -> str:
     def ready() -> str:
         text = get()
         return text if all(n in text for n in needles) else ""
-    return _wait(ready, timeout, f"{needles} to appear")
+    return wait_until(ready, timeout, f"{needles} to appear")
 
 
 def test_parse_error_fails_that_target_only(peers, run_monbridge, static_target):  # noqa: F811
@@ -225,9 +216,9 @@ def test_series_leaving_a_target_leave_monbridge(run_monbridge, static_target, t
     sd.write_text(f'[{{"targets": ["{url.split("/")[2]}"], "labels": {{"job": "sd"}}}}]')
     bridge = run_monbridge({"plugins": [{"plugin_id": PLUGIN, "config": {"scrape": {
         "interval": 1, "timeout": 1, "file_sd": [str(tmp_path / "*.json")]}}}]})
-    _wait(lambda: re.search(r'^kept\{[^}]*job="sd"', _metrics(bridge), re.M), 15, "the file_sd target's series")
+    wait_until(lambda: re.search(r'^kept\{[^}]*job="sd"', _metrics(bridge), re.M), 15, "the file_sd target's series")
     sd.write_text("[]")  # the target goes away
-    _wait(lambda: not re.search(r"^kept\{", _metrics(bridge), re.M), 15, "its series to go")
+    wait_until(lambda: not re.search(r"^kept\{", _metrics(bridge), re.M), 15, "its series to go")
     assert not re.search(r'^up\{[^}]*job="sd"', _metrics(bridge), re.M)
 
 
@@ -261,11 +252,11 @@ def test_pushgateway_export(peers, run_monbridge, static_target):  # noqa: F811
     assert re.search(r'^monbridge_plugin_up\{[^}]*plugin_id="monitoring.integration.prometheus"', text, re.M)
 
 
-def test_alerts_to_alertmanager_and_from_prometheus(peers, prometheus_server, tmp_path):  # noqa: F811
+def test_alerts_to_alertmanager_and_from_prometheus(alertmanager_server, prometheus_server, tmp_path):  # noqa: F811
     from bridge.api import Alert, AlertState
     from integrations.prometheus.plugin import PrometheusIntegration
 
-    am = peers.alertmanager()
+    am = alertmanager_server({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]})
     rules = tmp_path / "rules.yml"
     rules.write_text('groups: [{name: g, interval: 1s, rules: [{alert: AlwaysFiring, expr: "vector(3)", '
                      'labels: {severity: page}, annotations: {summary: "it fires"}}]}]\n')
