@@ -37,7 +37,7 @@ from typing import Any
 
 from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
 from integrations.prometheus.relabel import Relabeler
-from integrations.prometheus.textparse import ParsedFamily, ParseError, TextParser
+from integrations.prometheus.textparse import ParsedFamily, ParseError, TextParser, go_float
 
 __all__ = ["ACCEPT_HEADER", "ScrapeLimits", "ScrapeResult", "Target", "TargetScraper", "instance_of"]
 
@@ -152,7 +152,7 @@ class _Group:
     sum: float | None = None
     count: float | None = None
     parts: list[tuple[str, float, float]] = field(default_factory=list)  # (le/quantile text, as float, value)
-    raw: list[tuple[str, dict[str, str], float]] = field(default_factory=list)  # the samples as they came
+    raw: list[tuple[_Resolved, float]] = field(default_factory=list)  # the samples as they came
 
 
 class TargetScraper:
@@ -280,7 +280,7 @@ class TargetScraper:
                 if role == _CREATED:
                     g.created = value
                     continue
-                g.raw.append((r.name, {**r.attrs, _ARG_LABEL[role]: r.arg} if role in _ARG_LABEL else r.attrs, value))
+                g.raw.append((r, value))
                 if role == _VALUE:
                     g.value = value
                 elif role == _SUM:
@@ -322,8 +322,10 @@ class TargetScraper:
 
     @staticmethod
     def _raw(g: _Group, add: Any, help_: str) -> None:
-        for name, attrs, value in g.raw:
-            add(Metric(name, G, value, "", help_, attrs, g.ts))
+        for r, value in g.raw:
+            # Only a family that does not assemble needs its parts' own label sets.
+            attrs = {**r.attrs, _ARG_LABEL[r.role]: r.arg} if r.role in _ARG_LABEL else r.attrs
+            add(Metric(r.name, G, value, "", help_, attrs, g.ts))
 
     def _resolve(self, fam: ParsedFamily, name: str, labels: tuple[tuple[str, str], ...]) -> _Resolved | None:
         """Final name and labels of one scraped series, and its role in its family."""
@@ -356,10 +358,14 @@ class TargetScraper:
             elif final_name in (base, base + "_total"):
                 group_name = final_name
         kind = C if ftype == "counter" and role == _VALUE and group_name is not None else G
-        if role == -1 or (role in (_BUCKET, _QUANTILE) and not _float_ok(arg)):
+        if role in (_BUCKET, _QUANTILE):
+            try:
+                argf = go_float(arg)  # the le or quantile, read as Prometheus reads numbers
+            except ValueError:
+                role = -1
+        if role == -1:
             role, group_name, kind = _VALUE, None, G  # not part of the family's shape: a plain gauge sample
         if role in (_BUCKET, _QUANTILE):
-            argf = _go_float(arg)
             attrs = {k: v for k, v in merged.items() if k != _ARG_LABEL[role]}
         else:
             attrs = merged
@@ -428,24 +434,6 @@ _SUFFIX_ROLES = {"_sum": _SUM, "_count": _COUNT, "_created": _CREATED}
 _ARG_LABEL = {_BUCKET: "le", _QUANTILE: "quantile"}
 #: The sample that holds a part of each aggregate family: (its suffix, its role); the part's label is _ARG_LABEL's.
 _AGGREGATE_SHAPES = {"histogram": ("_bucket", _BUCKET), "summary": ("", _QUANTILE)}
-
-
-def _go_float(s: str) -> float:
-    t = s.strip()
-    low = t.lower()
-    if low in ("+inf", "inf", "+infinity", "infinity"):
-        return math.inf
-    if low in ("-inf", "-infinity"):
-        return -math.inf
-    return float(t)
-
-
-def _float_ok(s: str) -> bool:
-    try:
-        _go_float(s)
-    except ValueError:
-        return False
-    return True
 
 
 def _histogram(g: _Group) -> HistogramValue | None:

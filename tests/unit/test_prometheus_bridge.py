@@ -92,6 +92,15 @@ def test_a_histogram_that_does_not_assemble_is_kept_sample_by_sample():
     assert got[key("h_bucket", le="2")].value == 2.0
 
 
+def test_an_le_prometheus_cannot_read_is_no_bucket():
+    # Go's ParseFloat refuses "1_0" (Python's float() would read 10): that sample is a plain series.
+    body = "# TYPE h histogram\nh_bucket{le=\"1_0\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n"
+    got, _ = convert(body)
+    assert got[key("h_bucket", le="1_0")].kind is MetricKind.GAUGE
+    h = got[key("h")].value
+    assert isinstance(h, HistogramValue) and (h.bounds, h.bucket_counts, h.le_labels) == ((), (2,), ("+Inf",))
+
+
 def test_duplicates_keep_the_first():
     got, (scraped, post, _, dups) = convert("a 1\na 2\nb{x=\"1\",y=\"2\"} 3\nb{y=\"2\",x=\"1\"} 4\n")
     assert (scraped, post, dups) == (4, 2, 2)
