@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bridge.api import HistogramValue, MetricKind, SummaryValue
@@ -27,6 +27,9 @@ __all__ = [
     "CONTENT_TYPE_TEXT",
     "choose_format",
     "family_name",
+    "le_texts",
+    "prometheus_labels",
+    "quantile_texts",
     "prometheus_label_name",
     "prometheus_name",
     "render",
@@ -114,8 +117,7 @@ def _label_name(key: str) -> str:
     return ln
 
 
-def _escape_label_value(v: Any) -> str:
-    s = v if isinstance(v, str) else (str(v).lower() if isinstance(v, bool) else str(v))
+def _escape_label_value(s: str) -> str:
     if "\\" in s or '"' in s or "\n" in s:
         s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return s
@@ -125,23 +127,24 @@ def _escape_help(s: str) -> str:
     return s.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _labels(attributes: Mapping[str, Any]) -> str:
-    """``{a="1",b="2"}`` for an attribute set, or ``""``; keys that collide after sanitizing
-    are joined with ``;`` as the compatibility rules say."""
-    if not attributes:
-        return ""
+def prometheus_labels(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """An attribute set as Prometheus labels (unescaped): names sanitized, bools lower-case, and
+    keys that collide after sanitizing joined with ``;`` as the compatibility rules say."""
     merged: dict[str, str] = {}
     for k, v in attributes.items():
         ln = _LABEL_NAMES.get(k) or _label_name(k)
-        if v.__class__ is str and "\\" not in v and '"' not in v and "\n" not in v:
-            ev = v
-        else:
-            ev = _escape_label_value(v)
-        if ln in merged:
-            merged[ln] = f"{merged[ln]};{ev}"
-        else:
-            merged[ln] = ev
-    return "{" + ",".join([f'{k}="{v}"' for k, v in sorted(merged.items())]) + "}"
+        sv = v if v.__class__ is str else (str(v).lower() if isinstance(v, bool) else str(v))
+        merged[ln] = f"{merged[ln]};{sv}" if ln in merged else sv
+    return merged
+
+
+def _labels(attributes: Mapping[str, Any]) -> str:
+    """``{a="1",b="2"}`` for an attribute set (see ``prometheus_labels``), or ``""``."""
+    if not attributes:
+        return ""
+    merged = prometheus_labels(attributes)
+    return "{" + ",".join([f'{k}="{v}"' if "\\" not in v and '"' not in v and "\n" not in v
+                           else f'{k}="{_escape_label_value(v)}"' for k, v in sorted(merged.items())]) + "}"
 
 
 def _fmt(v: Any) -> str:
@@ -159,6 +162,17 @@ def _fmt(v: Any) -> str:
 
 def _fmt_le(b: float) -> str:
     return "+Inf" if b == math.inf else repr(float(b))
+
+
+def le_texts(h: HistogramValue) -> Sequence[str]:
+    """The ``le`` label values of a histogram's buckets, ``+Inf`` last: as an imported histogram's
+    source wrote them, else formatted here."""
+    return h.le_labels or [_fmt_le(b) for b in (*h.bounds, math.inf)]
+
+
+def quantile_texts(v: SummaryValue) -> Sequence[str]:
+    """The ``quantile`` label values of a summary (see ``le_texts``)."""
+    return v.quantile_labels or [_fmt_le(q) for q, _ in v.quantiles]
 
 
 def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
@@ -227,8 +241,7 @@ def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValu
     sep = "," if inner else ""
     lines = []
     cum = 0
-    les = h.le_labels or [_fmt_le(b) for b in (*h.bounds, math.inf)]
-    for le, count in zip(les, h.bucket_counts, strict=False):
+    for le, count in zip(le_texts(h), h.bucket_counts, strict=False):
         cum += count
         lines.append(f'{base}_bucket{{{inner}{sep}le="{le}"}} {cum}\n')
     lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")
@@ -240,8 +253,8 @@ def _render_summary(base: str, attributes: Mapping[str, Any], v: SummaryValue) -
     labels = _labels(attributes)
     inner = labels[1:-1]
     sep = "," if inner else ""
-    qs = v.quantile_labels or [_fmt_le(q) for q, _ in v.quantiles]
-    lines = [f'{base}{{{inner}{sep}quantile="{q}"}} {_fmt(x)}\n' for q, (_, x) in zip(qs, v.quantiles, strict=False)]
+    lines = [f'{base}{{{inner}{sep}quantile="{q}"}} {_fmt(x)}\n'
+             for q, (_, x) in zip(quantile_texts(v), v.quantiles, strict=False)]
     lines.append(f"{base}_sum{labels} {_fmt(v.sum)}\n")
     lines.append(f"{base}_count{labels} {_fmt(v.count)}\n")
     return "".join(lines)

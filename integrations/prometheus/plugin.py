@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -191,7 +190,6 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._counts: dict[tuple[str, str], int] = {}
         self._exported: dict[str, Alert] = {}  # fingerprint -> alert last sent to Alertmanager
         self._imported: dict[str, Alert] = {}  # fingerprint -> alert firing at Prometheus at the last import
-        self._started = False
 
     def metadata(self) -> PluginMetadata:
         from bridge import __version__
@@ -227,7 +225,6 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._writers = [RemoteWriter(rw) for rw in cfg.remote_write]
         for w in self._writers:
             await w.start()
-        self._started = True
 
     def _http(self) -> Any:
         import aiohttp
@@ -410,28 +407,22 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         return out
 
     def _labels_for(self, base: str, kind: MetricKind, native: bool, s: Any) -> list[bytes]:
-        from bridge.exposition import _fmt_le, prometheus_label_name
+        from bridge.exposition import le_texts, prometheus_labels, quantile_texts
 
         if native:
             labels = {k: str(v) for k, v in s.attributes.items()}
         else:
-            labels = {}
-            for k, v in s.attributes.items():
-                ln = prometheus_label_name(k)
-                sv = str(v).lower() if isinstance(v, bool) else str(v)
-                labels[ln] = f"{labels[ln]};{sv}" if ln in labels else sv
+            labels = prometheus_labels(s.attributes)
             for k, v in self._job_instance:
                 if k not in labels and v:
                     labels[k] = v
         name = base if native or kind is not MetricKind.COUNTER else base + "_total"
         v = s.value
         if isinstance(v, HistogramValue):
-            les = v.le_labels or [_fmt_le(b) for b in (*v.bounds, math.inf)]
-            out = [encode_labels({**labels, "__name__": name + "_bucket", "le": le}.items()) for le in les]
+            out = [encode_labels({**labels, "__name__": name + "_bucket", "le": le}.items()) for le in le_texts(v)]
             return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
         if isinstance(v, SummaryValue):
-            qs = v.quantile_labels or [_fmt_le(q) for q, _ in v.quantiles]
-            out = [encode_labels({**labels, "__name__": name, "quantile": q}.items()) for q in qs]
+            out = [encode_labels({**labels, "__name__": name, "quantile": q}.items()) for q in quantile_texts(v)]
             return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
         return [encode_labels({**labels, "__name__": name}.items())]
 
