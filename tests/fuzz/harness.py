@@ -1,0 +1,151 @@
+"""The one fuzzing harness of monbridge's fuzz targets (``tests/fuzz/test_fuzz_*.py``).
+
+A target is a function that takes ``bytes`` and either returns or raises one of the error
+types its module documents. :func:`run_fuzz` feeds it, for a bounded time, with
+
+* every seed: the target's corpus directory ``tests/fuzz/corpus/<target>/`` (crashes found
+  earlier, kept as regression inputs) and the seed files the target names (``tests/data``);
+* inputs that hypothesis derives from the seeds by byte-level mutation: inserted, deleted and
+  spliced ranges, tokens from the target's dictionary, and one range repeated thousands of
+  times (how quadratic backtracking and bomb-like inputs are found);
+* plain random bytes.
+
+For each input it asserts that
+
+* only the documented error types escape (anything else fails with the input shown);
+* the input, if under 1 MB, costs at most 100 ms of CPU time per 100 KB (at least 100 ms);
+* over the whole run, the process's peak RSS grows by at most ``max_rss_growth`` bytes.
+
+Time: ``MONBRIDGE_FUZZ_SECONDS`` per target (default 15, which CI uses; at most 60 is
+meant for CI). A longer run, for hunting rather than regression::
+
+    MONBRIDGE_FUZZ_SECONDS=1800 .venv/bin/python -m pytest tests/fuzz -k scrape -p no:cacheprovider
+
+A crash found this way: save the input shown in the failure under ``corpus/<target>/`` and
+add a regression test beside the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+DATA = HERE.parent / "data"
+MAX_INPUT = 1 << 20
+CPU_PER_100KB = 0.1
+
+
+def fuzz_seconds() -> float:
+    return float(os.environ.get("MONBRIDGE_FUZZ_SECONDS", "15"))
+
+
+def seeds(target: str, files: Iterable[Path] = ()) -> list[bytes]:
+    """The seed inputs of ``target``: its corpus directory and the named files, sorted by path."""
+    paths = list(files)
+    directory = CORPUS / target
+    if directory.is_dir():
+        paths.extend(sorted(p for p in directory.rglob("*") if p.is_file()))
+    out = [p.read_bytes() for p in paths]
+    if not out:
+        raise AssertionError(f"fuzz target {target!r} has no seeds")
+    return out
+
+
+@st.composite
+def mutated(draw: st.DrawFn, pool: Sequence[bytes], tokens: Sequence[bytes]) -> bytes:
+    """A seed from ``pool`` changed by one to six byte-level mutations, capped at 1 MB."""
+    data = bytearray(draw(st.sampled_from(pool)))
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.integers(0, 5))
+        pos = draw(st.integers(0, len(data)))
+        if op == 0:
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+        elif op == 1:
+            end = draw(st.integers(pos, min(len(data), pos + 64)))
+            del data[pos:end]
+        elif op == 2 and tokens:
+            data[pos:pos] = draw(st.sampled_from(tokens))
+        elif op == 3:
+            # one range repeated: long digit runs, deep nesting, many lines, many keys
+            end = draw(st.integers(pos, min(len(data), pos + 32)))
+            piece = bytes(data[pos:end]) or draw(st.sampled_from(tokens or [b"9"]))
+            times = draw(st.sampled_from([2, 10, 100, 1000, 10_000, 100_000]))
+            times = max(1, min(times, (MAX_INPUT - len(data)) // max(1, len(piece))))
+            data[pos:pos] = piece * times
+        elif op == 4:
+            other = draw(st.sampled_from(pool))
+            start = draw(st.integers(0, len(other)))
+            data[pos:pos] = other[start : start + draw(st.integers(0, 256))]
+        else:
+            if data:
+                i = min(pos, len(data) - 1)
+                data[i] = draw(st.integers(0, 255))
+    return bytes(data[:MAX_INPUT])
+
+
+def _max_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_fuzz(
+    target: Callable[[bytes], object],
+    pool: Sequence[bytes],
+    *,
+    allowed: tuple[type[BaseException], ...],
+    tokens: Sequence[bytes] = (),
+    seconds: float | None = None,
+    max_rss_growth: int = 256 << 20,
+) -> int:
+    """Fuzz ``target`` for ``seconds``; returns the number of inputs tried (at least the seeds)."""
+    budget = fuzz_seconds() if seconds is None else seconds
+    count = 0
+
+    def one(data: bytes) -> None:
+        nonlocal count
+        count += 1
+        start = time.process_time()
+        try:
+            target(data)
+        except allowed:
+            pass
+        spent = time.process_time() - start
+        if len(data) <= MAX_INPUT:
+            limit = CPU_PER_100KB * max(1.0, len(data) / 100_000)
+            assert spent <= limit, f"{len(data)}-byte input took {spent:.3f} s of CPU (limit {limit:.3f} s): {data[:200]!r}"
+
+    # warm-up (imports, caches) is not timed
+    try:
+        target(pool[0])
+    except allowed:
+        pass
+    rss_before = _max_rss()
+    for seed in pool:
+        one(seed)
+    deadline = time.monotonic() + budget
+    strategy = st.one_of(mutated(pool, tokens), st.binary(max_size=4096))
+
+    @settings(
+        max_examples=200,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    @given(strategy)
+    def prop(data: bytes) -> None:
+        one(data)
+
+    while time.monotonic() < deadline:
+        prop()
+    growth = _max_rss() - rss_before
+    assert growth <= max_rss_growth, f"peak RSS grew by {growth >> 20} MB while fuzzing (limit {max_rss_growth >> 20} MB)"
+    return count
