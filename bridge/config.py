@@ -81,10 +81,11 @@ class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:9464", description="HOST:PORT of the HTTP server (/metrics, /-/ready, /api/v1)")
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
-    allowed_hosts: list[str] | None = Field(None, description=(
-        "host names state-changing requests may address in their Host header (DNS-rebinding protection); "
-        "'*.example.org' admits subdomains, ports are not compared. Default: localhost, IP addresses, the "
-        "listen host and, when listening on all interfaces, this machine's host name"))
+    allowed_hosts: list[str] = Field(default_factory=list, description=(
+        "more host names state-changing requests may address in their Host header (DNS-rebinding "
+        "protection), e.g. a Service's or proxy's name; '*.example.org' admits subdomains, ports are not "
+        "compared. Always allowed: localhost, IP addresses, the listen host and, listening on all "
+        "interfaces, this machine's host name"))
     allowed_origins: list[str] = Field(default_factory=list, description=(
         "origins (scheme://host[:port]) of other web pages that may send state-changing requests; "
         "pages served by monbridge itself (same origin) always may"))

@@ -9,8 +9,8 @@ write API, silences, the Alertmanager webhook receiver) pass one guard first, so
 the operator happens to open cannot forge them (CSRF, DNS rebinding). Each is refused with
 403 and the reason unless all of these hold:
 
-* its ``Host`` names this server: ``server.allowed_hosts``, by default localhost, any IP
-  address, the listen host and, listening on all interfaces, this machine's host name (a
+* its ``Host`` names this server: localhost, an IP address, the listen host, this machine's
+  host name when listening on all interfaces, or a name in ``server.allowed_hosts`` (a
   rebinding page reaches the server under its own domain name);
 * it comes from no web page (no ``Origin``, ``Sec-Fetch-Site`` absent or ``none``), from one
   of monbridge's own pages (same origin), or from an origin in ``server.allowed_origins``;
@@ -94,23 +94,16 @@ class RequestGuard:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         listen_host = parse_listen(config.listen)[0].lower()
-        if config.allowed_hosts is not None:
-            names = [h.strip().lower() for h in config.allowed_hosts]
-            self.any_ip = False
-        else:
-            names = ["localhost", listen_host]
-            if listen_host in _WILDCARD_HOSTS:
-                names.append(socket.gethostname().lower())
-            self.any_ip = True
+        names = ["localhost", listen_host, *(h.strip().lower() for h in config.allowed_hosts)]
+        if listen_host in _WILDCARD_HOSTS:
+            names.append(socket.gethostname().lower())
         self.hosts = frozenset(n for n in names if n and not n.startswith("*."))
         self.host_suffixes = tuple(n[1:] for n in names if n.startswith("*."))
         self.origins = frozenset(_origin(URL(o)) for o in config.allowed_origins)
 
     def host_allowed(self, host_header: str) -> bool:
         name = _host_name(host_header)
-        if self.any_ip and _is_ip(name):
-            return True
-        return name in self.hosts or name.endswith(self.host_suffixes)
+        return _is_ip(name) or name in self.hosts or name.endswith(self.host_suffixes)
 
     def refusal(self, request: web.Request) -> str | None:
         """Why ``request`` (a state-changing one) is refused, or None."""
