@@ -67,10 +67,12 @@ class Runtime:
         self._last_reload_success = 0.0
         self._remember_secrets(loaded)
 
-    def _remember_secrets(self, loaded: LoadedConfig) -> None:
-        values = collect_secrets(loaded.model)
-        for cfg in loaded.plugin_configs.values():
-            values.extend(collect_secrets(cfg))
+    def _remember_secrets(self, *configs: LoadedConfig) -> None:
+        values = []
+        for loaded in configs:
+            values.extend(collect_secrets(loaded.model))
+            for cfg in loaded.plugin_configs.values():
+                values.extend(collect_secrets(cfg))
         secret_values.set(values)
 
     def _add_plugins(self, loaded: LoadedConfig, only: set[str] | None = None) -> list[str]:
@@ -164,6 +166,9 @@ class Runtime:
         changed = {pid for pid in old_entries if pid in new_entries and old_entries[pid] != new_entries[pid]}
         removed = set(old_entries) - set(new_entries)
         to_start = sorted(pid for pid in new_entries if pid not in old_entries or pid in changed)
+        # The new config's secrets are redacted from here on, whatever happens: a plugin that fails
+        # to start may name one, and so may the answer. They stay redacted after a refusal.
+        self._remember_secrets(old, new)
 
         server: HttpServer | None = None
         if new.model.server != old.model.server:
@@ -172,28 +177,33 @@ class Runtime:
                 await server.prepare(previous=self.server)
             except OSError as e:
                 raise _NotApplied(str(e)) from None
+        staged: list[PluginRunner] = []
+        stopped: dict[str, PluginRunner] = {}
         try:
-            staged = [self._runner_for(new, pid) for pid in to_start]
-        except Exception as e:  # a plugin whose construction fails
+            try:
+                staged = [self._runner_for(new, pid) for pid in to_start]
+            except Exception as e:  # a plugin whose construction fails
+                raise _NotApplied(f"a plugin failed to load: {type(e).__name__}: {e}") from None
+            # A changed plugin stops before its successor starts: they may share a port or a queue.
+            stopped = {pid: self.supervisor.runners.pop(pid) for pid in sorted(changed)}
+            for runner in stopped.values():
+                await self.supervisor.stop(runner)
+            up = await asyncio.gather(*(self.supervisor.start_staged(r) for r in staged))
+            if not all(up):
+                raise _NotApplied("plugins failed to start: " + "; ".join(
+                    f"{r.plugin_id}: {r.last_error}" for r, ok in zip(staged, up, strict=True) if not ok))
             if server is not None:
-                await server.stop()
-            raise _NotApplied(f"a plugin failed to load: {type(e).__name__}: {e}") from None
-        stopped = {pid: self.supervisor.runners.pop(pid) for pid in sorted(changed)}
-        for runner in stopped.values():
-            await self.supervisor.stop(runner)
-        ok = await asyncio.gather(*(self.supervisor.start_staged(r) for r in staged))
-        if not all(ok):
-            failed = [f"{r.plugin_id}: {r.last_error}" for r, up in zip(staged, ok, strict=True) if not up]
-            for runner, up in zip(staged, ok, strict=True):
-                if up:
-                    await self.supervisor.stop(runner)
+                await server.serve()
+        except BaseException:
+            for runner in staged:
+                await self.supervisor.stop(runner, flush=False)
             if server is not None:
                 await server.stop()
             # The changed plugins run again as the running config has them.
             self._add_plugins(old, set(stopped))
             for pid in sorted(stopped):
                 await self.supervisor.start(self.supervisor.runners[pid])
-            raise _NotApplied("plugins failed to start: " + "; ".join(failed))
+            raise
 
         # Everything started: switch.
         for runner in staged:
@@ -203,11 +213,10 @@ class Runtime:
         self._remember_secrets(new)
         self.loaded = new
         if server is not None:
-            await server.serve()
             retiring, self.server = self.server, server
             # Stopped in the background: this very request may be one the old server is answering.
-            self._retiring.add(asyncio.create_task(retiring.stop()))
             self._retiring = {t for t in self._retiring if not t.done()}
+            self._retiring.add(asyncio.create_task(retiring.stop()))
         if new.model.pipeline != old.model.pipeline:
             self.pipeline.cardinality_limit = new.model.pipeline.cardinality_limit
         self.alerts.refresh()

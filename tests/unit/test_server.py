@@ -205,10 +205,14 @@ async def test_reload_applies_a_valid_config_and_refuses_an_invalid_one():
 
 
 class BrokenStart(SteadyCollector):
-    """Initializes, then fails to start."""
+    """Initializes, then fails to start, naming its password."""
+
+    async def initialize(self, config):
+        await super().initialize(config)
+        self.password = self.parse_config(config).password.get_secret_value()
 
     async def start(self):
-        raise RuntimeError("port 4317 is taken")
+        raise RuntimeError(f"port 4317 is taken (logged in with {self.password})")
 
 
 def reload_metrics(text):
@@ -276,12 +280,13 @@ async def test_reload_that_cannot_be_applied_keeps_the_running_server_and_plugin
         await rt.stop()
 
 
-async def test_reload_whose_plugin_fails_to_start_keeps_the_running_config():
+async def test_reload_whose_plugin_fails_to_start_keeps_the_running_config(caplog):
     reg = registry()
     reg.register_plugin("monitoring.metrics.broken", BrokenStart)
     text = config(value=1.0)
     loaded = parse_config(text, "test.yaml", reg, env={})
-    broken = '\n  - plugin_id: monitoring.metrics.broken\n    config: {collection_interval: 0.1}\n'
+    new_secret = "n3w-s3cret-only-in-the-new-config"
+    broken = f'\n  - plugin_id: monitoring.metrics.broken\n    config: {{collection_interval: 0.1, password: "{new_secret}"}}\n'
     new_text = config(plugins=f"""
   - plugin_id: monitoring.metrics.steady
     config: {{collection_interval: 0.1, value: 7.0}}{broken}""")
@@ -291,6 +296,12 @@ async def test_reload_whose_plugin_fails_to_start_keeps_the_running_config():
         ok, message = await rt.reload()
         assert not ok
         assert "monitoring.metrics.broken: start failed: RuntimeError: port 4317 is taken" in message
+        # The refused config's secrets are redacted too: in the answer (the handler redacts) and the logs.
+        from bridge.logs import TextFormatter, redact_text
+
+        assert new_secret in message and new_secret not in redact_text(message)
+        logged = "\n".join(TextFormatter().format(rec) for rec in caplog.records)
+        assert "port 4317 is taken" in logged and new_secret not in logged
         assert set(rt.supervisor.runners) == {"monitoring.metrics.steady"}
         await asyncio.sleep(0.3)
         # The changed plugin stopped for the attempt and runs again with the running config.
