@@ -36,11 +36,11 @@ import logging
 import os
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from yarl import URL
 
 from bridge.config import ServerConfig, parse_listen
 from bridge.exposition import choose_format, render
@@ -67,13 +67,21 @@ def _is_json(content_type: str) -> bool:
     return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
 
 
-def _host_name(host_header: str) -> str:
-    """The host name of a ``Host`` header, without port or IPv6 brackets, lower-case."""
-    h = host_header.strip().lower()
+def _split_host(header: str) -> tuple[str, int | None] | None:
+    """(host name, port) of a ``Host`` header, lower-case, without IPv6 brackets; None when malformed."""
+    h = header.strip().lower()
+    port: str | None
     if h.startswith("["):
-        return h[1:h.find("]")] if "]" in h else h[1:]
-    name, sep, port = h.rpartition(":")
-    return name if sep and port.isdigit() else h
+        name, sep, rest = h[1:].partition("]")
+        if not sep or not _is_ip(name) or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:] if rest else None
+    else:
+        name, sep, port_text = h.partition(":")
+        port = port_text if sep else None
+    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+        return None
+    return (name, int(port) if port is not None else None) if name else None
 
 
 def _is_ip(name: str) -> bool:
@@ -84,8 +92,17 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def _origin(url: URL) -> tuple[str, str, int | None]:
-    return (url.scheme.lower(), (url.host or "").lower(), url.port)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an ``Origin`` value, the default port filled in; None when malformed."""
+    try:
+        u = urllib.parse.urlsplit(url.strip())
+        scheme = u.scheme.lower()
+        return (scheme, (u.hostname or "").lower(), u.port or _DEFAULT_PORTS.get(scheme))
+    except ValueError:
+        return None
 
 
 class RequestGuard:
@@ -99,39 +116,44 @@ class RequestGuard:
             names.append(socket.gethostname().lower())
         self.hosts = frozenset(n for n in names if n and not n.startswith("*."))
         self.host_suffixes = tuple(n[1:] for n in names if n.startswith("*."))
-        self.origins = frozenset(_origin(URL(o)) for o in config.allowed_origins)
+        self.origins = frozenset(_origin_of(o) for o in config.allowed_origins)
 
-    def host_allowed(self, host_header: str) -> bool:
-        name = _host_name(host_header)
+    def host_allowed(self, host: tuple[str, int | None] | None) -> bool:
+        if host is None:
+            return False
+        name = host[0]
         return _is_ip(name) or name in self.hosts or name.endswith(self.host_suffixes)
 
     def refusal(self, request: web.Request) -> str | None:
         """Why ``request`` (a state-changing one) is refused, or None."""
-        what = f"{request.method} {request.path}"
-        host = request.headers.get("Host", "")
-        if not self.host_allowed(host):
+        h = request.headers
+        return self.check(f"{request.method} {request.path}", request.scheme, h.get("Host", ""), h.get("Origin"),
+                          h.get("Sec-Fetch-Site", ""), h.get("Content-Type"), request.body_exists, request.remote)
+
+    def check(self, what: str, scheme: str, host: str, origin: str | None, fetch_site: str,
+              ctype: str | None, body_exists: bool, remote: str | None) -> str | None:
+        """``refusal`` on the request's parts: ``what`` is "METHOD /path", the rest its scheme,
+        headers (None: absent), whether it has a body, and its client's address."""
+        name_port = _split_host(host)
+        if name_port is None or not self.host_allowed(name_port):
             return (f"{what}: Host {host!r} is not a name of this server (server.allowed_hosts); "
                     "a page that reached it under another name (DNS rebinding) must not change its state")
-        origin = request.headers.get("Origin")
-        fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+        fetch_site = fetch_site.lower()
         if origin is not None or fetch_site not in ("", "none"):
-            try:
-                o = _origin(URL(origin)) if origin else None
-            except ValueError:
-                o = None
-            same = (o == _origin(request.url) and fetch_site in ("", "same-origin")
+            o = _origin_of(origin) if origin else None
+            ours = (scheme, name_port[0], name_port[1] or _DEFAULT_PORTS.get(scheme))
+            same = (o == ours and fetch_site in ("", "same-origin")
                     or o is None and not origin and fetch_site == "same-origin")
             if not same and (o is None or o not in self.origins):
                 return (f"{what}: a request from another web page (Origin {origin or 'absent'}, Sec-Fetch-Site "
                         f"{fetch_site or 'absent'}) is refused; allow its origin in server.allowed_origins")
-        ctype = request.headers.get("Content-Type")
         mime = (ctype or "").partition(";")[0].strip().lower()
-        if mime in _BROWSER_SIMPLE_TYPES or (request.body_exists and not _is_json(ctype or "")):
+        if mime in _BROWSER_SIMPLE_TYPES or (body_exists and not _is_json(ctype or "")):
             return (f"{what}: expected Content-Type: application/json, or no body (got "
                     f"{ctype or 'a body without a Content-Type'}); a web page can send form and text/plain "
                     "requests to any site, so they are never taken")
-        if self.config.auth is None and not self._unauthenticated_allowed(request.remote):
-            return (f"{what}: a state-changing request from {request.remote} needs credentials: set server.auth "
+        if self.config.auth is None and not self._unauthenticated_allowed(remote):
+            return (f"{what}: a state-changing request from {remote} needs credentials: set server.auth "
                     "(bearer token or basic), or add the client's network to server.unauthenticated_writes_from")
         return None
 

@@ -159,3 +159,21 @@ async def test_writes_need_credentials_outside_the_unauthenticated_networks(tmp_
         assert rt.reloads == [1]
     finally:
         await rt.stop()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:99999", "[::1]:x", "[::1", "127.0.0.1:\u00b9464", "evil.example:\u00b9464", ""])
+async def test_a_malformed_host_is_refused_not_an_error(agent, host):
+    """Raw requests (a client may send any bytes): 403 with the reason, never a 500."""
+    rt, url = agent
+    port = rt.server.bound[1]
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (f"POST /-/reload HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n")
+    writer.write(head.encode())
+    response = await reader.read()
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 403 "), response[:200]
+    assert b"is not a name of this server" in response
+    assert rt.reloads == []
