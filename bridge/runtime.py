@@ -64,6 +64,8 @@ class Runtime:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        #: State-changing requests the server refused, by reason (kept across reloads).
+        self.refused_requests: dict[str, int] = {}
         self._last_reload_success = 0.0
         self._remember_secrets(loaded)
 

@@ -36,12 +36,14 @@ import logging
 import os
 import socket
 import ssl
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bridge.api import Metric, MetricKind
 from bridge.config import ServerConfig, parse_listen
 from bridge.exposition import choose_format, render
 from bridge.logs import redact_text
@@ -53,6 +55,10 @@ __all__ = ["HttpServer"]
 
 log = logging.getLogger("monbridge.server")
 
+#: The pipeline source of ``monbridge_http_requests_refused_total``.
+SERVER_SOURCE = "monbridge.server"
+REFUSAL_REASONS = ("host", "origin", "content_type", "credentials")
+_REFUSAL_LOG_EVERY_S = 60.0
 _OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The content types a web page may send to any site without asking it first (CORS-safelisted).
@@ -124,19 +130,19 @@ class RequestGuard:
         name = host[0]
         return _is_ip(name) or name in self.hosts or name.endswith(self.host_suffixes)
 
-    def refusal(self, request: web.Request) -> str | None:
-        """Why ``request`` (a state-changing one) is refused, or None."""
+    def refusal(self, request: web.Request) -> tuple[str, str] | None:
+        """Why ``request`` (a state-changing one) is refused: (reason, message), or None."""
         h = request.headers
         return self.check(f"{request.method} {request.path}", request.scheme, h.get("Host", ""), h.get("Origin"),
                           h.get("Sec-Fetch-Site", ""), h.get("Content-Type"), request.body_exists, request.remote)
 
     def check(self, what: str, scheme: str, host: str, origin: str | None, fetch_site: str,
-              ctype: str | None, body_exists: bool, remote: str | None) -> str | None:
+              ctype: str | None, body_exists: bool, remote: str | None) -> tuple[str, str] | None:
         """``refusal`` on the request's parts: ``what`` is "METHOD /path", the rest its scheme,
         headers (None: absent), whether it has a body, and its client's address."""
         name_port = _split_host(host)
         if name_port is None or not self.host_allowed(name_port):
-            return (f"{what}: Host {host!r} is not a name of this server (server.allowed_hosts); "
+            return "host", (f"{what}: Host {host!r} is not a name of this server (server.allowed_hosts); "
                     "a page that reached it under another name (DNS rebinding) must not change its state")
         fetch_site = fetch_site.lower()
         if origin is not None or fetch_site not in ("", "none"):
@@ -145,15 +151,15 @@ class RequestGuard:
             same = (o == ours and fetch_site in ("", "same-origin")
                     or o is None and not origin and fetch_site == "same-origin")
             if not same and (o is None or o not in self.origins):
-                return (f"{what}: a request from another web page (Origin {origin or 'absent'}, Sec-Fetch-Site "
+                return "origin", (f"{what}: a request from another web page (Origin {origin or 'absent'}, Sec-Fetch-Site "
                         f"{fetch_site or 'absent'}) is refused; allow its origin in server.allowed_origins")
         mime = (ctype or "").partition(";")[0].strip().lower()
         if mime in _BROWSER_SIMPLE_TYPES or (body_exists and not _is_json(ctype or "")):
-            return (f"{what}: expected Content-Type: application/json, or no body (got "
+            return "content_type", (f"{what}: expected Content-Type: application/json, or no body (got "
                     f"{ctype or 'a body without a Content-Type'}); a web page can send form and text/plain "
                     "requests to any site, so they are never taken")
         if self.config.auth is None and not self._unauthenticated_allowed(remote):
-            return (f"{what}: a state-changing request from {remote} needs credentials: set server.auth "
+            return "credentials", (f"{what}: a state-changing request from {remote} needs credentials: set server.auth "
                     "(bearer token or basic), or add the client's network to server.unauthenticated_writes_from")
         return None
 
@@ -230,6 +236,7 @@ class HttpServer:
         self.runtime = runtime
         self.config = config
         self.guard = RequestGuard(config)
+        self._refusal_logged: dict[str, float] = {}
         self._runner: web.AppRunner | None = None
         self._ssl: ssl.SSLContext | None = None
         self._sockets: list[socket.socket] = []
@@ -292,11 +299,26 @@ class HttpServer:
     @web.middleware
     async def _guard_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method in _STATE_CHANGING:
-            reason = self.guard.refusal(request)
-            if reason is not None:
-                log.warning("refused: %s", reason)
-                return web.json_response({"status": "error", "error": reason}, status=403)
+            refused = self.guard.refusal(request)
+            if refused is not None:
+                self._count_refusal(*refused)
+                return web.json_response({"status": "error", "error": refused[1]}, status=403)
         return await handler(request)
+
+    def _count_refusal(self, reason: str, message: str) -> None:
+        """Count in ``monbridge_http_requests_refused_total{reason}``; log at most once a minute a reason."""
+        counts = self.runtime.refused_requests
+        counts[reason] = counts.get(reason, 0) + 1
+        self.runtime.pipeline.record(SERVER_SOURCE, [
+            Metric("monbridge.http.requests.refused", MetricKind.COUNTER, counts.get(r, 0), "",
+                   "state-changing HTTP requests refused (403), by reason", {"reason": r})
+            for r in REFUSAL_REASONS])
+        now = time.monotonic()
+        last = self._refusal_logged.get(reason)
+        if last is None or now - last >= _REFUSAL_LOG_EVERY_S:
+            self._refusal_logged[reason] = now
+            log.warning("refused: %s (counted in monbridge_http_requests_refused_total{reason=%r}; further "
+                        "refusals for this reason are logged at most once a minute)", message, reason)
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -8,6 +8,7 @@ import json
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from bridge.api import AlertState
 from bridge.config import parse_config
@@ -58,7 +59,7 @@ async def post(url, path, **kw):
         return r.status, await r.json()
 
 
-async def test_cross_origin_simple_posts_change_nothing(agent):
+async def test_cross_origin_simple_posts_change_nothing(agent, caplog):
     rt, url = agent
     (alert,) = firing(rt)
     text_plain = {"Origin": EVIL, "Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain;charset=UTF-8"}
@@ -88,6 +89,15 @@ async def test_cross_origin_simple_posts_change_nothing(agent):
     assert rt.reloads == []
     assert firing(rt) == [alert] and [a.name for a in rt.alerts.store.active_alerts()] == ["DiskFull"]
     assert rt.alerts.silences.all() == []
+
+    # Every refusal is counted by reason, and each reason logged once (then at most once a minute).
+    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
+        fams = {f.name: f for f in parse_text(await r.text())}
+    counts = {smp.labels["reason"]: smp.value for smp in fams["monbridge_http_requests_refused"].samples
+              if smp.name.endswith("_total")}
+    assert counts == {"origin": 6, "content_type": 5, "host": 0, "credentials": 0}
+    logged = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("refused: ")]
+    assert len(logged) == 2 and "Origin http://evil.example" in logged[0]
 
 
 async def test_a_foreign_host_name_is_refused_even_same_origin(agent):
