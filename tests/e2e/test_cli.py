@@ -156,3 +156,32 @@ def test_port_in_use_says_which_setting(tmp_path):
         r = run_cli("run", "--listen", f"127.0.0.1:{port}", timeout=30)
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (server.listen or --listen)" in r.stderr
+
+
+def test_sighup_reload_that_cannot_be_applied_logs_why_and_keeps_serving(tmp_path, free_port):
+    port = free_port()
+    cfg = tmp_path / "agent.yaml"
+    write_config(cfg, port)
+    proc = subprocess.Popen([*CLI, "run", "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    missing = tmp_path / "tls" / "cert.pem"
+    try:
+        wait_ready(url, proc)
+        cfg.write_text(cfg.read_text().replace(
+            f'  listen: "127.0.0.1:{port}"\n',
+            f'  listen: "127.0.0.1:{port}"\n  tls: {{cert_file: {missing}, key_file: {tmp_path}/tls/key.pem}}\n'))
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            body = get(url + "/metrics")[1]  # plain HTTP: the running server stays
+            if "\nmonbridge_config_last_reload_successful 0\n" in body:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the failed reload never showed in monbridge_config_last_reload_successful")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert f"reload refused, the running config stays: cannot apply {cfg}: server.tls.cert_file: cannot read {missing}" in err
