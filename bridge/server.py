@@ -124,10 +124,8 @@ class RequestGuard:
         self.host_suffixes = tuple(n[1:] for n in names if n.startswith("*."))
         self.origins = frozenset(_origin_of(o) for o in config.allowed_origins)
 
-    def host_allowed(self, host: tuple[str, int | None] | None) -> bool:
-        if host is None:
-            return False
-        name = host[0]
+    def host_allowed(self, name: str) -> bool:
+        """Whether ``name`` (a Host header's, lower-case, without port) names this server."""
         return _is_ip(name) or name in self.hosts or name.endswith(self.host_suffixes)
 
     def refusal(self, request: web.Request) -> tuple[str, str] | None:
@@ -141,7 +139,7 @@ class RequestGuard:
         """``refusal`` on the request's parts: ``what`` is "METHOD /path", the rest its scheme,
         headers (None: absent), whether it has a body, and its client's address."""
         name_port = _split_host(host)
-        if name_port is None or not self.host_allowed(name_port):
+        if name_port is None or not self.host_allowed(name_port[0]):
             return "host", (f"{what}: Host {host!r} is not a name of this server (server.allowed_hosts); "
                     "a page that reached it under another name (DNS rebinding) must not change its state")
         fetch_site = fetch_site.lower()
