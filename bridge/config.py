@@ -13,14 +13,16 @@ import functools
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 
 from bridge.alerting.settings import AlertingSettings
 from bridge.api import PluginType
@@ -72,15 +74,39 @@ class AuthConfig(_Strict):
     bearer_token: SecretStr | None = None
 
 
+_LOOPBACK: list[IPv4Network | IPv6Network] = [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
+
+
 class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:9464", description="HOST:PORT of the HTTP server (/metrics, /-/ready, /api/v1)")
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
+    allowed_hosts: list[str] = Field(default_factory=list, description=(
+        "more host names state-changing requests may address in their Host header (DNS-rebinding "
+        "protection), e.g. a Service's or proxy's name; '*.example.org' admits subdomains, ports are not "
+        "compared. Always allowed: localhost, IP addresses, the listen host and, listening on all "
+        "interfaces, this machine's host name"))
+    allowed_origins: list[str] = Field(default_factory=list, description=(
+        "origins (scheme://host[:port]) of other web pages that may send state-changing requests; "
+        "pages served by monbridge itself (same origin) always may"))
+    unauthenticated_writes_from: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: list(_LOOPBACK),
+        description=("networks whose clients may send state-changing requests (reload, the alert write API) "
+                     "without credentials when server.auth is not set; others are refused"))
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
         parse_listen(v)
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for i, origin in enumerate(v):
+            u = urllib.parse.urlsplit(origin)
+            if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/") or u.query:
+                raise ValueError(f"[{i}]: expected an origin, scheme://host[:port], e.g. https://grafana.example.org")
         return v
 
 

@@ -5,24 +5,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
 from bridge.alerting.engine import AlertEngine
+from bridge.api import Metric, MetricKind
 from bridge.config import ConfigError, LoadedConfig, redact
 from bridge.logs import secret_values
 from bridge.pipeline import Pipeline
 from bridge.registry import PluginRegistry
 from bridge.server import HttpServer
-from bridge.supervisor import Supervisor, SupervisorSettings
+from bridge.supervisor import PluginRunner, Supervisor, SupervisorSettings
 
 __all__ = ["Runtime", "collect_secrets"]
 
 log = logging.getLogger("monbridge.runtime")
 
 SHUTDOWN_BUDGET_S = 5.0
+#: The pipeline source of the ``monbridge_config_*`` self-metrics.
+CONFIG_SOURCE = "monbridge.config"
+
+
+class _NotApplied(Exception):
+    """A valid config that could not be applied; the running one stays."""
 
 
 def collect_secrets(value: Any) -> list[str]:
@@ -55,12 +63,18 @@ class Runtime:
         self.alerts = AlertEngine.for_runtime(self)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        #: State-changing requests the server refused, by reason (kept across reloads).
+        self.refused_requests: dict[str, int] = {}
+        self._last_reload_success = 0.0
         self._remember_secrets(loaded)
 
-    def _remember_secrets(self, loaded: LoadedConfig) -> None:
-        values = collect_secrets(loaded.model)
-        for cfg in loaded.plugin_configs.values():
-            values.extend(collect_secrets(cfg))
+    def _remember_secrets(self, *configs: LoadedConfig) -> None:
+        values = []
+        for loaded in configs:
+            values.extend(collect_secrets(loaded.model))
+            for cfg in loaded.plugin_configs.values():
+                values.extend(collect_secrets(cfg))
         secret_values.set(values)
 
     def _add_plugins(self, loaded: LoadedConfig, only: set[str] | None = None) -> list[str]:
@@ -84,6 +98,7 @@ class Runtime:
 
     async def start(self) -> None:
         await self.server.start()
+        self._record_reload(True)  # the config it started with
         self._add_plugins(self.loaded)
         await self.supervisor.start_all()
         await self.alerts.start()
@@ -111,38 +126,115 @@ class Runtime:
         except TimeoutError:
             log.error("plugins did not shut down within %.1fs; exiting anyway", SHUTDOWN_BUDGET_S)
         await self.server.stop()
+        for task in list(self._retiring):
+            await task
         await asyncio.to_thread(self.pipeline.shutdown)
         log.info("stopped")
 
     async def reload(self) -> tuple[bool, str]:
-        """Load the config again and apply it; an invalid one is refused and the old one stays."""
+        """Load the config again and apply it whole, or not at all.
+
+        An invalid config is refused. A valid one is applied in steps that can each be undone: a
+        changed ``server`` is built first (TLS loaded, a new address bound) while the old one
+        serves; then the changed plugins stop and the new and changed ones start. If any of that
+        fails, what was started is stopped, the changed plugins start again from the running
+        config, the old server keeps serving, and the answer says why. Only when everything
+        started are the new server and plugins switched in and the removed plugins stopped.
+        """
         if self._reload_config is None:
             return False, "this instance has no config file to reload"
         async with self._reload_lock:
             try:
                 new = await asyncio.to_thread(self._reload_config)
             except ConfigError as e:
-                log.error("reload refused, the running config stays: %s", e)
-                return False, str(e)
-            old = self.loaded
-            old_entries = {p.plugin_id: p for p in old.enabled_plugins}
-            new_entries = {p.plugin_id: p for p in new.enabled_plugins}
-            changed = {pid for pid in old_entries if pid not in new_entries or old_entries[pid] != new_entries[pid]}
-            for pid in sorted(changed):
-                await self.supervisor.remove(pid)
-            self._remember_secrets(new)
-            self.loaded = new
-            started = self._add_plugins(new, {pid for pid in new_entries if pid not in old_entries or pid in changed})
-            for pid in started:
-                await self.supervisor.start(self.supervisor.runners[pid])
-            if new.model.server != old.model.server:
-                await self.server.stop()
-                self.server = HttpServer(self, new.model.server)
-                await self.server.start()
-            if new.model.pipeline != old.model.pipeline:
-                self.pipeline.cardinality_limit = new.model.pipeline.cardinality_limit
-            self.alerts.refresh()
-            msg = (f"reloaded {new.source}: {len(started)} plugins (re)started, "
-                   f"{len(changed - set(new_entries))} removed")
+                return self._reload_failed(str(e))
+            try:
+                msg = await self._apply(new)
+            except _NotApplied as e:
+                return self._reload_failed(f"cannot apply {new.source}: {e}")
+            self._record_reload(True)
             log.info(msg)
             return True, msg
+
+    def _reload_failed(self, reason: str) -> tuple[bool, str]:
+        self._record_reload(False)
+        log.error("reload refused, the running config stays: %s", reason)
+        return False, reason
+
+    async def _apply(self, new: LoadedConfig) -> str:
+        old = self.loaded
+        old_entries = {p.plugin_id: p for p in old.enabled_plugins}
+        new_entries = {p.plugin_id: p for p in new.enabled_plugins}
+        changed = {pid for pid in old_entries if pid in new_entries and old_entries[pid] != new_entries[pid]}
+        removed = set(old_entries) - set(new_entries)
+        to_start = sorted(pid for pid in new_entries if pid not in old_entries or pid in changed)
+        # The new config's secrets are redacted from here on, whatever happens: a plugin that fails
+        # to start may name one, and so may the answer. They stay redacted after a refusal.
+        self._remember_secrets(old, new)
+
+        server: HttpServer | None = None
+        if new.model.server != old.model.server:
+            server = HttpServer(self, new.model.server)
+            try:
+                await server.prepare(previous=self.server)
+            except OSError as e:
+                raise _NotApplied(str(e)) from None
+        staged: list[PluginRunner] = []
+        stopped: dict[str, PluginRunner] = {}
+        try:
+            try:
+                staged = [self._runner_for(new, pid) for pid in to_start]
+            except Exception as e:  # a plugin whose construction fails
+                raise _NotApplied(f"a plugin failed to load: {type(e).__name__}: {e}") from None
+            # A changed plugin stops before its successor starts: they may share a port or a queue.
+            stopped = {pid: self.supervisor.runners.pop(pid) for pid in sorted(changed)}
+            for runner in stopped.values():
+                await self.supervisor.stop(runner)
+            up = await asyncio.gather(*(self.supervisor.start_staged(r) for r in staged))
+            if not all(up):
+                raise _NotApplied("plugins failed to start: " + "; ".join(
+                    f"{r.plugin_id}: {r.last_error}" for r, ok in zip(staged, up, strict=True) if not ok))
+            if server is not None:
+                await server.serve()
+        except BaseException:
+            for runner in staged:
+                await self.supervisor.stop(runner, flush=False)
+            if server is not None:
+                await server.stop()
+            # The changed plugins run again as the running config has them.
+            self._add_plugins(old, set(stopped))
+            for pid in sorted(stopped):
+                await self.supervisor.start(self.supervisor.runners[pid])
+            raise
+
+        # Everything started: switch.
+        for runner in staged:
+            self.supervisor.adopt(runner)
+        for pid in sorted(removed):
+            await self.supervisor.remove(pid)
+        self._remember_secrets(new)
+        self.loaded = new
+        if server is not None:
+            retiring, self.server = self.server, server
+            # Stopped in the background: this very request may be one the old server is answering.
+            self._retiring = {t for t in self._retiring if not t.done()}
+            self._retiring.add(asyncio.create_task(retiring.stop()))
+        if new.model.pipeline != old.model.pipeline:
+            self.pipeline.cardinality_limit = new.model.pipeline.cardinality_limit
+        self.alerts.refresh()
+        return f"reloaded {new.source}: {len(staged)} plugins (re)started, {len(removed)} removed"
+
+    def _runner_for(self, loaded: LoadedConfig, pid: str) -> PluginRunner:
+        return self.supervisor.make_runner(pid, self.registry.factory(pid), loaded.raw_plugin_configs[pid],
+                                           loaded.plugin_configs[pid])
+
+    def _record_reload(self, ok: bool) -> None:
+        """The ``monbridge_config_last_reload_*`` self-metrics, as Prometheus has them."""
+        if ok:
+            self._last_reload_success = time.time()
+        self.pipeline.record(CONFIG_SOURCE, [
+            Metric("monbridge.config.last_reload_successful", MetricKind.GAUGE, 1 if ok else 0, "",
+                   "whether the last configuration reload attempt was successful"),
+            Metric("monbridge.config.last_reload_success_timestamp", MetricKind.GAUGE, self._last_reload_success,
+                   "s", "timestamp of the last successful configuration reload"),
+        ])

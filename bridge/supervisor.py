@@ -170,6 +170,13 @@ class Supervisor:
 
     def add(self, plugin_id: str, make_plugin: Callable[[], Plugin], config: Mapping[str, Any],
             parsed_config: Any = None) -> PluginRunner:
+        runner = self.make_runner(plugin_id, make_plugin, config, parsed_config)
+        self.runners[plugin_id] = runner
+        return runner
+
+    def make_runner(self, plugin_id: str, make_plugin: Callable[[], Plugin], config: Mapping[str, Any],
+                    parsed_config: Any = None) -> PluginRunner:
+        """A runner for ``plugin_id``, not (yet) one of the supervisor's."""
         probe = make_plugin()
         interval = getattr(parsed_config, "collection_interval", None) or getattr(parsed_config, "interval", None)
         timeout = getattr(parsed_config, "timeout", None) or interval
@@ -178,10 +185,8 @@ class Supervisor:
         def factory() -> Plugin:
             return first.pop() if first else make_plugin()
 
-        runner = PluginRunner(plugin_id, probe.plugin_type, dict(config), factory, interval, timeout,
-                              version=probe.metadata().version)
-        self.runners[plugin_id] = runner
-        return runner
+        return PluginRunner(plugin_id, probe.plugin_type, dict(config), factory, interval, timeout,
+                            version=probe.metadata().version)
 
     async def start_all(self) -> None:
         await asyncio.gather(*(self.start(r) for r in self.runners.values()))
@@ -190,6 +195,20 @@ class Supervisor:
         """Initialize and start ``runner``; on failure it is failed and restarted in the background."""
         up = await self._bring_up(runner)
         runner.task = asyncio.create_task(self._supervise(runner, up), name=f"plugin:{runner.plugin_id}")
+
+    async def start_staged(self, runner: PluginRunner) -> bool:
+        """Initialize and start a runner from ``make_runner`` without supervising it (a reload's
+        new plugins, adopted only when all of them started). When that fails, its instance is shut
+        down and False returned; ``runner.last_error`` says why."""
+        if await self._bring_up(runner):
+            return True
+        await self.stop(runner, flush=False)
+        return False
+
+    def adopt(self, runner: PluginRunner) -> None:
+        """Supervise ``runner``, started by ``start_staged``, from now on."""
+        self.runners[runner.plugin_id] = runner
+        runner.task = asyncio.create_task(self._supervise(runner, True), name=f"plugin:{runner.plugin_id}")
 
     async def _bring_up(self, runner: PluginRunner) -> bool:
         host = InProcessHost(runner.make_plugin())

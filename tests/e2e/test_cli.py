@@ -112,13 +112,18 @@ def test_run_default_config_json_logs_sigterm_within_5s(tmp_path, free_port):
     assert lines[-1]["msg"] == "stopped"
 
 
-def test_sighup_reload_keeps_old_config_when_new_is_invalid(tmp_path, free_port):
-    port = free_port()
+def run_agent(tmp_path, port):
+    """``monbridge run`` on a config file ``write_config`` wrote: (config path, process, base URL)."""
     cfg = tmp_path / "agent.yaml"
     write_config(cfg, port)
     proc = subprocess.Popen([*CLI, "run", "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    url = f"http://127.0.0.1:{port}"
+    return cfg, proc, f"http://127.0.0.1:{port}"
+
+
+def test_sighup_reload_keeps_old_config_when_new_is_invalid(tmp_path, free_port):
+    port = free_port()
+    cfg, proc, url = run_agent(tmp_path, port)
     try:
         wait_ready(url, proc)
         cfg.write_text(cfg.read_text().replace("collection_interval: 1", "collection_interval: -1"))
@@ -156,3 +161,28 @@ def test_port_in_use_says_which_setting(tmp_path):
         r = run_cli("run", "--listen", f"127.0.0.1:{port}", timeout=30)
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (server.listen or --listen)" in r.stderr
+
+
+def test_sighup_reload_that_cannot_be_applied_logs_why_and_keeps_serving(tmp_path, free_port):
+    port = free_port()
+    cfg, proc, url = run_agent(tmp_path, port)
+    missing = tmp_path / "tls" / "cert.pem"
+    try:
+        wait_ready(url, proc)
+        cfg.write_text(cfg.read_text().replace(
+            f'  listen: "127.0.0.1:{port}"\n',
+            f'  listen: "127.0.0.1:{port}"\n  tls: {{cert_file: {missing}, key_file: {tmp_path}/tls/key.pem}}\n'))
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            body = get(url + "/metrics")[1]  # plain HTTP: the running server stays
+            if "\nmonbridge_config_last_reload_successful 0\n" in body:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the failed reload never showed in monbridge_config_last_reload_successful")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert f"reload refused, the running config stays: cannot apply {cfg}: server.tls.cert_file: cannot read {missing}" in err

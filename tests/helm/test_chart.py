@@ -249,7 +249,7 @@ def test_config_merges_over_presets_by_plugin_id() -> None:
         "interval": 5, "headers": {"x-a": "${A}"},
     }
     assert config["pipeline"] == {"cardinality_limit": 500}
-    assert config["server"] == {"listen": "0.0.0.0:9464"}
+    assert config["server"]["listen"] == "0.0.0.0:9464"
 
 
 # --------------------------------------------------------------------------- pod security and probes
@@ -633,6 +633,25 @@ def test_notes_say_how_targets_are_split() -> None:
     assert "Every node's pod scrapes every target" in daemonset
     single = render(with_values(SHARDED, replicas=1))[NOTES]
     assert "which with 1 replica is every target" in single
+
+
+def test_default_release_takes_state_changing_requests_only_with_credentials_or_from_the_pod() -> None:
+    """The chart listens on all interfaces (Prometheus and the probes reach the pod's IP), so
+    /-/reload and the alert write API must not be open: without config.server.auth monbridge takes
+    them from loopback clients only (kubectl port-forward and exec), and its Service's names pass
+    the Host check for clients that have the credentials."""
+    from bridge.config import parse_config
+    from bridge.registry import PluginRegistry
+
+    text = config_text(manifests(render({})))
+    server = parse_config(text, "config.yaml", PluginRegistry().discover(), env={}).model.server
+    assert server.listen == "0.0.0.0:9464" and server.auth is None
+    assert server.unauthenticated_writes_from, "the default must name the loopback networks"
+    assert all(net.is_loopback for net in server.unauthenticated_writes_from)
+    assert server.allowed_origins == []
+    assert server.allowed_hosts == ["monbridge", "monbridge.monitoring", "monbridge.monitoring.svc",
+                                    "monbridge.monitoring.svc.cluster.local"]
+    assert "allowed_hosts" not in yaml.safe_load(config_text(manifests(render({"service": {"enabled": False}}))))["server"]
 
 
 def test_listen_host_may_change_when_the_port_agrees() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -111,6 +112,14 @@ def test_baked_config_is_copied_to_the_default_path_and_listens_on_all_interface
     assert baked == [["helm/image-config.yaml"]]
     config = yaml.safe_load((REPO / "helm" / "image-config.yaml").read_text())
     assert config["server"]["listen"] == "0.0.0.0:9464"
+    # Listening on every interface without auth: state-changing requests only from loopback.
+    from bridge.config import parse_config
+    from bridge.registry import PluginRegistry
+
+    server = parse_config((REPO / "helm" / "image-config.yaml").read_text(), "image-config.yaml",
+                          PluginRegistry().discover(), env={}).model.server
+    assert server.auth is None and server.unauthenticated_writes_from
+    assert all(net.is_loopback for net in server.unauthenticated_writes_from)
 
 
 # --------------------------------------------------------------------------- the build, replayed
@@ -180,6 +189,16 @@ def test_image_build_and_entrypoint_in_a_fresh_virtualenv(tmp_path: Path, free_p
             time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             assert b"system_cpu" in r.read()
+        reload = f"http://127.0.0.1:{port}/-/reload"
+        with urllib.request.urlopen(urllib.request.Request(reload, method="POST"), timeout=10) as r:
+            assert r.status == 200
+        forged = urllib.request.Request(reload, data=b"", method="POST",
+                                        headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+        try:
+            urllib.request.urlopen(forged, timeout=10)
+            raise AssertionError("a cross-origin text/plain reload was taken")
+        except urllib.error.HTTPError as e:
+            assert e.code == 403
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

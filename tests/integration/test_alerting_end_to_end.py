@@ -57,7 +57,7 @@ def reload_with(mb, cfg):
     """Rewrite the running instance's config (keeping its server section) and reload it."""
     cfg = {**cfg, "server": yaml.safe_load(mb.config_path.read_text())["server"]}
     mb.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    req = urllib.request.Request(mb.url + "/-/reload", method="POST", data=b"")
+    req = urllib.request.Request(mb.url + "/-/reload", method="POST")
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
 

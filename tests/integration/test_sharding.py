@@ -141,7 +141,7 @@ def expected_shard(urls: list[str], index: int) -> set[str]:
 
 
 def reload(mb) -> None:
-    request = urllib.request.Request(mb.url + "/-/reload", method="POST", data=b"")
+    request = urllib.request.Request(mb.url + "/-/reload", method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         payload = json.loads(response.read())
     assert payload["status"] == "success", payload

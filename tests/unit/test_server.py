@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import socket
 import ssl
 import subprocess
 
@@ -201,3 +202,146 @@ async def test_reload_applies_a_valid_config_and_refuses_an_invalid_one():
         assert 'steady_value_ratio{k="v"} 7.0' in text
     finally:
         await rt.stop()
+
+
+class BrokenStart(SteadyCollector):
+    """Initializes, then fails to start, naming its password."""
+
+    async def initialize(self, config):
+        await super().initialize(config)
+        self.password = self.parse_config(config).password.get_secret_value()
+
+    async def start(self):
+        raise RuntimeError(f"port 4317 is taken (logged in with {self.password})")
+
+
+def reload_metrics(text):
+    fams = {f.name: f for f in parse_text(text)}
+    return (fams["monbridge_config_last_reload_successful"].samples[0].value,
+            fams["monbridge_config_last_reload_success_timestamp_seconds"].samples[0].value)
+
+
+async def test_reload_that_cannot_be_applied_keeps_the_running_server_and_plugins(tmp_path):
+    rt, url = await started(config(value=1.0))
+    steady = rt.supervisor.runners["monitoring.metrics.steady"]
+    old_server = rt.server
+    cert, key = tmp_path / "missing-cert.pem", tmp_path / "missing-key.pem"
+    added = '\n  - plugin_id: monitoring.metrics.failing\n    config: {collection_interval: 5}\n'
+    plugins = f"""
+  - plugin_id: monitoring.metrics.steady
+    config: {{collection_interval: 0.1, value: 7.0, password: "{SECRET}"}}{added}"""
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/metrics") as r:
+                ok_before, started_at = reload_metrics(await r.text())
+            assert ok_before == 1 and started_at > 0  # the config it started with counts as loaded
+
+            rt.reload_text["text"] = config(extra_server=f"  tls: {{cert_file: {cert}, key_file: {key}}}\n",
+                                            plugins=plugins)
+            async with s.post(f"{url}/-/reload") as r:
+                assert r.status == 400
+                doc = await r.json()
+            assert doc["status"] == "error"
+            assert f"server.tls.cert_file: cannot read {cert}: no such file" in doc["message"]
+            # The old server still answers on the same address; the old plugins run as they were.
+            assert rt.server is old_server
+            assert rt.supervisor.runners["monitoring.metrics.steady"] is steady
+            assert steady.state.value == "running" and steady.task is not None and not steady.task.done()
+            assert "monitoring.metrics.failing" not in rt.supervisor.runners
+            assert rt.loaded.model.server.tls is None
+            calls = len(steady.host.plugin.calls)
+            await asyncio.sleep(0.3)
+            assert len(steady.host.plugin.calls) > calls
+            async with s.get(f"{url}/metrics") as r:
+                assert r.status == 200
+                text = await r.text()
+            assert 'steady_value_ratio{k="v"} 1.0' in text
+            assert reload_metrics(text) == (0, started_at)
+
+            # The files appear: the same reload now applies, TLS on the same port.
+            from tests.tls_cert import self_signed
+
+            made_cert, made_key = self_signed(tmp_path)
+            made_cert.rename(cert)
+            made_key.rename(key)
+            async with s.post(f"{url}/-/reload") as r:
+                assert r.status == 200, await r.text()
+            assert rt.server is not old_server and rt.server.bound == old_server.bound
+            assert rt.supervisor.runners["monitoring.metrics.steady"] is not steady
+            assert "monitoring.metrics.failing" in rt.supervisor.runners
+            await asyncio.sleep(0.3)
+            ctx = ssl.create_default_context(cafile=str(cert))
+            async with s.get(url.replace("http:", "https:") + "/metrics", ssl=ctx) as r:
+                text = await r.text()
+            assert 'steady_value_ratio{k="v"} 7.0' in text
+            ok_after, reloaded_at = reload_metrics(text)
+            assert ok_after == 1 and reloaded_at >= started_at
+    finally:
+        await rt.stop()
+
+
+async def test_reload_whose_plugin_fails_to_start_keeps_the_running_config(caplog):
+    reg = registry()
+    reg.register_plugin("monitoring.metrics.broken", BrokenStart)
+    text = config(value=1.0)
+    loaded = parse_config(text, "test.yaml", reg, env={})
+    new_secret = "n3w-s3cret-only-in-the-new-config"
+    broken = f'\n  - plugin_id: monitoring.metrics.broken\n    config: {{collection_interval: 0.1, password: "{new_secret}"}}\n'
+    new_text = config(plugins=f"""
+  - plugin_id: monitoring.metrics.steady
+    config: {{collection_interval: 0.1, value: 7.0}}{broken}""")
+    rt = Runtime(loaded, reg, reload_config=lambda: parse_config(new_text, "test.yaml", reg, env={}))
+    await rt.start()
+    try:
+        ok, message = await rt.reload()
+        assert not ok
+        assert "monitoring.metrics.broken: start failed: RuntimeError: port 4317 is taken" in message
+        # The refused config's secrets are redacted too: in the answer (the handler redacts) and the logs.
+        from bridge.logs import TextFormatter, redact_text
+
+        assert new_secret in message and new_secret not in redact_text(message)
+        logged = "\n".join(TextFormatter().format(rec) for rec in caplog.records)
+        assert "port 4317 is taken" in logged and new_secret not in logged
+        assert set(rt.supervisor.runners) == {"monitoring.metrics.steady"}
+        await asyncio.sleep(0.3)
+        # The changed plugin stopped for the attempt and runs again with the running config.
+        steady = rt.supervisor.runners["monitoring.metrics.steady"]
+        assert steady.state.value == "running" and steady.runs > 0
+        assert steady.host.plugin.value == 1.0
+        assert rt.loaded is loaded
+        assert reload_metrics(render_metrics(rt))[0] == 0
+    finally:
+        await rt.stop()
+
+
+async def test_reload_to_a_taken_address_keeps_serving(free_port):
+    rt, url = await started(config())
+    taken = free_port()
+    blocker = socket.create_server(("127.0.0.1", taken))
+    try:
+        rt.reload_text["text"] = config().replace('"127.0.0.1:0"', f'"127.0.0.1:{taken}"')
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{url}/-/reload") as r:
+                assert r.status == 400
+                assert f"cannot listen on 127.0.0.1:{taken}" in (await r.json())["message"]
+            async with s.get(f"{url}/metrics") as r:
+                assert r.status == 200
+            blocker.close()
+            async with s.post(f"{url}/-/reload") as r:
+                assert r.status == 200
+            async with s.get(f"http://127.0.0.1:{taken}/metrics") as r:
+                assert reload_metrics(await r.text())[0] == 1
+            await asyncio.sleep(0.1)  # the old server retires once the reload's answer is sent
+            with pytest.raises(aiohttp.ClientConnectionError):
+                async with s.get(f"{url}/metrics") as r:
+                    await r.read()
+    finally:
+        blocker.close()
+        await rt.stop()
+
+
+def render_metrics(rt):
+    from bridge.exposition import render
+
+    rt.supervisor.refresh_self_metrics()
+    return render(rt.pipeline.families(), dict(rt.pipeline.resource.attributes), False).decode()

@@ -164,7 +164,14 @@ ${env:MONBRIDGE_...} references to variables set from secretKeyRef. */}}
 
 {{/* The whole config as a map (JSON). */}}
 {{- define "monbridge.configMap" -}}
-{{- $generated := dict "server" (dict "listen" (printf "0.0.0.0:%d" (int .Values.port))) }}
+{{- $server := dict "listen" (printf "0.0.0.0:%d" (int .Values.port)) }}
+{{- if .Values.service.enabled }}
+{{- /* State-changing requests (Alertmanager webhooks, acks) may name the Service (DNS-rebinding protection). */}}
+{{- $svc := include "monbridge.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $_ := set $server "allowed_hosts" (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) }}
+{{- end }}
+{{- $generated := dict "server" $server }}
 {{- if .Values.presets.alerting.enabled }}
 {{- $dir := include "monbridge.alertStateDir" . }}
 {{- $alerting := dict "state_dir" $dir "outbox_dir" (printf "%s/outbox" $dir) }}
