@@ -17,12 +17,14 @@ from bridge.pipeline import Pipeline
 from bridge.registry import PluginRegistry
 from bridge.server import HttpServer
 from bridge.supervisor import Supervisor, SupervisorSettings
+from bridge.tasks import run_bounded
 
 __all__ = ["Runtime", "collect_secrets"]
 
 log = logging.getLogger("monbridge.runtime")
 
 SHUTDOWN_BUDGET_S = 5.0
+ALERTS_STOP_BUDGET_S = 2.0
 
 
 def collect_secrets(value: Any) -> list[str]:
@@ -104,12 +106,15 @@ class Runtime:
         self._stop.set()
 
     async def stop(self) -> None:
-        await self.alerts.stop()
+        """Stop within ``SHUTDOWN_BUDGET_S``: the alert engine, then the plugins get its first
+        seconds; what has not stopped by then is abandoned (and logged), never waited for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_BUDGET_S - 1.0
         try:
-            async with asyncio.timeout(SHUTDOWN_BUDGET_S - 1.0):
-                await self.supervisor.stop_all()
+            await run_bounded(self.alerts.stop(), ALERTS_STOP_BUDGET_S)
         except TimeoutError:
-            log.error("plugins did not shut down within %.1fs; exiting anyway", SHUTDOWN_BUDGET_S)
+            log.error("the alert engine did not stop within %.1fs; going on", ALERTS_STOP_BUDGET_S)
+        await self.supervisor.stop_all(timeout=max(deadline - loop.time(), 0.0))
         await self.server.stop()
         await asyncio.to_thread(self.pipeline.shutdown)
         log.info("stopped")

@@ -71,3 +71,23 @@ class FailingCollector(SteadyCollector):
     async def collect_metrics(self) -> Sequence[Metric]:
         self.calls.append(time.monotonic())
         raise RuntimeError("backend said no")
+
+
+class SwallowingCollector(SteadyCollector):
+    """Swallows every cancellation of its collection; ends it only when ``release`` is set."""
+
+    plugin_id = "monitoring.metrics.swallowing"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.cancellations = 0
+
+    async def collect_metrics(self) -> Sequence[Metric]:
+        self.calls.append(time.monotonic())
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancellations += 1
+        return []
