@@ -170,19 +170,14 @@ async def test_a_plugin_that_swallows_cancellation_is_timed_out_and_failed():
 
 
 async def test_stop_all_abandons_a_plugin_that_will_not_stop(caplog):
-    from tests.unit.plugins_for_tests import SwallowingCollector
-
-    class Stubborn(SwallowingCollector):
-        async def stop(self):
-            await self.collect_metrics()
+    from tests.unit.plugins_for_tests import StuckCollector
 
     sup = Supervisor(Pipeline(), SupervisorSettings(cancel_grace=0.05))
-    stubborn, steady = Stubborn(), SteadyCollector()
-    stubborn.release.set()  # collections end; only its stop() swallows cancellation
+    stubborn, steady = StuckCollector(), SteadyCollector()
     r_stubborn = add(sup, stubborn, collection_interval=10)
     r_steady = add(sup, steady, collection_interval=10)
     await sup.start_all()
-    stubborn.release.clear()
+    await eventually(lambda: r_stubborn.runs == 1, "the first collection")  # the next is 10 s away
     try:
         await sup.stop_all(timeout=0.3)
     finally:
