@@ -151,7 +151,7 @@ async def test_a_plugin_that_swallows_cancellation_is_timed_out_and_failed():
     sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=2, backoff_initial=3600, cancel_grace=0.05))
     swallow, steady = SwallowingCollector(), SteadyCollector()
     r_swallow = add(sup, swallow, collection_interval=0.05, timeout=0.05)
-    r_steady = add(sup, steady, collection_interval=0.05)
+    r_steady = add(sup, steady, collection_interval=0.05, timeout=30)
     await sup.start_all()
     try:
         await eventually(lambda: r_swallow.state is PluginState.FAILED, "the swallowing plugin failed")
@@ -206,7 +206,8 @@ async def test_restart_backoff_grows_until_a_run_succeeds():
 
     settings = SupervisorSettings(max_failures=1, backoff_initial=1.0, backoff_max=8.0)
     sup = Supervisor(Pipeline(), settings, sleep=record)
-    runner = sup.add(FailsThenWorks.plugin_id, FailsThenWorks, {}, SteadyConfig.model_validate({"collection_interval": 0.01}))
+    schedule = SteadyConfig.model_validate({"collection_interval": 0.01, "timeout": 30})
+    runner = sup.add(FailsThenWorks.plugin_id, FailsThenWorks, {}, schedule)
     await sup.start_all()
     await eventually(lambda: len(delays) >= 9, "nine restarts")
     await sup.stop_all()
@@ -265,7 +266,7 @@ async def test_a_failing_sink_is_its_own_state_not_the_plugins(caplog):
     plugin = TwoSinks()
     sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=2))
     runner = sup.add("monitoring.integration.twosinks", lambda: plugin, {},
-                     IntegrationConfig.model_validate({"interval": 0.02}))
+                     IntegrationConfig.model_validate({"interval": 0.02, "timeout": 30}))
     caplog.set_level(logging.INFO, logger="monbridge.supervisor")
     await sup.start_all()
     await eventually(lambda: runner.sinks.get("bad") is not None and runner.sinks["bad"].errors >= 6, "six failed exports")
