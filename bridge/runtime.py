@@ -12,7 +12,7 @@ from pydantic import BaseModel, SecretStr
 
 from bridge.alerting.engine import AlertEngine
 from bridge.config import ConfigError, LoadedConfig, redact
-from bridge.logs import secret_values
+from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
 from bridge.registry import PluginRegistry
 from bridge.server import HttpServer
@@ -81,6 +81,9 @@ class Runtime:
         for st in self.supervisor.statuses():
             cfg = self.loaded.plugin_configs.get(st["plugin_id"])
             st["config"] = redact(cfg) if cfg is not None else {}
+            for sink in st["sinks"]:
+                if sink["last_error"]:
+                    sink["last_error"] = redact_text(sink["last_error"])
             out.append(st)
         return out
 

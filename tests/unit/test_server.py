@@ -201,3 +201,56 @@ async def test_reload_applies_a_valid_config_and_refuses_an_invalid_one():
         assert 'steady_value_ratio{k="v"} 7.0' in text
     finally:
         await rt.stop()
+
+
+async def test_a_secret_in_a_sink_error_is_redacted():
+    from pydantic import SecretStr
+
+    from bridge import IntegrationConfig, MonitoringIntegrationPlugin, PluginMetadata, PluginType
+
+    class LeakyConfig(IntegrationConfig):
+        password: SecretStr
+
+    class LeakySink(MonitoringIntegrationPlugin):
+        config_model = LeakyConfig
+
+        def metadata(self):
+            return PluginMetadata("monitoring.integration.leaky", "leaky", "1", "tests", "", PluginType.INTEGRATION)
+
+        async def initialize(self, config):
+            self.password = self.parse_config(config).password.get_secret_value()
+
+        async def shutdown(self):
+            pass
+
+        async def import_metrics(self):
+            return []
+
+        async def import_alerts(self):
+            return []
+
+        async def export_alerts(self, alerts):
+            pass
+
+        async def export_metrics(self, metrics):
+            raise ConnectionError(f"login refused for password {self.password}")
+
+    reg = registry()
+    reg.register_plugin("monitoring.integration.leaky", LeakySink)
+    loaded = parse_config(f'server: {{listen: "127.0.0.1:0"}}\nplugins:\n  - plugin_id: monitoring.integration.leaky\n'
+                          f'    config: {{interval: 0.05, password: "{SECRET}"}}\n', "t.yaml", reg, env={})
+    rt = Runtime(loaded, reg)
+    await rt.start()
+    try:
+        runner = rt.supervisor.runners["monitoring.integration.leaky"]
+        for _ in range(100):
+            if runner.sinks.get("export") is not None and runner.sinks["export"].errors:
+                break
+            await asyncio.sleep(0.02)
+        host, port = rt.server.bound
+        async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/api/v1/plugins") as r:
+            text = await r.text()
+    finally:
+        await rt.stop()
+    assert "login refused for password <secret>" in text and SECRET not in text
+    assert runner.state.value == "shut_down" and runner.restarts == 0
