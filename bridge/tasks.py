@@ -69,6 +69,8 @@ async def run_bounded(aw: Awaitable[T], timeout: float | None, *, grace: float =
         await _cancel_within(task, grace, on_abandon)
         raise
     if done:
+        if task.cancelled():  # by the awaited code itself: only the caller's own cancellation propagates
+            raise RuntimeError("the call ended cancelled without being cancelled (it raised CancelledError)")
         return task.result()
     await _cancel_within(task, grace, on_abandon)
     raise TimeoutError

@@ -284,3 +284,21 @@ async def test_a_failing_sink_is_its_own_state_not_the_plugins(caplog):
     exports = sup.pipeline.family("monbridge.plugin.sink.exports")
     by = {(dict(s.attributes)["sink"], dict(s.attributes)["result"]): s.value for s in exports.series.values()}
     assert by[("bad", "error")] >= 6 and by[("good", "error")] == 0 and by[("good", "success")] >= 6
+
+
+async def test_a_plugin_raising_cancelled_error_is_a_failure_not_the_end_of_its_schedule():
+    class RaisesCancelled(SteadyCollector):
+        plugin_id = "monitoring.metrics.raises_cancelled"
+
+        async def collect_metrics(self):
+            self.calls.append(0.0)
+            raise asyncio.CancelledError
+
+    plugin = RaisesCancelled()
+    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=1000))
+    runner = add(sup, plugin, collection_interval=0.02, timeout=30)
+    await sup.start_all()
+    await eventually(lambda: runner.errors >= 3, "three failed collections")
+    assert not runner.task.done()  # its schedule goes on
+    await sup.stop_all()
+    assert "RuntimeError: the call ended cancelled" in runner.last_error
