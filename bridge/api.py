@@ -12,7 +12,7 @@ import enum
 import re
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
@@ -361,6 +361,19 @@ class MonitoringIntegrationPlugin(Plugin):
 
     async def export_families(self, families: Sequence[Any], resource: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not take pipeline families")
+
+    def export_sinks(self) -> Mapping[str, Callable[..., Awaitable[None]]]:
+        """Where this integration exports, by sink name: each a coroutine function taking what
+        its export method takes (``export_metrics_data``'s MetricsData, ``export_families``'
+        families and resource, or ``export_metrics``' metrics). The supervisor calls each sink on
+        its own every round, within the round's timeout, and keeps its state: one sink's failure
+        is that sink's (shown in ``/api/v1/plugins``), never the plugin's or another sink's. The
+        default is one sink, ``export``: the export method."""
+        if self.wants_otel_data:
+            return {"export": self.export_metrics_data}
+        if self.wants_families:
+            return {"export": self.export_families}
+        return {"export": self.export_metrics}
 
     @abc.abstractmethod
     async def export_metrics(self, metrics: Sequence[Metric]) -> None: ...

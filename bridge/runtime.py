@@ -14,17 +14,19 @@ from pydantic import BaseModel, SecretStr
 from bridge.alerting.engine import AlertEngine
 from bridge.api import Metric, MetricKind
 from bridge.config import ConfigError, LoadedConfig, redact
-from bridge.logs import secret_values
+from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
 from bridge.registry import PluginRegistry
 from bridge.server import HttpServer
 from bridge.supervisor import PluginRunner, Supervisor, SupervisorSettings
+from bridge.tasks import run_bounded
 
 __all__ = ["Runtime", "collect_secrets"]
 
 log = logging.getLogger("monbridge.runtime")
 
 SHUTDOWN_BUDGET_S = 5.0
+ALERTS_STOP_BUDGET_S = 2.0
 #: The pipeline source of the ``monbridge_config_*`` self-metrics.
 CONFIG_SOURCE = "monbridge.config"
 
@@ -93,6 +95,9 @@ class Runtime:
         for st in self.supervisor.statuses():
             cfg = self.loaded.plugin_configs.get(st["plugin_id"])
             st["config"] = redact(cfg) if cfg is not None else {}
+            for sink in st["sinks"]:
+                if sink["last_error"]:
+                    sink["last_error"] = redact_text(sink["last_error"])
             out.append(st)
         return out
 
@@ -119,17 +124,26 @@ class Runtime:
         self._stop.set()
 
     async def stop(self) -> None:
-        await self.alerts.stop()
+        """Stop within ``SHUTDOWN_BUDGET_S``: the alert engine, then the plugins get its first
+        seconds; what has not stopped by then is abandoned (and logged), never waited for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_BUDGET_S - 1.0
         try:
-            async with asyncio.timeout(SHUTDOWN_BUDGET_S - 1.0):
-                await self.supervisor.stop_all()
+            await run_bounded(self.alerts.stop(), ALERTS_STOP_BUDGET_S)
         except TimeoutError:
-            log.error("plugins did not shut down within %.1fs; exiting anyway", SHUTDOWN_BUDGET_S)
+            log.error("the alert engine did not stop within %.1fs; going on", ALERTS_STOP_BUDGET_S)
+        await self.supervisor.stop_all(timeout=max(deadline - loop.time(), 0.0))
+        try:
+            await run_bounded(self._stop_servers(), max(deadline + 0.5 - loop.time(), 0.2))
+        except TimeoutError:
+            log.error("the HTTP server did not stop within the %.1fs of a shutdown; going on", SHUTDOWN_BUDGET_S)
+        await asyncio.to_thread(self.pipeline.shutdown)
+        log.info("stopped")
+
+    async def _stop_servers(self) -> None:
         await self.server.stop()
         for task in list(self._retiring):
             await task
-        await asyncio.to_thread(self.pipeline.shutdown)
-        log.info("stopped")
 
     async def reload(self) -> tuple[bool, str]:
         """Load the config again and apply it whole, or not at all.

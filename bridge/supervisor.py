@@ -1,10 +1,20 @@
 """The supervisor: owns every plugin's lifecycle, runs each on its own schedule, isolates failures.
 
 Each collector runs in its own task on its own ``collection_interval``, each call bounded by
-``timeout``: a plugin that raises, hangs or is slow never delays another. After
+``timeout``: a plugin that raises, hangs or is slow never delays another. Every call into a
+plugin runs in a task of its own (``run_bounded``): one that swallows the cancellation at its
+timeout is abandoned (logged by plugin id, counted in ``monbridge_plugin_abandoned_tasks_total``)
+rather than waited for, so neither its schedule nor a shutdown can hang on it. After
 ``max_failures`` consecutive failures (or a failed initialize) a plugin is failed and
-restarted with exponential backoff. State, last error and timings are kept per plugin for
-``GET /api/v1/plugins`` and the ``monbridge_plugin_*`` self-metrics.
+restarted with exponential backoff and jitter; the backoff keeps growing across restarts until
+a run succeeds. State, last error and timings are kept per plugin for ``GET /api/v1/plugins``
+and the ``monbridge_plugin_*`` self-metrics.
+
+An integration's round is its import, then one export per sink (``export_sinks``), each sink
+on its own within the round's time: a sink that fails (a Pushgateway that is down) is that
+sink's state (``sinks`` in the status, ``monbridge_plugin_sink_*``, one log line per change
+between ok and failing), never a failed round, so it does not restart the plugin or stop its
+other sinks and its import.
 
 The supervisor talks to plugins only through a ``PluginHost`` with plain-data calls, so a
 plugin can be hosted in a worker process or a WASM sandbox by adding a host, without changing
@@ -16,9 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,22 +41,14 @@ from bridge.api import (
 )
 from bridge.lifecycle import Lifecycle, PluginState
 from bridge.pipeline import Pipeline
-from bridge.tasks import cancel_and_wait
+from bridge.tasks import CANCEL_GRACE_S, backoff_delay, cancel_and_wait, run_bounded
 
-__all__ = ["InProcessHost", "PluginHost", "PluginRunner", "Supervisor", "SupervisorSettings"]
+__all__ = ["InProcessHost", "PluginHost", "PluginRunner", "SinkState", "Supervisor", "SupervisorSettings"]
 
 log = logging.getLogger("monbridge.supervisor")
 
 SELF_SOURCE = "monbridge"
 FLUSH_TIMEOUT_S = 2.5
-
-
-async def _bounded(coro: Any, timeout: float | None) -> Any:
-    """``await coro`` within ``timeout`` seconds. ``asyncio.timeout`` rather than ``wait_for``:
-    on Python 3.11 ``wait_for`` can swallow a cancellation that races with completion, which
-    would leave a stopped plugin's task running."""
-    async with asyncio.timeout(timeout):
-        return await coro
 
 
 class PluginHost:
@@ -82,21 +83,33 @@ class InProcessHost(PluginHost):
         assert isinstance(self.plugin, MetricCollectorPlugin)
         return await self.plugin.collect_metrics()
 
-    async def integrate(self, pipeline: Pipeline) -> int:
-        """One import/export round of an integration; returns the number of metrics imported."""
-        plugin = self.plugin
-        assert isinstance(plugin, MonitoringIntegrationPlugin)
+    def _integration(self) -> MonitoringIntegrationPlugin:
+        assert isinstance(self.plugin, MonitoringIntegrationPlugin)
+        return self.plugin
+
+    async def import_round(self, pipeline: Pipeline) -> int:
+        """An integration's import; returns the number of metrics imported."""
+        plugin = self._integration()
         imported = await plugin.import_metrics()
         if imported:
             pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
-        if plugin.wants_otel_data:
-            data = await asyncio.to_thread(pipeline.collect_otel)
-            await plugin.export_metrics_data(data)
-        elif plugin.wants_families:
-            await plugin.export_families(pipeline.families(), pipeline.resource)
-        else:
-            await plugin.export_metrics(pipeline.snapshot())
         return len(imported)
+
+    async def export_batch(self, pipeline: Pipeline) -> tuple[Any, ...]:
+        """What the integration's sinks take this round: OTel MetricsData, families and resource,
+        or Metrics (see ``MonitoringIntegrationPlugin``)."""
+        plugin = self._integration()
+        if plugin.wants_otel_data:
+            return (await asyncio.to_thread(pipeline.collect_otel),)
+        if plugin.wants_families:
+            return (pipeline.families(), pipeline.resource)
+        return (pipeline.snapshot(),)
+
+    def sink_names(self) -> list[str]:
+        return list(self._integration().export_sinks())
+
+    async def export(self, sink: str, batch: tuple[Any, ...]) -> None:
+        await self._integration().export_sinks()[sink](*batch)
 
 
 @dataclass
@@ -105,6 +118,33 @@ class SupervisorSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     call_timeout: float = 30.0  # initialize/start/stop/shutdown
+    cancel_grace: float = CANCEL_GRACE_S  # a cancelled plugin call not ended by then is abandoned
+
+
+@dataclass
+class SinkState:
+    """One export sink of an integration: ok or failing, with its counts and last error."""
+
+    name: str
+    ok: bool | None = None  # None until its first export
+    exports: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": "unknown" if self.ok is None else "ok" if self.ok else "failing",
+            "exports": self.exports,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_success_at": self.last_success_at,
+        }
 
 
 @dataclass
@@ -131,6 +171,10 @@ class PluginRunner:
     restarts: int = 0
     consecutive_failures: int = 0
     missed_ticks: int = 0
+    abandoned: int = 0  # calls that did not end when cancelled
+    restart_attempts: int = 0  # restarts since the last successful run
+    restart_delay: float | None = None  # the last backoff before a restart
+    sinks: dict[str, SinkState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.plugin_id)
@@ -153,18 +197,34 @@ class PluginRunner:
             "restarts": self.restarts,
             "consecutive_failures": self.consecutive_failures,
             "missed_ticks": self.missed_ticks,
+            "abandoned_tasks": self.abandoned,
+            "restart_backoff_seconds": self.restart_delay,
             "last_duration_seconds": self.last_duration,
             "last_success_at": self.last_success_at,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "sinks": [s.status() for _, s in sorted(self.sinks.items())],
         }
 
 
 class Supervisor:
-    def __init__(self, pipeline: Pipeline, settings: SupervisorSettings | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, settings: SupervisorSettings | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.pipeline = pipeline
         self.settings = settings or SupervisorSettings()
         self.runners: dict[str, PluginRunner] = {}
+        self._sleep = sleep  # the restart backoff's wait (tests record the delays)
+
+    async def _call(self, runner: PluginRunner, what: str, aw: Awaitable[Any], timeout: float | None) -> Any:
+        """``await aw`` (a call into ``runner``'s plugin) bounded by ``timeout``; a call that does
+        not end when cancelled is abandoned, logged and counted rather than waited for."""
+
+        def abandoned() -> None:
+            runner.abandoned += 1
+            log.error("plugin %s: %s did not end %.1fs after it was cancelled; abandoned (it may keep "
+                      "running unsupervised)", runner.plugin_id, what, self.settings.cancel_grace)
+
+        return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned)
 
     # ------------------------------------------------------------------ adding and removing
 
@@ -214,9 +274,9 @@ class Supervisor:
         host = InProcessHost(runner.make_plugin())
         runner.host = host
         try:
-            await _bounded(host.initialize(runner.config), self.settings.call_timeout)
+            await self._call(runner, "initialize", host.initialize(runner.config), self.settings.call_timeout)
             runner.lifecycle.to(PluginState.INITIALIZED)
-            await _bounded(host.start(), self.settings.call_timeout)
+            await self._call(runner, "start", host.start(), self.settings.call_timeout)
             runner.lifecycle.to(PluginState.RUNNING)
             log.info("plugin %s running (interval %ss)", runner.plugin_id, runner.interval)
             return True
@@ -241,26 +301,30 @@ class Supervisor:
                   exc_info=runner.consecutive_failures == 1 and not isinstance(e, TimeoutError))
 
     async def _supervise(self, runner: PluginRunner, up: bool) -> None:
-        """Run ``runner`` on its schedule; when it fails, restart it with exponential backoff."""
-        delay = self.settings.backoff_initial
+        """Run ``runner`` on its schedule; when it fails, restart it with exponential backoff.
+
+        The backoff grows with every restart until a run succeeds (``_once`` resets it), not
+        until a start succeeds: a plugin that starts and then always fails is restarted less
+        and less often, up to ``backoff_max``."""
+        st = self.settings
         while True:
             if not up:
-                d = delay * random.uniform(0.8, 1.2)
-                log.warning("plugin %s failed; restarting in %.1fs", runner.plugin_id, d)
-                await asyncio.sleep(d)
+                runner.restart_attempts += 1
+                d = runner.restart_delay = backoff_delay(runner.restart_attempts, st.backoff_initial, st.backoff_max)
+                log.warning("plugin %s failed; restarting in %.1fs (restart %d since its last successful run)",
+                            runner.plugin_id, d, runner.restart_attempts)
+                await self._sleep(d)
                 if runner.host is not None:
                     try:
-                        await _bounded(runner.host.shutdown(), self.settings.call_timeout)
+                        await self._call(runner, "shutdown", runner.host.shutdown(), st.call_timeout)
                     except Exception as e:  # noqa: BLE001 - a failed plugin's shutdown may fail too
                         log.warning("plugin %s: shutdown before restart failed: %s: %s", runner.plugin_id,
                                     type(e).__name__, e)
                 runner.restarts += 1
                 up = await self._bring_up(runner)
                 if not up:
-                    delay = min(delay * 2, self.settings.backoff_max)
                     continue
                 runner.consecutive_failures = 0
-                delay = self.settings.backoff_initial
             if not await self._run(runner):
                 return
             up = False
@@ -294,25 +358,66 @@ class Supervisor:
         host = runner.host
         assert host is not None
         t0 = time.perf_counter()
+        what = "collection" if runner.plugin_type is PluginType.METRIC_COLLECTOR else "import"
         try:
             if runner.plugin_type is PluginType.METRIC_COLLECTOR:
-                metrics = await _bounded(host.collect(), timeout)
+                metrics = await self._call(runner, what, host.collect(), timeout)
                 self.pipeline.record(runner.plugin_id, metrics)
             else:
                 self.refresh_self_metrics()  # exporters send current self-metrics, scraped or not
-                await _bounded(host.integrate(self.pipeline), timeout)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + timeout
+                await self._call(runner, what, host.import_round(self.pipeline), timeout)
+                what = "export"
+                batch = await self._call(runner, what, host.export_batch(self.pipeline), deadline - loop.time())
+                sinks = host.sink_names()
+                await asyncio.gather(*(self._export(runner, host, name, batch, deadline) for name in sinks))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - isolation: any plugin error is recorded, never raised
             runner.last_duration = time.perf_counter() - t0
             runner.runs += 1
-            self._failed(runner, "collection" if runner.plugin_type is PluginType.METRIC_COLLECTOR else "export", e)
+            self._failed(runner, what, e)
             return False
         runner.last_duration = time.perf_counter() - t0
         runner.runs += 1
         runner.consecutive_failures = 0
+        runner.restart_attempts = 0
         runner.last_success_at = time.time()
         return True
+
+    async def _export(self, runner: PluginRunner, host: InProcessHost, name: str, batch: tuple[Any, ...],
+                      deadline: float) -> None:
+        """One sink's export of this round, within the round's ``deadline``; its outcome is the
+        sink's state, logged when it changes between ok and failing."""
+        sink = runner.sinks.get(name)
+        if sink is None:
+            sink = runner.sinks[name] = SinkState(name)
+        timeout = deadline - asyncio.get_running_loop().time()
+        try:
+            await self._call(runner, f"export to {name}", host.export(name, batch), max(timeout, 0.0))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a sink's failure is the sink's, not the plugin's
+            sink.exports += 1
+            sink.errors += 1
+            if isinstance(e, TimeoutError):
+                sink.timeouts += 1
+                msg = "export timed out"
+            else:
+                msg = f"export failed: {type(e).__name__}: {e}"
+            sink.last_error = msg
+            sink.last_error_at = time.time()
+            if sink.ok is not False:
+                log.error("plugin %s: sink %s is failing: %s (logged again when it recovers)",
+                          runner.plugin_id, name, msg)
+            sink.ok = False
+            return
+        sink.exports += 1
+        sink.last_success_at = time.time()
+        if sink.ok is False:
+            log.info("plugin %s: sink %s recovered", runner.plugin_id, name)
+        sink.ok = True
 
     async def collect_once(self, runner: PluginRunner) -> bool:
         """Bring a plugin up, run one collection or round, and leave it running (``monbridge test``)."""
@@ -322,7 +427,9 @@ class Supervisor:
 
     async def stop(self, runner: PluginRunner, flush: bool = True) -> None:
         """Stop and shut down ``runner``: a last export round for integrations, then shutdown."""
-        await cancel_and_wait(runner.task)
+        if await cancel_and_wait(runner.task, timeout=2 * self.settings.cancel_grace):
+            runner.abandoned += 1
+            log.error("plugin %s: its schedule did not end when cancelled; abandoned", runner.plugin_id)
         runner.task = None
         host = runner.host
         if host is not None and runner.state is PluginState.RUNNING:
@@ -330,20 +437,30 @@ class Supervisor:
                 # The last round (the flush) must fit in the 5 s a graceful stop has.
                 await self._once(runner, min(runner.timeout or FLUSH_TIMEOUT_S, FLUSH_TIMEOUT_S))
             try:
-                await _bounded(host.stop(), self.settings.call_timeout)
+                await self._call(runner, "stop", host.stop(), self.settings.call_timeout)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "stop", e)
             runner.lifecycle.to(PluginState.STOPPED)
         if host is not None and runner.lifecycle.can(PluginState.SHUT_DOWN):
             try:
-                await _bounded(host.shutdown(), self.settings.call_timeout)
+                await self._call(runner, "shutdown", host.shutdown(), self.settings.call_timeout)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "shutdown", e)
             runner.lifecycle.to(PluginState.SHUT_DOWN)
         self.pipeline.remove_source(runner.plugin_id)
 
-    async def stop_all(self) -> None:
-        await asyncio.gather(*(self.stop(r) for r in self.runners.values()))
+    async def stop_all(self, timeout: float | None = None) -> None:
+        """Stop every plugin at once; with ``timeout``, those not stopped by then are abandoned
+        (each logged by plugin id and counted), so a plugin cannot hold up a shutdown."""
+        stops = {asyncio.create_task(self.stop(r), name=f"stop:{pid}"): r for pid, r in self.runners.items()}
+        if not stops:
+            return
+        _, pending = await asyncio.wait(stops, timeout=timeout)
+        for t in pending:
+            r = stops[t]
+            r.abandoned += 1
+            log.error("plugin %s did not stop within %.1fs (state %s); abandoned", r.plugin_id, timeout, r.state.value)
+        await cancel_and_wait(*pending, timeout=0)
 
     async def remove(self, plugin_id: str) -> None:
         runner = self.runners.pop(plugin_id, None)
@@ -379,6 +496,16 @@ class Supervisor:
             add(Metric("monbridge.plugin.restarts", C, r.restarts, "", "restarts after failures", a))
             add(Metric("monbridge.plugin.missed_ticks", C, r.missed_ticks, "",
                        "scheduled runs skipped because the previous one ran late", a))
+            add(Metric("monbridge.plugin.abandoned_tasks", C, r.abandoned, "",
+                       "calls into the plugin that did not end when cancelled and were left running", a))
+            for sink in r.sinks.values():
+                sa = {**a, "sink": sink.name}
+                add(Metric("monbridge.plugin.sink.up", G, 1 if sink.ok else 0, "",
+                           "1 when the sink's last export succeeded", sa))
+                for result, n in (("success", sink.exports - sink.errors), ("error", sink.errors - sink.timeouts),
+                                  ("timeout", sink.timeouts)):
+                    add(Metric("monbridge.plugin.sink.exports", C, n, "", "exports to the sink by result",
+                               {**sa, "result": result}))
             if r.last_duration is not None:
                 add(Metric("monbridge.plugin.run.duration", G, r.last_duration, "s",
                            "duration of the last collection or integration round", a))

@@ -1,17 +1,96 @@
-"""Small asyncio helpers shared by the runtime and the plugins."""
+"""Small asyncio helpers shared by the runtime and the plugins.
+
+Code we do not control (a plugin) may swallow ``CancelledError``. ``asyncio.timeout`` and
+``asyncio.wait_for`` then wait for it forever, since both end only when the cancelled code
+does. ``run_bounded`` and ``cancel_and_wait(..., timeout=)`` run it in a task of its own and
+stop waiting: what does not end within a grace period after its cancellation is abandoned
+(left running, referenced until it ends, reported to the caller), never waited for.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["CANCEL_GRACE_S", "backoff_delay", "cancel_and_wait", "run_bounded"]
+
+T = TypeVar("T")
+
+#: Seconds a cancelled task is given to end before it is abandoned.
+CANCEL_GRACE_S = 0.5
+
+# Abandoned tasks, referenced until they end (the event loop holds tasks only weakly).
+_abandoned: set[asyncio.Future[Any]] = set()
 
 
-async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
-    """Cancel ``tasks`` (None ones skipped) and wait until each has ended; what they raised on the
-    way out is theirs, not the caller's. A cancellation of the caller itself still propagates."""
+def _settle(t: asyncio.Future[Any]) -> None:
+    """Mark what an ended task raised as seen: it is its own business, not an unhandled error."""
+    if not t.cancelled():
+        t.exception()
+
+
+def _abandon(t: asyncio.Future[Any]) -> None:
+    _abandoned.add(t)
+    t.add_done_callback(_abandoned.discard)
+    t.add_done_callback(_settle)
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any] | None,
+                          timeout: float | None = None) -> list[asyncio.Future[Any]]:
+    """Cancel ``tasks`` (None ones skipped) and wait until each has ended, or ``timeout`` seconds
+    at most; return those still running then (abandoned: never waited for again). What the tasks
+    raised on the way out is theirs, not the caller's. A cancellation of the caller propagates."""
     live = [t for t in tasks if t is not None]
     for t in live:
         t.cancel()
-    await asyncio.gather(*live, return_exceptions=True)
+    if not live:
+        return []
+    done, pending = await asyncio.wait(live, timeout=timeout)
+    for t in done:
+        _settle(t)
+    for t in pending:
+        _abandon(t)
+    return list(pending)
+
+
+async def run_bounded(aw: Awaitable[T], timeout: float | None, *, grace: float = CANCEL_GRACE_S,
+                      on_abandon: Callable[[], None] | None = None) -> T:
+    """``await aw`` in a task of its own for at most ``timeout`` seconds (None: no limit); raise
+    TimeoutError when it takes longer. The task is then cancelled and given ``grace`` seconds to
+    end; if it does not (it swallowed the cancellation), it is abandoned and ``on_abandon`` is
+    called. A cancellation of the caller cancels the task the same way and propagates, so the
+    caller never waits longer than ``timeout + grace``, whatever ``aw`` does."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:
+        await _cancel_within(task, grace, on_abandon)
+        raise
+    if done:
+        if task.cancelled():  # by the awaited code itself: only the caller's own cancellation propagates
+            raise RuntimeError("the call ended cancelled without being cancelled (it raised CancelledError)")
+        return task.result()
+    await _cancel_within(task, grace, on_abandon)
+    raise TimeoutError
+
+
+async def _cancel_within(task: asyncio.Future[Any], grace: float, on_abandon: Callable[[], None] | None) -> None:
+    try:
+        left = await cancel_and_wait(task, timeout=grace)
+    except asyncio.CancelledError:
+        left = [] if task.done() else [task]
+        if left:
+            _abandon(task)
+        if left and on_abandon is not None:
+            on_abandon()
+        raise
+    if left and on_abandon is not None:
+        on_abandon()
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """The wait before retry number ``attempt`` (1, 2, ...): ``initial`` doubled each attempt,
+    capped at ``maximum``, times a jitter of ±20 % so that many retriers do not retry in step."""
+    return min(initial * 2.0 ** min(max(attempt - 1, 0), 60), maximum) * random.uniform(0.8, 1.2)

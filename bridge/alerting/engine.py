@@ -33,7 +33,7 @@ from bridge.alerting.dispatch import Dispatcher, GroupingSettings, Route
 from bridge.alerting.model import AlertSuppressed, copy_alert
 from bridge.alerting.notify import Notification, Notifier
 from bridge.alerting.outbox import Outbox, RetryPolicy
-from bridge.alerting.settings import AlertingSettings
+from bridge.alerting.settings import AlertingSettings, StateDirLock, config_state_dir
 from bridge.alerting.silences import Silences
 from bridge.alerting.store import AlertStore
 from bridge.alerting.telemetry import ATTR_EVENT, EVENT_TRANSITION, AlertTelemetry
@@ -43,6 +43,7 @@ from bridge.logs import redact_text
 from bridge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
+    from bridge.config import LoadedConfig
     from bridge.pipeline import Pipeline
     from bridge.runtime import Runtime
 
@@ -125,6 +126,13 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
                 self.queue.task_done()
 
 
+def uses_alerting(loaded: LoadedConfig) -> bool:
+    """The config has an ``alerting:`` section or enables an alert processor plugin."""
+    kind = PluginType.ALERT_PROCESSOR.id_kind
+    return "alerting" in loaded.model.model_fields_set or any(
+        p.plugin_id.split(".")[1:2] == [kind] for p in loaded.enabled_plugins)
+
+
 def running_plugins(runtime: Runtime) -> PluginList:
     """The runtime's running plugins of a type, in config order."""
 
@@ -148,12 +156,14 @@ class AlertEngine:
         self.resource = resource or Resource.create({"service.name": "monbridge"})
         self._plugins = plugins or (lambda _t: [])
         self.clock = clock
-        state = self.settings.resolved_state_dir()
-        self.state_dir = state
-        self.store = AlertStore(state / "alerts.json", clock=clock)
-        self.silences = Silences(state / "silences.json", clock=clock)
+        # Without a state directory (no alerting in the config) alerts live in memory only.
+        self.state_dir = self.settings.state_dir
+        self.store = AlertStore(self.state_path("alerts.json"), clock=clock)
+        self.silences = Silences(self.state_path("silences.json"), clock=clock)
         self.outbox = Outbox(self.settings.resolved_outbox_dir(), retry, clock=clock)
-        self.dispatcher = Dispatcher(self._enqueue, self.muted, state / "nflog.json", clock, self.settings.external_url)
+        self.dispatcher = Dispatcher(self._enqueue, self.muted, self.state_path("nflog.json"), clock,
+                                     self.settings.external_url)
+        self._lock: StateDirLock | None = None
         self.telemetry = AlertTelemetry(self.resource)
         self.chain = ProcessorChain(self)
         self.telemetry.add_processor(self.chain)
@@ -169,11 +179,25 @@ class AlertEngine:
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> AlertEngine:
-        def settings() -> AlertingSettings:
-            return getattr(runtime.loaded.model, "alerting", None) or AlertingSettings()
+        """The runtime's engine, on the state directory of its config (see ``settings``), locked
+        before anything in it is read: StateDirInUse when another agent has it."""
+        from bridge.config import DEFAULT_SOURCE
 
-        engine = cls(settings(), runtime.pipeline, runtime.pipeline.resource, running_plugins(runtime))
+        def settings() -> AlertingSettings:
+            loaded = runtime.loaded
+            alerting = loaded.model.alerting
+            if alerting.state_dir is None and uses_alerting(loaded):
+                source = None if loaded.source == DEFAULT_SOURCE else loaded.source
+                alerting = alerting.model_copy(update={"state_dir": config_state_dir(source)})
+            return alerting
+
+        first = settings()
+        lock = StateDirLock.acquire(first.state_dir) if first.state_dir is not None else None
+        engine = cls(first, runtime.pipeline, runtime.pipeline.resource, running_plugins(runtime))
         engine._current_settings = settings
+        engine._lock = lock
+        if lock is not None:
+            log.info("alerts: state in %s", lock.directory)
         return engine
 
     # ------------------------------------------------------------------ running
@@ -205,6 +229,9 @@ class AlertEngine:
         except TimeoutError:
             log.warning("alerts: spans and log records not all exported within %.1fs of stopping", STOP_FLUSH_S)
         self._started = False
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def drain(self) -> None:
         """Wait until every queued transition has been through the chain (tests, benchmarks)."""
@@ -394,6 +421,7 @@ class AlertEngine:
                                 f"notification {outcome} to {note.notifier_id} about alert {a.name} ({note.status})",
                                 attrs)
 
-    def state_path(self, name: str) -> Path:
-        return self.state_dir / name
+    def state_path(self, name: str) -> Path | None:
+        """``name`` in the state directory; None (keep it in memory) without one."""
+        return self.state_dir / name if self.state_dir is not None else None
 

@@ -4,7 +4,10 @@ Every ``evaluation_interval`` seconds each rule reads the current series of its 
 name), keeps those whose attributes equal ``match``, aggregates their values (avg, max, min or
 sum) and compares the result with ``threshold``. A breach that lasts ``for`` seconds fires the
 alert (labels: ``alertname``, ``severity``, ``labels``); the first evaluation without the breach
-resolves it. Annotations are templates: ``{{ host.name }}`` is replaced by that attribute of the
+resolves it. An alert restored from before a restart is not resolved for want of its metric
+until the metric has been reported since the start, or ``RESTORED_GRACE_S`` have passed: the
+rules first run before the collectors' first values are in, and no data yet is not the end of
+a breach. Annotations are templates: ``{{ host.name }}`` is replaced by that attribute of the
 matched series (when they all share it), of the rule's labels, or of the resource, and
 ``{{ value }}`` by the aggregated value.
 """
@@ -27,6 +30,8 @@ from bridge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from bridge.alerting.engine import AlertContext
+
+RESTORED_GRACE_S = 15.0
 
 __all__ = ["PLUGIN_ID", "Rule", "RulesConfig", "RulesSource", "render_template"]
 
@@ -103,6 +108,8 @@ class RulesSource(AlertProcessorPlugin):
         self._pending: dict[str, float] = {}  # rule name -> when its breach began
         self._firing: dict[str, str] = {}  # rule name -> alert id
         self._cleared: set[str] = set()  # rules whose alert was resolved by hand while the breach went on
+        self._restored: set[str] = set()  # rules with a restored alert whose metric was not reported since
+        self._restored_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self.evaluations = 0
         self.clock: Callable[[], float] = time.time
@@ -121,6 +128,8 @@ class RulesSource(AlertProcessorPlugin):
             active = ctx.engine.store.by_fingerprint(fingerprint(self._labels(rule)))
             if active is not None:
                 self._firing[rule.name] = active.id
+                self._restored.add(rule.name)
+        self._restored_until = self.clock() + RESTORED_GRACE_S
         self._task = asyncio.create_task(self._loop(), name=f"{PLUGIN_ID}:evaluate")
 
     async def _loop(self) -> None:
@@ -142,6 +151,10 @@ class RulesSource(AlertProcessorPlugin):
         now = self.clock()
         for rule in self.config.rules:
             value, attrs = self._value(rule)
+            if value is not None:
+                self._restored.discard(rule.name)
+            elif rule.name in self._restored and now < self._restored_until:
+                continue  # restored, and its metric not reported yet since the start
             breached = value is not None and _OPS[rule.op](value, rule.threshold)
             if breached and rule.name in self._cleared:
                 continue  # resolved by hand: only a new breach fires again

@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -349,17 +349,31 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     async def export_metrics(self, metrics: Sequence[Metric]) -> None:
         raise PluginError(f"{PLUGIN_ID} exports pipeline families (export_families); export_metrics is not used")
 
-    async def export_families(self, families: Sequence[Any], resource: Any) -> None:
+    def export_sinks(self) -> Mapping[str, Callable[..., Awaitable[None]]]:
+        """``remote_write`` (queueing; each queue then delivers, retries and counts on its own)
+        and ``pushgateway``, each configured one a sink of its own: a Pushgateway that is down
+        fails its sink, not the round, so scraping and remote write go on."""
         cfg = self.config
-        if cfg is None:
-            return
+        sinks: dict[str, Callable[..., Awaitable[None]]] = {}
         if self._writers:
-            samples = self._remote_write_samples(families, resource)
-            if samples:
-                for w in self._writers:
-                    w.append(samples)
-        if cfg.pushgateway is not None:
-            await self._push(families, resource, cfg.pushgateway)
+            sinks["remote_write"] = self._export_remote_write
+        if cfg is not None and cfg.pushgateway is not None:
+            sinks["pushgateway"] = self._export_pushgateway
+        return sinks
+
+    async def export_families(self, families: Sequence[Any], resource: Any) -> None:
+        for export in self.export_sinks().values():
+            await export(families, resource)
+
+    async def _export_remote_write(self, families: Sequence[Any], resource: Any) -> None:
+        samples = self._remote_write_samples(families, resource)
+        if samples:
+            for w in self._writers:
+                w.append(samples)
+
+    async def _export_pushgateway(self, families: Sequence[Any], resource: Any) -> None:
+        if self.config is not None and self.config.pushgateway is not None:
+            await self._push(families, resource, self.config.pushgateway)
 
     def _remote_write_samples(self, families: Sequence[Any], resource: Any) -> list[tuple[bytes, float, int]]:
         """Every series with a sample newer than the last one sent, and a staleness marker for

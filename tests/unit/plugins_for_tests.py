@@ -71,3 +71,45 @@ class FailingCollector(SteadyCollector):
     async def collect_metrics(self) -> Sequence[Metric]:
         self.calls.append(time.monotonic())
         raise RuntimeError("backend said no")
+
+
+class SwallowingCollector(SteadyCollector):
+    """Swallows every cancellation of its collection; ends it only when ``release`` is set."""
+
+    plugin_id = "monitoring.metrics.swallowing"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.cancellations = 0
+
+    async def collect_metrics(self) -> Sequence[Metric]:
+        self.calls.append(time.monotonic())
+        await self._hang()
+        return []
+
+    async def _hang(self) -> None:
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancellations += 1
+                print(f"{self.plugin_id}: cancellation swallowed", flush=True)
+
+
+class StuckCollector(SwallowingCollector):
+    """Collects once; then its collections, ``stop`` and ``shutdown`` hang, swallowing cancellation."""
+
+    plugin_id = "monitoring.metrics.stuck"
+
+    async def collect_metrics(self) -> Sequence[Metric]:
+        if not self.calls:
+            self.calls.append(time.monotonic())
+            return await SteadyCollector.collect_metrics(self)
+        return await super().collect_metrics()
+
+    async def stop(self) -> None:
+        await self._hang()
+
+    async def shutdown(self) -> None:
+        await self._hang()

@@ -129,3 +129,56 @@ def test_readme_alerting_example_is_a_valid_config():
                           env=env)
     assert [p.plugin_id for p in loaded.enabled_plugins][:2] == ["monitoring.alerts.rules", "monitoring.alerts.grouping"]
     assert loaded.model.alerting.external_url == "https://monbridge.example.org"
+
+
+async def test_a_restored_alert_waits_for_its_metric_before_it_is_resolved(tmp_path):
+    from bridge.alerting.engine import AlertContext
+    from bridge.alerting.rules import RESTORED_GRACE_S, RulesSource
+    from bridge.pipeline import Pipeline
+    from tests.unit.alerting_helpers import EngineUnderTest
+
+    rules = {"rules": [{"name": "High", "metric": "m.value", "op": ">", "threshold": 10, "severity": "critical"}]}
+    pipeline = Pipeline()
+    before = EngineUnderTest(tmp_path)
+    first = RulesSource()
+    await first.initialize(rules)
+    first.ctx = AlertContext(before.engine, pipeline, before.engine.resource)
+    pipeline.record("src", [Metric("m.value", MetricKind.GAUGE, 50.0)])
+    first.evaluate()
+    [fired] = before.engine.store.active_alerts()
+
+    # A restart: a new engine on the same state, an empty pipeline, a rules source attached anew.
+    pipeline = Pipeline()
+    after = EngineUnderTest(tmp_path)
+    now = [1000.0]
+    source = RulesSource()
+    source.clock = lambda: now[0]
+    await source.initialize(rules)
+    source.attach(AlertContext(after.engine, pipeline, after.engine.resource))
+    try:
+        source.evaluate()  # no value reported yet since the start: no evidence the breach ended
+        assert [a.id for a in after.engine.store.active_alerts()] == [fired.id]
+        pipeline.record("src", [Metric("m.value", MetricKind.GAUGE, 60.0)])
+        source.evaluate()  # still breached: the same alert goes on
+        assert [a.id for a in after.engine.store.active_alerts()] == [fired.id]
+        pipeline.remove_source("src")
+        source.evaluate()  # reported, then gone: resolved as ever
+        assert after.engine.store.active_alerts() == []
+    finally:
+        await source.shutdown()
+
+    # A metric that never comes back no longer holds the alert after the grace.
+    again = EngineUnderTest(tmp_path / "other")
+    again.engine.store.fire(fired, "monitoring.alerts.rules")
+    late = RulesSource()
+    late.clock = lambda: now[0]
+    await late.initialize(rules)
+    late.attach(AlertContext(again.engine, Pipeline(), again.engine.resource))
+    try:
+        late.evaluate()
+        assert len(again.engine.store.active_alerts()) == 1
+        now[0] += RESTORED_GRACE_S + 1
+        late.evaluate()
+        assert again.engine.store.active_alerts() == []
+    finally:
+        await late.shutdown()

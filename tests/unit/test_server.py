@@ -119,24 +119,37 @@ async def test_probes_and_plugin_api_with_a_failing_plugin():
         await rt.stop()
 
 
+async def plugins_api_with(plugin_id, cls, config, failed_yet):
+    """Run ``cls`` alone as ``plugin_id`` with ``config`` (a YAML flow mapping) until
+    ``failed_yet(runner)``; the ``/api/v1/plugins`` text then, and the runner."""
+    reg = registry()
+    reg.register_plugin(plugin_id, cls)
+    loaded = parse_config(f'server: {{listen: "127.0.0.1:0"}}\nplugins:\n  - plugin_id: {plugin_id}\n'
+                          f'    config: {config}\n', "t.yaml", reg, env={})
+    rt = Runtime(loaded, reg)
+    await rt.start()
+    try:
+        runner = rt.supervisor.runners[plugin_id]
+        for _ in range(100):
+            if failed_yet(runner):
+                break
+            await asyncio.sleep(0.02)
+        host, port = rt.server.bound
+        async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/api/v1/plugins") as r:
+            return await r.text(), runner
+    finally:
+        await rt.stop()
+
+
 async def test_secret_in_a_plugin_error_is_redacted(caplog):
     class Leaky(SteadyCollector):
         async def collect_metrics(self):
             raise RuntimeError(f"login failed for password {SECRET}")
 
-    reg = registry()
-    reg.register_plugin("monitoring.metrics.leaky", Leaky)
-    loaded = parse_config(f'server: {{listen: "127.0.0.1:0"}}\nplugins:\n  - plugin_id: monitoring.metrics.leaky\n'
-                          f'    config: {{collection_interval: 0.05, password: "{SECRET}"}}\n', "t.yaml", reg, env={})
     from bridge.logs import TextFormatter
 
-    rt = Runtime(loaded, reg)
-    await rt.start()
-    await asyncio.sleep(0.2)
-    host, port = rt.server.bound
-    async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/api/v1/plugins") as r:
-        text = await r.text()
-    await rt.stop()
+    text, _ = await plugins_api_with("monitoring.metrics.leaky", Leaky,
+                                     f'{{collection_interval: 0.05, password: "{SECRET}"}}', lambda r: r.errors)
     assert "login failed for password <secret>" in text and SECRET not in text
     lines = [TextFormatter().format(rec) for rec in caplog.records]
     assert any("<secret>" in line for line in lines)
@@ -345,3 +358,42 @@ def render_metrics(rt):
 
     rt.supervisor.refresh_self_metrics()
     return render(rt.pipeline.families(), dict(rt.pipeline.resource.attributes), False).decode()
+
+
+async def test_a_secret_in_a_sink_error_is_redacted():
+    from pydantic import SecretStr
+
+    from bridge import IntegrationConfig, MonitoringIntegrationPlugin, PluginMetadata, PluginType
+
+    class LeakyConfig(IntegrationConfig):
+        password: SecretStr
+
+    class LeakySink(MonitoringIntegrationPlugin):
+        config_model = LeakyConfig
+
+        def metadata(self):
+            return PluginMetadata("monitoring.integration.leaky", "leaky", "1", "tests", "", PluginType.INTEGRATION)
+
+        async def initialize(self, config):
+            self.password = self.parse_config(config).password.get_secret_value()
+
+        async def shutdown(self):
+            pass
+
+        async def import_metrics(self):
+            return []
+
+        async def import_alerts(self):
+            return []
+
+        async def export_alerts(self, alerts):
+            pass
+
+        async def export_metrics(self, metrics):
+            raise ConnectionError(f"login refused for password {self.password}")
+
+    text, runner = await plugins_api_with("monitoring.integration.leaky", LeakySink,
+                                          f'{{interval: 0.05, password: "{SECRET}"}}',
+                                          lambda r: "export" in r.sinks and r.sinks["export"].errors)
+    assert "login refused for password <secret>" in text and SECRET not in text
+    assert runner.state.value == "shut_down" and runner.restarts == 0

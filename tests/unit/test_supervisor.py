@@ -134,3 +134,171 @@ async def test_ready_after_the_first_run():
     await asyncio.sleep(0.5)
     assert sup.ready() and sup.pipeline.family("steady.value").series
     await sup.stop_all()
+
+
+async def eventually(predicate, what: str, tries: int = 400, step: float = 0.025):
+    """Poll ``predicate`` until it holds (a bound on waiting, not a timing assertion)."""
+    for _ in range(tries):
+        if predicate():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_plugin_that_swallows_cancellation_is_timed_out_and_failed():
+    from tests.unit.plugins_for_tests import SwallowingCollector
+
+    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=2, backoff_initial=3600, cancel_grace=0.05))
+    swallow, steady = SwallowingCollector(), SteadyCollector()
+    r_swallow = add(sup, swallow, collection_interval=0.05, timeout=0.05)
+    r_steady = add(sup, steady, collection_interval=0.05, timeout=30)
+    await sup.start_all()
+    try:
+        await eventually(lambda: r_swallow.state is PluginState.FAILED, "the swallowing plugin failed")
+        n = len(steady.calls)
+        await eventually(lambda: len(steady.calls) >= n + 3, "the other plugin kept collecting")
+        await sup.stop_all(timeout=1.0)
+    finally:
+        swallow.release.set()
+    assert r_swallow.timeouts == 2 and r_swallow.last_error == "collection timed out"
+    assert swallow.cancellations >= 2
+    assert r_swallow.abandoned == 2  # both collections were left running, counted
+    assert r_steady.errors == 0 and r_steady.state is PluginState.SHUT_DOWN
+    sup.refresh_self_metrics()
+    fam = sup.pipeline.family("monbridge.plugin.abandoned_tasks")
+    assert {dict(s.attributes)["plugin_id"]: s.value for s in fam.series.values()}[r_swallow.plugin_id] == 2
+
+
+async def test_stop_all_abandons_a_plugin_that_will_not_stop(caplog):
+    from tests.unit.plugins_for_tests import StuckCollector
+
+    sup = Supervisor(Pipeline(), SupervisorSettings(cancel_grace=0.05))
+    stubborn, steady = StuckCollector(), SteadyCollector()
+    r_stubborn = add(sup, stubborn, collection_interval=10)
+    r_steady = add(sup, steady, collection_interval=10)
+    await sup.start_all()
+    await eventually(lambda: r_stubborn.runs == 1, "the first collection")  # the next is 10 s away
+    try:
+        await sup.stop_all(timeout=0.3)
+    finally:
+        stubborn.release.set()
+    assert r_steady.state is PluginState.SHUT_DOWN
+    assert r_stubborn.abandoned >= 1
+    assert f"plugin {r_stubborn.plugin_id} did not stop within 0.3s" in caplog.text
+
+
+async def test_restart_backoff_grows_until_a_run_succeeds():
+    delays: list[float] = []
+
+    async def record(d: float) -> None:
+        delays.append(d)
+        await asyncio.sleep(0)
+
+    class FailsThenWorks(SteadyCollector):
+        plugin_id = "monitoring.metrics.flaky"
+        collections = 0
+
+        async def collect_metrics(self):
+            FailsThenWorks.collections += 1
+            if FailsThenWorks.collections != 6:  # one success, the 6th, between failures
+                raise RuntimeError("backend said no")
+            return await super().collect_metrics()
+
+    settings = SupervisorSettings(max_failures=1, backoff_initial=1.0, backoff_max=8.0)
+    sup = Supervisor(Pipeline(), settings, sleep=record)
+    schedule = SteadyConfig.model_validate({"collection_interval": 0.01, "timeout": 30})
+    runner = sup.add(FailsThenWorks.plugin_id, FailsThenWorks, {}, schedule)
+    await sup.start_all()
+    await eventually(lambda: len(delays) >= 9, "nine restarts")
+    await sup.stop_all()
+    # Every start succeeded; collections 1-5 failed, the 6th succeeded, 7-10 failed: the backoff
+    # doubled from 1 s up to the 8 s cap (±20 % jitter), went back to 1 s only after the success.
+    expected = [1, 2, 4, 8, 8, 1, 2, 4, 8]
+    for d, e in zip(delays, expected, strict=False):
+        assert 0.8 * e <= d <= 1.2 * e, (delays, expected)
+    assert runner.restarts >= 9
+
+
+async def test_a_failing_sink_is_its_own_state_not_the_plugins(caplog):
+    import logging
+
+    from bridge import IntegrationConfig, Metric, MetricKind, MonitoringIntegrationPlugin, PluginMetadata, PluginType
+
+    class TwoSinks(MonitoringIntegrationPlugin):
+        def __init__(self):
+            self.good: list[int] = []
+            self.bad_fails = True
+            self.imports = 0
+
+        def metadata(self):
+            return PluginMetadata("monitoring.integration.twosinks", "two sinks", "1", "tests", "",
+                                  PluginType.INTEGRATION)
+
+        async def initialize(self, config):
+            pass
+
+        async def shutdown(self):
+            pass
+
+        async def import_metrics(self):
+            self.imports += 1
+            return [Metric("imported.value", MetricKind.GAUGE, 1.0)]
+
+        async def import_alerts(self):
+            return []
+
+        async def export_alerts(self, alerts):
+            pass
+
+        async def export_metrics(self, metrics):
+            raise AssertionError("the sinks are called, not export_metrics")
+
+        async def good_sink(self, metrics):
+            self.good.append(len(metrics))
+
+        async def bad_sink(self, metrics):
+            if self.bad_fails:
+                raise ConnectionRefusedError("backend down")
+
+        def export_sinks(self):
+            return {"good": self.good_sink, "bad": self.bad_sink}
+
+    plugin = TwoSinks()
+    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=2))
+    runner = sup.add("monitoring.integration.twosinks", lambda: plugin, {},
+                     IntegrationConfig.model_validate({"interval": 0.02, "timeout": 30}))
+    caplog.set_level(logging.INFO, logger="monbridge.supervisor")
+    await sup.start_all()
+    await eventually(lambda: runner.sinks.get("bad") is not None and runner.sinks["bad"].errors >= 6, "six failed exports")
+    plugin.bad_fails = False
+    await eventually(lambda: runner.sinks["bad"].ok, "the sink recovered")
+    status = {s["name"]: s for s in runner.status()["sinks"]}
+    sup.refresh_self_metrics()
+    await sup.stop_all()
+    assert runner.restarts == 0 and runner.errors == 0
+    assert len(plugin.good) >= 6 and all(n > 0 for n in plugin.good)
+    assert status["bad"]["state"] == "ok" and status["bad"]["errors"] >= 6
+    assert "ConnectionRefusedError: backend down" in status["bad"]["last_error"]
+    assert status["good"] == {**status["good"], "state": "ok", "errors": 0}
+    assert caplog.text.count("sink bad is failing") == 1 and caplog.text.count("sink bad recovered") == 1
+    exports = sup.pipeline.family("monbridge.plugin.sink.exports")
+    by = {(dict(s.attributes)["sink"], dict(s.attributes)["result"]): s.value for s in exports.series.values()}
+    assert by[("bad", "error")] >= 6 and by[("good", "error")] == 0 and by[("good", "success")] >= 6
+
+
+async def test_a_plugin_raising_cancelled_error_is_a_failure_not_the_end_of_its_schedule():
+    class RaisesCancelled(SteadyCollector):
+        plugin_id = "monitoring.metrics.raises_cancelled"
+
+        async def collect_metrics(self):
+            self.calls.append(0.0)
+            raise asyncio.CancelledError
+
+    plugin = RaisesCancelled()
+    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=1000))
+    runner = add(sup, plugin, collection_interval=0.02, timeout=30)
+    await sup.start_all()
+    await eventually(lambda: runner.errors >= 3, "three failed collections")
+    assert not runner.task.done()  # its schedule goes on
+    await sup.stop_all()
+    assert "RuntimeError: the call ended cancelled" in runner.last_error
