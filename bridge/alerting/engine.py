@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,14 +31,23 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from bridge.alerting.dispatch import Dispatcher, GroupingSettings, Route
-from bridge.alerting.model import AlertSuppressed, copy_alert
+from bridge.alerting.model import AlertSuppressed, copy_alert, fingerprint
 from bridge.alerting.notify import Notification, Notifier
 from bridge.alerting.outbox import Outbox, RetryPolicy
 from bridge.alerting.settings import AlertingSettings
 from bridge.alerting.silences import Silences
 from bridge.alerting.store import AlertStore
 from bridge.alerting.telemetry import ATTR_EVENT, EVENT_TRANSITION, AlertTelemetry
-from bridge.api import Alert, AlertProcessorPlugin, AlertState, MonitoringIntegrationPlugin, Plugin, PluginType
+from bridge.api import (
+    Alert,
+    AlertProcessorPlugin,
+    AlertState,
+    Metric,
+    MetricKind,
+    MonitoringIntegrationPlugin,
+    Plugin,
+    PluginType,
+)
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text
 from bridge.tasks import cancel_and_wait
@@ -52,6 +62,11 @@ log = logging.getLogger("monbridge.alerting")
 
 PluginList = Callable[[PluginType], list[tuple[str, Plugin]]]
 STOP_FLUSH_S = 1.0
+METRICS_SOURCE = "monbridge.alerting"
+#: Why the alerting API refuses a request body (``bridge.httpbody``'s reasons and the routes' own).
+REFUSAL_REASONS = ("too_large", "unsupported_encoding", "bad_encoding", "bad_json", "too_deep", "invalid")
+#: Reports of one batch (``report``) handled between two turns of the event loop.
+BATCH_SLICE = 50
 
 
 @dataclass
@@ -166,6 +181,10 @@ class AlertEngine:
         self._started = False
         self._current_settings: Callable[[], AlertingSettings] = lambda: self.settings
         self._warned_settings: AlertingSettings | None = None
+        #: Requests the alerting API refused, by (route, reason).
+        self.refused_requests: Counter[tuple[str, str]] = Counter(
+            {(route, reason): 0 for route in ("alertmanager", "silences") for reason in REFUSAL_REASONS})
+        self.refused_requests[("alertmanager", "too_many_alerts")] = 0
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> AlertEngine:
@@ -196,6 +215,7 @@ class AlertEngine:
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
+        await self.store.flush()
         self.dispatcher.stop()
         await self.outbox.stop()
         # A graceful stop has 5 s in all: the last spans and records get one of them at most.
@@ -268,6 +288,7 @@ class AlertEngine:
             await asyncio.sleep(1.0)
             try:
                 self.refresh()
+                self.record_metrics()
                 if self.clock() - last_import >= self.settings.import_interval:
                     last_import = self.clock()
                     await self._integrations_round()
@@ -275,6 +296,15 @@ class AlertEngine:
                 raise
             except Exception:  # noqa: BLE001
                 log.exception("alerts: housekeeping failed")
+
+    def record_metrics(self) -> None:
+        """The engine's own metrics into the pipeline (``monbridge_alerting_*``)."""
+        if self.pipeline is None:
+            return
+        self.pipeline.record(METRICS_SOURCE, [
+            Metric("monbridge.alerting.requests.refused", MetricKind.COUNTER, n, "",
+                   "requests the alerting API refused, by route and reason", {"route": route, "reason": reason})
+            for (route, reason), n in sorted(self.refused_requests.items())])
 
     async def _integrations_round(self) -> None:
         """Alerts from the integrations' ``import_alerts``; the current ones to ``export_alerts``."""
@@ -295,27 +325,61 @@ class AlertEngine:
 
     def fire(self, alert: Alert, by: str = "") -> Alert:
         """Report ``alert`` firing: a new alert, or an update of the active one with its fingerprint."""
+        stored, new = self._fire(alert, by, logging.INFO)
+        if new:
+            self.store.save_soon()
+        return stored
+
+    def _fire(self, alert: Alert, by: str, level: int) -> tuple[Alert, bool]:
         stored, new = self.store.fire(alert, by)
         if new:
-            self.store.save()
+            self.store.trim()
             self.telemetry.transition(stored, None, by)
-            log.info("alert %s %s firing (%s) from %s", stored.id, stored.name, stored.fingerprint, by or "?")
-        return stored
+            log.log(level, "alert %s %s firing (%s) from %s", stored.id, stored.name, stored.fingerprint, by or "?")
+        return stored, new
 
     def acknowledge(self, alert_id: str, by: str = "") -> Alert:
         alert = self.store.transition(alert_id, AlertState.ACKNOWLEDGED, by)
-        self.store.save()
+        self.store.save_soon()
         self.telemetry.transition(alert, AlertState.FIRING, by)
         log.info("alert %s %s acknowledged by %s", alert.id, alert.name, by or "?")
         return alert
 
     def resolve(self, alert_id: str, by: str = "", at: float | None = None) -> Alert:
+        alert = self._resolve(alert_id, by, at, logging.INFO)
+        self.store.save_soon()
+        return alert
+
+    def _resolve(self, alert_id: str, by: str, at: float | None, level: int) -> Alert:
         frm = self.store.get(alert_id).state
         alert = self.store.transition(alert_id, AlertState.RESOLVED, by, at)
-        self.store.save()
         self.telemetry.transition(alert, frm, by)
-        log.info("alert %s %s resolved by %s", alert.id, alert.name, by or "?")
+        log.log(level, "alert %s %s resolved by %s", alert.id, alert.name, by or "?")
         return alert
+
+    async def report(self, alerts: Sequence[Alert], by: str) -> tuple[int, int]:
+        """A batch of reports from one source (a webhook): firing alerts fire, resolved ones resolve
+        the active alert with their fingerprint. ``BATCH_SLICE`` at a time between turns of the
+        event loop, one store write for the batch (awaited, off the loop). Returns (firing reports,
+        alerts resolved)."""
+        fired = new = resolved = 0
+        for i, a in enumerate(alerts):
+            if i and i % BATCH_SLICE == 0:
+                await asyncio.sleep(0)
+            if a.state is AlertState.RESOLVED:
+                known = self.store.by_fingerprint(a.fingerprint or fingerprint(a.labels))
+                if known is not None:
+                    self._resolve(known.id, by, a.ends_at, logging.DEBUG)
+                    resolved += 1
+            else:
+                fired += 1
+                new += self._fire(a, by, logging.DEBUG)[1]
+        self.store.trim()
+        if new or resolved:
+            self.store.save_soon()
+            log.info("alerts from %s: %d reports, %d new firing, %d resolved", by or "?", len(alerts), new, resolved)
+        await self.store.flush()
+        return fired, resolved
 
     def resolve_fingerprint(self, fp: str, by: str = "", at: float | None = None) -> Alert | None:
         alert = self.store.by_fingerprint(fp)
