@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "check_depth", "parse_json", "read_body", "read_json"]
+__all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "nesting_exceeds", "parse_json", "read_body",
+           "read_json"]
 
 T = TypeVar("T")
 
@@ -147,33 +148,42 @@ def _finite(text: str) -> float:
     return value
 
 
-def check_depth(doc: Any, max_depth: int, where: str = "body") -> None:
-    """BodyError when ``doc`` nests objects and arrays deeper than ``max_depth`` levels (no recursion)."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value
-        if depth > max_depth:
-            raise BodyError(400, "too_deep", f"{where}: JSON nested deeper than the limit of {max_depth} levels")
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+#: translate: ``{`` as ``[``, ``}`` as ``]`` (nesting is all that counts here); every other byte deleted.
+_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting_exceeds(data: bytes, max_depth: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays and objects deeper than ``max_depth``, found in
+    linear time with bytes operations only (no containers built): strings are cut out (escapes
+    first), the brackets left are reduced one level per pass by removing every ``[]``."""
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False
+    outside = b"".join(data.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    brackets = outside.translate(_AS_BRACKETS, _NOT_BRACKETS)
+    for _ in range(max_depth):
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            # Unbalanced (not JSON; the parser says where): deep only if it leaves that much open.
+            return brackets.count(b"[") > max_depth
+        brackets = inner
+    return bool(brackets)
 
 
 def parse_json(data: bytes, max_depth: int = 32, where: str = "body") -> Any:
     """``data`` as JSON (no NaN, Infinity or numbers out of a float's range, at most ``max_depth``
     levels); else BodyError."""
+    if nesting_exceeds(data, max_depth):
+        raise BodyError(400, "too_deep", f"{where}: JSON nested deeper than the limit of {max_depth} levels")
     try:
-        doc = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
-    except RecursionError:
-        raise BodyError(400, "too_deep", f"{where}: JSON nested deeper than the limit of {max_depth} levels") from None
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
     except ValueError as e:
         raise BodyError(400, "bad_json", f"{where}: not valid JSON: {str(e)[:200]}") from None
-    if isinstance(doc, (dict, list)):
-        check_depth(doc, max_depth, where)
-    return doc
 
 
-def _parse_then(data: bytes, max_depth: int, convert: Callable[[Any], T] | None) -> Any:
-    doc = parse_json(data, max_depth)
+def decode_json(data: bytes, limits: BodyLimits, convert: Callable[[Any], T] | None = None) -> Any:
+    """A read body as :func:`read_json` takes it: parsed, then passed through ``convert`` when given."""
+    doc = parse_json(data, limits.max_depth)
     return convert(doc) if convert is not None else doc
 
 
@@ -182,5 +192,5 @@ async def read_json(request: web.BaseRequest, limits: BodyLimits, convert: Calla
     through ``convert`` when given; both in a worker thread when the body is large."""
     data = await read_body(request, limits)
     if len(data) > THREAD_ABOVE:
-        return await asyncio.to_thread(_parse_then, data, limits.max_depth, convert)
-    return _parse_then(data, limits.max_depth, convert)
+        return await asyncio.to_thread(decode_json, data, limits, convert)
+    return decode_json(data, limits, convert)

@@ -95,6 +95,8 @@ def alerts_from_webhook(doc: Any) -> list[Alert]:
         status = a.get("status")
         if status not in ("firing", "resolved"):
             raise ValueError(f"{where}.status: expected \"firing\" or \"resolved\"")
+        if a.get("fingerprint") is not None and not isinstance(a["fingerprint"], str):
+            raise ValueError(f"{where}.fingerprint: expected a string")
         starts = parse_rfc3339(a.get("startsAt"), f"{where}.startsAt")
         ends = parse_rfc3339(a.get("endsAt"), f"{where}.endsAt")
         name = str(labels.get("alertname", "")) or "unnamed"

@@ -85,13 +85,13 @@ def write_text_atomic(path: Path, parts: Iterable[str]) -> None:
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write ``doc`` as JSON to ``path`` atomically (``write_text_atomic``)."""
-    write_text_atomic(path, [json.dumps(doc, separators=(",", ":"))])
-
-
 def _encode(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"))
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically (``write_text_atomic``)."""
+    write_text_atomic(path, [_encode(doc)])
 
 
 def new_alert_id() -> str:
@@ -117,6 +117,7 @@ class AlertStore:
         self._dirty = False
         self._writer: asyncio.Task[None] | None = None
         self._write_lock = threading.Lock()
+        self._taken = self._written = 0  # generations of the contents: taken, and on disk
         if path is not None and path.exists():
             self._load(path)
 
@@ -144,15 +145,19 @@ class AlertStore:
     def _changed(self, alert: Alert) -> None:
         self._text[alert.id] = _encode(alert_to_json(alert))
 
-    def _contents(self) -> list[str]:
-        """The file's text in parts (cheap: the parts are made as things change)."""
+    def _contents(self) -> tuple[int, list[str]]:
+        """The file's text in parts (cheap: the parts are made as things change), and its generation."""
         alerts, history = list(self._text.values()), list(self._history_text)
-        return ['{"alerts":[', ",".join(alerts), '],"history":[', ",".join(history), "]}"]
+        self._taken += 1
+        return self._taken, ['{"alerts":[', ",".join(alerts), '],"history":[', ",".join(history), "]}"]
 
-    def _write(self, parts: list[str]) -> None:
+    def _write(self, contents: tuple[int, list[str]]) -> None:
         assert self.path is not None
+        generation, parts = contents
         with self._write_lock:
-            write_text_atomic(self.path, parts)
+            if generation > self._written:  # never older contents over newer ones
+                write_text_atomic(self.path, parts)
+                self._written = generation
 
     def save(self) -> None:
         """Write the store now (in the calling thread)."""

@@ -43,6 +43,7 @@ async def test_a_10000_alert_webhook_is_one_batch_and_the_server_keeps_answering
                 async with s.post(url + "/api/v1/alerts/alertmanager", data=body, headers=JSON) as r:
                     return r.status, await r.json()
 
+            writes = store._written
             hook = asyncio.create_task(webhook())
             while not store.alerts and not hook.done():  # the batch is being applied
                 await asyncio.sleep(0)
@@ -54,6 +55,7 @@ async def test_a_10000_alert_webhook_is_one_batch_and_the_server_keeps_answering
         assert status == 200, doc
         assert doc["data"] == {"firing": 10_000, "resolved": 0}
         assert len(store.active_alerts()) == 10_000
+        assert store._written == writes + 1  # one write of the store for the whole batch
         # The batch was written before the answer: the file holds every alert.
         on_disk = AlertStore(tmp_path / "alerts.json")
         assert {a.fingerprint for a in on_disk.active_alerts()} == {f"{i:016x}" for i in range(10_000)}
@@ -97,6 +99,15 @@ async def test_bodies_are_bounded_and_refusals_named_and_counted(tmp_path):
                 400, "body: not valid JSON: NaN is not a JSON number")
             assert await refused(s, silences, b'{"matchers": ["a=\\"1\\""], "duration": 1e999}') == (
                 400, "body: not valid JSON: 1e999 is out of range")
+            # Values a silence or an alert cannot hold are the field's error, not a 500.
+            assert await refused(s, silences, b'{"matchers": ["a=\\"1\\""], "duration": 1e308}') == (
+                400, "duration: the silence would end after 9999-12-31")
+            assert await refused(s, silences, b'{"matchers": ["a=~\\"' + b"(" * 5000 + b'\\""], "duration": 5}') == (
+                400, "matchers[0]: matcher a=~: regular expression nests groups deeper than 64 levels")
+            late = json.dumps({"version": "4", "alerts": [{"status": "firing", "labels": {"a": "b"},
+                                                           "startsAt": "9999-12-31T23:59:59-23:00"}]}).encode()
+            assert await refused(s, webhook, late) == (
+                400, "alerts[0].startsAt: '9999-12-31T23:59:59-23:00' is out of range (0001-01-02 to 9999-12-31)")
             # A gzip body within the limits is read as any other.
             ok = gzip.compress(json.dumps(storm(3)).encode())
             async with s.post(webhook, data=ok, headers={**JSON, "Content-Encoding": "gzip"}) as r:
@@ -115,6 +126,7 @@ async def test_bodies_are_bounded_and_refusals_named_and_counted(tmp_path):
         assert counts['reason="too_large",route="silences"'] == 1
         assert counts['reason="too_many_alerts",route="alertmanager"'] == 1
         assert counts['reason="bad_json",route="silences"'] == 2
-        assert counts['reason="invalid",route="alertmanager"'] == 0
+        assert counts['reason="invalid",route="alertmanager"'] == 1
+        assert counts['reason="invalid",route="silences"'] == 2
     finally:
         await rt.stop()
