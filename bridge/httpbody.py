@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 #: Bodies larger than this are parsed (and converted) in a worker thread, not on the event loop.
 THREAD_ABOVE = 64 * 1024
-_CHUNK = 64 * 1024
+MAX_MESSAGE = 500
 _SELF_DECODED = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -46,6 +46,8 @@ class BodyError(ValueError):
     ``unread`` when the body was not read to its end (answer with ``Connection: close``)."""
 
     def __init__(self, status: int, reason: str, message: str, unread: bool = False) -> None:
+        if len(message) > MAX_MESSAGE:  # it may quote the request (a field's name)
+            message = message[:MAX_MESSAGE] + "..."
         super().__init__(message)
         self.status = status
         self.reason = reason

@@ -205,6 +205,7 @@ class _AlertApi:
             return _error(str(e), 404)
         except IllegalAlertTransition as e:
             return _error(str(e), 409)
+        await self.engine.store.flush()  # answered once it is on disk
         return _ok(alert_to_json(alert))
 
     async def ack(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,23 +73,33 @@ def _escape(v: str) -> str:
 #: time in proportion to length, and Python's parser recurses, slowly, to its limit).
 MAX_REGEX_LENGTH = 8192
 MAX_REGEX_NESTING = 64
-_REGEX_TOKEN = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]|[()]", re.S)
 
 
 def _regex_nesting(pattern: str) -> int:
-    """How deep ``pattern`` nests groups (escapes and character classes skipped)."""
-    depth = deepest = 0
-    for m in _REGEX_TOKEN.finditer(pattern):
-        t = m.group()
-        if t == "(":
+    """How deep ``pattern`` nests groups (escapes and character classes skipped); linear."""
+    depth = deepest = i = 0
+    in_class = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 1
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 1 if pattern[i + 1 : i + 2] == "^" else 0
+            i += 1 if pattern[i + 1 : i + 2] == "]" else 0  # a leading ] is a member
+        elif c == "(":
             depth += 1
             deepest = max(deepest, depth)
-        elif t == ")":
+        elif c == ")":
             depth -= 1
+        i += 1
     return deepest
 
 
-_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^"\s,]*))\s*$')
+# Possessive: a long quoted value is matched without a backtracking stack growing with its length.
+_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]++|\\.)*+)"|([^"\s,]*))\s*$')
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +122,9 @@ class Matcher:
                 raise ValueError(f"matcher {self.name}{self.op}: regular expression nests groups deeper than "
                                  f"{MAX_REGEX_NESTING} levels")
             try:
-                re.compile(self.value)
+                with warnings.catch_warnings():  # "possible nested set" and the like: not for the log
+                    warnings.simplefilter("ignore", FutureWarning)
+                    re.compile(self.value)
             except (re.error, RecursionError, OverflowError) as e:  # nesting too deep, repeat counts too large
                 raise ValueError(f"matcher {self.name}{self.op}: invalid regular expression: "
                                  f"{str(e)[:200] or type(e).__name__}") from None
