@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +181,10 @@ class AlertEngine:
         self._started = False
         self._current_settings: Callable[[], AlertingSettings] = lambda: self.settings
         self._warned_settings: AlertingSettings | None = None
+        # Transitions of a batch whose telemetry is still to be recorded (in order; each with a copy
+        # of the alert as it was), and the task recording them between turns of the event loop.
+        self._telemetry_backlog: deque[tuple[Alert, AlertState | None, str]] = deque()
+        self._telemetry_task: asyncio.Task[None] | None = None
         #: Requests the alerting API refused, by (route, reason).
         self.refused_requests: Counter[tuple[str, str]] = Counter(
             {(route, reason): 0 for route in ("alertmanager", "silences") for reason in REFUSAL_REASONS})
@@ -215,6 +219,10 @@ class AlertEngine:
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
+        if self._telemetry_task is not None:
+            await cancel_and_wait(self._telemetry_task)
+        while self._telemetry_backlog:  # what a batch left: recorded before the providers shut down
+            self.telemetry.transition(*self._telemetry_backlog.popleft())
         await self.store.flush()
         self.dispatcher.stop()
         await self.outbox.stop()
@@ -228,6 +236,8 @@ class AlertEngine:
 
     async def drain(self) -> None:
         """Wait until every queued transition has been through the chain (tests, benchmarks)."""
+        while self._telemetry_task is not None and not self._telemetry_task.done():
+            await asyncio.shield(self._telemetry_task)
         if self.chain.queue is not None:
             await self.chain.queue.join()
 
@@ -330,18 +340,18 @@ class AlertEngine:
             self.store.save_soon()
         return stored
 
-    def _fire(self, alert: Alert, by: str, level: int) -> tuple[Alert, bool]:
+    def _fire(self, alert: Alert, by: str, level: int, batch: bool = False) -> tuple[Alert, bool]:
         stored, new = self.store.fire(alert, by)
         if new:
             self.store.trim()
-            self.telemetry.transition(stored, None, by)
+            self._transition(stored, None, by, batch)
             log.log(level, "alert %s %s firing (%s) from %s", stored.id, stored.name, stored.fingerprint, by or "?")
         return stored, new
 
     def acknowledge(self, alert_id: str, by: str = "") -> Alert:
         alert = self.store.transition(alert_id, AlertState.ACKNOWLEDGED, by)
         self.store.save_soon()
-        self.telemetry.transition(alert, AlertState.FIRING, by)
+        self._transition(alert, AlertState.FIRING, by)
         log.info("alert %s %s acknowledged by %s", alert.id, alert.name, by or "?")
         return alert
 
@@ -350,31 +360,56 @@ class AlertEngine:
         self.store.save_soon()
         return alert
 
-    def _resolve(self, alert_id: str, by: str, at: float | None, level: int) -> Alert:
+    def _resolve(self, alert_id: str, by: str, at: float | None, level: int, batch: bool = False) -> Alert:
         frm = self.store.get(alert_id).state
         alert = self.store.transition(alert_id, AlertState.RESOLVED, by, at)
-        self.telemetry.transition(alert, frm, by)
+        self._transition(alert, frm, by, batch)
         log.log(level, "alert %s %s resolved by %s", alert.id, alert.name, by or "?")
         return alert
 
+    def _transition(self, alert: Alert, frm: AlertState | None, by: str, batch: bool = False) -> None:
+        """The transition's telemetry (and so the processor chain): now, or, for a batch and for
+        everything after a batch's backlog, in order behind it."""
+        if not batch and not self._telemetry_backlog:
+            self.telemetry.transition(alert, frm, by)
+            return
+        self._telemetry_backlog.append((copy_alert(alert), frm, by))
+        if not batch:
+            self._record_soon()
+
+    def _record_soon(self) -> None:
+        if self._telemetry_backlog and (self._telemetry_task is None or self._telemetry_task.done()):
+            self._telemetry_task = asyncio.create_task(self._record_backlog(), name="alerts:telemetry")
+
+    async def _record_backlog(self) -> None:
+        backlog = self._telemetry_backlog
+        while backlog:
+            for _ in range(min(BATCH_SLICE, len(backlog))):
+                self.telemetry.transition(*backlog.popleft())
+            await asyncio.sleep(0)
+
     async def report(self, alerts: Sequence[Alert], by: str) -> tuple[int, int]:
         """A batch of reports from one source (a webhook): firing alerts fire, resolved ones resolve
-        the active alert with their fingerprint. ``BATCH_SLICE`` at a time between turns of the
-        event loop, one store write for the batch (awaited, off the loop). Returns (firing reports,
-        alerts resolved)."""
+        the active alert with their fingerprint. The store changes ``BATCH_SLICE`` at a time between
+        turns of the event loop and is written once for the batch (awaited, off the loop); the
+        transitions' telemetry (log records, spans, and through them the processor chain) follows
+        in order, in slices, after the answer. Returns (firing reports, alerts resolved)."""
         fired = new = resolved = 0
-        for i, a in enumerate(alerts):
-            if i and i % BATCH_SLICE == 0:
-                await asyncio.sleep(0)
-            if a.state is AlertState.RESOLVED:
-                known = self.store.by_fingerprint(a.fingerprint or fingerprint(a.labels))
-                if known is not None:
-                    self._resolve(known.id, by, a.ends_at, logging.DEBUG)
-                    resolved += 1
-            else:
-                fired += 1
-                new += self._fire(a, by, logging.DEBUG)[1]
-        self.store.trim()
+        try:
+            for i, a in enumerate(alerts):
+                if i and i % BATCH_SLICE == 0:
+                    await asyncio.sleep(0)
+                if a.state is AlertState.RESOLVED:
+                    known = self.store.by_fingerprint(a.fingerprint or fingerprint(a.labels))
+                    if known is not None:
+                        self._resolve(known.id, by, a.ends_at, logging.DEBUG, batch=True)
+                        resolved += 1
+                else:
+                    fired += 1
+                    new += self._fire(a, by, logging.DEBUG, batch=True)[1]
+        finally:
+            self.store.trim()
+            self._record_soon()  # once the batch is in the store: its answer does not wait for this
         if new or resolved:
             self.store.save_soon()
             log.info("alerts from %s: %d reports, %d new firing, %d resolved", by or "?", len(alerts), new, resolved)

@@ -60,6 +60,9 @@ async def test_a_10000_alert_webhook_is_one_batch_and_the_server_keeps_answering
         on_disk = AlertStore(tmp_path / "alerts.json")
         assert {a.fingerprint for a in on_disk.active_alerts()} == {f"{i:016x}" for i in range(10_000)}
         assert len(on_disk.transitions()) == 10_000
+        # Each alert's telemetry follows the answer, in order: a span for each, all through the chain.
+        await rt.alerts.drain()
+        assert len(rt.alerts.telemetry.spans) == 10_000
     finally:
         await rt.stop()
 
