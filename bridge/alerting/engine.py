@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,14 +31,23 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from bridge.alerting.dispatch import Dispatcher, GroupingSettings, Route
-from bridge.alerting.model import AlertSuppressed, copy_alert
+from bridge.alerting.model import AlertSuppressed, copy_alert, fingerprint
 from bridge.alerting.notify import Notification, Notifier
 from bridge.alerting.outbox import Outbox, RetryPolicy
 from bridge.alerting.settings import AlertingSettings, StateDirLock, config_state_dir
 from bridge.alerting.silences import Silences
 from bridge.alerting.store import AlertStore
 from bridge.alerting.telemetry import ATTR_EVENT, EVENT_TRANSITION, AlertTelemetry
-from bridge.api import Alert, AlertProcessorPlugin, AlertState, MonitoringIntegrationPlugin, Plugin, PluginType
+from bridge.api import (
+    Alert,
+    AlertProcessorPlugin,
+    AlertState,
+    Metric,
+    MetricKind,
+    MonitoringIntegrationPlugin,
+    Plugin,
+    PluginType,
+)
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text
 from bridge.tasks import cancel_and_wait
@@ -53,6 +63,11 @@ log = logging.getLogger("monbridge.alerting")
 
 PluginList = Callable[[PluginType], list[tuple[str, Plugin]]]
 STOP_FLUSH_S = 1.0
+METRICS_SOURCE = "monbridge.alerting"
+#: Why the alerting API refuses a request body (``bridge.httpbody``'s reasons and the routes' own).
+REFUSAL_REASONS = ("too_large", "unsupported_encoding", "bad_encoding", "bad_json", "too_deep", "invalid")
+#: Reports of one batch (``report``) handled between two turns of the event loop.
+BATCH_SLICE = 50
 
 
 @dataclass
@@ -176,6 +191,14 @@ class AlertEngine:
         self._started = False
         self._current_settings: Callable[[], AlertingSettings] = lambda: self.settings
         self._warned_settings: AlertingSettings | None = None
+        # Transitions of a batch whose telemetry is still to be recorded (in order; each with a copy
+        # of the alert as it was), and the task recording them between turns of the event loop.
+        self._telemetry_backlog: deque[tuple[Alert, AlertState | None, str]] = deque()
+        self._telemetry_task: asyncio.Task[None] | None = None
+        #: Requests the alerting API refused, by (route, reason).
+        self.refused_requests: Counter[tuple[str, str]] = Counter(
+            {(route, reason): 0 for route in ("alertmanager", "silences") for reason in REFUSAL_REASONS})
+        self.refused_requests[("alertmanager", "too_many_alerts")] = 0
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> AlertEngine:
@@ -220,6 +243,11 @@ class AlertEngine:
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
+        if self._telemetry_task is not None:
+            await cancel_and_wait(self._telemetry_task)
+        while self._telemetry_backlog:  # what a batch left: recorded before the providers shut down
+            self.telemetry.transition(*self._telemetry_backlog.popleft())
+        await self.store.flush()
         self.dispatcher.stop()
         await self.outbox.stop()
         # A graceful stop has 5 s in all: the last spans and records get one of them at most.
@@ -235,6 +263,8 @@ class AlertEngine:
 
     async def drain(self) -> None:
         """Wait until every queued transition has been through the chain (tests, benchmarks)."""
+        while self._telemetry_task is not None and not self._telemetry_task.done():
+            await asyncio.shield(self._telemetry_task)
         if self.chain.queue is not None:
             await self.chain.queue.join()
 
@@ -295,6 +325,7 @@ class AlertEngine:
             await asyncio.sleep(1.0)
             try:
                 self.refresh()
+                self.record_metrics()
                 if self.clock() - last_import >= self.settings.import_interval:
                     last_import = self.clock()
                     await self._integrations_round()
@@ -302,6 +333,15 @@ class AlertEngine:
                 raise
             except Exception:  # noqa: BLE001
                 log.exception("alerts: housekeeping failed")
+
+    def record_metrics(self) -> None:
+        """The engine's own metrics into the pipeline (``monbridge_alerting_*``)."""
+        if self.pipeline is None:
+            return
+        self.pipeline.record(METRICS_SOURCE, [
+            Metric("monbridge.alerting.requests.refused", MetricKind.COUNTER, n, "",
+                   "requests the alerting API refused, by route and reason", {"route": route, "reason": reason})
+            for (route, reason), n in sorted(self.refused_requests.items())])
 
     async def _integrations_round(self) -> None:
         """Alerts from the integrations' ``import_alerts``; the current ones to ``export_alerts``."""
@@ -322,27 +362,86 @@ class AlertEngine:
 
     def fire(self, alert: Alert, by: str = "") -> Alert:
         """Report ``alert`` firing: a new alert, or an update of the active one with its fingerprint."""
+        stored, new = self._fire(alert, by, logging.INFO)
+        if new:
+            self.store.save_soon()
+        return stored
+
+    def _fire(self, alert: Alert, by: str, level: int, batch: bool = False) -> tuple[Alert, bool]:
         stored, new = self.store.fire(alert, by)
         if new:
-            self.store.save()
-            self.telemetry.transition(stored, None, by)
-            log.info("alert %s %s firing (%s) from %s", stored.id, stored.name, stored.fingerprint, by or "?")
-        return stored
+            self.store.trim()
+            self._transition(stored, None, by, batch)
+            log.log(level, "alert %s %s firing (%s) from %s", stored.id, stored.name, stored.fingerprint, by or "?")
+        return stored, new
 
     def acknowledge(self, alert_id: str, by: str = "") -> Alert:
         alert = self.store.transition(alert_id, AlertState.ACKNOWLEDGED, by)
-        self.store.save()
-        self.telemetry.transition(alert, AlertState.FIRING, by)
+        self.store.save_soon()
+        self._transition(alert, AlertState.FIRING, by)
         log.info("alert %s %s acknowledged by %s", alert.id, alert.name, by or "?")
         return alert
 
     def resolve(self, alert_id: str, by: str = "", at: float | None = None) -> Alert:
+        alert = self._resolve(alert_id, by, at, logging.INFO)
+        self.store.save_soon()
+        return alert
+
+    def _resolve(self, alert_id: str, by: str, at: float | None, level: int, batch: bool = False) -> Alert:
         frm = self.store.get(alert_id).state
         alert = self.store.transition(alert_id, AlertState.RESOLVED, by, at)
-        self.store.save()
-        self.telemetry.transition(alert, frm, by)
-        log.info("alert %s %s resolved by %s", alert.id, alert.name, by or "?")
+        self._transition(alert, frm, by, batch)
+        log.log(level, "alert %s %s resolved by %s", alert.id, alert.name, by or "?")
         return alert
+
+    def _transition(self, alert: Alert, frm: AlertState | None, by: str, batch: bool = False) -> None:
+        """The transition's telemetry (and so the processor chain): now, or, for a batch and for
+        everything after a batch's backlog, in order behind it."""
+        if not batch and not self._telemetry_backlog:
+            self.telemetry.transition(alert, frm, by)
+            return
+        self._telemetry_backlog.append((copy_alert(alert), frm, by))
+        if not batch:
+            self._record_soon()
+
+    def _record_soon(self) -> None:
+        if self._telemetry_backlog and (self._telemetry_task is None or self._telemetry_task.done()):
+            self._telemetry_task = asyncio.create_task(self._record_backlog(), name="alerts:telemetry")
+
+    async def _record_backlog(self) -> None:
+        backlog = self._telemetry_backlog
+        while backlog:
+            for _ in range(min(BATCH_SLICE, len(backlog))):
+                self.telemetry.transition(*backlog.popleft())
+            await asyncio.sleep(0)
+
+    async def report(self, alerts: Sequence[Alert], by: str) -> tuple[int, int]:
+        """A batch of reports from one source (a webhook): firing alerts fire, resolved ones resolve
+        the active alert with their fingerprint. The store changes ``BATCH_SLICE`` at a time between
+        turns of the event loop and is written once for the batch (awaited, off the loop); the
+        transitions' telemetry (log records, spans, and through them the processor chain) follows
+        in order, in slices, after the answer. Returns (firing reports, alerts resolved)."""
+        fired = new = resolved = 0
+        try:
+            for i, a in enumerate(alerts):
+                if i and i % BATCH_SLICE == 0:
+                    await asyncio.sleep(0)
+                if a.state is AlertState.RESOLVED:
+                    known = self.store.by_fingerprint(a.fingerprint or fingerprint(a.labels))
+                    if known is not None:
+                        self._resolve(known.id, by, a.ends_at, logging.DEBUG, batch=True)
+                        resolved += 1
+                else:
+                    fired += 1
+                    new += self._fire(a, by, logging.DEBUG, batch=True)[1]
+        finally:
+            self.store.trim()
+            self._record_soon()  # once the batch is in the store: its answer does not wait for this
+        if new or resolved:
+            self.store.save_soon()
+            log.info("alerts from %s: %d reports, %d new firing, %d resolved", by or "?", len(alerts), new, resolved)
+        await self.store.flush()
+        return fired, resolved
 
     def resolve_fingerprint(self, fp: str, by: str = "", at: float | None = None) -> Alert | None:
         alert = self.store.by_fingerprint(fp)

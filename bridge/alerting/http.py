@@ -9,31 +9,47 @@
 
 Answers are ``{"status": "success", "data": ...}`` or ``{"status": "error", "error": "..."}``
 with 400 naming the request field at fault, 404 for an unknown id, 409 for a transition the
-lifecycle does not allow.
+lifecycle does not allow, 413 for a body over a limit (named in the error) and 415 for a
+``Content-Encoding`` other than gzip, deflate, br, zstd or identity. Bodies are read with
+``bridge.httpbody`` (bounded size before and after decompression, bounded JSON depth); a
+webhook takes at most ``MAX_WEBHOOK_ALERTS`` alerts in ``WEBHOOK_LIMITS.max_bytes``, far above
+what an Alertmanager alert storm sends (10,000 alerts are about 2.6 MB), and is parsed in a
+worker thread and applied as one batch (``AlertEngine.report``). Every refused request is
+counted in ``monbridge_alerting_requests_refused_total{route, reason}`` and logged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.alerting.model import alert_to_json, fingerprint, parse_rfc3339
+from bridge.alerting.model import alert_to_json, parse_rfc3339
 from bridge.alerting.silences import Silence
 from bridge.alerting.store import IllegalAlertTransition, UnknownAlert
 from bridge.api import Alert, AlertState
+from bridge.httpbody import BodyError, BodyLimits, read_json
 
 if TYPE_CHECKING:
     from bridge.alerting.engine import AlertEngine
 
-__all__ = ["add_alert_routes", "alerts_from_webhook"]
+__all__ = ["API_LIMITS", "MAX_WEBHOOK_ALERTS", "WEBHOOK_LIMITS", "Webhook", "add_alert_routes", "alerts_from_webhook",
+           "silence_from_request", "webhook_from_request"]
 
 log = logging.getLogger("monbridge.alerting.http")
 
 RECEIVER = "monitoring.alerts.receiver.alertmanager"
+
+#: An Alertmanager webhook: 16 MiB (decompressed and as sent), at most 50,000 alerts.
+WEBHOOK_LIMITS = BodyLimits(max_bytes=16 << 20, max_depth=16)
+MAX_WEBHOOK_ALERTS = 50_000
+#: Every other request body of the alerting API (a silence).
+API_LIMITS = BodyLimits(max_bytes=1 << 20, max_depth=16)
 
 
 def _ok(data: Any, status: int = 200) -> web.Response:
@@ -58,6 +74,9 @@ def alerts_from_webhook(doc: Any) -> list[Alert]:
     raw = doc.get("alerts")
     if not isinstance(raw, list):
         raise ValueError("alerts: expected a list")
+    if len(raw) > MAX_WEBHOOK_ALERTS:
+        raise BodyError(413, "too_many_alerts",
+                        f"alerts: {len(raw)} alerts is more than the limit of {MAX_WEBHOOK_ALERTS} per request")
     out = []
     for i, a in enumerate(raw):
         where = f"alerts[{i}]"
@@ -76,6 +95,8 @@ def alerts_from_webhook(doc: Any) -> list[Alert]:
         status = a.get("status")
         if status not in ("firing", "resolved"):
             raise ValueError(f"{where}.status: expected \"firing\" or \"resolved\"")
+        if a.get("fingerprint") is not None and not isinstance(a["fingerprint"], str):
+            raise ValueError(f"{where}.fingerprint: expected a string")
         starts = parse_rfc3339(a.get("startsAt"), f"{where}.startsAt")
         ends = parse_rfc3339(a.get("endsAt"), f"{where}.endsAt")
         name = str(labels.get("alertname", "")) or "unnamed"
@@ -88,6 +109,34 @@ def alerts_from_webhook(doc: Any) -> list[Alert]:
             alert.starts_at = starts
         out.append(alert)
     return out
+
+
+@dataclass(frozen=True)
+class Webhook:
+    receiver: str
+    alerts: list[Alert]
+
+
+def webhook_from_request(doc: Any) -> Webhook:
+    """The webhook route's reading of a parsed body: BodyError (400 naming the field, or 413) or a Webhook."""
+    try:
+        alerts = alerts_from_webhook(doc)
+        receiver = doc.get("receiver")
+        if receiver is not None and not isinstance(receiver, str):
+            raise ValueError("receiver: expected a string")
+    except BodyError:
+        raise
+    except ValueError as e:
+        raise BodyError(400, "invalid", str(e)) from None
+    return Webhook(receiver or "alertmanager", alerts)
+
+
+def silence_from_request(doc: Any, now: float) -> Silence:
+    """The silences route's reading of a parsed body: BodyError (400 naming the field) or a Silence."""
+    try:
+        return Silence.from_request(doc, now)
+    except ValueError as e:
+        raise BodyError(400, "invalid", str(e)) from None
 
 
 def add_alert_routes(app: web.Application, runtime: Any) -> None:
@@ -109,6 +158,13 @@ def add_alert_routes(app: web.Application, runtime: Any) -> None:
 class _AlertApi:
     def __init__(self, engine: AlertEngine) -> None:
         self.engine = engine
+
+    def _refused(self, request: web.Request, route: str, e: BodyError) -> web.Response:
+        counts: Counter[tuple[str, str]] = self.engine.refused_requests
+        counts[(route, e.reason)] += 1
+        log.warning("%s %s from %s refused (%d): %s", request.method, request.path, request.remote or "?",
+                    e.status, e.message)
+        return e.response({"status": "error", "error": e.message})
 
     async def list_alerts(self, request: web.Request) -> web.Response:
         state = request.query.get("state", "active")
@@ -149,6 +205,7 @@ class _AlertApi:
             return _error(str(e), 404)
         except IllegalAlertTransition as e:
             return _error(str(e), 409)
+        await self.engine.store.flush()  # answered once it is on disk
         return _ok(alert_to_json(alert))
 
     async def ack(self, request: web.Request) -> web.Response:
@@ -159,24 +216,10 @@ class _AlertApi:
 
     async def alertmanager_webhook(self, request: web.Request) -> web.Response:
         try:
-            doc = await request.json()
-        except ValueError:
-            return _error("body: not valid JSON")
-        try:
-            alerts = alerts_from_webhook(doc)
-        except ValueError as e:
-            return _error(str(e))
-        receiver = str(doc.get("receiver", "")) or "alertmanager"
-        fired = resolved = 0
-        for a in alerts:
-            if a.state is AlertState.RESOLVED:
-                known = self.engine.store.by_fingerprint(a.fingerprint or fingerprint(a.labels))
-                if known is not None:
-                    self.engine.resolve(known.id, f"alertmanager:{receiver}", a.ends_at)
-                    resolved += 1
-            else:
-                self.engine.fire(a, f"alertmanager:{receiver}")
-                fired += 1
+            hook: Webhook = await read_json(request, WEBHOOK_LIMITS, webhook_from_request)
+        except BodyError as e:
+            return self._refused(request, "alertmanager", e)
+        fired, resolved = await self.engine.report(hook.alerts, f"alertmanager:{hook.receiver}")
         return _ok({"firing": fired, "resolved": resolved})
 
     async def list_silences(self, request: web.Request) -> web.Response:
@@ -184,14 +227,11 @@ class _AlertApi:
         return _ok([s.to_json(now) for s in self.engine.silences.all()])
 
     async def add_silence(self, request: web.Request) -> web.Response:
+        now = self.engine.clock()
         try:
-            doc = await request.json()
-        except ValueError:
-            return _error("body: not valid JSON")
-        try:
-            s = Silence.from_request(doc, self.engine.clock())
-        except ValueError as e:
-            return _error(str(e))
+            s: Silence = await read_json(request, API_LIMITS, lambda doc: silence_from_request(doc, now))
+        except BodyError as e:
+            return self._refused(request, "silences", e)
         if not s.created_by:
             s.created_by = _who(request)
         self.engine.silences.add(s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,37 @@ def _escape(v: str) -> str:
 
 # --------------------------------------------------------------------------- matchers
 
-_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^"\s,]*))\s*$')
+#: A matcher's regex is at most this long and nests groups at most this deep (compiling costs
+#: time in proportion to length, and Python's parser recurses, slowly, to its limit).
+MAX_REGEX_LENGTH = 8192
+MAX_REGEX_NESTING = 64
+
+
+def _regex_nesting(pattern: str) -> int:
+    """How deep ``pattern`` nests groups (escapes and character classes skipped); linear."""
+    depth = deepest = i = 0
+    in_class = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 1
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 1 if pattern[i + 1 : i + 2] == "^" else 0
+            i += 1 if pattern[i + 1 : i + 2] == "]" else 0  # a leading ] is a member
+        elif c == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c == ")":
+            depth -= 1
+        i += 1
+    return deepest
+
+
+# Possessive: a long quoted value is matched without a backtracking stack growing with its length.
+_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]++|\\.)*+)"|([^"\s,]*))\s*$')
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +115,19 @@ class Matcher:
         if self.op not in ("=", "!=", "=~", "!~"):
             raise ValueError(f"matcher {self.name}: operator {self.op!r} is not one of =, !=, =~, !~")
         if self.op in ("=~", "!~"):
+            if len(self.value) > MAX_REGEX_LENGTH:
+                raise ValueError(f"matcher {self.name}{self.op}: regular expression longer than {MAX_REGEX_LENGTH} "
+                                 "characters")
+            if _regex_nesting(self.value) > MAX_REGEX_NESTING:
+                raise ValueError(f"matcher {self.name}{self.op}: regular expression nests groups deeper than "
+                                 f"{MAX_REGEX_NESTING} levels")
             try:
-                re.compile(self.value)
-            except re.error as e:
-                raise ValueError(f"matcher {self.name}{self.op}: invalid regular expression: {e}") from None
+                with warnings.catch_warnings():  # "possible nested set" and the like: not for the log
+                    warnings.simplefilter("ignore", FutureWarning)
+                    re.compile(self.value)
+            except (re.error, RecursionError, OverflowError) as e:  # nesting too deep, repeat counts too large
+                raise ValueError(f"matcher {self.name}{self.op}: invalid regular expression: "
+                                 f"{str(e)[:200] or type(e).__name__}") from None
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = str(labels.get(self.name, ""))
@@ -119,8 +159,9 @@ class Matcher:
             name, value = doc.get("name"), doc.get("value")
             if not isinstance(name, str) or not name or not isinstance(value, str):
                 raise ValueError("matcher: expected an object with string fields name and value")
-            regex = bool(doc.get("isRegex", False))
-            equal = bool(doc.get("isEqual", True))
+            regex, equal = doc.get("isRegex", False), doc.get("isEqual", True)
+            if not isinstance(regex, bool) or not isinstance(equal, bool):
+                raise ValueError("matcher: isRegex and isEqual must be true or false")
             return cls(name, ("=~" if equal else "!~") if regex else ("=" if equal else "!="), value)
         raise ValueError("matcher: expected a string such as severity=\"critical\" or an object {name, value, isRegex}")
 
@@ -165,12 +206,17 @@ def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
+#: The times RFC 3339 text can hold (years 1 to 9999), as Unix seconds; the zero time aside.
+MIN_TIME = -62_135_510_400.0  # 0001-01-02T00:00:00Z
+MAX_TIME = 253_402_214_400.0  # 9999-12-31T00:00:00Z
+
+
 def rfc3339(t: float | None) -> str:
     """Unix seconds as RFC 3339 UTC with milliseconds; None as Go's zero time (Alertmanager's "not set")."""
     if t is None:
         return ZERO_TIME
     d = dt.datetime.fromtimestamp(t, tz=dt.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    return f"{d.year:04d}-{d:%m-%dT%H:%M:%S}.{d.microsecond // 1000:03d}Z"
 
 
 def parse_rfc3339(s: Any, where: str) -> float | None:
@@ -183,9 +229,12 @@ def parse_rfc3339(s: Any, where: str) -> float | None:
     # Go prints up to nanoseconds; Python takes microseconds.
     text = re.sub(r"(\.\d{6})\d+", r"\1", text)
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"{where}: {s!r} is not an RFC 3339 time") from None
+        t = dt.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
+        raise ValueError(f"{where}: {s[:64]!r} is not an RFC 3339 time") from None
+    if not MIN_TIME <= t <= MAX_TIME:
+        raise ValueError(f"{where}: {s[:64]!r} is out of range (0001-01-02 to 9999-12-31)")
+    return t
 
 
 def alert_to_json(a: Alert) -> dict[str, Any]:

@@ -7,8 +7,14 @@ is already pending or was delivered recently does nothing, and receivers get the
 delivery (a header, a Message-ID, a property) to drop a repeat that a crash between "sent"
 and "removed" could cause. Without a directory the outbox lives in memory.
 
-One delivery task per notifier sends its notifications in order, retrying failures with
-exponential backoff and jitter (honouring ``Retry-After``), for up to ``max_age`` seconds.
+Order is kept where it matters, within an alert group: each (notifier, group) is a lane that
+sends its notifications one after the other, retrying failures with exponential backoff and
+jitter (honouring ``Retry-After``), for up to ``max_age`` seconds. Lanes are independent (up to
+``MAX_PARALLEL`` sends at once per notifier), so a notification that keeps failing (its group's
+receiver gone, say, or left over from an earlier run) holds up nothing but its own group; and
+there only until a newer notification of the group is queued: that one carries the group's
+current state, so the failing one is dropped as *superseded* (counted and logged), as
+Alertmanager's next flush of a group replaces a notification still being retried.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ __all__ = ["Outbox", "OutboxEntry", "RetryPolicy"]
 log = logging.getLogger("monbridge.alerting.outbox")
 
 _DELIVERED_REMEMBERED = 10_000
+#: Sends in flight at once per notifier (each to a different alert group).
+MAX_PARALLEL = 4
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class OutboxEntry:
 
 Sender = Callable[[Notification], Awaitable[None]]
 Outcome = Callable[[Notification, str, str | None], None]
+Lane = tuple[str, str]  # (notifier id, group key)
 
 
 class Outbox:
@@ -60,11 +69,15 @@ class Outbox:
         self.policy = policy or RetryPolicy()
         self.clock = clock
         self._pending: dict[str, OrderedDict[str, OutboxEntry]] = {}
+        self._lanes: dict[Lane, OrderedDict[str, OutboxEntry]] = {}
         self._delivered: OrderedDict[str, None] = OrderedDict()
-        self._wake: dict[str, asyncio.Event] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._senders: dict[str, tuple[Sender, Outcome]] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._wake: dict[Lane, asyncio.Event] = {}
+        self._tasks: dict[Lane, asyncio.Task[None]] = {}
         self.delivered_total = 0
         self.failed_total = 0
+        self.superseded_total = 0
         if directory is not None:
             self._load(directory)
 
@@ -84,7 +97,7 @@ class Outbox:
                 log.error("outbox: dropping unreadable %s: %s: %s", path, type(e).__name__, e)
                 path.unlink(missing_ok=True)
                 continue
-            self._pending.setdefault(note.notifier_id, OrderedDict())[note.key] = OutboxEntry(note, path)
+            self._add(OutboxEntry(note, path))
             n += 1
         if n:
             log.info("outbox: %d notifications pending from before the restart (%s)", n, directory)
@@ -100,11 +113,14 @@ class Outbox:
         if self.directory is not None:
             path = self.directory / note.notifier_id / f"{int(note.created_at * 1000):013d}-{note.key}.json"
             write_json_atomic(path, note.to_json())
-        self._pending.setdefault(note.notifier_id, OrderedDict())[note.key] = OutboxEntry(note, path)
-        ev = self._wake.get(note.notifier_id)
-        if ev is not None:
-            ev.set()
+        self._add(OutboxEntry(note, path))
+        self._kick((note.notifier_id, note.group_key))
         return True
+
+    def _add(self, entry: OutboxEntry) -> None:
+        note = entry.notification
+        self._pending.setdefault(note.notifier_id, OrderedDict())[note.key] = entry
+        self._lanes.setdefault((note.notifier_id, note.group_key), OrderedDict())[note.key] = entry
 
     def pending(self, notifier_id: str | None = None) -> list[Notification]:
         queues = [self._pending.get(notifier_id, OrderedDict())] if notifier_id else list(self._pending.values())
@@ -116,6 +132,7 @@ class Outbox:
     def _done(self, entry: OutboxEntry) -> None:
         note = entry.notification
         self._pending.get(note.notifier_id, OrderedDict()).pop(note.key, None)
+        self._lanes.get((note.notifier_id, note.group_key), OrderedDict()).pop(note.key, None)
         self._delivered[note.key] = None
         while len(self._delivered) > _DELIVERED_REMEMBERED:
             self._delivered.popitem(last=False)
@@ -127,54 +144,90 @@ class Outbox:
     # ------------------------------------------------------------------ delivery
 
     def start(self, notifier_id: str, send: Sender, outcome: Outcome) -> None:
-        """Run the delivery task of ``notifier_id`` (once; later calls replace ``send``)."""
-        task = self._tasks.get(notifier_id)
-        if task is not None and not task.done():
-            task.cancel()
-        self._wake[notifier_id] = asyncio.Event()
-        self._tasks[notifier_id] = asyncio.create_task(self._deliver(notifier_id, send, outcome),
-                                                       name=f"outbox:{notifier_id}")
+        """Deliver the notifications of ``notifier_id`` with ``send`` (later calls replace ``send``)."""
+        self._senders[notifier_id] = (send, outcome)
+        self._slots.setdefault(notifier_id, asyncio.Semaphore(MAX_PARALLEL))
+        for lane in [lane for lane in self._lanes if lane[0] == notifier_id]:
+            self._kick(lane)
+
+    def _kick(self, lane: Lane) -> None:
+        """Run ``lane``'s task if its notifier is started, or wake it (a newer notification)."""
+        if lane[0] not in self._senders:
+            return
+        task = self._tasks.get(lane)
+        if task is None or task.done():
+            self._wake[lane] = asyncio.Event()
+            self._tasks[lane] = asyncio.create_task(self._deliver(lane), name=f"outbox:{lane[0]}")
+        else:
+            self._wake[lane].set()
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
         await cancel_and_wait(*tasks)
 
-    async def _deliver(self, notifier_id: str, send: Sender, outcome: Outcome) -> None:
-        wake = self._wake[notifier_id]
+    def _supersede(self, entry: OutboxEntry, newer: Notification) -> None:
+        note = entry.notification
+        why = f"superseded by notification {newer.key} of the same group after {entry.attempts} failed attempts"
+        log.warning("notification %s to %s dropped: %s", note.key, note.notifier_id, why)
+        self.superseded_total += 1
+        self._done(entry)
+        self._senders[note.notifier_id][1](note, "superseded", why)
+
+    async def _deliver(self, lane: Lane) -> None:
+        notifier_id = lane[0]
+        wake = self._wake[lane]
         p = self.policy
         while True:
-            queue = self._pending.get(notifier_id)
+            queue = self._lanes.get(lane)
             if not queue:
-                wake.clear()
-                await wake.wait()
-                continue
-            entry = next(iter(queue.values()))
+                self._lanes.pop(lane, None)
+                self._tasks.pop(lane, None)
+                self._wake.pop(lane, None)
+                return
+            entries = iter(queue.values())
+            entry = next(entries)
             note = entry.notification
-            try:
-                await send(note)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - any failure is retried or reported, never raised
-                entry.attempts += 1
-                why = redact_text(f"{type(e).__name__}: {e}")
-                age = self.clock() - note.created_at
-                if isinstance(e, PermanentDeliveryError) or age > p.max_age:
-                    reason = "refused" if isinstance(e, PermanentDeliveryError) else f"still failing after {age:.0f}s"
-                    log.error("notification %s to %s dropped (%s): %s", note.key, notifier_id, reason, why)
-                    self.failed_total += 1
-                    self._done(entry)
-                    outcome(note, "failed", why)
-                    continue
-                delay = min(p.initial * 2 ** (entry.attempts - 1), p.maximum) * random.uniform(0.8, 1.2)
-                if isinstance(e, DeliveryError) and e.retry_after is not None:
-                    delay = max(delay, min(e.retry_after, p.maximum))
-                log.warning("notification %s to %s failed (attempt %d), retrying in %.1fs: %s",
-                            note.key, notifier_id, entry.attempts, delay, why)
-                await asyncio.sleep(delay)  # a new notification does not cut the backoff short
+            if entry.attempts and len(queue) > 1:
+                self._supersede(entry, next(entries).notification)
                 continue
-            self.delivered_total += 1
-            self._done(entry)
-            log.info("notification %s delivered to %s (%s, %d alerts, attempt %d)", note.key, notifier_id,
-                     note.status, len(note.alerts), entry.attempts + 1)
-            outcome(note, "delivered", None)
+            send, outcome = self._senders[notifier_id]
+            async with self._slots[notifier_id]:
+                try:
+                    await send(note)
+                    error = None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - any failure is retried or reported, never raised
+                    error = e
+            if error is None:
+                self.delivered_total += 1
+                self._done(entry)
+                log.info("notification %s delivered to %s (%s, %d alerts, attempt %d)", note.key, notifier_id,
+                         note.status, len(note.alerts), entry.attempts + 1)
+                outcome(note, "delivered", None)
+                continue
+            entry.attempts += 1
+            why = redact_text(f"{type(error).__name__}: {error}")
+            age = self.clock() - note.created_at
+            if isinstance(error, PermanentDeliveryError) or age > p.max_age:
+                reason = "refused" if isinstance(error, PermanentDeliveryError) else f"still failing after {age:.0f}s"
+                log.error("notification %s to %s dropped (%s): %s", note.key, notifier_id, reason, why)
+                self.failed_total += 1
+                self._done(entry)
+                outcome(note, "failed", why)
+                continue
+            delay = min(p.initial * 2 ** (entry.attempts - 1), p.maximum) * random.uniform(0.8, 1.2)
+            if isinstance(error, DeliveryError) and error.retry_after is not None:
+                delay = max(delay, min(error.retry_after, p.maximum))
+            log.warning("notification %s to %s failed (attempt %d), retrying in %.1fs: %s",
+                        note.key, notifier_id, entry.attempts, delay, why)
+            if len(queue) > 1:
+                continue  # a newer notification of the group came meanwhile: it supersedes this one
+            # Only a newer notification of this group (which supersedes this one) cuts the backoff short.
+            wake.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await wake.wait()
+            except TimeoutError:
+                pass

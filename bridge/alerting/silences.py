@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.alerting.model import Matcher, matches_all, parse_rfc3339, rfc3339
+from bridge.alerting.model import MAX_TIME, Matcher, matches_all, parse_rfc3339, rfc3339
 from bridge.alerting.store import write_json_atomic
 
 __all__ = ["Silence", "Silences"]
 
 log = logging.getLogger("monbridge.alerting.silences")
+
+#: Matchers one silence may have (they all must match: a few name the alerts to mute).
+MAX_MATCHERS = 100
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Silence:
         raw = doc.get("matchers")
         if not isinstance(raw, list) or not raw:
             raise ValueError("matchers: expected a non-empty list of matchers")
+        if len(raw) > MAX_MATCHERS:
+            raise ValueError(f"matchers: {len(raw)} matchers is more than the limit of {MAX_MATCHERS} per silence")
         matchers = []
         for i, m in enumerate(raw):
             try:
@@ -64,13 +69,14 @@ class Silence:
                 raise ValueError(f"matchers[{i}]: {e}") from None
         starts = parse_rfc3339(doc.get("startsAt"), "startsAt") or now
         if doc.get("duration") is not None:
-            try:
-                dur = float(doc["duration"])
-            except (TypeError, ValueError):
-                raise ValueError("duration: expected a number of seconds") from None
+            dur = doc["duration"]
+            if isinstance(dur, bool) or not isinstance(dur, (int, float)):
+                raise ValueError("duration: expected a number of seconds")
             if dur <= 0:
                 raise ValueError("duration: expected a positive number of seconds")
-            ends = starts + dur
+            if starts + dur > MAX_TIME:
+                raise ValueError("duration: the silence would end after 9999-12-31")
+            ends = starts + float(dur)
         else:
             end = parse_rfc3339(doc.get("endsAt"), "endsAt")
             if end is None:
@@ -78,8 +84,11 @@ class Silence:
             ends = end
         if ends <= starts:
             raise ValueError("endsAt: must be after startsAt")
-        return cls(str(doc.get("id") or uuid.uuid4()), tuple(matchers), starts, ends,
-                   str(doc.get("createdBy", "")), str(doc.get("comment", "")))
+        for field in ("id", "createdBy", "comment"):
+            if doc.get(field) is not None and not isinstance(doc[field], str):
+                raise ValueError(f"{field}: expected a string")
+        return cls(doc.get("id") or str(uuid.uuid4()), tuple(matchers), starts, ends,
+                   doc.get("createdBy") or "", doc.get("comment") or "")
 
 
 class Silences:

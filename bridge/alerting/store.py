@@ -3,19 +3,28 @@
 An alert moves firing → acknowledged → resolved (firing → resolved directly too). A firing or
 acknowledged alert is *active*: a new report with the same fingerprint updates it (value,
 annotations) without a transition. After resolution the same breach is a new alert with a new
-id. With a state directory the store is kept in ``alerts.json`` (written atomically on every
-transition), so a restart keeps ids, states and history.
+id. With a state directory the store is kept in ``alerts.json``, so a restart keeps ids, states
+and history.
+
+Writing: each alert's and each transition's JSON text is made once, when it changes (so a
+write costs no serialization of unchanged alerts); ``save_soon`` (what the engine calls after
+a change) writes the whole file atomically in a worker thread, off the event loop, coalescing
+every change made while a write is under way into the next one; ``flush`` waits for that write.
+``save`` writes at once. Labels and annotations that processors change on a stored alert are
+written with that alert's next change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,15 +74,24 @@ class Transition:
                    AlertState(d["to"]), float(d["at"]), d.get("by", ""))
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write ``doc`` as JSON to ``path`` so a crash leaves the old file or the new one, never half of one."""
+def write_text_atomic(path: Path, parts: Iterable[str]) -> None:
+    """Write ``parts`` to ``path`` so a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, separators=(",", ":"))
+        f.writelines(parts)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _encode(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically (``write_text_atomic``)."""
+    write_text_atomic(path, [_encode(doc)])
 
 
 def new_alert_id() -> str:
@@ -92,6 +110,14 @@ class AlertStore:
         self.alerts: dict[str, Alert] = {}
         self.active: dict[str, str] = {}  # fingerprint -> id of the firing or acknowledged alert
         self.history: deque[Transition] = deque(maxlen=max_history)
+        # The JSON text of each alert (by id) and of each transition, as written to the file.
+        self._text: dict[str, str] = {}
+        self._history_text: deque[str] = deque(maxlen=max_history)
+        self._resolved = 0
+        self._dirty = False
+        self._writer: asyncio.Task[None] | None = None
+        self._write_lock = threading.Lock()
+        self._taken = self._written = 0  # generations of the contents: taken, and on disk
         if path is not None and path.exists():
             self._load(path)
 
@@ -108,14 +134,66 @@ class AlertStore:
             log.error("alert store %s is unreadable (%s: %s); starting empty", path, type(e).__name__, e)
             self.alerts.clear()
             self.active.clear()
+            self.history.clear()
             return
+        for alert in self.alerts.values():
+            self._changed(alert)
+        self._resolved = len(self.alerts) - len(self.active)
+        self._history_text.extend(_encode(t.to_json()) for t in self.history)
         log.info("alert store: %d alerts (%d active) restored from %s", len(self.alerts), len(self.active), path)
 
+    def _changed(self, alert: Alert) -> None:
+        self._text[alert.id] = _encode(alert_to_json(alert))
+
+    def _contents(self) -> tuple[int, list[str]]:
+        """The file's text in parts (cheap: the parts are made as things change), and its generation."""
+        alerts, history = list(self._text.values()), list(self._history_text)
+        self._taken += 1
+        return self._taken, ['{"alerts":[', ",".join(alerts), '],"history":[', ",".join(history), "]}"]
+
+    def _write(self, contents: tuple[int, list[str]]) -> None:
+        assert self.path is not None
+        generation, parts = contents
+        with self._write_lock:
+            if generation > self._written:  # never older contents over newer ones
+                write_text_atomic(self.path, parts)
+                self._written = generation
+
     def save(self) -> None:
+        """Write the store now (in the calling thread)."""
         if self.path is None:
             return
-        write_json_atomic(self.path, {"alerts": [alert_to_json(a) for a in self.alerts.values()],
-                                      "history": [t.to_json() for t in self.history]})
+        self._dirty = False
+        self._write(self._contents())
+
+    def save_soon(self) -> None:
+        """Write the store in a worker thread; changes made meanwhile go into one next write.
+        Without a running event loop this is ``save``."""
+        if self.path is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.save()
+            return
+        self._dirty = True
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_behind(), name="alerts:store-write")
+
+    async def _write_behind(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            try:
+                await asyncio.to_thread(self._write, self._contents())
+            except OSError as e:
+                log.error("alert store %s: cannot write (%s); retrying with the next change", self.path, e)
+                return
+
+    async def flush(self) -> None:
+        """Wait until every change made so far is written (by ``save_soon``'s writer)."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.shield(writer)
 
     # ------------------------------------------------------------------ reading
 
@@ -152,6 +230,7 @@ class AlertStore:
         if current is not None:
             current.value = alert.value
             current.annotations.update(alert.annotations)
+            self._changed(current)
             return current, False
         alert.id = alert.id or new_alert_id()
         while alert.id in self.alerts:
@@ -161,7 +240,6 @@ class AlertStore:
         self.alerts[alert.id] = alert
         self.active[alert.fingerprint] = alert.id
         self._record(alert, None, AlertState.FIRING, by)
-        self._trim()
         return alert, True
 
     def transition(self, alert_id: str, to: AlertState, by: str, at: float | None = None) -> Alert:
@@ -173,15 +251,23 @@ class AlertStore:
         if to is AlertState.RESOLVED:
             alert.ends_at = at if at is not None else self.clock()
             self.active.pop(alert.fingerprint, None)
+            self._resolved += 1
         self._record(alert, frm, to, by)
         return alert
 
     def _record(self, alert: Alert, frm: AlertState | None, to: AlertState, by: str) -> None:
-        self.history.append(Transition(alert.id, alert.fingerprint, alert.name, frm, to, self.clock(), by))
+        t = Transition(alert.id, alert.fingerprint, alert.name, frm, to, self.clock(), by)
+        self.history.append(t)
+        self._history_text.append(_encode(t.to_json()))
+        self._changed(alert)
 
-    def _trim(self) -> None:
+    def trim(self) -> None:
+        """Forget the longest-resolved alerts beyond ``max_resolved`` (a scan only when over it)."""
+        if self._resolved <= self.max_resolved:
+            return
         resolved = [a for a in self.alerts.values() if a.state is AlertState.RESOLVED]
-        if len(resolved) > self.max_resolved:
-            resolved.sort(key=lambda a: a.ends_at or 0)
-            for a in resolved[: len(resolved) - self.max_resolved]:
-                del self.alerts[a.id]
+        resolved.sort(key=lambda a: a.ends_at or 0)
+        for a in resolved[: len(resolved) - self.max_resolved]:
+            del self.alerts[a.id]
+            self._text.pop(a.id, None)
+        self._resolved = min(len(resolved), self.max_resolved)

@@ -1,0 +1,198 @@
+"""Reading request bodies of the HTTP API: bounded in size (on the wire and decompressed), with
+``Content-Encoding`` handled, and JSON bounded in nesting depth.
+
+Every JSON-accepting route reads its body with :func:`read_json` (or :func:`read_body` and
+:func:`parse_json`); what they refuse is a :class:`BodyError` carrying the HTTP status (400,
+413, 415), a short ``reason`` for counting, and a message that names the limit::
+
+    try:
+        doc = await read_json(request, BodyLimits(max_bytes=1 << 20))
+    except BodyError as e:
+        return e.response({"status": "error", "error": e.message})
+
+aiohttp's server decompresses ``gzip``, ``deflate``, ``br`` and ``zstd`` bodies itself, in
+bounded pieces as they arrive; this module counts the compressed bytes it reports and the
+decompressed bytes it hands over, and stops reading at the first limit passed. A server run
+without aiohttp's decompression gets ``gzip`` and ``deflate`` decompressed here, equally
+bounded. Parsing and conversion run in a worker thread for bodies over ``THREAD_ABOVE`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+__all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "nesting_exceeds", "parse_json", "read_body",
+           "read_json"]
+
+T = TypeVar("T")
+
+#: Bodies larger than this are parsed (and converted) in a worker thread, not on the event loop.
+THREAD_ABOVE = 64 * 1024
+MAX_MESSAGE = 500
+_SELF_DECODED = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class BodyError(ValueError):
+    """A request body refused: ``status`` (400, 413 or 415), ``reason`` (for counting), ``message``;
+    ``unread`` when the body was not read to its end (answer with ``Connection: close``)."""
+
+    def __init__(self, status: int, reason: str, message: str, unread: bool = False) -> None:
+        if len(message) > MAX_MESSAGE:  # it may quote the request (a field's name)
+            message = message[:MAX_MESSAGE] + "..."
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.unread = unread
+
+    def response(self, body: Any) -> web.Response:
+        """A JSON answer ``body`` with this error's status (closing the connection when ``unread``)."""
+        resp = web.json_response(body, status=self.status)
+        if self.unread:
+            resp.force_close()
+        return resp
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """``max_bytes`` of body after decompression, ``max_wire_bytes`` as sent (default: ``max_bytes``),
+    JSON nested at most ``max_depth`` levels."""
+
+    max_bytes: int = 1 << 20
+    max_wire_bytes: int | None = None
+    max_depth: int = 32
+
+    @property
+    def wire(self) -> int:
+        return self.max_wire_bytes if self.max_wire_bytes is not None else self.max_bytes
+
+
+def _too_large(what: str, limit: int) -> BodyError:
+    return BodyError(413, "too_large", f"body: {what} is larger than the limit of {limit} bytes", unread=True)
+
+
+async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
+    """The request's body, decompressed, within ``limits`` (else BodyError)."""
+    length = request.content_length
+    if length is not None and length > limits.wire:
+        raise _too_large(f"Content-Length {length}", limits.wire)
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    stream = request.content
+    # aiohttp's parser sets total_compressed_bytes when it decompressed the body itself.
+    decoded_by_server = coding not in ("", "identity") and getattr(stream, "total_compressed_bytes", None) is not None
+    decompressor = None
+    if coding not in ("", "identity") and not decoded_by_server:
+        wbits = _SELF_DECODED.get(coding)
+        if wbits is None:
+            raise BodyError(415, "unsupported_encoding",
+                            f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or identity)", unread=True)
+        decompressor = zlib.decompressobj(wbits)
+    parts: list[bytes] = []
+    wire = size = 0
+    try:
+        while True:
+            chunk = await stream.readany()
+            if not chunk:
+                break
+            if decompressor is not None:
+                wire += len(chunk)
+                if wire > limits.wire:
+                    raise _too_large("the encoded body", limits.wire)
+                data = chunk
+                while data:
+                    piece = decompressor.decompress(data, limits.max_bytes - size + 1)
+                    size += len(piece)
+                    if size > limits.max_bytes:
+                        raise _too_large("the decoded body", limits.max_bytes)
+                    parts.append(piece)
+                    data = decompressor.unconsumed_tail
+                continue
+            size += len(chunk)
+            wire = getattr(stream, "total_compressed_bytes", None) or size
+            if wire > limits.wire:
+                raise _too_large("the encoded body" if decoded_by_server else "the body", limits.wire)
+            if size > limits.max_bytes:
+                raise _too_large("the decoded body" if decoded_by_server else "the body", limits.max_bytes)
+            parts.append(chunk)
+        if decompressor is not None:
+            tail = decompressor.flush(limits.max_bytes - size + 1)
+            if len(tail) + size > limits.max_bytes:
+                raise _too_large("the decoded body", limits.max_bytes)
+            parts.append(tail)
+            if not decompressor.eof:
+                raise zlib.error("incomplete stream")
+    except (web.RequestPayloadError, HttpProcessingError, zlib.error) as e:
+        if coding not in ("", "identity"):
+            raise BodyError(400, "bad_encoding", f"body: not valid {coding} data (Content-Encoding: {coding})",
+                            unread=True) from None
+        detail = " ".join(str(e).split())[:200]
+        raise BodyError(400, "bad_encoding", f"body: cannot be read: {detail}", unread=True) from None
+    return b"".join(parts)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+#: translate: ``{`` as ``[``, ``}`` as ``]`` (nesting is all that counts here); every other byte deleted.
+_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting_exceeds(data: bytes, max_depth: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays and objects deeper than ``max_depth``, found in
+    linear time with bytes operations only (no containers built): strings are cut out (escapes
+    first), the brackets left are reduced one level per pass by removing every ``[]``."""
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False
+    outside = b"".join(data.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    brackets = outside.translate(_AS_BRACKETS, _NOT_BRACKETS)
+    for _ in range(max_depth):
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            # Unbalanced (not JSON; the parser says where): deep only if it leaves that much open.
+            return brackets.count(b"[") > max_depth
+        brackets = inner
+    return bool(brackets)
+
+
+def parse_json(data: bytes, max_depth: int = 32, where: str = "body") -> Any:
+    """``data`` as JSON (no NaN, Infinity or numbers out of a float's range, at most ``max_depth``
+    levels); else BodyError."""
+    if nesting_exceeds(data, max_depth):
+        raise BodyError(400, "too_deep", f"{where}: JSON nested deeper than the limit of {max_depth} levels")
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
+    except ValueError as e:
+        raise BodyError(400, "bad_json", f"{where}: not valid JSON: {str(e)[:200]}") from None
+
+
+def decode_json(data: bytes, limits: BodyLimits, convert: Callable[[Any], T] | None = None) -> Any:
+    """A read body as :func:`read_json` takes it: parsed, then passed through ``convert`` when given."""
+    doc = parse_json(data, limits.max_depth)
+    return convert(doc) if convert is not None else doc
+
+
+async def read_json(request: web.BaseRequest, limits: BodyLimits, convert: Callable[[Any], T] | None = None) -> Any:
+    """The request's JSON body (BodyError as :func:`read_body` and :func:`parse_json`), passed
+    through ``convert`` when given; both in a worker thread when the body is large."""
+    data = await read_body(request, limits)
+    if len(data) > THREAD_ABOVE:
+        return await asyncio.to_thread(decode_json, data, limits, convert)
+    return decode_json(data, limits, convert)
