@@ -13,7 +13,9 @@ types its module documents. :func:`run_fuzz` feeds it, for a bounded time, with
 For each input it asserts that
 
 * only the documented error types escape (anything else fails with the input shown);
-* the input, if under 1 MB, costs at most 100 ms of CPU time per 100 KB (at least 100 ms);
+* the input, if under 1 MB, costs at most 100 ms of CPU time per 100 KB (at least 100 ms): CPU
+  time of the calling thread, with the cyclic garbage collector paused during the call, the least
+  of up to three timings;
 * over the whole run, the process's peak RSS grows by at most ``max_rss_growth`` bytes.
 
 Time: ``MONBRIDGE_FUZZ_SECONDS`` per target (default 15, which CI uses; at most 60 is
@@ -27,6 +29,7 @@ add a regression test beside the fix.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import time
@@ -108,17 +111,36 @@ def run_fuzz(
     budget = fuzz_seconds() if seconds is None else seconds
     count = 0
 
-    def one(data: bytes) -> None:
-        nonlocal count
-        count += 1
-        start = time.process_time()
+    def timed(data: bytes) -> float:
+        """CPU seconds of this thread spent on ``data``, the cyclic collector paused meanwhile (a
+        full collection of the process's heap, mostly hypothesis' own objects, is not the input's
+        cost; it runs at the next allocation after the call)."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        start = time.thread_time()
         try:
             target(data)
         except allowed:
             pass
-        spent = time.process_time() - start
+        finally:
+            spent = time.thread_time() - start
+            if was_enabled:
+                gc.enable()
+        return spent
+
+    def one(data: bytes) -> None:
+        nonlocal count
+        count += 1
+        spent = timed(data)
         if len(data) <= MAX_INPUT:
             limit = CPU_PER_100KB * max(1.0, len(data) / 100_000)
+            # Over the limit, the input is timed twice more and the least counts: a slice of CPU
+            # lost to the machine's other work (cache, frequency, the other core's load) is not the
+            # input's; a slow input is slow every time.
+            for _ in range(2):
+                if spent <= limit:
+                    break
+                spent = min(spent, timed(data))
             assert spent <= limit, f"{len(data)}-byte input took {spent:.3f} s of CPU (limit {limit:.3f} s): {data[:200]!r}"
 
     # warm-up (imports, caches) is not timed
