@@ -73,7 +73,9 @@ class ParsedFamily:
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
-_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Possessive quantifiers and no two adjacent runs that can take the same digits: the regex engine
+# never backtracks into a run, so a long run of digits costs linear time whether it matches or not.
+_GO_DECIMAL = re.compile(r"[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+")
 _INF = float("inf")
 _GO_SPECIAL = {"inf": _INF, "+inf": _INF, "-inf": -_INF, "infinity": _INF, "+infinity": _INF,
                "-infinity": -_INF, "nan": float("nan")}
@@ -174,8 +176,10 @@ def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
     ``"(\\\\.|[^\\\\"])*"``, ``.`` being anything but a newline; a text line without the closing
     quote may go on on the next line (OpenMetrics lines never hold a newline)."""
     j = i + 1
+    q = -1
     while True:
-        q = s.find('"', j)
+        if q < j:  # found once per closing-quote candidate: escapes before it do not scan again
+            q = s.find('"', j)
         if q < 0:
             if has_nl and not om:
                 raise _NeedMore
@@ -186,6 +190,24 @@ def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
         if s[b + 1] == "\n":
             raise _Invalid(b, f"backslash before a newline in label value {_quote(s[i:b])}")
         j = b + 2
+
+
+_QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
+
+
+def _quoted_after(line: str, quoted: bool) -> bool:
+    """Whether a quoted label value is open at the end of ``line``, given whether one was at its start
+    (the lexer's rule ``"(\\\\.|[^\\\\"])*"``; a backslash at the end escapes the newline after it)."""
+    skip = -1
+    for m in _QUOTE_OR_BACKSLASH.finditer(line):
+        p = m.start()
+        if p == skip:
+            continue
+        if m.group() == '"':
+            quoted = not quoted
+        elif quoted:
+            skip = p + 1
+    return quoted
 
 
 def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str = "label set",
@@ -240,11 +262,11 @@ def _label_value(s: str, name: re.Match[str], om: bool, has_nl: bool, bad_utf8: 
 def _check_label_names(pairs: list[tuple[str, str]], pos: int) -> None:
     """Prometheus fails a scrape whose sample repeats a label name (``__name__`` included)."""
     if pairs:
-        names = [k for k, _ in pairs]
-        names.append("__name__")
-        if len(set(names)) != len(names):
-            dup = next(k for k in names if names.count(k) > 1)
-            raise _Invalid(pos, f"label name {dup!r} is not unique")
+        seen = {"__name__"}
+        for k, _ in pairs:
+            if k in seen:
+                raise _Invalid(pos, f"label name {k!r} is not unique")
+            seen.add(k)
 
 
 def _check_utf8(text: str, pos: int, what: str) -> None:
@@ -323,9 +345,11 @@ def _entry_text(s: str, has_nl: bool, bad_utf8: bool) -> tuple | object | None:
             t += 1
         if t == k:
             raise _Invalid(k, f"expected timestamp or end of line, got {_token_at(s, k)}")
-        ts = int(s[k:t])
-        if ts > _INT64_MAX:
+        digits = s[k:t].lstrip("0")
+        # int64: at most 19 significant digits (also keeps int() off inputs beyond its digit limit)
+        if len(digits) > 19 or (digits and int(digits) > _INT64_MAX):
             raise _Invalid(k, f"timestamp out of range: {_quote(s[k:t])}")
+        ts = int(digits) if digits else 0
         t2 = _skip_ws(s, t)
         if t2 < n:
             raise _Invalid(t2, f"expected end of line after timestamp, got {_token_at(s, t2)}")
@@ -461,7 +485,7 @@ class TextParser:
         self._meta: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         self._templates: list[_Template | None] = [None, None]
 
-    def parse(self, body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:
+    def parse(self, body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:
         """Parse one scraped body; raises ParseError when Prometheus would fail the scrape."""
         bad_utf8 = False
         if isinstance(body, str):
@@ -620,21 +644,32 @@ class TextParser:
         how many extra lines it took (-1 when it took ``last``)."""
         s = line
         extra = 0
+        parts = [line]
+        quoted: bool | None = None
         while True:
             try:
                 return entry_of(s, has_nl, bad_utf8), extra
             except _NeedMore:
-                nxt = next(it, None)
-                if nxt is not None:
-                    s += "\n" + nxt
-                    extra += 1
-                    continue
-                if last:
-                    s += "\n" + last
-                    has_nl = False
-                    extra = -1
-                    continue
-                raise ParseError(lineno, f"label value opened on this line never closed: {_quote(line)}") from None
+                # Take at once every line up to the first newline outside a quoted value, found in one
+                # pass over them; parsing the entry again for each line added would be quadratic.
+                if quoted is None:
+                    quoted = _quoted_after(line, False)
+                added = len(parts)
+                while has_nl:
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        extra += 1
+                    elif last:
+                        nxt, has_nl, extra = last, False, -1
+                    else:
+                        break
+                    parts.append(nxt)
+                    quoted = _quoted_after(nxt, quoted)
+                    if not quoted:
+                        break
+                if len(parts) == added:
+                    raise ParseError(lineno, f"label value opened on this line never closed: {_quote(line)}") from None
+                s = "\n".join(parts)
             except _Invalid as e:
                 raise ParseError(lineno + s.count("\n", 0, e.pos), e.message) from None
 
@@ -820,6 +855,6 @@ class _Template:
         return samples
 
 
-def parse(body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:
+def parse(body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:
     """Parse one body with no cache kept (see TextParser for repeated scrapes)."""
     return TextParser().parse(body, openmetrics)
