@@ -152,6 +152,7 @@ class _NeedMore(Exception):
 
 
 _STOP = object()  # text format: a NUL byte where an entry starts ends the body
+_SKIP = ("skip",)  # cached for a line that is no entry (blank, or a comment): skipped at once when seen again
 
 
 def _skip_ws(s: str, i: int) -> int:
@@ -193,6 +194,9 @@ def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
 
 
 _QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
+# Text format: one ``name = "value"`` pair and the blanks after it, as the lexer takes it (a raw newline
+# may be in the value, a backslash before one may not). Possessive throughout: linear, match or not.
+_TEXT_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+"((?:[^"\\]++|\\.)*+)"[ \t]*+')
 
 
 def _quoted_after(line: str, quoted: bool) -> bool:
@@ -233,10 +237,17 @@ def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str =
         i = _skip_ws(s, i)
         if i < len(s) and s[i] == "}":
             return i + 1, pairs
-        m = _LABEL_NAME.match(s, i)
-        if m is None:
-            raise _Invalid(i, f"expected label name or right brace in {where}, got {_token_at(s, i)}")
-        i = _skip_ws(s, _label_value(s, m, False, has_nl, bad_utf8, pairs))
+        p = _TEXT_PAIR.match(s, i)
+        if p is not None:  # a well-formed pair in one step; anything else is read below, and its error said
+            if bad_utf8:
+                _check_utf8(p.group(2), p.start(2) - 1, "label value")
+            pairs.append(p.group(1, 2))
+            i = p.end()
+        else:
+            m = _LABEL_NAME.match(s, i)
+            if m is None:
+                raise _Invalid(i, f"expected label name or right brace in {where}, got {_token_at(s, i)}")
+            i = _skip_ws(s, _label_value(s, m, False, has_nl, bad_utf8, pairs))
         if i < len(s) and s[i] == ",":  # a comma is optional, a trailing one allowed
             i += 1
 
@@ -540,8 +551,10 @@ class TextParser:
             ent = get(head)
             ts = None
             if ent is None:
-                if line[:1] == "#":
+                if not line or line[:1] == "#":
                     m = meta_get(line)
+                    if m is _SKIP:
+                        continue
                     if m is not None and m[0] == "meta":  # a HELP, TYPE or UNIT line seen before
                         _, kind, fam_name, text, ctx = m  # ctx: the context after a TYPE, or of a new family
                         fam = families.get(fam_name)
@@ -610,9 +623,11 @@ class TextParser:
                 m, extra = self._entry(entry_of, line, True, bad_utf8, it, last, lineno)
                 if extra:
                     last = None if extra < 0 else last
-                elif m is not None and m is not _STOP and m[0] == "meta":
+                elif m is None:
+                    meta[line] = _SKIP
+                elif m is not _STOP and m[0] == "meta":
                     meta[line] = (*m, f"{m[3] if m[1] == 'TYPE' else default_type} {m[2]}")
-            if m is None:
+            if m is None or m is _SKIP:
                 continue
             if m is _STOP:
                 return out
