@@ -7,13 +7,12 @@ escapes before a far quote, a repeated label name at the end of a long label set
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 
 from integrations.prometheus.scrape import Target, TargetScraper
 from integrations.prometheus.textparse import ParseError
 from tests.fuzz.harness import DATA, run_fuzz, seeds
+from tests.fuzz.quiet_gc import quiet_gc
 
 pytestmark = pytest.mark.fuzz
 
@@ -39,25 +38,15 @@ def _files() -> list:
 def scrape_body(data: bytes) -> None:
     """Convert ``data`` as a target's body: OpenMetrics when it ends as one does, else text 0.0.4;
     a small body that converts is converted once more (the repeated-scrape caches; a large one
-    would be charged twice against the harness' CPU bound). The cyclic collector is held off
-    meanwhile: a full collection of the fuzzing process's heap (hypothesis' own data) took 70 to
-    100 ms, charged to whichever input happened to trigger it, a few bytes long or not."""
-    gc.disable()
-    try:
-        openmetrics = data.rstrip().endswith(b"# EOF")
-        scraper = TargetScraper(TARGET)
-        scraper.convert(data, openmetrics, T0)
-        if len(data) <= SMALL:
-            scraper.convert(data, openmetrics, T0 + 15_000_000_000)
-    finally:
-        gc.enable()
+    would be charged twice against the harness' CPU bound)."""
+    openmetrics = data.rstrip().endswith(b"# EOF")
+    scraper = TargetScraper(TARGET)
+    scraper.convert(data, openmetrics, T0)
+    if len(data) <= SMALL:
+        scraper.convert(data, openmetrics, T0 + 15_000_000_000)
 
 
 def test_fuzz_scrape() -> None:
-    gc.collect()
-    gc.freeze()  # what exists now (pytest's, the seeds) is no collection's work while fuzzing
-    try:
-        tried = run_fuzz(scrape_body, seeds("scrape", _files()), allowed=(ParseError,), tokens=TOKENS)
-    finally:
-        gc.unfreeze()
+    with quiet_gc(scrape_body) as target:
+        tried = run_fuzz(target, seeds("scrape", _files()), allowed=(ParseError,), tokens=TOKENS)
     assert tried > len(_files())
