@@ -30,6 +30,11 @@ The grammar is that of Prometheus' ``model/textparse`` (``promlex.l`` + ``prompa
   out-of-range literals such as ``1e400``); label values and HELP must be valid UTF-8;
   exemplars only on samples named ``*_total`` or ``*_bucket``.
 
+Every step is linear in the body, whatever it holds (a scrape target is a peer like any other):
+the regexes are possessive, so no run of digits or characters is ever taken back and tried again; a
+text label value over many lines is joined once; timestamps are read after their leading zeros,
+at most 19 digits. ``ParseError`` is the only error a body raises.
+
 Families (Prometheus itself has none; they are our grouping): samples are grouped under the
 family of the ``# TYPE`` / ``# HELP`` / ``# UNIT`` line in force when their name is that family's
 name plus a suffix allowed for its type (``_bucket``, ``_sum``, ``_count``, ``_created`` ...);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -203,3 +204,30 @@ async def test_a_body_within_the_limit_is_scraped(serve):
         await plugin.shutdown()
     assert _up(metrics) == {"big": 1.0}
     assert sum(1 for m in metrics if m.name == "temp") == 40_000
+
+
+# --------------------------------------------------------------------------- the event loop
+
+
+async def test_a_large_body_is_parsed_off_the_event_loop(serve, monkeypatch):
+    """A 100 KB body is parsed in a worker thread (the loop keeps serving meanwhile); a small one inline."""
+    from integrations.prometheus.textparse import TextParser
+
+    big = b"# TYPE temp gauge\n" + b"".join(b'temp{i="%d"} 1\n' % i for i in range(6000))
+    assert len(big) > 64 * 1024
+    base = await serve({"/big": _text(big), "/small": _text(HEALTHY)})
+    plugin = await _plugin(base, ["/big", "/small"])
+    threads: dict[int, bool] = {}
+    real_parse = TextParser.parse
+
+    def parse(self: TextParser, body: bytes | bytearray | str, openmetrics: bool = False) -> object:
+        threads[len(body)] = threading.current_thread() is threading.main_thread()
+        return real_parse(self, body, openmetrics)
+
+    monkeypatch.setattr(TextParser, "parse", parse)
+    try:
+        metrics = list(await plugin.import_metrics())
+    finally:
+        await plugin.shutdown()
+    assert _up(metrics) == {"big": 1.0, "small": 1.0}
+    assert threads == {len(big): False, len(HEALTHY): True}
