@@ -13,7 +13,12 @@ half-written tail never passes for a record. Each record is written with one ``w
 once it returns the record is in the operating system's cache and survives ``kill -9`` (with
 ``fsync`` it also survives a power loss). Opening a queue reads every unacknowledged record; the
 first one that does not check out (a torn last record after a crash) ends its segment: the file is
-truncated there and the loss is counted.
+truncated there and the loss is counted. Opening reads a segment in bounded chunks, whatever length
+its headers claim; an ack position that is not on a record boundary of its segment is not
+trusted (the segment is sent again from its start). A record that no longer checks out when it is
+read for sending (the file changed under the queue) drops the rest of its segment, counted with
+the reason ``corrupt_record``: a damaged queue file costs its records, never a crash, a hang or
+unbounded memory.
 
 The ack file is written (to a temporary name, then ``os.replace``) after a batch is delivered,
 before any segment it covers is deleted, so a crash at any point leaves either the old or the new
@@ -47,6 +52,7 @@ _SEG_SUFFIX = ".seg"
 MIN_SEGMENT_BYTES = 4096
 MAX_SEGMENT_BYTES = 16 << 20
 MAX_RECORD_BYTES = 1 << 30
+MAX_SHARDS = 64  # the most shard directories a queue has; others found on disk are not read
 
 Position = tuple[int, int]  # (segment number, byte offset): everything before it is delivered
 
@@ -177,6 +183,9 @@ class ShardQueue:
                 seq = int(path.stem)
             except ValueError:
                 continue
+            if not path.is_file():  # a directory, a FIFO ...: not a segment this queue wrote
+                log.warning("remote-write queue %s: %s is not a regular file; it is ignored", self.dir, path.name)
+                continue
             seg = _Segment(seq, path)
             if seq < self.ack_pos[0]:
                 seg.delete()  # delivered; the crash came before its deletion
@@ -194,9 +203,13 @@ class ShardQueue:
     def _read_ack(self) -> Position:
         assert self.dir is not None
         try:
-            data = (self.dir / "ack").read_bytes()
+            with open(self.dir / "ack", "rb") as f:
+                data = f.read(_ACK.size + 1)
         except FileNotFoundError:
             return (0, 0)
+        except OSError as e:
+            data = b""
+            log.warning("remote-write queue %s: cannot read the ack file: %s", self.dir, e)
         if len(data) == _ACK.size:
             seq, offset, crc = _ACK.unpack(data)
             if zlib.crc32(data[:16]) == crc:
@@ -205,35 +218,54 @@ class ShardQueue:
         return (0, 0)
 
     def _scan(self, seg: _Segment) -> DropCounts:
-        """Check ``seg``'s records; truncate the file at the first bad one (a torn write)."""
+        """Check ``seg``'s records, reading the file in chunks of at most _READ_CHUNK bytes;
+        truncate it at the first bad one (a torn write)."""
         assert seg.path is not None
-        data = seg.path.read_bytes()
         off = 0
         torn = DropCounts()
         ack_seq, ack_off = self.ack_pos
-        while off < len(data):
-            length = samples = 0
-            ok = False
-            if off + _HEADER.size <= len(data):
-                length, samples, crc = _HEADER.unpack_from(data, off)
-                end = off + _HEADER.size + length
-                ok = (samples >= 1 and 0 < length <= MAX_RECORD_BYTES and end <= len(data)
-                      and zlib.crc32(data[off + _HEADER.size:end], zlib.crc32(data[off:off + 8])) == crc)
-            if not ok:
-                # A sample takes more than 8 bytes, so a larger count is not a header at all.
-                plausible = 0 < samples and samples * 8 < length <= MAX_RECORD_BYTES
-                torn = DropCounts(samples=samples if plausible else 0, records=1, bytes=len(data) - off)
-                log.warning("remote-write queue %s: segment %s ends in a torn record at byte %d (%d bytes, "
-                            "%d samples), written when the process was killed; it is skipped",
-                            self.dir, seg.path.name, off, torn.bytes, torn.samples)
-                with open(seg.path, "r+b") as f:
+        on_boundary = seg.seq != ack_seq or ack_off == 0
+        with open(seg.path, "r+b") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            while off < file_size:
+                length = samples = 0
+                ok = False
+                end = off
+                head = os.pread(f.fileno(), _HEADER.size, off)
+                if len(head) == _HEADER.size:
+                    length, samples, crc = _HEADER.unpack(head)
+                    end = off + _HEADER.size + length
+                    ok = samples >= 1 and 0 < length <= MAX_RECORD_BYTES and end <= file_size
+                    if ok:
+                        crc_now = zlib.crc32(head[:8])
+                        pos = off + _HEADER.size
+                        while pos < end:
+                            chunk = os.pread(f.fileno(), min(_READ_CHUNK, end - pos), pos)
+                            if not chunk:
+                                break
+                            crc_now = zlib.crc32(chunk, crc_now)
+                            pos += len(chunk)
+                        ok = pos == end and crc_now == crc
+                if not ok:
+                    # A sample takes more than 8 bytes, so a larger count is not a header at all.
+                    plausible = 0 < samples and samples * 8 < length <= MAX_RECORD_BYTES
+                    torn = DropCounts(samples=samples if plausible else 0, records=1, bytes=file_size - off)
+                    log.warning("remote-write queue %s: segment %s ends in a torn record at byte %d (%d bytes, "
+                                "%d samples), written when the process was killed; it is skipped",
+                                self.dir, seg.path.name, off, torn.bytes, torn.samples)
                     f.truncate(off)
-                break
-            if seg.seq == ack_seq and end <= ack_off:
-                self.acked_in_ack_segment += samples
-            seg.samples += samples
-            off = end
+                    break
+                if seg.seq == ack_seq and end <= ack_off:
+                    self.acked_in_ack_segment += samples
+                    on_boundary = on_boundary or end == ack_off
+                seg.samples += samples
+                off = end
         seg.size = off
+        if not on_boundary:
+            log.warning("remote-write queue %s: the ack position (byte %d of segment %s) is not on a record boundary; "
+                        "the segment is sent again from its start", self.dir, ack_off, seg.path.name)
+            self.ack_pos = (ack_seq, 0)
+            self.acked_in_ack_segment = 0
         return torn
 
     # ------------------------------------------------------------------ writing
@@ -324,27 +356,54 @@ class ShardQueue:
         # either read whole (it is opened once per read) or not found: reading outside the lock is safe.
         payloads: list[bytes] = []
         samples = pos = 0
+        corrupt = False
         try:
             data = seg.read(off, min(size - off, _READ_CHUNK))
             while off + pos < size and pos + _HEADER.size <= len(data):
-                length, n, _ = _HEADER.unpack_from(data, pos)
+                length, n, crc = _HEADER.unpack_from(data, pos)
+                end = pos + _HEADER.size + length
+                if n < 1 or length < 1 or off + end > size:  # the file changed since it was checked
+                    corrupt = True
+                    break
                 if payloads and samples + n > max_samples:
                     break
-                end = pos + _HEADER.size + length
                 if end > len(data):
                     if payloads:
                         break
-                    data = seg.read(off, _HEADER.size + length)  # one record larger than a read
-                payloads.append(data[pos + _HEADER.size:end])
+                    data = seg.read(off, _HEADER.size + length)  # one record larger than a read (bounded by size)
+                    if len(data) < end:
+                        corrupt = True
+                        break
+                payload = data[pos + _HEADER.size:end]
+                if zlib.crc32(payload, zlib.crc32(data[pos:pos + 8])) != crc:
+                    corrupt = True
+                    break
+                payloads.append(payload)
                 samples += n
                 pos = end
                 if samples >= max_samples:
                     break
+            else:
+                corrupt = not payloads and off < size  # a record the file no longer holds
         except FileNotFoundError:
             return None  # dropped: the next call starts at the next segment
+        if corrupt and not payloads:
+            self._drop_corrupt(seg, off)
+            return None
         if not payloads:
             return None
         return Batch(payloads, samples, (seg.seq, start), (seg.seq, off + pos))
+
+    def _drop_corrupt(self, seg: _Segment, off: int) -> None:
+        """The record at ``off`` of ``seg`` no longer checks out: drop the segment's undelivered rest."""
+        with self.queue.lock:
+            if not self.segments or self.segments[0] is not seg:
+                return  # dropped meanwhile
+            dropped = self.drop_oldest_segment()
+        log.warning("remote-write queue %s: segment %s no longer checks out at byte %d (the file changed); its "
+                    "%d undelivered samples are dropped", self.dir, seg.path.name if seg.path else seg.seq, off,
+                    dropped.samples)
+        self.queue.on_drop(dropped, "corrupt_record")
 
     def ack(self, batch: Batch) -> None:
         """``batch`` is delivered (or given up): persist the new position and delete what it frees.
@@ -409,6 +468,15 @@ class ShardQueue:
             self.head = None
 
 
+def _shard_index(name: str) -> int | None:
+    """The index of a directory named ``shard-<n>``; None for any other name and beyond MAX_SHARDS."""
+    digits = name.removeprefix("shard-")
+    if digits == name or not (digits.isascii() and digits.isdigit()) or len(digits) > 3:
+        return None
+    i = int(digits)
+    return i if i < MAX_SHARDS else None
+
+
 class DiskQueue:
     """The shards' queues under one bound of ``max_bytes``; ``path`` None keeps them in memory."""
 
@@ -433,8 +501,7 @@ class DiskQueue:
         n = self._configured_shards
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
-            existing = sorted(int(p.name.removeprefix("shard-")) for p in self.path.glob("shard-*")
-                              if p.name.removeprefix("shard-").isdigit())
+            existing = sorted(i for i in (_shard_index(p.name) for p in self.path.glob("shard-*")) if i is not None)
             on_disk = (max(existing) + 1) if existing else 0
             if on_disk and on_disk != n and any(any(self.path.glob(f"shard-{i}/*{_SEG_SUFFIX}")) for i in existing):
                 log.warning("remote-write queue %s holds data for %d shards; %d shards are configured and take "

@@ -45,13 +45,28 @@ from bridge.api import (
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
 from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
-from integrations.prometheus.scrape import ScrapeLimits, ScrapeResult, Target, TargetScraper, filter_shard, instance_of
+from integrations.prometheus.scrape import (
+    DEFAULT_BODY_SIZE_LIMIT,
+    ScrapeLimits,
+    Target,
+    TargetScraper,
+    filter_shard,
+    instance_of,
+)
 from integrations.prometheus.sharding import shard_from_env
 
 __all__ = ["PLUGIN_ID", "PrometheusIntegration", "PrometheusIntegrationConfig"]
 
 PLUGIN_ID = "monitoring.integration.prometheus"
 log = logging.getLogger("monbridge.prometheus")
+
+
+def _body_size_limit() -> Any:
+    return Field(default=DEFAULT_BODY_SIZE_LIMIT, ge=0, description=(
+        "bytes of a scrape's decompressed body above which the scrape fails (0 = no limit; Prometheus' "
+        "body_size_limit). The default, 64 MiB, is above the largest expositions seen in practice and keeps a "
+        "target's gzip bomb or endless body from taking the agent's memory"))
+
 
 class StaticTargetConfig(PluginConfig):
     job: str = Field(min_length=1, description="the job label of the target's series")
@@ -92,6 +107,7 @@ class ScrapeConfig(PluginConfig):
     label_limit: int = Field(default=0, ge=0)
     label_name_length_limit: int = Field(default=0, ge=0)
     label_value_length_limit: int = Field(default=0, ge=0)
+    body_size_limit: int = _body_size_limit()
     metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     shard: ShardConfig | None = Field(default=None, description="scrape only this shard's targets (default: "
                                                                 "MONBRIDGE_SHARD_INDEX/COUNT or --shard-index/--shard-count)")
@@ -108,6 +124,7 @@ class FederateConfig(PluginConfig):
     match: list[str] = Field(min_length=1, description="series selectors, e.g. '{job=\"node\"}'")
     job: str = Field(default="federate", min_length=1)
     honor_labels: bool = True
+    body_size_limit: int = _body_size_limit()
 
     def federate_url(self) -> str:
         u = urllib.parse.urlsplit(self.url)
@@ -221,7 +238,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                 log.info("scraping shard %d of %d (targets by hashmod of their address)", self._shard[0], self._shard[1])
         for fc in cfg.federate:
             target = Target(fc.federate_url(), {"job": fc.job, "instance": instance_of(fc.url)}, "federate")
-            self._federators.append((fc, TargetScraper(target, honor_labels=fc.honor_labels, honor_timestamps=True)))
+            self._federators.append((fc, TargetScraper(target, limits=ScrapeLimits(body_size_limit=fc.body_size_limit),
+                                                       honor_labels=fc.honor_labels, honor_timestamps=True)))
         self._writers = [RemoteWriter(rw) for rw in cfg.remote_write]
         for w in self._writers:
             await w.start()
@@ -289,7 +307,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         if s is None:
             sc = self.config.scrape if self.config else None
             assert sc is not None
-            limits = ScrapeLimits(sc.sample_limit, sc.label_limit, sc.label_name_length_limit, sc.label_value_length_limit)
+            limits = ScrapeLimits(sc.sample_limit, sc.label_limit, sc.label_name_length_limit, sc.label_value_length_limit,
+                                  sc.body_size_limit)
             s = self._scrapers[target.key] = TargetScraper(target, limits=limits, relabeler=self._relabeler,
                                                            honor_labels=sc.honor_labels,
                                                            honor_timestamps=sc.honor_timestamps)
@@ -308,9 +327,14 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         timeout = cfg.scrape.timeout if cfg.scrape is not None else min(cfg.timeout or cfg.interval, cfg.interval)
         session = self._http()
         start_ns = time.time_ns()
-        results: list[ScrapeResult] = await asyncio.gather(*(s.scrape(session, timeout) for s in scrapers))
+        # Each scrape fails alone: a target's error is its result, never the round's.
+        gathered = await asyncio.gather(*(s.scrape(session, timeout) for s in scrapers), return_exceptions=True)
         out: list[Metric] = []
-        for s, r in zip(scrapers, results, strict=True):
+        for s, r in zip(scrapers, gathered, strict=True):
+            if isinstance(r, BaseException):
+                if isinstance(r, KeyboardInterrupt | SystemExit):
+                    raise r
+                r = s.failed(r)
             out.extend(r.metrics)
             out.extend(s.report(r, start_ns))
             self._count("scrapes", "success" if r.up else (r.failure or "error"))

@@ -295,7 +295,10 @@ class RemoteWriter:
     def _on_queue_drop(self, counts: DropCounts, reason: str) -> None:
         self.dropped[reason] += counts.samples
         held = self._throttle("drop:" + reason)
-        if held is not None:
+        if held is not None and reason != "max_bytes":
+            log.warning("remote write %s (%s): dropped %d queued samples (%d bytes) not yet delivered: %s%s", self.name,
+                        self.url, counts.samples, counts.bytes, reason, _suffix(held))
+        elif held is not None:
             log.warning("remote write %s (%s): queue reached max_bytes=%d: dropped the oldest %d samples (%d bytes) "
                         "not yet delivered%s", self.name, self.url, self.config.queue.max_bytes, counts.samples,
                         counts.bytes, _suffix(held))

@@ -14,7 +14,9 @@ What Prometheus 2.42 does, this does:
   of which fails the whole scrape (``up`` = 0) as Prometheus does;
 * the synthetic series ``up``, ``scrape_duration_seconds``, ``scrape_samples_scraped``,
   ``scrape_samples_post_metric_relabeling``, ``scrape_series_added``;
-* a parse error fails the scrape with its line number in the log; other targets are untouched;
+* ``body_size_limit`` on the decompressed body, read in chunks: a larger (or endless) body fails the scrape;
+* a parse error fails the scrape with its line number in the log; whatever fails one target's
+  scrape (even an error nobody foresaw) fails it alone: other targets are untouched;
 * duplicate series within one scrape: the first is kept, the rest counted.
 
 Counters, gauges, histograms and summaries keep their type: a histogram's ``_bucket`` /
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -39,14 +42,21 @@ from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
 from integrations.prometheus.relabel import Relabeler
 from integrations.prometheus.textparse import ParsedFamily, ParseError, TextParser, go_float
 
-__all__ = ["ACCEPT_HEADER", "ScrapeLimits", "ScrapeResult", "Target", "TargetScraper", "instance_of"]
+__all__ = ["ACCEPT_HEADER", "DEFAULT_BODY_SIZE_LIMIT", "ScrapeLimits", "ScrapeResult", "Target", "TargetScraper", "instance_of"]
 
 log = logging.getLogger("monbridge.prometheus.scrape")
 
 #: What Prometheus 2.42 sends: OpenMetrics preferred, then the text format.
 ACCEPT_HEADER = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
                  "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
-_LARGE_BODY = 256 * 1024  # parsed in a worker thread above this size, so the loop stays responsive
+# Bodies above this size are parsed in a worker thread, so the event loop stays responsive: the
+# parser is linear, and at most this much text costs a few milliseconds of loop time.
+_LARGE_BODY = 32 * 1024
+#: ``body_size_limit``'s default: 64 MiB of decompressed exposition. Prometheus' default is 0 (no
+#: limit), which lets one target's gzip bomb or endless body take the agent's memory; the largest
+#: expositions seen in practice (kube-state-metrics of a large cluster) stay well below it.
+DEFAULT_BODY_SIZE_LIMIT = 64 << 20
+_READ_CHUNK = 256 * 1024
 
 G, C = MetricKind.GAUGE, MetricKind.COUNTER
 
@@ -84,6 +94,7 @@ class ScrapeLimits:
     label_limit: int = 0
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
+    body_size_limit: int = DEFAULT_BODY_SIZE_LIMIT  # decompressed bytes; 0 = no limit
 
 
 class ScrapeFailed(Exception):
@@ -166,6 +177,7 @@ class TargetScraper:
         self.honor_labels = honor_labels
         self.honor_timestamps = honor_timestamps
         self.parser = TextParser()
+        self._converting = threading.Lock()  # a conversion still running in a thread when the next starts
         self._resolved: dict[str, _Resolved | None] = {}
         self._idents: dict[tuple[str, tuple[tuple[str, str], ...]], _Ident] = {}
         self._previous: set[_Ident] = set()
@@ -187,13 +199,16 @@ class TargetScraper:
                     if resp.status != 200:
                         why = f"server returned HTTP status {resp.status} {resp.reason or ''}".rstrip()
                         raise ScrapeFailed("http_status", why)
-                    body = await resp.read()
+                    body = await self._read_body(resp)
                     ctype = resp.headers.get("Content-Type", "")
             openmetrics = ctype.startswith("application/openmetrics-text")
-            if len(body) > _LARGE_BODY:
-                metrics, stats = await asyncio.to_thread(self.convert, body, openmetrics, start_ns)
+            if len(body) <= _LARGE_BODY and self._converting.acquire(blocking=False):
+                try:
+                    metrics, stats = self._convert(body, openmetrics, start_ns)
+                finally:
+                    self._converting.release()
             else:
-                metrics, stats = self.convert(body, openmetrics, start_ns)
+                metrics, stats = await asyncio.to_thread(self.convert, body, openmetrics, start_ns)
         except ScrapeFailed as e:
             return self._failed(e.reason, str(e), t0)
         except ParseError as e:
@@ -204,25 +219,52 @@ class TargetScraper:
             return self._failed("http", f"{type(e).__name__}: {e}", t0)
         except OSError as e:
             return self._failed("http", f"{type(e).__name__}: {e}", t0)
+        except Exception as e:  # noqa: BLE001 - whatever one target makes go wrong fails its scrape alone
+            return self.failed(e, t0)
         duration = time.perf_counter() - t0
         if self.last_error is not None:
             log.info("scrape of %s (job %s) recovered", self.target.url, self.target.job)
             self.last_error = None
         return ScrapeResult(self.target, metrics, True, duration, *stats)
 
-    def _failed(self, reason: str, message: str, t0: float) -> ScrapeResult:
+    async def _read_body(self, resp: Any) -> bytearray:
+        """The response body, decompressed, read in chunks and refused past ``body_size_limit``
+        (before more than one chunk beyond it is held, however large or endless the body)."""
+        limit = self.limits.body_size_limit
+        body = bytearray()
+        while chunk := await resp.content.read(_READ_CHUNK):
+            body += chunk
+            if limit and len(body) > limit:
+                raise ScrapeFailed("body_size_limit", f"body_size_limit exceeded: the response body (decompressed) "
+                                                      f"is larger than {limit} bytes")
+        return body
+
+    def failed(self, exc: BaseException, t0: float | None = None) -> ScrapeResult:
+        """The result of a scrape that raised ``exc``, an error no check foresaw: up=0 for this target
+        alone, logged with its traceback once."""
+        return self._failed("error", f"{type(exc).__name__}: {exc}", time.perf_counter() if t0 is None else t0, exc)
+
+    def _failed(self, reason: str, message: str, t0: float, exc: BaseException | None = None) -> ScrapeResult:
         if message != self.last_error:
-            log.warning("scrape of %s (job %s) failed: %s; up=0 for this target", self.target.url, self.target.job, message)
+            log.warning("scrape of %s (job %s) failed: %s; up=0 for this target", self.target.url, self.target.job, message,
+                        exc_info=exc)
         self.last_error = message
         self._previous = set()
         return ScrapeResult(self.target, [], False, time.perf_counter() - t0, error=message, failure=reason)
 
     # ------------------------------------------------------------------ converting
 
-    def convert(self, body: bytes | str, openmetrics: bool, start_ns: int) -> tuple[list[Metric], tuple[int, int, int, int]]:
+    def convert(self, body: bytes | bytearray | str, openmetrics: bool,
+                start_ns: int) -> tuple[list[Metric], tuple[int, int, int, int]]:
         """Parse ``body`` and return (metrics, (scraped, post-relabel, series added, duplicates)).
         Raises ParseError or ScrapeFailed (limits) for a failed scrape. The Metric objects are
-        this target's own and are updated by its next convert: record them before that."""
+        this target's own and are updated by its next convert: record them before that. One
+        conversion of a target at a time (a thread may still run one when the next scrape comes)."""
+        with self._converting:
+            return self._convert(body, openmetrics, start_ns)
+
+    def _convert(self, body: bytes | bytearray | str, openmetrics: bool,
+                 start_ns: int) -> tuple[list[Metric], tuple[int, int, int, int]]:
         families = self.parser.parse(body, openmetrics)
         scrape_ms = start_ns // 1_000_000
         default_ns = scrape_ms * 1_000_000

@@ -30,6 +30,11 @@ The grammar is that of Prometheus' ``model/textparse`` (``promlex.l`` + ``prompa
   out-of-range literals such as ``1e400``); label values and HELP must be valid UTF-8;
   exemplars only on samples named ``*_total`` or ``*_bucket``.
 
+Every step is linear in the body, whatever it holds (a scrape target is a peer like any other):
+the regexes are possessive, so no run of digits or characters is ever taken back and tried again; a
+text label value over many lines is joined once; timestamps are read after their leading zeros,
+at most 19 digits. ``ParseError`` is the only error a body raises.
+
 Families (Prometheus itself has none; they are our grouping): samples are grouped under the
 family of the ``# TYPE`` / ``# HELP`` / ``# UNIT`` line in force when their name is that family's
 name plus a suffix allowed for its type (``_bucket``, ``_sum``, ``_count``, ``_created`` ...);
@@ -73,7 +78,9 @@ class ParsedFamily:
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
-_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Possessive quantifiers and no two adjacent runs that can take the same digits: the regex engine
+# never backtracks into a run, so a long run of digits costs linear time whether it matches or not.
+_GO_DECIMAL = re.compile(r"[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+")
 _INF = float("inf")
 _GO_SPECIAL = {"inf": _INF, "+inf": _INF, "-inf": -_INF, "infinity": _INF, "+infinity": _INF,
                "-infinity": -_INF, "nan": float("nan")}
@@ -150,6 +157,7 @@ class _NeedMore(Exception):
 
 
 _STOP = object()  # text format: a NUL byte where an entry starts ends the body
+_SKIP = ("skip",)  # cached for a line that is no entry (blank, or a comment): skipped at once when seen again
 
 
 def _skip_ws(s: str, i: int) -> int:
@@ -174,8 +182,10 @@ def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
     ``"(\\\\.|[^\\\\"])*"``, ``.`` being anything but a newline; a text line without the closing
     quote may go on on the next line (OpenMetrics lines never hold a newline)."""
     j = i + 1
+    q = -1
     while True:
-        q = s.find('"', j)
+        if q < j:  # found once per closing-quote candidate: escapes before it do not scan again
+            q = s.find('"', j)
         if q < 0:
             if has_nl and not om:
                 raise _NeedMore
@@ -186,6 +196,27 @@ def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
         if s[b + 1] == "\n":
             raise _Invalid(b, f"backslash before a newline in label value {_quote(s[i:b])}")
         j = b + 2
+
+
+_QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
+# Text format: one ``name = "value"`` pair and the blanks after it, as the lexer takes it (a raw newline
+# may be in the value, a backslash before one may not). Possessive throughout: linear, match or not.
+_TEXT_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+"((?:[^"\\]++|\\.)*+)"[ \t]*+')
+
+
+def _quoted_after(line: str, quoted: bool) -> bool:
+    """Whether a quoted label value is open at the end of ``line``, given whether one was at its start
+    (the lexer's rule ``"(\\\\.|[^\\\\"])*"``; a backslash at the end escapes the newline after it)."""
+    skip = -1
+    for m in _QUOTE_OR_BACKSLASH.finditer(line):
+        p = m.start()
+        if p == skip:
+            continue
+        if m.group() == '"':
+            quoted = not quoted
+        elif quoted:
+            skip = p + 1
+    return quoted
 
 
 def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str = "label set",
@@ -211,10 +242,17 @@ def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str =
         i = _skip_ws(s, i)
         if i < len(s) and s[i] == "}":
             return i + 1, pairs
-        m = _LABEL_NAME.match(s, i)
-        if m is None:
-            raise _Invalid(i, f"expected label name or right brace in {where}, got {_token_at(s, i)}")
-        i = _skip_ws(s, _label_value(s, m, False, has_nl, bad_utf8, pairs))
+        p = _TEXT_PAIR.match(s, i)
+        if p is not None:  # a well-formed pair in one step; anything else is read below, and its error said
+            if bad_utf8:
+                _check_utf8(p.group(2), p.start(2) - 1, "label value")
+            pairs.append(p.group(1, 2))
+            i = p.end()
+        else:
+            m = _LABEL_NAME.match(s, i)
+            if m is None:
+                raise _Invalid(i, f"expected label name or right brace in {where}, got {_token_at(s, i)}")
+            i = _skip_ws(s, _label_value(s, m, False, has_nl, bad_utf8, pairs))
         if i < len(s) and s[i] == ",":  # a comma is optional, a trailing one allowed
             i += 1
 
@@ -240,11 +278,11 @@ def _label_value(s: str, name: re.Match[str], om: bool, has_nl: bool, bad_utf8: 
 def _check_label_names(pairs: list[tuple[str, str]], pos: int) -> None:
     """Prometheus fails a scrape whose sample repeats a label name (``__name__`` included)."""
     if pairs:
-        names = [k for k, _ in pairs]
-        names.append("__name__")
-        if len(set(names)) != len(names):
-            dup = next(k for k in names if names.count(k) > 1)
-            raise _Invalid(pos, f"label name {dup!r} is not unique")
+        seen = {"__name__"}
+        for k, _ in pairs:
+            if k in seen:
+                raise _Invalid(pos, f"label name {k!r} is not unique")
+            seen.add(k)
 
 
 def _check_utf8(text: str, pos: int, what: str) -> None:
@@ -323,9 +361,11 @@ def _entry_text(s: str, has_nl: bool, bad_utf8: bool) -> tuple | object | None:
             t += 1
         if t == k:
             raise _Invalid(k, f"expected timestamp or end of line, got {_token_at(s, k)}")
-        ts = int(s[k:t])
-        if ts > _INT64_MAX:
+        digits = s[k:t].lstrip("0")
+        # int64: at most 19 significant digits (also keeps int() off inputs beyond its digit limit)
+        if len(digits) > 19 or (digits and int(digits) > _INT64_MAX):
             raise _Invalid(k, f"timestamp out of range: {_quote(s[k:t])}")
+        ts = int(digits) if digits else 0
         t2 = _skip_ws(s, t)
         if t2 < n:
             raise _Invalid(t2, f"expected end of line after timestamp, got {_token_at(s, t2)}")
@@ -461,7 +501,7 @@ class TextParser:
         self._meta: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         self._templates: list[_Template | None] = [None, None]
 
-    def parse(self, body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:
+    def parse(self, body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:
         """Parse one scraped body; raises ParseError when Prometheus would fail the scrape."""
         bad_utf8 = False
         if isinstance(body, str):
@@ -516,8 +556,10 @@ class TextParser:
             ent = get(head)
             ts = None
             if ent is None:
-                if line[:1] == "#":
+                if not line or line[:1] == "#":
                     m = meta_get(line)
+                    if m is _SKIP:
+                        continue
                     if m is not None and m[0] == "meta":  # a HELP, TYPE or UNIT line seen before
                         _, kind, fam_name, text, ctx = m  # ctx: the context after a TYPE, or of a new family
                         fam = families.get(fam_name)
@@ -586,9 +628,11 @@ class TextParser:
                 m, extra = self._entry(entry_of, line, True, bad_utf8, it, last, lineno)
                 if extra:
                     last = None if extra < 0 else last
-                elif m is not None and m is not _STOP and m[0] == "meta":
+                elif m is None:
+                    meta[line] = _SKIP
+                elif m is not _STOP and m[0] == "meta":
                     meta[line] = (*m, f"{m[3] if m[1] == 'TYPE' else default_type} {m[2]}")
-            if m is None:
+            if m is None or m is _SKIP:
                 continue
             if m is _STOP:
                 return out
@@ -620,21 +664,32 @@ class TextParser:
         how many extra lines it took (-1 when it took ``last``)."""
         s = line
         extra = 0
+        parts = [line]
+        quoted: bool | None = None
         while True:
             try:
                 return entry_of(s, has_nl, bad_utf8), extra
             except _NeedMore:
-                nxt = next(it, None)
-                if nxt is not None:
-                    s += "\n" + nxt
-                    extra += 1
-                    continue
-                if last:
-                    s += "\n" + last
-                    has_nl = False
-                    extra = -1
-                    continue
-                raise ParseError(lineno, f"label value opened on this line never closed: {_quote(line)}") from None
+                # Take at once every line up to the first newline outside a quoted value, found in one
+                # pass over them; parsing the entry again for each line added would be quadratic.
+                if quoted is None:
+                    quoted = _quoted_after(line, False)
+                added = len(parts)
+                while has_nl:
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        extra += 1
+                    elif last:
+                        nxt, has_nl, extra = last, False, -1
+                    else:
+                        break
+                    parts.append(nxt)
+                    quoted = _quoted_after(nxt, quoted)
+                    if not quoted:
+                        break
+                if len(parts) == added:
+                    raise ParseError(lineno, f"label value opened on this line never closed: {_quote(line)}") from None
+                s = "\n".join(parts)
             except _Invalid as e:
                 raise ParseError(lineno + s.count("\n", 0, e.pos), e.message) from None
 
@@ -820,6 +875,6 @@ class _Template:
         return samples
 
 
-def parse(body: bytes | str, openmetrics: bool = False) -> list[ParsedFamily]:
+def parse(body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:
     """Parse one body with no cache kept (see TextParser for repeated scrapes)."""
     return TextParser().parse(body, openmetrics)

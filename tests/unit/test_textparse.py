@@ -153,6 +153,39 @@ def test_go_float_refuses_what_go_refuses(text):
         go_float(text)
 
 
+@pytest.mark.parametrize(("text", "value"), [
+    ("0" * 5000 + "1", 1.0), ("1" + "0" * 300, 1e300), ("0." + "0" * 5000 + "1e5000", 0.1), ("9" * 300, 1e300),
+])
+def test_go_float_reads_long_digit_runs(text, value):
+    assert go_float(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["1" * 20_000 + "x", "1" * 400, "1." + "1" * 20_000 + "e", "." * 2 + "1" * 20_000])
+def test_go_float_refuses_long_digit_runs(text):
+    with pytest.raises(ValueError):
+        go_float(text)
+
+
+@pytest.mark.parametrize(("body", "ts"), [(b"a 1 " + b"0" * 5000 + b"42\n", 42), (b"a 1 9223372036854775807\n", 2**63 - 1)])
+def test_timestamps_read_past_leading_zeros(body, ts):
+    assert parse(body)[0].samples[0][3] == ts
+
+
+@pytest.mark.parametrize("digits", [b"9223372036854775808", b"1" * 20, b"1" * 5000])
+def test_timestamps_beyond_int64_are_parse_errors(digits):
+    with pytest.raises(ParseError, match="line 2: timestamp out of range"):
+        parse(b"a 1\na 1 " + digits + b"\n")
+
+
+def test_label_values_over_many_lines_read_in_one_pass():
+    body = b"a{" + b",".join(b'l%d="x\ny"' % i for i in range(2000)) + b"} 1\nb 2\n"
+    fams = parse(body)
+    assert [f.name for f in fams] == ["a", "b"] and len(fams[0].samples[0][1]) == 2000
+    assert fams[0].samples[0][1][-1] == ("l1999", "x\ny")
+    with pytest.raises(ParseError, match="line 1: label value opened on this line never closed"):
+        parse(b'a{b="x\n' + b"y\n" * 100)
+
+
 def test_bytes_and_str_parse_alike():
     for case in cases():
         if "error_line" not in expected(case):
