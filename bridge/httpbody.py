@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,15 +173,26 @@ def nesting_exceeds(data: bytes, max_depth: int) -> bool:
     return bool(brackets)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(data: bytes, max_depth: int = 32, where: str = "body") -> Any:
     """``data`` as JSON (no NaN, Infinity or numbers out of a float's range, at most ``max_depth``
     levels); else BodyError."""
     if nesting_exceeds(data, max_depth):
         raise BodyError(400, "too_deep", f"{where}: JSON nested deeper than the limit of {max_depth} levels")
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
+        doc = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
     except ValueError as e:
         raise BodyError(400, "bad_json", f"{where}: not valid JSON: {str(e)[:200]}") from None
+    if _SURROGATE_ESCAPE.search(data) is not None:
+        # JSON may escape half of a surrogate pair alone; such a string is no Unicode text and
+        # fails wherever it is encoded later (a fingerprint, a file, a notification).
+        try:
+            json.dumps(doc, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BodyError(400, "bad_json", f"{where}: a string holds an unpaired surrogate (\\ud800-\\udfff)") from None
+    return doc
 
 
 def decode_json(data: bytes, limits: BodyLimits, convert: Callable[[Any], T] | None = None) -> Any:
