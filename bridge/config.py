@@ -223,7 +223,7 @@ class _Reader:
             mark = e.problem_mark or e.context_mark
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
             hint = ""
-            if mark is not None and "${" in self.text.split("\n", mark.line + 1)[mark.line]:
+            if mark is not None and "${" in (self.text.split("\n", mark.line + 1)[mark.line:] or [""])[0]:
                 hint = " (inside {...} or [...], quote a value holding ${...}: '${VAR}')"
             raise _Fatal(_Issue(None, None, f"{where}not valid YAML/JSON: {e.problem or e.context}{hint}")) from None
         except yaml.reader.ReaderError as e:

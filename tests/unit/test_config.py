@@ -250,6 +250,7 @@ def test_fuzz_corpus_inputs_are_located_config_errors(registry):
     assert found["complex-key.yaml"] == ["line 4: plugins[0].config: a mapping key must be a string, not a list"]
     assert found["float-empty-tag.yaml"] == ["line 2: server.listen: not a valid !!float value"]
     assert found["recursive-alias.yaml"] == ["line 1: a[0]: alias *a does not name an anchor (&a) completed before it"]
+    assert found["unclosed-flow.yaml"] == ["line 2, column 1: not valid YAML/JSON: did not find expected node content"]
     assert found["alias-bomb.yaml"] == [f"line 5: e[0]: the config holds more than {MAX_VALUES} values (*d repeats "
                                         "7381), aliases counted as the values they repeat"]
 
