@@ -16,7 +16,6 @@ secret. :class:`ConfigError` is the only error that loading raises.
 from __future__ import annotations
 
 import collections.abc
-import copy
 import difflib
 import json
 import os
@@ -158,7 +157,6 @@ _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: fast, bounded depth
 _SCALARS = SafeConstructor()
-_VAR = re.compile(r"\$\$|\$\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NO_KEY = object()
 _MERGE_KEY = object()
@@ -300,9 +298,7 @@ class _Reader:
         if is_key and isinstance(value, (dict, list)):
             raise _Fatal(_Issue(line, loc, f"a mapping key must be a string, not *{anchor}"))
         self._count(size, line, loc, f" (*{anchor} repeats {size})")
-        if isinstance(value, (dict, list)):
-            value = copy.deepcopy(value)  # each place gets its own copy (bounded by MAX_VALUES)
-        return value, size
+        return _copy(value), size  # each place gets its own copy (bounded by MAX_VALUES)
 
     def _scalar(self, loader: Any, stack: list[_Collection], ev: Any, line: int) -> Any:
         is_key = bool(stack) and stack[-1].key is _NO_KEY and isinstance(stack[-1].value, dict)
@@ -373,53 +369,86 @@ class _Reader:
         return out
 
     def _substitute(self, value: str, line: int, loc: _Loc) -> str:
-        """``value`` with each ``${...}`` replaced and ``$$`` made ``$``; the result is never parsed again."""
+        """``value`` with each ``${...}`` replaced and ``$$`` made ``$`` (one pass, linear in its
+        length); the result is never parsed again. The first bad reference is an issue."""
         if "$" not in value:
             return value
+        out = []
+        i = 0
+        while (k := value.find("$", i)) >= 0:
+            out.append(value[i:k])
+            if value.startswith("$$", k):
+                out.append("$")
+                i = k + 2
+            elif value.startswith("${", k):
+                end = value.find("}", k + 2)
+                if end < 0:
+                    self.issues.append(_Issue(line, loc, "${ without its closing } (write $$ for a literal $)"))
+                    return ""
+                resolved = self._resolve(value[k + 2:end], line, loc)
+                if resolved is None:
+                    return ""
+                out.append(resolved)
+                i = end + 1
+            else:
+                out.append("$")
+                i = k + 1
+        out.append(value[i:])
+        return "".join(out)
 
-        def repl(m: re.Match[str]) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            expr = m.group(1)
-            if expr.startswith("file:"):
-                return self._file(expr[5:], line, loc)
-            if expr.startswith("env:"):
-                expr = expr[4:]
-            name, sep, default = expr.partition(":-")
-            if not _NAME.fullmatch(name):
-                self.issues.append(_Issue(line, loc, f"${{{expr}}}: expected ${{NAME}}, ${{NAME:-default}}, "
-                                                     "${env:NAME} or ${file:/path} (write $$ for a literal $)"))
-                return ""
-            val = self.env.get(name)
-            if val is None or (sep and val == ""):
-                if sep:
-                    return default
-                self.issues.append(_Issue(line, loc, f"environment variable {name} is not set (use "
-                                                     f"${{{name}:-default}} to give a default)"))
-                return ""
-            return val
+    def _resolve(self, expr: str, line: int, loc: _Loc) -> str | None:
+        """The value of one ``${expr}``, or None (and an issue) when it has none."""
+        if expr.startswith("file:"):
+            return self._file(expr[5:], line, loc)
+        if expr.startswith("env:"):
+            expr = expr[4:]
+        name, sep, default = expr.partition(":-")
+        if not _NAME.fullmatch(name):
+            self.issues.append(_Issue(line, loc, f"${{{_clip(expr)}}}: expected ${{NAME}}, ${{NAME:-default}}, "
+                                                 "${env:NAME} or ${file:/path} (write $$ for a literal $)"))
+            return None
+        val = self.env.get(name)
+        if val is None or (sep and val == ""):
+            if sep:
+                return default
+            self.issues.append(_Issue(line, loc, f"environment variable {_clip(name)} is not set (use "
+                                                 f"${{{_clip(name)}:-default}} to give a default)"))
+            return None
+        return val
 
-        return _VAR.sub(repl, value)
-
-    def _file(self, path: str, line: int, loc: _Loc) -> str:
+    def _file(self, path: str, line: int, loc: _Loc) -> str | None:
         try:
             if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device could block or never end
-                self.issues.append(_Issue(line, loc, f"${{file:{path}}}: not a regular file"))
-                return ""
+                self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: not a regular file"))
+                return None
             with open(path, "rb") as f:
                 data = f.read(MAX_CONFIG_BYTES + 1)
         except (OSError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) else "not a valid path"
-            self.issues.append(_Issue(line, loc, f"${{file:{path}}}: cannot read: {why}"))
-            return ""
+            self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: cannot read: {why}"))
+            return None
         if len(data) > MAX_CONFIG_BYTES:
-            self.issues.append(_Issue(line, loc, f"${{file:{path}}}: larger than {MAX_CONFIG_BYTES} bytes"))
-            return ""
+            self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: larger than {MAX_CONFIG_BYTES} bytes"))
+            return None
         try:
             return data.decode("utf-8").rstrip("\n")
         except UnicodeDecodeError:
-            self.issues.append(_Issue(line, loc, f"${{file:{path}}}: not UTF-8 text"))
-            return ""
+            self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: not UTF-8 text"))
+            return None
+
+
+def _clip(text: str, most: int = 60) -> str:
+    """``text`` (a name or path from the file) cut short for a message."""
+    return text if len(text) <= most else text[:most] + "..."
+
+
+def _copy(value: Any) -> Any:
+    """A copy of the mappings and lists of a read value (its scalars are immutable)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
 
 
 def _decode(data: bytes | str) -> str:

@@ -137,6 +137,14 @@ def test_keys_and_comments_are_not_substituted(registry):
     assert echo(registry, body, {"A": "1"}).values == {"${A}": "1", "b": "x # 1", "c": "#1"}
 
 
+def test_bad_references_are_located_and_clipped(registry):
+    assert errors(registry, "server:\n  listen: 'a ${B'\n") == [
+        "line 2: server.listen: ${ without its closing } (write $$ for a literal $)"]
+    assert errors(registry, "server:\n  listen: '${" + "x y" * 100 + "}'\n") == [
+        "line 2: server.listen: ${" + ("x y" * 20)[:60] + "...}: expected ${NAME}, ${NAME:-default}, ${env:NAME} or "
+        "${file:/path} (write $$ for a literal $)"]
+
+
 def test_file_substitution_refuses_what_is_not_a_regular_file(registry, tmp_path):
     msgs = errors(registry, f"server: {{listen: '${{file:{tmp_path}}}'}}\n")
     assert msgs == [f"line 1: server.listen: ${{file:{tmp_path}}}: not a regular file"]
@@ -250,6 +258,8 @@ def test_fuzz_corpus_inputs_are_located_config_errors(registry):
     assert found["complex-key.yaml"] == ["line 4: plugins[0].config: a mapping key must be a string, not a list"]
     assert found["float-empty-tag.yaml"] == ["line 2: server.listen: not a valid !!float value"]
     assert found["recursive-alias.yaml"] == ["line 1: a[0]: alias *a does not name an anchor (&a) completed before it"]
+    assert found["unclosed-references.yaml"] == ["line 2: server.listen: ${ without its closing } (write $$ for a "
+                                                 "literal $)"]
     assert found["unclosed-flow.yaml"] == ["line 2, column 1: not valid YAML/JSON: did not find expected node content"]
     assert found["alias-bomb.yaml"] == [f"line 5: e[0]: the config holds more than {MAX_VALUES} values (*d repeats "
                                         "7381), aliases counted as the values they repeat"]
