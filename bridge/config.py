@@ -152,11 +152,12 @@ MAX_NUMBER_CHARS = 100
 
 _Loc = tuple[Any, ...]
 _TAG = "tag:yaml.org,2002:"
-_STR, _INT, _MERGE, _TIMESTAMP = _TAG + "str", _TAG + "int", _TAG + "merge", _TAG + "timestamp"
+_STR, _MERGE, _TIMESTAMP = _TAG + "str", _TAG + "merge", _TAG + "timestamp"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: fast, bounded depth
 _SCALARS = SafeConstructor()
+_IMPLICIT_FIRST = frozenset(yaml.SafeLoader.yaml_implicit_resolvers)  # first characters of non-strings
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NO_KEY = object()
 _MERGE_KEY = object()
@@ -239,12 +240,15 @@ class _Reader:
         while loader.check_event():
             ev = loader.get_event()
             line = ev.start_mark.line + 1
-            if isinstance(ev, yaml.DocumentStartEvent):
+            kind = type(ev)
+            if kind is yaml.ScalarEvent:  # the most common event first
+                value, size, anchor = self._scalar(loader, stack, ev, line), 1, ev.anchor
+            elif isinstance(ev, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
                     raise _Fatal(_Issue(line, None, "a second YAML document (a config is one document)"))
                 continue
-            if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 c = stack.pop()
                 value: Any = self._merged(c) if c.merges else c.value
                 size, anchor = c.size, c.anchor
@@ -261,8 +265,6 @@ class _Reader:
             elif isinstance(ev, yaml.AliasEvent):
                 value, size = self._alias(stack, ev.anchor or "", line)
                 anchor = None
-            elif isinstance(ev, yaml.ScalarEvent):
-                value, size, anchor = self._scalar(loader, stack, ev, line), 1, ev.anchor
             else:  # stream start and end, document end
                 continue
             if anchor is not None:
@@ -306,9 +308,12 @@ class _Reader:
         self._count(1, line, loc, "")
         tag = ev.tag
         if tag is None or tag == "!":
-            if not ev.implicit[0]:  # quoted
-                return ev.value if is_key else self._substitute(ev.value, line, loc)
-            tag = loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+            text = ev.value
+            if not ev.implicit[0] or text[:1] not in _IMPLICIT_FIRST:  # quoted, or plain and surely a string
+                return text if is_key else self._substitute(text, line, loc)
+            if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0") and len(text) <= MAX_NUMBER_CHARS:
+                return int(text)  # the common number, without PyYAML's resolver and constructor
+            tag = loader.resolve(yaml.ScalarNode, text, ev.implicit)
             if tag == _MERGE and is_key:
                 return _MERGE_KEY
             if tag in (_TIMESTAMP, _MERGE):
@@ -323,8 +328,6 @@ class _Reader:
         if len(ev.value) > MAX_NUMBER_CHARS:
             self.issues.append(_Issue(line, loc, f"{short} value longer than {MAX_NUMBER_CHARS} characters"))
             return None
-        if tag == _INT and ev.value.isdigit() and (ev.value[0] != "0" or ev.value == "0"):
-            return int(ev.value)  # the common case, without PyYAML's general constructor
         try:
             return SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
         except Exception:  # noqa: BLE001 - PyYAML's constructors raise what they happen to raise
