@@ -236,12 +236,12 @@ class _Reader:
     def _events(self, loader: Any) -> Any:
         stack: list[_Collection] = []
         root: Any = _NO_KEY
+        value: Any
         documents = 0
         while loader.check_event():
             ev = loader.get_event()
             line = ev.start_mark.line + 1
-            kind = type(ev)
-            if kind is yaml.ScalarEvent:  # the most common event first
+            if type(ev) is yaml.ScalarEvent:  # the most common event first
                 value, size, anchor = self._scalar(loader, stack, ev, line), 1, ev.anchor
             elif isinstance(ev, yaml.DocumentStartEvent):
                 documents += 1
@@ -250,7 +250,7 @@ class _Reader:
                 continue
             elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 c = stack.pop()
-                value: Any = self._merged(c) if c.merges else c.value
+                value = self._merged(c) if c.merges else c.value
                 size, anchor = c.size, c.anchor
             elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 loc = self._place(stack, line, "a mapping" if isinstance(ev, yaml.MappingStartEvent) else "a list")
