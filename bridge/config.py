@@ -215,9 +215,12 @@ class _Reader:
         self.values = 0
 
     def read(self) -> Any:
-        loader = _LOADER(self.text)
         try:
-            return self._events(loader)
+            loader = _LOADER(self.text)  # PyYAML's own reader checks the characters here
+            try:
+                return self._events(loader)
+            finally:
+                loader.dispose()
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -230,8 +233,6 @@ class _Reader:
             raise _Fatal(_Issue(line, None, f"not valid YAML/JSON: {e.reason}")) from None
         except yaml.YAMLError as e:
             raise _Fatal(_Issue(None, None, f"not valid YAML/JSON: {e}")) from None
-        finally:
-            loader.dispose()
 
     def _events(self, loader: Any) -> Any:
         stack: list[_Collection] = []
