@@ -373,3 +373,11 @@ def test_an_unset_variable_is_reported_once(registry):
         "line 4: pipeline.cardinality_limit: environment variable LIMIT is not set (use ${LIMIT:-default} to give a "
         "default)",
     ]
+
+
+def test_a_flood_of_problems_lists_the_first_ones_by_line_and_counts_the_rest(registry):
+    text = "server:\n" + "".join(f"  k{i}: 1\n" for i in range(250))
+    msgs = errors(registry, text)
+    assert len(msgs) == 201 and msgs[-1] == "... and 50 more problems"
+    assert msgs[0] == "line 2: server.k0: unknown key (expected one of: listen, tls, auth)"
+    assert msgs[199] == "line 201: server.k199: unknown key (expected one of: listen, tls, auth)"
