@@ -1,18 +1,28 @@
 """Configuration: one YAML or JSON file, variable substitution, typed models, errors that say where.
 
+The document is parsed first; then, in every string value (not in keys, not in comments),
 ``${VAR}``, ``${VAR:-default}``, ``${env:VAR}`` and ``${file:/path}`` (a Kubernetes secret
-mount, say) are substituted before parsing, as the OpenTelemetry Collector does; ``$$`` is a
-literal ``$``. Each plugin's ``config`` is validated against its plugin's model. Every error
-names the file, the line, the path inside it (``plugins[1].config.interval``) and what was
-expected, and never the offending value: it may be a secret.
+mount, say) are replaced, and ``$$`` is a literal ``$``. What is substituted is a string and is
+never parsed as YAML: a secret holding ``#``, ``*``, ``!``, ``&`` or a newline stays one value.
+A typed field converts it as pydantic's lax mode does (``port: ${PORT}`` with ``PORT=9464`` is
+the integer 9464, ``enabled: ${ON}`` takes true/false/1/0); a field that takes any type keeps
+the string. Each plugin's ``config`` is validated against its plugin's model. The file is
+bounded (``MAX_CONFIG_BYTES``, ``MAX_DEPTH``, ``MAX_VALUES``), every problem is reported,
+sorted by line, each naming the file, the line, the path inside it
+(``plugins[1].config.interval``) and what was expected, never the offending value: it may be a
+secret. :class:`ConfigError` is the only error that loading raises.
 """
 
 from __future__ import annotations
 
-import functools
+import collections.abc
+import difflib
 import json
 import os
 import re
+import stat
+import types
+import typing
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +33,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
+from yaml.constructor import SafeConstructor
 
 from bridge.alerting.settings import AlertingSettings
 from bridge.api import PluginType
@@ -148,100 +159,341 @@ class LoadedConfig:
         return [p for p in self.model.plugins if p.enabled]
 
 
-# ---------------------------------------------------------------------------- substitution
+# ---------------------------------------------------------------------------- reading the document
 
-_VAR = re.compile(r"\$\$|\$\{([^}]*)\}")
+MAX_CONFIG_BYTES = 1 << 20
+"""A larger config file is refused (a real one is a few KB)."""
+MAX_DEPTH = 64
+"""The deepest nesting of mappings and lists."""
+MAX_VALUES = 10_000
+"""The most values (scalars, mappings, lists) a document holds, each alias (``*name``) counted
+as the values it repeats. A YAML "billion laughs" (aliases of aliases, repeating one value
+billions of times from a few hundred bytes) is refused at the alias that crosses it, before
+anything is built, as go-yaml and SnakeYAML bound alias expansion; the bound also keeps the
+time a config costs to read under about a tenth of a second."""
+MAX_ISSUES_SHOWN = 200
+"""The most problems one error message lists (the rest are counted)."""
+MAX_NUMBER_CHARS = 100
+"""The longest number (a 1:30:00 base-60 integer costs quadratic time in its length)."""
+
+_Loc = tuple[Any, ...]
+_TAG = "tag:yaml.org,2002:"
+_STR, _MERGE, _TIMESTAMP = _TAG + "str", _TAG + "merge", _TAG + "timestamp"
+_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
+_COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: fast, bounded depth
+_SCALARS = SafeConstructor()
+_IMPLICIT_FIRST = frozenset(yaml.SafeLoader.yaml_implicit_resolvers)  # first characters of non-strings
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NO_KEY = object()
+_MERGE_KEY = object()
 
 
-def _comment_start(line: str) -> int | None:
-    """Where a YAML comment starts in ``line`` (a ``#`` at the start or after white space,
-    outside quotes), or None."""
-    quote = ""
-    prev = " "
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote and not (quote == '"' and prev == "\\"):
-                quote = ""
-        elif ch in "\"'" and (prev in " \t[{:,-" or i == 0):
-            quote = ch
-        elif ch == "#" and prev in " \t":
-            return i
-        prev = ch
-    return None
+@dataclass(frozen=True)
+class _Issue:
+    line: int | None
+    loc: _Loc | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return where + (f"{format_path(self.loc)}: " if self.loc is not None else "") + self.message
 
 
-def substitute(text: str, source: str, env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    issues: list[str] = []
+class _Fatal(Exception):
+    """The document cannot be read any further."""
 
-    def repl(m: re.Match[str], offset: int) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        expr = m.group(1)
-        line = text.count("\n", 0, offset) + 1
-        if expr.startswith("file:"):
-            path = expr[5:]
+    def __init__(self, issue: _Issue) -> None:
+        self.issue = issue
+
+
+@dataclass
+class _Collection:
+    """A mapping or list being read: its value so far, where it is, what its next event fills in."""
+
+    value: dict[Any, Any] | list[Any]
+    loc: _Loc
+    anchor: str | None
+    size: int = 1
+    key: Any = _NO_KEY
+    key_line: int = 0
+    merge_key: bool = False
+    merges: list[dict[Any, Any]] = field(default_factory=list)
+    key_lines: dict[Any, int] = field(default_factory=dict)
+
+
+class _Reader:
+    """Reads one YAML (or JSON) document from the parser's events into plain values.
+
+    Scalars are what the YAML 1.1 safe schema makes of them (strings, numbers, booleans, null;
+    a plain date stays a string), ``<<`` merge keys are applied, and every ``${...}`` in a string
+    value is substituted. Anything else (a mapping or list as a key, a tag outside that schema,
+    nesting deeper than ``MAX_DEPTH``, more than ``MAX_VALUES`` values, a second document) is
+    an issue with its line and path; the parser's own errors are issues with line and column.
+    """
+
+    def __init__(self, text: str, env: Mapping[str, str]) -> None:
+        self.text = text
+        self.env = env
+        self.issues: list[_Issue] = []
+        self.lines: dict[_Loc, int] = {}
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.values = 0
+
+    def read(self) -> Any:
+        try:
+            loader = _LOADER(self.text)  # PyYAML's own reader checks the characters here
             try:
-                return Path(path).read_text().rstrip("\n")
-            except OSError as e:
-                issues.append(f"line {line}: ${{file:{path}}}: cannot read: {e.strerror}")
-                return ""
+                return self._events(loader)
+            finally:
+                loader.dispose()
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            hint = ""
+            if mark is not None and "${" in (self.text.split("\n", mark.line + 1)[mark.line:] or [""])[0]:
+                hint = " (inside {...} or [...], quote a value holding ${...}: '${VAR}')"
+            raise _Fatal(_Issue(None, None, f"{where}not valid YAML/JSON: {e.problem or e.context}{hint}")) from None
+        except yaml.reader.ReaderError as e:
+            line = self.text.count("\n", 0, max(0, e.position)) + 1
+            raise _Fatal(_Issue(line, None, f"not valid YAML/JSON: {e.reason}")) from None
+        except yaml.YAMLError as e:
+            raise _Fatal(_Issue(None, None, f"not valid YAML/JSON: {e}")) from None
+
+    def _events(self, loader: Any) -> Any:
+        stack: list[_Collection] = []
+        root: Any = _NO_KEY
+        value: Any
+        documents = 0
+        while loader.check_event():
+            ev = loader.get_event()
+            line = ev.start_mark.line + 1
+            if type(ev) is yaml.ScalarEvent:  # the most common event first
+                value, size, anchor = self._scalar(loader, stack, ev, line), 1, ev.anchor
+            elif isinstance(ev, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise _Fatal(_Issue(line, None, "a second YAML document (a config is one document)"))
+                continue
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                c = stack.pop()
+                value = self._merged(c) if c.merges else c.value
+                size, anchor = c.size, c.anchor
+            elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                loc = self._place(stack, line, "a mapping" if isinstance(ev, yaml.MappingStartEvent) else "a list")
+                if ev.tag is not None and ev.tag != "!" and ev.tag not in _COLLECTION_TAGS:
+                    raise _Fatal(_Issue(line, loc, f"unsupported tag {ev.tag} (a config is mappings, lists and "
+                                                   "scalars)"))
+                if len(stack) >= MAX_DEPTH:
+                    raise _Fatal(_Issue(line, loc, f"nested more than {MAX_DEPTH} levels deep"))
+                self._count(1, line, loc, "")
+                stack.append(_Collection({} if isinstance(ev, yaml.MappingStartEvent) else [], loc, ev.anchor))
+                continue
+            elif isinstance(ev, yaml.AliasEvent):
+                value, size = self._alias(stack, ev.anchor or "", line)
+                anchor = None
+            else:  # stream start and end, document end
+                continue
+            if anchor is not None:
+                self.anchors[anchor] = (value, size)
+            if stack:
+                self._add(stack[-1], value, size, line)
+            else:
+                root = value
+        return None if root is _NO_KEY else root
+
+    def _place(self, stack: list[_Collection], line: int, what: str) -> _Loc:
+        """Where the value that starts here goes; a mapping or list cannot be a key."""
+        if not stack:
+            self.lines.setdefault((), line)
+            return ()
+        c = stack[-1]
+        if isinstance(c.value, list):
+            loc = (*c.loc, len(c.value))
+            self.lines[loc] = line
+            return loc
+        if c.key is _NO_KEY:
+            raise _Fatal(_Issue(line, c.loc, f"a mapping key must be a string, not {what}"))
+        loc = (*c.loc, c.key)
+        self.lines[loc] = c.key_line
+        return loc
+
+    def _alias(self, stack: list[_Collection], anchor: str, line: int) -> tuple[Any, int]:
+        is_key = bool(stack) and isinstance(stack[-1].value, dict) and stack[-1].key is _NO_KEY
+        loc = stack[-1].loc if is_key else self._place(stack, line, "")
+        if anchor not in self.anchors:
+            raise _Fatal(_Issue(line, loc, f"alias *{anchor} does not name an anchor (&{anchor}) completed before it"))
+        value, size = self.anchors[anchor]
+        if is_key and isinstance(value, (dict, list)):
+            raise _Fatal(_Issue(line, loc, f"a mapping key must be a string, not *{anchor}"))
+        self._count(size, line, loc, f" (*{anchor} repeats {size})")
+        return _copy(value), size  # each place gets its own copy (bounded by MAX_VALUES)
+
+    def _scalar(self, loader: Any, stack: list[_Collection], ev: Any, line: int) -> Any:
+        is_key = bool(stack) and stack[-1].key is _NO_KEY and isinstance(stack[-1].value, dict)
+        loc = stack[-1].loc if is_key else self._place(stack, line, "")
+        self._count(1, line, loc, "")
+        tag = ev.tag
+        if tag is None or tag == "!":
+            text = ev.value
+            if not ev.implicit[0] or text[:1] not in _IMPLICIT_FIRST:  # quoted, or plain and surely a string
+                return text if is_key else self._substitute(text, line, loc)
+            if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0") and len(text) <= MAX_NUMBER_CHARS:
+                return int(text)  # the common number, without PyYAML's resolver and constructor
+            tag = loader.resolve(yaml.ScalarNode, text, ev.implicit)
+            if tag == _MERGE and is_key:
+                return _MERGE_KEY
+            if tag in (_TIMESTAMP, _MERGE):
+                tag = _STR  # a plain date is a string (YAML 1.2 has no timestamps)
+        if tag == _STR:
+            return ev.value if is_key else self._substitute(ev.value, line, loc)
+        short = tag.replace(_TAG, "!!")
+        if tag not in _SCALAR_TAGS:
+            self.issues.append(_Issue(line, loc, f"unsupported tag {short} (a config's scalars are strings, "
+                                                 "numbers, booleans and null)"))
+            return None
+        if len(ev.value) > MAX_NUMBER_CHARS:
+            self.issues.append(_Issue(line, loc, f"{short} value longer than {MAX_NUMBER_CHARS} characters"))
+            return None
+        try:
+            return SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
+        except Exception:  # noqa: BLE001 - PyYAML's constructors raise what they happen to raise
+            self.issues.append(_Issue(line, loc, f"not a valid {short} value"))
+            return None
+
+    def _count(self, n: int, line: int, loc: _Loc, why: str) -> None:
+        self.values += n
+        if self.values > MAX_VALUES:
+            raise _Fatal(_Issue(line, loc, f"the config holds more than {MAX_VALUES} values{why}, aliases "
+                                           "counted as the values they repeat"))
+
+    def _add(self, c: _Collection, value: Any, size: int, line: int) -> None:
+        c.size += size
+        if isinstance(c.value, list):
+            c.value.append(value)
+            return
+        if c.key is _NO_KEY:  # a key: the value comes next
+            c.key, c.key_line, c.merge_key = value, line, value is _MERGE_KEY
+            return
+        key, c.key = c.key, _NO_KEY
+        if c.merge_key:
+            merges = value if isinstance(value, list) else [value]
+            if not all(isinstance(m, dict) for m in merges):
+                self.issues.append(_Issue(c.key_line, c.loc, "a << merge key takes a mapping or a list of mappings"))
+                return
+            c.merges[:0] = reversed(merges)  # the earliest mapping wins, as PyYAML merges
+            return
+        if key in c.key_lines:
+            self.issues.append(_Issue(c.key_line, (*c.loc, key), f"key already set at line {c.key_lines[key]}"))
+        c.key_lines[key] = c.key_line
+        assert isinstance(c.value, dict)
+        c.value[key] = value
+
+    @staticmethod
+    def _merged(c: _Collection) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for m in c.merges:
+            out.update(m)
+        assert isinstance(c.value, dict)
+        out.update(c.value)
+        return out
+
+    def _substitute(self, value: str, line: int, loc: _Loc) -> str:
+        """``value`` with each ``${...}`` replaced and ``$$`` made ``$`` (one pass, linear in its
+        length); the result is never parsed again. The first bad reference is an issue."""
+        if "$" not in value:
+            return value
+        out = []
+        i = 0
+        while (k := value.find("$", i)) >= 0:
+            out.append(value[i:k])
+            if value.startswith("$$", k):
+                out.append("$")
+                i = k + 2
+            elif value.startswith("${", k):
+                end = value.find("}", k + 2)
+                if end < 0:
+                    self.issues.append(_Issue(line, loc, "${ without its closing } (write $$ for a literal $)"))
+                    return ""
+                resolved = self._resolve(value[k + 2:end], line, loc)
+                if resolved is None:
+                    return ""
+                out.append(resolved)
+                i = end + 1
+            else:
+                out.append("$")
+                i = k + 1
+        out.append(value[i:])
+        return "".join(out)
+
+    def _resolve(self, expr: str, line: int, loc: _Loc) -> str | None:
+        """The value of one ``${expr}``, or None (and an issue) when it has none."""
+        if expr.startswith("file:"):
+            return self._file(expr[5:], line, loc)
         if expr.startswith("env:"):
             expr = expr[4:]
         name, sep, default = expr.partition(":-")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            issues.append(f"line {line}: ${{{expr}}}: expected ${{NAME}}, ${{NAME:-default}}, ${{env:NAME}} "
-                          "or ${file:/path} (write $$ for a literal $)")
-            return ""
-        val = env.get(name)
+        if not _NAME.fullmatch(name):
+            self.issues.append(_Issue(line, loc, f"${{{_clip(expr)}}}: expected ${{NAME}}, ${{NAME:-default}}, "
+                                                 "${env:NAME} or ${file:/path} (write $$ for a literal $)"))
+            return None
+        val = self.env.get(name)
         if val is None or (sep and val == ""):
             if sep:
                 return default
-            issues.append(f"line {line}: environment variable {name} is not set (use ${{{name}:-default}} "
-                          "to give a default)")
-            return ""
+            self.issues.append(_Issue(line, loc, f"environment variable {_clip(name)} is not set (use "
+                                                 f"${{{_clip(name)}:-default}} to give a default)"))
+            return None
         return val
 
-    # Comments are left as they are: a ``${VAR}`` in a comment is documentation, not a reference.
-    offset = 0
-    parts = []
-    for line in text.splitlines(keepends=True):
-        cut = _comment_start(line)
-        code = line[:cut] if cut is not None else line
-        parts.append(_VAR.sub(functools.partial(repl, offset=offset), code))
-        if cut is not None:
-            parts.append(line[cut:])
-        offset += len(line)
-    out = "".join(parts)
-    if issues:
-        raise ConfigError(source, issues)
-    return out
+    def _file(self, path: str, line: int, loc: _Loc) -> str | None:
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device could block or never end
+                self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: not a regular file"))
+                return None
+            with open(path, "rb") as f:
+                data = f.read(MAX_CONFIG_BYTES + 1)
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not a valid path"
+            self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: cannot read: {why}"))
+            return None
+        if len(data) > MAX_CONFIG_BYTES:
+            self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: larger than {MAX_CONFIG_BYTES} bytes"))
+            return None
+        try:
+            return data.decode("utf-8").rstrip("\n")
+        except UnicodeDecodeError:
+            self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: not UTF-8 text"))
+            return None
+
+
+def _clip(text: str, most: int = 60) -> str:
+    """``text`` (a name or path from the file) cut short for a message."""
+    return text if len(text) <= most else text[:most] + "..."
+
+
+def _copy(value: Any) -> Any:
+    """A copy of the mappings and lists of a read value (its scalars are immutable)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _decode(data: bytes | str) -> str:
+    """The text of a document: bounded, and UTF-8 (a byte order mark is dropped)."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _Fatal(_Issue(None, None, f"the config is larger than {MAX_CONFIG_BYTES} bytes"))
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _Fatal(_Issue(data.count(b"\n", 0, e.start) + 1, None, "not valid UTF-8")) from None
 
 
 # ---------------------------------------------------------------------------- locating errors
-
-
-def _line_map(text: str) -> dict[tuple[Any, ...], int]:
-    """Line numbers (1-based) of every node of a YAML/JSON document, by path."""
-    out: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return out
-
-    def walk(node: Any, path: tuple[Any, ...]) -> None:
-        out[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                out[(*path, k.value)] = k.start_mark.line + 1
-                walk(v, (*path, k.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, (*path, i))
-
-    if root is not None:
-        walk(root, ())
-    return out
 
 
 def format_path(path: tuple[Any, ...]) -> str:
@@ -249,6 +501,15 @@ def format_path(path: tuple[Any, ...]) -> str:
     for p in path:
         s += f"[{p}]" if isinstance(p, int) else (f".{p}" if s else str(p))
     return s or "(top level)"
+
+
+def _line_of(path: _Loc, lines: Mapping[_Loc, int]) -> int | None:
+    probe = path
+    while True:
+        line = lines.get(probe)
+        if line is not None or not probe:
+            return line
+        probe = probe[:-1]
 
 
 def _describe(err: Mapping[str, Any]) -> str:
@@ -261,21 +522,73 @@ def _describe(err: Mapping[str, Any]) -> str:
     return msg[0].lower() + msg[1:] if msg else "invalid"
 
 
-def _issues(e: ValidationError, prefix: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
-            allowed: list[str] | None = None) -> list[str]:
-    out = []
+def _members(tp: Any) -> list[Any]:
+    """``tp`` itself, or the members of a union (``X | None``), without None."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(tp)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for a in typing.get_args(tp) for m in _members(a) if m is not type(None)]
+    return [tp]
+
+
+def _step(tp: Any, key: Any) -> Any:
+    """The type found at ``key`` inside a value of type ``tp`` (None when unknown)."""
+    for m in _members(tp):
+        if isinstance(m, type) and issubclass(m, BaseModel):
+            if key == m.__name__:  # pydantic names the union member it tried
+                return m
+            for name, f in m.model_fields.items():
+                if key in (name, f.alias):
+                    return f.annotation
+        origin, args = typing.get_origin(m), typing.get_args(m)
+        if origin in (list, tuple, set, frozenset, collections.abc.Sequence) and isinstance(key, int) and args:
+            return args[0]
+        if origin in (dict, collections.abc.Mapping) and len(args) == 2:
+            return args[1]
+    return None
+
+
+def _document_path(model: type[BaseModel], loc: _Loc) -> tuple[_Loc, list[str]]:
+    """Pydantic's error location ``loc`` as a path in the document (without the names of the
+    union members it tried), and the keys the mapping holding its last part takes."""
+    tp: Any = model
+    path: list[Any] = []
+    keys: list[str] = []
+    for i, part in enumerate(loc):
+        member = next((m for m in _members(tp) if getattr(m, "__name__", None) == part), None)
+        if member is not None and isinstance(part, str):
+            tp = member
+            continue
+        if i == len(loc) - 1:
+            keys = [f.alias or name for m in _members(tp) if isinstance(m, type) and issubclass(m, BaseModel)
+                    for name, f in m.model_fields.items()]
+        tp = _step(tp, part)
+        path.append(part)
+    return tuple(path), keys
+
+
+def _validation_issues(e: ValidationError, prefix: _Loc, model: type[BaseModel],
+                       lines: Mapping[_Loc, int]) -> list[_Issue]:
+    errors = []
     for err in e.errors(include_url=False, include_input=False):
-        path = (*prefix, *[p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))])
-        line = None
-        probe = path
-        while probe and line is None:
-            line = lines.get(probe)
-            probe = probe[:-1]
-        where = f"line {line}: " if line else ""
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        errors.append((_line_of((*prefix, *loc), lines), loc, err))
+    errors.sort(key=lambda x: (x[0] is None, x[0] or 0))
+    out = []
+    for n, (line, loc, err) in enumerate(errors):
         msg = _describe(err)
-        if err.get("type") == "extra_forbidden" and allowed:
-            msg += f" (expected one of: {', '.join(allowed)})"
-        out.append(f"{where}{format_path(path)}: {msg}")
+        if n >= MAX_ISSUES_SHOWN:  # not shown: only counted, without the work of saying more
+            out.append(_Issue(line, (*prefix, *loc), msg))
+            continue
+        loc, keys = _document_path(model, loc)
+        if err.get("type") == "extra_forbidden" and loc and keys:
+            near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+            if near:
+                msg += f", did you mean {near[0]!r}?"
+            msg += f" (expected one of: {', '.join(keys)})"
+        path = (*prefix, *loc)
+        out.append(_Issue(_line_of(path, lines), path, msg))
     return out
 
 
@@ -292,51 +605,76 @@ def default_config_text(env: Mapping[str, str] | None = None) -> str:
     return text
 
 
-def parse_config(text: str, source: str, registry: PluginRegistry, env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Validate a config document (YAML or JSON text); raise ConfigError naming every problem."""
-    text = substitute(text, source, env)
-    lines = _line_map(text)
+def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
+                 env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Validate a config document (YAML or JSON, text or UTF-8 bytes); raise ConfigError naming
+    every problem, sorted by line. Nothing else escapes, whatever the document holds."""
+    env = os.environ if env is None else env
+    top_keys = ", ".join(MonbridgeConfig.model_fields)
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [f"{where}not valid YAML/JSON: {getattr(e, 'problem', None) or e}"]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): expected a mapping with keys server, pipeline, plugins"])
+        reader = _Reader(_decode(text), env)
+        data = reader.read()
+        if data is None:
+            raise _Fatal(_Issue(1, None, f"the config is empty (expected a mapping with keys {top_keys})"))
+        if not isinstance(data, dict):
+            raise _Fatal(_Issue(reader.lines.get((), 1), (), f"expected a mapping with keys {top_keys}"))
+    except _Fatal as e:
+        raise ConfigError(source, [str(e.issue)]) from None
+    issues = list(reader.issues)
+    lines = reader.lines
+    model: MonbridgeConfig | None = None
     try:
         model = MonbridgeConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(source, _issues(e, (), lines, list(MonbridgeConfig.model_fields))) from None
+        issues.extend(_validation_issues(e, (), MonbridgeConfig, lines))
 
-    issues: list[str] = []
-    loaded = LoadedConfig(source, model)
+    loaded_configs: dict[str, Any] = {}
+    raw_configs: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}
-    for i, entry in enumerate(model.plugins):
-        where = f"line {lines.get(('plugins', i, 'plugin_id'), '?')}: plugins[{i}].plugin_id"
+    raw_plugins = data.get("plugins")
+    for i, raw in enumerate(raw_plugins if isinstance(raw_plugins, list) else []):
+        try:
+            entry = PluginEntry.model_validate(raw)
+        except ValidationError:
+            continue  # reported with the whole document's issues
+        loc = ("plugins", i, "plugin_id")
         if entry.plugin_id in seen:
-            issues.append(f"{where}: {entry.plugin_id!r} is already configured at plugins[{seen[entry.plugin_id]}]")
+            issues.append(_Issue(_line_of(loc, lines), loc,
+                                 f"{entry.plugin_id!r} is already configured at plugins[{seen[entry.plugin_id]}]"))
             continue
         seen[entry.plugin_id] = i
         try:
-            reg = registry.entry(entry.plugin_id)
-            cls = reg.plugin_class()
+            cls = registry.entry(entry.plugin_id).plugin_class()
         except PluginNotFoundError as e:
-            issues.append(f"{where}: {e}")
+            issues.append(_Issue(_line_of(loc, lines), loc, str(e)))
             continue
-        except Exception as e:  # an entry point that fails to import
-            issues.append(f"{where}: plugin {entry.plugin_id!r} failed to load: {type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - an entry point that fails to import
+            issues.append(_Issue(_line_of(loc, lines), loc,
+                                 f"plugin {entry.plugin_id!r} failed to load: {type(e).__name__}: {e}"))
             continue
         try:
-            loaded.plugin_configs[entry.plugin_id] = cls.config_model.model_validate(entry.config)
-            loaded.raw_plugin_configs[entry.plugin_id] = entry.config
+            loaded_configs[entry.plugin_id] = cls.config_model.model_validate(entry.config)
+            raw_configs[entry.plugin_id] = entry.config
         except ValidationError as e:
-            issues.extend(_issues(e, ("plugins", i, "config"), lines, list(cls.config_model.model_fields)))
+            issues.extend(_validation_issues(e, ("plugins", i, "config"), cls.config_model, lines))
     if issues:
-        raise ConfigError(source, issues)
-    return loaded
+        raise ConfigError(source, _report(issues, reader.issues))
+    assert model is not None
+    return LoadedConfig(source, model, loaded_configs, raw_configs)
+
+
+def _report(issues: list[_Issue], unread: list[_Issue]) -> list[str]:
+    """``issues`` sorted by line; a value that could not be read (an unset variable, say) is
+    reported once, not again as invalid; at most ``MAX_ISSUES_SHOWN``."""
+    own = {id(i) for i in unread}
+    bad = {i.loc for i in unread if i.loc is not None}
+    kept = [i for i in issues if id(i) in own or i.loc is None
+            or not any(i.loc[:k] in bad for k in range(len(i.loc) + 1))]
+    kept.sort(key=lambda i: (i.line is None, i.line or 0))
+    out = [str(i) for i in kept[:MAX_ISSUES_SHOWN]]
+    if len(kept) > MAX_ISSUES_SHOWN:
+        out.append(f"... and {len(kept) - MAX_ISSUES_SHOWN} more problems")
+    return out
 
 
 def load_config(path: str | os.PathLike[str] | None, registry: PluginRegistry,
@@ -345,10 +683,11 @@ def load_config(path: str | os.PathLike[str] | None, registry: PluginRegistry,
         return parse_config(default_config_text(env), DEFAULT_SOURCE, registry, env)
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(str(p), [f"cannot read the file: {e.strerror}"]) from None
-    return parse_config(text, str(p), registry, env)
+    return parse_config(data, str(p), registry, env)
 
 
 def redact(value: Any) -> Any:

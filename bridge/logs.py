@@ -2,38 +2,75 @@
 
 Every secret value of the loaded config is registered with ``secret_values``; the formatter
 replaces any occurrence of one in a log line (message, arguments, traceback) with ``<secret>``,
-so a plugin that puts a credential into an exception message does not leak it.
+so a plugin that puts a credential into an exception message does not leak it. Its derived
+forms are replaced too: URL-encoded and JSON-escaped, and any base64 run that decodes to text
+holding a secret (an ``Authorization: Basic`` header of ``user:password``, a Jira
+``email:token``, echoed back by a peer). A peer's response body is never logged as it is, only
+as :func:`peer_excerpt`: bounded, on one line, credentials masked.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import re
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "redact_text", "secret_values", "setup_logging"]
+__all__ = ["EXCERPT_BYTES", "JsonFormatter", "TextFormatter", "peer_excerpt", "redact_text", "secret_values",
+           "setup_logging"]
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 
 
 class _Secrets:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: tuple[str, ...] = ()
+        self._raw: tuple[bytes, ...] = ()
 
     def set(self, values: Iterable[str]) -> None:
+        # Very short values (one or two characters) would redact ordinary text and are left alone.
+        secrets = {v for v in values if v and len(v) >= 3}
+        forms = {f for v in secrets for f in _forms(v) if len(f) >= 3}
         with self._lock:
-            # Longest first, so a secret containing another is replaced whole; very short values
-            # (one or two characters) would redact ordinary text and are left alone.
-            self._values = tuple(sorted({v for v in values if v and len(v) >= 3}, key=len, reverse=True))
+            # Longest first, so a secret containing another is replaced whole.
+            self._values = tuple(sorted(forms, key=len, reverse=True))
+            self._raw = tuple(v.encode() for v in secrets)
 
     def redact(self, text: str) -> str:
         for v in self._values:
             if v in text:
                 text = text.replace(v, "<secret>")
+        if self._raw:
+            text = _BASE64_RUN.sub(self._base64, text)
         return text
+
+    def _base64(self, m: re.Match[str]) -> str:
+        """A base64 run (standard or URL alphabet) that decodes to bytes holding a secret is one."""
+        run = m.group(0)
+        data = run.rstrip("=")
+        if len(data) % 4 == 1:
+            data = data[:-1]
+        data += "=" * (-len(data) % 4)
+        try:
+            decoded = base64.b64decode(data.replace("-", "+").replace("_", "/"))
+        except (binascii.Error, ValueError):
+            return run
+        return "<secret>" if any(v in decoded for v in self._raw) else run
+
+
+def _forms(secret: str) -> set[str]:
+    """``secret`` as it may appear in text: as it is, URL-encoded (path, query, form) and JSON-escaped."""
+    return {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret),
+            urllib.parse.quote_plus(secret), json.dumps(secret, ensure_ascii=False)[1:-1],
+            json.dumps(secret)[1:-1]}
 
 
 secret_values = _Secrets()
@@ -41,6 +78,32 @@ secret_values = _Secrets()
 
 def redact_text(text: str) -> str:
     return secret_values.redact(text)
+
+
+EXCERPT_BYTES = 4096
+"""How much of a peer's response body to read for an error message (the rest is not read)."""
+EXCERPT_CHARS = 200
+_AUTH_SCHEME = re.compile(r"(?i)\b(basic|bearer|digest|negotiate|token)(\s+)[A-Za-z0-9._~+/-]{6,}=*")
+_CREDENTIAL_FIELD = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|x-api-key|api[-_]?key|api[-_]?token|access[-_]?token|auth[-_]?token|password|"
+    r"passwd|secret|cookie)([\"']?\s*[:=]\s*[\"']?)(?!<secret>)(?!(?:basic|bearer|digest|negotiate|token)\s)"
+    r"[^\s\"',;&}<]{3,}")
+
+
+def peer_excerpt(body: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """What an error or log line may say of a peer's response body: at most ``limit`` characters
+    on one line, with registered secrets (and their derived forms) redacted and anything shaped
+    like a credential masked (``Basic …``, ``Bearer …``, ``"authorization": …``, ``api_key=…``),
+    since a peer may echo the request's headers back. Pass at most ``EXCERPT_BYTES`` of it."""
+    window = limit * 4
+    text = body[:window].decode("utf-8", "replace") if isinstance(body, bytes) else body[:window]
+    text = " ".join(text.split())
+    text = _AUTH_SCHEME.sub(r"\1\2<secret>", text)
+    text = _CREDENTIAL_FIELD.sub(r"\1\2<secret>", text)
+    text = redact_text(text)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text or "(empty body)"
 
 
 def _ts(record: logging.LogRecord) -> str:

@@ -55,6 +55,7 @@ from bridge.api import (
     PluginType,
     validate_plugin_id,
 )
+from bridge.logs import peer_excerpt
 
 __all__ = ["PLUGIN_ID", "OtlpConfig", "OtlpIntegration", "OtlpTLSConfig", "metrics_to_otel"]
 
@@ -529,10 +530,11 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             if status is not None:
                 why.append(f"HTTP {status} {getattr(outcome, 'reason', None) or ''}".rstrip())
             elif error is not None:
-                why.append(f"{type(error).__name__}: {str(error)[:300]}")
+                why.append(f"{type(error).__name__}: {error}")
         if logged:
             why.append(logged)
-        return result, "; ".join(why) or None
+        # what the backend answered, bounded and with credentials masked
+        return result, peer_excerpt("; ".join(why), 300) if why else None
 
     async def export_metrics_data(self, data: Any) -> None:
         """Send ``data`` (an OTel ``MetricsData``); raise PluginError when the backend did not take it.

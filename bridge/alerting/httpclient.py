@@ -2,7 +2,8 @@
 
 408, 429 and 5xx answers and connection errors are retried (``DeliveryError``, with the
 ``Retry-After`` the receiver sent); other 4xx are ``PermanentDeliveryError``. Messages never
-carry request headers (they hold credentials) and are redacted before logging.
+carry request headers (they hold credentials); of an error answer's body only a bounded, redacted
+excerpt is read and kept (``bridge.logs.peer_excerpt``), as a peer may echo the headers back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from bridge.alerting.notify import DeliveryError, Notifier, http_delivery_error
+from bridge.logs import EXCERPT_BYTES
 
 __all__ = ["HttpClient", "HttpNotifier"]
 
@@ -48,10 +50,11 @@ class HttpClient:
         try:
             async with self._session.request(method, url, json=json_body, data=form, headers=headers,
                                              params=params, ssl=self._ssl()) as resp:
-                text = await resp.text()
                 if resp.status >= 300:
-                    raise http_delivery_error(f"{what} ({method} {_path(url)})", resp.status, text,
+                    head = (await resp.content.read(EXCERPT_BYTES)).decode("utf-8", "replace")
+                    raise http_delivery_error(f"{what} ({method} {_path(url)})", resp.status, head,
                                               resp.headers.get("Retry-After"))
+                text = await resp.text()
                 try:
                     body: Any = json.loads(text) if text.strip() else None
                 except ValueError:

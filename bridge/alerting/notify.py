@@ -21,6 +21,7 @@ from pydantic import AfterValidator, Field, field_validator
 from bridge.alerting.base import BaseProcessor
 from bridge.alerting.model import Matcher, alert_from_json, alert_to_json, parse_matchers, rfc3339
 from bridge.api import Alert, AlertState, PluginConfig, PluginError, http_url
+from bridge.logs import peer_excerpt
 
 __all__ = [
     "DeliveryError",
@@ -63,7 +64,7 @@ BaseUrl = Annotated[str, AfterValidator(check_http_url)]
 
 def http_delivery_error(what: str, status: int, body: str, retry_after: str | None = None) -> PluginError:
     """The error for an HTTP answer ``status``: 408, 429 and 5xx are retried, other 4xx are not."""
-    text = f"{what}: HTTP {status}: {body[:300]}"
+    text = f"{what}: HTTP {status}: {peer_excerpt(body)}"
     if status in (408, 429) or status >= 500:
         delay = None
         if retry_after is not None:

@@ -42,6 +42,7 @@ from bridge.api import (
     PluginType,
     SummaryValue,
 )
+from bridge.logs import EXCERPT_BYTES, peer_excerpt
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
 from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
@@ -473,7 +474,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             async with asyncio.timeout(pg.timeout):
                 async with self._http().put(url, data=body, headers={"Content-Type": CONTENT_TYPE_TEXT}) as resp:
                     if resp.status >= 300:
-                        text = (await resp.text())[:500]
+                        text = peer_excerpt(await resp.content.read(EXCERPT_BYTES))
                         self._count("pushes", f"http_{resp.status}")
                         raise PluginError(f"push to Pushgateway {display_url(url)} failed: HTTP {resp.status}: {text}")
         except TimeoutError:
@@ -505,7 +506,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             async with asyncio.timeout(cfg.export_alerts.timeout):
                 async with self._http().post(url, json=payload) as resp:
                     if resp.status >= 300:
-                        text = (await resp.text())[:500]
+                        text = peer_excerpt(await resp.content.read(EXCERPT_BYTES))
                         raise PluginError(f"posting {len(payload)} alerts to Alertmanager {display_url(url)} failed: "
                                           f"HTTP {resp.status}: {text}")
         except TimeoutError:

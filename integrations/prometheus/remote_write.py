@@ -48,6 +48,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from bridge.api import HttpUrl, Metric, MetricKind, PluginConfig
+from bridge.logs import EXCERPT_BYTES, peer_excerpt
 from bridge.tasks import cancel_and_wait
 
 from .diskqueue import Batch, DiskQueue, DropCounts
@@ -69,7 +70,6 @@ STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 
 METRIC_PREFIX = "monbridge.remote_write."
 LOG_INTERVAL_S = 30.0  # a repeated failure is logged at most this often per remote (with the count since)
-MAX_BODY_LOGGED = 512
 
 
 # ---------------------------------------------------------------------------- protobuf, by hand
@@ -524,19 +524,19 @@ class RemoteWriter:
                             log.info("remote write %s (%s): delivered again (HTTP %d) after %d failed attempts",
                                      self.name, self.url, status, failures)
                         return
-                    text = (await response.content.read(MAX_BODY_LOGGED)).decode("utf-8", "replace")
+                    text = (await response.content.read(EXCERPT_BYTES)).decode("utf-8", "replace")
                     reason = response.reason or ""
                     if status == 429 or status >= 500:
                         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                         why = f"HTTP {status} {reason}".rstrip()
                         if text.strip():
-                            why += f": {self._redact(text.strip()[:200])}"
+                            why += f": {peer_excerpt(self._redact(text))}"
                     else:
                         self.dropped["http_4xx" if 400 <= status < 500 else f"http_{status}"] += batch.samples
                         held = self._throttle(f"drop:{status}")
                         if held is not None:
                             log.error("remote write %s (%s): HTTP %d %s: %s; dropped %d samples (not retried)%s",
-                                      self.name, self.url, status, reason, self._redact(text.strip()) or "(empty body)",
+                                      self.name, self.url, status, reason, peer_excerpt(self._redact(text)),
                                       batch.samples, _suffix(held))
                         return
             except asyncio.CancelledError:

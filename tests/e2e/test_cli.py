@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -71,6 +72,72 @@ def test_validate_good_and_bad(tmp_path, free_port):
     assert r.returncode == 2
     assert f"invalid config {bad}" in r.stderr
     assert "line 4: plugins[0].config.collection_interval: input should be a valid number" in r.stderr
+
+
+BAD_EVERYWHERE = """\
+server:
+  listen: "127.0.0.1:{port}"
+  auth: {{basic: {{usernam: u, password: p}}}}
+pipeline: {{cardinality_limt: 3}}
+plugins:
+  - plugin_id: monitoring.metrics.system
+    config:
+      collection_intervl: 1
+  - plugin_id: monitoring.metrics.process
+    config: {{collection_interval: fast}}
+"""
+BAD_EVERYWHERE_ISSUES = [
+    "  line 3: server.auth.basic.username: required key is missing",
+    "  line 3: server.auth.basic.usernam: unknown key, did you mean 'username'? (expected one of: username, password)",
+    "  line 4: pipeline.cardinality_limt: unknown key, did you mean 'cardinality_limit'? (expected one of: "
+    "cardinality_limit)",
+    "  line 8: plugins[0].config.collection_intervl: unknown key, did you mean 'collection_interval'? (expected one "
+    "of: collection_interval, timeout, devices, mountpoints, filesystem_types, interfaces, procfs_path, rootfs_path, "
+    "filesystem_timeout)",
+    "  line 10: plugins[1].config.collection_interval: input should be a valid number, unable to parse string as a "
+    "number",
+]
+
+
+@pytest.mark.parametrize("text,issue", [
+    ("", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting)"),
+    ("? [a, b]\n: 1\n", "line 1: (top level): a mapping key must be a string, not a list"),
+    ("server:\n  listen: !!float ''\n", "line 2: server.listen: not a valid !!float value"),
+])
+def test_validate_refuses_hostile_documents_without_a_traceback(tmp_path, text, issue):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    r = run_cli("validate", "--config", str(bad))
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: invalid config {bad}:\n  {issue}\n")
+
+
+def test_validate_reports_every_problem_and_reload_answers_the_same(tmp_path, free_port):
+    port = free_port()
+    cfg = tmp_path / "agent.yaml"
+    write_config(cfg, port)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_EVERYWHERE.format(port=port))
+    r = run_cli("validate", "--config", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"error: invalid config {bad}:", *BAD_EVERYWHERE_ISSUES]
+
+    proc = subprocess.Popen([*CLI, "run", "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        cfg.write_text(bad.read_text())
+        req = urllib.request.Request(url + "/-/reload", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 400
+        body = json.loads(e.value.read())
+        assert body["message"].splitlines() == [f"invalid config {cfg}:", *BAD_EVERYWHERE_ISSUES]
+        assert get(url + "/-/ready")[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
 
 
 def test_run_with_invalid_config_exits_2(tmp_path):

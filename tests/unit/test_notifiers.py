@@ -355,18 +355,29 @@ async def test_retry_after_is_honoured_by_the_error():
     assert e.value.retry_after == 7.0
 
 
-async def test_a_receiver_echoing_the_token_does_not_leak_it(tmp_path, caplog):
-    """Through a real Runtime: the token a receiver echoes back reaches neither the log, nor the
-    plugin API, nor the outcome recorded on the alert."""
+ECHOES = {
+    "the token in its message": lambda r: (400, {"errorMessages": [f"token {JIRA_TOKEN} is not valid here"]}, {}),
+    # the request's headers (Authorization: Basic base64(email:token)) and 100 KB more
+    "the request headers": lambda r: (401, {"encoded": r.headers["authorization"][6:], "request_headers": r.headers,
+                                            "padding": "x" * 100_000}, {}),
+}
+
+
+@pytest.mark.parametrize("echo", ECHOES)
+async def test_a_receiver_echoing_the_token_does_not_leak_it(tmp_path, caplog, echo):
+    """Through a real Runtime: the token a receiver echoes back, as it is or base64-encoded in
+    the Basic credentials, reaches neither the log, nor the plugin API, nor the outcome recorded
+    on the alert; of the answer's body only a bounded excerpt is logged."""
     import logging
 
     import aiohttp
 
     from bridge.config import parse_config
+    from bridge.logs import TextFormatter, secret_values
     from bridge.registry import PluginRegistry
     from bridge.runtime import Runtime
 
-    srv = HttpRecorder(lambda r: (400, {"errorMessages": [f"token {JIRA_TOKEN} is not valid here"]}, {}))
+    srv = HttpRecorder(ECHOES[echo])
     text = f"""
 server: {{listen: "127.0.0.1:0"}}
 alerting: {{state_dir: "{tmp_path}"}}
@@ -389,13 +400,24 @@ plugins:
         host, port = rt.server.bound
         async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/api/v1/plugins") as r:
             plugins = await r.text()
+        refused = [r for r in caplog.records if "refused" in r.getMessage()]
+        formatted = TextFormatter().format(refused[0]) if refused else ""
     finally:
         await rt.stop()
         srv.stop()
-    assert rt.alerts.outbox.failed_total == 1  # a 400 is not retried
+        secret_values.set([])
+    assert rt.alerts.outbox.failed_total == 1  # a 4xx is not retried
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "refused" in logged and "<secret> is not valid here" in logged
-    assert JIRA_TOKEN not in logged and JIRA_TOKEN not in plugins
+    assert len(refused) == 1 and len(refused[0].getMessage()) < 1000
+    encoded = basic("bot@example.org", JIRA_TOKEN)[6:]
+    assert srv.requests[0].headers["authorization"] == f"Basic {encoded}"
+    for leak in (JIRA_TOKEN, encoded):
+        assert leak not in logged and leak not in formatted and leak not in plugins
+    if echo == "the request headers":
+        assert '"encoded": "<secret>"' in logged and '"authorization": "Basic <secret>"' in logged
+        assert "x" * 300 not in logged
+    else:
+        assert "<secret> is not valid here" in logged
     assert '"api_token": "<secret>"' in plugins
 
 
