@@ -238,7 +238,7 @@ class Pipeline:
                     s.source = source
                 v = m.value
                 if v.__class__ is bool and not fam.preaggregated:
-                    v = int(v)  # type: ignore[arg-type]
+                    v = int(v)  # type: ignore[arg-type, unused-ignore]
                 old_v = s.value
                 if old_v != v or old_v.__class__ is not v.__class__:
                     fam.version += 1  # only a new series or a changed value invalidates the rendered text
@@ -270,7 +270,7 @@ class Pipeline:
                 s.first_ns = now
             v = m.value
             if v.__class__ is bool and not fam.preaggregated:
-                v = int(v)  # type: ignore[arg-type]
+                v = int(v)  # type: ignore[arg-type, unused-ignore]
             s.value, s.start_ns, s.time_ns = v, m.start_time_ns, m.timestamp_ns or now
             fam.version += 1
             seen.add(s)
