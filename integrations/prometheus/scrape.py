@@ -234,6 +234,10 @@ class TargetScraper:
         body = bytearray()
         while chunk := await resp.content.read(_READ_CHUNK):
             body += chunk
+            # A compressed body decompresses as fast as it is read, and a read of data already
+            # buffered returns without suspending: without this, a gzip bomb's whole
+            # body_size_limit would be inflated in one turn of the event loop.
+            await asyncio.sleep(0)
             if limit and len(body) > limit:
                 raise ScrapeFailed("body_size_limit", f"body_size_limit exceeded: the response body (decompressed) "
                                                       f"is larger than {limit} bytes")

@@ -160,6 +160,39 @@ async def test_a_gzip_bomb_fails_its_scrape_with_memory_bounded(serve, caplog):
     assert any("body_size_limit exceeded" in r.getMessage() and "/bomb" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_gzip_bomb_is_inflated_a_chunk_per_turn_of_the_event_loop(serve):
+    """Reading a compressed body never suspends while decompressed data is at hand: the reader
+    yields after each chunk itself, so other coroutines (``/metrics``) run meanwhile."""
+    import aiohttp
+
+    from integrations.prometheus.scrape import _READ_CHUNK, ScrapeLimits, Target, TargetScraper
+
+    limit = 32 << 20
+    bomb = _gzip_bomb(BOMB_SIZE)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=bomb, headers={"Content-Type": "text/plain; version=0.0.4", "Content-Encoding": "gzip"})
+
+    base = await serve({"/bomb": handler})
+    scraper = TargetScraper(Target(f"{base}/bomb", {"job": "bomb", "instance": "bomb"}),
+                            limits=ScrapeLimits(body_size_limit=limit))
+    turns, reading = 0, True
+
+    async def other_work() -> None:
+        nonlocal turns
+        while reading:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(other_work())
+    async with aiohttp.ClientSession() as session:
+        result = await scraper.scrape(session, 30.0)
+    reading = False
+    await counter
+    assert not result.up and "body_size_limit exceeded" in (scraper.last_error or "")
+    assert turns >= limit // _READ_CHUNK, f"the loop turned {turns} times while {limit} bytes were inflated"
+
+
 async def test_an_endless_body_fails_its_scrape_with_memory_bounded(serve):
     sent = 0
     stopped = asyncio.Event()
