@@ -66,8 +66,10 @@ STOP_FLUSH_S = 1.0
 METRICS_SOURCE = "monbridge.alerting"
 #: Why the alerting API refuses a request body (``bridge.httpbody``'s reasons and the routes' own).
 REFUSAL_REASONS = ("too_large", "unsupported_encoding", "bad_encoding", "bad_json", "too_deep", "invalid")
-#: Reports of one batch (``report``) handled between two turns of the event loop.
+#: Reports of one batch (``report``), or transitions of its telemetry, handled between two turns
+#: of the event loop: at most this many, and no more once ``SLICE_S`` seconds have gone.
 BATCH_SLICE = 50
+SLICE_S = 0.01
 
 
 @dataclass
@@ -411,8 +413,11 @@ class AlertEngine:
     async def _record_backlog(self) -> None:
         backlog = self._telemetry_backlog
         while backlog:
+            until = time.perf_counter() + SLICE_S
             for _ in range(min(BATCH_SLICE, len(backlog))):
                 self.telemetry.transition(*backlog.popleft())
+                if time.perf_counter() > until:
+                    break
             await asyncio.sleep(0)
 
     async def report(self, alerts: Sequence[Alert], by: str) -> tuple[int, int]:
@@ -422,10 +427,12 @@ class AlertEngine:
         transitions' telemetry (log records, spans, and through them the processor chain) follows
         in order, in slices, after the answer. Returns (firing reports, alerts resolved)."""
         fired = new = resolved = 0
+        until = time.perf_counter() + SLICE_S
         try:
             for i, a in enumerate(alerts):
-                if i and i % BATCH_SLICE == 0:
+                if i and (i % BATCH_SLICE == 0 or time.perf_counter() > until):
                     await asyncio.sleep(0)
+                    until = time.perf_counter() + SLICE_S
                 if a.state is AlertState.RESOLVED:
                     known = self.store.by_fingerprint(a.fingerprint or fingerprint(a.labels))
                     if known is not None:
