@@ -9,9 +9,19 @@ Each pattern is a glob whose last path element may hold a ``*`` and which ends i
 
 JSON is read as Go's encoding/json reads it (keys matched case-insensitively, unknown keys
 rejected, values must be strings), YAML as yaml.v2's strict mode does (unknown and duplicate keys
-rejected, scalars taken as the text written, so ``targets: [9100]`` is the string ``"9100"``).
-Label names must be valid. Every group gets ``__meta_filepath`` (the file as globbed) and the
-source ``<file>:<index>``.
+rejected, scalars taken as the text written, so ``targets: [9100]`` is the string ``"9100"``;
+an explicit tag must fit its value, so ``!!float ''`` is refused; aliases and ``<<`` merge keys
+apply; only the first document is read; ``${...}`` is text, never substituted). Label names must
+be valid. Every group gets ``__meta_filepath`` (the file as globbed) and the source
+``<file>:<index>``.
+
+The files are written by other tools, so they are bounded like any peer's input: YAML goes
+through the config's reader (``bridge.config.read_document``: nesting, values and aliases
+bounded, ``MAX_YAML_VALUES`` here; an alias bomb or a recursive alias is refused where it
+starts); a file over ``MAX_FILE_BYTES``, JSON with more than ``MAX_JSON_VALUES`` values or
+nested too deep, a file listing more than ``MAX_TARGETS`` targets, and anything that is not a
+regular file (a FIFO is never opened blocking) are refused. Every problem is a
+:class:`FileSDError` naming the line and the path inside the file.
 
 ``refresh()`` re-reads the files whose size, mtime, inode or ctime changed, drops the groups of
 files that are gone, and keeps the previous groups of a file that cannot be read or parsed, as
