@@ -235,10 +235,6 @@ def _load_json(content: bytes) -> Any:
         raise FileSDError(f"not valid JSON: {e}") from None
 
 
-def _clip(text: str, most: int = 60) -> str:
-    return text if len(text) <= most else text[:most] + "..."
-
-
 def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
@@ -300,7 +296,7 @@ def _groups(data: Any, filename: str, case_insensitive_keys: bool) -> list[Targe
             if not isinstance(name, str):
                 raise _GroupError("a label name must be a string", (i, "labels"))
             if not LABEL_NAME_RE.match(name):
-                raise _GroupError(f"{_clip(name)!r} is not a valid label name", (i, "labels", name))
+                raise _GroupError("not a valid label name", (i, "labels", name))
             labels[name] = _string(value, (i, "labels", name), "a label value")
         labels[FILEPATH_LABEL] = filename
         groups.append(TargetGroup(targets, types.MappingProxyType(labels), f"{filename}:{i}"))

@@ -104,7 +104,7 @@ def test_json_syntax_error_names_line(tmp_path):
     ("t.json", '{"targets": ["a:1"]}', "expected a list of target groups"),
     ("t.json", "", "not valid JSON"),
     ("t.yml", "- targets: [a:1]\n- targets:\n  - {x: 1}\n", "line 3: [1].targets[0]: a target must be a string, not a mapping"),
-    ("t.yml", "- targets: [a:1]\n  labels:\n    0bad: x\n", "line 3: [0].labels.0bad: '0bad' is not a valid label name"),
+    ("t.yml", "- targets: [a:1]\n  labels:\n    0bad: x\n", "line 3: [0].labels.0bad: not a valid label name"),
     ("t.yml", "- targets: [a:1]\n  targets: [b:2]\n", "line 2: [0].targets: key already set at line 1"),
     ("t.yml", "- targets: [a:1]\n  Targets: [b:2]\n", "line 2: [0].Targets: unknown field"),
     ("t.yml", "- targets: a:1\n", "line 1: [0].targets: targets must be a list"),
