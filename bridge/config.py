@@ -46,8 +46,11 @@ __all__ = [
     "PluginEntry",
     "ServerConfig",
     "default_config_text",
+    "line_map",
     "load_config",
+    "locate",
     "parse_config",
+    "read_document",
     "redact",
 ]
 
@@ -178,7 +181,7 @@ MAX_NUMBER_CHARS = 100
 
 _Loc = tuple[Any, ...]
 _TAG = "tag:yaml.org,2002:"
-_STR, _MERGE, _TIMESTAMP = _TAG + "str", _TAG + "merge", _TAG + "timestamp"
+_STR, _MERGE, _TIMESTAMP, _NULL = _TAG + "str", _TAG + "merge", _TAG + "timestamp", _TAG + "null"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: fast, bounded depth
@@ -228,13 +231,23 @@ class _Reader:
     Scalars are what the YAML 1.1 safe schema makes of them (strings, numbers, booleans, null;
     a plain date stays a string), ``<<`` merge keys are applied, and every ``${...}`` in a string
     value is substituted. Anything else (a mapping or list as a key, a tag outside that schema,
-    nesting deeper than ``MAX_DEPTH``, more than ``MAX_VALUES`` values, a second document) is
+    nesting deeper than ``MAX_DEPTH``, more than ``max_values`` values, a second document) is
     an issue with its line and path; the parser's own errors are issues with line and column.
+
+    Without ``env`` nothing is substituted. With ``text_scalars`` a scalar is the text written
+    (null is None; an explicit tag must still fit its value), as go-yaml decodes into a string.
+    With ``first_document`` the stream ends after its first document, which go-yaml's
+    ``Unmarshal`` reads. ``what`` names the document in messages.
     """
 
-    def __init__(self, text: str, env: Mapping[str, str]) -> None:
+    def __init__(self, text: str, env: Mapping[str, str] | None, *, max_values: int = MAX_VALUES,
+                 text_scalars: bool = False, first_document: bool = False, what: str = "the config") -> None:
         self.text = text
         self.env = env
+        self.max_values = max_values
+        self.text_scalars = text_scalars
+        self.first_document = first_document
+        self.what = what
         self.issues: list[_Issue] = []
         self.lines: dict[_Loc, int] = {}
         self.anchors: dict[str, tuple[Any, int]] = {}
@@ -272,6 +285,8 @@ class _Reader:
                 value, size, anchor = self._scalar(loader, stack, ev, line), 1, ev.anchor
             elif isinstance(ev, yaml.DocumentStartEvent):
                 documents += 1
+                if documents > 1 and self.first_document:
+                    break
                 if documents > 1:
                     raise _Fatal(_Issue(line, None, "a second YAML document (a config is one document)"))
                 continue
@@ -338,6 +353,9 @@ class _Reader:
             text = ev.value
             if not ev.implicit[0] or text[:1] not in _IMPLICIT_FIRST:  # quoted, or plain and surely a string
                 return text if is_key else self._substitute(text, line, loc)
+            if self.text_scalars:
+                tag = loader.resolve(yaml.ScalarNode, text, ev.implicit)
+                return _MERGE_KEY if tag == _MERGE and is_key else None if tag == _NULL else text
             if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0") and len(text) <= MAX_NUMBER_CHARS:
                 return int(text)  # the common number, without PyYAML's resolver and constructor
             tag = loader.resolve(yaml.ScalarNode, text, ev.implicit)
@@ -356,15 +374,16 @@ class _Reader:
             self.issues.append(_Issue(line, loc, f"{short} value longer than {MAX_NUMBER_CHARS} characters"))
             return None
         try:
-            return SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
+            value = SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
         except Exception:  # noqa: BLE001 - PyYAML's constructors raise what they happen to raise
             self.issues.append(_Issue(line, loc, f"not a valid {short} value"))
             return None
+        return ev.value if self.text_scalars and value is not None else value
 
     def _count(self, n: int, line: int, loc: _Loc, why: str) -> None:
         self.values += n
-        if self.values > MAX_VALUES:
-            raise _Fatal(_Issue(line, loc, f"the config holds more than {MAX_VALUES} values{why}, aliases "
+        if self.values > self.max_values:
+            raise _Fatal(_Issue(line, loc, f"{self.what} holds more than {self.max_values} values{why}, aliases "
                                            "counted as the values they repeat"))
 
     def _add(self, c: _Collection, value: Any, size: int, line: int) -> None:
@@ -401,7 +420,7 @@ class _Reader:
     def _substitute(self, value: str, line: int, loc: _Loc) -> str:
         """``value`` with each ``${...}`` replaced and ``$$`` made ``$`` (one pass, linear in its
         length); the result is never parsed again. The first bad reference is an issue."""
-        if "$" not in value:
+        if "$" not in value or self.env is None:
             return value
         out = []
         i = 0
@@ -437,7 +456,7 @@ class _Reader:
             self.issues.append(_Issue(line, loc, f"${{{_clip(expr)}}}: expected ${{NAME}}, ${{NAME:-default}}, "
                                                  "${env:NAME} or ${file:/path} (write $$ for a literal $)"))
             return None
-        val = self.env.get(name)
+        val = (self.env or {}).get(name)
         if val is None or (sep and val == ""):
             if sep:
                 return default
@@ -481,10 +500,10 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _decode(data: bytes | str) -> str:
+def _decode(data: bytes | str, max_bytes: int = MAX_CONFIG_BYTES, what: str = "the config") -> str:
     """The text of a document: bounded, and UTF-8 (a byte order mark is dropped)."""
-    if len(data) > MAX_CONFIG_BYTES:
-        raise _Fatal(_Issue(None, None, f"the config is larger than {MAX_CONFIG_BYTES} bytes"))
+    if len(data) > max_bytes:
+        raise _Fatal(_Issue(None, None, f"{what} is larger than {max_bytes} bytes"))
     if isinstance(data, str):
         return data
     try:
@@ -510,6 +529,12 @@ def _line_of(path: _Loc, lines: Mapping[_Loc, int]) -> int | None:
         if line is not None or not probe:
             return line
         probe = probe[:-1]
+
+
+def locate(message: str, path: _Loc, lines: Mapping[_Loc, int]) -> str:
+    """``message`` about the value at ``path`` of a document read by :func:`read_document`,
+    prefixed with its line (or the line of the nearest value holding it) and the path."""
+    return str(_Issue(_line_of(path, lines), path or None, message))
 
 
 def _describe(err: Mapping[str, Any]) -> str:
@@ -661,6 +686,38 @@ def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
         raise ConfigError(source, _report(issues, reader.issues))
     assert model is not None
     return LoadedConfig(source, model, loaded_configs, raw_configs)
+
+
+def read_document(data: bytes | str, source: str, *, env: Mapping[str, str] | None = None,
+                  text_scalars: bool = False, first_document: bool = False, max_bytes: int = MAX_CONFIG_BYTES,
+                  max_values: int = MAX_VALUES, what: str = "the config") -> tuple[Any, Mapping[_Loc, int]]:
+    """A YAML or JSON document (text or UTF-8 bytes, at most ``max_bytes``) as plain values,
+    read as the config is (bounded depth, values and aliases; see ``_Reader`` for the options),
+    and the line of each value by its path (for :func:`locate`). Every problem found while
+    reading raises one ConfigError listing them, sorted by line; nothing else escapes."""
+    try:
+        reader = _Reader(_decode(data, max_bytes, what), env, max_values=max_values, text_scalars=text_scalars,
+                         first_document=first_document, what=what)
+        value = reader.read()
+    except _Fatal as e:
+        raise ConfigError(source, [str(e.issue)]) from None
+    if reader.issues:
+        raise ConfigError(source, _report(reader.issues, reader.issues))
+    return value, reader.lines
+
+
+def line_map(data: bytes | str, *, max_bytes: int = MAX_CONFIG_BYTES, max_values: int = MAX_VALUES) -> Mapping[_Loc, int]:
+    """The line of each value of a YAML or JSON document by its path, as far as the document can
+    be read within the bounds: best effort, to locate a problem another parser found."""
+    try:
+        reader = _Reader(_decode(data, max_bytes), None, max_values=max_values, text_scalars=True)
+    except _Fatal:
+        return {}
+    try:
+        reader.read()
+    except _Fatal:
+        pass  # the lines read so far
+    return reader.lines
 
 
 def _report(issues: list[_Issue], unread: list[_Issue]) -> list[str]:

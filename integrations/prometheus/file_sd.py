@@ -9,9 +9,19 @@ Each pattern is a glob whose last path element may hold a ``*`` and which ends i
 
 JSON is read as Go's encoding/json reads it (keys matched case-insensitively, unknown keys
 rejected, values must be strings), YAML as yaml.v2's strict mode does (unknown and duplicate keys
-rejected, scalars taken as the text written, so ``targets: [9100]`` is the string ``"9100"``).
-Label names must be valid. Every group gets ``__meta_filepath`` (the file as globbed) and the
-source ``<file>:<index>``.
+rejected, scalars taken as the text written, so ``targets: [9100]`` is the string ``"9100"``;
+an explicit tag must fit its value, so ``!!float ''`` is refused; aliases and ``<<`` merge keys
+apply; only the first document is read; ``${...}`` is text, never substituted). Label names must
+be valid. Every group gets ``__meta_filepath`` (the file as globbed) and the source
+``<file>:<index>``.
+
+The files are written by other tools, so they are bounded like any peer's input: YAML goes
+through the config's reader (``bridge.config.read_document``: nesting, values and aliases
+bounded, ``MAX_YAML_VALUES`` here; an alias bomb or a recursive alias is refused where it
+starts); a file over ``MAX_FILE_BYTES``, JSON with more than ``MAX_JSON_VALUES`` values or
+nested too deep, a file listing more than ``MAX_TARGETS`` targets, and anything that is not a
+regular file (a FIFO is never opened blocking) are refused. Every problem is a
+:class:`FileSDError` naming the line and the path inside the file.
 
 ``refresh()`` re-reads the files whose size, mtime, inode or ctime changed, drops the groups of
 files that are gone, and keeps the previous groups of a file that cannot be read or parsed, as
@@ -25,21 +35,34 @@ import glob
 import json
 import os
 import re
+import stat
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from bridge.config import ConfigError, line_map, locate, read_document
 from integrations.prometheus.relabel import LABEL_NAME_RE
 
-__all__ = ["FILEPATH_LABEL", "FileSD", "TargetGroup", "validate_pattern"]
+__all__ = ["FILEPATH_LABEL", "FileSD", "FileSDError", "TargetGroup", "parse_file", "validate_pattern"]
 
 FILEPATH_LABEL = "__meta_filepath"
+MAX_FILE_BYTES = 16 << 20
+"""A larger file is refused (Prometheus has no bound)."""
+MAX_TARGETS = 100_000
+"""The most targets one file may list."""
+MAX_JSON_VALUES = 1_000_000
+"""The most values a JSON file may hold, counted before it is parsed as one more than its
+commas and opening brackets (an upper bound): what parsing it may allocate is bounded."""
+MAX_YAML_VALUES = 10_000
+"""The most values (scalars, mappings, lists) a YAML file may hold, each alias counted as the
+values it repeats, as the config's are bounded (an alias bomb is refused at the alias that crosses
+it). YAML is read about 1 MB/s (JSON about 20 times faster), so this bound keeps a file's cost
+under about a tenth of a second: about 1,000 targets with a few labels each, or 10,000 in one
+group. Larger target lists belong in JSON files, or in several files."""
+_LINE_VALUES = 10_000  # how far a JSON file is read again to find the line of a problem
 # Prometheus' patFileSDName.
 _PATTERN_RE = re.compile(r"[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)\Z")
-_NULL_TAG = "tag:yaml.org,2002:null"
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,12 @@ def _python_glob(pattern: str) -> str:
     return "".join(out)
 
 
-class _FileError(Exception):
+class FileSDError(Exception):
+    """A file_sd file's content that cannot be used; the message names the line and the path
+    inside the file (``line 3: [1].targets[0]: ...``)."""
+
+
+class _GroupError(Exception):
     def __init__(self, message: str, path: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
@@ -126,8 +154,8 @@ class FileSD:
                     files[path] = previous
                     continue
                 key, groups = _read_file(path)
-            except _FileError as e:
-                errors.append(f"{path}: {e.message}")
+            except FileSDError as e:
+                errors.append(f"{path}: {e}")
                 files[path] = _FileState(None, previous.groups if previous else [])
                 continue
             except OSError as e:
@@ -144,104 +172,67 @@ def _stat_key(st: os.stat_result) -> tuple[int, ...]:
 
 
 def _read_file(path: str) -> tuple[tuple[int, ...], list[TargetGroup]]:
-    with open(path, "rb") as f:
-        key = _stat_key(os.fstat(f.fileno()))
-        content = f.read()
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = content.count(b"\n", 0, e.start) + 1
-        raise _FileError(f"line {line}: not valid UTF-8") from None
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".json":
-        data, lines = _load_json(text)
-        case_insensitive_keys = True
-    elif ext in (".yml", ".yaml"):
-        data, lines = _load_yaml(text)
-        case_insensitive_keys = False
+    # Non-blocking: a FIFO matched by the glob must not block the open (it is refused below).
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise FileSDError("cannot read the file: not a regular file")
+        content = f.read(MAX_FILE_BYTES + 1)
+    return _stat_key(st), parse_file(content, path)
+
+
+def parse_file(content: bytes, filename: str) -> list[TargetGroup]:
+    """The target groups of one file_sd file holding ``content``, read as YAML or JSON by the
+    extension of ``filename`` (which also labels the groups). Raises FileSDError, nothing else."""
+    ext = os.path.splitext(filename)[1].lower()
+    if ext not in (".json", ".yml", ".yaml"):
+        raise FileSDError(f"unsupported file extension {ext!r} (expected .json, .yml or .yaml)")
+    if len(content) > MAX_FILE_BYTES:
+        raise FileSDError(f"the file is larger than {MAX_FILE_BYTES} bytes")
+    is_json = ext == ".json"
+    lines: Mapping[tuple[Any, ...], int] = {}
+    if is_json:
+        data = _load_json(content)
     else:
-        raise _FileError(f"unsupported file extension {ext!r} (expected .json, .yml or .yaml)")
+        try:
+            data, lines = read_document(content, filename, text_scalars=True, first_document=True,
+                                        max_bytes=MAX_FILE_BYTES, max_values=MAX_YAML_VALUES, what="the file")
+        except ConfigError as e:
+            more = len(e.issues) - 1
+            raise FileSDError(e.issues[0] + (f" (and {more} more problems)" if more else "")) from None
     try:
-        groups = _groups(data, path, case_insensitive_keys)
-    except _FileError as e:
-        probe = e.path
-        line = None
-        while line is None and probe:
-            line = lines.get(probe)
-            probe = probe[:-1]
-        where = f"line {line}: " if line is not None else ""
-        raise _FileError(f"{where}{_format_path(e.path)}: {e.message}" if e.path else f"{where}{e.message}") from None
-    return key, groups
-
-
-def _format_path(path: tuple[Any, ...]) -> str:
-    s = ""
-    for p in path:
-        s += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return s.lstrip(".")
+        return _groups(data, filename, case_insensitive_keys=is_json)
+    except _GroupError as e:
+        if is_json:  # the JSON parser knows no lines: read the file as YAML, as far as needed
+            lines = line_map(content, max_bytes=MAX_FILE_BYTES, max_values=_LINE_VALUES)
+        raise FileSDError(locate(e.message, e.path, lines)) from None
 
 
 # ---------------------------------------------------------------------------- parsing
 
 
-def _load_json(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+def _load_json(content: bytes) -> Any:
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
     try:
-        data = json.loads(text, parse_constant=no_constants) if text.strip() else _empty_json()
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = content.count(b"\n", 0, e.start) + 1
+        raise FileSDError(f"line {line}: not valid UTF-8") from None
+    if 1 + text.count(",") + text.count("[") + text.count("{") > MAX_JSON_VALUES:
+        raise FileSDError(f"the file holds more than {MAX_JSON_VALUES} JSON values (counted as its commas and "
+                          "opening brackets)")
+    if not text.strip():
+        raise FileSDError("line 1, column 1: not valid JSON: unexpected end of JSON input")
+    try:
+        return json.loads(text, parse_constant=no_constants)
     except json.JSONDecodeError as e:
-        raise _FileError(f"line {e.lineno}, column {e.colno}: not valid JSON: {e.msg}") from None
+        raise FileSDError(f"line {e.lineno}, column {e.colno}: not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise FileSDError("not valid JSON: nested too deep") from None
     except ValueError as e:
-        raise _FileError(f"not valid JSON: {e}") from None
-    return data, _line_map(text)
-
-
-def _empty_json() -> Any:
-    raise _FileError("line 1, column 1: not valid JSON: unexpected end of JSON input")
-
-
-def _load_yaml(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    try:
-        root = next(iter(yaml.compose_all(text, Loader=yaml.SafeLoader)), None)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise _FileError(f"{where}not valid YAML: {getattr(e, 'problem', None) or e}") from None
-    lines: dict[tuple[Any, ...], int] = {}
-    return _yaml_value(root, (), lines), lines
-
-
-def _yaml_value(node: Any, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
-    """A composed YAML node as yaml.v2 would decode it into strings: scalars keep their text, null is None."""
-    if node is None:
-        return None
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.ScalarNode):
-        return None if node.tag == _NULL_TAG else node.value
-    if isinstance(node, yaml.SequenceNode):
-        return [_yaml_value(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = key_node.value if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _NULL_TAG else None
-        if not isinstance(key, str):
-            raise _FileError(f"line {key_node.start_mark.line + 1}: mapping keys must be strings")
-        if key in out:
-            raise _FileError(f"line {key_node.start_mark.line + 1}: key {key!r} already set in map")
-        lines[(*path, key)] = key_node.start_mark.line + 1
-        out[key] = _yaml_value(value_node, (*path, key), lines)
-    return out
-
-
-def _line_map(text: str) -> dict[tuple[Any, ...], int]:
-    """Lines of the nodes of a JSON document, by path (best effort: JSON read as YAML)."""
-    lines: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        _yaml_value(root, (), lines)
-    except (yaml.YAMLError, _FileError):
-        return {}
-    return lines
+        raise FileSDError(f"not valid JSON: {e}") from None
 
 
 def _kind(value: Any) -> str:
@@ -260,7 +251,7 @@ def _string(value: Any, path: tuple[Any, ...], what: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _FileError(f"{what} must be a string, not {_kind(value)}", path)
+        raise _GroupError(f"{what} must be a string, not {_kind(value)}", path)
     return value
 
 
@@ -268,36 +259,44 @@ def _groups(data: Any, filename: str, case_insensitive_keys: bool) -> list[Targe
     if data is None:
         return []
     if not isinstance(data, list):
-        raise _FileError(f"expected a list of target groups, not {_kind(data)}")
+        raise _GroupError(f"expected a list of target groups, not {_kind(data)}")
     groups = []
+    count = 0
     for i, item in enumerate(data):
         if item is None:
-            raise _FileError("nil target group item found", (i,))
+            raise _GroupError("nil target group item found", (i,))
         if not isinstance(item, dict):
-            raise _FileError(f"a target group must be a mapping with targets and labels, not {_kind(item)}", (i,))
+            raise _GroupError(f"a target group must be a mapping with targets and labels, not {_kind(item)}", (i,))
         raw_targets: Any = None
         raw_labels: Any = None
         for key, value in item.items():
+            if not isinstance(key, str):
+                raise _GroupError("a field name must be a string", (i,))
             field = key.lower() if case_insensitive_keys else key
             if field == "targets":
                 raw_targets = value
             elif field == "labels":
                 raw_labels = value
             else:
-                raise _FileError("unknown field (expected targets and labels)", (i, key))
+                raise _GroupError("unknown field (expected targets and labels)", (i, key))
         if raw_targets is None:
             raw_targets = []
         if not isinstance(raw_targets, list):
-            raise _FileError(f"targets must be a list of host:port strings, not {_kind(raw_targets)}", (i, "targets"))
+            raise _GroupError(f"targets must be a list of host:port strings, not {_kind(raw_targets)}", (i, "targets"))
+        count += len(raw_targets)
+        if count > MAX_TARGETS:
+            raise _GroupError(f"the file lists more than {MAX_TARGETS} targets", (i, "targets"))
         targets = tuple(_string(t, (i, "targets", j), "a target") for j, t in enumerate(raw_targets))
         if raw_labels is None:
             raw_labels = {}
         if not isinstance(raw_labels, dict):
-            raise _FileError(f"labels must be a mapping of label names to strings, not {_kind(raw_labels)}", (i, "labels"))
+            raise _GroupError(f"labels must be a mapping of label names to strings, not {_kind(raw_labels)}", (i, "labels"))
         labels: dict[str, str] = {}
         for name, value in raw_labels.items():
-            if not isinstance(name, str) or not LABEL_NAME_RE.match(name):
-                raise _FileError(f"{name!r} is not a valid label name", (i, "labels", name))
+            if not isinstance(name, str):
+                raise _GroupError("a label name must be a string", (i, "labels"))
+            if not LABEL_NAME_RE.match(name):
+                raise _GroupError("not a valid label name", (i, "labels", name))
             labels[name] = _string(value, (i, "labels", name), "a label value")
         labels[FILEPATH_LABEL] = filename
         groups.append(TargetGroup(targets, types.MappingProxyType(labels), f"{filename}:{i}"))

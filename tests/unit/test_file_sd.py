@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from integrations.prometheus.file_sd import FileSD, TargetGroup
+from integrations.prometheus.file_sd import FILEPATH_LABEL, MAX_FILE_BYTES, FileSD, FileSDError, TargetGroup, parse_file
 
 
 def write(path: Path, text: str) -> None:
@@ -102,8 +104,8 @@ def test_json_syntax_error_names_line(tmp_path):
     ("t.json", '{"targets": ["a:1"]}', "expected a list of target groups"),
     ("t.json", "", "not valid JSON"),
     ("t.yml", "- targets: [a:1]\n- targets:\n  - {x: 1}\n", "line 3: [1].targets[0]: a target must be a string, not a mapping"),
-    ("t.yml", "- targets: [a:1]\n  labels:\n    0bad: x\n", "line 3: [0].labels.0bad: '0bad' is not a valid label name"),
-    ("t.yml", "- targets: [a:1]\n  targets: [b:2]\n", "line 2: key 'targets' already set in map"),
+    ("t.yml", "- targets: [a:1]\n  labels:\n    0bad: x\n", "line 3: [0].labels.0bad: not a valid label name"),
+    ("t.yml", "- targets: [a:1]\n  targets: [b:2]\n", "line 2: [0].targets: key already set at line 1"),
     ("t.yml", "- targets: [a:1]\n  Targets: [b:2]\n", "line 2: [0].Targets: unknown field"),
     ("t.yml", "- targets: a:1\n", "line 1: [0].targets: targets must be a list"),
     ("t.yml", "targets: [a:1]\n", "expected a list of target groups, not a mapping"),
@@ -165,3 +167,125 @@ def test_groups_are_immutable(tmp_path):
         group.labels["x"] = "y"  # type: ignore[index]
     with pytest.raises(AttributeError):
         group.source = "x"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------- hostile files
+
+ALIAS_BOMB = (  # 485 bytes that expand to 10**9 strings
+    "- targets: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"- targets: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+              for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+)
+
+
+def refresh_after_breaking(tmp_path: Path, name: str, content: bytes) -> tuple[list[TargetGroup], list[TargetGroup], list[str]]:
+    """The groups of a good file, then the groups and errors once it holds ``content``."""
+    f = tmp_path / name
+    write(f, '[{"targets": ["good:1"]}]' if name.endswith(".json") else "- targets: [good:1]\n")
+    sd = FileSD([str(f)])
+    good, errors = sd.refresh()
+    assert errors == [] and [g.targets for g in good] == [("good:1",)]
+    f.write_bytes(content)
+    os.utime(f, ns=(0, f.stat().st_mtime_ns + 2_000_000_000))
+    groups, errors = sd.refresh()
+    return good, groups, errors
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("t.yml", ALIAS_BOMB.encode(), "line 4: [3].targets[7]: the file holds more than 10000 values (*c repeats 1111)"),
+    ("t.yml", b"- targets: &a [h:1, *a]\n", "line 1: [0].targets[1]: alias *a does not name an anchor (&a) completed"),
+    ("t.yml", b"- &g {targets: [h:1], labels: *g}\n", "line 1: [0].labels: alias *g does not name an anchor"),
+    ("t.yml", b"- targets: [h:1]\n  labels:\n    ? [a, b]\n    : c\n",
+     "line 3: [0].labels: a mapping key must be a string, not a list"),
+    ("t.yml", b"- targets: [!!float '']\n", "line 1: [0].targets[0]: not a valid !!float value"),
+    ("t.yml", b"- targets: [h:1]\n  labels: {a: !!binary aGk=}\n", "line 2: [0].labels.a: unsupported tag !!binary"),
+    ("t.yml", b"- targets: [h:1]\n  labels: {~: x}\n", "line 2: [0].labels: a label name must be a string"),
+    ("t.yml", b"- targets: [h:1]\n  labels: {a: \xff}\n", "line 2: not valid UTF-8"),
+    ("t.yml", b"[" * 100 + b"]" * 100, "line 1: [0][0][0][0]"),
+    ("t.json", b"[" * 100_000 + b"]" * 100_000, "not valid JSON: nested too deep"),
+    ("t.json", b"[" + b"{}," * 1_000_000 + b"{}]", "the file holds more than 1000000 JSON values"),
+    ("t.json", json.dumps([{"targets": [f"h:{i}" for i in range(100_001)]}]).encode(),
+     "line 1: [0].targets: the file lists more than 100000 targets"),
+])
+def test_hostile_file_is_refused_and_its_previous_groups_kept(tmp_path, name, content, message):
+    good, groups, errors = refresh_after_breaking(tmp_path, name, content)
+    assert groups == good
+    assert len(errors) == 1 and errors[0].startswith(f"{tmp_path / name}: ") and message in errors[0], errors[0]
+
+
+def test_alias_bomb_is_refused_without_expanding_it():
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileSDError, match="more than 10000 values"):
+            parse_file(ALIAS_BOMB.encode(), "t.yml")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 << 20  # expanded, it is 10**9 strings
+
+
+def test_aliases_within_the_bound_are_read():
+    groups = parse_file(b"- targets: &t [a:1, b:2]\n  labels: &l {env: prod}\n- targets: *t\n  labels:\n"
+                        b"    <<: *l\n    dc: eu\n", "t.yml")
+    assert [(g.targets, dict(g.labels)) for g in groups] == [
+        (("a:1", "b:2"), {"env": "prod", FILEPATH_LABEL: "t.yml"}),
+        (("a:1", "b:2"), {"env": "prod", "dc": "eu", FILEPATH_LABEL: "t.yml"}),
+    ]
+
+
+def test_oversized_file_is_refused_before_it_is_parsed(tmp_path):
+    content = b"- targets: [h:1]\n" + b"#" * MAX_FILE_BYTES
+    good, groups, errors = refresh_after_breaking(tmp_path, "t.yml", content)
+    assert groups == good and len(errors) == 1 and f"the file is larger than {MAX_FILE_BYTES} bytes" in errors[0]
+
+
+def test_yaml_values_are_bounded_json_reads_large_files(tmp_path):
+    many = [{"targets": [f"10.0.{i // 256}.{i % 256}:9100"], "labels": {"job": "node", "env": "prod"}}
+            for i in range(20_000)]
+    assert len(parse_file(json.dumps(many).encode(), "t.json")) == 20_000
+    with pytest.raises(FileSDError, match=r"^line \d+: \[\d+\]\S*: the file holds more than 10000 values"):
+        parse_file(json.dumps(many).encode(), "t.yml")  # JSON is YAML too
+
+
+def test_yaml_is_not_substituted_and_only_its_first_document_is_read():
+    groups = parse_file(b"- targets: ['${HOST}:1', !!int 9100, !!str 007]\n  labels: {a: $$x}\n---\n- {\n", "t.yml")
+    assert groups[0].targets == ("${HOST}:1", "9100", "007") and groups[0].labels["a"] == "$$x"
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    f = tmp_path / "t.yml"
+    os.mkfifo(f)  # a writer never comes: opening it to read would block
+    groups, errors = FileSD([str(f)]).refresh()
+    assert groups == [] and errors == [f"{f}: cannot read the file: not a regular file"]
+
+
+async def test_plugin_logs_a_broken_file_once_and_its_fix_once_and_counts_every_failed_read(tmp_path, caplog):
+    from integrations.prometheus.plugin import PrometheusIntegration
+
+    f = tmp_path / "t.yml"
+    write(f, "- targets: ['127.0.0.1:1']\n  labels: {job: sd}\n")
+    plugin = PrometheusIntegration()
+    await plugin.initialize({"scrape": {"interval": 5, "timeout": 1, "file_sd": [str(f)]}})
+
+    async def round_() -> tuple[set[str], float]:
+        metrics = await plugin.import_metrics()
+        up = {m.attributes["instance"] for m in metrics if m.name == "up"}
+        errors = sum(float(m.value) for m in metrics if m.name == "monbridge.scrape.file_sd.errors")
+        return up, errors
+
+    try:
+        assert await round_() == ({"127.0.0.1:1"}, 0.0)
+        write(f, ALIAS_BOMB)
+        with caplog.at_level(logging.INFO, logger="monbridge.prometheus"):
+            assert await round_() == ({"127.0.0.1:1"}, 1.0)  # the previous target is still scraped
+            assert await round_() == ({"127.0.0.1:1"}, 2.0)
+            write(f, "- targets: ['127.0.0.1:2']\n")
+            assert await round_() == ({"127.0.0.1:2"}, 2.0)
+            assert await round_() == ({"127.0.0.1:2"}, 2.0)
+        logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("file_sd: ")]
+        assert len(logged) == 2, logged
+        assert logged[0].startswith(f"file_sd: {f}: line 4: [3].targets[7]: the file holds more than 10000 values")
+        assert logged[0].endswith("(the file's previous targets are kept)")
+        assert logged[1].startswith(f"file_sd: resolved: {f}: line 4")
+    finally:
+        await plugin.shutdown()
