@@ -55,11 +55,14 @@ MAX_JSON_VALUES = 1_000_000
 """The most values a JSON file may hold, counted before it is parsed as one more than its
 commas and opening brackets (an upper bound): what parsing it may allocate is bounded."""
 MAX_YAML_VALUES = 10_000
-"""The most values (scalars, mappings, lists) a YAML file may hold, each alias counted as the
-values it repeats, as the config's are bounded (an alias bomb is refused at the alias that crosses
-it). YAML is read about 1 MB/s (JSON about 20 times faster), so this bound keeps a file's cost
-under about a tenth of a second: about 1,000 targets with a few labels each, or 10,000 in one
-group. Larger target lists belong in JSON files, or in several files."""
+YAML_BYTES_PER_VALUE = 6
+"""The most values (scalars, mappings, lists) a YAML file may hold: ``MAX_YAML_VALUES``, or one
+per ``YAML_BYTES_PER_VALUE`` bytes of the file if that is more, each alias counted as the values
+it repeats, as the config's are bounded. An alias bomb (billions of values from a few hundred
+bytes) is refused at the alias that crosses the bound; a file written out in full (a target list
+takes 6 bytes or more a value) is read whatever its length, up to ``MAX_FILE_BYTES``. Reading
+costs in proportion to the file (YAML about 1 MB/s, JSON about 20 times faster), in a worker
+thread."""
 _LINE_VALUES = 10_000  # how far a JSON file is read again to find the line of a problem
 # Prometheus' patFileSDName.
 _PATTERN_RE = re.compile(r"[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)\Z")
@@ -194,9 +197,10 @@ def parse_file(content: bytes, filename: str) -> list[TargetGroup]:
     if is_json:
         data = _load_json(content)
     else:
+        values = max(MAX_YAML_VALUES, len(content) // YAML_BYTES_PER_VALUE)
         try:
             data, lines = read_document(content, filename, text_scalars=True, first_document=True,
-                                        max_bytes=MAX_FILE_BYTES, max_values=MAX_YAML_VALUES, what="the file")
+                                        max_bytes=MAX_FILE_BYTES, max_values=values, what="the file")
         except ConfigError as e:
             more = len(e.issues) - 1
             raise FileSDError(e.issues[0] + (f" (and {more} more problems)" if more else "")) from None

@@ -272,13 +272,14 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
 
     # ------------------------------------------------------------------ import: scrape and federate
 
-    def _targets(self) -> list[Target]:
+    async def _targets(self) -> list[Target]:
         sc = self.config.scrape if self.config else None
         if sc is None:
             return []
         targets = [Target(t.url, {"job": t.job, "instance": instance_of(t.url), **t.labels}, "static") for t in sc.targets]
         if self._file_sd is not None:
-            groups, errors = self._file_sd.refresh()
+            # in a worker thread: a large file_sd file costs seconds to read
+            groups, errors = await asyncio.to_thread(self._file_sd.refresh)
             for err in errors:
                 self._count("file_sd_errors", "error")
                 if err not in self._file_sd_errors:  # a broken file is reported once, not every round
@@ -319,7 +320,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         cfg = self.config
         if cfg is None:
             raise PluginError(f"{PLUGIN_ID}: import called before initialize")
-        targets = self._targets()
+        targets = await self._targets()
         current = {t.key for t in targets}
         for key in [k for k in self._scrapers if k not in current]:
             gone = self._scrapers.pop(key)

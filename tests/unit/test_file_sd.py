@@ -9,6 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import yaml
 
 from integrations.prometheus.file_sd import FILEPATH_LABEL, MAX_FILE_BYTES, FileSD, FileSDError, TargetGroup, parse_file
 
@@ -239,12 +240,17 @@ def test_oversized_file_is_refused_before_it_is_parsed(tmp_path):
     assert groups == good and len(errors) == 1 and f"the file is larger than {MAX_FILE_BYTES} bytes" in errors[0]
 
 
-def test_yaml_values_are_bounded_json_reads_large_files(tmp_path):
+def test_yaml_values_are_bounded_by_the_files_length_json_reads_large_files(tmp_path):
     many = [{"targets": [f"10.0.{i // 256}.{i % 256}:9100"], "labels": {"job": "node", "env": "prod"}}
             for i in range(20_000)]
     assert len(parse_file(json.dumps(many).encode(), "t.json")) == 20_000
+    # Written out in full, YAML is read whatever its length (JSON is YAML too) ...
+    assert len(parse_file(yaml.safe_dump(many).encode(), "t.yml")) == 20_000
+    assert len(parse_file(json.dumps(many).encode(), "t.yml")) == 20_000
+    # ... but values repeated by aliases are bounded by the file's length.
+    amplified = b"- &g {targets: ['10.0.0.1:9100'], labels: {job: node, env: prod}}\n" + b"- *g\n" * 5_000
     with pytest.raises(FileSDError, match=r"^line \d+: \[\d+\]\S*: the file holds more than 10000 values"):
-        parse_file(json.dumps(many).encode(), "t.yml")  # JSON is YAML too
+        parse_file(amplified, "t.yml")
 
 
 def test_yaml_is_not_substituted_and_only_its_first_document_is_read():
