@@ -10,23 +10,28 @@ Alertmanager's notification log. Acknowledged alerts do not cause repeats. Muted
 (silenced or inhibited, asked at flush time) are left out.
 
 The notification log (``nflog.json`` in the state directory) survives a restart, so alerts
-that were already notified are not notified again.
+that were already notified are not notified again. Each entry's JSON text is made when it
+changes; the file is written whole from those texts in a worker thread, coalescing the changes
+made meanwhile (``bridge.alerting.writebehind``), and each write first waits for ``durable``
+(the outbox's flush), so the log on disk never records a notification the outbox could lose.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bridge.alerting.model import Matcher, copy_alert, format_labels, matches_all
 from bridge.alerting.notify import Notification
-from bridge.alerting.store import write_json_atomic
+from bridge.alerting.store import write_text_atomic
+from bridge.alerting.writebehind import WriteBehind
 from bridge.api import Alert, AlertState
 
 __all__ = ["Dispatcher", "GroupingSettings", "Route"]
@@ -83,7 +88,8 @@ Enqueue = Callable[[Notification], None]
 
 class Dispatcher:
     def __init__(self, enqueue: Enqueue, muted: Muted, nflog_path: Path | None = None,
-                 clock: Callable[[], float] = time.time, external_url: str = "") -> None:
+                 clock: Callable[[], float] = time.time, external_url: str = "",
+                 durable: Callable[[], Awaitable[None]] | None = None) -> None:
         self.enqueue = enqueue
         self.muted = muted
         self.clock = clock
@@ -93,14 +99,18 @@ class Dispatcher:
         self.groups: dict[tuple[str, str], _Group] = {}
         self.nflog_path = nflog_path
         self.nflog: dict[str, _NflogEntry] = {}
+        self._nflog_text: dict[str, str] = {}  # each entry's text in the file, '"key":{...}'
+        self._nflog_writer = WriteBehind("alerts:nflog-write", self._nflog_contents, self._write_nflog,
+                                         before=durable)
         if nflog_path is not None and nflog_path.exists():
-            import json
-
             try:
                 for k, v in json.loads(nflog_path.read_text()).items():
                     self.nflog[k] = _NflogEntry(set(v["firing"]), set(v["resolved"]), float(v["at"]), int(v["count"]))
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.error("notification log %s is unreadable (%s); starting empty", nflog_path, e)
+                self.nflog.clear()
+            for k in self.nflog:
+                self._nflog_changed(k)
 
     def configure(self, routes: Sequence[Route], settings: GroupingSettings) -> None:
         self.routes = list(routes)
@@ -188,8 +198,9 @@ class Dispatcher:
             return None
         count = (entry.count + 1) if entry else 1
         self.nflog[nkey] = _NflogEntry(firing, resolved, now, count)
+        self._nflog_changed(nkey)
         if not firing and not g.route.send_resolved:
-            self._save_nflog()
+            self._nflog_writer.soon()
             return None
         sent = [a for a in alerts if g.route.send_resolved or a.state is not AlertState.RESOLVED]
         note = Notification(
@@ -197,10 +208,11 @@ class Dispatcher:
             group_key=g.key, group_labels=dict(g.labels), alerts=[copy_alert(a) for a in sent],
             external_url=self.external_url, created_at=now,
         )
-        # The outbox first: a crash between the two sends the notification again under the same
-        # key (the nflog count did not advance), which the outbox and receivers recognise.
+        # The outbox first (the log's write waits for the outbox's): a crash between the two sends
+        # the notification again under the same key (the count on disk did not advance), which the
+        # outbox and receivers recognise.
         self.enqueue(note)
-        self._save_nflog()
+        self._nflog_writer.soon()
         return note
 
     def _needs_update(self, entry: _NflogEntry | None, firing: set[str], resolved: set[str], unacked: set[str],
@@ -216,9 +228,20 @@ class Dispatcher:
             return True
         return bool(unacked) and entry.at + self.settings.repeat_interval <= now
 
-    def _save_nflog(self) -> None:
+    def _nflog_changed(self, key: str) -> None:
         if self.nflog_path is not None:
-            write_json_atomic(self.nflog_path, {k: v.to_json() for k, v in self.nflog.items()})
+            self._nflog_text[key] = f"{json.dumps(key)}:{json.dumps(self.nflog[key].to_json(), separators=(',', ':'))}"
+
+    def _nflog_contents(self) -> list[str]:
+        return ["{", ",".join(self._nflog_text.values()), "}"]
+
+    def _write_nflog(self, parts: list[str]) -> None:
+        if self.nflog_path is not None:
+            write_text_atomic(self.nflog_path, parts)
+
+    async def flush(self) -> None:
+        """Wait until the notification log on disk has every change made so far."""
+        await self._nflog_writer.flush()
 
     def direct(self, notifier_id: str, alerts: Sequence[Alert], group_key: str, level: int | None = None) -> Notification:
         """A notification outside grouping (an escalation): ``alerts`` to one notifier now."""

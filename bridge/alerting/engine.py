@@ -177,7 +177,7 @@ class AlertEngine:
         self.silences = Silences(self.state_path("silences.json"), clock=clock)
         self.outbox = Outbox(self.settings.resolved_outbox_dir(), retry, clock=clock)
         self.dispatcher = Dispatcher(self._enqueue, self.muted, self.state_path("nflog.json"), clock,
-                                     self.settings.external_url)
+                                     self.settings.external_url, durable=self.outbox.flush)
         self._lock: StateDirLock | None = None
         self.telemetry = AlertTelemetry(self.resource)
         self.chain = ProcessorChain(self)
@@ -249,6 +249,7 @@ class AlertEngine:
             self.telemetry.transition(*self._telemetry_backlog.popleft())
         await self.store.flush()
         self.dispatcher.stop()
+        await self.dispatcher.flush()
         await self.outbox.stop()
         # A graceful stop has 5 s in all: the last spans and records get one of them at most.
         try:

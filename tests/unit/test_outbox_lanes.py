@@ -6,6 +6,7 @@ receiver (aiohttp on loopback) that fails every request about the stale group.""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp import web
 
@@ -59,7 +60,9 @@ class Receiver:
 
 async def test_a_stale_notification_holds_up_neither_other_groups_nor_its_own(tmp_path):
     # An earlier run queued a notification for a group whose receiver no longer takes it.
-    Outbox(tmp_path).put(notification("stale", STALE, 1_000.0))
+    earlier = Outbox(tmp_path)
+    earlier.put(notification("stale", STALE, 1_000.0))
+    await earlier.flush()
     receiver = Receiver()
     await receiver.start()
     notifier = WebhookNotifier()
@@ -82,7 +85,8 @@ async def test_a_stale_notification_holds_up_neither_other_groups_nor_its_own(tm
         assert receiver.got[2] == (STALE, "newer", 503)
         assert outcomes[1] == ("stale", "superseded") and outbox.superseded_total == 1
         assert [n.key for n in outbox.pending()] == ["newer"]
-        assert [p.name for p in (tmp_path / PLUGIN_ID).iterdir()] == ["0000002000000-newer.json"]
+        await outbox.flush()  # the outbox on disk holds the newer one only
+        assert [n["key"] for p in (tmp_path / PLUGIN_ID).iterdir() for n in json.loads(p.read_text())] == ["newer"]
     finally:
         await outbox.stop()
         await notifier.shutdown()
