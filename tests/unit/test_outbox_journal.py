@@ -1,18 +1,22 @@
 """The outbox on disk: segments of pending notifications and the journal of done keys. A restart
 sends exactly what was pending; the journal, compacted, forgets no key a segment still holds;
 an earlier version's files (one per notification, ``delivered.json``) are taken over; a torn
-last journal line costs only a repeat."""
+last journal line costs only a repeat; and until a notification's segment is written, it is
+neither sent nor recorded in the notification log."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import bridge.alerting.outbox as outbox_module
 from bridge.alerting.notify import DeliveryError, Notification
 from bridge.alerting.outbox import JOURNAL, Outbox, RetryPolicy
+from bridge.alerting.processors import GroupingProcessor
 from bridge.api import Alert, AlertState
+from tests.unit.alerting_helpers import CollectingNotifier, EngineUnderTest, make_alert
 
 NID = "monitoring.alerts.collect"
 SLOW = RetryPolicy(initial=3600.0, maximum=3600.0)
@@ -95,3 +99,39 @@ async def test_a_torn_journal_line_is_skipped(tmp_path, caplog):
     assert f"{JOURNAL} line 2 is unreadable" in caplog.text
     await outbox.flush()
     assert journal_keys(tmp_path) == ["a", "b"]
+
+
+async def test_the_send_and_the_notification_log_wait_for_the_outbox_write(tmp_path, monkeypatch):
+    """The outbox's write held up: the notification is not sent, and the notification log on
+    disk does not record it (a crash now must send it after the restart), until it is done."""
+    gate = threading.Event()
+    real = outbox_module.write_text_atomic
+
+    def held(path, parts):
+        if path.parent.name == NID:
+            gate.wait(30)
+        real(path, parts)
+
+    monkeypatch.setattr(outbox_module, "write_text_atomic", held)
+    grouping = GroupingProcessor()
+    await grouping.initialize({"group_wait": 0, "group_interval": 300})
+    collect = CollectingNotifier()
+    await collect.initialize({})
+    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (NID, collect)])
+    await t.engine.start()
+    try:
+        t.engine.fire(make_alert(), "test")
+        async with asyncio.timeout(10):
+            while not t.engine.outbox.pending():
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # room for a send or a log write that would not wait
+        assert collect.sent == []
+        assert not (tmp_path / "nflog.json").exists()
+        gate.set()
+        await asyncio.wait_for(collect.arrived.wait(), 10)
+        await t.engine.dispatcher.flush()
+        [entry] = json.loads((tmp_path / "nflog.json").read_text()).values()
+        assert entry["count"] == 1 and len(collect.sent) == 1
+    finally:
+        gate.set()
+        await t.engine.stop()
