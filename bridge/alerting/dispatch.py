@@ -12,7 +12,8 @@ Alertmanager's notification log. Acknowledged alerts do not cause repeats. Muted
 The notification log (``nflog.json`` in the state directory) survives a restart, so alerts
 that were already notified are not notified again. Each entry's JSON text is made when it
 changes; the file is written whole from those texts in a worker thread, coalescing the changes
-made meanwhile (``bridge.alerting.writebehind``), and each write first waits for ``durable``
+made meanwhile (``bridge.alerting.writebehind``, lingering ``NFLOG_LINGER_S`` to gather them),
+and each write first waits for ``durable``
 (the outbox's flush), so the log on disk never records a notification the outbox could lose.
 """
 
@@ -39,6 +40,10 @@ __all__ = ["Dispatcher", "GroupingSettings", "Route"]
 log = logging.getLogger("monbridge.alerting.dispatch")
 
 ALL_LABELS = "..."
+#: Seconds the notification log's writer waits to gather the changes made meanwhile (each write
+#: is the whole log; a notification it is late to record is only sent again, under the same key,
+#: after a crash).
+NFLOG_LINGER_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class Dispatcher:
         self.nflog: dict[str, _NflogEntry] = {}
         self._nflog_text: dict[str, str] = {}  # each entry's text in the file, '"key":{...}'
         self._nflog_writer = WriteBehind("alerts:nflog-write", self._nflog_contents, self._write_nflog,
-                                         before=durable)
+                                         before=durable, linger=NFLOG_LINGER_S)
         if nflog_path is not None and nflog_path.exists():
             try:
                 for k, v in json.loads(nflog_path.read_text()).items():

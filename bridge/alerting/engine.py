@@ -177,7 +177,7 @@ class AlertEngine:
         self.silences = Silences(self.state_path("silences.json"), clock=clock)
         self.outbox = Outbox(self.settings.resolved_outbox_dir(), retry, clock=clock)
         self.dispatcher = Dispatcher(self._enqueue, self.muted, self.state_path("nflog.json"), clock,
-                                     self.settings.external_url, durable=self.outbox.flush)
+                                     self.settings.external_url, durable=self.outbox.flush_pending)
         self._lock: StateDirLock | None = None
         self.telemetry = AlertTelemetry(self.resource)
         self.chain = ProcessorChain(self)

@@ -6,12 +6,12 @@ version, a single object, is read too); and ``delivered.jsonl``, a journal of th
 notifications done with (delivered, given up or superseded), a JSON list of keys a line. A
 notification is written (one segment per notifier for all those queued meanwhile, atomically,
 one fsync) before any attempt to send it; once sent, its key is appended to the journal (one
-append and fsync for all those done meanwhile), and a segment whose notifications are all done
-is removed after that. So a restart, even after a SIGKILL, sends what was pending and only
-that; the journal is rewritten with the last keys it remembers when it has grown to twice that
-(segments still holding done notifications are rewritten first, so none is forgotten). These
-writes run in a worker thread, coalesced (``bridge.alerting.writebehind``); ``flush`` waits for
-them. Putting a notification whose key is already pending or was delivered recently does
+append and fsync for all those done within ``JOURNAL_LINGER_S``), and a segment whose
+notifications are all done is removed after that. So a restart, even after a SIGKILL, sends
+what was pending and only that; the journal is rewritten with the last keys it remembers when
+it has grown to twice that (segments still holding done notifications are rewritten first, so
+none is forgotten). These writes run in worker threads, coalesced
+(``bridge.alerting.writebehind``); ``flush`` waits for them. Putting a notification whose key is already pending or was delivered recently does
 nothing, and receivers get the key with each delivery (a header, a Message-ID, a property) to
 drop a repeat that a crash between "sent" and "journaled" could cause. Without a directory the
 outbox lives in memory.
@@ -52,6 +52,8 @@ log = logging.getLogger("monbridge.alerting.outbox")
 
 _DELIVERED_REMEMBERED = 10_000
 JOURNAL = "delivered.jsonl"
+#: Seconds the journal's writer waits to gather the keys of notifications done meanwhile.
+JOURNAL_LINGER_S = 0.1
 _LEGACY_DELIVERED = "delivered.json"
 #: Sends in flight at once per notifier (each to a different alert group).
 MAX_PARALLEL = 4
@@ -136,8 +138,13 @@ class Outbox:
         self._emptied: list[Path] = []
         self._segments: dict[Path, _Segment] = {}
         self._journaled = 0
-        self._writer: WriteBehind[_Batch] = WriteBehind("alerts:outbox-write", self._take, self._write,
+        # Two writers: the notifications put (at once: sends wait for them), and what is done with
+        # (lingering a little: nothing waits for it but a restart's memory of what was sent).
+        self._writer: WriteBehind[_Batch] = WriteBehind("alerts:outbox-write", self._take_pending, self._write,
                                                         written=self._written, failed=self._failed)
+        self._marks: WriteBehind[_Batch] = WriteBehind("alerts:outbox-journal", self._take_done, self._write,
+                                                       linger=JOURNAL_LINGER_S, written=self._written,
+                                                       failed=self._failed)
         if directory is not None:
             self._load(directory)
 
@@ -249,15 +256,15 @@ class Outbox:
             if seg.live == 0:
                 del self._segments[path]
                 self._emptied.append(path)
-        self._writer.soon()
+        self._marks.soon()
 
     # ------------------------------------------------------------------ writing
 
-    def _take(self) -> _Batch:
-        """What changed since the last write (on the event loop; no serialization here)."""
+    def _take_pending(self) -> _Batch:
+        """The notifications put since the last write, a segment per notifier (on the event loop;
+        no serialization here: their text was made when they were put)."""
         assert self.directory is not None
-        batch = _Batch(done=self._done_keys, remove=self._emptied)
-        self._done_keys, self._emptied = [], []
+        batch = _Batch()
         by_notifier: dict[str, list[OutboxEntry]] = {}
         for e in self._unwritten:
             if not e.done:
@@ -271,6 +278,12 @@ class Outbox:
             self._segments[path] = _Segment(entries, len(entries))
             batch.segments.append((path, entries, [e.text for e in entries]))
             batch.new.add(path)
+        return batch
+
+    def _take_done(self) -> _Batch:
+        """The keys of the notifications done with since the last write, and the segments emptied."""
+        batch = _Batch(done=self._done_keys, remove=self._emptied)
+        self._done_keys, self._emptied = [], []
         if self._journaled + len(batch.done) > 2 * _DELIVERED_REMEMBERED:
             # The journal is rewritten with the keys remembered; segments still holding done
             # notifications (whose keys it may forget) keep only the others first.
@@ -317,9 +330,14 @@ class Outbox:
         self._done_keys[:0] = batch.done
         self._emptied[:0] = batch.remove
 
+    async def flush_pending(self) -> None:
+        """Wait until every notification put so far is on disk."""
+        await self._writer.flush()
+
     async def flush(self) -> None:
         """Wait until every change made so far is on disk."""
         await self._writer.flush()
+        await self._marks.flush()
 
     # ------------------------------------------------------------------ delivery
 
@@ -346,7 +364,7 @@ class Outbox:
         tasks = list(self._tasks.values())
         self._tasks.clear()
         await cancel_and_wait(*tasks)
-        await self._writer.flush()
+        await self.flush()
 
     def _supersede(self, entry: OutboxEntry, newer: Notification) -> None:
         note = entry.notification

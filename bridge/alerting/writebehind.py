@@ -3,7 +3,9 @@
 ``WriteBehind.soon`` (called after a change) has a task take the state (``take``, on the loop,
 meant to be cheap: text made as things changed) and write it (``write``, in a worker thread);
 every change made while a write is under way goes into one next write, so a burst of changes
-costs a few writes, not one per change. ``before`` (optional, awaited after taking and before
+costs a few writes, not one per change. With ``linger`` the task waits that long before taking
+what to write, so that changes trickling in are written together too (for writes that
+nothing waits for). ``before`` (optional, awaited after taking and before
 writing) lets a write wait for another one it must not overtake on disk. ``written`` is told,
 on the loop, what was written; ``failed`` what could not be (and why). ``flush`` waits until
 every change made so far is written. Without a running event loop ``soon`` writes at once.
@@ -30,13 +32,14 @@ def _nothing(_batch: object) -> None:
 
 class WriteBehind(Generic[T]):
     def __init__(self, name: str, take: Callable[[], T], write: Callable[[T], None], *,
-                 before: Callable[[], Awaitable[None]] | None = None,
+                 before: Callable[[], Awaitable[None]] | None = None, linger: float = 0.0,
                  written: Callable[[T], None] = _nothing,
                  failed: Callable[[T, OSError], None] | None = None) -> None:
         self.name = name
         self._take = take
         self._write = write
         self._before = before
+        self._linger = linger
         self._written = written
         self._failed = failed
         self._dirty = False
@@ -77,6 +80,8 @@ class WriteBehind(Generic[T]):
 
     async def _run(self) -> None:
         while self._dirty:
+            if self._linger:
+                await asyncio.sleep(self._linger)
             self._dirty = False
             batch = self._take()
             if self._before is not None:

@@ -11,15 +11,14 @@ import asyncio
 import json
 import os
 import threading
-
-from aiohttp import web
+from collections import Counter
 
 from bridge.alerting.notify import Notification
 from bridge.alerting.outbox import JOURNAL, Outbox
 from bridge.alerting.processors import GroupingProcessor
 from bridge.api import Alert, AlertState
 from integrations.webhook import PLUGIN_ID, WebhookNotifier
-from tests.unit.alerting_helpers import EngineUnderTest
+from tests.unit.alerting_helpers import EngineUnderTest, WebhookReceiver
 
 N = 1000
 
@@ -46,35 +45,18 @@ async def test_a_thousand_groups_are_delivered_once_each_off_the_loop(tmp_path, 
 
     monkeypatch.setattr(os, "fsync", fsync)
     outbox_dir = tmp_path / "outbox"
-    got: dict[str, int] = {}  # instance -> deliveries
-    keys: list[str] = []
     sent_before_written: list[str] = []
-    all_in = asyncio.Event()
 
-    async def hook(request: web.Request) -> web.Response:
-        doc = await request.json()
-        key = request.headers["Idempotency-Key"]
-        if len(keys) % 50 == 0 and key not in on_disk(outbox_dir):  # a sample: reading the outbox costs
+    def inspect(key: str) -> None:
+        if int(key, 16) % 50 == 0 and key not in on_disk(outbox_dir):  # a sample: reading the outbox costs
             sent_before_written.append(key)
-        keys.append(key)
-        for a in doc["alerts"]:
-            got[a["labels"]["instance"]] = got.get(a["labels"]["instance"], 0) + 1
-        if len(got) == N:
-            all_in.set()
-        return web.json_response({})
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
+    receiver = WebhookReceiver(inspect=inspect)
+    await receiver.start()
     grouping = GroupingProcessor()
     await grouping.initialize({"group_by": ["..."], "group_wait": 0, "group_interval": 300})
     notifier = WebhookNotifier()
-    await notifier.initialize({"url": f"http://127.0.0.1:{port}/hook"})
+    await notifier.initialize({"url": receiver.url})
     t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (PLUGIN_ID, notifier)])
     await t.engine.start()
 
@@ -82,29 +64,32 @@ async def test_a_thousand_groups_are_delivered_once_each_off_the_loop(tmp_path, 
 
     async def heartbeat() -> None:
         while True:
-            beats.append(len(keys))
+            beats.append(len(receiver.got))
             await asyncio.sleep(0)
 
     beat = asyncio.create_task(heartbeat())
     try:
         fired, resolved = await t.engine.report(storm(), "alertmanager:storm")
         assert (fired, resolved) == (N, 0)
-        await asyncio.wait_for(all_in.wait(), 120)
+        async with asyncio.timeout(120):
+            while t.engine.outbox.delivered_total < N:
+                await asyncio.sleep(0.05)
         await t.engine.drain()
     finally:
         beat.cancel()
         await t.engine.stop()
         await notifier.shutdown()
-        await runner.cleanup()
+        await receiver.stop()
 
-    # Every alert once, in a notification of its own; each sent only once it was on disk.
-    assert len(got) == N and set(got.values()) == {1}
-    assert len(keys) == len(set(keys)) == N
+    # Every alert once, in a notification of its own (its group); each sent only once it was on disk.
+    groups = Counter(group for group, _key, _status in receiver.got)
+    assert len(groups) == N and set(groups.values()) == {1}
+    keys = [key for _group, key, _status in receiver.got]
+    assert len(set(keys)) == N
     assert sent_before_written == []
     # The heartbeat ran while the notifications went out, not only before and after.
     assert len({b for b in beats if 0 < b < N}) > 10
     # The disk was written in batches (not an fsync per notification), all in worker threads.
-    print(f"fsyncs {fsyncs}, heartbeat turns {len(beats)}")
     assert fsyncs["loop"] == 0
     assert 0 < fsyncs["workers"] < N
 
