@@ -6,7 +6,8 @@ pointing at an aiohttp receiver in this process, with its state directory on dis
 notification log, alert store). One POST to ``/api/v1/alerts/alertmanager`` carries ``--alerts``
 firing alerts; the figures are the time from that POST until the receiver has every alert,
 and the event loop's longest stall meanwhile (a heartbeat task sleeping 5 ms and measuring how
-late it wakes). Afterwards the script checks that each alert arrived exactly once and that the
+late it wakes; the webhook is posted from another thread, so the client's work is not counted).
+Afterwards the script checks that each alert arrived exactly once and that the
 outbox is empty on disk.
 
     python benchmarks/bench_notify_storm.py [--alerts 1000]
@@ -20,9 +21,9 @@ import json
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,6 +41,12 @@ def payload(n: int) -> bytes:
                "annotations": {}, "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
                "fingerprint": f"{i:016x}"} for i in range(n)]
     return json.dumps({"version": "4", "status": "firing", "receiver": "monbridge", "alerts": alerts}).encode()
+
+
+def post(url: str, body: bytes) -> None:
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status < 300, r.status
 
 
 async def main(n: int) -> int:
@@ -88,12 +95,11 @@ async def main(n: int) -> int:
             await asyncio.sleep(BEAT)
             worst = max(worst, loop.time() - t0 - BEAT)
 
-    beat = asyncio.create_task(heartbeat())
     body = payload(n)
+    beat = asyncio.create_task(heartbeat())
     t0 = time.perf_counter()
-    async with aiohttp.ClientSession() as s, s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
-        assert r.status < 300, (r.status, await r.text())
-        answered = time.perf_counter() - t0
+    await asyncio.to_thread(post, url, body)  # the client's work stays off the loop measured
+    answered = time.perf_counter() - t0
     try:
         await asyncio.wait_for(done.wait(), 300)
     except TimeoutError:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ ALL_LABELS = "..."
 #: is the whole log; a notification it is late to record is only sent again, under the same key,
 #: after a crash).
 NFLOG_LINGER_S = 0.1
+#: Groups flushed between two turns of the event loop when many are due at once.
+FLUSH_SLICE = 50
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class Dispatcher:
         self.routes: list[Route] = []
         self.groups: dict[tuple[str, str], _Group] = {}
         self.nflog_path = nflog_path
+        self._due: deque[tuple[str, str]] = deque()  # groups whose timer fired, to flush in order
+        self._flusher: asyncio.Task[None] | None = None
         self.nflog: dict[str, _NflogEntry] = {}
         self._nflog_text: dict[str, str] = {}  # each entry's text in the file, '"key":{...}'
         self._nflog_writer = WriteBehind("alerts:nflog-write", self._nflog_contents, self._write_nflog,
@@ -129,6 +134,9 @@ class Dispatcher:
             if g.timer is not None:
                 g.timer.cancel()
         self.groups.clear()
+        self._due.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
 
     def _drop(self, gk: tuple[str, str]) -> None:
         g = self.groups.pop(gk, None)
@@ -157,7 +165,7 @@ class Dispatcher:
                 if alert.state is AlertState.RESOLVED and self._nflog_key(route, key) not in self.nflog:
                     continue  # resolved before anyone heard of it
                 g = self.groups[gk] = _Group(route, key, labels, created=self.clock())
-                g.timer = loop.call_later(self.settings.group_wait, self._flush, gk)
+                g.timer = loop.call_later(self.settings.group_wait, self._due_now, gk)
             g.alerts[alert.fingerprint] = alert
             # Alertmanager: an alert older than group_wait flushes a group that has not flushed yet at once.
             if not g.has_flushed and alert.starts_at + self.settings.group_wait <= self.clock():
@@ -167,12 +175,25 @@ class Dispatcher:
         g = self.groups[gk]
         if g.timer is not None:
             g.timer.cancel()
-        g.timer = asyncio.get_running_loop().call_later(delay, self._flush, gk)
+        g.timer = asyncio.get_running_loop().call_later(delay, self._due_now, gk)
 
     def _nflog_key(self, route: Route, group_key: str) -> str:
         return f"{route.notifier_id}|{group_key}"
 
     # ------------------------------------------------------------------ flushing
+
+    def _due_now(self, gk: tuple[str, str]) -> None:
+        """A group's timer fired: flush it soon, ``FLUSH_SLICE`` groups at a time (a storm of new
+        groups, due together, is flushed between turns of the event loop)."""
+        self._due.append(gk)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_due(), name="alerts:flush")
+
+    async def _flush_due(self) -> None:
+        while self._due:
+            for _ in range(min(FLUSH_SLICE, len(self._due))):
+                self._flush(self._due.popleft())
+            await asyncio.sleep(0)
 
     def _flush(self, gk: tuple[str, str]) -> None:
         g = self.groups.get(gk)

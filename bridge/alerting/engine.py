@@ -126,7 +126,11 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
 
     async def run(self) -> None:
         assert self.queue is not None
+        handled = 0
         while True:
+            handled += 1
+            if handled % BATCH_SLICE == 0:  # a queue that is never empty still lets the loop turn
+                await asyncio.sleep(0)
             kind, alert_id, state = await self.queue.get()
             try:
                 if kind == "transition":

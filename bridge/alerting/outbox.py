@@ -11,9 +11,10 @@ notifications are all done is removed after that. So a restart, even after a SIG
 what was pending and only that; the journal is rewritten with the last keys it remembers when
 it has grown to twice that (segments still holding done notifications are rewritten first, so
 none is forgotten). These writes run in worker threads, coalesced
-(``bridge.alerting.writebehind``); ``flush`` waits for them. Putting a notification whose key is already pending or was delivered recently does
-nothing, and receivers get the key with each delivery (a header, a Message-ID, a property) to
-drop a repeat that a crash between "sent" and "journaled" could cause. Without a directory the
+(``bridge.alerting.writebehind``); ``flush`` waits for them. Putting a notification whose key
+is already pending or was delivered recently does nothing, and receivers get the key with each
+delivery (a header, a Message-ID, a property) to drop a repeat that a crash between "sent" and
+"journaled" could cause. Without a directory the
 outbox lives in memory.
 
 Order is kept where it matters, within an alert group: each (notifier, group) is a lane that
@@ -391,10 +392,12 @@ class Outbox:
             if entry.attempts and len(queue) > 1:
                 self._supersede(entry, next(entries).notification)
                 continue
-            if self.directory is not None and not entry.written:
-                await self._writer.flush()  # on disk before it is sent: a crash cannot lose it once sent
             send, outcome = self._senders[notifier_id]
             async with self._slots[notifier_id]:
+                if self.directory is not None and not entry.written:
+                    # On disk before it is sent, so a crash cannot lose it once sent (waited for
+                    # with a slot: a storm's lanes wake one by one, not all at once).
+                    await self._writer.flush()
                 try:
                     await send(note)
                     error = None
