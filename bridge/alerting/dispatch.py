@@ -13,8 +13,10 @@ The notification log (``nflog.json`` in the state directory) survives a restart,
 that were already notified are not notified again. Each entry's JSON text is made when it
 changes; the file is written whole from those texts in a worker thread, coalescing the changes
 made meanwhile (``bridge.alerting.writebehind``, lingering ``NFLOG_LINGER_S`` to gather them),
-and each write first waits for ``durable``
-(the outbox's flush), so the log on disk never records a notification the outbox could lose.
+and each write first waits for ``durable`` (the outbox's write of the notifications put so
+far), so the log on disk never records a notification the outbox could lose. Groups that fall
+due together (a storm of new ones) are flushed ``FLUSH_SLICE`` at a time between turns of the
+event loop.
 """
 
 from __future__ import annotations

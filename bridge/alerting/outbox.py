@@ -14,8 +14,7 @@ none is forgotten). These writes run in worker threads, coalesced
 (``bridge.alerting.writebehind``); ``flush`` waits for them. Putting a notification whose key
 is already pending or was delivered recently does nothing, and receivers get the key with each
 delivery (a header, a Message-ID, a property) to drop a repeat that a crash between "sent" and
-"journaled" could cause. Without a directory the
-outbox lives in memory.
+"journaled" could cause. Without a directory the outbox lives in memory.
 
 Order is kept where it matters, within an alert group: each (notifier, group) is a lane that
 sends its notifications one after the other, retrying failures with exponential backoff and
@@ -318,10 +317,10 @@ class Outbox:
         self._journaled = len(batch.compact) if batch.compact is not None else self._journaled + len(batch.done)
 
     def _failed(self, batch: _Batch, e: OSError) -> None:
-        """Nothing of ``batch`` counts as written: it goes into the next write (its notifications are
-        sent meanwhile: a full disk must not hold up alerts)."""
-        log.error("outbox %s: cannot write (%s); notifications are sent without being on disk, "
-                  "written with the next change", self.directory, e)
+        """Nothing of ``batch`` counts as written: it goes into the next write. New notifications in
+        it are sent meanwhile: a full disk must not hold up alerts."""
+        log.error("outbox %s: cannot write (%s); trying again with the next change%s", self.directory, e,
+                  "; the notifications queued are sent without being on disk" if batch.new else "")
         for path, entries, _texts in batch.segments:
             if path in batch.new:
                 self._segments.pop(path, None)
