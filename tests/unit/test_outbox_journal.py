@@ -1,8 +1,9 @@
 """The outbox on disk: segments of pending notifications and the journal of done keys. A restart
 sends exactly what was pending; the journal, compacted, forgets no key a segment still holds;
 an earlier version's files (one per notification, ``delivered.json``) are taken over; a torn
-last journal line costs only a repeat; and until a notification's segment is written, it is
-neither sent nor recorded in the notification log."""
+last journal line costs only a repeat; until a notification's segment is written, it is
+neither sent nor recorded in the notification log; and one that cannot be written is sent all
+the same (the failure logged)."""
 
 from __future__ import annotations
 
@@ -135,3 +136,11 @@ async def test_the_send_and_the_notification_log_wait_for_the_outbox_write(tmp_p
     finally:
         gate.set()
         await t.engine.stop()
+
+
+async def test_a_notification_that_cannot_be_written_still_goes_out(tmp_path, caplog):
+    (tmp_path / NID).write_text("in the way of the notifier's directory")
+    outbox = Outbox(tmp_path, SLOW)
+    assert await deliver(outbox, ["a"], refused=set()) == ["a"]
+    assert "cannot write" in caplog.text and "sent without being on disk" in caplog.text
+    assert journal_keys(tmp_path) == ["a"]
