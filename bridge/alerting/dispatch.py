@@ -10,23 +10,32 @@ Alertmanager's notification log. Acknowledged alerts do not cause repeats. Muted
 (silenced or inhibited, asked at flush time) are left out.
 
 The notification log (``nflog.json`` in the state directory) survives a restart, so alerts
-that were already notified are not notified again.
+that were already notified are not notified again. Each entry's JSON text is made when it
+changes; the file is written whole from those texts in a worker thread, coalescing the changes
+made meanwhile (``bridge.alerting.writebehind``, lingering ``NFLOG_LINGER_S`` to gather them),
+and each write first waits for ``durable`` (the outbox's write of the notifications put so
+far), so the log on disk never records a notification the outbox could lose. Groups that fall
+due together (a storm of new ones) are flushed ``FLUSH_SLICE`` at a time between turns of the
+event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bridge.alerting.model import Matcher, copy_alert, format_labels, matches_all
 from bridge.alerting.notify import Notification
-from bridge.alerting.store import write_json_atomic
+from bridge.alerting.store import write_text_atomic
+from bridge.alerting.writebehind import WriteBehind
 from bridge.api import Alert, AlertState
 
 __all__ = ["Dispatcher", "GroupingSettings", "Route"]
@@ -34,6 +43,12 @@ __all__ = ["Dispatcher", "GroupingSettings", "Route"]
 log = logging.getLogger("monbridge.alerting.dispatch")
 
 ALL_LABELS = "..."
+#: Seconds the notification log's writer waits to gather the changes made meanwhile (each write
+#: is the whole log; a notification it is late to record is only sent again, under the same key,
+#: after a crash).
+NFLOG_LINGER_S = 0.1
+#: Groups flushed between two turns of the event loop when many are due at once.
+FLUSH_SLICE = 50
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,8 @@ Enqueue = Callable[[Notification], None]
 
 class Dispatcher:
     def __init__(self, enqueue: Enqueue, muted: Muted, nflog_path: Path | None = None,
-                 clock: Callable[[], float] = time.time, external_url: str = "") -> None:
+                 clock: Callable[[], float] = time.time, external_url: str = "",
+                 durable: Callable[[], Awaitable[None]] | None = None) -> None:
         self.enqueue = enqueue
         self.muted = muted
         self.clock = clock
@@ -92,15 +108,21 @@ class Dispatcher:
         self.routes: list[Route] = []
         self.groups: dict[tuple[str, str], _Group] = {}
         self.nflog_path = nflog_path
+        self._due: deque[tuple[str, str]] = deque()  # groups whose timer fired, to flush in order
+        self._flusher: asyncio.Task[None] | None = None
         self.nflog: dict[str, _NflogEntry] = {}
+        self._nflog_text: dict[str, str] = {}  # each entry's text in the file, '"key":{...}'
+        self._nflog_writer = WriteBehind("alerts:nflog-write", self._nflog_contents, self._write_nflog,
+                                         before=durable, linger=NFLOG_LINGER_S)
         if nflog_path is not None and nflog_path.exists():
-            import json
-
             try:
                 for k, v in json.loads(nflog_path.read_text()).items():
                     self.nflog[k] = _NflogEntry(set(v["firing"]), set(v["resolved"]), float(v["at"]), int(v["count"]))
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.error("notification log %s is unreadable (%s); starting empty", nflog_path, e)
+                self.nflog.clear()
+            for k in self.nflog:
+                self._nflog_changed(k)
 
     def configure(self, routes: Sequence[Route], settings: GroupingSettings) -> None:
         self.routes = list(routes)
@@ -114,6 +136,9 @@ class Dispatcher:
             if g.timer is not None:
                 g.timer.cancel()
         self.groups.clear()
+        self._due.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
 
     def _drop(self, gk: tuple[str, str]) -> None:
         g = self.groups.pop(gk, None)
@@ -142,7 +167,7 @@ class Dispatcher:
                 if alert.state is AlertState.RESOLVED and self._nflog_key(route, key) not in self.nflog:
                     continue  # resolved before anyone heard of it
                 g = self.groups[gk] = _Group(route, key, labels, created=self.clock())
-                g.timer = loop.call_later(self.settings.group_wait, self._flush, gk)
+                g.timer = loop.call_later(self.settings.group_wait, self._due_now, gk)
             g.alerts[alert.fingerprint] = alert
             # Alertmanager: an alert older than group_wait flushes a group that has not flushed yet at once.
             if not g.has_flushed and alert.starts_at + self.settings.group_wait <= self.clock():
@@ -152,12 +177,25 @@ class Dispatcher:
         g = self.groups[gk]
         if g.timer is not None:
             g.timer.cancel()
-        g.timer = asyncio.get_running_loop().call_later(delay, self._flush, gk)
+        g.timer = asyncio.get_running_loop().call_later(delay, self._due_now, gk)
 
     def _nflog_key(self, route: Route, group_key: str) -> str:
         return f"{route.notifier_id}|{group_key}"
 
     # ------------------------------------------------------------------ flushing
+
+    def _due_now(self, gk: tuple[str, str]) -> None:
+        """A group's timer fired: flush it soon, ``FLUSH_SLICE`` groups at a time (a storm of new
+        groups, due together, is flushed between turns of the event loop)."""
+        self._due.append(gk)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_due(), name="alerts:flush")
+
+    async def _flush_due(self) -> None:
+        while self._due:
+            for _ in range(min(FLUSH_SLICE, len(self._due))):
+                self._flush(self._due.popleft())
+            await asyncio.sleep(0)
 
     def _flush(self, gk: tuple[str, str]) -> None:
         g = self.groups.get(gk)
@@ -188,8 +226,9 @@ class Dispatcher:
             return None
         count = (entry.count + 1) if entry else 1
         self.nflog[nkey] = _NflogEntry(firing, resolved, now, count)
+        self._nflog_changed(nkey)
         if not firing and not g.route.send_resolved:
-            self._save_nflog()
+            self._nflog_writer.soon()
             return None
         sent = [a for a in alerts if g.route.send_resolved or a.state is not AlertState.RESOLVED]
         note = Notification(
@@ -197,10 +236,11 @@ class Dispatcher:
             group_key=g.key, group_labels=dict(g.labels), alerts=[copy_alert(a) for a in sent],
             external_url=self.external_url, created_at=now,
         )
-        # The outbox first: a crash between the two sends the notification again under the same
-        # key (the nflog count did not advance), which the outbox and receivers recognise.
+        # The outbox first (the log's write waits for the outbox's): a crash between the two sends
+        # the notification again under the same key (the count on disk did not advance), which the
+        # outbox and receivers recognise.
         self.enqueue(note)
-        self._save_nflog()
+        self._nflog_writer.soon()
         return note
 
     def _needs_update(self, entry: _NflogEntry | None, firing: set[str], resolved: set[str], unacked: set[str],
@@ -216,9 +256,20 @@ class Dispatcher:
             return True
         return bool(unacked) and entry.at + self.settings.repeat_interval <= now
 
-    def _save_nflog(self) -> None:
+    def _nflog_changed(self, key: str) -> None:
         if self.nflog_path is not None:
-            write_json_atomic(self.nflog_path, {k: v.to_json() for k, v in self.nflog.items()})
+            self._nflog_text[key] = f"{json.dumps(key)}:{json.dumps(self.nflog[key].to_json(), separators=(',', ':'))}"
+
+    def _nflog_contents(self) -> list[str]:
+        return ["{", ",".join(self._nflog_text.values()), "}"]
+
+    def _write_nflog(self, parts: list[str]) -> None:
+        if self.nflog_path is not None:
+            write_text_atomic(self.nflog_path, parts)
+
+    async def flush(self) -> None:
+        """Wait until the notification log on disk has every change made so far."""
+        await self._nflog_writer.flush()
 
     def direct(self, notifier_id: str, alerts: Sequence[Alert], group_key: str, level: int | None = None) -> Notification:
         """A notification outside grouping (an escalation): ``alerts`` to one notifier now."""

@@ -128,7 +128,11 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
 
     async def run(self) -> None:
         assert self.queue is not None
+        handled = 0
         while True:
+            handled += 1
+            if handled % BATCH_SLICE == 0:  # a queue that is never empty still lets the loop turn
+                await asyncio.sleep(0)
             kind, alert_id, state = await self.queue.get()
             try:
                 if kind == "transition":
@@ -179,7 +183,7 @@ class AlertEngine:
         self.silences = Silences(self.state_path("silences.json"), clock=clock)
         self.outbox = Outbox(self.settings.resolved_outbox_dir(), retry, clock=clock)
         self.dispatcher = Dispatcher(self._enqueue, self.muted, self.state_path("nflog.json"), clock,
-                                     self.settings.external_url)
+                                     self.settings.external_url, durable=self.outbox.flush_pending)
         self._lock: StateDirLock | None = None
         self.telemetry = AlertTelemetry(self.resource)
         self.chain = ProcessorChain(self)
@@ -251,6 +255,7 @@ class AlertEngine:
             self.telemetry.transition(*self._telemetry_backlog.popleft())
         await self.store.flush()
         self.dispatcher.stop()
+        await self.dispatcher.flush()
         await self.outbox.stop()
         # A graceful stop has 5 s in all: the last spans and records get one of them at most.
         try:

@@ -1,13 +1,15 @@
 """Helpers for the alerting unit tests: an engine on a temporary state directory with in-memory
-OTel exporters, and small processors and a notifier that record what they are given."""
+OTel exporters, small processors and a notifier that record what they are given, and a webhook
+receiver (aiohttp on loopback)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -101,3 +103,46 @@ async def configure(plugins: Sequence[tuple[str, Plugin]]) -> None:
 
 def make_alert(name: str = "HighCPU", **labels: str) -> Alert:
     return Alert(id="", name=name, severity=labels.pop("severity", "critical"), labels=dict(labels))
+
+
+class WebhookReceiver:
+    """Takes Alertmanager webhooks (aiohttp on 127.0.0.1) and records (group key, idempotency key,
+    status answered) of each; answers 503 about the groups in ``failing``; calls ``inspect`` with
+    the idempotency key before answering."""
+
+    def __init__(self, failing: Collection[str] = (), inspect: Callable[[str], None] | None = None) -> None:
+        self.failing = failing
+        self.inspect = inspect
+        self.got: list[tuple[str, str, int]] = []
+        self.changed = asyncio.Condition()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def hook(self, request: web.Request) -> web.Response:
+        doc = await request.json()
+        key = request.headers["Idempotency-Key"]
+        if self.inspect is not None:
+            self.inspect(key)
+        status = 503 if doc["groupKey"] in self.failing else 200
+        async with self.changed:
+            self.got.append((doc["groupKey"], key, status))
+            self.changed.notify_all()
+        return web.json_response({}, status=status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.hook)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{port}/hook"
+
+    async def wait(self, n: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.got) >= n), 30)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()

@@ -5,14 +5,13 @@ receiver (aiohttp on loopback) that fails every request about the stale group.""
 
 from __future__ import annotations
 
-import asyncio
-
-from aiohttp import web
+import json
 
 from bridge.alerting.notify import Notification
 from bridge.alerting.outbox import Outbox, RetryPolicy
 from bridge.api import Alert, AlertState
 from integrations.webhook import PLUGIN_ID, WebhookNotifier
+from tests.unit.alerting_helpers import WebhookReceiver
 
 STALE = '{}:{alertname="Gone"}'
 FRESH = '{}:{alertname="HighCPU"}'
@@ -25,42 +24,12 @@ def notification(key: str, group: str, created: float) -> Notification:
     return Notification(PLUGIN_ID, key, group, {"alertname": name}, [a], "", created)
 
 
-class Receiver:
-    """Fails (503) every webhook about the stale group, takes every other; records what came."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, str, int]] = []  # (group key, idempotency key, status answered)
-        self.changed = asyncio.Condition()
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def hook(self, request: web.Request) -> web.Response:
-        doc = await request.json()
-        status = 503 if doc["groupKey"] == STALE else 200
-        async with self.changed:
-            self.got.append((doc["groupKey"], request.headers["Idempotency-Key"], status))
-            self.changed.notify_all()
-        return web.json_response({}, status=status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.hook)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
-        self.url = f"http://{host}:{port}/hook"
-
-    async def wait(self, n: int) -> None:
-        async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.got) >= n), 30)
-
-
 async def test_a_stale_notification_holds_up_neither_other_groups_nor_its_own(tmp_path):
     # An earlier run queued a notification for a group whose receiver no longer takes it.
-    Outbox(tmp_path).put(notification("stale", STALE, 1_000.0))
-    receiver = Receiver()
+    earlier = Outbox(tmp_path)
+    earlier.put(notification("stale", STALE, 1_000.0))
+    await earlier.flush()
+    receiver = WebhookReceiver(failing={STALE})
     await receiver.start()
     notifier = WebhookNotifier()
     await notifier.initialize({"url": receiver.url})
@@ -82,9 +51,9 @@ async def test_a_stale_notification_holds_up_neither_other_groups_nor_its_own(tm
         assert receiver.got[2] == (STALE, "newer", 503)
         assert outcomes[1] == ("stale", "superseded") and outbox.superseded_total == 1
         assert [n.key for n in outbox.pending()] == ["newer"]
-        assert [p.name for p in (tmp_path / PLUGIN_ID).iterdir()] == ["0000002000000-newer.json"]
+        await outbox.flush()  # the outbox on disk holds the newer one only
+        assert [n["key"] for p in (tmp_path / PLUGIN_ID).iterdir() for n in json.loads(p.read_text())] == ["newer"]
     finally:
         await outbox.stop()
         await notifier.shutdown()
-        assert receiver.runner is not None
-        await receiver.runner.cleanup()
+        await receiver.stop()
