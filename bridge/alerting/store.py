@@ -16,7 +16,6 @@ written with that alert's next change.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.alerting.model import alert_from_json, alert_to_json, fingerprint
+from bridge.alerting.writebehind import WriteBehind
 from bridge.api import Alert, AlertState
 
 __all__ = ["AlertStore", "IllegalAlertTransition", "Transition", "UnknownAlert", "write_json_atomic"]
@@ -114,8 +114,7 @@ class AlertStore:
         self._text: dict[str, str] = {}
         self._history_text: deque[str] = deque(maxlen=max_history)
         self._resolved = 0
-        self._dirty = False
-        self._writer: asyncio.Task[None] | None = None
+        self._behind = WriteBehind(f"alert store {path}", self._contents, self._write)
         self._write_lock = threading.Lock()
         self._taken = self._written = 0  # generations of the contents: taken, and on disk
         if path is not None and path.exists():
@@ -163,37 +162,17 @@ class AlertStore:
         """Write the store now (in the calling thread)."""
         if self.path is None:
             return
-        self._dirty = False
         self._write(self._contents())
 
     def save_soon(self) -> None:
         """Write the store in a worker thread; changes made meanwhile go into one next write.
         Without a running event loop this is ``save``."""
-        if self.path is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.save()
-            return
-        self._dirty = True
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._write_behind(), name="alerts:store-write")
-
-    async def _write_behind(self) -> None:
-        while self._dirty:
-            self._dirty = False
-            try:
-                await asyncio.to_thread(self._write, self._contents())
-            except OSError as e:
-                log.error("alert store %s: cannot write (%s); retrying with the next change", self.path, e)
-                return
+        if self.path is not None:
+            self._behind.soon()
 
     async def flush(self) -> None:
         """Wait until every change made so far is written (by ``save_soon``'s writer)."""
-        writer = self._writer
-        if writer is not None and not writer.done():
-            await asyncio.shield(writer)
+        await self._behind.flush()
 
     # ------------------------------------------------------------------ reading
 
