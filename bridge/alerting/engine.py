@@ -50,7 +50,7 @@ from bridge.api import (
 )
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text
-from bridge.tasks import cancel_and_wait
+from bridge.tasks import cancel_and_wait, run_bounded
 
 if TYPE_CHECKING:
     from bridge.config import LoadedConfig
@@ -66,6 +66,8 @@ STOP_FLUSH_S = 1.0
 METRICS_SOURCE = "monbridge.alerting"
 #: Why the alerting API refuses a request body (``bridge.httpbody``'s reasons and the routes' own).
 REFUSAL_REASONS = ("too_large", "unsupported_encoding", "bad_encoding", "bad_json", "too_deep", "invalid")
+#: The longest an integration's ``import_alerts`` or ``export_alerts`` may take, each round.
+INTEGRATION_CALL_TIMEOUT_S = 10.0
 #: Reports of one batch (``report``), or transitions of its telemetry, handled between two turns
 #: of the event loop: at most this many, and no more once ``SLICE_S`` seconds have gone.
 BATCH_SLICE = 50
@@ -351,19 +353,29 @@ class AlertEngine:
             for (route, reason), n in sorted(self.refused_requests.items())])
 
     async def _integrations_round(self) -> None:
-        """Alerts from the integrations' ``import_alerts``; the current ones to ``export_alerts``."""
-        for pid, p in self._plugins(PluginType.INTEGRATION):
-            if not isinstance(p, MonitoringIntegrationPlugin):
-                continue
-            try:
-                for a in await p.import_alerts():
-                    if a.state is AlertState.RESOLVED:
-                        self.resolve_fingerprint(a.fingerprint, by=pid, at=a.ends_at)
-                    else:
-                        self.fire(a, by=pid)
-                await p.export_alerts(self.store.active_alerts())
-            except Exception as e:  # noqa: BLE001
-                log.warning("alerts: %s import/export of alerts failed: %s", pid, redact_text(f"{type(e).__name__}: {e}"))
+        """Alerts from the integrations' ``import_alerts``; the current ones to ``export_alerts``:
+        each integration at once, each call bounded by ``INTEGRATION_CALL_TIMEOUT_S`` (one that
+        hangs, even ignoring its cancellation, holds up neither the others nor housekeeping)."""
+        await asyncio.gather(*(self._integration_round(pid, p) for pid, p in self._plugins(PluginType.INTEGRATION)
+                               if isinstance(p, MonitoringIntegrationPlugin)))
+
+    async def _integration_round(self, pid: str, p: MonitoringIntegrationPlugin) -> None:
+        def abandoned() -> None:
+            log.error("alerts: %s did not end its alert import/export when cancelled; abandoned", pid)
+
+        try:
+            imported = await run_bounded(p.import_alerts(), INTEGRATION_CALL_TIMEOUT_S, on_abandon=abandoned)
+            for a in imported:
+                if a.state is AlertState.RESOLVED:
+                    self.resolve_fingerprint(a.fingerprint, by=pid, at=a.ends_at)
+                else:
+                    self.fire(a, by=pid)
+            await run_bounded(p.export_alerts(self.store.active_alerts()), INTEGRATION_CALL_TIMEOUT_S,
+                              on_abandon=abandoned)
+        except TimeoutError:
+            log.warning("alerts: %s import/export of alerts timed out after %gs", pid, INTEGRATION_CALL_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001
+            log.warning("alerts: %s import/export of alerts failed: %s", pid, redact_text(f"{type(e).__name__}: {e}"))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -5,6 +5,7 @@ retries and restart safety."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -17,7 +18,7 @@ from bridge.alerting.processors import (
     InhibitProcessor,
 )
 from bridge.alerting.silences import Silence
-from bridge.api import AlertState
+from bridge.api import Alert, AlertState, MonitoringIntegrationPlugin, PluginMetadata, PluginType
 from tests.unit.alerting_helpers import CollectingNotifier, EngineUnderTest, make_alert
 
 
@@ -232,38 +233,37 @@ async def test_escalation_timers_come_back_after_a_restart(tmp_path):
         await t2.engine.stop()
 
 
+class Nagios(MonitoringIntegrationPlugin):
+    """An integration whose alerts a test sets (``pending``); records what it is given (``exported``)."""
+
+    def __init__(self):
+        self.pending: list[Alert] = []
+        self.exported: list[list[str]] = []
+
+    def metadata(self):
+        return PluginMetadata("monitoring.integration.nagios", "n", "1", "t", "", PluginType.INTEGRATION)
+
+    async def initialize(self, config):
+        return None
+
+    async def shutdown(self):
+        return None
+
+    async def export_metrics(self, metrics):
+        return None
+
+    async def import_metrics(self):
+        return []
+
+    async def export_alerts(self, alerts: Sequence[Alert]):
+        self.exported.append(sorted(a.name for a in alerts))
+
+    async def import_alerts(self):
+        out, self.pending = self.pending, []
+        return out
+
+
 async def test_integrations_import_and_export_alerts(tmp_path):
-    from collections.abc import Sequence
-
-    from bridge.api import Alert, MonitoringIntegrationPlugin, PluginMetadata, PluginType
-
-    class Nagios(MonitoringIntegrationPlugin):
-        def __init__(self):
-            self.pending: list[Alert] = []
-            self.exported: list[list[str]] = []
-
-        def metadata(self):
-            return PluginMetadata("monitoring.integration.nagios", "n", "1", "t", "", PluginType.INTEGRATION)
-
-        async def initialize(self, config):
-            return None
-
-        async def shutdown(self):
-            return None
-
-        async def export_metrics(self, metrics):
-            return None
-
-        async def import_metrics(self):
-            return []
-
-        async def export_alerts(self, alerts: Sequence[Alert]):
-            self.exported.append(sorted(a.name for a in alerts))
-
-        async def import_alerts(self):
-            out, self.pending = self.pending, []
-            return out
-
     nagios = Nagios()
     t = EngineUnderTest(tmp_path, [("monitoring.integration.nagios", nagios)], import_interval=0.1)
     await t.engine.start()
@@ -279,3 +279,44 @@ async def test_integrations_import_and_export_alerts(tmp_path):
         assert t.engine.store.get(a.id).state is AlertState.RESOLVED and nagios.exported[-1] == []
     finally:
         await t.engine.stop()
+
+
+class Stuck(Nagios):
+    """An integration whose import never ends and ignores its cancellation while ``stuck``."""
+
+    stuck = True
+
+    def metadata(self):
+        return PluginMetadata("monitoring.integration.stuck", "s", "1", "t", "", PluginType.INTEGRATION)
+
+    async def import_alerts(self):
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if not self.stuck:
+                    raise
+
+
+async def test_an_integration_that_hangs_holds_up_neither_the_others_nor_housekeeping(tmp_path, monkeypatch, caplog):
+    from bridge.alerting import engine
+
+    monkeypatch.setattr(engine, "INTEGRATION_CALL_TIMEOUT_S", 0.2)
+    nagios, stuck = Nagios(), Stuck()
+    t = EngineUnderTest(tmp_path, [("monitoring.integration.stuck", stuck), ("monitoring.integration.nagios", nagios)],
+                        import_interval=0.1)
+    await t.engine.start()
+    try:
+        nagios.pending = [Alert("", "DiskFull", "critical", labels={"host": "db1"})]
+        for _ in range(100):
+            if len(nagios.exported) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert [a.name for a in t.engine.store.active_alerts()] == ["DiskFull"]
+        assert nagios.exported[-1] == ["DiskFull"]  # round after round, beside the stuck one
+    finally:
+        await asyncio.wait_for(t.engine.stop(), 5)
+        stuck.stuck = False  # the abandoned calls end when the test's loop cancels what is left
+    logged = [r.getMessage() for r in caplog.records]
+    assert "alerts: monitoring.integration.stuck import/export of alerts timed out after 0.2s" in logged
+    assert "alerts: monitoring.integration.stuck did not end its alert import/export when cancelled; abandoned" in logged
