@@ -32,7 +32,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import secrets
 import time
 from collections import OrderedDict
@@ -44,7 +43,7 @@ from bridge.alerting.notify import DeliveryError, Notification, PermanentDeliver
 from bridge.alerting.store import write_text_atomic
 from bridge.alerting.writebehind import WriteBehind
 from bridge.logs import redact_text
-from bridge.tasks import cancel_and_wait
+from bridge.tasks import backoff_delay, cancel_and_wait
 
 __all__ = ["Outbox", "OutboxEntry", "RetryPolicy"]
 
@@ -421,7 +420,7 @@ class Outbox:
                 self._done(entry)
                 outcome(note, "failed", why)
                 continue
-            delay = min(p.initial * 2 ** (entry.attempts - 1), p.maximum) * random.uniform(0.8, 1.2)
+            delay = backoff_delay(entry.attempts, p.initial, p.maximum)
             if isinstance(error, DeliveryError) and error.retry_after is not None:
                 delay = max(delay, min(error.retry_after, p.maximum))
             log.warning("notification %s to %s failed (attempt %d), retrying in %.1fs: %s",
