@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -74,9 +75,12 @@ class Silence:
                 raise ValueError("duration: expected a number of seconds")
             if dur <= 0:
                 raise ValueError("duration: expected a positive number of seconds")
-            if starts + dur > MAX_TIME:
+            try:
+                ends = starts + float(dur)  # an integer beyond a float's range overflows here
+            except OverflowError:
+                ends = math.inf
+            if ends > MAX_TIME:
                 raise ValueError("duration: the silence would end after 9999-12-31")
-            ends = starts + float(dur)
         else:
             end = parse_rfc3339(doc.get("endsAt"), "endsAt")
             if end is None:
