@@ -83,6 +83,7 @@ def redact_text(text: str) -> str:
 EXCERPT_BYTES = 4096
 """How much of a peer's response body to read for an error message (the rest is not read)."""
 EXCERPT_CHARS = 200
+_LAST_WORD = re.compile(r"\S*\Z")
 _AUTH_SCHEME = re.compile(r"(?i)\b(basic|bearer|digest|negotiate|token)(\s+)[A-Za-z0-9._~+/-]{6,}=*")
 _CREDENTIAL_FIELD = re.compile(
     r"(?i)\b((?:proxy-)?authorization|x-api-key|api[-_]?key|api[-_]?token|access[-_]?token|auth[-_]?token|password|"
@@ -95,12 +96,15 @@ def peer_excerpt(body: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     on one line, with registered secrets (and their derived forms) redacted and anything shaped
     like a credential masked (``Basic …``, ``Bearer …``, ``"authorization": …``, ``api_key=…``),
     since a peer may echo the request's headers back. Pass at most ``EXCERPT_BYTES`` of it."""
-    window = limit * 4
-    text = body[:window].decode("utf-8", "replace") if isinstance(body, bytes) else body[:window]
-    text = " ".join(text.split())
+    text = body[:EXCERPT_BYTES].decode("utf-8", "replace") if isinstance(body, bytes) else body[:EXCERPT_BYTES]
+    if len(body) > EXCERPT_BYTES:
+        text = _LAST_WORD.sub("", text)  # what the cut left of its last word may be part of a secret
+    # Secrets are found in the text as it came, before squeezing white space moves any part of it
+    # into the first ``limit`` characters.
+    text = redact_text(text)
     text = _AUTH_SCHEME.sub(r"\1\2<secret>", text)
     text = _CREDENTIAL_FIELD.sub(r"\1\2<secret>", text)
-    text = redact_text(text)
+    text = " ".join(text.split())
     if len(text) > limit:
         text = text[:limit] + "..."
     return text or "(empty body)"

@@ -88,3 +88,13 @@ async def test_remote_write_logs_an_excerpt_of_a_4xx_body(free_port, caplog):
     (line,) = [r.getMessage() for r in caplog.records if "HTTP 400" in r.getMessage()]
     assert "you sent Authorization: Basic <secret> yyy" in line
     assert b64("u:rw-passw0rd") not in caplog.text and "y" * 300 not in line
+
+
+def test_peer_excerpt_redacts_before_white_space_or_its_cut_move_a_secret_into_view(secrets):
+    # Far into the body, past the excerpt's characters: squeezing the white space brings it forward.
+    assert peer_excerpt(" " * 790 + f"x {TOKEN} rest") == "x <secret> rest"
+    # Cut at EXCERPT_BYTES in the middle of a secret: what is left of it is not shown.
+    from bridge.logs import EXCERPT_BYTES
+
+    cut = peer_excerpt(" " * (EXCERPT_BYTES - 6) + f"x {TOKEN} rest")
+    assert cut == "x" and TOKEN[:4] not in cut
