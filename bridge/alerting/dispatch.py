@@ -228,7 +228,7 @@ class Dispatcher:
         self.nflog[nkey] = _NflogEntry(firing, resolved, now, count)
         self._nflog_changed(nkey)
         if not firing and not g.route.send_resolved:
-            self._nflog_writer.soon()
+            self._nflog_soon()
             return None
         sent = [a for a in alerts if g.route.send_resolved or a.state is not AlertState.RESOLVED]
         note = Notification(
@@ -240,7 +240,7 @@ class Dispatcher:
         # the notification again under the same key (the count on disk did not advance), which the
         # outbox and receivers recognise.
         self.enqueue(note)
-        self._nflog_writer.soon()
+        self._nflog_soon()
         return note
 
     def _needs_update(self, entry: _NflogEntry | None, firing: set[str], resolved: set[str], unacked: set[str],
@@ -255,6 +255,10 @@ class Dispatcher:
         if send_resolved and not resolved <= entry.resolved:
             return True
         return bool(unacked) and entry.at + self.settings.repeat_interval <= now
+
+    def _nflog_soon(self) -> None:
+        if self.nflog_path is not None:  # a log in memory only is not written
+            self._nflog_writer.soon()
 
     def _nflog_changed(self, key: str) -> None:
         if self.nflog_path is not None:

@@ -193,10 +193,7 @@ class Outbox:
         """Segments holding done notifications keep only the others, and the journal starts afresh
         from the keys remembered (replacing the file of an earlier version)."""
         batch = _Batch(compact=list(self._delivered))
-        for path, seg in self._segments.items():
-            if seg.live < len(seg.entries):
-                live = [e for e in seg.entries if not e.done]
-                batch.segments.append((path, live, [e.text for e in live]))
+        self._keep_live(batch)
         try:
             if batch.compact or (directory / JOURNAL).exists():
                 self._write(batch)
@@ -287,11 +284,15 @@ class Outbox:
             # The journal is rewritten with the keys remembered; segments still holding done
             # notifications (whose keys it may forget) keep only the others first.
             batch.compact = list(self._delivered)
-            for path, seg in self._segments.items():
-                if seg.live < len(seg.entries):
-                    live = [e for e in seg.entries if not e.done]
-                    batch.segments.append((path, live, [e.text for e in live]))
+            self._keep_live(batch)
         return batch
+
+    def _keep_live(self, batch: _Batch) -> None:
+        """``batch`` rewrites each segment holding done notifications with only the others."""
+        for path, seg in self._segments.items():
+            if seg.live < len(seg.entries):
+                live = [e for e in seg.entries if not e.done]
+                batch.segments.append((path, live, [e.text for e in live]))
 
     def _write(self, batch: _Batch) -> None:
         """In a worker thread: segments, then the journal, then the removals (each durable before the next)."""
