@@ -530,7 +530,9 @@ class TextParser:
             kept = {s[4]: series[s[4]] for f in families for s in f.samples if s[4] in series}
             series.clear()
             series.update(kept)
-        if len(meta) > self.CACHE_FACTOR * len(families) * 3 + self.CACHE_SLACK:
+        # HELP, TYPE and UNIT lines, and blank and comment lines (cached as skipped): bounded by
+        # what the body holds, so comments do not push the metadata out scrape after scrape.
+        if len(meta) > self.CACHE_FACTOR * (len(families) * 3 + text.count("\n#") + text.count("\n\n")) + self.CACHE_SLACK:
             meta.clear()
         return families
 

@@ -397,3 +397,14 @@ def test_template_families_seen_again_and_interleaved():
             new = new.replace(f" {old}\n", f" {v}\n")
         assert _same(parser.parse(new), parse(new))
         assert [len(f.samples) for f in parser.parse(new)] == [2, 3, 1]
+
+
+def test_comment_lines_do_not_push_the_metadata_out_of_the_cache():
+    """Blank and comment lines are cached as skipped beside HELP/TYPE/UNIT; the cache's bound counts
+    them, so a body with many comments keeps its families' metadata from scrape to scrape."""
+    p = TextParser()
+    body = ("".join(f"# TYPE m{i} gauge\n# HELP m{i} h\nm{i} 1\n" for i in range(10))
+            + "".join(f"# comment {i}\n" for i in range(600))).encode()
+    p.parse(body)
+    meta = p._meta[0]
+    assert sum(1 for v in meta.values() if v[0] == "meta") == 20 and len(meta) == 620
