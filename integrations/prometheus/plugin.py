@@ -329,14 +329,10 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         timeout = cfg.scrape.timeout if cfg.scrape is not None else min(cfg.timeout or cfg.interval, cfg.interval)
         session = self._http()
         start_ns = time.time_ns()
-        # Each scrape fails alone: a target's error is its result, never the round's.
-        gathered = await asyncio.gather(*(s.scrape(session, timeout) for s in scrapers), return_exceptions=True)
+        # Each scrape fails alone: ``scrape`` turns whatever a target makes go wrong into its result.
+        gathered = await asyncio.gather(*(s.scrape(session, timeout) for s in scrapers))
         out: list[Metric] = []
         for s, r in zip(scrapers, gathered, strict=True):
-            if isinstance(r, BaseException):
-                if isinstance(r, KeyboardInterrupt | SystemExit):
-                    raise r
-                r = s.failed(r)
             out.extend(r.metrics)
             out.extend(s.report(r, start_ns))
             self._count("scrapes", "success" if r.up else (r.failure or "error"))

@@ -220,7 +220,7 @@ class TargetScraper:
         except OSError as e:
             return self._failed("http", f"{type(e).__name__}: {e}", t0)
         except Exception as e:  # noqa: BLE001 - whatever one target makes go wrong fails its scrape alone
-            return self.failed(e, t0)
+            return self._failed("error", f"{type(e).__name__}: {e}", t0, e)
         duration = time.perf_counter() - t0
         if self.last_error is not None:
             log.info("scrape of %s (job %s) recovered", self.target.url, self.target.job)
@@ -242,11 +242,6 @@ class TargetScraper:
                 raise ScrapeFailed("body_size_limit", f"body_size_limit exceeded: the response body (decompressed) "
                                                       f"is larger than {limit} bytes")
         return body
-
-    def failed(self, exc: BaseException, t0: float | None = None) -> ScrapeResult:
-        """The result of a scrape that raised ``exc``, an error no check foresaw: up=0 for this target
-        alone, logged with its traceback once."""
-        return self._failed("error", f"{type(exc).__name__}: {exc}", time.perf_counter() if t0 is None else t0, exc)
 
     def _failed(self, reason: str, message: str, t0: float, exc: BaseException | None = None) -> ScrapeResult:
         if message != self.last_error:
