@@ -51,7 +51,7 @@ from bridge.api import HttpUrl, Metric, MetricKind, PluginConfig
 from bridge.logs import EXCERPT_BYTES, peer_excerpt
 from bridge.tasks import cancel_and_wait
 
-from .diskqueue import Batch, DiskQueue, DropCounts
+from .diskqueue import MAX_SHARDS, Batch, DiskQueue, DropCounts
 
 __all__ = [
     "STALE_NAN",
@@ -133,7 +133,8 @@ class QueueConfig(PluginConfig):
         description="directory of the on-disk queue; unset keeps the queue in memory (a restart loses what was not sent)")
     max_bytes: int = Field(default=256 << 20, gt=0, description="bound on the queue's size; when hit the oldest data is dropped")
     max_samples_per_send: int = Field(default=500, gt=0, description="samples per request at most (Prometheus' default)")
-    shards: int = Field(default=4, gt=0, le=64, description="concurrent senders; a series always goes through the same one")
+    shards: int = Field(default=4, gt=0, le=MAX_SHARDS,
+                        description="concurrent senders; a series always goes through the same one")
     min_backoff: float = Field(default=0.03, gt=0, description="seconds before the first retry; doubled on each retry")
     max_backoff: float = Field(default=5.0, gt=0, description="longest wait between retries, in seconds")
     batch_send_deadline: float = Field(default=5.0, gt=0, description="seconds a partial batch waits for more samples")
