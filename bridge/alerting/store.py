@@ -113,7 +113,6 @@ class AlertStore:
         # The JSON text of each alert (by id) and of each transition, as written to the file.
         self._text: dict[str, str] = {}
         self._history_text: deque[str] = deque(maxlen=max_history)
-        self._resolved = 0
         self._behind = WriteBehind(f"alert store {path}", self._contents, self._write)
         self._write_lock = threading.Lock()
         self._taken = self._written = 0  # generations of the contents: taken, and on disk
@@ -137,7 +136,6 @@ class AlertStore:
             return
         for alert in self.alerts.values():
             self._changed(alert)
-        self._resolved = len(self.alerts) - len(self.active)
         self._history_text.extend(_encode(t.to_json()) for t in self.history)
         log.info("alert store: %d alerts (%d active) restored from %s", len(self.alerts), len(self.active), path)
 
@@ -230,7 +228,6 @@ class AlertStore:
         if to is AlertState.RESOLVED:
             alert.ends_at = at if at is not None else self.clock()
             self.active.pop(alert.fingerprint, None)
-            self._resolved += 1
         self._record(alert, frm, to, by)
         return alert
 
@@ -242,11 +239,10 @@ class AlertStore:
 
     def trim(self) -> None:
         """Forget the longest-resolved alerts beyond ``max_resolved`` (a scan only when over it)."""
-        if self._resolved <= self.max_resolved:
+        if len(self.alerts) - len(self.active) <= self.max_resolved:  # the resolved ones
             return
         resolved = [a for a in self.alerts.values() if a.state is AlertState.RESOLVED]
         resolved.sort(key=lambda a: a.ends_at or 0)
         for a in resolved[: len(resolved) - self.max_resolved]:
             del self.alerts[a.id]
             self._text.pop(a.id, None)
-        self._resolved = min(len(resolved), self.max_resolved)
