@@ -530,11 +530,10 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             if status is not None:
                 why.append(f"HTTP {status} {getattr(outcome, 'reason', None) or ''}".rstrip())
             elif error is not None:
-                why.append(f"{type(error).__name__}: {error}")
+                why.append(f"{type(error).__name__}: {peer_excerpt(str(error), 300)}")
         if logged:
-            why.append(logged)
-        # what the backend answered, bounded and with credentials masked
-        return result, peer_excerpt("; ".join(why), 300) if why else None
+            why.append(peer_excerpt(logged, 300))  # what the backend answered, bounded and with credentials masked
+        return result, "; ".join(why) or None
 
     async def export_metrics_data(self, data: Any) -> None:
         """Send ``data`` (an OTel ``MetricsData``); raise PluginError when the backend did not take it.
