@@ -467,11 +467,10 @@ class _Reader:
 
     def _file(self, path: str, line: int, loc: _Loc) -> str | None:
         try:
-            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device could block or never end
-                self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: not a regular file"))
-                return None
-            with open(path, "rb") as f:
-                data = f.read(MAX_CONFIG_BYTES + 1)
+            _, data = read_regular_file(path, MAX_CONFIG_BYTES)
+        except NotARegularFile:
+            self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: not a regular file"))
+            return None
         except (OSError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) else "not a valid path"
             self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: cannot read: {why}"))
@@ -484,6 +483,27 @@ class _Reader:
         except UnicodeDecodeError:
             self.issues.append(_Issue(line, loc, f"${{file:{_clip(path, 256)}}}: not UTF-8 text"))
             return None
+
+
+class NotARegularFile(OSError):
+    """A path that names a FIFO, a device or a directory, where a file was expected."""
+
+
+def read_regular_file(path: str | os.PathLike[str], most: int) -> tuple[os.stat_result, bytes]:
+    """The stat and at most ``most`` + 1 bytes (one more tells a larger file) of the file at
+    ``path``, opened without blocking and checked on the open file itself, so a FIFO or device
+    (which could block or never end) is refused with NotARegularFile, not waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile(f"{os.fspath(path)}: not a regular file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        return st, f.read(most + 1)
 
 
 def _clip(text: str, most: int = 60) -> str:
@@ -740,8 +760,9 @@ def load_config(path: str | os.PathLike[str] | None, registry: PluginRegistry,
         return parse_config(default_config_text(env), DEFAULT_SOURCE, registry, env)
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
+        _, data = read_regular_file(p, MAX_CONFIG_BYTES)
+    except NotARegularFile:
+        raise ConfigError(str(p), ["cannot read the file: not a regular file"]) from None
     except OSError as e:
         raise ConfigError(str(p), [f"cannot read the file: {e.strerror}"]) from None
     return parse_config(data, str(p), registry, env)

@@ -35,13 +35,12 @@ import glob
 import json
 import os
 import re
-import stat
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.config import ConfigError, line_map, locate, read_document
+from bridge.config import ConfigError, NotARegularFile, line_map, locate, read_document, read_regular_file
 from integrations.prometheus.relabel import LABEL_NAME_RE
 
 __all__ = ["FILEPATH_LABEL", "FileSD", "FileSDError", "TargetGroup", "parse_file", "validate_pattern"]
@@ -175,12 +174,10 @@ def _stat_key(st: os.stat_result) -> tuple[int, ...]:
 
 
 def _read_file(path: str) -> tuple[tuple[int, ...], list[TargetGroup]]:
-    # Non-blocking: a FIFO matched by the glob must not block the open (it is refused below).
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise FileSDError("cannot read the file: not a regular file")
-        content = f.read(MAX_FILE_BYTES + 1)
+    try:  # a FIFO matched by the glob is refused, never waited on
+        st, content = read_regular_file(path, MAX_FILE_BYTES)
+    except NotARegularFile:
+        raise FileSDError("cannot read the file: not a regular file") from None
     return _stat_key(st), parse_file(content, path)
 
 

@@ -157,6 +157,19 @@ def test_file_substitution_refuses_what_is_not_a_regular_file(registry, tmp_path
     assert msgs == [f"line 1: server.listen: ${{file:{tmp_path / 'nope'}}}: cannot read: No such file or directory"]
 
 
+def test_a_fifo_is_refused_as_config_file_and_as_file_substitution_without_blocking(registry, tmp_path):
+    import os
+
+    from bridge.config import load_config
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # no writer ever comes: opening it to read would block
+    with pytest.raises(ConfigError, match="cannot read the file: not a regular file"):
+        load_config(fifo, registry)
+    msgs = errors(registry, f"server: {{listen: '${{file:{fifo}}}'}}\n")
+    assert msgs == [f"line 1: server.listen: ${{file:{fifo}}}: not a regular file"]
+
+
 def test_unset_variable_names_line_and_variable(registry):
     with pytest.raises(ConfigError) as e:
         parse_config(GOOD, "agent.yaml", registry, env={})
