@@ -24,6 +24,9 @@ __all__ = [
     "AlertState",
     "AlertProcessorPlugin",
     "CollectorConfig",
+    "ExponentialHistogramValue",
+    "ExportResult",
+    "ExportStatus",
     "IntegrationConfig",
     "ComponentDefinition",
     "ComponentEvent",
@@ -153,6 +156,7 @@ class MetricKind(enum.StrEnum):
     UP_DOWN_COUNTER = "updowncounter"  # non-monotonic sum, cumulative
     HISTOGRAM = "histogram"  # explicit-bucket histogram, cumulative
     SUMMARY = "summary"  # quantiles, sum and count as a source computed them (Prometheus summaries)
+    EXPONENTIAL_HISTOGRAM = "exponential_histogram"  # OTel base-2 exponential histogram, cumulative
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,33 @@ class SummaryValue:
     quantile_labels: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ExponentialHistogramValue:
+    """OTel's base-2 exponential histogram (OTLP ``ExponentialHistogramDataPoint``), as it came.
+
+    With ``base = 2 ** (2 ** -scale)``, ``positive_counts[i]`` counts values in
+    ``(base ** (positive_offset + i), base ** (positive_offset + i + 1)]``; ``negative_counts``
+    mirror it for negative values; ``zero_count`` counts values within ``zero_threshold`` of 0.
+    The counts are per bucket (not cumulative).
+    """
+
+    scale: int
+    zero_count: int
+    positive_offset: int
+    positive_counts: tuple[int, ...]
+    negative_offset: int
+    negative_counts: tuple[int, ...]
+    count: int
+    sum: float | None = None
+    zero_threshold: float = 0.0
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if not -10 <= self.scale <= 20:
+            raise ValueError(f"exponential histogram scale {self.scale} is outside [-10, 20]")
+
+
 @dataclass(slots=True)
 class Metric:
     """One series' value at one time.
@@ -214,7 +245,7 @@ class Metric:
 
     def __post_init__(self) -> None:
         c = self.value.__class__
-        if (c is float or c is int) and self.kind is not _HISTOGRAM and self.kind is not _SUMMARY:
+        if (c is float or c is int) and self.kind not in _AGGREGATES:
             # The common case, checked first and with module constants (an enum member looked up
             # on its class costs more than this whole check): a Metric is built per series per collection.
             return
@@ -222,14 +253,57 @@ class Metric:
             raise ValueError(f"metric {self.name!r}: histograms need a HistogramValue and only histograms take one")
         if (self.kind is MetricKind.SUMMARY) != isinstance(self.value, SummaryValue):
             raise ValueError(f"metric {self.name!r}: summaries need a SummaryValue and only summaries take one")
+        if (self.kind is MetricKind.EXPONENTIAL_HISTOGRAM) != isinstance(self.value, ExponentialHistogramValue):
+            raise ValueError(f"metric {self.name!r}: exponential histograms need an ExponentialHistogramValue "
+                             "and only they take one")
 
     @property
     def preaggregated(self) -> bool:
         return self.kind in _AGGREGATES or self.start_time_ns is not None
 
 
-_HISTOGRAM, _SUMMARY = MetricKind.HISTOGRAM, MetricKind.SUMMARY
-_AGGREGATES = (_HISTOGRAM, _SUMMARY)
+_AGGREGATES = frozenset((MetricKind.HISTOGRAM, MetricKind.SUMMARY, MetricKind.EXPONENTIAL_HISTOGRAM))
+
+
+# --------------------------------------------------------------------------- export results
+
+
+class ExportStatus(enum.StrEnum):
+    SUCCESS = "success"
+    RETRYABLE = "retryable"  # the same data may succeed later (a backend outage, 429, 5xx)
+    PERMANENT = "permanent"  # the data will never be accepted (4xx, bad data): retrying is pointless
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What one export call did (the OTel SDK's ``MetricExportResult``, with the reason).
+
+    ``reason`` is safe to log (no secrets); ``retry_after`` is the backend's ``Retry-After``, in
+    seconds, when it sent one.
+    """
+
+    status: ExportStatus
+    reason: str = ""
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ExportStatus.SUCCESS
+
+    @classmethod
+    def success(cls) -> ExportResult:
+        return _SUCCESS
+
+    @classmethod
+    def retryable(cls, reason: str, retry_after: float | None = None) -> ExportResult:
+        return cls(ExportStatus.RETRYABLE, reason, retry_after)
+
+    @classmethod
+    def permanent(cls, reason: str) -> ExportResult:
+        return cls(ExportStatus.PERMANENT, reason)
+
+
+_SUCCESS = ExportResult(ExportStatus.SUCCESS)
 
 
 # --------------------------------------------------------------------------- alerts and dashboard
