@@ -1,4 +1,9 @@
-"""The running agent: config → pipeline, supervisor and HTTP server; reload and graceful stop."""
+"""The running agent: config → pipeline, supervisor, alert engine and HTTP server; reload and graceful stop.
+
+The runtime is the one place that wires the parts together: the server and the alert engine
+know neither each other nor the runtime; each gets what it needs from here (``ServerContext``,
+the engine's settings and running plugins, the alert API's routes).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,19 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from bridge.alerting.engine import AlertEngine
-from bridge.api import Metric, MetricKind
-from bridge.config import ConfigError, LoadedConfig, redact
+from bridge.alerting.http import add_alert_routes
+from bridge.alerting.settings import AlertingSettings, config_state_dir
+from bridge.api import Metric, MetricKind, Plugin, PluginType
+from bridge.config import DEFAULT_SOURCE, ConfigError, LoadedConfig, redact
+from bridge.lifecycle import PluginState
 from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
 from bridge.registry import PluginRegistry
-from bridge.server import HttpServer
+from bridge.server import HttpServer, ServerContext
 from bridge.supervisor import PluginRunner, Supervisor, SupervisorSettings
 from bridge.tasks import run_bounded
 
-__all__ = ["Runtime", "collect_secrets"]
+__all__ = ["Runtime", "collect_secrets", "uses_alerting"]
 
 log = logging.getLogger("monbridge.runtime")
 
@@ -52,6 +60,13 @@ def collect_secrets(value: Any) -> list[str]:
     return out
 
 
+def uses_alerting(loaded: LoadedConfig) -> bool:
+    """The config has an ``alerting:`` section or enables an alert processor plugin."""
+    kind = PluginType.ALERT_PROCESSOR.id_kind
+    return "alerting" in loaded.model.model_fields_set or any(
+        p.plugin_id.split(".")[1:2] == [kind] for p in loaded.enabled_plugins)
+
+
 class Runtime:
     def __init__(self, loaded: LoadedConfig, registry: PluginRegistry,
                  reload_config: Callable[[], LoadedConfig] | None = None,
@@ -61,15 +76,39 @@ class Runtime:
         self._reload_config = reload_config
         self.pipeline = Pipeline(cardinality_limit=loaded.model.pipeline.cardinality_limit)
         self.supervisor = Supervisor(self.pipeline, settings)
-        self.server = HttpServer(self, loaded.model.server)
-        self.alerts = AlertEngine.for_runtime(self)
+        #: State-changing requests the server refused, by reason (kept across reloads).
+        self.refused_requests: dict[str, int] = {}
+        self.alerts = AlertEngine.locked(self._alerting_settings, self.pipeline, self._running_plugins)
+        self.server = HttpServer(self._server_context(), loaded.model.server)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
-        #: State-changing requests the server refused, by reason (kept across reloads).
-        self.refused_requests: dict[str, int] = {}
         self._last_reload_success = 0.0
         self._remember_secrets(loaded)
+
+    def _server_context(self) -> ServerContext:
+        alerts = self.alerts
+        return ServerContext(self.pipeline, self.supervisor, self.reload, self.plugin_statuses,
+                             self.refused_requests, (lambda app: add_alert_routes(app, alerts),))
+
+    def _alerting_settings(self) -> AlertingSettings:
+        """The config's alerting section; the state directory defaults to one beside the config
+        file when the config uses alerting (see ``bridge.alerting.settings``)."""
+        loaded = self.loaded
+        alerting = loaded.model.alerting
+        if alerting.state_dir is None and uses_alerting(loaded):
+            source = None if loaded.source == DEFAULT_SOURCE else loaded.source
+            alerting = alerting.model_copy(update={"state_dir": config_state_dir(source)})
+        return alerting
+
+    def _running_plugins(self, ptype: PluginType) -> list[tuple[str, Plugin]]:
+        """The running plugins of a type, in config order (for the alert engine)."""
+        out: list[tuple[str, Plugin]] = []
+        for entry in self.loaded.enabled_plugins:
+            r = self.supervisor.runners.get(entry.plugin_id)
+            if r is not None and r.plugin_type is ptype and r.state is PluginState.RUNNING and r.host is not None:
+                out.append((entry.plugin_id, r.host.plugin))
+        return out
 
     def _remember_secrets(self, *configs: LoadedConfig) -> None:
         values = []
@@ -188,7 +227,7 @@ class Runtime:
 
         server: HttpServer | None = None
         if new.model.server != old.model.server:
-            server = HttpServer(self, new.model.server)
+            server = HttpServer(self._server_context(), new.model.server)
             try:
                 await server.prepare(previous=self.server)
             except OSError as e:

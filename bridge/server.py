@@ -38,7 +38,8 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -49,7 +50,8 @@ from bridge.exposition import choose_format, render
 from bridge.logs import redact_text
 
 if TYPE_CHECKING:
-    from bridge.runtime import Runtime
+    from bridge.pipeline import Pipeline
+    from bridge.supervisor import Supervisor
 
 __all__ = ["HttpServer"]
 
@@ -226,12 +228,28 @@ async def _listen(host: str, port: int, listen: str) -> list[socket.socket]:
     return socks
 
 
+@dataclass(frozen=True)
+class ServerContext:
+    """What a server serves, handed to it by the runtime (which wires the parts together)."""
+
+    pipeline: Pipeline
+    supervisor: Supervisor
+    #: ``POST /-/reload``: (applied, message).
+    reload: Callable[[], Awaitable[tuple[bool, str]]]
+    #: ``/api/v1/plugins``' data.
+    plugin_statuses: Callable[[], list[dict[str, Any]]]
+    #: State-changing requests refused, by reason (shared by the servers a reload switches between).
+    refused_requests: dict[str, int]
+    #: Each adds routes of another part (the alert API) to the server's application.
+    add_routes: Sequence[Callable[[web.Application], None]] = ()
+
+
 class HttpServer:
     """One server for one ``server`` config: ``prepare`` builds it (TLS, listening sockets) without
     serving, ``serve`` starts answering, ``stop`` closes it; ``start`` is both."""
 
-    def __init__(self, runtime: Runtime, config: ServerConfig) -> None:
-        self.runtime = runtime
+    def __init__(self, context: ServerContext, config: ServerConfig) -> None:
+        self.context = context
         self.config = config
         self.guard = RequestGuard(config)
         self._refusal_logged: dict[str, float] = {}
@@ -248,9 +266,8 @@ class HttpServer:
         app.router.add_post("/-/reload", self.reload)
         app.router.add_get("/api/v1/plugins", self.plugins)
         app.router.add_get("/", self.index)
-        from bridge.alerting.http import add_alert_routes
-
-        add_alert_routes(app, self.runtime)
+        for add in self.context.add_routes:
+            add(app)
         return app
 
     async def start(self) -> None:
@@ -305,9 +322,9 @@ class HttpServer:
 
     def _count_refusal(self, reason: str, message: str) -> None:
         """Count in ``monbridge_http_requests_refused_total{reason}``; log at most once a minute a reason."""
-        counts = self.runtime.refused_requests
+        counts = self.context.refused_requests
         counts[reason] = counts.get(reason, 0) + 1
-        self.runtime.pipeline.record(SERVER_SOURCE, [
+        self.context.pipeline.record(SERVER_SOURCE, [
             Metric("monbridge.http.requests.refused", MetricKind.COUNTER, counts.get(r, 0), "",
                    "state-changing HTTP requests refused (403), by reason", {"reason": r})
             for r in REFUSAL_REASONS])
@@ -342,7 +359,7 @@ class HttpServer:
     # ------------------------------------------------------------------ handlers
 
     async def metrics(self, request: web.Request) -> web.Response:
-        rt = self.runtime
+        rt = self.context
         rt.supervisor.refresh_self_metrics()
         openmetrics, ctype = choose_format(request.headers.get("Accept"))
         gz = _wants_gzip(request.headers.get("Accept-Encoding"))
@@ -363,7 +380,7 @@ class HttpServer:
         return web.Response(text="monbridge is Healthy.\n")
 
     async def ready(self, request: web.Request) -> web.Response:
-        sup = self.runtime.supervisor
+        sup = self.context.supervisor
         if sup.ready():
             return web.Response(text="monbridge is Ready.\n")
         waiting = [f"{r['plugin_id']}: {r['state']}" + (", first run pending" if r["state"] == "running" else "")
@@ -371,13 +388,13 @@ class HttpServer:
         return web.Response(status=503, text="monbridge is not ready; plugins not running:\n  " + "\n  ".join(waiting) + "\n")
 
     async def reload(self, request: web.Request) -> web.Response:
-        ok, message = await self.runtime.reload()
+        ok, message = await self.context.reload()
         return web.json_response({"status": "success" if ok else "error", "message": redact_text(message)},
                                  status=200 if ok else 400)
 
     async def plugins(self, request: web.Request) -> web.Response:
         data: list[dict[str, Any]] = []
-        for st in self.runtime.plugin_statuses():
+        for st in self.context.plugin_statuses():
             if st.get("last_error"):
                 st["last_error"] = redact_text(st["last_error"])
             data.append(st)

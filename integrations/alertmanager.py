@@ -17,10 +17,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.model import rfc3339
-from bridge.alerting.notify import Notification, NotifierConfig, check_http_url
 from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
+from bridge.notifiers import HttpNotifier, Notification, NotifierConfig, check_http_url, rfc3339
 
 __all__ = ["AlertmanagerConfig", "AlertmanagerNotifier", "am_alerts", "label_name"]
 

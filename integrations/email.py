@@ -26,10 +26,16 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bridge.alerting.model import rfc3339
-from bridge.alerting.notify import DeliveryError, Notification, Notifier, NotifierConfig, PermanentDeliveryError
 from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
-from bridge.config import parse_listen
+from bridge.helpers import parse_listen
+from bridge.notifiers import (
+    DeliveryError,
+    Notification,
+    Notifier,
+    NotifierConfig,
+    PermanentDeliveryError,
+    rfc3339,
+)
 
 __all__ = ["EmailConfig", "EmailNotifier", "render_email"]
 

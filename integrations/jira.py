@@ -24,13 +24,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr
 
-from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig, PermanentDeliveryError
-from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
 from bridge.api import PluginConfig, PluginMetadata, PluginType
+from bridge.notifiers import (
+    BaseUrl,
+    HttpNotifier,
+    Notification,
+    NotifierConfig,
+    PermanentDeliveryError,
+    TicketState,
+    group_fingerprint,
+    ticket_text,
+)
 
 if TYPE_CHECKING:
-    from bridge.alerting.engine import AlertContext
+    from bridge.notifiers import AlertContext
 
 __all__ = ["JiraConfig", "JiraNotifier", "adf"]
 

@@ -55,7 +55,7 @@ from bridge.api import (
     PluginType,
     validate_plugin_id,
 )
-from bridge.logs import peer_excerpt
+from bridge.helpers import peer_excerpt
 
 __all__ = ["PLUGIN_ID", "OtlpConfig", "OtlpIntegration", "OtlpTLSConfig", "metrics_to_otel"]
 
@@ -228,7 +228,7 @@ def metrics_to_otel(metrics: Sequence[Metric], resource: Any) -> Any:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from bridge import __version__
-    from bridge.pipeline import otel_metric, otel_point
+    from bridge.otel import otel_metric, otel_point
 
     now = time.time_ns()
     families: dict[str, tuple[Metric, list[Any]]] = {}
@@ -294,7 +294,7 @@ def _install_summary_encoding() -> None:
         return
     from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-    from bridge.pipeline import Summary
+    from bridge.otel import Summary
 
     original = enc._encode_metric
 
@@ -573,7 +573,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         """The plugin API's path: ``metrics`` are converted to one ``MetricsData`` (see
         ``metrics_to_otel``: kinds, start times and histogram buckets kept) and exported."""
         if self._resource is None:
-            from bridge.pipeline import default_resource
+            from bridge.otel import default_resource
 
             self._resource = default_resource()
         await self.export_metrics_data(metrics_to_otel(metrics, self._resource))

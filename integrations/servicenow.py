@@ -26,15 +26,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr
 
-from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig
-from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
 from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
-from bridge.logs import redact_text
-from bridge.tasks import cancel_and_wait
+from bridge.helpers import cancel_and_wait, redact_text
+from bridge.notifiers import (
+    BaseUrl,
+    HttpNotifier,
+    Notification,
+    NotifierConfig,
+    TicketState,
+    group_fingerprint,
+    ticket_text,
+)
 
 if TYPE_CHECKING:
-    from bridge.alerting.engine import AlertContext
+    from bridge.notifiers import AlertContext
 
 __all__ = ["ServiceNowConfig", "ServiceNowNotifier"]
 

@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig
-from bridge.alerting.tickets import TicketState
 from bridge.api import PluginConfig, PluginMetadata, PluginType
+from bridge.notifiers import BaseUrl, HttpNotifier, Notification, NotifierConfig, TicketState
 
 if TYPE_CHECKING:
-    from bridge.alerting.engine import AlertContext
+    from bridge.notifiers import AlertContext
 
 __all__ = ["SmsConfig", "TwilioSmsNotifier", "sms_body"]
 

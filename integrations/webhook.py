@@ -18,9 +18,8 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from bridge.alerting.httpclient import HttpNotifier
-from bridge.alerting.notify import BaseUrl, Notification, NotifierConfig, webhook_payload
 from bridge.api import PluginConfig, PluginMetadata, PluginType
+from bridge.notifiers import BaseUrl, HttpNotifier, Notification, NotifierConfig, webhook_payload
 
 __all__ = ["WebhookConfig", "WebhookNotifier"]
 

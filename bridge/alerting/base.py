@@ -1,17 +1,31 @@
 """``BaseProcessor``: an ``AlertProcessorPlugin`` whose hooks do nothing until a subclass says
-otherwise: it passes alerts on unchanged and keeps its parsed config and the engine's context."""
+otherwise: it passes alerts on unchanged and keeps its parsed config and the engine's context
+(``AlertContext``, what the engine hands the ``attach`` hook)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bridge.api import Alert, AlertProcessorPlugin, PluginConfig
 
 if TYPE_CHECKING:
-    from bridge.alerting.engine import AlertContext
+    from opentelemetry.sdk.resources import Resource
 
-__all__ = ["BaseProcessor"]
+    from bridge.alerting.engine import AlertEngine
+    from bridge.pipeline import Pipeline
+
+__all__ = ["AlertContext", "BaseProcessor"]
+
+
+@dataclass
+class AlertContext:
+    """What the engine offers a processor's ``attach`` hook (``bridge.api.AlertContextHook``)."""
+
+    engine: AlertEngine
+    pipeline: Pipeline | None
+    resource: Resource
 
 
 class BaseProcessor(AlertProcessorPlugin):

@@ -36,7 +36,7 @@ from bridge.alerting.model import Matcher, copy_alert, format_labels, matches_al
 from bridge.alerting.notify import Notification
 from bridge.alerting.store import write_text_atomic
 from bridge.alerting.writebehind import WriteBehind
-from bridge.api import Alert, AlertState
+from bridge.api import Alert, AlertState, GroupingSettings
 
 __all__ = ["Dispatcher", "GroupingSettings", "Route"]
 
@@ -49,14 +49,6 @@ ALL_LABELS = "..."
 NFLOG_LINGER_S = 0.1
 #: Groups flushed between two turns of the event loop when many are due at once.
 FLUSH_SLICE = 50
-
-
-@dataclass(frozen=True)
-class GroupingSettings:
-    group_by: tuple[str, ...] = ("alertname",)
-    group_wait: float = 30.0
-    group_interval: float = 300.0
-    repeat_interval: float = 14_400.0
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ acknowledgment reaches each processor's ``handle_acknowledgment`` and every span
 resolution) its ``handle_resolution``. Plugins run in one task, one transition at a time, so
 each sees transitions in order.
 
-Processors may define optional hooks the engine calls: ``attach(context)`` once with an
-``AlertContext`` (the engine, the metric pipeline, the resource), ``grouping_settings()``,
-``muted(alert)`` (inhibition), ``escalation_notifiers()``.
+Processors may implement the optional hooks of ``bridge.api`` the engine calls:
+``AlertContextHook`` (``attach`` once with an ``AlertContext``: the engine, the metric pipeline,
+the resource), ``GroupingHook``, ``MuteHook`` (inhibition), ``EscalationHook`` and
+``NotifierHook`` (a notifier); an integration, ``TelemetryExporterHook``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,32 +30,37 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from bridge.alerting.dispatch import Dispatcher, GroupingSettings, Route
+from bridge.alerting.base import AlertContext
+from bridge.alerting.dispatch import Dispatcher, Route
 from bridge.alerting.model import AlertSuppressed, copy_alert, fingerprint
-from bridge.alerting.notify import Notification, Notifier
+from bridge.alerting.notify import Notification
 from bridge.alerting.outbox import Outbox, RetryPolicy
-from bridge.alerting.settings import AlertingSettings, StateDirLock, config_state_dir
+from bridge.alerting.settings import AlertingSettings, StateDirLock
 from bridge.alerting.silences import Silences
 from bridge.alerting.store import AlertStore
 from bridge.alerting.telemetry import ATTR_EVENT, EVENT_TRANSITION, AlertTelemetry
 from bridge.api import (
     Alert,
+    AlertContextHook,
     AlertProcessorPlugin,
     AlertState,
+    EscalationHook,
+    GroupingHook,
+    GroupingSettings,
     Metric,
     MetricKind,
     MonitoringIntegrationPlugin,
+    MuteHook,
+    NotifierHook,
     Plugin,
     PluginType,
+    TelemetryExporterHook,
 )
-from bridge.lifecycle import PluginState
 from bridge.logs import redact_text
 from bridge.tasks import cancel_and_wait, run_bounded
 
 if TYPE_CHECKING:
-    from bridge.config import LoadedConfig
     from bridge.pipeline import Pipeline
-    from bridge.runtime import Runtime
 
 __all__ = ["AlertContext", "AlertEngine", "ProcessorChain"]
 
@@ -72,15 +77,6 @@ INTEGRATION_CALL_TIMEOUT_S = 10.0
 #: of the event loop: at most this many, and no more once ``SLICE_S`` seconds have gone.
 BATCH_SLICE = 50
 SLICE_S = 0.01
-
-
-@dataclass
-class AlertContext:
-    """What the engine offers a processor's ``attach`` hook."""
-
-    engine: AlertEngine
-    pipeline: Pipeline | None
-    resource: Resource
 
 
 class ProcessorChain(SpanProcessor, LogRecordProcessor):
@@ -140,34 +136,13 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
                 if kind == "transition":
                     await self.engine._process(alert_id, state)
                 else:
-                    await self.engine._call_all("handle_resolution", alert_id)
+                    await self.engine._call_all("handle_resolution", alert_id, lambda p, a: p.handle_resolution(a))
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the chain keeps running
                 log.exception("alert %s: processing the %s failed", alert_id, kind)
             finally:
                 self.queue.task_done()
-
-
-def uses_alerting(loaded: LoadedConfig) -> bool:
-    """The config has an ``alerting:`` section or enables an alert processor plugin."""
-    kind = PluginType.ALERT_PROCESSOR.id_kind
-    return "alerting" in loaded.model.model_fields_set or any(
-        p.plugin_id.split(".")[1:2] == [kind] for p in loaded.enabled_plugins)
-
-
-def running_plugins(runtime: Runtime) -> PluginList:
-    """The runtime's running plugins of a type, in config order."""
-
-    def plugins(ptype: PluginType) -> list[tuple[str, Plugin]]:
-        out: list[tuple[str, Plugin]] = []
-        for entry in runtime.loaded.enabled_plugins:
-            r = runtime.supervisor.runners.get(entry.plugin_id)
-            if r is not None and r.plugin_type is ptype and r.state is PluginState.RUNNING and r.host is not None:
-                out.append((entry.plugin_id, r.host.plugin))
-        return out
-
-    return plugins
 
 
 class AlertEngine:
@@ -209,22 +184,14 @@ class AlertEngine:
         self.refused_requests[("alertmanager", "too_many_alerts")] = 0
 
     @classmethod
-    def for_runtime(cls, runtime: Runtime) -> AlertEngine:
-        """The runtime's engine, on the state directory of its config (see ``settings``), locked
-        before anything in it is read: StateDirInUse when another agent has it."""
-        from bridge.config import DEFAULT_SOURCE
-
-        def settings() -> AlertingSettings:
-            loaded = runtime.loaded
-            alerting = loaded.model.alerting
-            if alerting.state_dir is None and uses_alerting(loaded):
-                source = None if loaded.source == DEFAULT_SOURCE else loaded.source
-                alerting = alerting.model_copy(update={"state_dir": config_state_dir(source)})
-            return alerting
-
+    def locked(cls, settings: Callable[[], AlertingSettings], pipeline: Pipeline, plugins: PluginList) -> AlertEngine:
+        """An engine on the state directory of ``settings()``, locked before anything in it is
+        read (StateDirInUse when another agent has it). ``settings`` is asked again on each
+        refresh: a changed alerting section is warned about and takes effect at the next start.
+        ``plugins`` gives the running plugins of a type, in config order."""
         first = settings()
         lock = StateDirLock.acquire(first.state_dir) if first.state_dir is not None else None
-        engine = cls(first, runtime.pipeline, runtime.pipeline.resource, running_plugins(runtime))
+        engine = cls(first, pipeline, pipeline.resource, plugins)
         engine._current_settings = settings
         engine._lock = lock
         if lock is not None:
@@ -288,21 +255,21 @@ class AlertEngine:
         for _pid, p in procs:
             if id(p) not in self._attached:
                 self._attached.add(id(p))
-                attach = getattr(p, "attach", None)
-                if attach is not None:
-                    attach(ctx)
-            if hasattr(p, "grouping_settings"):
+                if isinstance(p, AlertContextHook):
+                    p.attach(ctx)
+            if isinstance(p, GroupingHook):
                 grouping = p.grouping_settings()
-            if hasattr(p, "muted"):
+            if isinstance(p, MuteHook):
                 self._muters.append(p.muted)
-            if hasattr(p, "escalation_notifiers"):
+            if isinstance(p, EscalationHook):
                 escalation_only |= set(p.escalation_notifiers())
         routes = []
         for pid, p in procs:
-            if not isinstance(p, Notifier):
+            if not isinstance(p, NotifierHook):
                 continue
             if pid not in escalation_only:
-                routes.append(Route(pid, p.config.matchers(), p.config.send_resolved))
+                matchers, send_resolved = p.notification_route()
+                routes.append(Route(pid, tuple(matchers), send_resolved))
             if self._senders.get(pid) != id(p):
                 self._senders[pid] = id(p)
                 self.outbox.start(pid, p.send, self._delivered)
@@ -316,11 +283,10 @@ class AlertEngine:
 
     def _export_through_otlp(self) -> None:
         for _pid, p in self._plugins(PluginType.INTEGRATION):
-            make = getattr(p, "telemetry_exporters", None)
-            if make is None or self._exporting_to == id(p):
+            if not isinstance(p, TelemetryExporterHook) or self._exporting_to == id(p):
                 continue
             try:
-                span_exporter, log_exporter = make()
+                span_exporter, log_exporter = p.telemetry_exporters()
             except Exception as e:  # noqa: BLE001 - no telemetry export is not a reason to stop alerting
                 log.error("alerts: cannot export spans and logs through %s: %s", _pid, redact_text(str(e)))
                 continue
@@ -496,12 +462,13 @@ class AlertEngine:
             stored.annotations = dict(alert.annotations)
             self.dispatcher.insert(stored)
         if state is AlertState.ACKNOWLEDGED:
-            await self._call_all("handle_acknowledgment", alert_id)
+            await self._call_all("handle_acknowledgment", alert_id, lambda p, a: p.handle_acknowledgment(a))
 
-    async def _call_all(self, method: str, alert_id: str) -> None:
+    async def _call_all(self, method: str, alert_id: str,
+                        hook: Callable[[AlertProcessorPlugin, str], Awaitable[None]]) -> None:
         for pid, p in self._processors:
             try:
-                await getattr(p, method)(alert_id)
+                await hook(p, alert_id)
             except Exception as e:  # noqa: BLE001
                 log.error("alert processor %s: %s(%s) failed: %s", pid, method, alert_id,
                           redact_text(f"{type(e).__name__}: {e}"))

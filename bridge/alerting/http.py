@@ -139,10 +139,8 @@ def silence_from_request(doc: Any, now: float) -> Silence:
         raise BodyError(400, "invalid", str(e)) from None
 
 
-def add_alert_routes(app: web.Application, runtime: Any) -> None:
-    engine: AlertEngine | None = getattr(runtime, "alerts", None)
-    if engine is None:
-        return
+def add_alert_routes(app: web.Application, engine: AlertEngine) -> None:
+    """The alert and silence API of ``engine`` on ``app`` (the runtime adds it to its server)."""
     api = _AlertApi(engine)
     r = app.router
     r.add_get("/api/v1/alerts", api.list_alerts)

@@ -179,10 +179,16 @@ class NotifierConfig(PluginConfig):
 
 
 class Notifier(BaseProcessor):
-    """Base of the notifiers: routed by ``match``, delivering groups through ``send``."""
+    """Base of the notifiers (``bridge.api.NotifierHook``): routed by ``match``, delivering groups
+    through ``send``."""
 
     config_model: ClassVar[type[PluginConfig]] = NotifierConfig
     plugin_id: ClassVar[str] = ""
+
+    def notification_route(self) -> tuple[tuple[Matcher, ...], bool]:
+        """The config's ``match`` matchers and ``send_resolved``."""
+        config: NotifierConfig = self.config
+        return config.matchers(), config.send_resolved
 
     @abc.abstractmethod
     async def send(self, notification: Notification) -> None:

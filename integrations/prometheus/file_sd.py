@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.config import ConfigError, NotARegularFile, line_map, locate, read_document, read_regular_file
+from bridge.helpers import ConfigError, NotARegularFile, line_map, locate, read_document, read_regular_file
 from integrations.prometheus.relabel import LABEL_NAME_RE
 
 __all__ = ["FILEPATH_LABEL", "FileSD", "FileSDError", "TargetGroup", "parse_file", "validate_pattern"]

@@ -26,7 +26,6 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from bridge.alerting.model import fingerprint
 from bridge.api import (
     Alert,
     AlertState,
@@ -42,7 +41,8 @@ from bridge.api import (
     PluginType,
     SummaryValue,
 )
-from bridge.logs import EXCERPT_BYTES, peer_excerpt
+from bridge.helpers import EXCERPT_BYTES, peer_excerpt
+from bridge.notifiers import fingerprint
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
 from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels

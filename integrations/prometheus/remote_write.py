@@ -48,8 +48,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from bridge.api import HttpUrl, Metric, MetricKind, PluginConfig
-from bridge.logs import EXCERPT_BYTES, peer_excerpt
-from bridge.tasks import cancel_and_wait
+from bridge.helpers import EXCERPT_BYTES, cancel_and_wait, peer_excerpt
 
 from .diskqueue import MAX_SHARDS, Batch, DiskQueue, DropCounts
 

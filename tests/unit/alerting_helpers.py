@@ -14,9 +14,11 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bridge.alerting import AlertEngine, AlertingSettings, AlertSuppressed, Notification, Notifier
+from bridge.alerting.engine import AlertEngine
 from bridge.alerting.outbox import RetryPolicy
+from bridge.alerting.settings import AlertingSettings
 from bridge.api import Alert, AlertProcessorPlugin, Plugin, PluginMetadata, PluginType
+from bridge.notifiers import AlertSuppressed, Notification, Notifier
 
 
 class Recorder(AlertProcessorPlugin):
@@ -68,7 +70,7 @@ class CollectingNotifier(Notifier):
     async def send(self, notification: Notification) -> None:
         if self.fail > 0:
             self.fail -= 1
-            from bridge.alerting import DeliveryError
+            from bridge.notifiers import DeliveryError
 
             raise DeliveryError("receiver down")
         self.sent.append(notification)

@@ -1,0 +1,13 @@
+"""Public plugin API for OpenTelemetry-shaped sinks: the pipeline's data as OTel SDK metric data.
+
+``default_resource`` is monbridge's resource (``service.name``, ``host.name``,
+``OTEL_RESOURCE_ATTRIBUTES``); ``otel_point``/``otel_metric`` build SDK data points and metrics
+as they are (nothing re-aggregated); ``Summary``/``SummaryDataPoint`` are OTLP's summary data,
+which the SDK has no type for.
+
+Plugins import these names from here, never from ``bridge.pipeline``.
+"""
+
+from bridge.pipeline import Summary, SummaryDataPoint, default_resource, otel_metric, otel_point
+
+__all__ = ["Summary", "SummaryDataPoint", "default_resource", "otel_metric", "otel_point"]
