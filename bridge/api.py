@@ -122,7 +122,7 @@ class PluginConfig(BaseModel):
     """Base of every plugin's typed config model: unknown keys are errors, and validation errors
     never quote the input (it may be a secret)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, defer_build=True)
 
 
 def http_url(v: str) -> str:

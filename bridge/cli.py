@@ -1,19 +1,23 @@
-"""The ``monbridge`` command: run, validate, plugins, test."""
+"""The ``monbridge`` command: run, validate, plugins, test.
+
+Only click is imported up front: each command imports what it needs (``--version`` loads
+nothing more, ``validate`` neither the runtime nor the alert engine), and the ``alerts``
+commands are imported when named.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bridge import __version__
-from bridge.api import HistogramValue, Metric, PluginType
-from bridge.config import ConfigError, LoadedConfig, PluginEntry, load_config, parse_listen
-from bridge.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bridge.api import Metric
+    from bridge.config import LoadedConfig
 
 EXIT_CONFIG = 2
 
@@ -27,6 +31,8 @@ def _registry() -> Any:
 
 
 def _load_or_exit(path: str | None, registry: Any, listen: str | None = None) -> LoadedConfig:
+    from bridge.config import ConfigError, load_config, parse_listen
+
     try:
         loaded = load_config(path, registry)
     except ConfigError as e:
@@ -43,7 +49,25 @@ def _load_or_exit(path: str | None, registry: Any, listen: str | None = None) ->
     return loaded
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The commands, those of other modules imported only when named (or listed by ``--help``)."""
+
+    lazy = {"alerts": ("bridge.alerting.cli", "alerts")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="monbridge")
 def main() -> None:
     """monbridge: collect, convert and forward metrics and alerts.
@@ -77,6 +101,11 @@ def run(config_path: str | None, listen: str | None, log_level: str, log_format:
     An invalid config exits with status 2 and says where the problem is; on reload it is
     refused and the running config stays.
     """
+    import asyncio
+    import logging
+
+    from bridge.config import load_config
+    from bridge.logs import setup_logging
     from bridge.runtime import Runtime
 
     if shard_index is not None and shard_count is None:
@@ -134,6 +163,8 @@ def validate(config_path: str) -> None:
 @main.command()
 def plugins() -> None:
     """List installed plugins by type, with version and distribution."""
+    from bridge.api import PluginType
+
     registry = _registry()
     for ptype in PluginType:
         ids = registry.get_plugin_ids_by_type(ptype)
@@ -150,6 +181,8 @@ def plugins() -> None:
 
 
 def _format_metric(m: Metric) -> str:
+    from bridge.api import HistogramValue
+
     attrs = ",".join(f'{k}="{v}"' for k, v in sorted(m.attributes.items()))
     unit = f"  [{m.unit}]" if m.unit else ""
     v = m.value
@@ -168,6 +201,11 @@ def _format_metric(m: Metric) -> str:
               show_default=True)
 def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: str) -> None:
     """Collect once from the configured collectors, print the metrics, exit (like telegraf --test)."""
+    import asyncio
+
+    from bridge.api import PluginType
+    from bridge.config import PluginEntry
+    from bridge.logs import setup_logging
     from bridge.pipeline import Pipeline
     from bridge.supervisor import Supervisor
 
@@ -213,15 +251,6 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
         return failed
 
     sys.exit(1 if asyncio.run(once()) else 0)
-
-
-def _add_alerts_command() -> None:
-    from bridge.alerting.cli import alerts
-
-    main.add_command(alerts)
-
-
-_add_alerts_command()
 
 
 if __name__ == "__main__":

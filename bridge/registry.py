@@ -35,8 +35,17 @@ class RegisteredPlugin:
     factory: Callable[[], Plugin] | None = None
     entry_point: EntryPoint | None = None
     instance: Plugin | None = None
-    distribution: str | None = None
-    version: str | None = None
+
+    @property
+    def distribution(self) -> str | None:
+        """The distribution that installed the entry point (its metadata is read only when asked)."""
+        dist = self.entry_point.dist if self.entry_point is not None else None
+        return dist.name if dist is not None else None
+
+    @property
+    def version(self) -> str | None:
+        dist = self.entry_point.dist if self.entry_point is not None else None
+        return dist.version if dist is not None else None
 
     def load_factory(self) -> Callable[[], Plugin]:
         if self.factory is None:
@@ -71,8 +80,9 @@ class PluginRegistry:
 
     def discover(self) -> PluginRegistry:
         """Register every plugin installed under the ``monbridge.*`` entry-point groups."""
+        installed = entry_points()  # read once: each call reads every distribution's entry points
         for ptype in PluginType:
-            for ep in entry_points(group=ptype.entry_point_group):
+            for ep in installed.select(group=ptype.entry_point_group):
                 try:
                     validate_plugin_id(ep.name, ptype)
                 except ValueError as e:
@@ -80,11 +90,7 @@ class PluginRegistry:
                     continue
                 if ep.name in self._plugins:
                     continue  # in-process registration wins over an entry point
-                dist = ep.dist
-                self._plugins[ep.name] = RegisteredPlugin(
-                    ep.name, ptype, entry_point=ep,
-                    distribution=dist.name if dist else None, version=dist.version if dist else None,
-                )
+                self._plugins[ep.name] = RegisteredPlugin(ep.name, ptype, entry_point=ep)
         return self
 
     def register_plugin(self, plugin_id: str, plugin: Plugin | type[Plugin]) -> None:

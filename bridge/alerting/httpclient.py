@@ -13,12 +13,13 @@ import json
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from bridge.alerting.notify import DeliveryError, Notifier, http_delivery_error
 from bridge.logs import EXCERPT_BYTES
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["HttpClient", "HttpNotifier"]
 
@@ -41,6 +42,8 @@ class HttpClient:
                       basic_auth: tuple[str, str] | None = None,
                       params: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """Send; return (status, decoded JSON body or text) for a 2xx answer, else raise a delivery error."""
+        import aiohttp  # here, not at import: a config naming a notifier is validated without it
+
         headers = dict(headers or {})
         if basic_auth is not None:
             token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()

@@ -88,7 +88,7 @@ class StateDirLock:
 
 
 class AlertingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     state_dir: Path | None = Field(default=None, description="alert store, silences and notification log (default: "
                                                      "$MONBRIDGE_STATE_DIR, else a directory of this config file "

@@ -400,7 +400,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     def _remote_write_samples(self, families: Sequence[Any], resource: Any) -> list[tuple[bytes, float, int]]:
         """Every series with a sample newer than the last one sent, and a staleness marker for
         every series sent before that is gone. Reads live pipeline families: no awaits here."""
-        from bridge.exposition import family_name
+        from bridge.prometheus import family_name
 
         if not self._job_instance:
             attrs = resource.attributes if resource is not None else {}
@@ -443,7 +443,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         return out
 
     def _labels_for(self, base: str, kind: MetricKind, native: bool, s: Any) -> list[bytes]:
-        from bridge.exposition import le_texts, prometheus_labels, quantile_texts
+        from bridge.prometheus import le_texts, prometheus_labels, quantile_texts
 
         if native:
             labels = {k: str(v) for k, v in s.attributes.items()}
@@ -463,7 +463,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         return [encode_labels({**labels, "__name__": name}.items())]
 
     async def _push(self, families: Sequence[Any], resource: Any, pg: PushgatewayConfig) -> None:
-        from bridge.exposition import CONTENT_TYPE_TEXT, render
+        from bridge.prometheus import CONTENT_TYPE_TEXT, render
 
         body = render(families)
         url = pg.push_url()

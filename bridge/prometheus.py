@@ -1,0 +1,13 @@
+"""Public plugin API for Prometheus-shaped sinks: the Prometheus text format and names.
+
+``render`` writes the pipeline's families as Prometheus text 0.0.4 (``CONTENT_TYPE_TEXT``), as
+``/metrics`` serves them; ``family_name``, ``prometheus_labels``, ``le_texts`` and
+``quantile_texts`` give a family's Prometheus name, a series' label set and the ``le``/``quantile``
+label values, as ``/metrics`` writes them.
+
+Plugins import these names from here, never from ``bridge.exposition``.
+"""
+
+from bridge.exposition import CONTENT_TYPE_TEXT, family_name, le_texts, prometheus_labels, quantile_texts, render
+
+__all__ = ["CONTENT_TYPE_TEXT", "family_name", "le_texts", "prometheus_labels", "quantile_texts", "render"]

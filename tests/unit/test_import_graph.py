@@ -1,0 +1,84 @@
+"""What the cold paths load (the import graph, not its time: timings are in
+benchmarks/bench_startup.py). ``monbridge --version`` loads no more than the command line;
+``import bridge.config`` and ``monbridge validate`` load neither the alert engine, the runtime,
+the server nor the OTel SDK's trace, log and metric parts (they are loaded where they run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Loaded where they run (``monbridge run``), never by reading or checking a config.
+RUN_TIME_ONLY = (
+    "bridge.alerting.engine",
+    "bridge.runtime",
+    "bridge.server",
+    "bridge.supervisor",
+    "bridge.pipeline",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk._logs",
+    "opentelemetry.sdk.metrics",
+    "aiohttp",
+    "grpc",
+)
+
+CONFIG = """\
+plugins:
+  - plugin_id: monitoring.metrics.system
+  - plugin_id: monitoring.metrics.process
+  - plugin_id: monitoring.integration.prometheus
+    config:
+      scrape: {targets: [{job: node, url: "http://127.0.0.1:9100/metrics"}]}
+  - plugin_id: monitoring.integration.otlp
+    config: {endpoint: "http://127.0.0.1:4318", protocol: grpc}
+  - plugin_id: monitoring.alerts.webhook
+    config: {url: "http://127.0.0.1:5001/hook"}
+  - plugin_id: monitoring.alerts.rules
+    config: {rules: [{name: HighLoad, metric: system.cpu.load_average.1m, op: ">", threshold: 4}]}
+  - plugin_id: monitoring.alerts.grouping
+alerting: {state_dir: STATE}
+"""
+
+
+def loaded_after(code: str, tmp_path: Path) -> set[str]:
+    """The modules in sys.modules after ``code`` ran in a fresh interpreter."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def found(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_import_bridge_config_loads_no_run_time_part(tmp_path):
+    modules = loaded_after("import bridge.config", tmp_path)
+    assert "bridge.config" in modules
+    assert found(modules, RUN_TIME_ONLY) == []
+
+
+def test_version_loads_the_command_line_only(tmp_path):
+    modules = loaded_after("from bridge.cli import main\n"
+                           "try:\n    main(['--version'])\nexcept SystemExit:\n    pass", tmp_path)
+    assert "bridge.cli" in modules
+    assert found(modules, ("bridge",)) == ["bridge", "bridge.cli"]
+    assert found(modules, ("pydantic", "yaml", "asyncio", "opentelemetry", "bridge.api")) == []
+
+
+def test_validate_loads_no_run_time_part(tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG.replace("STATE", json.dumps(str(tmp_path / "state"))))
+    modules = loaded_after(f"from bridge.cli import main\n"
+                           f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
+                           f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+    # the plugins of the config were loaded (their config models validated it) ...
+    assert {"integrations.otlp", "integrations.webhook", "bridge.alerting.rules", "collectors.process"} <= modules
+    # ... and nothing that only runs
+    assert found(modules, RUN_TIME_ONLY) == []
