@@ -3,12 +3,14 @@
 Each command runs as a fresh process, as a user would run it; the figure is the best wall time
 of ``--repeat`` runs (after one untimed run that fills the bytecode cache, as an installed
 package has it), with ``promtool check config`` on the equivalent Prometheus config timed in the
-same run, alternating with monbridge so both see the same machine load.
+same run, alternating with monbridge so that both see the same machine load.
 
-    python benchmarks/bench_startup.py [--repeat 15] [--config FILE] [--promtool promtool]
+    python benchmarks/bench_startup.py [--repeat 15] [--config FILE] [--promtool promtool] [--baseline DIR]
 
-Without ``--config`` it validates a typical agent config (host metrics, a Prometheus scrape
-target, OTLP push, a webhook notifier) and promtool the same scrape config. Goals: ``--version``
+It validates two configs: the embedded default's (host metrics on ``/metrics``) and a typical
+agent's (host metrics, a Prometheus scrape target, OTLP push, a webhook notifier; ``--config``
+replaces it); promtool checks a config scraping the same target. ``--baseline DIR`` also times
+the ``bridge`` of another checkout (an older commit, say) in the same run. Goals: ``--version``
 ≤ 0.15 s, ``validate`` ≤ 0.25 s.
 """
 
@@ -26,7 +28,13 @@ from pathlib import Path
 GOAL_VERSION_S = 0.15
 GOAL_VALIDATE_S = 0.25
 
-MONBRIDGE_CONFIG = """\
+HOST_METRICS_CONFIG = """\
+plugins:
+  - plugin_id: monitoring.metrics.system
+    config: {collection_interval: 15}
+"""
+
+AGENT_CONFIG = """\
 server:
   listen: "127.0.0.1:9464"
 plugins:
@@ -54,62 +62,79 @@ scrape_configs:
 """
 
 
-def best_wall(cmd: list[str], env: dict[str, str], cwd: Path, repeat: int, expect: int = 0) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        elapsed = time.perf_counter() - t0
-        if proc.returncode != expect:
-            sys.exit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[:500]}")
-        best = min(best, elapsed)
-    return best
+def wall(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[:500]}")
+    return elapsed
+
+
+def bridge_env(base: dict[str, str], tree: str | None) -> dict[str, str]:
+    env = dict(base)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, base.get("PYTHONPATH")]))
+    return env
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--config", help="monbridge config to validate (default: a typical agent config)")
+    ap.add_argument("--config", help="the agent config to validate (default: a typical one)")
     ap.add_argument("--promtool", default=shutil.which("promtool") or "promtool")
+    ap.add_argument("--baseline", help="a checkout whose bridge is timed too, for comparison")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         work = Path(tmp)
-        config = Path(args.config) if args.config else work / "monbridge.yaml"
+        host = work / "host-metrics.yaml"
+        host.write_text(HOST_METRICS_CONFIG)
+        config = Path(args.config).resolve() if args.config else work / "agent.yaml"
         if not args.config:
-            config.write_text(MONBRIDGE_CONFIG)
+            config.write_text(AGENT_CONFIG)
         prom = work / "prometheus.yml"
         prom.write_text(PROMETHEUS_CONFIG)
-        env = dict(os.environ)
+        base = dict(os.environ)
         # Bytecode cached as an installed package has it (pip compiles on install), in a
-        # directory of this run: the checkout is left alone.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-        mb = [sys.executable, "-m", "bridge.cli"]
+        # directory of this run: the checkouts are left alone.
+        base.pop("PYTHONDONTWRITEBYTECODE", None)
+        base["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
         # Run from the temporary directory: the installed bridge, or the one on PYTHONPATH, is measured.
-        where = subprocess.run([sys.executable, "-c", "import bridge, os; print(os.path.dirname(bridge.__file__))"],
-                               env=env, cwd=work, capture_output=True, text=True, check=True).stdout.strip()
-        print(f"monbridge from {where}; python {sys.version.split()[0]}; best of {args.repeat} runs, wall time")
+        trees = {"": bridge_env(base, None)}
+        if args.baseline:
+            trees["baseline "] = bridge_env(base, str(Path(args.baseline).resolve()))
+        for label, env in trees.items():
+            where = subprocess.run([sys.executable, "-c", "import bridge, os; print(os.path.dirname(bridge.__file__))"],
+                                   env=env, cwd=work, capture_output=True, text=True, check=True).stdout.strip()
+            print(f"{label or 'measured '}monbridge from {where}")
+        print(f"python {sys.version.split()[0]}; best of {args.repeat} runs, wall time")
+        mb = [sys.executable, "-m", "bridge.cli"]
         cases = [
-            ("monbridge --version", mb + ["--version"], GOAL_VERSION_S),
-            ("monbridge validate", mb + ["validate", "--config", str(config)], GOAL_VALIDATE_S),
+            ("--version", mb + ["--version"], GOAL_VERSION_S),
+            ("validate (host metrics)", mb + ["validate", "--config", str(host)], GOAL_VALIDATE_S),
+            ("validate (agent)" if not args.config else f"validate {config.name}",
+             mb + ["validate", "--config", str(config)], GOAL_VALIDATE_S),
         ]
         promtool = [args.promtool, "check", "config", str(prom)]
-        for _, cmd, _goal in cases:  # fill the bytecode cache
-            best_wall(cmd, env, work, 1)
-        best_wall(promtool, env, work, 1)
-        results = []
+        for env in trees.values():  # fill the bytecode caches
+            for _, cmd, _goal in cases:
+                wall(cmd, env, work)
+        wall(promtool, base, work)
+        rows = []
         for name, cmd, goal in cases:
-            # Alternate with promtool, so a change of load affects both sides alike.
-            mine, theirs = float("inf"), float("inf")
-            for _ in range(args.repeat):
-                mine = min(mine, best_wall(cmd, env, work, 1))
-                theirs = min(theirs, best_wall(promtool, env, work, 1))
-            results.append((name, mine, theirs, goal))
-        print(f"{'':24} {'best s':>8} {'promtool s':>11} {'ratio':>7}   goal")
-        for name, mine, theirs, goal in results:
+            best = dict.fromkeys(trees, float("inf"))
+            theirs = float("inf")
+            for _ in range(args.repeat):  # alternating, so a change of load affects every side alike
+                for label, env in trees.items():
+                    best[label] = min(best[label], wall(cmd, env, work))
+                theirs = min(theirs, wall(promtool, base, work))
+            for label in trees:
+                rows.append((f"{label}{name}", best[label], theirs, goal))
+        print(f"{'':34} {'best s':>7} {'promtool s':>11} {'ratio':>7}   goal")
+        for name, mine, theirs, goal in rows:
             ok = "met" if mine <= goal else "NOT met"
-            print(f"{name:24} {mine:8.3f} {theirs:11.3f} {mine / theirs:6.1f}×   ≤ {goal:.2f} s ({ok})")
+            print(f"{name:34} {mine:7.3f} {theirs:11.3f} {mine / theirs:6.1f}×   ≤ {goal:.2f} s ({ok})")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ is stat'ed at ``<rootfs_path>/<mount point>``, and is reported under the node's 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import fnmatch
 import logging
@@ -564,6 +563,8 @@ class SystemMetricsCollector(MetricCollectorPlugin):
     async def collect_metrics(self) -> Sequence[Metric]:
         if self._config is None:
             raise PluginError(f"{PLUGIN_ID}: collect_metrics called before initialize")
+        import asyncio  # here: validating a config that names this collector does not load asyncio
+
         snapshot = await asyncio.to_thread(self._snapshot, self._config)
         snapshot.previous_cpu_times = self._previous_cpu_times
         if snapshot.cpu_times is not None:

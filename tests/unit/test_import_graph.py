@@ -72,6 +72,16 @@ def test_version_loads_the_command_line_only(tmp_path):
     assert found(modules, ("pydantic", "yaml", "asyncio", "opentelemetry", "bridge.api")) == []
 
 
+def test_validating_host_metrics_loads_no_event_loop(tmp_path):
+    config = tmp_path / "host.yaml"
+    config.write_text("plugins:\n  - plugin_id: monitoring.metrics.system\n")
+    modules = loaded_after(f"from bridge.cli import main\n"
+                           f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
+                           f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+    assert "collectors.system" in modules
+    assert found(modules, (*RUN_TIME_ONLY, "asyncio")) == []
+
+
 def test_validate_loads_no_run_time_part(tmp_path):
     config = tmp_path / "agent.yaml"
     config.write_text(CONFIG.replace("STATE", json.dumps(str(tmp_path / "state"))))
