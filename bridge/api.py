@@ -534,9 +534,11 @@ class NotifierHook(Protocol):
         alert engine at start, every second and on reload."""
 
     async def send(self, notification: Any) -> None:
-        """Deliver one ``bridge.notifiers.Notification`` (an alert group). Called from the
-        durable outbox, one notification at a time per notifier, within the notifier's timeout;
-        raise ``DeliveryError`` to have it retried, ``PermanentDeliveryError`` to drop it."""
+        """Deliver one ``bridge.notifiers.Notification`` (an alert group). Called on the event
+        loop from the durable outbox, once the notification is on disk; the notifier bounds each
+        attempt itself (its config's ``timeout``). ``PermanentDeliveryError`` drops the
+        notification; any other exception (``DeliveryError``, with the receiver's
+        ``retry_after``) has it retried with backoff."""
 
 
 @runtime_checkable
