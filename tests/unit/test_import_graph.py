@@ -92,3 +92,21 @@ def test_validate_loads_no_run_time_part(tmp_path):
     assert {"integrations.otlp", "integrations.webhook", "bridge.alerting.rules", "collectors.process"} <= modules
     # ... and nothing that only runs
     assert found(modules, RUN_TIME_ONLY) == []
+
+
+def test_the_plugin_api_names_of_bridge_load_on_first_use(tmp_path):
+    modules = loaded_after("import bridge", tmp_path)
+    assert found(modules, ("bridge", "pydantic")) == ["bridge"]
+    import bridge
+    import bridge.api
+
+    for name in bridge.__all__:
+        if name != "__version__":
+            assert getattr(bridge, name) is getattr(bridge.api, name), name
+    assert set(bridge.__all__) <= set(dir(bridge))
+    try:
+        bridge.NoSuchName  # noqa: B018
+    except AttributeError as e:
+        assert "NoSuchName" in str(e)
+    else:
+        raise AssertionError("bridge.NoSuchName resolved")
