@@ -349,6 +349,103 @@ class ComponentEvent:
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------- optional hooks
+#
+# A plugin implements any of these besides its plugin type's ABC; the core looks for each with
+# ``isinstance`` (the protocols are runtime-checkable: a plugin need not inherit from them, only
+# define the methods; mypy checks their signatures where a plugin declares one as a base).
+
+
+@dataclass(frozen=True, slots=True)
+class GroupingSettings:
+    """How alerts are grouped into notifications (Alertmanager's route settings): alerts with the
+    same values of ``group_by`` form a group (``("...",)``: all labels); a new group waits
+    ``group_wait`` seconds, a changed one ``group_interval``, an unchanged one ``repeat_interval``."""
+
+    group_by: tuple[str, ...] = ("alertname",)
+    group_wait: float = 30.0
+    group_interval: float = 300.0
+    repeat_interval: float = 14_400.0
+
+
+@runtime_checkable
+class AlertContextHook(Protocol):
+    """An alert processor that wants the alert engine's context."""
+
+    def attach(self, ctx: Any) -> None:
+        """Called once per plugin instance by the alert engine, on the event loop, before the
+        instance sees its first alert (at start and when a reload brings a new instance), with a
+        ``bridge.notifiers.AlertContext``: the engine (store, ``fire``/``resolve``/``escalate``,
+        ``state_path``), the metric pipeline and the resource."""
+
+
+@runtime_checkable
+class GroupingHook(Protocol):
+    """An alert processor that sets how alerts are grouped into notifications."""
+
+    def grouping_settings(self) -> GroupingSettings:
+        """Called by the alert engine at start, every second and on reload; the last processor in
+        config order that has this hook wins (without one: ``GroupingSettings()``)."""
+
+
+@runtime_checkable
+class MuteHook(Protocol):
+    """An alert processor that mutes alerts (an inhibition)."""
+
+    def muted(self, alert: Alert) -> str | None:
+        """Why ``alert`` is muted now, or None. Called by the dispatcher, on the event loop, for
+        each alert of a group about to be notified (silences are asked first); must not block."""
+
+
+@runtime_checkable
+class EscalationHook(Protocol):
+    """An alert processor that escalates to notifiers of its own."""
+
+    def escalation_notifiers(self) -> Sequence[str]:
+        """The plugin ids of the notifiers that only get escalations: the engine routes no
+        grouped notification to them. Called at start, every second and on reload."""
+
+
+@runtime_checkable
+class NotifierHook(Protocol):
+    """An alert processor that delivers notifications (``bridge.notifiers.Notifier`` is the base
+    to build one on)."""
+
+    def notification_route(self) -> tuple[tuple[Any, ...], bool]:
+        """The matchers (``bridge.notifiers.Matcher``) the alerts it is notified about must
+        satisfy (none: every alert), and whether it is also notified of resolutions. Called by the
+        alert engine at start, every second and on reload."""
+
+    async def send(self, notification: Any) -> None:
+        """Deliver one ``bridge.notifiers.Notification`` (an alert group). Called on the event
+        loop from the durable outbox, once the notification is on disk; the notifier bounds each
+        attempt itself (its config's ``timeout``). ``PermanentDeliveryError`` drops the
+        notification; any other exception (``DeliveryError``, with the receiver's
+        ``retry_after``) has it retried with backoff."""
+
+
+@runtime_checkable
+class TelemetryExporterHook(Protocol):
+    """An integration that carries the alert engine's spans and log records (OTLP)."""
+
+    def telemetry_exporters(self) -> tuple[SpanExporter, LogRecordExporter]:
+        """A span exporter and a log record exporter for the alert engine's telemetry (each
+        alert's span, each transition's log record). Called by the alert engine once per
+        running instance, after ``initialize``; the first integration that has the hook is used.
+        An exception is logged and the engine goes on without exporting."""
+
+
+__all__ += [
+    "AlertContextHook",
+    "EscalationHook",
+    "GroupingHook",
+    "GroupingSettings",
+    "MuteHook",
+    "NotifierHook",
+    "TelemetryExporterHook",
+]
+
+
 # --------------------------------------------------------------------------- plugin ABCs
 
 
@@ -465,99 +562,3 @@ class MonitoringIntegrationPlugin(Plugin):
     @abc.abstractmethod
     async def import_alerts(self) -> Sequence[Alert]: ...
 
-
-# --------------------------------------------------------------------------- optional hooks
-#
-# A plugin implements any of these besides its plugin type's ABC; the core looks for each with
-# ``isinstance`` (the protocols are runtime-checkable: a plugin need not inherit from them, only
-# define the methods; mypy checks their signatures where a plugin declares one as a base).
-
-
-@dataclass(frozen=True, slots=True)
-class GroupingSettings:
-    """How alerts are grouped into notifications (Alertmanager's route settings): alerts with the
-    same values of ``group_by`` form a group (``("...",)``: all labels); a new group waits
-    ``group_wait`` seconds, a changed one ``group_interval``, an unchanged one ``repeat_interval``."""
-
-    group_by: tuple[str, ...] = ("alertname",)
-    group_wait: float = 30.0
-    group_interval: float = 300.0
-    repeat_interval: float = 14_400.0
-
-
-@runtime_checkable
-class AlertContextHook(Protocol):
-    """An alert processor that wants the alert engine's context."""
-
-    def attach(self, ctx: Any) -> None:
-        """Called once per plugin instance by the alert engine, on the event loop, before the
-        instance sees its first alert (at start and when a reload brings a new instance), with a
-        ``bridge.notifiers.AlertContext``: the engine (store, ``fire``/``resolve``/``escalate``,
-        ``state_path``), the metric pipeline and the resource."""
-
-
-@runtime_checkable
-class GroupingHook(Protocol):
-    """An alert processor that sets how alerts are grouped into notifications."""
-
-    def grouping_settings(self) -> GroupingSettings:
-        """Called by the alert engine at start, every second and on reload; the last processor in
-        config order that has this hook wins (without one: ``GroupingSettings()``)."""
-
-
-@runtime_checkable
-class MuteHook(Protocol):
-    """An alert processor that mutes alerts (an inhibition)."""
-
-    def muted(self, alert: Alert) -> str | None:
-        """Why ``alert`` is muted now, or None. Called by the dispatcher, on the event loop, for
-        each alert of a group about to be notified (silences are asked first); must not block."""
-
-
-@runtime_checkable
-class EscalationHook(Protocol):
-    """An alert processor that escalates to notifiers of its own."""
-
-    def escalation_notifiers(self) -> Sequence[str]:
-        """The plugin ids of the notifiers that only get escalations: the engine routes no
-        grouped notification to them. Called at start, every second and on reload."""
-
-
-@runtime_checkable
-class NotifierHook(Protocol):
-    """An alert processor that delivers notifications (``bridge.notifiers.Notifier`` is the base
-    to build one on)."""
-
-    def notification_route(self) -> tuple[tuple[Any, ...], bool]:
-        """The matchers (``bridge.notifiers.Matcher``) the alerts it is notified about must
-        satisfy (none: every alert), and whether it is also notified of resolutions. Called by the
-        alert engine at start, every second and on reload."""
-
-    async def send(self, notification: Any) -> None:
-        """Deliver one ``bridge.notifiers.Notification`` (an alert group). Called on the event
-        loop from the durable outbox, once the notification is on disk; the notifier bounds each
-        attempt itself (its config's ``timeout``). ``PermanentDeliveryError`` drops the
-        notification; any other exception (``DeliveryError``, with the receiver's
-        ``retry_after``) has it retried with backoff."""
-
-
-@runtime_checkable
-class TelemetryExporterHook(Protocol):
-    """An integration that carries the alert engine's spans and log records (OTLP)."""
-
-    def telemetry_exporters(self) -> tuple[SpanExporter, LogRecordExporter]:
-        """A span exporter and a log record exporter for the alert engine's telemetry (each
-        alert's span, each transition's log record). Called by the alert engine once per
-        running instance, after ``initialize``; the first integration that has the hook is used.
-        An exception is logged and the engine goes on without exporting."""
-
-
-__all__ += [
-    "AlertContextHook",
-    "EscalationHook",
-    "GroupingHook",
-    "GroupingSettings",
-    "MuteHook",
-    "NotifierHook",
-    "TelemetryExporterHook",
-]
