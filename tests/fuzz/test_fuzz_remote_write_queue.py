@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from integrations.prometheus.diskqueue import DiskQueue, DropCounts
+from bridge.delivery import DiskQueue, DropCounts
 from integrations.prometheus.remote_write import encode_labels, encode_sample
 from integrations.prometheus.textparse import parse
 from tests.fuzz.harness import DATA, run_fuzz, seeds

@@ -19,14 +19,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bridge.api import MetricKind
-from integrations.prometheus.diskqueue import DiskQueue
+from bridge.delivery import DiskQueue, retry_after_seconds
 from integrations.prometheus.remote_write import (
     STALE_NAN,
     RemoteWriteConfig,
     RemoteWriter,
     encode_labels,
     encode_sample,
-    retry_after_seconds,
 )
 
 TOKEN = "tok-very-secret-123"
