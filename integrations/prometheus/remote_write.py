@@ -133,7 +133,8 @@ class QueueConfig(PluginConfig):
     max_samples_per_send: int = Field(default=500, gt=0, description="samples per request at most (Prometheus' default)")
     shards: int = Field(default=4, gt=0, le=MAX_SHARDS,
                         description="concurrent senders; a series always goes through the same one")
-    min_backoff: float = Field(default=0.03, gt=0, allow_inf_nan=False, description="seconds before the first retry; doubled on each retry")
+    min_backoff: float = Field(default=0.03, gt=0, allow_inf_nan=False,
+                               description="seconds before the first retry; doubled on each retry")
     max_backoff: float = Field(default=5.0, gt=0, allow_inf_nan=False, description="longest wait between retries, in seconds")
     max_retry_after: float = Field(default=300.0, gt=0, allow_inf_nan=False,
                                    description="longest wait a receiver's Retry-After is honoured for, in seconds")
