@@ -77,8 +77,12 @@ class Backoff:
 
     def nominal(self, attempt: int) -> float:
         """The wait before retry number ``attempt`` (1, 2, ...) without jitter."""
-        growth = self.multiplier ** min(max(attempt - 1, 0), 1024)  # float: overflows to inf, never raises
-        return min(self.initial * growth, self.maximum) if growth != math.inf else self.maximum
+        k = max(attempt - 1, 0)
+        if self.multiplier == 1 or k == 0:
+            return self.initial
+        if k >= math.log(self.maximum / self.initial, self.multiplier):  # at the cap (no power that overflows)
+            return self.maximum
+        return min(self.initial * self.multiplier**k, self.maximum)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """The wait before retry number ``attempt``: the nominal wait with jitter (see the module's
