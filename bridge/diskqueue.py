@@ -398,7 +398,8 @@ class ShardQueue:
             self._advance()
             if start is None or start < self.ack_pos:
                 start = self.ack_pos
-            later = [seg for seg in self.segments if seg.seq > start[0] or (seg.seq == start[0] and start[1] < seg.size)]
+            later = [seg for seg in self.segments  # the first segment with records from ``start`` on (not an empty one)
+                     if (seg.seq > start[0] and seg.size > 0) or (seg.seq == start[0] and start[1] < seg.size)]
             if not later:
                 return None
             seg = later[0]

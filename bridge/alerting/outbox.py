@@ -171,8 +171,12 @@ def read_outbox(directory: Path) -> list[Notification]:
     done = set(_journal_keys(directory))
     out: list[Notification] = []
     with tempfile.TemporaryDirectory() as tmp:
-        if (directory / QUEUE).is_dir():
-            shutil.copytree(directory / QUEUE, Path(tmp) / QUEUE)
+        for path in sorted((directory / QUEUE).glob("shard-*/*")):
+            (Path(tmp) / QUEUE / path.parent.name).mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(path, Path(tmp) / QUEUE / path.parent.name / path.name)
+            except FileNotFoundError:
+                pass  # delivered and deleted meanwhile
         queue = _queue(Path(tmp), max_bytes=1 << 62)
         queue.open()
         for payload, _end in _records(queue):
@@ -239,7 +243,7 @@ class Outbox:
             except (ValueError, KeyError, TypeError) as e:
                 self.dropped_total += 1
                 log.error("outbox %s: dropping an unreadable notification (record ending at %s): %s: %s",
-                          directory / QUEUE, end, type(e).__name__, e)
+                          directory / QUEUE, end, type(e).__name__, str(e))
                 self._order.append((end, None))
                 continue
             if note.key in self._delivered or note.key in seen:
@@ -492,6 +496,8 @@ class Outbox:
         self._tasks.clear()
         await cancel_and_wait(*tasks)
         await self.flush()
+        if self._queue is not None:
+            self._queue.close()  # its files; a later write opens a new segment
 
     def _supersede(self, entry: OutboxEntry, newer: Notification) -> None:
         note = entry.notification
@@ -531,6 +537,8 @@ class Outbox:
                     raise
                 except Exception as e:  # noqa: BLE001 - any failure is retried or reported, never raised
                     error = e
+            if entry.done:
+                continue  # dropped by the queue while in flight: reported then
             if error is None:
                 self.delivered_total += 1
                 self._done(entry)

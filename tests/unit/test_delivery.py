@@ -315,3 +315,22 @@ async def test_the_journal_and_the_queue_agree_after_a_restart(tmp_path):
     assert [n.key for n in again.pending()] == ["stuck"]
     # The restart moved the ack position past every notification done with ("stuck" appended again).
     assert again._queue.pending_samples == 1
+
+
+def test_reading_ahead_passes_an_empty_segment(tmp_path):
+    """Found by the outbox_queue fuzz target: an empty segment (a file created, then the process
+    killed before its first record) between two others ended a read-ahead there."""
+    shard_dir = tmp_path / "shard-0"
+    shard_dir.mkdir()
+    writer = DiskQueue(tmp_path, shards=1, max_bytes=1 << 20)
+    writer.open()
+    writer.shards[0].append_many([(b"one", 1)])
+    writer.close()
+    (shard_dir / "0000000000000002.seg").write_bytes(b"")
+    q = DiskQueue(tmp_path, shards=1, max_bytes=1 << 20)
+    q.open()
+    q.shards[0].append_many([(b"three", 1)])  # a new segment after the empty one
+    first = q.shards[0].read_batch(10, (1, 0))
+    assert first.payloads == [b"one"]
+    assert q.shards[0].read_batch(10, first.end).payloads == [b"three"]
+    q.close()
