@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 import bridge.tasks
+from bridge.alerting.engine import AlertEngine
 from bridge.alerting.notify import DeliveryError, Notification, PermanentDeliveryError, http_delivery_error
 from bridge.alerting.outbox import JOURNAL, QUEUE, Outbox, RetryPolicy, read_outbox
 from bridge.api import Alert, AlertState, ExportStatus
@@ -28,6 +29,7 @@ from bridge.delivery import (
     classify_status,
     retry_after_seconds,
 )
+from bridge.pipeline import Pipeline
 
 # ---------------------------------------------------------------------------- the policy
 
@@ -241,6 +243,13 @@ async def test_the_outbox_is_bounded_and_what_it_drops_is_counted_logged_and_rep
     await outbox.stop()
     assert sum(p.stat().st_size for p in (tmp_path / QUEUE).rglob("*.seg")) <= 64 << 10
     assert sorted(n.key for n in read_outbox(tmp_path)) == sorted(n.key for n in outbox.pending())
+    # ... and a self-metric of the alert engine.
+    pipeline = Pipeline()
+    engine = AlertEngine(pipeline=pipeline)
+    engine.outbox = outbox
+    engine.record_metrics()
+    counts = {m.attributes["outcome"]: m.value for m in pipeline.snapshot() if m.name == "monbridge.alerting.notifications"}
+    assert counts == {"delivered": 0, "failed": 0, "superseded": 0, "dropped": len(dropped)}
 
 
 async def test_a_torn_last_record_costs_that_notification_only(tmp_path):
