@@ -124,12 +124,15 @@ class _Segment:
         from their headers."""
         n = 0
         while start < end:
-            head = self.read(start, _HEADER.size)
-            if len(head) < _HEADER.size:
-                break
-            length, samples, _crc = _HEADER.unpack(head)
-            n += samples
-            start += _HEADER.size + length
+            data = self.read(start, min(end - start, _READ_CHUNK))
+            pos = 0
+            while pos + _HEADER.size <= len(data):
+                length, samples, _crc = _HEADER.unpack_from(data, pos)
+                n += samples
+                pos += _HEADER.size + length
+            if pos == 0:
+                break  # the file no longer holds it
+            start += pos
         return n
 
     def write(self, data: bytes, fsync: bool) -> None:
