@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -140,6 +141,20 @@ def _records(queue: DiskQueue) -> list[tuple[bytes, Position]]:
     return out
 
 
+def _decode(payload: bytes) -> Notification:
+    """The notification of a queue record; ValueError when it is not one this outbox wrote."""
+    try:
+        note = Notification.from_json(json.loads(payload))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    if not all(isinstance(v, str) for v in (note.notifier_id, note.key, note.group_key)):
+        raise ValueError("its notifier, key and group must be strings")
+    if isinstance(note.created_at, bool) or not isinstance(note.created_at, (int, float)) \
+            or not math.isfinite(note.created_at):
+        raise ValueError(f"created_at is not a time: {note.created_at!r}")
+    return note
+
+
 def _done_with(entry: OutboxEntry | None) -> bool:
     return entry is None or entry.done
 
@@ -180,7 +195,10 @@ def read_outbox(directory: Path) -> list[Notification]:
         queue = _queue(Path(tmp), max_bytes=1 << 62)
         queue.open()
         for payload, _end in _records(queue):
-            note = Notification.from_json(json.loads(payload))
+            try:
+                note = _decode(payload)
+            except ValueError:
+                continue  # dropped (and logged) by the outbox when it loads
             if note.key not in done:
                 done.add(note.key)
                 out.append(note)
@@ -239,11 +257,11 @@ class Outbox:
         loaded: list[OutboxEntry] = []
         for payload, end in _records(self._queue) if self._queue_error is None else []:
             try:
-                note = Notification.from_json(json.loads(payload))
-            except (ValueError, KeyError, TypeError) as e:
+                note = _decode(payload)
+            except ValueError as e:
                 self.dropped_total += 1
-                log.error("outbox %s: dropping an unreadable notification (record ending at %s): %s: %s",
-                          directory / QUEUE, end, type(e).__name__, str(e))
+                log.error("outbox %s: dropping an unreadable notification (record ending at %s): %s",
+                          directory / QUEUE, end, str(e))
                 self._order.append((end, None))
                 continue
             if note.key in self._delivered or note.key in seen:

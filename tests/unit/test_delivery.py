@@ -266,12 +266,17 @@ async def test_a_torn_last_record_costs_that_notification_only(tmp_path):
 async def test_an_unreadable_record_is_dropped_and_counted(tmp_path, caplog):
     q = DiskQueue(tmp_path / QUEUE, 1, 1 << 20, label="alert outbox")
     q.open()
-    q.shards[0].append_many([(json.dumps(note("a").to_json()).encode(), 1), (b"{not json", 1),
-                             (json.dumps({"key": "no other field"}).encode(), 1)])
+    good = note("a").to_json()
+    bad = [b"{not json", b"[]", json.dumps({"key": "no other field"}).encode(),
+           *(json.dumps({**good, **change}).encode() for change in (
+               {"created_at": "x"}, {"created_at": None}, {"key": ["a"]}, {"key": None}, {"alerts": [5]},
+               {"alerts": [{}]}, {"group_labels": 5}))]
+    q.shards[0].append_many([(json.dumps(good).encode(), 1), *((b, 1) for b in bad)])
     q.close()
+    assert [n.key for n in read_outbox(tmp_path)] == ["a"]
     outbox = Outbox(tmp_path)
-    assert [n.key for n in outbox.pending()] == ["a"] and outbox.dropped_total == 2
-    assert caplog.text.count("dropping an unreadable notification") == 2
+    assert [n.key for n in outbox.pending()] == ["a"] and outbox.dropped_total == len(bad)
+    assert caplog.text.count("dropping an unreadable notification") == len(bad)
 
 
 async def test_the_outbox_waits_as_its_policy_says():
