@@ -91,8 +91,8 @@ class Backoff:
         low = min(d, self.maximum * (1 - self.jitter))
         high = min(d * (1 + self.jitter), self.maximum)
         wait = random.uniform(low, high)
-        if retry_after is not None and math.isfinite(retry_after) and retry_after > wait:
-            wait = min(retry_after, self.retry_after_max)
+        if retry_after is not None and math.isfinite(retry_after):
+            wait = max(wait, min(retry_after, self.retry_after_max))
         return wait
 
 

@@ -74,6 +74,8 @@ def test_a_retry_after_longer_than_the_backoff_sets_the_wait_up_to_its_cap():
     assert b.delay(1, retry_after=10**9) == 30.0  # capped: a hostile peer cannot park the sender
     assert b.delay(3, retry_after=0.0) == 4.0  # shorter than the backoff: no hot loop
     assert b.delay(1, retry_after=math.inf) == 1.0 and b.delay(1, retry_after=math.nan) == 1.0
+    # A cap below the backoff's own wait never shortens that wait.
+    assert Backoff(initial=100.0, maximum=300.0, jitter=0.0, retry_after_max=60.0).delay(1, retry_after=200.0) == 100.0
 
 
 def test_the_supervisor_and_the_outbox_use_the_policy():
