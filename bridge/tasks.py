@@ -10,9 +10,10 @@ stop waiting: what does not end within a grace period after its cancellation is 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from bridge.delivery import Backoff
 
 __all__ = ["CANCEL_GRACE_S", "backoff_delay", "cancel_and_wait", "run_bounded"]
 
@@ -91,6 +92,7 @@ async def _cancel_within(task: asyncio.Future[Any], grace: float, on_abandon: Ca
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """The wait before retry number ``attempt`` (1, 2, ...): ``initial`` doubled each attempt,
-    capped at ``maximum``, times a jitter of ±20 % so that many retriers do not retry in step."""
-    return min(initial * 2.0 ** min(max(attempt - 1, 0), 60), maximum) * random.uniform(0.8, 1.2)
+    """The wait before retry number ``attempt`` (1, 2, ...) by ``bridge.delivery.Backoff``:
+    ``initial`` doubled each attempt, capped at ``maximum``, with its jitter (20 %) so that many
+    retriers do not retry in step."""
+    return Backoff(min(initial, maximum), maximum).delay(attempt)

@@ -313,10 +313,16 @@ class AlertEngine:
         """The engine's own metrics into the pipeline (``monbridge_alerting_*``)."""
         if self.pipeline is None:
             return
+        o = self.outbox
+        outcomes = (("delivered", o.delivered_total), ("failed", o.failed_total), ("superseded", o.superseded_total),
+                    ("dropped", o.dropped_total))
         self.pipeline.record(METRICS_SOURCE, [
-            Metric("monbridge.alerting.requests.refused", MetricKind.COUNTER, n, "",
-                   "requests the alerting API refused, by route and reason", {"route": route, "reason": reason})
-            for (route, reason), n in sorted(self.refused_requests.items())])
+            *(Metric("monbridge.alerting.requests.refused", MetricKind.COUNTER, n, "",
+                     "requests the alerting API refused, by route and reason", {"route": route, "reason": reason})
+              for (route, reason), n in sorted(self.refused_requests.items())),
+            *(Metric("monbridge.alerting.notifications", MetricKind.COUNTER, float(n), "{notification}",
+                     "notifications the outbox is done with, by outcome (dropped: by its bounded queue on disk)",
+                     {"outcome": outcome}) for outcome, n in outcomes)])
 
     async def _integrations_round(self) -> None:
         """Alerts from the integrations' ``import_alerts``; the current ones to ``export_alerts``:

@@ -20,7 +20,8 @@ from pydantic import AfterValidator, Field, field_validator
 
 from bridge.alerting.base import BaseProcessor
 from bridge.alerting.model import Matcher, alert_from_json, alert_to_json, parse_matchers, rfc3339
-from bridge.api import Alert, AlertState, PluginConfig, PluginError, http_url
+from bridge.api import Alert, AlertState, ExportStatus, PluginConfig, PluginError, http_url
+from bridge.delivery import classify_status
 from bridge.logs import peer_excerpt
 
 __all__ = [
@@ -63,16 +64,12 @@ BaseUrl = Annotated[str, AfterValidator(check_http_url)]
 
 
 def http_delivery_error(what: str, status: int, body: str, retry_after: str | None = None) -> PluginError:
-    """The error for an HTTP answer ``status``: 408, 429 and 5xx are retried, other 4xx are not."""
+    """The error for an HTTP answer ``status`` (``bridge.delivery.classify_status``): 408, 429 and
+    5xx are retried (after the ``Retry-After`` the receiver sent, either form), other 4xx are not."""
     text = f"{what}: HTTP {status}: {peer_excerpt(body)}"
-    if status in (408, 429) or status >= 500:
-        delay = None
-        if retry_after is not None:
-            try:
-                delay = float(retry_after)
-            except ValueError:
-                delay = None
-        return DeliveryError(text, delay)
+    result = classify_status(status, text, retry_after)
+    if result.status is ExportStatus.RETRYABLE:
+        return DeliveryError(text, result.retry_after)
     return PermanentDeliveryError(text)
 
 

@@ -1,15 +1,16 @@
 """Prometheus remote write 1.0: samples out through a bounded, persistent queue, delivered at least once.
 
-``append`` writes samples into the queue (``diskqueue``: per-shard segment files, or memory when
+``append`` writes samples into the queue (``bridge.delivery.DiskQueue``: per-shard segment files, or memory when
 ``queue.path`` is not set — then a restart loses what was not yet sent) and returns; a few shard
 senders (asyncio tasks sharing one aiohttp session) read the queue in order and POST it as
 snappy-compressed protobuf ``WriteRequest``s. A series always maps to the same shard (crc32 of its
 label bytes, stable across restarts), and a shard sends its records strictly in order, so a
 series' backlog reaches the receiver before its new samples.
 
-Retries follow the remote-write spec and Prometheus' queue manager: 5xx and 429 (as Prometheus
-with ``retry_on_http_429``) are retried with exponential backoff (``min_backoff`` doubling up to
-``max_backoff``, with jitter), and a ``Retry-After`` header (seconds or an HTTP date) sets the wait
+Retries follow the remote-write spec and Prometheus' queue manager, by ``bridge.delivery``: 5xx,
+429 (as Prometheus with ``retry_on_http_429``) and 408 are retried with exponential backoff
+(``min_backoff`` doubling up to ``max_backoff``, with jitter: ``bridge.delivery.Backoff``), and a
+longer ``Retry-After`` (seconds or an HTTP date, at most ``max_retry_after``) sets the wait
 instead; connection errors and timeouts are retried; any other status drops the batch (counted,
 and logged with the status and the start of the body). Retries go on until the batch is delivered
 or the writer stops; stopped, the batch stays in the queue for the next start.
@@ -27,15 +28,13 @@ Config (``RemoteWriteConfig``)::
     basic_auth: {username: u, password: p}   # or bearer_token (secret)
     timeout: 30                  # seconds per request
     queue: {path: /var/lib/monbridge/rw, max_bytes: 268435456, max_samples_per_send: 500, shards: 4,
-            min_backoff: 0.03, max_backoff: 5, batch_send_deadline: 5, fsync: false}
+            min_backoff: 0.03, max_backoff: 5, max_retry_after: 300, batch_send_deadline: 5, fsync: false}
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
 import struct
 import threading
 import time
@@ -47,10 +46,9 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from bridge.api import HttpUrl, Metric, MetricKind, PluginConfig
+from bridge.api import ExportStatus, HttpUrl, Metric, MetricKind, PluginConfig
+from bridge.delivery import MAX_SHARDS, Backoff, Batch, DiskQueue, DropCounts, Retries, classify_error, classify_status
 from bridge.helpers import EXCERPT_BYTES, cancel_and_wait, peer_excerpt
-
-from .diskqueue import MAX_SHARDS, Batch, DiskQueue, DropCounts
 
 __all__ = [
     "STALE_NAN",
@@ -134,8 +132,11 @@ class QueueConfig(PluginConfig):
     max_samples_per_send: int = Field(default=500, gt=0, description="samples per request at most (Prometheus' default)")
     shards: int = Field(default=4, gt=0, le=MAX_SHARDS,
                         description="concurrent senders; a series always goes through the same one")
-    min_backoff: float = Field(default=0.03, gt=0, description="seconds before the first retry; doubled on each retry")
-    max_backoff: float = Field(default=5.0, gt=0, description="longest wait between retries, in seconds")
+    min_backoff: float = Field(default=0.03, gt=0, allow_inf_nan=False,
+                               description="seconds before the first retry; doubled on each retry")
+    max_backoff: float = Field(default=5.0, gt=0, allow_inf_nan=False, description="longest wait between retries, in seconds")
+    max_retry_after: float = Field(default=300.0, gt=0, allow_inf_nan=False,
+                                   description="longest wait a receiver's Retry-After is honoured for, in seconds")
     batch_send_deadline: float = Field(default=5.0, gt=0, description="seconds a partial batch waits for more samples")
     fsync: bool = Field(default=False, description="fsync every append: survives power loss, not only a killed process")
 
@@ -197,24 +198,6 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 # ---------------------------------------------------------------------------- the writer
 
 
@@ -252,6 +235,7 @@ class RemoteWriter:
         self._secrets = config.secrets()
         qc = config.queue
         self._queue = DiskQueue(qc.path, qc.shards, qc.max_bytes, qc.fsync, on_drop=self._on_queue_drop)
+        self._backoff = Backoff(qc.min_backoff, qc.max_backoff, retry_after_max=qc.max_retry_after)
         self._opened = False
         self._stopped = False
         self._lock = threading.Lock()
@@ -506,28 +490,25 @@ class RemoteWriter:
         import aiohttp
         import cramjam
 
-        qc = self.config.queue
         body = bytes(cramjam.snappy.compress_raw(b"".join(batch.payloads)))
-        backoff = qc.min_backoff
-        failures = 0
+        retries = Retries(self._backoff)
         while True:
-            retry_after: float | None = None
             try:
                 async with self._session.post(self.config.url, data=body) as response:
                     status = response.status
                     self.requests[str(status)] += 1
-                    if 200 <= status < 300:
+                    result = classify_status(status, retry_after=response.headers.get("Retry-After"))
+                    if result.ok:
                         await response.read()
                         self.samples_sent += batch.samples
                         self.last_send_time = time.time()
-                        if failures and self._throttle("recovered") is not None:
+                        if retries.attempts and self._throttle("recovered") is not None:
                             log.info("remote write %s (%s): delivered again (HTTP %d) after %d failed attempts",
-                                     self.name, self.url, status, failures)
+                                     self.name, self.url, status, retries.attempts)
                         return
                     text = (await response.content.read(EXCERPT_BYTES)).decode("utf-8", "replace")
                     reason = response.reason or ""
-                    if status == 429 or status >= 500:
-                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                    if result.status is ExportStatus.RETRYABLE:
                         why = f"HTTP {status} {reason}".rstrip()
                         if text.strip():
                             why += f": {peer_excerpt(self._redact(text))}"
@@ -548,18 +529,14 @@ class RemoteWriter:
                 else:
                     self.requests["connection_error"] += 1
                     why = f"{type(e).__name__}: {self._redact(str(e))}"
-            failures += 1
+                result = classify_error(e, why)
             self.samples_retried += batch.samples
-            if retry_after is not None:
-                delay = retry_after
-            else:
-                delay = min(qc.max_backoff, backoff * random.uniform(1.0, 1.25))  # jitter: shards do not retry in step
-                backoff = min(backoff * 2, qc.max_backoff)
+            delay = retries.next(result.retry_after)  # jitter: shards do not retry in step
             held = self._throttle("retry")
             if held is not None:
                 log.warning("remote write %s (%s): %s; retrying %d samples of shard %d in %.2f s%s%s", self.name,
                             self.url, why, batch.samples, index, delay,
-                            " (Retry-After)" if retry_after is not None else "", _suffix(held))
+                            " (Retry-After)" if result.retry_after is not None else "", _suffix(held))
             await asyncio.sleep(delay)
 
     # ------------------------------------------------------------------ self-metrics

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from integrations.prometheus.diskqueue import DiskQueue, DropCounts
+from bridge.delivery import DiskQueue, DropCounts
 from integrations.prometheus.remote_write import encode_labels, encode_sample
 from integrations.prometheus.textparse import parse
 from tests.fuzz.harness import DATA, run_fuzz, seeds
@@ -65,21 +65,26 @@ def generated_seeds() -> list[bytes]:
     ]
 
 
+def write_layout(data: bytes, shard: Path) -> None:
+    """Write ``data`` (laid out as ``layout`` makes it) as the ack file and two segments of ``shard``."""
+    ack_len = data[0] if data else 0x80
+    rest = data[1:]
+    if not ack_len & 0x80:
+        (shard / "ack").write_bytes(rest[:ack_len])
+        rest = rest[ack_len:]
+    split = int.from_bytes(rest[:3], "little")
+    rest = rest[3:]
+    (shard / "0000000000000001.seg").write_bytes(rest[:split])
+    (shard / "0000000000000002.seg").write_bytes(rest[split:])
+
+
 def open_queue(data: bytes, base: Path) -> None:
     """Write ``data`` as a queue directory under ``base``, open it, read and acknowledge every batch."""
     root = base / f"q{next(_dirs)}"
     shard = root / "shard-0"
     shard.mkdir(parents=True)
     try:
-        ack_len = data[0] if data else 0x80
-        rest = data[1:]
-        if not ack_len & 0x80:
-            (shard / "ack").write_bytes(rest[:ack_len])
-            rest = rest[ack_len:]
-        split = int.from_bytes(rest[:3], "little")
-        rest = rest[3:]
-        (shard / "0000000000000001.seg").write_bytes(rest[:split])
-        (shard / "0000000000000002.seg").write_bytes(rest[split:])
+        write_layout(data, shard)
         drops: list[DropCounts] = []
         queue = DiskQueue(root, 1, 1 << 20, on_drop=lambda counts, reason: drops.append(counts))
         queue.open()

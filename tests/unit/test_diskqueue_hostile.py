@@ -7,7 +7,7 @@ import struct
 import tracemalloc
 import zlib
 
-from integrations.prometheus.diskqueue import DiskQueue, DropCounts
+from bridge.delivery import DiskQueue, DropCounts
 
 
 def payload(i: int) -> bytes:

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 
 from bridge.alerting.notify import Notification
-from bridge.alerting.outbox import JOURNAL, Outbox
+from bridge.alerting.outbox import JOURNAL, Outbox, read_outbox
 from bridge.alerting.processors import GroupingProcessor
 from bridge.api import Alert, AlertState
 from integrations.webhook import PLUGIN_ID, WebhookNotifier
@@ -29,9 +29,8 @@ def storm() -> list[Alert]:
 
 
 def on_disk(outbox_dir) -> set[str]:
-    """The keys of the notifications in the outbox's files (a segment's list, or a single one)."""
-    docs = [json.loads(p.read_text()) for p in outbox_dir.glob("*/*.json")]
-    return {n["key"] for d in docs for n in (d if isinstance(d, list) else [d])}
+    """The keys of the notifications pending in the outbox on disk."""
+    return {n.key for n in read_outbox(outbox_dir)}
 
 
 async def test_a_thousand_groups_are_delivered_once_each_off_the_loop(tmp_path, monkeypatch):

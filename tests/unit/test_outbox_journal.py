@@ -1,7 +1,7 @@
-"""The outbox on disk: segments of pending notifications and the journal of done keys. A restart
-sends exactly what was pending; the journal, compacted, forgets no key a segment still holds;
+"""The outbox on disk: its queue of pending notifications and the journal of done keys. A restart
+sends exactly what was pending; the journal, compacted, forgets no key the queue still holds;
 an earlier version's files (one per notification, ``delivered.json``) are taken over; a torn
-last journal line costs only a repeat; until a notification's segment is written, it is
+last journal line costs only a repeat; until a notification's record is written, it is
 neither sent nor recorded in the notification log; and one that cannot be written is sent all
 the same (the failure logged)."""
 
@@ -14,9 +14,10 @@ import time
 
 import bridge.alerting.outbox as outbox_module
 from bridge.alerting.notify import DeliveryError, Notification
-from bridge.alerting.outbox import JOURNAL, Outbox, RetryPolicy
+from bridge.alerting.outbox import JOURNAL, QUEUE, Outbox, RetryPolicy, read_outbox
 from bridge.alerting.processors import GroupingProcessor
 from bridge.api import Alert, AlertState
+from bridge.delivery import ShardQueue
 from tests.unit.alerting_helpers import CollectingNotifier, EngineUnderTest, make_alert
 
 NID = "monitoring.alerts.collect"
@@ -30,7 +31,7 @@ def note(key: str) -> Notification:
 
 
 def segment_keys(directory) -> list[str]:
-    return sorted(n["key"] for p in (directory / NID).glob("*.json") for n in json.loads(p.read_text()))
+    return sorted(n.key for n in read_outbox(directory))
 
 
 def journal_keys(directory) -> list[str]:
@@ -106,14 +107,14 @@ async def test_the_send_and_the_notification_log_wait_for_the_outbox_write(tmp_p
     """The outbox's write held up: the notification is not sent, and the notification log on
     disk does not record it (a crash now must send it after the restart), until it is done."""
     gate = threading.Event()
-    real = outbox_module.write_text_atomic
+    real = ShardQueue.append_many
 
-    def held(path, parts):
-        if path.parent.name == NID:
+    def held(self, records):
+        if self.queue.label == "alert outbox":
             gate.wait(30)
-        real(path, parts)
+        return real(self, records)
 
-    monkeypatch.setattr(outbox_module, "write_text_atomic", held)
+    monkeypatch.setattr(ShardQueue, "append_many", held)
     grouping = GroupingProcessor()
     await grouping.initialize({"group_wait": 0, "group_interval": 300})
     collect = CollectingNotifier()
@@ -139,7 +140,7 @@ async def test_the_send_and_the_notification_log_wait_for_the_outbox_write(tmp_p
 
 
 async def test_a_notification_that_cannot_be_written_still_goes_out(tmp_path, caplog):
-    (tmp_path / NID).write_text("in the way of the notifier's directory")
+    (tmp_path / QUEUE).write_text("in the way of the queue's directory")
     outbox = Outbox(tmp_path, SLOW)
     assert await deliver(outbox, ["a"], refused=set()) == ["a"]
     assert "cannot write" in caplog.text and "sent without being on disk" in caplog.text

@@ -5,10 +5,8 @@ receiver (aiohttp on loopback) that fails every request about the stale group.""
 
 from __future__ import annotations
 
-import json
-
 from bridge.alerting.notify import Notification
-from bridge.alerting.outbox import Outbox, RetryPolicy
+from bridge.alerting.outbox import Outbox, RetryPolicy, read_outbox
 from bridge.api import Alert, AlertState
 from integrations.webhook import PLUGIN_ID, WebhookNotifier
 from tests.unit.alerting_helpers import WebhookReceiver
@@ -52,7 +50,7 @@ async def test_a_stale_notification_holds_up_neither_other_groups_nor_its_own(tm
         assert outcomes[1] == ("stale", "superseded") and outbox.superseded_total == 1
         assert [n.key for n in outbox.pending()] == ["newer"]
         await outbox.flush()  # the outbox on disk holds the newer one only
-        assert [n["key"] for p in (tmp_path / PLUGIN_ID).iterdir() for n in json.loads(p.read_text())] == ["newer"]
+        assert [n.key for n in read_outbox(tmp_path)] == ["newer"]
     finally:
         await outbox.stop()
         await notifier.shutdown()

@@ -19,14 +19,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bridge.api import MetricKind
-from integrations.prometheus.diskqueue import DiskQueue
+from bridge.delivery import DiskQueue, retry_after_seconds
 from integrations.prometheus.remote_write import (
     STALE_NAN,
     RemoteWriteConfig,
     RemoteWriter,
     encode_labels,
     encode_sample,
-    retry_after_seconds,
 )
 
 TOKEN = "tok-very-secret-123"
@@ -445,6 +444,39 @@ async def test_429_honours_retry_after(receiver):
     assert [r[1] for r in receiver.requests] == [429, 204]
     assert times[1] - times[0] >= 0.95
     assert len(receiver.accepted) == 3
+
+
+async def test_503_honours_a_retry_after_date(receiver):
+    """The receiver (aiohttp on loopback) asks for a wait as an HTTP date, 2 s ahead (the date has
+    a resolution of one second): the retry comes no sooner than the date's second."""
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    receiver.script = [(503, {"Retry-After": when}, "maintenance"), (204, {}, "")]
+    w = RemoteWriter(config(receiver.url))
+    await w.start()
+    w.append(samples(3, series=1))
+    assert await w.flush(10)
+    await w.stop(1)
+    assert [r[1] for r in receiver.requests] == [503, 204]
+    assert time.time() >= email.utils.parsedate_to_datetime(when).timestamp()
+    assert receiver.requests[1][0] - receiver.requests[0][0] >= 0.95
+    assert len(receiver.accepted) == 3
+
+
+async def test_a_hostile_retry_after_is_capped_and_a_zero_one_does_not_retry_at_once(receiver, caplog):
+    receiver.script = [(429, {"Retry-After": "9" * 40}, ""), (429, {"Retry-After": "0"}, ""),
+                       (408, {"Retry-After": "-1"}, ""), (204, {}, "")]
+    w = RemoteWriter(config(receiver.url, min_backoff=0.2, max_backoff=1.0, max_retry_after=0.3))
+    w._throttle.interval = 0  # every retry logged
+    await w.start()
+    w.append(samples(3, series=1))
+    assert await w.flush(20)
+    await w.stop(1)
+    assert [r[1] for r in receiver.requests] == [429, 429, 408, 204]  # 408 (a request timeout) is retried too
+    times = [r[0] for r in receiver.requests]
+    assert times[2] - times[1] >= 0.4 and times[3] - times[2] >= 0.8  # the backoff, not an immediate retry
+    delays = [float(r.getMessage().split(" in ")[1].split(" s")[0]) for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(delays) == 3 and delays[0] <= 0.3  # capped at max_retry_after, not 10^40 s
+    assert 0.4 <= delays[1] <= 0.48 and 0.8 <= delays[2] <= 1.0
 
 
 async def test_400_is_dropped_counted_and_logged(receiver, caplog):

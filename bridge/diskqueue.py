@@ -1,5 +1,6 @@
-"""The remote-write queue: per-shard append-only segments of framed records, bounded in bytes,
-on disk (surviving restarts and ``kill -9``) or in memory.
+"""The durable queue of every network sink (``bridge.delivery`` exports it): per-shard append-only
+segments of framed records, bounded in bytes, on disk (surviving restarts and ``kill -9``) or in
+memory. Remote write queues its encoded samples here; the alert outbox its notifications.
 
 Layout of a queue directory::
 
@@ -7,25 +8,31 @@ Layout of a queue directory::
     shard-0/ack                    how far this shard is delivered (segment, offset), atomically replaced
     shard-1/...
 
-A record is ``<u32 length><u32 samples><u32 crc32><payload>``, little-endian; the crc covers the
-first two header fields and the payload, and ``samples`` is at least 1, so a zero-filled or
-half-written tail never passes for a record. Each record is written with one ``write`` call:
-once it returns the record is in the operating system's cache and survives ``kill -9`` (with
-``fsync`` it also survives a power loss). Opening a queue reads every unacknowledged record; the
-first one that does not check out (a torn last record after a crash) ends its segment: the file is
-truncated there and the loss is counted. Opening reads a segment in bounded chunks, whatever length
-its headers claim; an ack position that is not on a record boundary of its segment is not
-trusted (the segment is sent again from its start). A record that no longer checks out when it is
-read for sending (the file changed under the queue) drops the rest of its segment, counted with
-the reason ``corrupt_record``: a damaged queue file costs its records, never a crash, a hang or
-unbounded memory.
+A record is ``<u32 length><u32 samples><u32 crc32><payload>``, little-endian; ``samples`` is the
+number of items the record holds (remote write: samples; the outbox: 1 notification), the crc
+covers the first two header fields and the payload, and ``samples`` is at least 1, so a
+zero-filled or half-written tail never passes for a record. Records are written with one ``write``
+call per append (``append_many`` writes several at once): once it returns they are in the
+operating system's cache and survive ``kill -9`` (with ``fsync`` they also survive a power loss).
+Opening a queue reads every unacknowledged record; the first one that does not check out (a torn
+last record after a crash) ends its segment: the file is truncated there and the loss is counted.
+Opening reads a segment in bounded chunks, whatever length its headers claim; an ack position that
+is not on a record boundary of its segment is not trusted (the segment is sent again from its
+start). A record that no longer checks out when it is read for sending (the file changed under the
+queue) drops the rest of its segment, counted with the reason ``corrupt_record``: a damaged queue
+file costs its records, never a crash, a hang or unbounded memory.
 
 The ack file is written (to a temporary name, then ``os.replace``) after a batch is delivered,
 before any segment it covers is deleted, so a crash at any point leaves either the old or the new
-position: records are delivered at least once, and in the normal path exactly once.
+position: records are delivered at least once, and in the normal path exactly once. A consumer that
+finishes records out of order (the outbox's lanes) acknowledges with ``ack_to`` the longest prefix
+it is done with, and keeps its own record of the others (the outbox's journal).
 
-Payloads are opaque here (the remote writer stores pre-encoded protobuf ``TimeSeries`` entries).
-A batch never spans two segments, which keeps "the batch was dropped while in flight" simple.
+When ``max_bytes`` would be exceeded the oldest segments (of any shard) are dropped, delivered or
+not; ``on_drop`` is told what was lost and why, so that the owner counts and logs it.
+
+Payloads are opaque here. A batch never spans two segments, which keeps "the batch was dropped
+while in flight" simple.
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Batch", "DiskQueue", "ShardQueue", "DropCounts", "segment_size_for"]
+__all__ = ["MAX_SHARDS", "Batch", "DiskQueue", "DropCounts", "Position", "ShardQueue", "segment_size_for"]
 
-log = logging.getLogger("monbridge.integrations.prometheus.diskqueue")
+log = logging.getLogger("monbridge.delivery.queue")
 
 _HEADER = struct.Struct("<III")
 _HEAD2 = struct.Struct("<II")
@@ -79,6 +86,15 @@ class Batch:
     start: Position
     end: Position
 
+    def ends(self) -> list[Position]:
+        """Where each record of the batch ends (the position to acknowledge once it is done)."""
+        out: list[Position] = []
+        seq, off = self.start
+        for payload in self.payloads:
+            off += _HEADER.size + len(payload)
+            out.append((seq, off))
+        return out
+
 
 class _Segment:
     """One segment: a file (disk queue) or a bytearray (memory queue)."""
@@ -102,6 +118,22 @@ class _Segment:
             return os.pread(fd, n, offset)
         finally:
             os.close(fd)
+
+    def count(self, start: int, end: int) -> int:
+        """The samples of the records between offsets ``start`` and ``end`` (record boundaries),
+        from their headers."""
+        n = 0
+        while start < end:
+            data = self.read(start, min(end - start, _READ_CHUNK))
+            pos = 0
+            while pos + _HEADER.size <= len(data):
+                length, samples, _crc = _HEADER.unpack_from(data, pos)
+                n += samples
+                pos += _HEADER.size + length
+            if pos == 0:
+                break  # the file no longer holds it
+            start += pos
+        return n
 
     def write(self, data: bytes, fsync: bool) -> None:
         if self.buf is not None:
@@ -184,7 +216,7 @@ class ShardQueue:
             except ValueError:
                 continue
             if not path.is_file():  # a directory, a FIFO ...: not a segment this queue wrote
-                log.warning("remote-write queue %s: %s is not a regular file; it is ignored", self.dir, path.name)
+                log.warning("%s %s: %s is not a regular file; it is ignored", self.queue.label, self.dir, path.name)
                 continue
             seg = _Segment(seq, path)
             if seq < self.ack_pos[0]:
@@ -209,12 +241,12 @@ class ShardQueue:
             return (0, 0)
         except OSError as e:
             data = b""
-            log.warning("remote-write queue %s: cannot read the ack file: %s", self.dir, e)
+            log.warning("%s %s: cannot read the ack file: %s", self.queue.label, self.dir, e)
         if len(data) == _ACK.size:
             seq, offset, crc = _ACK.unpack(data)
             if zlib.crc32(data[:16]) == crc:
                 return (seq, offset)
-        log.warning("remote-write queue %s: unreadable ack file; its undeleted segments are sent again", self.dir)
+        log.warning("%s %s: unreadable ack file; its undeleted segments are sent again", self.queue.label, self.dir)
         return (0, 0)
 
     def _scan(self, seg: _Segment) -> DropCounts:
@@ -250,9 +282,9 @@ class ShardQueue:
                     # A sample takes more than 8 bytes, so a larger count is not a header at all.
                     plausible = 0 < samples and samples * 8 < length <= MAX_RECORD_BYTES
                     torn = DropCounts(samples=samples if plausible else 0, records=1, bytes=file_size - off)
-                    log.warning("remote-write queue %s: segment %s ends in a torn record at byte %d (%d bytes, "
+                    log.warning("%s %s: segment %s ends in a torn record at byte %d (%d bytes, "
                                 "%d samples), written when the process was killed; it is skipped",
-                                self.dir, seg.path.name, off, torn.bytes, torn.samples)
+                                self.queue.label, self.dir, seg.path.name, off, torn.bytes, torn.samples)
                     f.truncate(off)
                     break
                 if seg.seq == ack_seq and end <= ack_off:
@@ -262,8 +294,8 @@ class ShardQueue:
                 off = end
         seg.size = off
         if not on_boundary:
-            log.warning("remote-write queue %s: the ack position (byte %d of segment %s) is not on a record boundary; "
-                        "the segment is sent again from its start", self.dir, ack_off, seg.path.name)
+            log.warning("%s %s: the ack position (byte %d of segment %s) is not on a record boundary; the "
+                        "segment is sent again from its start", self.queue.label, self.dir, ack_off, seg.path.name)
             self.ack_pos = (ack_seq, 0)
             self.acked_in_ack_segment = 0
         return torn
@@ -273,34 +305,54 @@ class ShardQueue:
     def append(self, payload: bytes, samples: int) -> bool:
         """Append one record; False when it alone is larger than max_bytes (it is not written).
         Raises OSError when the disk refuses it; nothing is half-written then."""
-        record = _frame(payload, samples)
+        return self.append_many([(payload, samples)]) is not None
+
+    def append_many(self, records: list[tuple[bytes, int]]) -> list[Position] | None:
+        """Append ``records`` (payload, samples) in order, with one write (and one fsync) per
+        segment they go to; return where each ends. None when they are together larger than
+        max_bytes (nothing is written). Raises OSError when the disk refuses them; nothing is
+        half-written then (records before the failed segment's write stay appended)."""
+        frames = [_frame(payload, samples) for payload, samples in records]
         q = self.queue
-        if len(record) > q.max_bytes:
-            return False
+        if sum(map(len, frames)) > q.max_bytes:
+            return None
+        ends: list[Position] = []
         with q.lock:
-            q.make_room(len(record))
-            head = self.head
-            if head is not None and head.size >= q.segment_bytes:
-                self._seal()
-                head = None
-            if head is None:
-                path = None if self.dir is None else self.dir / f"{q.next_seq:016d}{_SEG_SUFFIX}"
-                head = self.head = _Segment(q.next_seq, path)
-                q.next_seq += 1
-                self.segments.append(head)
-            before = head.size
-            try:
-                head.write(record, q.fsync)
-            except OSError:
-                if before == 0 and head.size == 0:
-                    self.segments.remove(head)
-                    self.head = None
-                    head.delete()
-                raise
-            head.samples += samples
-            self.pending_samples += samples
-            q.total_bytes += len(record)
-        return True
+            q.make_room(sum(map(len, frames)))
+            i = 0
+            while i < len(frames):
+                head = self.head
+                if head is not None and head.size >= q.segment_bytes:
+                    self._seal()
+                    head = None
+                if head is None:
+                    path = None if self.dir is None else self.dir / f"{q.next_seq:016d}{_SEG_SUFFIX}"
+                    head = self.head = _Segment(q.next_seq, path)
+                    q.next_seq += 1
+                    self.segments.append(head)
+                # Records up to the segment size go into this segment (at least one).
+                j, size = i + 1, head.size + len(frames[i])
+                while j < len(frames) and size + len(frames[j]) <= q.segment_bytes:
+                    size += len(frames[j])
+                    j += 1
+                before = head.size
+                try:
+                    head.write(b"".join(frames[i:j]), q.fsync)
+                except OSError:
+                    if before == 0 and head.size == 0:
+                        self.segments.remove(head)
+                        self.head = None
+                        head.delete()
+                    raise
+                off = before
+                for k in range(i, j):
+                    off += len(frames[k])
+                    ends.append((head.seq, off))
+                    head.samples += records[k][1]
+                    self.pending_samples += records[k][1]
+                q.total_bytes += head.size - before
+                i = j
+        return ends
 
     def _seal(self) -> None:
         """Stop appending to the head segment (and delete it if it is already delivered)."""
@@ -340,15 +392,21 @@ class ShardQueue:
             self._advance()
             return self.ack_pos
 
-    def read_batch(self, max_samples: int) -> Batch | None:
-        """The next records to send from the ack position: whole records, at most ``max_samples``
-        samples (at least one record), all from one segment. None when there is nothing to send."""
+    def read_batch(self, max_samples: int, start: Position | None = None) -> Batch | None:
+        """The next records to send from the ack position (or from ``start``, a position returned
+        by an earlier batch or append, to read on without acknowledging): whole records, at most
+        ``max_samples`` samples (at least one record), all from one segment. None when there is
+        nothing to send."""
         with self.queue.lock:
             self._advance()
-            if not self.segments:
+            if start is None or start < self.ack_pos:
+                start = self.ack_pos
+            later = [seg for seg in self.segments  # the first segment with records from ``start`` on (not an empty one)
+                     if (seg.seq > start[0] and seg.size > 0) or (seg.seq == start[0] and start[1] < seg.size)]
+            if not later:
                 return None
-            seg = self.segments[0]
-            start = off = self.ack_pos[1]
+            seg = later[0]
+            off = start[1] if seg.seq == start[0] else 0
             size = seg.size
         if off >= size:
             return None
@@ -392,17 +450,17 @@ class ShardQueue:
             return None
         if not payloads:
             return None
-        return Batch(payloads, samples, (seg.seq, start), (seg.seq, off + pos))
+        return Batch(payloads, samples, (seg.seq, off), (seg.seq, off + pos))
 
     def _drop_corrupt(self, seg: _Segment, off: int) -> None:
         """The record at ``off`` of ``seg`` no longer checks out: drop the segment's undelivered rest."""
         with self.queue.lock:
             if not self.segments or self.segments[0] is not seg:
-                return  # dropped meanwhile
+                return  # dropped meanwhile, or read ahead of the ack position (dropped when the ack gets there)
             dropped = self.drop_oldest_segment()
-        log.warning("remote-write queue %s: segment %s no longer checks out at byte %d (the file changed); its "
-                    "%d undelivered samples are dropped", self.dir, seg.path.name if seg.path else seg.seq, off,
-                    dropped.samples)
+        log.warning("%s %s: segment %s no longer checks out at byte %d (the file changed); its "
+                    "%d undelivered samples are dropped", self.queue.label, self.dir,
+                    seg.path.name if seg.path else seg.seq, off, dropped.samples)
         self.queue.on_drop(dropped, "corrupt_record")
 
     def ack(self, batch: Batch) -> None:
@@ -418,7 +476,40 @@ class ShardQueue:
                 self._write_ack()
             except OSError as e:
                 # Delivered all the same; after a restart the batch is sent again (at least once).
-                log.warning("remote-write queue %s: cannot write the ack file: %s", self.dir, e)
+                log.warning("%s %s: cannot write the ack file: %s", self.queue.label, self.dir, e)
+            self._advance()
+
+    def ack_to(self, target: Position) -> None:
+        """Everything before ``target`` (the end of a record, as ``append_many`` or ``Batch.ends``
+        returned it) is done with: persist the new position and delete what it frees. A target at
+        or before the ack position, or in a segment dropped meanwhile, changes nothing."""
+        with self.queue.lock:
+            if target <= self.ack_pos or not any(seg.seq == target[0] and target[1] <= seg.size for seg in self.segments):
+                return
+            acked = 0
+            for seg in self.segments:
+                if seg.seq > target[0]:
+                    break
+                if seg.seq < self.ack_pos[0]:
+                    continue
+                start = self.ack_pos[1] if seg.seq == self.ack_pos[0] else 0
+                end = target[1] if seg.seq == target[0] else seg.size
+                counted = seg.count(start, end)
+                acked += counted
+                if seg.seq == target[0]:
+                    before = self.acked_in_ack_segment if seg.seq == self.ack_pos[0] else 0
+                    self.acked_in_ack_segment = before + counted
+            self.ack_pos = target
+            self.pending_samples -= acked
+            # Segments wholly before the target are done with: _advance deletes those it reaches.
+            while self.segments and self.segments[0].seq < target[0] and self.segments[0] is not self.head:
+                first = self.segments.pop(0)
+                self.queue.total_bytes -= first.size
+                first.delete()
+            try:
+                self._write_ack()
+            except OSError as e:
+                log.warning("%s %s: cannot write the ack file: %s", self.queue.label, self.dir, e)
             self._advance()
 
     def _write_ack(self) -> None:
@@ -481,8 +572,9 @@ class DiskQueue:
     """The shards' queues under one bound of ``max_bytes``; ``path`` None keeps them in memory."""
 
     def __init__(self, path: str | os.PathLike[str] | None, shards: int, max_bytes: int, fsync: bool = False,
-                 on_drop: Callable[[DropCounts, str], None] | None = None) -> None:
+                 on_drop: Callable[[DropCounts, str], None] | None = None, label: str = "remote-write queue") -> None:
         self.path = Path(path) if path is not None else None
+        self.label = label  # what the queue is, in log lines
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.lock = threading.RLock()
@@ -504,8 +596,8 @@ class DiskQueue:
             existing = sorted(i for i in (_shard_index(p.name) for p in self.path.glob("shard-*")) if i is not None)
             on_disk = (max(existing) + 1) if existing else 0
             if on_disk and on_disk != n and any(any(self.path.glob(f"shard-{i}/*{_SEG_SUFFIX}")) for i in existing):
-                log.warning("remote-write queue %s holds data for %d shards; %d shards are configured and take "
-                            "effect once that data is delivered and the writer restarts", self.path, on_disk, n)
+                log.warning("%s %s holds data for %d shards; %d shards are configured and take effect "
+                            "once that data is delivered and the writer restarts", self.label, self.path, on_disk, n)
                 n = on_disk
             elif on_disk > n:
                 for i in existing:

@@ -1,0 +1,163 @@
+"""Delivery to a peer over the network, the same for every sink: how long to wait before a retry
+(``Backoff``), what a ``Retry-After`` header asks for (``retry_after_seconds``), whether an
+answer or an error is worth retrying (``classify_status``, ``classify_error``), and the durable
+queue that holds what is not delivered yet (``DiskQueue``, from ``bridge.diskqueue``).
+
+Remote write, the alert outbox (its notifiers' HTTP client) and the supervisor's restarts use
+these; a plugin that sends over the network should too.
+
+The jitter. A retry waits ``d = min(maximum, initial × multiplier^(attempt-1))``, spread over a
+window of ``jitter × d`` above it, slid down so that it never ends beyond ``maximum``: the wait is
+uniform in ``[min(d, maximum × (1 - jitter)), min(d × (1 + jitter), maximum)]``. Neither "full"
+(``[0, d]``) nor "equal" jitter (``[d/2, d]``): both wait less than ``initial`` now and then, and
+``initial`` is documented as the wait before the first retry (remote write's ``min_backoff``,
+the supervisor's ``backoff_initial``); a full-jitter wait near 0 retries a peer that has just
+failed at once. The window still spreads senders that failed together (remote write's shards,
+an outbox's lanes, plugins that crashed on the same backend) by ``jitter × d``, at the cap too.
+
+``Retry-After``: both forms (delta-seconds, an HTTP date), capped by ``Backoff.retry_after_max``;
+a value that is negative, not a number, too long, or a date in the past counts as "no wait
+asked for" (the date in the past: 0), so a broken or hostile peer can neither make a sender
+sleep unbounded nor retry in a hot loop (the backoff's wait is the least a retry waits).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from bridge.api import ExportResult
+from bridge.diskqueue import MAX_SHARDS, Batch, DiskQueue, DropCounts, Position, ShardQueue, segment_size_for
+
+__all__ = [
+    "MAX_SHARDS",
+    "Backoff",
+    "Batch",
+    "DiskQueue",
+    "DropCounts",
+    "Position",
+    "Retries",
+    "ShardQueue",
+    "classify_error",
+    "classify_status",
+    "retry_after_seconds",
+    "segment_size_for",
+]
+
+#: A ``Retry-After`` value longer than this is not read (an HTTP date takes 29 characters).
+RETRY_AFTER_MAX_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The waits between retries: exponential from ``initial`` by ``multiplier`` up to ``maximum``
+    seconds, with ``jitter`` (a fraction, 0 to 1) of each wait random; a ``Retry-After`` is
+    honoured up to ``retry_after_max`` seconds."""
+
+    initial: float = 0.5
+    maximum: float = 60.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    retry_after_max: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "maximum", "retry_after_max"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"backoff {name} must be a positive number of seconds, not {v!r}")
+        if self.maximum < self.initial:
+            raise ValueError(f"backoff maximum ({self.maximum!r}) must be at least initial ({self.initial!r})")
+        if not (math.isfinite(self.multiplier) and self.multiplier >= 1):
+            raise ValueError(f"backoff multiplier must be at least 1, not {self.multiplier!r}")
+        if not (0 <= self.jitter <= 1):
+            raise ValueError(f"backoff jitter must be between 0 and 1, not {self.jitter!r}")
+
+    def nominal(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (1, 2, ...) without jitter."""
+        k = max(attempt - 1, 0)
+        if self.multiplier == 1 or k == 0:
+            return self.initial
+        if k >= math.log(self.maximum / self.initial, self.multiplier):  # at the cap (no power that overflows)
+            return self.maximum
+        return min(self.initial * self.multiplier**k, self.maximum)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait before retry number ``attempt``: the nominal wait with jitter (see the module's
+        docstring), or the peer's ``retry_after`` (capped at ``retry_after_max``) when it is longer."""
+        d = self.nominal(attempt)
+        low = min(d, self.maximum * (1 - self.jitter))
+        high = min(d * (1 + self.jitter), self.maximum)
+        wait = random.uniform(low, high)
+        if retry_after is not None and math.isfinite(retry_after):
+            wait = max(wait, min(retry_after, self.retry_after_max))
+        return wait
+
+
+class Retries:
+    """The retries of one thing being delivered: ``next()`` is the wait before the next retry
+    (growing with each call), ``reset()`` starts over after a success."""
+
+    __slots__ = ("policy", "attempts")
+
+    def __init__(self, policy: Backoff) -> None:
+        self.policy = policy
+        self.attempts = 0
+
+    def next(self, retry_after: float | None = None) -> float:
+        self.attempts += 1
+        return self.policy.delay(self.attempts, retry_after)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def retry_after_seconds(value: str | None, now: float | None = None, maximum: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds: delta-seconds (a decimal fraction is taken too) or an
+    HTTP date (a date in the past: 0). None when absent or unreadable (negative, not a finite
+    number, longer than RETRY_AFTER_MAX_CHARS, not a date). At most ``maximum`` when given."""
+    if not value or len(value) > RETRY_AFTER_MAX_CHARS:
+        return None
+    value = value.strip()
+    seconds: float | None = None
+    if value and value.replace(".", "", 1).isdigit() and value.isascii():
+        seconds = float(value)
+    elif any(c.isalpha() for c in value):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return seconds if maximum is None else min(seconds, maximum)
+
+
+def classify_status(status: int, reason: str = "", retry_after: str | None = None,
+                    now: float | None = None) -> ExportResult:
+    """An HTTP answer's outcome: 2xx success; 408, 429 and 5xx retryable (with the ``Retry-After``
+    the peer sent, in seconds); anything else permanent (the same request will be refused again).
+    ``reason`` (safe to log) goes into the result."""
+    if 200 <= status < 300:
+        return ExportResult.success()
+    why = reason or f"HTTP {status}"
+    if status in (408, 429) or 500 <= status < 600:
+        return ExportResult.retryable(why, retry_after_seconds(retry_after, now))
+    return ExportResult.permanent(why)
+
+
+def classify_error(error: BaseException, reason: str = "") -> ExportResult:
+    """A failed request's outcome: a timeout or a connection error (``OSError``, aiohttp's
+    ``ClientError``) is retryable; anything else (a bug, a refused payload) permanent."""
+    why = reason or f"{type(error).__name__}: {error}"
+    if isinstance(error, (TimeoutError, OSError)):
+        return ExportResult.retryable(why)
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp is a dependency
+        return ExportResult.permanent(why)
+    if isinstance(error, aiohttp.ClientError):
+        return ExportResult.retryable(why)
+    return ExportResult.permanent(why)
