@@ -38,6 +38,7 @@ LAYERS = {
     "bridge.httpbody": "api",
     "bridge.helpers": "api",
     "bridge.delivery": "api",
+    "bridge.diskqueue": "api",
     "bridge.alerting": "api",  # a namespace: its __init__ imports nothing
     "bridge.alerting.settings": "api",  # the config's ``alerting:`` section
     "bridge.pipeline": "pipeline",
