@@ -1,4 +1,4 @@
-"""Delivery to a peer over the network, the same for every sink: how long to wait before a retry
+"""Public plugin API: delivery to a peer over the network, the same for every sink: how long to wait before a retry
 (``Backoff``), what a ``Retry-After`` header asks for (``retry_after_seconds``), whether an
 answer or an error is worth retrying (``classify_status``, ``classify_error``), and the durable
 queue that holds what is not delivered yet (``DiskQueue``, from ``bridge.diskqueue``).
