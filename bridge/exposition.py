@@ -17,14 +17,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from bridge.api import HistogramValue, MetricKind, SummaryValue
-from bridge.pipeline import Family
+from bridge.api import HistogramValue, MetricKind, PrometheusView, SummaryValue
+
+if TYPE_CHECKING:
+    from bridge.pipeline import Family, FamilySnapshot, Series
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "PromFamily",
     "choose_format",
     "family_name",
     "le_texts",
@@ -32,7 +36,9 @@ __all__ = [
     "quantile_texts",
     "prometheus_label_name",
     "prometheus_name",
+    "prom_family",
     "render",
+    "series_view",
 ]
 
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -90,7 +96,7 @@ def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
     return base
 
 
-def family_name(fam: Family) -> str:
+def family_name(fam: Family | FamilySnapshot) -> str:
     """The Prometheus family name of a pipeline family: an imported (native) family's own name,
     else the OTel name translated (``prometheus_name``)."""
     return fam.name if fam.native else prometheus_name(fam.name, fam.unit, fam.kind)
@@ -175,7 +181,114 @@ def quantile_texts(v: SummaryValue) -> Sequence[str]:
     return v.quantile_labels or [_fmt_le(q) for q, _ in v.quantiles]
 
 
-def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
+# --------------------------------------------------------------------------- the Prometheus view of a series
+
+
+class PromFamily:
+    """What the Prometheus view of a family's series needs of the family: its sample name (a
+    non-imported counter's ends in ``_total``), kind, and the ``le``/``quantile`` texts its
+    series share (by bounds)."""
+
+    __slots__ = ("sample", "kind", "texts")
+
+    def __init__(self, fam: Family | FamilySnapshot) -> None:
+        base = family_name(fam)
+        self.sample = base + "_total" if fam.kind is MetricKind.COUNTER and not fam.native else base
+        self.kind = fam.kind
+        self.texts: dict[tuple[float, ...], tuple[str, ...]] = {}
+
+    def le_of(self, v: Any) -> tuple[str, ...]:
+        """The ``le`` texts of a histogram value or the ``quantile`` texts of a summary value."""
+        if isinstance(v, HistogramValue):
+            if v.le_labels is not None:
+                return v.le_labels
+            key = v.bounds
+        elif isinstance(v, SummaryValue):
+            if v.quantile_labels is not None:
+                return v.quantile_labels
+            key = tuple(q for q, _ in v.quantiles)
+        else:
+            return ()
+        texts = self.texts.get(key)
+        if texts is None:
+            if len(self.texts) >= 64:
+                self.texts.clear()
+            texts = self.texts[key] = tuple(le_texts(v) if isinstance(v, HistogramValue) else quantile_texts(v))
+        return texts
+
+
+def prom_family(fam: Family | FamilySnapshot) -> PromFamily:
+    """The family's ``PromFamily``, computed once per family."""
+    pf: PromFamily | None = getattr(fam, "prom_family", None)
+    if pf is None:
+        pf = fam.render_cache.get("prom")
+        if pf is None:
+            pf = fam.render_cache["prom"] = PromFamily(fam)
+    return pf
+
+
+@dataclass(frozen=True, slots=True)
+class _View(PrometheusView):
+    """A view kept on its series, with the text the renderer writes: ``name{labels} `` for a
+    plain series, ``{labels}`` (or ``""``) for a histogram's or summary's."""
+
+    text: str = ""
+
+
+def _label_pairs(s: Series) -> tuple[tuple[str, str], ...]:
+    """The series' Prometheus label set, sorted; the series' own key when they are the same
+    (attribute names that are label names, string values: no second tuple)."""
+    pairs = tuple(sorted(prometheus_labels(s.attributes).items()))
+    return s.key if pairs == s.key else pairs
+
+
+def _label_text(pairs: tuple[tuple[str, str], ...]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join([f'{k}="{v}"' if "\\" not in v and '"' not in v and "\n" not in v
+                           else f'{k}="{_escape_label_value(v)}"' for k, v in pairs]) + "}"
+
+
+def series_view(pf: PromFamily, s: Series, value: Any) -> PrometheusView:
+    """The Prometheus view of series ``s`` (of the family ``pf``) holding ``value``: computed once
+    and kept on the series (``s.prom``), recomputed only when a histogram's buckets or a summary's
+    quantiles change. A plain series whose labels are its attribute key keeps only the text
+    ``/metrics`` writes (as before views existed); the view object is then made on request."""
+    c = s.prom
+    kind = pf.kind
+    if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+        le = pf.le_of(value)
+        if c.__class__ is _View and c.le == le:
+            return c
+        labels = _label_pairs(s)
+        view = s.prom = _View(pf.sample, labels, le, _label_text(labels))
+        return view
+    if c.__class__ is _View:
+        return c
+    if c.__class__ is str:
+        return PrometheusView(pf.sample, s.key)
+    labels = _label_pairs(s)
+    text = f"{pf.sample}{_label_text(labels)} "
+    if labels is s.key:
+        s.prom = text
+        return PrometheusView(pf.sample, labels)
+    view = s.prom = _View(pf.sample, labels, (), text)
+    return view
+
+
+def _prefix(pf: PromFamily, s: Series) -> str:
+    """The ``name{labels} `` text of a plain series (from its view)."""
+    c = s.prom
+    if c.__class__ is not str:
+        if c is None or c.__class__ is not _View:
+            series_view(pf, s, None)
+            c = s.prom
+        if c.__class__ is _View:
+            c = c.text
+    return c  # type: ignore[no-any-return]
+
+
+def _family_header(fam: FamilySnapshot, openmetrics: bool) -> tuple[str, str]:
     """(sample base name, header text) of a family."""
     kind = fam.kind
     if fam.native:
@@ -209,39 +322,39 @@ def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
     return sample, "".join(lines)
 
 
-def _render_family(fam: Family, openmetrics: bool) -> str:
+def _render_family(fam: FamilySnapshot, openmetrics: bool) -> str:
     sample, header = _family_header(fam, openmetrics)
     out = [header]
     append = out.append
-    series = list(fam.series.values())
+    pf = fam.prom_family
     if fam.kind is MetricKind.HISTOGRAM:
-        for s in series:
-            out.append(_render_histogram(sample, s.attributes, s.value))  # type: ignore[arg-type]
+        for p in fam.series:
+            out.append(_render_histogram(sample, series_view(pf, p[0], p[1]), p[1]))
         return "".join(out)
     if fam.kind is MetricKind.SUMMARY:
-        for s in series:
-            out.append(_render_summary(sample, s.attributes, s.value))  # type: ignore[arg-type]
+        for p in fam.series:
+            out.append(_render_summary(sample, series_view(pf, p[0], p[1]), p[1]))
         return "".join(out)
-    for s in series:
-        prefix = s.prom
-        if prefix is None:
-            prefix = s.prom = f"{sample}{_labels(s.attributes)} "
-        v = s.value
+    for p in fam.series:
+        prefix = p[0].prom
+        if prefix.__class__ is not str:
+            prefix = _prefix(pf, p[0])
+        v = p[1]
         c = v.__class__
-        if (c is float and -_INF < v < _INF) or c is int:  # type: ignore[operator]  # finite, not NaN: repr is the text
+        if (c is float and -_INF < v < _INF) or c is int:  # finite, not NaN: repr is the text
             append(f"{prefix}{v!r}\n")
         else:
             append(f"{prefix}{_fmt(v)}\n")
     return "".join(out)
 
 
-def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValue) -> str:
-    labels = _labels(attributes)
+def _render_histogram(base: str, view: PrometheusView, h: HistogramValue) -> str:
+    labels = view.text  # type: ignore[attr-defined]
     inner = labels[1:-1]
     sep = "," if inner else ""
     lines = []
     cum = 0
-    for le, count in zip(le_texts(h), h.bucket_counts, strict=False):
+    for le, count in zip(view.le, h.bucket_counts, strict=False):
         cum += count
         lines.append(f'{base}_bucket{{{inner}{sep}le="{le}"}} {cum}\n')
     lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")
@@ -249,12 +362,12 @@ def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValu
     return "".join(lines)
 
 
-def _render_summary(base: str, attributes: Mapping[str, Any], v: SummaryValue) -> str:
-    labels = _labels(attributes)
+def _render_summary(base: str, view: PrometheusView, v: SummaryValue) -> str:
+    labels = view.text  # type: ignore[attr-defined]
     inner = labels[1:-1]
     sep = "," if inner else ""
     lines = [f'{base}{{{inner}{sep}quantile="{q}"}} {_fmt(x)}\n'
-             for q, (_, x) in zip(quantile_texts(v), v.quantiles, strict=False)]
+             for q, (_, x) in zip(view.le, v.quantiles, strict=False)]
     lines.append(f"{base}_sum{labels} {_fmt(v.sum)}\n")
     lines.append(f"{base}_count{labels} {_fmt(v.count)}\n")
     return "".join(lines)
@@ -270,9 +383,10 @@ def _target_info(resource_attributes: Mapping[str, Any], openmetrics: bool) -> s
     return f"{head}target_info{_labels(resource_attributes)} 1\n"
 
 
-def render(families: Iterable[Family], resource_attributes: Mapping[str, Any] | None = None,
+def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Mapping[str, Any] | None = None,
            openmetrics: bool = False) -> bytes:
-    """Render families (from ``Pipeline.families()``) as one exposition body.
+    """Render families (a batch's, from ``Pipeline.batch().families()``, or live ones from
+    ``Pipeline.families()``) as one exposition body.
 
     A family whose Prometheus name another family already took is left out (the first in
     name order wins); the caller counts those through the returned body's absence.
@@ -286,7 +400,8 @@ def render(families: Iterable[Family], resource_attributes: Mapping[str, Any] | 
             name, text = cached[1], cached[2]
         else:
             name = family_name(fam)
-            text = _render_family(fam, openmetrics)
+            snap = fam.snapshot() if hasattr(fam, "snapshot") else fam
+            text = _render_family(snap, openmetrics)
             fam.render_cache[openmetrics] = (key, name, text)
         if name in taken:
             continue
