@@ -173,10 +173,14 @@ class SinkState:
         }
 
     def results(self) -> dict[str, int]:
-        """Exports by result (the ``monbridge_plugin_sink_exports`` counter's ``result`` label)."""
+        """Exports by result (the ``monbridge_plugin_sink_exports`` counter's ``result`` label):
+        ``error`` is every failure but a timeout (``failures`` tells them apart)."""
+        return {"success": self.exports - self.errors, "error": self.errors - self.timeouts, "timeout": self.timeouts}
+
+    def failures(self) -> dict[str, int]:
+        """Failed exports by kind: a retryable or permanent result, an exception, a timeout."""
         raised = self.errors - self.timeouts - self.retryable - self.permanent
-        return {"success": self.exports - self.errors, "error": raised, "timeout": self.timeouts,
-                "retryable": self.retryable, "permanent": self.permanent}
+        return {"retryable": self.retryable, "permanent": self.permanent, "exception": raised, "timeout": self.timeouts}
 
 
 @dataclass
@@ -576,6 +580,10 @@ class Supervisor:
                 for result, n in sink.results().items():
                     add(Metric("monbridge.plugin.sink.exports", C, n, "", "exports to the sink by result",
                                {**sa, "result": result}))
+                for kind, n in sink.failures().items():
+                    add(Metric("monbridge.plugin.sink.failures", C, n, "",
+                               "failed exports to the sink by kind (retryable, permanent, exception, timeout)",
+                               {**sa, "kind": kind}))
             if r.last_duration is not None:
                 add(Metric("monbridge.plugin.run.duration", G, r.last_duration, "s",
                            "duration of the last collection or integration round", a))
