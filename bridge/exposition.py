@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bridge.api import HistogramValue, MetricKind, PrometheusView, SummaryValue
@@ -227,17 +226,8 @@ def prom_family(fam: Family | FamilySnapshot) -> PromFamily:
     return pf
 
 
-@dataclass(frozen=True, slots=True)
-class _View(PrometheusView):
-    """A view kept on its series, with the text the renderer writes: ``name{labels} `` for a
-    plain series, ``{labels}`` (or ``""``) for a histogram's or summary's."""
-
-    text: str = ""
-
-
 def _label_pairs(s: Series) -> tuple[tuple[str, str], ...]:
-    """The series' Prometheus label set, sorted; the series' own key when they are the same
-    (attribute names that are label names, string values: no second tuple)."""
+    """The series' Prometheus label set, sorted; the series' own key when they are the same."""
     pairs = tuple(sorted(prometheus_labels(s.attributes).items()))
     return s.key if pairs == s.key else pairs
 
@@ -249,43 +239,57 @@ def _label_text(pairs: tuple[tuple[str, str], ...]) -> str:
                            else f'{k}="{_escape_label_value(v)}"' for k, v in pairs]) + "}"
 
 
-def series_view(pf: PromFamily, s: Series, value: Any) -> PrometheusView:
-    """The Prometheus view of series ``s`` (of the family ``pf``) holding ``value``: computed once
-    and kept on the series (``s.prom``), recomputed only when a histogram's buckets or a summary's
-    quantiles change. A plain series whose labels are its attribute key keeps only the text
-    ``/metrics`` writes (as before views existed); the view object is then made on request."""
+_LABEL_IN_TEXT = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def _unescape(v: str) -> str:
+    return _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), v) if "\\" in v else v
+
+
+def _labels_of(s: Series, text: str) -> tuple[tuple[str, str], ...]:
+    """The label set a series' kept text (``name{labels} `` or ``{labels}``) holds: the series'
+    own attribute key when that is what it holds (attribute names that are label names, string
+    values), else read back from the text, where it was written once."""
+    key = s.key
+    if all(v.__class__ is str and _LABEL_NAMES.get(k) == k for k, v in key):
+        return key
+    brace = text.find("{")
+    if brace < 0:
+        return ()
+    return tuple((m.group(1), _unescape(m.group(2))) for m in _LABEL_IN_TEXT.finditer(text, brace))
+
+
+def _histogram_view(pf: PromFamily, s: Series, value: Any) -> tuple[str, tuple[str, ...]]:
+    """A histogram's or summary's kept view: its ``{labels}`` text and ``le``/``quantile`` texts
+    (made again only when its buckets or quantiles change)."""
     c = s.prom
-    kind = pf.kind
-    if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
-        le = pf.le_of(value)
-        if c.__class__ is _View and c.le == le:
-            return c
-        labels = _label_pairs(s)
-        view = s.prom = _View(pf.sample, labels, le, _label_text(labels))
-        return view
-    if c.__class__ is _View:
-        return c
-    if c.__class__ is str:
-        return PrometheusView(pf.sample, s.key)
-    labels = _label_pairs(s)
-    text = f"{pf.sample}{_label_text(labels)} "
-    if labels is s.key:
-        s.prom = text
-        return PrometheusView(pf.sample, labels)
-    view = s.prom = _View(pf.sample, labels, (), text)
-    return view
+    le = pf.le_of(value)
+    if c.__class__ is not tuple or c[1] != le:
+        c = s.prom = (_label_text(_label_pairs(s)), le)
+    return c  # type: ignore[no-any-return]
 
 
 def _prefix(pf: PromFamily, s: Series) -> str:
-    """The ``name{labels} `` text of a plain series (from its view)."""
+    """A plain series' kept view: the ``name{labels} `` text ``/metrics`` writes."""
     c = s.prom
     if c.__class__ is not str:
-        if c is None or c.__class__ is not _View:
-            series_view(pf, s, None)
-            c = s.prom
-        if c.__class__ is _View:
-            c = c.text
-    return c  # type: ignore[no-any-return]
+        c = s.prom = f"{pf.sample}{_label_text(_label_pairs(s))} "
+    return c
+
+
+def series_view(pf: PromFamily, s: Series, value: Any) -> PrometheusView:
+    """The Prometheus view of series ``s`` (of the family ``pf``) holding ``value``.
+
+    It is computed once and kept on the series (``s.prom``) as the text the renderer writes and
+    nothing more, so a series costs no more than that text: ``name{labels} `` for a plain series;
+    its ``{labels}`` and ``le``/``quantile`` texts for a histogram or summary. The label set is the
+    series' own attribute key when that is what the text holds, else read back from the text."""
+    kind = pf.kind
+    if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+        text, le = _histogram_view(pf, s, value)
+        return PrometheusView(pf.sample, _labels_of(s, text), le)
+    return PrometheusView(pf.sample, _labels_of(s, _prefix(pf, s)))
 
 
 def _family_header(fam: FamilySnapshot, openmetrics: bool) -> tuple[str, str]:
@@ -327,19 +331,19 @@ def _render_family(fam: FamilySnapshot, openmetrics: bool) -> str:
     out = [header]
     append = out.append
     pf = fam.prom_family
+    pairs = zip(fam.refs, fam.values, strict=True)
     if fam.kind is MetricKind.HISTOGRAM:
-        for p in fam.series:
-            out.append(_render_histogram(sample, series_view(pf, p[0], p[1]), p[1]))
+        for s, v in pairs:
+            out.append(_render_histogram(sample, _histogram_view(pf, s, v), v))
         return "".join(out)
     if fam.kind is MetricKind.SUMMARY:
-        for p in fam.series:
-            out.append(_render_summary(sample, series_view(pf, p[0], p[1]), p[1]))
+        for s, v in pairs:
+            out.append(_render_summary(sample, _histogram_view(pf, s, v), v))
         return "".join(out)
-    for p in fam.series:
-        prefix = p[0].prom
+    for s, v in pairs:
+        prefix = s.prom
         if prefix.__class__ is not str:
-            prefix = _prefix(pf, p[0])
-        v = p[1]
+            prefix = _prefix(pf, s)
         c = v.__class__
         if (c is float and -_INF < v < _INF) or c is int:  # finite, not NaN: repr is the text
             append(f"{prefix}{v!r}\n")
@@ -348,13 +352,13 @@ def _render_family(fam: FamilySnapshot, openmetrics: bool) -> str:
     return "".join(out)
 
 
-def _render_histogram(base: str, view: PrometheusView, h: HistogramValue) -> str:
-    labels = view.text  # type: ignore[attr-defined]
+def _render_histogram(base: str, view: tuple[str, tuple[str, ...]], h: HistogramValue) -> str:
+    labels, les = view
     inner = labels[1:-1]
     sep = "," if inner else ""
     lines = []
     cum = 0
-    for le, count in zip(view.le, h.bucket_counts, strict=False):
+    for le, count in zip(les, h.bucket_counts, strict=False):
         cum += count
         lines.append(f'{base}_bucket{{{inner}{sep}le="{le}"}} {cum}\n')
     lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")
@@ -362,12 +366,12 @@ def _render_histogram(base: str, view: PrometheusView, h: HistogramValue) -> str
     return "".join(lines)
 
 
-def _render_summary(base: str, view: PrometheusView, v: SummaryValue) -> str:
-    labels = view.text  # type: ignore[attr-defined]
+def _render_summary(base: str, view: tuple[str, tuple[str, ...]], v: SummaryValue) -> str:
+    labels, qs = view
     inner = labels[1:-1]
     sep = "," if inner else ""
     lines = [f'{base}{{{inner}{sep}quantile="{q}"}} {_fmt(x)}\n'
-             for q, (_, x) in zip(view.le, v.quantiles, strict=False)]
+             for q, (_, x) in zip(qs, v.quantiles, strict=False)]
     lines.append(f"{base}_sum{labels} {_fmt(v.sum)}\n")
     lines.append(f"{base}_count{labels} {_fmt(v.count)}\n")
     return "".join(lines)

@@ -25,10 +25,11 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from itertools import repeat
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -111,7 +112,8 @@ class Series:
         self.time_ns = 0
         self.prom: Any = None  # its Prometheus view (bridge.exposition.series_view): text, or a view object
         self.first_ns = 0  # when the pipeline first saw it: the start of a cumulative point that has none
-        self.aliases: list[tuple[tuple[str, Any], ...]] = []  # unsorted attribute tuples seen for it
+        # the unsorted attribute tuples seen for it: a tuple, grown on the rare new order (a list costs 40 bytes more)
+        self.aliases: tuple[tuple[tuple[str, Any], ...], ...] = ()
 
 
 @dataclass(eq=False)
@@ -250,7 +252,7 @@ class Pipeline:
                         s.first_ns = now
                         fam.version += 1
                     if len(s.aliases) < _MAX_ALIASES:
-                        s.aliases.append(items)
+                        s.aliases += (items,)
                         fam.aliases[items] = s
                 if s.source != source:
                     # Another source owns this series: the newest report wins, ownership moves.
@@ -564,12 +566,46 @@ class SeriesPoint(tuple):  # type: ignore[type-arg]
         return exposition.series_view(self[4], self[0], self[1])
 
 
+class _Points(Sequence[SeriesPoint]):
+    """A snapshot's series as a read-only sequence of ``SeriesPoint`` (made as they are read)."""
+
+    __slots__ = ("_f",)
+
+    def __init__(self, f: FamilySnapshot) -> None:
+        self._f = f
+
+    def __len__(self) -> int:
+        return len(self._f.refs)
+
+    @overload
+    def __getitem__(self, i: int) -> SeriesPoint: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[SeriesPoint, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> SeriesPoint | tuple[SeriesPoint, ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        f = self._f
+        return tuple.__new__(SeriesPoint, (f.refs[i], f.values[i], f.starts[i], f.times[i], f.prom_family))
+
+    def __iter__(self) -> Iterator[SeriesPoint]:
+        f = self._f
+        new = tuple.__new__
+        pf = f.prom_family
+        for p in zip(f.refs, f.values, f.starts, f.times, repeat(pf, len(f.refs)), strict=True):
+            yield new(SeriesPoint, p)
+
+
 class FamilySnapshot:
     """A family as it was when a batch was taken (``bridge.api.FamilyView``): read-only, with
-    ``version`` and the live family's render cache for the renderer."""
+    ``version`` and the live family's render cache for the renderer.
 
-    __slots__ = ("name", "kind", "unit", "description", "native", "preaggregated", "version", "stamp", "series",
-                 "render_cache", "prom_family")
+    The series are kept as four parallel tuples (the live series, their values, start and sample
+    times: references to what the series held, 32 bytes a series), not an object per series;
+    ``series`` reads them as ``SeriesPoint`` tuples."""
+
+    __slots__ = ("name", "kind", "unit", "description", "native", "preaggregated", "version", "stamp",
+                 "refs", "values", "starts", "times", "render_cache", "prom_family")
 
     name: str
     kind: MetricKind
@@ -579,29 +615,43 @@ class FamilySnapshot:
     preaggregated: bool
     version: int
     stamp: int
-    series: tuple[SeriesPoint, ...]
+    refs: tuple[Series, ...]
+    values: tuple[Any, ...]
+    starts: tuple[int | None, ...]
+    times: tuple[int, ...]
     render_cache: dict[Any, Any]
     prom_family: exposition.PromFamily
 
-    def __init__(self, fam: Family | FamilySnapshot, points: tuple[SeriesPoint, ...] | None = None,
+    def __init__(self, fam: Family | FamilySnapshot, points: Sequence[SeriesPoint] | None = None,
                  render_cache: dict[Any, Any] | None = None) -> None:
-        pf = exposition.prom_family(fam)
+        init = object.__setattr__
         if points is None:
             assert isinstance(fam, Family)
-            new = tuple.__new__
-            points = tuple([new(SeriesPoint, (s, s.value, s.start_ns, s.time_ns, pf)) for s in fam.series.values()])
-        init = object.__setattr__
+            refs = tuple(fam.series.values())
+            init(self, "values", tuple([s.value for s in refs]))
+            init(self, "starts", tuple([s.start_ns for s in refs]))
+            init(self, "times", tuple([s.time_ns for s in refs]))
+        else:
+            refs = tuple([p[0] for p in points])
+            init(self, "values", tuple([p[1] for p in points]))
+            init(self, "starts", tuple([p[2] for p in points]))
+            init(self, "times", tuple([p[3] for p in points]))
         for k, v in (("name", fam.name), ("kind", fam.kind), ("unit", fam.unit), ("description", fam.description),
-                     ("native", fam.native), ("preaggregated", fam.preaggregated), ("version", fam.version), ("stamp", fam.stamp),
-                     ("series", points), ("render_cache", fam.render_cache if render_cache is None else render_cache),
-                     ("prom_family", pf)):
+                     ("native", fam.native), ("preaggregated", fam.preaggregated), ("version", fam.version),
+                     ("stamp", fam.stamp), ("refs", refs),
+                     ("render_cache", fam.render_cache if render_cache is None else render_cache),
+                     ("prom_family", exposition.prom_family(fam))):
             init(self, k, v)
 
     __setattr__ = _read_only
     __delattr__ = _read_only
 
+    @property
+    def series(self) -> _Points:
+        return _Points(self)
+
     def __repr__(self) -> str:
-        return f"FamilySnapshot({self.name!r}, {self.kind.value}, {len(self.series)} series)"
+        return f"FamilySnapshot({self.name!r}, {self.kind.value}, {len(self.refs)} series)"
 
 
 _SELECTORS: dict[tuple[str, ...], tuple[Selector, ...]] = {}
@@ -661,8 +711,8 @@ class Batch:
         with self._lock:
             built = self._metrics
             if built is None:
-                built = [Metric(f.name, f.kind, p[1], f.unit, f.description, dict(p[0].attributes), p[3], p[2])
-                         for f in self._families for p in f.series]
+                built = [Metric(f.name, f.kind, v, f.unit, f.description, dict(s.attributes), t, st)
+                         for f in self._families for s, v, st, t in zip(f.refs, f.values, f.starts, f.times, strict=True)]
                 object.__setattr__(self, "_metrics", built)
         return list(built)
 
@@ -681,8 +731,8 @@ class Batch:
         gauge = MetricKind.GAUGE
         for f in self._families:
             kind = f.kind
-            points = [otel_point(p[0].attributes, p[2] if p[2] is not None or kind is gauge else min(p[0].first_ns, p[3]),
-                                 p[3], p[1]) for p in f.series]
+            points = [otel_point(s.attributes, st if st is not None or kind is gauge else min(s.first_ns, t), t, v)
+                      for s, v, st, t in zip(f.refs, f.values, f.starts, f.times, strict=True)]
             by_scope[f.preaggregated].append(otel_metric(f.name, kind, f.unit, f.description, points))
         scopes = [ScopeMetrics(scope=scope, metrics=ms, schema_url="")
                   for scope, ms in ((_SCOPE, by_scope[False]), (_PREAGG_SCOPE, by_scope[True])) if ms]
@@ -701,9 +751,8 @@ class Batch:
             if any(len(sel.matchers) == 1 and sel.matchers[0].name == "__name__" for sel in candidates):
                 out.append(f)  # a bare name selects the whole family
                 continue
-            kept = tuple(p for p in f.series
-                         if any(sel.matches(name, dict(p.prom.labels)) for sel in candidates))
-            if len(kept) == len(f.series):
+            kept = [p for p in f.series if any(sel.matches(name, dict(p.prom.labels)) for sel in candidates)]
+            if len(kept) == len(f.refs):
                 out.append(f)
             elif kept:
                 out.append(FamilySnapshot(f, kept, {}))  # a part of the family: not the family's cached text

@@ -150,7 +150,8 @@ def test_the_view_of_each_kind():
     assert load.prom.labels is load.identity.key
     lat = views[("lat", "lat")]
     assert lat.prom.le == ("0.5", "1", "+Inf")  # as the source wrote them
-    assert lat.prom is lat.prom  # a histogram's view is kept on the series
+    kept = lat.identity.prom
+    assert lat.prom == lat.prom and lat.identity.prom is kept  # kept on the series, not made again
     rpc = views[("rpc", "rpc")]
     assert rpc.prom.le == ("0.5", "0.99")
     # A histogram whose buckets change gets a new view.
@@ -210,3 +211,15 @@ def test_a_bad_match_selector_is_a_config_error_naming_it():
         PrometheusIntegrationConfig.model_validate({"pushgateway": {"url": "http://127.0.0.1:9091", "job": "j",
                                                                     "match": ["up", "up{"]}})
     assert "match[1]" in str(err.value) and "selector 'up{'" in str(err.value)
+
+
+def test_a_label_set_read_back_from_the_kept_text_is_the_one_written():
+    p = Pipeline()
+    odd = 'a "quoted" \\ back\nslash'
+    p.record("col", [Metric("app.odd", MetricKind.GAUGE, 1.0, "", "", {"x.y": odd, "n": 7, "flag": True, "k": "v"})])
+    b = p.batch()
+    (s,) = b.families()[0].series
+    assert s.prom.labels == (("flag", "true"), ("k", "v"), ("n", "7"), ("x_y", odd))
+    text = render(b.families()).decode()
+    ((name, labels, *_),) = next(iter(parse(text.encode()))).samples
+    assert name == "app_odd" and dict(labels) == dict(s.prom.labels)
