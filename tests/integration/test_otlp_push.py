@@ -175,12 +175,17 @@ async def test_the_export_contract_sends_the_batch(protocol, otlp_http_receiver,
     check_request(received.request)
 
 
-async def test_a_failed_export_is_a_retryable_result_without_the_secret(otlp_http_receiver, caplog):
-    otlp_http_receiver.status = 503
-    pipeline = recorded_pipeline()
+async def answering_503(receiver) -> OtlpIntegration:
+    """A plugin pushing, with the secret token, to ``receiver`` made to answer 503."""
+    receiver.status = 503
     plugin = OtlpIntegration()
-    await plugin.initialize({"endpoint": otlp_http_receiver.endpoint, "timeout": 1,
-                             "headers": {"authorization": TOKEN}})
+    await plugin.initialize({"endpoint": receiver.endpoint, "timeout": 1, "headers": {"authorization": TOKEN}})
+    return plugin
+
+
+async def test_a_failed_export_is_a_retryable_result_without_the_secret(otlp_http_receiver, caplog):
+    pipeline = recorded_pipeline()
+    plugin = await answering_503(otlp_http_receiver)
     try:
         result = await plugin.export(pipeline.batch(), 10.0)
     finally:
@@ -213,11 +218,8 @@ async def test_plain_metric_path_is_converted(otlp_http_receiver):
 
 
 async def test_http_503_raises_plugin_error_without_the_secret(otlp_http_receiver, caplog):
-    otlp_http_receiver.status = 503
     pipeline = recorded_pipeline()
-    plugin = OtlpIntegration()
-    await plugin.initialize({"endpoint": otlp_http_receiver.endpoint, "timeout": 1,
-                             "headers": {"authorization": TOKEN}})
+    plugin = await answering_503(otlp_http_receiver)
     try:
         with pytest.raises(PluginError) as err:
             await plugin.export_metrics_data(pipeline.collect_otel())

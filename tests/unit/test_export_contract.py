@@ -14,15 +14,7 @@ from bridge.api import HistogramValue, SummaryValue
 from bridge.pipeline import Pipeline
 from bridge.supervisor import Supervisor, SupervisorSettings
 from tests.unit.plugins_for_tests import FunctionSink, SpecIntegration
-
-
-async def eventually(predicate, what: str, tries: int = 400, step: float = 0.025):
-    """Poll ``predicate`` until it holds (a bound on waiting, not a timing assertion)."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"never happened: {what}")
+from tests.unit.test_supervisor import eventually
 
 
 def gauges(n: int = 3, value: float = 1.0) -> list[Metric]:
