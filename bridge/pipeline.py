@@ -14,6 +14,11 @@ above ours so it never triggers. A source's series that are missing from its nex
 
 The Prometheus renderer (``bridge.exposition``) reads the same cache directly: going through
 the SDK's collection for every scrape costs more than the render itself (see benchmarks/).
+
+Exporters and ``/metrics`` read it through a ``Batch`` (``Pipeline.batch``): a read-only
+snapshot of the families, each family's snapshot kept until the family changes (a record, an
+expiry), so a batch copies only what changed since the last one; its ``metrics()`` and
+``to_otel()`` are built once per batch and shared by the sinks exporting it.
 """
 
 from __future__ import annotations

@@ -263,6 +263,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             self._federators.append((fc, TargetScraper(target, limits=ScrapeLimits(body_size_limit=fc.body_size_limit),
                                                        honor_labels=fc.honor_labels, honor_timestamps=True)))
         self._writers = [RemoteWriter(rw) for rw in cfg.remote_write]
+        self._sinks = None  # made anew for this config
         for w in self._writers:
             await w.start()
 
