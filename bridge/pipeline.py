@@ -415,7 +415,12 @@ class Pipeline:
         next call with nothing changed returns that same batch (its Metrics and MetricsData are
         built once and shared)."""
         with self._lock:
-            fams = [f.snapshot() for _, f in sorted(self._families.items()) if f.series]
+            fams = []
+            for _, f in sorted(self._families.items()):
+                if f.series:
+                    fams.append(f.snapshot())
+                else:
+                    f.frozen = None  # an emptied family's last snapshot must not keep its expired series
             last = self._last_batch() if self._last_batch is not None else None
             if last is not None and len(last._families) == len(fams) and all(
                     a is b for a, b in zip(last._families, fams, strict=True)):

@@ -241,6 +241,16 @@ def test_unchanged_families_are_reused_and_a_held_batch_is_shared():
     assert p.batch().families()[1] is not f2["test.value"]
 
 
+def test_an_emptied_family_does_not_keep_its_expired_series_through_its_last_snapshot():
+    p = Pipeline()
+    p.record("a", gauges(2))
+    p.batch()
+    assert p.family("test.value").frozen is not None
+    p.record("a", [])  # every series of the family expires
+    assert [f.name for f in p.batch().families()] == []
+    assert p.family("test.value").frozen is None
+
+
 def test_metrics_and_to_otel_are_built_once_and_shared_across_threads():
     b = _pipeline().batch()
     results: list[object] = []
