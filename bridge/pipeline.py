@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, NoReturn, overload
 
@@ -606,6 +607,9 @@ class _Points(Sequence[SeriesPoint]):
             yield new(SeriesPoint, p)
 
 
+_VALUE, _START, _TIME = attrgetter("value"), attrgetter("start_ns"), attrgetter("time_ns")
+
+
 class FamilySnapshot:
     """A family as it was when a batch was taken (``bridge.api.FamilyView``): read-only, with
     ``version`` and the live family's render cache for the renderer.
@@ -638,9 +642,9 @@ class FamilySnapshot:
         if points is None:
             assert isinstance(fam, Family)
             refs = tuple(fam.series.values())
-            init(self, "values", tuple([s.value for s in refs]))
-            init(self, "starts", tuple([s.start_ns for s in refs]))
-            init(self, "times", tuple([s.time_ns for s in refs]))
+            init(self, "values", tuple(map(_VALUE, refs)))
+            init(self, "starts", tuple(map(_START, refs)))
+            init(self, "times", tuple(map(_TIME, refs)))
         else:
             refs = tuple([p[0] for p in points])
             init(self, "values", tuple([p[1] for p in points]))
