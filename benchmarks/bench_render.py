@@ -488,28 +488,16 @@ def e2e_monbridge(raws: list[list[list[tuple[int, float]]]], warmup: int) -> E2E
     runner = rt.supervisor.runners["monitoring.metrics.bench"]
     host, port = rt.server.bound
     url = f"http://{host}:{port}/metrics"
-    fetcher = _Fetcher()
-    res = E2EResult([], [], b"")
+    def collect() -> None:
+        if not on_loop(rt.supervisor._once(runner, 300.0)):
+            fail(f"monbridge: the bench collection failed: {runner.last_error}")
+
     try:
-        fetcher.get(url)
-        for n, raw in enumerate(raws[1:]):
-            _RAW[:] = raw
-            gc.collect()
-            c0, w0 = _cpu(), time.perf_counter()
-            if not on_loop(rt.supervisor._once(runner, 300.0)):
-                fail(f"monbridge: the bench collection failed: {runner.last_error}")
-            fetcher.get(url)
-            c1, w1 = _cpu(), time.perf_counter()
-            if n >= warmup:
-                res.cpu.append(c1 - c0)
-                res.wall.append(w1 - w0)
-        res.body = _fetch_body(url)
+        return _scrapes(url, raws, warmup, collect)
     finally:
-        fetcher.close()
         on_loop(rt.stop())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
-    return res
 
 
 async def _start_runtime(runtime: Any, loaded: Any, reg: Any) -> Any:
@@ -545,15 +533,29 @@ def e2e_client(resource: Resource, specs: Sequence[FamilySpec], raws: list[list[
         pass
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     url = f"http://127.0.0.1:{port}/metrics"
+    _RAW[:] = raws[0]
+    try:
+        return _scrapes(url, raws, warmup, lambda: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+def _scrapes(url: str, raws: list[list[list[tuple[int, float]]]], warmup: int,
+             collect: Callable[[], None]) -> E2EResult:
+    """One scrape per iteration of ``raws`` after the first: its data set, ``collect()`` (the
+    server side's own collection, when it has one), then a GET of ``url`` from the fetcher
+    process; this process' CPU and the wall time of each are kept after ``warmup``."""
     fetcher = _Fetcher()
     res = E2EResult([], [], b"")
     try:
-        _RAW[:] = raws[0]
         fetcher.get(url)
         for n, raw in enumerate(raws[1:]):
             _RAW[:] = raw
             gc.collect()
             c0, w0 = _cpu(), time.perf_counter()
+            collect()
             fetcher.get(url)
             c1, w1 = _cpu(), time.perf_counter()
             if n >= warmup:
@@ -562,9 +564,6 @@ def e2e_client(resource: Resource, specs: Sequence[FamilySpec], raws: list[list[
         res.body = _fetch_body(url)
     finally:
         fetcher.close()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
     return res
 
 
