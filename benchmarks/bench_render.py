@@ -36,7 +36,18 @@ Before any figure is printed, the three bodies of the same iteration are parsed 
 (name, labels, value), and the cached re-render must equal the steady render byte for byte;
 any difference exits with status 1.
 
-Goals (from the issue): monbridge steady ≥ 20× faster than (b), ≥ 5× faster than (c).
+The HEADLINE is end to end, over HTTP, with fresh data every scrape: both sides start from the
+plugin's own data (per series an index and a value) and end with the bytes on the socket.
+monbridge runs as a real ``Runtime`` (supervisor, pipeline, HTTP server) with a third-party
+collector that builds its ``Metric``s from that data; each scrape is one collection (as the
+supervisor runs it) and a GET /metrics. prometheus_client serves its own HTTP server
+(``start_http_server``) with a custom collector that builds its families from the same data
+inside the scrape. The client is a child process; the figure is this process' CPU time (user
++ system, all threads) per scrape, and the bench families of the two bodies must parse to the
+same samples. The in-process figures above follow, for information.
+
+Goals: end to end, monbridge ≥ 5× less CPU per scrape than prometheus_client; in process,
+steady ≥ 20× faster than (b), ≥ 5× faster than (c).
 Exit status: 0 when the outputs agree (goals met or not; they are reported), 1 when they differ.
 """
 
@@ -157,7 +168,7 @@ class MonbridgeBench:
         self.pipeline.record(SOURCE, metrics)
 
     def render(self) -> bytes:
-        return exposition.render(self.pipeline.families(), self.attrs)
+        return exposition.render(self.pipeline.batch().families(), self.attrs)  # as /metrics does
 
     def close(self) -> None:
         self.pipeline.shutdown()
@@ -350,6 +361,236 @@ def compare(label: str, ref: dict[Any, float], other_body: bytes, n_expected: in
         fail(f"{label}: {len(bad)} values differ, e.g. {bad[:3]}")
 
 
+# --------------------------------------------------------------------------- end to end, over HTTP
+
+
+class _Fetcher:
+    """A child process that GETs a URL when told to and answers with the body's length: the
+    scrapes' client, outside this process, so that this process' CPU time is the server's."""
+
+    CODE = ("import sys, urllib.request\n"
+            "for url in sys.stdin:\n"
+            "    with urllib.request.urlopen(url.strip(), timeout=120) as r:\n"
+            "        body = r.read()\n"
+            "    sys.stdout.write(f'{len(body)}\\n'); sys.stdout.flush()\n")
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def get(self, url: str) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(url + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            fail(f"the fetcher got no answer from {url}")
+        return int(line)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _fetch_body(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=120) as r:
+        return bytes(r.read())
+
+
+def _cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclass
+class E2EResult:
+    cpu: list[float]
+    wall: list[float]
+    body: bytes
+
+
+#: The plugin's data of the current iteration: per family, (series index, value) pairs. Both
+#: sides turn it into their own objects inside the timed scrape, attributes built anew.
+_RAW: list[list[tuple[int, float]]] = []
+_SPECS: list[FamilySpec] = []
+
+
+def raw_iteration(per_family: list[list[Metric]]) -> list[list[tuple[int, float]]]:
+    return [[(j, float(m.value)) if not isinstance(m.value, int) else (j, m.value)  # type: ignore[misc]
+             for j, m in enumerate(ms)] for ms in per_family]
+
+
+def _bench_collector() -> type:
+    from bridge import CollectorConfig, MetricCollectorPlugin, PluginMetadata, PluginType
+
+    class BenchCollector(MetricCollectorPlugin):
+        """A third-party collector reporting the benchmark's series from its data."""
+
+        def metadata(self) -> PluginMetadata:
+            return PluginMetadata("monitoring.metrics.bench", "bench", "1", "bench", "", PluginType.METRIC_COLLECTOR)
+
+        async def initialize(self, config: Any) -> None:
+            CollectorConfig.model_validate(dict(config))
+
+        async def start(self) -> None:
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+        async def shutdown(self) -> None:
+            pass
+
+        async def collect_metrics(self) -> list[Metric]:
+            out: list[Metric] = []
+            add = out.append
+            for spec, rows in zip(_SPECS, _RAW, strict=True):
+                name, kind, unit, desc, attrs = spec.name, spec.kind, spec.unit, spec.description, spec.attributes
+                for j, v in rows:
+                    add(Metric(name, kind, v, unit, desc, attrs(j)))
+            return out
+
+    return BenchCollector
+
+
+def e2e_monbridge(raws: list[list[list[tuple[int, float]]]], warmup: int) -> E2EResult:
+    """A real ``Runtime`` (supervisor, pipeline, HTTP server) in a thread of its own, with the
+    bench collector; each scrape: one collection of fresh data (as the supervisor runs it),
+    then GET /metrics from another process."""
+    import asyncio
+    import threading
+
+    from bridge.config import parse_config
+    from bridge.registry import PluginRegistry
+    from bridge.runtime import Runtime
+
+    reg = PluginRegistry().discover()
+    reg.register_plugin("monitoring.metrics.bench", _bench_collector())
+    text = ('server: {listen: "127.0.0.1:0"}\n'
+            "plugins:\n  - plugin_id: monitoring.metrics.bench\n    config: {collection_interval: 86400}\n"
+            f"pipeline: {{cardinality_limit: {max(len(r) for r in raws[0]) + 1}}}\n")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="monbridge", daemon=True)
+    thread.start()
+
+    def on_loop(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    _RAW[:] = raws[0]
+    rt = on_loop(_start_runtime(Runtime, parse_config(text, "bench.yaml", reg, env={}), reg))
+    runner = rt.supervisor.runners["monitoring.metrics.bench"]
+    host, port = rt.server.bound
+    url = f"http://{host}:{port}/metrics"
+    def collect() -> None:
+        if not on_loop(rt.supervisor._once(runner, 300.0)):
+            fail(f"monbridge: the bench collection failed: {runner.last_error}")
+
+    try:
+        return _scrapes(url, raws, warmup, collect)
+    finally:
+        on_loop(rt.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+
+
+async def _start_runtime(runtime: Any, loaded: Any, reg: Any) -> Any:
+    rt = runtime(loaded, reg)
+    await rt.start()
+    return rt
+
+
+def e2e_client(resource: Resource, specs: Sequence[FamilySpec], raws: list[list[list[tuple[int, float]]]],
+               warmup: int) -> E2EResult:
+    """prometheus_client's own HTTP server with a custom collector that builds its families from
+    the plugin's data inside each scrape; GET /metrics from another process."""
+    from prometheus_client import start_http_server
+
+    class RawCollector(ClientCollector):
+        def collect(self) -> Iterable[Any]:
+            info = InfoMetricFamily("target", "Target metadata")
+            info.add_metric([], self.target)
+            yield info
+            for spec, rows in zip(self.specs, _RAW, strict=True):
+                keys = spec.label_keys
+                cls = CounterMetricFamily if spec.kind is MetricKind.COUNTER else GaugeMetricFamily
+                fam = cls(spec.prom_base, spec.description, labels=keys, unit=spec.prom_unit)
+                add, attrs = fam.add_metric, spec.attributes
+                for j, v in rows:
+                    a = attrs(j)
+                    add([str(a[k]) for k in keys], v)
+                yield fam
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RawCollector(resource, specs))  # type: ignore[arg-type]
+    with socket_port() as port:
+        pass
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    url = f"http://127.0.0.1:{port}/metrics"
+    _RAW[:] = raws[0]
+    try:
+        return _scrapes(url, raws, warmup, lambda: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+def _scrapes(url: str, raws: list[list[list[tuple[int, float]]]], warmup: int,
+             collect: Callable[[], None]) -> E2EResult:
+    """One scrape per iteration of ``raws`` after the first: its data set, ``collect()`` (the
+    server side's own collection, when it has one), then a GET of ``url`` from the fetcher
+    process; this process' CPU and the wall time of each are kept after ``warmup``."""
+    fetcher = _Fetcher()
+    res = E2EResult([], [], b"")
+    try:
+        fetcher.get(url)
+        for n, raw in enumerate(raws[1:]):
+            _RAW[:] = raw
+            gc.collect()
+            c0, w0 = _cpu(), time.perf_counter()
+            collect()
+            fetcher.get(url)
+            c1, w1 = _cpu(), time.perf_counter()
+            if n >= warmup:
+                res.cpu.append(c1 - c0)
+                res.wall.append(w1 - w0)
+        res.body = _fetch_body(url)
+    finally:
+        fetcher.close()
+    return res
+
+
+class socket_port:
+    """A loopback port that was free a moment ago."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def __exit__(self, *_: Any) -> None:
+        return None
+
+
+def compare_bench_families(mb_body: bytes, cl_body: bytes, n: int) -> None:
+    """The bench families of both bodies parse to the same n samples (monbridge's own self-metrics
+    and the two target_info texts aside)."""
+    mb = {k: v for k, v in samples_of(mb_body).items() if k[0].startswith("bench_")}
+    cl = {k: v for k, v in samples_of(cl_body).items() if k[0].startswith("bench_")}
+    if len(mb) != n or mb != cl:
+        fail(f"end to end: the bench samples differ (monbridge {len(mb)}, prometheus_client {len(cl)}, "
+             f"e.g. {sorted(set(mb.items()) ^ set(cl.items()), key=str)[:3]})")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -388,8 +629,16 @@ def main() -> None:
     ot = bench_baseline(lambda: OtelBench(resource, specs, n), iters, args.warmup, args.cold_repeat)
     print(f"  otel-exporter-prometheus done in {time.perf_counter() - t0:.1f} s")
 
+    t0 = time.perf_counter()
+    _SPECS[:] = specs
+    raws = [raw_iteration(per_family) for per_family in iters]
+    e2e_mb = e2e_monbridge(raws, args.warmup)
+    e2e_cl = e2e_client(resource, specs, raws, args.warmup)
+    print(f"  end to end over HTTP done in {time.perf_counter() - t0:.1f} s")
+
     if not args.no_verify:
         t0 = time.perf_counter()
+        compare_bench_families(e2e_mb.body, e2e_cl.body, n)
         expected = n + 1  # every series and target_info
         for which, ref_body, o_body, c_body in (("steady", mb.body, ot.body, cl.body),
                                                  ("cold", mb.cold_body, ot.cold_body, cl.cold_body)):
@@ -409,11 +658,22 @@ def main() -> None:
     ot_steady = statistics.median(ot.steady)  # type: ignore[arg-type]
     cl_steady = statistics.median(cl.steady)  # type: ignore[arg-type]
 
+    e2e_mb_cpu, e2e_cl_cpu = statistics.median(e2e_mb.cpu), statistics.median(e2e_cl.cpu)
     print()
+    print(f"  {'end to end over HTTP, fresh data every scrape':<52} {'CPU ms':>10} {'wall ms':>10}")
+    print(f"  {'monbridge: collection + GET /metrics  [HEADLINE]':<52} {e2e_mb_cpu * 1000:>10.1f} "
+          f"{statistics.median(e2e_mb.wall) * 1000:>10.1f}")
+    print(f"  {'prometheus_client server: GET /metrics':<52} {e2e_cl_cpu * 1000:>10.1f} "
+          f"{statistics.median(e2e_cl.wall) * 1000:>10.1f}")
+    r = e2e_cl_cpu / e2e_mb_cpu
+    print(f"  monbridge vs prometheus_client, CPU per scrape: {r:.1f}×  "
+          f"(goal ≥ {GOAL_VS_CLIENT:g}×: {'met' if r >= GOAL_VS_CLIENT else 'NOT met'})")
+    print()
+    print("  in process (the data's Metric objects built before the timer; for information):")
     head = f"renderer (body bytes: mb {len(mb.body)}, otel {len(ot.body)}, client {len(cl.body)})"
     print(f"  {head:<52} "
           f"{'ms/render':>10} {'Mseries/s':>10}")
-    row("monbridge steady: record + render  [HEADLINE]", mb_steady)
+    row("monbridge steady: record + render", mb_steady)
     row("  of which record (new values)", mb_record)
     row("  of which render", mb_render)
     row("monbridge cold: first record + first render", mb.cold)

@@ -12,7 +12,7 @@ import enum
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, runtime_checkable
 
@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # the OTel SDK's trace and log parts are loaded only where alerting runs
     from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import MetricsData
     from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
@@ -30,7 +31,13 @@ __all__ = [
     "CollectorConfig",
     "ExponentialHistogramValue",
     "ExportResult",
+    "ExportSink",
     "ExportStatus",
+    "export_failure",
+    "FamilyView",
+    "MetricBatch",
+    "PrometheusView",
+    "SeriesView",
     "IntegrationConfig",
     "ComponentDefinition",
     "ComponentEvent",
@@ -310,6 +317,120 @@ class ExportResult:
 _SUCCESS = ExportResult(ExportStatus.SUCCESS)
 
 
+# --------------------------------------------------------------------------- the export batch
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusView:
+    """A series as Prometheus sees it, computed once and kept with the series.
+
+    ``name`` is the sample name as exposed (a non-imported counter's ends in ``_total``; a
+    histogram's or summary's is the base its ``_bucket``/``_sum``/``_count`` samples extend);
+    ``labels`` the label set (sorted by name, values unescaped, without ``__name__``); ``le`` the
+    ``le`` texts of a histogram's buckets (``+Inf`` last) or the ``quantile`` texts of a summary,
+    as the source wrote them when it was imported, else formatted as the renderer writes them.
+    """
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    le: tuple[str, ...] = ()
+
+
+class SeriesView(Protocol):
+    """One series of a ``MetricBatch`` (read-only: its attributes cannot be set)."""
+
+    @property
+    def attributes(self) -> Mapping[str, AttributeValue]: ...
+    @property
+    def value(self) -> float | HistogramValue | SummaryValue | ExponentialHistogramValue: ...
+    @property
+    def start_ns(self) -> int | None: ...
+    @property
+    def time_ns(self) -> int: ...
+    @property
+    def first_ns(self) -> int:
+        """When the pipeline first saw the series (the start of a cumulative point that has none)."""
+    @property
+    def identity(self) -> object:
+        """The same object for the same series in every batch while the series lives (a key for
+        what a sink remembers about it, e.g. what it last sent)."""
+    @property
+    def prom(self) -> PrometheusView: ...
+
+
+class FamilyView(Protocol):
+    """All series of one metric name in a ``MetricBatch``. ``native`` families have Prometheus
+    names (imported from Prometheus), exposed as they are."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> MetricKind: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def native(self) -> bool: ...
+    @property
+    def series(self) -> Sequence[SeriesView]: ...
+
+
+@runtime_checkable
+class MetricBatch(Protocol):
+    """A read-only snapshot of one round of the pipeline, shared by every sink exporting in it.
+
+    Walk it as families and series (Prometheus-shaped sinks read each series' ``prom`` view), take
+    it as the plugin API's ``Metric`` list (``metrics()``) or as OTel ``MetricsData``
+    (``to_otel()``); both are built once per batch and shared, so treat them as read-only too.
+    ``select`` narrows it to the series a sink's ``match[]`` selectors choose. Records after the
+    batch was taken do not change it.
+    """
+
+    @property
+    def time_ns(self) -> int:
+        """When the batch was taken."""
+    @property
+    def resource_attributes(self) -> Mapping[str, AttributeValue]: ...
+
+    def families(self) -> Sequence[FamilyView]:
+        """The families that have series, in name order."""
+
+    def metrics(self) -> list[Metric]:
+        """Every series as a Metric (built once per batch; the list is the caller's, the Metrics are shared)."""
+
+    def to_otel(self) -> MetricsData:
+        """The batch as one OTel ``MetricsData`` (built once per batch and shared; blocking and
+        thread-safe: call it from a worker thread)."""
+
+    def select(self, selectors: Sequence[str]) -> MetricBatch:
+        """The series that any of ``selectors`` (Prometheus series selectors, as ``match[]``
+        takes them: ``up``, ``{job="node"}``, ``http_requests_total{code=~"5.."}``) matches, on the
+        Prometheus view (``__name__`` is the family's exposed name). A bad selector is a
+        ValueError naming it."""
+
+
+class ExportSink(Protocol):
+    """Where an integration exports, in the spirit of the OTel SDK's ``MetricExporter``.
+
+    ``export`` sends one batch within ``timeout`` seconds and says how it went; it should not
+    raise (an exception is recorded as a retryable failure). ``force_flush`` delivers what the sink
+    has buffered, within ``timeout``; False when it could not. ``shutdown`` releases the sink; a
+    second call does nothing.
+    """
+
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult: ...
+
+    async def force_flush(self, timeout: float) -> bool: ...
+
+    async def shutdown(self, timeout: float | None = None) -> None: ...
+
+
+def export_failure(e: BaseException) -> ExportResult:
+    """An exception raised by an export as a retryable result naming it."""
+    return ExportResult.retryable(f"{type(e).__name__}: {e}")
+
+
 # --------------------------------------------------------------------------- alerts and dashboard
 
 
@@ -513,42 +634,42 @@ class AlertProcessorPlugin(Plugin):
 class MonitoringIntegrationPlugin(Plugin):
     """An integration with an outside system.
 
-    Exporters that speak OpenTelemetry natively set ``wants_otel_data`` and implement
-    ``export_metrics_data``: the supervisor then hands them the pipeline's
-    ``opentelemetry.sdk.metrics.export.MetricsData`` (instrument data from the MeterProvider plus
-    pre-aggregated data, not re-aggregated) instead of ``export_metrics``'s list of Metric.
+    Its export side is the ``ExportSink`` contract: ``export(batch, timeout)`` (by default the
+    specification's ``export_metrics`` with ``batch.metrics()``; an exception becomes a
+    retryable result with the reason), ``force_flush(timeout)`` and an idempotent
+    ``shutdown(timeout)``. An integration that exports to several places returns one sink per
+    place from ``export_sinks``.
     """
 
     plugin_type = PluginType.INTEGRATION
     config_model: ClassVar[type[PluginConfig]] = IntegrationConfig
-    wants_otel_data: ClassVar[bool] = False
-    #: In-process integrations that read the pipeline's families directly (``bridge.pipeline.Family``,
-    #: live objects: read them without awaiting in between) set this and implement
-    #: ``export_families``, which is then called instead of ``export_metrics``: it spares building a
-    #: Metric per series every round on the remote-write hot path.
-    wants_families: ClassVar[bool] = False
     #: The names of imported metrics are Prometheus names (``node_cpu_seconds_total``,
     #: ``job:rate5m``): they are exposed and exported as they are, not translated from OTel names.
     imports_prometheus_names: ClassVar[bool] = False
 
-    async def export_metrics_data(self, data: Any) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not take OpenTelemetry MetricsData")
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        """Export one batch; the default hands ``batch.metrics()`` to ``export_metrics``."""
+        try:
+            await self.export_metrics(batch.metrics())
+        except Exception as e:  # noqa: BLE001 - the contract reports failures, it does not raise them
+            return export_failure(e)
+        return ExportResult.success()
 
-    async def export_families(self, families: Sequence[Any], resource: Any) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not take pipeline families")
+    async def force_flush(self, timeout: float) -> bool:
+        """Deliver what the integration buffered; nothing by default."""
+        return True
 
-    def export_sinks(self) -> Mapping[str, Callable[..., Awaitable[None]]]:
-        """Where this integration exports, by sink name: each a coroutine function taking what
-        its export method takes (``export_metrics_data``'s MetricsData, ``export_families``'
-        families and resource, or ``export_metrics``' metrics). The supervisor calls each sink on
-        its own every round, within the round's timeout, and keeps its state: one sink's failure
-        is that sink's (shown in ``/api/v1/plugins``), never the plugin's or another sink's. The
-        default is one sink, ``export``: the export method."""
-        if self.wants_otel_data:
-            return {"export": self.export_metrics_data}
-        if self.wants_families:
-            return {"export": self.export_families}
-        return {"export": self.export_metrics}
+    @abc.abstractmethod
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Release the integration (within ``timeout`` seconds when given); a second call does
+        nothing. The specification's ``shutdown()`` (no argument) still overrides it."""
+
+    def export_sinks(self) -> Mapping[str, ExportSink]:
+        """Where this integration exports, by sink name. The supervisor exports the round's
+        batch to each sink on its own, within the round's timeout, and keeps its state: one sink's
+        failure is that sink's (shown in ``/api/v1/plugins``), never the plugin's or another
+        sink's. The default is one sink, ``export``: the integration itself."""
+        return {"export": self}
 
     @abc.abstractmethod
     async def export_metrics(self, metrics: Sequence[Metric]) -> None: ...

@@ -17,14 +17,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.api import HistogramValue, MetricKind, SummaryValue
-from bridge.pipeline import Family
+from bridge.api import HistogramValue, MetricKind, PrometheusView, SummaryValue
+
+if TYPE_CHECKING:
+    from bridge.pipeline import Family, FamilySnapshot, Series
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "PromFamily",
     "choose_format",
     "family_name",
     "le_texts",
@@ -32,7 +35,9 @@ __all__ = [
     "quantile_texts",
     "prometheus_label_name",
     "prometheus_name",
+    "prom_family",
     "render",
+    "series_view",
 ]
 
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -90,7 +95,7 @@ def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
     return base
 
 
-def family_name(fam: Family) -> str:
+def family_name(fam: Family | FamilySnapshot) -> str:
     """The Prometheus family name of a pipeline family: an imported (native) family's own name,
     else the OTel name translated (``prometheus_name``)."""
     return fam.name if fam.native else prometheus_name(fam.name, fam.unit, fam.kind)
@@ -175,7 +180,119 @@ def quantile_texts(v: SummaryValue) -> Sequence[str]:
     return v.quantile_labels or [_fmt_le(q) for q, _ in v.quantiles]
 
 
-def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
+# --------------------------------------------------------------------------- the Prometheus view of a series
+
+
+class PromFamily:
+    """What the Prometheus view of a family's series needs of the family: its sample name (a
+    non-imported counter's ends in ``_total``), kind, and the ``le``/``quantile`` texts its
+    series share (by bounds)."""
+
+    __slots__ = ("sample", "kind", "texts")
+
+    def __init__(self, fam: Family | FamilySnapshot) -> None:
+        base = family_name(fam)
+        self.sample = base + "_total" if fam.kind is MetricKind.COUNTER and not fam.native else base
+        self.kind = fam.kind
+        self.texts: dict[tuple[float, ...], tuple[str, ...]] = {}
+
+    def le_of(self, v: Any) -> tuple[str, ...]:
+        """The ``le`` texts of a histogram value or the ``quantile`` texts of a summary value."""
+        if isinstance(v, HistogramValue):
+            if v.le_labels is not None:
+                return v.le_labels
+            key = v.bounds
+        elif isinstance(v, SummaryValue):
+            if v.quantile_labels is not None:
+                return v.quantile_labels
+            key = tuple(q for q, _ in v.quantiles)
+        else:
+            return ()
+        texts = self.texts.get(key)
+        if texts is None:
+            if len(self.texts) >= 64:
+                self.texts.clear()
+            texts = self.texts[key] = tuple(le_texts(v) if isinstance(v, HistogramValue) else quantile_texts(v))
+        return texts
+
+
+def prom_family(fam: Family | FamilySnapshot) -> PromFamily:
+    """The family's ``PromFamily``, computed once per family."""
+    pf: PromFamily | None = getattr(fam, "prom_family", None)
+    if pf is None:
+        pf = fam.render_cache.get("prom")
+        if pf is None:
+            pf = fam.render_cache["prom"] = PromFamily(fam)
+    return pf
+
+
+def _label_pairs(s: Series) -> tuple[tuple[str, str], ...]:
+    """The series' Prometheus label set, sorted; the series' own key when they are the same."""
+    pairs = tuple(sorted(prometheus_labels(s.attributes).items()))
+    return s.key if pairs == s.key else pairs
+
+
+def _label_text(pairs: tuple[tuple[str, str], ...]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join([f'{k}="{v}"' if "\\" not in v and '"' not in v and "\n" not in v
+                           else f'{k}="{_escape_label_value(v)}"' for k, v in pairs]) + "}"
+
+
+_LABEL_IN_TEXT = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def _unescape(v: str) -> str:
+    return _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), v) if "\\" in v else v
+
+
+def _labels_of(s: Series, text: str) -> tuple[tuple[str, str], ...]:
+    """The label set a series' kept text (``name{labels} `` or ``{labels}``) holds: the series'
+    own attribute key when that is what it holds (attribute names that are label names, string
+    values), else read back from the text, where it was written once."""
+    key = s.key
+    if all(v.__class__ is str and _LABEL_NAMES.get(k) == k for k, v in key):
+        return key
+    brace = text.find("{")
+    if brace < 0:
+        return ()
+    return tuple((m.group(1), _unescape(m.group(2))) for m in _LABEL_IN_TEXT.finditer(text, brace))
+
+
+def _histogram_view(pf: PromFamily, s: Series, value: Any) -> tuple[str, tuple[str, ...]]:
+    """A histogram's or summary's kept view: its ``{labels}`` text and ``le``/``quantile`` texts
+    (made again only when its buckets or quantiles change)."""
+    c = s.prom
+    le = pf.le_of(value)
+    if c.__class__ is not tuple or c[1] != le:
+        c = s.prom = (_label_text(_label_pairs(s)), le)
+    return c  # type: ignore[no-any-return]
+
+
+def _prefix(pf: PromFamily, s: Series) -> str:
+    """A plain series' kept view: the ``name{labels} `` text ``/metrics`` writes."""
+    c = s.prom
+    if c.__class__ is not str:
+        c = s.prom = f"{pf.sample}{_label_text(_label_pairs(s))} "
+    return c
+
+
+def series_view(pf: PromFamily, s: Series, value: Any) -> PrometheusView:
+    """The Prometheus view of series ``s`` (of the family ``pf``) holding ``value``.
+
+    It is computed once and kept on the series (``s.prom``) as the text the renderer writes and
+    nothing more, so a series costs no more than that text: ``name{labels} `` for a plain series;
+    its ``{labels}`` and ``le``/``quantile`` texts for a histogram or summary. The label set is the
+    series' own attribute key when that is what the text holds, else read back from the text."""
+    kind = pf.kind
+    if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+        text, le = _histogram_view(pf, s, value)
+        return PrometheusView(pf.sample, _labels_of(s, text), le)
+    return PrometheusView(pf.sample, _labels_of(s, _prefix(pf, s)))
+
+
+def _family_header(fam: FamilySnapshot, openmetrics: bool) -> tuple[str, str]:
     """(sample base name, header text) of a family."""
     kind = fam.kind
     if fam.native:
@@ -209,39 +326,39 @@ def _family_header(fam: Family, openmetrics: bool) -> tuple[str, str]:
     return sample, "".join(lines)
 
 
-def _render_family(fam: Family, openmetrics: bool) -> str:
+def _render_family(fam: FamilySnapshot, openmetrics: bool) -> str:
     sample, header = _family_header(fam, openmetrics)
     out = [header]
     append = out.append
-    series = list(fam.series.values())
+    pf = fam.prom_family
+    pairs = zip(fam.refs, fam.values, strict=True)
     if fam.kind is MetricKind.HISTOGRAM:
-        for s in series:
-            out.append(_render_histogram(sample, s.attributes, s.value))  # type: ignore[arg-type]
+        for s, v in pairs:
+            out.append(_render_histogram(sample, _histogram_view(pf, s, v), v))
         return "".join(out)
     if fam.kind is MetricKind.SUMMARY:
-        for s in series:
-            out.append(_render_summary(sample, s.attributes, s.value))  # type: ignore[arg-type]
+        for s, v in pairs:
+            out.append(_render_summary(sample, _histogram_view(pf, s, v), v))
         return "".join(out)
-    for s in series:
+    for s, v in pairs:
         prefix = s.prom
-        if prefix is None:
-            prefix = s.prom = f"{sample}{_labels(s.attributes)} "
-        v = s.value
+        if prefix.__class__ is not str:
+            prefix = _prefix(pf, s)
         c = v.__class__
-        if (c is float and -_INF < v < _INF) or c is int:  # type: ignore[operator]  # finite, not NaN: repr is the text
+        if (c is float and -_INF < v < _INF) or c is int:  # finite, not NaN: repr is the text
             append(f"{prefix}{v!r}\n")
         else:
             append(f"{prefix}{_fmt(v)}\n")
     return "".join(out)
 
 
-def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValue) -> str:
-    labels = _labels(attributes)
+def _render_histogram(base: str, view: tuple[str, tuple[str, ...]], h: HistogramValue) -> str:
+    labels, les = view
     inner = labels[1:-1]
     sep = "," if inner else ""
     lines = []
     cum = 0
-    for le, count in zip(le_texts(h), h.bucket_counts, strict=False):
+    for le, count in zip(les, h.bucket_counts, strict=False):
         cum += count
         lines.append(f'{base}_bucket{{{inner}{sep}le="{le}"}} {cum}\n')
     lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")
@@ -249,12 +366,12 @@ def _render_histogram(base: str, attributes: Mapping[str, Any], h: HistogramValu
     return "".join(lines)
 
 
-def _render_summary(base: str, attributes: Mapping[str, Any], v: SummaryValue) -> str:
-    labels = _labels(attributes)
+def _render_summary(base: str, view: tuple[str, tuple[str, ...]], v: SummaryValue) -> str:
+    labels, qs = view
     inner = labels[1:-1]
     sep = "," if inner else ""
     lines = [f'{base}{{{inner}{sep}quantile="{q}"}} {_fmt(x)}\n'
-             for q, (_, x) in zip(quantile_texts(v), v.quantiles, strict=False)]
+             for q, (_, x) in zip(qs, v.quantiles, strict=False)]
     lines.append(f"{base}_sum{labels} {_fmt(v.sum)}\n")
     lines.append(f"{base}_count{labels} {_fmt(v.count)}\n")
     return "".join(lines)
@@ -270,9 +387,10 @@ def _target_info(resource_attributes: Mapping[str, Any], openmetrics: bool) -> s
     return f"{head}target_info{_labels(resource_attributes)} 1\n"
 
 
-def render(families: Iterable[Family], resource_attributes: Mapping[str, Any] | None = None,
+def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Mapping[str, Any] | None = None,
            openmetrics: bool = False) -> bytes:
-    """Render families (from ``Pipeline.families()``) as one exposition body.
+    """Render families (a batch's, from ``Pipeline.batch().families()``, or live ones from
+    ``Pipeline.families()``) as one exposition body.
 
     A family whose Prometheus name another family already took is left out (the first in
     name order wins); the caller counts those through the returned body's absence.
@@ -286,7 +404,8 @@ def render(families: Iterable[Family], resource_attributes: Mapping[str, Any] | 
             name, text = cached[1], cached[2]
         else:
             name = family_name(fam)
-            text = _render_family(fam, openmetrics)
+            snap = fam.snapshot() if hasattr(fam, "snapshot") else fam
+            text = _render_family(snap, openmetrics)
             fam.render_cache[openmetrics] = (key, name, text)
         if name in taken:
             continue

@@ -14,6 +14,11 @@ above ours so it never triggers. A source's series that are missing from its nex
 
 The Prometheus renderer (``bridge.exposition``) reads the same cache directly: going through
 the SDK's collection for every scrape costs more than the render itself (see benchmarks/).
+
+Exporters and ``/metrics`` read it through a ``Batch`` (``Pipeline.batch``): a read-only
+snapshot of the families, each family's snapshot kept until the family changes (a record, an
+expiry), so a batch copies only what changed since the last one; its ``metrics()`` and
+``to_otel()`` are built once per batch and shared by the sinks exporting it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat
+from operator import attrgetter
+from types import MappingProxyType
+from typing import Any, NoReturn, overload
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -48,13 +57,18 @@ from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
+from bridge import exposition
+from bridge.api import HistogramValue, Metric, MetricKind, PrometheusView, SummaryValue
+from bridge.selector import Selector, parse_selector
 
 __all__ = [
     "DEFAULT_CARDINALITY_LIMIT",
+    "Batch",
     "Family",
+    "FamilySnapshot",
     "Pipeline",
     "Series",
+    "SeriesPoint",
     "Summary",
     "SummaryDataPoint",
     "default_resource",
@@ -102,9 +116,10 @@ class Series:
         self.value: float | HistogramValue | SummaryValue = 0.0
         self.start_ns: int | None = None
         self.time_ns = 0
-        self.prom: Any = None  # the renderer's cached label string
+        self.prom: Any = None  # its Prometheus view (bridge.exposition.series_view): text, or a view object
         self.first_ns = 0  # when the pipeline first saw it: the start of a cumulative point that has none
-        self.aliases: list[tuple[tuple[str, Any], ...]] = []  # unsorted attribute tuples seen for it
+        # the unsorted attribute tuples seen for it: a tuple, grown on the rare new order (a list costs 40 bytes more)
+        self.aliases: tuple[tuple[tuple[str, Any], ...], ...] = ()
 
 
 @dataclass(eq=False)
@@ -124,6 +139,16 @@ class Family:
     version: int = 0
     instrument: Any = None
     render_cache: dict[Any, Any] = field(default_factory=dict)
+    stamp: int = 0  # changes whenever ``version`` does or a record reports the family (new sample times)
+    frozen: FamilySnapshot | None = None  # the last snapshot taken (a batch's), reused while nothing changed
+
+    def snapshot(self) -> FamilySnapshot:
+        """The family as it is now, read-only; the same object until it changes. Call it under
+        the pipeline's lock (``Pipeline.batch`` does)."""
+        snap = self.frozen
+        if snap is None or snap.version != self.version or snap.stamp != self.stamp:
+            snap = self.frozen = FamilySnapshot(self)
+        return snap
 
 
 class Pipeline:
@@ -146,6 +171,7 @@ class Pipeline:
         self.dropped: Counter[str] = Counter()
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
+        self._last_batch: weakref.ref[Batch] | None = None
         self._reader = InMemoryMetricReader()
         # The SDK keeps limit-1 series and folds the rest into an overflow point; ours is enforced
         # first, so the SDK's is set one above it and never triggers.
@@ -204,6 +230,8 @@ class Pipeline:
                         # A dotted name cannot be a Prometheus name: it is an OTel name (an
                         # importing plugin's own self-metrics).
                         fam = self._new_family(m, source, native and "." not in name)
+                    if fam is not None:
+                        fam.stamp += 1  # its series get new times (and maybe values): a new snapshot
                 if fam is None:
                     continue
                 if fam.kind is not m.kind or fam.unit != m.unit:
@@ -217,6 +245,8 @@ class Pipeline:
                 s = fam.aliases.get(items)
                 if s is None:
                     key: AttrKey = tuple(sorted(items))
+                    if key == items:
+                        key = items  # already in order (as scrapes mostly are): one tuple for both
                     series = fam.series
                     s = series.get(key)
                     if s is None:
@@ -228,7 +258,7 @@ class Pipeline:
                         s.first_ns = now
                         fam.version += 1
                     if len(s.aliases) < _MAX_ALIASES:
-                        s.aliases.append(items)
+                        s.aliases += (items,)
                         fam.aliases[items] = s
                 if s.source != source:
                     # Another source owns this series: the newest report wins, ownership moves.
@@ -380,6 +410,26 @@ class Pipeline:
     def family(self, name: str) -> Family | None:
         return self._families.get(name)
 
+    def batch(self) -> Batch:
+        """A read-only snapshot of the pipeline now (``bridge.api.MetricBatch``). Families that did
+        not change since the last batch are reused as they are, and while a batch is held, the
+        next call with nothing changed returns that same batch (its Metrics and MetricsData are
+        built once and shared)."""
+        with self._lock:
+            fams = []
+            for _, f in sorted(self._families.items()):
+                if f.series:
+                    fams.append(f.snapshot())
+                else:
+                    f.frozen = None  # an emptied family's last snapshot must not keep its expired series
+            last = self._last_batch() if self._last_batch is not None else None
+            if last is not None and len(last._families) == len(fams) and all(
+                    a is b for a, b in zip(last._families, fams, strict=True)):
+                return last
+            b = Batch(tuple(fams), self.resource)
+            self._last_batch = weakref.ref(b)
+            return b
+
     def snapshot(self) -> list[Metric]:
         """Every cached series as a Metric (for integrations that take the plugin API's type)."""
         out: list[Metric] = []
@@ -482,3 +532,242 @@ def otel_metric(name: str, kind: MetricKind, unit: str, description: str, points
         data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
                    is_monotonic=kind is MetricKind.COUNTER)
     return OtelMetric(name=name, description=description, unit=unit, data=data)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _read_only(self: Any, *_: Any) -> NoReturn:
+    raise AttributeError(f"{type(self).__name__} is read-only (a batch is a snapshot of the pipeline)")
+
+
+class SeriesPoint(tuple):  # type: ignore[type-arg]
+    """One series of a batch: the live series (identity, attributes, Prometheus view), its value,
+    start and time as they were when the family's snapshot was taken, and its family's
+    Prometheus naming. A tuple: it cannot be changed, and costs one small object per series."""
+
+    __slots__ = ()
+
+    @property
+    def identity(self) -> Series:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return MappingProxyType(self[0].attributes)
+
+    @property
+    def value(self) -> Any:
+        return self[1]
+
+    @property
+    def start_ns(self) -> int | None:
+        return self[2]  # type: ignore[no-any-return]
+
+    @property
+    def time_ns(self) -> int:
+        return self[3]  # type: ignore[no-any-return]
+
+    @property
+    def first_ns(self) -> int:
+        return self[0].first_ns  # type: ignore[no-any-return]
+
+    @property
+    def prom(self) -> PrometheusView:
+        return exposition.series_view(self[4], self[0], self[1])
+
+
+class _Points(Sequence[SeriesPoint]):
+    """A snapshot's series as a read-only sequence of ``SeriesPoint`` (made as they are read)."""
+
+    __slots__ = ("_f",)
+
+    def __init__(self, f: FamilySnapshot) -> None:
+        self._f = f
+
+    def __len__(self) -> int:
+        return len(self._f.refs)
+
+    @overload
+    def __getitem__(self, i: int) -> SeriesPoint: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[SeriesPoint, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> SeriesPoint | tuple[SeriesPoint, ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        f = self._f
+        return tuple.__new__(SeriesPoint, (f.refs[i], f.values[i], f.starts[i], f.times[i], f.prom_family))
+
+    def __iter__(self) -> Iterator[SeriesPoint]:
+        f = self._f
+        new = tuple.__new__
+        pf = f.prom_family
+        for p in zip(f.refs, f.values, f.starts, f.times, repeat(pf, len(f.refs)), strict=True):
+            yield new(SeriesPoint, p)
+
+
+_VALUE, _START, _TIME = attrgetter("value"), attrgetter("start_ns"), attrgetter("time_ns")
+
+
+class FamilySnapshot:
+    """A family as it was when a batch was taken (``bridge.api.FamilyView``): read-only, with
+    ``version`` and the live family's render cache for the renderer.
+
+    The series are kept as four parallel tuples (the live series, their values, start and sample
+    times: references to what the series held, 32 bytes a series), not an object per series;
+    ``series`` reads them as ``SeriesPoint`` tuples."""
+
+    __slots__ = ("name", "kind", "unit", "description", "native", "preaggregated", "version", "stamp",
+                 "refs", "values", "starts", "times", "render_cache", "prom_family")
+
+    name: str
+    kind: MetricKind
+    unit: str
+    description: str
+    native: bool
+    preaggregated: bool
+    version: int
+    stamp: int
+    refs: tuple[Series, ...]
+    values: tuple[Any, ...]
+    starts: tuple[int | None, ...]
+    times: tuple[int, ...]
+    render_cache: dict[Any, Any]
+    prom_family: exposition.PromFamily
+
+    def __init__(self, fam: Family | FamilySnapshot, points: Sequence[SeriesPoint] | None = None,
+                 render_cache: dict[Any, Any] | None = None) -> None:
+        init = object.__setattr__
+        if points is None:
+            assert isinstance(fam, Family)
+            refs = tuple(fam.series.values())
+            init(self, "values", tuple(map(_VALUE, refs)))
+            init(self, "starts", tuple(map(_START, refs)))
+            init(self, "times", tuple(map(_TIME, refs)))
+        else:
+            refs = tuple([p[0] for p in points])
+            init(self, "values", tuple([p[1] for p in points]))
+            init(self, "starts", tuple([p[2] for p in points]))
+            init(self, "times", tuple([p[3] for p in points]))
+        for k, v in (("name", fam.name), ("kind", fam.kind), ("unit", fam.unit), ("description", fam.description),
+                     ("native", fam.native), ("preaggregated", fam.preaggregated), ("version", fam.version),
+                     ("stamp", fam.stamp), ("refs", refs),
+                     ("render_cache", fam.render_cache if render_cache is None else render_cache),
+                     ("prom_family", exposition.prom_family(fam))):
+            init(self, k, v)
+
+    __setattr__ = _read_only
+    __delattr__ = _read_only
+
+    @property
+    def series(self) -> _Points:
+        return _Points(self)
+
+    def __repr__(self) -> str:
+        return f"FamilySnapshot({self.name!r}, {self.kind.value}, {len(self.refs)} series)"
+
+
+_SELECTORS: dict[tuple[str, ...], tuple[Selector, ...]] = {}
+
+
+def _selectors(texts: Sequence[str]) -> tuple[Selector, ...]:
+    key = tuple(texts)
+    parsed = _SELECTORS.get(key)
+    if parsed is None:
+        parsed = tuple(parse_selector(t) for t in key)
+        if len(_SELECTORS) >= 256:
+            _SELECTORS.clear()
+        _SELECTORS[key] = parsed
+    return parsed
+
+
+class Batch:
+    """One round of the pipeline, read-only (``bridge.api.MetricBatch``); from ``Pipeline.batch``."""
+
+    __slots__ = ("_families", "_resource", "_time_ns", "_lock", "_metrics", "_otel", "__weakref__")
+
+    _families: tuple[FamilySnapshot, ...]
+    _resource: Resource
+    _time_ns: int
+    _lock: threading.Lock
+    _metrics: list[Metric] | None
+    _otel: MetricsData | None
+
+    def __init__(self, families: tuple[FamilySnapshot, ...], resource: Resource, time_ns: int | None = None) -> None:
+        init = object.__setattr__
+        init(self, "_families", families)
+        init(self, "_resource", resource)
+        init(self, "_time_ns", time.time_ns() if time_ns is None else time_ns)
+        init(self, "_lock", threading.Lock())
+        init(self, "_metrics", None)
+        init(self, "_otel", None)
+
+    __setattr__ = _read_only
+    __delattr__ = _read_only
+
+    @property
+    def time_ns(self) -> int:
+        return self._time_ns
+
+    @property
+    def resource(self) -> Resource:
+        return self._resource
+
+    @property
+    def resource_attributes(self) -> Mapping[str, Any]:
+        return MappingProxyType(dict(self._resource.attributes))
+
+    def families(self) -> tuple[FamilySnapshot, ...]:
+        return self._families
+
+    def metrics(self) -> list[Metric]:
+        with self._lock:
+            built = self._metrics
+            if built is None:
+                built = [Metric(f.name, f.kind, v, f.unit, f.description, dict(s.attributes), t, st)
+                         for f in self._families for s, v, st, t in zip(f.refs, f.values, f.starts, f.times, strict=True)]
+                object.__setattr__(self, "_metrics", built)
+        return list(built)
+
+    def to_otel(self) -> MetricsData:
+        with self._lock:
+            data = self._otel
+            if data is None:
+                data = self._build_otel()
+                object.__setattr__(self, "_otel", data)
+        return data
+
+    def _build_otel(self) -> MetricsData:
+        """Every family as OTel data, from the snapshot itself: the collectors' families under the
+        ``monbridge`` scope, pre-aggregated (imported) ones under ``monbridge.preaggregated``."""
+        by_scope: dict[bool, list[OtelMetric]] = {False: [], True: []}
+        gauge = MetricKind.GAUGE
+        for f in self._families:
+            kind = f.kind
+            points = [otel_point(s.attributes, st if st is not None or kind is gauge else min(s.first_ns, t), t, v)
+                      for s, v, st, t in zip(f.refs, f.values, f.starts, f.times, strict=True)]
+            by_scope[f.preaggregated].append(otel_metric(f.name, kind, f.unit, f.description, points))
+        scopes = [ScopeMetrics(scope=scope, metrics=ms, schema_url="")
+                  for scope, ms in ((_SCOPE, by_scope[False]), (_PREAGG_SCOPE, by_scope[True])) if ms]
+        return MetricsData(resource_metrics=[ResourceMetrics(resource=self._resource, scope_metrics=scopes,
+                                                             schema_url="")])
+
+    def select(self, selectors: Sequence[str]) -> Batch:
+        """The series any of ``selectors`` matches (see ``bridge.api.MetricBatch.select``)."""
+        sels = _selectors(selectors)
+        out: list[FamilySnapshot] = []
+        for f in self._families:
+            name = f.prom_family.sample
+            candidates = [sel for sel in sels if sel.name_matches(name)]
+            if not candidates:
+                continue
+            if any(len(sel.matchers) == 1 and sel.matchers[0].name == "__name__" for sel in candidates):
+                out.append(f)  # a bare name selects the whole family
+                continue
+            kept = [p for p in f.series if any(sel.matches(name, dict(p.prom.labels)) for sel in candidates)]
+            if len(kept) == len(f.refs):
+                out.append(f)
+            elif kept:
+                out.append(FamilySnapshot(f, kept, {}))  # a part of the family: not the family's cached text
+        return Batch(tuple(out), self._resource, self._time_ns)

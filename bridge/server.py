@@ -363,7 +363,7 @@ class HttpServer:
         rt.supervisor.refresh_self_metrics()
         openmetrics, ctype = choose_format(request.headers.get("Accept"))
         gz = _wants_gzip(request.headers.get("Accept-Encoding"))
-        families = rt.pipeline.families()
+        families = rt.pipeline.batch().families()
         attrs = dict(rt.pipeline.resource.attributes)
 
         def work() -> bytes:

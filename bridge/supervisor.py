@@ -10,11 +10,14 @@ restarted with exponential backoff and jitter; the backoff keeps growing across 
 a run succeeds. State, last error and timings are kept per plugin for ``GET /api/v1/plugins``
 and the ``monbridge_plugin_*`` self-metrics.
 
-An integration's round is its import, then one export per sink (``export_sinks``), each sink
-on its own within the round's time: a sink that fails (a Pushgateway that is down) is that
-sink's state (``sinks`` in the status, ``monbridge_plugin_sink_*``, one log line per change
-between ok and failing), never a failed round, so it does not restart the plugin or stop its
-other sinks and its import.
+An integration's round is its import, then the pipeline's batch (``Pipeline.batch``: one
+read-only snapshot, shared by every integration exporting while nothing changed) exported to
+each of its sinks (``export_sinks``, each an ``ExportSink``) on its own, within the round's
+time: a sink that fails — an ExportResult other than success (retryable or permanent, with the
+reason), an exception, or no answer in time — is that sink's state (``sinks`` in the status,
+``monbridge_plugin_sink_*``, one log line per change between ok and failing), never a failed
+round, so it does not restart the plugin or stop its other sinks and its import. A graceful
+stop runs a last round, then each sink's ``force_flush``, then ``shutdown(timeout)``.
 
 The supervisor talks to plugins only through a ``PluginHost`` with plain-data calls, so a
 plugin can be hosted in a worker process or a WASM sandbox by adding a host, without changing
@@ -25,6 +28,7 @@ loop itself (sync I/O without ``asyncio.to_thread``) can only be isolated by suc
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,7 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.api import (
+    ExportResult,
+    ExportStatus,
     Metric,
+    MetricBatch,
     MetricCollectorPlugin,
     MetricKind,
     MonitoringIntegrationPlugin,
@@ -40,7 +47,7 @@ from bridge.api import (
     PluginType,
 )
 from bridge.lifecycle import Lifecycle, PluginState
-from bridge.pipeline import Pipeline
+from bridge.pipeline import Batch, Pipeline
 from bridge.tasks import CANCEL_GRACE_S, backoff_delay, cancel_and_wait, run_bounded
 
 __all__ = ["InProcessHost", "PluginHost", "PluginRunner", "SinkState", "Supervisor", "SupervisorSettings"]
@@ -65,6 +72,10 @@ class PluginHost:
 class InProcessHost(PluginHost):
     """Runs the plugin's coroutines on the supervisor's event loop."""
 
+    def __init__(self, plugin: Plugin) -> None:
+        super().__init__(plugin)
+        self._shut_down = False
+
     async def initialize(self, config: Mapping[str, Any]) -> None:
         await self.plugin.initialize(config)
 
@@ -76,8 +87,17 @@ class InProcessHost(PluginHost):
         if isinstance(self.plugin, MetricCollectorPlugin):
             await self.plugin.stop()
 
-    async def shutdown(self) -> None:
-        await self.plugin.shutdown()
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """The plugin's ``shutdown``, once per instance; with ``timeout`` when it takes one (the
+        specification's ``shutdown()`` takes none)."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        shutdown: Any = self.plugin.shutdown
+        if timeout is not None and "timeout" in inspect.signature(shutdown).parameters:
+            await shutdown(timeout=timeout)
+        else:
+            await shutdown()
 
     async def collect(self) -> Sequence[Metric]:
         assert isinstance(self.plugin, MetricCollectorPlugin)
@@ -95,21 +115,21 @@ class InProcessHost(PluginHost):
             pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
         return len(imported)
 
-    async def export_batch(self, pipeline: Pipeline) -> tuple[Any, ...]:
-        """What the integration's sinks take this round: OTel MetricsData, families and resource,
-        or Metrics (see ``MonitoringIntegrationPlugin``)."""
-        plugin = self._integration()
-        if plugin.wants_otel_data:
-            return (await asyncio.to_thread(pipeline.collect_otel),)
-        if plugin.wants_families:
-            return (pipeline.families(), pipeline.resource)
-        return (pipeline.snapshot(),)
+    async def export_batch(self, pipeline: Pipeline) -> Batch:
+        """What the integration's sinks export this round: the pipeline's batch."""
+        return pipeline.batch()
 
     def sink_names(self) -> list[str]:
         return list(self._integration().export_sinks())
 
-    async def export(self, sink: str, batch: tuple[Any, ...]) -> None:
-        await self._integration().export_sinks()[sink](*batch)
+    async def export(self, sink: str, batch: MetricBatch, timeout: float) -> ExportResult:
+        result = await self._integration().export_sinks()[sink].export(batch, timeout)
+        if not isinstance(result, ExportResult):
+            raise TypeError(f"export to {sink} returned {type(result).__name__}, not an ExportResult")
+        return result
+
+    async def force_flush(self, sink: str, timeout: float) -> bool:
+        return bool(await self._integration().export_sinks()[sink].force_flush(timeout))
 
 
 @dataclass
@@ -128,8 +148,11 @@ class SinkState:
     name: str
     ok: bool | None = None  # None until its first export
     exports: int = 0
-    errors: int = 0
+    errors: int = 0  # every failed export: timeouts, exceptions, retryable and permanent results
     timeouts: int = 0
+    retryable: int = 0
+    permanent: int = 0
+    last_status: str | None = None  # success, retryable, permanent, timeout or error (an exception)
     last_error: str | None = None
     last_error_at: float | None = None
     last_success_at: float | None = None
@@ -141,10 +164,23 @@ class SinkState:
             "exports": self.exports,
             "errors": self.errors,
             "timeouts": self.timeouts,
+            "retryable": self.retryable,
+            "permanent": self.permanent,
+            "last_status": self.last_status,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "last_success_at": self.last_success_at,
         }
+
+    def results(self) -> dict[str, int]:
+        """Exports by result (the ``monbridge_plugin_sink_exports`` counter's ``result`` label):
+        ``error`` is every failure but a timeout (``failures`` tells them apart)."""
+        return {"success": self.exports - self.errors, "error": self.errors - self.timeouts, "timeout": self.timeouts}
+
+    def failures(self) -> dict[str, int]:
+        """Failed exports by kind: a retryable or permanent result, an exception, a timeout."""
+        raised = self.errors - self.timeouts - self.retryable - self.permanent
+        return {"retryable": self.retryable, "permanent": self.permanent, "exception": raised, "timeout": self.timeouts}
 
 
 @dataclass
@@ -316,7 +352,7 @@ class Supervisor:
                 await self._sleep(d)
                 if runner.host is not None:
                     try:
-                        await self._call(runner, "shutdown", runner.host.shutdown(), st.call_timeout)
+                        await self._call(runner, "shutdown", runner.host.shutdown(st.call_timeout), st.call_timeout)
                     except Exception as e:  # noqa: BLE001 - a failed plugin's shutdown may fail too
                         log.warning("plugin %s: shutdown before restart failed: %s: %s", runner.plugin_id,
                                     type(e).__name__, e)
@@ -386,38 +422,75 @@ class Supervisor:
         runner.last_success_at = time.time()
         return True
 
-    async def _export(self, runner: PluginRunner, host: InProcessHost, name: str, batch: tuple[Any, ...],
+    async def _export(self, runner: PluginRunner, host: InProcessHost, name: str, batch: MetricBatch,
                       deadline: float) -> None:
         """One sink's export of this round, within the round's ``deadline``; its outcome is the
         sink's state, logged when it changes between ok and failing."""
         sink = runner.sinks.get(name)
         if sink is None:
             sink = runner.sinks[name] = SinkState(name)
-        timeout = deadline - asyncio.get_running_loop().time()
+        timeout = max(deadline - asyncio.get_running_loop().time(), 0.0)
         try:
-            await self._call(runner, f"export to {name}", host.export(name, batch), max(timeout, 0.0))
+            result = await self._call(runner, f"export to {name}", host.export(name, batch, timeout), timeout)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - a sink's failure is the sink's, not the plugin's
-            sink.exports += 1
-            sink.errors += 1
             if isinstance(e, TimeoutError):
                 sink.timeouts += 1
-                msg = "export timed out"
+                self._sink_failed(runner, sink, "timeout", "export timed out")
             else:
-                msg = f"export failed: {type(e).__name__}: {e}"
-            sink.last_error = msg
-            sink.last_error_at = time.time()
-            if sink.ok is not False:
-                log.error("plugin %s: sink %s is failing: %s (logged again when it recovers)",
-                          runner.plugin_id, name, msg)
-            sink.ok = False
+                self._sink_failed(runner, sink, "error", f"export failed: {type(e).__name__}: {e}")
+            return
+        if result.status is ExportStatus.RETRYABLE:
+            sink.retryable += 1
+            self._sink_failed(runner, sink, "retryable", f"export failed (retryable): {result.reason}")
+            return
+        if result.status is ExportStatus.PERMANENT:
+            sink.permanent += 1
+            self._sink_failed(runner, sink, "permanent", f"export failed (permanent): {result.reason}")
             return
         sink.exports += 1
+        sink.last_status = "success"
         sink.last_success_at = time.time()
         if sink.ok is False:
             log.info("plugin %s: sink %s recovered", runner.plugin_id, name)
         sink.ok = True
+
+    def _sink_failed(self, runner: PluginRunner, sink: SinkState, status: str, msg: str) -> None:
+        sink.exports += 1
+        sink.errors += 1
+        sink.last_status = status
+        sink.last_error = msg
+        sink.last_error_at = time.time()
+        if sink.ok is not False:
+            log.error("plugin %s: sink %s is failing: %s (logged again when it recovers)",
+                      runner.plugin_id, sink.name, msg)
+        sink.ok = False
+
+    async def _force_flush(self, runner: PluginRunner, host: InProcessHost, deadline: float) -> None:
+        """Every sink's ``force_flush`` (a graceful stop's), within ``deadline``; a sink that could
+        not flush is logged (its state keeps its last export's outcome)."""
+        loop = asyncio.get_running_loop()
+
+        async def flush(name: str) -> None:
+            timeout = max(deadline - loop.time(), 0.0)
+            try:
+                ok = await self._call(runner, f"force_flush of {name}", host.force_flush(name, timeout), timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one sink's flush must not keep the others from flushing
+                why = "timed out" if isinstance(e, TimeoutError) else f"failed: {type(e).__name__}: {e}"
+                log.warning("plugin %s: force_flush of sink %s %s", runner.plugin_id, name, why)
+                return
+            if not ok:
+                log.warning("plugin %s: sink %s could not flush everything within %.1fs", runner.plugin_id, name, timeout)
+
+        try:
+            names = host.sink_names()
+        except Exception as e:  # noqa: BLE001
+            log.warning("plugin %s: export_sinks failed: %s: %s", runner.plugin_id, type(e).__name__, e)
+            return
+        await asyncio.gather(*(flush(n) for n in names))
 
     async def collect_once(self, runner: PluginRunner) -> bool:
         """Bring a plugin up, run one collection or round, and leave it running (``monbridge test``)."""
@@ -434,8 +507,10 @@ class Supervisor:
         host = runner.host
         if host is not None and runner.state is PluginState.RUNNING:
             if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:
-                # The last round (the flush) must fit in the 5 s a graceful stop has.
+                # The last round and the sinks' force_flush must fit in the 5 s a graceful stop has.
+                deadline = asyncio.get_running_loop().time() + FLUSH_TIMEOUT_S
                 await self._once(runner, min(runner.timeout or FLUSH_TIMEOUT_S, FLUSH_TIMEOUT_S))
+                await self._force_flush(runner, host, deadline)
             try:
                 await self._call(runner, "stop", host.stop(), self.settings.call_timeout)
             except Exception as e:  # noqa: BLE001
@@ -443,7 +518,7 @@ class Supervisor:
             runner.lifecycle.to(PluginState.STOPPED)
         if host is not None and runner.lifecycle.can(PluginState.SHUT_DOWN):
             try:
-                await self._call(runner, "shutdown", host.shutdown(), self.settings.call_timeout)
+                await self._call(runner, "shutdown", host.shutdown(self.settings.call_timeout), self.settings.call_timeout)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "shutdown", e)
             runner.lifecycle.to(PluginState.SHUT_DOWN)
@@ -502,10 +577,13 @@ class Supervisor:
                 sa = {**a, "sink": sink.name}
                 add(Metric("monbridge.plugin.sink.up", G, 1 if sink.ok else 0, "",
                            "1 when the sink's last export succeeded", sa))
-                for result, n in (("success", sink.exports - sink.errors), ("error", sink.errors - sink.timeouts),
-                                  ("timeout", sink.timeouts)):
+                for result, n in sink.results().items():
                     add(Metric("monbridge.plugin.sink.exports", C, n, "", "exports to the sink by result",
                                {**sa, "result": result}))
+                for kind, n in sink.failures().items():
+                    add(Metric("monbridge.plugin.sink.failures", C, n, "",
+                               "failed exports to the sink by kind (retryable, permanent, exception, timeout)",
+                               {**sa, "kind": kind}))
             if r.last_duration is not None:
                 add(Metric("monbridge.plugin.run.duration", G, r.last_duration, "s",
                            "duration of the last collection or integration round", a))

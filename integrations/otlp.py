@@ -46,8 +46,10 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validat
 
 from bridge.api import (
     Alert,
+    ExportResult,
     IntegrationConfig,
     Metric,
+    MetricBatch,
     MonitoringIntegrationPlugin,
     PluginConfig,
     PluginError,
@@ -364,7 +366,6 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
     """Pushes the pipeline's metrics over OTLP (HTTP/protobuf or gRPC) with the SDK's exporters."""
 
     config_model: ClassVar[type[PluginConfig]] = OtlpConfig
-    wants_otel_data: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.config: OtlpConfig | None = None
@@ -569,6 +570,16 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             detail = f": {self._redact(why)}" if why else ""
             raise PluginError(f"OTLP export to {where} failed{detail}")
 
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        """Send the batch as OTel ``MetricsData`` (``batch.to_otel()``, built in a worker thread
+        and shared with any other OTel-shaped sink); the SDK's FAILURE is a retryable result."""
+        try:
+            data = await asyncio.to_thread(batch.to_otel)
+            await self.export_metrics_data(data)
+        except PluginError as e:
+            return ExportResult.retryable(str(e))
+        return ExportResult.success()
+
     async def export_metrics(self, metrics: Sequence[Metric]) -> None:
         """The plugin API's path: ``metrics`` are converted to one ``MetricsData`` (see
         ``metrics_to_otel``: kinds, start times and histogram buckets kept) and exported."""
@@ -625,7 +636,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
     async def import_alerts(self) -> Sequence[Alert]:
         return []
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout: float | None = None) -> None:
         exporter, self._exporter = self._exporter, None
         if exporter is not None:
             await asyncio.to_thread(exporter.shutdown)

@@ -6,9 +6,11 @@ One plugin, all four integration methods:
   sources every ``scrape.interval`` (``scrape.py``), with the synthetic series Prometheus adds;
   the pipeline keeps the names as they are (``imports_prometheus_names``). A series that leaves
   a target, or a target that goes away, is absent from the round and expires.
-* ``export_families``: remote write (``remote_write.py``) of every pipeline series that has a
-  new sample since the last round (imported ones with their scrape timestamps), a staleness
-  marker for each series that went away; and a push of the pipeline's exposition to a Pushgateway.
+* export sinks (``export_sinks``): remote write (``remote_write.py``) of every series of the
+  round's batch that has a new sample since the last round (imported ones with their scrape
+  timestamps), a staleness marker for each series that went away; and a push of the batch's
+  exposition (or of the series its ``match`` selectors choose) to a Pushgateway. Both read each
+  series' Prometheus view (name, labels, ``le``/``quantile`` texts) from the batch.
 * ``export_alerts``: to Alertmanager's ``/api/v2/alerts``; ``import_alerts``: from a Prometheus
   server's ``/api/v1/alerts``.
 """
@@ -20,7 +22,7 @@ import datetime as dt
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -29,16 +31,20 @@ from pydantic import Field, field_validator, model_validator
 from bridge.api import (
     Alert,
     AlertState,
+    ExportResult,
+    ExportSink,
     HistogramValue,
     HttpUrl,
     IntegrationConfig,
     Metric,
+    MetricBatch,
     MetricKind,
     MonitoringIntegrationPlugin,
     PluginConfig,
     PluginError,
     PluginMetadata,
     PluginType,
+    PrometheusView,
     SummaryValue,
 )
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt
@@ -141,6 +147,21 @@ class PushgatewayConfig(PluginConfig):
     job: str = Field(min_length=1)
     grouping: dict[str, str] = Field(default_factory=dict, description="more grouping key labels")
     timeout: float = Field(default=10.0, gt=0)
+    match: list[str] = Field(default_factory=list, description=(
+        "series selectors as federation's match[] takes them (e.g. 'up', '{job=\"node\"}'): push only the "
+        "series any of them selects (default: every series)"))
+
+    @field_validator("match")
+    @classmethod
+    def _selectors(cls, v: list[str]) -> list[str]:
+        from bridge.prometheus import parse_selector
+
+        for i, text in enumerate(v):
+            try:
+                parse_selector(text)
+            except ValueError as e:
+                raise ValueError(f"match[{i}]: {e}") from None
+        return v
 
     def push_url(self) -> str:
         parts = ["metrics", "job", urllib.parse.quote(self.job, safe="")]
@@ -191,7 +212,6 @@ class _Sent:
 class PrometheusIntegration(MonitoringIntegrationPlugin):
     config_model = PrometheusIntegrationConfig
     imports_prometheus_names = True
-    wants_families = True
 
     def __init__(self) -> None:
         self.config: PrometheusIntegrationConfig | None = None
@@ -204,6 +224,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._shard: tuple[int, int] | None = None
         self._writers: list[RemoteWriter] = []
         self._sent: dict[Any, _Sent] = {}
+        self._sinks: dict[str, ExportSink] | None = None
         self._job_instance: tuple[tuple[str, str], ...] = ()
         self._counts: dict[tuple[str, str], int] = {}
         self._exported: dict[str, Alert] = {}  # fingerprint -> alert last sent to Alertmanager
@@ -242,6 +263,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             self._federators.append((fc, TargetScraper(target, limits=ScrapeLimits(body_size_limit=fc.body_size_limit),
                                                        honor_labels=fc.honor_labels, honor_timestamps=True)))
         self._writers = [RemoteWriter(rw) for rw in cfg.remote_write]
+        self._sinks = None  # made anew for this config
         for w in self._writers:
             await w.start()
 
@@ -258,8 +280,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             )
         return self._session
 
-    async def shutdown(self) -> None:
-        timeout = 2.0
+    async def shutdown(self, timeout: float | None = None) -> None:
+        timeout = 2.0 if timeout is None else min(timeout, 2.0)
         for w in self._writers:
             try:
                 await w.stop(timeout)
@@ -369,41 +391,42 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     # ------------------------------------------------------------------ export: remote write and Pushgateway
 
     async def export_metrics(self, metrics: Sequence[Metric]) -> None:
-        raise PluginError(f"{PLUGIN_ID} exports pipeline families (export_families); export_metrics is not used")
+        raise PluginError(f"{PLUGIN_ID} exports batches to its sinks (export_sinks); export_metrics is not used")
 
-    def export_sinks(self) -> Mapping[str, Callable[..., Awaitable[None]]]:
+    def export_sinks(self) -> Mapping[str, ExportSink]:
         """``remote_write`` (queueing; each queue then delivers, retries and counts on its own)
         and ``pushgateway``, each configured one a sink of its own: a Pushgateway that is down
         fails its sink, not the round, so scraping and remote write go on."""
-        cfg = self.config
-        sinks: dict[str, Callable[..., Awaitable[None]]] = {}
-        if self._writers:
-            sinks["remote_write"] = self._export_remote_write
-        if cfg is not None and cfg.pushgateway is not None:
-            sinks["pushgateway"] = self._export_pushgateway
+        sinks = self._sinks
+        if sinks is None:
+            cfg = self.config
+            sinks = {}
+            if self._writers:
+                sinks["remote_write"] = _RemoteWriteSink(self)
+            if cfg is not None and cfg.pushgateway is not None:
+                sinks["pushgateway"] = _PushgatewaySink(self, cfg.pushgateway)
+            self._sinks = sinks
         return sinks
 
-    async def export_families(self, families: Sequence[Any], resource: Any) -> None:
-        for export in self.export_sinks().values():
-            await export(families, resource)
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        """Every sink's export of ``batch``; the first failure is the result."""
+        result = ExportResult.success()
+        for sink in self.export_sinks().values():
+            r = await sink.export(batch, timeout)
+            if result.ok:
+                result = r
+        return result
 
-    async def _export_remote_write(self, families: Sequence[Any], resource: Any) -> None:
-        samples = self._remote_write_samples(families, resource)
-        if samples:
-            for w in self._writers:
-                w.append(samples)
+    async def force_flush(self, timeout: float) -> bool:
+        results = [await sink.force_flush(timeout) for sink in self.export_sinks().values()]
+        return all(results)
 
-    async def _export_pushgateway(self, families: Sequence[Any], resource: Any) -> None:
-        if self.config is not None and self.config.pushgateway is not None:
-            await self._push(families, resource, self.config.pushgateway)
-
-    def _remote_write_samples(self, families: Sequence[Any], resource: Any) -> list[tuple[bytes, float, int]]:
+    def _remote_write_samples(self, batch: MetricBatch) -> list[tuple[bytes, float, int]]:
         """Every series with a sample newer than the last one sent, and a staleness marker for
-        every series sent before that is gone. Reads live pipeline families: no awaits here."""
-        from bridge.prometheus import family_name
-
+        every series sent before that is gone. Each series' labels are its Prometheus view's,
+        encoded once (when first sent, or when a histogram's buckets change)."""
         if not self._job_instance:
-            attrs = resource.attributes if resource is not None else {}
+            attrs = batch.resource_attributes
             job = str(attrs.get("service.name", "monbridge"))
             inst = str(attrs.get("service.instance.id") or attrs.get("host.name") or "")
             self._job_instance = (("job", job), ("instance", inst))
@@ -412,60 +435,56 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         sent = self._sent
         now_ms = time.time_ns() // 1_000_000
         current: dict[Any, _Sent] = {}
-        for fam in families:
-            base = family_name(fam)
+        for fam in batch.families():
             kind = fam.kind
             native = fam.native
-            for s in fam.series.values():
-                st = sent.get(s)
+            for s in fam.series:
+                key = s.identity
+                st = sent.get(key)
                 ts = s.time_ns // 1_000_000
                 if st is None:
-                    st = _Sent(self._labels_for(base, kind, native, s), -1)
-                current[s] = st
+                    st = _Sent(self._labels_for(native, kind, s.prom), -1)
+                current[key] = st
                 if st.ts == ts:
                     continue  # nothing new since the last round
                 v = s.value
                 if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
                     vals = _expand_values(v)
                     if len(vals) != len(st.labels):  # the buckets changed: new label sets
-                        st.labels = self._labels_for(base, kind, native, s)
-                        vals = _expand_values(v)
+                        st.labels = self._labels_for(native, kind, s.prom)
                     for lb, x in zip(st.labels, vals, strict=True):
                         add((lb, x, ts))
                 else:
                     add((st.labels[0], float(v), ts))  # type: ignore[arg-type]
                 st.ts = ts
-        for s, st in sent.items():
-            if s not in current:
+        for key, st in sent.items():
+            if key not in current:
                 for lb in st.labels:
                     add((lb, STALE_NAN, max(now_ms, st.ts + 1)))
         self._sent = current
         return out
 
-    def _labels_for(self, base: str, kind: MetricKind, native: bool, s: Any) -> list[bytes]:
-        from bridge.prometheus import le_texts, prometheus_labels, quantile_texts
-
-        if native:
-            labels = {k: str(v) for k, v in s.attributes.items()}
-        else:
-            labels = prometheus_labels(s.attributes)
+    def _labels_for(self, native: bool, kind: MetricKind, view: PrometheusView) -> list[bytes]:
+        """The encoded label sets of a series' samples, from its Prometheus view (a
+        non-imported series gets the agent's job and instance when it has none)."""
+        labels = dict(view.labels)
+        if not native:
             for k, v in self._job_instance:
                 if k not in labels and v:
                     labels[k] = v
-        name = base if native or kind is not MetricKind.COUNTER else base + "_total"
-        v = s.value
-        if isinstance(v, HistogramValue):
-            out = [encode_labels({**labels, "__name__": name + "_bucket", "le": le}.items()) for le in le_texts(v)]
-            return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
-        if isinstance(v, SummaryValue):
-            out = [encode_labels({**labels, "__name__": name, "quantile": q}.items()) for q in quantile_texts(v)]
+        name = view.name
+        if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+            le_name, bucket = ("le", name + "_bucket") if kind is MetricKind.HISTOGRAM else ("quantile", name)
+            out = [encode_labels({**labels, "__name__": bucket, le_name: le}.items()) for le in view.le]
             return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
         return [encode_labels({**labels, "__name__": name}.items())]
 
-    async def _push(self, families: Sequence[Any], resource: Any, pg: PushgatewayConfig) -> None:
+    async def _push(self, batch: MetricBatch, pg: PushgatewayConfig) -> ExportResult:
         from bridge.prometheus import CONTENT_TYPE_TEXT, render
 
-        body = render(families)
+        if pg.match:
+            batch = batch.select(pg.match)
+        body = render(batch.families())  # type: ignore[arg-type]
         url = pg.push_url()
         try:
             async with asyncio.timeout(pg.timeout):
@@ -473,14 +492,18 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                     if resp.status >= 300:
                         text = peer_excerpt(await resp.content.read(EXCERPT_BYTES))
                         self._count("pushes", f"http_{resp.status}")
-                        raise PluginError(f"push to Pushgateway {display_url(url)} failed: HTTP {resp.status}: {text}")
+                        why = f"push to Pushgateway {display_url(url)} failed: HTTP {resp.status}: {text}"
+                        if 400 <= resp.status < 500 and resp.status not in (408, 429):
+                            return ExportResult.permanent(why)
+                        return ExportResult.retryable(why)
         except TimeoutError:
             self._count("pushes", "timeout")
-            raise PluginError(f"push to Pushgateway {display_url(url)} timed out after {pg.timeout:g}s") from None
+            return ExportResult.retryable(f"push to Pushgateway {display_url(url)} timed out after {pg.timeout:g}s")
         except OSError as e:
             self._count("pushes", "error")
-            raise PluginError(f"push to Pushgateway {display_url(url)} failed: {type(e).__name__}: {e}") from None
+            return ExportResult.retryable(f"push to Pushgateway {display_url(url)} failed: {type(e).__name__}: {e}")
         self._count("pushes", "success")
+        return ExportResult.success()
 
     # ------------------------------------------------------------------ alerts
 
@@ -544,6 +567,51 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                     if fp not in firing]
         self._imported = firing
         return [*firing.values(), *resolved]
+
+
+# --------------------------------------------------------------------------- export sinks
+
+
+class _RemoteWriteSink:
+    """Remote write as an export sink: ``export`` queues the batch's new samples in every
+    writer's queue (each then delivers, retries and counts on its own); ``force_flush`` waits
+    until the queues delivered what they held; ``shutdown`` stops the writers (idempotent)."""
+
+    def __init__(self, plugin: PrometheusIntegration) -> None:
+        self._plugin = plugin
+
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        p = self._plugin
+        samples = p._remote_write_samples(batch)
+        if samples:
+            for w in p._writers:
+                w.append(samples)
+        return ExportResult.success()
+
+    async def force_flush(self, timeout: float) -> bool:
+        results = await asyncio.gather(*(w.flush(timeout) for w in self._plugin._writers))
+        return all(results)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        for w in self._plugin._writers:
+            await w.stop(2.0 if timeout is None else timeout)
+
+
+class _PushgatewaySink:
+    """A push of the batch's exposition (or of what ``match`` selects) to a Pushgateway."""
+
+    def __init__(self, plugin: PrometheusIntegration, config: PushgatewayConfig) -> None:
+        self._plugin = plugin
+        self._config = config
+
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        return await self._plugin._push(batch, self._config)
+
+    async def force_flush(self, timeout: float) -> bool:
+        return True  # a push is sent at once: nothing is buffered
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        return None
 
 
 # --------------------------------------------------------------------------- helpers

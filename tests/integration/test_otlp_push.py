@@ -156,6 +156,46 @@ async def test_grpc_push(otlp_grpc_receiver):
     check_request(received.request)
 
 
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+async def test_the_export_contract_sends_the_batch(protocol, otlp_http_receiver, otlp_grpc_receiver):
+    """``export(batch, timeout)``: the batch's own MetricsData (``to_otel``) arrives as the
+    pipeline's data always did."""
+    receiver = otlp_http_receiver if protocol == "http/protobuf" else otlp_grpc_receiver
+    pipeline = recorded_pipeline()
+    plugin = OtlpIntegration()
+    await plugin.initialize({"endpoint": receiver.endpoint, "protocol": protocol})
+    try:
+        result = await plugin.export(pipeline.batch(), 10.0)
+    finally:
+        await plugin.shutdown()
+        await plugin.shutdown()  # idempotent
+        pipeline.shutdown()
+    assert result.ok, result.reason
+    (received,) = receiver.requests()
+    check_request(received.request)
+
+
+async def answering_503(receiver) -> OtlpIntegration:
+    """A plugin pushing, with the secret token, to ``receiver`` made to answer 503."""
+    receiver.status = 503
+    plugin = OtlpIntegration()
+    await plugin.initialize({"endpoint": receiver.endpoint, "timeout": 1, "headers": {"authorization": TOKEN}})
+    return plugin
+
+
+async def test_a_failed_export_is_a_retryable_result_without_the_secret(otlp_http_receiver, caplog):
+    pipeline = recorded_pipeline()
+    plugin = await answering_503(otlp_http_receiver)
+    try:
+        result = await plugin.export(pipeline.batch(), 10.0)
+    finally:
+        await plugin.shutdown()
+        pipeline.shutdown()
+    assert result.status.value == "retryable"
+    assert "503" in result.reason and otlp_http_receiver.endpoint + "/v1/metrics" in result.reason
+    assert "s3cr3t" not in result.reason and "s3cr3t" not in caplog.text
+
+
 async def test_plain_metric_path_is_converted(otlp_http_receiver):
     """``export_metrics(list[Metric])`` (the plugin API's path) sends the same data."""
     plugin = OtlpIntegration()
@@ -178,11 +218,8 @@ async def test_plain_metric_path_is_converted(otlp_http_receiver):
 
 
 async def test_http_503_raises_plugin_error_without_the_secret(otlp_http_receiver, caplog):
-    otlp_http_receiver.status = 503
     pipeline = recorded_pipeline()
-    plugin = OtlpIntegration()
-    await plugin.initialize({"endpoint": otlp_http_receiver.endpoint, "timeout": 1,
-                             "headers": {"authorization": TOKEN}})
+    plugin = await answering_503(otlp_http_receiver)
     try:
         with pytest.raises(PluginError) as err:
             await plugin.export_metrics_data(pipeline.collect_otel())

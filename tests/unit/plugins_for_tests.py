@@ -1,15 +1,27 @@
-"""Small collectors used by the core's unit tests: a steady one, a hanging one, a failing one."""
+"""Small plugins used by the core's unit tests: a steady collector, a hanging one, a failing one; an
+integration with only the specification's ``export_metrics``; an export sink made of a function."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
-from bridge import CollectorConfig, Metric, MetricCollectorPlugin, MetricKind, PluginMetadata, PluginType
+from bridge import (
+    Alert,
+    CollectorConfig,
+    ExportResult,
+    Metric,
+    MetricBatch,
+    MetricCollectorPlugin,
+    MetricKind,
+    MonitoringIntegrationPlugin,
+    PluginMetadata,
+    PluginType,
+)
 
 
 class SteadyConfig(CollectorConfig):
@@ -113,3 +125,62 @@ class StuckCollector(SwallowingCollector):
 
     async def shutdown(self) -> None:
         await self._hang()
+
+
+class SpecIntegration(MonitoringIntegrationPlugin):
+    """An integration written to the specification only: ``export_metrics`` and ``shutdown()``
+    without a timeout. ``fail`` makes its export raise."""
+
+    plugin_id = "monitoring.integration.spec"
+
+    def __init__(self) -> None:
+        self.exported: list[list[Metric]] = []
+        self.fail: Exception | None = None
+        self.shutdowns = 0
+
+    def metadata(self) -> PluginMetadata:
+        return PluginMetadata(self.plugin_id, "spec", "1.0", "tests", "export_metrics only", PluginType.INTEGRATION)
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        pass
+
+    async def shutdown(self) -> None:  # type: ignore[override]  # the specification's signature
+        self.shutdowns += 1
+
+    async def export_metrics(self, metrics: Sequence[Metric]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.exported.append(list(metrics))
+
+    async def export_alerts(self, alerts: Sequence[Alert]) -> None:
+        pass
+
+    async def import_metrics(self) -> Sequence[Metric]:
+        return []
+
+    async def import_alerts(self) -> Sequence[Alert]:
+        return []
+
+
+class FunctionSink:
+    """An export sink whose export is ``fn(batch, timeout)``; it counts flushes and shutdowns
+    (a second shutdown does nothing)."""
+
+    def __init__(self, fn: Callable[[MetricBatch, float], Awaitable[ExportResult]], flushed: bool = True) -> None:
+        self.fn = fn
+        self.flushed = flushed
+        self.flushes: list[float] = []
+        self.shutdowns = 0
+        self._shut = False
+
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        return await self.fn(batch, timeout)
+
+    async def force_flush(self, timeout: float) -> bool:
+        self.flushes.append(timeout)
+        return self.flushed
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        if not self._shut:
+            self._shut = True
+            self.shutdowns += 1

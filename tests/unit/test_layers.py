@@ -39,6 +39,7 @@ LAYERS = {
     "bridge.helpers": "api",
     "bridge.delivery": "api",
     "bridge.diskqueue": "api",
+    "bridge.selector": "api",  # match[]-style series selectors
     "bridge.alerting": "api",  # a namespace: its __init__ imports nothing
     "bridge.alerting.settings": "api",  # the config's ``alerting:`` section
     "bridge.pipeline": "pipeline",

@@ -186,7 +186,7 @@ async def test_remote_write_sends_new_samples_and_marks_gone_series_stale():
     p = Pipeline()
     s = TargetScraper(TARGET)
     p.record("prom", s.convert(BODY, False, T0)[0], prometheus_names=True)
-    first = _decode(plugin._remote_write_samples(p.families(), p.resource))
+    first = _decode(plugin._remote_write_samples(p.batch()))
     names = sorted({d["__name__"] for d, _, _ in first})
     assert names == ["http_requests_total", "lat_bucket", "lat_count", "lat_sum", "plain", "rpc", "rpc_count", "rpc_sum",
                      "temp"]
@@ -194,11 +194,11 @@ async def test_remote_write_sends_new_samples_and_marks_gone_series_stale():
     buckets = sorted((d["le"], v) for d, v, _ in first if d["__name__"] == "lat_bucket")
     assert buckets == [("+Inf", 4.0), ("0.5", 1.0), ("1", 3.0)]  # cumulative again, le texts kept
     # The same data again: nothing new to send.
-    assert plugin._remote_write_samples(p.families(), p.resource) == []
+    assert plugin._remote_write_samples(p.batch()) == []
     # A later scrape without temp: new samples for the rest, a staleness marker for temp.
     p.record("prom", s.convert(BODY.replace('temp{room="a"} 21.5\n', ""), False, T0 + 15_000_000_000)[0],
              prometheus_names=True)
-    second = _decode(plugin._remote_write_samples(p.families(), p.resource))
+    second = _decode(plugin._remote_write_samples(p.batch()))
     stale = [(d, v) for d, v, _ in second if d["__name__"] == "temp"]
     assert len(stale) == 1 and struct.pack("<d", stale[0][1]) == struct.pack("<d", STALE_NAN)
     assert len(second) == 12  # 11 new samples and the marker; plain keeps its own timestamp: not resent
@@ -211,7 +211,7 @@ async def test_own_metrics_get_job_and_instance_and_prometheus_names():
     p = Pipeline()
     p.record("sys", [Metric("system.memory.usage", MetricKind.UP_DOWN_COUNTER, 5.0, "By", attributes={"state": "used"}),
                      Metric("demo.ops", MetricKind.COUNTER, 3, "{operation}")])
-    got = {d["__name__"]: d for d, _, _ in _decode(plugin._remote_write_samples(p.families(), p.resource))}
+    got = {d["__name__"]: d for d, _, _ in _decode(plugin._remote_write_samples(p.batch()))}
     assert set(got) == {"system_memory_usage_bytes", "demo_ops_total"}
     assert got["system_memory_usage_bytes"]["job"] == "monbridge" and got["system_memory_usage_bytes"]["instance"]
     assert got["demo_ops_total"]["job"] == "monbridge" and "operation" not in got["demo_ops_total"]["__name__"]

@@ -9,7 +9,8 @@ import pytest
 from bridge.lifecycle import IllegalTransition, Lifecycle, PluginState
 from bridge.pipeline import Pipeline
 from bridge.supervisor import Supervisor, SupervisorSettings
-from tests.unit.plugins_for_tests import FailingCollector, HangingCollector, SteadyCollector, SteadyConfig
+from bridge.api import ExportResult
+from tests.unit.plugins_for_tests import FailingCollector, FunctionSink, HangingCollector, SteadyCollector, SteadyConfig
 
 
 def add(sup, plugin, **cfg):
@@ -253,15 +254,17 @@ async def test_a_failing_sink_is_its_own_state_not_the_plugins(caplog):
         async def export_metrics(self, metrics):
             raise AssertionError("the sinks are called, not export_metrics")
 
-        async def good_sink(self, metrics):
-            self.good.append(len(metrics))
+        async def good_sink(self, batch, timeout):
+            self.good.append(len(batch.metrics()))
+            return ExportResult.success()
 
-        async def bad_sink(self, metrics):
+        async def bad_sink(self, batch, timeout):
             if self.bad_fails:
                 raise ConnectionRefusedError("backend down")
+            return ExportResult.success()
 
         def export_sinks(self):
-            return {"good": self.good_sink, "bad": self.bad_sink}
+            return {"good": FunctionSink(self.good_sink), "bad": FunctionSink(self.bad_sink)}
 
     plugin = TwoSinks()
     sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=2))
