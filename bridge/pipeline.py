@@ -48,7 +48,8 @@ from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
+from bridge.accumulate import add_delta
+from bridge.api import HistogramValue, IngestResult, Metric, MetricKind, SummaryValue
 
 __all__ = [
     "DEFAULT_CARDINALITY_LIMIT",
@@ -143,6 +144,8 @@ class Pipeline:
         self._lock = threading.RLock()
         self._families: dict[str, Family] = {}
         self._owned: dict[str, set[Series]] = {}
+        #: Pushed series by source, with when each was last pushed (monotonic seconds): see push().
+        self._pushed: dict[str, dict[Series, int]] = {}
         self.dropped: Counter[str] = Counter()
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
@@ -281,8 +284,113 @@ class Pipeline:
         """Expire every series ``source`` reported (a plugin that stopped)."""
         with self._lock:
             old = self._owned.pop(source, None)
+            self._pushed.pop(source, None)
             if old:
                 self._expire(old)
+
+    def push(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None, *,
+             delta: bool = False) -> IngestResult:
+        """Merge ``metrics`` into ``source``'s series (a push receiver's data): unlike ``record``,
+        the source's other series stay, until ``expire_pushed`` finds them not pushed for a while.
+
+        With ``delta`` each value is the change over ``[start_time_ns, timestamp_ns]``: it is added
+        to the series' value, the running total, when it continues it (it starts at or after the
+        total's last point); a new series' total starts with it. A delta that starts before the
+        total's last point (a repeat, or out of order) is rejected as ``out_of_order``. What is
+        refused (bad name, a kind or unit other than its family's, the cardinality limit) is
+        dropped, counted by reason and logged as ``record`` does, and returned.
+        """
+        now = now_ns if now_ns is not None else time.time_ns()
+        pushed_at = int(time.monotonic())  # one int object shared by every series of this push
+        accepted = 0
+        rejected: Counter[str] = Counter()
+        why: dict[str, str] = {}
+
+        def reject(reason: str, name: str, text: str) -> None:
+            rejected[reason] += 1
+            why.setdefault(reason, f"{name}: {text}")
+
+        limit = self.cardinality_limit
+        with self._lock:
+            families = self._families
+            owned = self._owned.setdefault(source, set())
+            pushed = self._pushed.setdefault(source, {})
+            for m in metrics:
+                name = m.name
+                fam = families.get(name)
+                if fam is None:
+                    fam = self._new_family(m, source)
+                    if fam is None:
+                        reject("invalid_name", name, "not an OpenTelemetry instrument name")
+                        continue
+                if fam.kind is not m.kind or fam.unit != m.unit:
+                    text = f"reported as {m.kind.value} {m.unit!r}, family is {fam.kind.value} {fam.unit!r}"
+                    self._drop("conflict", name, source, text)
+                    reject("conflict", name, text)
+                    continue
+                key: AttrKey = tuple(sorted(m.attributes.items()))
+                s = fam.series.get(key)
+                value: Any = m.value
+                start = m.start_time_ns
+                t = m.timestamp_ns or now
+                if s is not None and delta:
+                    if start is None or start < s.time_ns or t <= s.time_ns:
+                        self._drop("out_of_order", name, source, "a delta point overlaps the running total")
+                        reject("out_of_order", name, f"a delta point from {start} to {t} overlaps the running "
+                                                     f"total, which ends at {s.time_ns}")
+                        continue
+                    try:
+                        value = add_delta(s.value, value)  # type: ignore[arg-type]
+                        start = s.start_ns
+                    except ValueError:
+                        pass  # the buckets changed: the total starts again with this delta
+                if s is None:
+                    if len(fam.series) >= limit:
+                        text = f"family already has {limit} series (pipeline.cardinality_limit)"
+                        self._drop("cardinality", name, source, text)
+                        reject("cardinality", name, text)
+                        continue
+                    s = fam.series[key] = Series(name, dict(m.attributes), key, source)
+                    s.first_ns = now
+                    fam.version += 1
+                elif s.source != source:
+                    moved_from = self._owned.get(s.source)
+                    if moved_from is not None:
+                        moved_from.discard(s)
+                    s.source = source
+                if s.value != value or s.value.__class__ is not value.__class__:
+                    fam.version += 1
+                s.value = value
+                s.start_ns = start
+                s.time_ns = t
+                owned.add(s)
+                pushed[s] = pushed_at
+                accepted += 1
+        message = "; ".join(f"{n} rejected ({reason}): {why[reason]}" for reason, n in sorted(rejected.items()))
+        return IngestResult(accepted, dict(rejected), message)
+
+    def expire_pushed(self, source: str, older_than_s: float) -> int:
+        """Expire ``source``'s pushed series not pushed for ``older_than_s`` seconds; return how many."""
+        cutoff = time.monotonic() - older_than_s
+        with self._lock:
+            pushed = self._pushed.get(source)
+            if not pushed:
+                return 0
+            gone = {s for s, at in pushed.items() if at < cutoff}
+            if not gone:
+                return 0
+            for s in gone:
+                del pushed[s]
+            owned = self._owned.get(source)
+            if owned is not None:
+                owned -= gone
+            mine = {s for s in gone if s.source == source}  # another source may have taken one over since
+            self._expire(mine)
+            return len(mine)
+
+    def ingest(self, source: str, expire_after: float) -> PipelineIngest:
+        """A push ingest handle for ``source`` (``bridge.api.MetricIngest``)."""
+        return PipelineIngest(self, source, expire_after)
 
     def sources(self) -> list[str]:
         with self._lock:
@@ -418,6 +526,21 @@ class Pipeline:
 
     def shutdown(self) -> None:
         self._provider.shutdown()
+
+
+class PipelineIngest:
+    """``bridge.api.MetricIngest`` for one source of a pipeline (see ``Pipeline.push``)."""
+
+    def __init__(self, pipeline: Pipeline, source: str, expire_after: float) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.expire_after = expire_after
+
+    def push(self, metrics: Sequence[Metric], *, delta: bool = False) -> IngestResult:
+        return self.pipeline.push(self.source, metrics, delta=delta)
+
+    def expire(self) -> int:
+        return self.pipeline.expire_pushed(self.source, self.expire_after)
 
 
 @dataclass(frozen=True)

@@ -44,14 +44,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bridge.api import Metric, MetricKind
-from bridge.config import ServerConfig, parse_listen
+from bridge.config import AuthConfig, ServerConfig, TLSConfig, parse_listen
 from bridge.exposition import choose_format, render
 from bridge.logs import redact_text
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
-__all__ = ["HttpServer"]
+__all__ = ["HttpServer", "authorized", "auth_challenge", "tls_context"]
 
 log = logging.getLogger("monbridge.server")
 
@@ -185,20 +185,48 @@ def _wants_gzip(header: str | None) -> bool:
 
 
 def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
-    tls = config.tls
+    return tls_context(config.tls, "server.tls")
+
+
+def tls_context(tls: TLSConfig | None, where: str) -> ssl.SSLContext | None:
+    """A server TLS context for ``tls`` (None without it); OSError naming ``where`` (the config
+    path, e.g. ``server.tls``) and the file when a file cannot be read or loaded."""
     if tls is None:
         return None
     for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
         if not os.access(path, os.R_OK):
             why = "no such file" if not path.exists() else "not readable"
-            raise OSError(f"server.tls.{key}: cannot read {path}: {why}")
+            raise OSError(f"{where}.{key}: cannot read {path}: {why}")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     except (ssl.SSLError, OSError) as e:
-        raise OSError(f"server.tls: cannot load the certificate {tls.cert_file} with the key {tls.key_file}: "
+        raise OSError(f"{where}: cannot load the certificate {tls.cert_file} with the key {tls.key_file}: "
                       f"{getattr(e, 'reason', None) or e}") from None
     return ctx
+
+
+def authorized(auth: AuthConfig, header: str) -> bool:
+    """Whether an ``Authorization`` header value carries ``auth``'s bearer token or basic
+    credentials (compared in constant time)."""
+    if auth.bearer_token is not None and header.startswith("Bearer "):
+        if hmac.compare_digest(header[7:].encode(), auth.bearer_token.get_secret_value().encode()):
+            return True
+    if auth.basic is not None and header.startswith("Basic "):
+        try:
+            user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            user, pw = "", ""
+        ok_user = hmac.compare_digest(user.encode(), auth.basic.username.encode())
+        ok_pw = hmac.compare_digest(pw.encode(), auth.basic.password.get_secret_value().encode())
+        if ok_user and ok_pw:
+            return True
+    return False
+
+
+def auth_challenge(auth: AuthConfig) -> str:
+    """The ``WWW-Authenticate`` value a 401 for ``auth`` carries."""
+    return 'Basic realm="monbridge"' if auth.basic is not None else 'Bearer realm="monbridge"'
 
 
 async def _listen(host: str, port: int, listen: str) -> list[socket.socket]:
@@ -323,21 +351,9 @@ class HttpServer:
         auth = self.config.auth
         if auth is None or request.path in _OPEN_PATHS:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        if auth.bearer_token is not None and header.startswith("Bearer "):
-            if hmac.compare_digest(header[7:].encode(), auth.bearer_token.get_secret_value().encode()):
-                return await handler(request)
-        if auth.basic is not None and header.startswith("Basic "):
-            try:
-                user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
-            except ValueError:
-                user, pw = "", ""
-            ok_user = hmac.compare_digest(user.encode(), auth.basic.username.encode())
-            ok_pw = hmac.compare_digest(pw.encode(), auth.basic.password.get_secret_value().encode())
-            if ok_user and ok_pw:
-                return await handler(request)
-        challenge = 'Basic realm="monbridge"' if auth.basic is not None else 'Bearer realm="monbridge"'
-        return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": challenge})
+        if authorized(auth, request.headers.get("Authorization", "")):
+            return await handler(request)
+        return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": auth_challenge(auth)})
 
     # ------------------------------------------------------------------ handlers
 

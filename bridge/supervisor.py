@@ -49,6 +49,7 @@ log = logging.getLogger("monbridge.supervisor")
 
 SELF_SOURCE = "monbridge"
 FLUSH_TIMEOUT_S = 2.5
+PUSH_EXPIRE_AFTER_S = 300.0
 
 
 class PluginHost:
@@ -273,6 +274,10 @@ class Supervisor:
     async def _bring_up(self, runner: PluginRunner) -> bool:
         host = InProcessHost(runner.make_plugin())
         runner.host = host
+        if isinstance(host.plugin, MonitoringIntegrationPlugin):
+            # Pushed series expire after 5 minutes unless the plugin says otherwise (as the OTel
+            # Collector's Prometheus exporter's metric_expiration).
+            host.plugin.bind_ingest(self.pipeline.ingest(runner.plugin_id, PUSH_EXPIRE_AFTER_S))
         try:
             await self._call(runner, "initialize", host.initialize(runner.config), self.settings.call_timeout)
             runner.lifecycle.to(PluginState.INITIALIZED)

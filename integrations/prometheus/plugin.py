@@ -30,6 +30,7 @@ from bridge.alerting.model import fingerprint
 from bridge.api import (
     Alert,
     AlertState,
+    ExponentialHistogramValue,
     HistogramValue,
     HttpUrl,
     IntegrationConfig,
@@ -425,7 +426,9 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                 if st.ts == ts:
                     continue  # nothing new since the last round
                 v = s.value
-                if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+                if kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+                    st.labels = self._labels_for(base, kind, native, s)  # its boundaries move with its scale
+                if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY or kind is MetricKind.EXPONENTIAL_HISTOGRAM:
                     vals = _expand_values(v)
                     if len(vals) != len(st.labels):  # the buckets changed: new label sets
                         st.labels = self._labels_for(base, kind, native, s)
@@ -443,7 +446,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         return out
 
     def _labels_for(self, base: str, kind: MetricKind, native: bool, s: Any) -> list[bytes]:
-        from bridge.exposition import le_texts, prometheus_labels, quantile_texts
+        from bridge.exposition import as_histogram, le_texts, prometheus_labels, quantile_texts
 
         if native:
             labels = {k: str(v) for k, v in s.attributes.items()}
@@ -454,6 +457,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                     labels[k] = v
         name = base if native or kind is not MetricKind.COUNTER else base + "_total"
         v = s.value
+        if isinstance(v, ExponentialHistogramValue):
+            v = as_histogram(v)
         if isinstance(v, HistogramValue):
             out = [encode_labels({**labels, "__name__": name + "_bucket", "le": le}.items()) for le in le_texts(v)]
             return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
@@ -551,6 +556,10 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
 
 def _expand_values(v: Any) -> list[float]:
     """A histogram's cumulative bucket counts, sum and count, or a summary's quantiles, sum and count."""
+    if isinstance(v, ExponentialHistogramValue):
+        from bridge.exposition import as_histogram
+
+        v = as_histogram(v)
     if isinstance(v, HistogramValue):
         out: list[float] = []
         cum = 0
