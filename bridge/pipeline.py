@@ -369,9 +369,10 @@ class Pipeline:
         message = "; ".join(f"{n} rejected ({reason}): {why[reason]}" for reason, n in sorted(rejected.items()))
         return IngestResult(accepted, dict(rejected), message)
 
-    def expire_pushed(self, source: str, older_than_s: float) -> int:
-        """Expire ``source``'s pushed series not pushed for ``older_than_s`` seconds; return how many."""
-        cutoff = time.monotonic() - older_than_s
+    def expire_pushed(self, source: str, older_than_s: float, now: float | None = None) -> int:
+        """Expire ``source``'s pushed series not pushed for ``older_than_s`` seconds (by
+        ``time.monotonic()``, or ``now`` on that clock); return how many."""
+        cutoff = (time.monotonic() if now is None else now) - older_than_s
         with self._lock:
             pushed = self._pushed.get(source)
             if not pushed:

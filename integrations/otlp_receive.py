@@ -644,7 +644,8 @@ class OtlpReceiver:
         import grpc  # type: ignore[import-untyped]
 
         options = [("grpc.max_receive_message_length", cfg.max_decompressed_bytes),
-                   ("grpc.max_send_message_length", 1 << 20)]
+                   ("grpc.max_send_message_length", 1 << 20),
+                   ("grpc.so_reuseport", 0)]  # a port another server holds is an error, not shared
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=4 * DECODE_SLOTS)
         handler = grpc.method_handlers_generic_handler(GRPC_SERVICE, {
             "Export": grpc.unary_unary_rpc_method_handler(self._grpc_export),  # raw bytes in and out

@@ -27,7 +27,7 @@ SCOPE = ("app", "1.0")
 def main() -> None:
     protocol, endpoint, temporality, instance = sys.argv[1:5]
     from opentelemetry.metrics import Observation
-    from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, ObservableGauge, UpDownCounter
+    from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, UpDownCounter
     from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
     from opentelemetry.sdk.metrics.view import (
         ExplicitBucketHistogramAggregation,

@@ -121,7 +121,8 @@ def check_client(prom, instance: str, via: str) -> None:
         assert meta["app_temperature_celsius"][0]["type"] == "gauge"
 
 
-def test_sdk_apps_over_grpc_and_http_reach_prometheus(prometheus_server, run_monbridge, free_port, tmp_path):
+def test_sdk_apps_over_grpc_and_http_reach_prometheus(prometheus_server, run_monbridge, free_port, tmp_path,
+                                                      require_binary):
     prom, mb_port = start_prometheus(prometheus_server, free_port)
     config, grpc_port, http_port = monbridge_config(free_port, prom.url, tmp_path)
     config["server"] = {"listen": f"127.0.0.1:{mb_port}"}
@@ -131,6 +132,9 @@ def test_sdk_apps_over_grpc_and_http_reach_prometheus(prometheus_server, run_mon
         run_app(protocol, endpoint, temporality, f"{protocol}-{temporality}")
     _, _, text = mb.get("/metrics")
     assert b"monbridge_otlp_receive_points_total" in text
+    # The exposition with every pushed kind passes promtool's lint.
+    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, timeout=60)
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, b""), lint
     for protocol, temporality in CLIENTS:
         instance = f"{protocol}-{temporality}"
         wait_until(lambda i=instance: prom.query(f'app_size_bytes_count{{instance="{i}",via="scrape"}}')
