@@ -328,8 +328,16 @@ class Pipeline:
                     self._drop("conflict", name, source, text)
                     reject("conflict", name, text)
                     continue
-                key: AttrKey = tuple(sorted(m.attributes.items()))
-                s = fam.series.get(key)
+                # The attributes in the order the pusher sent them find the series through an
+                # alias (as in record), sparing the sort; the sorted tuple is the identity.
+                items = tuple(m.attributes.items())
+                s = fam.aliases.get(items)
+                key: AttrKey = s.key if s is not None else tuple(sorted(items))
+                if s is None:
+                    s = fam.series.get(key)
+                    if s is not None and len(s.aliases) < _MAX_ALIASES:
+                        s.aliases.append(items)
+                        fam.aliases[items] = s
                 value: Any = m.value
                 start = m.start_time_ns
                 t = m.timestamp_ns or now
@@ -352,6 +360,8 @@ class Pipeline:
                         continue
                     s = fam.series[key] = Series(name, dict(m.attributes), key, source)
                     s.first_ns = now
+                    s.aliases.append(items)
+                    fam.aliases[items] = s
                     fam.version += 1
                 elif s.source != source:
                     moved_from = self._owned.get(s.source)

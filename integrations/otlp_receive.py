@@ -267,10 +267,16 @@ class _Attrs(Exception):
     pass
 
 
+_SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
+
+
 def _attributes(kvs: Iterable[Any], limits: ReceiveLimits, into: dict[str, AttributeValue]) -> None:
     for kv in kvs:
-        value = _attribute(kv.value)
-        if isinstance(value, str) and len(value) > limits.max_attribute_length:
+        v = kv.value
+        which = v.WhichOneof("value")
+        # Scalars (nearly every attribute) read directly; the rest through _attribute.
+        value = getattr(v, which) if which in _SCALARS else _attribute(v)
+        if value.__class__ is str and len(value) > limits.max_attribute_length:
             raise _Attrs(f"attribute {kv.key[:60]!r} is {len(value)} characters long, more than "
                          f"receive.max_attribute_length ({limits.max_attribute_length})")
         if len(kv.key) > limits.max_attribute_length:
@@ -300,10 +306,6 @@ def _resource_labels(resource: Any, limits: ReceiveLimits) -> tuple[dict[str, At
             labels[key] = attrs[key]
     info = {**attrs, **ident} if attrs and ident else {}
     return labels, info
-
-
-def _time(ns: int) -> int | None:
-    return ns or None
 
 
 def _histogram(p: Any) -> HistogramValue:
@@ -393,17 +395,21 @@ def _convert_metric(m: Any, scope: Mapping[str, AttributeValue], limits: Receive
                 out.reject("unsupported", name, "a histogram's temporality must be cumulative or delta")
             return
     into = out.delta if delta else out.cumulative
+    append = into.append
+    number = kind is MetricKind.GAUGE or data == "sum"
+    counter = kind is MetricKind.COUNTER
+    gauge = kind is MetricKind.GAUGE
     for p in d.data_points:
         if p.flags & _NO_RECORDED_VALUE:
             continue  # no value this time: the series ages out if it never gets one again
         value: Any
         try:
-            if kind is MetricKind.GAUGE or data == "sum":
+            if number:
                 which = p.WhichOneof("value")
                 if which is None:
                     raise ValueError("a number data point without a value")
                 value = getattr(p, which)
-                if kind is MetricKind.COUNTER and value < 0:
+                if counter and value < 0:
                     raise ValueError(f"a monotonic sum's value {value} is negative")
             elif kind is MetricKind.HISTOGRAM:
                 value = _histogram(p)
@@ -421,8 +427,8 @@ def _convert_metric(m: Any, scope: Mapping[str, AttributeValue], limits: Receive
             out.reject("invalid_attribute", name, str(e))
             continue
         attrs.update(scope)
-        start = _time(p.start_time_unix_nano) if kind is not MetricKind.GAUGE else None
-        into.append(Metric(name, kind, value, unit, desc, attrs, _time(p.time_unix_nano), start))
+        append(Metric(name, kind, value, unit, desc, attrs, p.time_unix_nano or None,
+                      None if gauge else p.start_time_unix_nano or None))
 
 
 # ---------------------------------------------------------------------------- the receivers
