@@ -82,6 +82,9 @@ METRICS_PATH = "/v1/metrics"
 GRPC_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 #: Requests decoded at once (each in a worker thread); more wait their turn.
 DECODE_SLOTS = 4
+#: OTLP/HTTP requests read or decoded at once (each holds its body in memory); one more is
+#: answered 503 with Retry-After, which OTLP clients retry. gRPC bounds its calls the same way.
+IN_FLIGHT = 4 * DECODE_SLOTS
 _LOG_EVERY_S = 60.0
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
@@ -460,6 +463,7 @@ class OtlpReceiver:
         self.points: Counter[tuple[str, str]] = Counter()  # (result, reason)
         self._logged = _LogLimit()
         self._slots: asyncio.Semaphore | None = None
+        self._in_flight = 0
         self._runner: Any = None
         self._grpc: Any = None
         self.http_bound: tuple[str, int] | None = None
@@ -586,7 +590,6 @@ class OtlpReceiver:
     async def _http_export(self, request: Any) -> Any:
         from aiohttp import web
 
-        from bridge.httpbody import BodyError, BodyLimits, read_body
         from bridge.server import auth_challenge, authorized
 
         cfg = self.config.http
@@ -595,6 +598,23 @@ class OtlpReceiver:
             self._refused("http", "unauthenticated", "no valid credentials (receive.http.auth)")
             return web.Response(status=401, text="unauthorized\n",
                                 headers={"WWW-Authenticate": auth_challenge(cfg.auth)})
+        if self._in_flight >= IN_FLIGHT:
+            message = f"{IN_FLIGHT} requests are being received already; retry later"
+            self._refused("http", "busy", message)
+            resp = self._http_error(503, message, "json", close=True)
+            resp.headers["Retry-After"] = "1"
+            return resp
+        self._in_flight += 1
+        try:
+            return await self._http_receive(request, cfg)
+        finally:
+            self._in_flight -= 1
+
+    async def _http_receive(self, request: Any, cfg: HttpReceiveConfig) -> Any:
+        from aiohttp import web
+
+        from bridge.httpbody import BodyError, BodyLimits, read_body
+
         mime = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         fmt: Literal["protobuf", "json"]
         if mime == _PROTOBUF:
@@ -631,7 +651,8 @@ class OtlpReceiver:
         from aiohttp import web
         from google.rpc import status_pb2  # type: ignore[import-untyped]
 
-        code = {400: 3, 413: 8, 415: 3}.get(status, 2)  # INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNKNOWN
+        # INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, else UNKNOWN
+        code = {400: 3, 413: 8, 415: 3, 503: 14}.get(status, 2)
         st = status_pb2.Status(code=code, message=message)
         if fmt == "json":
             from google.protobuf import json_format
@@ -652,7 +673,7 @@ class OtlpReceiver:
         options = [("grpc.max_receive_message_length", cfg.max_decompressed_bytes),
                    ("grpc.max_send_message_length", 1 << 20),
                    ("grpc.so_reuseport", 0)]  # a port another server holds is an error, not shared
-        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=4 * DECODE_SLOTS)
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=IN_FLIGHT)
         handler = grpc.method_handlers_generic_handler(GRPC_SERVICE, {
             "Export": grpc.unary_unary_rpc_method_handler(self._grpc_export),  # raw bytes in and out
         })

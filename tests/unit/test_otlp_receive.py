@@ -505,3 +505,35 @@ def test_conversion_keeps_types_and_splits_delta():
     assert conv.info == []  # no attributes but service.* : no target_info
     with pytest.raises(RequestError, match="max_data_points"):
         convert_request(request(gauge("g", 1, 2)), ReceiveLimits(max_data_points=1))
+
+
+async def test_requests_over_the_in_flight_bound_are_told_to_retry(rx, monkeypatch):
+    import asyncio
+
+    import integrations.otlp_receive as receive
+
+    monkeypatch.setattr(receive, "IN_FLIGHT", 2)
+    release = asyncio.Event()
+    body = request(gauge("slow", 1.0)).SerializeToString()
+
+    async def slow_body():
+        yield body[:5]
+        await release.wait()
+        yield body[5:]
+
+    async def slow_post() -> int:
+        async with rx.session.post(rx.url, data=slow_body(), headers={"Content-Type": "application/x-protobuf"}) as r:
+            return r.status
+
+    slow = [asyncio.create_task(slow_post()) for _ in range(2)]
+    for _ in range(100):
+        if rx.receiver._in_flight == 2:
+            break
+        await asyncio.sleep(0.02)
+    status, out, ctype = await rx.post(body)
+    assert status == 503 and "retry later" in _status_message(out, ctype)
+    assert rx.receiver.requests[("http", "busy")] == 1
+    release.set()
+    assert await asyncio.gather(*slow) == [200, 200]
+    status, _, _ = await rx.post(body)
+    assert status == 200
