@@ -32,6 +32,9 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Buckets,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
     Gauge,
     Histogram,
     HistogramDataPoint,
@@ -49,7 +52,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from bridge.accumulate import add_delta
-from bridge.api import HistogramValue, IngestResult, Metric, MetricKind, SummaryValue
+from bridge.api import ExponentialHistogramValue, HistogramValue, IngestResult, Metric, MetricKind, SummaryValue
 
 __all__ = [
     "DEFAULT_CARDINALITY_LIMIT",
@@ -588,6 +591,14 @@ def otel_point(attributes: Mapping[str, Any], start_ns: int | None, time_ns: int
                value: float | HistogramValue | SummaryValue) -> NumberDataPoint | HistogramDataPoint | SummaryDataPoint:
     """One OTel data point, as it is (a missing start time is the point's own time)."""
     start = start_ns if start_ns is not None else time_ns
+    if isinstance(value, ExponentialHistogramValue):  # pushed to the OTLP receiver, passed on as it came
+        return ExponentialHistogramDataPoint(
+            attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns, count=value.count,
+            sum=value.sum,
+            scale=value.scale, zero_count=value.zero_count,
+            positive=Buckets(value.positive_offset, value.positive_counts),
+            negative=Buckets(value.negative_offset, value.negative_counts), flags=0,
+            min=value.min, max=value.max)
     if isinstance(value, SummaryValue):
         return SummaryDataPoint(attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns,
                                 count=int(value.count), sum=value.sum, quantile_values=value.quantiles)
@@ -610,6 +621,8 @@ def otel_metric(name: str, kind: MetricKind, unit: str, description: str, points
         data = Summary(data_points=points)
     elif kind is MetricKind.HISTOGRAM:
         data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+    elif kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+        data = ExponentialHistogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
     elif kind is MetricKind.GAUGE:
         data = Gauge(data_points=points)
     else:

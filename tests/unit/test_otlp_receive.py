@@ -537,3 +537,41 @@ async def test_requests_over_the_in_flight_bound_are_told_to_retry(rx, monkeypat
     assert await asyncio.gather(*slow) == [200, 200]
     status, _, _ = await rx.post(body)
     assert status == 200
+
+
+async def test_received_data_is_pushed_on_as_it_came(monkeypatch):
+    """``endpoint`` and ``receive`` together: what one monbridge receives, its OTLP push sends on
+    (here to a second receiver), exponential histograms and delta-made-cumulative sums as they are."""
+    import asyncio
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", raising=False)
+    async for downstream in _receiving({"http": {"listen": "127.0.0.1:0"}}):
+        host, port = downstream.receiver.http_bound or ("", 0)
+        upstream = Pipeline()
+        plugin = OtlpIntegration()
+        plugin.bind_ingest(upstream.ingest("monitoring.integration.otlp", 300.0))
+        await plugin.initialize({"endpoint": f"http://{host}:{port}", "interval": 1,
+                                 "receive": {"http": {"listen": "127.0.0.1:0"}}})
+        try:
+            assert "export" in plugin.export_sinks()
+            exp = m.Metric(name="payload", unit="By", exponential_histogram=m.ExponentialHistogram(
+                aggregation_temporality=1, data_points=[m.ExponentialHistogramDataPoint(
+                    start_time_unix_nano=T0, time_unix_nano=T0 + S, count=3, sum=9.0, scale=2, zero_count=1,
+                    positive=m.ExponentialHistogramDataPoint.Buckets(offset=3, bucket_counts=[1, 0, 1]),
+                    attributes=[kv("route", "/a")])]))
+            h, p = plugin._receiver.http_bound  # type: ignore[union-attr]
+            async with downstream.session.post(f"http://{h}:{p}/v1/metrics", data=request(
+                    exp, counter("d", 2, T0, T0 + S, delta=True)).SerializeToString(),
+                    headers={"Content-Type": "application/x-protobuf"}) as r:
+                assert r.status == 200
+            await plugin.export_metrics_data(await asyncio.to_thread(upstream.collect_otel))
+            (sent,) = upstream.family("payload").series.values()
+            fam = downstream.pipeline.family("payload")
+            assert fam is not None and fam.kind is MetricKind.EXPONENTIAL_HISTOGRAM
+            (got,) = fam.series.values()
+            assert got.value == sent.value and got.attributes["route"] == "/a"
+            (d,) = downstream.pipeline.family("d").series.values()
+            assert d.value == 2.0 and d.start_ns == T0
+        finally:
+            await plugin.shutdown()
+            upstream.shutdown()
