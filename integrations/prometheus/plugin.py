@@ -46,7 +46,15 @@ from bridge.api import (
 from bridge.logs import EXCERPT_BYTES, peer_excerpt
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
-from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
+from integrations.prometheus.remote_write import (
+    STALE_NAN,
+    RemoteWriteConfig,
+    RemoteWriter,
+    display_url,
+    encode_labels,
+    encode_native_histogram,
+    encode_sample,
+)
 from integrations.prometheus.scrape import (
     DEFAULT_BODY_SIZE_LIMIT,
     ScrapeLimits,
@@ -180,13 +188,15 @@ class PrometheusIntegrationConfig(IntegrationConfig):
 
 
 class _Sent:
-    """What was last sent for one pipeline series: its encoded label sets and sample time."""
+    """What was last sent for one pipeline series: its encoded label sets and sample time (and
+    for an exponential histogram, the label set of its native histogram)."""
 
-    __slots__ = ("labels", "ts")
+    __slots__ = ("labels", "ts", "native")
 
     def __init__(self, labels: list[bytes], ts: int) -> None:
         self.labels = labels
         self.ts = ts
+        self.native: bytes | None = None
 
 
 class PrometheusIntegration(MonitoringIntegrationPlugin):
@@ -205,6 +215,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._shard: tuple[int, int] | None = None
         self._writers: list[RemoteWriter] = []
         self._sent: dict[Any, _Sent] = {}
+        self._exponential: tuple[list[tuple[bytes, float, int]], list[tuple[bytes, bytes]]] = ([], [])
         self._job_instance: tuple[tuple[str, str], ...] = ()
         self._counts: dict[tuple[str, str], int] = {}
         self._exported: dict[str, Alert] = {}  # fingerprint -> alert last sent to Alertmanager
@@ -390,9 +401,15 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
 
     async def _export_remote_write(self, families: Sequence[Any], resource: Any) -> None:
         samples = self._remote_write_samples(families, resource)
-        if samples:
-            for w in self._writers:
-                w.append(samples)
+        classic, native = self._exponential
+        for w in self._writers:
+            if w.config.send_native_histograms:
+                if samples:
+                    w.append(samples)
+                if native:
+                    w.append_encoded(native)
+            elif samples or classic:
+                w.append(samples + classic)
 
     async def _export_pushgateway(self, families: Sequence[Any], resource: Any) -> None:
         if self.config is not None and self.config.pushgateway is not None:
@@ -400,7 +417,9 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
 
     def _remote_write_samples(self, families: Sequence[Any], resource: Any) -> list[tuple[bytes, float, int]]:
         """Every series with a sample newer than the last one sent, and a staleness marker for
-        every series sent before that is gone. Reads live pipeline families: no awaits here."""
+        every series sent before that is gone. Reads live pipeline families: no awaits here.
+        Exponential histograms are left in ``self._exponential``: as explicit-bucket samples, and
+        as native histogram entries, for the writers that send those."""
         from bridge.exposition import family_name
 
         if not self._job_instance:
@@ -413,6 +432,9 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         sent = self._sent
         now_ms = time.time_ns() // 1_000_000
         current: dict[Any, _Sent] = {}
+        classic: list[tuple[bytes, float, int]] = []
+        native_entries: list[tuple[bytes, bytes]] = []
+        self._exponential = (classic, native_entries)
         for fam in families:
             base = family_name(fam)
             kind = fam.kind
@@ -427,8 +449,17 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                     continue  # nothing new since the last round
                 v = s.value
                 if kind is MetricKind.EXPONENTIAL_HISTOGRAM:
-                    st.labels = self._labels_for(base, kind, native, s)  # its boundaries move with its scale
-                if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY or kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+                    old, st.labels = st.labels, self._labels_for(base, kind, native, s)  # boundaries move with the scale
+                    classic.extend((lb, STALE_NAN, ts) for lb in set(old) - set(st.labels))
+                    classic.extend(zip(st.labels, _expand_values(v), [ts] * len(st.labels), strict=True))
+                    if st.native is None:
+                        st.native = encode_labels({**self._series_labels(native, s), "__name__": base}.items())
+                    entry = encode_native_histogram(st.native, v, ts)
+                    if entry is not None:
+                        native_entries.append((st.native, entry))
+                    st.ts = ts
+                    continue
+                if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
                     vals = _expand_values(v)
                     if len(vals) != len(st.labels):  # the buckets changed: new label sets
                         st.labels = self._labels_for(base, kind, native, s)
@@ -436,25 +467,24 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                     for lb, x in zip(st.labels, vals, strict=True):
                         add((lb, x, ts))
                 else:
-                    add((st.labels[0], float(v), ts))  # type: ignore[arg-type]
+                    add((st.labels[0], float(v), ts))
                 st.ts = ts
         for s, st in sent.items():
             if s not in current:
+                stale_ts = max(now_ms, st.ts + 1)
+                if st.native is not None:
+                    classic.extend((lb, STALE_NAN, stale_ts) for lb in st.labels)
+                    native_entries.append((st.native, encode_sample(st.native, STALE_NAN, stale_ts)))
+                    continue
                 for lb in st.labels:
-                    add((lb, STALE_NAN, max(now_ms, st.ts + 1)))
+                    add((lb, STALE_NAN, stale_ts))
         self._sent = current
         return out
 
     def _labels_for(self, base: str, kind: MetricKind, native: bool, s: Any) -> list[bytes]:
-        from bridge.exposition import as_histogram, le_texts, prometheus_labels, quantile_texts
+        from bridge.exposition import as_histogram, le_texts, quantile_texts
 
-        if native:
-            labels = {k: str(v) for k, v in s.attributes.items()}
-        else:
-            labels = prometheus_labels(s.attributes)
-            for k, v in self._job_instance:
-                if k not in labels and v:
-                    labels[k] = v
+        labels = self._series_labels(native, s)
         name = base if native or kind is not MetricKind.COUNTER else base + "_total"
         v = s.value
         if isinstance(v, ExponentialHistogramValue):
@@ -466,6 +496,19 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             out = [encode_labels({**labels, "__name__": name, "quantile": q}.items()) for q in quantile_texts(v)]
             return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
         return [encode_labels({**labels, "__name__": name}.items())]
+
+    def _series_labels(self, native: bool, s: Any) -> dict[str, str]:
+        """A series' labels (without ``__name__``): an imported series' as they came, else its
+        attributes as labels with this agent's job and instance where it has none."""
+        from bridge.exposition import prometheus_labels
+
+        if native:
+            return {k: str(v) for k, v in s.attributes.items()}
+        labels = prometheus_labels(s.attributes)
+        for k, v in self._job_instance:
+            if k not in labels and v:
+                labels[k] = v
+        return labels
 
     async def _push(self, families: Sequence[Any], resource: Any, pg: PushgatewayConfig) -> None:
         from bridge.exposition import CONTENT_TYPE_TEXT, render

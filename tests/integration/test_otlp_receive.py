@@ -172,3 +172,38 @@ def test_a_client_that_stops_expires_and_goes_stale(prometheus_server, run_monbr
     _, _, text = mb.get("/metrics")
     expired = [line for line in text.decode().splitlines() if line.startswith("monbridge_series_expired_total")]
     assert expired and float(expired[0].split()[-1]) >= 6, expired
+
+
+def test_exponential_histograms_remote_written_as_native_histograms(prometheus_server, run_monbridge, free_port,
+                                                                     tmp_path):
+    """With ``send_native_histograms`` the exponential histograms reach Prometheus (native
+    histograms on) as native histograms: count, sum and every bucket as the app recorded them;
+    when the client stops they go stale."""
+    prom = prometheus_server(config={"global": {"scrape_interval": "15s"}, "scrape_configs": []},
+                             extra_args=["--web.enable-remote-write-receiver", "--enable-feature=native-histograms"])
+    config, _, http_port = monbridge_config(free_port, prom.url, tmp_path, expire_after=4)
+    config["plugins"][1]["config"]["remote_write"][0]["send_native_histograms"] = True
+    mb = run_monbridge(config)
+    run_app("http", f"http://127.0.0.1:{http_port}/v1/metrics", "delta", "native")
+    sizes = [v for r in ROUNDS for v in r["size"]]
+
+    def histogram():
+        result = prom.query('app_size_bytes{instance="native"}')
+        return result[0] if result and "histogram" in result[0] else None
+
+    found = wait_until(lambda: (h := histogram()) and float(h["histogram"][1]["count"]) == len(sizes) and h,
+                       30, "the native histogram with every value")
+    assert found["metric"] == {"__name__": "app_size_bytes", "instance": "native", "job": JOB, "route": "/a", **SCOPE}
+    h = found["histogram"][1]
+    assert float(h["sum"]) == sum(sizes)
+    # Each bucket (boundary rule, lower, upper, count) counts exactly the values that fall in it.
+    for rule, lower, upper, count in h["buckets"]:
+        lo, hi = float(lower), float(upper)
+        inside = [v for v in sizes if (lo < v or (rule in (1, 3) and v == lo)) and (v < hi or (rule in (0, 3) and v == hi))]
+        assert float(count) == len(inside), (rule, lower, upper, count)
+    assert sum(float(b[3]) for b in h["buckets"]) == len(sizes)
+    # No explicit-bucket copy went to this writer.
+    assert not prom.query('app_size_bytes_bucket{instance="native"}')
+    # The client is gone: the native histogram goes stale.
+    wait_until(lambda: b'instance="native"' not in mb.get("/metrics")[2], 20, "expiry")
+    wait_until(lambda: not prom.query('app_size_bytes{instance="native"}'), 20, "the native histogram's staleness")
