@@ -15,6 +15,8 @@ The OTLP integration's ``receive`` block (``integrations/otlp.py``) starts these
 
 Received data enters the pipeline as it came (``bridge.api.MetricIngest``: merged, not replacing
 what the client sent before): gauges, sums, histograms, exponential histograms and summaries.
+Exponential histograms are exposed on ``/metrics`` as explicit-bucket histograms at their own
+boundaries, and remote-written that way or as native histograms (``send_native_histograms``).
 Delta sums and histograms become cumulative (the running total per series is the pipeline's
 series value); a delta that does not continue its total is rejected. Resource attributes
 follow the OpenTelemetry → Prometheus compatibility rules: ``job`` is ``service.namespace/
