@@ -6,7 +6,8 @@ The OTLP integration's ``receive`` block (``integrations/otlp.py``) starts these
       grpc: {listen: "127.0.0.1:4317"}          # OTLP/gRPC, MetricsService/Export
       http: {listen: "127.0.0.1:4318"}          # OTLP/HTTP, POST /v1/metrics, protobuf or JSON, gzip
       # each may have tls: {cert_file, key_file} and auth: {bearer_token | basic: {username, password}},
-      # as the server block has, and max_request_bytes (as sent) / max_decompressed_bytes
+      # as the server block has, and max_decompressed_bytes (16 MiB); http also max_request_bytes,
+      # the body as sent (4 MiB)
       expire_after: 300                         # seconds a series stays after its last push
       max_data_points: 100000                   # per request
       max_attributes: 128                       # per data point
@@ -27,8 +28,8 @@ attribute goes to a ``target_info`` series with that ``job`` and ``instance`` (t
 exposed on ``/metrics`` as Prometheus names with unit suffixes and ``_total``.
 
 Bounds, all answered with what was wrong: the request as sent (``max_request_bytes``: HTTP 413)
-and decompressed (``max_decompressed_bytes``: HTTP 413, gRPC RESOURCE_EXHAUSTED; gRPC checks
-the decompressed message), data points per request (413 / RESOURCE_EXHAUSTED), an unknown
+and decompressed (``max_decompressed_bytes``: HTTP 413, gRPC RESOURCE_EXHAUSTED; gRPC bounds the
+message decompressed, as it decompresses), data points per request (413 / RESOURCE_EXHAUSTED), an unknown
 content type or encoding (415), a body that is no OTLP message (400 / INVALID_ARGUMENT).
 Decoding runs in a worker thread, at most ``DECODE_SLOTS`` at once. Points refused one by one
 (a bad value, too many or too long attributes, an invalid name, the pipeline's cardinality
@@ -102,8 +103,7 @@ class _ListenerConfig(PluginConfig):
     listen: str
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
-    max_request_bytes: int = Field(4 << 20, ge=1024, description="largest request body as sent (compressed)")
-    max_decompressed_bytes: int = Field(16 << 20, ge=1024, description="largest request body decompressed")
+    max_decompressed_bytes: int = Field(16 << 20, ge=1024, description="largest request body (message) decompressed")
 
     @field_validator("listen")
     @classmethod
@@ -118,6 +118,7 @@ class GrpcReceiveConfig(_ListenerConfig):
 
 class HttpReceiveConfig(_ListenerConfig):
     listen: str = "127.0.0.1:4318"
+    max_request_bytes: int = Field(4 << 20, ge=1024, description="largest request body as sent (compressed)")
 
 
 class OtlpReceiveConfig(PluginConfig):
@@ -632,8 +633,9 @@ class OtlpReceiver:
             body = await read_body(request, BodyLimits(max_bytes=cfg.max_decompressed_bytes,
                                                        max_wire_bytes=cfg.max_request_bytes))
         except BodyError as e:
-            message = e.message.replace("the limit of", "the limit (receive.http.max_request_bytes or "
-                                        "max_decompressed_bytes) of")
+            which = ("max_decompressed_bytes" if f"limit of {cfg.max_decompressed_bytes} " in e.message
+                     and f"limit of {cfg.max_request_bytes} " not in e.message else "max_request_bytes")
+            message = e.message.replace("the limit of", f"the limit (receive.http.{which}) of")
             self._refused("http", e.reason, message)
             return self._http_error(e.status, message, fmt, close=e.unread)
         try:

@@ -143,7 +143,8 @@ def test_receive_only_does_not_push(monkeypatch):
 @pytest.mark.parametrize("receive, fragment", [
     ({}, "receive needs grpc, http or both"),
     ({"http": {"listen": "nowhere"}}, "HOST:PORT"),
-    ({"grpc": {"listen": "127.0.0.1:4317", "max_request_bytes": 10}}, "greater than or equal to 1024"),
+    ({"http": {"listen": "127.0.0.1:4318", "max_request_bytes": 10}}, "greater than or equal to 1024"),
+    ({"grpc": {"listen": "127.0.0.1:4317", "max_request_bytes": 4096}}, "Extra inputs are not permitted"),
     ({"http": {}, "expire_after": 0}, "greater than 0"),
     ({"http": {"tls": {"cert_file": "c.pem"}}}, "key_file"),
     ({"http": {}, "unknown": 1}, "Extra inputs are not permitted"),
@@ -358,12 +359,14 @@ async def test_oversized_and_gzip_bomb_are_413_naming_the_limit():
     cfg = {"http": {"listen": "127.0.0.1:0", "max_request_bytes": 2048, "max_decompressed_bytes": 65536}}
     async for rx in _receiving(cfg):
         status, out, ctype = await rx.post(b"\0" * 4096)
-        assert status == 413 and "max_request_bytes" in _status_message(out, ctype)
+        assert status == 413 and "(receive.http.max_request_bytes) of 2048" in _status_message(out, ctype)
         bomb = gzip.compress(b"\0" * (10 << 20))  # 10 MiB of zeros, ~10 KB compressed... over 2048 too
         small_bomb = gzip.compress(b"\0" * 200_000)
         assert len(small_bomb) < 2048 < len(bomb)
         status, out, ctype = await rx.post(small_bomb, headers={"Content-Encoding": "gzip"})
-        assert status == 413 and "decoded body" in _status_message(out, ctype)
+        assert status == 413
+        assert "decoded body is larger than the limit (receive.http.max_decompressed_bytes) of 65536" in \
+            _status_message(out, ctype)
         status, out, ctype = await rx.post(b"not gzip", headers={"Content-Encoding": "gzip"})
         assert status == 400
         assert rx.receiver.requests[("http", "too_large")] == 2
