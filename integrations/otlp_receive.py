@@ -30,7 +30,9 @@ exposed on ``/metrics`` as Prometheus names with unit suffixes and ``_total``.
 Bounds, all answered with what was wrong: the request as sent (``max_request_bytes``: HTTP 413)
 and decompressed (``max_decompressed_bytes``: HTTP 413, gRPC RESOURCE_EXHAUSTED; gRPC bounds the
 message decompressed, as it decompresses), data points per request (413 / RESOURCE_EXHAUSTED), an unknown
-content type or encoding (415), a body that is no OTLP message (400 / INVALID_ARGUMENT).
+content type or encoding (415), a body that is no OTLP message (400 / INVALID_ARGUMENT), a
+request from a web page (an ``Origin`` header: 403; no CORS is served, so a page that reached
+the port under its own name, DNS rebinding, cannot push).
 Decoding runs in a worker thread, at most ``DECODE_SLOTS`` at once. Points refused one by one
 (a bad value, too many or too long attributes, an invalid name, the pipeline's cardinality
 limit, a delta out of order) are answered as OTLP's partial success (``rejected_data_points``
@@ -601,6 +603,13 @@ class OtlpReceiver:
             self._refused("http", "unauthenticated", "no valid credentials (receive.http.auth)")
             return web.Response(status=401, text="unauthorized\n",
                                 headers={"WWW-Authenticate": auth_challenge(cfg.auth)})
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            # OTLP clients (SDKs, Collectors) send no Origin; a web page does, and one that reached
+            # this port under its own name (DNS rebinding) must not push metrics. No CORS is served.
+            message = f"a request from a web page (Origin {origin[:100]!r}) is refused"
+            self._refused("http", "origin", message)
+            return self._http_error(403, message, "json")
         if self._in_flight >= IN_FLIGHT:
             message = f"{IN_FLIGHT} requests are being received already; retry later"
             self._refused("http", "busy", message)
@@ -655,8 +664,8 @@ class OtlpReceiver:
         from aiohttp import web
         from google.rpc import status_pb2  # type: ignore[import-untyped]
 
-        # INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, else UNKNOWN
-        code = {400: 3, 413: 8, 415: 3, 503: 14}.get(status, 2)
+        # INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, else UNKNOWN
+        code = {400: 3, 403: 7, 413: 8, 415: 3, 503: 14}.get(status, 2)
         st = status_pb2.Status(code=code, message=message)
         if fmt == "json":
             from google.protobuf import json_format

@@ -578,3 +578,12 @@ async def test_received_data_is_pushed_on_as_it_came(monkeypatch):
         finally:
             await plugin.shutdown()
             upstream.shutdown()
+
+
+async def test_a_request_from_a_web_page_is_refused(rx):
+    """A page that reached the receiver under its own name (DNS rebinding) sends an Origin: refused."""
+    body = request(gauge("injected", 1.0)).SerializeToString()
+    status, out, ctype = await rx.post(body, headers={"Origin": "http://evil.example"})
+    assert status == 403 and "web page" in _status_message(out, ctype)
+    assert rx.pipeline.family("injected") is None
+    assert rx.receiver.requests[("http", "origin")] == 1
