@@ -74,6 +74,9 @@ _PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
 _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DROP_LOG_EVERY_S = 60.0
+#: Metrics whose drops are logged each on its own; past that many (names pushed by a hostile
+#: client, say) further names share one line a minute per reason, and memory stays bounded.
+_DROP_LOG_NAMES = 256
 _MAX_ALIASES = 4  # attribute orders remembered per series
 _GC_PAUSE_MIN_BATCH = 10_000
 
@@ -483,6 +486,8 @@ class Pipeline:
         self.dropped[reason] += 1
         now = time.monotonic()
         k = (reason, name)
+        if k not in self._drop_logged and len(self._drop_logged) >= _DROP_LOG_NAMES:
+            k = (reason, "")
         last = self._drop_logged.get(k)
         if last is None or now - last >= _DROP_LOG_EVERY_S:
             self._drop_logged[k] = now

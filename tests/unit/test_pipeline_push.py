@@ -210,3 +210,14 @@ def test_exponential_histograms_render_as_histograms(pipeline):
     assert 'payload_bytes_bucket{le="0.5"} 1' in text and 'payload_bytes_bucket{le="4.0"} 3' in text
     assert 'payload_bytes_bucket{le="128.0"} 4' in text and 'payload_bytes_bucket{le="+Inf"} 4' in text
     assert "payload_bytes_sum 107.0" in text and "payload_bytes_count 4" in text
+
+
+def test_drop_logging_stays_bounded_for_many_distinct_names(pipeline, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="monbridge.pipeline")
+    res = pipeline.push("rx", [Metric(f"bad name {i}", G, 1.0) for i in range(2000)])
+    assert res.rejected == {"invalid_name": 2000}
+    assert pipeline.dropped["invalid_name"] == 2000  # every drop counted
+    assert len(pipeline._drop_logged) <= 257
+    assert 200 <= len(caplog.records) <= 257  # a line per name up to the bound, then one for the rest
