@@ -337,6 +337,10 @@ class MetricIngest(Protocol):
     """
 
     expire_after: float
+    #: The most series the integration's pushes may hold at once, and the most metric families
+    #: they may create (None: no bound but the cardinality limit's); beyond them points are rejected.
+    max_series: int | None
+    max_families: int | None
 
     def push(self, metrics: Sequence[Metric], *, delta: bool = False) -> IngestResult:
         """Merge ``metrics`` into the pipeline. With ``delta`` each value (a number, a

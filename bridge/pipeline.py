@@ -152,6 +152,7 @@ class Pipeline:
         self._owned: dict[str, set[Series]] = {}
         #: Pushed series by source, with when each was last pushed (monotonic seconds): see push().
         self._pushed: dict[str, dict[Series, int]] = {}
+        self._pushed_families: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
@@ -295,7 +296,7 @@ class Pipeline:
                 self._expire(old)
 
     def push(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None, *,
-             delta: bool = False) -> IngestResult:
+             delta: bool = False, max_series: int | None = None, max_families: int | None = None) -> IngestResult:
         """Merge ``metrics`` into ``source``'s series (a push receiver's data): unlike ``record``,
         the source's other series stay, until ``expire_pushed`` finds them not pushed for a while.
 
@@ -304,7 +305,9 @@ class Pipeline:
         total's last point); a new series' total starts with it. A delta that starts before the
         total's last point (a repeat, or out of order) is rejected as ``out_of_order``. What is
         refused (bad name, a kind or unit other than its family's, the cardinality limit) is
-        dropped, counted by reason and logged as ``record`` does, and returned.
+        dropped, counted by reason and logged as ``record`` does, and returned. ``max_series``
+        bounds the series ``source`` holds (``series_limit``), ``max_families`` the metric families
+        its pushes ever created (``family_limit``: a family, once made, stays).
         """
         now = now_ns if now_ns is not None else time.time_ns()
         pushed_at = int(time.monotonic())  # one int object shared by every series of this push
@@ -325,10 +328,16 @@ class Pipeline:
                 name = m.name
                 fam = families.get(name)
                 if fam is None:
+                    if max_families is not None and self._pushed_families[source] >= max_families:
+                        text = f"{source} has made {max_families} metric families already (max_families)"
+                        self._drop("family_limit", name, source, text)
+                        reject("family_limit", name, text)
+                        continue
                     fam = self._new_family(m, source)
                     if fam is None:
                         reject("invalid_name", name, "not an OpenTelemetry instrument name")
                         continue
+                    self._pushed_families[source] += 1
                 if fam.kind is not m.kind or fam.unit != m.unit:
                     text = f"reported as {m.kind.value} {m.unit!r}, family is {fam.kind.value} {fam.unit!r}"
                     self._drop("conflict", name, source, text)
@@ -363,6 +372,11 @@ class Pipeline:
                         text = f"family already has {limit} series (pipeline.cardinality_limit)"
                         self._drop("cardinality", name, source, text)
                         reject("cardinality", name, text)
+                        continue
+                    if max_series is not None and len(pushed) >= max_series:
+                        text = f"{source} holds {max_series} series already (max_series)"
+                        self._drop("series_limit", name, source, text)
+                        reject("series_limit", name, text)
                         continue
                     s = fam.series[key] = Series(name, dict(m.attributes), key, source)
                     s.first_ns = now
@@ -554,9 +568,12 @@ class PipelineIngest:
         self.pipeline = pipeline
         self.source = source
         self.expire_after = expire_after
+        self.max_series: int | None = None
+        self.max_families: int | None = None
 
     def push(self, metrics: Sequence[Metric], *, delta: bool = False) -> IngestResult:
-        return self.pipeline.push(self.source, metrics, delta=delta)
+        return self.pipeline.push(self.source, metrics, delta=delta, max_series=self.max_series,
+                                  max_families=self.max_families)
 
     def expire(self) -> int:
         return self.pipeline.expire_pushed(self.source, self.expire_after)

@@ -10,6 +10,8 @@ The OTLP integration's ``receive`` block (``integrations/otlp.py``) starts these
       # the body as sent (4 MiB)
       expire_after: 300                         # seconds a series stays after its last push
       max_data_points: 100000                   # per request
+      max_series: 200000                        # held at once, from every client
+      max_metrics: 10000                        # metric names ever created (a name, once made, stays)
       max_attributes: 128                       # per data point
       max_attribute_length: 4096                # characters of one attribute value
       promote_resource_attributes: [k8s.namespace.name]   # resource attributes kept as labels
@@ -35,7 +37,7 @@ request from a web page (an ``Origin`` header: 403; no CORS is served, so a page
 the port under its own name, DNS rebinding, cannot push).
 Decoding runs in a worker thread, at most ``DECODE_SLOTS`` at once. Points refused one by one
 (a bad value, too many or too long attributes, an invalid name, the pipeline's cardinality
-limit, a delta out of order) are answered as OTLP's partial success (``rejected_data_points``
+limit, ``max_series``, ``max_metrics``, a delta out of order) are answered as OTLP's partial success (``rejected_data_points``
 and an ``error_message`` naming the metric and the reason), counted in
 ``monbridge_otlp_receive_points_total{result="rejected", reason}`` and logged at most once a
 minute per reason; refused requests in ``monbridge_otlp_receive_requests_total``.
@@ -130,6 +132,8 @@ class OtlpReceiveConfig(PluginConfig):
     http: HttpReceiveConfig | None = None
     expire_after: float = Field(300.0, gt=0, description="seconds a pushed series stays after its last push")
     max_data_points: int = Field(100_000, ge=1, description="most data points in one request")
+    max_series: int = Field(200_000, ge=1, description="most series received data may hold at once")
+    max_metrics: int = Field(10_000, ge=1, description="most metric names received data may create")
     max_attributes: int = Field(128, ge=1, description="most attributes of one data point (resource's included)")
     max_attribute_length: int = Field(4096, ge=1, description="most characters of one attribute value")
     promote_resource_attributes: list[str] = Field(default_factory=list,
@@ -463,6 +467,8 @@ class OtlpReceiver:
         self.config = config
         self.ingest = ingest
         ingest.expire_after = config.expire_after
+        ingest.max_series = config.max_series
+        ingest.max_families = config.max_metrics
         self.limits = ReceiveLimits.of(config)
         self.requests: Counter[tuple[str, str]] = Counter()  # (transport, result or refusal reason)
         self.points: Counter[tuple[str, str]] = Counter()  # (result, reason)

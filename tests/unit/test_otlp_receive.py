@@ -587,3 +587,18 @@ async def test_a_request_from_a_web_page_is_refused(rx):
     assert status == 403 and "web page" in _status_message(out, ctype)
     assert rx.pipeline.family("injected") is None
     assert rx.receiver.requests[("http", "origin")] == 1
+
+
+async def test_series_and_metric_names_a_receiver_holds_are_bounded():
+    async for rx in _receiving({"http": {"listen": "127.0.0.1:0"}, "max_series": 6, "max_metrics": 3}):
+        # The receiver's own self-metrics are pushed too: 1 name and 1 series after the first request.
+        resp = await rx.export(request(gauge("a", 1, 2, 3, 4, 5)))
+        assert resp.partial_success.rejected_data_points == 0
+        resp = await rx.export(request(gauge("a", 1, 2, 3, 4, 5, 6, 7)))
+        assert resp.partial_success.rejected_data_points == 2
+        assert "series_limit" in resp.partial_success.error_message
+        assert "max_series" in resp.partial_success.error_message
+        resp = await rx.export(request(gauge("b", 1.0), gauge("c", 1.0)))
+        assert resp.partial_success.rejected_data_points >= 1
+        assert "family_limit" in resp.partial_success.error_message
+        assert rx.pipeline.dropped["series_limit"] >= 2 and rx.pipeline.dropped["family_limit"] >= 1
