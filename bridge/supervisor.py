@@ -100,6 +100,8 @@ class InProcessHost(PluginHost):
         """What the integration's sinks take this round: OTel MetricsData, families and resource,
         or Metrics (see ``MonitoringIntegrationPlugin``)."""
         plugin = self._integration()
+        if not plugin.export_sinks():
+            return ()  # nothing to export to (an OTLP integration that only receives): no batch built
         if plugin.wants_otel_data:
             return (await asyncio.to_thread(pipeline.collect_otel),)
         if plugin.wants_families:

@@ -602,3 +602,22 @@ async def test_series_and_metric_names_a_receiver_holds_are_bounded():
         assert resp.partial_success.rejected_data_points >= 1
         assert "family_limit" in resp.partial_success.error_message
         assert rx.pipeline.dropped["series_limit"] >= 2 and rx.pipeline.dropped["family_limit"] >= 1
+
+
+async def test_a_receive_only_integration_builds_no_export_batch(monkeypatch):
+    from bridge.supervisor import InProcessHost
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", raising=False)
+    pipeline = Pipeline()
+    plugin = OtlpIntegration()
+    plugin.bind_ingest(pipeline.ingest("monitoring.integration.otlp", 300.0))
+    await plugin.initialize({"receive": {"http": {"listen": "127.0.0.1:0"}}})
+    try:
+        calls = []
+        monkeypatch.setattr(pipeline, "collect_otel", lambda: calls.append(1))
+        host = InProcessHost(plugin)
+        assert await host.export_batch(pipeline) == () and host.sink_names() == [] and calls == []
+    finally:
+        await plugin.shutdown()
+        pipeline.shutdown()
