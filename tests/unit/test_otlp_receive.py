@@ -96,9 +96,11 @@ class Receiving:
         return ExportMetricsServiceResponse.FromString(body)
 
     async def grpc_export(self, body: bytes, metadata: tuple[tuple[str, str], ...] = (),
-                          compression: Any = None) -> bytes:
+                          compression: Any = None, credentials: Any = None) -> bytes:
         host, port = self.receiver.grpc_bound or ("", 0)
-        async with grpc.aio.insecure_channel(f"{host}:{port}", compression=compression) as channel:
+        channel = (grpc.aio.secure_channel(f"{host}:{port}", credentials, compression=compression)
+                   if credentials is not None else grpc.aio.insecure_channel(f"{host}:{port}", compression=compression))
+        async with channel:
             call = channel.unary_unary(f"/{GRPC_SERVICE}/Export")
             return bytes(await call(body, metadata=metadata, timeout=10))
 
@@ -429,7 +431,7 @@ async def test_auth_and_tls_like_the_server(tmp_path):
     cert, key = self_signed(tmp_path)
     auth = {"bearer_token": "s3cret-token"}
     cfg = {"http": {"listen": "127.0.0.1:0", "auth": auth, "tls": {"cert_file": str(cert), "key_file": str(key)}},
-           "grpc": {"listen": "127.0.0.1:0", "auth": auth}}
+           "grpc": {"listen": "127.0.0.1:0", "auth": auth, "tls": {"cert_file": str(cert), "key_file": str(key)}}}
     async for rx in _receiving(cfg):
         import ssl
 
@@ -443,11 +445,15 @@ async def test_auth_and_tls_like_the_server(tmp_path):
         async with rx.session.post(url, data=body, headers={**hdr, "Authorization": "Bearer s3cret-token"},
                                    ssl=ctx) as r:
             assert r.status == 200
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await rx.grpc_export(body)
+            await rx.grpc_export(body, credentials=creds)
         assert e.value.code() is grpc.StatusCode.UNAUTHENTICATED
         assert "s3cret" not in (e.value.details() or "")
-        out = await rx.grpc_export(body, metadata=(("authorization", "Bearer s3cret-token"),))
+        with pytest.raises(grpc.aio.AioRpcError) as e:  # plaintext to a TLS port
+            await rx.grpc_export(body, metadata=(("authorization", "Bearer s3cret-token"),))
+        assert e.value.code() is grpc.StatusCode.UNAVAILABLE
+        out = await rx.grpc_export(body, metadata=(("authorization", "Bearer s3cret-token"),), credentials=creds)
         assert not ExportMetricsServiceResponse.FromString(out).HasField("partial_success")
         assert rx.receiver.requests[("grpc", "unauthenticated")] == 1
         assert rx.receiver.requests[("http", "unauthenticated")] == 1
