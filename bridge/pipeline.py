@@ -445,8 +445,11 @@ class Pipeline:
 
     def _create_instrument(self, fam: Family) -> Any:
         def callback(_options: CallbackOptions, fam: Family = fam) -> list[Observation]:
-            with self._lock:
-                return [Observation(s.value, s.attributes) for s in fam.series.values()]  # type: ignore[arg-type]
+            # Not under the pipeline's lock: the SDK calls this holding its own lock, which a new
+            # family's instrument takes under ours (record, push), so waiting for ours here could
+            # deadlock the two. Copying the values of a dict is one step under the GIL.
+            series = list(fam.series.values())
+            return [Observation(s.value, s.attributes) for s in series]  # type: ignore[arg-type]
 
         create = {
             MetricKind.GAUGE: self._meter.create_observable_gauge,

@@ -221,3 +221,34 @@ def test_drop_logging_stays_bounded_for_many_distinct_names(pipeline, caplog):
     assert pipeline.dropped["invalid_name"] == 2000  # every drop counted
     assert len(pipeline._drop_logged) <= 257
     assert 200 <= len(caplog.records) <= 257  # a line per name up to the bound, then one for the rest
+
+
+def test_new_families_while_the_sdk_collects_do_not_deadlock():
+    """A new family's SDK instrument is created under the pipeline's lock while the SDK, holding
+    its own lock, calls the instruments' callbacks in a worker thread (the OTLP push's collection):
+    the callbacks must not wait for the pipeline's lock. A deadlock leaves the threads hanging."""
+    import threading
+
+    p = Pipeline()
+    stop = threading.Event()
+
+    def collect() -> None:
+        while not stop.is_set():
+            p.collect_otel()
+
+    def add() -> None:
+        for i in range(400):
+            p.push("rx", [Metric(f"family.{i}", G, 1.0, attributes={"i": i})])
+
+    collector = threading.Thread(target=collect, daemon=True)
+    adder = threading.Thread(target=add, daemon=True)
+    collector.start()
+    adder.start()
+    adder.join(60)
+    stop.set()
+    collector.join(60)
+    hung = adder.is_alive() or collector.is_alive()
+    if not hung:
+        p.shutdown()
+    assert not hung, "record/push and the SDK's collection deadlocked"
+    assert len(p.families()) == 400
