@@ -153,17 +153,19 @@ def _settled(prom, instance: str, via: str) -> bool:
 
 def test_a_client_that_stops_expires_and_goes_stale(prometheus_server, run_monbridge, free_port, tmp_path):
     prom, mb_port = start_prometheus(prometheus_server, free_port)
-    config, _, http_port = monbridge_config(free_port, prom.url, tmp_path, expire_after=3)
+    config, _, http_port = monbridge_config(free_port, prom.url, tmp_path, expire_after=8)
     config["server"] = {"listen": f"127.0.0.1:{mb_port}"}
     mb = run_monbridge(config)
     run_app("http", f"http://127.0.0.1:{http_port}/v1/metrics", "delta", "gone")
     for via in ("scrape", ""):
-        wait_until(lambda v=via: prom.query(f'app_requests_total{{instance="gone",via="{v}"}}'), 30,
-                   f"the series ({via or 'remote write'})")
+        # Samples over the last minutes, not the instant value: on a busy machine the series may
+        # already have expired (and gone stale) by the time this first asks.
+        wait_until(lambda v=via: prom.query(f'count_over_time(app_requests_total{{instance="gone",via="{v}"}}[5m])'),
+                   30, f"the series ({via or 'remote write'})")
     # No more pushes: after expire_after the series leave /metrics, and Prometheus marks them stale
     # (the scrape no longer has them; remote write sends staleness markers), well before its
     # 5-minute lookback would drop them.
-    wait_until(lambda: b'instance="gone"' not in mb.get("/metrics")[2], 20, "the series to leave /metrics")
+    wait_until(lambda: b'instance="gone"' not in mb.get("/metrics")[2], 30, "the series to leave /metrics")
     for via in ("scrape", ""):
         wait_until(lambda v=via: not prom.query(f'app_requests_total{{instance="gone",via="{v}"}}')
                    and not prom.query(f'app_size_bytes_bucket{{instance="gone",via="{v}"}}'), 20,
