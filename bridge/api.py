@@ -48,6 +48,8 @@ __all__ = [
     "MetricKind",
     "MonitoringIntegrationPlugin",
     "HttpUrl",
+    "IngestResult",
+    "MetricIngest",
     "Plugin",
     "PluginConfig",
     "PluginError",
@@ -431,6 +433,52 @@ def export_failure(e: BaseException) -> ExportResult:
     return ExportResult.retryable(f"{type(e).__name__}: {e}")
 
 
+# --------------------------------------------------------------------------- push ingest
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one ``MetricIngest.push`` took: ``accepted`` points, ``rejected`` ones by reason
+    (``cardinality``, ``conflict``, ``invalid_name``, ``out_of_order``, ...), and ``message``, a
+    short text naming what was rejected and why (empty when nothing was), safe to send back."""
+
+    accepted: int
+    rejected: Mapping[str, int] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class MetricIngest(Protocol):
+    """A push receiver's way into the pipeline, given to an integration by ``bind_ingest``.
+
+    Unlike an import round (which replaces the source's whole series set), a push merges: the
+    series it names are set, the others stay. A series not pushed again within ``expire_after``
+    seconds expires (from ``/metrics``, and remote write sends its staleness marker), as a
+    scraped series that disappears does. The pipeline's limits apply; what they refuse is counted,
+    logged and returned, never raised.
+    """
+
+    expire_after: float
+    #: The most series the integration's pushes may hold at once, and the most metric families
+    #: they may create (None: no bound but the cardinality limit's); beyond them points are rejected.
+    max_series: int | None
+    max_families: int | None
+
+    def push(self, metrics: Sequence[Metric], *, delta: bool = False) -> IngestResult:
+        """Merge ``metrics`` into the pipeline. With ``delta`` each value (a number, a
+        HistogramValue or an ExponentialHistogramValue) is the change over ``[start_time_ns,
+        timestamp_ns]`` and is added to the series' running total (delta to cumulative), when it
+        continues it; a point that does not (it starts before the total's last point) is rejected."""
+        ...
+
+    def expire(self) -> int:
+        """Expire the series not pushed for ``expire_after`` seconds; return how many."""
+        ...
+
+
 # --------------------------------------------------------------------------- alerts and dashboard
 
 
@@ -670,6 +718,10 @@ class MonitoringIntegrationPlugin(Plugin):
         failure is that sink's (shown in ``/api/v1/plugins``), never the plugin's or another
         sink's. The default is one sink, ``export``: the integration itself."""
         return {"export": self}
+
+    def bind_ingest(self, ingest: MetricIngest) -> None:
+        """Called once before ``initialize`` with this integration's push ingest handle (see
+        ``MetricIngest``). Integrations that receive pushed data keep it; the default ignores it."""
 
     @abc.abstractmethod
     async def export_metrics(self, metrics: Sequence[Metric]) -> None: ...

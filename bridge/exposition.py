@@ -9,7 +9,8 @@ characters become ``_``, the unit becomes a suffix (``By`` → ``bytes``, ``s`` 
 ``1`` → ``ratio`` for gauges, ``{packets}`` dropped), monotonic sums end in ``_total``, and the
 resource is ``target_info``. A name that would end in a suffix Prometheus reserves for another
 type (``_count``, ``_sum``, ``_bucket``, ``_created``; ``_total`` outside counters) gets
-``_value`` added.
+``_value`` added. Exponential histograms, which the text formats cannot carry, are exposed as
+explicit-bucket histograms with their own bucket boundaries (``as_histogram``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bridge.api import HistogramValue, MetricKind, PrometheusView, SummaryValue
+from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, PrometheusView, SummaryValue
 
 if TYPE_CHECKING:
     from bridge.pipeline import Family, FamilySnapshot, Series
@@ -28,6 +29,7 @@ __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
     "PromFamily",
+    "as_histogram",
     "choose_format",
     "family_name",
     "le_texts",
@@ -86,13 +88,56 @@ def prometheus_name(name: str, unit: str, kind: MetricKind) -> str:
         base = f"{base}_{word}"
     if kind is MetricKind.COUNTER and base.endswith("_total"):
         base = base[: -len("_total")]
-    if (kind is not MetricKind.HISTOGRAM and base.endswith(_RESERVED_SUFFIXES)) or (
+    if (kind not in _HISTOGRAMS and base.endswith(_RESERVED_SUFFIXES)) or (
             kind is not MetricKind.COUNTER and base.endswith("_total")):
         # Prometheus keeps _count/_sum/_bucket for histograms and summaries, _created for their
         # and counters' creation times, _total for counters (promtool rejects them elsewhere),
         # so a gauge such as system.process.count is exposed as system_process_count_value.
         base += "_value"
     return base
+
+
+_HISTOGRAMS = (MetricKind.HISTOGRAM, MetricKind.EXPONENTIAL_HISTOGRAM)
+
+
+def _exp_bound(scale: int, index: int) -> float:
+    """``base ** index`` of an exponential histogram of ``scale`` (``base = 2 ** 2 ** -scale``)."""
+    try:
+        return float(2.0 ** math.ldexp(index, -scale))
+    except OverflowError:
+        return math.inf
+
+
+def as_histogram(v: ExponentialHistogramValue) -> HistogramValue:
+    """An exponential histogram as an explicit-bucket one with the same boundaries: a bucket per
+    populated exponential bucket (upper bound ``-base ** i`` for negative ones, ``base ** (i + 1)``
+    for positive ones), the zero bucket's upper bound ``zero_threshold`` when it has values, then
+    ``+Inf``. The counts at each boundary are exact; nothing is interpolated."""
+    pairs: list[tuple[float, int]] = []
+    # Empty buckets are left out: the cumulative count at their boundary is the one before.
+    offset, counts = v.negative_offset, v.negative_counts
+    for j in range(len(counts) - 1, -1, -1):
+        if counts[j]:
+            pairs.append((-_exp_bound(v.scale, offset + j), counts[j]))
+    if v.zero_count:
+        pairs.append((v.zero_threshold, v.zero_count))
+    offset, counts = v.positive_offset, v.positive_counts
+    for i, c in enumerate(counts):
+        if c:
+            pairs.append((_exp_bound(v.scale, offset + i + 1), c))
+    bounds: list[float] = []
+    buckets: list[int] = []
+    for le, c in pairs:
+        if le == math.inf:
+            break
+        if bounds and le <= bounds[-1]:  # boundaries that meet at the float's precision: one bucket
+            buckets[-1] += c
+            continue
+        bounds.append(le)
+        buckets.append(c)
+    buckets.append(max(v.count - sum(buckets), 0))
+    total = v.sum if v.sum is not None else math.nan
+    return HistogramValue(tuple(bounds), tuple(buckets), total, v.count, v.min, v.max)
 
 
 def family_name(fam: Family | FamilySnapshot) -> str:
@@ -286,7 +331,9 @@ def series_view(pf: PromFamily, s: Series, value: Any) -> PrometheusView:
     its ``{labels}`` and ``le``/``quantile`` texts for a histogram or summary. The label set is the
     series' own attribute key when that is what the text holds, else read back from the text."""
     kind = pf.kind
-    if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+    if kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+        value = as_histogram(value)  # the explicit buckets /metrics shows
+    if kind in _HISTOGRAMS or kind is MetricKind.SUMMARY:
         text, le = _histogram_view(pf, s, value)
         return PrometheusView(pf.sample, _labels_of(s, text), le)
     return PrometheusView(pf.sample, _labels_of(s, _prefix(pf, s)))
@@ -310,7 +357,7 @@ def _family_header(fam: FamilySnapshot, openmetrics: bool) -> tuple[str, str]:
         if kind is MetricKind.COUNTER:
             ptype, sample = "counter", base + "_total"
             meta_name = base if openmetrics else sample
-        elif kind is MetricKind.HISTOGRAM:
+        elif kind in _HISTOGRAMS:
             ptype, sample, meta_name = "histogram", base, base
         elif kind is MetricKind.SUMMARY:
             ptype, sample, meta_name = "summary", base, base
@@ -335,6 +382,11 @@ def _render_family(fam: FamilySnapshot, openmetrics: bool) -> str:
     if fam.kind is MetricKind.HISTOGRAM:
         for s, v in pairs:
             out.append(_render_histogram(sample, _histogram_view(pf, s, v), v))
+        return "".join(out)
+    if fam.kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+        for s, v in pairs:
+            h = as_histogram(v)
+            out.append(_render_histogram(sample, _histogram_view(pf, s, h), h))
         return "".join(out)
     if fam.kind is MetricKind.SUMMARY:
         for s, v in pairs:
@@ -407,6 +459,10 @@ def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Map
             snap = fam.snapshot() if hasattr(fam, "snapshot") else fam
             text = _render_family(snap, openmetrics)
             fam.render_cache[openmetrics] = (key, name, text)
+        if name == "target_info" and parts[0]:
+            # Pushed targets' target_info series (OTLP receive), under the one family header.
+            parts[0] += "".join(line for line in text.splitlines(True) if not line.startswith("#"))
+            continue
         if name in taken:
             continue
         taken.add(name)

@@ -8,18 +8,43 @@
 * Config: ``parse_listen`` (``HOST:PORT``), ``ConfigError`` (an error naming file, line and
   path) and, for plugins reading files of their own as the config is read (``file_sd``),
   ``read_regular_file``, ``read_document``, ``NotARegularFile``, ``line_map`` and ``locate``.
+* Listeners of a plugin's own (the OTLP receivers): ``TLSConfig`` and ``AuthConfig`` (the
+  server's config models), ``tls_context``, ``authorized`` and ``auth_challenge`` (as the server
+  checks them), and for request bodies ``read_body``, ``parse_json``, ``BodyLimits`` and
+  ``BodyError`` (bounded, off the event loop when large).
 
 Plugins import these names from here, never from the modules that define them.
 """
 
-from bridge.config import ConfigError, NotARegularFile, line_map, locate, parse_listen, read_document, read_regular_file
+from bridge.config import (
+    AuthConfig,
+    ConfigError,
+    NotARegularFile,
+    TLSConfig,
+    line_map,
+    locate,
+    parse_listen,
+    read_document,
+    read_regular_file,
+)
+from bridge.httpbody import BodyError, BodyLimits, parse_json, read_body
+from bridge.listeners import auth_challenge, authorized, tls_context
 from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
 from bridge.tasks import cancel_and_wait, run_bounded
 
 __all__ = [
     "EXCERPT_BYTES",
+    "AuthConfig",
+    "BodyError",
+    "BodyLimits",
     "ConfigError",
     "NotARegularFile",
+    "TLSConfig",
+    "auth_challenge",
+    "authorized",
+    "parse_json",
+    "read_body",
+    "tls_context",
     "cancel_and_wait",
     "line_map",
     "locate",

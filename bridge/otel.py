@@ -3,11 +3,13 @@
 ``default_resource`` is monbridge's resource (``service.name``, ``host.name``,
 ``OTEL_RESOURCE_ATTRIBUTES``); ``otel_point``/``otel_metric`` build SDK data points and metrics
 as they are (nothing re-aggregated); ``Summary``/``SummaryDataPoint`` are OTLP's summary data,
-which the SDK has no type for.
+which the SDK has no type for. ``MAX_BUCKETS`` is the most buckets an exponential histogram
+keeps when deltas of other scales are merged into it.
 
 Plugins import these names from here, never from ``bridge.pipeline``.
 """
 
+from bridge.accumulate import MAX_BUCKETS
 from bridge.pipeline import Summary, SummaryDataPoint, default_resource, otel_metric, otel_point
 
-__all__ = ["Summary", "SummaryDataPoint", "default_resource", "otel_metric", "otel_point"]
+__all__ = ["MAX_BUCKETS", "Summary", "SummaryDataPoint", "default_resource", "otel_metric", "otel_point"]

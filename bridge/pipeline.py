@@ -41,6 +41,9 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Buckets,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
     Gauge,
     Histogram,
     HistogramDataPoint,
@@ -58,7 +61,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from bridge import exposition
-from bridge.api import HistogramValue, Metric, MetricKind, PrometheusView, SummaryValue
+from bridge.accumulate import add_delta
+from bridge.api import (
+    ExponentialHistogramValue,
+    HistogramValue,
+    IngestResult,
+    Metric,
+    MetricKind,
+    PrometheusView,
+    SummaryValue,
+)
 from bridge.selector import Selector, parse_selector
 
 __all__ = [
@@ -84,6 +96,9 @@ _PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
 _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DROP_LOG_EVERY_S = 60.0
+#: Metrics whose drops are logged each on its own; past that many (names pushed by a hostile
+#: client, say) further names share one line a minute per reason, and memory stays bounded.
+_DROP_LOG_NAMES = 256
 _MAX_ALIASES = 4  # attribute orders remembered per series
 _GC_PAUSE_MIN_BATCH = 10_000
 
@@ -168,6 +183,9 @@ class Pipeline:
         self._lock = threading.RLock()
         self._families: dict[str, Family] = {}
         self._owned: dict[str, set[Series]] = {}
+        #: Pushed series by source, with when each was last pushed (monotonic seconds): see push().
+        self._pushed: dict[str, dict[Series, int]] = {}
+        self._pushed_families: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
@@ -311,8 +329,138 @@ class Pipeline:
         """Expire every series ``source`` reported (a plugin that stopped)."""
         with self._lock:
             old = self._owned.pop(source, None)
+            self._pushed.pop(source, None)
             if old:
                 self._expire(old)
+
+    def push(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None, *,
+             delta: bool = False, max_series: int | None = None, max_families: int | None = None) -> IngestResult:
+        """Merge ``metrics`` into ``source``'s series (a push receiver's data): unlike ``record``,
+        the source's other series stay, until ``expire_pushed`` finds them not pushed for a while.
+
+        With ``delta`` each value is the change over ``[start_time_ns, timestamp_ns]``: it is added
+        to the series' value, the running total, when it continues it (it starts at or after the
+        total's last point); a new series' total starts with it. A delta that starts before the
+        total's last point (a repeat, or out of order) is rejected as ``out_of_order``. What is
+        refused (bad name, a kind or unit other than its family's, the cardinality limit) is
+        dropped, counted by reason and logged as ``record`` does, and returned. ``max_series``
+        bounds the series ``source`` holds (``series_limit``), ``max_families`` the metric families
+        its pushes ever created (``family_limit``: a family, once made, stays).
+        """
+        now = now_ns if now_ns is not None else time.time_ns()
+        pushed_at = int(time.monotonic())  # one int object shared by every series of this push
+        accepted = 0
+        rejected: Counter[str] = Counter()
+        why: dict[str, str] = {}
+
+        def reject(reason: str, name: str, text: str) -> None:
+            rejected[reason] += 1
+            why.setdefault(reason, f"{name}: {text}")
+
+        limit = self.cardinality_limit
+        with self._lock:
+            families = self._families
+            owned = self._owned.setdefault(source, set())
+            pushed = self._pushed.setdefault(source, {})
+            for m in metrics:
+                name = m.name
+                fam = families.get(name)
+                if fam is None:
+                    if max_families is not None and self._pushed_families[source] >= max_families:
+                        text = f"{source} has made {max_families} metric families already (max_families)"
+                        self._drop("family_limit", name, source, text)
+                        reject("family_limit", name, text)
+                        continue
+                    fam = self._new_family(m, source)
+                    if fam is None:
+                        reject("invalid_name", name, "not an OpenTelemetry instrument name")
+                        continue
+                    self._pushed_families[source] += 1
+                if fam.kind is not m.kind or fam.unit != m.unit:
+                    text = f"reported as {m.kind.value} {m.unit!r}, family is {fam.kind.value} {fam.unit!r}"
+                    self._drop("conflict", name, source, text)
+                    reject("conflict", name, text)
+                    continue
+                # The attributes in the order the pusher sent them find the series through an
+                # alias (as in record), sparing the sort; the sorted tuple is the identity.
+                items = tuple(m.attributes.items())
+                s = fam.aliases.get(items)
+                key: AttrKey = s.key if s is not None else tuple(sorted(items))
+                if s is None:
+                    s = fam.series.get(key)
+                    if s is not None and len(s.aliases) < _MAX_ALIASES:
+                        s.aliases += (items,)
+                        fam.aliases[items] = s
+                value: Any = m.value
+                start = m.start_time_ns
+                t = m.timestamp_ns or now
+                if s is not None and delta:
+                    if start is None or start < s.time_ns or t <= s.time_ns:
+                        self._drop("out_of_order", name, source, "a delta point overlaps the running total")
+                        reject("out_of_order", name, f"a delta point from {start} to {t} overlaps the running "
+                                                     f"total, which ends at {s.time_ns}")
+                        continue
+                    try:
+                        value = add_delta(s.value, value)  # type: ignore[arg-type]
+                        start = s.start_ns
+                    except ValueError:
+                        pass  # the buckets changed: the total starts again with this delta
+                if s is None:
+                    if len(fam.series) >= limit:
+                        text = f"family already has {limit} series (pipeline.cardinality_limit)"
+                        self._drop("cardinality", name, source, text)
+                        reject("cardinality", name, text)
+                        continue
+                    if max_series is not None and len(pushed) >= max_series:
+                        text = f"{source} holds {max_series} series already (max_series)"
+                        self._drop("series_limit", name, source, text)
+                        reject("series_limit", name, text)
+                        continue
+                    s = fam.series[key] = Series(name, dict(m.attributes), key, source)
+                    s.first_ns = now
+                    s.aliases = (items,)
+                    fam.aliases[items] = s
+                    fam.version += 1
+                elif s.source != source:
+                    moved_from = self._owned.get(s.source)
+                    if moved_from is not None:
+                        moved_from.discard(s)
+                    s.source = source
+                if s.value != value or s.value.__class__ is not value.__class__:
+                    fam.version += 1
+                fam.stamp += 1  # a new sample time (and maybe value): batches take a new snapshot
+                s.value = value
+                s.start_ns = start
+                s.time_ns = t
+                owned.add(s)
+                pushed[s] = pushed_at
+                accepted += 1
+        message = "; ".join(f"{n} rejected ({reason}): {why[reason]}" for reason, n in sorted(rejected.items()))
+        return IngestResult(accepted, dict(rejected), message)
+
+    def expire_pushed(self, source: str, older_than_s: float, now: float | None = None) -> int:
+        """Expire ``source``'s pushed series not pushed for ``older_than_s`` seconds (by
+        ``time.monotonic()``, or ``now`` on that clock); return how many."""
+        cutoff = (time.monotonic() if now is None else now) - older_than_s
+        with self._lock:
+            pushed = self._pushed.get(source)
+            if not pushed:
+                return 0
+            gone = {s for s, at in pushed.items() if at < cutoff}
+            if not gone:
+                return 0
+            for s in gone:
+                del pushed[s]
+            owned = self._owned.get(source)
+            if owned is not None:
+                owned -= gone
+            mine = {s for s in gone if s.source == source}  # another source may have taken one over since
+            self._expire(mine)
+            return len(mine)
+
+    def ingest(self, source: str, expire_after: float) -> PipelineIngest:
+        """A push ingest handle for ``source`` (``bridge.api.MetricIngest``)."""
+        return PipelineIngest(self, source, expire_after)
 
     def sources(self) -> list[str]:
         with self._lock:
@@ -336,8 +484,11 @@ class Pipeline:
 
     def _create_instrument(self, fam: Family) -> Any:
         def callback(_options: CallbackOptions, fam: Family = fam) -> list[Observation]:
-            with self._lock:
-                return [Observation(s.value, s.attributes) for s in fam.series.values()]  # type: ignore[arg-type]
+            # Not under the pipeline's lock: the SDK calls this holding its own lock, which a new
+            # family's instrument takes under ours (record, push), so waiting for ours here could
+            # deadlock the two. Copying the values of a dict is one step under the GIL.
+            series = list(fam.series.values())
+            return [Observation(s.value, s.attributes) for s in series]  # type: ignore[arg-type]
 
         create = {
             MetricKind.GAUGE: self._meter.create_observable_gauge,
@@ -391,6 +542,8 @@ class Pipeline:
         self.dropped[reason] += 1
         now = time.monotonic()
         k = (reason, name)
+        if k not in self._drop_logged and len(self._drop_logged) >= _DROP_LOG_NAMES:
+            k = (reason, "")
         last = self._drop_logged.get(k)
         if last is None or now - last >= _DROP_LOG_EVERY_S:
             self._drop_logged[k] = now
@@ -470,6 +623,24 @@ class Pipeline:
         self._provider.shutdown()
 
 
+class PipelineIngest:
+    """``bridge.api.MetricIngest`` for one source of a pipeline (see ``Pipeline.push``)."""
+
+    def __init__(self, pipeline: Pipeline, source: str, expire_after: float) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.expire_after = expire_after
+        self.max_series: int | None = None
+        self.max_families: int | None = None
+
+    def push(self, metrics: Sequence[Metric], *, delta: bool = False) -> IngestResult:
+        return self.pipeline.push(self.source, metrics, delta=delta, max_series=self.max_series,
+                                  max_families=self.max_families)
+
+    def expire(self) -> int:
+        return self.pipeline.expire_pushed(self.source, self.expire_after)
+
+
 @dataclass(frozen=True)
 class SummaryDataPoint:
     """OTLP's SummaryDataPoint, which the OTel SDK has no type for (it never computes summaries;
@@ -504,6 +675,14 @@ def otel_point(attributes: Mapping[str, Any], start_ns: int | None, time_ns: int
                value: float | HistogramValue | SummaryValue) -> NumberDataPoint | HistogramDataPoint | SummaryDataPoint:
     """One OTel data point, as it is (a missing start time is the point's own time)."""
     start = start_ns if start_ns is not None else time_ns
+    if isinstance(value, ExponentialHistogramValue):  # pushed to the OTLP receiver, passed on as it came
+        return ExponentialHistogramDataPoint(
+            attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns, count=value.count,
+            sum=value.sum,
+            scale=value.scale, zero_count=value.zero_count,
+            positive=Buckets(value.positive_offset, value.positive_counts),
+            negative=Buckets(value.negative_offset, value.negative_counts), flags=0,
+            min=value.min, max=value.max)
     if isinstance(value, SummaryValue):
         return SummaryDataPoint(attributes=attributes, start_time_unix_nano=start, time_unix_nano=time_ns,
                                 count=int(value.count), sum=value.sum, quantile_values=value.quantiles)
@@ -526,6 +705,8 @@ def otel_metric(name: str, kind: MetricKind, unit: str, description: str, points
         data = Summary(data_points=points)
     elif kind is MetricKind.HISTOGRAM:
         data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+    elif kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+        data = ExponentialHistogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
     elif kind is MetricKind.GAUGE:
         data = Gauge(data_points=points)
     else:

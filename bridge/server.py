@@ -28,12 +28,9 @@ socket.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
-import hmac
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 import time
@@ -47,6 +44,7 @@ from aiohttp import web
 from bridge.api import Metric, MetricKind
 from bridge.config import ServerConfig, parse_listen
 from bridge.exposition import choose_format, render
+from bridge.listeners import auth_challenge, authorized, tls_context
 from bridge.logs import redact_text
 
 if TYPE_CHECKING:
@@ -187,20 +185,7 @@ def _wants_gzip(header: str | None) -> bool:
 
 
 def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
-    tls = config.tls
-    if tls is None:
-        return None
-    for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
-        if not os.access(path, os.R_OK):
-            why = "no such file" if not path.exists() else "not readable"
-            raise OSError(f"server.tls.{key}: cannot read {path}: {why}")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    except (ssl.SSLError, OSError) as e:
-        raise OSError(f"server.tls: cannot load the certificate {tls.cert_file} with the key {tls.key_file}: "
-                      f"{getattr(e, 'reason', None) or e}") from None
-    return ctx
+    return tls_context(config.tls, "server.tls")
 
 
 async def _listen(host: str, port: int, listen: str) -> list[socket.socket]:
@@ -340,21 +325,9 @@ class HttpServer:
         auth = self.config.auth
         if auth is None or request.path in _OPEN_PATHS:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        if auth.bearer_token is not None and header.startswith("Bearer "):
-            if hmac.compare_digest(header[7:].encode(), auth.bearer_token.get_secret_value().encode()):
-                return await handler(request)
-        if auth.basic is not None and header.startswith("Basic "):
-            try:
-                user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
-            except ValueError:
-                user, pw = "", ""
-            ok_user = hmac.compare_digest(user.encode(), auth.basic.username.encode())
-            ok_pw = hmac.compare_digest(pw.encode(), auth.basic.password.get_secret_value().encode())
-            if ok_user and ok_pw:
-                return await handler(request)
-        challenge = 'Basic realm="monbridge"' if auth.basic is not None else 'Bearer realm="monbridge"'
-        return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": challenge})
+        if authorized(auth, request.headers.get("Authorization", "")):
+            return await handler(request)
+        return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": auth_challenge(auth)})
 
     # ------------------------------------------------------------------ handlers
 

@@ -56,6 +56,7 @@ log = logging.getLogger("monbridge.supervisor")
 
 SELF_SOURCE = "monbridge"
 FLUSH_TIMEOUT_S = 2.5
+PUSH_EXPIRE_AFTER_S = 300.0
 
 
 class PluginHost:
@@ -309,6 +310,10 @@ class Supervisor:
     async def _bring_up(self, runner: PluginRunner) -> bool:
         host = InProcessHost(runner.make_plugin())
         runner.host = host
+        if isinstance(host.plugin, MonitoringIntegrationPlugin):
+            # Pushed series expire after 5 minutes unless the plugin says otherwise (as the OTel
+            # Collector's Prometheus exporter's metric_expiration).
+            host.plugin.bind_ingest(self.pipeline.ingest(runner.plugin_id, PUSH_EXPIRE_AFTER_S))
         try:
             await self._call(runner, "initialize", host.initialize(runner.config), self.settings.call_timeout)
             runner.lifecycle.to(PluginState.INITIALIZED)
@@ -405,9 +410,10 @@ class Supervisor:
                 deadline = loop.time() + timeout
                 await self._call(runner, what, host.import_round(self.pipeline), timeout)
                 what = "export"
-                batch = await self._call(runner, what, host.export_batch(self.pipeline), deadline - loop.time())
                 sinks = host.sink_names()
-                await asyncio.gather(*(self._export(runner, host, name, batch, deadline) for name in sinks))
+                if sinks:  # an integration that only receives (OTLP receive) gets no batch built
+                    batch = await self._call(runner, what, host.export_batch(self.pipeline), deadline - loop.time())
+                    await asyncio.gather(*(self._export(runner, host, name, batch, deadline) for name in sinks))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - isolation: any plugin error is recorded, never raised

@@ -25,6 +25,11 @@ With ``http/protobuf`` an endpoint written as a base URL (``http://host:4318``) 
 Header values are ``SecretStr``: they never appear in logs, errors, the config API or reprs.
 Headers from the environment are read into the model too, so the log redactor knows them.
 
+Receiving: ``receive: {grpc: {listen: "127.0.0.1:4317"}, http: {listen: "127.0.0.1:4318"}}``
+starts OTLP receivers (TLS, auth and limits as documented in ``integrations/otlp_receive.py``);
+``endpoint`` and ``receive`` may both be set. With ``receive`` and no endpoint (in the config or
+``OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT``), nothing is pushed.
+
 Temporality is cumulative: the pipeline's data is cumulative (``OTEL_EXPORTER_OTLP_METRICS_
 TEMPORALITY_PREFERENCE`` cannot change that and is ignored with a warning).
 """
@@ -37,7 +42,7 @@ import math
 import os
 import threading
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -50,6 +55,7 @@ from bridge.api import (
     IntegrationConfig,
     Metric,
     MetricBatch,
+    MetricIngest,
     MonitoringIntegrationPlugin,
     PluginConfig,
     PluginError,
@@ -58,6 +64,7 @@ from bridge.api import (
     validate_plugin_id,
 )
 from bridge.helpers import peer_excerpt
+from integrations.otlp_receive import OtlpReceiveConfig, OtlpReceiver
 
 __all__ = ["PLUGIN_ID", "OtlpConfig", "OtlpIntegration", "OtlpTLSConfig", "metrics_to_otel"]
 
@@ -133,6 +140,13 @@ class OtlpConfig(IntegrationConfig):
     )
     insecure: bool | None = Field(None, description="grpc only: plaintext, no TLS (default: from the endpoint's scheme)")
     tls: OtlpTLSConfig | None = None
+    receive: OtlpReceiveConfig | None = None
+
+    @property
+    def pushes(self) -> bool:
+        """Whether to push: always, unless only ``receive`` is configured (no endpoint anywhere)."""
+        return self.receive is None or self.endpoint is not None or _env(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") is not None
 
     @model_validator(mode="before")
     @classmethod
@@ -374,6 +388,11 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         self._inflight: asyncio.Future[Any] | None = None
         self._resource: Any = None
         self._outcomes = threading.local()
+        self._ingest: MetricIngest | None = None
+        self._receiver: OtlpReceiver | None = None
+
+    def bind_ingest(self, ingest: MetricIngest) -> None:
+        self._ingest = ingest
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(
@@ -402,6 +421,16 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
                 path = getattr(cfg.tls, key)
                 if path is not None and not os.access(path, os.R_OK):
                     raise PluginError(f"{PLUGIN_ID}: tls.{key}: cannot read {path}")
+        if cfg.receive is not None:
+            if self._ingest is None:
+                raise PluginError(f"{PLUGIN_ID}: receive needs the pipeline's ingest (bind_ingest) before initialize")
+            self._receiver = OtlpReceiver(cfg.receive, self._ingest)
+            await self._receiver.start()
+        if not cfg.pushes:
+            # Receive only: nothing to push to, alerts' spans and log records included (the alert
+            # engine looks the method up by name and passes over an integration without it).
+            self.telemetry_exporters = None  # type: ignore[assignment, method-assign]
+            return
         _install_summary_encoding()
         try:
             if cfg.protocol == "grpc":
@@ -630,13 +659,21 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             logs["endpoint"] = base_url + "/v1/logs"
         return OTLPSpanExporter(**spans), OTLPLogExporter(**logs)
 
+    def export_sinks(self) -> Mapping[str, Callable[..., Awaitable[None]]]:
+        return super().export_sinks() if self.config is None or self.config.pushes else {}
+
     async def import_metrics(self) -> Sequence[Metric]:
+        if self._receiver is not None:
+            self._receiver.round()
         return []
 
     async def import_alerts(self) -> Sequence[Alert]:
         return []
 
     async def shutdown(self, timeout: float | None = None) -> None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            await receiver.stop()
         exporter, self._exporter = self._exporter, None
         if exporter is not None:
             await asyncio.to_thread(exporter.shutdown)

@@ -31,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from bridge.api import (
     Alert,
     AlertState,
+    ExponentialHistogramValue,
     ExportResult,
     ExportSink,
     HistogramValue,
@@ -51,7 +52,15 @@ from bridge.helpers import EXCERPT_BYTES, peer_excerpt
 from bridge.notifiers import fingerprint
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
-from integrations.prometheus.remote_write import STALE_NAN, RemoteWriteConfig, RemoteWriter, display_url, encode_labels
+from integrations.prometheus.remote_write import (
+    STALE_NAN,
+    RemoteWriteConfig,
+    RemoteWriter,
+    display_url,
+    encode_labels,
+    encode_native_histogram,
+    encode_sample,
+)
 from integrations.prometheus.scrape import (
     DEFAULT_BODY_SIZE_LIMIT,
     ScrapeLimits,
@@ -200,13 +209,15 @@ class PrometheusIntegrationConfig(IntegrationConfig):
 
 
 class _Sent:
-    """What was last sent for one pipeline series: its encoded label sets and sample time."""
+    """What was last sent for one pipeline series: its encoded label sets and sample time (and
+    for an exponential histogram, the label set of its native histogram)."""
 
-    __slots__ = ("labels", "ts")
+    __slots__ = ("labels", "ts", "native")
 
     def __init__(self, labels: list[bytes], ts: int) -> None:
         self.labels = labels
         self.ts = ts
+        self.native: bytes | None = None
 
 
 class PrometheusIntegration(MonitoringIntegrationPlugin):
@@ -225,6 +236,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._writers: list[RemoteWriter] = []
         self._sent: dict[Any, _Sent] = {}
         self._sinks: dict[str, ExportSink] | None = None
+        self._exponential: tuple[list[tuple[bytes, float, int]], list[tuple[bytes, bytes]]] = ([], [])
         self._job_instance: tuple[tuple[str, str], ...] = ()
         self._counts: dict[tuple[str, str], int] = {}
         self._exported: dict[str, Alert] = {}  # fingerprint -> alert last sent to Alertmanager
@@ -424,7 +436,9 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     def _remote_write_samples(self, batch: MetricBatch) -> list[tuple[bytes, float, int]]:
         """Every series with a sample newer than the last one sent, and a staleness marker for
         every series sent before that is gone. Each series' labels are its Prometheus view's,
-        encoded once (when first sent, or when a histogram's buckets change)."""
+        encoded once (when first sent, or when a histogram's buckets change). Exponential
+        histograms are left in ``self._exponential``: as explicit-bucket samples, and as native
+        histogram entries, for the writers that send those."""
         if not self._job_instance:
             attrs = batch.resource_attributes
             job = str(attrs.get("service.name", "monbridge"))
@@ -435,6 +449,9 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         sent = self._sent
         now_ms = time.time_ns() // 1_000_000
         current: dict[Any, _Sent] = {}
+        classic: list[tuple[bytes, float, int]] = []
+        native_entries: list[tuple[bytes, bytes]] = []
+        self._exponential = (classic, native_entries)
         for fam in batch.families():
             kind = fam.kind
             native = fam.native
@@ -448,6 +465,18 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                 if st.ts == ts:
                     continue  # nothing new since the last round
                 v = s.value
+                if kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+                    view = s.prom
+                    old, st.labels = st.labels, self._labels_for(native, kind, view)  # boundaries move with the scale
+                    classic.extend((lb, STALE_NAN, ts) for lb in set(old) - set(st.labels))
+                    classic.extend(zip(st.labels, _expand_values(v), [ts] * len(st.labels), strict=True))
+                    if st.native is None:
+                        st.native = encode_labels({**self._view_labels(native, view), "__name__": view.name}.items())
+                    entry = encode_native_histogram(st.native, v, ts)  # type: ignore[arg-type]
+                    if entry is not None:
+                        native_entries.append((st.native, entry))
+                    st.ts = ts
+                    continue
                 if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
                     vals = _expand_values(v)
                     if len(vals) != len(st.labels):  # the buckets changed: new label sets
@@ -455,29 +484,40 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                     for lb, x in zip(st.labels, vals, strict=True):
                         add((lb, x, ts))
                 else:
-                    add((st.labels[0], float(v), ts))  # type: ignore[arg-type]
+                    add((st.labels[0], float(v), ts))
                 st.ts = ts
         for key, st in sent.items():
             if key not in current:
+                stale_ts = max(now_ms, st.ts + 1)
+                if st.native is not None:
+                    classic.extend((lb, STALE_NAN, stale_ts) for lb in st.labels)
+                    native_entries.append((st.native, encode_sample(st.native, STALE_NAN, stale_ts)))
+                    continue
                 for lb in st.labels:
-                    add((lb, STALE_NAN, max(now_ms, st.ts + 1)))
+                    add((lb, STALE_NAN, stale_ts))
         self._sent = current
         return out
 
     def _labels_for(self, native: bool, kind: MetricKind, view: PrometheusView) -> list[bytes]:
         """The encoded label sets of a series' samples, from its Prometheus view (a
         non-imported series gets the agent's job and instance when it has none)."""
+        labels = self._view_labels(native, view)
+        name = view.name
+        if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY or kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+            le_name, bucket = ("quantile", name) if kind is MetricKind.SUMMARY else ("le", name + "_bucket")
+            out = [encode_labels({**labels, "__name__": bucket, le_name: le}.items()) for le in view.le]
+            return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
+        return [encode_labels({**labels, "__name__": name}.items())]
+
+    def _view_labels(self, native: bool, view: PrometheusView) -> dict[str, str]:
+        """A series' labels (without ``__name__``) from its Prometheus view, with this agent's
+        job and instance where a non-imported series has none."""
         labels = dict(view.labels)
         if not native:
             for k, v in self._job_instance:
                 if k not in labels and v:
                     labels[k] = v
-        name = view.name
-        if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
-            le_name, bucket = ("le", name + "_bucket") if kind is MetricKind.HISTOGRAM else ("quantile", name)
-            out = [encode_labels({**labels, "__name__": bucket, le_name: le}.items()) for le in view.le]
-            return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]
-        return [encode_labels({**labels, "__name__": name}.items())]
+        return labels
 
     async def _push(self, batch: MetricBatch, pg: PushgatewayConfig) -> ExportResult:
         from bridge.prometheus import CONTENT_TYPE_TEXT, render
@@ -583,9 +623,15 @@ class _RemoteWriteSink:
     async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
         p = self._plugin
         samples = p._remote_write_samples(batch)
-        if samples:
-            for w in p._writers:
-                w.append(samples)
+        classic, native = p._exponential
+        for w in p._writers:
+            if w.config.send_native_histograms:
+                if samples:
+                    w.append(samples)
+                if native:
+                    w.append_encoded(native)
+            elif samples or classic:
+                w.append(samples + classic)
         return ExportResult.success()
 
     async def force_flush(self, timeout: float) -> bool:
@@ -619,6 +665,10 @@ class _PushgatewaySink:
 
 def _expand_values(v: Any) -> list[float]:
     """A histogram's cumulative bucket counts, sum and count, or a summary's quantiles, sum and count."""
+    if isinstance(v, ExponentialHistogramValue):
+        from bridge.exposition import as_histogram
+
+        v = as_histogram(v)
     if isinstance(v, HistogramValue):
         out: list[float] = []
         cum = 0
