@@ -16,6 +16,11 @@
 Plugins import these names from here, never from the modules that define them.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from bridge.config import (
     AuthConfig,
     ConfigError,
@@ -27,10 +32,17 @@ from bridge.config import (
     read_document,
     read_regular_file,
 )
-from bridge.httpbody import BodyError, BodyLimits, parse_json, read_body
-from bridge.listeners import auth_challenge, authorized, tls_context
 from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
 from bridge.tasks import cancel_and_wait, run_bounded
+
+if TYPE_CHECKING:
+    from bridge.httpbody import BodyError, BodyLimits, parse_json, read_body
+    from bridge.listeners import auth_challenge, authorized, tls_context
+
+# Loaded when first used (they bring aiohttp and ssl), so validating a plugin's config does not.
+_LAZY = {"BodyError": "bridge.httpbody", "BodyLimits": "bridge.httpbody", "parse_json": "bridge.httpbody",
+         "read_body": "bridge.httpbody", "auth_challenge": "bridge.listeners", "authorized": "bridge.listeners",
+         "tls_context": "bridge.listeners"}
 
 __all__ = [
     "EXCERPT_BYTES",
@@ -55,3 +67,12 @@ __all__ = [
     "redact_text",
     "run_bounded",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bridge.helpers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -666,7 +666,7 @@ class _PushgatewaySink:
 def _expand_values(v: Any) -> list[float]:
     """A histogram's cumulative bucket counts, sum and count, or a summary's quantiles, sum and count."""
     if isinstance(v, ExponentialHistogramValue):
-        from bridge.exposition import as_histogram
+        from bridge.prometheus import as_histogram
 
         v = as_histogram(v)
     if isinstance(v, HistogramValue):

@@ -140,7 +140,7 @@ def encode_native_histogram(labels: bytes, h: Any, timestamp_ms: int) -> bytes |
     8), bucket ``i`` is Prometheus' bucket ``i + 1`` (upper-bound indexed), each side one span of
     delta-encoded counts, a zero threshold of 0 becomes 1e-128. None for a scale under -4, which
     Prometheus cannot take."""
-    from bridge.accumulate import downscale
+    from bridge.otel import downscale
 
     scale = h.scale
     if scale < NATIVE_SCHEMAS.start:
