@@ -611,19 +611,21 @@ async def test_series_and_metric_names_a_receiver_holds_are_bounded():
 
 
 async def test_a_receive_only_integration_builds_no_export_batch(monkeypatch):
-    from bridge.supervisor import InProcessHost
+    from bridge.supervisor import Supervisor
 
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", raising=False)
     pipeline = Pipeline()
-    plugin = OtlpIntegration()
-    plugin.bind_ingest(pipeline.ingest("monitoring.integration.otlp", 300.0))
-    await plugin.initialize({"receive": {"http": {"listen": "127.0.0.1:0"}}})
+    calls = []
+    real_batch = pipeline.batch
+    monkeypatch.setattr(pipeline, "batch", lambda: calls.append(1) or real_batch())
+    supervisor = Supervisor(pipeline)
+    config = {"receive": {"http": {"listen": "127.0.0.1:0"}}}
+    runner = supervisor.make_runner("monitoring.integration.otlp", OtlpIntegration, config,
+                                    OtlpIntegration.parse_config(config))
     try:
-        calls = []
-        monkeypatch.setattr(pipeline, "collect_otel", lambda: calls.append(1))
-        host = InProcessHost(plugin)
-        assert await host.export_batch(pipeline) == () and host.sink_names() == [] and calls == []
+        assert await supervisor.collect_once(runner)  # one whole round: import, then no export
+        assert runner.host is not None and runner.host.sink_names() == [] and calls == []
     finally:
-        await plugin.shutdown()
+        await supervisor.stop(runner, flush=False)
         pipeline.shutdown()
