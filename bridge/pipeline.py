@@ -1,19 +1,20 @@
-"""The meter pipeline: one OpenTelemetry MeterProvider fed from a cache of collected series.
+"""The metric pipeline: one store of series, fed by every source, read by every sink.
 
 Collectors are run by the supervisor on their own schedule; what they return is recorded here
-(``Pipeline.record``) and cached. The OTel observable instruments' callbacks only read this
-cache, so a reader's collection never re-runs a collector. Pre-aggregated data (cumulative
-sums with their own start time, histograms with bucket counts: Prometheus imports, say) stays
-out of the SDK and joins the exported ``MetricsData`` as it is, never re-aggregated.
+(``Pipeline.record``) and cached. Pre-aggregated data (cumulative sums with their own start
+time, histograms with bucket counts: Prometheus imports, say) is kept as it came, never
+re-aggregated. Plugins that use the OpenTelemetry metrics API (``opentelemetry.metrics``
+instruments) are one more source: ``inputs`` (``bridge.sdk_input``) gives them a MeterProvider
+whose reader records into the pipeline before every read of it (``families``, ``snapshot``).
 
 Limits are set on purpose: each metric family holds at most ``cardinality_limit`` series; a
 series past it is dropped, counted in ``monbridge.series.dropped{reason="cardinality"}`` and
-logged. The SDK's own per-instrument cap (2,000 by default, overflowing silently) is raised
-above ours so it never triggers. A source's series that are missing from its next collection
-(a process that exited) expire at once, here and in the SDK's storage.
+logged. A source's series that are missing from its next collection (a process that exited)
+expire at once.
 
-The Prometheus renderer (``bridge.exposition``) reads the same cache directly: going through
-the SDK's collection for every scrape costs more than the render itself (see benchmarks/).
+Sinks read the families directly: the Prometheus renderer (``bridge.exposition``), remote
+write, and the OTLP push (``integrations.otlp_wire`` encodes OTLP from them); no second copy
+of the series is kept for any of them.
 """
 
 from __future__ import annotations
@@ -28,27 +29,19 @@ from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
     Histogram,
     HistogramDataPoint,
-    InMemoryMetricReader,
-    MetricReader,
-    MetricsData,
     NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
     Sum,
 )
 from opentelemetry.sdk.metrics.export import Metric as OtelMetric
-from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
+from bridge.sdk_input import SdkInput
 
 __all__ = [
     "DEFAULT_CARDINALITY_LIMIT",
@@ -65,8 +58,6 @@ __all__ = [
 log = logging.getLogger("monbridge.pipeline")
 
 DEFAULT_CARDINALITY_LIMIT = 10_000
-_SCOPE = InstrumentationScope("monbridge", "0.1.0")
-_PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
 _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DROP_LOG_EVERY_S = 60.0
@@ -92,7 +83,8 @@ def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:
 class Series:
     """One attribute set of a family: its latest value and who reported it."""
 
-    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns")
+    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns",
+                 "otlp")
 
     def __init__(self, name: str, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
         self.name = name
@@ -105,6 +97,7 @@ class Series:
         self.prom: Any = None  # the renderer's cached label string
         self.first_ns = 0  # when the pipeline first saw it: the start of a cumulative point that has none
         self.aliases: list[tuple[tuple[str, Any], ...]] = []  # unsorted attribute tuples seen for it
+        self.otlp: bytes | None = None  # the OTLP encoder's cached bytes of its attributes (integrations.otlp_wire)
 
 
 @dataclass(eq=False)
@@ -122,19 +115,17 @@ class Family:
     series: dict[AttrKey, Series] = field(default_factory=dict)
     aliases: dict[tuple[tuple[str, Any], ...], Series] = field(default_factory=dict)
     version: int = 0
-    instrument: Any = None
     render_cache: dict[Any, Any] = field(default_factory=dict)
 
 
 class Pipeline:
-    """The cache of collected series and the MeterProvider exporting it."""
+    """The cache of collected series."""
 
     def __init__(
         self,
         resource: Resource | None = None,
         *,
         cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
-        readers: Sequence[MetricReader] = (),
     ) -> None:
         if cardinality_limit < 1:
             raise ValueError("cardinality_limit must be at least 1")
@@ -146,15 +137,8 @@ class Pipeline:
         self.dropped: Counter[str] = Counter()
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
-        self._reader = InMemoryMetricReader()
-        # The SDK keeps limit-1 series and folds the rest into an overflow point; ours is enforced
-        # first, so the SDK's is set one above it and never triggers.
-        self._provider = MeterProvider(
-            resource=self.resource,
-            metric_readers=[self._reader, *readers],
-            views=[View(instrument_name="*", aggregation_cardinality_limit=cardinality_limit + 1)],
-        )
-        self._meter = self._provider.get_meter(_SCOPE.name, _SCOPE.version)
+        #: The OpenTelemetry metrics API as a source (its MeterProvider is made on first use).
+        self.inputs = SdkInput(self)
 
     # ------------------------------------------------------------------ recording
 
@@ -297,24 +281,9 @@ class Pipeline:
             self._drop("invalid_name", m.name, source,
                        "expected an OpenTelemetry instrument name (a letter, then letters, digits, _ . - /)")
             return None
-        # Imported families skip the SDK's instruments: their data is exported as it came.
         fam = Family(m.name, m.kind, m.unit, m.description, m.preaggregated or native, native)
-        if not fam.preaggregated:
-            fam.instrument = self._create_instrument(fam)
         self._families[m.name] = fam
         return fam
-
-    def _create_instrument(self, fam: Family) -> Any:
-        def callback(_options: CallbackOptions, fam: Family = fam) -> list[Observation]:
-            with self._lock:
-                return [Observation(s.value, s.attributes) for s in fam.series.values()]  # type: ignore[arg-type]
-
-        create = {
-            MetricKind.GAUGE: self._meter.create_observable_gauge,
-            MetricKind.COUNTER: self._meter.create_observable_counter,
-            MetricKind.UP_DOWN_COUNTER: self._meter.create_observable_up_down_counter,
-        }[fam.kind]
-        return create(fam.name, callbacks=[callback], unit=fam.unit, description=fam.description)
 
     def _expire(self, gone: set[Series]) -> None:
         by_family: dict[str, list[AttrKey]] = {}
@@ -331,31 +300,9 @@ class Pipeline:
         for name, keys in by_family.items():
             self.expired_total += len(keys)
             fam = self._families[name]
-            if fam.instrument is not None:
-                self._forget_in_sdk(fam.instrument, keys)
             if not fam.series:
-                # An empty family keeps its instrument (the SDK cannot remove one) but is not rendered.
+                # An empty family is kept (its kind and unit stay claimed) but is not rendered.
                 fam.render_cache.clear()
-
-    def _forget_in_sdk(self, instrument: Any, keys: list[AttrKey]) -> None:
-        """Remove expired attribute sets from the SDK's storage.
-
-        For cumulative asynchronous instruments the SDK never forgets an attribute set: an exited
-        process would hold memory and a slot of the cardinality limit forever. This reaches into
-        the SDK's storage (pinned version; covered by tests/unit/test_pipeline.py).
-        """
-        try:
-            from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
-
-            consumer = self._provider._measurement_consumer
-            hashed = [_hash_attributes(dict(k)) for k in keys]
-            for storage in consumer._reader_storages.values():
-                for match in storage._instrument_view_instrument_matches.get(instrument, ()):
-                    with match._lock:
-                        for h in hashed:
-                            match._attributes_aggregation.pop(h, None)
-        except Exception:  # pragma: no cover - only if the SDK's internals change
-            log.warning("could not expire series in the OpenTelemetry SDK storage", exc_info=True)
 
     def _drop(self, reason: str, name: str, source: str, why: str) -> None:
         self.dropped[reason] += 1
@@ -373,7 +320,9 @@ class Pipeline:
     # ------------------------------------------------------------------ reading
 
     def families(self) -> list[Family]:
-        """The families that have series, in name order (a list; the families are live)."""
+        """The families that have series, in name order (a list; the families are live).
+        The OpenTelemetry metrics API's instruments are collected into the pipeline first."""
+        self.inputs.collect()
         with self._lock:
             return [f for _, f in sorted(self._families.items()) if f.series]
 
@@ -382,6 +331,7 @@ class Pipeline:
 
     def snapshot(self) -> list[Metric]:
         """Every cached series as a Metric (for integrations that take the plugin API's type)."""
+        self.inputs.collect()
         out: list[Metric] = []
         with self._lock:
             for fam in self._families.values():
@@ -390,34 +340,8 @@ class Pipeline:
                                       dict(s.attributes), s.time_ns, s.start_ns))
         return out
 
-    def collect_otel(self) -> MetricsData:
-        """The MeterProvider's data (instrument callbacks read the cache) plus the
-        pre-aggregated families, as one ``MetricsData`` for OTel exporters. Blocking: call it
-        from a worker thread."""
-        self._reader.collect()
-        data = self._reader.get_metrics_data()
-        preagg = self._preaggregated_metrics()
-        scope_metrics: list[ScopeMetrics] = []
-        if data is not None:
-            for rm in data.resource_metrics:
-                scope_metrics.extend(rm.scope_metrics)
-        if preagg:
-            scope_metrics.append(ScopeMetrics(scope=_PREAGG_SCOPE, metrics=preagg, schema_url=""))
-        return MetricsData(resource_metrics=[ResourceMetrics(resource=self.resource, scope_metrics=scope_metrics,
-                                                             schema_url="")])
-
-    def _preaggregated_metrics(self) -> list[OtelMetric]:
-        with self._lock:
-            return [
-                otel_metric(fam.name, fam.kind, fam.unit, fam.description,
-                            [otel_point(s.attributes, s.start_ns if s.start_ns is not None or fam.kind is MetricKind.GAUGE
-                                        else min(s.first_ns, s.time_ns), s.time_ns, s.value)
-                             for s in fam.series.values()])
-                for fam in self._families.values() if fam.preaggregated and fam.series
-            ]
-
     def shutdown(self) -> None:
-        self._provider.shutdown()
+        self.inputs.shutdown()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from bridge.config import ConfigError, LoadedConfig, redact
 from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
 from bridge.registry import PluginRegistry
+from bridge.sdk_input import install_global
 from bridge.server import HttpServer
 from bridge.supervisor import PluginRunner, Supervisor, SupervisorSettings
 from bridge.tasks import run_bounded
@@ -60,6 +61,8 @@ class Runtime:
         self.registry = registry
         self._reload_config = reload_config
         self.pipeline = Pipeline(cardinality_limit=loaded.model.pipeline.cardinality_limit)
+        # Plugins' opentelemetry.metrics instruments report into this pipeline.
+        install_global(self.pipeline)
         self.supervisor = Supervisor(self.pipeline, settings)
         self.server = HttpServer(self, loaded.model.server)
         self.alerts = AlertEngine.for_runtime(self)
