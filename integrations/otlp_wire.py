@@ -334,14 +334,19 @@ class _Request:
         self.size = len(resource) + 16
 
     def _close(self) -> None:
+        """The open request's bytes, joined once (lengths are added up, not measured on copies)."""
         if not self.scopes:
             return
-        body = [self.resource]
+        parts: list[bytes] = []
+        rm_len = len(self.resource)
         for scope, metrics in self.scopes:
-            if metrics:
-                body.append(_field(0x12, scope + b"".join(metrics)))
-        rm = b"".join(body)
-        self.done.append(_field(0x0A, rm))
+            content = len(scope) + sum(map(len, metrics))
+            head = b"\x12" + _varint(content)
+            rm_len += len(head) + content
+            parts.append(head)
+            parts.append(scope)
+            parts.extend(metrics)
+        self.done.append(b"".join([b"\x0a", _varint(rm_len), self.resource, *parts]))
         self.scopes = []
         self.size = len(self.resource) + 16
 
@@ -350,6 +355,7 @@ class _Request:
         ``points`` (each a data_points entry) and ``tail`` (temporality, monotonic)."""
         i = 0
         n = len(points)
+        tag = bytes((data_tag,))
         while i < n:
             room = self.limit - self.size - len(header) - len(tail) - len(scope) - 32
             j = i
@@ -360,9 +366,10 @@ class _Request:
             if j == i:  # nothing fits in what is left of this request: start the next
                 self._close()
                 continue
-            data = b"".join(points[i:j]) + tail
-            metric = header + _field(data_tag, data)
-            entry = _field(0x12, metric)
+            data_len = taken + len(tail)
+            data_head = tag + _varint(data_len)
+            metric_len = len(header) + len(data_head) + data_len
+            entry = b"".join([b"\x12", _varint(metric_len), header, data_head, *points[i:j], tail])
             if not self.scopes or self.scopes[-1][0] is not scope:
                 self.scopes.append((scope, []))
                 self.size += len(scope) + 8
