@@ -52,11 +52,10 @@ import logging
 import math
 import os
 import ssl
-import time
 import urllib.parse
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -68,7 +67,6 @@ from bridge.api import (
     ExportStatus,
     IntegrationConfig,
     Metric,
-    MetricKind,
     MonitoringIntegrationPlugin,
     PluginConfig,
     PluginError,
@@ -251,43 +249,15 @@ class OtlpConfig(IntegrationConfig):
 # ---------------------------------------------------------------------------- the plugin API's Metrics
 
 
-@dataclass(eq=False)
-class _Series:
-    attributes: Mapping[str, Any]
-    value: Any
-    start_ns: int | None
-    time_ns: int
-    first_ns: int
+def metrics_families(metrics: Sequence[Metric], resource: Any = None) -> list[Any]:
+    """Plugin-API ``Metric``s as the families the OTLP encoder takes: recorded into a pipeline of
+    their own (kinds, start times and histogram buckets kept; a metric whose kind or unit differs
+    from the first of its name is dropped and logged, as the pipeline does)."""
+    from bridge.pipeline import Pipeline
 
-
-@dataclass(eq=False)
-class _Family:
-    name: str
-    kind: MetricKind
-    unit: str
-    description: str
-    preaggregated: bool
-    native: bool = False
-    series: list[_Series] = field(default_factory=list)
-
-
-def metrics_families(metrics: Sequence[Metric], now_ns: int | None = None) -> list[_Family]:
-    """Plugin-API ``Metric``s as families the OTLP encoder takes (kinds, start times and
-    histogram buckets kept; a metric of another kind than the first of its name is left out,
-    logged)."""
-    now = now_ns if now_ns is not None else time.time_ns()
-    families: dict[str, _Family] = {}
-    for m in metrics:
-        fam = families.get(m.name)
-        if fam is None:
-            fam = families[m.name] = _Family(m.name, m.kind, m.unit, m.description, m.preaggregated)
-        elif fam.kind is not m.kind:
-            log.warning("metric %s reported as %s and %s; the %s points are not exported",
-                        m.name, fam.kind.value, m.kind.value, m.kind.value)
-            continue
-        t = m.timestamp_ns or now
-        fam.series.append(_Series(m.attributes, m.value, m.start_time_ns, t, t))
-    return list(families.values())
+    p = Pipeline(resource, cardinality_limit=max(len(metrics), 1))
+    p.record("export_metrics", metrics)
+    return p.families()
 
 
 # ---------------------------------------------------------------------------- where and how to send
@@ -528,6 +498,24 @@ def _retry_info(metadata: Any) -> float | None:
         return None
 
 
+def _release_free_memory() -> None:
+    """Give the memory a push freed back to the system: glibc keeps what the encoding thread
+    freed in that thread's arena (tens of MB for 100k series) unless asked to trim it."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
+
+
 def _version() -> str:
     from bridge import __version__
 
@@ -616,17 +604,20 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
                     text = text.replace(s, "<secret>")
         return text
 
-    def _encode(self, families: list[tuple[Any, list[Any]]], resource: Any) -> list[bytes]:
-        """The round's requests, compressed for HTTP (runs in a worker thread)."""
-        assert self._encoder is not None and self._target is not None
-        bodies = self._encoder.encode(families, resource)
+    def _next_body(self, requests: Iterator[bytes]) -> bytes | None:
+        """The next request of the round, compressed for HTTP, or None (runs in a worker thread)."""
+        assert self._target is not None
+        body = next(requests, None)
+        if body is None:
+            _release_free_memory()
+            return None
         if self._target.protocol == "grpc":  # grpcio compresses on the channel
-            return bodies
+            return body
         if self._target.compression == "gzip":
-            return [gzip.compress(b, compresslevel=1) for b in bodies]
+            return gzip.compress(body, compresslevel=1)
         if self._target.compression == "deflate":
-            return [zlib.compress(b, 1) for b in bodies]
-        return bodies
+            return zlib.compress(body, 1)
+        return body
 
     async def push(self, families: Sequence[Any], resource: Any, timeout: float | None = None) -> ExportResult:
         """One round's export: ``families`` encoded (in a worker thread) and sent, retried within
@@ -652,29 +643,39 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         for fam in families:
             ser = fam.series
             batch.append((fam, list(ser.values() if isinstance(ser, Mapping) else ser)))
-        self._inflight = asyncio.ensure_future(asyncio.to_thread(self._encode, batch, resource))
-        try:
-            bodies: list[bytes] = await asyncio.shield(self._inflight)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a bug in the encoder must be a failed round, not a crash
-            log.exception("OTLP: encoding the push failed")
-            return ExportResult.permanent(f"OTLP export to {where} failed: cannot encode: {type(e).__name__}: {e}")
+        assert self._encoder is not None
+        requests = self._encoder.requests(batch, resource)
         budget = timeout if timeout is not None else target.timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         failed: list[ExportResult] = []
-        for body in bodies:
+        sent = 0
+        while True:
+            # Each request is encoded (and compressed) in a worker thread, then sent: a push holds
+            # one request's bytes at a time.
+            self._inflight = asyncio.ensure_future(asyncio.to_thread(self._next_body, requests))
+            try:
+                body: bytes | None = await asyncio.shield(self._inflight)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a bug in the encoder must be a failed round, not a crash
+                log.exception("OTLP: encoding the push failed")
+                return ExportResult.permanent(f"OTLP export to {where} failed: cannot encode: {type(e).__name__}: {e}")
+            if body is None:
+                break
+            sent += 1
+
             async def attempt(left: float, body: bytes = body) -> ExportResult:
                 return await sender.send(body, left, where, self._redact)
 
             result = await with_retries(attempt, max(deadline - loop.time(), 0.001))
+            del body
             if not result.ok:
                 failed.append(result)
         if not failed:
             return ExportResult.success()
         worst = next((r for r in failed if r.status is ExportStatus.PERMANENT), failed[-1])
-        part = f" ({len(failed)} of {len(bodies)} requests)" if len(bodies) > 1 else ""
+        part = f" ({len(failed)} of {sent} requests)" if sent > 1 else ""
         reason = f"OTLP export to {where} failed{part}: {self._redact(worst.reason)}"
         if worst.status is ExportStatus.PERMANENT:
             return ExportResult.permanent(reason)
@@ -693,7 +694,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             from bridge.pipeline import default_resource
 
             self._resource = default_resource()
-        await self.export_families(metrics_families(metrics), self._resource)
+        await self.export_families(metrics_families(metrics, self._resource), self._resource)
 
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
         """Nothing to do: alerts reach OTLP as log records (each transition) and spans (each

@@ -49,11 +49,12 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from bridge import __version__
 from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, SummaryValue
+from integrations.prometheus.remote_write import _varint as _varint_slow  # protobuf's varint, int64 as two's complement
 
 __all__ = [
     "CUMULATIVE",
@@ -96,17 +97,6 @@ def temporality_of(kind: MetricKind, preference: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------- protobuf primitives
-
-
-def _varint_slow(n: int) -> bytes:
-    if n < 0:
-        n += 1 << 64  # int64: two's complement, ten bytes
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 _SMALL = [_varint_slow(i) for i in range(16384)]
@@ -419,6 +409,12 @@ class OtlpEncoder:
     def encode(self, families: Iterable[tuple[Any, Sequence[Any]]], resource: Any) -> list[bytes]:
         """``ExportMetricsServiceRequest`` bytes for ``families``, given as (family, its series)
         pairs; several requests when they exceed ``max_request_bytes``; none when empty."""
+        return list(self.requests(families, resource))
+
+    def requests(self, families: Iterable[tuple[Any, Sequence[Any]]], resource: Any) -> Iterator[bytes]:
+        """``encode``, one request at a time: each is yielded as soon as it is full, so a push
+        holds one request's bytes at a time, not all of them. The delta state is updated when
+        the iteration ends."""
         req = _Request(_resource_bytes(resource), self.max_request_bytes)
         previous = self._previous
         current: dict[tuple[str, Any], tuple[int, int, Any]] = {}
@@ -452,8 +448,11 @@ class OtlpEncoder:
                 req.add(scope, header, 0x52, points, b"\x10" + _varint(temporality or CUMULATIVE))
             elif kind is MetricKind.SUMMARY:
                 req.add(scope, header, 0x5A, points, b"")
+            if req.done:
+                yield from req.done
+                req.done.clear()
         self._previous = current
-        return req.finish()
+        yield from req.finish()
 
     # ------------------------------------------------------------------ delta
 

@@ -79,16 +79,24 @@ async def plugin_for(config: dict[str, Any]) -> OtlpIntegration:
     return plugin
 
 
-async def test_http_retry_after_is_honoured_then_delivered():
-    backend = HttpBackend([(429, {"Retry-After": "0.3"}, b"slow down"), (503, {}, b"busy")])
+async def push_once(backend: HttpBackend, config: dict[str, Any]) -> tuple[Any, int]:
+    """One push of ``pipeline()`` to ``backend`` (served for the push) with ``config``; the
+    result and the port it listened on."""
     server = await serve(backend)
-    plugin = await plugin_for({"endpoint": f"http://127.0.0.1:{server.port}", "timeout": 10})
+    port = server.port
+    assert port is not None
+    plugin = await plugin_for({"endpoint": f"http://127.0.0.1:{port}", **config})
     try:
         p = pipeline()
-        result = await plugin.push(p.families(), p.resource)
+        return await plugin.push(p.families(), p.resource), port
     finally:
         await plugin.shutdown()
         await server.close()
+
+
+async def test_http_retry_after_is_honoured_then_delivered():
+    backend = HttpBackend([(429, {"Retry-After": "0.3"}, b"slow down"), (503, {}, b"busy")])
+    result, _ = await push_once(backend, {"timeout": 10})
     assert result.ok, result.reason
     assert len(backend.requests) == 3
     assert backend.requests[1][0] - backend.requests[0][0] >= 0.3  # the Retry-After wait
@@ -97,17 +105,8 @@ async def test_http_retry_after_is_honoured_then_delivered():
 
 async def test_http_retry_after_beyond_the_timeout_ends_the_retries(caplog):
     backend = HttpBackend([(503, {"Retry-After": "3600"}, b"come back later")])
-    server = await serve(backend)
-    port = server.port
-    plugin = await plugin_for({"endpoint": f"http://127.0.0.1:{port}", "timeout": 5,
-                               "headers": {"authorization": TOKEN}})
     t0 = time.monotonic()
-    try:
-        p = pipeline()
-        result = await plugin.push(p.families(), p.resource)
-    finally:
-        await plugin.shutdown()
-        await server.close()
+    result, port = await push_once(backend, {"timeout": 5, "headers": {"authorization": TOKEN}})
     assert time.monotonic() - t0 < 4
     assert result.status is ExportStatus.RETRYABLE and result.retry_after == 3600
     assert "HTTP 503" in result.reason and "come back later" in result.reason
@@ -139,14 +138,7 @@ async def test_partial_success_is_logged(caplog):
         partial_success=metrics_service_pb2.ExportMetricsPartialSuccess(rejected_data_points=2,
                                                                          error_message="too old")).SerializeToString()
     backend = HttpBackend([(200, {"Content-Type": "application/x-protobuf"}, partial)])
-    server = await serve(backend)
-    plugin = await plugin_for({"endpoint": f"http://127.0.0.1:{server.port}"})
-    try:
-        p = pipeline()
-        result = await plugin.push(p.families(), p.resource)
-    finally:
-        await plugin.shutdown()
-        await server.close()
+    result, _ = await push_once(backend, {})
     assert result.ok
     assert "rejected 2 data points: too old" in caplog.text
 
