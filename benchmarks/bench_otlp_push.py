@@ -182,6 +182,62 @@ def run_sdk(endpoint: str, series: int, families: int, interval: float) -> None:
     threading.Event().wait()
 
 
+# ---------------------------------------------------------------------------- the encoders alone
+
+
+def compare_encoders(series: int, families: int, repeat: int = 3) -> None:
+    """CPU of one request body for ``series`` gauges: ``integrations.otlp_wire`` (first push, and
+    the following ones, when each series' attribute bytes are kept) against building the
+    ``opentelemetry-proto`` messages (upb) from the same families and serializing them; the
+    decoded outputs must be equal."""
+    import gc
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    from bridge import Metric, MetricKind
+    from bridge.pipeline import Pipeline
+    from integrations.otlp_wire import OtlpEncoder
+
+    p = Pipeline(cardinality_limit=series)
+    p.record("bench", [Metric(f"bench.gauge{i % families}", MetricKind.GAUGE, i * 0.5, "1", "a bench gauge",
+                              series_attributes(i)) for i in range(series)])
+    fams = [(f, list(f.series.values())) for f in p.families()]
+
+    def proto() -> bytes:
+        req = ExportMetricsServiceRequest()
+        rm = req.resource_metrics.add()
+        rm.resource.attributes.extend(common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(string_value=str(v)))
+                                      for k, v in p.resource.attributes.items())
+        sm = rm.scope_metrics.add()
+        sm.scope.name, sm.scope.version = "monbridge", "0.1.0"
+        for f, ss in fams:
+            m = sm.metrics.add(name=f.name, description=f.description, unit=f.unit)
+            m.gauge.data_points.extend(metrics_pb2.NumberDataPoint(
+                attributes=[common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(string_value=v))
+                            for k, v in s.attributes.items()], time_unix_nano=s.time_ns, as_double=s.value)
+                for s in ss)
+        return req.SerializeToString()
+
+    def cpu(fn: Any) -> tuple[float, Any]:
+        gc.collect()
+        t = time.process_time()
+        out = fn()
+        return time.process_time() - t, out
+
+    enc = OtlpEncoder(max_request_bytes=1 << 30)
+    cold, ours = cpu(lambda: enc.encode(fams, p.resource))
+    warm = min(cpu(lambda: enc.encode(fams, p.resource))[0] for _ in range(repeat))
+    upb, theirs = min((cpu(proto) for _ in range(repeat)), key=lambda x: x[0])
+    mine, ref = ExportMetricsServiceRequest.FromString(ours[0]), ExportMetricsServiceRequest.FromString(theirs)
+    same = mine.resource_metrics[0].scope_metrics[0].metrics == ref.resource_metrics[0].scope_metrics[0].metrics
+    print(f"encoders, one request of {series} gauges: opentelemetry-proto (upb) {upb:.3f} s; otlp_wire {cold:.3f} s "
+          f"on the first push, {warm:.3f} s after ({upb / warm:.0f}× less); outputs {'equal' if same else 'DIFFER'}")
+    if not same:
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------------------- the parent
 
 
@@ -255,6 +311,7 @@ def main() -> None:
     ap.add_argument("--pushes", type=int, default=4, help="measured intervals per side")
     ap.add_argument("--warmup", type=float, default=None, help="seconds before measuring (default: 2 intervals + 5)")
     ap.add_argument("--quick", action="store_true", help="20k series, 3 s interval, 3 pushes")
+    ap.add_argument("--encoders-only", action="store_true", help="only compare the encoders (in this process)")
     ap.add_argument("--role", choices=["receiver", "monbridge", "monbridge-no-otlp", "sdk"], help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--stats", help=argparse.SUPPRESS)
@@ -275,6 +332,10 @@ def main() -> None:
 
     import bridge
 
+    if args.encoders_only:
+        compare_encoders(args.series, args.families)
+        return
+
     stats = Path(f"/tmp/bench_otlp_push.{os.getpid()}.json")
     receiver = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--stats", str(stats)],
                                 stdout=subprocess.PIPE, text=True)
@@ -285,6 +346,7 @@ def main() -> None:
     print(f"bench_otlp_push: {args.series} gauges in {args.families} families, push every {args.interval:g} s, "
           f"{args.pushes} pushes measured after {args.warmup:g} s; bridge from {Path(bridge.__file__).parent}; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    compare_encoders(args.series, args.families)
     try:
         results = {}
         for name, role in (("monbridge", "monbridge"), ("sdk app", "sdk")):
