@@ -117,3 +117,22 @@ plugins:
         assert 'otelapi_temperature_celsius{sensor="s1"} 21.5' in body
     finally:
         await rt.stop()
+
+
+def test_monbridge_test_shows_what_a_plugin_reports_through_the_api(monkeypatch):
+    """``monbridge test --plugin`` collects once and prints the OpenTelemetry API's series too."""
+    from click.testing import CliRunner
+
+    import bridge.cli
+
+    def registry() -> PluginRegistry:
+        reg = PluginRegistry().discover()
+        reg.register_plugin(PLUGIN, OtelApiCollector)
+        return reg
+
+    monkeypatch.setattr(bridge.cli, "_registry", registry)
+    out = CliRunner().invoke(bridge.cli.main, ["test", "--plugin", PLUGIN])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert any(line.startswith("otelapi.requests") and "route" in line and " 5" in line for line in lines), out.output
+    assert any(line.startswith("otelapi.temperature") and "21.5" in line for line in lines), out.output
