@@ -36,7 +36,8 @@ Failures: HTTP 429, 502, 503, 504, connection errors and timeouts, and the gRPC 
 retryable (UNAVAILABLE, DEADLINE_EXCEEDED, ...; RESOURCE_EXHAUSTED only with a RetryInfo) are
 retried within ``timeout`` with exponential backoff and jitter; a ``Retry-After`` header or a
 gRPC ``RetryInfo`` sets the wait instead (and ends the retries when it is beyond ``timeout``).
-Anything else fails at once (permanent). A backend's partial success (``rejected_data_points``)
+Anything else fails at once (permanent), redirects included (they are not followed: the
+headers would go along). A backend's partial success (``rejected_data_points``)
 is logged with its message. Errors name the endpoint and protocol, bound and mask what the
 backend answered, and never carry a header value.
 
@@ -399,8 +400,9 @@ class _HttpSender:
         import aiohttp
 
         try:
+            # Redirects are not followed: the headers (credentials) would go to wherever the answer says.
             async with self._session.post(self.url, data=body, headers=self._headers, ssl=self._ssl,
-                                          timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                                          allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 status = r.status
                 answer = await r.content.read(_MAX_RESPONSE_BYTES if 200 <= status < 300 else EXCERPT_BYTES)
                 if 200 <= status < 300:

@@ -257,3 +257,15 @@ async def test_grpc_retries_per_otlp(script, ok, calls, caplog):
         assert result.status is ExportStatus.PERMANENT and "backend says no" in result.reason
         assert f"127.0.0.1:{backend.port} (grpc)" in result.reason
     assert "s3cr3t" not in result.reason and "s3cr3t" not in caplog.text
+
+
+async def test_a_redirect_is_not_followed_with_the_headers():
+    elsewhere = HttpBackend()
+    other = await serve(elsewhere)
+    backend = HttpBackend([(307, {"Location": f"http://127.0.0.1:{other.port}/v1/metrics"}, b"")])
+    try:
+        result, _ = await push_once(backend, {"headers": {"authorization": TOKEN}})
+    finally:
+        await other.close()
+    assert result.status is ExportStatus.PERMANENT and "HTTP 307" in result.reason
+    assert elsewhere.requests == []
