@@ -58,7 +58,6 @@ from typing import Any, Literal
 
 from bridge import __version__
 from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, SummaryValue
-from integrations.prometheus.remote_write import _varint as _varint_slow  # protobuf's varint, int64 as two's complement
 
 __all__ = [
     "CUMULATIVE",
@@ -103,7 +102,15 @@ def temporality_of(kind: MetricKind, preference: str) -> int | None:
 # ---------------------------------------------------------------------------- protobuf primitives
 
 
-_SMALL = [_varint_slow(i) for i in range(16384)]
+# Varints below 16384 (one or two bytes): every length of a point, a key or a value, mostly.
+_SMALL = [bytes((n,)) if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(16384)]
+
+
+def _varint_slow(n: int) -> bytes:
+    """Any varint (an int64 as two's complement, as remote write writes them)."""
+    from integrations.prometheus.remote_write import _varint as varint
+
+    return varint(n)
 
 
 def _varint(n: int) -> bytes:

@@ -269,3 +269,28 @@ async def test_a_redirect_is_not_followed_with_the_headers():
         await other.close()
     assert result.status is ExportStatus.PERMANENT and "HTTP 307" in result.reason
     assert elsewhere.requests == []
+
+
+async def test_grpc_over_tls_with_a_ca_file(tmp_path):
+    cert, key = self_signed(tmp_path)
+    backend = GrpcBackend([])
+    backend.server.stop(0)
+    backend.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(backend, backend.server)
+    port = backend.server.add_secure_port(
+        "127.0.0.1:0", grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())]))
+    backend.server.start()
+    plugin = await plugin_for({"endpoint": f"https://127.0.0.1:{port}", "protocol": "grpc",
+                               "tls": {"ca_file": str(cert)}, "compression": "gzip"})
+    untrusting = await plugin_for({"endpoint": f"https://127.0.0.1:{port}", "protocol": "grpc", "timeout": 1})
+    try:
+        p = pipeline()
+        result = await plugin.push(p.families(), p.resource)
+        refused = await untrusting.push(p.families(), p.resource)
+    finally:
+        await plugin.shutdown()
+        await untrusting.shutdown()
+        backend.server.stop(0)
+    assert result.ok, result.reason
+    assert len(backend.calls) == 1  # the one without the CA never got through
+    assert not refused.ok and f"127.0.0.1:{port} (grpc)" in refused.reason
