@@ -9,7 +9,16 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from integrations.otlp_wire import OtlpEncoder
 
-__all__ = ["attributes", "decoded", "metrics_of", "points", "scopes_of", "value_of"]
+__all__ = ["attributes", "decoded", "metrics_of", "points", "scopes_of", "value_of", "without_otel_env"]
+
+
+def without_otel_env(monkeypatch: Any) -> None:
+    """A fixture body: no OTEL_* variable of the developer's shell reaches the code under test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
 
 
 def decoded(bodies: list[bytes]) -> list[ExportMetricsServiceRequest]:

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from bridge.api import ExportStatus, Metric, MetricKind, PluginError
 from bridge.pipeline import Pipeline
 from integrations.otlp import OtlpIntegration
-from tests.otlp_view import attributes, metrics_of, points
+from tests.otlp_view import attributes, metrics_of, points, without_otel_env
 from tests.tls_cert import self_signed
 
 pytestmark = pytest.mark.integration
@@ -31,13 +31,7 @@ pytestmark = pytest.mark.integration
 TOKEN = "Bearer s3cr3t-t0ken-value"
 
 
-@pytest.fixture(autouse=True)
-def clean_otel_env(monkeypatch):
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
+clean_otel_env = pytest.fixture(autouse=True)(without_otel_env)
 
 
 def pipeline(n: int = 3) -> Pipeline:
