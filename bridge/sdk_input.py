@@ -134,10 +134,12 @@ class SdkInput:
                 pass
 
         reader = _Reader()
-        # The SDK folds series past its own cap (2,000 by default) silently into an overflow
-        # point; the pipeline's limit is enforced on recording (counted and logged), so the
-        # SDK's is set one above it.
-        limit = self._pipeline.cardinality_limit + 1
+        # The SDK folds series past its own cap (2,000 by default) silently into one overflow
+        # point. The pipeline's limit is enforced on recording, each series over it counted and
+        # logged; the SDK's is set at twice that (plus its overflow point), so the pipeline
+        # counts every drop up to there, and past it the SDK's overflow point (then dropped and
+        # counted too) bounds the SDK's memory.
+        limit = 2 * self._pipeline.cardinality_limit + 1
         provider = MeterProvider(resource=self._pipeline.resource, metric_readers=[reader],
                                  views=[View(instrument_name="*", aggregation_cardinality_limit=limit)])
         return provider, reader
