@@ -69,7 +69,10 @@ def run_receiver(stats_path: str) -> None:
             pass
 
         def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            except OSError:  # the sender was stopped mid-request
+                return
             req = ExportMetricsServiceRequest.FromString(body)
             points = 0
             bench = 0
