@@ -227,7 +227,11 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
         loaded.raw_plugin_configs[pid] = {}
 
     async def once() -> int:
+        from bridge.sdk_input import SOURCE as OTEL_API_SOURCE
+        from bridge.sdk_input import install_global
+
         pipeline = Pipeline()
+        install_global(pipeline)  # what a plugin reports through opentelemetry.metrics is shown too
         sup = Supervisor(pipeline)
         failed = 0
         for pid in wanted:
@@ -246,6 +250,7 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
             for m in sorted(pipeline.snapshot(), key=lambda m: (m.name, str(sorted(m.attributes.items())))):
                 click.echo(_format_metric(m))
             pipeline.remove_source(pid)
+            pipeline.remove_source(OTEL_API_SOURCE)
         await sup.stop_all()
         pipeline.shutdown()
         return failed

@@ -1,19 +1,20 @@
-"""The meter pipeline: one OpenTelemetry MeterProvider fed from a cache of collected series.
+"""The metric pipeline: one store of series, fed by every source, read by every sink.
 
 Collectors are run by the supervisor on their own schedule; what they return is recorded here
-(``Pipeline.record``) and cached. The OTel observable instruments' callbacks only read this
-cache, so a reader's collection never re-runs a collector. Pre-aggregated data (cumulative
-sums with their own start time, histograms with bucket counts: Prometheus imports, say) stays
-out of the SDK and joins the exported ``MetricsData`` as it is, never re-aggregated.
+(``Pipeline.record``) and cached. Pre-aggregated data (cumulative sums with their own start
+time, histograms with bucket counts: Prometheus imports, say) is kept as it came, never
+re-aggregated. Plugins that use the OpenTelemetry metrics API (``opentelemetry.metrics``
+instruments) are one more source: ``inputs`` (``bridge.sdk_input``) gives them a MeterProvider
+whose reader records into the pipeline before every read of it (``families``, ``snapshot``).
 
 Limits are set on purpose: each metric family holds at most ``cardinality_limit`` series; a
 series past it is dropped, counted in ``monbridge.series.dropped{reason="cardinality"}`` and
-logged. The SDK's own per-instrument cap (2,000 by default, overflowing silently) is raised
-above ours so it never triggers. A source's series that are missing from its next collection
-(a process that exited) expire at once, here and in the SDK's storage.
+logged. A source's series that are missing from its next collection (a process that exited)
+expire at once.
 
-The Prometheus renderer (``bridge.exposition``) reads the same cache directly: going through
-the SDK's collection for every scrape costs more than the render itself (see benchmarks/).
+Plugins' OpenTelemetry metrics API instruments are an input (``bridge.sdk_input``): their
+MeterProvider's data is recorded here as one source before every batch; no second copy of the
+series is kept for any sink.
 
 Exporters and ``/metrics`` read it through a ``Batch`` (``Pipeline.batch``): a read-only
 snapshot of the families, each family's snapshot kept until the family changes (a record, an
@@ -37,8 +38,6 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, NoReturn, overload
 
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Buckets,
@@ -47,8 +46,6 @@ from opentelemetry.sdk.metrics.export import (
     Gauge,
     Histogram,
     HistogramDataPoint,
-    InMemoryMetricReader,
-    MetricReader,
     MetricsData,
     NumberDataPoint,
     ResourceMetrics,
@@ -56,7 +53,6 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 from opentelemetry.sdk.metrics.export import Metric as OtelMetric
-from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -71,6 +67,7 @@ from bridge.api import (
     PrometheusView,
     SummaryValue,
 )
+from bridge.sdk_input import SdkInput
 from bridge.selector import Selector, parse_selector
 
 __all__ = [
@@ -121,7 +118,8 @@ def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:
 class Series:
     """One attribute set of a family: its latest value and who reported it."""
 
-    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns")
+    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns",
+                 "otlp")
 
     def __init__(self, name: str, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
         self.name = name
@@ -135,6 +133,7 @@ class Series:
         self.first_ns = 0  # when the pipeline first saw it: the start of a cumulative point that has none
         # the unsorted attribute tuples seen for it: a tuple, grown on the rare new order (a list costs 40 bytes more)
         self.aliases: tuple[tuple[tuple[str, Any], ...], ...] = ()
+        self.otlp: bytes | None = None  # the OTLP encoder's cached bytes of its attributes (integrations.otlp_wire)
 
 
 @dataclass(eq=False)
@@ -152,7 +151,6 @@ class Family:
     series: dict[AttrKey, Series] = field(default_factory=dict)
     aliases: dict[tuple[tuple[str, Any], ...], Series] = field(default_factory=dict)
     version: int = 0
-    instrument: Any = None
     render_cache: dict[Any, Any] = field(default_factory=dict)
     stamp: int = 0  # changes whenever ``version`` does or a record reports the family (new sample times)
     frozen: FamilySnapshot | None = None  # the last snapshot taken (a batch's), reused while nothing changed
@@ -167,14 +165,13 @@ class Family:
 
 
 class Pipeline:
-    """The cache of collected series and the MeterProvider exporting it."""
+    """The cache of collected series."""
 
     def __init__(
         self,
         resource: Resource | None = None,
         *,
         cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
-        readers: Sequence[MetricReader] = (),
     ) -> None:
         if cardinality_limit < 1:
             raise ValueError("cardinality_limit must be at least 1")
@@ -190,15 +187,8 @@ class Pipeline:
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
         self._last_batch: weakref.ref[Batch] | None = None
-        self._reader = InMemoryMetricReader()
-        # The SDK keeps limit-1 series and folds the rest into an overflow point; ours is enforced
-        # first, so the SDK's is set one above it and never triggers.
-        self._provider = MeterProvider(
-            resource=self.resource,
-            metric_readers=[self._reader, *readers],
-            views=[View(instrument_name="*", aggregation_cardinality_limit=cardinality_limit + 1)],
-        )
-        self._meter = self._provider.get_meter(_SCOPE.name, _SCOPE.version)
+        #: The OpenTelemetry metrics API as a source (its MeterProvider is made on first use).
+        self.inputs = SdkInput(self)
 
     # ------------------------------------------------------------------ recording
 
@@ -475,27 +465,9 @@ class Pipeline:
             self._drop("invalid_name", m.name, source,
                        "expected an OpenTelemetry instrument name (a letter, then letters, digits, _ . - /)")
             return None
-        # Imported families skip the SDK's instruments: their data is exported as it came.
         fam = Family(m.name, m.kind, m.unit, m.description, m.preaggregated or native, native)
-        if not fam.preaggregated:
-            fam.instrument = self._create_instrument(fam)
         self._families[m.name] = fam
         return fam
-
-    def _create_instrument(self, fam: Family) -> Any:
-        def callback(_options: CallbackOptions, fam: Family = fam) -> list[Observation]:
-            # Not under the pipeline's lock: the SDK calls this holding its own lock, which a new
-            # family's instrument takes under ours (record, push), so waiting for ours here could
-            # deadlock the two. Copying the values of a dict is one step under the GIL.
-            series = list(fam.series.values())
-            return [Observation(s.value, s.attributes) for s in series]  # type: ignore[arg-type]
-
-        create = {
-            MetricKind.GAUGE: self._meter.create_observable_gauge,
-            MetricKind.COUNTER: self._meter.create_observable_counter,
-            MetricKind.UP_DOWN_COUNTER: self._meter.create_observable_up_down_counter,
-        }[fam.kind]
-        return create(fam.name, callbacks=[callback], unit=fam.unit, description=fam.description)
 
     def _expire(self, gone: set[Series]) -> None:
         by_family: dict[str, list[AttrKey]] = {}
@@ -512,31 +484,9 @@ class Pipeline:
         for name, keys in by_family.items():
             self.expired_total += len(keys)
             fam = self._families[name]
-            if fam.instrument is not None:
-                self._forget_in_sdk(fam.instrument, keys)
             if not fam.series:
-                # An empty family keeps its instrument (the SDK cannot remove one) but is not rendered.
+                # An empty family is kept (its kind and unit stay claimed) but is not rendered.
                 fam.render_cache.clear()
-
-    def _forget_in_sdk(self, instrument: Any, keys: list[AttrKey]) -> None:
-        """Remove expired attribute sets from the SDK's storage.
-
-        For cumulative asynchronous instruments the SDK never forgets an attribute set: an exited
-        process would hold memory and a slot of the cardinality limit forever. This reaches into
-        the SDK's storage (pinned version; covered by tests/unit/test_pipeline.py).
-        """
-        try:
-            from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
-
-            consumer = self._provider._measurement_consumer
-            hashed = [_hash_attributes(dict(k)) for k in keys]
-            for storage in consumer._reader_storages.values():
-                for match in storage._instrument_view_instrument_matches.get(instrument, ()):
-                    with match._lock:
-                        for h in hashed:
-                            match._attributes_aggregation.pop(h, None)
-        except Exception:  # pragma: no cover - only if the SDK's internals change
-            log.warning("could not expire series in the OpenTelemetry SDK storage", exc_info=True)
 
     def _drop(self, reason: str, name: str, source: str, why: str) -> None:
         self.dropped[reason] += 1
@@ -556,7 +506,9 @@ class Pipeline:
     # ------------------------------------------------------------------ reading
 
     def families(self) -> list[Family]:
-        """The families that have series, in name order (a list; the families are live)."""
+        """The families that have series, in name order (a list; the families are live).
+        The OpenTelemetry metrics API's instruments are collected into the pipeline first."""
+        self.inputs.collect()
         with self._lock:
             return [f for _, f in sorted(self._families.items()) if f.series]
 
@@ -567,7 +519,9 @@ class Pipeline:
         """A read-only snapshot of the pipeline now (``bridge.api.MetricBatch``). Families that did
         not change since the last batch are reused as they are, and while a batch is held, the
         next call with nothing changed returns that same batch (its Metrics and MetricsData are
-        built once and shared)."""
+        built once and shared). The OpenTelemetry metrics API's instruments are collected into the
+        pipeline first."""
+        self.inputs.collect()
         with self._lock:
             fams = []
             for _, f in sorted(self._families.items()):
@@ -585,6 +539,7 @@ class Pipeline:
 
     def snapshot(self) -> list[Metric]:
         """Every cached series as a Metric (for integrations that take the plugin API's type)."""
+        self.inputs.collect()
         out: list[Metric] = []
         with self._lock:
             for fam in self._families.values():
@@ -593,34 +548,8 @@ class Pipeline:
                                       dict(s.attributes), s.time_ns, s.start_ns))
         return out
 
-    def collect_otel(self) -> MetricsData:
-        """The MeterProvider's data (instrument callbacks read the cache) plus the
-        pre-aggregated families, as one ``MetricsData`` for OTel exporters. Blocking: call it
-        from a worker thread."""
-        self._reader.collect()
-        data = self._reader.get_metrics_data()
-        preagg = self._preaggregated_metrics()
-        scope_metrics: list[ScopeMetrics] = []
-        if data is not None:
-            for rm in data.resource_metrics:
-                scope_metrics.extend(rm.scope_metrics)
-        if preagg:
-            scope_metrics.append(ScopeMetrics(scope=_PREAGG_SCOPE, metrics=preagg, schema_url=""))
-        return MetricsData(resource_metrics=[ResourceMetrics(resource=self.resource, scope_metrics=scope_metrics,
-                                                             schema_url="")])
-
-    def _preaggregated_metrics(self) -> list[OtelMetric]:
-        with self._lock:
-            return [
-                otel_metric(fam.name, fam.kind, fam.unit, fam.description,
-                            [otel_point(s.attributes, s.start_ns if s.start_ns is not None or fam.kind is MetricKind.GAUGE
-                                        else min(s.first_ns, s.time_ns), s.time_ns, s.value)
-                             for s in fam.series.values()])
-                for fam in self._families.values() if fam.preaggregated and fam.series
-            ]
-
     def shutdown(self) -> None:
-        self._provider.shutdown()
+        self.inputs.shutdown()
 
 
 class PipelineIngest:

@@ -25,6 +25,7 @@ from bridge.lifecycle import PluginState
 from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
 from bridge.registry import PluginRegistry
+from bridge.sdk_input import install_global
 from bridge.server import HttpServer, ServerContext
 from bridge.supervisor import PluginRunner, Supervisor, SupervisorSettings
 from bridge.tasks import run_bounded
@@ -75,6 +76,8 @@ class Runtime:
         self.registry = registry
         self._reload_config = reload_config
         self.pipeline = Pipeline(cardinality_limit=loaded.model.pipeline.cardinality_limit)
+        # Plugins' opentelemetry.metrics instruments report into this pipeline.
+        install_global(self.pipeline)
         self.supervisor = Supervisor(self.pipeline, settings)
         #: State-changing requests the server refused, by reason (kept across reloads).
         self.refused_requests: dict[str, int] = {}

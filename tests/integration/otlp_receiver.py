@@ -33,6 +33,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from tests.otlp_view import attributes, value_of
+
 __all__ = [
     "GrpcReceiver",
     "HttpReceiver",
@@ -274,18 +276,3 @@ def metrics_by_name(request: ExportMetricsServiceRequest) -> dict[str, Any]:
             for m in sm.metrics:
                 out[m.name] = m
     return out
-
-
-def value_of(v: Any) -> Any:
-    """A protobuf ``AnyValue`` as a Python value."""
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [value_of(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: value_of(kv.value) for kv in v.kvlist_value.values}
-    return getattr(v, kind) if kind else None
-
-
-def attributes(kvs: Any) -> dict[str, Any]:
-    """A repeated ``KeyValue`` (resource or data point attributes) as a dict."""
-    return {kv.key: value_of(kv.value) for kv in kvs}

@@ -70,7 +70,7 @@ async def push(config: dict, pipeline: Pipeline) -> OtlpIntegration:
     plugin = OtlpIntegration()
     await plugin.initialize(config)
     try:
-        await plugin.export_metrics_data(pipeline.collect_otel())
+        await plugin.export_families(pipeline.families(), pipeline.resource)
     finally:
         await plugin.shutdown()
     return plugin
@@ -222,7 +222,7 @@ async def test_http_503_raises_plugin_error_without_the_secret(otlp_http_receive
     plugin = await answering_503(otlp_http_receiver)
     try:
         with pytest.raises(PluginError) as err:
-            await plugin.export_metrics_data(pipeline.collect_otel())
+            await plugin.export_families(pipeline.families(), pipeline.resource)
     finally:
         await plugin.shutdown()
         pipeline.shutdown()
@@ -242,7 +242,7 @@ async def test_receiver_not_running_raises_plugin_error(protocol, free_port, cap
     t0 = time.monotonic()
     try:
         with pytest.raises(PluginError) as err:
-            await plugin.export_metrics_data(pipeline.collect_otel())
+            await plugin.export_families(pipeline.families(), pipeline.resource)
     finally:
         await plugin.shutdown()
         pipeline.shutdown()

@@ -54,9 +54,10 @@ plugins:
                     break
             else:
                 raise AssertionError("series of the exited process are still exported")
-        data = await asyncio.to_thread(rt.pipeline.collect_otel)
-        pids = {pt.attributes.get("process.pid") for rm in data.resource_metrics for sm in rm.scope_metrics
-                for m in sm.metrics for pt in m.data.data_points}
+        from tests.otlp_view import attributes, metrics_of, points
+
+        data = await asyncio.to_thread(metrics_of, rt.pipeline)
+        pids = {attributes(pt.attributes).get("process.pid") for m in data.values() for pt in points(m)}
         assert child.pid not in pids and str(child.pid) not in pids
         assert rt.pipeline.expired_total >= len(before)
     finally:

@@ -246,3 +246,49 @@ def test_default_config_adds_otlp_with_env():
     registry = PluginRegistry().discover()
     loaded = load_config(None, registry, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
     assert "monitoring.integration.otlp" in loaded.plugin_configs
+
+
+# --------------------------------------------------------------------------- temporality and the send target
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("delta", "delta"), ("LOWMEMORY", "lowmemory"),
+                                               (" Cumulative ", "cumulative")])
+def test_temporality_from_env(monkeypatch, raw, expected):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", raw)
+    assert OtlpConfig.model_validate({}).temporality == expected
+    assert OtlpConfig.model_validate({"temporality": "cumulative"}).temporality == "cumulative"  # the config wins
+
+
+def test_unknown_temporality_from_env_is_an_error(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sometimes")
+    with pytest.raises(ValidationError, match="OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"):
+        OtlpConfig.model_validate({})
+    with pytest.raises(ValidationError):
+        OtlpConfig.model_validate({"temporality": "delta-ish"})
+
+
+@pytest.mark.parametrize(("name", "value"), [("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+                                             ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "brotli"),
+                                             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")])
+async def test_bad_send_variables_fail_initialize_naming_them(monkeypatch, name, value):
+    from bridge.api import PluginError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(PluginError, match=name.replace("METRICS_", "").replace("OTEL_EXPORTER_OTLP_", "")):
+        await OtlpIntegration().initialize({})
+
+
+@pytest.mark.parametrize(("env", "endpoint"), [
+    ({}, "localhost:4317"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c.example.com:4317"}, "c.example.com:4317"),
+    ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:1"}, "m:4317"),
+])
+async def test_grpc_endpoint_from_env(monkeypatch, env, endpoint):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    plugin = OtlpIntegration()
+    await plugin.initialize({"protocol": "grpc"})
+    try:
+        assert plugin.endpoint == endpoint
+    finally:
+        await plugin.shutdown()

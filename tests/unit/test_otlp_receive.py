@@ -573,7 +573,7 @@ async def test_received_data_is_pushed_on_as_it_came(monkeypatch):
                     exp, counter("d", 2, T0, T0 + S, delta=True)).SerializeToString(),
                     headers={"Content-Type": "application/x-protobuf"}) as r:
                 assert r.status == 200
-            await plugin.export_metrics_data(await asyncio.to_thread(upstream.collect_otel))
+            assert (await plugin.export(upstream.batch(), 10.0)).ok
             (sent,) = upstream.family("payload").series.values()
             fam = downstream.pipeline.family("payload")
             assert fam is not None and fam.kind is MetricKind.EXPONENTIAL_HISTOGRAM

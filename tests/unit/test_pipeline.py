@@ -1,60 +1,41 @@
-"""The meter pipeline: OTel instruments fed from the cache, limits counted, series expiring,
-pre-aggregated data reaching exporters unchanged. Assertions go through an in-memory reader."""
+"""The metric pipeline: collected series reaching the OTLP view from the cache, limits counted,
+series expiring, pre-aggregated data reaching exporters unchanged. Assertions go through the
+OTLP encoding of the pipeline (what an OTLP push sends), decoded with opentelemetry-proto."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
-from opentelemetry.sdk.metrics.export import Histogram, InMemoryMetricReader, Sum
 
 from bridge import HistogramValue, Metric, MetricKind
 from bridge.exposition import render
 from bridge.pipeline import Pipeline
-
-
-def points(data, name):
-    out = []
-    if data is None:  # the SDK returns None when no instrument has a data point
-        return out
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                if m.name == name:
-                    out.extend(m.data.data_points)
-    return out
-
-
-def metric(data, name):
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                if m.name == name:
-                    return m
-    return None
+from tests.otlp_view import attributes, encode, metrics_of, number, points, scopes_of
 
 
 def gauge(name, value, **attrs):
     return Metric(name, MetricKind.GAUGE, value, "1", "", attrs)
 
 
-def test_collectors_report_through_otel_instruments_and_callbacks_read_the_cache():
-    reader = InMemoryMetricReader()
-    p = Pipeline(readers=[reader])
+def test_collectors_reach_otel_from_the_cache():
+    p = Pipeline()
     p.record("c", [Metric("system.cpu.time", MetricKind.COUNTER, 12.5, "s", "cpu", {"cpu.mode": "user"}),
                    Metric("system.memory.usage", MetricKind.UP_DOWN_COUNTER, 100, "By", "mem", {"state": "used"})])
-    data = reader.get_metrics_data()
-    cpu = metric(data, "system.cpu.time")
-    assert isinstance(cpu.data, Sum) and cpu.data.is_monotonic and cpu.unit == "s"
-    assert [(dict(pt.attributes), pt.value) for pt in cpu.data.data_points] == [({"cpu.mode": "user"}, 12.5)]
-    mem = metric(data, "system.memory.usage")
-    assert isinstance(mem.data, Sum) and not mem.data.is_monotonic
-    assert data.resource_metrics[0].resource.attributes["service.name"] == "monbridge"
-    assert "host.name" in data.resource_metrics[0].resource.attributes
-    # A second reader collection sees the cached value again; nothing re-collects.
+    requests = encode(p)
+    data = metrics_of(requests)
+    cpu = data["system.cpu.time"]
+    assert cpu.WhichOneof("data") == "sum" and cpu.sum.is_monotonic and cpu.unit == "s"
+    assert [(attributes(pt.attributes), number(pt)) for pt in cpu.sum.data_points] == [({"cpu.mode": "user"}, 12.5)]
+    mem = data["system.memory.usage"]
+    assert mem.WhichOneof("data") == "sum" and not mem.sum.is_monotonic
+    resource = attributes(requests[0].resource_metrics[0].resource.attributes)
+    assert resource["service.name"] == "monbridge"
+    assert "host.name" in resource
+    # A second read sees the cached value again; nothing re-collects.
     p.record("c", [Metric("system.cpu.time", MetricKind.COUNTER, 13.0, "s", "cpu", {"cpu.mode": "user"}),
                    Metric("system.memory.usage", MetricKind.UP_DOWN_COUNTER, 100, "By", "mem", {"state": "used"})])
-    assert [pt.value for pt in points(reader.get_metrics_data(), "system.cpu.time")] == [13.0]
+    assert [number(pt) for pt in points(metrics_of(p)["system.cpu.time"])] == [13.0]
 
 
 def test_resource_attributes_from_environment(monkeypatch):
@@ -66,59 +47,56 @@ def test_resource_attributes_from_environment(monkeypatch):
 
 
 def test_cardinality_limit_drops_are_counted_and_logged(caplog):
-    reader = InMemoryMetricReader()
-    p = Pipeline(readers=[reader], cardinality_limit=2500)
+    p = Pipeline(cardinality_limit=2500)
     with caplog.at_level(logging.WARNING, "monbridge.pipeline"):
         accepted = p.record("c", [gauge("many", float(i), i=str(i)) for i in range(3000)])
     assert accepted == 2500
     assert p.dropped["cardinality"] == 500
     assert sum("monbridge_series_dropped_total" in r.getMessage() for r in caplog.records) == 1
-    # The SDK's own cap (2,000 by default) no longer folds series silently: all 2,500 arrive.
-    pts = points(reader.get_metrics_data(), "many")
+    # No second cap folds series silently: all 2,500 arrive.
+    pts = points(metrics_of(p)["many"])
     assert len(pts) == 2500
-    assert not any("otel.metric.overflow" in pt.attributes for pt in pts)
+    assert not any("otel.metric.overflow" in attributes(pt.attributes) for pt in pts)
     body = render(p.families(), {}).decode()
     assert body.count("\nmany_ratio{") == 2500
 
 
 def test_series_missing_from_next_collection_expire_everywhere():
-    reader = InMemoryMetricReader()
-    p = Pipeline(readers=[reader], cardinality_limit=10)
+    p = Pipeline(cardinality_limit=10)
     p.record("proc", [gauge("process.threads", 1.0, pid=str(i)) for i in range(10)])
     p.record("proc", [gauge("process.threads", 1.0, pid=str(i)) for i in range(5)])
     assert p.expired_total == 5
-    assert len(points(reader.get_metrics_data(), "process.threads")) == 5
+    assert len(points(metrics_of(p).get("process.threads"))) == 5
     assert render(p.families(), {}).decode().count("process_threads_ratio{") == 5
-    # Expired series free their slots, in the cache and in the SDK's storage.
+    # Expired series free their slots.
     p.record("proc", [gauge("process.threads", 2.0, pid=str(i)) for i in range(100, 110)])
     assert p.dropped["cardinality"] == 0
-    pts = points(reader.get_metrics_data(), "process.threads")
-    assert sorted(pt.attributes["pid"] for pt in pts) == [str(i) for i in range(100, 110)]
+    pts = points(metrics_of(p).get("process.threads"))
+    assert sorted(attributes(pt.attributes)["pid"] for pt in pts) == [str(i) for i in range(100, 110)]
     p.remove_source("proc")
     assert render(p.families(), {}).decode() == ""
-    assert points(reader.get_metrics_data(), "process.threads") == []
+    assert points(metrics_of(p).get("process.threads")) == []
 
 
 def test_histogram_end_to_end_is_not_reaggregated():
-    reader = InMemoryMetricReader()
-    p = Pipeline(readers=[reader])
+    p = Pipeline()
     h = HistogramValue(bounds=(0.1, 0.5, 1.0), bucket_counts=(3, 4, 2, 1), sum=4.25, count=10, min=0.01, max=2.5)
     p.record("import", [Metric("http.server.duration", MetricKind.HISTOGRAM, h, "s", "latency",
                                {"route": "/a"}, timestamp_ns=2_000, start_time_ns=1_000),
                         Metric("requests", MetricKind.COUNTER, 42, "", "reqs", {}, timestamp_ns=2_000,
                                start_time_ns=500)])
-    data = p.collect_otel()
-    m = metric(data, "http.server.duration")
-    assert isinstance(m.data, Histogram)
-    (pt,) = m.data.data_points
+    requests = encode(p)
+    data = metrics_of(requests)
+    m = data["http.server.duration"]
+    assert m.WhichOneof("data") == "histogram"
+    (pt,) = m.histogram.data_points
     assert (pt.start_time_unix_nano, pt.time_unix_nano) == (1_000, 2_000)
     assert list(pt.bucket_counts) == [3, 4, 2, 1] and list(pt.explicit_bounds) == [0.1, 0.5, 1.0]
     assert (pt.sum, pt.count, pt.min, pt.max) == (4.25, 10, 0.01, 2.5)
-    (c,) = points(data, "requests")
-    assert (c.start_time_unix_nano, c.value) == (500, 42)
-    # Pre-aggregated data never enters the SDK's instruments.
-    sdk_data = reader.get_metrics_data()
-    assert sdk_data is None or metric(sdk_data, "http.server.duration") is None
+    (c,) = points(data["requests"])
+    assert (c.start_time_unix_nano, number(c)) == (500, 42)
+    # Pre-aggregated data is exported as it came, in its own scope.
+    assert scopes_of(requests)["http.server.duration"] == "monbridge.preaggregated"
     body = render(p.families(), {}).decode()
     assert 'http_server_duration_seconds_bucket{route="/a",le="0.1"} 3' in body
     assert 'http_server_duration_seconds_bucket{route="/a",le="0.5"} 7' in body

@@ -224,9 +224,9 @@ def test_drop_logging_stays_bounded_for_many_distinct_names(pipeline, caplog):
 
 
 def test_new_families_while_the_sdk_collects_do_not_deadlock():
-    """A new family's SDK instrument is created under the pipeline's lock while the SDK, holding
-    its own lock, calls the instruments' callbacks in a worker thread (the OTLP push's collection):
-    the callbacks must not wait for the pipeline's lock. A deadlock leaves the threads hanging."""
+    """New families are pushed while another thread takes batches, each of which collects the
+    OpenTelemetry metrics API's instruments into the pipeline first (the SDK's lock, then the
+    pipeline's): neither may wait for the other. A deadlock leaves the threads hanging."""
     import threading
 
     p = Pipeline()
@@ -234,7 +234,7 @@ def test_new_families_while_the_sdk_collects_do_not_deadlock():
 
     def collect() -> None:
         while not stop.is_set():
-            p.collect_otel()
+            p.batch()
 
     def add() -> None:
         for i in range(400):

@@ -239,27 +239,22 @@ def test_alert_payload_is_alertmanagers():
 
 
 def test_imported_data_reaches_otel_as_it_came():
-    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-    from opentelemetry.sdk.metrics.export import Histogram, Sum
-
-    from integrations.otlp import _install_summary_encoding
+    from tests.otlp_view import attributes, metrics_of, number
 
     p = Pipeline()
     s = TargetScraper(TARGET)
     p.record("prom", s.convert(BODY, False, T0)[0], prometheus_names=True, now_ns=T0)
     p.record("prom", s.convert(BODY.replace(" 10\n", " 12\n"), False, T0 + 10**9)[0], prometheus_names=True,
              now_ns=T0 + 10**9)
-    data = p.collect_otel()
-    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    counter = metrics["http_requests_total"].data
-    assert isinstance(counter, Sum) and counter.is_monotonic
-    point = next(pt for pt in counter.data_points if pt.attributes["code"] == "200")
+    metrics = metrics_of(p)
+    counter = metrics["http_requests_total"]
+    assert counter.WhichOneof("data") == "sum" and counter.sum.is_monotonic
+    point = next(pt for pt in counter.sum.data_points if attributes(pt.attributes)["code"] == "200")
     # No _created: the start is when the series was first seen, and stays so.
-    assert (point.value, point.start_time_unix_nano, point.time_unix_nano) == (12.0, T0, (T0 + 10**9) // 10**6 * 10**6)
-    assert isinstance(metrics["lat"].data, Histogram) and list(metrics["lat"].data.data_points[0].bucket_counts) == [1, 2, 1]
-    _install_summary_encoding()
-    encoded = {m.name: m for m in encode_metrics(data).resource_metrics[0].scope_metrics[-1].metrics}
-    rpc = encoded["rpc"].summary.data_points[0]
+    assert (number(point), point.start_time_unix_nano, point.time_unix_nano) == (12.0, T0, (T0 + 10**9) // 10**6 * 10**6)
+    assert metrics["lat"].WhichOneof("data") == "histogram"
+    assert list(metrics["lat"].histogram.data_points[0].bucket_counts) == [1, 2, 1]
+    rpc = metrics["rpc"].summary.data_points[0]
     assert (rpc.count, rpc.sum, [(q.quantile, q.value) for q in rpc.quantile_values]) == (20, 7.0, [(0.5, 0.1), (0.99, 0.9)])
 
 

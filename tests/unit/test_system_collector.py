@@ -526,28 +526,24 @@ async def test_smoke_real_psutil() -> None:
     await c.shutdown()
 
 
-async def test_through_the_pipeline_to_an_in_memory_reader(host: FakeHost) -> None:
-    """Faked host → collector → pipeline → OTel SDK: semantic-convention names, units, kinds."""
-    from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader, Sum
-
+async def test_through_the_pipeline_to_otlp(host: FakeHost) -> None:
+    """Faked host → collector → pipeline → OTLP: semantic-convention names, units, kinds."""
     from bridge.exposition import render
     from bridge.pipeline import Pipeline
+    from tests.otlp_view import attributes, metrics_of, number
 
-    reader = InMemoryMetricReader()
-    pipeline = Pipeline(readers=[reader])
+    pipeline = Pipeline()
     collector = await make()
     pipeline.record(PLUGIN_ID, await collector.collect_metrics())
-    data = reader.get_metrics_data()
-    assert data is not None
-    got = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    got = metrics_of(pipeline)
     cpu = got["system.cpu.time"]
-    assert isinstance(cpu.data, Sum) and cpu.data.is_monotonic and cpu.unit == "s"
-    user0 = [p.value for p in cpu.data.data_points
-             if p.attributes == {"cpu.logical_number": 0, "cpu.mode": "user"}]
+    assert cpu.WhichOneof("data") == "sum" and cpu.sum.is_monotonic and cpu.unit == "s"
+    user0 = [number(p) for p in cpu.sum.data_points
+             if attributes(p.attributes) == {"cpu.logical_number": 0, "cpu.mode": "user"}]
     assert user0 == [100.0]
     mem = got["system.memory.usage"]
-    assert isinstance(mem.data, Sum) and not mem.data.is_monotonic and mem.unit == "By"
-    assert isinstance(got["system.memory.utilization"].data, Gauge)
+    assert mem.WhichOneof("data") == "sum" and not mem.sum.is_monotonic and mem.unit == "By"
+    assert got["system.memory.utilization"].WhichOneof("data") == "gauge"
     assert {spec.name for spec in SYSTEM_METRICS} - {"system.cpu.utilization"} == set(got)  # it needs 2 samples
     body = render(pipeline.families(), {}).decode()
     assert 'system_cpu_time_seconds_total{cpu_logical_number="0",cpu_mode="user"} 100.0' in body
