@@ -47,6 +47,7 @@ LAYERS = {
     "bridge.pipeline": "pipeline",
     "bridge.exposition": "pipeline",
     "bridge.otel": "pipeline",
+    "bridge.sdk_input": "pipeline",  # the OTel metrics API as a pipeline input
     "bridge.prometheus": "pipeline",
     "bridge.supervisor": "supervisor",
     "bridge.server": "server",

@@ -551,7 +551,6 @@ async def test_requests_over_the_in_flight_bound_are_told_to_retry(rx, monkeypat
 async def test_received_data_is_pushed_on_as_it_came(monkeypatch):
     """``endpoint`` and ``receive`` together: what one monbridge receives, its OTLP push sends on
     (here to a second receiver), exponential histograms and delta-made-cumulative sums as they are."""
-    import asyncio
 
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", raising=False)
     async for downstream in _receiving({"http": {"listen": "127.0.0.1:0"}}):
