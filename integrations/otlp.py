@@ -267,14 +267,46 @@ class OtlpConfig(IntegrationConfig):
 
 
 def metrics_families(metrics: Sequence[Metric], resource: Any = None) -> list[Any]:
-    """Plugin-API ``Metric``s as the families the OTLP encoder takes: recorded into a pipeline of
-    their own (kinds, start times and histogram buckets kept; a metric whose kind or unit differs
-    from the first of its name is dropped and logged, as the pipeline does)."""
-    from bridge.pipeline import Pipeline
+    """Plugin-API ``Metric``s as the families the OTLP encoder takes, grouped by name (kinds,
+    start times and histogram buckets kept; a metric whose kind or unit differs from the first of
+    its name is dropped and logged, as the pipeline does)."""
+    import time
 
-    p = Pipeline(resource, cardinality_limit=max(len(metrics), 1))
-    p.record("export_metrics", metrics)
-    return p.families()
+    now = time.time_ns()
+    families: dict[str, _MetricFamily] = {}
+    for m in metrics:
+        fam = families.get(m.name)
+        if fam is None:
+            fam = families[m.name] = _MetricFamily(m)
+        elif fam.kind is not m.kind or fam.unit != m.unit:
+            log.warning("metric %s reported as %s %r and %s %r; the second is not exported",
+                        m.name, fam.kind.value, fam.unit, m.kind.value, m.unit)
+            continue
+        t = m.timestamp_ns or now
+        fam.series.append(_Series(_MetricSeries(m.attributes, t), m.value, m.start_time_ns, t))
+    return list(families.values())
+
+
+class _MetricFamily:
+    __slots__ = ("name", "kind", "unit", "description", "native", "preaggregated", "series")
+
+    def __init__(self, m: Metric) -> None:
+        self.name, self.kind, self.unit, self.description = m.name, m.kind, m.unit, m.description
+        self.native = False
+        self.preaggregated = m.preaggregated
+        self.series: list[_Series] = []
+
+
+class _MetricSeries:
+    """What the encoder reads of a series besides its value: attributes, identity, first time."""
+
+    __slots__ = ("attributes", "key", "first_ns", "otlp")
+
+    def __init__(self, attributes: Mapping[str, Any], first_ns: int) -> None:
+        self.attributes = attributes
+        self.key = tuple(sorted(attributes.items()))
+        self.first_ns = first_ns
+        self.otlp: bytes | None = None
 
 
 # ---------------------------------------------------------------------------- where and how to send
@@ -734,7 +766,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         """The plugin API's path: ``metrics`` are grouped into families (see ``metrics_families``:
         kinds, start times and histogram buckets kept) and exported."""
         if self._resource is None:
-            from bridge.pipeline import default_resource
+            from bridge.otel import default_resource
 
             self._resource = default_resource()
         await self.export_families(metrics_families(metrics, self._resource), self._resource)
