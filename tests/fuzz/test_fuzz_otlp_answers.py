@@ -17,9 +17,9 @@ import logging
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValueList
 
+from bridge.delivery import retry_after_seconds
 from integrations.otlp import _partial_success, _retry_info, _status_message
 from integrations.otlp_wire import encode_attributes
-from integrations.prometheus.remote_write import retry_after_seconds
 from tests.fuzz.harness import run_fuzz, seeds
 from tests.otlp_view import attributes
 
