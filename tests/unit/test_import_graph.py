@@ -78,7 +78,9 @@ def test_validating_host_metrics_loads_no_event_loop(tmp_path):
     modules = loaded_after(f"from bridge.cli import main\n"
                            f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
                            f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
-    assert "collectors.system" in modules
+    # the collector's config model validated it, without the collector (psutil) ...
+    assert "collectors.config" in modules
+    assert found(modules, ("collectors.system", "psutil")) == []
     assert found(modules, (*RUN_TIME_ONLY, "asyncio")) == []
 
 
@@ -89,7 +91,9 @@ def test_validate_loads_no_run_time_part(tmp_path):
                            f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
                            f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
     # the plugins of the config were loaded (their config models validated it) ...
-    assert {"integrations.otlp", "integrations.webhook", "bridge.alerting.rules", "collectors.process"} <= modules
+    assert {"integrations.otlp", "integrations.webhook", "bridge.alerting.rules", "collectors.config"} <= modules
+    # (the collectors' models live apart from the collectors, which are not loaded)
+    assert found(modules, ("collectors.system", "collectors.process", "psutil")) == []
     # ... and nothing that only runs
     assert found(modules, RUN_TIME_ONLY) == []
 
