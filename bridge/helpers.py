@@ -9,12 +9,26 @@
   path) and, for plugins reading files of their own as the config is read (``file_sd``),
   ``read_regular_file``, ``read_document``, ``NotARegularFile``, ``line_map`` and ``locate``.
 
-Plugins import these names from here, never from the modules that define them.
+Plugins import these names from here, never from the modules that define them. Each name loads
+only the module that defines it, when first used (``peer_excerpt`` does not load asyncio).
 """
 
-from bridge.config import ConfigError, NotARegularFile, line_map, locate, parse_listen, read_document, read_regular_file
-from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
-from bridge.tasks import cancel_and_wait, run_bounded
+from typing import TYPE_CHECKING
+
+from bridge.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from bridge.config import (
+        ConfigError,
+        NotARegularFile,
+        line_map,
+        locate,
+        parse_listen,
+        read_document,
+        read_regular_file,
+    )
+    from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
+    from bridge.tasks import cancel_and_wait, run_bounded
 
 __all__ = [
     "EXCERPT_BYTES",
@@ -30,3 +44,10 @@ __all__ = [
     "redact_text",
     "run_bounded",
 ]
+
+__getattr__, __dir__ = lazy_names(__name__, {
+    **dict.fromkeys(("ConfigError", "NotARegularFile", "line_map", "locate", "parse_listen", "read_document",
+                     "read_regular_file"), "bridge.config"),
+    **dict.fromkeys(("EXCERPT_BYTES", "peer_excerpt", "redact_text"), "bridge.logs"),
+    **dict.fromkeys(("cancel_and_wait", "run_bounded"), "bridge.tasks"),
+}, globals())

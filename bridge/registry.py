@@ -37,7 +37,7 @@ BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
     "monitoring.alerts.inhibit": (_A, "bridge.alerting.processors:InhibitProcessor", None),
     "monitoring.alerts.correlation": (_A, "bridge.alerting.processors:CorrelationProcessor", None),
     "monitoring.alerts.escalation": (_A, "bridge.alerting.processors:EscalationProcessor", None),
-    "monitoring.alerts.webhook": (_A, "integrations.webhook:WebhookNotifier", None),
+    "monitoring.alerts.webhook": (_A, "integrations.webhook:WebhookNotifier", "integrations.config:WebhookConfig"),
     "monitoring.alerts.email": (_A, "integrations.email:EmailNotifier", None),
     "monitoring.alerts.sms": (_A, "integrations.sms:TwilioSmsNotifier", None),
     "monitoring.alerts.jira": (_A, "integrations.jira:JiraNotifier", None),

@@ -40,6 +40,7 @@ LAYERS = {
     "bridge.delivery": "api",
     "bridge.diskqueue": "api",
     "bridge.selector": "api",  # match[]-style series selectors
+    "bridge.lazy": "api",  # names of public modules loaded when first used
     "bridge.alerting": "api",  # a namespace: its __init__ imports nothing
     "bridge.alerting.settings": "api",  # the config's ``alerting:`` section
     "bridge.pipeline": "pipeline",
