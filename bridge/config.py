@@ -108,12 +108,12 @@ class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:9464", description="HOST:PORT of the HTTP server (/metrics, /-/ready, /api/v1)")
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
-    allowed_hosts: list[str] = Field(default_factory=list, description=(
+    allowed_hosts: list[str] = Field(default=[], description=(
         "more host names state-changing requests may address in their Host header (DNS-rebinding "
         "protection), e.g. a Service's or proxy's name; '*.example.org' admits subdomains, ports are not "
         "compared. Always allowed: localhost, IP addresses, the listen host and, listening on all "
         "interfaces, this machine's host name"))
-    allowed_origins: list[str] = Field(default_factory=list, description=(
+    allowed_origins: list[str] = Field(default=[], description=(
         "origins (scheme://host[:port]) of other web pages that may send state-changing requests; "
         "pages served by monbridge itself (same origin) always may"))
     unauthenticated_writes_from: list[IPNetwork] = Field(
@@ -150,7 +150,7 @@ class PluginEntry(_Strict):
 class MonbridgeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
-    plugins: list[PluginEntry] = Field(default_factory=list)
+    plugins: list[PluginEntry] = Field(default=[])
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
 
