@@ -13,6 +13,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +73,20 @@ def loaded_after(code: str, tmp_path: Path) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
+def loaded_validating(config: Path, tmp_path: Path) -> set[str]:
+    """The modules in sys.modules after ``monbridge validate --config config`` passed."""
+    return loaded_after(f"from bridge.cli import main\n"
+                        f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
+                        f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+
+
+def check_lazy_names(module: Any) -> None:
+    """Every name of ``module.__all__`` is listed by dir(); an unknown name is an AttributeError."""
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        module.NoSuchName  # noqa: B018
+
+
 def found(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
 
@@ -91,9 +108,7 @@ def test_version_loads_the_command_line_only(tmp_path):
 def test_validating_host_metrics_loads_no_event_loop(tmp_path):
     config = tmp_path / "host.yaml"
     config.write_text("plugins:\n  - plugin_id: monitoring.metrics.system\n")
-    modules = loaded_after(f"from bridge.cli import main\n"
-                           f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
-                           f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+    modules = loaded_validating(config, tmp_path)
     # the collector's config model validated it, without the collector (psutil) ...
     assert "collectors.config" in modules
     assert found(modules, LOADED_ONLY_TO_RUN) == []
@@ -104,9 +119,7 @@ def test_validating_a_webhook_loads_no_notifier_code(tmp_path):
     config = tmp_path / "hook.yaml"
     config.write_text("plugins:\n  - plugin_id: monitoring.metrics.system\n"
                       "  - plugin_id: monitoring.alerts.webhook\n    config: {url: 'http://127.0.0.1:5001/hook'}\n")
-    modules = loaded_after(f"from bridge.cli import main\n"
-                           f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
-                           f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+    modules = loaded_validating(config, tmp_path)
     assert {"integrations.config", "bridge.alerting.notifyconfig"} <= modules
     assert found(modules, (*RUN_TIME_ONLY, *LOADED_ONLY_TO_RUN, "asyncio")) == []
 
@@ -122,22 +135,14 @@ def test_the_public_modules_load_a_name_with_its_module_only(tmp_path):
     for module in (bridge.helpers, bridge.notifiers):
         for name in module.__all__:
             assert getattr(module, name) is not None, name
-        assert set(module.__all__) <= set(dir(module))
-        try:
-            module.NoSuchName  # noqa: B018
-        except AttributeError as e:
-            assert "NoSuchName" in str(e)
-        else:
-            raise AssertionError(f"{module.__name__}.NoSuchName resolved")
+        check_lazy_names(module)
     assert bridge.notifiers.NotifierConfig is bridge.notifiers.Notifier.config_model
 
 
 def test_validate_loads_no_run_time_part(tmp_path):
     config = tmp_path / "agent.yaml"
     config.write_text(CONFIG.replace("STATE", json.dumps(str(tmp_path / "state"))))
-    modules = loaded_after(f"from bridge.cli import main\n"
-                           f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
-                           f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+    modules = loaded_validating(config, tmp_path)
     # the plugins of the config were loaded (their config models validated it) ...
     assert {"integrations.otlp", "bridge.alerting.rules", "collectors.config", "integrations.config"} <= modules
     # (the collectors' and the webhook's models live apart from their code, which is not loaded)
@@ -155,10 +160,4 @@ def test_the_plugin_api_names_of_bridge_load_on_first_use(tmp_path):
     for name in bridge.__all__:
         if name != "__version__":
             assert getattr(bridge, name) is getattr(bridge.api, name), name
-    assert set(bridge.__all__) <= set(dir(bridge))
-    try:
-        bridge.NoSuchName  # noqa: B018
-    except AttributeError as e:
-        assert "NoSuchName" in str(e)
-    else:
-        raise AssertionError("bridge.NoSuchName resolved")
+    check_lazy_names(bridge)
