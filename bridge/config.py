@@ -26,13 +26,13 @@ import typing
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from yaml.constructor import SafeConstructor
 
 from bridge.alerting.settings import AlertingSettings
@@ -88,6 +88,19 @@ class AuthConfig(_Strict):
     bearer_token: SecretStr | None = None
 
 
+def _ip_network(v: Any) -> IPv4Network | IPv6Network:
+    """An IPv4 or IPv6 network (host bits clear), as pydantic's ``IPvAnyNetwork`` takes it, whose
+    module (``pydantic.networks``) costs every config load an import of its own."""
+    if isinstance(v, (IPv4Network, IPv6Network)):
+        return v
+    try:
+        return ip_network(v)
+    except (TypeError, ValueError):
+        raise PydanticCustomError("ip_any_network", "value is not a valid IPv4 or IPv6 network") from None
+
+
+IPNetwork = Annotated[IPv4Network | IPv6Network, PlainValidator(_ip_network)]
+
 _LOOPBACK: list[IPv4Network | IPv6Network] = [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
 
 
@@ -95,15 +108,15 @@ class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:9464", description="HOST:PORT of the HTTP server (/metrics, /-/ready, /api/v1)")
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
-    allowed_hosts: list[str] = Field(default_factory=list, description=(
+    allowed_hosts: list[str] = Field(default=[], description=(
         "more host names state-changing requests may address in their Host header (DNS-rebinding "
         "protection), e.g. a Service's or proxy's name; '*.example.org' admits subdomains, ports are not "
         "compared. Always allowed: localhost, IP addresses, the listen host and, listening on all "
         "interfaces, this machine's host name"))
-    allowed_origins: list[str] = Field(default_factory=list, description=(
+    allowed_origins: list[str] = Field(default=[], description=(
         "origins (scheme://host[:port]) of other web pages that may send state-changing requests; "
         "pages served by monbridge itself (same origin) always may"))
-    unauthenticated_writes_from: list[IPvAnyNetwork] = Field(
+    unauthenticated_writes_from: list[IPNetwork] = Field(
         default_factory=lambda: list(_LOOPBACK),
         description=("networks whose clients may send state-changing requests (reload, the alert write API) "
                      "without credentials when server.auth is not set; others are refused"))
@@ -137,7 +150,7 @@ class PluginEntry(_Strict):
 class MonbridgeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
-    plugins: list[PluginEntry] = Field(default_factory=list)
+    plugins: list[PluginEntry] = Field(default=[])
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
 
@@ -643,6 +656,8 @@ def _validation_issues(e: ValidationError, prefix: _Loc, model: type[BaseModel],
 def default_config_text(env: Mapping[str, str] | None = None) -> str:
     """The embedded default: the system collector and /metrics on 127.0.0.1:9464, plus OTLP
     push when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set."""
+    from importlib import resources  # only here: it imports tempfile, shutil and the compressors
+
     env = os.environ if env is None else env
     text = resources.files("bridge").joinpath("default-config.yaml").read_text()
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
@@ -689,7 +704,7 @@ def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
             continue
         seen[entry.plugin_id] = i
         try:
-            cls = registry.entry(entry.plugin_id).plugin_class()
+            config_model = registry.entry(entry.plugin_id).config_model()
         except PluginNotFoundError as e:
             issues.append(_Issue(_line_of(loc, lines), loc, str(e)))
             continue
@@ -698,10 +713,10 @@ def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
                                  f"plugin {entry.plugin_id!r} failed to load: {type(e).__name__}: {e}"))
             continue
         try:
-            loaded_configs[entry.plugin_id] = cls.config_model.model_validate(entry.config)
+            loaded_configs[entry.plugin_id] = config_model.model_validate(entry.config)
             raw_configs[entry.plugin_id] = entry.config
         except ValidationError as e:
-            issues.extend(_validation_issues(e, ("plugins", i, "config"), cls.config_model, lines))
+            issues.extend(_validation_issues(e, ("plugins", i, "config"), config_model, lines))
     if issues:
         raise ConfigError(source, _report(issues, reader.issues))
     assert model is not None

@@ -13,36 +13,30 @@
   checks them), and for request bodies ``read_body``, ``parse_json``, ``BodyLimits`` and
   ``BodyError`` (bounded, off the event loop when large).
 
-Plugins import these names from here, never from the modules that define them.
+Plugins import these names from here, never from the modules that define them. Each name loads
+only the module that defines it, when first used (``peer_excerpt`` does not load asyncio).
 """
 
-from __future__ import annotations
+from typing import TYPE_CHECKING
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from bridge.config import (
-    AuthConfig,
-    ConfigError,
-    NotARegularFile,
-    TLSConfig,
-    line_map,
-    locate,
-    parse_listen,
-    read_document,
-    read_regular_file,
-)
-from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
-from bridge.tasks import cancel_and_wait, run_bounded
+from bridge.lazy import lazy_names
 
 if TYPE_CHECKING:
+    from bridge.config import (
+        AuthConfig,
+        ConfigError,
+        NotARegularFile,
+        TLSConfig,
+        line_map,
+        locate,
+        parse_listen,
+        read_document,
+        read_regular_file,
+    )
     from bridge.httpbody import BodyError, BodyLimits, parse_json, read_body
     from bridge.listeners import auth_challenge, authorized, tls_context
-
-# Loaded when first used (they bring aiohttp and ssl), so validating a plugin's config does not.
-_LAZY = {"BodyError": "bridge.httpbody", "BodyLimits": "bridge.httpbody", "parse_json": "bridge.httpbody",
-         "read_body": "bridge.httpbody", "auth_challenge": "bridge.listeners", "authorized": "bridge.listeners",
-         "tls_context": "bridge.listeners"}
+    from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
+    from bridge.tasks import cancel_and_wait, run_bounded
 
 __all__ = [
     "EXCERPT_BYTES",
@@ -68,11 +62,11 @@ __all__ = [
     "run_bounded",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bridge.helpers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, {
+    **dict.fromkeys(("AuthConfig", "ConfigError", "NotARegularFile", "TLSConfig", "line_map", "locate", "parse_listen",
+                     "read_document", "read_regular_file"), "bridge.config"),
+    **dict.fromkeys(("BodyError", "BodyLimits", "parse_json", "read_body"), "bridge.httpbody"),
+    **dict.fromkeys(("auth_challenge", "authorized", "tls_context"), "bridge.listeners"),
+    **dict.fromkeys(("EXCERPT_BYTES", "peer_excerpt", "redact_text"), "bridge.logs"),
+    **dict.fromkeys(("cancel_and_wait", "run_bounded"), "bridge.tasks"),
+}, globals())

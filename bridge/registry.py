@@ -3,19 +3,57 @@
 One entry-point group per plugin type (``monbridge.collectors`` and so on, see
 ``PluginType.entry_point_group``); built-in plugins use the same groups as third-party ones.
 Entry points are loaded lazily, when a plugin is first asked for.
+
+The built-in plugins are also known from ``BUILTIN_PLUGINS`` (the same ids, classes and types as
+monbridge's own entry points): looking one up reads no distribution's metadata, and its config
+model is imported without the plugin's code where it lives apart. Installed distributions' entry
+points are read only when an id that is not built in is asked for, or the whole list is.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.api import Plugin, PluginType, validate_plugin_id
+from bridge.api import Plugin, PluginConfig, PluginType, validate_plugin_id
 
-__all__ = ["PluginNotFoundError", "PluginRegistry", "RegisteredPlugin"]
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+__all__ = ["BUILTIN_PLUGINS", "PluginNotFoundError", "PluginRegistry", "RegisteredPlugin"]
+
+_C, _A, _I = PluginType.METRIC_COLLECTOR, PluginType.ALERT_PROCESSOR, PluginType.INTEGRATION
+
+#: The plugins monbridge installs: id -> (type, "module:PluginClass", "module:ConfigModel" where
+#: the config model lives apart from the plugin's code, else None). The same as the entry points
+#: of monbridge's pyproject.toml (a test checks it), and the config model the plugin class's.
+BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
+    "monitoring.alerts.rules": (_A, "bridge.alerting.rules:RulesSource", None),
+    "monitoring.alerts.dedup": (_A, "bridge.alerting.processors:DedupProcessor", None),
+    "monitoring.alerts.grouping": (_A, "bridge.alerting.processors:GroupingProcessor", None),
+    "monitoring.alerts.inhibit": (_A, "bridge.alerting.processors:InhibitProcessor", None),
+    "monitoring.alerts.correlation": (_A, "bridge.alerting.processors:CorrelationProcessor", None),
+    "monitoring.alerts.escalation": (_A, "bridge.alerting.processors:EscalationProcessor", None),
+    "monitoring.alerts.webhook": (_A, "integrations.webhook:WebhookNotifier", "integrations.config:WebhookConfig"),
+    "monitoring.alerts.email": (_A, "integrations.email:EmailNotifier", None),
+    "monitoring.alerts.sms": (_A, "integrations.sms:TwilioSmsNotifier", None),
+    "monitoring.alerts.jira": (_A, "integrations.jira:JiraNotifier", None),
+    "monitoring.alerts.servicenow": (_A, "integrations.servicenow:ServiceNowNotifier", None),
+    "monitoring.alerts.alertmanager": (_A, "integrations.alertmanager:AlertmanagerNotifier", None),
+    "monitoring.metrics.system": (_C, "collectors.system:SystemMetricsCollector", "collectors.config:SystemConfig"),
+    "monitoring.metrics.process": (_C, "collectors.process:ProcessMetricsCollector", "collectors.config:ProcessConfig"),
+    "monitoring.integration.otlp": (_I, "integrations.otlp:OtlpIntegration", None),
+    "monitoring.integration.prometheus": (_I, "integrations.prometheus.plugin:PrometheusIntegration", None),
+}
+
+
+def load_reference(ref: str) -> Any:
+    """The object an entry-point style reference ``module:attr`` names."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 log = logging.getLogger("monbridge.registry")
 
@@ -28,36 +66,53 @@ class PluginNotFoundError(LookupError):
 
 @dataclass
 class RegisteredPlugin:
-    """A known plugin: a factory (class or entry point) and, once made, its instance."""
+    """A known plugin: a factory (class, entry point or built-in reference) and, once made, its instance."""
 
     plugin_id: str
     plugin_type: PluginType
     factory: Callable[[], Plugin] | None = None
     entry_point: EntryPoint | None = None
     instance: Plugin | None = None
+    builtin: str | None = None  # "module:PluginClass" of a built-in plugin
+    builtin_config: str | None = None  # "module:ConfigModel" of a built-in whose model lives apart
 
     @property
     def distribution(self) -> str | None:
         """The distribution that installed the entry point (its metadata is read only when asked)."""
+        if self.builtin is not None:
+            return "monbridge"
         dist = self.entry_point.dist if self.entry_point is not None else None
         return dist.name if dist is not None else None
 
     @property
     def version(self) -> str | None:
+        if self.builtin is not None:
+            from bridge import __version__
+
+            return __version__
         dist = self.entry_point.dist if self.entry_point is not None else None
         return dist.version if dist is not None else None
 
     def load_factory(self) -> Callable[[], Plugin]:
         if self.factory is None:
-            assert self.entry_point is not None
-            obj = self.entry_point.load()
+            if self.builtin is not None:
+                obj, where = load_reference(self.builtin), f"built-in plugin {self.plugin_id!r}"
+            else:
+                assert self.entry_point is not None
+                obj = self.entry_point.load()
+                where = f"entry point {self.entry_point.name!r} in group {self.plugin_type.entry_point_group!r}"
             if isinstance(obj, type) and not issubclass(obj, Plugin):
-                raise TypeError(
-                    f"entry point {self.entry_point.name!r} in group {self.plugin_type.entry_point_group!r} "
-                    f"loads {obj.__module__}.{obj.__qualname__}, which is not a monbridge plugin class"
-                )
+                raise TypeError(f"{where} loads {obj.__module__}.{obj.__qualname__}, which is not a monbridge plugin class")
             self.factory = obj
         return self.factory
+
+    def config_model(self) -> type[PluginConfig]:
+        """The model the plugin's ``config`` is validated with: the plugin class's, imported without
+        the plugin's code for a built-in whose model lives apart (``BUILTIN_PLUGINS``)."""
+        if self.factory is None and self.builtin_config is not None:
+            model: type[PluginConfig] = load_reference(self.builtin_config)
+            return model
+        return self.plugin_class().config_model
 
     def plugin_class(self) -> type[Plugin]:
         f = self.load_factory()
@@ -73,13 +128,29 @@ class RegisteredPlugin:
 
 
 class PluginRegistry:
-    """Plugins by id. ``discover()`` reads the entry points; ``register_plugin`` adds one in-process."""
+    """Plugins by id. ``discover()`` adds the built-in plugins and the entry points (read when first
+    needed); ``register_plugin`` adds one in-process."""
 
     def __init__(self) -> None:
         self._plugins: dict[str, RegisteredPlugin] = {}
+        self._unread_entry_points = False
 
     def discover(self) -> PluginRegistry:
-        """Register every plugin installed under the ``monbridge.*`` entry-point groups."""
+        """Register the built-in plugins, and every plugin installed under the ``monbridge.*``
+        entry-point groups: those are read when an id that is not built in is looked up, or the
+        plugins are listed."""
+        for pid, (ptype, ref, config_ref) in BUILTIN_PLUGINS.items():
+            if pid not in self._plugins:  # in-process registration wins
+                self._plugins[pid] = RegisteredPlugin(pid, ptype, builtin=ref, builtin_config=config_ref)
+        self._unread_entry_points = True
+        return self
+
+    def _read_entry_points(self) -> None:
+        if not self._unread_entry_points:
+            return
+        self._unread_entry_points = False
+        from importlib.metadata import entry_points
+
         installed = entry_points()  # read once: each call reads every distribution's entry points
         for ptype in PluginType:
             for ep in installed.select(group=ptype.entry_point_group):
@@ -89,9 +160,8 @@ class PluginRegistry:
                     log.warning("ignoring entry point %r of %s: %s", ep.name, ep.dist.name if ep.dist else "?", e)
                     continue
                 if ep.name in self._plugins:
-                    continue  # in-process registration wins over an entry point
+                    continue  # a built-in or in-process registration wins over an entry point
                 self._plugins[ep.name] = RegisteredPlugin(ep.name, ptype, entry_point=ep)
-        return self
 
     def register_plugin(self, plugin_id: str, plugin: Plugin | type[Plugin]) -> None:
         """Register an instance (as the spec does) or a plugin class."""
@@ -104,7 +174,11 @@ class PluginRegistry:
 
     def entry(self, plugin_id: str, plugin_type: PluginType | None = None) -> RegisteredPlugin:
         reg = self._plugins.get(plugin_id)
+        if reg is None:
+            self._read_entry_points()
+            reg = self._plugins.get(plugin_id)
         if reg is None or (plugin_type is not None and reg.plugin_type is not plugin_type):
+            self._read_entry_points()  # the list of what is installed is complete
             installed = sorted(p for p, r in self._plugins.items() if plugin_type is None or r.plugin_type is plugin_type)
             kind = f"{plugin_type.value} " if plugin_type else ""
             where = f" in entry point group {plugin_type.entry_point_group!r}" if plugin_type else ""
@@ -120,9 +194,11 @@ class PluginRegistry:
 
     def get_plugin_ids_by_type(self, plugin_type: PluginType | str) -> list[str]:
         ptype = PluginType(plugin_type)
+        self._read_entry_points()
         return sorted(p for p, r in self._plugins.items() if r.plugin_type is ptype)
 
     def entries(self) -> list[RegisteredPlugin]:
+        self._read_entry_points()
         return [self._plugins[k] for k in sorted(self._plugins)]
 
     def factory(self, plugin_id: str) -> Callable[[], Plugin]:

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import psutil
-from pydantic import Field, model_validator
 
 from bridge.api import (
     AttributeValue,
-    CollectorConfig,
     Metric,
     MetricCollectorPlugin,
     MetricKind,
@@ -32,7 +30,8 @@ from bridge.api import (
     PluginType,
     validate_plugin_id,
 )
-from collectors.system import MetricSpec, Point, default_procfs_path, metrics_from_table, set_procfs_path
+from collectors.config import ProcessConfig, ProcessMatch
+from collectors.system import MetricSpec, Point, metrics_from_table, set_procfs_path
 
 __all__ = [
     "PLUGIN_ID",
@@ -51,36 +50,6 @@ T = TypeVar("T")
 
 # A process that is gone (ZombieProcess is a NoSuchProcess) or can no longer be read as a whole.
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied)
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-class ProcessMatch(PluginConfig):
-    """A process matches if every field given here matches (``fnmatch`` globs, case-sensitive)."""
-
-    name: str | None = Field(default=None, description="glob on the executable name, e.g. 'python*'")
-    cmdline: str | None = Field(default=None, description="glob on the command line, arguments joined by spaces")
-    user: str | None = Field(default=None, description="glob on the owner's user name")
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> ProcessMatch:
-        if self.name is None and self.cmdline is None and self.user is None:
-            raise ValueError("a match entry needs at least one of name, cmdline, user")
-        return self
-
-
-class ProcessConfig(CollectorConfig):
-    match: tuple[ProcessMatch, ...] = Field(
-        default=(),
-        description="processes to report: those matching any entry; empty: every process (up to max_processes)",
-    )
-    max_processes: int = Field(default=500, ge=1, description="most processes reported per collection (lowest pids first)")
-    procfs_path: str = Field(
-        default_factory=default_procfs_path,
-        min_length=1,
-        description="where /proc is mounted (default: $PROCFS_PATH, else /proc)",
-    )
 
 
 # --------------------------------------------------------------------------- samples and the table

@@ -17,7 +17,6 @@ is stat'ed at ``<rootfs_path>/<mount point>``, and is reported under the node's 
 from __future__ import annotations
 
 import concurrent.futures
-import fnmatch
 import logging
 import os
 import re
@@ -28,11 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import psutil
-from pydantic import Field
 
 from bridge.api import (
     AttributeValue,
-    CollectorConfig,
     Metric,
     MetricCollectorPlugin,
     MetricKind,
@@ -41,6 +38,16 @@ from bridge.api import (
     PluginMetadata,
     PluginType,
     validate_plugin_id,
+)
+from collectors.config import (
+    DeviceFilter,
+    FilesystemTypeFilter,
+    GlobFilter,
+    InterfaceFilter,
+    MountpointFilter,
+    SystemConfig,
+    default_procfs_path,
+    default_rootfs_path,
 )
 
 __all__ = [
@@ -88,102 +95,7 @@ class MetricSpec(Generic[S]):
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-class GlobFilter(PluginConfig):
-    """A name passes if it matches an ``include`` glob (or ``include`` is empty) and no ``exclude`` glob.
-
-    Globs are ``fnmatch`` patterns matched case-sensitively.
-    """
-
-    include: tuple[str, ...] = Field(default=(), description="globs a name must match one of; empty: every name")
-    exclude: tuple[str, ...] = Field(default=(), description="globs that drop a name even if it is included")
-
-    def allows(self, name: str) -> bool:
-        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
-
-
-class DeviceFilter(GlobFilter):
-    """Disk devices for ``system.disk.*``, by kernel name (``sda``, ``nvme0n1``, ``loop0``)."""
-
-    exclude: tuple[str, ...] = Field(
-        default=("loop*", "ram*", "zram*", "fd*"),
-        description="device globs left out; giving it replaces the defaults",
-    )
-
-
-class MountpointFilter(GlobFilter):
-    """Mount points for ``system.filesystem.*``."""
-
-    exclude: tuple[str, ...] = Field(
-        default=(
-            "/proc",
-            "/proc/*",
-            "/sys",
-            "/sys/*",
-            "/dev",
-            "/dev/*",
-            "/run/*",
-            "/var/lib/docker/*",
-            "/var/lib/containers/*",
-            "/var/lib/kubelet/pods/*",
-            "/snap/*",
-        ),
-        description="mount point globs left out; giving it replaces the defaults",
-    )
-
-
-class FilesystemTypeFilter(GlobFilter):
-    """Filesystem types for ``system.filesystem.*``; the defaults leave out virtual filesystems."""
-
-    exclude: tuple[str, ...] = Field(
-        default=(
-            "autofs",
-            "binfmt_misc",
-            "bpf",
-            "cgroup",
-            "cgroup2",
-            "configfs",
-            "debugfs",
-            "devpts",
-            "devtmpfs",
-            "efivarfs",
-            "fuse.lxcfs",
-            "fusectl",
-            "hugetlbfs",
-            "mqueue",
-            "nsfs",
-            "overlay",
-            "proc",
-            "procfs",
-            "pstore",
-            "ramfs",
-            "rpc_pipefs",
-            "securityfs",
-            "selinuxfs",
-            "squashfs",
-            "sysfs",
-            "tmpfs",
-            "tracefs",
-        ),
-        description="filesystem type globs left out; giving it replaces the defaults",
-    )
-
-
-class InterfaceFilter(GlobFilter):
-    """Network interfaces for ``system.network.*``."""
-
-    exclude: tuple[str, ...] = Field(
-        default=("lo", "veth*"),
-        description="interface globs left out; giving it replaces the defaults",
-    )
-
-
-def default_procfs_path() -> str:
-    """``$PROCFS_PATH`` if set (a node agent mounts the host's /proc at e.g. /host/proc), else /proc."""
-    return os.environ.get("PROCFS_PATH") or "/proc"
+# SystemConfig and its filters are in collectors.config: validating a config imports them alone.
 
 
 def set_procfs_path(path: str) -> None:
@@ -192,46 +104,6 @@ def set_procfs_path(path: str) -> None:
         if not os.path.isdir(path):
             raise PluginError(f"procfs_path {path!r} is not a directory")
         psutil.PROCFS_PATH = path
-
-
-ROOTFS_ENV = "MONBRIDGE_ROOTFS"
-
-
-def default_rootfs_path() -> str:
-    """``$MONBRIDGE_ROOTFS`` if set (a node agent mounts the host's / at e.g. /host/root), else /."""
-    return os.environ.get(ROOTFS_ENV) or "/"
-
-
-class SystemConfig(CollectorConfig):
-    devices: DeviceFilter = Field(default=DeviceFilter(), description="disks reported by system.disk.*")
-    mountpoints: MountpointFilter = Field(
-        default=MountpointFilter(), description="mount points reported by system.filesystem.*"
-    )
-    filesystem_types: FilesystemTypeFilter = Field(
-        default=FilesystemTypeFilter(), description="filesystem types reported by system.filesystem.*"
-    )
-    interfaces: InterfaceFilter = Field(
-        default=InterfaceFilter(), description="network interfaces reported by system.network.*"
-    )
-    procfs_path: str = Field(
-        default_factory=default_procfs_path,
-        min_length=1,
-        description="where /proc is mounted (default: $PROCFS_PATH, else /proc)",
-    )
-    rootfs_path: str = Field(
-        default_factory=default_rootfs_path,
-        min_length=1,
-        description=(
-            "where the host's / is mounted (default: $MONBRIDGE_ROOTFS, else /). When it or procfs_path is"
-            " not the default, system.filesystem.* covers the mounts of <procfs_path>/1/mounts (the host's"
-            " init process), stat'ed at <rootfs_path>/<mount point> and reported under the host's mount point"
-        ),
-    )
-    filesystem_timeout: float = Field(
-        default=2.0,
-        gt=0,
-        description="seconds one mount's statfs may take; a mount that hangs (dead NFS) is skipped until it answers",
-    )
 
 
 # --------------------------------------------------------------------------- the snapshot

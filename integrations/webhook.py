@@ -16,19 +16,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
-
 from bridge.api import PluginConfig, PluginMetadata, PluginType
-from bridge.notifiers import BaseUrl, HttpNotifier, Notification, NotifierConfig, webhook_payload
+from bridge.notifiers import HttpNotifier, Notification, webhook_payload
+from integrations.config import WebhookConfig
 
 __all__ = ["WebhookConfig", "WebhookNotifier"]
 
 PLUGIN_ID = "monitoring.alerts.webhook"
-
-
-class WebhookConfig(NotifierConfig):
-    url: BaseUrl = Field(description="where to POST the payload")
-    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra request headers (secret values)")
 
 
 class WebhookNotifier(HttpNotifier):

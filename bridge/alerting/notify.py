@@ -14,13 +14,12 @@ import abc
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
-
-from pydantic import AfterValidator, Field, field_validator
+from typing import Any, ClassVar
 
 from bridge.alerting.base import BaseProcessor
-from bridge.alerting.model import Matcher, alert_from_json, alert_to_json, parse_matchers, rfc3339
-from bridge.api import Alert, AlertState, ExportStatus, PluginConfig, PluginError, http_url
+from bridge.alerting.model import Matcher, alert_from_json, alert_to_json, rfc3339
+from bridge.alerting.notifyconfig import BaseUrl, NotifierConfig, check_http_url
+from bridge.api import Alert, AlertState, ExportStatus, PluginConfig, PluginError
 from bridge.delivery import classify_status
 from bridge.logs import peer_excerpt
 
@@ -49,18 +48,6 @@ class DeliveryError(PluginError):
 
 class PermanentDeliveryError(PluginError):
     """The notification was refused in a way retrying cannot fix."""
-
-
-def check_http_url(v: str) -> str:
-    """``v`` if it is an http(s) URL with a host (``bridge.api.http_url``), a bare trailing slash
-    dropped; else ValueError (for config validators)."""
-    from urllib.parse import urlsplit
-
-    return v.rstrip("/") if urlsplit(http_url(v)).path in ("", "/") else v
-
-
-#: A notifier's base URL config field (checked and normalized by ``check_http_url``).
-BaseUrl = Annotated[str, AfterValidator(check_http_url)]
 
 
 def http_delivery_error(what: str, status: int, body: str, retry_after: str | None = None) -> PluginError:
@@ -155,24 +142,6 @@ def webhook_payload(n: Notification, receiver: str, generator_url: str = "") -> 
             for a in n.alerts
         ],
     }
-
-
-class NotifierConfig(PluginConfig):
-    """Settings every notifier has."""
-
-    match: Any = Field(default=None, description="label matchers this notifier's alerts must satisfy: a mapping of "
-                                         "equalities or a list of 'name=\"v\"', 'name=~\"re\"' (default: every alert)")
-    send_resolved: bool = Field(default=True, description="also notify when a group's alerts resolve")
-    timeout: float = Field(default=10.0, gt=0, description="seconds one delivery attempt may take")
-
-    @field_validator("match")
-    @classmethod
-    def _match(cls, v: Any) -> Any:
-        parse_matchers(v)  # raises ValueError with the matcher at fault
-        return v
-
-    def matchers(self) -> tuple[Matcher, ...]:
-        return parse_matchers(self.match)
 
 
 class Notifier(BaseProcessor):

@@ -84,6 +84,21 @@ def test_registry_discovers_it():
     assert isinstance(plugin, example.ExampleCollector), plugin
 
 
+def test_cli_validate_finds_it_beside_builtins_and_checks_it_with_its_own_model(tmp_path):
+    config = tmp_path / "monbridge.yaml"
+    config.write_text(f"plugins:\n  - plugin_id: monitoring.metrics.system\n  - plugin_id: {PLUGIN_ID}\n"
+                      "    config: {value: 7.5}\n")
+    result = cli("validate", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid (2 enabled plugins" in result.stdout
+    config.write_text(f"plugins:\n  - plugin_id: monitoring.metrics.system\n  - plugin_id: {PLUGIN_ID}\n"
+                      "    config:\n      valu: 7.5\n")
+    result = cli("validate", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "line 5: plugins[1].config.valu" in result.stderr, result.stderr
+    assert "value" in result.stderr.split("plugins[1].config.valu", 1)[1], result.stderr  # did you mean
+
+
 def test_cli_plugins_lists_it(tmp_path):
     result = cli("plugins", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -212,6 +212,29 @@ def test_top_level_and_server_errors(registry):
         parse_config("plugins: [\n", "a.yaml", registry, env={})
 
 
+def test_unauthenticated_networks_are_ipv4_or_ipv6_networks(registry):
+    from ipaddress import IPv4Network, IPv6Network
+
+    loaded = parse_config("server:\n  unauthenticated_writes_from: [10.0.0.0/8, 'fd00::/8', 192.0.2.7]\n",
+                          "a.yaml", registry, env={})
+    assert loaded.model.server.unauthenticated_writes_from == [
+        IPv4Network("10.0.0.0/8"), IPv6Network("fd00::/8"), IPv4Network("192.0.2.7/32")]
+    assert parse_config("{}", "a.yaml", registry, env={}).model.server.unauthenticated_writes_from == [
+        IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
+    # host bits set, not a network, not a string: each at its line, the value never quoted
+    issues = errors(registry, "server:\n  unauthenticated_writes_from:\n    - 10.0.0.1/8\n    - nonsense\n"
+                              "    - {a: 1}\n")
+    assert issues == [f"line {n}: server.unauthenticated_writes_from[{i}]: value is not a valid IPv4 or IPv6 network"
+                      for i, n in enumerate((3, 4, 5))]
+
+
+def test_list_defaults_are_not_shared(registry):
+    one, two = (parse_config("{}", "a.yaml", registry, env={}).model for _ in range(2))
+    assert one.server.allowed_hosts == [] and one.plugins == []
+    one.server.allowed_hosts.append("example.org")
+    assert two.server.allowed_hosts == []
+
+
 def test_duplicate_plugin_is_an_error(registry):
     text = "plugins:\n  - plugin_id: monitoring.metrics.steady\n  - plugin_id: monitoring.metrics.steady\n"
     with pytest.raises(ConfigError, match=r"plugins\[1\].plugin_id: 'monitoring.metrics.steady' is already configured"):

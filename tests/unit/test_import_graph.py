@@ -1,7 +1,10 @@
 """What the cold paths load (the import graph, not its time: timings are in
 benchmarks/bench_startup.py). ``monbridge --version`` loads no more than the command line;
 ``import bridge.config`` and ``monbridge validate`` load neither the alert engine, the runtime,
-the server nor the OTel SDK's trace, log and metric parts (they are loaded where they run)."""
+the server nor the OTel SDK's trace, log and metric parts (they are loaded where they run), nor
+the code of a built-in plugin whose config model lives apart from it (psutil, the notifiers' HTTP
+client and outbox); the public modules ``bridge.notifiers`` and ``bridge.helpers`` load each name
+with the module defining it, when first used."""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +31,19 @@ RUN_TIME_ONLY = (
     "opentelemetry.sdk.metrics",
     "aiohttp",
     "grpc",
+)
+
+#: The code of plugins whose config models live apart from it, and what only that code uses.
+LOADED_ONLY_TO_RUN = (
+    "collectors.system",
+    "collectors.process",
+    "psutil",
+    "integrations.webhook",
+    "bridge.alerting.httpclient",
+    "bridge.alerting.notify",
+    "bridge.alerting.tickets",
+    "bridge.delivery",
+    "bridge.diskqueue",
 )
 
 CONFIG = """\
@@ -54,6 +73,20 @@ def loaded_after(code: str, tmp_path: Path) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
+def loaded_validating(config: Path, tmp_path: Path) -> set[str]:
+    """The modules in sys.modules after ``monbridge validate --config config`` passed."""
+    return loaded_after(f"from bridge.cli import main\n"
+                        f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
+                        f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+
+
+def check_lazy_names(module: Any) -> None:
+    """Every name of ``module.__all__`` is listed by dir(); an unknown name is an AttributeError."""
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        module.NoSuchName  # noqa: B018
+
+
 def found(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
 
@@ -75,21 +108,45 @@ def test_version_loads_the_command_line_only(tmp_path):
 def test_validating_host_metrics_loads_no_event_loop(tmp_path):
     config = tmp_path / "host.yaml"
     config.write_text("plugins:\n  - plugin_id: monitoring.metrics.system\n")
-    modules = loaded_after(f"from bridge.cli import main\n"
-                           f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
-                           f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
-    assert "collectors.system" in modules
+    modules = loaded_validating(config, tmp_path)
+    # the collector's config model validated it, without the collector (psutil) ...
+    assert "collectors.config" in modules
+    assert found(modules, LOADED_ONLY_TO_RUN) == []
     assert found(modules, (*RUN_TIME_ONLY, "asyncio")) == []
+
+
+def test_validating_a_webhook_loads_no_notifier_code(tmp_path):
+    config = tmp_path / "hook.yaml"
+    config.write_text("plugins:\n  - plugin_id: monitoring.metrics.system\n"
+                      "  - plugin_id: monitoring.alerts.webhook\n    config: {url: 'http://127.0.0.1:5001/hook'}\n")
+    modules = loaded_validating(config, tmp_path)
+    assert {"integrations.config", "bridge.alerting.notifyconfig"} <= modules
+    assert found(modules, (*RUN_TIME_ONLY, *LOADED_ONLY_TO_RUN, "asyncio")) == []
+
+
+def test_the_public_modules_load_a_name_with_its_module_only(tmp_path):
+    modules = loaded_after("from bridge.notifiers import NotifierConfig\nfrom bridge.helpers import peer_excerpt", tmp_path)
+    assert found(modules, ("bridge",)) == ["bridge", "bridge.alerting", "bridge.alerting.model",
+                                           "bridge.alerting.notifyconfig", "bridge.api", "bridge.helpers",
+                                           "bridge.lazy", "bridge.logs", "bridge.notifiers"]
+    import bridge.helpers
+    import bridge.notifiers
+
+    for module in (bridge.helpers, bridge.notifiers):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
+        check_lazy_names(module)
+    assert bridge.notifiers.NotifierConfig is bridge.notifiers.Notifier.config_model
 
 
 def test_validate_loads_no_run_time_part(tmp_path):
     config = tmp_path / "agent.yaml"
     config.write_text(CONFIG.replace("STATE", json.dumps(str(tmp_path / "state"))))
-    modules = loaded_after(f"from bridge.cli import main\n"
-                           f"try:\n    main(['validate', '--config', {str(config)!r}])\n"
-                           f"except SystemExit as e:\n    assert e.code == 0, e.code", tmp_path)
+    modules = loaded_validating(config, tmp_path)
     # the plugins of the config were loaded (their config models validated it) ...
-    assert {"integrations.otlp", "integrations.webhook", "bridge.alerting.rules", "collectors.process"} <= modules
+    assert {"integrations.otlp", "bridge.alerting.rules", "collectors.config", "integrations.config"} <= modules
+    # (the collectors' and the webhook's models live apart from their code, which is not loaded)
+    assert found(modules, ("collectors.system", "collectors.process", "psutil", "integrations.webhook")) == []
     # ... and nothing that only runs
     assert found(modules, RUN_TIME_ONLY) == []
 
@@ -103,10 +160,4 @@ def test_the_plugin_api_names_of_bridge_load_on_first_use(tmp_path):
     for name in bridge.__all__:
         if name != "__version__":
             assert getattr(bridge, name) is getattr(bridge.api, name), name
-    assert set(bridge.__all__) <= set(dir(bridge))
-    try:
-        bridge.NoSuchName  # noqa: B018
-    except AttributeError as e:
-        assert "NoSuchName" in str(e)
-    else:
-        raise AssertionError("bridge.NoSuchName resolved")
+    check_lazy_names(bridge)

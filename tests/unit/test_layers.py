@@ -39,9 +39,10 @@ LAYERS = {
     "bridge.helpers": "api",
     "bridge.delivery": "api",
     "bridge.diskqueue": "api",
-    "bridge.selector": "api",
+    "bridge.selector": "api",  # match[]-style series selectors
+    "bridge.lazy": "api",  # names of public modules loaded when first used
     "bridge.listeners": "api",  # TLS and auth of listeners
-    "bridge.accumulate": "api",  # delta to cumulative (pushed data)  # match[]-style series selectors
+    "bridge.accumulate": "api",  # delta to cumulative (pushed data)
     "bridge.alerting": "api",  # a namespace: its __init__ imports nothing
     "bridge.alerting.settings": "api",  # the config's ``alerting:`` section
     "bridge.pipeline": "pipeline",
