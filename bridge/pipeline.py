@@ -153,7 +153,8 @@ class Series:
         self.time_ns = 0
         self.prom: Any = None  # its Prometheus view (bridge.exposition.series_view): text, or a view object
         self.first_ns = 0  # when the pipeline first saw it: the start of a cumulative point that has none
-        # the unsorted attribute tuples seen for it: a tuple, grown on the rare new order (a list costs 40 bytes more)
+        # the unsorted attribute tuples seen for it other than its key (an alias too): a tuple, grown on
+        # the rare new order (a list costs 40 bytes more)
         self.aliases: tuple[tuple[tuple[str, Any], ...], ...] = ()
 
 
@@ -307,7 +308,9 @@ class Pipeline:
                             s = series[key] = Series(name, dict(attrs), key, source)
                             s.first_ns = now
                             fam.version += 1
-                        if len(s.aliases) < _MAX_ALIASES:
+                        if items == s.key:
+                            fam.aliases[items] = s  # its key is its alias: no tuple kept for it (48 bytes)
+                        elif len(s.aliases) < _MAX_ALIASES:
                             s.aliases += (items,)
                             fam.aliases[items] = s
                 if s.source != source:
@@ -408,6 +411,7 @@ class Pipeline:
                 continue
             del fam.series[key]
             self._removals += 1
+            fam.aliases.pop(key, None)
             for a in s.aliases:
                 fam.aliases.pop(a, None)
             fam.version += 1

@@ -196,6 +196,8 @@ def test_record_finds_each_series_whatever_the_order_of_the_report():
          Metric("t.b", MetricKind.GAUGE, 3.0, "1", "", {"k": "x"})]
     assert p.record("src", a) == 3
     first = {k: s for k, s in p.family("t.a").series.items()}
+    # attributes given in key order: the key is the alias, no tuple of aliases is kept per series
+    assert all(s.aliases == () and p.family("t.a").aliases[k] is s for k, s in first.items())
     # reversed, new values; the same attributes in the other family trade places
     b = [Metric("t.b", MetricKind.GAUGE, 30.0, "1", "", {"k": "x"}), Metric("t.a", MetricKind.GAUGE, 20.0, "1", "", {"k": "y"}),
          Metric("t.a", MetricKind.GAUGE, 10.0, "1", "", {"k": "x"})]
