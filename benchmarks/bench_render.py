@@ -42,9 +42,14 @@ monbridge runs as a real ``Runtime`` (supervisor, pipeline, HTTP server) with a 
 collector that builds its ``Metric``s from that data; each scrape is one collection (as the
 supervisor runs it) and a GET /metrics. prometheus_client serves its own HTTP server
 (``start_http_server``) with a custom collector that builds its families from the same data
-inside the scrape. The client is a child process; the figure is this process' CPU time (user
-+ system, all threads) per scrape, and the bench families of the two bodies must parse to the
-same samples. The in-process figures above follow, for information.
+inside the scrape. Each side runs alone in a fresh interpreter of its own (its data built there
+first), so that neither pays for the other's objects (a full garbage collection walks every
+object of the process); the client is a child process of that one. The figure is the serving
+process' CPU time (user + system, all threads) per scrape, and the bench families of the two
+bodies must parse to the same samples. Beside it, the memory per served series: the serving
+process' RSS after the last scrape (and its high-water mark) less its RSS with its data alone,
+before the server started, divided by the series. Both sides serve uncompressed text (the
+client asks for no gzip). The in-process figures above follow, for information.
 
 Goals: end to end, monbridge ≥ 5× less CPU per scrape than prometheus_client; in process,
 steady ≥ 20× faster than (b), ≥ 5× faster than (c).
@@ -414,6 +419,81 @@ class E2EResult:
     cpu: list[float]
     wall: list[float]
     body: bytes
+    rss_base: int = 0    # bytes: the serving process with its data, before the server starts
+    rss_after: int = 0   # bytes: the same after the last scrape
+    rss_peak: int = 0    # bytes: the process' high-water mark
+
+    def per_series(self, n: int) -> tuple[float, float]:
+        """(held, peak) bytes per served series above the process with its data alone."""
+        return (self.rss_after - self.rss_base) / n, (self.rss_peak - self.rss_base) / n
+
+
+def _rss() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process, in bytes."""
+    got = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v = line.split(":", 1)
+                got[k] = int(v.split()[0]) * 1024
+    return got["VmRSS"], got["VmHWM"]
+
+
+def _trim() -> None:
+    """Give the C heap's free pages back (glibc ``malloc_trim``), on both sides alike, so that
+    RSS shows what is held rather than what the allocator kept after a peak."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def e2e_child(side: str, n: int, n_families: int, iterations: int, warmup: int, seed: int, out: str) -> None:
+    """One side of the end-to-end run, alone in this (child) process: its data built first, then
+    the server, the scrapes and the memory it holds; the result is written to ``out`` (JSON) and
+    the last body beside it."""
+    import json
+
+    import bridge.runtime  # noqa: F401 - both sides import the same before the baseline
+
+    specs = make_specs(n, n_families)
+    rng = random.Random(seed)
+    raws = [raw_iteration(make_iteration(specs, it, rng)) for it in range(iterations)]
+    _SPECS[:] = specs
+    resource = Resource.create({"service.name": "bench", "host.name": "bench-host"})
+    gc.collect()
+    _trim()
+    base, _ = _rss()
+    if side == "monbridge":
+        res = e2e_monbridge(raws, warmup)
+    else:
+        res = e2e_client(resource, specs, raws, warmup)
+    Path(out + ".body").write_bytes(res.body)
+    res.body = b""  # the client's copy of the last body is not the server's memory
+    gc.collect()
+    _trim()
+    after, peak = _rss()
+    Path(out).write_text(json.dumps({"cpu": res.cpu, "wall": res.wall, "rss_base": base, "rss_after": after,
+                                     "rss_peak": peak}))
+
+
+def run_e2e_child(side: str, args: Any) -> E2EResult:
+    """``e2e_child`` in a fresh interpreter: each side's CPU and memory are its own process'."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = str(Path(d) / "result.json")
+        subprocess.run([sys.executable, __file__, "--e2e-child", side, "--series", str(args.series),
+                        "--families", str(args.families), "--repeat", str(args.repeat),
+                        "--warmup", str(args.warmup), "--seed", str(args.seed), "--e2e-out", out], check=True)
+        r = json.loads(Path(out).read_text())
+        return E2EResult(r["cpu"], r["wall"], Path(out + ".body").read_bytes(), r["rss_base"], r["rss_after"],
+                         r["rss_peak"])
 
 
 #: The plugin's data of the current iteration: per family, (series index, value) pairs. Both
@@ -603,7 +683,13 @@ def main() -> None:
     ap.add_argument("--cold-repeat", type=int, default=3, help="fresh instances timed for the cold figure (default 3)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-verify", action="store_true", help="skip the output comparison (not for reported figures)")
+    ap.add_argument("--e2e-child", choices=("monbridge", "client"), help=argparse.SUPPRESS)
+    ap.add_argument("--e2e-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.e2e_child:
+        e2e_child(args.e2e_child, args.series, args.families, 1 + args.warmup + args.repeat, args.warmup, args.seed,
+                  args.e2e_out)
+        return
     if args.repeat < 1 or args.warmup < 0 or args.cold_repeat < 1:
         ap.error("--repeat and --cold-repeat must be ≥ 1, --warmup ≥ 0")
 
@@ -630,10 +716,8 @@ def main() -> None:
     print(f"  otel-exporter-prometheus done in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
-    _SPECS[:] = specs
-    raws = [raw_iteration(per_family) for per_family in iters]
-    e2e_mb = e2e_monbridge(raws, args.warmup)
-    e2e_cl = e2e_client(resource, specs, raws, args.warmup)
+    e2e_mb = run_e2e_child("monbridge", args)
+    e2e_cl = run_e2e_child("client", args)
     print(f"  end to end over HTTP done in {time.perf_counter() - t0:.1f} s")
 
     if not args.no_verify:
@@ -668,6 +752,10 @@ def main() -> None:
     r = e2e_cl_cpu / e2e_mb_cpu
     print(f"  monbridge vs prometheus_client, CPU per scrape: {r:.1f}×  "
           f"(goal ≥ {GOAL_VS_CLIENT:g}×: {'met' if r >= GOAL_VS_CLIENT else 'NOT met'})")
+    print(f"  {'memory per served series, above the process with its data':<52} {'held B':>10} {'peak B':>10}")
+    for label, e in (("monbridge", e2e_mb), ("prometheus_client server", e2e_cl)):
+        held, peak = e.per_series(n)
+        print(f"  {label:<52} {held:>10.0f} {peak:>10.0f}")
     print()
     print("  in process (the data's Metric objects built before the timer; for information):")
     head = f"renderer (body bytes: mb {len(mb.body)}, otel {len(ot.body)}, client {len(cl.body)})"

@@ -452,13 +452,21 @@ def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Map
     for fam in families:
         key = (openmetrics, fam.version)
         cached = fam.render_cache.get(openmetrics)
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == key and cached[2] is not None:
             name, text = cached[1], cached[2]
+            if not cached[3]:
+                fam.render_cache[openmetrics] = (key, name, text, True)
         else:
             name = family_name(fam)
             snap = fam.snapshot() if hasattr(fam, "snapshot") else fam
             text = _render_family(snap, openmetrics)
-            fam.render_cache[openmetrics] = (key, name, text)
+            # The text is kept for the next render while that pays: a family whose last text
+            # was asked for again (a second scraper, scrapes more frequent than collections),
+            # or that is asked for again unchanged now. One whose value changes between every
+            # two renders does not hold a second copy of its series (~80 bytes a series).
+            again = cached is not None and cached[0] == key
+            keep = cached is None or again or cached[3]
+            fam.render_cache[openmetrics] = (key, name, text if keep else None, again)
         if name == "target_info" and parts[0]:
             # Pushed targets' target_info series (OTLP receive), under the one family header.
             parts[0] += "".join(line for line in text.splitlines(True) if not line.startswith("#"))

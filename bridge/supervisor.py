@@ -32,6 +32,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ from bridge.api import (
     PluginType,
 )
 from bridge.lifecycle import Lifecycle, PluginState
-from bridge.pipeline import Batch, Pipeline
+from bridge.pipeline import GC_PAUSE_MIN_BATCH, Batch, Pipeline, paused_gc
 from bridge.tasks import CANCEL_GRACE_S, backoff_delay, cancel_and_wait, run_bounded
 
 __all__ = ["InProcessHost", "PluginHost", "PluginRunner", "SinkState", "Supervisor", "SupervisorSettings"]
@@ -211,6 +212,7 @@ class PluginRunner:
     abandoned: int = 0  # calls that did not end when cancelled
     restart_attempts: int = 0  # restarts since the last successful run
     restart_delay: float | None = None  # the last backoff before a restart
+    last_batch_size: int = 0  # metrics the last collection reported
     sinks: dict[str, SinkState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -402,8 +404,12 @@ class Supervisor:
         what = "collection" if runner.plugin_type is PluginType.METRIC_COLLECTOR else "import"
         try:
             if runner.plugin_type is PluginType.METRIC_COLLECTOR:
-                metrics = await self._call(runner, what, host.collect(), timeout)
-                self.pipeline.record(runner.plugin_id, metrics)
+                # A collector that reported a large batch last time builds one again: the cyclic
+                # GC waits while it does (see bridge.pipeline.paused_gc).
+                with paused_gc() if runner.last_batch_size >= GC_PAUSE_MIN_BATCH else nullcontext():
+                    metrics = await self._call(runner, what, host.collect(), timeout)
+                    self.pipeline.record(runner.plugin_id, metrics)
+                runner.last_batch_size = len(metrics)
             else:
                 self.refresh_self_metrics()  # exporters send current self-metrics, scraped or not
                 loop = asyncio.get_running_loop()

@@ -70,6 +70,46 @@ def test_unchanged_family_is_served_from_cache_and_changes_show():
     assert b"a 2.0" in render(p.families(), {})
 
 
+
+def test_rendered_text_is_kept_only_while_it_is_asked_for_again(monkeypatch):
+    """A family whose values change between every two scrapes holds no copy of its rendered
+    text; one scraped again unchanged (a second scraper, scrapes faster than collections) is
+    served from its kept text, and keeps it across changes while that goes on."""
+    from bridge import exposition
+
+    renders: list[str] = []
+    real = exposition._render_family
+
+    def counting(fam, openmetrics):
+        renders.append(fam.name)
+        return real(fam, openmetrics)
+
+    monkeypatch.setattr(exposition, "_render_family", counting)
+    p = Pipeline()
+
+    def scrape():
+        return render(p.batch().families(), {})
+
+    def held():
+        return p.family("a").render_cache[False][2]
+
+    for v in (1.0, 2.0, 3.0):  # one scrape per change
+        p.record("s", [Metric("a", G, v, "", "a", {"k": str(i)}) for i in range(3)])
+        assert b'a{k="2"} %r' % v in scrape()
+    assert len(renders) == 3 and held() is None  # the last text is not held: never asked for again
+    body = scrape()  # asked for again unchanged: rendered once more, and kept from now on
+    assert scrape() == body and len(renders) == 4 and held() is not None
+    p.record("s", [Metric("a", G, 4.0, "", "a", {"k": str(i)}) for i in range(3)])
+    body = scrape()
+    assert held() is not None  # its last text was asked for again: this one is kept too
+    assert scrape() == body and scrape() == body and len(renders) == 5
+    p.record("s", [Metric("a", G, 5.0, "", "a", {"k": str(i)}) for i in range(3)])
+    scrape()
+    p.record("s", [Metric("a", G, 6.0, "", "a", {"k": str(i)}) for i in range(3)])
+    assert b'a{k="0"} 6.0' in scrape()
+    assert held() is None and len(renders) == 7  # changes between every two scrapes again: let go
+
+
 def test_content_negotiation():
     assert choose_format(None) == (False, "text/plain; version=0.0.4; charset=utf-8")
     assert choose_format("application/openmetrics-text; version=1.0.0")[0] is True

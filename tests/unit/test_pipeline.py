@@ -138,3 +138,80 @@ def test_every_invalid_metric_is_counted():
     p = Pipeline()
     p.record("s", [gauge("bad name", 1.0, i="1"), gauge("bad name", 1.0, i="2")])
     assert p.dropped["invalid_name"] == 2
+
+
+def test_paused_gc_nests_and_restores_what_was_there():
+    import gc
+
+    from bridge.pipeline import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def _values(p: Pipeline, name: str) -> dict:
+    return {tuple(sorted(s.attributes.items())): s.value for s in p.family(name).series.values()}
+
+
+def test_record_finds_each_series_whatever_the_order_of_the_report():
+    """A source's series are looked up by their position in its last report first; a report in
+    another order, with series moved between families, added or left out, still lands every
+    value on its own series and expires exactly the absent ones."""
+    p = Pipeline()
+    a = [Metric("t.a", MetricKind.GAUGE, 1.0, "1", "", {"k": "x"}), Metric("t.a", MetricKind.GAUGE, 2.0, "1", "", {"k": "y"}),
+         Metric("t.b", MetricKind.GAUGE, 3.0, "1", "", {"k": "x"})]
+    assert p.record("src", a) == 3
+    first = {k: s for k, s in p.family("t.a").series.items()}
+    # attributes given in key order: the key is the alias, no tuple of aliases is kept per series
+    assert all(s.aliases == () and p.family("t.a").aliases[k] is s for k, s in first.items())
+    # reversed, new values; the same attributes in the other family trade places
+    b = [Metric("t.b", MetricKind.GAUGE, 30.0, "1", "", {"k": "x"}), Metric("t.a", MetricKind.GAUGE, 20.0, "1", "", {"k": "y"}),
+         Metric("t.a", MetricKind.GAUGE, 10.0, "1", "", {"k": "x"})]
+    assert p.record("src", b) == 3
+    assert _values(p, "t.a") == {(("k", "x"),): 10.0, (("k", "y"),): 20.0}
+    assert _values(p, "t.b") == {(("k", "x"),): 30.0}
+    assert all(p.family("t.a").series[k] is s for k, s in first.items())  # the same series, updated in place
+    # one left out (it expires), one new in its place
+    c = [Metric("t.b", MetricKind.GAUGE, 31.0, "1", "", {"k": "x"}), Metric("t.a", MetricKind.GAUGE, 5.0, "1", "", {"k": "z"}),
+         Metric("t.a", MetricKind.GAUGE, 11.0, "1", "", {"k": "x"})]
+    assert p.record("src", c) == 3
+    assert _values(p, "t.a") == {(("k", "x"),): 11.0, (("k", "z"),): 5.0}
+    assert p.expired_total == 1
+    # the series that expired comes back as a new series, at a position that named another
+    assert p.record("src", b) == 3
+    assert _values(p, "t.a") == {(("k", "x"),): 10.0, (("k", "y"),): 20.0}
+    assert p.family("t.a").series[(("k", "y"),)] is not first[(("k", "y"),)]
+
+
+def test_record_by_position_never_revives_a_series_another_source_expired():
+    """A series a source reported moves to another source that reports it, then expires from
+    that one; the first source's next report (same position) makes it a new, live series."""
+    p = Pipeline()
+    m = [Metric("t.a", MetricKind.GAUGE, 1.0, "1", "", {"k": "x"})]
+    p.record("one", m)
+    old = p.family("t.a").series[(("k", "x"),)]
+    p.record("two", [Metric("t.a", MetricKind.GAUGE, 2.0, "1", "", {"k": "x"})])  # ownership moves
+    assert old.source == "two"
+    p.record("two", [])  # and it expires there
+    assert not p.family("t.a").series
+    p.record("one", [Metric("t.a", MetricKind.GAUGE, 3.0, "1", "", {"k": "x"})])
+    new = p.family("t.a").series[(("k", "x"),)]
+    assert new is not old and new.value == 3.0 and new.source == "one"
+    # and a source whose series another one took reports it back: ownership returns
+    p.record("two", [Metric("t.a", MetricKind.GAUGE, 4.0, "1", "", {"k": "x"})])
+    p.record("one", [Metric("t.a", MetricKind.GAUGE, 5.0, "1", "", {"k": "x"})])
+    assert new.source == "one" and new.value == 5.0 and p.family("t.a").series[(("k", "x"),)] is new
+    p.record("two", [])  # "two" owns nothing now: nothing expires
+    assert p.family("t.a").series[(("k", "x"),)] is new

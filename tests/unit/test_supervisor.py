@@ -305,3 +305,50 @@ async def test_a_plugin_raising_cancelled_error_is_a_failure_not_the_end_of_its_
     assert not runner.task.done()  # its schedule goes on
     await sup.stop_all()
     assert "RuntimeError: the call ended cancelled" in runner.last_error
+
+
+async def test_a_large_collection_is_built_with_the_cyclic_gc_paused():
+    """A collector that reported a large batch builds the next one with the cyclic collector held
+    off (its Metrics would otherwise trigger full collections over every held series), and the
+    collector runs again afterwards; a small one never pauses it."""
+    import gc
+
+    from bridge.api import Metric, MetricKind
+    from bridge.pipeline import GC_PAUSE_MIN_BATCH
+
+    class Large(SteadyCollector):
+        plugin_id = "monitoring.metrics.large"
+        gc_during: list[bool] = []
+
+        async def collect_metrics(self):
+            self.gc_during.append(gc.isenabled())
+            await asyncio.sleep(0)  # the pause holds across an await (the loop runs other tasks meanwhile)
+            return [Metric("large.value", MetricKind.GAUGE, float(i), "1", "v", {"i": str(i)})
+                    for i in range(GC_PAUSE_MIN_BATCH)]
+
+    class Small(SteadyCollector):
+        gc_during: list[bool] = []
+
+        async def collect_metrics(self):
+            self.gc_during.append(gc.isenabled())
+            return await super().collect_metrics()
+
+    assert gc.isenabled()
+    sup = Supervisor(Pipeline(cardinality_limit=GC_PAUSE_MIN_BATCH))
+    large, small = Large(), Small()
+    r_large = add(sup, large, collection_interval=3600)
+    r_small = add(sup, small, collection_interval=3600)
+    await sup.start_all()
+    try:
+        for _ in range(3):
+            assert await sup._once(r_large, 30.0)
+            assert await sup._once(r_small, 30.0)
+            assert gc.isenabled()
+        assert len(sup.pipeline.family("large.value").series) == GC_PAUSE_MIN_BATCH
+    finally:
+        await sup.stop_all()
+    # the scheduled first run (and one started before it ended) had no size to go by; every run
+    # after a large one paused, and the collector ran again after each
+    assert large.gc_during[0] is True and large.gc_during[-2:] == [False, False]
+    assert all(small.gc_during) and len(small.gc_during) >= 3
+    assert r_large.last_batch_size == GC_PAUSE_MIN_BATCH and r_small.last_batch_size == 1
