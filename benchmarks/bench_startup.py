@@ -10,8 +10,9 @@ load than the wall time.
     python benchmarks/bench_startup.py [--repeat 15] [--config FILE] [--promtool promtool] [--baseline DIR]
 
 It validates two configs: the embedded default's (host metrics on ``/metrics``) and a typical
-agent's (host metrics, a Prometheus scrape target, OTLP push, a webhook notifier; ``--config``
-replaces it); promtool checks a config scraping the same target. A last row times what any such
+agent's (host metrics, a Prometheus scrape target with metric relabelling, remote write, OTLP push
+and both OTLP receivers, a webhook notifier; ``--config`` replaces it); promtool checks a config
+scraping the same target with the same relabelling and remote write. A last row times what any such
 command costs before it does anything (click, PyYAML and pydantic imported, one model built). ``--baseline DIR`` also times
 the ``bridge`` of another checkout (an older commit, say) in the same run. Goals: ``--version``
 ≤ 0.15 s, ``validate`` ≤ 0.25 s.
@@ -49,8 +50,15 @@ plugins:
         interval: 15
         targets:
           - {job: node, url: "http://127.0.0.1:9100/metrics"}
+        metric_relabel_configs:
+          - {source_labels: [__name__], regex: "go_(gc|memstats)_.*", action: drop}
+          - {regex: "pod_template_hash", action: labeldrop}
+      remote_write:
+        - {url: "http://127.0.0.1:9090/api/v1/write", queue: {max_samples_per_send: 1000}}
   - plugin_id: monitoring.integration.otlp
-    config: {endpoint: "http://127.0.0.1:4318"}
+    config:
+      endpoint: "http://127.0.0.1:4318"
+      receive: {grpc: {listen: "127.0.0.1:4317"}, http: {listen: "127.0.0.1:14318"}}
   - plugin_id: monitoring.alerts.webhook
     config: {url: "http://127.0.0.1:5001/hook"}
 """
@@ -72,6 +80,12 @@ scrape_configs:
   - job_name: node
     static_configs:
       - targets: ["127.0.0.1:9100"]
+    metric_relabel_configs:
+      - {source_labels: [__name__], regex: "go_(gc|memstats)_.*", action: drop}
+      - {regex: "pod_template_hash", action: labeldrop}
+remote_write:
+  - url: "http://127.0.0.1:9090/api/v1/write"
+    queue_config: {max_samples_per_send: 1000}
 """
 
 

@@ -7,7 +7,8 @@
   with a timeout that also bounds a coroutine ignoring its cancellation).
 * Config: ``parse_listen`` (``HOST:PORT``), ``ConfigError`` (an error naming file, line and
   path) and, for plugins reading files of their own as the config is read (``file_sd``),
-  ``read_regular_file``, ``read_document``, ``NotARegularFile``, ``line_map`` and ``locate``.
+  ``read_regular_file``, ``read_document``, ``NotARegularFile``, ``line_map`` and ``locate``;
+  ``MAX_SHARDS``, the most shards (concurrent senders) a durable queue of ``bridge.delivery`` has.
 * Listeners of a plugin's own (the OTLP receivers): ``TLSConfig`` and ``AuthConfig`` (the
   server's config models), ``tls_context``, ``authorized`` and ``auth_challenge`` (as the server
   checks them), and for request bodies ``read_body``, ``parse_json``, ``BodyLimits`` and
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         read_document,
         read_regular_file,
     )
+    from bridge.diskqueue import MAX_SHARDS
     from bridge.httpbody import BodyError, BodyLimits, parse_json, read_body
     from bridge.listeners import auth_challenge, authorized, tls_context
     from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXCERPT_BYTES",
+    "MAX_SHARDS",
     "AuthConfig",
     "BodyError",
     "BodyLimits",
@@ -65,6 +68,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_names(__name__, {
     **dict.fromkeys(("AuthConfig", "ConfigError", "NotARegularFile", "TLSConfig", "line_map", "locate", "parse_listen",
                      "read_document", "read_regular_file"), "bridge.config"),
+    "MAX_SHARDS": "bridge.diskqueue",
     **dict.fromkeys(("BodyError", "BodyLimits", "parse_json", "read_body"), "bridge.httpbody"),
     **dict.fromkeys(("auth_challenge", "authorized", "tls_context"), "bridge.listeners"),
     **dict.fromkeys(("EXCERPT_BYTES", "peer_excerpt", "redact_text"), "bridge.logs"),

@@ -64,15 +64,12 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from typing import Any, ClassVar
 
 from bridge.api import (
     Alert,
     ExportResult,
     ExportStatus,
-    IntegrationConfig,
     Metric,
     MetricBatch,
     MetricIngest,
@@ -85,8 +82,9 @@ from bridge.api import (
 )
 from bridge.delivery import Backoff, retry_after_seconds
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt
-from integrations.otlp_receive import OtlpReceiveConfig, OtlpReceiver
-from integrations.otlp_wire import TEMPORALITY_PREFERENCES, OtlpEncoder, Temporality
+from integrations.otlp_config import METRICS_PATH, OtlpConfig, OtlpTLSConfig, _env
+from integrations.otlp_receive import OtlpReceiver
+from integrations.otlp_wire import OtlpEncoder
 
 __all__ = ["PLUGIN_ID", "OtlpConfig", "OtlpIntegration", "OtlpTLSConfig", "metrics_families"]
 
@@ -94,173 +92,7 @@ PLUGIN_ID = validate_plugin_id("monitoring.integration.otlp", PluginType.INTEGRA
 
 log = logging.getLogger("monbridge.integrations.otlp")
 
-Protocol = Literal["http/protobuf", "grpc"]
-PROTOCOLS: tuple[str, ...] = ("http/protobuf", "grpc")
-DEFAULT_INTERVAL_S = 60.0
-METRICS_PATH = "/v1/metrics"
 DEFAULT_TIMEOUT_S = 10.0
-
-
-# ---------------------------------------------------------------------------- config
-
-
-class OtlpTLSConfig(PluginConfig):
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    ca_file: Path | None = Field(None, description="PEM CA bundle to verify the backend (default: system CAs)")
-    cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS), with key_file")
-    key_file: Path | None = Field(None, description="PEM client private key (mutual TLS), with cert_file")
-
-    @model_validator(mode="after")
-    def _pair(self) -> OtlpTLSConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (a client certificate needs its key)")
-        return self
-
-
-def _env(*names: str) -> str | None:
-    for name in names:
-        v = os.environ.get(name, "").strip()
-        if v:
-            return v
-    return None
-
-
-class OtlpConfig(IntegrationConfig):
-    """Where and how to push. Defaults come from the standard OpenTelemetry environment variables."""
-
-    # Validation errors never echo the input: it may hold a header value.
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    # protocol is declared before endpoint: the endpoint's validator needs it.
-    protocol: Protocol = Field(
-        "http/protobuf",
-        description="http/protobuf or grpc (default: OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "
-        "OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)",
-    )
-    endpoint: str | None = Field(
-        None,
-        description="backend URL; for http/protobuf a base URL gets /v1/metrics appended (default: "
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT)",
-    )
-    interval: float = Field(
-        DEFAULT_INTERVAL_S, gt=0,
-        description="seconds between pushes (default: OTEL_METRIC_EXPORT_INTERVAL in milliseconds, else 60)",
-    )
-    compression: Literal["gzip", "none"] | None = Field(
-        None, description="gzip or none (default: OTEL_EXPORTER_OTLP_METRICS_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION)"
-    )
-    headers: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="request headers / gRPC metadata, secret values; merged over OTEL_EXPORTER_OTLP_METRICS_HEADERS "
-        "or OTEL_EXPORTER_OTLP_HEADERS (the config wins per name)",
-    )
-    insecure: bool | None = Field(None, description="grpc only: plaintext, no TLS (default: from the endpoint's scheme)")
-    tls: OtlpTLSConfig | None = None
-    temporality: Temporality = Field(
-        "cumulative",
-        description="cumulative, delta or lowmemory, per instrument kind as the OpenTelemetry SDK defines them "
-        "(default: OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, else cumulative)",
-    )
-    receive: OtlpReceiveConfig | None = None
-
-    @property
-    def pushes(self) -> bool:
-        """Whether to push: always, unless only ``receive`` is configured (no endpoint anywhere)."""
-        return self.receive is None or self.endpoint is not None or _env(
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") is not None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _environment_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        data = dict(data)
-        if data.get("protocol") is None:
-            env_protocol = _env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-            if env_protocol is not None:
-                if env_protocol not in PROTOCOLS:
-                    raise ValueError(
-                        f"protocol from OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL is {env_protocol!r}; "
-                        f"expected one of {', '.join(PROTOCOLS)}"
-                    )
-                data["protocol"] = env_protocol
-        if data.get("temporality") is None:
-            env_pref = _env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
-            if env_pref is not None:
-                if env_pref.lower() not in TEMPORALITY_PREFERENCES:
-                    raise ValueError(
-                        f"temporality from OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE is {env_pref!r}; "
-                        f"expected one of {', '.join(TEMPORALITY_PREFERENCES)} (any case)"
-                    )
-                data["temporality"] = env_pref.lower()
-        if data.get("interval") is None:
-            raw = _env("OTEL_METRIC_EXPORT_INTERVAL")
-            if raw is not None:
-                try:
-                    ms = float(raw)
-                except ValueError:
-                    ms = -1.0
-                if not (ms > 0 and math.isfinite(ms)):
-                    raise ValueError(
-                        f"interval from OTEL_METRIC_EXPORT_INTERVAL is {raw!r}; expected a positive number of milliseconds"
-                    )
-                data["interval"] = ms / 1000.0
-        env_headers = _env("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
-        if env_headers is not None:
-            from opentelemetry.util.re import parse_env_headers
-
-            configured = data.get("headers") or {}
-            if isinstance(configured, Mapping):
-                merged: dict[str, Any] = dict(parse_env_headers(env_headers, liberal=True))
-                merged.update({str(k).lower(): v for k, v in configured.items()})
-                data["headers"] = merged
-        return data
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            return None
-        v = v.strip()
-        protocol = info.data.get("protocol")
-        if protocol == "grpc":
-            if "://" in v:
-                u = urllib.parse.urlsplit(v)
-                if u.scheme not in ("http", "https") or not u.netloc:
-                    raise ValueError("expected http://HOST:PORT, https://HOST:PORT or HOST:PORT for grpc")
-            elif not v:
-                raise ValueError("expected http://HOST:PORT, https://HOST:PORT or HOST:PORT for grpc")
-            return v
-        u = urllib.parse.urlsplit(v)
-        if u.scheme not in ("http", "https") or not u.netloc:
-            raise ValueError("expected an http:// or https:// URL, e.g. http://127.0.0.1:4318")
-        path = u.path.rstrip("/")
-        if not path.endswith(METRICS_PATH):
-            path += METRICS_PATH
-        return urllib.parse.urlunsplit((u.scheme, u.netloc, path, u.query, u.fragment))
-
-    @field_validator("headers")
-    @classmethod
-    def _header_names(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        out = {}
-        for name, value in v.items():
-            # gRPC metadata keys must be lower case; HTTP header names are case-insensitive.
-            key = name.strip().lower()
-            if not key or any(c in key for c in " \t\r\n:"):
-                raise ValueError("header names must be non-empty and contain no whitespace or ':'")
-            if any(c in value.get_secret_value() for c in "\r\n"):
-                raise ValueError(f"header {key}: value must not contain line breaks")
-            out[key] = value
-        return out
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OtlpConfig:
-        if self.insecure is not None and self.protocol != "grpc":
-            raise ValueError("insecure applies to protocol grpc only (for http/protobuf use an http:// endpoint)")
-        if self.insecure and self.tls is not None:
-            raise ValueError("insecure: true and tls contradict each other")
-        return self
 
 
 # ---------------------------------------------------------------------------- the plugin API's Metrics

@@ -56,8 +56,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-
 from bridge.api import (
     AttributeValue,
     ExponentialHistogramValue,
@@ -66,12 +64,12 @@ from bridge.api import (
     Metric,
     MetricIngest,
     MetricKind,
-    PluginConfig,
     PluginError,
     SummaryValue,
 )
-from bridge.helpers import AuthConfig, TLSConfig, parse_listen
+from bridge.helpers import parse_listen
 from bridge.otel import MAX_BUCKETS
+from integrations.otlp_config import GrpcReceiveConfig, HttpReceiveConfig, OtlpReceiveConfig
 
 __all__ = [
     "Converted",
@@ -98,52 +96,6 @@ _JSON = "application/json"
 # OTLP's AggregationTemporality values.
 _DELTA, _CUMULATIVE = 1, 2
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE
-
-
-# ---------------------------------------------------------------------------- config
-
-
-class _ListenerConfig(PluginConfig):
-    listen: str
-    tls: TLSConfig | None = None
-    auth: AuthConfig | None = None
-    max_decompressed_bytes: int = Field(16 << 20, ge=1024, description="largest request body (message) decompressed")
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
-        return v
-
-
-class GrpcReceiveConfig(_ListenerConfig):
-    listen: str = "127.0.0.1:4317"
-
-
-class HttpReceiveConfig(_ListenerConfig):
-    listen: str = "127.0.0.1:4318"
-    max_request_bytes: int = Field(4 << 20, ge=1024, description="largest request body as sent (compressed)")
-
-
-class OtlpReceiveConfig(PluginConfig):
-    """``receive``: the OTLP receivers (each only where configured)."""
-
-    grpc: GrpcReceiveConfig | None = None
-    http: HttpReceiveConfig | None = None
-    expire_after: float = Field(300.0, gt=0, description="seconds a pushed series stays after its last push")
-    max_data_points: int = Field(100_000, ge=1, description="most data points in one request")
-    max_series: int = Field(200_000, ge=1, description="most series received data may hold at once")
-    max_metrics: int = Field(10_000, ge=1, description="most metric names received data may create")
-    max_attributes: int = Field(128, ge=1, description="most attributes of one data point (resource's included)")
-    max_attribute_length: int = Field(4096, ge=1, description="most characters of one attribute value")
-    promote_resource_attributes: list[str] = Field(default_factory=list,
-                                                   description="resource attributes kept as labels of every series")
-
-    @model_validator(mode="after")
-    def _some(self) -> OtlpReceiveConfig:
-        if self.grpc is None and self.http is None:
-            raise ValueError("receive needs grpc, http or both, e.g. {http: {listen: \"127.0.0.1:4318\"}}")
-        return self
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,11 @@ import logging
 import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from bridge import __version__
 from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, SummaryValue
+from integrations.otlp_config import TEMPORALITY_PREFERENCES, Temporality
 
 __all__ = [
     "CUMULATIVE",
@@ -72,8 +73,6 @@ __all__ = [
 
 log = logging.getLogger("monbridge.integrations.otlp")
 
-Temporality = Literal["cumulative", "delta", "lowmemory"]
-TEMPORALITY_PREFERENCES: tuple[str, ...] = ("cumulative", "delta", "lowmemory")
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 #: ``AggregationTemporality`` values of OTLP.

@@ -21,12 +21,9 @@ import asyncio
 import datetime as dt
 import logging
 import time
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
-
-from pydantic import Field, field_validator, model_validator
 
 from bridge.api import (
     Alert,
@@ -35,13 +32,10 @@ from bridge.api import (
     ExportResult,
     ExportSink,
     HistogramValue,
-    HttpUrl,
-    IntegrationConfig,
     Metric,
     MetricBatch,
     MetricKind,
     MonitoringIntegrationPlugin,
-    PluginConfig,
     PluginError,
     PluginMetadata,
     PluginType,
@@ -50,11 +44,19 @@ from bridge.api import (
 )
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt
 from bridge.notifiers import fingerprint
+from integrations.prometheus.config import (
+    AlertsEndpointConfig,
+    FederateConfig,
+    PrometheusIntegrationConfig,
+    PushgatewayConfig,
+    ScrapeConfig,
+    ShardConfig,
+    StaticTargetConfig,
+)
 from integrations.prometheus.file_sd import FileSD
-from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
+from integrations.prometheus.relabel import Relabeler
 from integrations.prometheus.remote_write import (
     STALE_NAN,
-    RemoteWriteConfig,
     RemoteWriter,
     display_url,
     encode_labels,
@@ -62,7 +64,6 @@ from integrations.prometheus.remote_write import (
     encode_sample,
 )
 from integrations.prometheus.scrape import (
-    DEFAULT_BODY_SIZE_LIMIT,
     ScrapeLimits,
     Target,
     TargetScraper,
@@ -71,138 +72,20 @@ from integrations.prometheus.scrape import (
 )
 from integrations.prometheus.sharding import shard_from_env
 
-__all__ = ["PLUGIN_ID", "PrometheusIntegration", "PrometheusIntegrationConfig"]
+__all__ = [
+    "PLUGIN_ID",
+    "AlertsEndpointConfig",
+    "FederateConfig",
+    "PrometheusIntegration",
+    "PrometheusIntegrationConfig",
+    "PushgatewayConfig",
+    "ScrapeConfig",
+    "ShardConfig",
+    "StaticTargetConfig",
+]
 
 PLUGIN_ID = "monitoring.integration.prometheus"
 log = logging.getLogger("monbridge.prometheus")
-
-
-def _body_size_limit() -> Any:
-    return Field(default=DEFAULT_BODY_SIZE_LIMIT, ge=0, description=(
-        "bytes of a scrape's decompressed body above which the scrape fails (0 = no limit; Prometheus' "
-        "body_size_limit). The default, 64 MiB, is above the largest expositions seen in practice and keeps a "
-        "target's gzip bomb or endless body from taking the agent's memory"))
-
-
-class StaticTargetConfig(PluginConfig):
-    job: str = Field(min_length=1, description="the job label of the target's series")
-    url: HttpUrl = Field(description="the URL to scrape, e.g. http://127.0.0.1:9100/metrics")
-    labels: dict[str, str] = Field(default_factory=dict, description="more target labels")
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
-        for k in v:
-            if not LABEL_NAME_RE.match(k) or k.startswith("__"):
-                raise ValueError(f"invalid target label name {k!r}: expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with __")
-        return v
-
-
-class ShardConfig(PluginConfig):
-    index: int = Field(ge=0)
-    count: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _in_range(self) -> ShardConfig:
-        if self.index >= self.count:
-            raise ValueError(f"shard index {self.index} is not below shard count {self.count}")
-        return self
-
-
-class ScrapeConfig(PluginConfig):
-    interval: float = Field(default=15.0, gt=0, description="seconds between scrapes")
-    timeout: float = Field(default=10.0, gt=0, description="seconds one scrape may take")
-    targets: list[StaticTargetConfig] = Field(default_factory=list)
-    file_sd: list[str] = Field(default_factory=list, description="Prometheus file_sd files (globs), re-read on change")
-    file_sd_job: str = Field(default="file_sd", min_length=1, description="job label of file_sd targets whose group sets none")
-    file_sd_scheme: str = Field(default="http", pattern="^https?$")
-    file_sd_metrics_path: str = Field(default="/metrics", pattern="^/")
-    honor_labels: bool = False
-    honor_timestamps: bool = True
-    sample_limit: int = Field(default=0, ge=0, description="0 = no limit")
-    label_limit: int = Field(default=0, ge=0)
-    label_name_length_limit: int = Field(default=0, ge=0)
-    label_value_length_limit: int = Field(default=0, ge=0)
-    body_size_limit: int = _body_size_limit()
-    metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
-    shard: ShardConfig | None = Field(default=None, description="scrape only this shard's targets (default: "
-                                                                "MONBRIDGE_SHARD_INDEX/COUNT or --shard-index/--shard-count)")
-
-    @model_validator(mode="after")
-    def _timeout(self) -> ScrapeConfig:
-        if self.timeout > self.interval:
-            raise ValueError(f"scrape timeout {self.timeout:g}s is greater than the scrape interval {self.interval:g}s")
-        return self
-
-
-class FederateConfig(PluginConfig):
-    url: HttpUrl = Field(description="a Prometheus server's base URL or its /federate URL")
-    match: list[str] = Field(min_length=1, description="series selectors, e.g. '{job=\"node\"}'")
-    job: str = Field(default="federate", min_length=1)
-    honor_labels: bool = True
-    body_size_limit: int = _body_size_limit()
-
-    def federate_url(self) -> str:
-        u = urllib.parse.urlsplit(self.url)
-        path = u.path.rstrip("/")
-        if not path.endswith("/federate"):
-            path += "/federate"
-        query = urllib.parse.urlencode([("match[]", m) for m in self.match])
-        return urllib.parse.urlunsplit((u.scheme, u.netloc, path, query, ""))
-
-
-class PushgatewayConfig(PluginConfig):
-    url: HttpUrl = Field(description="the Pushgateway's base URL, e.g. http://127.0.0.1:9091")
-    job: str = Field(min_length=1)
-    grouping: dict[str, str] = Field(default_factory=dict, description="more grouping key labels")
-    timeout: float = Field(default=10.0, gt=0)
-    match: list[str] = Field(default_factory=list, description=(
-        "series selectors as federation's match[] takes them (e.g. 'up', '{job=\"node\"}'): push only the "
-        "series any of them selects (default: every series)"))
-
-    @field_validator("match")
-    @classmethod
-    def _selectors(cls, v: list[str]) -> list[str]:
-        from bridge.prometheus import parse_selector
-
-        for i, text in enumerate(v):
-            try:
-                parse_selector(text)
-            except ValueError as e:
-                raise ValueError(f"match[{i}]: {e}") from None
-        return v
-
-    def push_url(self) -> str:
-        parts = ["metrics", "job", urllib.parse.quote(self.job, safe="")]
-        for k, v in self.grouping.items():
-            parts += [k, urllib.parse.quote(v, safe="")] if v else [k + "@base64", "="]
-        return self.url.rstrip("/") + "/" + "/".join(parts)
-
-
-class AlertsEndpointConfig(PluginConfig):
-    url: HttpUrl = Field(description="Alertmanager's (export) or Prometheus' (import) base URL")
-    timeout: float = Field(default=10.0, gt=0)
-
-
-class PrometheusIntegrationConfig(IntegrationConfig):
-    """The plugin's config. ``interval`` (the round) defaults to ``scrape.interval``."""
-
-    scrape: ScrapeConfig | None = None
-    remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
-    federate: list[FederateConfig] = Field(default_factory=list)
-    pushgateway: PushgatewayConfig | None = None
-    export_alerts: AlertsEndpointConfig | None = Field(default=None, description="Alertmanager to send alerts to")
-    import_alerts: AlertsEndpointConfig | None = Field(default=None, description="Prometheus to read alerts from")
-    external_url: str = Field(default="", description="generatorURL of exported alerts")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _round_is_scrape_interval(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "interval" not in data and isinstance(data.get("scrape"), Mapping):
-            iv = data["scrape"].get("interval")
-            if isinstance(iv, int | float) and not isinstance(iv, bool):
-                data = {**data, "interval": iv}
-        return data
 
 
 # --------------------------------------------------------------------------- remote write state

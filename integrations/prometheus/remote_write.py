@@ -45,11 +45,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import ConfigDict, Field, SecretStr, model_validator
-
-from bridge.api import ExportStatus, HttpUrl, Metric, MetricKind, PluginConfig
-from bridge.delivery import MAX_SHARDS, Backoff, Batch, DiskQueue, DropCounts, Retries, classify_error, classify_status
+from bridge.api import ExportStatus, Metric, MetricKind
+from bridge.delivery import Backoff, Batch, DiskQueue, DropCounts, Retries, classify_error, classify_status
 from bridge.helpers import EXCERPT_BYTES, cancel_and_wait, peer_excerpt
+from integrations.prometheus.config import BasicAuth, QueueConfig, RemoteWriteConfig
 
 __all__ = [
     "STALE_NAN",
@@ -161,77 +160,6 @@ def encode_native_histogram(labels: bytes, h: Any, timestamp_ms: int) -> bytes |
     out += b"\x78" + _varint(timestamp_ms)  # timestamp
     series = labels + _field_bytes(0x22, bytes(out))
     return b"\x0a" + _varint(len(series)) + series
-
-
-# ---------------------------------------------------------------------------- config
-
-
-class QueueConfig(PluginConfig):
-    """The queue between ``append`` and the senders. Defaults are Prometheus 2.42's queue_config."""
-
-    path: str | None = Field(
-        default=None,
-        description="directory of the on-disk queue; unset keeps the queue in memory (a restart loses what was not sent)")
-    max_bytes: int = Field(default=256 << 20, gt=0, description="bound on the queue's size; when hit the oldest data is dropped")
-    max_samples_per_send: int = Field(default=500, gt=0, description="samples per request at most (Prometheus' default)")
-    shards: int = Field(default=4, gt=0, le=MAX_SHARDS,
-                        description="concurrent senders; a series always goes through the same one")
-    min_backoff: float = Field(default=0.03, gt=0, allow_inf_nan=False,
-                               description="seconds before the first retry; doubled on each retry")
-    max_backoff: float = Field(default=5.0, gt=0, allow_inf_nan=False, description="longest wait between retries, in seconds")
-    max_retry_after: float = Field(default=300.0, gt=0, allow_inf_nan=False,
-                                   description="longest wait a receiver's Retry-After is honoured for, in seconds")
-    batch_send_deadline: float = Field(default=5.0, gt=0, description="seconds a partial batch waits for more samples")
-    fsync: bool = Field(default=False, description="fsync every append: survives power loss, not only a killed process")
-
-    @model_validator(mode="after")
-    def _backoffs(self) -> QueueConfig:
-        if self.max_backoff < self.min_backoff:
-            raise ValueError("max_backoff must be at least min_backoff")
-        return self
-
-
-class BasicAuth(PluginConfig):
-    username: str
-    password: SecretStr
-
-
-class RemoteWriteConfig(PluginConfig):
-    """One remote-write endpoint."""
-
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    url: HttpUrl = Field(description="the receiver's write endpoint, e.g. http://prometheus:9090/api/v1/write")
-    name: str | None = Field(default=None, description="name in logs and self-metrics (default: the url's host:port)")
-    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra request headers; values are secrets")
-    basic_auth: BasicAuth | None = None
-    bearer_token: SecretStr | None = None
-    timeout: float = Field(default=30.0, gt=0, description="seconds one request may take")
-    queue: QueueConfig = Field(default_factory=lambda: QueueConfig())
-    send_native_histograms: bool = Field(default=False, description=(
-        "send exponential histograms as native histograms (Prometheus 2.40+ with "
-        "--enable-feature=native-histograms); else as explicit-bucket histograms at their boundaries"))
-
-    @model_validator(mode="after")
-    def _check(self) -> RemoteWriteConfig:
-        auth = [n for n, set_ in (("basic_auth", self.basic_auth is not None), ("bearer_token", self.bearer_token is not None),
-                                  ("an Authorization header", any(k.lower() == "authorization" for k in self.headers)))
-                if set_]
-        if len(auth) > 1:
-            raise ValueError(f"set only one of {' and '.join(auth)}")
-        return self
-
-    def secrets(self) -> list[str]:
-        """Every secret value of this config (for redaction)."""
-        out = [v.get_secret_value() for v in self.headers.values()]
-        if self.basic_auth is not None:
-            out.append(self.basic_auth.password.get_secret_value())
-        if self.bearer_token is not None:
-            out.append(self.bearer_token.get_secret_value())
-        password = urllib.parse.urlsplit(self.url).password
-        if password:
-            out.append(password)
-        return [s for s in out if len(s) >= 3]
 
 
 def display_url(url: str) -> str:

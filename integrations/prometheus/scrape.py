@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
+from integrations.prometheus.config import DEFAULT_BODY_SIZE_LIMIT
 from integrations.prometheus.relabel import Relabeler
 from integrations.prometheus.textparse import ParsedFamily, ParseError, TextParser, go_float
 
@@ -52,10 +53,6 @@ ACCEPT_HEADER = ("application/openmetrics-text;version=1.0.0,application/openmet
 # Bodies above this size are parsed in a worker thread, so the event loop stays responsive: the
 # parser is linear, and at most this much text costs a few milliseconds of loop time.
 _LARGE_BODY = 32 * 1024
-#: ``body_size_limit``'s default: 64 MiB of decompressed exposition. Prometheus' default is 0 (no
-#: limit), which lets one target's gzip bomb or endless body take the agent's memory; the largest
-#: expositions seen in practice (kube-state-metrics of a large cluster) stay well below it.
-DEFAULT_BODY_SIZE_LIMIT = 64 << 20
 _READ_CHUNK = 256 * 1024
 
 G, C = MetricKind.GAUGE, MetricKind.COUNTER
