@@ -23,7 +23,6 @@ expiry), so a batch copies only what changed since the last one; its ``metrics()
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import threading
@@ -60,6 +59,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from bridge import exposition
 from bridge.api import HistogramValue, Metric, MetricKind, PrometheusView, SummaryValue
 from bridge.selector import Selector, parse_selector
+from bridge.tasks import gc_paused
 
 __all__ = [
     "DEFAULT_CARDINALITY_LIMIT",
@@ -85,7 +85,6 @@ _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DROP_LOG_EVERY_S = 60.0
 _MAX_ALIASES = 4  # attribute orders remembered per series
-_GC_PAUSE_MIN_BATCH = 10_000
 
 AttrKey = tuple[tuple[str, Any], ...]
 
@@ -104,13 +103,18 @@ def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:
 
 
 class Series:
-    """One attribute set of a family: its latest value and who reported it."""
+    """One attribute set of a family: its latest value and who reported it.
 
-    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns")
+    Its attributes are kept once, as (name, value) pairs: ``key`` (sorted, the identity) and
+    ``aliases`` (the orders sources gave them in, the first one the order ``attributes`` has),
+    pairs shared with the family's other series where they are equal (``Family.pair``). The
+    ``attributes`` dict is made from them when asked for: a dict of its own per series would
+    cost more than the series' value, times and text together."""
 
-    def __init__(self, name: str, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
+    __slots__ = ("name", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns")
+
+    def __init__(self, name: str, attributes: Mapping[str, Any] | None, key: AttrKey, source: str) -> None:
         self.name = name
-        self.attributes = attributes
         self.key = key
         self.source = source
         self.value: float | HistogramValue | SummaryValue = 0.0
@@ -120,6 +124,13 @@ class Series:
         self.first_ns = 0  # when the pipeline first saw it: the start of a cumulative point that has none
         # the unsorted attribute tuples seen for it: a tuple, grown on the rare new order (a list costs 40 bytes more)
         self.aliases: tuple[tuple[tuple[str, Any], ...], ...] = ()
+        if attributes is not None and list(attributes) != [k for k, _ in key]:
+            self.aliases = (tuple(attributes.items()),)  # the given order, which ``attributes`` keeps
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The attributes, in the order the first report gave them (a new dict at each call)."""
+        return dict(self.aliases[0] if self.aliases else self.key)
 
 
 @dataclass(eq=False)
@@ -141,6 +152,18 @@ class Family:
     render_cache: dict[Any, Any] = field(default_factory=dict)
     stamp: int = 0  # changes whenever ``version`` does or a record reports the family (new sample times)
     frozen: FamilySnapshot | None = None  # the last snapshot taken (a batch's), reused while nothing changed
+    # (name, value) pairs of its series' keys, each kept once: most recur across series (job,
+    # instance, code="200"). Emptied when it outgrows the series (what recurs comes back at once).
+    pairs: dict[tuple[str, Any], tuple[str, Any]] = field(default_factory=dict)
+
+    def pair(self, p: tuple[str, Any]) -> tuple[str, Any]:
+        """``p``, or the equal pair one of the family's series already holds."""
+        q = self.pairs.get(p)
+        if q is None:
+            if len(self.pairs) > 4 * len(self.series) + 64:
+                self.pairs.clear()
+            q = self.pairs[p] = p
+        return q
 
     def snapshot(self) -> FamilySnapshot:
         """The family as it is now, read-only; the same object until it changes. Call it under
@@ -194,18 +217,11 @@ class Pipeline:
         ``prometheus_names`` the names are Prometheus names (imported data), kept as they are,
         except dotted names, which no Prometheus name is (the importer's own OTel-named metrics).
         """
-        if isinstance(metrics, Sized) and len(metrics) >= _GC_PAUSE_MIN_BATCH:
-            # A large batch allocates a container per new series; the cyclic collector would
-            # walk every live object again and again while it grows (measured: 60% of a cold
-            # 100k-series record). Nothing recorded here forms a cycle, so it waits for the end.
-            paused = gc.isenabled()
-            gc.disable()
-            try:
-                return self._record(source, metrics, now_ns, prometheus_names)
-            finally:
-                if paused:
-                    gc.enable()
-        return self._record(source, metrics, now_ns, prometheus_names)
+        # A large batch allocates a container per new series; the cyclic collector would walk
+        # every live object again and again while it grows (measured: 60% of a cold 100k-series
+        # record). Nothing recorded here forms a cycle, so it waits for the end.
+        with gc_paused(len(metrics) if isinstance(metrics, Sized) else 0):
+            return self._record(source, metrics, now_ns, prometheus_names)
 
     def _record(self, source: str, metrics: Iterable[Metric], now_ns: int | None, native: bool) -> int:
         now = now_ns if now_ns is not None else time.time_ns()
@@ -245,8 +261,6 @@ class Pipeline:
                 s = fam.aliases.get(items)
                 if s is None:
                     key: AttrKey = tuple(sorted(items))
-                    if key == items:
-                        key = items  # already in order (as scrapes mostly are): one tuple for both
                     series = fam.series
                     s = series.get(key)
                     if s is None:
@@ -254,9 +268,14 @@ class Pipeline:
                             # Decided once this source's absent series have expired and freed slots.
                             over_limit.append(m)
                             continue
-                        s = series[key] = Series(name, dict(attrs), key, source)
+                        in_order = key == items
+                        items = tuple(map(fam.pair, items))  # kept: with the pairs other series hold
+                        key = items if in_order else tuple(sorted(items))
+                        s = series[key] = Series(name, None, key, source)
                         s.first_ns = now
                         fam.version += 1
+                    if key == items:
+                        items = s.key  # already in order (as scrapes mostly are): one tuple for both
                     if len(s.aliases) < _MAX_ALIASES:
                         s.aliases += (items,)
                         fam.aliases[items] = s
@@ -296,7 +315,7 @@ class Pipeline:
                     self._drop("cardinality", m.name, source,
                                f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
                     continue
-                s = fam.series[key] = Series(m.name, dict(m.attributes), key, source)
+                s = fam.series[key] = Series(m.name, m.attributes, tuple(map(fam.pair, key)), source)
                 s.first_ns = now
             v = m.value
             if v.__class__ is bool and not fam.preaggregated:
@@ -366,6 +385,7 @@ class Pipeline:
             if not fam.series:
                 # An empty family keeps its instrument (the SDK cannot remove one) but is not rendered.
                 fam.render_cache.clear()
+                fam.pairs.clear()
 
     def _forget_in_sdk(self, instrument: Any, keys: list[AttrKey]) -> None:
         """Remove expired attribute sets from the SDK's storage.

@@ -47,7 +47,7 @@ from bridge.api import (
     PrometheusView,
     SummaryValue,
 )
-from bridge.helpers import EXCERPT_BYTES, peer_excerpt
+from bridge.helpers import EXCERPT_BYTES, gc_paused, peer_excerpt
 from bridge.notifiers import fingerprint
 from integrations.prometheus.file_sd import FileSD
 from integrations.prometheus.relabel import LABEL_NAME_RE, RelabelConfig, Relabeler
@@ -430,6 +430,12 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             job = str(attrs.get("service.name", "monbridge"))
             inst = str(attrs.get("service.instance.id") or attrs.get("host.name") or "")
             self._job_instance = (("job", job), ("instance", inst))
+        # A container per series the first time (and a tuple per sample every time): without the
+        # cyclic collector walking the heap meanwhile.
+        with gc_paused(len(self._sent) + sum(len(f.series) for f in batch.families())):
+            return self._new_samples(batch)
+
+    def _new_samples(self, batch: MetricBatch) -> list[tuple[bytes, float, int]]:
         out: list[tuple[bytes, float, int]] = []
         add = out.append
         sent = self._sent
