@@ -40,11 +40,27 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scrape_rw import counter, free_port, get, wait_http  # noqa: E402
+from bench_scrape_rw import free_port, wait_http  # noqa: E402
+
+SLOW = 300.0  # seconds a sender may take to answer while a big round runs
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=SLOW) as r:
+        return r.read()
+
+
+def counter(url: str, name: str) -> float:
+    total = 0.0
+    for line in get(url).decode().splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 TARGET_SERVER = r'''
 import http.server, itertools, sys
@@ -224,6 +240,7 @@ def run_size(n: int, interval: float, rounds: int, prometheus: str, tmp: Path) -
         runs0 = ok_rounds(plugin_status(mb_url))
         tp = start([sys.executable, "-c", TARGET_SERVER, str(target_port), str(n)], "target")
         wait_http(f"http://{target}/metrics", 600)
+        t_up = time.time()
         print(f"bench: {n:,} series: target up; waiting for the first scrapes", file=sys.stderr)
         # First round: each sender's CPU from the target's start until it scraped and sent it once.
         deadline = time.monotonic() + 20 * interval + 120
@@ -234,8 +251,9 @@ def run_size(n: int, interval: float, rounds: int, prometheus: str, tmp: Path) -
                     - agent_sent0 >= n:
                 rows["prometheus-agent"].first_cpu = wait_quiet(agent.pid, interval / 2) - cpu0["prometheus-agent"]
                 agent_done = True
-            if not mb_done and ok_rounds(plugin_status(mb_url)) >= runs0 + 2:
-                # runs0 + 1 may be the round already under way when the target came up
+            st = plugin_status(mb_url) if not mb_done else {}
+            if not mb_done and ok_rounds(st) > runs0 and st["last_success_at"] - st["last_duration_seconds"] >= t_up:
+                # a round that started after the target was up ended well
                 rows["monbridge"].first_cpu = wait_quiet(mb.pid, interval / 2) - cpu0["monbridge"]
                 mb_done = True
         if not (agent_done and mb_done):

@@ -200,11 +200,12 @@ class PrometheusIntegrationConfig(IntegrationConfig):
 
 
 class _Sent:
-    """What was last sent for one pipeline series: its encoded label sets and sample time."""
+    """What was last sent for one pipeline series: its encoded label sets (a plain series' one
+    label set as it is, not in a list of its own) and sample time."""
 
     __slots__ = ("labels", "ts")
 
-    def __init__(self, labels: list[bytes], ts: int) -> None:
+    def __init__(self, labels: bytes | list[bytes], ts: int) -> None:
         self.labels = labels
         self.ts = ts
 
@@ -444,28 +445,30 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         for fam in batch.families():
             kind = fam.kind
             native = fam.native
+            plain = kind is not MetricKind.HISTOGRAM and kind is not MetricKind.SUMMARY
             for s in fam.series:
                 key = s.identity
                 st = sent.get(key)
                 ts = s.time_ns // 1_000_000
                 if st is None:
-                    st = _Sent(self._labels_for(native, kind, s.prom), -1)
+                    labels = self._labels_for(native, kind, s.prom)
+                    st = _Sent(labels[0] if plain else labels, -1)
                 current[key] = st
                 if st.ts == ts:
                     continue  # nothing new since the last round
                 v = s.value
-                if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+                if not plain:
                     vals = _expand_values(v)
                     if len(vals) != len(st.labels):  # the buckets changed: new label sets
                         st.labels = self._labels_for(native, kind, s.prom)
                     for lb, x in zip(st.labels, vals, strict=True):
                         add((lb, x, ts))
                 else:
-                    add((st.labels[0], float(v), ts))  # type: ignore[arg-type]
+                    add((st.labels, float(v), ts))  # type: ignore[arg-type]
                 st.ts = ts
         for key, st in sent.items():
             if key not in current:
-                for lb in st.labels:
+                for lb in [st.labels] if isinstance(st.labels, bytes) else st.labels:
                     add((lb, STALE_NAN, max(now_ms, st.ts + 1)))
         self._sent = current
         return out
@@ -473,6 +476,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     def _labels_for(self, native: bool, kind: MetricKind, view: PrometheusView) -> list[bytes]:
         """The encoded label sets of a series' samples, from its Prometheus view (a
         non-imported series gets the agent's job and instance when it has none)."""
+        if native and kind is not MetricKind.HISTOGRAM and kind is not MetricKind.SUMMARY:
+            return [encode_labels((("__name__", view.name), *view.labels))]  # a scraped series: as it is
         labels = dict(view.labels)
         if not native:
             for k, v in self._job_instance:
