@@ -156,14 +156,12 @@ class Family:
     # instance, code="200"). Emptied when it outgrows the series (what recurs comes back at once).
     pairs: dict[tuple[str, Any], tuple[str, Any]] = field(default_factory=dict)
 
-    def pair(self, p: tuple[str, Any]) -> tuple[str, Any]:
-        """``p``, or the equal pair one of the family's series already holds."""
-        q = self.pairs.get(p)
-        if q is None:
-            if len(self.pairs) > 4 * len(self.series) + 64:
-                self.pairs.clear()
-            q = self.pairs[p] = p
-        return q
+    def shared(self, items: AttrKey) -> AttrKey:
+        """``items`` with each pair replaced by the equal one a series of the family holds."""
+        pairs = self.pairs
+        if len(pairs) > 4 * len(self.series) + 64:
+            pairs.clear()
+        return tuple(map(pairs.setdefault, items, items))
 
     def snapshot(self) -> FamilySnapshot:
         """The family as it is now, read-only; the same object until it changes. Call it under
@@ -269,7 +267,7 @@ class Pipeline:
                             over_limit.append(m)
                             continue
                         in_order = key == items
-                        items = tuple(map(fam.pair, items))  # kept: with the pairs other series hold
+                        items = fam.shared(items)  # kept: with the pairs other series hold
                         key = items if in_order else tuple(sorted(items))
                         s = series[key] = Series(name, None, key, source)
                         s.first_ns = now
@@ -315,7 +313,7 @@ class Pipeline:
                     self._drop("cardinality", m.name, source,
                                f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
                     continue
-                s = fam.series[key] = Series(m.name, m.attributes, tuple(map(fam.pair, key)), source)
+                s = fam.series[key] = Series(m.name, m.attributes, fam.shared(key), source)
                 s.first_ns = now
             v = m.value
             if v.__class__ is bool and not fam.preaggregated:

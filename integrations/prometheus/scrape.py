@@ -418,7 +418,7 @@ class TargetScraper:
             role, group_name, kind = _VALUE, None, G  # not part of the family's shape: a plain gauge sample
         # Sorted (the pipeline then keeps one tuple for the series' key and its given order), and
         # with the (name, value) pairs the target's other series hold where they are equal.
-        pairs = tuple(map(self._pair, sorted(merged.items())))
+        pairs = self._shared(sorted(merged.items()))
         if role in (_BUCKET, _QUANTILE):
             arg_label = _ARG_LABEL[role]
             group_pairs = tuple([p for p in pairs if p[0] != arg_label])
@@ -429,15 +429,13 @@ class TargetScraper:
         group = self._ident(group_name, group_pairs) if group_name is not None else None
         return _Resolved(ftype, fam.name, kind, final_name, attrs, ident, group, role, arg, argf)
 
-    def _pair(self, p: tuple[str, str]) -> tuple[str, str]:
-        """``p``, or the equal pair another of the target's series already holds (most recur:
-        job, instance, code="200"). Bounded: emptied when it outgrows the target's series."""
-        q = self._pairs.get(p)
-        if q is None:
-            if len(self._pairs) > 4 * len(self._resolved) + 1024:
-                self._pairs.clear()
-            q = self._pairs[p] = p
-        return q
+    def _shared(self, items: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """``items`` with each pair replaced by the equal one another of the target's series holds
+        (most recur: job, instance, code="200"). Bounded: emptied when it outgrows the target's series."""
+        pairs = self._pairs
+        if len(pairs) > 4 * len(self._resolved) + 1024:
+            pairs.clear()
+        return tuple(map(pairs.setdefault, items, items))
 
     def _ident(self, name: str, key: tuple[tuple[str, str], ...]) -> _Ident:
         k = (name, key)
