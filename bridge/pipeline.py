@@ -107,7 +107,7 @@ class Series:
 
     Its attributes are kept once, as (name, value) pairs: ``key`` (sorted, the identity) and
     ``aliases`` (the orders sources gave them in, the first one the order ``attributes`` has),
-    pairs shared with the family's other series where they are equal (``Family.pair``). The
+    pairs shared with the family's other series where they are equal (``Family.shared``). The
     ``attributes`` dict is made from them when asked for: a dict of its own per series would
     cost more than the series' value, times and text together."""
 
