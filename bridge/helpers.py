@@ -4,7 +4,8 @@
   redacted excerpt of what a peer answered, for an error message) and ``EXCERPT_BYTES`` (how much
   of an answer to read for one).
 * Tasks: ``cancel_and_wait`` (cancel tasks, waiting a bounded time) and ``run_bounded`` (await
-  with a timeout that also bounds a coroutine ignoring its cancellation).
+  with a timeout that also bounds a coroutine ignoring its cancellation); ``gc_paused`` (a large
+  batch built without the cyclic garbage collector walking the heap meanwhile).
 * Config: ``parse_listen`` (``HOST:PORT``), ``ConfigError`` (an error naming file, line and
   path) and, for plugins reading files of their own as the config is read (``file_sd``),
   ``read_regular_file``, ``read_document``, ``NotARegularFile``, ``line_map`` and ``locate``;
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from bridge.httpbody import BodyError, BodyLimits, parse_json, read_body
     from bridge.listeners import auth_challenge, authorized, tls_context
     from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
-    from bridge.tasks import cancel_and_wait, run_bounded
+    from bridge.tasks import cancel_and_wait, gc_paused, run_bounded
 
 __all__ = [
     "EXCERPT_BYTES",
@@ -55,6 +56,7 @@ __all__ = [
     "read_body",
     "tls_context",
     "cancel_and_wait",
+    "gc_paused",
     "line_map",
     "locate",
     "parse_listen",
@@ -72,5 +74,5 @@ __getattr__, __dir__ = lazy_names(__name__, {
     **dict.fromkeys(("BodyError", "BodyLimits", "parse_json", "read_body"), "bridge.httpbody"),
     **dict.fromkeys(("auth_challenge", "authorized", "tls_context"), "bridge.listeners"),
     **dict.fromkeys(("EXCERPT_BYTES", "peer_excerpt", "redact_text"), "bridge.logs"),
-    **dict.fromkeys(("cancel_and_wait", "run_bounded"), "bridge.tasks"),
+    **dict.fromkeys(("cancel_and_wait", "gc_paused", "run_bounded"), "bridge.tasks"),
 }, globals())

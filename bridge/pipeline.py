@@ -24,7 +24,6 @@ expiry), so a batch copies only what changed since the last one; its ``metrics()
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import threading
@@ -32,7 +31,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
@@ -70,6 +69,7 @@ from bridge.api import (
 )
 from bridge.sdk_input import SdkInput
 from bridge.selector import Selector, parse_selector
+from bridge.tasks import GC_PAUSE_MIN, gc_paused
 
 __all__ = [
     "DEFAULT_CARDINALITY_LIMIT",
@@ -99,7 +99,7 @@ _DROP_LOG_EVERY_S = 60.0
 #: client, say) further names share one line a minute per reason, and memory stays bounded.
 _DROP_LOG_NAMES = 256
 _MAX_ALIASES = 4  # attribute orders remembered per series
-GC_PAUSE_MIN_BATCH = 10_000  # metrics in a batch from which recording it (or building it) pauses the cyclic GC
+GC_PAUSE_MIN_BATCH = GC_PAUSE_MIN  # metrics in a batch from which recording it (or building it) pauses the cyclic GC
 
 AttrKey = tuple[tuple[str, Any], ...]
 
@@ -117,16 +117,10 @@ def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:
     return base
 
 
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_resume = False
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
+def paused_gc() -> AbstractContextManager[None]:
     """Hold off CPython's cyclic garbage collector while a large batch of metrics is built or
-    recorded (nested and concurrent pauses allowed; it runs again when the last one ends, if it
-    ran before the first).
+    recorded (``bridge.tasks.gc_paused`` for a batch of ``GC_PAUSE_MIN_BATCH``: nested and
+    concurrent pauses allowed).
 
     A collection of N series allocates N ``Metric`` objects that live until they are recorded,
     so they are promoted to the oldest generation, and each such promotion of a quarter of the
@@ -135,30 +129,22 @@ def paused_gc() -> Iterator[None]:
     its CPU (benchmarks/bench_render.py). None of these objects forms a cycle; once recorded,
     reference counting frees them, and the collector's next run finds them gone.
     """
-    global _gc_pausers, _gc_resume
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_resume = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_resume:
-                gc.enable()
+    return gc_paused(GC_PAUSE_MIN_BATCH)
 
 
 class Series:
-    """One attribute set of a family: its latest value and who reported it."""
+    """One attribute set of a family: its latest value and who reported it.
 
-    __slots__ = ("name", "attributes", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns",
-                 "otlp")
+    Its attributes are kept once, as (name, value) pairs: ``key`` (sorted, the identity) and
+    ``aliases`` (the orders sources gave them in, the first one the order ``attributes`` has),
+    pairs shared with the family's other series where they are equal (``Family.shared``). The
+    ``attributes`` dict is made from them when asked for: a dict of its own per series would
+    cost more than the series' value, times and text together."""
 
-    def __init__(self, name: str, attributes: dict[str, Any], key: AttrKey, source: str) -> None:
+    __slots__ = ("name", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns", "otlp")
+
+    def __init__(self, name: str, attributes: Mapping[str, Any] | None, key: AttrKey, source: str) -> None:
         self.name = name
-        self.attributes = attributes
         self.key = key
         self.source = source
         self.value: float | HistogramValue | SummaryValue = 0.0
@@ -170,6 +156,13 @@ class Series:
         # the rare new order (a list costs 40 bytes more)
         self.aliases: tuple[tuple[tuple[str, Any], ...], ...] = ()
         self.otlp: bytes | None = None  # the OTLP encoder's cached bytes of its attributes (integrations.otlp_wire)
+        if attributes is not None and list(attributes) != [k for k, _ in key]:
+            self.aliases = (tuple(attributes.items()),)  # the given order, which ``attributes`` keeps
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The attributes, in the order the first report gave them (a new dict at each call)."""
+        return dict(self.aliases[0] if self.aliases else self.key)
 
 
 @dataclass(eq=False)
@@ -190,6 +183,16 @@ class Family:
     render_cache: dict[Any, Any] = field(default_factory=dict)
     stamp: int = 0  # changes whenever ``version`` does or a record reports the family (new sample times)
     frozen: FamilySnapshot | None = None  # the last snapshot taken (a batch's), reused while nothing changed
+    # (name, value) pairs of its series' keys, each kept once: most recur across series (job,
+    # instance, code="200"). Emptied when it outgrows the series (what recurs comes back at once).
+    pairs: dict[tuple[str, Any], tuple[str, Any]] = field(default_factory=dict)
+
+    def shared(self, items: AttrKey) -> AttrKey:
+        """``items`` with each pair replaced by the equal one a series of the family holds."""
+        pairs = self.pairs
+        if len(pairs) > 4 * len(self.series) + 64:
+            pairs.clear()
+        return tuple(map(pairs.setdefault, items, items))
 
     def snapshot(self) -> FamilySnapshot:
         """The family as it is now, read-only; the same object until it changes. Call it under
@@ -219,9 +222,6 @@ class Pipeline:
         #: Pushed series by source, with when each was last pushed (monotonic seconds): see push().
         self._pushed: dict[str, dict[Series, int]] = {}
         self._pushed_families: Counter[str] = Counter()
-        # per source: the series its last record named, by position, and ``_removals`` then
-        self._order: dict[str, tuple[int, list[Series | None]]] = {}
-        self._removals = 0  # series removed from their family so far (``_expire``)
         self.dropped: Counter[str] = Counter()
         self.expired_total = 0
         self._drop_logged: dict[tuple[str, str], float] = {}
@@ -241,13 +241,11 @@ class Pipeline:
         ``prometheus_names`` the names are Prometheus names (imported data), kept as they are,
         except dotted names, which no Prometheus name is (the importer's own OTel-named metrics).
         """
-        if isinstance(metrics, Sized) and len(metrics) >= GC_PAUSE_MIN_BATCH:
-            # A large batch allocates a container per new series; the cyclic collector would
-            # walk every live object again and again while it grows (measured: 60% of a cold
-            # 100k-series record). Nothing recorded here forms a cycle, so it waits for the end.
-            with paused_gc():
-                return self._record(source, metrics, now_ns, prometheus_names)
-        return self._record(source, metrics, now_ns, prometheus_names)
+        # A large batch allocates a container per new series; the cyclic collector would walk
+        # every live object again and again while it grows (measured: 60% of a cold 100k-series
+        # record). Nothing recorded here forms a cycle, so it waits for the end.
+        with gc_paused(len(metrics) if isinstance(metrics, Sized) else 0):
+            return self._record(source, metrics, now_ns, prometheus_names)
 
     def _record(self, source: str, metrics: Iterable[Metric], now_ns: int | None, native: bool) -> int:
         now = now_ns if now_ns is not None else time.time_ns()
@@ -261,21 +259,9 @@ class Pipeline:
         limit = self.cardinality_limit
         with self._lock:
             families = self._families
-            # A source reports its series in the same order every time: the series its i-th
-            # metric named last time is tried first, and kept when its attributes compare equal
-            # (a dict comparison; the attribute tuple built, hashed and looked up otherwise cost
-            # half of a 100k-series record). Only while no series was removed since then: a
-            # series in that list is live.
-            last = self._order.get(source)
-            prev: list[Series | None] = last[1] if last is not None and last[0] == self._removals else []
-            n_prev = len(prev)
-            order: list[Series | None] = []
-            keep = order.append
             last_name: str | None = None
             fam: Family | None = None
-            i = -1
             for m in metrics:
-                i += 1
                 name = m.name
                 if name != last_name or fam is None:  # metrics come grouped by name: look up once a run
                     last_name = name
@@ -287,40 +273,36 @@ class Pipeline:
                     if fam is not None:
                         fam.stamp += 1  # its series get new times (and maybe values): a new snapshot
                 if fam is None:
-                    keep(None)
                     continue
                 if fam.kind is not m.kind or fam.unit != m.unit:
                     self._drop("conflict", name, source, f"reported as {m.kind.value} {m.unit!r}, "
                                f"family is {fam.kind.value} {fam.unit!r}")
-                    keep(None)
                     continue
                 attrs = m.attributes
-                s = prev[i] if i < n_prev else None
-                if s is None or s.name != name or s.attributes != attrs:
-                    # Attributes in the order the source gave them find the series through an alias,
-                    # which spares sorting them on every report; the sorted tuple is the identity.
-                    items = tuple(attrs.items()) if attrs else ()
-                    s = fam.aliases.get(items)
+                # Attributes in the order the source gave them find the series through an alias,
+                # which spares sorting them on every report; the sorted tuple is the identity.
+                items = tuple(attrs.items()) if attrs else ()
+                s = fam.aliases.get(items)
+                if s is None:
+                    key: AttrKey = tuple(sorted(items))
+                    series = fam.series
+                    s = series.get(key)
                     if s is None:
-                        key: AttrKey = tuple(sorted(items))
-                        if key == items:
-                            key = items  # already in order (as scrapes mostly are): one tuple for both
-                        series = fam.series
-                        s = series.get(key)
-                        if s is None:
-                            if len(series) >= limit:
-                                # Decided once this source's absent series have expired and freed slots.
-                                over_limit.append(m)
-                                keep(None)
-                                continue
-                            s = series[key] = Series(name, dict(attrs), key, source)
-                            s.first_ns = now
-                            fam.version += 1
-                        if items == s.key:
-                            fam.aliases[items] = s  # its key is its alias: no tuple kept for it (48 bytes)
-                        elif len(s.aliases) < _MAX_ALIASES:
-                            s.aliases += (items,)
-                            fam.aliases[items] = s
+                        if len(series) >= limit:
+                            # Decided once this source's absent series have expired and freed slots.
+                            over_limit.append(m)
+                            continue
+                        in_order = key == items
+                        items = fam.shared(items)  # kept: with the pairs other series hold
+                        key = items if in_order else tuple(sorted(items))
+                        s = series[key] = Series(name, None, key, source)
+                        s.first_ns = now
+                        fam.version += 1
+                    if key == items:
+                        items = s.key  # already in order (as scrapes mostly are): one tuple for both
+                    if len(s.aliases) < _MAX_ALIASES:
+                        s.aliases += (items,)
+                        fam.aliases[items] = s
                 if s.source != source:
                     # Another source owns this series: the newest report wins, ownership moves.
                     owned = self._owned.get(s.source)
@@ -337,7 +319,6 @@ class Pipeline:
                 s.start_ns = m.start_time_ns
                 s.time_ns = m.timestamp_ns or now
                 seen_add(s)
-                keep(s)
                 accepted += 1
             old = self._owned.get(source)
             if old:
@@ -345,7 +326,6 @@ class Pipeline:
             self._owned[source] = seen
             if over_limit:
                 accepted += self._record_over_limit(source, over_limit, seen, now)
-            self._order[source] = (self._removals, order)
         return accepted
 
     def _record_over_limit(self, source: str, metrics: list[Metric], seen: set[Series], now: int) -> int:
@@ -359,7 +339,7 @@ class Pipeline:
                     self._drop("cardinality", m.name, source,
                                f"family already has {self.cardinality_limit} series (pipeline.cardinality_limit)")
                     continue
-                s = fam.series[key] = Series(m.name, dict(m.attributes), key, source)
+                s = fam.series[key] = Series(m.name, m.attributes, fam.shared(key), source)
                 s.first_ns = now
             v = m.value
             if v.__class__ is bool and not fam.preaggregated:
@@ -375,7 +355,6 @@ class Pipeline:
         with self._lock:
             old = self._owned.pop(source, None)
             self._pushed.pop(source, None)
-            self._order.pop(source, None)
             if old:
                 self._expire(old)
 
@@ -533,7 +512,6 @@ class Pipeline:
             if fam is None or fam.series.get(key) is not s:
                 continue
             del fam.series[key]
-            self._removals += 1
             fam.aliases.pop(key, None)
             for a in s.aliases:
                 fam.aliases.pop(a, None)
@@ -545,6 +523,7 @@ class Pipeline:
             if not fam.series:
                 # An empty family is kept (its kind and unit stay claimed) but is not rendered.
                 fam.render_cache.clear()
+                fam.pairs.clear()
 
     def _drop(self, reason: str, name: str, source: str, why: str) -> None:
         self.dropped[reason] += 1

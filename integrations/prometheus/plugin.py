@@ -42,7 +42,7 @@ from bridge.api import (
     PrometheusView,
     SummaryValue,
 )
-from bridge.helpers import EXCERPT_BYTES, peer_excerpt
+from bridge.helpers import EXCERPT_BYTES, gc_paused, peer_excerpt
 from bridge.notifiers import fingerprint
 from integrations.prometheus.config import (
     AlertsEndpointConfig,
@@ -91,13 +91,17 @@ log = logging.getLogger("monbridge.prometheus")
 # --------------------------------------------------------------------------- remote write state
 
 
+_BUCKETED = frozenset((MetricKind.HISTOGRAM, MetricKind.SUMMARY, MetricKind.EXPONENTIAL_HISTOGRAM))
+
+
 class _Sent:
-    """What was last sent for one pipeline series: its encoded label sets and sample time (and
-    for an exponential histogram, the label set of its native histogram)."""
+    """What was last sent for one pipeline series: its encoded label sets (a plain series' one
+    label set as it is, not in a list of its own) and sample time (and for an exponential
+    histogram, the label set of its native histogram)."""
 
     __slots__ = ("labels", "ts", "native")
 
-    def __init__(self, labels: list[bytes], ts: int) -> None:
+    def __init__(self, labels: bytes | list[bytes], ts: int) -> None:
         self.labels = labels
         self.ts = ts
         self.native: bytes | None = None
@@ -327,6 +331,12 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             job = str(attrs.get("service.name", "monbridge"))
             inst = str(attrs.get("service.instance.id") or attrs.get("host.name") or "")
             self._job_instance = (("job", job), ("instance", inst))
+        # A container per series the first time (and a tuple per sample every time): without the
+        # cyclic collector walking the heap meanwhile.
+        with gc_paused(len(self._sent) + sum(len(f.series) for f in batch.families())):
+            return self._new_samples(batch)
+
+    def _new_samples(self, batch: MetricBatch) -> list[tuple[bytes, float, int]]:
         out: list[tuple[bytes, float, int]] = []
         add = out.append
         sent = self._sent
@@ -338,12 +348,14 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         for fam in batch.families():
             kind = fam.kind
             native = fam.native
+            plain = kind not in _BUCKETED
             for s in fam.series:
                 key = s.identity
                 st = sent.get(key)
                 ts = s.time_ns // 1_000_000
                 if st is None:
-                    st = _Sent(self._labels_for(native, kind, s.prom), -1)
+                    labels = self._labels_for(native, kind, s.prom)
+                    st = _Sent(labels[0] if plain else labels, -1)
                 current[key] = st
                 if st.ts == ts:
                     continue  # nothing new since the last round
@@ -360,14 +372,14 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                         native_entries.append((st.native, entry))
                     st.ts = ts
                     continue
-                if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY:
+                if not plain:
                     vals = _expand_values(v)
                     if len(vals) != len(st.labels):  # the buckets changed: new label sets
                         st.labels = self._labels_for(native, kind, s.prom)
                     for lb, x in zip(st.labels, vals, strict=True):
                         add((lb, x, ts))
                 else:
-                    add((st.labels[0], float(v), ts))
+                    add((st.labels, float(v), ts))  # type: ignore[arg-type]
                 st.ts = ts
         for key, st in sent.items():
             if key not in current:
@@ -376,7 +388,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                     classic.extend((lb, STALE_NAN, stale_ts) for lb in st.labels)
                     native_entries.append((st.native, encode_sample(st.native, STALE_NAN, stale_ts)))
                     continue
-                for lb in st.labels:
+                for lb in [st.labels] if isinstance(st.labels, bytes) else st.labels:
                     add((lb, STALE_NAN, stale_ts))
         self._sent = current
         return out
@@ -384,9 +396,11 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     def _labels_for(self, native: bool, kind: MetricKind, view: PrometheusView) -> list[bytes]:
         """The encoded label sets of a series' samples, from its Prometheus view (a
         non-imported series gets the agent's job and instance when it has none)."""
+        if native and kind not in _BUCKETED:
+            return [encode_labels((("__name__", view.name), *view.labels))]  # a scraped series: as it is
         labels = self._view_labels(native, view)
         name = view.name
-        if kind is MetricKind.HISTOGRAM or kind is MetricKind.SUMMARY or kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+        if kind in _BUCKETED:
             le_name, bucket = ("quantile", name) if kind is MetricKind.SUMMARY else ("le", name + "_bucket")
             out = [encode_labels({**labels, "__name__": bucket, le_name: le}.items()) for le in view.le]
             return out + [encode_labels({**labels, "__name__": name + suffix}.items()) for suffix in ("_sum", "_count")]

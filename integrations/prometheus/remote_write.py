@@ -90,21 +90,42 @@ def _field_bytes(tag: int, data: bytes) -> bytes:
     return bytes((tag,)) + _varint(len(data)) + data
 
 
+def _label_field(name: str, value: str) -> bytes:
+    """One ``labels`` entry: a Label {1: name, 2: value}."""
+    nb, vb = name.encode(), value.encode()
+    ln, lv = len(nb), len(vb)
+    if ln + lv + 4 < 0x80:  # every length one byte: the common case, in one step
+        return bytes((0x0A, ln + lv + 4, 0x0A, ln)) + nb + bytes((0x12, lv)) + vb
+    return _field_bytes(0x0A, _field_bytes(0x0A, nb) + _field_bytes(0x12, vb))
+
+
+# Encoded Label entries by (name, value): most pairs recur across a target's series (job,
+# instance, code="200"). Bounded: emptied when full, and what recurs comes back at once.
+_LABEL_FIELDS: dict[tuple[str, str], bytes] = {}
+_LABEL_FIELDS_MAX = 1 << 14
+
+
 def encode_labels(labels: Iterable[tuple[str, str]]) -> bytes:
     """The ``labels`` field (1) of a TimeSeries for ``labels``, sorted by name, as the receiver
     requires. A label with an empty value is left out (in Prometheus it is the same as no label);
     a name given twice is a ValueError."""
-    out = bytearray()
+    parts = []
     previous = None
+    fields = _LABEL_FIELDS
     for name, value in sorted(labels):
         if name == previous:
             raise ValueError(f"label {name!r} given twice")
         previous = name
         if value == "":
             continue
-        label = _field_bytes(0x0A, name.encode()) + _field_bytes(0x12, value.encode())
-        out += _field_bytes(0x0A, label)
-    return bytes(out)
+        pair = (name, value)
+        b = fields.get(pair)
+        if b is None:
+            if len(fields) >= _LABEL_FIELDS_MAX:
+                fields.clear()
+            b = fields[pair] = _label_field(name, value)
+        parts.append(b)
+    return b"".join(parts)
 
 
 _DOUBLE = struct.Struct("<d")

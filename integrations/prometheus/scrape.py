@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
+from bridge.helpers import gc_paused
 from integrations.prometheus.config import DEFAULT_BODY_SIZE_LIMIT
 from integrations.prometheus.relabel import Relabeler
 from integrations.prometheus.textparse import ParsedFamily, ParseError, TextParser, go_float
@@ -54,6 +55,7 @@ ACCEPT_HEADER = ("application/openmetrics-text;version=1.0.0,application/openmet
 # parser is linear, and at most this much text costs a few milliseconds of loop time.
 _LARGE_BODY = 32 * 1024
 _READ_CHUNK = 256 * 1024
+_BYTES_PER_SERIES = 64  # a rough size of one series' line, to tell a large body
 
 G, C = MetricKind.GAUGE, MetricKind.COUNTER
 
@@ -178,6 +180,7 @@ class TargetScraper:
         self._resolved: dict[str, _Resolved | None] = {}
         self._idents: dict[tuple[str, tuple[tuple[str, str], ...]], _Ident] = {}
         self._previous: set[_Ident] = set()
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ fetching
@@ -261,6 +264,13 @@ class TargetScraper:
 
     def _convert(self, body: bytes | bytearray | str, openmetrics: bool,
                  start_ns: int) -> tuple[list[Metric], tuple[int, int, int, int]]:
+        # A large body makes a container per series (its parse, its Metric, the first time its
+        # labels): the cyclic collector would walk the growing heap over and over meanwhile.
+        with gc_paused(len(body) // _BYTES_PER_SERIES):
+            return self._convert_body(body, openmetrics, start_ns)
+
+    def _convert_body(self, body: bytes | bytearray | str, openmetrics: bool,
+                      start_ns: int) -> tuple[list[Metric], tuple[int, int, int, int]]:
         families = self.parser.parse(body, openmetrics)
         scrape_ms = start_ns // 1_000_000
         default_ns = scrape_ms * 1_000_000
@@ -403,13 +413,26 @@ class TargetScraper:
                 role = -1
         if role == -1:
             role, group_name, kind = _VALUE, None, G  # not part of the family's shape: a plain gauge sample
+        # Sorted (the pipeline then keeps one tuple for the series' key and its given order), and
+        # with the (name, value) pairs the target's other series hold where they are equal.
+        pairs = self._shared(sorted(merged.items()))
         if role in (_BUCKET, _QUANTILE):
-            attrs = {k: v for k, v in merged.items() if k != _ARG_LABEL[role]}
+            arg_label = _ARG_LABEL[role]
+            group_pairs = tuple([p for p in pairs if p[0] != arg_label])
         else:
-            attrs = merged
-        ident = self._ident(final_name, tuple(sorted(merged.items())))
-        group = self._ident(group_name, tuple(sorted(attrs.items()))) if group_name is not None else None
+            group_pairs = pairs
+        attrs = dict(group_pairs)
+        ident = self._ident(final_name, pairs)
+        group = self._ident(group_name, group_pairs) if group_name is not None else None
         return _Resolved(ftype, fam.name, kind, final_name, attrs, ident, group, role, arg, argf)
+
+    def _shared(self, items: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """``items`` with each pair replaced by the equal one another of the target's series holds
+        (most recur: job, instance, code="200"). Bounded: emptied when it outgrows the target's series."""
+        pairs = self._pairs
+        if len(pairs) > 4 * len(self._resolved) + 1024:
+            pairs.clear()
+        return tuple(map(pairs.setdefault, items, items))
 
     def _ident(self, name: str, key: tuple[tuple[str, str], ...]) -> _Ident:
         k = (name, key)

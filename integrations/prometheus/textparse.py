@@ -48,6 +48,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import itemgetter, ne
+from sys import intern
 
 __all__ = ["ParseError", "ParsedFamily", "ParsedSample", "TextParser", "go_float", "parse"]
 
@@ -246,7 +247,8 @@ def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str =
         if p is not None:  # a well-formed pair in one step; anything else is read below, and its error said
             if bad_utf8:
                 _check_utf8(p.group(2), p.start(2) - 1, "label value")
-            pairs.append(p.group(1, 2))
+            name, value = p.group(1, 2)
+            pairs.append((intern(name), value))  # one string per label name, not one per series
             i = p.end()
         else:
             m = _LABEL_NAME.match(s, i)
@@ -370,7 +372,7 @@ def _entry_text(s: str, has_nl: bool, bad_utf8: bool) -> tuple | object | None:
         if t2 < n:
             raise _Invalid(t2, f"expected end of line after timestamp, got {_token_at(s, t2)}")
     _check_label_names(pairs, i)
-    return ("sample", key, m.group(), pairs, value, ts)
+    return ("sample", key, intern(m.group()), pairs, value, ts)  # a name is shared by its family's series
 
 
 def _om_timestamp(s: str, start: int, end: int, what: str) -> int:
@@ -448,7 +450,7 @@ def _entry_om(s: str, has_nl: bool, bad_utf8: bool) -> tuple | None:
     elif not has_nl:
         raise _Invalid(n, "data does not end with # EOF")
     _check_label_names(pairs, 0)
-    return ("sample", key, m.group(), pairs, value, ts)
+    return ("sample", key, intern(m.group()), pairs, value, ts)  # a name is shared by its family's series
 
 
 def _exemplar(s: str, i: int, has_nl: bool, bad_utf8: bool) -> None:
@@ -479,7 +481,7 @@ def _resolve(name: str, ctx: str, om: bool) -> tuple[str, str]:
         if name.startswith(ctx_name):
             allowed = (_OM_SUFFIXES if om else _TEXT_SUFFIXES).get(ctx_type, _NO_SUFFIX)
             if name[len(ctx_name):] in allowed:
-                return ctx_name, ctx
+                return intern(ctx_name), ctx  # kept with every series of the family: one string
     return name, ("unknown " if om else "untyped ") + name
 
 
