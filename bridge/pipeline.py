@@ -299,8 +299,10 @@ class Pipeline:
                         s.first_ns = now
                         fam.version += 1
                     if key == items:
-                        items = s.key  # already in order (as scrapes mostly are): one tuple for both
-                    if len(s.aliases) < _MAX_ALIASES:
+                        # already in order (as scrapes mostly are): its key is its alias, and no
+                        # tuple of aliases is kept for it (48 bytes)
+                        fam.aliases[s.key] = s
+                    elif len(s.aliases) < _MAX_ALIASES:
                         s.aliases += (items,)
                         fam.aliases[items] = s
                 if s.source != source:

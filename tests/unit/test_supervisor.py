@@ -210,7 +210,8 @@ async def test_restart_backoff_grows_until_a_run_succeeds():
     schedule = SteadyConfig.model_validate({"collection_interval": 0.01, "timeout": 30})
     runner = sup.add(FailsThenWorks.plugin_id, FailsThenWorks, {}, schedule)
     await sup.start_all()
-    await eventually(lambda: len(delays) >= 9, "nine restarts")
+    # A restart is counted after its wait (and the failed instance's shutdown): wait for both.
+    await eventually(lambda: len(delays) >= 9 and runner.restarts >= 9, "nine restarts")
     await sup.stop_all()
     # Every start succeeded; collections 1-5 failed, the 6th succeeded, 7-10 failed: the backoff
     # doubled from 1 s up to the 8 s cap (±20 % jitter), went back to 1 s only after the success.
