@@ -12,9 +12,10 @@ Plugins import these names from here, never from ``bridge.pipeline``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bridge.accumulate import MAX_BUCKETS, downscale
+from bridge.lazy import lazy_names
 
 if TYPE_CHECKING:
     from bridge.pipeline import Summary, SummaryDataPoint, default_resource, otel_metric, otel_point
@@ -22,16 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_BUCKETS", "Summary", "SummaryDataPoint", "default_resource", "otel_metric", "otel_point", "downscale"]
 
 
-_PIPELINE = ("Summary", "SummaryDataPoint", "default_resource", "otel_metric", "otel_point")
-
-
-def __getattr__(name: str) -> Any:
-    # The pipeline (and the OTel SDK with it) is loaded when a name of it is first used, so a
-    # plugin's config model can be validated without it (``monbridge validate``).
-    if name in _PIPELINE:
-        from bridge import pipeline
-
-        value = getattr(pipeline, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bridge.otel' has no attribute {name!r}")
+# The pipeline (and the OTel SDK with it) is loaded when a name of it is first used, so a
+# plugin's config model can be validated without it (``monbridge validate``).
+__getattr__, __dir__ = lazy_names(__name__, dict.fromkeys(
+    ("Summary", "SummaryDataPoint", "default_resource", "otel_metric", "otel_point"), "bridge.pipeline"), globals())
