@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 from yaml.constructor import SafeConstructor
 
 from bridge.alerting.settings import AlertingSettings
+from bridge.isolation import Grants, Isolation, Limits
 from bridge.api import PluginType
 from bridge.registry import PluginNotFoundError, PluginRegistry
 
@@ -145,6 +146,9 @@ class PluginEntry(_Strict):
     plugin_id: str
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
+    isolation: Isolation | None = Field(None, description="in_process, process or wasm; default: process for third-party plugins")
+    limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
+    grants: Grants = Field(default_factory=Grants)
 
 
 class MonbridgeConfig(_Strict):

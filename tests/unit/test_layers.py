@@ -42,7 +42,8 @@ LAYERS = {
     "bridge.selector": "api",  # match[]-style series selectors
     "bridge.lazy": "api",  # names of public modules loaded when first used
     "bridge.listeners": "api",  # TLS and auth of listeners
-    "bridge.accumulate": "api",  # delta to cumulative (pushed data)
+    "bridge.accumulate": "api",
+    "bridge.isolation": "api",  # isolation, limits and grants of a plugin (models)  # delta to cumulative (pushed data)
     "bridge.alerting": "api",  # a namespace: its __init__ imports nothing
     "bridge.alerting.settings": "api",  # the config's ``alerting:`` section
     "bridge.pipeline": "pipeline",
