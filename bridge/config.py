@@ -146,7 +146,7 @@ class PluginEntry(_Strict):
     plugin_id: str
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
-    isolation: Isolation | None = Field(None, description="in_process, process or wasm; default: process for third-party plugins")
+    isolation: Isolation | None = Field(default=None, description="in_process, process or wasm; default: process for third-party plugins")
     limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
     grants: Grants = Field(default_factory=Grants)
 
