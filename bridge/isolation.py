@@ -25,7 +25,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Grants", "Isolation", "Limits", "StopReason", "host_port"]
+__all__ = ["Grants", "Isolation", "LimitExceeded", "Limits", "StopReason", "host_port"]
 
 
 class Isolation(StrEnum):
@@ -42,6 +42,16 @@ class StopReason(StrEnum):
     CONNECTION_LIMIT = "connection_limit"
     TIMEOUT = "timeout"
     CRASHED = "crashed"
+
+
+class LimitExceeded(Exception):
+    """A plugin's host stopped it: over a limit, out of time, or crashed. Raised from a call into
+    the plugin; the supervisor stops the plugin and restarts it with backoff, showing ``reason``."""
+
+    def __init__(self, reason: StopReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
 
 
 class _Strict(BaseModel):

@@ -48,3 +48,10 @@ def test_covers_names_each_request_beyond_the_grants() -> None:
     bad = Grants(paths=["/var/lib/xy", "/etc"], hosts=["db.example:5433", "other.example"], exec=["/bin/sh"])
     assert g.covers(bad) == ["path /var/lib/xy", "path /etc", "host db.example:5433", "host other.example", "exec /bin/sh"]
     assert Grants(paths=["/"]).covers(Grants(paths=["/anything"])) == []
+
+
+def test_limit_exceeded_carries_its_reason() -> None:
+    from bridge.isolation import LimitExceeded, StopReason
+
+    e = LimitExceeded(StopReason.MEMORY_LIMIT, "RSS 61 MiB over 50 MiB")
+    assert (e.reason, e.detail, str(e)) == (StopReason.MEMORY_LIMIT, "RSS 61 MiB over 50 MiB", "memory_limit: RSS 61 MiB over 50 MiB")
