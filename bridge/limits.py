@@ -1,0 +1,650 @@
+"""Enforcement of a plugin worker's ``limits`` from the agent's side (Linux).
+
+One :class:`Enforcer` per worker process: ``attach(pid)`` once the worker runs, ``check()`` about
+once a second (it returns the :class:`~bridge.isolation.LimitExceeded` to stop the worker with,
+or ``None``), ``close()`` when the worker is gone. ``mechanisms()`` says what enforces each limit
+on this machine; it is the same text for every worker of an agent.
+
+Memory
+    cgroup v2 ``memory.max`` (swap off: ``memory.swap.max`` 0) when the memory controller is
+    delegated to the agent's cgroup, else cgroup v1 ``memory.limit_in_bytes`` (and
+    ``memory.memsw.limit_in_bytes`` where swap is accounted). The kernel kills the worker when it
+    goes over (the OOM killer inside the worker's cgroup); ``check()`` reports ``memory_limit``
+    from the cgroup's OOM-kill count (``memory.events`` / ``memory.oom_control``) or from a
+    worker killed by SIGKILL after the cgroup hit its limit (``memory.failcnt``). Without a
+    cgroup the worker's RSS is read from ``/proc/<pid>/statm`` at every check (a leak is caught
+    within one check interval, not at the byte); the worker's sandbox adds ``RLIMIT_AS`` as a
+    backstop.
+
+CPU
+    The CPU time of the worker (every thread, and reaped children) is read at every check:
+    the cgroup's ``cpuacct.usage`` / ``cpu.stat`` when there is one, else ``/proc/<pid>/stat``.
+    ``cpu_limit`` when the CPU used in the trailing ``cpu_window`` exceeds ``cpu_percent`` of it
+    (5 % of 60 s: 3 s of CPU), measured from ``attach``. Bursts are throttled by the kernel at
+    ``cpu_burst_percent`` (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); without a cgroup a
+    burst over ``cpu_burst_percent`` in the trailing ``cpu_burst_window`` stops the worker
+    (``cpu_limit``) instead.
+
+Connections
+    The worker's open TCP and UDP sockets (``/proc/<pid>/fd`` socket inodes found in its network
+    namespace's ``/proc/<pid>/net/{tcp,tcp6,udp,udp6}``; Unix sockets, such as its channel to the
+    agent, do not count) of every process of the worker; ``connection_limit`` when over
+    ``limits.connections``. The tables are read only when the worker holds more sockets than
+    its limit, so a check of a worker under its limit lists its fds and nothing more. The
+    worker refuses the extra socket itself first (``bridge.sandbox``); this is the check a
+    worker cannot bypass.
+
+Processes
+    With a pids cgroup (v1 ``pids`` or v2), the worker's tasks (threads included) are capped
+    (``PIDS_MAX``), so a fork or thread bomb fails inside the worker.
+
+Cgroups are made under the agent's own cgroup (``<agent cgroup>/monbridge-<pid>-<start>/<name>-<n>``),
+so parallel agents and tests never share one, and removed by ``close()``; a dead agent's are
+removed by the next agent that starts an Enforcer (its remaining processes killed first).
+Where cgroups cannot be made (not root, no delegation), the watches above are the enforcement
+and ``mechanisms()`` says so; the reason is logged once.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from bridge.isolation import LimitExceeded, Limits, StopReason
+
+__all__ = ["PIDS_MAX", "Enforcer", "socket_count"]
+
+log = logging.getLogger("monbridge.limits")
+
+#: Tasks (processes and threads) a worker may have at once where a pids cgroup caps them.
+PIDS_MAX = 256
+
+_CFS_PERIOD_US = 100_000
+_MIB = 1024 * 1024
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_AGENT_DIR = re.compile(r"^monbridge-(\d+)-(\d+)$")
+_seq = itertools.count(1)
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def _warn_once(key: str, msg: str, *args: object) -> None:
+    with _warn_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning(msg, *args)
+
+
+def _read(path: Path | str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read()
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(text)
+
+
+def _start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (tells a pid from its reuse)."""
+    try:
+        stat = _read(f"/proc/{pid}/stat")
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+# -- cgroup discovery ---------------------------------------------------------------------------
+
+
+class _Hierarchies:
+    """Where this process's cgroups are: the v2 directory and its delegated controllers, and the
+    v1 directory of each mounted controller."""
+
+    def __init__(self) -> None:
+        self.v2: Path | None = None
+        self.v2_controllers: set[str] = set()
+        self.v1: dict[str, Path] = {}
+        try:
+            own = self._own_cgroups()
+            mounts = _read("/proc/self/mountinfo").splitlines()
+        except OSError:
+            return
+        for line in mounts:
+            left, sep, right = line.partition(" - ")
+            if not sep:
+                continue
+            fields, rfields = left.split(), right.split()
+            if len(fields) < 5 or len(rfields) < 3:
+                continue
+            root, mountpoint, fstype = fields[3], fields[4], rfields[0]
+            if fstype == "cgroup2" and "" in own:
+                path = self._inside(mountpoint, root, own[""])
+                if path is not None:
+                    self.v2 = path
+            elif fstype == "cgroup":
+                for opt in rfields[2].split(","):
+                    if opt in own:
+                        path = self._inside(mountpoint, root, own[opt])
+                        if path is not None:
+                            self.v1[opt] = path
+        if self.v2 is not None:
+            try:
+                self.v2_controllers = set(_read(self.v2 / "cgroup.controllers").split())
+            except OSError:
+                self.v2 = None
+
+    @classmethod
+    def none(cls) -> _Hierarchies:
+        """No cgroups at all."""
+        h = cls.__new__(cls)
+        h.v2, h.v2_controllers, h.v1 = None, set(), {}
+        return h
+
+    @staticmethod
+    def _own_cgroups() -> dict[str, str]:
+        own: dict[str, str] = {}
+        for line in _read("/proc/self/cgroup").splitlines():
+            _, controllers, path = line.split(":", 2)
+            for c in controllers.split(","):
+                own[c] = path
+        return own
+
+    @staticmethod
+    def _inside(mountpoint: str, root: str, own: str) -> Path | None:
+        mountpoint = mountpoint.replace("\\040", " ")
+        if root != "/" and not (own == root or own.startswith(root + "/")):
+            return None  # this process's cgroup is not visible through this mount
+        rel = own[len(root):] if root != "/" else own
+        return Path(mountpoint) / rel.lstrip("/")
+
+
+_hier: _Hierarchies | None = None
+_hier_lock = threading.Lock()
+_groups_lock = threading.Lock()  # making and removing this agent's cgroups
+
+
+def _hierarchies() -> _Hierarchies:
+    global _hier
+    with _hier_lock:
+        if _hier is None:
+            _hier = _Hierarchies()
+        return _hier
+
+
+def _agent_dir_name() -> str:
+    pid = os.getpid()
+    return f"monbridge-{pid}-{_start_time(pid) or 0}"
+
+
+def _kill_and_remove(group: Path) -> None:
+    """Kill what is left in ``group`` (and below) and remove the directories, deepest first."""
+    for sub in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        _remove_one(sub)
+    _remove_one(group)
+
+
+def _remove_one(group: Path) -> None:
+    for attempt in range(50):
+        try:
+            os.rmdir(group)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                log.warning("cannot remove cgroup %s: %s", group, e)
+                return
+        # Still populated: its processes are stragglers of a worker being stopped, or of a dead agent.
+        kill = group / "cgroup.kill"
+        try:
+            if kill.exists():
+                _write(kill, "1")
+            else:
+                for pid in _read(group / "cgroup.procs").split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        except OSError:
+            pass
+        time.sleep(0.01 * min(attempt + 1, 10))
+    log.warning("cannot remove cgroup %s: its processes do not exit", group)
+
+
+def _clean_stale(parent: Path) -> None:
+    """Remove the cgroups of agents that are gone (killed before their ``close()``)."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = _AGENT_DIR.match(entry.name)
+        if not m or not entry.is_dir():
+            continue
+        pid, start = int(m.group(1)), int(m.group(2))
+        if pid == os.getpid() or _start_time(pid) == start:
+            continue  # this agent, or another one that is alive
+        log.info("removing the cgroup of an agent that is gone: %s", entry)
+        _kill_and_remove(entry)
+
+
+class _Group:
+    """One worker's cgroup in one hierarchy (v2: all controllers; v1: one controller)."""
+
+    def __init__(self, base: Path, name: str) -> None:
+        self.agent = base / _agent_dir_name()
+        self.path = self.agent / name
+
+    def create(self, enable: str | None = None) -> None:
+        with _groups_lock:
+            _clean_stale(self.agent.parent)
+            if enable:  # v2: the controllers are enabled from the agent's cgroup down
+                _write(self.agent.parent / "cgroup.subtree_control", enable)
+            self.agent.mkdir(exist_ok=True)
+            if enable:
+                _write(self.agent / "cgroup.subtree_control", enable)
+            self.path.mkdir()
+
+    def add(self, pid: int) -> None:
+        _write(self.path / "cgroup.procs", str(pid))
+
+    def read(self, file: str) -> str:
+        return _read(self.path / file)
+
+    def write(self, file: str, text: str) -> None:
+        _write(self.path / file, text)
+
+    def remove(self) -> None:
+        with _groups_lock:
+            _remove_one(self.path)
+            try:
+                os.rmdir(self.agent)  # the last worker of this agent
+            except OSError:
+                pass
+
+
+def _kv(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+# -- per-process readings -----------------------------------------------------------------------
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, every thread, reaped children) of ``pid``; None when gone."""
+    try:
+        stat = _read(f"/proc/{pid}/stat")
+    except OSError:
+        return None
+    f = stat[stat.rindex(")") + 2:].split()
+    # fields 14-17 of proc(5): utime stime cutime cstime (index 11.. after state at index 0)
+    return (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / _TICK
+
+
+def _proc_rss(pid: int) -> int | None:
+    try:
+        return int(_read(f"/proc/{pid}/statm").split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _proc_exit(pid: int) -> tuple[str, int] | None:
+    """State and exit code (as ``waitpid`` gives it) of ``pid``; None when it is gone."""
+    try:
+        stat = _read(f"/proc/{pid}/stat")
+    except OSError:
+        return None
+    f = stat[stat.rindex(")") + 2:].split()
+    return f[0], int(f[49]) if len(f) > 49 else 0
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets ``pid`` holds open."""
+    out: set[str] = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return out
+    for name in names:
+        try:
+            target = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+_NET_TABLES = ("tcp", "tcp6", "udp", "udp6")
+
+
+def _inet_inodes(pid: int) -> set[str]:
+    """Inodes of the TCP and UDP sockets of the network namespace of ``pid``."""
+    out: set[str] = set()
+    for table in _NET_TABLES:
+        try:
+            with open(f"/proc/{pid}/net/{table}", encoding="ascii", errors="replace") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split(None, 10)
+                    if len(fields) > 9:
+                        out.add(fields[9])
+        except OSError:
+            continue
+    return out
+
+
+def socket_count(pids: list[int], threshold: int = -1) -> int:
+    """Open TCP/UDP sockets of ``pids`` (a socket shared by several counts once). When no more
+    than ``threshold`` sockets of any kind are open, that count is returned without telling
+    network sockets from Unix ones (cheap: the network tables are not read)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        inodes |= _socket_inodes(pid)
+    if len(inodes) <= threshold or not inodes:
+        return len(inodes)
+    inet: set[str] = set()
+    for pid in pids:
+        inet |= _inet_inodes(pid)
+        if inodes <= inet:
+            break
+    return len(inodes & inet)
+
+
+# -- the enforcer -------------------------------------------------------------------------------
+
+
+class Enforcer:
+    """The limits of one plugin worker process, enforced from the agent (see the module)."""
+
+    def __init__(self, name: str, limits: Limits, *, cgroups: bool = True) -> None:
+        """``cgroups=False``: watch the worker only (what happens where cgroups cannot be made)."""
+        self.name = name
+        self.limits = limits
+        self._use_cgroups = cgroups
+        self._group_name = f"{_SAFE_NAME.sub('_', name)[:64] or 'plugin'}-{next(_seq)}"
+        self._pid: int | None = None
+        self._v2: _Group | None = None
+        self._mem: _Group | None = None  # v1 memory
+        self._cpu: _Group | None = None  # v1 cpu (the quota)
+        self._acct: _Group | None = None  # v1 cpuacct (the usage)
+        self._pids: _Group | None = None  # v1 pids
+        self._mech: dict[str, str] = {}
+        self._kernel_memory = False  # a cgroup memory limit holds (else RSS is watched)
+        self._kernel_throttle = False  # a cgroup CPU quota throttles bursts (else they stop the worker)
+        self._samples: deque[tuple[float, float]] = deque()
+        self._oom_base = 0
+        self._fail_base = 0
+        self._closed = False
+
+    # -- setup --
+
+    def attach(self, pid: int) -> None:
+        """Put worker ``pid`` under its limits (a second call moves the limits to a new worker)."""
+        if self._closed:
+            raise RuntimeError(f"enforcer of {self.name} is closed")
+        self._pid = pid
+        if not self._mech:
+            self._setup_groups()
+        for group in self._groups():
+            try:
+                group.add(pid)
+            except OSError as e:
+                log.warning("plugin %s: cannot put worker %d into cgroup %s: %s", self.name, pid, group.path, e)
+        self._oom_base, self._fail_base = self._oom_counts()
+        self._samples.clear()
+        cpu = self._cpu_seconds()
+        if cpu is not None:
+            self._samples.append((time.monotonic(), cpu))
+
+    def _setup_groups(self) -> None:
+        h = _hierarchies() if self._use_cgroups else _Hierarchies.none()
+        lim = self.limits
+        mem_bytes = int(lim.memory_mb * _MIB)
+        quota = max(1000, int(_CFS_PERIOD_US * lim.cpu_burst_percent / 100))
+        why: list[str] = []
+        if h.v2 is not None and {"memory", "cpu"} & h.v2_controllers:
+            group = _Group(h.v2, self._group_name)
+            wanted = sorted({"memory", "cpu", "pids"} & h.v2_controllers)
+            try:
+                group.create(" ".join("+" + c for c in wanted))
+                self._v2 = group
+            except OSError as e:
+                why.append(f"cgroup v2 at {h.v2}: {e}")
+                self._discard(group)
+        v2 = self._v2
+        if v2 is not None:
+            if self._try(v2, "memory.max", str(mem_bytes)):
+                self._try(v2, "memory.swap.max", "0")
+                self._kernel_memory = True
+                self._mech["memory"] = f"cgroup v2 memory.max ({lim.memory_mb:g} MiB, OOM kill)"
+            if self._try(v2, "cpu.max", f"{quota} {_CFS_PERIOD_US}"):
+                self._kernel_throttle = True
+                self._mech["cpu"] = (f"cgroup v2 cpu.max throttles at {lim.cpu_burst_percent:g} %; "
+                                     f"cpu.stat usage over {lim.cpu_window:g} s stops at {lim.cpu_percent:g} %")
+            if self._try(v2, "pids.max", str(PIDS_MAX)):
+                self._mech["processes"] = f"cgroup v2 pids.max {PIDS_MAX}"
+        if "memory" not in self._mech and "memory" in h.v1:
+            self._mem = self._v1_group(h.v1["memory"], why)
+            if self._mem is not None and self._try(self._mem, "memory.limit_in_bytes", str(mem_bytes)):
+                self._try(self._mem, "memory.memsw.limit_in_bytes", str(mem_bytes), quiet=True)
+                self._kernel_memory = True
+                self._mech["memory"] = f"cgroup v1 memory.limit_in_bytes ({lim.memory_mb:g} MiB, OOM kill)"
+        if "cpu" not in self._mech and "cpu" in h.v1:
+            self._cpu = self._v1_group(h.v1["cpu"], why)
+            if self._cpu is not None and self._try(self._cpu, "cpu.cfs_period_us", str(_CFS_PERIOD_US)) and \
+                    self._try(self._cpu, "cpu.cfs_quota_us", str(quota)):
+                self._kernel_throttle = True
+                acct = "proc stat"
+                if "cpuacct" in h.v1:
+                    self._acct = self._cpu if h.v1["cpuacct"] == h.v1["cpu"] else self._v1_group(h.v1["cpuacct"], why)
+                    if self._acct is not None:
+                        acct = "cpuacct.usage"
+                self._mech["cpu"] = (f"cgroup v1 cpu.cfs_quota_us throttles at {lim.cpu_burst_percent:g} %; "
+                                     f"{acct} over {lim.cpu_window:g} s stops at {lim.cpu_percent:g} %")
+        if "processes" not in self._mech and "pids" in h.v1:
+            self._pids = self._v1_group(h.v1["pids"], why)
+            if self._pids is not None and self._try(self._pids, "pids.max", str(PIDS_MAX)):
+                self._mech["processes"] = f"cgroup v1 pids.max {PIDS_MAX}"
+        if "memory" not in self._mech:
+            self._mech["memory"] = f"RSS watch of /proc/<pid>/statm at each check ({lim.memory_mb:g} MiB)"
+        if "cpu" not in self._mech:
+            self._mech["cpu"] = (f"/proc/<pid>/stat watch: stops at {lim.cpu_burst_percent:g} % over "
+                                 f"{lim.cpu_burst_window:g} s or {lim.cpu_percent:g} % over {lim.cpu_window:g} s")
+        if "processes" not in self._mech:
+            self._mech["processes"] = "none (the worker's seccomp filter refuses fork without an exec grant)"
+        self._mech["connections"] = (f"TCP/UDP socket count of /proc/<pid>/fd at each check "
+                                     f"(stops over {lim.connections})")
+        if why:
+            _warn_once("cgroups:" + "|".join(sorted(why)),
+                       "plugin limits: cgroups are not used where they cannot be made (%s); "
+                       "watching the workers instead", "; ".join(why))
+
+    def _v1_group(self, base: Path, why: list[str]) -> _Group | None:
+        group = _Group(base, self._group_name)
+        try:
+            group.create()
+            return group
+        except OSError as e:
+            why.append(f"{base}: {e}")
+            self._discard(group)
+            return None
+
+    def _try(self, group: _Group, file: str, value: str, quiet: bool = False) -> bool:
+        try:
+            group.write(file, value)
+            return True
+        except OSError as e:
+            if not quiet:
+                _warn_once(f"write:{file}:{e.errno}", "plugin limits: cannot set %s: %s", group.path / file, e)
+            return False
+
+    @staticmethod
+    def _discard(group: _Group) -> None:
+        if group.path.exists():
+            group.remove()
+        else:
+            try:
+                os.rmdir(group.agent)
+            except OSError:
+                pass
+
+    # -- readings --
+
+    def _pids_of_worker(self) -> list[int]:
+        group = self._v2 or self._mem or self._cpu or self._pids
+        if group is not None:
+            try:
+                pids = [int(p) for p in group.read("cgroup.procs").split()]
+                if pids:
+                    return pids
+            except (OSError, ValueError):
+                pass
+        return [self._pid] if self._pid is not None else []
+
+    def _cpu_seconds(self) -> float | None:
+        if self._v2 is not None and self._acct is None:
+            try:
+                usage = _kv(self._v2.read("cpu.stat")).get("usage_usec")
+                if usage is not None:
+                    return usage / 1e6
+            except OSError:
+                pass
+        if self._acct is not None:
+            try:
+                return int(self._acct.read("cpuacct.usage")) / 1e9
+            except (OSError, ValueError):
+                pass
+        return _proc_cpu_seconds(self._pid) if self._pid is not None else None
+
+    def _oom_counts(self) -> tuple[int, int]:
+        """(OOM kills, times the limit was hit) of the worker's memory cgroup so far."""
+        try:
+            if self._v2 is not None and self._kernel_memory:
+                events = _kv(self._v2.read("memory.events"))
+                return events.get("oom_kill", 0), events.get("max", 0)
+            if self._mem is not None:
+                return _kv(self._mem.read("memory.oom_control")).get("oom_kill", 0), \
+                    int(self._mem.read("memory.failcnt"))
+        except (OSError, ValueError):
+            pass
+        return 0, 0
+
+    def memory_bytes(self) -> int | None:
+        """The worker's memory as its limit counts it (cgroup usage, or RSS)."""
+        try:
+            if self._v2 is not None and self._kernel_memory:
+                return int(self._v2.read("memory.current"))
+            if self._mem is not None:
+                return int(self._mem.read("memory.usage_in_bytes"))
+        except (OSError, ValueError):
+            pass
+        return sum(r for r in map(_proc_rss, self._pids_of_worker()) if r is not None) if self._pid else None
+
+    # -- the check --
+
+    def check(self) -> LimitExceeded | None:
+        """The limit the worker is over (stop it with this), or None. Cheap: a few small /proc
+        and cgroup files; the network tables only when the worker holds more sockets than its
+        limit."""
+        pid = self._pid
+        if pid is None or self._closed:
+            return None
+        lim = self.limits
+        oom, fail = self._oom_counts()
+        if oom > self._oom_base:
+            return LimitExceeded(StopReason.MEMORY_LIMIT,
+                                 f"killed by the kernel over its memory limit of {lim.memory_mb:g} MiB")
+        state = _proc_exit(pid)
+        if state is None or state[0] in ("Z", "X"):
+            # Gone: say why when the limits know (a kill at the memory limit); else it crashed.
+            if state is not None and state[1] & 0x7F == signal.SIGKILL and fail > self._fail_base:
+                return LimitExceeded(StopReason.MEMORY_LIMIT,
+                                     f"killed at its memory limit of {lim.memory_mb:g} MiB")
+            return None
+        if not self._kernel_memory:
+            rss = self.memory_bytes()
+            if rss is not None and rss > lim.memory_mb * _MIB:
+                return LimitExceeded(StopReason.MEMORY_LIMIT,
+                                     f"RSS {rss / _MIB:.1f} MiB over its limit of {lim.memory_mb:g} MiB")
+        over = self._check_cpu()
+        if over is not None:
+            return over
+        count = socket_count(self._pids_of_worker(), threshold=lim.connections)
+        if count > lim.connections:
+            return LimitExceeded(StopReason.CONNECTION_LIMIT,
+                                 f"{count} network sockets open, over its limit of {lim.connections}")
+        return None
+
+    def _check_cpu(self) -> LimitExceeded | None:
+        cpu = self._cpu_seconds()
+        if cpu is None:
+            return None
+        now = time.monotonic()
+        lim = self.limits
+        samples = self._samples
+        samples.append((now, cpu))
+        # Keep the samples of the longest window, plus the one just before it (its start).
+        horizon = now - max(lim.cpu_window, lim.cpu_burst_window)
+        while len(samples) > 2 and samples[1][0] <= horizon:
+            samples.popleft()
+        used = cpu - self._at(now - lim.cpu_window)
+        if used > lim.cpu_window * lim.cpu_percent / 100:
+            return LimitExceeded(StopReason.CPU_LIMIT,
+                                 f"used {used:.2f} s of CPU in {lim.cpu_window:g} s, over "
+                                 f"{lim.cpu_percent:g} % of a core")
+        if not self._kernel_throttle:
+            burst = cpu - self._at(now - lim.cpu_burst_window)
+            if burst > lim.cpu_burst_window * lim.cpu_burst_percent / 100:
+                return LimitExceeded(StopReason.CPU_LIMIT,
+                                     f"used {burst:.2f} s of CPU in {lim.cpu_burst_window:g} s, over "
+                                     f"{lim.cpu_burst_percent:g} % of a core (burst)")
+        return None
+
+    def _at(self, t: float) -> float:
+        """CPU seconds at time ``t``: the newest sample at or before it (the first sample when
+        ``t`` is before attach: what was used before attach does not count)."""
+        best = self._samples[0][1]
+        for ts, cpu in self._samples:
+            if ts > t:
+                break
+            best = cpu
+        return best
+
+    def mechanisms(self) -> dict[str, str]:
+        """What enforces each limit for this worker (after ``attach``): memory, cpu, connections,
+        processes."""
+        return dict(self._mech)
+
+    def cgroups(self) -> list[Path]:
+        """The worker's cgroup directories (empty when none is used)."""
+        return [g.path for g in self._groups()]
+
+    def _groups(self) -> list[_Group]:
+        return list({id(g): g for g in (self._v2, self._mem, self._cpu, self._acct, self._pids) if g}.values())
+
+    def close(self) -> None:
+        """Remove the worker's cgroups (what is left in them is killed). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for group in self._groups():
+            group.remove()
