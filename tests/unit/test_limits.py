@@ -207,22 +207,26 @@ def test_the_eleventh_connection_is_flagged(children: list[Child], listener: soc
         enforcer.close()
 
 
-def test_unix_sockets_do_not_count_as_connections(listener: socket.socket) -> None:
+def test_only_network_sockets_count_as_connections(listener: socket.socket) -> None:
+    mine = [os.getpid()]
+    known: dict[str, bool] = {}
+    before = socket_count(mine, known)
     pairs = [socket.socketpair() for _ in range(3)]
+    netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
     conns = [socket.create_connection(listener.getsockname()) for _ in range(2)]
+    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    dup = os.dup(conns[0].fileno())  # one socket, two fds: counted once
     try:
-        mine = [os.getpid()]
-        assert socket_count(mine) == socket_count(mine, threshold=0)
-        inet = socket_count(mine, threshold=0)
-        assert inet >= 3  # the listener and the two connections
-        # Below the threshold the count is of every socket (the network tables are not read).
-        assert socket_count(mine, threshold=10_000) >= inet + 6
+        assert socket_count(mine, known) == before + 3
+        assert socket_count(mine, known) == before + 3  # the second time from what it knows
+        assert socket_count(mine) == before + 3
+        conns.pop().close()
+        assert socket_count(mine, known) == before + 2
     finally:
-        for a, b in pairs:
-            a.close()
-            b.close()
-        for c in conns:
+        os.close(dup)
+        for c in [*conns, udp, netlink, *(s for pair in pairs for s in pair)]:
             c.close()
+    assert socket_count(mine, known) == before
 
 
 @pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "watch"])
