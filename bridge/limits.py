@@ -1,6 +1,6 @@
 """Enforcement of a plugin worker's ``limits`` from the agent's side (Linux).
 
-One :class:`Enforcer` per worker process: ``attach(pid)`` once the worker runs, ``check()`` about
+One :class:`Enforcer` per worker process (used from one thread): ``attach(pid)`` once the worker runs, ``check()`` about
 once a second (it returns the :class:`~bridge.isolation.LimitExceeded` to stop the worker with,
 or ``None``), ``close()`` when the worker is gone. ``mechanisms()`` says what enforces each limit
 on this machine; it is the same text for every worker of an agent.
@@ -13,8 +13,8 @@ Memory
     from the cgroup's OOM-kill count (``memory.events`` / ``memory.oom_control``) or from a
     worker killed by SIGKILL after the cgroup hit its limit (``memory.failcnt``). Without a
     cgroup the worker's RSS is read from ``/proc/<pid>/statm`` at every check (a leak is caught
-    within one check interval, not at the byte); the worker's sandbox adds ``RLIMIT_AS`` as a
-    backstop.
+    within one check interval, not at the byte) and ``attach`` sets the worker's ``RLIMIT_AS``
+    (:func:`address_space_limit`) as a backstop.
 
 CPU
     The CPU time of the worker (every thread, and reaped children) is read at every check:
@@ -60,7 +60,7 @@ from pathlib import Path
 
 from bridge.isolation import LimitExceeded, Limits, StopReason
 
-__all__ = ["FD_MAX", "PIDS_MAX", "Enforcer", "socket_count"]
+__all__ = ["FD_MAX", "PIDS_MAX", "Enforcer", "address_space_limit", "socket_count"]
 
 log = logging.getLogger("monbridge.limits")
 
@@ -78,6 +78,13 @@ _AGENT_DIR = re.compile(r"^monbridge-(\d+)-(\d+)$")
 _seq = itertools.count(1)
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
+
+
+def address_space_limit(vm_bytes: int, limits: Limits) -> int:
+    """The ``RLIMIT_AS`` of a worker whose address space is ``vm_bytes`` now: a backstop against a
+    runaway allocation, not the memory limit (threads and allocator arenas reserve address space
+    they never use, so the margin is ``max(4 × memory_mb, 512 MiB)``)."""
+    return vm_bytes + max(int(4 * limits.memory_mb * _MIB), 512 * _MIB)
 
 
 def _warn_once(key: str, msg: str, *args: object) -> None:
@@ -461,6 +468,16 @@ class Enforcer:
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(soft, cap), cap))
         except (OSError, ValueError) as e:
             log.warning("plugin %s: cannot cap the open files of worker %d: %s", self.name, pid, e)
+        if not self._kernel_memory:
+            try:
+                vm = int(_read(f"/proc/{pid}/statm").split()[0]) * _PAGE
+                soft, hard = resource.prlimit(pid, resource.RLIMIT_AS)
+                cap = address_space_limit(vm, self.limits)
+                if hard != resource.RLIM_INFINITY:
+                    cap = min(cap, hard)
+                resource.prlimit(pid, resource.RLIMIT_AS, (min(cap, soft) if soft != resource.RLIM_INFINITY else cap, cap))
+            except (OSError, ValueError, IndexError) as e:
+                log.warning("plugin %s: cannot cap the address space of worker %d: %s", self.name, pid, e)
         for group in self._groups():
             try:
                 group.add(pid)
@@ -503,6 +520,8 @@ class Enforcer:
             self._mem = self._v1_group(h.v1["memory"], why)
             if self._mem is not None and self._try(self._mem, "memory.limit_in_bytes", str(mem_bytes)):
                 self._try(self._mem, "memory.memsw.limit_in_bytes", str(mem_bytes), quiet=True)
+                # What the worker holds when it is attached moves with it (v2 charges it anyway).
+                self._try(self._mem, "memory.move_charge_at_immigrate", "3", quiet=True)
                 self._kernel_memory = True
                 self._mech["memory"] = f"cgroup v1 memory.limit_in_bytes ({lim.memory_mb:g} MiB, OOM kill)"
         if "cpu" not in self._mech and "cpu" in h.v1:
@@ -522,7 +541,8 @@ class Enforcer:
             if self._pids is not None and self._try(self._pids, "pids.max", str(PIDS_MAX)):
                 self._mech["processes"] = f"cgroup v1 pids.max {PIDS_MAX}"
         if "memory" not in self._mech:
-            self._mech["memory"] = f"RSS watch of /proc/<pid>/statm at each check ({lim.memory_mb:g} MiB)"
+            self._mech["memory"] = (f"RSS watch of /proc/<pid>/statm at each check ({lim.memory_mb:g} MiB); "
+                                    "RLIMIT_AS backstop")
         if "cpu" not in self._mech:
             self._mech["cpu"] = (f"/proc/<pid>/stat watch: stops at {lim.cpu_burst_percent:g} % over "
                                  f"{lim.cpu_burst_window:g} s or {lim.cpu_percent:g} % over {lim.cpu_window:g} s")

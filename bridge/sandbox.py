@@ -40,7 +40,7 @@ What is kernel-enforced (holds against any code in the worker, ctypes and native
 Python-level (an audit hook, ``sys.addaudithook``; code using ctypes or a native extension
 bypasses it; the agent's socket count, ``bridge.limits``, is the check that cannot be bypassed):
 
-``hosts`` — ``socket.getaddrinfo``, ``socket.connect`` and ``socket.sendto`` to a host (or port)
+``hosts`` — ``socket.getaddrinfo``, ``socket.connect``, ``socket.sendto`` and ``socket.sendmsg`` to a host (or port)
     not in ``grants.hosts`` raise :class:`PermissionError`; an address is granted when it is a
     granted host, or one of the addresses a granted name resolves to (resolved when first
     needed, again after 30 s).
@@ -70,6 +70,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bridge.isolation import Grants, Limits, host_port
+from bridge.limits import address_space_limit
 
 __all__ = ["SandboxError", "apply", "landlock_abi"]
 
@@ -488,7 +489,7 @@ def _rlimits(limits: Limits) -> tuple[str, str]:
         resource.setrlimit(which, (value, value))
         return value
 
-    as_bytes = lower(resource.RLIMIT_AS, _vm_size() + max(int(4 * limits.memory_mb * _MIB), 512 * _MIB))
+    as_bytes = lower(resource.RLIMIT_AS, address_space_limit(_vm_size(), limits))
     nofile = lower(resource.RLIMIT_NOFILE, _open_fds() + limits.connections + 64)
     lower(resource.RLIMIT_CORE, 0)
     return f"RLIMIT_AS {as_bytes // _MIB} MiB (backstop)", f"RLIMIT_NOFILE {nofile}"
@@ -516,7 +517,7 @@ class _NetGuard:
             return
         if event == "socket.__new__":
             self._new(args[0], args[1])
-        elif event in ("socket.connect", "socket.sendto"):
+        elif event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
             sock, address = args[0], args[1]
             if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
                 self._host(address[0], address[1])
@@ -651,8 +652,13 @@ def apply(limits: Limits, grants: Grants, *, extra_read: Iterable[str] = ()) -> 
             _seccomp(allow_exec=bool(grants.exec), inet=bool(grants.hosts))
         except OSError as e:
             raise SandboxError(e.errno, f"sandbox: seccomp: {e}") from e
-        held["exec"] = ("seccomp: exec allowed; landlock: only " + ", ".join(grants.exec)) if grants.exec \
-            else "seccomp: no exec, no fork"
+        if not grants.exec:
+            held["exec"] = "seccomp: no exec, no fork"
+        elif abi:
+            held["exec"] = "seccomp: exec allowed; landlock: only " + ", ".join(grants.exec)
+        else:
+            log.warning("sandbox: programs are granted and there is no Landlock: any program may run")
+            held["exec"] = "none: exec allowed for the granted programs and, without Landlock, any other"
         held["syscalls"] = "seccomp: no ptrace, mount, namespaces, modules, bpf, io_uring"
         net.append("seccomp: inet and netlink-route sockets only, no Unix sockets" if grants.hosts
                    else "seccomp: no sockets")
