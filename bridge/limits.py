@@ -11,10 +11,12 @@ Memory
     ``memory.memsw.limit_in_bytes`` where swap is accounted). The kernel kills the worker when it
     goes over (the OOM killer inside the worker's cgroup); ``check()`` reports ``memory_limit``
     from the cgroup's OOM-kill count (``memory.events`` / ``memory.oom_control``) or from a
-    worker killed by SIGKILL after the cgroup hit its limit (``memory.failcnt``). Without a
-    cgroup the worker's RSS is read from ``/proc/<pid>/statm`` at every check (a leak is caught
-    within one check interval, not at the byte) and ``attach`` sets the worker's ``RLIMIT_AS``
-    (:func:`address_space_limit`) as a backstop.
+    worker killed by SIGKILL after the cgroup hit its limit (``memory.failcnt``). The RSS of the
+    worker's processes (``/proc/<pid>/statm``) is also checked every time: it is the limit
+    without a cgroup (a leak is caught within one check interval, not at the byte), and with a
+    v1 cgroup it counts what the worker held before ``attach`` (never charged to its cgroup:
+    attach as soon as the worker is spawned). Without a cgroup ``attach`` also sets the worker's
+    ``RLIMIT_AS`` (:func:`address_space_limit`) as a backstop.
 
 CPU
     The CPU time of the worker (every thread, and reaped children) is read at every check:
@@ -631,16 +633,11 @@ class Enforcer:
             pass
         return 0, 0
 
-    def memory_bytes(self) -> int | None:
-        """The worker's memory as its limit counts it (cgroup usage, or RSS)."""
-        try:
-            if self._v2 is not None and self._kernel_memory:
-                return int(self._read(self._v2, "memory.current"))
-            if self._mem is not None:
-                return int(self._read(self._mem, "memory.usage_in_bytes"))
-        except (OSError, ValueError):
-            pass
-        return sum(r for r in (_proc_rss(p, self._held) for p in self._pids_of_worker()) if r is not None) if self._pid else None
+    def rss_bytes(self) -> int | None:
+        """The resident memory of the worker's processes (None before ``attach``)."""
+        if self._pid is None:
+            return None
+        return sum(r for r in (_proc_rss(p, self._held) for p in self._pids_of_worker()) if r is not None)
 
     # -- the check --
 
@@ -664,11 +661,12 @@ class Enforcer:
                 return LimitExceeded(StopReason.MEMORY_LIMIT,
                                      f"killed at its memory limit of {lim.memory_mb:g} MiB")
             return None
-        if not self._kernel_memory:
-            rss = self.memory_bytes()
-            if rss is not None and rss > lim.memory_mb * _MIB:
-                return LimitExceeded(StopReason.MEMORY_LIMIT,
-                                     f"RSS {rss / _MIB:.1f} MiB over its limit of {lim.memory_mb:g} MiB")
+        # Also under a cgroup limit: what the worker held before it was attached is not charged
+        # to its v1 cgroup.
+        rss = self.rss_bytes()
+        if rss is not None and rss > lim.memory_mb * _MIB:
+            return LimitExceeded(StopReason.MEMORY_LIMIT,
+                                 f"RSS {rss / _MIB:.1f} MiB over its limit of {lim.memory_mb:g} MiB")
         over = self._check_cpu(stat)
         if over is not None:
             return over

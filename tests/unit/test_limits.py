@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bridge.isolation import LimitExceeded, Limits, StopReason
-from bridge.limits import Enforcer, _Hierarchies, _start_time, socket_count
+from bridge.limits import FD_MAX, Enforcer, _Hierarchies, _start_time, address_space_limit, socket_count
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux enforcement")
 
@@ -145,6 +146,45 @@ def test_a_leak_is_stopped_at_the_memory_limit(children: list[Child], cgroups: b
         assert "40 MiB" in over.detail
         if cgroups:  # the kernel killed it at the limit
             assert child.proc.wait(5) == -signal.SIGKILL
+    finally:
+        enforcer.close()
+
+
+@pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "rss-watch"])
+def test_memory_held_before_attach_counts(children: list[Child], cgroups: bool) -> None:
+    child = spawn(children, "hold = b'\\x01' * (60 << 20)\nsys.stdout.write('held\\n'); sys.stdout.flush()\ntime.sleep(60)")
+    child.send()
+    assert child.line() == "held"
+    enforcer = Enforcer("acme.early", Limits(memory_mb=40), cgroups=cgroups)
+    try:
+        enforcer.attach(child.proc.pid)
+        over = enforcer.check()  # the first check
+        assert over is not None and over.reason is StopReason.MEMORY_LIMIT
+        assert over.detail.startswith("RSS ")
+    finally:
+        enforcer.close()
+
+
+def limits_of(pid: int) -> dict[str, str]:
+    rows = Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]
+    return {row[:26].strip(): row[26:47].strip() for row in rows}
+
+
+@pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "watch"])
+def test_attach_caps_open_files_and_without_a_cgroup_the_address_space(children: list[Child], cgroups: bool) -> None:
+    child = spawn(children, "time.sleep(60)")
+    limits = Limits(memory_mb=50)
+    vm = int(Path(f"/proc/{child.proc.pid}/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    enforcer = Enforcer("acme.rlimits", limits, cgroups=cgroups)
+    try:
+        enforcer.attach(child.proc.pid)
+        got = limits_of(child.proc.pid)
+        assert int(got["Max open files"]) <= FD_MAX
+        if cgroups:
+            assert got["Max address space"] == "unlimited"
+        else:
+            assert int(got["Max address space"]) == address_space_limit(vm, limits)
+            assert "RLIMIT_AS" in enforcer.mechanisms()["memory"]
     finally:
         enforcer.close()
 

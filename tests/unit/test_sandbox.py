@@ -185,12 +185,14 @@ def test_granted_hosts_connect_and_others_are_refused(listeners: list[int]) -> N
         ("lookup-other", "socket.getaddrinfo('example.org', 80)"),
         ("raw-granted", f"raw_connect({granted})"),
         ("raw-other-port", f"raw_connect({other})"),  # past the audit hook: Landlock refuses the port
+        ("udp-other-host", f"socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.3', {granted}))"),
         ("unix", "socket.socket(socket.AF_UNIX)"),
     ], grants={"hosts": [f"localhost:{granted}"]})
     assert "landlock: TCP connect to granted ports only" in held["net"]
     assert "audit hook" in held["net"]
     assert got == {"granted": "ok", "granted-by-name": "ok", "other-port": "EACCES", "other-host": "EACCES",
-                   "lookup-other": "EACCES", "raw-granted": "ok", "raw-other-port": "EACCES", "unix": "EPERM"}
+                   "lookup-other": "EACCES", "raw-granted": "ok", "raw-other-port": "EACCES", "udp-other-host": "EACCES",
+                   "unix": "EPERM"}
 
 
 def test_the_connection_over_the_limit_is_refused(listeners: list[int]) -> None:
@@ -205,9 +207,11 @@ def test_the_connection_over_the_limit_is_refused(listeners: list[int]) -> None:
 
 def test_a_missing_kernel_feature_is_reported_not_silent() -> None:
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(
-        {"grants": {}, "limits": {}, "probes": [], "timeout": TIMEOUT, "no_landlock": True})],
+        {"grants": {"exec": ["/usr/bin/true"]}, "limits": {}, "probes": [], "timeout": TIMEOUT, "no_landlock": True})],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     held = json.loads(proc.stdout.strip().splitlines()[-1])["held"]
     assert held["fs"] == "none: no Landlock in this kernel"
+    assert held["exec"].startswith("none: ")
     assert "Landlock is not available" in proc.stderr
+    assert "any program may run" in proc.stderr
