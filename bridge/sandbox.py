@@ -504,7 +504,7 @@ class _NetGuard:
     RESOLVE_TTL = 30.0
 
     def __init__(self, grants: Grants, limits: Limits) -> None:
-        self.grants = [(h.strip("[]").rstrip("."), p) for h, p in map(host_port, grants.hosts)]
+        self.grants = [(_canonical(h), p) for h, p in map(host_port, grants.hosts)]
         self.granted_text = ", ".join(grants.hosts) or "none"
         self.max_sockets = limits.connections
         self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
@@ -539,11 +539,16 @@ class _NetGuard:
     def _host(self, host: Any, port: Any) -> None:
         if getattr(self.local, "resolving", False):
             return
-        name = (host.decode("idna") if isinstance(host, bytes) else str(host)).lower().strip("[]").rstrip(".")
         try:
-            port_no: int | None = int(port) if port not in (None, "", b"") else None
-        except (TypeError, ValueError):
-            port_no = socket.getservbyname(str(port)) if isinstance(port, str) and port.isalpha() else None
+            name = _canonical(host.decode("idna") if isinstance(host, bytes) else str(host))
+            port_no: int | None = None
+            if isinstance(port, bytes):
+                port = port.decode("ascii")
+            if port not in (None, ""):
+                port_no = int(port) if str(port).isdigit() else socket.getservbyname(str(port))
+        except (UnicodeError, ValueError, OSError, TypeError):
+            raise PermissionError(errno.EACCES, f"sandbox: {host!r} port {port!r} is not a granted host "
+                                                f"(grants.hosts: {self.granted_text})") from None
         if self._granted(name, port_no):
             return
         raise PermissionError(errno.EACCES, f"sandbox: {name}{'' if port_no is None else f':{port_no}'} "
@@ -566,7 +571,7 @@ class _NetGuard:
             self.local.resolving = True
             try:
                 infos = socket.getaddrinfo(host, None)
-                addrs = {str(info[4][0]).lower() for info in infos}
+                addrs = {_canonical(str(info[4][0])) for info in infos}
             except OSError:
                 addrs = set()
             finally:
@@ -580,6 +585,16 @@ def _fileno(sock: socket.socket) -> int:
         return sock.fileno()
     except (OSError, ValueError):
         return -1
+
+
+def _canonical(host: str) -> str:
+    """A host as grants compare it: lower case, no brackets or trailing dot, an address in its
+    one canonical spelling (``0:0::1`` is ``::1``)."""
+    name = host.strip().lower().strip("[]").rstrip(".")
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
 
 
 def _is_ip(text: str) -> bool:

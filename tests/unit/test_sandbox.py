@@ -30,6 +30,9 @@ import ctypes, errno, json, os, socket, subprocess, sys, time
 from bridge.isolation import Grants, Limits
 import bridge.sandbox as sandbox
 spec = json.loads(sys.argv[1])
+if spec.get("threads_before"):
+    import threading
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
 if spec.get("no_landlock"):
     sandbox.landlock_abi = lambda: 0
 held = sandbox.apply(Limits(**spec["limits"]), Grants(**spec["grants"]))
@@ -215,3 +218,25 @@ def test_a_missing_kernel_feature_is_reported_not_silent() -> None:
     assert held["exec"].startswith("none: ")
     assert "Landlock is not available" in proc.stderr
     assert "any program may run" in proc.stderr
+
+
+def test_applied_with_threads_running_says_landlock_holds_for_one_thread() -> None:
+    if landlock_abi() < 1:
+        pytest.skip("needs Landlock")
+    held, got = run([("import-after", "import decimal")], threads_before=True)
+    assert "this thread only: 2 threads were running" in held["fs"]
+    assert got == {"import-after": "ok"}
+
+
+def test_host_checks_compare_canonical_hosts_and_ports() -> None:
+    from bridge.isolation import Grants, Limits
+    from bridge.sandbox import _NetGuard
+
+    guard = _NetGuard(Grants(hosts=["[::1]:9000", "Example.ORG.", "localhost:8080"]), Limits())
+    for host, port in [("0:0:0:0:0:0:0:1", 9000), ("[::1]", "9000"), (b"example.org", 443), ("EXAMPLE.org.", None),
+                       ("localhost", 8080), ("127.0.0.1", 8080)]:
+        guard._host(host, port)  # granted: no error
+    for host, port in [("::1", 9001), ("127.0.0.1", 9000), ("example.com", 443), ("127.1", 8080),
+                       (b"\xff\xfe", 80), ("example.org", "no-such-service"), (None, object()), ("localhost", 8081)]:
+        with pytest.raises(PermissionError, match="not a granted host"):
+            guard._host(host, port)
