@@ -485,7 +485,7 @@ class Enforcer:
                 group.add(pid)
             except OSError as e:
                 log.warning("plugin %s: cannot put worker %d into cgroup %s: %s", self.name, pid, group.path, e)
-        self._oom_base, self._fail_base = self._oom_counts()
+        self._oom_base, self._fail_base = self._oom_kills(), self._limit_hits()
         self._samples.clear()
         cpu = self._cpu_seconds()
         if cpu is not None:
@@ -550,7 +550,7 @@ class Enforcer:
                                  f"{lim.cpu_burst_window:g} s or {lim.cpu_percent:g} % over {lim.cpu_window:g} s")
         if "processes" not in self._mech:
             self._mech["processes"] = "none (the worker's seccomp filter refuses fork without an exec grant)"
-        self._mech["connections"] = (f"TCP/UDP socket count of /proc/<pid>/fd at each check "
+        self._mech["connections"] = (f"network socket count of /proc/<pid>/fd at each check "
                                      f"(stops over {lim.connections})")
         if why:
             _warn_once("cgroups:" + "|".join(sorted(why)),
@@ -620,24 +620,34 @@ class Enforcer:
             stat = _stat(self._pid, self._held)
         return _cpu_of_stat(stat) if stat is not None else None
 
-    def _oom_counts(self) -> tuple[int, int]:
-        """(OOM kills, times the limit was hit) of the worker's memory cgroup so far."""
+    def _oom_kills(self) -> int:
+        """OOM kills in the worker's memory cgroup so far."""
         try:
             if self._v2 is not None and self._kernel_memory:
-                events = _kv(self._read(self._v2, "memory.events"))
-                return events.get("oom_kill", 0), events.get("max", 0)
+                return _kv(self._read(self._v2, "memory.events")).get("oom_kill", 0)
             if self._mem is not None:
-                return _kv(self._read(self._mem, "memory.oom_control")).get("oom_kill", 0), \
-                    int(self._read(self._mem, "memory.failcnt"))
+                return _kv(self._read(self._mem, "memory.oom_control")).get("oom_kill", 0)
         except (OSError, ValueError):
             pass
-        return 0, 0
+        return 0
 
-    def rss_bytes(self) -> int | None:
+    def _limit_hits(self) -> int:
+        """Times the worker's memory cgroup hit its limit so far."""
+        try:
+            if self._v2 is not None and self._kernel_memory:
+                return _kv(self._read(self._v2, "memory.events")).get("max", 0)
+            if self._mem is not None:
+                return int(self._read(self._mem, "memory.failcnt"))
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def rss_bytes(self, pids: list[int] | None = None) -> int | None:
         """The resident memory of the worker's processes (None before ``attach``)."""
         if self._pid is None:
             return None
-        return sum(r for r in (_proc_rss(p, self._held) for p in self._pids_of_worker()) if r is not None)
+        pids = self._pids_of_worker() if pids is None else pids
+        return sum(r for r in (_proc_rss(p, self._held) for p in pids) if r is not None)
 
     # -- the check --
 
@@ -649,28 +659,28 @@ class Enforcer:
         if pid is None or self._closed:
             return None
         lim = self.limits
-        oom, fail = self._oom_counts()
-        if oom > self._oom_base:
+        if self._oom_kills() > self._oom_base:
             return LimitExceeded(StopReason.MEMORY_LIMIT,
                                  f"killed by the kernel over its memory limit of {lim.memory_mb:g} MiB")
         stat = _stat(pid, self._held)
         if stat is None or stat[0] in ("Z", "X") or int(stat[19]) != self._start:
             # Gone: say why when the limits know (a kill at the memory limit); else it crashed.
             if stat is not None and stat[0] == "Z" and len(stat) > 49 and int(stat[49]) & 0x7F == signal.SIGKILL \
-                    and fail > self._fail_base:
+                    and self._limit_hits() > self._fail_base:
                 return LimitExceeded(StopReason.MEMORY_LIMIT,
                                      f"killed at its memory limit of {lim.memory_mb:g} MiB")
             return None
         # Also under a cgroup limit: what the worker held before it was attached is not charged
         # to its v1 cgroup.
-        rss = self.rss_bytes()
+        pids = self._pids_of_worker()
+        rss = self.rss_bytes(pids)
         if rss is not None and rss > lim.memory_mb * _MIB:
             return LimitExceeded(StopReason.MEMORY_LIMIT,
                                  f"RSS {rss / _MIB:.1f} MiB over its limit of {lim.memory_mb:g} MiB")
         over = self._check_cpu(stat)
         if over is not None:
             return over
-        count = socket_count(self._pids_of_worker(), self._sockets, self._held)
+        count = socket_count(pids, self._sockets, self._held)
         if count > lim.connections:
             return LimitExceeded(StopReason.CONNECTION_LIMIT,
                                  f"{count} network sockets open, over its limit of {lim.connections}")

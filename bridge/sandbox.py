@@ -123,23 +123,23 @@ _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _NR = {**_NR_COMMON, **_NR_ARCH.get(_ARCH, {})}
 
 
-def _syscall(name: str, *args: int | ctypes.c_void_p | None) -> int:
-    ctypes.set_errno(0)
-    ret = int(_libc.syscall(ctypes.c_long(_NR[name]), *[
-        a if isinstance(a, ctypes.c_void_p) else ctypes.c_long(a or 0) for a in args]))
+def _checked(what: str, ret: int) -> int:
+    """``ret`` of a libc call, or the OSError its errno says."""
     if ret < 0:
         e = ctypes.get_errno()
-        raise OSError(e, f"{name}: {os.strerror(e)}")
+        raise OSError(e, f"{what}: {os.strerror(e)}")
     return ret
+
+
+def _syscall(name: str, *args: int | ctypes.c_void_p | None) -> int:
+    ctypes.set_errno(0)
+    return _checked(name, int(_libc.syscall(ctypes.c_long(_NR[name]), *[
+        a if isinstance(a, ctypes.c_void_p) else ctypes.c_long(a or 0) for a in args])))
 
 
 def _prctl(option: int, a: int = 0, b: int = 0, c: int = 0, d: int = 0) -> int:
     ctypes.set_errno(0)
-    ret = int(_libc.prctl(option, a, b, c, d))
-    if ret < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"prctl({option}): {os.strerror(e)}")
-    return ret
+    return _checked(f"prctl({option})", int(_libc.prctl(option, a, b, c, d)))
 
 
 _PR_SET_NO_NEW_PRIVS = 38
