@@ -6,7 +6,8 @@ What is kernel-enforced (holds against any code in the worker, ctypes and native
 
 ``fs`` — Landlock (Linux ≥ 5.13, no root needed; needs ``no_new_privs``, which is set)
     Writes only beneath ``grants.paths``; reads only beneath what a Python worker needs (the
-    interpreter's prefixes and ``sys.path``, the shared libraries, ``/proc/self``, ``/dev/null``,
+    interpreter's prefixes and ``sys.path`` — of the working directory only its Python packages
+    and modules —, ``extra_read``, the shared libraries, ``/proc/self``, ``/dev/null``,
     ``/dev/urandom``, the few ``/etc`` files of DNS, TLS and time zones) and ``grants.paths``;
     execute only ``grants.exec`` (and the dynamic loader they need). Without Landlock nothing
     limits the file system beyond the worker's user: ``fs`` says ``none`` and a warning is logged.
@@ -255,8 +256,18 @@ class _Ruleset:
 
 
 def _read_paths(extra: Iterable[str]) -> list[str]:
-    """What the worker reads: its interpreter, ``sys.path``, its loaded packages, the system files."""
-    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path]
+    """What the worker reads: its interpreter, ``sys.path``, its loaded packages, the system files.
+
+    The working directory on ``sys.path`` (``python -m`` and ``-c`` put it first) is not made
+    readable as a whole (it may be where the agent keeps its config and state): only what Python
+    imports from it, its packages (directories with an ``__init__.py``) and modules."""
+    cwd = os.path.realpath(os.getcwd())
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    for entry in sys.path:
+        if os.path.realpath(os.path.abspath(entry or ".")) == cwd:
+            paths += _importable(cwd)
+        else:
+            paths.append(entry)
     for module in list(sys.modules.values()):
         for entry in getattr(module, "__path__", None) or ():
             if isinstance(entry, str):
@@ -264,15 +275,28 @@ def _read_paths(extra: Iterable[str]) -> list[str]:
     paths += [*SYSTEM_READ, *extra]
     seen: dict[str, None] = {}
     for p in paths:
-        if not p or not os.path.isabs(p):
-            p = os.path.abspath(p or ".")
-        real = os.path.realpath(p)
+        real = os.path.realpath(os.path.abspath(p))
         if real == "/":
-            log.warning("sandbox: %r would make the whole file system readable; it is not", p)
+            log.info("sandbox: %r would make the whole file system readable; it is not", p)
             continue
         if os.path.exists(real):
             seen.setdefault(real, None)
     return list(seen)
+
+
+def _importable(directory: str) -> list[str]:
+    """The packages and modules Python may import from ``directory``."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    out: list[str] = []
+    for e in entries:
+        if e.name.endswith((".py", ".pyc", ".so", ".pth")) and e.is_file():
+            out.append(e.path)
+        elif e.is_dir() and os.path.exists(os.path.join(e.path, "__init__.py")):
+            out.append(e.path)
+    return out
 
 
 def _loaders() -> list[str]:

@@ -23,6 +23,7 @@ from bridge.sandbox import landlock_abi
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux sandbox")
 
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 2.0  # what a refused action may take (a connect is given this as its socket timeout)
 
 CHILD = r"""
@@ -96,13 +97,19 @@ def listeners() -> Iterator[list[int]]:
         s.close()
 
 
-def run(probes: list[tuple[str, str]], grants: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
-        **extra: Any) -> tuple[dict[str, str], dict[str, str]]:
-    """Run ``probes`` in a sandboxed child: (what holds, {probe: outcome})."""
-    spec = {"grants": grants or {}, "limits": limits or {}, "probes": probes, "timeout": TIMEOUT, **extra}
+def child(spec: dict[str, Any], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The sandboxed child run with ``spec`` (this checkout first on its path), ended."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+                          timeout=60, cwd=cwd, env=env)
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def run(probes: list[tuple[str, str]], grants: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+        cwd: Path = ROOT, **extra: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """Run ``probes`` in a sandboxed child: (what holds, {probe: outcome})."""
+    proc = child({"grants": grants or {}, "limits": limits or {}, "probes": probes, "timeout": TIMEOUT, **extra}, cwd)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, _, took in out["results"]:
         assert took <= TIMEOUT * 1.1, f"{name} took {took:.2f} s"
@@ -134,6 +141,23 @@ def test_writes_only_beneath_the_granted_directory(tmp_path: Path) -> None:
                    "import-after": "ok"}
     assert (granted / "f").read_text() == "x"
     assert (other / "secret").read_text() == "s3cret" and not (other / "f").exists()
+
+
+@needs_landlock
+def test_of_the_working_directory_only_python_code_is_readable(tmp_path: Path) -> None:
+    (tmp_path / "agent.yml").write_text("token: s3cret")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "queue").write_text("queued")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("X = 1")
+    (tmp_path / "mod.py").write_text("Y = 2")
+    _, got = run([
+        ("config", "open('agent.yml').read()"),
+        ("state", "open('state/queue').read()"),
+        ("package", "import pkg; assert pkg.X == 1"),
+        ("module", "import mod; assert mod.Y == 2"),
+    ], cwd=tmp_path)
+    assert got == {"config": "EACCES", "state": "EACCES", "package": "ok", "module": "ok"}
 
 
 def test_no_shell_runs(tmp_path: Path) -> None:
@@ -209,10 +233,8 @@ def test_the_connection_over_the_limit_is_refused(listeners: list[int]) -> None:
 
 
 def test_a_missing_kernel_feature_is_reported_not_silent() -> None:
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(
-        {"grants": {"exec": ["/usr/bin/true"]}, "limits": {}, "probes": [], "timeout": TIMEOUT, "no_landlock": True})],
-        capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    proc = child({"grants": {"exec": ["/usr/bin/true"]}, "limits": {}, "probes": [], "timeout": TIMEOUT,
+                  "no_landlock": True})
     held = json.loads(proc.stdout.strip().splitlines()[-1])["held"]
     assert held["fs"] == "none: no Landlock in this kernel"
     assert held["exec"].startswith("none: ")
