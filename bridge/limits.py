@@ -12,7 +12,8 @@ Memory
     goes over (the OOM killer inside the worker's cgroup); ``check()`` reports ``memory_limit``
     from the cgroup's OOM-kill count (``memory.events`` / ``memory.oom_control``) or from a
     worker killed by SIGKILL after the cgroup hit its limit (``memory.failcnt``). The RSS of the
-    worker's processes (``/proc/<pid>/statm``) is also checked every time: it is the limit
+    worker's processes (anonymous and shared-memory pages of ``/proc/<pid>/status``; the
+    interpreter and libraries it maps do not count) is also checked every time: it is the limit
     without a cgroup (a leak is caught within one check interval, not at the byte), and with a
     v1 cgroup it counts what the worker held before ``attach`` (never charged to its cgroup:
     attach as soon as the worker is spawned). Without a cgroup ``attach`` also sets the worker's
@@ -348,9 +349,18 @@ def _cpu_of_stat(f: list[str]) -> float:
 
 
 def _proc_rss(pid: int, held: _Held) -> int | None:
+    """The resident memory ``pid`` owns: anonymous and shared-memory pages (``RssAnon`` +
+    ``RssShmem``), not the files it maps (the interpreter and libraries, shared with every
+    process of the machine and reclaimable)."""
     try:
-        return int(held.read(f"/proc/{pid}/statm").split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
+        status = held.read(f"/proc/{pid}/status")
+        total = 0
+        for key in ("RssAnon:", "RssShmem:"):
+            at = status.find(key)
+            if at >= 0:
+                total += int(status[at + len(key):status.index("kB", at)]) * 1024
+        return total
+    except (OSError, ValueError):
         return None
 
 
@@ -543,7 +553,7 @@ class Enforcer:
             if self._pids is not None and self._try(self._pids, "pids.max", str(PIDS_MAX)):
                 self._mech["processes"] = f"cgroup v1 pids.max {PIDS_MAX}"
         if "memory" not in self._mech:
-            self._mech["memory"] = (f"RSS watch of /proc/<pid>/statm at each check ({lim.memory_mb:g} MiB); "
+            self._mech["memory"] = (f"RSS watch of /proc/<pid>/status at each check ({lim.memory_mb:g} MiB); "
                                     "RLIMIT_AS backstop")
         if "cpu" not in self._mech:
             self._mech["cpu"] = (f"/proc/<pid>/stat watch: stops at {lim.cpu_burst_percent:g} % over "
@@ -643,7 +653,8 @@ class Enforcer:
         return 0
 
     def rss_bytes(self, pids: list[int] | None = None) -> int | None:
-        """The resident memory of the worker's processes (None before ``attach``)."""
+        """The resident memory the worker's processes own: anonymous and shared-memory pages
+        (None before ``attach``)."""
         if self._pid is None:
             return None
         pids = self._pids_of_worker() if pids is None else pids
