@@ -1,0 +1,310 @@
+"""The WASM plugin host: the example collector's metrics, and misbehaving modules stopped or
+refused within their timeout + 10 % while the event loop keeps its schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import wasmtime
+
+from bridge.api import Alert, MetricKind, PluginError, PluginType
+from bridge.isolation import Grants, LimitExceeded, Limits, StopReason
+from bridge.pipeline import Pipeline
+from bridge.supervisor import Supervisor
+from bridge.wasmhost import ERR_CONNECTIONS, ERR_NOT_GRANTED, WasmAlertProcessor, WasmCollector, WasmPlugin, wasm_plugin_factory
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "wasm"
+EXAMPLE = ROOT / "collectors" / "wasm" / "example_collector.wat"
+
+#: Limits no test module reaches but the one under test.
+ROOMY = Limits(memory_mb=16, cpu_percent=1000, cpu_burst_percent=1000)
+
+
+def wasm(path: Path) -> bytes:
+    return wasmtime.wat2wasm(path.read_text())
+
+
+def manifest(plugin_type: PluginType = PluginType.METRIC_COLLECTOR, name: str = "test") -> dict[str, Any]:
+    return {"id": f"monitoring.{plugin_type.id_kind}.{name}", "name": name, "version": "1.0.0",
+            "plugin_type": plugin_type.value, "api_version": "1", "description": "a test module", "author": "tests"}
+
+
+async def collector(name: str, config: dict[str, Any], limits: Limits = ROOMY, grants: Grants | None = None) -> WasmPlugin:
+    plugin = WasmPlugin(wasm(DATA / f"{name}.wat"), manifest(), limits, grants or Grants())
+    await plugin.initialize(config)
+    return plugin
+
+
+async def ticking(aw: Awaitable[Any], interval: float = 0.2) -> tuple[Any, float, float]:
+    """Await ``aw`` beside a ticker of ``interval`` s: (its result or exception, seconds it took,
+    the ticker's worst lateness)."""
+    loop = asyncio.get_running_loop()
+    late: list[float] = []
+
+    async def tick() -> None:
+        due = loop.time()
+        while True:
+            due += interval
+            await asyncio.sleep(max(due - loop.time(), 0))
+            late.append(loop.time() - due)
+
+    ticker = asyncio.create_task(tick())
+    t0 = time.monotonic()
+    try:
+        outcome: Any = await aw
+    except Exception as e:  # noqa: BLE001 - the outcome is what the test asserts on
+        outcome = e
+    took = time.monotonic() - t0
+    ticker.cancel()
+    return outcome, took, max(late, default=0.0)
+
+
+def stopped(outcome: Any, reason: StopReason) -> LimitExceeded:
+    assert isinstance(outcome, LimitExceeded), outcome
+    assert outcome.reason is reason, outcome
+    return outcome
+
+
+# --------------------------------------------------------------------------- the example
+
+
+async def test_the_example_collectors_metrics_arrive_exactly():
+    plugin = WasmPlugin(wasm(EXAMPLE), manifest(name="example"), Limits(), Grants())
+    assert isinstance(plugin, WasmCollector) and plugin.metadata().plugin_type is PluginType.METRIC_COLLECTOR
+    await plugin.initialize({"instance": "db-1", "base": 20, "collection_interval": 5})
+    rounds = [await plugin.collect_metrics() for _ in range(3)]
+    await plugin.shutdown()
+    for n, metrics in enumerate(rounds, 1):
+        assert [(m.name, m.kind, m.value, dict(m.attributes)) for m in metrics] == [
+            ("example_collections", MetricKind.COUNTER, float(n), {"instance": "db-1"}),
+            ("example_temperature", MetricKind.GAUGE, 20.5, {"instance": "db-1"}),
+        ]
+
+
+async def test_the_supervisor_runs_a_wasm_collector_like_any_other():
+    pipeline = Pipeline()
+    sup = Supervisor(pipeline)
+    make = wasm_plugin_factory(wasm(EXAMPLE), manifest(name="example"), Limits(), Grants())
+    config = {"instance": "db-2", "base": 7, "collection_interval": 0.05}
+    runner = sup.add("monitoring.metrics.example", make, config, WasmCollector.parse_config(config))
+    await sup.start_all()
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if pipeline.family("example_temperature") is not None and pipeline.family("example_temperature").series:
+            break
+    got = [(s.value, dict(s.attributes)) for s in pipeline.family("example_temperature").series.values()]
+    await sup.stop_all()
+    assert runner.errors == 0
+    assert got == [(7.5, {"instance": "db-2"})]
+
+
+# --------------------------------------------------------------------------- refused at load
+
+
+def test_a_module_importing_an_unknown_function_is_refused_at_load():
+    with pytest.raises(PluginError, match=r"imports env\.system, which the WASM host does not provide"):
+        WasmPlugin(wasm(DATA / "unknown_import.wat"), manifest(), Limits(), Grants())
+    with pytest.raises(PluginError, match="env.system"):
+        wasm_plugin_factory(wasm(DATA / "unknown_import.wat"), manifest(), Limits(), Grants())
+
+
+def test_a_module_without_its_types_exports_is_refused_at_load():
+    with pytest.raises(PluginError, match="does not export process_alert"):
+        WasmPlugin(wasm(EXAMPLE), manifest(PluginType.ALERT_PROCESSOR), Limits(), Grants())
+    with pytest.raises(PluginError, match="does not compile"):
+        WasmPlugin(b"\0asm\1\0\0\0garbage", manifest(), Limits(), Grants())
+    with pytest.raises(PluginError, match="does not run dashboard_component plugins"):
+        WasmPlugin(wasm(EXAMPLE), manifest(PluginType.DASHBOARD_COMPONENT), Limits(), Grants())
+
+
+# --------------------------------------------------------------------------- stopped within the timeout
+
+
+async def test_an_endless_loop_is_stopped_at_its_timeout_and_the_loop_keeps_its_schedule():
+    plugin = await collector("spin", {"collection_interval": 1, "timeout": 1})
+    outcome, took, late = await ticking(plugin.collect_metrics())
+    stopped(outcome, StopReason.TIMEOUT)
+    assert 1 <= took <= 1.1, took
+    assert late <= 0.02, late
+    with pytest.raises(PluginError, match="stopped"):  # the instance is gone; the supervisor makes a new one
+        await plugin.collect_metrics()
+
+
+async def test_an_endless_loop_over_its_cpu_budget_is_stopped_for_cpu():
+    # 20 % of a core over 1 s: 0.2 CPU seconds, well before the 2 s timeout.
+    limits = Limits(cpu_percent=20, cpu_window=1, cpu_burst_percent=20, cpu_burst_window=1)
+    plugin = await collector("spin", {"collection_interval": 5, "timeout": 2}, limits)
+    outcome, took, late = await ticking(plugin.collect_metrics())
+    stopped(outcome, StopReason.CPU_LIMIT)
+    assert took <= 3.3, took
+    assert late <= 0.02, late
+
+
+async def test_a_memory_grower_is_stopped_at_its_memory_limit():
+    plugin = await collector("grow", {"collection_interval": 1, "timeout": 1}, Limits(memory_mb=8, cpu_percent=1000,
+                                                                                      cpu_burst_percent=1000))
+    outcome, took, late = await ticking(plugin.collect_metrics())
+    assert "8 MiB" in stopped(outcome, StopReason.MEMORY_LIMIT).detail
+    assert took <= 1.1, took
+    assert late <= 0.02, late
+
+
+async def test_a_trap_is_a_crash_with_its_message():
+    plugin = await collector("crash", {"collection_interval": 1})
+    outcome, _, _ = await ticking(plugin.collect_metrics())
+    assert "divide by zero" in stopped(outcome, StopReason.CRASHED).detail
+
+
+# --------------------------------------------------------------------------- network
+
+
+class SlowServer(http.server.ThreadingHTTPServer):
+    """A loopback server answering each GET after ``delay`` s; counts requests at once."""
+
+    daemon_threads = True
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.open, self.most, self.lock = delay, 0, 0, threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                with server.lock:
+                    server.open += 1
+                    server.most = max(server.most, server.open)
+                time.sleep(server.delay)
+                with server.lock:
+                    server.open -= 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that went away at its deadline
+
+
+@pytest.fixture
+def slow_server() -> Iterator[SlowServer]:
+    server = SlowServer(1.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def values(metrics: Any, name: str) -> list[float]:
+    return [m.value for m in metrics if m.name == name]
+
+
+async def test_an_eleventh_connection_is_refused(slow_server, caplog):
+    port = slow_server.server_address[1]
+    plugin = await collector("fetch", {"url": f"http://127.0.0.1:{port}/slow", "count": 11, "collection_interval": 3},
+                             grants=Grants(hosts=[f"127.0.0.1:{port}"]))
+    with caplog.at_level(logging.WARNING, "bridge.wasmhost"):
+        outcome, took, late = await ticking(plugin.collect_metrics())
+    assert not isinstance(outcome, Exception), outcome
+    assert values(outcome, "fetch_result") == [*map(float, range(10)), float(ERR_CONNECTIONS)]
+    assert values(outcome, "fetch_status") == [200.0] * 10
+    assert slow_server.most == 10
+    assert plugin.counters["refused_connections"] == 1
+    assert "10 connections are open" in caplog.text
+    assert took <= 3.3, took
+    assert late <= 0.02, late
+
+
+async def test_a_host_not_granted_is_refused(slow_server, caplog):
+    port = slow_server.server_address[1]
+    plugin = await collector("fetch", {"url": f"http://127.0.0.1:{port}/", "collection_interval": 3},
+                             grants=Grants(hosts=["127.0.0.1:1"]))  # another port
+    with caplog.at_level(logging.WARNING, "bridge.wasmhost"):
+        outcome, took, _ = await ticking(plugin.collect_metrics())
+    assert values(outcome, "fetch_result") == [float(ERR_NOT_GRANTED)]
+    assert slow_server.most == 0
+    assert plugin.counters["refused_hosts"] == 1
+    assert f"127.0.0.1:{port} refused: the host is not granted" in caplog.text
+    assert took <= 3.3, took
+
+
+async def test_a_fetch_past_the_deadline_stops_the_call_at_its_timeout():
+    server = SlowServer(3.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        plugin = await collector("fetch", {"url": f"http://127.0.0.1:{port}/", "collection_interval": 2, "timeout": 1},
+                                 grants=Grants(hosts=["127.0.0.1"]))
+        outcome, took, late = await ticking(plugin.collect_metrics())
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the host's wait ended at the deadline, and the guest was interrupted when it went on
+    stopped(outcome, StopReason.TIMEOUT)
+    assert 1 <= took <= 1.1, took
+    assert late <= 0.02, late
+
+
+# --------------------------------------------------------------------------- files
+
+EBADF, ENOTCAPABLE, EPERM = 8, 76, 63
+
+
+async def test_a_file_write_without_a_granted_directory_is_refused(tmp_path):
+    plugin = await collector("wasi_write", {"collection_interval": 1})
+    metrics = await plugin.collect_metrics()
+    assert [(m.name, m.value) for m in metrics] == [("open_errno", EBADF), ("open_errno", EBADF)]  # no fd 3 at all
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_file_write_with_a_granted_directory_stays_inside_it(tmp_path):
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    plugin = await collector("wasi_write", {"collection_interval": 1}, grants=Grants(paths=[str(granted)]))
+    metrics = await plugin.collect_metrics()
+    got = {(m.name, m.attributes["file"]): m.value for m in metrics}
+    assert got[("open_errno", "inside")] == 0 and got[("write_errno", "inside")] == 0
+    assert got[("open_errno", "outside")] in (ENOTCAPABLE, EPERM) and ("write_errno", "outside") not in got
+    assert (granted / "inside.txt").read_text() == "written by wasm\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["granted"]  # ../outside.txt was not written
+
+
+# --------------------------------------------------------------------------- alert processors
+
+PROCESSOR = """
+(module
+  (import "monbridge" "alert_set" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "team")    ;; 4
+  (data (i32.const 32) "db")      ;; 2
+  (data (i32.const 48) "page")    ;; 4
+  (func (export "monbridge_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "process_alert") (param i32 i32) (result i32)
+    (drop (call $set (i32.const 0) (i32.const 16) (i32.const 4) (i32.const 32) (i32.const 2)))
+    (call $set (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 48) (i32.const 4))))
+"""
+
+
+async def test_an_alert_processor_changes_the_alert():
+    plugin = WasmPlugin(wasmtime.wat2wasm(PROCESSOR), manifest(PluginType.ALERT_PROCESSOR), Limits(), Grants())
+    assert isinstance(plugin, WasmAlertProcessor)
+    await plugin.initialize({})
+    alert = Alert(id="a1", name="HighLoad", severity="warning", labels={"host": "h1"})
+    out = await plugin.process_alert(alert)
+    assert (out.severity, out.labels) == ("page", {"host": "h1", "team": "db"})
+    assert (alert.severity, alert.labels) == ("warning", {"host": "h1"})  # the input is left as it was
