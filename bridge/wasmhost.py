@@ -359,6 +359,7 @@ class _Call:
     alerts: list[Alert] = dataclasses.field(default_factory=list)
     alert: Alert | None = None
     fetches: dict[int, _Fetch] = dataclasses.field(default_factory=dict)
+    timed_out: bool = False  # a host function's wait reached the deadline
     output: bytearray = dataclasses.field(default_factory=bytearray)
 
 
@@ -501,7 +502,10 @@ class WasmPlugin(Plugin):
             store.set_epoch_deadline(math.ceil(self._timeout / _TICK) + 1)
             store.set_fuel(max(int(self._cpu_left() * self._eng.fuel_per_second), 1))
             with self._eng.running():
-                return body(call)
+                result = body(call)
+            if call.timed_out:  # a host function's wait ended at the deadline and the guest went on
+                raise LimitExceeded(StopReason.TIMEOUT, f"{export} still running after {self._timeout:g} s")
+            return result
         except LimitExceeded as e:
             self._stop(e)
             raise
@@ -509,6 +513,11 @@ class WasmPlugin(Plugin):
             raise self._stop(self._trap_reason(trap, call)) from None
         except wasmtime.WasmtimeError as e:
             raise self._stop(self._failure(str(e))) from None
+        except PluginError:
+            raise  # an export's nonzero answer: a failed call, the instance is sound
+        except Exception as e:  # a host function failed: the guest stopped in the middle of a call
+            log.exception("WASM plugin %s: %s failed in the host", self.id, export)
+            raise self._stop(LimitExceeded(StopReason.CRASHED, f"{export}: {type(e).__name__}: {e}")) from None
         finally:
             self._call = None
             spent = time.thread_time() - t0
@@ -540,8 +549,8 @@ class WasmPlugin(Plugin):
         try:
             instance = linker.instantiate(store, self._module)
         except wasmtime.WasmtimeError as e:
-            if "memory" in str(e) and "limit" in str(e).lower() or "exceed" in str(e).lower():
-                raise LimitExceeded(StopReason.MEMORY_LIMIT, f"instantiation: {e}") from None
+            if "exceeds memory limits" in str(e):  # the module declares more memory than its limit
+                raise LimitExceeded(StopReason.MEMORY_LIMIT, f"instantiation: {_last_line(str(e))}") from None
             raise
         memory = instance.exports(store)["memory"]
         assert isinstance(memory, wasmtime.Memory)
@@ -590,7 +599,7 @@ class WasmPlugin(Plugin):
             return self._memory_exceeded(f"{call.export} trapped: {trap.message}")
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             return LimitExceeded(StopReason.CPU_LIMIT, f"{call.export} used up its CPU budget (out of fuel)")
-        if code == wasmtime.TrapCode.INTERRUPT:
+        if code == wasmtime.TrapCode.INTERRUPT or call.timed_out:
             return LimitExceeded(StopReason.TIMEOUT, f"{call.export} still running after {self._timeout:g} s")
         return LimitExceeded(StopReason.CRASHED, f"{call.export} trapped: {_last_line(trap.message)}")
 
@@ -831,9 +840,9 @@ class WasmPlugin(Plugin):
             raise _GuestError(ERR_INVALID)
         try:
             return fetch.future.result(timeout=max(call.deadline - time.monotonic(), 0.0))
-        except TimeoutError:  # the call's deadline: the guest is stopped as an interrupted one is
-            raise LimitExceeded(StopReason.TIMEOUT, f"{call.export} still waiting for a fetch after "
-                                                    f"{self._timeout:g} s") from None
+        except TimeoutError:  # the call's deadline: the epoch interrupts the guest as it goes on
+            call.timed_out = True
+            raise _GuestError(ERR_TIMEOUT) from None
 
     def _h_http_status(self, caller: Any, call: _Call, handle: int) -> int:
         return self._result(call, handle)[0]

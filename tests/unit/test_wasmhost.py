@@ -19,7 +19,15 @@ from bridge.api import Alert, MetricKind, PluginError, PluginType
 from bridge.isolation import Grants, LimitExceeded, Limits, StopReason
 from bridge.pipeline import Pipeline
 from bridge.supervisor import Supervisor
-from bridge.wasmhost import ERR_CONNECTIONS, ERR_NOT_GRANTED, WasmAlertProcessor, WasmCollector, WasmPlugin, wasm_plugin_factory
+from bridge.wasmhost import (
+    ERR_CONNECTIONS,
+    ERR_NOT_GRANTED,
+    WasmAlertProcessor,
+    WasmBounds,
+    WasmCollector,
+    WasmPlugin,
+    wasm_plugin_factory,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "wasm"
@@ -308,3 +316,95 @@ async def test_an_alert_processor_changes_the_alert():
     out = await plugin.process_alert(alert)
     assert (out.severity, out.labels) == ("page", {"host": "h1", "team": "db"})
     assert (alert.severity, alert.labels) == ("warning", {"host": "h1"})  # the input is left as it was
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+async def test_every_bad_argument_gets_its_error_code_and_the_log_is_rate_limited(caplog):
+    plugin = await collector("hostile_args", {"answer": "x", "collection_interval": 1})
+    with caplog.at_level(logging.INFO, "bridge.wasmhost"):
+        metrics = await plugin.collect_metrics()
+    assert [m.value for m in metrics] == [
+        -1, -1, -3, -2, -2, -2, -2, -2, -3, -9, -1, -2, -2, -10, -10, -2,
+        42, 0,  # the valid emit, and its answer
+        *[0] * 20, *[-4] * 5,  # log lines beyond 20 in 10 s are dropped
+        0,  # stdout written
+    ]
+    assert plugin.counters["dropped_logs"] == 5
+    assert plugin.counters["rejected_calls"] == 16 + 5
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("WASM plugin monitoring.metrics.test: printed to stdout") == 20
+    assert "WASM plugin monitoring.metrics.test output: printed to stdout" in lines
+
+
+async def test_metrics_beyond_the_bound_of_a_collection_are_dropped_and_counted(caplog):
+    plugin = WasmPlugin(wasm(DATA / "series.wat"), manifest(), Limits(), Grants(), WasmBounds(max_metrics=5))
+    await plugin.initialize({"count": 8, "collection_interval": 1})
+    with caplog.at_level(logging.WARNING, "bridge.wasmhost"):
+        metrics = await plugin.collect_metrics()
+    assert [(m.value, dict(m.attributes)) for m in metrics] == [(8.0 + i, {"id": str(i)}) for i in range(5)]
+    assert plugin.counters["dropped_metrics"] == 1  # the module stops at its first refusal
+    assert "more than 5 metrics in one collection" in caplog.text
+
+
+async def test_ten_thousand_series_arrive_with_fresh_values_each_round():
+    plugin = await collector("series", {"count": 10000, "collection_interval": 15})
+    for round_ in (1, 2):
+        metrics = await plugin.collect_metrics()
+        assert len(metrics) == 10000
+        assert all(m.value == round_ * 10000 + i and m.attributes == {"id": str(i)} for i, m in enumerate(metrics))
+
+
+async def test_a_module_declaring_more_memory_than_its_limit_is_stopped_at_initialize():
+    big = wasmtime.wat2wasm(PROCESSOR.replace('(memory (export "memory") 1)', '(memory (export "memory") 200)'))
+    plugin = WasmPlugin(big, manifest(PluginType.ALERT_PROCESSOR), Limits(memory_mb=8), Grants())
+    with pytest.raises(LimitExceeded) as e:
+        await plugin.initialize({})
+    assert e.value.reason is StopReason.MEMORY_LIMIT and "exceeds memory limits" in e.value.detail
+
+
+def test_the_abi_version_is_checked():
+    old = PROCESSOR.replace("(result i32) (i32.const 1))", "(result i32) (i32.const 7))", 1)
+    plugin = WasmPlugin(wasmtime.wat2wasm(old), manifest(PluginType.ALERT_PROCESSOR), Limits(), Grants())
+    with pytest.raises(PluginError, match="ABI version 7; this host runs version 1"):
+        asyncio.run(plugin.initialize({}))
+
+
+RAISER = """
+(module
+  (import "monbridge" "raise_alert" (func $raise (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "Derived")               ;; 7
+  (data (i32.const 32) "info")                  ;; 4
+  (data (i32.const 48) "source\\00wasm\\00")      ;; 12
+  (data (i32.const 64) "summary\\00seen\\00")     ;; 13
+  (global $raised (mut i32) (i32.const 0))
+  (func (export "monbridge_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "process_alert") (param i32 i32) (result i32)
+    (if (global.get $raised) (then (return (i32.const 0))))
+    (global.set $raised (i32.const 1))
+    (call $raise (i32.const 16) (i32.const 7) (i32.const 32) (i32.const 4)
+                 (i32.const 48) (i32.const 12) (i32.const 64) (i32.const 13))))
+"""
+
+
+async def test_an_alert_processor_raises_alerts_into_the_alert_engine(tmp_path):
+    from tests.unit.alerting_helpers import EngineUnderTest, make_alert
+
+    plugin = WasmPlugin(wasmtime.wat2wasm(RAISER), manifest(PluginType.ALERT_PROCESSOR, "raiser"), Limits(), Grants())
+    await plugin.initialize({})
+    t = EngineUnderTest(tmp_path, [("monitoring.alerts.raiser", plugin)])
+    await t.engine.start()
+    try:
+        t.engine.fire(make_alert("HighLoad", host="h1"), "test")
+        for _ in range(3):
+            await t.engine.drain()
+        alerts = {a.name: a for a in t.engine.store.active_alerts()}
+    finally:
+        await t.engine.stop()
+    assert sorted(alerts) == ["Derived", "HighLoad"]
+    derived = alerts["Derived"]
+    assert (derived.severity, derived.labels["source"], derived.annotations) == ("info", "wasm", {"summary": "seen"})
