@@ -71,6 +71,14 @@ Imports (module ``monbridge``; the host provides)
     4 KiB and 32 pairs; keys as names, values any UTF-8 without NUL. At most ``max_metrics``
     (default 20 000) per collection; one beyond returns ``ERR_LIMIT`` and is counted.
     Only during ``collect``.
+``emit_metrics(ptr, len) -> i32``
+    Many series in one call (a host call costs far more than a record): ``len`` bytes of records
+    back to back, each ``kind: u8 | name_len: u8 | attrs_len: u16 | value: f64 | name | attrs``
+    (little-endian, unaligned; name and attributes as for ``emit_metric``), at most 16 MiB.
+    Returns the number of records taken. A malformed record (a bad kind, name or attributes, a
+    record running past ``len``) is ``ERR_INVALID`` and none of the batch is taken; records
+    beyond ``max_metrics`` are dropped and counted, those before are taken, and the answer is
+    ``ERR_LIMIT``. Only during ``collect``.
 ``raise_alert(name_ptr, name_len, severity_ptr, severity_len, labels_ptr, labels_len,
 annotations_ptr, annotations_len) -> i32``
     Fire an alert (labels and annotations encoded as attributes). Alert processors only (the
@@ -122,6 +130,7 @@ plugin is first built, never by reading a config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -129,11 +138,12 @@ import json
 import logging
 import math
 import re
+import struct
 import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -174,7 +184,9 @@ _KINDS = (MetricKind.GAUGE, MetricKind.COUNTER, MetricKind.UP_DOWN_COUNTER)
 _NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_.:/-]*\Z")
 _LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
 _PAGE = 65536
-_TICK = 0.005  # seconds between epoch ticks while a guest runs
+_TICK = 0.005  # seconds an epoch stands for (deadlines are in epochs)
+_RECORD = struct.Struct("<BBHd")  # an emit_metrics record's head: kind, name length, attributes' length, value
+_NAME_CACHE = 4096  # names and attribute keys checked once per plugin instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +194,7 @@ class WasmBounds:
     """What a guest may hand the host, per call (see the ABI in the module docstring)."""
 
     max_metrics: int = 20_000
+    max_batch_bytes: int = 16 << 20
     max_name: int = 255
     max_attrs_bytes: int = 4096
     max_attrs: int = 32
@@ -211,7 +224,8 @@ class _Engine:
         self.engine = wasmtime.Engine(config)
         self._modules: dict[str, wasmtime.Module] = {}
         self._lock = threading.Lock()
-        self._running = 0
+        self._deadlines: dict[object, float] = {}  # of the calls running
+        self._last = time.monotonic()  # when the epoch was last advanced
         self._wake = threading.Condition(self._lock)
         self._ticker: threading.Thread | None = None
         self.fuel_per_second = self._measure_fuel()
@@ -249,47 +263,46 @@ class _Engine:
             pass  # out of fuel, as meant
         return fuel / max(time.thread_time() - t0, 1e-4)
 
-    def running(self) -> _Running:
-        return _Running(self)
-
-    def _enter(self) -> None:
+    @contextlib.contextmanager
+    def running(self, deadline: float) -> Iterator[None]:
+        """While a call with this (monotonic) deadline runs: the epoch is current when it starts,
+        and the ticker wakes at its deadline at the latest."""
+        token = object()
         with self._lock:
-            self._running += 1
+            self._advance()
+            self._deadlines[token] = deadline
             if self._ticker is None:
                 self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
                 self._ticker.start()
             self._wake.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._deadlines[token]
 
-    def _leave(self) -> None:
-        with self._lock:
-            self._running -= 1
+    def _advance(self) -> None:
+        """Bring the epoch up to the ``_TICK`` s of monotonic time since the last advance (with
+        the lock held). Between advances it stands still: a store's deadline is set right after
+        one (``running``), and the ticker advances at every deadline, so a guest is interrupted
+        at its deadline (plus the ticker's wake-up), never before, with no periodic wake-ups."""
+        now = time.monotonic()
+        if not self._deadlines:
+            self._last = now  # idle time is not counted
+            return
+        missed = int((now - self._last) / _TICK)
+        self._last += missed * _TICK
+        for _ in range(missed):
+            self.engine.increment_epoch()
 
     def _tick(self) -> None:
-        """While a guest runs, the epoch counts ``_TICK`` s of monotonic time: a late wake-up (the
-        GIL, a loaded machine) catches up with the ticks it missed instead of stretching them."""
-        last = time.monotonic()
-        while True:
-            with self._lock:
-                if not self._running:
-                    while not self._running:
-                        self._wake.wait()
-                    last = time.monotonic()
-            time.sleep(_TICK)
-            missed = int((time.monotonic() - last) / _TICK)
-            last += missed * _TICK
-            for _ in range(missed):
-                self.engine.increment_epoch()
-
-
-class _Running:
-    def __init__(self, engine: _Engine) -> None:
-        self.engine = engine
-
-    def __enter__(self) -> None:
-        self.engine._enter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.engine._leave()
+        with self._lock:
+            while True:
+                if self._deadlines:
+                    self._wake.wait(max(min(self._deadlines.values()) - time.monotonic(), 0.0) + _TICK)
+                else:
+                    self._wake.wait()
+                self._advance()
 
 
 _ENGINE: _Engine | None = None
@@ -324,6 +337,7 @@ _I32, _F64 = "i32", "f64"
 #: name: (params, results) of every host function.
 _IMPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "emit_metric": ((_I32, _I32, _I32, _F64, _I32, _I32), (_I32,)),
+    "emit_metrics": ((_I32, _I32), (_I32,)),
     "raise_alert": ((_I32,) * 8, (_I32,)),
     "alert_set": ((_I32,) * 5, (_I32,)),
     "config_value": ((_I32,) * 4, (_I32,)),
@@ -422,6 +436,8 @@ class WasmPlugin(Plugin):
         self._memory: wasmtime.Memory | None = None
         self._call: _Call | None = None
         self._stopped: str | None = None
+        self._names: dict[str, str] = {}  # attribute keys already checked (at most _NAME_CACHE)
+        self._batch_names: dict[bytes, str] = {}  # emit_metrics names already checked, by their bytes
 
     # ------------------------------------------------------------------ load-time checks
 
@@ -495,13 +511,13 @@ class WasmPlugin(Plugin):
         self._call = call
         t0 = time.thread_time()
         try:
-            if self._store is None:
-                self._instantiate()
-            store = self._store
-            assert store is not None
-            store.set_epoch_deadline(math.ceil(self._timeout / _TICK) + 1)
-            store.set_fuel(max(int(self._cpu_left() * self._eng.fuel_per_second), 1))
-            with self._eng.running():
+            with self._eng.running(call.deadline):
+                if self._store is None:
+                    self._instantiate()  # its start function runs under the deadline too
+                store = self._store
+                assert store is not None
+                store.set_epoch_deadline(math.ceil(self._timeout / _TICK) + 1)
+                store.set_fuel(max(int(self._cpu_left() * self._eng.fuel_per_second), 1))
                 result = body(call)
             if call.timed_out:  # a host function's wait ended at the deadline and the guest went on
                 raise LimitExceeded(StopReason.TIMEOUT, f"{export} still running after {self._timeout:g} s")
@@ -697,13 +713,39 @@ class WasmPlugin(Plugin):
         """Attributes encoded as key NUL value NUL ... (see the ABI)."""
         if length == 0:
             return {}
-        fields = self._text(caller, ptr, length, self.bounds.max_attrs_bytes).split("\0")
+        return self._decode_pairs(self._bytes(caller, ptr, length, self.bounds.max_attrs_bytes))
+
+    def _decode_pairs(self, data: bytes) -> dict[str, str]:
+        try:
+            fields = data.decode().split("\0")
+        except UnicodeDecodeError:
+            raise _GuestError(ERR_INVALID) from None
         if fields[-1] != "" or len(fields) % 2 != 1 or len(fields) // 2 > self.bounds.max_attrs:
             raise _GuestError(ERR_INVALID)
         pairs = dict(zip(fields[:-1:2], fields[1::2], strict=True))
-        if not all(_NAME.match(k) for k in pairs):
-            raise _GuestError(ERR_INVALID)
+        for k in pairs:
+            if k not in self._names:
+                self._key(k)
         return pairs
+
+    def _key(self, key: str) -> None:
+        """Check an attribute key (a name) not seen before, and remember it."""
+        if not _NAME.match(key) or len(key.encode()) > self.bounds.max_name:
+            raise _GuestError(ERR_INVALID)
+        if len(self._names) < _NAME_CACHE:
+            self._names[key] = key
+
+    def _batch_name(self, raw: bytes) -> str:
+        """An emit_metrics record's name not seen before, checked and remembered."""
+        try:
+            name = raw.decode()
+        except UnicodeDecodeError:
+            raise _GuestError(ERR_INVALID) from None
+        if not _NAME.match(name):
+            raise _GuestError(ERR_INVALID)
+        if len(self._batch_names) < _NAME_CACHE:
+            self._batch_names[raw] = name
+        return name
 
     def _copy_out(self, caller: Any, data: bytes, ptr: int, cap: int) -> int:
         assert self._memory is not None
@@ -718,16 +760,64 @@ class WasmPlugin(Plugin):
         if call.export != "collect":
             raise _GuestError(ERR_UNSUPPORTED)
         if len(call.metrics) >= self.bounds.max_metrics:
-            self.counters["dropped_metrics"] += 1
-            if self.counters["dropped_metrics"] == 1 or len(call.metrics) == self.bounds.max_metrics:
-                log.warning("WASM plugin %s: more than %d metrics in one collection; the rest are dropped",
-                            self.id, self.bounds.max_metrics)
+            self._dropped_metrics(1)
             raise _GuestError(ERR_LIMIT)
         if not 0 <= kind < len(_KINDS):
             raise _GuestError(ERR_INVALID)
         name = self._name(caller, name_ptr, name_len)
         call.metrics.append(Metric(name, _KINDS[kind], value, attributes=self._pairs(caller, attrs_ptr, attrs_len)))
         return 0
+
+    def _h_emit_metrics(self, caller: Any, call: _Call, ptr: int, length: int) -> int:
+        if call.export != "collect":
+            raise _GuestError(ERR_UNSUPPORTED)
+        data = self._bytes(caller, ptr, length, self.bounds.max_batch_bytes)
+        room = self.bounds.max_metrics - len(call.metrics)
+        taken: list[Metric] = []
+        dropped, pos, end, unpack = 0, 0, len(data), _RECORD.unpack_from
+        max_attrs, max_fields, head = self.bounds.max_attrs_bytes, 2 * self.bounds.max_attrs + 1, _RECORD.size
+        names, keys, kinds = self._batch_names, self._names, _KINDS
+        try:
+            while pos < end:
+                if pos + head > end:
+                    raise _GuestError(ERR_INVALID)
+                kind, name_len, attrs_len, value = unpack(data, pos)
+                pos += head
+                stop = pos + name_len + attrs_len
+                if kind >= 3 or stop > end or attrs_len > max_attrs:
+                    raise _GuestError(ERR_INVALID)
+                raw = data[pos:pos + name_len]
+                name = names.get(raw)
+                if name is None:
+                    name = self._batch_name(raw)
+                attrs: dict[str, str] = {}
+                if attrs_len:
+                    fields = data[pos + name_len:stop].decode().split("\0")
+                    n = len(fields)
+                    if fields[-1] or not n & 1 or n > max_fields:
+                        raise _GuestError(ERR_INVALID)
+                    attrs = {fields[0]: fields[1]} if n == 3 else dict(zip(fields[:-1:2], fields[1::2], strict=True))
+                    for k in attrs:
+                        if k not in keys:
+                            self._key(k)
+                pos = stop
+                if len(taken) < room:
+                    taken.append(Metric(name, kinds[kind], value, attributes=attrs))
+                else:
+                    dropped += 1
+        except UnicodeDecodeError:
+            raise _GuestError(ERR_INVALID) from None
+        call.metrics.extend(taken)
+        if dropped:
+            self._dropped_metrics(dropped)
+            raise _GuestError(ERR_LIMIT)
+        return len(taken)
+
+    def _dropped_metrics(self, n: int) -> None:
+        if not self.counters["dropped_metrics"]:
+            log.warning("WASM plugin %s: more than %d metrics in one collection; the rest are dropped",
+                        self.id, self.bounds.max_metrics)
+        self.counters["dropped_metrics"] += n
 
     def _h_raise_alert(self, caller: Any, call: _Call, name_ptr: int, name_len: int, sev_ptr: int, sev_len: int,
                        labels_ptr: int, labels_len: int, ann_ptr: int, ann_len: int) -> int:
