@@ -408,3 +408,51 @@ async def test_an_alert_processor_raises_alerts_into_the_alert_engine(tmp_path):
     assert sorted(alerts) == ["Derived", "HighLoad"]
     derived = alerts["Derived"]
     assert (derived.severity, derived.labels["source"], derived.annotations) == ("info", "wasm", {"summary": "seen"})
+
+
+START_LOOP = """
+(module
+  (memory (export "memory") 1)
+  (func $forever (loop $again (br $again)))
+  (start $forever)
+  (func (export "monbridge_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "collect") (result i32) (i32.const 0)))
+"""
+
+
+async def test_a_start_function_that_never_returns_is_stopped_at_initialize():
+    plugin = WasmPlugin(wasmtime.wat2wasm(START_LOOP), manifest(), ROOMY, Grants())
+    outcome, took, late = await ticking(plugin.initialize({"collection_interval": 5, "timeout": 1}))
+    stopped(outcome, StopReason.TIMEOUT)
+    assert 1 <= took <= 1.1, took
+    assert late <= 0.02, late
+
+
+async def test_each_call_has_its_own_deadline_and_a_good_plugin_beside_them_keeps_delivering():
+    long = await collector("spin", {"collection_interval": 5, "timeout": 2})
+    short = await collector("spin", {"collection_interval": 5, "timeout": 1})
+    good = WasmPlugin(wasm(EXAMPLE), manifest(name="example"), ROOMY, Grants())
+    await good.initialize({"instance": "db-3", "base": 1, "collection_interval": 0.2})
+    delivered: list[float] = []
+
+    async def timed(aw: Awaitable[Any]) -> tuple[Any, float]:
+        outcome, took, _ = await ticking(aw)
+        return outcome, took
+
+    async def good_rounds() -> None:
+        while True:
+            metrics = await good.collect_metrics()
+            delivered.append(metrics[0].value)
+            await asyncio.sleep(0.2)
+
+    rounds = asyncio.create_task(good_rounds())
+    (long_out, long_took), (short_out, short_took) = await asyncio.gather(timed(long.collect_metrics()),
+                                                                          timed(short.collect_metrics()))
+    rounds.cancel()
+    stopped(long_out, StopReason.TIMEOUT)
+    stopped(short_out, StopReason.TIMEOUT)
+    assert 1 <= short_took <= 1.1, short_took
+    assert 2 <= long_took <= 2.2, long_took
+    assert delivered == [float(n) for n in range(1, len(delivered) + 1)] and len(delivered) >= 5
