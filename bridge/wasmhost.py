@@ -97,13 +97,16 @@ annotations_ptr, annotations_len) -> i32``
     Start a GET of an ``http://`` or ``https://`` URL (at most 2 KiB) on a connection of its own;
     returns a handle (>= 0). The URL's host (and port) must be in ``grants.hosts``
     (``ERR_NOT_GRANTED``, logged and counted); at most ``limits.connections`` fetches are open at
-    once (``ERR_CONNECTIONS``, logged and counted): a connection counts until its fetch is done,
-    whatever the guest does with the handle. No redirects are followed; a fetch takes at most
-    10 s and the call's deadline, its body at most 1 MiB (``ERR_TOO_LARGE``).
+    once (``ERR_CONNECTIONS``, logged and counted): a fetch counts from ``http_fetch`` until its
+    connection is closed and its handle is (``http_close``, or the call's end). No redirects are
+    followed; a fetch (connect, request, every byte of the answer) is over within 10 s and the
+    call's deadline, however slowly the peer sends; its body is at most 1 MiB (``ERR_TOO_LARGE``).
 ``http_status(handle) -> i32``
-    Wait for the fetch (until the call's deadline): the HTTP status, or an error code.
+    Wait for the fetch: the HTTP status, or an error code. A wait reaching the call's deadline
+    stops the call (``TIMEOUT``).
 ``http_response(handle, buf_ptr, buf_cap) -> i32``
-    Wait for the fetch: copies at most ``buf_cap`` bytes of the body, returns the body's length.
+    Wait for the fetch (as ``http_status``): copies at most ``buf_cap`` bytes of the body,
+    returns the body's length.
 ``http_close(handle) -> i32``
     Forget the handle. Handles are per call: all are forgotten when the call into the guest ends.
 
@@ -118,7 +121,7 @@ Error codes (negative returns of the imports)
 -5  ``ERR_NOT_GRANTED``   the host is not in ``grants.hosts``
 -6  ``ERR_CONNECTIONS``   ``limits.connections`` fetches are open
 -7  ``ERR_NETWORK``       the fetch failed (connect, TLS, protocol)
--8  ``ERR_TIMEOUT``       the fetch or the call's deadline passed
+-8  ``ERR_TIMEOUT``       the fetch's 10 s passed
 -9  ``ERR_NOT_FOUND``     no such config key
 -10 ``ERR_UNSUPPORTED``   the import is not available in this export or plugin type
 ==  ====================  =========================================================
@@ -884,7 +887,7 @@ class WasmPlugin(Plugin):
             self.counters["refused_hosts"] += 1
             log.warning("WASM plugin %s: fetch of %s:%d refused: the host is not granted", self.id, host, port)
             raise _GuestError(ERR_NOT_GRANTED)
-        if self._slots is None or not self._slots.acquire(blocking=False):
+        if len(call.fetches) >= self.limits.connections or not self._slots or not self._slots.acquire(blocking=False):
             self.counters["refused_connections"] += 1
             log.warning("WASM plugin %s: fetch of %s:%d refused: %d connections are open (its limit)",
                         self.id, host, port, self.limits.connections)
@@ -892,29 +895,43 @@ class WasmPlugin(Plugin):
         fetch = _Fetch()
         handle = max(call.fetches, default=-1) + 1
         call.fetches[handle] = fetch
-        timeout = max(min(self.bounds.http_timeout, call.deadline - time.monotonic()), 0.001)
+        deadline = min(time.monotonic() + self.bounds.http_timeout, call.deadline)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        threading.Thread(target=self._fetch, args=(fetch, parts.scheme, host, port, target, timeout),
+        threading.Thread(target=self._fetch, args=(fetch, parts.scheme, host, port, target, deadline),
                          name=f"wasm-fetch:{self.id}", daemon=True).start()
         return handle
 
-    def _fetch(self, fetch: _Fetch, scheme: str, host: str, port: int, target: str, timeout: float) -> None:
-        """One GET on a connection of its own (in a thread of its own); frees its slot when done."""
+    def _fetch(self, fetch: _Fetch, scheme: str, host: str, port: int, target: str, deadline: float) -> None:
+        """One GET on a connection of its own (in a thread of its own), over by ``deadline`` however
+        slowly the peer sends; frees its slot when done."""
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            return remaining
+
         try:
             cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            conn = cls(host, port, timeout=timeout)
+            conn = cls(host, port, timeout=left())
             try:
                 conn.request("GET", target, headers={"User-Agent": f"monbridge-wasm/{self.id}"})
                 response = conn.getresponse()
-                body = response.read(self.bounds.http_max_body + 1)
+                body = bytearray()
+                while len(body) <= self.bounds.http_max_body:
+                    if conn.sock is not None:
+                        conn.sock.settimeout(left())
+                    chunk = response.read1(65536)
+                    if not chunk:
+                        break
+                    body += chunk
             finally:
                 conn.close()
             if len(body) > self.bounds.http_max_body:
                 fetch.future.set_exception(_GuestError(ERR_TOO_LARGE))
             else:
-                fetch.future.set_result((response.status, body))
+                fetch.future.set_result((response.status, bytes(body)))
         except TimeoutError:
             fetch.future.set_exception(_GuestError(ERR_TIMEOUT))
         except (OSError, http.client.HTTPException) as e:

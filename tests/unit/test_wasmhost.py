@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Iterator
@@ -456,3 +457,43 @@ async def test_each_call_has_its_own_deadline_and_a_good_plugin_beside_them_keep
     assert 1 <= short_took <= 1.1, short_took
     assert 2 <= long_took <= 2.2, long_took
     assert delivered == [float(n) for n in range(1, len(delivered) + 1)] and len(delivered) >= 5
+
+
+async def test_a_trickling_peer_is_cut_off_at_the_calls_deadline():
+    """The peer sends its answer a byte every 0.1 s: the call is stopped at its deadline and the
+    host closes the connection then (the peer's write fails), freeing the connection's slot."""
+    closed: list[float] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+                while True:
+                    conn.sendall(b"x")
+                    time.sleep(0.1)
+            except OSError:
+                closed.append(time.monotonic())
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    plugin = await collector("fetch", {"url": f"http://127.0.0.1:{port}/", "collection_interval": 2, "timeout": 1},
+                             Limits(connections=1, cpu_percent=1000, cpu_burst_percent=1000),
+                             Grants(hosts=[f"127.0.0.1:{port}"]))
+    t0 = time.monotonic()
+    outcome, took, _ = await ticking(plugin.collect_metrics())
+    await asyncio.to_thread(thread.join, 5)
+    listener.close()
+    stopped(outcome, StopReason.TIMEOUT)
+    assert 1 <= took <= 1.1, took
+    assert closed and closed[0] - t0 <= 1.1 + 0.1, closed  # + the peer's own 0.1 s between writes
+    assert plugin._slots is not None and plugin._slots.acquire(blocking=False)  # the one slot is free again
+
+
+def test_importing_the_host_loads_no_wasmtime(tmp_path):
+    from tests.unit.test_import_graph import found, loaded_after
+
+    assert found(loaded_after("import bridge.wasmhost", tmp_path), ("wasmtime",)) == []
