@@ -2,7 +2,8 @@
 
 ``WasmPlugin(module, manifest, limits, grants)`` is a plugin of the manifest's ``plugin_type``
 (``metric_collector``: a ``MetricCollectorPlugin``; ``alert_processor``: an
-``AlertProcessorPlugin``), so the supervisor runs it like any other. Every call into the guest
+``AlertProcessorPlugin``; ``integration``: a ``MonitoringIntegrationPlugin``; dashboard components
+are not run in WASM), so the supervisor runs it like any other. Every call into the guest
 runs in the plugin's own thread, off the event loop, under these limits:
 
 - time: the engine has epoch interruption; each call's deadline is the plugin's ``timeout``
@@ -45,7 +46,9 @@ Exports (the guest provides)
 ``memory``                            the linear memory (required)
 ``monbridge_abi_version() -> i32``    must return 1 (checked when the plugin initializes)
 ``alloc(size) -> ptr``                memory of ``size`` bytes the host may write to (config, an
-                                      alert); 0 when there is none
+                                      alert, a batch); 0 when there is none. The memory stays the
+                                      guest's: the host never frees it, and the guest may reuse
+                                      it once the call it was allocated for returned
 ``init(ptr, len) -> i32``             the plugin's config as JSON (``len`` bytes at ``ptr``, which
                                       ``alloc`` returned); 0 is success, any other value an error
 ``shutdown() -> i32``                 optional; called once when the plugin stops
@@ -58,6 +61,14 @@ alert processors (``alert_processor``):
                                       changes it with ``alert_set``; 0 is success
 ``acknowledge(ptr, len) -> i32``      optional: an alert id was acknowledged
 ``resolve(ptr, len) -> i32``          optional: an alert id was resolved
+integrations (``integration``), each optional (a missing one does nothing):
+``import_metrics() -> i32``           one import round: the metrics ``emit_metric(s)`` emitted
+                                      during the call are imported; 0 is success
+``import_alerts() -> i32``            the alerts ``raise_alert`` raised during the call are imported
+``export_metrics(ptr, len) -> i32``   the round's series, as ``emit_metrics`` records (numbers
+                                      only: histograms and summaries are left out and counted);
+                                      0 is success, 2 a permanent failure, others retryable
+``export_alerts(ptr, len) -> i32``    alerts as a JSON array of ``process_alert``'s objects
 
 A nonzero return of an export is a failed call (``PluginError`` naming the export and the value).
 
@@ -70,7 +81,7 @@ Imports (module ``monbridge``; the host provides)
     value, each of the two followed by a NUL byte (``"host\\0db1\\0role\\0primary\\0"``), at most
     4 KiB and 32 pairs; keys as names, values any UTF-8 without NUL. At most ``max_metrics``
     (default 20 000) per collection; one beyond returns ``ERR_LIMIT`` and is counted.
-    Only during ``collect``.
+    Only during ``collect`` and ``import_metrics``.
 ``emit_metrics(ptr, len) -> i32``
     Many series in one call (a host call costs far more than a record): ``len`` bytes of records
     back to back, each ``kind: u8 | name_len: u8 | attrs_len: u16 | value: f64 | name | attrs``
@@ -78,11 +89,12 @@ Imports (module ``monbridge``; the host provides)
     Returns the number of records taken. A malformed record (a bad kind, name or attributes, a
     record running past ``len``) is ``ERR_INVALID`` and none of the batch is taken; records
     beyond ``max_metrics`` are dropped and counted, those before are taken, and the answer is
-    ``ERR_LIMIT``. Only during ``collect``.
+    ``ERR_LIMIT``. Only during ``collect`` and ``import_metrics``.
 ``raise_alert(name_ptr, name_len, severity_ptr, severity_len, labels_ptr, labels_len,
 annotations_ptr, annotations_len) -> i32``
-    Fire an alert (labels and annotations encoded as attributes). Alert processors only (the
-    alert engine's ``fire``); at most 100 per call.
+    Fire an alert (labels and annotations encoded as attributes): in an alert processor into the
+    alert engine (``fire``); in an integration's ``import_alerts`` as what it imports. At most
+    100 per call.
 ``alert_set(field, key_ptr, key_len, value_ptr, value_len) -> i32``
     During ``process_alert``: set a label (``field`` 0), an annotation (1) or the severity (2;
     the key is ignored) of the alert being processed.
@@ -158,9 +170,13 @@ from bridge.api import (
     AlertProcessorPlugin,
     AlertState,
     CollectorConfig,
+    ExportResult,
+    IntegrationConfig,
     Metric,
+    MetricBatch,
     MetricCollectorPlugin,
     MetricKind,
+    MonitoringIntegrationPlugin,
     Plugin,
     PluginConfig,
     PluginError,
@@ -190,6 +206,7 @@ _PAGE = 65536
 _TICK = 0.005  # seconds an epoch stands for (deadlines are in epochs)
 _RECORD = struct.Struct("<BBHd")  # an emit_metrics record's head: kind, name length, attributes' length, value
 _NAME_CACHE = 4096  # names and attribute keys checked once per plugin instance
+_EMITTING = frozenset(("collect", "import_metrics"))  # the exports during which metrics may be emitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,10 +434,11 @@ class WasmPlugin(Plugin):
                                     description=str(manifest.get("description", "")), plugin_type=self.plugin_type)
         self.limits, self.grants, self.bounds = limits, grants, bounds or WasmBounds()
         #: Refusals and drops of this instance: refused_hosts, refused_connections, dropped_metrics,
-        #: dropped_logs, dropped_output, rejected_calls (host calls answered with an error code).
+        #: dropped_logs, dropped_output, rejected_calls (host calls answered with an error code),
+        #: unexported_metrics (an integration's series the ABI cannot carry: histograms, summaries).
         self.counters: dict[str, int] = dict.fromkeys(
             ("refused_hosts", "refused_connections", "dropped_metrics", "dropped_logs", "dropped_output",
-             "rejected_calls"), 0)
+             "rejected_calls", "unexported_metrics"), 0)
         self._grants = [host_port(h) for h in grants.hosts]
         self._eng = _engine()
         try:
@@ -760,7 +778,7 @@ class WasmPlugin(Plugin):
 
     def _h_emit_metric(self, caller: Any, call: _Call, kind: int, name_ptr: int, name_len: int, value: float,
                        attrs_ptr: int, attrs_len: int) -> int:
-        if call.export != "collect":
+        if call.export not in _EMITTING:
             raise _GuestError(ERR_UNSUPPORTED)
         if len(call.metrics) >= self.bounds.max_metrics:
             self._dropped_metrics(1)
@@ -772,7 +790,7 @@ class WasmPlugin(Plugin):
         return 0
 
     def _h_emit_metrics(self, caller: Any, call: _Call, ptr: int, length: int) -> int:
-        if call.export != "collect":
+        if call.export not in _EMITTING:
             raise _GuestError(ERR_UNSUPPORTED)
         data = self._bytes(caller, ptr, length, self.bounds.max_batch_bytes)
         room = self.bounds.max_metrics - len(call.metrics)
@@ -824,7 +842,7 @@ class WasmPlugin(Plugin):
 
     def _h_raise_alert(self, caller: Any, call: _Call, name_ptr: int, name_len: int, sev_ptr: int, sev_len: int,
                        labels_ptr: int, labels_len: int, ann_ptr: int, ann_len: int) -> int:
-        if self.plugin_type is not PluginType.ALERT_PROCESSOR:
+        if self.plugin_type is not PluginType.ALERT_PROCESSOR and call.export != "import_alerts":
             raise _GuestError(ERR_UNSUPPORTED)
         if len(call.alerts) >= self.bounds.max_alerts:
             raise _GuestError(ERR_LIMIT)
@@ -1037,8 +1055,7 @@ class WasmAlertProcessor(WasmPlugin, AlertProcessorPlugin):
 
     async def process_alert(self, alert: Alert) -> Alert:
         changed = dataclasses.replace(alert, labels=dict(alert.labels), annotations=dict(alert.annotations))
-        data = json.dumps({"id": alert.id, "name": alert.name, "severity": alert.severity, "state": alert.state.value,
-                           "labels": alert.labels, "annotations": alert.annotations, "value": alert.value}).encode()
+        data = json.dumps(_alert_json(alert)).encode()
 
         def process(call: _Call) -> list[Alert]:
             call.alert = changed
@@ -1071,6 +1088,105 @@ class WasmAlertProcessor(WasmPlugin, AlertProcessorPlugin):
                 continue
             alert.state = AlertState.FIRING
             self.ctx.engine.fire(alert, by=self.id)
+
+
+class WasmIntegrationConfig(IntegrationConfig):
+    """A WASM integration's config: the schedule keys plus whatever the module reads."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True, defer_build=True)
+
+
+class WasmIntegration(WasmPlugin, MonitoringIntegrationPlugin):
+    """An integration in WASM: each of ``import_metrics``, ``import_alerts``, ``export_metrics`` and
+    ``export_alerts`` is the export of that name when the module has it, else does nothing."""
+
+    config_model: ClassVar[type[PluginConfig]] = WasmIntegrationConfig
+
+    async def import_metrics(self) -> Sequence[Metric]:
+        if not self._has_export("import_metrics"):
+            return []
+
+        def run(call: _Call) -> list[Metric]:
+            self._export_status(call, "import_metrics")
+            return call.metrics
+
+        result: list[Metric] = await self._run("import_metrics", run)
+        return result
+
+    async def import_alerts(self) -> Sequence[Alert]:
+        if not self._has_export("import_alerts"):
+            return []
+
+        def run(call: _Call) -> list[Alert]:
+            self._export_status(call, "import_alerts")
+            return call.alerts
+
+        result: list[Alert] = await self._run("import_alerts", run)
+        return result
+
+    async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        """The batch's numbers to ``export_metrics``: 0 is success, 2 a permanent failure, any
+        other answer a retryable one."""
+        return await self._export_records(batch.metrics())
+
+    async def export_metrics(self, metrics: Sequence[Metric]) -> None:
+        result = await self._export_records(metrics)
+        if not result.ok:
+            raise PluginError(result.reason)
+
+    async def _export_records(self, metrics: Sequence[Metric]) -> ExportResult:
+        if not self._has_export("export_metrics"):
+            return ExportResult.success()
+        data, skipped = self._records(metrics)
+        if skipped:
+            self.counters["unexported_metrics"] += skipped
+
+        def run(call: _Call) -> int:
+            assert self._store is not None
+            status = self._export("export_metrics")(self._store, *self._copy_in(data))
+            return int(status)
+
+        try:
+            status = await self._run("export_metrics", run)
+        except PluginError as e:
+            return ExportResult.retryable(str(e))
+        if status == 0:
+            return ExportResult.success()
+        text = f"WASM plugin {self.id}: export_metrics returned {status}"
+        return ExportResult.permanent(text) if status == 2 else ExportResult.retryable(text)
+
+    async def export_alerts(self, alerts: Sequence[Alert]) -> None:
+        if not self._has_export("export_alerts") or not alerts:
+            return
+        data = json.dumps([_alert_json(a) for a in alerts]).encode()
+        await self._run("export_alerts", lambda call: self._export_status(call, "export_alerts", *self._copy_in(data)))
+
+    def _records(self, metrics: Sequence[Metric]) -> tuple[bytes, int]:
+        """``metrics`` as emit_metrics records (the numbers of the kinds the ABI has; each record
+        within the ABI's bounds): the bytes, and how many were left out."""
+        out, skipped, pack = bytearray(), 0, _RECORD.pack
+        for m in metrics:
+            if m.kind not in _KIND_CODE or not isinstance(m.value, int | float):
+                skipped += 1
+                continue
+            name = m.name.encode()
+            attrs = b"".join(f"{k}\0{v}\0".encode() for k, v in m.attributes.items())
+            if len(name) > self.bounds.max_name or len(attrs) > self.bounds.max_attrs_bytes or \
+                    len(out) + _RECORD.size + len(name) + len(attrs) > self.bounds.max_batch_bytes:
+                skipped += 1
+                continue
+            out += pack(_KIND_CODE[m.kind], len(name), len(attrs), float(m.value))
+            out += name
+            out += attrs
+        return bytes(out), skipped
+
+
+_KIND_CODE = {kind: code for code, kind in enumerate(_KINDS)}
+
+
+def _alert_json(alert: Alert) -> dict[str, Any]:
+    return {"id": alert.id, "name": alert.name, "severity": alert.severity, "state": alert.state.value,
+            "labels": alert.labels, "annotations": alert.annotations, "value": alert.value}
 
 
 def wasm_plugin_factory(module: bytes, manifest: Mapping[str, Any], limits: Limits, grants: Grants,

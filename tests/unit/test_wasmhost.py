@@ -497,3 +497,64 @@ def test_importing_the_host_loads_no_wasmtime(tmp_path):
     from tests.unit.test_import_graph import found, loaded_after
 
     assert found(loaded_after("import bridge.wasmhost", tmp_path), ("wasmtime",)) == []
+
+
+# --------------------------------------------------------------------------- integrations
+
+ECHO = """
+(module
+  (import "monbridge" "emit_metrics" (func $emit_metrics (param i32 i32) (result i32)))
+  (import "monbridge" "log" (func $log (param i32 i32 i32) (result i32)))
+  (import "monbridge" "raise_alert" (func $raise (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "Imported")   ;; 8
+  (data (i32.const 32) "warning")    ;; 7
+  (global $heap (mut i32) (i32.const 4096))
+  (global $ptr (mut i32) (i32.const 0))
+  (global $len (mut i32) (i32.const 0))
+  (func (export "monbridge_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+  ;; keeps what it was given, hands it back at the next import
+  (func (export "export_metrics") (param $p i32) (param $n i32) (result i32)
+    (global.set $ptr (local.get $p))
+    (global.set $len (local.get $n))
+    (i32.const 0))
+  (func (export "import_metrics") (result i32)
+    (if (result i32) (i32.lt_s (call $emit_metrics (global.get $ptr) (global.get $len)) (i32.const 0))
+      (then (i32.const 1)) (else (i32.const 0))))
+  (func (export "export_alerts") (param $p i32) (param $n i32) (result i32)
+    (call $log (i32.const 1) (local.get $p) (local.get $n)))
+  (func (export "import_alerts") (result i32)
+    (call $raise (i32.const 16) (i32.const 8) (i32.const 32) (i32.const 7) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))))
+"""
+
+
+async def test_an_integration_exports_and_imports_through_the_abi(caplog):
+    from bridge.api import HistogramValue, Metric, MonitoringIntegrationPlugin
+
+    plugin = WasmPlugin(wasmtime.wat2wasm(ECHO), manifest(PluginType.INTEGRATION, "echo"), Limits(), Grants())
+    assert isinstance(plugin, MonitoringIntegrationPlugin)
+    await plugin.initialize({"interval": 5})
+    sent = [Metric("a.gauge", MetricKind.GAUGE, 1.5, attributes={"host": "h1", "n": 3, "up": True}),
+            Metric("b_total", MetricKind.COUNTER, 7, attributes={}),
+            Metric("c.depth", MetricKind.UP_DOWN_COUNTER, -2.0, attributes={"q": "ü"}),
+            Metric("d.latency", MetricKind.HISTOGRAM, HistogramValue((1.0,), (1, 0), 0.5, 1))]
+    await plugin.export_metrics(sent)
+    back = await plugin.import_metrics()
+    assert [(m.name, m.kind, m.value, dict(m.attributes)) for m in back] == [
+        ("a.gauge", MetricKind.GAUGE, 1.5, {"host": "h1", "n": "3", "up": "True"}),
+        ("b_total", MetricKind.COUNTER, 7.0, {}),
+        ("c.depth", MetricKind.UP_DOWN_COUNTER, -2.0, {"q": "ü"}),
+    ]
+    assert plugin.counters["unexported_metrics"] == 1  # the histogram: not in ABI version 1
+    [imported] = await plugin.import_alerts()
+    assert (imported.name, imported.severity) == ("Imported", "warning")
+    with caplog.at_level(logging.INFO, "bridge.wasmhost"):
+        await plugin.export_alerts([Alert(id="a9", name="Disk", severity="critical", labels={"dev": "sda"})])
+    assert '"id": "a9", "name": "Disk", "severity": "critical"' in caplog.text
+    await plugin.shutdown(timeout=1)
