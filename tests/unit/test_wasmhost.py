@@ -530,7 +530,8 @@ ECHO = """
   (func (export "export_alerts") (param $p i32) (param $n i32) (result i32)
     (call $log (i32.const 1) (local.get $p) (local.get $n)))
   (func (export "import_alerts") (result i32)
-    (call $raise (i32.const 16) (i32.const 8) (i32.const 32) (i32.const 7) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))))
+    (call $raise (i32.const 16) (i32.const 8) (i32.const 32) (i32.const 7)
+                 (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))))
 """
 
 
@@ -558,3 +559,14 @@ async def test_an_integration_exports_and_imports_through_the_abi(caplog):
         await plugin.export_alerts([Alert(id="a9", name="Disk", severity="critical", labels={"dev": "sda"})])
     assert '"id": "a9", "name": "Disk", "severity": "critical"' in caplog.text
     await plugin.shutdown(timeout=1)
+
+
+async def test_the_plugin_thread_runs_below_the_event_loops_priority():
+    import os
+
+    plugin = await collector("crash", {"collection_interval": 1})
+    assert plugin._executor is not None
+    theirs = await asyncio.wrap_future(plugin._executor.submit(
+        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert theirs == min(ours + 10, 19) and theirs > ours
