@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import os
 import platform
 import resource
@@ -124,7 +125,7 @@ async def main(args: argparse.Namespace) -> int:
     await wasm.shutdown()
 
     print(f"bench_wasm: {args.series} series, {args.rounds} rounds (+{args.warmup} warm-up), "
-          f"Python {platform.python_version()}, wasmtime {wasmtime.__version__ if hasattr(wasmtime, '__version__') else '?'}, "
+          f"Python {platform.python_version()}, wasmtime {importlib.metadata.version('wasmtime')}, "
           f"{os.cpu_count()} CPUs")
     print(f"{'':8} {'CPU ms/collection':>18} {'wall ms (median)':>17} {'p90':>8} {'heap B/series':>14}")
     for name in ("python", "wasm"):

@@ -7,20 +7,29 @@ are not run in WASM), so the supervisor runs it like any other. Every call into 
 runs in the plugin's own thread, off the event loop, under these limits:
 
 - time: the engine has epoch interruption; each call's deadline is the plugin's ``timeout``
-  (the collection timeout, default the interval): guest code still running then traps and the
-  call raises ``LimitExceeded(TIMEOUT)``. A host function waiting (``http_response``) waits no
-  longer than the deadline either.
-- CPU: the thread CPU time of every call is accounted over ``limits.cpu_window`` (at most
-  ``cpu_percent`` % of a core) and ``limits.cpu_burst_window`` (``cpu_burst_percent`` %); a
-  call that takes the plugin over either raises ``LimitExceeded(CPU_LIMIT)``. Each call also gets
-  a fuel budget (wasmtime's ``consume_fuel``) of what is left of both budgets, converted with
-  the fuel this host burns per CPU second (measured once): a spinning guest runs out of fuel and
-  traps, also ``CPU_LIMIT``.
+  (a collector's ``timeout``, default its ``collection_interval``; an integration's ``timeout``
+  or ``interval``; else 30 s), for instantiation and ``init`` too: guest code still running then
+  traps and the call raises ``LimitExceeded(TIMEOUT)``. The epoch advances when a call starts and
+  at each running call's deadline (one thread, asleep in between), so deadlines hold to a few
+  milliseconds with no periodic wake-ups. A host function waiting for a fetch waits no longer than
+  the deadline: the call is stopped then too.
+- CPU: the thread CPU time of every call (guest and host functions) is accounted over
+  ``limits.cpu_window`` (at most ``cpu_percent`` % of a core) and ``limits.cpu_burst_window``
+  (``cpu_burst_percent`` %); a call that takes the plugin over either raises
+  ``LimitExceeded(CPU_LIMIT)``. Each call also gets a fuel budget (wasmtime's ``consume_fuel``):
+  what is left of both budgets at the fuel the cheapest loop burns per CPU second (measured once
+  per process), so a spinning guest runs out of fuel within its CPU budget and traps, also
+  ``CPU_LIMIT``. (Code doing more per instruction burns fuel faster and runs out sooner, up to
+  ~10x: fuel bounds guest instructions, the thread CPU time everything.) The plugin's thread runs
+  at nice +10, so a guest spinning until it is stopped takes CPU from the event loop only when
+  the loop leaves it.
 - memory: the store's limits: ``limits.memory_mb`` MiB of linear memory, one instance, one
   memory, one table of at most 10 000 elements. ``memory.grow`` beyond that fails (returns -1);
-  a module declaring more, or a call that traps or fails while the memory is at the limit,
-  raises ``LimitExceeded(MEMORY_LIMIT)``.
-- any other trap raises ``LimitExceeded(CRASHED)`` with the trap's message.
+  a module declaring more, or a call that traps or fails while its memory is within a tenth (at
+  least 1 MiB) of the limit (a grow has failed), raises ``LimitExceeded(MEMORY_LIMIT)``. What the
+  host holds for a guest is bounded too (see ``WasmBounds``).
+- any other trap raises ``LimitExceeded(CRASHED)`` with the trap's message; so does a failure of
+  a host function (a bug of the host, logged with its traceback).
 
 After a ``LimitExceeded`` the instance is dropped (its memory freed) and every later call raises
 ``PluginError``: the supervisor restarts the plugin with a new instance.
