@@ -37,8 +37,9 @@ After a ``LimitExceeded`` the instance is dropped (its memory freed) and every l
 Sandbox: WASI preview 1 with no arguments, no environment, no stdin, stdout and stderr captured
 into the agent's log (at most 4 KiB per call, the rest dropped and counted), and no preopened
 directory but those of ``grants.paths`` (each at its own path): a file can be opened only inside
-them. A module may import only the host functions below and WASI preview 1; any other import is
-refused at load, naming it. WASI preview 1 has no call that runs a program or opens a socket of its
+them. A module may import only the host functions below and WASI preview 1 but ``poll_oneoff``
+(a sleep in the host would outlast the call's deadline: the epoch interrupts guest code only);
+any other import is refused at load, naming it. WASI preview 1 has no call that runs a program or opens a socket of its
 own (``sock_*`` work only on preopened sockets, and none are given), so a WASM plugin has no
 shell and no network but ``http_fetch``.
 
@@ -217,6 +218,22 @@ _TICK = 0.005  # seconds an epoch stands for (deadlines are in epochs)
 _RECORD = struct.Struct("<BBHd")  # an emit_metrics record's head: kind, name length, attributes' length, value
 _NAME_CACHE = 4096  # names and attribute keys checked once per plugin instance
 _NICE = 10  # how much lower a plugin thread's priority is than the event loop's
+#: WASI preview 1's functions (wasi_snapshot_preview1.witx).
+_WASI_PREVIEW1 = (
+    "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get", "clock_time_get",
+    "fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get", "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights", "fd_filestat_get", "fd_filestat_set_size", "fd_filestat_set_times", "fd_pread",
+    "fd_prestat_get", "fd_prestat_dir_name", "fd_pwrite", "fd_read", "fd_readdir", "fd_renumber", "fd_seek",
+    "fd_sync", "fd_tell", "fd_write", "path_create_directory", "path_filestat_get", "path_filestat_set_times",
+    "path_link", "path_open", "path_readlink", "path_remove_directory", "path_rename", "path_symlink",
+    "path_unlink_file", "poll_oneoff", "proc_exit", "proc_raise", "sched_yield", "random_get", "sock_accept",
+    "sock_recv", "sock_send", "sock_shutdown",
+)
+#: WASI calls a plugin may not import, and why.
+_REFUSED_WASI = {
+    "poll_oneoff": "it sleeps in the host, where the call's deadline cannot interrupt it (a plugin is "
+                   "scheduled by the agent and does not wait)",
+}
 _EMITTING = frozenset(("collect", "import_metrics"))  # the exports during which metrics may be emitted
 
 
@@ -254,12 +271,31 @@ class _Engine:
         config.epoch_interruption = True
         self.engine = wasmtime.Engine(config)
         self._modules: dict[str, wasmtime.Module] = {}
+        self._wasi_names: frozenset[str] | None = None
         self._lock = threading.Lock()
         self._deadlines: dict[object, float] = {}  # of the calls running
         self._last = time.monotonic()  # when the epoch was last advanced
         self._wake = threading.Condition(self._lock)
-        self._ticker: threading.Thread | None = None
+        # Started here, by the thread building the first WASM plugin (the event loop's): a thread
+        # started by a plugin's thread would inherit its lower priority.
+        self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
+        self._ticker.start()
         self.fuel_per_second = self._measure_fuel()
+
+    def wasi_names(self) -> frozenset[str]:
+        """The functions of WASI preview 1 the host provides."""
+        if self._wasi_names is None:
+            import wasmtime
+
+            store, linker = wasmtime.Store(self.engine), wasmtime.Linker(self.engine)
+            linker.define_wasi()
+            names = set()
+            for name in _WASI_PREVIEW1:
+                with contextlib.suppress(wasmtime.WasmtimeError):
+                    linker.get(store, WASI_MODULE, name)
+                    names.add(name)
+            self._wasi_names = frozenset(names)
+        return self._wasi_names
 
     def module(self, code: bytes) -> wasmtime.Module:
         import wasmtime
@@ -302,9 +338,6 @@ class _Engine:
         with self._lock:
             self._advance()
             self._deadlines[token] = deadline
-            if self._ticker is None:
-                self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
-                self._ticker.start()
             self._wake.notify()
         try:
             yield
@@ -485,7 +518,10 @@ class WasmPlugin(Plugin):
                         tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)) != (params, results):
                     raise PluginError(f"WASM plugin {self.id}: import {name} has the wrong type "
                                       f"(expected ({', '.join(params)}) -> {', '.join(results)})")
-            elif imp.module != WASI_MODULE:
+            elif imp.module == WASI_MODULE and imp.name in _REFUSED_WASI:
+                raise PluginError(f"WASM plugin {self.id}: the module imports {name}, which the WASM host "
+                                  f"refuses: {_REFUSED_WASI[imp.name]}")
+            elif imp.module != WASI_MODULE or imp.name not in self._eng.wasi_names():
                 raise PluginError(f"WASM plugin {self.id}: the module imports {name}, which the WASM host "
                                   "does not provide")
         exports = {e.name: e.type for e in self._module.exports}
@@ -514,14 +550,19 @@ class WasmPlugin(Plugin):
         await self._run("init", lambda call: self._init(call, data))
 
     async def shutdown(self, timeout: float | None = None) -> None:
+        """The guest's ``shutdown`` when it has one, then the instance is dropped, in the plugin's
+        thread after any call still running there (one the supervisor gave up on ends by its
+        deadline)."""
         if self._store is not None and self._stopped is None and self._has_export("shutdown"):
             try:
                 await self._run("shutdown", lambda call: self._export_status(call, "shutdown"))
             except (LimitExceeded, PluginError) as e:
                 log.warning("WASM plugin %s: shutdown failed: %s", self.id, e)
-        self._drop("shut down")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        if self._executor is None:
+            self._drop("shut down")
+            return
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._drop, "shut down")
+        self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ calls into the guest
 
@@ -636,6 +677,16 @@ class WasmPlugin(Plugin):
 
     def _init(self, call: _Call, data: bytes) -> None:
         self._export_status(call, "init", *self._copy_in(data))
+
+    async def _call_export(self, export: str, *payload: bytes) -> _Call:
+        """Call ``export`` with each payload copied into the guest (as ptr, len); the call's record
+        holds what the guest emitted and raised meanwhile."""
+        def run(call: _Call) -> _Call:
+            self._export_status(call, export, *(arg for data in payload for arg in self._copy_in(data)))
+            return call
+
+        done: _Call = await self._run(export, run)
+        return done
 
     # ------------------------------------------------------------------ stopping
 
@@ -1043,12 +1094,7 @@ class WasmCollector(WasmPlugin, MetricCollectorPlugin):
     exports_required = ("collect",)
 
     async def collect_metrics(self) -> Sequence[Metric]:
-        def collect(call: _Call) -> list[Metric]:
-            self._export_status(call, "collect")
-            return call.metrics
-
-        result: list[Metric] = await self._run("collect", collect)
-        return result
+        return (await self._call_export("collect")).metrics
 
     async def start(self) -> None:
         return None
@@ -1077,7 +1123,7 @@ class WasmAlertProcessor(WasmPlugin, AlertProcessorPlugin):
         data = json.dumps(_alert_json(alert)).encode()
 
         def process(call: _Call) -> list[Alert]:
-            call.alert = changed
+            call.alert = changed  # what alert_set changes
             self._export_status(call, "process_alert", *self._copy_in(data))
             return call.alerts
 
@@ -1091,14 +1137,8 @@ class WasmAlertProcessor(WasmPlugin, AlertProcessorPlugin):
         await self._notify("resolve", alert_id)
 
     async def _notify(self, export: str, alert_id: str) -> None:
-        if not self._has_export(export):
-            return
-
-        def notify(call: _Call) -> list[Alert]:
-            self._export_status(call, export, *self._copy_in(alert_id.encode()))
-            return call.alerts
-
-        self._fire(await self._run(export, notify))
+        if self._has_export(export):
+            self._fire((await self._call_export(export, alert_id.encode())).alerts)
 
     def _fire(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -1122,26 +1162,10 @@ class WasmIntegration(WasmPlugin, MonitoringIntegrationPlugin):
     config_model: ClassVar[type[PluginConfig]] = WasmIntegrationConfig
 
     async def import_metrics(self) -> Sequence[Metric]:
-        if not self._has_export("import_metrics"):
-            return []
-
-        def run(call: _Call) -> list[Metric]:
-            self._export_status(call, "import_metrics")
-            return call.metrics
-
-        result: list[Metric] = await self._run("import_metrics", run)
-        return result
+        return (await self._call_export("import_metrics")).metrics if self._has_export("import_metrics") else []
 
     async def import_alerts(self) -> Sequence[Alert]:
-        if not self._has_export("import_alerts"):
-            return []
-
-        def run(call: _Call) -> list[Alert]:
-            self._export_status(call, "import_alerts")
-            return call.alerts
-
-        result: list[Alert] = await self._run("import_alerts", run)
-        return result
+        return (await self._call_export("import_alerts")).alerts if self._has_export("import_alerts") else []
 
     async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
         """The batch's numbers to ``export_metrics``: 0 is success, 2 a permanent failure, any
@@ -1177,8 +1201,7 @@ class WasmIntegration(WasmPlugin, MonitoringIntegrationPlugin):
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
         if not self._has_export("export_alerts") or not alerts:
             return
-        data = json.dumps([_alert_json(a) for a in alerts]).encode()
-        await self._run("export_alerts", lambda call: self._export_status(call, "export_alerts", *self._copy_in(data)))
+        await self._call_export("export_alerts", json.dumps([_alert_json(a) for a in alerts]).encode())
 
     def _records(self, metrics: Sequence[Metric]) -> tuple[bytes, int]:
         """``metrics`` as emit_metrics records (the numbers of the kinds the ABI has; each record

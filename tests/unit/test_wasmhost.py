@@ -53,7 +53,7 @@ async def collector(name: str, config: dict[str, Any], limits: Limits = ROOMY, g
     return plugin
 
 
-async def ticking(aw: Awaitable[Any], interval: float = 0.2) -> tuple[Any, float, float]:
+async def ticking(aw: Awaitable[Any], interval: float = 0.5) -> tuple[Any, float, float]:
     """Await ``aw`` beside a ticker of ``interval`` s: (its result or exception, seconds it took,
     the ticker's worst lateness)."""
     loop = asyncio.get_running_loop()
@@ -139,23 +139,23 @@ def test_a_module_without_its_types_exports_is_refused_at_load():
 
 
 async def test_an_endless_loop_is_stopped_at_its_timeout_and_the_loop_keeps_its_schedule():
-    plugin = await collector("spin", {"collection_interval": 1, "timeout": 1})
+    plugin = await collector("spin", {"collection_interval": 5, "timeout": 2})
     outcome, took, late = await ticking(plugin.collect_metrics())
     stopped(outcome, StopReason.TIMEOUT)
-    assert 1 <= took <= 1.1, took
-    assert late <= 0.02, late
+    assert 2 <= took <= 2.2, took
+    assert late <= 0.05, late
     with pytest.raises(PluginError, match="stopped"):  # the instance is gone; the supervisor makes a new one
         await plugin.collect_metrics()
 
 
 async def test_an_endless_loop_over_its_cpu_budget_is_stopped_for_cpu():
-    # 20 % of a core over 1 s: 0.2 CPU seconds, well before the 2 s timeout.
-    limits = Limits(cpu_percent=20, cpu_window=1, cpu_burst_percent=20, cpu_burst_window=1)
-    plugin = await collector("spin", {"collection_interval": 5, "timeout": 2}, limits)
+    # 5 % of a core over 1 s: 0.05 CPU seconds, well before the 5 s timeout.
+    limits = Limits(cpu_percent=5, cpu_window=1, cpu_burst_percent=5, cpu_burst_window=1)
+    plugin = await collector("spin", {"collection_interval": 10, "timeout": 5}, limits)
     outcome, took, late = await ticking(plugin.collect_metrics())
     stopped(outcome, StopReason.CPU_LIMIT)
-    assert took <= 3.3, took
-    assert late <= 0.02, late
+    assert took <= 5.5, took
+    assert late <= 0.05, late
 
 
 async def test_a_memory_grower_is_stopped_at_its_memory_limit():
@@ -164,7 +164,7 @@ async def test_a_memory_grower_is_stopped_at_its_memory_limit():
     outcome, took, late = await ticking(plugin.collect_metrics())
     assert "8 MiB" in stopped(outcome, StopReason.MEMORY_LIMIT).detail
     assert took <= 1.1, took
-    assert late <= 0.02, late
+    assert late <= 0.05, late
 
 
 async def test_a_trap_is_a_crash_with_its_message():
@@ -234,7 +234,7 @@ async def test_an_eleventh_connection_is_refused(slow_server, caplog):
     assert plugin.counters["refused_connections"] == 1
     assert "10 connections are open" in caplog.text
     assert took <= 3.3, took
-    assert late <= 0.02, late
+    assert late <= 0.05, late
 
 
 async def test_a_host_not_granted_is_refused(slow_server, caplog):
@@ -264,7 +264,7 @@ async def test_a_fetch_past_the_deadline_stops_the_call_at_its_timeout():
     # the host's wait ended at the deadline, and the guest was interrupted when it went on
     stopped(outcome, StopReason.TIMEOUT)
     assert 1 <= took <= 1.1, took
-    assert late <= 0.02, late
+    assert late <= 0.05, late
 
 
 # --------------------------------------------------------------------------- files
@@ -425,10 +425,10 @@ START_LOOP = """
 
 async def test_a_start_function_that_never_returns_is_stopped_at_initialize():
     plugin = WasmPlugin(wasmtime.wat2wasm(START_LOOP), manifest(), ROOMY, Grants())
-    outcome, took, late = await ticking(plugin.initialize({"collection_interval": 5, "timeout": 1}))
+    outcome, took, late = await ticking(plugin.initialize({"collection_interval": 5, "timeout": 2}))
     stopped(outcome, StopReason.TIMEOUT)
-    assert 1 <= took <= 1.1, took
-    assert late <= 0.02, late
+    assert 2 <= took <= 2.2, took
+    assert late <= 0.05, late
 
 
 async def test_each_call_has_its_own_deadline_and_a_good_plugin_beside_them_keeps_delivering():
@@ -570,3 +570,36 @@ async def test_the_plugin_thread_runs_below_the_event_loops_priority():
         lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert theirs == min(ours + 10, 19) and theirs > ours
+
+
+SLEEPER = """
+(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "monbridge_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "collect") (result i32) (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))))
+"""
+
+
+def test_a_module_that_would_sleep_in_the_host_or_imports_no_wasi_call_is_refused_at_load():
+    with pytest.raises(PluginError, match=r"imports wasi_snapshot_preview1\.poll_oneoff, which the WASM host refuses: "
+                                          r"it sleeps in the host"):
+        WasmPlugin(wasmtime.wat2wasm(SLEEPER), manifest(), Limits(), Grants())
+    unknown = SLEEPER.replace('"poll_oneoff"', '"proc_spawn"')
+    with pytest.raises(PluginError, match=r"imports wasi_snapshot_preview1\.proc_spawn, which the WASM host does not"):
+        WasmPlugin(wasmtime.wat2wasm(unknown), manifest(), Limits(), Grants())
+
+
+async def test_shutdown_waits_for_a_call_given_up_on_and_drops_the_instance():
+    plugin = await collector("spin", {"collection_interval": 5, "timeout": 1})
+    call = asyncio.ensure_future(plugin.collect_metrics())
+    await asyncio.sleep(0.2)
+    call.cancel()  # as the supervisor gives up on a call at its timeout
+    t0 = time.monotonic()
+    await plugin.shutdown()
+    assert time.monotonic() - t0 <= 1.1
+    assert plugin._store is None and plugin._stopped == "timeout"
+    with pytest.raises(PluginError, match=r"stopped \(timeout\)"):
+        await plugin.collect_metrics()
