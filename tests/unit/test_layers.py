@@ -54,6 +54,7 @@ LAYERS = {
     "bridge.sdk_input": "pipeline",  # the OTel metrics API as a pipeline input
     "bridge.prometheus": "pipeline",
     "bridge.supervisor": "supervisor",
+    "bridge.wasmhost": "supervisor",  # the WASM plugin host (wasmtime, loaded when a WASM plugin is built)
     "bridge.server": "server",
     "bridge.alerting.*": "alerting",
     "bridge.notifiers": "alerting",
