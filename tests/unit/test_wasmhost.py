@@ -131,6 +131,10 @@ def test_a_module_without_its_types_exports_is_refused_at_load():
         WasmPlugin(wasm(EXAMPLE), manifest(PluginType.ALERT_PROCESSOR), Limits(), Grants())
     with pytest.raises(PluginError, match="does not compile"):
         WasmPlugin(b"\0asm\1\0\0\0garbage", manifest(), Limits(), Grants())
+    not_a_function = PROCESSOR.replace('(func (export "init") (param i32 i32) (result i32) (i32.const 0))',
+                                       '(global (export "init") i32 (i32.const 0))')
+    with pytest.raises(PluginError, match="the export init is not a function"):
+        WasmPlugin(wasmtime.wat2wasm(not_a_function), manifest(PluginType.ALERT_PROCESSOR), Limits(), Grants())
     with pytest.raises(PluginError, match="does not run dashboard_component plugins"):
         WasmPlugin(wasm(EXAMPLE), manifest(PluginType.DASHBOARD_COMPONENT), Limits(), Grants())
 
