@@ -532,6 +532,9 @@ class WasmPlugin(Plugin):
                               f"(ABI version {ABI_VERSION}, {self.plugin_type.value})")
         if not isinstance(exports["memory"], wasmtime.MemoryType):
             raise PluginError(f"WASM plugin {self.id}: the export memory is not a memory")
+        for name in ("monbridge_abi_version", "alloc", "init", *self.exports_required):
+            if not isinstance(exports[name], wasmtime.FuncType):
+                raise PluginError(f"WASM plugin {self.id}: the export {name} is not a function")
 
     # ------------------------------------------------------------------ the plugin API
 
@@ -641,12 +644,13 @@ class WasmPlugin(Plugin):
             if "exceeds memory limits" in str(e):  # the module declares more memory than its limit
                 raise LimitExceeded(StopReason.MEMORY_LIMIT, f"instantiation: {_last_line(str(e))}") from None
             raise
-        memory = instance.exports(store)["memory"]
-        assert isinstance(memory, wasmtime.Memory)
-        self._store, self._instance, self._memory = store, instance, memory
-        version = self._export("monbridge_abi_version")(store)
-        if version != ABI_VERSION:
+        exports = instance.exports(store)
+        memory, abi_version = exports["memory"], exports["monbridge_abi_version"]
+        assert isinstance(memory, wasmtime.Memory) and isinstance(abi_version, wasmtime.Func)
+        version = abi_version(store)
+        if version != ABI_VERSION:  # the instance is not kept: every call tries (and refuses) again
             raise PluginError(f"WASM plugin {self.id}: ABI version {version}; this host runs version {ABI_VERSION}")
+        self._store, self._instance, self._memory = store, instance, memory
 
     def _has_export(self, name: str) -> bool:
         return any(e.name == name for e in self._module.exports)

@@ -131,6 +131,10 @@ def test_a_module_without_its_types_exports_is_refused_at_load():
         WasmPlugin(wasm(EXAMPLE), manifest(PluginType.ALERT_PROCESSOR), Limits(), Grants())
     with pytest.raises(PluginError, match="does not compile"):
         WasmPlugin(b"\0asm\1\0\0\0garbage", manifest(), Limits(), Grants())
+    not_a_function = PROCESSOR.replace('(func (export "init") (param i32 i32) (result i32) (i32.const 0))',
+                                       '(global (export "init") i32 (i32.const 0))')
+    with pytest.raises(PluginError, match="the export init is not a function"):
+        WasmPlugin(wasmtime.wat2wasm(not_a_function), manifest(PluginType.ALERT_PROCESSOR), Limits(), Grants())
     with pytest.raises(PluginError, match="does not run dashboard_component plugins"):
         WasmPlugin(wasm(EXAMPLE), manifest(PluginType.DASHBOARD_COMPONENT), Limits(), Grants())
 
@@ -603,3 +607,14 @@ async def test_shutdown_waits_for_a_call_given_up_on_and_drops_the_instance():
     assert plugin._store is None and plugin._stopped == "timeout"
     with pytest.raises(PluginError, match=r"stopped \(timeout\)"):
         await plugin.collect_metrics()
+
+
+async def test_cpu_spent_in_host_functions_counts_against_the_budget():
+    """Decoding 20k records costs the host tens of ms of CPU while the guest burns little fuel:
+    the thread CPU accounting after the call stops the plugin."""
+    limits = Limits(cpu_percent=1, cpu_window=60, cpu_burst_percent=1, cpu_burst_window=2)  # 0.02 CPU s in 2 s
+    plugin = WasmPlugin(wasm(DATA / "series.wat"), manifest(), limits, Grants(), WasmBounds(max_metrics=20000))
+    await plugin.initialize({"count": 20000, "collection_interval": 10})
+    with pytest.raises(LimitExceeded) as e:
+        await plugin.collect_metrics()
+    assert e.value.reason is StopReason.CPU_LIMIT and "CPU seconds in 2 s (at most 0.020)" in e.value.detail
