@@ -613,19 +613,17 @@ class Enforcer:
         return [self._pid] if self._pid is not None else []
 
     def _cpu_seconds(self, stat: list[str] | None = None) -> float | None:
-        """The worker's CPU seconds so far (``stat``: its /proc stat fields, read already)."""
-        if self._v2 is not None and self._acct is None:
-            try:
-                usage = _kv(self._read(self._v2, "cpu.stat")).get("usage_usec")
-                if usage is not None:
-                    return usage / 1e6
-            except OSError:
-                pass
-        if self._acct is not None:
-            try:
+        """The worker's CPU seconds so far (``stat``: its /proc stat fields, read already); from
+        one source for the life of the enforcer (the cgroup's when there is one), None when that
+        cannot be read now."""
+        try:
+            if self._acct is not None:
                 return int(self._read(self._acct, "cpuacct.usage")) / 1e9
-            except (OSError, ValueError):
-                pass
+            if self._v2 is not None:  # cpu.stat's usage is there with or without the cpu controller
+                usage = _kv(self._read(self._v2, "cpu.stat")).get("usage_usec")
+                return usage / 1e6 if usage is not None else None
+        except (OSError, ValueError):
+            return None
         if stat is None and self._pid is not None:
             stat = _stat(self._pid, self._held)
         return _cpu_of_stat(stat) if stat is not None else None

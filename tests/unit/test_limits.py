@@ -367,3 +367,44 @@ def test_the_cgroups_of_a_dead_agent_are_removed(children: list[Child]) -> None:
         assert orphan.proc.wait(5) == -signal.SIGKILL
     finally:
         enforcer.close()
+
+
+def test_cgroup_v2_files(children: list[Child], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cgroup v2 protocol (this machine's v2 hierarchy has no memory or cpu controller), on a
+    directory standing for one: what is written, and what the kernel's files would say read back."""
+    import bridge.limits as limits_module
+
+    fake = _Hierarchies.none()
+    fake.v2, fake.v2_controllers = tmp_path, {"memory", "cpu", "pids"}
+    monkeypatch.setattr(limits_module, "_hier", fake)
+    child = spawn(children, "time.sleep(60)")
+    limits = Limits(memory_mb=64, cpu_percent=10, cpu_window=2, cpu_burst_percent=40)
+    enforcer = Enforcer("acme.v2", limits)
+    [group] = enforcer.cgroups()
+    (group / "cpu.stat").write_text("usage_usec 1000000\nuser_usec 900000\nsystem_usec 100000\n")  # as made
+    try:
+        enforcer.attach(child.proc.pid)
+        assert group.parent.parent == tmp_path
+        assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+        assert (group.parent / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+        assert (group / "cgroup.procs").read_text() == str(child.proc.pid)
+        assert (group / "memory.max").read_text() == str(64 << 20)
+        assert (group / "memory.swap.max").read_text() == "0"
+        assert (group / "cpu.max").read_text() == "40000 100000"
+        assert enforcer.mechanisms()["memory"].startswith("cgroup v2 memory.max")
+        assert enforcer.mechanisms()["cpu"].startswith("cgroup v2 cpu.max throttles at 40 %")
+        assert enforcer.check() is None
+        (group / "cpu.stat").write_text("usage_usec 1100000\n")
+        assert enforcer.check() is None  # 0.1 s: within 10 % of 2 s
+        (group / "cpu.stat").write_text("usage_usec 1300000\n")
+        over = enforcer.check()
+        assert over is not None and over.reason is StopReason.CPU_LIMIT and "0.30 s of CPU in 2 s" in over.detail
+        (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+        over = enforcer.check()
+        assert over is not None and over.reason is StopReason.MEMORY_LIMIT and "killed by the kernel" in over.detail
+    finally:
+        for f in group.iterdir():  # the kernel's files go with the directory; these are plain files
+            f.unlink()
+        (group.parent / "cgroup.subtree_control").unlink()
+        enforcer.close()
+    assert not group.parent.exists()
