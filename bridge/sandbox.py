@@ -29,6 +29,9 @@ What is kernel-enforced (holds against any code in the worker, ctypes and native
     Landlock does not limit connecting to a path's socket); Landlock ABI ≥ 4 refuses TCP
     ``bind`` and, when every granted host names a port, TCP ``connect`` to other ports (DNS port
     53 stays open). Which host a socket reaches is NOT kernel-enforced here.
+``signals`` — Landlock ABI ≥ 6 scopes: no signal to, and no abstract Unix socket of, a process
+    outside the worker (the agent included). Below ABI 6 a worker may signal every process of
+    its user.
 ``memory`` / ``files`` — ``RLIMIT_AS`` (the address space now plus ``max(4 × memory_mb, 512 MiB)``:
     a backstop, threads reserve address space they do not use; the agent enforces the real
     limit with a cgroup or by watching RSS, ``bridge.limits``), ``RLIMIT_NOFILE`` (the fds open
@@ -62,6 +65,7 @@ import os
 import platform
 import resource
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -231,7 +235,7 @@ class _Ruleset:
         except OSError:
             return False
         try:
-            if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
                 access &= _FILE_RIGHTS
             access &= self.handled_fs
             if not access:
@@ -678,10 +682,14 @@ def apply(limits: Limits, grants: Grants, *, extra_read: Iterable[str] = ()) -> 
             net.append(landlock_net + lone)
         if abi >= 6:
             held["signals"] = "landlock scope: no signals or abstract Unix sockets outside the worker"
+        else:
+            log.warning("sandbox: Landlock ABI %d < 6: the worker may signal processes of its user", abi)
+            held["signals"] = f"none: Landlock ABI {abi} has no scopes; processes of the worker's user can be signalled"
     else:
         log.warning("sandbox: Landlock is not available (kernel < 5.13 or disabled): the file system is "
                     "limited only by the worker's user")
         held["fs"] = "none: no Landlock in this kernel"
+        held["signals"] = "none: no Landlock in this kernel; processes of the worker's user can be signalled"
     try:
         held["capabilities"] = _drop_capabilities()
     except OSError as e:

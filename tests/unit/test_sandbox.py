@@ -169,10 +169,13 @@ def test_no_shell_runs(tmp_path: Path) -> None:
         ("execv", "os.execv('/bin/sh', ['sh', '-c', 'true'])"),
         ("threads-and-asyncio", "threads_and_asyncio()"),
         ("unshare", "unshare_user()"),
+        ("signal-the-agent", "os.kill(os.getppid(), 0)"),
+        ("signal-itself", "os.kill(os.getpid(), 0)"),
     ])
     assert held["exec"] == "seccomp: no exec, no fork"
     assert got == {"subprocess-sh": "EPERM", "os-system": "EPERM", "fork": "EPERM", "execv": "EPERM",
-                   "threads-and-asyncio": "ok", "unshare": "EPERM"}
+                   "threads-and-asyncio": "ok", "unshare": "EPERM",
+                   "signal-the-agent": "EPERM" if landlock_abi() >= 6 else "ok", "signal-itself": "ok"}
     assert not mark.exists()
 
 
@@ -238,6 +241,7 @@ def test_a_missing_kernel_feature_is_reported_not_silent() -> None:
     held = json.loads(proc.stdout.strip().splitlines()[-1])["held"]
     assert held["fs"] == "none: no Landlock in this kernel"
     assert held["exec"].startswith("none: ")
+    assert held["signals"].startswith("none: ")
     assert "Landlock is not available" in proc.stderr
     assert "any program may run" in proc.stderr
 
