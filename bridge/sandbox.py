@@ -16,10 +16,12 @@ What is kernel-enforced (holds against any code in the worker, ctypes and native
 ``exec`` — seccomp (a BPF filter built here; x86_64 and aarch64)
     Without ``grants.exec``: ``execve``/``execveat`` and fork (``fork``, ``vfork``, ``clone``
     without ``CLONE_THREAD``) fail with EPERM, so no shell (``os.system``, ``subprocess``) runs.
-    With ``grants.exec``: both are allowed and Landlock's execute right limits what may run.
+    With ``grants.exec``: both are allowed and Landlock's execute right limits what may run
+    (``memfd_create`` is refused then: Landlock does not limit running a memfd).
     Always refused: ptrace and ``process_vm_*``, mounts, namespaces (``unshare``, ``setns``,
     ``clone`` namespace flags), modules, kexec, reboot, swap, bpf, perf events, keyrings,
-    userfaultfd, io_uring (it would bypass this filter), handle-based opens, ``pidfd_getfd``.
+    userfaultfd, io_uring (it would bypass this filter), handle-based opens, ``pidfd_getfd``,
+    the terminal ioctls ``TIOCSTI`` and ``TIOCLINUX`` (typing into the agent's terminal).
     ``clone3`` fails with ENOSYS (its flags cannot be inspected; glibc falls back to ``clone``).
     Other architectures: no filter, a warning.
 ``net`` — with no ``grants.hosts``: no network at all. seccomp refuses ``socket()`` of every
@@ -113,6 +115,7 @@ _NR_ARCH: dict[str, dict[str, int]] = {
         "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "bpf": 321, "perf_event_open": 298,
         "keyctl": 250, "add_key": 248, "request_key": 249, "userfaultfd": 323, "open_by_handle_at": 304,
         "name_to_handle_at": 303, "quotactl": 179, "socket": 41, "seccomp": 317, "capset": 126,
+        "ioctl": 16, "memfd_create": 319,
     },
     "aarch64": {
         "execve": 221, "execveat": 281, "clone": 220, "ptrace": 117,
@@ -122,6 +125,7 @@ _NR_ARCH: dict[str, dict[str, int]] = {
         "reboot": 142, "swapon": 224, "swapoff": 225, "acct": 89, "bpf": 280, "perf_event_open": 241,
         "keyctl": 219, "add_key": 217, "request_key": 218, "userfaultfd": 282, "open_by_handle_at": 265,
         "name_to_handle_at": 264, "quotactl": 60, "socket": 198, "seccomp": 277, "capset": 91,
+        "ioctl": 29, "memfd_create": 279,
     },
 }
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -362,6 +366,7 @@ _RET_KILL_PROCESS = 0x80000000
 _CLONE_THREAD = 0x00010000
 _CLONE_NAMESPACES = 0x7E020000  # NEWNS NEWCGROUP NEWUTS NEWIPC NEWUSER NEWPID NEWNET
 _AF_INET, _AF_INET6, _AF_NETLINK = 2, 10, 16
+_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C  # typing into, and controlling, a terminal
 _NETLINK_ROUTE = 0
 
 #: Always refused (EPERM), whatever is granted.
@@ -412,7 +417,9 @@ def _seccomp_program(allow_exec: bool, inet: bool) -> bytes:
     if _ARCH == "x86_64":
         p.op(_BPF_JGE_K, 0x40000000, "deny", 0)  # the x32 ABI
     denied = list(_DENY_ALWAYS)
-    if not allow_exec:
+    if allow_exec:
+        denied.append("memfd_create")  # Landlock does not limit executing a memfd
+    else:
         denied += ["execve", "execveat", "fork", "vfork"]
     for name in denied:
         if name in nr:
@@ -420,7 +427,12 @@ def _seccomp_program(allow_exec: bool, inet: bool) -> bytes:
     p.op(_BPF_JEQ_K, nr["clone3"], "nosys", 0)
     p.op(_BPF_JEQ_K, nr["clone"], "clone", 0)
     p.op(_BPF_JEQ_K, nr["socket"], "socket", 0)
+    p.op(_BPF_JEQ_K, nr["ioctl"], "ioctl", 0)
     p.op(_BPF_RET_K, _RET_ALLOW)
+    p.label("ioctl")
+    p.op(_BPF_LD_W_ABS, 24)  # args[1] (low 32 bits): the request
+    p.op(_BPF_JEQ_K, _TIOCSTI, "deny", 0)
+    p.op(_BPF_JEQ_K, _TIOCLINUX, "deny", "allow")
     p.label("clone")
     p.op(_BPF_LD_W_ABS, 16)  # args[0] (low 32 bits): the flags
     p.op(_BPF_JSET_K, _CLONE_NAMESPACES, "deny", 0)

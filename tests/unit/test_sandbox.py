@@ -171,11 +171,14 @@ def test_no_shell_runs(tmp_path: Path) -> None:
         ("unshare", "unshare_user()"),
         ("signal-the-agent", "os.kill(os.getppid(), 0)"),
         ("signal-itself", "os.kill(os.getpid(), 0)"),
+        ("tiocsti", "import fcntl, termios; fcntl.ioctl(1, termios.TIOCSTI, b'x')"),
+        ("other-ioctl", "import fcntl, termios; fcntl.ioctl(os.pipe()[0], termios.FIONREAD, b'    ')"),
     ])
     assert held["exec"] == "seccomp: no exec, no fork"
     assert got == {"subprocess-sh": "EPERM", "os-system": "EPERM", "fork": "EPERM", "execv": "EPERM",
                    "threads-and-asyncio": "ok", "unshare": "EPERM",
-                   "signal-the-agent": "EPERM" if landlock_abi() >= 6 else "ok", "signal-itself": "ok"}
+                   "signal-the-agent": "EPERM" if landlock_abi() >= 6 else "ok", "signal-itself": "ok",
+                   "tiocsti": "EPERM", "other-ioctl": "ok"}
     assert not mark.exists()
 
 
@@ -185,9 +188,10 @@ def test_only_granted_programs_run() -> None:
         ("true", "assert subprocess.run(['/usr/bin/true']).returncode == 0"),
         ("sh", "subprocess.run(['/bin/sh', '-c', 'true'])"),
         ("os-system", "system('true')"),
+        ("memfd", "os.memfd_create('program')"),  # Landlock would not stop running one
     ], grants={"exec": ["/usr/bin/true"]})
     assert "/usr/bin/true" in held["exec"]
-    assert got == {"true": "ok", "sh": "EACCES", "os-system": "EPERM"}
+    assert got == {"true": "ok", "sh": "EACCES", "os-system": "EPERM", "memfd": "EPERM"}
 
 
 def test_no_hosts_granted_means_no_network(listeners: list[int]) -> None:
