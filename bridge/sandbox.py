@@ -1,6 +1,8 @@
 """The sandbox of a plugin worker process (Linux), applied by the worker to itself before it
 imports the plugin: :func:`apply` returns what holds, one line per guarantee, e.g.
-``{"fs": "landlock abi 7", "exec": "seccomp: no exec, no fork", "net": "network namespace; seccomp: no inet sockets", ...}``.
+``{"fs": "landlock abi 7", "exec": "seccomp: no exec, no fork", "net": "network namespace; landlock: no
+TCP bind or connect; seccomp: no sockets", ...}``. It needs Linux; only the network namespace
+and dropping capabilities need root (both are skipped, and say so, without it).
 
 What is kernel-enforced (holds against any code in the worker, ctypes and native code included):
 
@@ -50,8 +52,12 @@ bypasses it; the agent's socket count, ``bridge.limits``, is the check that cann
     not in ``grants.hosts`` raise :class:`PermissionError`; an address is granted when it is a
     granted host, or one of the addresses a granted name resolves to (resolved when first
     needed, again after 30 s).
-``connections`` — creating the ``connections + 1``-th open AF_INET/AF_INET6 socket raises
-    :class:`PermissionError`.
+``connections`` — creating the ``connections + 1``-th open AF_INET/AF_INET6 socket (of those
+    made after ``apply``) raises :class:`PermissionError` (EMFILE).
+
+A granted program inherits every kernel-enforced part (Landlock, seccomp, namespaces,
+capabilities, rlimits), not the audit hook. Files and sockets the worker holds before ``apply``
+stay usable (its channel to the agent).
 
 A kernel feature missing here degrades the guarantee: a warning is logged and the returned
 line says what holds instead (``none: ...``).
