@@ -408,3 +408,34 @@ def test_cgroup_v2_files(children: list[Child], tmp_path: Path, monkeypatch: pyt
         (group.parent / "cgroup.subtree_control").unlink()
         enforcer.close()
     assert not group.parent.exists()
+
+
+PAST_THE_HOOK = """
+import ctypes
+from bridge.isolation import Grants, Limits
+from bridge import sandbox
+sandbox.apply(Limits(connections=10), Grants(hosts=[f"127.0.0.1:{sys.argv[1]}"]))
+libc = ctypes.CDLL(None, use_errno=True)
+port = int(sys.argv[1]).to_bytes(2, "big")
+sa = (ctypes.c_ubyte * 16)(*([2, 0] + list(port) + [127, 0, 0, 1] + [0] * 8))
+fds = []
+for _ in range(11):  # raw sockets: the audit hook never sees them
+    fd = libc.socket(2, 1, 0)
+    assert fd >= 0 and libc.connect(fd, sa, 16) == 0, ctypes.get_errno()
+    fds.append(fd)
+sys.stdout.write("11\\n"); sys.stdout.flush()
+time.sleep(60)
+"""
+
+
+def test_sockets_made_past_the_sandbox_hook_are_still_counted(children: list[Child], listener: socket.socket) -> None:
+    child = spawn(children, PAST_THE_HOOK, str(listener.getsockname()[1]))
+    enforcer = Enforcer("acme.raw", Limits(connections=10))
+    try:
+        enforcer.attach(child.proc.pid)
+        child.send()
+        assert child.line() == "11"
+        over = enforcer.check()
+        assert over is not None and over.reason is StopReason.CONNECTION_LIMIT
+    finally:
+        enforcer.close()
