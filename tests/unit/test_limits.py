@@ -218,7 +218,7 @@ def test_attach_caps_open_files_and_without_a_cgroup_the_address_space(children:
 
 @pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "proc-watch"])
 def test_a_spinner_is_stopped_within_its_cpu_window(children: list[Child], cgroups: bool) -> None:
-    limits = Limits(cpu_percent=10, cpu_window=2.0, cpu_burst_percent=50, cpu_burst_window=0.5)
+    limits = Limits(cpu_percent=5, cpu_window=4.0, cpu_burst_percent=50, cpu_burst_window=0.5)
     child = spawn(children, SPIN)
     enforcer = Enforcer("acme.spin", limits, cgroups=cgroups)
     try:
