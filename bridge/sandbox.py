@@ -1,6 +1,8 @@
 """The sandbox of a plugin worker process (Linux), applied by the worker to itself before it
 imports the plugin: :func:`apply` returns what holds, one line per guarantee, e.g.
-``{"fs": "landlock abi 7", "exec": "seccomp: no exec, no fork", "net": "network namespace; seccomp: no inet sockets", ...}``.
+``{"fs": "landlock abi 7", "exec": "seccomp: no exec, no fork", "net": "network namespace; landlock: no
+TCP bind or connect; seccomp: no sockets", ...}``. It needs Linux; only the network namespace
+and dropping capabilities need root (both are skipped, and say so, without it).
 
 What is kernel-enforced (holds against any code in the worker, ctypes and native code included):
 
@@ -16,10 +18,12 @@ What is kernel-enforced (holds against any code in the worker, ctypes and native
 ``exec`` — seccomp (a BPF filter built here; x86_64 and aarch64)
     Without ``grants.exec``: ``execve``/``execveat`` and fork (``fork``, ``vfork``, ``clone``
     without ``CLONE_THREAD``) fail with EPERM, so no shell (``os.system``, ``subprocess``) runs.
-    With ``grants.exec``: both are allowed and Landlock's execute right limits what may run.
+    With ``grants.exec``: both are allowed and Landlock's execute right limits what may run
+    (``memfd_create`` is refused then: Landlock does not limit running a memfd).
     Always refused: ptrace and ``process_vm_*``, mounts, namespaces (``unshare``, ``setns``,
     ``clone`` namespace flags), modules, kexec, reboot, swap, bpf, perf events, keyrings,
-    userfaultfd, io_uring (it would bypass this filter), handle-based opens, ``pidfd_getfd``.
+    userfaultfd, io_uring (it would bypass this filter), handle-based opens, ``pidfd_getfd``,
+    the terminal ioctls ``TIOCSTI`` and ``TIOCLINUX`` (typing into the agent's terminal).
     ``clone3`` fails with ENOSYS (its flags cannot be inspected; glibc falls back to ``clone``).
     Other architectures: no filter, a warning.
 ``net`` — with no ``grants.hosts``: no network at all. seccomp refuses ``socket()`` of every
@@ -29,6 +33,9 @@ What is kernel-enforced (holds against any code in the worker, ctypes and native
     Landlock does not limit connecting to a path's socket); Landlock ABI ≥ 4 refuses TCP
     ``bind`` and, when every granted host names a port, TCP ``connect`` to other ports (DNS port
     53 stays open). Which host a socket reaches is NOT kernel-enforced here.
+``signals`` — Landlock ABI ≥ 6 scopes: no signal to, and no abstract Unix socket of, a process
+    outside the worker (the agent included). Below ABI 6 a worker may signal every process of
+    its user.
 ``memory`` / ``files`` — ``RLIMIT_AS`` (the address space now plus ``max(4 × memory_mb, 512 MiB)``:
     a backstop, threads reserve address space they do not use; the agent enforces the real
     limit with a cgroup or by watching RSS, ``bridge.limits``), ``RLIMIT_NOFILE`` (the fds open
@@ -45,8 +52,12 @@ bypasses it; the agent's socket count, ``bridge.limits``, is the check that cann
     not in ``grants.hosts`` raise :class:`PermissionError`; an address is granted when it is a
     granted host, or one of the addresses a granted name resolves to (resolved when first
     needed, again after 30 s).
-``connections`` — creating the ``connections + 1``-th open AF_INET/AF_INET6 socket raises
-    :class:`PermissionError`.
+``connections`` — creating the ``connections + 1``-th open AF_INET/AF_INET6 socket (of those
+    made after ``apply``) raises :class:`PermissionError` (EMFILE).
+
+A granted program inherits every kernel-enforced part (Landlock, seccomp, namespaces,
+capabilities, rlimits), not the audit hook. Files and sockets the worker holds before ``apply``
+stay usable (its channel to the agent).
 
 A kernel feature missing here degrades the guarantee: a warning is logged and the returned
 line says what holds instead (``none: ...``).
@@ -62,6 +73,7 @@ import os
 import platform
 import resource
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -109,6 +121,7 @@ _NR_ARCH: dict[str, dict[str, int]] = {
         "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "bpf": 321, "perf_event_open": 298,
         "keyctl": 250, "add_key": 248, "request_key": 249, "userfaultfd": 323, "open_by_handle_at": 304,
         "name_to_handle_at": 303, "quotactl": 179, "socket": 41, "seccomp": 317, "capset": 126,
+        "ioctl": 16, "memfd_create": 319,
     },
     "aarch64": {
         "execve": 221, "execveat": 281, "clone": 220, "ptrace": 117,
@@ -118,6 +131,7 @@ _NR_ARCH: dict[str, dict[str, int]] = {
         "reboot": 142, "swapon": 224, "swapoff": 225, "acct": 89, "bpf": 280, "perf_event_open": 241,
         "keyctl": 219, "add_key": 217, "request_key": 218, "userfaultfd": 282, "open_by_handle_at": 265,
         "name_to_handle_at": 264, "quotactl": 60, "socket": 198, "seccomp": 277, "capset": 91,
+        "ioctl": 29, "memfd_create": 279,
     },
 }
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -231,7 +245,7 @@ class _Ruleset:
         except OSError:
             return False
         try:
-            if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
                 access &= _FILE_RIGHTS
             access &= self.handled_fs
             if not access:
@@ -358,6 +372,7 @@ _RET_KILL_PROCESS = 0x80000000
 _CLONE_THREAD = 0x00010000
 _CLONE_NAMESPACES = 0x7E020000  # NEWNS NEWCGROUP NEWUTS NEWIPC NEWUSER NEWPID NEWNET
 _AF_INET, _AF_INET6, _AF_NETLINK = 2, 10, 16
+_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C  # typing into, and controlling, a terminal
 _NETLINK_ROUTE = 0
 
 #: Always refused (EPERM), whatever is granted.
@@ -408,7 +423,9 @@ def _seccomp_program(allow_exec: bool, inet: bool) -> bytes:
     if _ARCH == "x86_64":
         p.op(_BPF_JGE_K, 0x40000000, "deny", 0)  # the x32 ABI
     denied = list(_DENY_ALWAYS)
-    if not allow_exec:
+    if allow_exec:
+        denied.append("memfd_create")  # Landlock does not limit executing a memfd
+    else:
         denied += ["execve", "execveat", "fork", "vfork"]
     for name in denied:
         if name in nr:
@@ -416,7 +433,12 @@ def _seccomp_program(allow_exec: bool, inet: bool) -> bytes:
     p.op(_BPF_JEQ_K, nr["clone3"], "nosys", 0)
     p.op(_BPF_JEQ_K, nr["clone"], "clone", 0)
     p.op(_BPF_JEQ_K, nr["socket"], "socket", 0)
+    p.op(_BPF_JEQ_K, nr["ioctl"], "ioctl", 0)
     p.op(_BPF_RET_K, _RET_ALLOW)
+    p.label("ioctl")
+    p.op(_BPF_LD_W_ABS, 24)  # args[1] (low 32 bits): the request
+    p.op(_BPF_JEQ_K, _TIOCSTI, "deny", 0)
+    p.op(_BPF_JEQ_K, _TIOCLINUX, "deny", "allow")
     p.label("clone")
     p.op(_BPF_LD_W_ABS, 16)  # args[0] (low 32 bits): the flags
     p.op(_BPF_JSET_K, _CLONE_NAMESPACES, "deny", 0)
@@ -678,10 +700,14 @@ def apply(limits: Limits, grants: Grants, *, extra_read: Iterable[str] = ()) -> 
             net.append(landlock_net + lone)
         if abi >= 6:
             held["signals"] = "landlock scope: no signals or abstract Unix sockets outside the worker"
+        else:
+            log.warning("sandbox: Landlock ABI %d < 6: the worker may signal processes of its user", abi)
+            held["signals"] = f"none: Landlock ABI {abi} has no scopes; processes of the worker's user can be signalled"
     else:
         log.warning("sandbox: Landlock is not available (kernel < 5.13 or disabled): the file system is "
                     "limited only by the worker's user")
         held["fs"] = "none: no Landlock in this kernel"
+        held["signals"] = "none: no Landlock in this kernel; processes of the worker's user can be signalled"
     try:
         held["capabilities"] = _drop_capabilities()
     except OSError as e:

@@ -218,7 +218,7 @@ def test_attach_caps_open_files_and_without_a_cgroup_the_address_space(children:
 
 @pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "proc-watch"])
 def test_a_spinner_is_stopped_within_its_cpu_window(children: list[Child], cgroups: bool) -> None:
-    limits = Limits(cpu_percent=10, cpu_window=2.0, cpu_burst_percent=50, cpu_burst_window=0.5)
+    limits = Limits(cpu_percent=5, cpu_window=4.0, cpu_burst_percent=50, cpu_burst_window=0.5)
     child = spawn(children, SPIN)
     enforcer = Enforcer("acme.spin", limits, cgroups=cgroups)
     try:
@@ -365,5 +365,77 @@ def test_the_cgroups_of_a_dead_agent_are_removed(children: list[Child]) -> None:
         enforcer.attach(spawn(children, "time.sleep(60)").proc.pid)
         assert not stale.parent.exists()
         assert orphan.proc.wait(5) == -signal.SIGKILL
+    finally:
+        enforcer.close()
+
+
+def test_cgroup_v2_files(children: list[Child], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cgroup v2 protocol (this machine's v2 hierarchy has no memory or cpu controller), on a
+    directory standing for one: what is written, and what the kernel's files would say read back."""
+    import bridge.limits as limits_module
+
+    fake = _Hierarchies.none()
+    fake.v2, fake.v2_controllers = tmp_path, {"memory", "cpu", "pids"}
+    monkeypatch.setattr(limits_module, "_hier", fake)
+    child = spawn(children, "time.sleep(60)")
+    limits = Limits(memory_mb=64, cpu_percent=10, cpu_window=2, cpu_burst_percent=40)
+    enforcer = Enforcer("acme.v2", limits)
+    [group] = enforcer.cgroups()
+    (group / "cpu.stat").write_text("usage_usec 1000000\nuser_usec 900000\nsystem_usec 100000\n")  # as made
+    try:
+        enforcer.attach(child.proc.pid)
+        assert group.parent.parent == tmp_path
+        assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+        assert (group.parent / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+        assert (group / "cgroup.procs").read_text() == str(child.proc.pid)
+        assert (group / "memory.max").read_text() == str(64 << 20)
+        assert (group / "memory.swap.max").read_text() == "0"
+        assert (group / "cpu.max").read_text() == "40000 100000"
+        assert enforcer.mechanisms()["memory"].startswith("cgroup v2 memory.max")
+        assert enforcer.mechanisms()["cpu"].startswith("cgroup v2 cpu.max throttles at 40 %")
+        assert enforcer.check() is None
+        (group / "cpu.stat").write_text("usage_usec 1100000\n")
+        assert enforcer.check() is None  # 0.1 s: within 10 % of 2 s
+        (group / "cpu.stat").write_text("usage_usec 1300000\n")
+        over = enforcer.check()
+        assert over is not None and over.reason is StopReason.CPU_LIMIT and "0.30 s of CPU in 2 s" in over.detail
+        (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+        over = enforcer.check()
+        assert over is not None and over.reason is StopReason.MEMORY_LIMIT and "killed by the kernel" in over.detail
+    finally:
+        for f in group.iterdir():  # the kernel's files go with the directory; these are plain files
+            f.unlink()
+        (group.parent / "cgroup.subtree_control").unlink()
+        enforcer.close()
+    assert not group.parent.exists()
+
+
+PAST_THE_HOOK = """
+import ctypes
+from bridge.isolation import Grants, Limits
+from bridge import sandbox
+sandbox.apply(Limits(connections=10), Grants(hosts=[f"127.0.0.1:{sys.argv[1]}"]))
+libc = ctypes.CDLL(None, use_errno=True)
+port = int(sys.argv[1]).to_bytes(2, "big")
+sa = (ctypes.c_ubyte * 16)(*([2, 0] + list(port) + [127, 0, 0, 1] + [0] * 8))
+fds = []
+for _ in range(11):  # raw sockets: the audit hook never sees them
+    fd = libc.socket(2, 1, 0)
+    assert fd >= 0 and libc.connect(fd, sa, 16) == 0, ctypes.get_errno()
+    fds.append(fd)
+sys.stdout.write("11\\n"); sys.stdout.flush()
+time.sleep(60)
+"""
+
+
+def test_sockets_made_past_the_sandbox_hook_are_still_counted(children: list[Child], listener: socket.socket) -> None:
+    child = spawn(children, PAST_THE_HOOK, str(listener.getsockname()[1]))
+    enforcer = Enforcer("acme.raw", Limits(connections=10))
+    try:
+        enforcer.attach(child.proc.pid)
+        child.send()
+        assert child.line() == "11"
+        over = enforcer.check()
+        assert over is not None and over.reason is StopReason.CONNECTION_LIMIT
     finally:
         enforcer.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def run(probes: list[tuple[str, str]], grants: dict[str, Any] | None = None, lim
 
 needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="needs Landlock")
 needs_landlock_net = pytest.mark.skipif(landlock_abi() < 4, reason="needs Landlock ABI 4 (TCP ports)")
+needs_seccomp = pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64"), reason="no seccomp filter here")
 
 
 @needs_landlock
@@ -160,6 +162,7 @@ def test_of_the_working_directory_only_python_code_is_readable(tmp_path: Path) -
     assert got == {"config": "EACCES", "state": "EACCES", "package": "ok", "module": "ok"}
 
 
+@needs_seccomp
 def test_no_shell_runs(tmp_path: Path) -> None:
     mark = tmp_path / "ran"
     held, got = run([
@@ -169,24 +172,33 @@ def test_no_shell_runs(tmp_path: Path) -> None:
         ("execv", "os.execv('/bin/sh', ['sh', '-c', 'true'])"),
         ("threads-and-asyncio", "threads_and_asyncio()"),
         ("unshare", "unshare_user()"),
+        ("signal-the-agent", "os.kill(os.getppid(), 0)"),
+        ("signal-itself", "os.kill(os.getpid(), 0)"),
+        ("tiocsti", "import fcntl, termios; fcntl.ioctl(1, termios.TIOCSTI, b'x')"),
+        ("other-ioctl", "import fcntl, termios; fcntl.ioctl(os.pipe()[0], termios.FIONREAD, b'    ')"),
     ])
     assert held["exec"] == "seccomp: no exec, no fork"
     assert got == {"subprocess-sh": "EPERM", "os-system": "EPERM", "fork": "EPERM", "execv": "EPERM",
-                   "threads-and-asyncio": "ok", "unshare": "EPERM"}
+                   "threads-and-asyncio": "ok", "unshare": "EPERM",
+                   "signal-the-agent": "EPERM" if landlock_abi() >= 6 else "ok", "signal-itself": "ok",
+                   "tiocsti": "EPERM", "other-ioctl": "ok"}
     assert not mark.exists()
 
 
 @needs_landlock
+@needs_seccomp
 def test_only_granted_programs_run() -> None:
     held, got = run([
         ("true", "assert subprocess.run(['/usr/bin/true']).returncode == 0"),
         ("sh", "subprocess.run(['/bin/sh', '-c', 'true'])"),
         ("os-system", "system('true')"),
+        ("memfd", "os.memfd_create('program')"),  # Landlock would not stop running one
     ], grants={"exec": ["/usr/bin/true"]})
     assert "/usr/bin/true" in held["exec"]
-    assert got == {"true": "ok", "sh": "EACCES", "os-system": "EPERM"}
+    assert got == {"true": "ok", "sh": "EACCES", "os-system": "EPERM", "memfd": "EPERM"}
 
 
+@needs_seccomp
 def test_no_hosts_granted_means_no_network(listeners: list[int]) -> None:
     port = listeners[0]
     held, got = run([
@@ -202,6 +214,7 @@ def test_no_hosts_granted_means_no_network(listeners: list[int]) -> None:
 
 
 @needs_landlock_net
+@needs_seccomp
 def test_granted_hosts_connect_and_others_are_refused(listeners: list[int]) -> None:
     granted, other = listeners
     held, got = run([
@@ -238,13 +251,13 @@ def test_a_missing_kernel_feature_is_reported_not_silent() -> None:
     held = json.loads(proc.stdout.strip().splitlines()[-1])["held"]
     assert held["fs"] == "none: no Landlock in this kernel"
     assert held["exec"].startswith("none: ")
+    assert held["signals"].startswith("none: ")
     assert "Landlock is not available" in proc.stderr
     assert "any program may run" in proc.stderr
 
 
+@needs_landlock
 def test_applied_with_threads_running_says_landlock_holds_for_one_thread() -> None:
-    if landlock_abi() < 1:
-        pytest.skip("needs Landlock")
     held, got = run([("import-after", "import decimal")], threads_before=True)
     assert "this thread only: 2 threads were running" in held["fs"]
     assert got == {"import-after": "ok"}
