@@ -52,6 +52,9 @@ LAYERS = {
     "bridge.sdk_input": "pipeline",  # the OTel metrics API as a pipeline input
     "bridge.prometheus": "pipeline",
     "bridge.supervisor": "supervisor",
+    "bridge.wire": "pipeline",  # the agent <-> plugin worker codec
+    "bridge.pluginhost": "supervisor",  # where a plugin runs: in process or in a worker process
+    "bridge.worker": "supervisor",  # a plugin worker process's main
     "bridge.server": "server",
     "bridge.alerting.*": "alerting",
     "bridge.notifiers": "alerting",
