@@ -42,6 +42,7 @@ from bridge.api import (
 )
 from bridge.isolation import Grants, Isolation, LimitExceeded, Limits, StopReason
 from bridge.pipeline import Batch, Pipeline
+from bridge.registry import RegisteredPlugin
 from bridge.wire import (
     T_BATCH,
     T_CALL,
@@ -62,7 +63,7 @@ from bridge.wire import (
     pack_id,
 )
 
-__all__ = ["InProcessHost", "Placement", "PluginHost", "ProcessHost", "WorkerError"]
+__all__ = ["InProcessHost", "Placement", "PluginHost", "ProcessHost", "WorkerError", "place"]
 
 log = logging.getLogger("monbridge.pluginhost")
 
@@ -84,7 +85,7 @@ class Placement:
 
     isolation: Isolation = Isolation.IN_PROCESS
     reference: str | None = None
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits)  # type: ignore[arg-type]
     grants: Grants = field(default_factory=Grants)
     note: str = ""
 
@@ -279,7 +280,12 @@ class ProcessHost(PluginHost):
         self._writer.write(frame(T_SETUP, encode_value({
             "plugin_id": self.plugin_id, "reference": p.reference, "plugin_type": self.plugin_type.value,
             "limits": p.limits.model_dump(), "grants": p.grants.model_dump()})))
-        info = await self._answer(0, "setup", min(timeout or SETUP_TIMEOUT_S, SETUP_TIMEOUT_S))
+        try:
+            info = await self._answer(0, "setup", min(timeout or SETUP_TIMEOUT_S, SETUP_TIMEOUT_S))
+        except WorkerError as e:  # the worker could not make the plugin, said why and exits
+            self._set_stopped(LimitExceeded(StopReason.CRASHED, f"setup failed: {e}"))
+            await self._reap()
+            raise
         if not isinstance(info, dict):
             await self._crashed(f"setup answer is a {type(info).__name__}, not a map")
             raise self._stopped()
@@ -573,3 +579,44 @@ class ProcessHost(PluginHost):
         return out
 
 
+
+
+def _importable(cls: type) -> str | None:
+    """``module:Class`` for a class a fresh interpreter can import by that name, else None."""
+    from bridge.registry import load_reference
+
+    if cls.__module__ in ("__main__", "builtins") or "<" in cls.__qualname__ or "." in cls.__qualname__:
+        return None
+    ref = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        return ref if load_reference(ref) is cls else None
+    except Exception:  # noqa: BLE001 - not importable by that name
+        return None
+
+
+def place(registered: RegisteredPlugin, isolation: Isolation | None, limits: Limits, grants: Grants) -> Placement:
+    """Where a configured plugin runs. ``isolation`` unset: in a worker for a third-party plugin
+    (an installed entry point), in process for a built-in one and a class registered in-process.
+    Collectors and integrations run in a worker; other plugin types, and a plugin registered as
+    an instance or a class no worker can import, run in process (``note`` says why)."""
+    third_party = registered.builtin is None and registered.entry_point is not None
+    wanted = isolation or (Isolation.PROCESS if third_party else Isolation.IN_PROCESS)
+    if wanted is Isolation.IN_PROCESS:
+        return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants)
+    if wanted is Isolation.WASM:
+        return Placement(Isolation.WASM, limits=limits, grants=grants)
+    if registered.plugin_type not in (PluginType.METRIC_COLLECTOR, PluginType.INTEGRATION):
+        return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants,
+                         note=f"{registered.plugin_type.value} plugins run in process")
+    if registered.builtin is not None:
+        ref: str | None = registered.builtin
+    elif registered.entry_point is not None:
+        ref = registered.entry_point.value
+    elif registered.instance is None and isinstance(registered.factory, type):
+        ref = _importable(registered.factory)
+    else:
+        ref = None
+    if ref is None:
+        return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants,
+                         note="registered in-process (not importable by a worker): runs in process")
+    return Placement(Isolation.PROCESS, ref, limits, grants)

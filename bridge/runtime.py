@@ -24,6 +24,7 @@ from bridge.config import DEFAULT_SOURCE, ConfigError, LoadedConfig, redact
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
+from bridge.pluginhost import InProcessHost, place
 from bridge.registry import PluginRegistry
 from bridge.sdk_input import install_global
 from bridge.server import HttpServer, ServerContext
@@ -109,7 +110,8 @@ class Runtime:
         out: list[tuple[str, Plugin]] = []
         for entry in self.loaded.enabled_plugins:
             r = self.supervisor.runners.get(entry.plugin_id)
-            if r is not None and r.plugin_type is ptype and r.state is PluginState.RUNNING and r.host is not None:
+            if r is not None and r.plugin_type is ptype and r.state is PluginState.RUNNING \
+                    and isinstance(r.host, InProcessHost):
                 out.append((entry.plugin_id, r.host.plugin))
         return out
 
@@ -127,8 +129,7 @@ class Runtime:
             if only is not None and entry.plugin_id not in only:
                 continue
             pid = entry.plugin_id
-            self.supervisor.add(pid, self.registry.factory(pid),
-                                loaded.raw_plugin_configs[pid], loaded.plugin_configs[pid])
+            self.supervisor.runners[pid] = self._runner_for(loaded, pid)
             added.append(pid)
         return added
 
@@ -281,8 +282,12 @@ class Runtime:
         return f"reloaded {new.source}: {len(staged)} plugins (re)started, {len(removed)} removed"
 
     def _runner_for(self, loaded: LoadedConfig, pid: str) -> PluginRunner:
+        """A runner for ``pid`` placed as its entry says (``isolation``, ``limits``, ``grants``)."""
+        entry = next(e for e in loaded.enabled_plugins if e.plugin_id == pid)
+        registered = self.registry.entry(pid)
+        placement = place(registered, entry.isolation, entry.limits, entry.grants)
         return self.supervisor.make_runner(pid, self.registry.factory(pid), loaded.raw_plugin_configs[pid],
-                                           loaded.plugin_configs[pid])
+                                           loaded.plugin_configs[pid], placement, registered.plugin_type)
 
     def _record_reload(self, ok: bool) -> None:
         """The ``monbridge_config_last_reload_*`` self-metrics, as Prometheus has them."""

@@ -603,9 +603,9 @@ class Supervisor:
                        "scheduled runs skipped because the previous one ran late", a))
             add(Metric("monbridge.plugin.abandoned_tasks", C, r.abandoned, "",
                        "calls into the plugin that did not end when cancelled and were left running", a))
-            for reason in StopReason:
-                add(Metric("monbridge.plugin.stops", C, r.stops[reason.value], "",
-                           "times the plugin's host stopped it, by reason", {**a, "reason": reason.value}))
+            for why in StopReason:
+                add(Metric("monbridge.plugin.stops", C, r.stops[why.value], "",
+                           "times the plugin's host stopped it, by reason", {**a, "reason": why.value}))
             usage = r.host.usage() if isinstance(r.host, ProcessHost) else {}
             if usage:
                 add(Metric("monbridge.plugin.worker.resident_memory", G, usage["rss_bytes"], "By",

@@ -95,7 +95,7 @@ def frame(mtype: int, *parts: bytes | bytearray | memoryview) -> bytes:
 
 def decode_frame_header(header: bytes, limits: WireLimits) -> int:
     """The length of the frame whose 4-byte ``header`` this is; a WireError when over the limit."""
-    (n,) = _LEN.unpack(header)
+    n: int = _LEN.unpack(header)[0]
     if n < 1:
         raise WireError("frame header: empty frame")
     if n > limits.max_frame:
@@ -282,7 +282,7 @@ def encode_metrics(metrics: Iterable[Metric], native: frozenset[str] | set[str] 
         keyl = list(kts.pop()) if dense else list(keys)
         u.extend(map(s, keyl))
         if dense:  # every series has these keys, in this order, and string values: their indices
-            u.extend(map(table.setdefault, vals, map(len, repeat(table, len(vals)))))
+            u.extend(map(table.setdefault, vals, map(len, repeat(table, len(vals)))))  # type: ignore[arg-type]
         else:
             get = table.get
             for m in ms:
@@ -290,9 +290,9 @@ def encode_metrics(metrics: Iterable[Metric], native: frozenset[str] | set[str] 
                 for k in keyl:
                     v = a.get(k, _MISSING)
                     if v.__class__ is str:
-                        i = get(v)  # type: ignore[arg-type]
+                        i = get(v)
                         if i is None:
-                            i = table[v] = len(table)  # type: ignore[index]
+                            i = table[v] = len(table)
                         u.append(i << 1 | 1)
                     elif v is _MISSING:
                         u.append(0)
