@@ -344,7 +344,9 @@ class ProcessHost(PluginHost):
             raise WireError(f"unknown message type 0x{mtype:02x}")
         cid = call_id(body[1:])
         if cid not in self._pending:
-            raise WireError(f"an answer to call {cid}, which is not waiting for one")
+            if cid >= self._next_id:
+                raise WireError(f"an answer to call {cid}, which was never made")
+            return cid, None, False  # a late answer to a call its caller gave up on: dropped
         payload = body[5:]
         if mtype == T_METRICS:
             if len(payload) > THREAD_DECODE_BYTES:

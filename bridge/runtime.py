@@ -138,6 +138,8 @@ class Runtime:
         for st in self.supervisor.statuses():
             cfg = self.loaded.plugin_configs.get(st["plugin_id"])
             st["config"] = redact(cfg) if cfg is not None else {}
+            if st.get("stop_detail"):  # a worker's words may hold a plugin's secret
+                st["stop_detail"] = redact_text(st["stop_detail"])
             for sink in st["sinks"]:
                 if sink["last_error"]:
                     sink["last_error"] = redact_text(sink["last_error"])

@@ -64,6 +64,8 @@ FLUSH_TIMEOUT_S = 2.5
 PUSH_EXPIRE_AFTER_S = 300.0
 #: Seconds the supervisor's own bound on a call adds to a host that bounds its calls itself.
 HOST_BOUND_SLACK_S = 2.0
+#: Seconds a worker has for each of stop and shutdown in a graceful stop.
+WORKER_STOP_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -151,6 +153,7 @@ class PluginRunner:
     stop_detail: str | None = None
     stopped_at: float | None = None
     stops: Counter[str] = field(default_factory=Counter)  # by StopReason value
+    last_stop: LimitExceeded | None = None
     host_status: dict[str, Any] = field(default_factory=dict)  # the last host's, kept when it is gone
 
     def __post_init__(self) -> None:
@@ -330,8 +333,9 @@ class Supervisor:
 
     def _host_stopped(self, runner: PluginRunner, e: LimitExceeded) -> None:
         """Record that ``runner``'s host stopped it (once per stop: later calls raise the same)."""
-        if runner.stop_detail == e.detail and runner.stop_reason is e.reason:
+        if runner.last_stop is e:
             return
+        runner.last_stop = e
         runner.stop_reason, runner.stop_detail, runner.stopped_at = e.reason, e.detail, time.time()
         runner.stops[e.reason.value] += 1
 
@@ -533,6 +537,10 @@ class Supervisor:
             log.error("plugin %s: its schedule did not end when cancelled; abandoned", runner.plugin_id)
         runner.task = None
         host = runner.host
+        # A worker still inside a call its schedule gave up on would answer neither: it gets the
+        # time of a graceful stop, then is killed (the host's timeout), not the whole call_timeout.
+        ct = min(self.settings.call_timeout, WORKER_STOP_TIMEOUT_S) if host and host.bounds_calls \
+            else self.settings.call_timeout
         if host is not None and runner.state is PluginState.RUNNING:
             if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:
                 # The last round and the sinks' force_flush must fit in the 5 s a graceful stop has.
@@ -540,13 +548,13 @@ class Supervisor:
                 await self._once(runner, min(runner.timeout or FLUSH_TIMEOUT_S, FLUSH_TIMEOUT_S))
                 await self._force_flush(runner, host, deadline)
             try:
-                await self._call(runner, "stop", host.stop(self.settings.call_timeout), self.settings.call_timeout)
+                await self._call(runner, "stop", host.stop(ct), ct)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "stop", e)
             runner.lifecycle.to(PluginState.STOPPED)
         if host is not None and runner.lifecycle.can(PluginState.SHUT_DOWN):
             try:
-                await self._call(runner, "shutdown", host.shutdown(self.settings.call_timeout), self.settings.call_timeout)
+                await self._call(runner, "shutdown", host.shutdown(ct), ct)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "shutdown", e)
             runner.lifecycle.to(PluginState.SHUT_DOWN)

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import SecretStr
+
 from bridge import (
     Alert,
     CollectorConfig,
@@ -34,7 +36,7 @@ class MisbehavingConfig(CollectorConfig):
     spin: float = 0.0  # a CPU loop of this many seconds in collect_metrics
     exit_code: int | None = None  # os._exit in collect_metrics
     garbage: str | None = None  # hex of bytes written raw to the wire in collect_metrics
-    token: str = ""  # a secret-like value the tests look for
+    token: SecretStr | None = None  # a secret the tests look for in what the agent shows
 
 
 class MisbehavingCollector(MetricCollectorPlugin):

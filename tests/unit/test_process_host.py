@@ -109,7 +109,7 @@ def _garbage() -> list[tuple[str, bytes, str]]:
         ("unknown type", frame(ord("Z"), b"junk"), "unknown message type 0x5a"),
         ("oversized", b"\xff\xff\xff\xff", "over the limit"),
         ("empty", b"\x00\x00\x00\x00", "empty frame"),
-        ("unasked answer", frame(T_METRICS, pack_id(999), bytes(m)), "call 999, which is not waiting"),
+        ("unasked answer", frame(T_METRICS, pack_id(999), bytes(m)), "call 999, which was never made"),
         ("truncated metrics", frame(T_METRICS, pack_id(3), m[:-3]), "the f64 stream (1 entries) run past the end"),
         ("bad index", frame(T_METRICS, pack_id(3), bytes(bad_index)), "family 0: a string index is past the table"),
     ]
@@ -172,3 +172,15 @@ async def test_an_integration_exports_in_the_worker_and_imports_from_it(tmp_path
     finally:
         await h.shutdown(5.0)
     assert gone(h.pid)
+
+
+async def test_a_late_answer_to_a_call_given_up_on_is_dropped():
+    h = await started(host("MisbehavingCollector"), {"sleep": 0.5})
+    try:
+        first = asyncio.create_task(h.collect(10.0))
+        await asyncio.sleep(0.1)
+        first.cancel()  # the caller gives up; the worker answers later
+        got = await h.collect(10.0)
+        assert [m.value for m in got] == [h.pid] and h.stopped is None and h.malformed_frames == 0
+    finally:
+        await h.shutdown(5.0)
