@@ -461,7 +461,7 @@ def _decode_families(r: _Reader, strings: list[str], others: list[Any],
         keys = [strings[i] for i in key_idx]
         if len(set(keys)) != len(keys):
             raise WireError(f"{where}: an attribute key is repeated")
-        if flags & 4:
+        if flags & 4 and n_series:
             native.add(name)
         codes = r.take_u(n_keys * n_series, f"{where} attributes")
         attrs_list = _attributes(codes, keys, n_series, strings, others, bool(flags & 8), where)
