@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.api import ExportResult, MetricCollectorPlugin, MonitoringIntegrationPlugin, Plugin, PluginType
+from bridge.tasks import gc_paused
 from bridge.wire import (
     T_BATCH,
     T_CALL,
@@ -78,6 +79,7 @@ class Worker:
         self.plugin: Plugin | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.batches: dict[int, Any] = {}
+        self.last_batch_size = 0
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -167,12 +169,18 @@ class Worker:
                 await plugin.stop()
         elif method == "shutdown":
             await self.shutdown(plugin, args[0])
-        elif method == "collect":
-            assert isinstance(plugin, MetricCollectorPlugin)
-            return T_METRICS, encode_metrics(await plugin.collect_metrics())
-        elif method == "import":
-            assert isinstance(plugin, MonitoringIntegrationPlugin)
-            return T_METRICS, encode_metrics(await plugin.import_metrics())
+        elif method in ("collect", "import"):
+            # As in process: a plugin that reported a large batch builds one again, and the
+            # cyclic GC waits meanwhile (see bridge.pipeline.paused_gc).
+            with gc_paused(self.last_batch_size):
+                if method == "collect":
+                    assert isinstance(plugin, MetricCollectorPlugin)
+                    metrics = await plugin.collect_metrics()
+                else:
+                    assert isinstance(plugin, MonitoringIntegrationPlugin)
+                    metrics = await plugin.import_metrics()
+                self.last_batch_size = len(metrics)
+                return T_METRICS, encode_metrics(metrics)
         elif method == "export":
             assert isinstance(plugin, MonitoringIntegrationPlugin)
             sink, seq, timeout = args
