@@ -12,8 +12,9 @@ supervisor, a process host enforces it itself (``bounds_calls``).
 
 What a worker carries: collectors (``collect_metrics``, start/stop) and integrations (import
 rounds; export of each round's batch to each of its sinks, whose names are fixed at
-``initialize``; ``force_flush``; ``shutdown``). Not carried: an integration's push ingest
-(``bind_ingest``), alert processors and dashboard components: those run in process.
+``initialize``; ``force_flush``; ``shutdown``; ``import_alerts``/``export_alerts`` for the alert
+engine, through ``alert_proxy``). Not carried: an integration's push ingest (``bind_ingest``),
+alert processors and dashboard components: those run in process.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.api import (
+    Alert,
     ExportResult,
     ExportStatus,
     Metric,
@@ -38,6 +40,7 @@ from bridge.api import (
     MetricCollectorPlugin,
     MonitoringIntegrationPlugin,
     Plugin,
+    PluginMetadata,
     PluginType,
 )
 from bridge.isolation import Grants, Isolation, LimitExceeded, Limits, StopReason
@@ -53,6 +56,8 @@ from bridge.wire import (
     WORKER_TYPES,
     WireError,
     WireLimits,
+    alert_from_value,
+    alert_value,
     call_id,
     decode_frame_header,
     decode_metrics,
@@ -73,6 +78,8 @@ KILL_GRACE_S = 0.5
 SETUP_TIMEOUT_S = 30.0
 #: A metrics frame larger than this is decoded in a thread, off the event loop.
 THREAD_DECODE_BYTES = 256 << 10
+#: Alerts one import_alerts may return.
+MAX_ALERTS = 10_000
 #: Characters of a worker's error message kept.
 MAX_ERROR_TEXT = 2000
 
@@ -545,6 +552,23 @@ class ProcessHost(PluginHost):
     async def force_flush(self, sink: str, timeout: float) -> bool:
         return bool(await self._call("force_flush", [sink, timeout], timeout, f"force_flush of {sink}"))
 
+    async def import_alerts(self, timeout: float) -> list[Alert]:
+        got = await self._call("import_alerts", [], timeout)
+        try:
+            if not isinstance(got, list) or len(got) > MAX_ALERTS:
+                raise WireError(f"import_alerts answered {type(got).__name__}, not a list of at most {MAX_ALERTS}")
+            return [alert_from_value(a, f"import_alerts: alert {i}") for i, a in enumerate(got)]
+        except WireError as e:
+            await self._crashed(f"malformed answer: {e}", kill=True)
+            raise self._stopped() from None
+
+    async def export_alerts(self, alerts: Sequence[Alert], timeout: float) -> None:
+        await self._call("export_alerts", [[alert_value(a) for a in alerts]], timeout)
+
+    def alert_proxy(self, timeout: float) -> MonitoringIntegrationPlugin:
+        """The integration as the alert engine calls it: its alert import and export, in the worker."""
+        return _AlertProxy(self, timeout)
+
     # ------------------------------------------------------------------ status
 
     def usage(self) -> dict[str, float]:
@@ -622,3 +646,34 @@ def place(registered: RegisteredPlugin, isolation: Isolation | None, limits: Lim
         return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants,
                          note="registered in-process (not importable by a worker): runs in process")
     return Placement(Isolation.PROCESS, ref, limits, grants)
+
+
+class _AlertProxy(MonitoringIntegrationPlugin):
+    """An integration in a worker, as the alert engine sees it: ``import_alerts`` and
+    ``export_alerts`` are calls into the worker, bounded by ``timeout``; nothing else is here."""
+
+    def __init__(self, host: ProcessHost, timeout: float) -> None:
+        self._host = host
+        self._timeout = timeout
+
+    def metadata(self) -> PluginMetadata:
+        return PluginMetadata(self._host.plugin_id, self._host.plugin_id, str(self._host.info.get("version", "")),
+                              "", "in a worker process", PluginType.INTEGRATION)
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        raise NotImplementedError("the worker's plugin is initialized by its host")
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        raise NotImplementedError("the worker's plugin is shut down by its host")
+
+    async def export_metrics(self, metrics: Sequence[Metric]) -> None:
+        raise NotImplementedError("metrics reach the worker through its host's export")
+
+    async def import_metrics(self) -> Sequence[Metric]:
+        raise NotImplementedError("metrics come from the worker through its host's import_round")
+
+    async def export_alerts(self, alerts: Sequence[Alert]) -> None:
+        await self._host.export_alerts(alerts, self._timeout)
+
+    async def import_alerts(self) -> Sequence[Alert]:
+        return await self._host.import_alerts(self._timeout)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from bridge.alerting.engine import AlertEngine
+from bridge.alerting.engine import INTEGRATION_CALL_TIMEOUT_S, AlertEngine
 from bridge.alerting.http import add_alert_routes
 from bridge.alerting.settings import AlertingSettings, config_state_dir
 from bridge.api import Metric, MetricKind, Plugin, PluginType
@@ -24,7 +24,7 @@ from bridge.config import DEFAULT_SOURCE, ConfigError, LoadedConfig, redact
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
-from bridge.pluginhost import InProcessHost, place
+from bridge.pluginhost import InProcessHost, ProcessHost, place
 from bridge.registry import PluginRegistry
 from bridge.sdk_input import install_global
 from bridge.server import HttpServer, ServerContext
@@ -110,9 +110,12 @@ class Runtime:
         out: list[tuple[str, Plugin]] = []
         for entry in self.loaded.enabled_plugins:
             r = self.supervisor.runners.get(entry.plugin_id)
-            if r is not None and r.plugin_type is ptype and r.state is PluginState.RUNNING \
-                    and isinstance(r.host, InProcessHost):
+            if r is None or r.plugin_type is not ptype or r.state is not PluginState.RUNNING:
+                continue
+            if isinstance(r.host, InProcessHost):
                 out.append((entry.plugin_id, r.host.plugin))
+            elif isinstance(r.host, ProcessHost) and ptype is PluginType.INTEGRATION:
+                out.append((entry.plugin_id, r.host.alert_proxy(INTEGRATION_CALL_TIMEOUT_S)))
         return out
 
     def _remember_secrets(self, *configs: LoadedConfig) -> None:

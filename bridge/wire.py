@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from itertools import accumulate, repeat
 from typing import Any
 
 from bridge.api import (
+    Alert,
+    AlertState,
     ExponentialHistogramValue,
     HistogramValue,
     Metric,
@@ -38,7 +41,8 @@ from bridge.api import (
 )
 
 __all__ = [
-    "Frame", "WireError", "WireLimits", "decode_frame_header", "decode_metrics", "decode_value",
+    "alert_from_value", "alert_value", "Frame", "WireError", "WireLimits", "decode_frame_header", "decode_metrics",
+    "decode_value",
     "encode_metrics", "encode_value", "frame", "T_BATCH", "T_CALL", "T_ERROR", "T_METRICS", "T_RESULT", "T_SETUP",
 ]
 
@@ -568,3 +572,44 @@ def _decode_aggregate(r: _Reader, kind: MetricKind, strings: list[str], limits: 
         if isinstance(e, WireError):
             raise
         raise WireError(f"{where}: {e}") from None
+
+
+# --------------------------------------------------------------------------- alerts
+
+_ALERT_STR = ("id", "name", "severity", "fingerprint")
+_ALERT_NUM = ("value", "starts_at", "ends_at")
+
+
+def alert_value(a: Alert) -> dict[str, Any]:
+    """An alert as a plain value."""
+    return {"id": a.id, "name": a.name, "severity": a.severity, "state": a.state.value, "labels": dict(a.labels),
+            "annotations": dict(a.annotations), "value": a.value, "starts_at": a.starts_at, "ends_at": a.ends_at,
+            "fingerprint": a.fingerprint}
+
+
+def alert_from_value(v: Any, where: str) -> Alert:
+    """The alert ``alert_value`` made; a WireError naming ``where`` and the field when it is not one."""
+    if not isinstance(v, dict):
+        raise WireError(f"{where}: an alert is a map, not a {type(v).__name__}")
+    unknown = set(v) - {*_ALERT_STR, *_ALERT_NUM, "state", "labels", "annotations"}
+    if unknown:
+        raise WireError(f"{where}: unknown alert field {sorted(unknown)[0][:40]!r}")
+    for k in _ALERT_STR:
+        if not isinstance(v.get(k, ""), str):
+            raise WireError(f"{where}.{k}: not a string")
+    for k in _ALERT_NUM:
+        x = v.get(k)
+        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float))):
+            raise WireError(f"{where}.{k}: not a number")
+    for k in ("labels", "annotations"):
+        m = v.get(k, {})
+        if not isinstance(m, dict) or not all(isinstance(x, str) for x in m.values()):
+            raise WireError(f"{where}.{k}: not a map of strings")
+    try:
+        state = AlertState(v.get("state", "firing"))
+    except ValueError:
+        raise WireError(f"{where}.state: not an alert state") from None
+    starts = v.get("starts_at")
+    return Alert(v.get("id", ""), v.get("name", ""), v.get("severity", ""), state, dict(v.get("labels", {})),
+                 dict(v.get("annotations", {})), v.get("value"), time.time() if starts is None else float(starts),
+                 v.get("ends_at"), v.get("fingerprint", ""))

@@ -32,6 +32,8 @@ from bridge.wire import (
     T_RESULT,
     T_SETUP,
     WireLimits,
+    alert_from_value,
+    alert_value,
     call_id,
     decode_frame_header,
     decode_metrics,
@@ -107,6 +109,10 @@ class Worker:
             if not isinstance(plugin, Plugin) or plugin.plugin_type is not ptype:
                 raise TypeError(f"{setup['reference']} does not make a {ptype.value} plugin")
             self.plugin = plugin
+            if ptype is PluginType.INTEGRATION:  # its rounds' batches need the pipeline: imported now, not in a round
+                import opentelemetry.sdk.resources  # noqa: F401
+
+                import bridge.pipeline  # noqa: F401
             info = {"version": plugin.metadata().version, "pid": os.getpid(), "mechanisms": mechanisms,
                     "imports_prometheus_names": bool(getattr(plugin, "imports_prometheus_names", False))}
         except Exception as e:  # noqa: BLE001 - told to the agent, which shows it
@@ -188,6 +194,12 @@ class Worker:
             if not isinstance(res, ExportResult):
                 raise TypeError(f"export to {sink} returned {type(res).__name__}, not an ExportResult")
             result = [res.status.value, res.reason, res.retry_after]
+        elif method == "import_alerts":
+            assert isinstance(plugin, MonitoringIntegrationPlugin)
+            result = [alert_value(a) for a in await plugin.import_alerts()]
+        elif method == "export_alerts":
+            assert isinstance(plugin, MonitoringIntegrationPlugin)
+            await plugin.export_alerts([alert_from_value(a, f"alert {i}") for i, a in enumerate(args[0])])
         elif method == "force_flush":
             assert isinstance(plugin, MonitoringIntegrationPlugin)
             sink, timeout = args

@@ -153,3 +153,47 @@ plugins:
             break
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"worker {pid} outlived the agent"
+
+
+async def test_an_integration_in_a_worker_runs_its_rounds_and_the_alert_flow(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    text = f"""
+server: {{listen: "127.0.0.1:0"}}
+alerting: {{import_interval: 0.3, state_dir: {json.dumps(str(tmp_path / "state"))}}}
+plugins:
+  - plugin_id: monitoring.metrics.steady
+    config: {{collection_interval: 0.3}}
+  - plugin_id: monitoring.integration.recording
+    isolation: process
+    grants: {{paths: [{json.dumps(str(out))}]}}
+    config: {{interval: 1, out: {json.dumps(str(out))}, imported: 6.5}}
+"""
+    from tests.unit.isolation_plugins import RecordingIntegration
+
+    reg = PluginRegistry().discover()
+    reg.register_plugin("monitoring.metrics.steady", SteadyCollector)
+    reg.register_plugin("monitoring.integration.recording", RecordingIntegration)
+    rt = Runtime(parse_config(text, "t.yaml", reg, env={}), reg)
+    await rt.start()
+    host, port = rt.server.bound
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            for _ in range(150):
+                await asyncio.sleep(0.1)
+                alerts = (await (await s.get(f"http://{host}:{port}/api/v1/alerts")).json())["data"]
+                if alerts and (out / "alerts.json").exists() and (out / "export-3.json").exists():
+                    break
+            metrics = await (await s.get(f"http://{host}:{port}/metrics")).text()
+        worker_pid = rt.supervisor.runners["monitoring.integration.recording"].host.pid
+    finally:
+        await rt.stop()
+    assert [a["name"] for a in alerts] == ["QueueStuck"]  # imported from the worker, fired by the engine
+    # The engine's active alerts (with the labels it adds) went back to the worker's export_alerts.
+    assert json.loads((out / "alerts.json").read_text()) == [
+        ["QueueStuck", "firing", {"queue": "a", "alertname": "QueueStuck", "severity": "critical"}]]
+    export = json.loads((out / "export-3.json").read_text())
+    assert export["pid"] == worker_pid != os.getpid()
+    names = {r["name"] for r in export["rows"]}
+    assert {"steady.value", "recording_imported"} <= names  # the collector's and its own import, in the batch
+    assert f'recording_imported{{pid="{worker_pid}"}} 6.5' in metrics

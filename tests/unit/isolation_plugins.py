@@ -26,7 +26,7 @@ from bridge import (
     PluginMetadata,
     PluginType,
 )
-from bridge.api import ExponentialHistogramValue, HistogramValue, SummaryValue
+from bridge.api import AlertState, ExponentialHistogramValue, HistogramValue, SummaryValue
 
 REF = "tests.unit.isolation_plugins"
 
@@ -150,11 +150,13 @@ class RecordingIntegration(MonitoringIntegrationPlugin):
         raise NotImplementedError
 
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
-        pass
+        assert self.cfg is not None
+        Path(self.cfg.out, "alerts.json").write_text(json.dumps([[a.name, a.state.value, a.labels] for a in alerts]))
 
     async def import_metrics(self) -> Sequence[Metric]:
         assert self.cfg is not None
         return [Metric("recording_imported", MetricKind.GAUGE, self.cfg.imported, "", "imported", {"pid": str(os.getpid())})]
 
     async def import_alerts(self) -> Sequence[Alert]:
-        return []
+        return [Alert("a1", "QueueStuck", "critical", AlertState.FIRING, {"queue": "a"}, {"summary": "stuck"}, 9.0,
+                      1_700_000_000.5, None, "fp-1")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.api import ExportStatus, Metric, MetricKind, PluginType
+from bridge.api import Alert, AlertState, ExportStatus, Metric, MetricKind, MonitoringIntegrationPlugin, PluginType
 from bridge.isolation import Grants, Isolation, LimitExceeded, StopReason
 from bridge.pipeline import Pipeline
 from bridge.pluginhost import Placement, ProcessHost, WorkerError
@@ -169,6 +169,15 @@ async def test_an_integration_exports_in_the_worker_and_imports_from_it(tmp_path
         assert imported["native"] is True and imported["value"] == 4.5
         assert imported["attributes"] == {"pid": str(h.pid)}
         assert (out / "export-2.json").exists()
+        # The alert engine's side of it: through the proxy, into the worker and back.
+        proxy = h.alert_proxy(5.0)
+        assert isinstance(proxy, MonitoringIntegrationPlugin)
+        imported_alerts = await proxy.import_alerts()
+        assert imported_alerts == [Alert("a1", "QueueStuck", "critical", AlertState.FIRING, {"queue": "a"},
+                                         {"summary": "stuck"}, 9.0, 1_700_000_000.5, None, "fp-1")]
+        await proxy.export_alerts([*imported_alerts, Alert("a2", "Gone", "info", AlertState.RESOLVED, {"x": "y"})])
+        assert json.loads((out / "alerts.json").read_text()) == [["QueueStuck", "firing", {"queue": "a"}],
+                                                                 ["Gone", "resolved", {"x": "y"}]]
     finally:
         await h.shutdown(5.0)
     assert gone(h.pid)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
 
-from bridge.api import HistogramValue, Metric, MetricKind
+from bridge.api import Alert, AlertState, HistogramValue, Metric, MetricKind
 from bridge.wire import (
     WireError,
+    alert_from_value,
+    alert_value,
     WireLimits,
     decode_frame_header,
     decode_metrics,
@@ -107,3 +110,13 @@ def test_frame_headers_are_bounded():
         decode_frame_header(struct.pack(">I", 101), WireLimits(max_frame=100))
     with pytest.raises(WireError, match="empty frame"):
         decode_frame_header(b"\0\0\0\0", LIMITS)
+
+
+def test_alerts_round_trip_and_a_hostile_one_is_refused_naming_the_field():
+    a = Alert("a1", "Down", "critical", AlertState.ACKNOWLEDGED, {"job": "x"}, {"summary": "s"}, 1.5, 10.0, 12.0, "fp")
+    assert alert_from_value(decode_value(encode_value(alert_value(a)), LIMITS), "alert 0") == a
+    for bad, where in [([], "alert 0: an alert is a map"), ({"labels": {"a": 1}}, "alert 0.labels: not a map of strings"),
+                       ({"state": "gone"}, "alert 0.state"), ({"value": "x"}, "alert 0.value: not a number"),
+                       ({"name": 3}, "alert 0.name: not a string"), ({"evil": 1}, "unknown alert field 'evil'")]:
+        with pytest.raises(WireError, match=re.escape(where)):
+            alert_from_value(bad, "alert 0")
