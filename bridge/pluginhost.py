@@ -78,6 +78,8 @@ KILL_GRACE_S = 0.5
 SETUP_TIMEOUT_S = 30.0
 #: A metrics frame larger than this is decoded in a thread, off the event loop.
 THREAD_DECODE_BYTES = 256 << 10
+#: Calls given up on whose answers are remembered (and dropped when they come).
+MAX_LATE_ANSWERS = 1000
 #: Alerts one import_alerts may return.
 MAX_ALERTS = 10_000
 #: Characters of a worker's error message kept.
@@ -256,6 +258,7 @@ class ProcessHost(PluginHost):
         self._reader_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._late: dict[int, bool] = {}  # calls given up on, whose one answer is still allowed
         self._next_id = 1
         self._sinks: list[str] = []
         self._batch: Batch | MetricBatch | None = None
@@ -275,7 +278,7 @@ class ProcessHost(PluginHost):
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bridge.worker", str(child.fileno()),
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=2,
                 start_new_session=True)  # a terminal's ^C is the agent's; the agent stops its workers
         finally:
             child.close()
@@ -351,9 +354,9 @@ class ProcessHost(PluginHost):
             raise WireError(f"unknown message type 0x{mtype:02x}")
         cid = call_id(body[1:])
         if cid not in self._pending:
-            if cid >= self._next_id:
-                raise WireError(f"an answer to call {cid}, which was never made")
-            return cid, None, False  # a late answer to a call its caller gave up on: dropped
+            if self._late.pop(cid, False):
+                return cid, None, False  # a late answer to a call its caller gave up on: dropped
+            raise WireError(f"an answer to call {cid}, which is not waiting for one")
         payload = body[5:]
         if mtype == T_METRICS:
             if len(payload) > THREAD_DECODE_BYTES:
@@ -457,6 +460,10 @@ class ProcessHost(PluginHost):
             self._pending.pop(cid, None)
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved: a call abandoned by its caller leaves no warning
+            elif self.stopped is None:  # its caller gave up: one answer may still come
+                self._late[cid] = True
+                while len(self._late) > MAX_LATE_ANSWERS:
+                    del self._late[next(iter(self._late))]
 
     async def _call(self, method: str, args: list[Any], timeout: float | None, what: str | None = None) -> Any:
         if self.stopped is not None:

@@ -109,7 +109,7 @@ def _garbage() -> list[tuple[str, bytes, str]]:
         ("unknown type", frame(ord("Z"), b"junk"), "unknown message type 0x5a"),
         ("oversized", b"\xff\xff\xff\xff", "over the limit"),
         ("empty", b"\x00\x00\x00\x00", "empty frame"),
-        ("unasked answer", frame(T_METRICS, pack_id(999), bytes(m)), "call 999, which was never made"),
+        ("unasked answer", frame(T_METRICS, pack_id(999), bytes(m)), "call 999, which is not waiting for one"),
         ("truncated metrics", frame(T_METRICS, pack_id(3), m[:-3]), "the f64 stream (1 entries) run past the end"),
         ("bad index", frame(T_METRICS, pack_id(3), bytes(bad_index)), "family 0: a string index is past the table"),
     ]
@@ -191,5 +191,6 @@ async def test_a_late_answer_to_a_call_given_up_on_is_dropped():
         first.cancel()  # the caller gives up; the worker answers later
         got = await h.collect(10.0)
         assert [m.value for m in got] == [h.pid] and h.stopped is None and h.malformed_frames == 0
+        assert h._late == {}  # the late answer came, and was dropped
     finally:
         await h.shutdown(5.0)
