@@ -309,9 +309,14 @@ class ProcessHost(PluginHost):
             from bridge.limits import Enforcer  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             return
-        enforcer = Enforcer(self.plugin_id, self.placement.limits)
         assert self.proc is not None
-        enforcer.attach(self.proc.pid)
+        try:
+            enforcer = Enforcer(self.plugin_id, self.placement.limits)
+            enforcer.attach(self.proc.pid)
+        except (OSError, RuntimeError, ValueError) as e:
+            log.error("plugin %s: the limits of worker %s cannot be enforced: %s: %s", self.plugin_id, self.pid,
+                      type(e).__name__, e)
+            return
         self._enforcer = enforcer
         self._watch_task = asyncio.create_task(self._watch(enforcer), name=f"limits:{self.plugin_id}")
 
@@ -398,6 +403,7 @@ class ProcessHost(PluginHost):
             except TimeoutError:
                 self._signal(signal.SIGKILL)
                 code = await proc.wait()
+            self._release()
         self._set_stopped(LimitExceeded(StopReason.CRASHED, f"{why} (worker {self.pid}: {_exit_text(code)})"))
 
     def _set_stopped(self, e: LimitExceeded) -> None:
@@ -410,8 +416,6 @@ class ProcessHost(PluginHost):
                 fut.set_exception(e)
         if self._writer is not None:
             self._writer.close()
-        if self._enforcer is not None:
-            self._enforcer.close()
         if self._watch_task is not None and self._watch_task is not asyncio.current_task():
             self._watch_task.cancel()
 
@@ -438,10 +442,17 @@ class ProcessHost(PluginHost):
         except TimeoutError:
             self._signal(signal.SIGKILL)
             await proc.wait()
+        self._release()
+
+    def _release(self) -> None:
+        """The worker has exited: release what enforced its limits (its cgroups)."""
+        if self._enforcer is not None:
+            self._enforcer.close()
 
     def kill(self) -> None:
         self._set_stopped(LimitExceeded(StopReason.CRASHED, "killed by the agent (shutdown out of time)"))
         self._signal(signal.SIGKILL)
+        self._release()
 
     # ------------------------------------------------------------------ calls
 
@@ -516,6 +527,7 @@ class ProcessHost(PluginHost):
         except TimeoutError:
             self._signal(signal.SIGKILL)
             await proc.wait()
+        self._release()
 
     async def collect(self, timeout: float | None = None) -> Sequence[Metric]:
         metrics: list[Metric] = await self._call("collect", [], timeout, "collection")

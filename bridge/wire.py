@@ -238,6 +238,9 @@ def _decode_value(view: memoryview, pos: int, limits: WireLimits, depth: int, wh
 _HEAD = struct.Struct("=IIIIII")  # strings, characters of text, u32, i64, f64 entries, bytes of other values
 
 _MISSING = object()
+_INTS = 16  # a family's scalar values are all ints, in the int64 stream
+_MIXED = 32  # floats and ints: the f64 stream, then which of them are ints
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 class _Encoder:
@@ -282,6 +285,10 @@ def encode_metrics(metrics: Iterable[Metric], native: frozenset[str] | set[str] 
         has_ts = any(m.timestamp_ns is not None for m in ms)
         has_start = any(m.start_time_ns is not None for m in ms)
         flags = has_ts | has_start << 1 | (name in native) << 2 | dense << 3
+        scalars: list[Any] = [m.value for m in ms] if kind in _SCALAR else []
+        value_types = set(map(type, scalars))
+        if value_types and not value_types <= {float}:  # ints stay ints (rendered as such)
+            flags |= _INTS if value_types == {int} and all(_I64_MIN <= v <= _I64_MAX for v in scalars) else _MIXED
         u.extend((s(name), _KIND_CODE[kind], s(unit), s(desc), flags, len(keys), len(ms)))
         keyl = list(kts.pop()) if dense else list(keys)
         u.extend(map(s, keyl))
@@ -303,8 +310,15 @@ def encode_metrics(metrics: Iterable[Metric], native: frozenset[str] | set[str] 
                     else:
                         u.append((len(others) + 1) << 1)
                         others.append(v)
-        if kind in _SCALAR:
-            d.extend([m.value for m in ms])  # type: ignore[misc]
+        if flags & _INTS:
+            q.extend(scalars)
+        elif flags & _MIXED:
+            ints = [i for i, v in enumerate(scalars) if v.__class__ is int]
+            d.extend(map(float, scalars))
+            u.append(len(ints))
+            u.extend(ints)
+        elif kind in _SCALAR:
+            d.extend(scalars)
         else:
             for m in ms:
                 _encode_aggregate(enc, kind, m)
@@ -469,8 +483,16 @@ def _decode_families(r: _Reader, strings: list[str], others: list[Any],
             native.add(name)
         codes = r.take_u(n_keys * n_series, f"{where} attributes")
         attrs_list = _attributes(codes, keys, n_series, strings, others, bool(flags & 8), where)
-        if kind in _SCALAR:
-            values: list[Any] = r.take_d(n_series, f"{where} values").tolist()
+        if kind in _SCALAR and flags & _INTS:
+            values: list[Any] = r.take_q(n_series, f"{where} values").tolist()
+        elif kind in _SCALAR:
+            values = r.take_d(n_series, f"{where} values").tolist()
+            if flags & _MIXED:
+                (n_ints,) = r.take_u(1, f"{where} integer values")
+                for i in r.take_u(min(n_ints, n_series + 1), f"{where} integer values"):
+                    if i >= n_series or not math.isfinite(values[i]):
+                        raise WireError(f"{where}: integer value {i} is not one of its {n_series} finite values")
+                    values[i] = int(values[i])
         else:
             values = [_decode_aggregate(r, kind, strings, limits, f"{where} series {si}") for si in range(n_series)]
         ts: Sequence[int | None] = [None] * n_series

@@ -89,6 +89,11 @@ def all_kinds() -> list[Metric]:
         Metric("q.depth", MetricKind.GAUGE, float("inf"), "1", "queue depth", {"ratio": 0.25, "queue": "ü→"}),
         Metric("q.done", MetricKind.COUNTER, 7.0, "", "", {}, 1_700_000_000_000_000_001, 1_600_000_000_000_000_000),
         Metric("q.inflight", MetricKind.UP_DOWN_COUNTER, -4.0, "", "in flight", {"queue": "a"}),
+        Metric("q.bytes", MetricKind.COUNTER, 2**62 + 1, "By", "bytes", {"queue": "a"}),  # ints stay ints
+        Metric("q.bytes", MetricKind.COUNTER, 0, "By", "bytes", {"queue": "b"}),
+        Metric("q.mixed", MetricKind.GAUGE, 3, "", "", {"queue": "a"}),
+        Metric("q.mixed", MetricKind.GAUGE, 3.0, "", "", {"queue": "b"}),
+        Metric("q.mixed", MetricKind.GAUGE, 2**70, "", "", {"queue": "c"}),
         Metric("q.latency", MetricKind.HISTOGRAM, h, "s", "latency", {"queue": "a"}, 5, 1),
         Metric("q.latency", MetricKind.HISTOGRAM, HistogramValue((), (3,), 1.5, 3), "s", "latency", {"queue": "b"}),
         Metric("q.size", MetricKind.SUMMARY, SummaryValue(((0.5, 1.0), (0.99, 9.5)), 20.0, 4.0, ("0.5", "0.99")),
