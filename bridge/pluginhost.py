@@ -110,6 +110,11 @@ class PluginHost:
 
     def __init__(self, plugin_type: PluginType) -> None:
         self.plugin_type = plugin_type
+        #: Why the host stopped the plugin (over a limit, out of time, crashed), once it has; every
+        #: call raises it from then on. ``dead`` is set then, so a host that bounds its calls has
+        #: its plugin restarted without waiting for the next scheduled call.
+        self.stopped: LimitExceeded | None = None
+        self.dead = asyncio.Event()
 
     async def initialize(self, config: Mapping[str, Any], timeout: float | None = None) -> None:
         raise NotImplementedError
@@ -148,6 +153,10 @@ class PluginHost:
 
     def kill(self) -> None:
         """End the plugin now, without a word to it (a shutdown that ran out of time)."""
+
+    def usage(self) -> dict[str, float]:
+        """What the plugin uses: ``rss_bytes`` and ``cpu_seconds`` where the host can tell."""
+        return {}
 
 
 class InProcessHost(PluginHost):
@@ -248,8 +257,6 @@ class ProcessHost(PluginHost):
         self.kill_grace = kill_grace
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
-        self.stopped: LimitExceeded | None = None
-        self.dead = asyncio.Event()
         self.malformed_frames = 0
         self.frames_in = 0
         self.bytes_in = 0
@@ -403,7 +410,11 @@ class ProcessHost(PluginHost):
             except TimeoutError:
                 self._signal(signal.SIGKILL)
                 code = await proc.wait()
+            over = self._over_limit()
             self._release()
+            if over is not None:  # the kernel ended it for its limit (a cgroup's OOM kill): say which
+                self._set_stopped(over)
+                return
         self._set_stopped(LimitExceeded(StopReason.CRASHED, f"{why} (worker {self.pid}: {_exit_text(code)})"))
 
     def _set_stopped(self, e: LimitExceeded) -> None:
@@ -443,6 +454,16 @@ class ProcessHost(PluginHost):
             self._signal(signal.SIGKILL)
             await proc.wait()
         self._release()
+
+    def _over_limit(self) -> LimitExceeded | None:
+        """The limit the worker went over, when its enforcer saw one (asked once it has exited)."""
+        if self._enforcer is None:
+            return None
+        try:
+            over: LimitExceeded | None = self._enforcer.check()
+        except OSError:
+            return None
+        return over
 
     def _release(self) -> None:
         """The worker has exited: release what enforced its limits (its cgroups)."""

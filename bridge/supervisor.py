@@ -341,8 +341,9 @@ class Supervisor:
 
     @staticmethod
     def _stopped_by_host(runner: PluginRunner) -> LimitExceeded | None:
+        """Why ``runner``'s host stopped the plugin, when it did (it is then restarted at once)."""
         host = runner.host
-        return host.stopped if isinstance(host, ProcessHost) else None
+        return host.stopped if host is not None else None
 
     async def _supervise(self, runner: PluginRunner, up: bool) -> None:
         """Run ``runner`` on its schedule; when it fails, restart it with exponential backoff.
@@ -384,7 +385,7 @@ class Supervisor:
         while True:
             delay = next_at - loop.time()
             host = runner.host
-            if isinstance(host, ProcessHost):  # a worker stopped between runs is restarted at once
+            if host is not None and host.bounds_calls:  # a plugin stopped between runs is restarted at once
                 if delay > 0:
                     try:
                         await asyncio.wait_for(host.dead.wait(), delay)
@@ -614,7 +615,7 @@ class Supervisor:
             for why in StopReason:
                 add(Metric("monbridge.plugin.stops", C, r.stops[why.value], "",
                            "times the plugin's host stopped it, by reason", {**a, "reason": why.value}))
-            usage = r.host.usage() if isinstance(r.host, ProcessHost) else {}
+            usage = r.host.usage() if r.host is not None else {}
             if usage:
                 add(Metric("monbridge.plugin.worker.resident_memory", G, usage["rss_bytes"], "By",
                            "resident memory of the plugin's worker process", a))

@@ -36,6 +36,7 @@ class MisbehavingConfig(CollectorConfig):
     spin: float = 0.0  # a CPU loop of this many seconds in collect_metrics
     exit_code: int | None = None  # os._exit in collect_metrics
     garbage: str | None = None  # hex of bytes written raw to the wire in collect_metrics
+    leak_mb: int = 0  # memory kept from every collection on
     token: SecretStr | None = None  # a secret the tests look for in what the agent shows
 
 
@@ -46,6 +47,7 @@ class MisbehavingCollector(MetricCollectorPlugin):
 
     def __init__(self) -> None:
         self.cfg = MisbehavingConfig()
+        self.kept: list[bytes] = []
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata("monitoring.metrics.misbehaving", "misbehaving", "2.5", "tests", "",
@@ -73,6 +75,8 @@ class MisbehavingCollector(MetricCollectorPlugin):
                 pass
         if c.exit_code is not None:
             os._exit(c.exit_code)
+        if c.leak_mb:
+            self.kept.append(os.urandom(c.leak_mb << 20))  # touched pages: resident
         if c.garbage is not None:
             os.write(int(sys.argv[1]), bytes.fromhex(c.garbage))
             time.sleep(5)  # the agent kills the worker meanwhile

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.api import Alert, AlertState, ExportStatus, Metric, MetricKind, MonitoringIntegrationPlugin, PluginType
-from bridge.isolation import Grants, Isolation, LimitExceeded, StopReason
+from bridge.isolation import Grants, Isolation, LimitExceeded, Limits, StopReason
 from bridge.pipeline import Pipeline
 from bridge.pluginhost import Placement, ProcessHost, WorkerError
 from bridge.wire import T_METRICS, encode_metrics, frame, pack_id
@@ -194,3 +194,17 @@ async def test_a_late_answer_to_a_call_given_up_on_is_dropped():
         assert h._late == {}  # the late answer came, and was dropped
     finally:
         await h.shutdown(5.0)
+
+
+async def test_a_worker_over_its_memory_limit_is_stopped_for_it():
+    pytest.importorskip("bridge.limits", reason="the limits' enforcement (bridge.limits) is not in this tree")
+    h = ProcessHost("monitoring.metrics.leaky", COLLECTOR,
+                    Placement(Isolation.PROCESS, f"{REF}:MisbehavingCollector", limits=Limits(memory_mb=60)))
+    await started(h, {"leak_mb": 20})
+    assert "memory" in h.mechanisms()
+    with pytest.raises(LimitExceeded) as e:
+        for _ in range(40):
+            await h.collect(10.0)
+            await asyncio.sleep(0.3)
+    assert e.value.reason is StopReason.MEMORY_LIMIT, e.value
+    assert h.stopped is e.value and gone(h.pid)
