@@ -375,32 +375,34 @@ def _encode_aggregate(enc: _Encoder, kind: MetricKind, m: Metric) -> None:
 class _Reader:
     """Sequential reads of the three streams, each checked against its end."""
 
-    __slots__ = ("u", "q", "d", "pu", "pq", "pd")
+    __slots__ = ("streams", "pos")
+    NAMES = ("u32", "i64", "f64")
 
     def __init__(self, u: array[int], q: array[int], d: array[float]) -> None:
-        self.u, self.q, self.d = u, q, d
-        self.pu = self.pq = self.pd = 0
+        self.streams: tuple[array[Any], ...] = (u, q, d)
+        self.pos = [0, 0, 0]
+
+    def _take(self, i: int, n: int, what: str) -> array[Any]:
+        p, stream = self.pos[i], self.streams[i]
+        if p + n > len(stream):
+            raise WireError(f"{what}: the {self.NAMES[i]} stream ends at {len(stream)}, needs {p + n}")
+        self.pos[i] = p + n
+        return stream[p:p + n]
 
     def take_u(self, n: int, what: str) -> array[int]:
-        p = self.pu
-        if p + n > len(self.u):
-            raise WireError(f"{what}: the u32 stream ends at {len(self.u)}, needs {p + n}")
-        self.pu = p + n
-        return self.u[p:p + n]
+        return self._take(0, n, what)
 
     def take_q(self, n: int, what: str) -> array[int]:
-        p = self.pq
-        if p + n > len(self.q):
-            raise WireError(f"{what}: the i64 stream ends at {len(self.q)}, needs {p + n}")
-        self.pq = p + n
-        return self.q[p:p + n]
+        return self._take(1, n, what)
 
     def take_d(self, n: int, what: str) -> array[float]:
-        p = self.pd
-        if p + n > len(self.d):
-            raise WireError(f"{what}: the f64 stream ends at {len(self.d)}, needs {p + n}")
-        self.pd = p + n
-        return self.d[p:p + n]
+        return self._take(2, n, what)
+
+    def used_up(self) -> str | None:
+        """None when every stream was read to its end, else how far each was."""
+        if all(p == len(st) for p, st in zip(self.pos, self.streams, strict=True)):
+            return None
+        return ", ".join(f"{name} {p}/{len(st)}" for name, p, st in zip(self.NAMES, self.pos, self.streams, strict=True))
 
 
 def _array(code: str, view: memoryview, pos: int, n: int, what: str) -> tuple[array[Any], int]:
@@ -506,9 +508,9 @@ def _decode_families(r: _Reader, strings: list[str], others: list[Any],
                            attrs_list, ts, starts))
         except (ValueError, TypeError) as e:
             raise WireError(f"{where}: {e}") from None
-    if r.pu != len(r.u) or r.pq != len(r.q) or r.pd != len(r.d):
-        raise WireError(f"metrics: streams not used up (u32 {r.pu}/{len(r.u)}, i64 {r.pq}/{len(r.q)}, "
-                        f"f64 {r.pd}/{len(r.d)})")
+    left = r.used_up()
+    if left is not None:
+        raise WireError(f"metrics: streams not used up ({left})")
     return out, native
 
 
