@@ -44,6 +44,8 @@ LAYERS = {
     "bridge.listeners": "api",  # TLS and auth of listeners
     "bridge.accumulate": "api",
     "bridge.isolation": "api",  # isolation, limits and grants of a plugin (models)  # delta to cumulative (pushed data)
+    "bridge.limits": "api",  # a plugin worker's limits enforced from the agent (cgroups, /proc)
+    "bridge.sandbox": "api",  # a plugin worker's sandbox (Landlock, seccomp, network namespace)
     "bridge.alerting": "api",  # a namespace: its __init__ imports nothing
     "bridge.alerting.settings": "api",  # the config's ``alerting:`` section
     "bridge.pipeline": "pipeline",
