@@ -29,7 +29,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.api import (
     Alert,
@@ -67,6 +67,9 @@ from bridge.wire import (
     frame,
     pack_id,
 )
+
+if TYPE_CHECKING:
+    from bridge.limits import Enforcer
 
 __all__ = ["InProcessHost", "Placement", "PluginHost", "ProcessHost", "WorkerError", "place"]
 
@@ -265,6 +268,7 @@ class ProcessHost(PluginHost):
         self._reader_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._stopping = False  # a stop is under way (``stopped`` is set when it is done)
         self._late: dict[int, bool] = {}  # calls given up on, whose one answer is still allowed
         self._next_id = 1
         self._sinks: list[str] = []
@@ -272,7 +276,7 @@ class ProcessHost(PluginHost):
         self._batch_seq = 0
         self._batch_lock = asyncio.Lock()
         self._shut_down = False
-        self._enforcer: Any = None
+        self._enforcer: Enforcer | None = None
 
     @property
     def pid(self) -> int | None:
@@ -311,11 +315,9 @@ class ProcessHost(PluginHost):
         log.info("plugin %s: worker %s running %s", self.plugin_id, self.pid, p.reference)
 
     def _start_watch(self) -> None:
-        """Watch the worker's limits (``bridge.limits.Enforcer``, where it is built) every second."""
-        try:
-            from bridge.limits import Enforcer  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            return
+        """Put the worker under its limits (``bridge.limits.Enforcer``) and check them every second."""
+        from bridge.limits import Enforcer
+
         assert self.proc is not None
         try:
             enforcer = Enforcer(self.plugin_id, self.placement.limits)
@@ -327,7 +329,7 @@ class ProcessHost(PluginHost):
         self._enforcer = enforcer
         self._watch_task = asyncio.create_task(self._watch(enforcer), name=f"limits:{self.plugin_id}")
 
-    async def _watch(self, enforcer: Any) -> None:
+    async def _watch(self, enforcer: Enforcer) -> None:
         while not self.dead.is_set():
             await asyncio.sleep(1.0)
             over = await asyncio.to_thread(enforcer.check)
@@ -398,8 +400,9 @@ class ProcessHost(PluginHost):
 
     async def _crashed(self, why: str, kill: bool = False) -> None:
         """The worker stopped on its own (or broke the wire): wait briefly for its exit status."""
-        if self.stopped is not None:
+        if self.stopped is not None or self._stopping:  # a stop under way says why
             return
+        self._stopping = True
         proc = self.proc
         code: int | None = None
         if proc is not None:
@@ -439,31 +442,32 @@ class ProcessHost(PluginHost):
                 pass
 
     async def _stop_worker(self, why: LimitExceeded, grace: float | None = None) -> None:
-        """Stop the worker for ``why``: SIGTERM, SIGKILL after ``grace``; every pending call fails with it."""
-        if self.stopped is not None:
+        """Stop the worker for ``why``: SIGTERM, SIGKILL after ``grace``; once it has exited, every
+        pending call fails with ``why`` (a stop already under way is waited for instead)."""
+        if self.stopped is not None or self._stopping:
+            await self.dead.wait()
             return
+        self._stopping = True
         log.error("plugin %s: stopping worker %s: %s", self.plugin_id, self.pid, why)
-        self._set_stopped(why)
         proc = self.proc
-        if proc is None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.kill_grace if grace is None else grace)
-        except TimeoutError:
-            self._signal(signal.SIGKILL)
-            await proc.wait()
-        self._release()
+        if proc is not None:
+            self._signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), self.kill_grace if grace is None else grace)
+            except TimeoutError:
+                self._signal(signal.SIGKILL)
+                await proc.wait()
+            self._release()
+        self._set_stopped(why)
 
     def _over_limit(self) -> LimitExceeded | None:
         """The limit the worker went over, when its enforcer saw one (asked once it has exited)."""
         if self._enforcer is None:
             return None
         try:
-            over: LimitExceeded | None = self._enforcer.check()
+            return self._enforcer.check()
         except OSError:
             return None
-        return over
 
     def _release(self) -> None:
         """The worker has exited: release what enforced its limits (its cgroups)."""
@@ -535,7 +539,10 @@ class ProcessHost(PluginHost):
             if self.stopped is None and self._writer is not None:
                 await self._call("shutdown", [timeout], timeout)
         finally:
-            if self.stopped is None:
+            if self._stopping:  # being stopped for a reason already: that stop ends it
+                await self.dead.wait()
+            elif self.stopped is None:
+                self._stopping = True
                 self._set_stopped(LimitExceeded(StopReason.CRASHED, "shut down"))
                 await self._reap()
 
@@ -640,7 +647,7 @@ class ProcessHost(PluginHost):
         if self._enforcer is not None:
             out.update(self._enforcer.mechanisms())
         else:
-            out.setdefault("limits", "none (bridge.limits is not installed)")
+            out.setdefault("limits", "none: the worker's limits could not be set up (see the log)")
         out["timeout"] = "worker killed (SIGTERM, then SIGKILL) when a call outlives its timeout"
         return out
 

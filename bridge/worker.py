@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.util
 import logging
 import os
 import signal
@@ -62,16 +63,28 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def apply_sandbox(limits: Mapping[str, Any], grants: Mapping[str, Any]) -> dict[str, str]:
-    """The sandbox (``bridge.sandbox.apply``) where it is built; its mechanisms by guarantee."""
+def plugin_dirs(reference: str) -> list[str]:
+    """The directories of the plugin's top-level package when it is a namespace package (no
+    ``__init__.py``): the sandbox lets a worker read only the regular packages and modules of a
+    directory on ``sys.path``. Found without running any of the plugin's code."""
+    top = reference.partition(":")[0].split(".")[0]
     try:
-        from bridge import sandbox  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return {"sandbox": "none (bridge.sandbox is not installed)"}
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or spec.origin not in (None, "namespace") or not spec.submodule_search_locations:
+        return []
+    return list(dict.fromkeys(spec.submodule_search_locations))
+
+
+def apply_sandbox(reference: str, limits: Mapping[str, Any], grants: Mapping[str, Any]) -> dict[str, str]:
+    """Sandbox this worker (``bridge.sandbox.apply``) before the plugin's module is imported;
+    what holds, by guarantee."""
+    from bridge import sandbox
     from bridge.isolation import Grants, Limits
 
-    result: dict[str, str] = sandbox.apply(Limits.model_validate(limits), Grants.model_validate(grants))
-    return result
+    return sandbox.apply(Limits.model_validate(limits), Grants.model_validate(grants),
+                         extra_read=plugin_dirs(reference))
 
 
 class Worker:
@@ -100,7 +113,7 @@ class Worker:
             return False
         setup = decode_value(got[1], AGENT_LIMITS, "setup")
         try:
-            mechanisms = apply_sandbox(setup.get("limits") or {}, setup.get("grants") or {})
+            mechanisms = apply_sandbox(setup["reference"], setup.get("limits") or {}, setup.get("grants") or {})
             from bridge.registry import load_reference
 
             factory = load_reference(setup["reference"])

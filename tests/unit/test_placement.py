@@ -93,3 +93,6 @@ plugins:
     assert worker["state"] == "running" and worker["stop_reason"] is None
     assert worker["stops"] == {"memory_limit": 0, "cpu_limit": 0, "connection_limit": 0, "timeout": 0, "crashed": 0}
     assert rt.supervisor.runners["monitoring.metrics.misbehaving"].placement.limits.memory_mb == 80
+    # How its sandbox (applied in the worker) and its limits (enforced from the agent) hold.
+    assert {"fs", "exec", "net", "memory", "cpu", "connections", "timeout"} <= set(worker["mechanisms"])
+    assert "80 MiB" in worker["mechanisms"]["memory"]
