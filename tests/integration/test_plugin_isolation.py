@@ -21,6 +21,7 @@ from bridge.config import parse_config
 from bridge.registry import PluginRegistry
 from bridge.runtime import Runtime
 from bridge.supervisor import SupervisorSettings
+from tests.integration.test_shutdown import install_entry_point
 from tests.unit.isolation_plugins import MisbehavingCollector
 from tests.unit.plugins_for_tests import SteadyCollector
 
@@ -95,24 +96,19 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def _install_entry_point(site: Path) -> None:
-    """A distribution (its metadata only) whose entry point names the test plugin: a third-party plugin."""
-    dist = site / "monbridge_misbehaving-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: monbridge-misbehaving\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[monbridge.collectors]\nmonitoring.metrics.misbehaving = tests.unit.isolation_plugins:MisbehavingCollector\n")
-
-
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
 
 
-@pytest.mark.parametrize("blocked", [False, True], ids=["idle", "blocked"])
-def test_sigterm_to_the_agent_ends_its_workers(tmp_path, free_port, blocked):
+@pytest.mark.parametrize(("sig", "blocked"), [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGKILL, True)],
+                         ids=["sigterm-idle", "sigterm-blocked", "sigkill-blocked"])
+def test_the_agents_end_ends_its_workers(tmp_path, free_port, sig, blocked):
+    """SIGTERM: the agent stops its workers (a blocked one is killed); SIGKILL: the kernel kills
+    the worker with it (PR_SET_PDEATHSIG), even one blocked in the plugin's code."""
     site = tmp_path / "site"
-    _install_entry_point(site)
+    install_entry_point(site, "monbridge.collectors", "monitoring.metrics.misbehaving",
+                        "tests.unit.isolation_plugins:MisbehavingCollector")  # a third-party plugin
     port = free_port()
     sleep = 3600 if blocked else 0
     cfg = tmp_path / "agent.yaml"
@@ -141,13 +137,13 @@ plugins:
         assert st["isolation"] == "process" and st["isolation_note"] is None
         assert Path(f"/proc/{pid}").exists()
         time.sleep(0.5 if blocked else 0)  # a blocked worker is inside its collection
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, err
+    assert proc.returncode == (0 if sig == signal.SIGTERM else -signal.SIGKILL), err
     for _ in range(20):  # the worker is not the agent's child any more once the agent exited
         if not Path(f"/proc/{pid}").exists() or _zombie(pid):
             break
@@ -197,3 +193,5 @@ plugins:
     names = {r["name"] for r in export["rows"]}
     assert {"steady.value", "recording_imported"} <= names  # the collector's and its own import, in the batch
     assert f'recording_imported{{pid="{worker_pid}"}} 6.5' in metrics
+    assert 'monbridge_plugin_worker_resident_memory_bytes{plugin_id="monitoring.integration.recording"' in metrics
+    assert 'monbridge_plugin_worker_cpu_seconds_total{plugin_id="monitoring.integration.recording"' in metrics

@@ -10,9 +10,9 @@ import pytest
 from bridge.api import Alert, AlertState, HistogramValue, Metric, MetricKind
 from bridge.wire import (
     WireError,
+    WireLimits,
     alert_from_value,
     alert_value,
-    WireLimits,
     decode_frame_header,
     decode_metrics,
     decode_value,
