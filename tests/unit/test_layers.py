@@ -55,6 +55,9 @@ LAYERS = {
     "bridge.prometheus": "pipeline",
     "bridge.supervisor": "supervisor",
     "bridge.wasmhost": "supervisor",  # the WASM plugin host (wasmtime, loaded when a WASM plugin is built)
+    "bridge.wire": "pipeline",  # the agent <-> plugin worker codec
+    "bridge.pluginhost": "supervisor",  # where a plugin runs: in process or in a worker process
+    "bridge.worker": "supervisor",  # a plugin worker process's main
     "bridge.server": "server",
     "bridge.alerting.*": "alerting",
     "bridge.notifiers": "alerting",
