@@ -543,7 +543,10 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             batch.append((fam, list(ser.values() if isinstance(ser, Mapping) else ser)))
         assert self._encoder is not None
         requests = self._encoder.requests(batch, resource)
-        budget = timeout if timeout is not None else target.timeout
+        # The configured timeout bounds each push; within a round's ``timeout`` the push ends a
+        # little before the caller gives up, so that its result (the reason, the endpoint) is
+        # what the caller gets rather than a bare timeout.
+        budget = target.timeout if timeout is None else min(target.timeout, timeout * 0.9)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         failed: list[ExportResult] = []
