@@ -166,7 +166,7 @@ async def test_receive_only_integration_listens_and_has_no_sinks(free_port, monk
     await plugin.initialize({"interval": 1, "receive": {"http": {"listen": f"127.0.0.1:{port}"}}})
     try:
         assert plugin.export_sinks() == {}
-        assert getattr(plugin, "telemetry_exporters", None) is None  # alerts' spans/logs not pushed either
+        assert plugin.telemetry_exporters() is None  # alerts' spans/logs not pushed either
         async with aiohttp.ClientSession() as s:
             body = request(gauge("room.temp", 20.5, unit="Cel")).SerializeToString()
             async with s.post(f"http://127.0.0.1:{port}/v1/metrics", data=body,
