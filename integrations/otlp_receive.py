@@ -471,7 +471,20 @@ class OtlpReceiver:
     def round(self) -> None:
         """The integration's scheduled round: expire what stopped arriving, refresh the self-metrics."""
         self.ingest.expire()
-        self.ingest.push(self.self_metrics())
+        self._push_self_metrics()
+
+    def _push_self_metrics(self) -> None:
+        """The self-metrics, pushed beside the clients' series: never refused by the clients'
+        ``max_series`` and ``max_metrics`` (a full receiver still says what it refused), nor
+        counted in them (the clients get every slot the config gives them)."""
+        own = self.self_metrics()
+        ingest, cfg = self.ingest, self.config
+        ingest.max_series = ingest.max_families = None
+        try:
+            ingest.push(own)
+        finally:
+            ingest.max_series = cfg.max_series + len(own)  # (each self-metric is one series)
+            ingest.max_families = cfg.max_metrics + len({m.name for m in own})
 
     def self_metrics(self) -> list[Metric]:
         C = MetricKind.COUNTER
@@ -536,7 +549,7 @@ class OtlpReceiver:
                 log.warning("OTLP/%s: %d data points rejected (%s): %s; counted in "
                             "monbridge_otlp_receive_points_total{result=\"rejected\"}, logged at most once a "
                             "minute per reason", transport, n, reason, "; ".join(messages)[:500])
-        self.ingest.push(self.self_metrics())
+        self._push_self_metrics()
         return IngestResult(accepted, dict(rejected), "; ".join(messages)[:1000])
 
     @staticmethod

@@ -596,17 +596,23 @@ async def test_a_request_from_a_web_page_is_refused(rx):
 
 async def test_series_and_metric_names_a_receiver_holds_are_bounded():
     async for rx in _receiving({"http": {"listen": "127.0.0.1:0"}, "max_series": 6, "max_metrics": 3}):
-        # The receiver's own self-metrics are pushed too: 1 name and 1 series after the first request.
+        # The receiver's own self-metrics, pushed beside, take none of the clients' series or names.
         resp = await rx.export(request(gauge("a", 1, 2, 3, 4, 5)))
         assert resp.partial_success.rejected_data_points == 0
         resp = await rx.export(request(gauge("a", 1, 2, 3, 4, 5, 6, 7)))
-        assert resp.partial_success.rejected_data_points == 2
+        assert resp.partial_success.rejected_data_points == 1  # the 7th series
         assert "series_limit" in resp.partial_success.error_message
         assert "max_series" in resp.partial_success.error_message
-        resp = await rx.export(request(gauge("b", 1.0), gauge("c", 1.0)))
-        assert resp.partial_success.rejected_data_points >= 1
+        resp = await rx.export(request(gauge("b", 1.0), gauge("c", 1.0), gauge("d", 1.0)))
+        assert resp.partial_success.rejected_data_points == 3  # b and c: no series left; d: the 4th name
         assert "family_limit" in resp.partial_success.error_message
-        assert rx.pipeline.dropped["series_limit"] >= 2 and rx.pipeline.dropped["family_limit"] >= 1
+        assert rx.pipeline.dropped["series_limit"] == 3 and rx.pipeline.dropped["family_limit"] == 1
+        # ... and are never refused: a full receiver still says what it refused.
+        text = rx.text()
+        assert 'monbridge_otlp_receive_requests_total{result="ok",transport="http"} 3' in text
+        assert 'monbridge_otlp_receive_points_total{reason="series_limit",result="rejected"} 3' in text
+        assert 'monbridge_otlp_receive_points_total{reason="family_limit",result="rejected"} 1' in text
+        assert len(rx.pipeline.family("a").series) == 6
 
 
 async def test_a_receive_only_integration_builds_no_export_batch(monkeypatch):
