@@ -290,53 +290,6 @@ class WellTarget:
 # ---------------------------------------------------------------------- the agent
 
 
-class PushBackend:
-    """An OTLP/HTTP backend in a thread: answers 200 until ``armed``, then a black hole (accepts,
-    never reads or answers)."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-            if not self.armed:
-                threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
-
-    def answer(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        try:
-            while not self.armed:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    head += chunk
-                headers, _, rest = head.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                if not self.armed:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
-        except OSError:
-            return
-
-    def stop(self) -> None:
-        self.sock.close()
-        for c in self.held:
-            c.close()
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -592,7 +545,7 @@ def run_phase(name: str, args: argparse.Namespace, tmp: Path, well: WellTarget, 
                 threads.append(_traffic_thread(stop, args.webhook_every, 1.0, ph.webhooks,
                                                base + "/api/v1/alerts/alertmanager", timeout, webhook, json_headers))
             if "otlp-push" in peers:
-                args.push_backend.armed = True
+                args.push_backend.kind = "black_hole"
         attacker = None
         if hostile is not None and "otlp" in peers:
             attacker = subprocess.Popen([sys.executable, str(OTLP_ATTACKER), str(otlp_http), str(otlp_grpc),
@@ -747,7 +700,13 @@ def main() -> int:
     webhook = webhook_payload(WEBHOOK_ALERTS) if "webhook" in peers else b""
     args.webhook_size = len(webhook)
     well = WellTarget()
-    args.push_backend = PushBackend() if "otlp-push" in peers else None
+    if "otlp-push" in peers:
+        sys.path.insert(0, str(OTLP_ATTACKER.parent))
+        from otlp_attacker import PushBackend
+
+        args.push_backend = PushBackend("ok")
+    else:
+        args.push_backend = None
     hostile: HostileServer | None = None
     try:
         base = run_phase("baseline", args, tmp, well, None, peers, webhook)

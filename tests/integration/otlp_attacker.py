@@ -1,4 +1,4 @@
-"""Hostile OTLP clients, run as a child process (so that attacking never delays the measuring
+"""Hostile OTLP peers. Clients, run as a child process (so that attacking never delays the measuring
 process): ``python otlp_attacker.py HTTP_PORT GRPC_PORT SECONDS PAUSE [ATTACK ...]`` (PAUSE: seconds
 between two requests of one attack, 0 for as fast as they are answered).
 
@@ -16,6 +16,8 @@ Every attack runs in its own threads for SECONDS, then one JSON line reports wha
   grpc_bomb       a gzip-compressed 64 MiB message
   http_nested     attribute values nested 40 deep (as deep as protobuf decodes) and 1000 deep
                   (protobuf; JSON 100,000 deep), and one of 512 KiB
+
+``PushBackend`` is the other side: an OTLP push backend that answers, fails, stalls or holds.
 """
 
 from __future__ import annotations
@@ -68,24 +70,20 @@ class Attacker:
             for entry in list(socks):
                 s, rest = entry
                 try:
-                    if s.recv(65536) == b"":
-                        raise ConnectionResetError
-                except BlockingIOError:
-                    pass
-                except OSError:
+                    try:
+                        if s.recv(65536) == b"":
+                            raise ConnectionResetError
+                    except BlockingIOError:
+                        pass
+                    if rest:
+                        try:
+                            s.send(rest.pop(0))
+                        except BlockingIOError:
+                            pass
+                except OSError:  # closed by the receiver
                     self.note(attack, "closed")
                     s.close()
                     socks.remove(entry)
-                    continue
-                if rest:
-                    try:
-                        s.send(rest.pop(0))
-                    except BlockingIOError:
-                        pass
-                    except OSError:
-                        self.note(attack, "closed")
-                        s.close()
-                        socks.remove(entry)
             time.sleep(period)
         for s, _ in socks:
             self.note(attack, "open")
@@ -183,6 +181,67 @@ class Attacker:
         import grpc
 
         self.grpc_call("grpc_bomb", bytes(64 << 20), grpc.Compression.Gzip, pause=0.2)  # compressing costs us
+
+
+class PushBackend:
+    """An OTLP/HTTP push backend on loopback (threads of the calling process) that answers as its
+    ``kind`` says, read at each request: ``ok`` (200), ``503`` (at once), ``slow`` (503 after 30 s)
+    or ``black_hole`` (accepts connections, never reads or answers). ``arrivals`` logs when each
+    request was read (``time.monotonic()``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.arrivals: list[float] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.stopped = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.held.append(conn)
+            if self.kind != "black_hole":
+                threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            while not self.stopped.is_set() and self.kind != "black_hole":
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    head += chunk
+                headers, _, rest = head.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                self.arrivals.append(time.monotonic())
+                if self.kind == "ok":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                if self.kind == "slow":
+                    self.stopped.wait(30)
+                if self.kind != "black_hole":
+                    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+        for c in self.held:
+            c.close()
 
 
 def nested_request(depth: int, huge: int = 0) -> bytes:

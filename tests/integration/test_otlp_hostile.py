@@ -18,7 +18,6 @@ the target's own log of when it was scraped.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 ATTACKER = HERE / "otlp_attacker.py"
+sys.path.insert(0, str(HERE))
 SCRAPE_INTERVAL = 5.0
 JITTER = 0.1 * SCRAPE_INTERVAL  # a round may start this much early or late
 ATTACK_S = 20.0
@@ -205,66 +205,13 @@ def test_hostile_otlp_clients_are_refused_while_the_agent_keeps_its_schedule(run
 # ---------------------------------------------------------------------------- a faulty push backend
 
 
-class Backend:
-    """An OTLP/HTTP backend on loopback that misbehaves: ``black_hole`` (accepts, never reads or
-    answers), ``slow`` (answers after 30 s) or ``503`` (answers at once, 503); logs arrivals."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.arrivals: list[float] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.stopped = threading.Event()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.held.append(conn)
-            if self.kind != "black_hole":
-                threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
-
-    def answer(self, conn: socket.socket) -> None:
-        conn.settimeout(5)
-        try:
-            while not self.stopped.is_set():
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    head += chunk
-                headers, _, rest = head.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                self.arrivals.append(time.monotonic())
-                if self.kind == "slow":
-                    self.stopped.wait(30)
-                conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
-        except OSError:
-            return
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.sock.close()
-        for c in self.held:
-            c.close()
-
-
 @pytest.mark.parametrize("kind", ["black_hole", "slow", "503"])
 def test_a_faulty_otlp_backend_fails_its_sink_only(kind, run_monbridge, well_target):
+    from otlp_attacker import PushBackend
+
     from tests.http_recorder import HttpRecorder
 
-    backend = Backend(kind)
+    backend = PushBackend(kind)
     remote = HttpRecorder()
     try:
         mb = run_monbridge({"plugins": [
