@@ -597,11 +597,12 @@ class NotifierHook(Protocol):
 class TelemetryExporterHook(Protocol):
     """An integration that carries the alert engine's spans and log records (OTLP)."""
 
-    def telemetry_exporters(self) -> tuple[SpanExporter, LogRecordExporter]:
+    def telemetry_exporters(self) -> tuple[SpanExporter, LogRecordExporter] | None:
         """A span exporter and a log record exporter for the alert engine's telemetry (each
-        alert's span, each transition's log record). Called by the alert engine once per
-        running instance, after ``initialize``; the first integration that has the hook is used.
-        An exception is logged and the engine goes on without exporting."""
+        alert's span, each transition's log record), or None when this instance, as configured,
+        has nowhere to send them (an OTLP integration that only receives). Called by the alert
+        engine after ``initialize``; the first integration that gives exporters is used. An
+        exception is logged and the engine goes on without exporting."""
 
 
 __all__ += [

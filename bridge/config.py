@@ -16,8 +16,6 @@ secret. :class:`ConfigError` is the only error that loading raises.
 from __future__ import annotations
 
 import collections.abc
-import difflib
-import json
 import os
 import re
 import stat
@@ -645,6 +643,8 @@ def _validation_issues(e: ValidationError, prefix: _Loc, model: type[BaseModel],
             continue
         loc, keys = _document_path(model, loc)
         if err.get("type") == "extra_forbidden" and loc and keys:
+            import difflib  # only to say what an unknown key was meant to be
+
             near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
             if near:
                 msg += f", did you mean {near[0]!r}?"
@@ -803,4 +803,6 @@ def redact(value: Any) -> Any:
         return value.value
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
+    import json
+
     return json.loads(json.dumps(value, default=str))

@@ -286,10 +286,13 @@ class AlertEngine:
             if not isinstance(p, TelemetryExporterHook) or self._exporting_to == id(p):
                 continue
             try:
-                span_exporter, log_exporter = p.telemetry_exporters()
+                exporters = p.telemetry_exporters()
             except Exception as e:  # noqa: BLE001 - no telemetry export is not a reason to stop alerting
                 log.error("alerts: cannot export spans and logs through %s: %s", _pid, redact_text(str(e)))
                 continue
+            if exporters is None:  # this integration has nowhere to send them
+                continue
+            span_exporter, log_exporter = exporters
             self.telemetry.export_to(span_exporter, log_exporter)
             self._exporting_to = id(p)
             log.info("alerts: spans and log records exported through %s", _pid)
