@@ -132,9 +132,21 @@ needs_cgroups = pytest.mark.skipif(not cgroup_available() or os.geteuid() != 0,
                                    reason="needs cgroups this process may create")
 
 
+SHMEM = """
+import mmap
+fd = os.memfd_create("hoard")
+os.ftruncate(fd, 80 << 20)
+m = mmap.mmap(fd, 80 << 20)
+for off in range(0, 80 << 20, 4096):
+    m[off] = 1
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("body", [LEAK, SHMEM], ids=["heap", "memfd"])
 @pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "rss-watch"])
-def test_a_leak_is_stopped_at_the_memory_limit(children: list[Child], cgroups: bool) -> None:
-    child = spawn(children, LEAK)
+def test_a_leak_is_stopped_at_the_memory_limit(children: list[Child], cgroups: bool, body: str) -> None:
+    child = spawn(children, body)
     enforcer = Enforcer("acme.leak", Limits(memory_mb=40), cgroups=cgroups)
     try:
         enforcer.attach(child.proc.pid)
@@ -165,31 +177,6 @@ def test_memory_held_before_attach_counts(children: list[Child], cgroups: bool) 
         enforcer.close()
 
 
-SHMEM = """
-import mmap
-fd = os.memfd_create("hoard")
-os.ftruncate(fd, 80 << 20)
-m = mmap.mmap(fd, 80 << 20)
-for off in range(0, 80 << 20, 4096):
-    m[off] = 1
-sys.stdout.write("held\\n"); sys.stdout.flush()
-time.sleep(60)
-"""
-
-
-@pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "rss-watch"])
-def test_shared_memory_counts(children: list[Child], cgroups: bool) -> None:
-    child = spawn(children, SHMEM)
-    enforcer = Enforcer("acme.shmem", Limits(memory_mb=40), cgroups=cgroups)
-    try:
-        enforcer.attach(child.proc.pid)
-        child.send()
-        child.line()  # "held", or nothing when the kernel killed it at its limit
-        over, took = until_stopped(enforcer, MEMORY_TIMEOUT * 2)
-        assert over is not None and over.reason is StopReason.MEMORY_LIMIT, over
-        assert took <= MEMORY_TIMEOUT * 1.1
-    finally:
-        enforcer.close()
 
 
 def limits_of(pid: int) -> dict[str, str]:
