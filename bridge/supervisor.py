@@ -113,7 +113,12 @@ class InProcessHost(PluginHost):
         """An integration's import; returns the number of metrics imported."""
         plugin = self._integration()
         imported = await plugin.import_metrics()
-        if imported:
+        if len(imported) >= GC_PAUSE_MIN_BATCH:
+            # A large import (a new target's first scrape: a series made per metric) is recorded in a
+            # worker thread, so the event loop goes on serving the API and the other plugins meanwhile.
+            await asyncio.to_thread(pipeline.record, plugin.metadata().id, imported,
+                                    prometheus_names=plugin.imports_prometheus_names)
+        elif imported:
             pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
         return len(imported)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -60,6 +62,7 @@ from integrations.prometheus.remote_write import (
     RemoteWriter,
     display_url,
     encode_labels,
+    encode_named_labels,
     encode_native_histogram,
     encode_sample,
 )
@@ -349,13 +352,17 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             kind = fam.kind
             native = fam.native
             plain = kind not in _BUCKETED
+            fam_name = fam.name
             for s in fam.series:
                 key = s.identity
                 st = sent.get(key)
                 ts = s.time_ns // 1_000_000
                 if st is None:
-                    labels = self._labels_for(native, kind, s.prom)
-                    st = _Sent(labels[0] if plain else labels, -1)
+                    if native and plain and (encoded := _scraped_labels(fam_name, key.key)) is not None:
+                        st = _Sent(encoded, -1)
+                    else:
+                        labels = self._labels_for(native, kind, s.prom)
+                        st = _Sent(labels[0] if plain else labels, -1)
                 current[key] = st
                 if st.ts == ts:
                     continue  # nothing new since the last round
@@ -516,8 +523,24 @@ class _RemoteWriteSink:
 
     def __init__(self, plugin: PrometheusIntegration) -> None:
         self._plugin = plugin
+        self._lock = threading.Lock()
 
     async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        if sum(len(f.series) for f in batch.families()) < _INLINE_SERIES:
+            self._queue(batch)
+        else:
+            # A large round (a new target's first one: every series' labels encoded) in a worker
+            # thread, so the event loop goes on serving the API, /metrics and the other plugins.
+            await asyncio.to_thread(self._queue, batch)
+        return ExportResult.success()
+
+    def _queue(self, batch: MetricBatch) -> None:
+        """The batch's new samples into every writer's queue; one round at a time (a round that
+        overran its deadline may still be queueing in its thread when the next one comes)."""
+        with self._lock:
+            self._queue_round(batch)
+
+    def _queue_round(self, batch: MetricBatch) -> None:
         p = self._plugin
         samples = p._remote_write_samples(batch)
         classic, native = p._exponential
@@ -529,7 +552,6 @@ class _RemoteWriteSink:
                     w.append_encoded(native)
             elif samples or classic:
                 w.append(samples + classic)
-        return ExportResult.success()
 
     async def force_flush(self, timeout: float) -> bool:
         results = await asyncio.gather(*(w.flush(timeout) for w in self._plugin._writers))
@@ -558,6 +580,36 @@ class _PushgatewaySink:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+#: Rounds with fewer series are queued on the event loop (a thread's hand-off costs more than they do).
+_INLINE_SERIES = 2_000
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Attribute names that are label names as they are (see _scraped_labels), by name; bounded.
+_PLAIN_NAMES: dict[str, bool] = {}
+
+
+def _plain_name(k: str) -> bool:
+    ok = _PLAIN_NAMES.get(k)
+    if ok is None:
+        if len(_PLAIN_NAMES) >= 4096:
+            _PLAIN_NAMES.clear()
+        ok = _PLAIN_NAMES[k] = _LABEL_NAME.fullmatch(k) is not None and "__" not in k
+    return ok
+
+
+def _scraped_labels(name: str, key: tuple[tuple[str, Any], ...]) -> bytes | None:
+    """The encoded label set of a plain series of an imported (native) family, named ``name``,
+    whose attribute key is ``key`` (sorted): what its Prometheus view holds, ``__name__`` and the
+    key as it is, when every attribute is a string under a name the view keeps as it is (a label
+    name with no run of underscores). None otherwise: the view then says what the labels are.
+    Computed without making the view, which ``/metrics`` makes when it is scraped, and an
+    agent that only remote-writes then never holds."""
+    plain = _PLAIN_NAMES
+    for k, v in key:
+        if v.__class__ is not str or not (plain.get(k) or _plain_name(k)):
+            return None
+    return encode_named_labels(name, key)
 
 
 def _expand_values(v: Any) -> list[float]:
