@@ -838,7 +838,7 @@ class _Template:
             try:
                 # The line is "<key> <value>" then, so its own sample's key is the head, and its family
                 # the one candidate: the matching is right.
-                go_float(val)
+                _value(val)  # go_float, faster for a finite decimal
             except ValueError:
                 return None
             pos[fi] += 1

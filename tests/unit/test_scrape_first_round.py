@@ -227,43 +227,29 @@ SIMPLE_LINES = [
     'a{b="x"}  1',
     'a{b="x"} 0x1',
 ]
+_ALWAYS_BAD = {'a{b="x",b="y"} 1', 'a{__name__="x"} 1', 'a{b="x"} 1_0', 'a{b="x"} 0x1'}
+#: The lines each format refuses (OpenMetrics: no trailing comma, exactly one space).
+BAD_LINES = {False: _ALWAYS_BAD, True: _ALWAYS_BAD | {'a{b="x",} 1', 'a{b="x"}  1'}}
 
 
-@pytest.mark.parametrize("line", SIMPLE_LINES)
-@pytest.mark.parametrize("openmetrics", [False, True])
-def test_a_new_series_parses_as_the_general_parser_has_it(line, openmetrics):
-    """The first sight of a series (the plain-form shortcut) and its general parse agree: the same
-    samples, or the same error at the same line."""
-    text = "# TYPE a gauge\n" + line + "\n" + ("# EOF\n" if openmetrics else "")
-
-    def general():
-        p = TextParser()
-        p._parse = _no_shortcut(p._parse)  # type: ignore[method-assign]
-        return p.parse(text, openmetrics)
-
-    try:
-        want = [(f.name, f.type, f.samples) for f in general()]
-    except ParseError as e:
-        with pytest.raises(ParseError) as got:
-            parse(text, openmetrics)
-        assert (got.value.line, got.value.message) == (e.line, e.message)
-        return
-    assert [(f.name, f.type, f.samples) for f in parse(text, openmetrics)] == want
-
-
-def _no_shortcut(parse_fn):
-    """``TextParser._parse`` with the plain-form shortcut turned off (its pattern matches nothing)."""
+def parse_without_shortcut(text: str | bytes, openmetrics: bool) -> list:
+    """What the general parser makes of ``text`` (the plain-form shortcut off: its pattern matches nothing)."""
     import integrations.prometheus.textparse as tp
 
-    def run(*a, **kw):
-        saved = tp._SIMPLE_SERIES
-        tp._SIMPLE_SERIES = _NEVER
-        try:
-            return parse_fn(*a, **kw)
-        finally:
-            tp._SIMPLE_SERIES = saved
+    saved = tp._SIMPLE_SERIES
+    tp._SIMPLE_SERIES = _NEVER  # type: ignore[assignment]
+    try:
+        return TextParser().parse(text, openmetrics)
+    finally:
+        tp._SIMPLE_SERIES = saved
 
-    return run
+
+def outcome(parse_fn, text: str | bytes, openmetrics: bool) -> str:
+    """A parse's families (name, type, HELP, UNIT, samples) or its error, as text (NaN equals NaN)."""
+    try:
+        return repr([(f.name, f.type, f.help, f.unit, f.samples) for f in parse_fn(text, openmetrics)])
+    except ParseError as e:
+        return f"ParseError at line {e.line}: {e.message}"
 
 
 class _Never:
@@ -273,6 +259,17 @@ class _Never:
 
 
 _NEVER = _Never()
+
+
+@pytest.mark.parametrize("line", SIMPLE_LINES)
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_a_new_series_parses_as_the_general_parser_has_it(line, openmetrics):
+    """The first sight of a series (the plain-form shortcut) and its general parse agree: the same
+    samples, or the same error at the same line."""
+    text = "# TYPE a gauge\n" + line + "\n" + ("# EOF\n" if openmetrics else "")
+    want = outcome(parse_without_shortcut, text, openmetrics)
+    assert outcome(parse, text, openmetrics) == want
+    assert ("ParseError" in want) == (line in BAD_LINES[openmetrics])
 
 
 @pytest.mark.parametrize("key", [
