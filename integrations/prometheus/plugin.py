@@ -190,6 +190,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             except Exception as e:  # noqa: BLE001 - one writer's failure must not keep the others open
                 log.warning("remote write %s: stop failed: %s: %s", w, type(e).__name__, e)
         self._writers = []
+        self._hand_over()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -235,10 +236,32 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             assert sc is not None
             limits = ScrapeLimits(sc.sample_limit, sc.label_limit, sc.label_name_length_limit, sc.label_value_length_limit,
                                   sc.body_size_limit)
-            s = self._scrapers[target.key] = TargetScraper(target, limits=limits, relabeler=self._relabeler,
-                                                           honor_labels=sc.honor_labels,
-                                                           honor_timestamps=sc.honor_timestamps)
+            setup = _setup(target, limits, sc)
+            handed = _HANDOVER.pop(setup, None)
+            if handed is not None:  # the scraper a stopped instance had for this target, set up alike
+                s = handed[0]
+                s.relabeler = self._relabeler
+            else:
+                s = TargetScraper(target, limits=limits, relabeler=self._relabeler, honor_labels=sc.honor_labels,
+                                  honor_timestamps=sc.honor_timestamps)
+            self._scrapers[target.key] = s
         return s
+
+    def _hand_over(self) -> None:
+        """Leave this instance's scrapers to its successor in this process (a restart after failed
+        rounds, a reload that changed the config): their caches make its first round of each
+        target as cheap as a repeated scrape. Kept for ``HANDOVER_S`` seconds, then dropped."""
+        sc = self.config.scrape if self.config else None
+        if sc is None or not self._scrapers:
+            return
+        now = time.monotonic()
+        for s in self._scrapers.values():
+            _HANDOVER[_setup(s.target, s.limits, sc)] = (s, now)
+        self._scrapers = {}
+        try:
+            asyncio.get_running_loop().call_later(HANDOVER_S, _expire_handover)
+        except RuntimeError:
+            pass  # no loop: the next instance's first round drops what it does not take
 
     async def import_metrics(self) -> Sequence[Metric]:
         cfg = self.config
@@ -250,6 +273,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             gone = self._scrapers.pop(key)
             log.info("target %s (job %s) is no longer configured; its series go stale", gone.target.url, gone.target.job)
         scrapers = [self._scraper(t) for t in targets] + [s for _, s in self._federators]
+        if _HANDOVER:
+            _expire_handover()
         timeout = cfg.scrape.timeout if cfg.scrape is not None else min(cfg.timeout or cfg.interval, cfg.interval)
         session = self._http()
         start_ns = time.time_ns()
@@ -580,6 +605,23 @@ class _PushgatewaySink:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+#: How long a stopped instance's scrapers wait for a successor (``PrometheusIntegration._hand_over``).
+HANDOVER_S = 120.0
+# Scrapers left by stopped instances, by their setup, with when they were left.
+_HANDOVER: dict[tuple[Any, ...], tuple[TargetScraper, float]] = {}
+
+
+def _setup(target: Target, limits: ScrapeLimits, sc: ScrapeConfig) -> tuple[Any, ...]:
+    """What a scraper's caches depend on: its target, limits, label handling and relabeling."""
+    return (target.key, limits, sc.honor_labels, sc.honor_timestamps, repr(sc.metric_relabel_configs))
+
+
+def _expire_handover() -> None:
+    cutoff = time.monotonic() - HANDOVER_S
+    for k in [k for k, (_, at) in _HANDOVER.items() if at <= cutoff]:
+        del _HANDOVER[k]
 
 
 #: Rounds with fewer series are queued on the event loop (a thread's hand-off costs more than they do).

@@ -301,3 +301,54 @@ def test_a_scraped_series_remote_write_labels_are_its_views(attrs, plain):
     if got is not None:
         view = s.prom
         assert got == encode_labels((("__name__", view.name), *view.labels))
+
+
+# --------------------------------------------------------------------------- restarts keep the caches
+
+
+@pytest.fixture
+def handover():
+    from integrations.prometheus import plugin as plugin_module
+
+    plugin_module._HANDOVER.clear()
+    yield plugin_module
+    plugin_module._HANDOVER.clear()
+
+
+def _config(**scrape):
+    return {"scrape": {"interval": 15, "targets": [{"job": "j", "url": "http://127.0.0.1:1/metrics"}], **scrape}}
+
+
+async def test_a_restarted_instance_takes_over_the_scrapers_and_their_caches(handover):
+    first = PrometheusIntegration()
+    await first.initialize(_config())
+    (target,) = await first._targets()
+    scraper = first._scraper(target)
+    scraper.convert(body(100), False, time.time_ns())
+    await first.shutdown()  # a restart after failed rounds, or a reload that changed the config
+
+    second = PrometheusIntegration()
+    await second.initialize(_config())
+    assert second._scraper(target) is scraper  # with every series it resolved
+    assert len(scraper._resolved) == 100
+    await second.shutdown()
+
+    third = PrometheusIntegration()  # set up otherwise: its caches would not hold
+    await third.initialize(_config(honor_labels=True))
+    assert third._scraper(target) is not scraper
+    await third.shutdown()
+
+
+async def test_scrapers_nobody_takes_over_are_dropped(handover, monkeypatch):
+    first = PrometheusIntegration()
+    await first.initialize(_config())
+    (target,) = await first._targets()
+    scraper = first._scraper(target)
+    await first.shutdown()
+    assert handover._HANDOVER
+    monkeypatch.setattr(handover, "HANDOVER_S", 0.0)
+    handover._expire_handover()
+    assert not handover._HANDOVER
+    second = PrometheusIntegration()
+    await second.initialize(_config())
+    assert second._scraper(target) is not scraper
