@@ -181,6 +181,10 @@ class TargetScraper:
         self._idents: dict[tuple[str, tuple[tuple[str, str], ...]], _Ident] = {}
         self._previous: set[_Ident] = set()
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        # The target's labels, to add to a series' own (None: one is an le or a quantile, which
+        # decide a series' role in its family: the general path then sees them)
+        self._target_items: tuple[tuple[str, str], ...] | None = None if {"le", "quantile"} & target.labels.keys() \
+            else tuple((k, v) for k, v in target.labels.items() if v != "")
         self._limited = bool(limits.label_limit or limits.label_name_length_limit or limits.label_value_length_limit)
         self.last_error: str | None = None
 
@@ -378,7 +382,16 @@ class TargetScraper:
 
     def _resolve(self, fam: ParsedFamily, name: str, labels: tuple[tuple[str, str], ...]) -> _Resolved | None:
         """Final name and labels of one scraped series, and its role in its family."""
-        merged = self._merge_target_labels(labels)
+        items: tuple[tuple[str, str], ...] | None = None
+        if self.relabeler is None and self._target_items is not None:
+            merged = dict(labels)
+            if merged.keys().isdisjoint(self.target.labels) and "" not in merged.values():
+                # As most series are: their own pairs and the target's, none dropped or renamed.
+                items = labels + self._target_items
+            else:
+                merged = self._merge_target_labels(labels)
+        else:
+            merged = self._merge_target_labels(labels)
         if self.relabeler is not None:
             merged["__name__"] = name
             relabeled = self.relabeler.apply(merged)
@@ -391,7 +404,7 @@ class TargetScraper:
         else:
             final_name = name
         if self._limited:
-            self._check_label_limits(final_name, merged)
+            self._check_label_limits(final_name, merged if items is None else dict(items))
         ftype, base = fam.type, fam.name
         role, arg, argf, group_name = _VALUE, "", 0.0, None
         shape = _AGGREGATE_SHAPES.get(ftype)
@@ -419,7 +432,7 @@ class TargetScraper:
             role, group_name, kind = _VALUE, None, G  # not part of the family's shape: a plain gauge sample
         # Sorted (the pipeline then keeps one tuple for the series' key and its given order), and
         # with the (name, value) pairs the target's other series hold where they are equal.
-        pairs = self._shared(sorted(merged.items()))
+        pairs = self._shared(sorted(merged.items() if items is None else items))
         if role in (_BUCKET, _QUANTILE):
             arg_label = _ARG_LABEL[role]
             group_pairs = tuple([p for p in pairs if p[0] != arg_label])
