@@ -617,27 +617,11 @@ class TextParser:
                     if not (val[-1] in _FINITE_TAIL and val[0] > " " and val.isascii() and "_" not in val
                             and v - v == 0.0):
                         ent = None
-            if ent is not None:
-                name, labels, key, ctx_in, fam_name, ctx_out = ent
-                if ctx_in != ctx:
-                    fam_name, ctx_out = _resolve(name, ctx, om)
-                    series[key] = (name, labels, key, ctx, fam_name, ctx_out)
-                ctx = ctx_out
-                if fam_name != cur_name:
-                    fam = families.get(fam_name)
-                    if fam is None:
-                        fam = families[fam_name] = ParsedFamily(fam_name, default_type, "", "", [])
-                        out.append(fam)
-                    cur_name = fam_name
-                    cur_append = fam.samples.append
-                cur_append((name, labels, v, ts, key))  # type: ignore[misc]
-                continue
-
-            # A new series in the plainest form, ``name{a="x",b="y"} value`` (no blanks, escapes,
-            # timestamp or exemplar), read in two regex passes: what the slow path makes of such a
-            # line, at a fraction of its cost (a first scrape is all new series). A repeated label
-            # name or an invalid value goes on to the slow path, which says what is wrong.
-            if not bad_utf8:
+            if ent is None and not bad_utf8:
+                # A new series in the plainest form, ``name{a="x",b="y"} value`` (no blanks, escapes,
+                # timestamp or exemplar), read in two passes: what the slow path makes of such a line,
+                # at a fraction of its cost (a first scrape is all new series). A repeated label name
+                # or an invalid value goes on to the slow path, which says what is wrong.
                 head, sp, val = line.rpartition(" ")
                 if sp and simple_series(head) is not None:
                     brace = head.find("{")
@@ -656,20 +640,24 @@ class TextParser:
                         v = _INF
                     if (v - v == 0.0 and val[-1] in _FINITE_TAIL and val[0] > " " and val.isascii() and "_" not in val
                             and "__name__" not in names and (len(names) < 2 or len(set(names)) == len(names))):
-                        if name != last_name or ctx != last_ctx:  # a family's series come one after another
-                            last_name, last_ctx, last_resolved = name, ctx, _resolve(name, ctx, om)
-                        fam_name, ctx_out = last_resolved
-                        series[head] = (name, labels, head, ctx, fam_name, ctx_out)
-                        ctx = ctx_out
-                        if fam_name != cur_name:
-                            fam = families.get(fam_name)
-                            if fam is None:
-                                fam = families[fam_name] = ParsedFamily(fam_name, default_type, "", "", [])
-                                out.append(fam)
-                            cur_name = fam_name
-                            cur_append = fam.samples.append
-                        cur_append((name, labels, v, None, head))  # type: ignore[misc]
-                        continue
+                        ent, ts = (name, labels, head, None, "", ""), None  # its family is found below
+            if ent is not None:
+                name, labels, key, ctx_in, fam_name, ctx_out = ent
+                if ctx_in != ctx:
+                    if name != last_name or ctx != last_ctx:  # a family's series come one after another
+                        last_name, last_ctx, last_resolved = name, ctx, _resolve(name, ctx, om)
+                    fam_name, ctx_out = last_resolved
+                    series[key] = (name, labels, key, ctx, fam_name, ctx_out)
+                ctx = ctx_out
+                if fam_name != cur_name:
+                    fam = families.get(fam_name)
+                    if fam is None:
+                        fam = families[fam_name] = ParsedFamily(fam_name, default_type, "", "", [])
+                        out.append(fam)
+                    cur_name = fam_name
+                    cur_append = fam.samples.append
+                cur_append((name, labels, v, ts, key))  # type: ignore[misc]
+                continue
 
             # The slow path: anything else, parsed as Prometheus' lexer does.
             lineno = n_lines - length_hint()
