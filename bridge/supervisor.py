@@ -77,6 +77,7 @@ class InProcessHost(PluginHost):
     def __init__(self, plugin: Plugin) -> None:
         super().__init__(plugin)
         self._shut_down = False
+        self._recording: asyncio.Future[int] | None = None  # a large import's record, in its thread
 
     async def initialize(self, config: Mapping[str, Any]) -> None:
         await self.plugin.initialize(config)
@@ -112,12 +113,19 @@ class InProcessHost(PluginHost):
     async def import_round(self, pipeline: Pipeline) -> int:
         """An integration's import; returns the number of metrics imported."""
         plugin = self._integration()
+        if self._recording is not None:
+            # The last round timed out while its record ran on in its thread: an import's metrics may
+            # be the plugin's own objects, updated by its next import, so that waits for the record.
+            await asyncio.wait((self._recording,))
+            self._recording = None
         imported = await plugin.import_metrics()
         if len(imported) >= GC_PAUSE_MIN_BATCH:
             # A large import (a new target's first scrape: a series made per metric) is recorded in a
             # worker thread, so the event loop goes on serving the API and the other plugins meanwhile.
-            await asyncio.to_thread(pipeline.record, plugin.metadata().id, imported,
-                                    prometheus_names=plugin.imports_prometheus_names)
+            self._recording = asyncio.ensure_future(asyncio.to_thread(
+                pipeline.record, plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names))
+            await asyncio.shield(self._recording)
+            self._recording = None
         elif imported:
             pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
         return len(imported)

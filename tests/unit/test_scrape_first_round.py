@@ -104,9 +104,9 @@ async def test_remote_write_of_a_large_round_leaves_the_event_loop_free(tmp_path
 class _BigImport(MonitoringIntegrationPlugin):
     """An integration whose import hands over many new series at once, without awaiting anything."""
 
-    def __init__(self) -> None:
-        self.metrics = [Metric("big_gauge", MetricKind.GAUGE, float(i), attributes={"n": str(i)})
-                        for i in range(GC_PAUSE_MIN_BATCH)]
+    def __init__(self, n: int = GC_PAUSE_MIN_BATCH) -> None:
+        self.metrics = [Metric("big_gauge", MetricKind.GAUGE, float(i), attributes={"n": str(i)}) for i in range(n)]
+        self.before_import = lambda: None
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata("test.big", "big", "1", "test", "many series", PluginType.INTEGRATION)
@@ -115,6 +115,7 @@ class _BigImport(MonitoringIntegrationPlugin):
         return None
 
     async def import_metrics(self) -> Sequence[Metric]:
+        self.before_import()
         return self.metrics
 
     async def export_metrics(self, metrics: Sequence[Metric]) -> None:
@@ -140,6 +141,24 @@ async def test_a_large_import_is_recorded_off_the_event_loop():
     assert during > 0  # the loop ran other tasks while the series were made
     fam = pipe.family("big_gauge")
     assert fam is not None and len(fam.series) == GC_PAUSE_MIN_BATCH
+
+
+async def test_an_import_waits_for_the_record_a_timed_out_round_left_running():
+    """A round cancelled while its import is recorded in a thread: the next import starts only once
+    that record is done (the plugin's next import may update the objects it is reading)."""
+    pipe = Pipeline(cardinality_limit=10 * GC_PAUSE_MIN_BATCH)
+    plugin = _BigImport(5 * GC_PAUSE_MIN_BATCH)
+    host = InProcessHost(plugin)
+    first = asyncio.create_task(host.import_round(pipe))
+    while host._recording is None:  # until the import is handed to its thread
+        await asyncio.sleep(0)
+    first.cancel()  # as the supervisor does when the round's time is up
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    seen: list[int] = []
+    plugin.before_import = lambda: seen.append(len(pipe.family("big_gauge").series))
+    assert await host.import_round(pipe) == 5 * GC_PAUSE_MIN_BATCH
+    assert seen == [5 * GC_PAUSE_MIN_BATCH]
 
 
 def test_the_api_answers_while_a_large_first_scrape_is_processed(tmp_path, receiver):
