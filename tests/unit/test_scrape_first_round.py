@@ -371,3 +371,45 @@ async def test_scrapers_nobody_takes_over_are_dropped(handover, monkeypatch):
     second = PrometheusIntegration()
     await second.initialize(_config())
     assert second._scraper(target) is not scraper
+
+
+# --------------------------------------------------------------------------- the conversion's shortcut
+
+
+SHAPES = """\
+# TYPE reqs counter
+reqs_total{code="200",job="app"} 1
+reqs_total{code="500"} 2
+reqs_total{code="",x="1"} 3
+# TYPE lat histogram
+lat_bucket{le="0.5"} 1
+lat_bucket{le="+Inf"} 2
+lat_sum 1
+lat_count 2
+# TYPE rpc summary
+rpc{quantile="0.5"} 0.1
+rpc_sum 1
+rpc_count 2
+rpc 7
+"""
+
+
+@pytest.mark.parametrize("labels", [
+    {"job": "j", "instance": "i:1"},
+    {"job": "j", "instance": "i:1", "team": ""},
+    {"job": "j", "instance": "i:1", "le": "9", "quantile": "0.5"},
+])
+@pytest.mark.parametrize("honor_labels", [False, True])
+def test_series_without_collisions_convert_as_the_general_path_has_them(labels, honor_labels):
+    """A series that collides with no target label takes a shortcut; a scraper made to take the
+    general path for every series (an empty relabeling) converts the same body to the same metrics."""
+    from integrations.prometheus.relabel import Relabeler
+
+    target = Target("http://127.0.0.1:1/metrics", labels)
+
+    def converted(relabeler):
+        metrics, stats = TargetScraper(target, relabeler=relabeler, honor_labels=honor_labels).convert(
+            SHAPES, False, 1_700_000_000_000_000_000)
+        return sorted((m.name, m.kind.value, repr(m.value), tuple(m.attributes.items())) for m in metrics), stats
+
+    assert converted(None) == converted(Relabeler([]))
