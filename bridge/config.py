@@ -34,8 +34,8 @@ from pydantic_core import PydanticCustomError
 from yaml.constructor import SafeConstructor
 
 from bridge.alerting.settings import AlertingSettings
-from bridge.isolation import Grants, Isolation, Limits
 from bridge.api import PluginType
+from bridge.isolation import Grants, Isolation, Limits
 from bridge.registry import PluginNotFoundError, PluginRegistry
 
 __all__ = [
@@ -144,7 +144,8 @@ class PluginEntry(_Strict):
     plugin_id: str
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
-    isolation: Isolation | None = Field(default=None, description="in_process, process or wasm; default: process for third-party plugins")
+    isolation: Isolation | None = Field(
+        default=None, description="in_process, process or wasm; default: process for third-party plugins")
     limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
     grants: Grants = Field(default_factory=Grants)
 

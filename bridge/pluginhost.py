@@ -44,7 +44,7 @@ from bridge.api import (
     PluginType,
 )
 from bridge.isolation import Grants, Isolation, LimitExceeded, Limits, StopReason
-from bridge.pipeline import Batch, Pipeline
+from bridge.pipeline import GC_PAUSE_MIN_BATCH, Batch, Pipeline
 from bridge.registry import RegisteredPlugin
 from bridge.wire import (
     T_BATCH,
@@ -169,6 +169,7 @@ class InProcessHost(PluginHost):
         super().__init__(plugin.plugin_type)
         self.plugin = plugin
         self._shut_down = False
+        self._recording: asyncio.Future[int] | None = None  # a large import's record, in its thread
 
     async def initialize(self, config: Mapping[str, Any], timeout: float | None = None) -> None:
         await self.plugin.initialize(config)
@@ -204,8 +205,20 @@ class InProcessHost(PluginHost):
     async def import_round(self, pipeline: Pipeline, timeout: float | None = None) -> int:
         """An integration's import; returns the number of metrics imported."""
         plugin = self._integration()
+        if self._recording is not None:
+            # The last round timed out while its record ran on in its thread: an import's metrics may
+            # be the plugin's own objects, updated by its next import, so that waits for the record.
+            await asyncio.wait((self._recording,))
+            self._recording = None
         imported = await plugin.import_metrics()
-        if imported:
+        if len(imported) >= GC_PAUSE_MIN_BATCH:
+            # A large import (a new target's first scrape: a series made per metric) is recorded in a
+            # worker thread, so the event loop goes on serving the API and the other plugins meanwhile.
+            self._recording = asyncio.ensure_future(asyncio.to_thread(
+                pipeline.record, plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names))
+            await asyncio.shield(self._recording)
+            self._recording = None
+        elif imported:
             pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
         return len(imported)
 
