@@ -45,6 +45,8 @@ BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
     "monitoring.alerts.alertmanager": (_A, "integrations.alertmanager:AlertmanagerNotifier", None),
     "monitoring.metrics.system": (_C, "collectors.system:SystemMetricsCollector", "collectors.config:SystemConfig"),
     "monitoring.metrics.process": (_C, "collectors.process:ProcessMetricsCollector", "collectors.config:ProcessConfig"),
+    "monitoring.metrics.nagios": (_C, "integrations.nagios.collector:NagiosCollector",
+                                  "integrations.nagios.config:NagiosCollectorConfig"),
     "monitoring.integration.otlp": (_I, "integrations.otlp:OtlpIntegration", "integrations.otlp_config:OtlpConfig"),
     "monitoring.integration.prometheus": (_I, "integrations.prometheus.plugin:PrometheusIntegration",
                                           "integrations.prometheus.config:PrometheusIntegrationConfig"),
