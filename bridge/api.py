@@ -616,7 +616,7 @@ class AlertSourceHook(Protocol):
 
 
 @runtime_checkable
-class TestReportHook(Protocol):
+class ReportHook(Protocol):
     """A collector that describes what it collected in its own terms for ``monbridge test``."""
 
     async def test_report(self) -> Sequence[str]:
@@ -633,7 +633,7 @@ __all__ += [
     "MuteHook",
     "NotifierHook",
     "TelemetryExporterHook",
-    "TestReportHook",
+    "ReportHook",
 ]
 
 

@@ -206,7 +206,7 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
     """Collect once from the configured collectors, print the metrics, exit (like telegraf --test)."""
     import asyncio
 
-    from bridge.api import PluginType, TestReportHook
+    from bridge.api import PluginType, ReportHook
     from bridge.config import PluginEntry
     from bridge.logs import setup_logging
     from bridge.pipeline import Pipeline
@@ -250,7 +250,7 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
                 click.echo(f"# {pid}: {runner.last_error}", err=True)
                 continue
             click.echo(f"# {pid}")
-            if runner.host is not None and isinstance(runner.host.plugin, TestReportHook):
+            if runner.host is not None and isinstance(runner.host.plugin, ReportHook):
                 for line in await runner.host.plugin.test_report():
                     click.echo(line)
                 pipeline.record(pid, await runner.host.collect())  # what the report ran

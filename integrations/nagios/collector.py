@@ -293,7 +293,7 @@ class NagiosCollector(MetricCollectorPlugin):
 
     async def test_report(self) -> list[str]:
         """Run every check once now and describe each: state, text, long text and perfdata
-        (``monbridge test``; ``bridge.api.TestReportHook``)."""
+        (``monbridge test``; ``bridge.api.ReportHook``)."""
         await self.stop()
         if self._sem is None:
             assert self.config is not None

@@ -23,6 +23,7 @@ number is the one the plugin wrote), ``c`` a count (a monotonic sum).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from integrations.nagios.ranges import Range, RangeError, format_number, parse_number, parse_range
@@ -33,6 +34,10 @@ __all__ = ["DEFAULT_MAX_ITEMS", "UOMS", "PerfData", "PerfItem", "format_item", "
 DEFAULT_MAX_ITEMS = 1000
 #: Label length bound (an item with a longer label is refused).
 MAX_LABEL_CHARS = 256
+
+#: A UOM is at most 16 characters, none of them a control character or a lone surrogate.
+MAX_UOM_CHARS = 16
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 #: UOM -> (OpenTelemetry unit, factor to that unit).
 UOMS: dict[str, tuple[str, float]] = {
@@ -153,6 +158,9 @@ def parse_perfdata(text: str, max_items: int = DEFAULT_MAX_ITEMS) -> PerfData:
         if len(label) > MAX_LABEL_CHARS:
             out.errors.append(f"item at character {start}: label longer than {MAX_LABEL_CHARS} characters")
             continue
+        if _BAD_CHARS.search(label.replace("\t", " ")):
+            out.errors.append(f"item at character {start}: label holds a control character or an invalid one")
+            continue
         try:
             out.items.append(_item(label, fields_text))
         except ValueError as e:
@@ -194,6 +202,8 @@ def _split_value(v: str) -> tuple[float | None, str]:
         number = number.replace(",", ".")
     if uom == "U" and number == "":
         return None, ""
+    if len(uom) > MAX_UOM_CHARS or _BAD_CHARS.search(uom):
+        raise ValueError(f"unit {uom[:20]!r} is longer than {MAX_UOM_CHARS} characters or holds a control character")
     try:
         value = parse_number(number)
     except ValueError:
