@@ -137,8 +137,9 @@ def _ranges(warning: str | None, critical: str | None) -> tuple[Range | None, Ra
 def _matchers(matches: Sequence[str], key: Callable[[str], str]) -> list[tuple[str, str, bool]]:
     out = []
     for m in matches:
-        k, neg, v = (m.partition("!=")[0], True, m.partition("!=")[2]) if "!=" in m else (*m.partition("=")[::2], False)
-        if not k or ("=" not in m):
+        neg = "!=" in m
+        k, sep, v = m.partition("!=" if neg else "=")
+        if not k.strip() or not sep:
             raise CheckFailed(f"--match {m!r}: expected K=V or K!=V")
         out.append((key(k.strip()), v, neg))
     return out

@@ -7,6 +7,8 @@ its ``base/checks.c``).
   output, and everything after it, on that line and every later one, is more perfdata (lines
   joined with a space).
 * Output is read up to the first NUL byte, as Nagios does.
+* Semicolons in the short text become colons (Nagios' ``replace_semicolons``: ``;`` separates
+  the fields of its log and external commands); long text and perfdata keep theirs.
 
 The length limit is Nagios' ``MAX_PLUGIN_OUTPUT_LENGTH`` (8192 bytes, ``include/nagios.h``):
 the documented bound of what Nagios keeps of a plugin's output, perfdata included.
@@ -66,7 +68,7 @@ def parse_plugin_output(output: str) -> PluginOutput:
     for n, line in enumerate(lines):
         if n == 0:
             before, bar, after = line.partition("|")
-            short = before.strip()
+            short = before.strip().replace(";", ":")
             if bar:
                 perf.append(after)
         elif in_perf:

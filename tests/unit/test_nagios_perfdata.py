@@ -178,7 +178,7 @@ def test_labels_are_quoted_when_they_need_it():
 
 def test_first_line_text_and_perfdata():
     out = parse_plugin_output("DISK OK - free space: / 3326 MB (56%); | /=2643MB;5948;5958;0;5968\n")
-    assert out.text == "DISK OK - free space: / 3326 MB (56%);"
+    assert out.text == "DISK OK - free space: / 3326 MB (56%):"  # Nagios' semicolons to colons
     assert out.long_text == "" and out.perfdata_text == "/=2643MB;5948;5958;0;5968"
     assert out.perfdata[0] == PerfItem("/", 2643.0, "MB", parse_range("5948"), parse_range("5958"), 0.0, 5968.0)
 
@@ -192,7 +192,7 @@ def test_long_text_and_more_perfdata_as_nagios_core_reads_them():
                               "/var/log 819 MB (84%); | /boot=68MB;88;93;0;98\n"
                               "/home=69357MB;253404;253409;0;253414 \n"
                               "/var/log=818MB;970;975;0;980\n")
-    assert out.text == "DISK OK - free space: / 3326 MB (56%);"
+    assert out.text == "DISK OK - free space: / 3326 MB (56%):"
     assert out.long_text == "/ 15272 MB (77%);\n/boot 68 MB (69%);\n/home 69357 MB (27%);\n/var/log 819 MB (84%); "
     assert [i.label for i in out.perfdata] == ["/", "/boot", "/home", "/var/log"]
     assert out.perfdata_errors == []
