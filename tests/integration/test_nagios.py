@@ -216,3 +216,61 @@ def test_monbridge_check_as_an_active_check_of_nagios(nagios, run_monbridge, fre
     st = server.wait_for("mb_down", checked_with("MONBRIDGE"))
     assert st["current_state"] == "3"
     assert st["plugin_output"].startswith(f"MONBRIDGE UNKNOWN - cannot reach monbridge at {closed}: ")
+
+
+def run_check(*args: str, env: dict | None = None):
+    import os
+    import subprocess
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MONBRIDGE_")}
+    full_env.update({"PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.run([sys.executable, "-m", "bridge.cli", "check", *args], capture_output=True, text=True,
+                          timeout=60, env=full_env)
+
+
+def test_monbridge_check_authenticates_and_every_failure_is_unknown(run_monbridge, tmp_path):
+    mb = run_monbridge({
+        "server": {"auth": {"bearer_token": "tok-123"}},
+        "plugins": [{"plugin_id": "monitoring.metrics.nagios", "config": {
+            "collection_interval": 1, "plugin_paths": [PLUGINS],
+            "checks": [{"name": "disk", "command": ["check_dummy", "0", "ok | used=40%;80;90;0;100"], "interval": 1}]}}],
+    }, wait=False)
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:  # ready, as the check itself sees it
+        out = run_check("metric", "--url", mb.url, "--metric", "nagios.perfdata.utilization", "--match",
+                        "nagios.label=used", "-w", "80", "-c", "90", "--bearer-token", "tok-123")
+        if out.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (out.returncode, out.stdout) == (0, "MONBRIDGE OK - nagios.perfdata.utilization avg 40 (1 series matching "
+                                                "nagios.label=used) | nagios.perfdata.utilization=40%;80;90\n")
+    out = run_check("metric", "--url", mb.url, "--metric", "nagios.perfdata.utilization", "-w", "@30:50",
+                    env={"MONBRIDGE_BEARER_TOKEN": "tok-123"})  # inside the range: WARNING
+    assert out.returncode == 1 and out.stdout.startswith("MONBRIDGE WARNING - nagios.perfdata.utilization avg 40")
+    unauthorized = run_check("alerts", "--url", mb.url)
+    assert unauthorized.returncode == 3
+    assert unauthorized.stdout.startswith(f"MONBRIDGE UNKNOWN - GET /api/v1/alerts?state=active from {mb.url}: HTTP 401")
+    assert "tok-123" not in unauthorized.stdout
+    for args, text in [
+        (["metric", "--url", mb.url, "--metric", "x", "-w", "20:10", "--bearer-token", "tok-123"],
+         "MONBRIDGE UNKNOWN - -w/-c: threshold '20:10': start 20 is above end 10\n"),
+        (["metric", "--url", mb.url, "--metric", "no.such.metric", "--bearer-token", "tok-123"],
+         f"MONBRIDGE UNKNOWN - no metric 'no.such.metric' at {mb.url} (looked for no_such_metric and "
+         "no_such_metric_<unit>)\n"),
+        (["metric", "--url", mb.url, "--metric", "nagios.check.state", "--match", "nagios.check=none",
+          "--bearer-token", "tok-123"],
+         f"MONBRIDGE UNKNOWN - no series of nagios_check_state matching nagios.check=none at {mb.url}\n"),
+        (["metric", "--url", mb.url, "--metric", "x", "--match", "novalue", "--bearer-token", "tok-123"],
+         "MONBRIDGE UNKNOWN - --match 'novalue': expected K=V or K!=V\n"),
+        (["metric", "--url", mb.url], "MONBRIDGE UNKNOWN - usage: Missing option '--metric' / '-m'.\n"),
+        (["metric", "--aggregate", "median", "--metric", "x"], None),
+        (["alerts", "--url", mb.url, "--basic-auth", "nocolon"], "MONBRIDGE UNKNOWN - --basic-auth: expected USER:PASSWORD\n"),
+    ]:
+        out = run_check(*args)
+        assert out.returncode == 3, (args, out.stdout, out.stderr)
+        if text is not None:
+            assert out.stdout == text, args
+        else:
+            assert out.stdout.startswith("MONBRIDGE UNKNOWN - usage: "), out.stdout

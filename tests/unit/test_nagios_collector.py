@@ -153,11 +153,11 @@ def walk(results: list[State], max_attempts: int) -> list[tuple[str, bool, int]]
 
 
 def test_soft_then_hard_as_nagios_counts_attempts():
-    W, C, O = State.WARNING, State.CRITICAL, State.OK
-    assert walk([W, W, W, W, O], 3) == [("WARNING", False, 1), ("WARNING", False, 2), ("WARNING", True, 3),
+    W, C, OK = State.WARNING, State.CRITICAL, State.OK
+    assert walk([W, W, W, W, OK], 3) == [("WARNING", False, 1), ("WARNING", False, 2), ("WARNING", True, 3),
                                         ("WARNING", True, 3), ("OK", True, 1)]
     # a soft recovery, and a change between non-OK states while soft still counts attempts
-    assert walk([C, O, W, C, C], 3) == [("CRITICAL", False, 1), ("OK", True, 1), ("WARNING", False, 1),
+    assert walk([C, OK, W, C, C], 3) == [("CRITICAL", False, 1), ("OK", True, 1), ("WARNING", False, 1),
                                         ("CRITICAL", False, 2), ("CRITICAL", True, 3)]
     assert walk([C, W], 1) == [("CRITICAL", True, 1), ("WARNING", True, 1)]  # a hard state change
     s = CheckState()
