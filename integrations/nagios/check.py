@@ -206,8 +206,9 @@ def metric(metric: str, aggregate: str, url: str, bearer_token: str | None, basi
     where = (" matching " + ",".join(matches)) if matches else ""
     if not values:
         raise CheckFailed(f"no series of {fam.name}{where} at {server.url}")
-    agg = {"avg": lambda v: sum(v) / len(v), "min": min, "max": max, "sum": sum, "count": len}[aggregate]
-    result = float(agg(values))
+    aggregates: dict[str, Callable[[list[float]], float]] = {
+        "avg": lambda v: sum(v) / len(v), "min": min, "max": max, "sum": sum, "count": lambda v: float(len(v))}
+    result = float(aggregates[aggregate](values))
     suffix = fam.name.rsplit("_", 1)[-1] if fam.type != "counter" else fam.name.removesuffix("_total").rsplit("_", 1)[-1]
     uom = "c" if fam.type == "counter" else _UOM_OF_SUFFIX.get(suffix, "")
     state = _state(result, warn, crit)

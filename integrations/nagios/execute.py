@@ -11,7 +11,9 @@
 * A missing or non-executable plugin, no output, output that is not UTF-8, an exit by a signal
   and an exit code outside 0-3 are UNKNOWN, with a text saying which.
 
-Nothing here blocks the event loop: the process runs under asyncio with bounded reads.
+Nothing here blocks the event loop, and a run costs no thread: the plugin is started with
+``posix_spawn`` (no copy of the agent's memory) and its pipes and exit (a pidfd) are watched by
+the event loop, reads bounded.
 """
 
 from __future__ import annotations
@@ -78,37 +80,21 @@ def resolve_command(word: str, plugin_paths: Sequence[str]) -> tuple[str | None,
     return None, f"plugin {where} not found"
 
 
-async def _read_bounded(stream: asyncio.StreamReader, keep: int, budget: list[int], pid: int) -> tuple[bytes, bool, bool]:
-    """Read ``stream`` to its end: (the first ``keep`` bytes, whether more came, whether the
-    shared ``budget`` of bytes ran out first, when process group ``pid`` is killed)."""
-    kept = bytearray()
-    more = False
-    while True:
-        chunk = await stream.read(_CHUNK)
-        if not chunk:
-            return bytes(kept), more, False
-        budget[0] -= len(chunk)
-        room = keep - len(kept)
-        if room > 0:
-            kept += chunk[:room]
-        if len(chunk) > room:
-            more = True
-        if budget[0] < 0:
-            _kill_group(pid)
-            return bytes(kept), more, True
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    """Read what is left of a killed plugin's pipe, so the pipe closes."""
-    while await stream.read(_CHUNK):
-        pass
-
-
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _reap_later(pid: int, loop: asyncio.AbstractEventLoop) -> None:
+    """Reap ``pid`` once it ends (a killed process stuck in the kernel), polling once a second."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return
+    if not done:
+        loop.call_later(1.0, _reap_later, pid, loop)
 
 
 def _decode(data: bytes, truncated: bool) -> tuple[str | None, str]:
@@ -117,6 +103,110 @@ def _decode(data: bytes, truncated: bool) -> tuple[str | None, str]:
         return codecs.getincrementaldecoder("utf-8")().decode(data, final=not truncated), ""
     except UnicodeDecodeError as e:
         return None, f"byte 0x{data[e.start]:02x} at offset {e.start}"
+
+
+class _Child:
+    """One spawned plugin watched from the event loop: its two pipes and its exit (a pidfd, or,
+    where the kernel has none, ``waitpid`` polled), no thread and no transport per run.
+
+    ``done`` resolves once the plugin has exited and both pipes are closed. Reads keep the first
+    ``keep`` bytes of stdout and 1 KiB of stderr; once ``flood_bytes`` have come through both,
+    the process group is killed. When the plugin has exited but a child of its own still holds a
+    pipe, the group is killed (Nagios' workers end a job at its exit too)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int, out_fd: int, err_fd: int, keep: int,
+                 flood_bytes: int) -> None:
+        self.loop, self.pid = loop, pid
+        self.bufs = {out_fd: bytearray(), err_fd: bytearray()}
+        self.keeps = {out_fd: keep, err_fd: 1024}
+        self.out_fd = out_fd
+        self.open: set[int] = {out_fd, err_fd}
+        self.more = False  # stdout had more than ``keep``
+        self.budget = flood_bytes
+        self.flooded = False
+        self.status: int | None = None
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.pidfd: int | None = None
+        for fd in self.open:
+            loop.add_reader(fd, self._read, fd)
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+        if self.pidfd is not None:
+            loop.add_reader(self.pidfd, self._reap)
+        else:
+            loop.call_later(0.01, self._poll)
+
+    def _read(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(fd)
+            return
+        buf = self.bufs[fd]
+        room = self.keeps[fd] - len(buf)
+        if room > 0:
+            buf += data[:room]
+        if len(data) > room and fd == self.out_fd:
+            self.more = True
+        self.budget -= len(data)
+        if self.budget < 0 and not self.flooded:
+            self.flooded = True
+            _kill_group(self.pid)
+
+    def _close(self, fd: int) -> None:
+        if fd in self.open:
+            self.open.discard(fd)
+            self.loop.remove_reader(fd)
+            os.close(fd)
+            self._check()
+
+    def _reap(self) -> None:
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: its status is lost
+            done, status = self.pid, 255 << 8
+        if not done:
+            return
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+        self.status = status
+        if self.open:
+            _kill_group(self.pid)  # what is left of its group still holds the output
+        self._check()
+
+    def _poll(self) -> None:
+        if self.status is None and not self.done.done():
+            self._reap()
+            if self.status is None:
+                self.loop.call_later(0.05, self._poll)
+
+    def _check(self) -> None:
+        if not self.open and self.status is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def close(self) -> None:
+        """Release everything: the group killed if it still runs, pipes closed, the plugin reaped
+        (now, or once it ends)."""
+        if self.status is None:
+            _kill_group(self.pid)
+        for fd in list(self.open):
+            self.open.discard(fd)
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.status is None:
+            _reap_later(self.pid, self.loop)
 
 
 async def run_plugin(argv: Sequence[str], timeout: float, *, plugin_paths: Sequence[str] = (),
@@ -130,60 +220,58 @@ async def run_plugin(argv: Sequence[str], timeout: float, *, plugin_paths: Seque
         assert why is not None
         return _unknown(why, "not_executable" if "not executable" in why else "not_found", started_at=started_at,
                         argv=tuple(argv))
+    loop = asyncio.get_running_loop()
+    out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    os.set_blocking(out_w, True)
+    os.set_blocking(err_w, True)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            path, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, env={**BASE_ENV, **(env or {})},
-            close_fds=True, limit=_CHUNK)
+        pid = os.posix_spawn(path, [argv[0], *argv[1:]], {**BASE_ENV, **(env or {})}, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
     except OSError as e:
+        for fd in (out_r, err_r):
+            os.close(fd)
         reason = "not_executable" if isinstance(e, PermissionError) else "spawn"
         return _unknown(f"cannot run plugin {path}: {e.strerror or e}", reason, started_at=started_at, argv=tuple(argv))
-    assert proc.stdout is not None and proc.stderr is not None
-    budget = [flood_bytes]
-    reads = asyncio.ensure_future(asyncio.gather(_read_bounded(proc.stdout, max_output, budget, proc.pid),
-                                                 _read_bounded(proc.stderr, 1024, budget, proc.pid)))
-    timed_out = flooded = False
-    out = err = b""
-    truncated = False
-    try:
-        async with asyncio.timeout(timeout):
-            while not reads.done():
-                # Output ends when every writer has closed it: a plugin that exited while a child of
-                # its own holds the pipes has its group killed, as Nagios' workers end a job at its exit.
-                await asyncio.wait({reads}, timeout=0.05)
-                if not reads.done() and proc.returncode is not None:
-                    _kill_group(proc.pid)
-            (out, truncated, flood_out), (err, _, flood_err) = reads.result()
-            flooded = flood_out or flood_err
-            await proc.wait()
-    except TimeoutError:
-        timed_out = True
     finally:
-        _kill_group(proc.pid)  # the plugin's leftovers (or all of it, timed out or flooding)
-        if not reads.done():
-            reads.cancel()
-            await asyncio.gather(reads, return_exceptions=True)
+        os.close(out_w)
+        os.close(err_w)
+    child = _Child(loop, pid, out_r, err_r, max_output, flood_bytes)
+    timed_out = False
+    try:
         try:
-            async with asyncio.timeout(REAP_TIMEOUT_S):
-                await asyncio.gather(_drain(proc.stdout), _drain(proc.stderr))
-                await proc.wait()
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(child.done)
         except TimeoutError:
-            pass  # not reaped yet (a process stuck in the kernel): asyncio's child watcher reaps it when it ends
+            timed_out = True
+            _kill_group(pid)
+            try:
+                async with asyncio.timeout(REAP_TIMEOUT_S):
+                    await asyncio.shield(child.done)
+            except TimeoutError:
+                pass  # stuck in the kernel: reaped once it ends
+    finally:
+        child.close()
+    out, err = bytes(child.bufs[out_r]), bytes(child.bufs[err_r])
+    truncated, flooded = child.more, child.flooded
     duration = time.monotonic() - t0
     common = {"duration": duration, "started_at": started_at, "argv": tuple(argv)}
     if timed_out:
         return _unknown(f"timed out after {timeout:g} s", "timeout", **common)
     if flooded:
         return _unknown(f"plugin wrote more than {flood_bytes} bytes of output; killed", "flood", **common)
-    rc = proc.returncode
-    if rc is None:
-        return _unknown("plugin did not exit after its output ended", "spawn", **common)
-    if rc < 0:
+    status = child.status
+    if status is None:
+        return _unknown("plugin did not exit after it was killed", "spawn", **common)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
         try:
-            name = signal.Signals(-rc).name
+            name = signal.Signals(sig).name
         except ValueError:
-            name = f"signal {-rc}"
-        return _unknown(f"plugin killed by signal {name} ({-rc})", "signal", **common)
+            name = f"signal {sig}"
+        return _unknown(f"plugin killed by signal {name} ({sig})", "signal", **common)
+    rc = os.waitstatus_to_exitcode(status)
     nul = out.find(b"\x00")
     if nul >= 0:
         out, truncated = out[:nul], False

@@ -362,3 +362,27 @@ def test_config_errors_name_the_check(tmp_path):
                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert out.returncode == 2
     assert "checks[2].command" in out.stderr and "checks[2].labels" in out.stderr
+
+
+async def test_without_pidfds_the_exit_is_polled(tmp_path, monkeypatch):
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    r = await run_plugin([plugin(tmp_path, "p", "echo 'WARN | a=1'; exit 1\n")], 5)
+    assert (r.state, r.output.text, r.output.perfdata[0].value) == (State.WARNING, "WARN", 1.0)
+    r = await run_plugin([plugin(tmp_path, "h", "exec sleep 300\n")], 0.3)
+    assert (r.state, r.failure) == (State.UNKNOWN, "timeout")
+
+
+def test_an_agent_with_its_stdio_closed_still_reads_plugin_output(tmp_path):
+    # Pipes then get the numbers 0-2, which the plugin's own stdin, stdout and stderr take.
+    result = tmp_path / "result"
+    code = ("import asyncio, os\n"
+            "from integrations.nagios.execute import run_plugin\n"
+            "os.close(0); os.close(1); os.close(2)\n"
+            f"r = asyncio.run(run_plugin([{DUMMY!r}, '2', 'still read'], 5))\n"
+            f"open({str(result)!r}, 'w').write(f'{{int(r.state)}} {{r.output.text}}')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True, cwd=tmp_path)
+    assert result.read_text() == "2 CRITICAL: still read"
