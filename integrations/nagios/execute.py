@@ -12,7 +12,8 @@
   and an exit code outside 0-3 are UNKNOWN, with a text saying which.
 
 Nothing here blocks the event loop, and a run costs no thread: the plugin is started with
-``posix_spawn`` (no copy of the agent's memory) and its pipes and exit (a pidfd) are watched by
+``posix_spawn`` (a vfork and exec: no copy of the agent's memory; the loop waits only for the
+exec) and its pipes and exit (a pidfd) are watched by
 the event loop, reads bounded.
 """
 
