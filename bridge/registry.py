@@ -47,6 +47,8 @@ BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
     "monitoring.metrics.process": (_C, "collectors.process:ProcessMetricsCollector", "collectors.config:ProcessConfig"),
     "monitoring.metrics.nagios": (_C, "integrations.nagios.collector:NagiosCollector",
                                   "integrations.nagios.config:NagiosCollectorConfig"),
+    "monitoring.integration.nagios": (_I, "integrations.nagios.export:NagiosExporter",
+                                      "integrations.nagios.export_config:NagiosExportConfig"),
     "monitoring.integration.otlp": (_I, "integrations.otlp:OtlpIntegration", "integrations.otlp_config:OtlpConfig"),
     "monitoring.integration.prometheus": (_I, "integrations.prometheus.plugin:PrometheusIntegration",
                                           "integrations.prometheus.config:PrometheusIntegrationConfig"),
