@@ -391,14 +391,14 @@ class NagiosExporter(MonitoringIntegrationPlugin):
             self.sent += len(results)
             self._progress.set()
 
-    async def _drained(self, timeout: float) -> str | None:
-        """None once the queue is empty; the failure's reason when a delivery fails first."""
+    async def _drained(self, timeout: float, stop_on_failure: bool = True) -> str | None:
+        """None once the queue is empty; else why not within ``timeout`` (with ``stop_on_failure``:
+        at once when the last delivery failed, with its reason)."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        started_failures = self.failures
         while self._queue.pending_samples > 0:
-            if self.failures > started_failures or (self._last_error is not None and self.failures > 0):
+            if stop_on_failure and self._last_error is not None:
                 return self._last_error
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -440,7 +440,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         return fit_output(text, perf, long_text, limit, lambda s: len(escape_output(s).encode()))
 
     async def force_flush(self, timeout: float) -> bool:
-        return self._queue is None or await self._drained(timeout) is None
+        return self._queue is None or await self._drained(timeout, stop_on_failure=False) is None
 
     async def export_metrics(self, metrics: Sequence[Metric]) -> None:
         return None  # export() evaluates the checks on the batch

@@ -109,10 +109,11 @@ class _Cipher:
         self.password = password.split(b"\x00", 1)[0]  # C's strlen
         self._aes = None
         if method == 14:
-            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+            from cryptography.hazmat.decrepit.ciphers.modes import CFB8
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
             key = self.password[:32].ljust(32, b"\x00")
-            self._aes = Cipher(algorithms.AES(key), modes.CFB8(iv[:16])).encryptor()
+            self._aes = Cipher(algorithms.AES(key), CFB8(iv[:16])).encryptor()
         elif method not in (0, 1):
             raise ValueError(f"NSCA encryption method {method} is not supported (0 none, 1 xor, 14 aes256)")
 
