@@ -51,7 +51,7 @@ import re
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,12 +99,15 @@ def escape_output(text: str) -> str:
     return text.replace("\x00", "").replace("\r", "").replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def _utf8_size(s: str) -> int:
+    return len(s.encode("utf-8", "replace"))
+
+
 def fit_output(text: str, perfdata: Sequence[PerfItem], long_text: str, limit: int,
-               size: Any = None) -> str:
+               size: Callable[[str], int] = _utf8_size) -> str:
     """``TEXT | PERFDATA`` and the long text on later lines, in at most ``limit`` (``size(out)``,
     default UTF-8 bytes): without the long text, then perfdata items from the end, then with
     the text cut, as needed."""
-    size = size or (lambda s: len(s.encode("utf-8", "replace")))
     items = list(perfdata)
 
     def build(long: str, n: int) -> str:
@@ -172,8 +175,10 @@ def evaluate(check: MetricCheck, batch: MetricBatch) -> tuple[State, str, list[P
     if not values:
         return State[check.missing.upper()], f"no series of {check.metric}{where}", []
     agg = check.aggregate
-    result = {"avg": lambda: sum(values) / len(values), "min": lambda: min(values), "max": lambda: max(values),
-              "sum": lambda: sum(values), "count": lambda: float(len(values)), "last": lambda: values[-1]}[agg]()
+    aggregates: dict[str, Callable[[list[float]], float]] = {
+        "avg": lambda v: sum(v) / len(v), "min": min, "max": max, "sum": sum, "count": lambda v: float(len(v)),
+        "last": lambda v: v[-1]}
+    result = aggregates[agg](values)
     state = State.OK
     if crit is not None and crit.alerts(result):
         state = State.CRITICAL
@@ -226,7 +231,11 @@ class CommandFile:
 
     async def _writable(self, loop: asyncio.AbstractEventLoop, fd: int, deadline: float) -> None:
         ready = loop.create_future()
-        loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(fd, wake)
         try:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -87,6 +87,13 @@ class MetricCheck(PluginConfig):
                 parse_range(self.critical) if self.critical else None)
 
 
+NagiosState = Literal["OK", "WARNING", "CRITICAL", "UNKNOWN"]
+
+
+def _default_states() -> dict[str, NagiosState]:
+    return {"critical": "CRITICAL", "warning": "WARNING", "info": "OK"}
+
+
 class AlertResults(PluginConfig):
     """Alerts as passive service results: a firing alert is its severity's state, a resolved one OK."""
 
@@ -94,10 +101,10 @@ class AlertResults(PluginConfig):
     service_label: str = Field(default="nagios_service",
                                description="the alert label naming the service (default: the alert's name)")
     host_label: str = Field(default="nagios_host", description="the alert label naming the host (default: host)")
-    states: dict[str, Literal["OK", "WARNING", "CRITICAL", "UNKNOWN"]] = Field(
-        default_factory=lambda: {"critical": "CRITICAL", "warning": "WARNING", "info": "OK"},
+    states: dict[str, NagiosState] = Field(
+        default_factory=_default_states,
         description="severity -> Nagios state")
-    other_state: Literal["OK", "WARNING", "CRITICAL", "UNKNOWN"] = Field(
+    other_state: NagiosState = Field(
         default="WARNING", description="the state of a severity that states does not name")
     resend_interval: float = Field(default=300.0, gt=0,
                                    description="seconds after which an unchanged result is sent again")

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nagios_peer import HOST, NAGIOS_BIN, NSCA_BIN, NagiosConfig, NagiosServer, Service, read_status, \
-    unescape_long_output
+from nagios_peer import HOST, NAGIOS_BIN, NSCA_BIN, NagiosConfig, NagiosServer, Service, read_status, unescape_long_output
 
 from bridge.api import Alert, Metric, MetricKind
 from bridge.pipeline import Pipeline

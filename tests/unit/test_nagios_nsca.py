@@ -19,8 +19,7 @@ from bridge.api import Metric, MetricKind
 from bridge.pipeline import Pipeline
 from integrations.nagios.export import PIPE_BUF, CommandFile, DeliveryError, NagiosExporter, command_line, fit_output
 from integrations.nagios.export_config import NagiosExportConfig
-from integrations.nagios.nsca import INIT_PACKET_SIZE, PACKET_SIZE, NscaError, NscaResult, _Cipher, encode_packet, \
-    send_results
+from integrations.nagios.nsca import INIT_PACKET_SIZE, PACKET_SIZE, NscaError, NscaResult, _Cipher, encode_packet, send_results
 from integrations.nagios.perfdata import PerfItem
 from integrations.nagios.ranges import parse_range
 
