@@ -59,6 +59,7 @@ from bridge.api import (
     Alert,
     AlertState,
     ExportResult,
+    FamilyView,
     Metric,
     MetricBatch,
     MetricKind,
@@ -107,7 +108,10 @@ def fit_output(text: str, perfdata: Sequence[PerfItem], long_text: str, limit: i
                size: Callable[[str], int] = _utf8_size) -> str:
     """``TEXT | PERFDATA`` and the long text on later lines, in at most ``limit`` (``size(out)``,
     default UTF-8 bytes): without the long text, then perfdata items from the end, then with
-    the text cut, as needed."""
+    the text cut, as needed. A ``|`` in the text or long text becomes a space (Nagios would read
+    what follows it as perfdata), and so does a line break in the text (it is one line)."""
+    text = text.replace("|", " ").replace("\r", " ").replace("\n", " ")
+    long_text = long_text.replace("|", " ")
     items = list(perfdata)
 
     def build(long: str, n: int) -> str:
@@ -137,14 +141,27 @@ def command_line(host: str, service: str, code: int, output: str, when: int) -> 
         head = f"[{when}] PROCESS_SERVICE_CHECK_RESULT;{host};{service};{code};"
     else:
         head = f"[{when}] PROCESS_HOST_CHECK_RESULT;{host};{code};"
-    room = PIPE_BUF - len(head.encode()) - 1
+    head_bytes = head.encode("utf-8", "replace")
+    room = PIPE_BUF - len(head_bytes) - 1
     body = escape_output(output)
     data = body.encode("utf-8", "replace")
     if len(data) > room:
         data = data[:room].decode("utf-8", "ignore").encode()
         if data.endswith(b"\\") and (len(data) - len(data.rstrip(b"\\"))) % 2:
             data = data[:-1]  # never a lone backslash of a cut escape
-    return head.encode() + data + b"\n"
+    return head_bytes + data + b"\n"
+
+
+def _decode(payload: bytes) -> list[Any] | None:
+    """A queued result ``[host, service, code, output, time]``, or None when the record is not one."""
+    try:
+        r = json.loads(payload)
+    except ValueError:
+        return None
+    if (isinstance(r, list) and len(r) == 5 and isinstance(r[0], str) and isinstance(r[1], str)
+            and type(r[2]) is int and 0 <= r[2] <= 3 and isinstance(r[3], str) and type(r[4]) is int):
+        return r
+    return None
 
 
 def _name(v: str) -> str:
@@ -155,13 +172,20 @@ def _attr(v: object) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
-def evaluate(check: MetricCheck, batch: MetricBatch) -> tuple[State, str, list[PerfItem]]:
-    """A metric check on a batch: state, text and perfdata."""
-    fam = None
+def family_index(batch: MetricBatch) -> dict[str, FamilyView]:
+    """The batch's families by name and by Prometheus name (the name wins where they collide)."""
+    index: dict[str, FamilyView] = {}
     for f in batch.families():
-        if f.name == check.metric or (f.series and f.series[0].prom.name == check.metric):
-            fam = f
-            break
+        if f.series:
+            index.setdefault(f.series[0].prom.name, f)
+    index.update((f.name, f) for f in batch.families())
+    return index
+
+
+def evaluate(check: MetricCheck, families: Mapping[str, FamilyView]) -> tuple[State, str, list[PerfItem]]:
+    """A metric check on a batch's families (``family_index``): state, text and perfdata. With
+    ``count`` no matching series is a count of 0; with the others it is ``missing``."""
+    fam = families.get(check.metric)
     where = (" matching " + ",".join(f"{k}={v}" for k, v in check.match.items())) if check.match else ""
     values: list[float] = []
     if fam is not None:
@@ -172,7 +196,7 @@ def evaluate(check: MetricCheck, batch: MetricBatch) -> tuple[State, str, list[P
                 values.append(float(v))
     warn, crit = check.ranges()
     label = check.label or check.metric
-    if not values:
+    if not values and check.aggregate != "count":
         return State[check.missing.upper()], f"no series of {check.metric}{where}", []
     agg = check.aggregate
     aggregates: dict[str, Callable[[list[float]], float]] = {
@@ -184,8 +208,7 @@ def evaluate(check: MetricCheck, batch: MetricBatch) -> tuple[State, str, list[P
         state = State.CRITICAL
     elif warn is not None and warn.alerts(result):
         state = State.WARNING
-    assert fam is not None
-    uom = "c" if fam.kind is MetricKind.COUNTER and agg != "count" else ("" if agg == "count" else _UOM.get(fam.unit, ""))
+    uom = "" if agg == "count" or fam is None else "c" if fam.kind is MetricKind.COUNTER else _UOM.get(fam.unit, "")
     n = len(values)
     text = f"{check.metric} {agg} {format_number(result)} ({n} series{where})"
     return state, text, [PerfItem(label, result, uom, warn, crit)]
@@ -334,23 +357,28 @@ class NagiosExporter(MonitoringIntegrationPlugin):
     def _on_drop(self, counts: DropCounts, reason: str) -> None:
         self._count_drop(counts.samples, reason)
 
+    def _carried(self, results: list[list[Any]]) -> list[list[Any]]:
+        """The results the transport can carry; the others (names too long for NSCA) dropped and counted."""
+        if not isinstance(self._transport, Nsca):
+            return results
+        fits = [r for r in results if _utf8_size(r[0]) < MAX_HOSTNAME and _utf8_size(r[1]) < MAX_DESCRIPTION]
+        if len(fits) < len(results):
+            self._count_drop(len(results) - len(fits), "name_too_long")
+            log.warning("nagios export: NSCA carries host names of up to %d bytes and services of up to %d: %s",
+                        MAX_HOSTNAME - 1, MAX_DESCRIPTION - 1,
+                        ", ".join(f"{r[0][:70]!r}/{r[1][:130]!r}" for r in results if r not in fits)[:500])
+        return fits
+
     async def _enqueue(self, results: list[list[Any]]) -> None:
         if not results or self._queue is None:
             return
         if self._stopped:
             self._count_drop(len(results), "stopped")
             return
-        if isinstance(self._transport, Nsca):
-            fits = [r for r in results if len(r[0].encode()) < MAX_HOSTNAME and len(r[1].encode()) < MAX_DESCRIPTION]
-            if len(fits) < len(results):
-                self._count_drop(len(results) - len(fits), "name_too_long")
-                log.warning("nagios export: NSCA carries host names of up to %d bytes and services of up to %d: %s",
-                            MAX_HOSTNAME - 1, MAX_DESCRIPTION - 1,
-                            ", ".join(f"{r[0][:70]!r}/{r[1][:130]!r}" for r in results if r not in fits)[:500])
-            results = fits
-            if not results:
-                return
-        records = [(json.dumps(r, ensure_ascii=False).encode(), 1) for r in results]
+        results = self._carried(results)
+        if not results:
+            return
+        records = [(json.dumps(r).encode(), 1) for r in results]  # ASCII: lone surrogates survive as escapes
         shard = self._queue.shards[0]
         if await asyncio.to_thread(shard.append_many, records) is None:
             self._count_drop(len(results), "too_large")
@@ -363,21 +391,17 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         per_send = self.config.queue.max_results_per_send
         timeout = self.config.timeout or self.config.interval
         while not self._stopped:
+            self._wake.clear()  # before reading: a result queued after the read wakes the wait below
             batch = await asyncio.to_thread(shard.read_batch, per_send)
             if batch is None:
                 self._progress.set()
-                self._wake.clear()
                 await self._wake.wait()
                 continue
-            results: list[list[Any]] = []
-            for payload in batch.payloads:
-                try:
-                    r = json.loads(payload)
-                    if not (isinstance(r, list) and len(r) == 5):
-                        raise ValueError("not a result")
-                    results.append(r)
-                except ValueError:
-                    self._count_drop(1, "bad_record")
+            decoded = [_decode(payload) for payload in batch.payloads]
+            results = [r for r in decoded if r is not None]
+            if len(results) < len(decoded):
+                self._count_drop(len(decoded) - len(results), "bad_record")
+            results = self._carried(results)
             try:
                 if results:
                     await self._transport.send(results, timeout)
@@ -406,18 +430,19 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._queue.pending_samples > 0:
+        while True:
+            self._progress.clear()  # before looking: progress made after the look ends the wait below
+            if self._queue.pending_samples <= 0:
+                return None
             if stop_on_failure and self._last_error is not None:
                 return self._last_error
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return f"{self._queue.pending_samples} results not delivered within {timeout:g} s"
-            self._progress.clear()
             try:
                 await asyncio.wait_for(self._progress.wait(), remaining)
             except TimeoutError:
                 pass
-        return None
 
     # ------------------------------------------------------------------ export
 
@@ -427,11 +452,9 @@ class NagiosExporter(MonitoringIntegrationPlugin):
             return ExportResult.permanent("not initialized")
         now = int(time.time())
         results: list[list[Any]] = []
-        for check in cfg.checks:
-            state, text, perf = await asyncio.to_thread(evaluate, check, batch) if len(cfg.checks) > 50 \
-                else evaluate(check, batch)
-            results.append([check.host or cfg.host, check.service, int(state),
-                            self._fit(f"{state.name} - {text}", perf, ""), now])
+        if cfg.checks:
+            results.extend(await asyncio.to_thread(self._evaluate_all, batch, now) if len(cfg.checks) > 50
+                           else self._evaluate_all(batch, now))
         if cfg.host_check:
             results.append([cfg.host, "", 0, self._fit(
                 f"UP - monbridge exporting: {len(cfg.checks)} metric checks, {len(self._alert_sent)} alert services", [],
@@ -443,10 +466,21 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         reason = await self._drained(timeout * 0.9)
         return ExportResult.success() if reason is None else ExportResult.retryable(reason)
 
+    def _evaluate_all(self, batch: MetricBatch, now: int) -> list[list[Any]]:
+        """The metric checks' results (many of them: in a worker thread, off the event loop)."""
+        assert self.config is not None
+        families = family_index(batch)
+        out: list[list[Any]] = []
+        for check in self.config.checks:
+            state, text, perf = evaluate(check, families)
+            out.append([check.host or self.config.host, check.service, int(state),
+                        self._fit(f"{state.name} - {text}", perf, ""), now])
+        return out
+
     def _fit(self, text: str, perf: Sequence[PerfItem], long_text: str) -> str:
         """The output within what the transport carries (NSCA: 4095 bytes; the command file: one PIPE_BUF line)."""
         limit = 4095 if isinstance(self._transport, Nsca) else PIPE_BUF - 300
-        return fit_output(text, perf, long_text, limit, lambda s: len(escape_output(s).encode()))
+        return fit_output(text, perf, long_text, limit, lambda s: _utf8_size(escape_output(s)))
 
     async def force_flush(self, timeout: float) -> bool:
         return self._queue is None or await self._drained(timeout, stop_on_failure=False) is None

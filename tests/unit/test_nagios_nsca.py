@@ -191,6 +191,11 @@ def test_a_command_is_at_most_pipe_buf_bytes_and_never_ends_in_half_an_escape() 
     assert len(command_line("web", "mem", 0, "é" * 5000, 5).decode()) > 0  # cut on a character boundary
 
 
+def test_a_bar_in_text_or_long_text_is_a_space_it_would_start_perfdata() -> None:
+    assert fit_output("OK - a|b", [PerfItem("p", 1.0)], "c|d\ne", 100) == "OK - a b | p=1\nc d\ne"
+    assert fit_output("OK - a\nb", [], "", 100) == "OK - a b"
+
+
 def test_output_that_does_not_fit_loses_long_text_then_perfdata_then_text() -> None:
     perf = [PerfItem("a", 1.0, "s", parse_range("10"), None), PerfItem("b", 2.0)]
     assert fit_output("OK - t", perf, "long", 100) == "OK - t | a=1s;10 b=2\nlong"
@@ -257,3 +262,132 @@ def test_the_nsca_password_is_never_shown() -> None:
     with pytest.raises(pydantic.ValidationError) as e:
         NagiosExportConfig.model_validate({"host": "h", "nsca": {"host": "n", "password": "hunter2" * 100}})
     assert "hunter2" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- what goes out
+
+
+def _pipeline_batch():
+    p = Pipeline()
+    p.record("t", [
+        Metric("system.memory.utilization", MetricKind.GAUGE, 0.5, "1", "", {"state": "used", "host": "a"}),
+        Metric("system.memory.utilization", MetricKind.GAUGE, 0.9, "1", "", {"state": "used", "host": "b"}),
+        Metric("system.memory.utilization", MetricKind.GAUGE, 0.1, "1", "", {"state": "free", "host": "a"}),
+        Metric("system.memory.utilization", MetricKind.GAUGE, float("nan"), "1", "", {"state": "used", "host": "c"}),
+        Metric("disk.io", MetricKind.COUNTER, 12.0, "By", "", {"up": True}),
+        Metric("disk.size", MetricKind.GAUGE, 2048.0, "By", ""),
+        Metric("http.duration", MetricKind.GAUGE, 0.25, "s", ""),
+    ])
+    return p.batch()
+
+
+@pytest.mark.parametrize("check,expect", [
+    ({"metric": "system.memory.utilization", "match": {"state": "used"}, "aggregate": "max", "critical": "0.8"},
+     (2, "system.memory.utilization max 0.9 (2 series matching state=used)", "system.memory.utilization=0.9;;0.8")),
+    ({"metric": "system.memory.utilization", "match": {"state": "used"}, "aggregate": "avg", "warning": "0.6",
+      "label": "mem used"}, (1, "system.memory.utilization avg 0.7 (2 series matching state=used)",
+                             "'mem used'=0.7;0.6")),
+    ({"metric": "system.memory.utilization", "aggregate": "min", "warning": "0.2:"},
+     (1, "system.memory.utilization min 0.1 (3 series)", "system.memory.utilization=0.1;0.2:")),
+    ({"metric": "disk.io", "match": {"up": "true"}, "aggregate": "sum"}, (0, "disk.io sum 12 (1 series matching up=true)",
+                                                                          "disk.io=12c")),
+    ({"metric": "disk_io_bytes_total", "aggregate": "last"}, (0, "disk_io_bytes_total last 12 (1 series)",
+                                                              "disk_io_bytes_total=12c")),
+    ({"metric": "disk.size", "critical": "@1024:"}, (2, "disk.size avg 2048 (1 series)", "disk.size=2048B;;@1024:")),
+    ({"metric": "http.duration"}, (0, "http.duration avg 0.25 (1 series)", "http.duration=0.25s")),
+    ({"metric": "system.memory.utilization", "match": {"state": "gone"}, "aggregate": "count", "critical": "1:"},
+     (2, "system.memory.utilization count 0 (0 series matching state=gone)", "system.memory.utilization=0;;1:")),
+    ({"metric": "no.such", "missing": "critical"}, (2, "no series of no.such", "")),
+    ({"metric": "no.such"}, (3, "no series of no.such", "")),
+])
+def test_a_metric_check_aggregates_the_matching_series_against_its_ranges(check: dict, expect: tuple) -> None:
+    from integrations.nagios.export import evaluate, family_index
+    from integrations.nagios.export_config import MetricCheck
+    from integrations.nagios.perfdata import format_perfdata
+
+    state, text, perf = evaluate(MetricCheck.model_validate({"service": "s", **check}), family_index(_pipeline_batch()))
+    assert (int(state), text, format_perfdata(perf)) == expect
+
+
+class _Recorder:
+    """A transport that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.got: list[list] = []
+
+    def describe(self) -> str:
+        return "recorder"
+
+    async def send(self, results, timeout: float) -> None:
+        self.got.extend(results)
+
+
+async def _exporter(tmp_path: Path, **config) -> tuple[NagiosExporter, _Recorder]:
+    e = NagiosExporter()
+    await e.initialize({"command_file": str(tmp_path / "cmd"), "host": "web", "host_check": False,
+                        "queue": {"path": str(tmp_path / "q")}, **config})
+    rec = _Recorder()
+    e._transport = rec  # the delivery reads its transport at each send
+    return e, rec
+
+
+async def test_alerts_become_one_result_per_service_in_the_worst_state_sent_on_change(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    from bridge.api import Alert
+
+    e, rec = await _exporter(tmp_path, alerts={"states": {"critical": "CRITICAL", "page": "UNKNOWN"},
+                                               "other_state": "OK", "resend_interval": 100})
+    try:
+        a = Alert("a", "Load", "page", labels={"nagios_host": "db;1\n"}, fingerprint="1")
+        b = Alert("b", "Load2", "critical", labels={"nagios_host": "db;1\n", "nagios_service": "Load"}, fingerprint="2")
+        c = Alert("c", "Odd", "whatever", annotations={"summary": "bad \udcff bytes | not perfdata"}, fingerprint="3")
+        await e.export_alerts([a, b, c])
+        assert await e.force_flush(5)
+        got = {(r[0], r[1]): (r[2], r[3]) for r in rec.got}
+        assert got == {("db_1_", "Load"): (2, "CRITICAL - 2 alerts: Load2, Load | alerts=2;;;0\n"
+                                             "Load2 [critical]\nLoad [page]"),
+                       ("web", "Odd"): (0, "OK - Odd [whatever]: bad \udcff bytes   not perfdata | alerts=1;;;0")}
+        rec.got.clear()
+        await e.export_alerts([a, b, c])  # unchanged: nothing
+        assert await e.force_flush(5) and rec.got == []
+        now = __import__("time").time()
+        monkeypatch.setattr("integrations.nagios.export.time.time", lambda: now + 101)
+        await e.export_alerts([b, c])  # resend_interval passed: both again, the group changed
+        assert await e.force_flush(5)
+        assert sorted((r[0], r[1], r[2]) for r in rec.got) == [("db_1_", "Load", 2), ("web", "Odd", 0)]
+        rec.got.clear()
+        await e.export_alerts([])
+        assert await e.force_flush(5)
+        assert sorted((r[1], r[2], r[3]) for r in rec.got) == [("Load", 0, "OK - resolved: Load2"),
+                                                               ("Odd", 0, "OK - resolved: Odd")]
+    finally:
+        await e.shutdown()
+
+
+async def test_a_record_that_is_not_a_result_is_dropped_and_counted_not_retried(tmp_path: Path) -> None:
+    e, rec = await _exporter(tmp_path)
+    try:
+        e._queue.shards[0].append_many([(b"not json", 1), (b'["h", "s", 9, "x", 1]', 1), (b'["h", "s", 1, "x", 1]', 1)])
+        e._wake.set()
+        assert await e.force_flush(5)
+        assert rec.got == [["h", "s", 1, "x", 1]] and e.dropped == {"bad_record": 2}
+    finally:
+        await e.shutdown()
+
+
+async def test_results_beyond_max_bytes_drop_the_oldest_counted(tmp_path: Path) -> None:
+    p = Pipeline()
+    p.record("t", [Metric("x", MetricKind.GAUGE, 1.0)])
+    e = NagiosExporter()
+    await e.initialize({"command_file": str(tmp_path / "missing.cmd"), "host": "h",
+                        "checks": [{"service": f"s{i}", "metric": "x"} for i in range(40)],
+                        "queue": {"path": str(tmp_path / "q"), "max_bytes": 1 << 16, "min_backoff": 5, "max_backoff": 5}})
+    try:
+        for _ in range(40):
+            assert not (await e.export(p.batch(), 0.2)).ok
+        m = {(x.name, x.attributes.get("reason")): x.value for x in await e.import_metrics()}
+        assert m[("monbridge.nagios.results.dropped", "max_bytes")] > 0
+        assert m[("monbridge.nagios.results.queued", None)] + m[("monbridge.nagios.results.dropped", "max_bytes")] \
+            == 40 * 41
+    finally:
+        await e.shutdown()
