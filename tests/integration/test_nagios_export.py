@@ -249,3 +249,40 @@ async def test_nsca_down_then_up_delivers_what_was_queued_across_a_restart(nagio
     finally:
         await exporter.shutdown()
         daemon.stop()
+
+
+def test_monbridge_run_sends_metric_checks_alerts_and_its_host_result(nagios: NagiosServer, run_monbridge,
+                                                                     tmp_path: Path) -> None:
+    """The whole path through ``monbridge run``: a collector's gauge as a metric check, the rule's
+    alert as a service result, the host result, into the real Nagios' command file; the self-metrics."""
+    config = {
+        "alerting": {"state_dir": str(tmp_path / "state"), "import_interval": 0.5},
+        "plugins": [
+            {"plugin_id": "monitoring.metrics.example", "config": {"collection_interval": 0.2, "value": 50}},
+            {"plugin_id": "monitoring.alerts.rules", "config": {"evaluation_interval": 0.5, "rules": [
+                {"name": "HighLoad", "metric": "example.value", "aggregate": "max", "op": ">", "threshold": 10,
+                 "for": 0, "severity": "critical", "annotations": {"summary": "example.value is {{ value }}"}}]}},
+            {"plugin_id": "monitoring.integration.nagios", "config": {
+                "interval": 0.5, "command_file": str(nagios.config.command_file), "host": HOST,
+                "queue": {"path": str(tmp_path / "nagios-queue")},
+                "checks": [{"service": "load", "metric": "example.value", "match": {"source": "example"},
+                            "aggregate": "max", "warning": "20", "critical": "40"}]}},
+        ],
+    }
+    mb = run_monbridge(config)
+    load = nagios.wait_for("load", _passive)
+    assert (load["current_state"], load["plugin_output"], load["performance_data"]) == (
+        "2", "CRITICAL - example.value max 50 (1 series matching source=example)", "example.value=50;20;40")
+    alert = nagios.wait_for("HighLoad", _passive)
+    assert (alert["current_state"], alert["plugin_output"]) == (
+        "2", "CRITICAL - HighLoad [critical] (value 50): example.value is 50")
+    host = _wait_host(nagios, lambda h: h.get("check_type") == "1")
+    assert host["plugin_output"].startswith("UP - monbridge exporting: 1 metric checks")
+    deadline = time.monotonic() + 30
+    while True:  # the self-metrics reach /metrics with the next import round
+        status, _, body = mb.get("/metrics")
+        sent = [line for line in body.decode().splitlines() if line.startswith("monbridge_nagios_results_sent_total")]
+        if sent and float(sent[0].rsplit(" ", 1)[1]) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert status == 200 and sent and float(sent[0].rsplit(" ", 1)[1]) >= 3, sent
