@@ -82,6 +82,8 @@ log = logging.getLogger("monbridge.nagios.export")
 
 #: The most one command written to the FIFO may take: writes up to PIPE_BUF are atomic.
 PIPE_BUF = 4096
+#: The longest host name or service description a result may have (for the command file; NSCA's are shorter).
+MAX_NAME_BYTES = 1024
 _BAD_NAME = re.compile(r"[;\x00-\x1f\x7f]")
 #: Nagios' worst-first order of service states (UNKNOWN between WARNING and CRITICAL).
 _RANK = {State.OK: 0, State.WARNING: 1, State.UNKNOWN: 2, State.CRITICAL: 3}
@@ -135,13 +137,21 @@ def fit_output(text: str, perfdata: Sequence[PerfItem], long_text: str, limit: i
     return text[:lo]
 
 
-def command_line(host: str, service: str, code: int, output: str, when: int) -> bytes:
-    """One external command (host result when ``service`` is empty), at most PIPE_BUF bytes."""
+def _head(host: str, service: str, code: int, when: int) -> bytes:
     if service:
-        head = f"[{when}] PROCESS_SERVICE_CHECK_RESULT;{host};{service};{code};"
-    else:
-        head = f"[{when}] PROCESS_HOST_CHECK_RESULT;{host};{code};"
-    head_bytes = head.encode("utf-8", "replace")
+        return f"[{when}] PROCESS_SERVICE_CHECK_RESULT;{host};{service};{code};".encode("utf-8", "replace")
+    return f"[{when}] PROCESS_HOST_CHECK_RESULT;{host};{code};".encode("utf-8", "replace")
+
+
+def command_room(host: str, service: str) -> int:
+    """The bytes of escaped output a command for host and service can carry within PIPE_BUF."""
+    return PIPE_BUF - len(_head(host, service, 0, 10**10)) - 1
+
+
+def command_line(host: str, service: str, code: int, output: str, when: int) -> bytes:
+    """One external command (host result when ``service`` is empty), at most PIPE_BUF bytes
+    (host and service of at most MAX_NAME_BYTES each)."""
+    head_bytes = _head(host, service, code, when)
     room = PIPE_BUF - len(head_bytes) - 1
     body = escape_output(output)
     data = body.encode("utf-8", "replace")
@@ -359,13 +369,13 @@ class NagiosExporter(MonitoringIntegrationPlugin):
 
     def _carried(self, results: list[list[Any]]) -> list[list[Any]]:
         """The results the transport can carry; the others (names too long for NSCA) dropped and counted."""
-        if not isinstance(self._transport, Nsca):
-            return results
-        fits = [r for r in results if _utf8_size(r[0]) < MAX_HOSTNAME and _utf8_size(r[1]) < MAX_DESCRIPTION]
+        host_max, service_max = ((MAX_HOSTNAME - 1, MAX_DESCRIPTION - 1) if isinstance(self._transport, Nsca)
+                                 else (MAX_NAME_BYTES, MAX_NAME_BYTES))
+        fits = [r for r in results if _utf8_size(r[0]) <= host_max and _utf8_size(r[1]) <= service_max]
         if len(fits) < len(results):
             self._count_drop(len(results) - len(fits), "name_too_long")
-            log.warning("nagios export: NSCA carries host names of up to %d bytes and services of up to %d: %s",
-                        MAX_HOSTNAME - 1, MAX_DESCRIPTION - 1,
+            log.warning("nagios export: results carry host names of up to %d bytes and services of up to %d: %s",
+                        host_max, service_max,
                         ", ".join(f"{r[0][:70]!r}/{r[1][:130]!r}" for r in results if r not in fits)[:500])
         return fits
 
@@ -458,7 +468,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         if cfg.host_check:
             results.append([cfg.host, "", 0, self._fit(
                 f"UP - monbridge exporting: {len(cfg.checks)} metric checks, {len(self._alert_sent)} alert services", [],
-                ""), now])
+                "", cfg.host, ""), now])
         try:
             await self._enqueue(results)
         except OSError as e:
@@ -473,13 +483,15 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         out: list[list[Any]] = []
         for check in self.config.checks:
             state, text, perf = evaluate(check, families)
-            out.append([check.host or self.config.host, check.service, int(state),
-                        self._fit(f"{state.name} - {text}", perf, ""), now])
+            host = check.host or self.config.host
+            out.append([host, check.service, int(state), self._fit(f"{state.name} - {text}", perf, "", host,
+                                                                   check.service), now])
         return out
 
-    def _fit(self, text: str, perf: Sequence[PerfItem], long_text: str) -> str:
-        """The output within what the transport carries (NSCA: 4095 bytes; the command file: one PIPE_BUF line)."""
-        limit = 4095 if isinstance(self._transport, Nsca) else PIPE_BUF - 300
+    def _fit(self, text: str, perf: Sequence[PerfItem], long_text: str, host: str, service: str) -> str:
+        """The output within what the transport carries for host and service (NSCA: 4095 bytes;
+        the command file: one PIPE_BUF line)."""
+        limit = 4095 if isinstance(self._transport, Nsca) else max(0, command_room(host, service))
         return fit_output(text, perf, long_text, limit, lambda s: _utf8_size(escape_output(s)))
 
     async def force_flush(self, timeout: float) -> bool:
@@ -506,7 +518,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         results: list[list[Any]] = []
         changed = False
         for key, group in groups.items():
-            code, output = self._alert_result(ac, group)
+            code, output = self._alert_result(ac, group, *key)
             last = self._alert_sent.get(key)
             if last is None or last[0] != code or last[1] != output or now - last[2] >= ac.resend_interval:
                 results.append([key[0], key[1], code, output, int(now)])
@@ -514,7 +526,8 @@ class NagiosExporter(MonitoringIntegrationPlugin):
                 changed = True
         for key in [k for k in self._alert_sent if k not in groups]:
             names = self._alert_sent.pop(key)[3:] or [key[1]]
-            results.append([key[0], key[1], 0, f"OK - resolved: {', '.join(map(str, names))}", int(now)])
+            results.append([key[0], key[1], 0, self._fit(f"OK - resolved: {', '.join(map(str, names))}", [], "",
+                                                         *key), int(now)])
             changed = True
         for key, group in groups.items():  # remember the names for the OK text
             self._alert_sent[key][3:] = sorted({a.name for a in group})
@@ -522,7 +535,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         if changed and self._alert_file is not None:
             await asyncio.to_thread(self._save_alerts)
 
-    def _alert_result(self, ac: AlertResults, group: list[Alert]) -> tuple[int, str]:
+    def _alert_result(self, ac: AlertResults, group: list[Alert], host: str, service: str) -> tuple[int, str]:
         states = [State[ac.states.get(a.severity, ac.other_state)] for a in group]
         worst = max(states, key=_RANK.__getitem__)
         group = sorted(group, key=lambda a: (-_RANK[State[ac.states.get(a.severity, ac.other_state)]], a.name))
@@ -538,7 +551,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
             text = f"{worst.name} - {len(group)} alerts: " + ", ".join(a.name for a in group[:10])
             long_text = "\n".join(line(a) for a in group)
         perf = [PerfItem("alerts", float(len(group)), "", None, None, 0.0)]
-        return int(worst), self._fit(text, perf, long_text)
+        return int(worst), self._fit(text, perf, long_text, host, service)
 
     def _load_alerts(self) -> dict[tuple[str, str], list[Any]]:
         assert self._alert_file is not None
