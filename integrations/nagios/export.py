@@ -517,6 +517,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         now = time.time()
         results: list[list[Any]] = []
         changed = False
+        before = {k: list(v) for k, v in self._alert_sent.items()}
         for key, group in groups.items():
             code, output = self._alert_result(ac, group, *key)
             last = self._alert_sent.get(key)
@@ -531,7 +532,14 @@ class NagiosExporter(MonitoringIntegrationPlugin):
             changed = True
         for key, group in groups.items():  # remember the names for the OK text
             self._alert_sent[key][3:] = sorted({a.name for a in group})
-        await self._enqueue(results)
+        try:
+            await self._enqueue(results)
+        except OSError as e:  # not queued: sent as if new at the next round
+            self._alert_sent = before
+            self._count_drop(len(results), "queue_error")
+            log.warning("nagios export: the result queue refused %d alert results (%s); they are tried again "
+                        "next round", len(results), e.strerror or e)
+            return
         if changed and self._alert_file is not None:
             await asyncio.to_thread(self._save_alerts)
 

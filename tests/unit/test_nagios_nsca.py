@@ -391,3 +391,26 @@ async def test_results_beyond_max_bytes_drop_the_oldest_counted(tmp_path: Path) 
             == 40 * 41
     finally:
         await e.shutdown()
+
+
+async def test_alert_results_the_queue_refuses_are_counted_and_sent_next_round(tmp_path: Path, monkeypatch) -> None:
+    from bridge.api import Alert
+
+    e, rec = await _exporter(tmp_path)
+    try:
+        shard = e._queue.shards[0]
+        real = shard.append_many
+
+        def full(records):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(shard, "append_many", full)
+        alert = Alert("a", "Load", "critical", fingerprint="1")
+        await e.export_alerts([alert])
+        assert e.dropped == {"queue_error": 1} and e._alert_sent == {}
+        monkeypatch.setattr(shard, "append_many", real)
+        await e.export_alerts([alert])
+        assert await e.force_flush(5)
+        assert [(r[1], r[2]) for r in rec.got] == [("Load", 2)]
+    finally:
+        await e.shutdown()
