@@ -139,7 +139,9 @@ async def test_a_hostile_server_is_an_nsca_error_naming_it(handler, reason: str)
 
 
 @pytest.mark.parametrize("handler", [_garbage, _short, _silent, _closes_at_once])
-async def test_a_hostile_server_is_this_sinks_retryable_failure_and_loses_nothing(handler, tmp_path: Path) -> None:
+async def test_a_hostile_server_is_this_sinks_retryable_failure_and_loses_nothing(handler, tmp_path: Path,
+                                                                                 caplog) -> None:
+    caplog.set_level("DEBUG")
     p = Pipeline()
     p.record("t", [Metric("x.y", MetricKind.GAUGE, 1.0)])
     async for port in _server(handler):
@@ -155,6 +157,7 @@ async def test_a_hostile_server_is_this_sinks_retryable_failure_and_loses_nothin
             metrics = {m.name: m.value for m in await exporter.import_metrics()}
             assert metrics["monbridge.nagios.results.queued"] == 2 and metrics["monbridge.nagios.send.failures"] >= 1
             assert metrics["monbridge.nagios.results.sent"] == 0 and not exporter.dropped
+            assert "nagios export: NSCA server" in caplog.text and "the-password" not in caplog.text
         finally:
             await exporter.shutdown()
     # the queue is on disk: a good server later gets both results
