@@ -111,8 +111,9 @@ def fit_output(text: str, perfdata: Sequence[PerfItem], long_text: str, limit: i
     """``TEXT | PERFDATA`` and the long text on later lines, in at most ``limit`` (``size(out)``,
     default UTF-8 bytes): without the long text, then perfdata items from the end, then with
     the text cut, as needed. A ``|`` in the text or long text becomes a space (Nagios would read
-    what follows it as perfdata), and so does a line break in the text (it is one line)."""
-    text = text.replace("|", " ").replace("\r", " ").replace("\n", " ")
+    what follows it as perfdata), and so does a line break in the text (it is one line); a ``;``
+    in the text becomes ``:``, as Nagios makes it, so that Nagios shows the text as sent."""
+    text = text.replace("|", " ").replace("\r", " ").replace("\n", " ").replace(";", ":")
     long_text = long_text.replace("|", " ")
     items = list(perfdata)
 

@@ -141,7 +141,7 @@ async def test_command_file_results_show_in_status_dat_as_sent(nagios: NagiosSer
     try:
         await _export_and_check(exporter, nagios)
         # alerts: firing -> the severity's state with long text; several in one service -> the worst
-        a1 = Alert("a1", "HighLoad", "critical", annotations={"summary": "load is 9 \\ high"}, value=9.0,
+        a1 = Alert("a1", "HighLoad", "critical", annotations={"summary": "load is 9 \\ high; really"}, value=9.0,
                    fingerprint="f1")
         a2 = Alert("a2", "DiskFull", "warning", labels={"nagios_service": "disk alerts"}, fingerprint="f2")
         a3 = Alert("a3", "DiskSlow", "critical", labels={"nagios_service": "disk alerts"}, fingerprint="f3")
@@ -149,7 +149,8 @@ async def test_command_file_results_show_in_status_dat_as_sent(nagios: NagiosSer
         assert await exporter.force_flush(10.0)
         hl = await asyncio.to_thread(nagios.wait_for, "HighLoad", _passive)
         assert (hl["current_state"], hl["plugin_output"], hl["performance_data"]) == (
-            "2", "CRITICAL - HighLoad [critical] (value 9): load is 9 \\ high", "alerts=1;;;0")
+            "2", "CRITICAL - HighLoad [critical] (value 9): load is 9 \\ high: really", "alerts=1;;;0")
+        assert f"{hl['plugin_output']} | {hl['performance_data']}" == exporter._alert_sent[(HOST, "HighLoad")][1]
         disk = await asyncio.to_thread(nagios.wait_for, "disk alerts", _passive)
         assert (disk["current_state"], disk["plugin_output"], disk["performance_data"]) == (
             "2", "CRITICAL - 2 alerts: DiskSlow, DiskFull", "alerts=2;;;0")

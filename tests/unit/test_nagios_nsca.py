@@ -196,7 +196,7 @@ def test_a_command_is_at_most_pipe_buf_bytes_and_never_ends_in_half_an_escape() 
 
 def test_a_bar_in_text_or_long_text_is_a_space_it_would_start_perfdata() -> None:
     assert fit_output("OK - a|b", [PerfItem("p", 1.0)], "c|d\ne", 100) == "OK - a b | p=1\nc d\ne"
-    assert fit_output("OK - a\nb", [], "", 100) == "OK - a b"
+    assert fit_output("OK - a\nb; c", [], "d; e", 100) == "OK - a b: c\nd; e"
 
 
 def test_output_that_does_not_fit_loses_long_text_then_perfdata_then_text() -> None:
