@@ -403,7 +403,12 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         timeout = self.config.timeout or self.config.interval
         while not self._stopped:
             self._wake.clear()  # before reading: a result queued after the read wakes the wait below
-            batch = await asyncio.to_thread(shard.read_batch, per_send)
+            try:
+                batch = await asyncio.to_thread(shard.read_batch, per_send)
+            except OSError as e:
+                log.warning("nagios export: cannot read the result queue: %s", e)
+                await asyncio.sleep(retries.next())
+                continue
             if batch is None:
                 self._progress.set()
                 await self._wake.wait()
