@@ -605,14 +605,36 @@ class TelemetryExporterHook(Protocol):
         exception is logged and the engine goes on without exporting."""
 
 
+@runtime_checkable
+class AlertSourceHook(Protocol):
+    """A collector that raises alerts of its own (the Nagios collector's hard states)."""
+
+    async def import_alerts(self) -> Sequence[Alert]:
+        """Called by the alert engine every import round (``alerting.import_interval``), as an
+        integration's ``import_alerts``: a firing alert fires (or, with the fingerprint of an
+        active one, updates it); a resolved one resolves the active alert with its fingerprint.
+        Bounded like an integration's call; an exception is logged and the round goes on."""
+
+
+@runtime_checkable
+class ReportHook(Protocol):
+    """A collector that describes what it collected in its own terms for ``monbridge test``."""
+
+    async def test_report(self) -> Sequence[str]:
+        """Called by ``monbridge test`` once the plugin is running and has collected once; the
+        lines are printed before the metrics, which are collected again after it."""
+
+
 __all__ += [
     "AlertContextHook",
+    "AlertSourceHook",
     "EscalationHook",
     "GroupingHook",
     "GroupingSettings",
     "MuteHook",
     "NotifierHook",
     "TelemetryExporterHook",
+    "ReportHook",
 ]
 
 

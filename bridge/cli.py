@@ -69,6 +69,9 @@ class _Commands(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+_Commands.lazy["check"] = ("integrations.nagios.check", "check")  # monbridge as a Nagios plugin
+
+
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="monbridge")
 def main() -> None:
@@ -223,7 +226,7 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
     """Collect once from the configured collectors, print the metrics, exit (like telegraf --test)."""
     import asyncio
 
-    from bridge.api import PluginType
+    from bridge.api import PluginType, ReportHook
     from bridge.config import PluginEntry
     from bridge.logs import setup_logging
     from bridge.pipeline import Pipeline
@@ -267,6 +270,10 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
                 click.echo(f"# {pid}: {runner.last_error}", err=True)
                 continue
             click.echo(f"# {pid}")
+            if runner.host is not None and isinstance(runner.host.plugin, ReportHook):
+                for line in await runner.host.plugin.test_report():
+                    click.echo(line)
+                pipeline.record(pid, await runner.host.collect())  # what the report ran
             for m in sorted(pipeline.snapshot(), key=lambda m: (m.name, str(sorted(m.attributes.items())))):
                 click.echo(_format_metric(m))
             pipeline.remove_source(pid)
