@@ -230,6 +230,7 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
     from bridge.config import PluginEntry
     from bridge.logs import setup_logging
     from bridge.pipeline import Pipeline
+    from bridge.pluginhost import InProcessHost
     from bridge.supervisor import Supervisor
 
     setup_logging(log_level, "text")
@@ -270,7 +271,7 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
                 click.echo(f"# {pid}: {runner.last_error}", err=True)
                 continue
             click.echo(f"# {pid}")
-            if runner.host is not None and isinstance(runner.host.plugin, ReportHook):
+            if isinstance(runner.host, InProcessHost) and isinstance(runner.host.plugin, ReportHook):
                 for line in await runner.host.plugin.test_report():
                     click.echo(line)
                 pipeline.record(pid, await runner.host.collect())  # what the report ran
