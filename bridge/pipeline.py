@@ -29,12 +29,12 @@ import re
 import threading
 import time
 import weakref
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import groupby, repeat
-from operator import attrgetter, itemgetter, methodcaller
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, NoReturn, overload
 
@@ -165,34 +165,30 @@ class Series:
         return dict(self.aliases[0] if self.aliases else self.key)
 
 
-_NAME, _ATTRIBUTES, _KIND, _UNIT = attrgetter("name"), attrgetter("attributes"), attrgetter("kind"), attrgetter("unit")
-_M_VALUE, _M_START, _M_TIME = attrgetter("value"), attrgetter("start_time_ns"), attrgetter("timestamp_ns")
-_S_VALUE, _S_START, _S_SOURCE, _S_ALIASES = (attrgetter("value"), attrgetter("start_ns"), attrgetter("source"),
-                                             attrgetter("aliases"))
-_ITEMS, _FIRST = methodcaller("items"), itemgetter(0)
-_consume = deque(maxlen=0).extend  # runs an iterator to its end, keeping nothing
+_NAME, _ALIASES, _FIRST = attrgetter("name"), attrgetter("aliases"), itemgetter(0)
 
 
 def _record_in_place(fam: Family, run: list[Metric], source: str, now: int) -> list[Series] | None:
     """Record ``run``, a report of every series of ``fam`` in the order the family keeps them
     (the order of the last full report: ``Pipeline._record_run``), without looking any series
-    up: the report's attribute tuples are compared, position by position, with the ones the
-    series keep (their key, or the first order they came in), and the values are stored in
-    bulk. Returns the series, or None when the report is not such a report (another length,
-    another order, another attribute set, a kind or unit the family does not have, a bool to
-    turn into an int, a series another source owns): ``_record_run`` then does it series by
-    series, with the same outcome."""
+    up: each metric's attribute tuple is compared with the one the series at its position
+    keeps (its key, or the first order its attributes came in), which costs no hashing of the
+    report's new strings, no dict probe and no set of the series seen. Returns the series, or
+    None when the report is not such a report (another length, order or attribute set, a kind
+    or unit the family does not have, a bool to turn into an int, a series another source
+    owns): ``_record_run`` then does it series by series, with the same outcome (what was
+    stored here before it stopped is stored again, the same)."""
     series = fam.series
     n = len(run)
     if n != len(series):
         return None
     refs = list(series.values())
-    aliases = list(map(_S_ALIASES, refs))
+    aliases = list(map(_ALIASES, refs))
     expect = (list(series) if aliases.count(()) == n else list(map(_FIRST, aliases)) if () not in aliases
               else [a[0] if a else k for k, a in zip(series, aliases, strict=True)])
     kind, unit, plain = fam.kind, fam.unit, not fam.preaggregated
     changed = False
-    for s, m, want in zip(refs, run, expect):
+    for s, m, want in zip(refs, run, expect, strict=True):
         a = m.attributes
         if (tuple(a.items()) if a else ()) != want or m.kind is not kind or m.unit != unit or s.source != source:
             break
