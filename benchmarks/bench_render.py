@@ -46,7 +46,8 @@ inside the scrape. Each side runs alone in a fresh interpreter of its own (its d
 first), so that neither pays for the other's objects (a full garbage collection walks every
 object of the process); the client is a child process of that one. The figure is the serving
 process' CPU time (user + system, all threads) per scrape, and the bench families of the two
-bodies must parse to the same samples. Beside it, the memory per served series: the serving
+bodies must parse to the same samples; the bytes of every timed scrape, as the client read them
+off the socket, must be those of a whole body. Beside it, the memory per served series: the serving
 process' RSS after the last scrape (and its high-water mark) less its RSS with its data alone,
 before the server started, divided by the series. Both sides serve uncompressed text (the
 client asks for no gzip). The in-process figures above follow, for information.
@@ -67,7 +68,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +420,7 @@ class E2EResult:
     cpu: list[float]
     wall: list[float]
     body: bytes
+    sizes: list[int] = field(default_factory=list)  # bytes of each timed scrape, as the client read them
     rss_base: int = 0    # bytes: the serving process with its data, before the server starts
     rss_after: int = 0   # bytes: the same after the last scrape
     rss_peak: int = 0    # bytes: the process' high-water mark
@@ -476,8 +478,8 @@ def e2e_child(side: str, n: int, n_families: int, iterations: int, warmup: int, 
     gc.collect()
     _trim()
     after, peak = _rss()
-    Path(out).write_text(json.dumps({"cpu": res.cpu, "wall": res.wall, "rss_base": base, "rss_after": after,
-                                     "rss_peak": peak}))
+    Path(out).write_text(json.dumps({"cpu": res.cpu, "wall": res.wall, "sizes": res.sizes, "rss_base": base,
+                                     "rss_after": after, "rss_peak": peak}))
 
 
 def run_e2e_child(side: str, args: Any) -> E2EResult:
@@ -492,8 +494,8 @@ def run_e2e_child(side: str, args: Any) -> E2EResult:
                         "--families", str(args.families), "--repeat", str(args.repeat),
                         "--warmup", str(args.warmup), "--seed", str(args.seed), "--e2e-out", out], check=True)
         r = json.loads(Path(out).read_text())
-        return E2EResult(r["cpu"], r["wall"], Path(out + ".body").read_bytes(), r["rss_base"], r["rss_after"],
-                         r["rss_peak"])
+        return E2EResult(r["cpu"], r["wall"], Path(out + ".body").read_bytes(), r["sizes"], r["rss_base"],
+                         r["rss_after"], r["rss_peak"])
 
 
 #: The plugin's data of the current iteration: per family, (series index, value) pairs. Both
@@ -636,14 +638,21 @@ def _scrapes(url: str, raws: list[list[list[tuple[int, float]]]], warmup: int,
             gc.collect()
             c0, w0 = _cpu(), time.perf_counter()
             collect()
-            fetcher.get(url)
+            got = fetcher.get(url)
             c1, w1 = _cpu(), time.perf_counter()
             if n >= warmup:
                 res.cpu.append(c1 - c0)
                 res.wall.append(w1 - w0)
+                res.sizes.append(got)
         res.body = _fetch_body(url)
     finally:
         fetcher.close()
+    # Every timed scrape carried a whole body: its bytes, counted by the client as they came off
+    # the socket, are those of the last body (which is checked sample by sample) give or take
+    # the changing values' digits.
+    short = [b for b in res.sizes if abs(b - len(res.body)) > 0.05 * len(res.body)]
+    if short:
+        fail(f"{url}: scrapes of {short} bytes, the last body has {len(res.body)}")
     return res
 
 
@@ -744,11 +753,12 @@ def main() -> None:
 
     e2e_mb_cpu, e2e_cl_cpu = statistics.median(e2e_mb.cpu), statistics.median(e2e_cl.cpu)
     print()
-    print(f"  {'end to end over HTTP, fresh data every scrape':<52} {'CPU ms':>10} {'wall ms':>10}")
-    print(f"  {'monbridge: collection + GET /metrics  [HEADLINE]':<52} {e2e_mb_cpu * 1000:>10.1f} "
-          f"{statistics.median(e2e_mb.wall) * 1000:>10.1f}")
-    print(f"  {'prometheus_client server: GET /metrics':<52} {e2e_cl_cpu * 1000:>10.1f} "
-          f"{statistics.median(e2e_cl.wall) * 1000:>10.1f}")
+    print(f"  {'end to end over HTTP, fresh data every scrape':<52} {'CPU ms':>10} {'wall ms':>10} {'bytes':>10}"
+          "  CPU ms of each scrape")
+    for label, e in (("monbridge: collection + GET /metrics  [HEADLINE]", e2e_mb),
+                     ("prometheus_client server: GET /metrics", e2e_cl)):
+        print(f"  {label:<52} {statistics.median(e.cpu) * 1000:>10.1f} {statistics.median(e.wall) * 1000:>10.1f} "
+              f"{statistics.median(e.sizes):>10.0f}  {' '.join(f'{c * 1000:.0f}' for c in e.cpu)}")
     r = e2e_cl_cpu / e2e_mb_cpu
     print(f"  monbridge vs prometheus_client, CPU per scrape: {r:.1f}×  "
           f"(goal ≥ {GOAL_VS_CLIENT:g}×: {'met' if r >= GOAL_VS_CLIENT else 'NOT met'})")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain, repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, PrometheusView, SummaryValue
@@ -45,7 +47,8 @@ __all__ = [
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-_INF = math.inf
+_PLAIN = frozenset((int, float))
+_PROM = attrgetter("prom")
 _INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]+")
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]+")
 _MULTI_UNDERSCORE = re.compile(r"__+")
@@ -392,16 +395,29 @@ def _render_family(fam: FamilySnapshot, openmetrics: bool) -> str:
         for s, v in pairs:
             out.append(_render_summary(sample, _histogram_view(pf, s, v), v))
         return "".join(out)
-    for s, v in pairs:
-        prefix = s.prom
-        if prefix.__class__ is not str:
-            prefix = _prefix(pf, s)
-        c = v.__class__
-        if (c is float and -_INF < v < _INF) or c is int:  # finite, not NaN: repr is the text
-            append(f"{prefix}{v!r}\n")
-        else:
-            append(f"{prefix}{_fmt(v)}\n")
+    refs, values = fam.refs, fam.values
+    # Written in bulk, one pass per column: the series' kept ``name{labels} `` texts, the
+    # values' texts (repr, the shortest text that reads back as the same float, for ints and
+    # finite floats, which is what nearly every family holds), a newline each.
+    prefixes = list(map(_PROM, refs))
+    if None in prefixes:  # series new since the last render: their text is made once, here
+        prefixes = [p if p is not None else _prefix(pf, s) for p, s in zip(prefixes, refs, strict=True)]
+    texts = map(repr, values) if _plain_finite(values) else map(_fmt, values)
+    append("".join(chain.from_iterable(zip(prefixes, texts, repeat("\n")))))
     return "".join(out)
+
+
+def _plain_finite(values: Sequence[Any]) -> bool:
+    """Whether every value is an int or a finite float (not NaN): a bool, a subclass or another
+    number type, an infinity or NaN needs ``_fmt``. The sum is finite exactly when every term
+    is (or it overflowed, which only sends the values to ``_fmt``)."""
+    if not set(map(type, values)) <= _PLAIN:
+        return False
+    try:
+        total = sum(values)
+    except OverflowError:  # an int beyond a float's range, added to a float
+        return False
+    return bool(total - total == 0)
 
 
 def _render_histogram(base: str, view: tuple[str, tuple[str, ...]], h: HistogramValue) -> str:

@@ -33,8 +33,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import attrgetter
+from itertools import groupby, repeat
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, NoReturn, overload
 
@@ -165,6 +165,51 @@ class Series:
         return dict(self.aliases[0] if self.aliases else self.key)
 
 
+_NAME, _ALIASES, _FIRST = attrgetter("name"), attrgetter("aliases"), itemgetter(0)
+
+
+def _record_in_place(fam: Family, run: list[Metric], source: str, now: int) -> list[Series] | None:
+    """Record ``run``, a report of every series of ``fam`` in the order the family keeps them
+    (the order of the last full report: ``Pipeline._record_run``), without looking any series
+    up: each metric's attribute tuple is compared with the one the series at its position
+    keeps (its key, or the first order its attributes came in), which costs no hashing of the
+    report's new strings, no dict probe and no set of the series seen. Returns the series, or
+    None when the report is not such a report (another length, order or attribute set, a kind
+    or unit the family does not have, a bool to turn into an int, a series another source
+    owns): ``_record_run`` then does it series by series, with the same outcome (what was
+    stored here before it stopped is stored again, the same)."""
+    series = fam.series
+    n = len(run)
+    if n != len(series):
+        return None
+    refs = list(series.values())
+    aliases = list(map(_ALIASES, refs))
+    expect = (list(series) if aliases.count(()) == n else list(map(_FIRST, aliases)) if () not in aliases
+              else [a[0] if a else k for k, a in zip(series, aliases, strict=True)])
+    kind, unit, plain = fam.kind, fam.unit, not fam.preaggregated
+    changed = False
+    for s, m, want in zip(refs, run, expect, strict=True):
+        a = m.attributes
+        if (tuple(a.items()) if a else ()) != want or m.kind is not kind or m.unit != unit or s.source != source:
+            break
+        v = m.value
+        if v.__class__ is bool and plain:
+            break
+        if not changed:
+            old = s.value
+            changed = old != v or old.__class__ is not v.__class__
+        s.value = v
+        s.start_ns = m.start_time_ns
+        s.time_ns = m.timestamp_ns or now
+    else:
+        if changed:
+            fam.version += 1  # only a new series or a changed value invalidates the rendered text
+        return refs
+    if changed:
+        fam.version += 1  # the values stored so far are stored again, series by series
+    return None
+
+
 @dataclass(eq=False)
 class Family:
     """All series of one metric name. ``version`` changes whenever a series is added, expires or
@@ -253,75 +298,29 @@ class Pipeline:
         # (name, attribute tuple) pair per series, then comparing the pairs in the set
         # difference below, cost more than everything else a record does.
         seen: set[Series] = set()
-        seen_add = seen.add
         over_limit: list[Metric] = []
         accepted = 0
-        limit = self.cardinality_limit
         with self._lock:
             families = self._families
-            last_name: str | None = None
-            fam: Family | None = None
-            for m in metrics:
-                name = m.name
-                if name != last_name or fam is None:  # metrics come grouped by name: look up once a run
-                    last_name = name
-                    fam = families.get(name)
-                    if fam is None:
-                        # A dotted name cannot be a Prometheus name: it is an OTel name (an
-                        # importing plugin's own self-metrics).
-                        fam = self._new_family(m, source, native and "." not in name)
-                    if fam is not None:
-                        fam.stamp += 1  # its series get new times (and maybe values): a new snapshot
+            # Metrics come grouped by name: a family is looked up once a run.
+            for name, group in groupby(metrics, _NAME):
+                run = list(group)
+                fam = families.get(name)
                 if fam is None:
-                    continue
-                if fam.kind is not m.kind or fam.unit != m.unit:
-                    self._drop("conflict", name, source, f"reported as {m.kind.value} {m.unit!r}, "
-                               f"family is {fam.kind.value} {fam.unit!r}")
-                    continue
-                attrs = m.attributes
-                # Attributes in the order the source gave them find the series through an alias,
-                # which spares sorting them on every report; the sorted tuple is the identity.
-                items = tuple(attrs.items()) if attrs else ()
-                s = fam.aliases.get(items)
-                if s is None:
-                    key: AttrKey = tuple(sorted(items))
-                    series = fam.series
-                    s = series.get(key)
-                    if s is None:
-                        if len(series) >= limit:
-                            # Decided once this source's absent series have expired and freed slots.
-                            over_limit.append(m)
-                            continue
-                        in_order = key == items
-                        items = fam.shared(items)  # kept: with the pairs other series hold
-                        key = items if in_order else tuple(sorted(items))
-                        s = series[key] = Series(name, None, key, source)
-                        s.first_ns = now
-                        fam.version += 1
-                    if key == items:
-                        # already in order (as scrapes mostly are): its key is its alias, and no
-                        # tuple of aliases is kept for it (48 bytes)
-                        fam.aliases[s.key] = s
-                    elif len(s.aliases) < _MAX_ALIASES:
-                        s.aliases += (items,)
-                        fam.aliases[items] = s
-                if s.source != source:
-                    # Another source owns this series: the newest report wins, ownership moves.
-                    owned = self._owned.get(s.source)
-                    if owned is not None:
-                        owned.discard(s)
-                    s.source = source
-                v = m.value
-                if v.__class__ is bool and not fam.preaggregated:
-                    v = int(v)  # type: ignore[arg-type, unused-ignore]
-                old_v = s.value
-                if old_v != v or old_v.__class__ is not v.__class__:
-                    fam.version += 1  # only a new series or a changed value invalidates the rendered text
-                s.value = v
-                s.start_ns = m.start_time_ns
-                s.time_ns = m.timestamp_ns or now
-                seen_add(s)
-                accepted += 1
+                    # A dotted name cannot be a Prometheus name: it is an OTel name (an
+                    # importing plugin's own self-metrics). A name refused is refused for
+                    # every metric of the run, each counted.
+                    fam = next(filter(None, (self._new_family(m, source, native and "." not in name) for m in run)),
+                               None)
+                    if fam is None:
+                        continue
+                fam.stamp += 1  # its series get new times (and maybe values): a new snapshot
+                refs = _record_in_place(fam, run, source, now)
+                if refs is not None:
+                    seen.update(refs)
+                    accepted += len(refs)
+                else:
+                    accepted += self._record_run(fam, run, source, now, seen, over_limit)
             old = self._owned.get(source)
             if old:
                 self._expire(old - seen)
@@ -329,6 +328,76 @@ class Pipeline:
             if over_limit:
                 accepted += self._record_over_limit(source, over_limit, seen, now)
         return accepted
+
+    def _record_run(self, fam: Family, run: list[Metric], source: str, now: int, seen: set[Series],
+                    over_limit: list[Metric]) -> int:
+        """Record a run of one family's metrics series by series (``_record_in_place`` could not);
+        a run that reports every series of the family leaves them in its order, so that the same
+        report next time is recorded in place."""
+        name = fam.name
+        seen_add = seen.add
+        limit = self.cardinality_limit
+        series = fam.series
+        aliases = fam.aliases
+        order: list[Series] = []
+        add = order.append
+        over = len(over_limit)
+        for m in run:
+            if fam.kind is not m.kind or fam.unit != m.unit:
+                self._drop("conflict", name, source, f"reported as {m.kind.value} {m.unit!r}, "
+                           f"family is {fam.kind.value} {fam.unit!r}")
+                continue
+            attrs = m.attributes
+            # Attributes in the order the source gave them find the series through an alias,
+            # which spares sorting them on every report; the sorted tuple is the identity.
+            items = tuple(attrs.items()) if attrs else ()
+            s = aliases.get(items)
+            if s is None:
+                key: AttrKey = tuple(sorted(items))
+                s = series.get(key)
+                if s is None:
+                    if len(series) >= limit:
+                        # Decided once this source's absent series have expired and freed slots.
+                        over_limit.append(m)
+                        continue
+                    in_order = key == items
+                    items = fam.shared(items)  # kept: with the pairs other series hold
+                    key = items if in_order else tuple(sorted(items))
+                    s = series[key] = Series(name, None, key, source)
+                    s.first_ns = now
+                    fam.version += 1
+                if key == items:
+                    # already in order (as scrapes mostly are): its key is its alias, and no
+                    # tuple of aliases is kept for it (48 bytes)
+                    aliases[s.key] = s
+                elif len(s.aliases) < _MAX_ALIASES:
+                    s.aliases += (items,)
+                    aliases[items] = s
+            if s.source != source:
+                # Another source owns this series: the newest report wins, ownership moves.
+                owned = self._owned.get(s.source)
+                if owned is not None:
+                    owned.discard(s)
+                s.source = source
+            v = m.value
+            if v.__class__ is bool and not fam.preaggregated:
+                v = int(v)  # type: ignore[arg-type, unused-ignore]
+            old_v = s.value
+            if old_v != v or old_v.__class__ is not v.__class__:
+                fam.version += 1  # only a new series or a changed value invalidates the rendered text
+            s.value = v
+            s.start_ns = m.start_time_ns
+            s.time_ns = m.timestamp_ns or now
+            seen_add(s)
+            add(s)
+        if len(order) == len(series) and len(over_limit) == over and list(series.values()) != order:
+            # The whole family, in an order of its own: kept in that order, which the next
+            # report most likely has again (unless a series was reported twice, and so another
+            # left out).
+            reordered = {s.key: s for s in order}
+            if len(reordered) == len(series):
+                fam.series = reordered
+        return len(order)
 
     def _record_over_limit(self, source: str, metrics: list[Metric], seen: set[Series], now: int) -> int:
         accepted = 0

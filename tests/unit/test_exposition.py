@@ -114,3 +114,40 @@ def test_content_negotiation():
     assert choose_format(None) == (False, "text/plain; version=0.0.4; charset=utf-8")
     assert choose_format("application/openmetrics-text; version=1.0.0")[0] is True
     assert choose_format("text/plain;version=0.0.4")[0] is False
+
+
+def test_values_written_in_bulk_read_as_each_written_alone():
+    """A plain family's lines are written in bulk (repr of ints and finite floats); a family
+    holding anything else (NaN, infinities, a pre-aggregated bool, an int past a float's range
+    beside a float, a float subclass, finite floats whose sum overflows) is written value by
+    value, and a series new since the last render gets its text among the kept ones."""
+
+    class Tagged(float):
+        def __repr__(self) -> str:
+            return "tagged"
+
+    g = MetricKind.GAUGE
+    cases = {
+        "plain": ([1, 2.5, -0.0, 1e-300, 2**70], ["1", "2.5", "-0.0", "1e-300", str(2**70)]),
+        "special": ([1, math.nan, math.inf, -math.inf], ["1", "NaN", "+Inf", "-Inf"]),
+        "overflow": ([1.7e308, 1.7e308], ["1.7e+308", "1.7e+308"]),
+        "huge": ([10**400, 1.5], [str(10**400), "1.5"]),
+        "subclass": ([Tagged(2.0), 3.0], ["2.0", "3.0"]),
+    }
+    p = Pipeline()
+    metrics = [Metric(f"v.{name}", g, v, "", "d", {"i": str(i)}) for name, (vs, _) in cases.items()
+               for i, v in enumerate(vs)]
+    metrics.append(Metric("v.pre", MetricKind.COUNTER, True, "", "d", {"i": "0"}, start_time_ns=1))
+    p.record("s", metrics)
+    body = render(p.batch().families(), {}).decode()
+    lines = [line for line in body.splitlines() if not line.startswith("#")]
+    expected = [f'v_{name}{{i="{i}"}} {text}' for name, (_, texts) in sorted(cases.items())
+                for i, text in enumerate(texts)]
+    assert sorted(lines) == sorted(expected + ['v_pre_total{i="0"} 1.0'])
+    # a series new since the last render, among series whose text is kept (in the order of
+    # the report, which named every series of the family)
+    p.record("s", metrics[:2] + [Metric("v.plain", g, 7.25, "", "d", {"i": "new"})] + metrics[2:])
+    body = render(p.batch().families(), {}).decode()
+    plain = [f'v_plain{{i="{i}"}} {t}' for i, t in enumerate(cases["plain"][1])]
+    assert [line for line in body.splitlines() if line.startswith("v_plain{")] == \
+        plain[:2] + ['v_plain{i="new"} 7.25'] + plain[2:]

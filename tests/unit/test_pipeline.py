@@ -215,3 +215,101 @@ def test_record_by_position_never_revives_a_series_another_source_expired():
     assert new.source == "one" and new.value == 5.0 and p.family("t.a").series[(("k", "x"),)] is new
     p.record("two", [])  # "two" owns nothing now: nothing expires
     assert p.family("t.a").series[(("k", "x"),)] is new
+
+
+def _state(p):
+    """Every family's series (key, value and its type, start, time, source) in the family's
+    order, its version's and stamp's having changed, the rendered body and the drops."""
+    fams = {}
+    for name, fam in sorted(p._families.items()):
+        fams[name] = [(k, s.value, type(s.value), s.start_ns, s.time_ns, s.source, s.attributes)
+                      for k, s in fam.series.items()]
+    owned = {src: sorted(s.key for s in ss) for src, ss in p._owned.items()}
+    return fams, owned, render(p.batch().families(), {}), dict(p.dropped), p.expired_total
+
+
+def _reports(rng, rounds):
+    """Random collections of two sources: mostly the same series in the same order with new
+    values, sometimes reordered, one left out or added, a kind or unit changed, a bool, a
+    series reported twice, timestamps and start times, another source taking series over."""
+    import random as _random
+
+    assert isinstance(rng, _random.Random)
+    base = [(f"f.{i % 3}", {"b": str(j), "a": j % 2} if i % 2 else {"a": j % 2, "b": str(j)})
+            for i in range(3) for j in range(5)]
+    for r in range(rounds):
+        src = "one" if rng.random() < 0.8 else "two"
+        rows = list(base)
+        what = rng.randrange(10)
+        if what == 0:
+            rng.shuffle(rows)
+        elif what == 1 and rows:
+            rows.pop(rng.randrange(len(rows)))
+        elif what == 2:
+            rows.insert(rng.randrange(len(rows) + 1), (rows[0][0], {"a": 9, "b": f"new{r % 4}"}))
+        elif what == 3:
+            rows.insert(rng.randrange(len(rows)), rows[rng.randrange(len(rows))])
+        rows.sort(key=lambda x: x[0])  # grouped by name, as collectors report
+        out = []
+        for name, attrs in rows:
+            kind, unit = MetricKind.GAUGE, "1"
+            if what == 4 and rng.random() < 0.2:
+                unit = "By"  # a conflict with the family
+            if what == 5 and rng.random() < 0.2:
+                kind = MetricKind.COUNTER
+            v = rng.choice([1, 2.5, float(rng.randrange(3)), True, r]) if what == 6 else float(rng.randrange(3))
+            ts = rng.choice([None, 0, 1_000 + r]) if what == 7 else None
+            st = rng.choice([None, 7]) if what == 8 else None
+            out.append(Metric(name, kind, v, unit, "", dict(attrs), ts, st))
+        yield src, out
+
+
+def test_recording_in_place_has_the_outcome_of_recording_series_by_series(monkeypatch):
+    """A report of a whole family in the order the family keeps (recorded in place, by
+    position) leaves the pipeline exactly as the series-by-series path does, whatever comes:
+    reorders, series left out and added, conflicts, bools, duplicates, times, another source.
+    Each round is rendered on both sides: a value changed in place without a new family
+    version would be served from the stale cached text."""
+    import random
+
+    import bridge.pipeline as pipeline_module
+
+    in_place = pipeline_module._record_in_place
+    used = []
+
+    def counted(*args):
+        refs = in_place(*args)
+        used.append(refs is not None)
+        return refs
+
+    fast, slow = Pipeline(), Pipeline()
+    monkeypatch.setattr(pipeline_module, "_record_in_place", counted)
+    for i, (src, metrics) in enumerate(_reports(random.Random(7), 200)):
+        accepted = fast.record(src, metrics, now_ns=10_000 + i)
+        with monkeypatch.context() as m:
+            m.setattr(pipeline_module, "_record_in_place", lambda *a: None)
+            assert slow.record(src, metrics, now_ns=10_000 + i) == accepted
+        assert _state(fast) == _state(slow), f"report {i}"
+    assert used.count(True) > 150 and used.count(False) > 50  # both paths were taken, often
+
+
+def test_a_full_report_in_another_order_is_kept_in_that_order_and_recorded_in_place_next(monkeypatch):
+    import bridge.pipeline as pipeline_module
+
+    in_place = pipeline_module._record_in_place
+    used = []
+    monkeypatch.setattr(pipeline_module, "_record_in_place", lambda *a: used.append(in_place(*a)) or used[-1])
+    p = Pipeline()
+    p.record("s", [gauge("m", 1.0, k=k) for k in "abc"])
+    p.record("s", [gauge("m", 2.0, k=k) for k in "cab"])  # another order: series by series, then kept so
+    assert [s.key for s in p.family("m").series.values()] == [(("k", k),) for k in "cab"]
+    assert used[-1] is None
+    p.record("s", [gauge("m", 3.0, k=k) for k in "cab"])  # the same order again: in place
+    assert used[-1] is not None and [s.value for s in p.family("m").series.values()] == [3.0] * 3
+    # a family that holds another source's series too keeps its order (no source reorders the
+    # others' series), and each report goes series by series
+    p.record("t", [gauge("m", 4.0, k="z")])
+    p.record("s", [gauge("m", 5.0, k=k) for k in "abc"])
+    assert [s.key[0][1] for s in p.family("m").series.values()] == list("cabz")
+    assert used[-1] is None and _values(p, "m") == {(("k", "a"),): 5.0, (("k", "b"),): 5.0, (("k", "c"),): 5.0,
+                                                    (("k", "z"),): 4.0}
