@@ -155,6 +155,16 @@ def test_hostile_inputs_stay_linear_and_bounded():
     assert long_label.items == [] and "longer than 256" in long_label.errors[0]
 
 
+def test_bad_items_count_toward_the_item_bound():
+    # Found by the fuzzer: a megabyte of items that cannot be read made as many errors, one at a time.
+    unit = "| /=2643MB;5948;5958;0;5=U c="
+    out = parse_plugin_output("DISK OK " + unit * (1_000_000 // len(unit)))
+    assert len(out.perfdata) + len(out.perfdata_errors) == 1001
+    assert out.perfdata_errors[-1].startswith("more than 1000 items: the rest (from character ")
+    long_token = parse_perfdata("x" * 1_000_000 + " a=1")
+    assert [i.label for i in long_token.items] == ["a"] and len(long_token.errors) == 1
+
+
 def test_format_round_trips_every_item():
     text = ("'a b'=1.5ms;2;@3:4;0;10 c=5c 'it''s'=U;~:1 x=0.25%;10:;~:90 big=1099511627776B;;;0 "
             "plain=7 temp=21degC;30;40;-10;80 '='=1;;;;5")
