@@ -38,6 +38,8 @@ MAX_LABEL_CHARS = 256
 #: A UOM is at most 16 characters, none of them a control character or a lone surrogate.
 MAX_UOM_CHARS = 16
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+#: What cannot start a UOM: more of a number.
+_NUMBER_TAIL = re.compile(r"[0-9.,]|[eE][-+]?[0-9]")
 
 #: UOM -> (OpenTelemetry unit, factor to that unit).
 UOMS: dict[str, tuple[str, float]] = {
@@ -205,6 +207,8 @@ def _split_value(v: str) -> tuple[float | None, str]:
         number = number.replace(",", ".")
     if uom == "U" and number == "":
         return None, ""
+    if _NUMBER_TAIL.match(uom):  # "1.2.3", "1e3e4": not a number with a unit, whatever a reader made of it
+        raise ValueError(f"value {v[:40]!r} is not a number with an optional unit")
     if len(uom) > MAX_UOM_CHARS or _BAD_CHARS.search(uom):
         raise ValueError(f"unit {uom[:20]!r} is longer than {MAX_UOM_CHARS} characters or holds a control character")
     try:

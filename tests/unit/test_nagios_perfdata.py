@@ -121,7 +121,8 @@ def test_whitespace_between_items_of_any_kind_and_repeated():
 @pytest.mark.parametrize("text, why", [
     ("a", "no '='"), ("=1", "empty label"), ("a=x", "not a number"), ("a=1;zz", "not a Nagios range"),
     ("a=1;;;min", "min"), ("a=1;;;0;max", "max"), ("a=1;1;2;3;4;5", "at most 5"), ("a=1;20:10", "above end"),
-    ("'a'b=1", "no '='"), ("a=--1", "not a number"), ("a=inf", "not a number"), ("a=nan", "not a number"),
+    ("'a'b=1", "no '='"), ("a=--1", "not a number"), ("a=11e3.5ms", "not a number"), ("a=1.2.3", "not a number"),
+    ("a=1e2e5x", "not a number"), ("a=1,5,5", "not a number"), ("a=inf", "not a number"), ("a=nan", "not a number"),
 ])
 def test_a_bad_item_is_left_out_and_named_the_others_kept(text, why):
     parsed = parse_perfdata(f"ok1=1 {text} ok2=2")
