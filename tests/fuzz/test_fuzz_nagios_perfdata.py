@@ -14,7 +14,7 @@ import pytest
 from integrations.nagios.output import parse_plugin_output
 from integrations.nagios.perfdata import format_perfdata, parse_perfdata
 from integrations.nagios.ranges import RangeError, parse_range
-from tests.fuzz.harness import run_fuzz, seeds
+from tests.fuzz.harness import CORPUS, run_fuzz, seeds
 
 TOKENS = [b"|", b"\n", b"'", b"''", b"=", b";", b"@", b"~", b":", b"U", b"ms", b"us", b"%", b"KB", b"MB", b"c",
           b"1e3", b"-", b".", b",", b" ", b"\t", b"\x00", b"\xff", b"\xe2\x82", b"label=1;2;3;4;5"]
@@ -41,6 +41,7 @@ def test_fuzz_nagios_perfdata() -> None:
     pool = seeds("nagios_perfdata")
     for data in pool:
         parse(data)
-        if not data.startswith(b"\x01"):  # crashes found earlier start so
-            assert parse_plugin_output(data.decode()).perfdata_errors == []  # the seeds are all valid
+    for path in sorted((CORPUS / "nagios_perfdata").iterdir()):
+        if not path.name.startswith("crash-"):  # the plugin outputs are valid
+            assert parse_plugin_output(path.read_text()).perfdata_errors == [], path.name
     assert run_fuzz(parse, pool, allowed=(), tokens=TOKENS) >= len(pool)

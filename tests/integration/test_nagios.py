@@ -145,7 +145,7 @@ def test_the_same_plugins_give_the_same_results_in_nagios_and_monbridge(nagios, 
     assert [i.label for i in ours["tricky"].output.perfdata] == ["a b", "it's", "pct", "c", "more", "big", "later", "tail"]
     assert unescape_long_output(theirs["tricky"]["long_plugin_output"]) == ours["tricky"].output.long_text
     assert ours["long"].truncated and len(ours["long"].output.long_text) == 8192 - len("OK - long output | first=1;2;3\n")
-    assert len(unescape_long_output(theirs["long"]["long_plugin_output"])) == 100_000
+    assert len(unescape_long_output(theirs["long"]["long_plugin_output"])) > 8192  # what its worker had read at the exit
 
     for name in alike:
         mine, st = ours[name], theirs[name]
