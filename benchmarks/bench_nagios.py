@@ -34,7 +34,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from nagios_peer import NAGIOS_BIN, PLUGINS, NagiosConfig, NagiosServer, Service  # noqa: E402
+from nagios_peer import NAGIOS_BIN, PLUGINS, NagiosConfig, NagiosServer, Service, stop_group  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -179,12 +178,7 @@ def main() -> int:
         n1, m1 = tree_cpu(nagios.proc.pid, workers), tree_cpu(mb.pid, [])
     finally:
         nagios.stop()
-        if mb.poll() is None:
-            os.killpg(mb.pid, signal.SIGTERM)
-            try:
-                mb.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(mb.pid, signal.SIGKILL)
+        stop_group(mb)
         log.close()
     n_own, n_total = n1[0] - n0[0], n1[1] - n0[1]
     m_own, m_total = m1[0] - m0[0], m1[1] - m0[1]

@@ -202,8 +202,25 @@ class NagiosCollector(MetricCollectorPlugin):
         for err in result.output.perfdata_errors:
             self._dropped[(name, "invalid")] += 1
             self._log_once(name, "perfdata", f"check {name}: perfdata {err}")
+        seen: set[str] = set()
+        kept = []
+        for item in result.output.perfdata:
+            if item.label in seen:
+                self._dropped[(name, "duplicate")] += 1
+                self._log_once(name, "duplicate", f"check {name}: perfdata label {item.label!r} given twice; "
+                                                  "the first is kept")
+                continue
+            seen.add(item.label)
+            kept.append(item)
+        result.output.perfdata = kept
         before = c.state
         c.state = next_state(before, result.state, c.cfg.max_check_attempts)
+        if c.state.hard and c.executions == 1:
+            # An alert of an earlier run of the agent (kept in the alert store) that this state no longer
+            # raises is resolved: the engine ignores a resolution of an alert it does not have.
+            current = self._severity(c.state.state)
+            self._resolved += [self._alert(c, sev, result, AlertState.RESOLVED) for sev in ("warning", "critical")
+                               if sev != current]
         if c.state.hard and (before.hard_state is not c.state.hard_state or c.alert is None):
             self._hard_state(c, result)
 
@@ -222,17 +239,23 @@ class NagiosCollector(MetricCollectorPlugin):
     def _hard_state(self, c: _Check, result: RunResult) -> None:
         """A hard state (change): the check's alert for it, the former one resolved."""
         if c.alert is not None:
+            if c.alert.fingerprint not in self._exported:
+                self._resolved.append(c.alert)  # it fired and ended between two imports: both go to the engine
             self._resolved.append(replace(c.alert, state=AlertState.RESOLVED, ends_at=time.time()))
             c.alert = None
         severity = self._severity(c.state.state)
-        if severity is None:
-            return
+        if severity is not None:
+            c.alert = self._alert(c, severity, result, AlertState.FIRING)
+
+    def _alert(self, c: _Check, severity: str, result: RunResult, state: AlertState) -> Alert:
         labels = {**c.cfg.labels, "alertname": c.cfg.name, "severity": severity, "nagios_check": c.cfg.name}
         annotations = {"summary": result.output.text[:1000], "nagios_state": c.state.state.name}
         if result.output.long_text:
             annotations["description"] = result.output.long_text[:4000]
-        c.alert = Alert(id="", name=c.cfg.name, severity=severity, labels=labels, annotations=annotations,
-                        value=float(c.state.state), starts_at=time.time(), fingerprint=fingerprint(labels))
+        now = time.time()
+        return Alert(id="", name=c.cfg.name, severity=severity, state=state, labels=labels, annotations=annotations,
+                     value=float(c.state.state), starts_at=now, ends_at=now if state is AlertState.RESOLVED else None,
+                     fingerprint=fingerprint(labels))
 
     # ------------------------------------------------------------------ outputs
 
@@ -258,14 +281,7 @@ class NagiosCollector(MetricCollectorPlugin):
                 Metric("nagios.check.executions", MetricKind.COUNTER, float(c.executions), "{run}",
                        "runs of the check", a),
             ]
-            seen: set[str] = set()
             for item in r.output.perfdata:
-                if item.label in seen:
-                    self._dropped[(c.cfg.name, "duplicate")] += 1
-                    self._log_once(c.cfg.name, "duplicate", f"check {c.cfg.name}: perfdata label {item.label!r} "
-                                                            "given twice; the first is kept")
-                    continue
-                seen.add(item.label)
                 m = perfdata_metric(item, a)
                 if m is not None:
                     out.append(m)

@@ -240,19 +240,24 @@ async def run_plugin(argv: Sequence[str], timeout: float, *, plugin_paths: Seque
         os.close(err_w)
     child = _Child(loop, pid, out_r, err_r, max_output, flood_bytes)
     timed_out = False
-    try:
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(child.done)
-        except TimeoutError:
+
+    def expire() -> None:
+        nonlocal timed_out
+        if not child.done.done():
             timed_out = True
             _kill_group(pid)
-            try:
-                async with asyncio.timeout(REAP_TIMEOUT_S):
-                    await asyncio.shield(child.done)
-            except TimeoutError:
-                pass  # stuck in the kernel: reaped once it ends
+            # give the killed group REAP_TIMEOUT_S to end (a process stuck in the kernel is reaped later)
+            loop.call_later(REAP_TIMEOUT_S, give_up)
+
+    def give_up() -> None:
+        if not child.done.done():
+            child.done.set_result(None)
+
+    timer = loop.call_later(timeout, expire)
+    try:
+        await child.done
     finally:
+        timer.cancel()
         child.close()
     out, err = bytes(child.bufs[out_r]), bytes(child.bufs[err_r])
     truncated, flooded = child.more, child.flooded

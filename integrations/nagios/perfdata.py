@@ -12,7 +12,7 @@ define it::
   empty and trailing empty fields may be left out.
 
 ``parse_perfdata`` never raises: an item it cannot read is left out and named in the result's
-``errors`` (the caller counts and logs them); it reads at most ``max_items`` items.
+``errors`` (the caller counts and logs them); it reads at most ``max_items`` items, good or bad.
 ``format_perfdata`` writes items back so that parsing the text gives the same items.
 
 Units: ``UOMS`` maps each known UOM to its OpenTelemetry unit and factor: times to seconds,
@@ -38,6 +38,8 @@ MAX_LABEL_CHARS = 256
 #: A UOM is at most 16 characters, none of them a control character or a lone surrogate.
 MAX_UOM_CHARS = 16
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+#: What cannot start a UOM: more of a number.
+_NUMBER_TAIL = re.compile(r"[0-9.,]|[eE][-+]?[0-9]")
 
 #: UOM -> (OpenTelemetry unit, factor to that unit).
 UOMS: dict[str, tuple[str, float]] = {
@@ -98,19 +100,31 @@ def _is_space(c: str) -> bool:
     return c in " \t\r\n\v\f"
 
 
+# The scanning is done by regular expressions (no backtracking: each is one character class run),
+# so a long run of anything costs C speed, not a Python loop per character.
+_SPACES = re.compile(r"[ \t\r\n\v\f]*")
+_UNQUOTED_LABEL = re.compile(r"[^= \t\r\n\v\f]*")
+_TOKEN = re.compile(r"[^ \t\r\n\v\f]*")
+
+
+def _end(rx: re.Pattern[str], text: str, i: int) -> int:
+    """Where the run of ``rx``'s characters starting at ``i`` ends."""
+    m = rx.match(text, i)
+    return m.end() if m is not None else i
+
+
 def parse_perfdata(text: str, max_items: int = DEFAULT_MAX_ITEMS) -> PerfData:
-    """Parse a perfdata text (see the module doc). Linear in the text's length."""
+    """Parse a perfdata text (see the module doc). Linear in the text's length; at most
+    ``max_items`` items are read, good or bad (each bad one is an error)."""
     out = PerfData()
     n = len(text)
-    i = 0
+    i = _end(_SPACES, text, 0)
+    tokens = 0
     while i < n:
-        while i < n and _is_space(text[i]):
-            i += 1
-        if i >= n:
-            break
-        if len(out.items) >= max_items:
+        if tokens >= max_items:
             out.errors.append(f"more than {max_items} items: the rest (from character {i}) is left out")
             break
+        tokens += 1
         start = i
         if text[i] == "'":
             # quoted label: '' is a quote; the label ends at a quote not followed by another
@@ -134,24 +148,22 @@ def parse_perfdata(text: str, max_items: int = DEFAULT_MAX_ITEMS) -> PerfData:
                 break
             label = "".join(parts)
             if i >= n or text[i] != "=":
-                end = _token_end(text, i)
+                end = _end(_TOKEN, text, i)
                 out.errors.append(f"item at character {start} ({_excerpt(text[start:end])}): no '=' after the label")
-                i = end
+                i = _end(_SPACES, text, end)
                 continue
             i += 1
         else:
-            j = i
-            while j < n and text[j] != "=" and not _is_space(text[j]):
-                j += 1
+            j = _end(_UNQUOTED_LABEL, text, i)
             if j >= n or text[j] != "=":
                 out.errors.append(f"item at character {start} ({_excerpt(text[start:j])}): no '=' after the label")
-                i = j
+                i = _end(_SPACES, text, j)
                 continue
             label = text[i:j]
             i = j + 1
-        end = _token_end(text, i)
+        end = _end(_TOKEN, text, i)
         fields_text = text[i:end]
-        i = end
+        i = _end(_SPACES, text, end)
         if not label:
             out.errors.append(f"item at character {start}: empty label")
             continue
@@ -166,13 +178,6 @@ def parse_perfdata(text: str, max_items: int = DEFAULT_MAX_ITEMS) -> PerfData:
         except ValueError as e:
             out.errors.append(f"item {_excerpt(label)!s} at character {start}: {e}")
     return out
-
-
-def _token_end(text: str, i: int) -> int:
-    n = len(text)
-    while i < n and not _is_space(text[i]):
-        i += 1
-    return i
 
 
 def _excerpt(s: str, limit: int = 60) -> str:
@@ -202,6 +207,8 @@ def _split_value(v: str) -> tuple[float | None, str]:
         number = number.replace(",", ".")
     if uom == "U" and number == "":
         return None, ""
+    if _NUMBER_TAIL.match(uom):  # "1.2.3", "1e3e4": not a number with a unit, whatever a reader made of it
+        raise ValueError(f"value {v[:40]!r} is not a number with an optional unit")
     if len(uom) > MAX_UOM_CHARS or _BAD_CHARS.search(uom):
         raise ValueError(f"unit {uom[:20]!r} is longer than {MAX_UOM_CHARS} characters or holds a control character")
     try:
@@ -212,9 +219,9 @@ def _split_value(v: str) -> tuple[float | None, str]:
 
 
 def _item(label: str, fields_text: str) -> PerfItem:
-    fields = fields_text.split(";")
+    fields = fields_text.split(";", 5)
     if len(fields) > 5:
-        raise ValueError(f"{len(fields)} fields separated by ';' (at most 5: value;warn;crit;min;max)")
+        raise ValueError("more than 5 fields separated by ';' (at most 5: value;warn;crit;min;max)")
     fields += [""] * (5 - len(fields))
     value, uom = _split_value(fields[0])
     try:

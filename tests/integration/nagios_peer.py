@@ -4,8 +4,9 @@ in a directory of the test's, run in the foreground, read through its ``status.d
 ``NagiosConfig`` writes ``nagios.cfg`` and one objects file: a host, and services given as
 (description, command line) with their check interval, retry interval and attempts in seconds
 (``interval_length=1``). The external command file (``command_file``, for passive results) is
-always enabled; ``nsca`` configs for Debian's ``nsca`` daemon can be added beside it with
-``nsca_config``. ``nagios4 -v`` validates the config before the server starts.
+always enabled. ``NscaServer`` runs Debian's ``nsca`` daemon in the foreground, feeding that
+Nagios' command file (``decryption_method`` 0 none, 1 XOR, ...; ``password``); ``send_nsca``
+sends it results as a client would. ``nagios4 -v`` validates the config before the server starts.
 
 Paths of the packages: ``NAGIOS_BIN`` (``/usr/sbin/nagios4``) and ``PLUGINS``
 (``/usr/lib/nagios/plugins``, the ``monitoring-plugins`` package).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -205,17 +207,22 @@ class NagiosServer:
             f.write(f"[{int(time.time())}] {line}\n")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc)
         self.output.close()
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group of ``proc`` (started in a session of its own), SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def read_status(path: Path, kind: str) -> list[dict[str, str]]:
@@ -237,3 +244,55 @@ def read_status(path: Path, kind: str) -> list[dict[str, str]]:
 def unescape_long_output(text: str) -> str:
     """status.dat's long_plugin_output, its newlines and backslashes as Nagios escaped them."""
     return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
+
+
+class NscaServer:
+    """``nsca -f -c nsca.cfg --single`` on a loopback port, writing what it receives to
+    ``command_file`` (a running Nagios' external command file)."""
+
+    def __init__(self, directory: Path, port: int, command_file: Path, *, decryption_method: int = 1,
+                 password: str | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.port = directory, port
+        self.decryption_method, self.password = decryption_method, password
+        user = _user()
+        settings = {
+            "pid_file": directory / "nsca.pid", "server_port": port, "server_address": "127.0.0.1",
+            "nsca_user": user, "nsca_group": user, "debug": 1, "command_file": command_file,
+            "alternate_dump_file": directory / "nsca.dump", "aggregate_writes": 0, "append_to_file": 0,
+            "max_packet_age": 30, "decryption_method": decryption_method,
+            **({"password": password} if password is not None else {}),
+        }
+        self.config = directory / "nsca.cfg"
+        self.config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        self.output = (directory / "nsca.out").open("wb")
+        self.proc = subprocess.Popen([NSCA_BIN, "-f", "-c", str(self.config), "--single"], stdout=self.output,
+                                     stderr=subprocess.STDOUT, cwd=directory, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"nsca did not listen on {port}: {self.log_text()}") from None
+                time.sleep(0.1)
+
+    def log_text(self) -> str:
+        p = self.directory / "nsca.out"
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+    def send(self, lines: Sequence[str]) -> str:
+        """``send_nsca`` with this server's encryption: each line ``host<TAB>service<TAB>code<TAB>output``
+        (or ``host<TAB>code<TAB>output`` for a host result); its output."""
+        cfg = self.directory / "send_nsca.cfg"
+        cfg.write_text(f"encryption_method={self.decryption_method}\n"
+                       + (f"password={self.password}\n" if self.password is not None else ""))
+        out = subprocess.run([SEND_NSCA_BIN, "-H", "127.0.0.1", "-p", str(self.port), "-c", str(cfg)],
+                             input="".join(line + "\n" for line in lines), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, f"send_nsca failed: {out.stdout} {out.stderr}"
+        return out.stdout
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+        self.output.close()

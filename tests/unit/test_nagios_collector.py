@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.api import AlertSourceHook, AlertState, MetricKind, ReportHook
+from bridge.notifiers import fingerprint
 from integrations.nagios.collector import CheckState, NagiosCollector, next_state, perfdata_metric
 from integrations.nagios.execute import run_plugin
 from integrations.nagios.output import State
@@ -204,6 +205,7 @@ async def test_metrics_of_a_check_and_the_drops_counted(tmp_path):
     c = await collector(tmp_path, [{"name": "t", "command": ["check_tricky"], "labels": {"team": "db"}},
                                    {"name": "gone", "command": ["check_gone"]}])
     await run_all(c)
+    await c.collect_metrics()  # drops are counted per run, however often the metrics are collected
     got = {(m.name, m.attributes.get("nagios.label", ""), m.attributes.get("reason", ""),
             m.attributes["nagios.check"]): m for m in await c.collect_metrics()}
     assert got["nagios.check.state", "", "", "t"].value == 0 and got["nagios.check.state", "", "", "gone"].value == 3
@@ -244,6 +246,26 @@ async def test_hard_states_raise_alerts_recovery_resolves_them(tmp_path):
     assert await result(0, "OK") == []
     await result(3, "UNK")
     assert await result(3, "UNK") == []  # unknown_severity: none
+
+
+async def test_an_alert_that_fired_and_ended_between_two_imports_reaches_the_engine(tmp_path):
+    state = tmp_path / "state"
+    plugin(tmp_path, "check_file", f"read code text < {state}; echo \"$text\"; exit $code\n")
+    c = await collector(tmp_path, [{"name": "db", "command": ["check_file"], "max_check_attempts": 1}])
+    state.write_text("0 OK\n")
+    await run_all(c)
+    stale = await c.import_alerts()  # a first hard OK: alerts of an earlier run of the agent are resolved
+    assert sorted((a.severity, a.state) for a in stale) == [("critical", AlertState.RESOLVED),
+                                                            ("warning", AlertState.RESOLVED)]
+    assert {a.fingerprint for a in stale} == {
+        fingerprint({"alertname": "db", "severity": s, "nagios_check": "db"}) for s in ("warning", "critical")}
+    state.write_text("2 CRIT\n")
+    await run_all(c)
+    state.write_text("0 OK\n")
+    await run_all(c)
+    fired, ended = await c.import_alerts()
+    assert (fired.state, ended.state, fired.fingerprint) == (AlertState.FIRING, AlertState.RESOLVED, ended.fingerprint)
+    assert await c.import_alerts() == []
 
 
 async def test_the_engine_takes_a_collectors_alerts(tmp_path):

@@ -121,7 +121,8 @@ def test_whitespace_between_items_of_any_kind_and_repeated():
 @pytest.mark.parametrize("text, why", [
     ("a", "no '='"), ("=1", "empty label"), ("a=x", "not a number"), ("a=1;zz", "not a Nagios range"),
     ("a=1;;;min", "min"), ("a=1;;;0;max", "max"), ("a=1;1;2;3;4;5", "at most 5"), ("a=1;20:10", "above end"),
-    ("'a'b=1", "no '='"), ("a=--1", "not a number"), ("a=inf", "not a number"), ("a=nan", "not a number"),
+    ("'a'b=1", "no '='"), ("a=--1", "not a number"), ("a=11e3.5ms", "not a number"), ("a=1.2.3", "not a number"),
+    ("a=1e2e5x", "not a number"), ("a=1,5,5", "not a number"), ("a=inf", "not a number"), ("a=nan", "not a number"),
 ])
 def test_a_bad_item_is_left_out_and_named_the_others_kept(text, why):
     parsed = parse_perfdata(f"ok1=1 {text} ok2=2")
@@ -153,6 +154,16 @@ def test_hostile_inputs_stay_linear_and_bounded():
     assert parse_perfdata("a=1" + "u" * 17).errors[0].endswith("longer than 16 characters or holds a control character")
     long_label = parse_perfdata("y" * 300 + "=1")
     assert long_label.items == [] and "longer than 256" in long_label.errors[0]
+
+
+def test_bad_items_count_toward_the_item_bound():
+    # Found by the fuzzer: a megabyte of items that cannot be read made as many errors, one at a time.
+    unit = "| /=2643MB;5948;5958;0;5=U c="
+    out = parse_plugin_output("DISK OK " + unit * (1_000_000 // len(unit)))
+    assert len(out.perfdata) + len(out.perfdata_errors) == 1001
+    assert out.perfdata_errors[-1].startswith("more than 1000 items: the rest (from character ")
+    long_token = parse_perfdata("x" * 1_000_000 + " a=1")
+    assert [i.label for i in long_token.items] == ["a"] and len(long_token.errors) == 1
 
 
 def test_format_round_trips_every_item():
