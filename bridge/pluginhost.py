@@ -311,6 +311,8 @@ class ProcessHost(PluginHost):
             await self._crashed(f"setup answer is a {type(info).__name__}, not a map")
             raise self._stopped()
         self.info = info
+        if self._enforcer is not None:  # the plugin's CPU is what it uses from here on
+            self._enforcer.count_cpu()
         self.imports_prometheus_names = bool(info.get("imports_prometheus_names"))
         log.info("plugin %s: worker %s running %s", self.plugin_id, self.pid, p.reference)
 
@@ -321,7 +323,7 @@ class ProcessHost(PluginHost):
         assert self.proc is not None
         try:
             enforcer = Enforcer(self.plugin_id, self.placement.limits)
-            enforcer.attach(self.proc.pid)
+            enforcer.attach(self.proc.pid, count_cpu=False)
         except (OSError, RuntimeError, ValueError) as e:
             log.error("plugin %s: the limits of worker %s cannot be enforced: %s: %s", self.plugin_id, self.pid,
                       type(e).__name__, e)
