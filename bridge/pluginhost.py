@@ -77,6 +77,8 @@ log = logging.getLogger("monbridge.pluginhost")
 
 #: Seconds between a worker's SIGTERM and its SIGKILL (at most; a tenth of the call's timeout when less).
 KILL_GRACE_S = 0.5
+#: Seconds between two checks of a worker's limits (``bridge.limits.Enforcer.check``).
+LIMITS_CHECK_S = 1.0
 #: Seconds a worker has to import its plugin and answer the setup.
 SETUP_TIMEOUT_S = 30.0
 #: A metrics frame larger than this is decoded in a thread, off the event loop.
@@ -332,8 +334,13 @@ class ProcessHost(PluginHost):
         self._watch_task = asyncio.create_task(self._watch(enforcer), name=f"limits:{self.plugin_id}")
 
     async def _watch(self, enforcer: Enforcer) -> None:
+        """Check the limits every ``LIMITS_CHECK_S`` on a fixed schedule (a slow check does not
+        push the next one later): a limit crossed is seen within one interval."""
+        loop = asyncio.get_running_loop()
+        at = loop.time()
         while not self.dead.is_set():
-            await asyncio.sleep(1.0)
+            at = max(at + LIMITS_CHECK_S, loop.time())
+            await asyncio.sleep(at - loop.time())
             over = await asyncio.to_thread(enforcer.check)
             if over is not None and not self.dead.is_set():
                 await self._stop_worker(over)

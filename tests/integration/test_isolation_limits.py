@@ -26,14 +26,16 @@ from typing import Any
 
 import pytest
 
+from bridge.pluginhost import LIMITS_CHECK_S
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REF = "tests.unit.limit_plugins"
 HOSTILE = "monitoring.metrics.hostile"
 TICKING = "monitoring.metrics.ticking"
 TICK_INTERVAL = 1.0
-#: How often the agent checks a worker's limits (``ProcessHost._watch``): the bound on noticing
-#: a limit crossed where no kernel limit stops the worker first.
-CHECK_INTERVAL = 1.0
+#: How often the agent checks a worker's limits: the bound on noticing a limit crossed where no
+#: kernel limit stops the worker first.
+CHECK_INTERVAL = LIMITS_CHECK_S
 #: What a response of ``/metrics`` may take while a plugin misbehaves.
 METRICS_ANSWER_S = 1.0
 
