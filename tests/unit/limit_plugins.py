@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bridge import CollectorConfig, Metric, MetricCollectorPlugin, MetricKind, PluginMetadata, PluginType
+from bridge import CollectorConfig, Metric, MetricKind, PluginMetadata, PluginType
+from tests.unit.isolation_plugins import MisbehavingCollector
 
 MODES = ("none", "block", "spin", "duty", "leak", "raw_sockets", "connections", "write", "host", "shell")
 
@@ -59,11 +60,11 @@ def _raw_connect(port: int) -> int:
     return int(fd)
 
 
-class HostileCollector(MetricCollectorPlugin):
+class HostileCollector(MisbehavingCollector):  # its lifecycle (start, stop, shutdown: nothing)
     config_model: ClassVar[type[CollectorConfig]] = HostileConfig
 
     def __init__(self) -> None:
-        self.cfg: HostileConfig | None = None
+        self.cfg: HostileConfig | None = None  # type: ignore[assignment]
         self.began: float | None = None
         self.first_worker = True
         self.kept: list[Any] = []
@@ -79,15 +80,6 @@ class HostileCollector(MetricCollectorPlugin):
             raise ValueError(f"mode {self.cfg.mode!r} is not one of {MODES}")
         self.began = time.monotonic()
         self.first_worker = not Path(self.cfg.out, "misbehaved").exists()
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
 
     def event(self, event: str, **more: Any) -> None:
         assert self.cfg is not None
@@ -154,31 +146,15 @@ class HostileCollector(MetricCollectorPlugin):
             self.attempt("shell", lambda: subprocess.run([c.shell, "-c", "echo shell ran"], check=True, timeout=5))
 
 
-class TickingCollector(MetricCollectorPlugin):
+class TickingCollector(HostileCollector):
     """Well-behaved: each collection appends its ``time.time()`` to ``<out>/ticks``."""
-
-    config_model: ClassVar[type[CollectorConfig]] = HostileConfig
-
-    def __init__(self) -> None:
-        self.out = Path(".")
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata("monitoring.metrics.ticking", "ticking", "1.0", "tests", "", PluginType.METRIC_COLLECTOR)
 
-    async def initialize(self, config: Mapping[str, Any]) -> None:
-        self.out = Path(HostileConfig.model_validate(dict(config)).out)
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
-
     async def collect_metrics(self) -> Sequence[Metric]:
+        assert self.cfg is not None
         now = time.time()
-        with open(self.out / "ticks", "a") as f:
+        with open(Path(self.cfg.out, "ticks"), "a") as f:
             f.write(f"{now!r}\n")
         return [Metric("ticking.at", MetricKind.GAUGE, now, "s", "when it collected")]
