@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cost of isolation: one collector reporting N series, in process vs in a worker process.
+"""The cost of isolation: one collector reporting N series, in process vs in a worker process vs in WASM.
 
     python benchmarks/bench_isolation.py [--series 10000] [--rounds 20] [--warmup 3]
 
@@ -11,6 +11,11 @@ round is what the supervisor does for a collection: the host's ``collect`` and t
   in_process  ``InProcessHost``: the plugin runs on the agent's event loop.
   worker      ``ProcessHost``: the plugin runs in a worker process; its metrics cross the socket
               pair as ``bridge.wire`` frames and are decoded in the agent.
+  wasm        ``bridge.wasmhost.WasmPlugin`` (wasmtime, in the agent's process) running
+              ``tests/data/wasm/series.wat`` (``benchmarks/bench_wasm.py``'s collector): N series
+              of one gauge with one attribute, through an ``InProcessHost``.
+  wasm_twin   that collector's Python twin (``bench_wasm.PythonCollector``, the same series) in
+              process: the ``wasm`` side's baseline (its data differs from ``BenchCollector``'s).
 
 Each side runs alone in a fresh interpreter (``--side NAME``). Figures per round: CPU of both
 sides (the agent's and, for the worker, the worker's own from /proc: user + system), wall time
@@ -108,7 +113,8 @@ def self_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-async def _measure(host: Any, series: int, rounds: int, warmup: int, worker_pid: Callable[[], int | None]) -> dict:
+async def _measure(host: Any, series: int, rounds: int, warmup: int, worker_pid: Callable[[], int | None],
+                   config: Mapping[str, Any] | None = None) -> dict:
     from contextlib import nullcontext
 
     from bridge.pipeline import GC_PAUSE_MIN_BATCH, Pipeline, paused_gc
@@ -122,7 +128,7 @@ async def _measure(host: Any, series: int, rounds: int, warmup: int, worker_pid:
         return len(got)
 
     base_rss = rss_bytes()
-    await host.initialize({"series": series}, 60.0)
+    await host.initialize(config or {"series": series}, 60.0)
     await host.start(10.0)
     wpid = worker_pid()
     worker_base = rss_bytes(wpid) if wpid else 0
@@ -167,11 +173,31 @@ async def side_worker(series: int, rounds: int, warmup: int) -> dict:
     return await _measure(host, series, rounds, warmup, lambda: host.pid)
 
 
+async def side_wasm(series: int, rounds: int, warmup: int) -> dict:
+    from benchmarks.bench_wasm import series_collector, series_config
+    from bridge.pluginhost import InProcessHost
+
+    host = InProcessHost(series_collector())
+    return await _measure(host, series, rounds, warmup, lambda: None, series_config(series))
+
+
+async def side_wasm_twin(series: int, rounds: int, warmup: int) -> dict:
+    from benchmarks.bench_wasm import PythonCollector, series_config
+    from bridge.pluginhost import InProcessHost
+
+    host = InProcessHost(PythonCollector())
+    return await _measure(host, series, rounds, warmup, lambda: None, series_config(series))
+
+
 #: A side's name -> the function that measures it (in a fresh interpreter of its own).
 SIDES: dict[str, Callable[[int, int, int], Awaitable[dict]]] = {
     "in_process": side_in_process,
     "worker": side_worker,
+    "wasm": side_wasm,
+    "wasm_twin": side_wasm_twin,
 }
+#: The side each side's ratio and added latency are taken against.
+BASELINES = {"wasm": "wasm_twin"}
 
 
 def run_side(name: str, args: argparse.Namespace) -> dict:
@@ -198,12 +224,17 @@ def main() -> None:
     print(f"{'side':<12} {'CPU/round':>10} {'agent':>8} {'worker':>8} {'wall/round':>11} {'p50':>8} "
           f"{'B/series':>9} {'CPU x':>6}")
     for name, r in results.items():
+        against = results[BASELINES.get(name, "in_process")]
         print(f"{name:<12} {r['cpu_ms']:>8.1f}ms {r['agent_cpu_ms']:>6.1f}ms {r['worker_cpu_ms']:>6.1f}ms "
               f"{r['wall_ms']:>9.1f}ms {r['wall_p50_ms']:>6.1f}ms {r['bytes_per_series']:>9.0f} "
-              f"{r['cpu_ms'] / base['cpu_ms']:>6.2f}")
+              f"{r['cpu_ms'] / against['cpu_ms']:>6.2f}")
+    print("(CPU x: against in_process; wasm against wasm_twin, the same series in Python in process)")
     w = results["worker"]
     print(f"\nadded latency (worker - in process, median wall per collection): "
           f"{w['wall_p50_ms'] - base['wall_p50_ms']:.1f} ms; worker RSS {w['worker_rss_mb']:.0f} MiB")
+    wa, twin = results["wasm"], results["wasm_twin"]
+    print(f"added latency (wasm - wasm_twin, median wall per collection): "
+          f"{wa['wall_p50_ms'] - twin['wall_p50_ms']:.1f} ms; WASM CPU {wa['cpu_ms'] / twin['cpu_ms']:.2f}x its twin's")
     ratio = w["cpu_ms"] / base["cpu_ms"]
     print(f"goal worker CPU <= 1.5x in process: {ratio:.2f}x {'met' if ratio <= 1.5 else 'NOT met'}")
 

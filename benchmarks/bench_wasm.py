@@ -75,6 +75,19 @@ class PythonCollector(MetricCollectorPlugin):
     async def shutdown(self) -> None: ...
 
 
+def series_collector() -> WasmPlugin:
+    """``series.wat`` in the WASM host, with the default limits but CPU (raised: measured, not
+    stopped). Configured with :func:`series_config`."""
+    code = wasmtime.wat2wasm((ROOT / "tests" / "data" / "wasm" / "series.wat").read_text())
+    limits = Limits(cpu_percent=100 * 64, cpu_burst_percent=100 * 64)
+    return WasmPlugin(code, MANIFEST, limits, Grants())
+
+
+def series_config(series: int) -> dict[str, Any]:
+    """The config of :func:`series_collector` and :class:`PythonCollector`: ``series`` series."""
+    return {"count": series, "collection_interval": 60, "timeout": 30}
+
+
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -97,10 +110,8 @@ async def held(plugin: Any) -> int:
 
 
 async def main(args: argparse.Namespace) -> int:
-    config = {"count": args.series, "collection_interval": 60, "timeout": 30}
-    code = wasmtime.wat2wasm((ROOT / "tests" / "data" / "wasm" / "series.wat").read_text())
-    limits = Limits(cpu_percent=100 * 64, cpu_burst_percent=100 * 64)  # measured, not stopped
-    wasm = WasmPlugin(code, MANIFEST, limits, Grants())
+    config = series_config(args.series)
+    wasm = series_collector()
     py = PythonCollector()
     await wasm.initialize(config)
     await py.initialize(config)

@@ -28,7 +28,8 @@ CPU
     The CPU time of the worker (every thread, and reaped children) is read at every check:
     the cgroup's ``cpuacct.usage`` / ``cpu.stat`` when there is one, else ``/proc/<pid>/stat``.
     ``cpu_limit`` when the CPU used in the trailing ``cpu_window`` exceeds ``cpu_percent`` of it
-    (5 % of 60 s: 3 s of CPU), measured from ``attach``. Bursts are throttled by the kernel at
+    (5 % of 60 s: 3 s of CPU), measured from ``attach`` (or from ``count_cpu()``, which the
+    plugin host calls once the worker has started and made the plugin). Bursts are throttled by the kernel at
     ``cpu_burst_percent`` (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); without a cgroup a
     burst over ``cpu_burst_percent`` in the trailing ``cpu_burst_window`` stops the worker
     (``cpu_limit``) instead.
@@ -462,6 +463,9 @@ class Enforcer:
         self._kernel_memory = False  # a cgroup memory limit holds (else RSS is watched)
         self._kernel_throttle = False  # a cgroup CPU quota throttles bursts (else they stop the worker)
         self._samples: deque[tuple[float, float]] = deque()
+        self._count_cpu = True  # CPU counts against the limits (else from count_cpu() on)
+        self._cpu_from: tuple[float, float] | None = None  # count_cpu()'s sample: where the count starts
+        self._cpu_from_taken: tuple[float, float] | None = None  # the one a check started from
         self._sockets: dict[str, bool] = {}  # socket inode: is a network socket
         self._oom_base = 0
         self._fail_base = 0
@@ -472,8 +476,10 @@ class Enforcer:
 
     # -- setup --
 
-    def attach(self, pid: int) -> None:
-        """Put worker ``pid`` under its limits (a second call moves the limits to a new worker)."""
+    def attach(self, pid: int, *, count_cpu: bool = True) -> None:
+        """Put worker ``pid`` under its limits (a second call moves the limits to a new worker).
+        ``count_cpu=False``: its CPU time counts against ``cpu_percent`` only after ``count_cpu()``
+        (the kernel's quota throttles it meanwhile, where there is one)."""
         if self._closed:
             raise RuntimeError(f"enforcer of {self.name} is closed")
         self._pid = pid
@@ -501,10 +507,17 @@ class Enforcer:
             except OSError as e:
                 log.warning("plugin %s: cannot put worker %d into cgroup %s: %s", self.name, pid, group.path, e)
         self._oom_base, self._fail_base = self._oom_kills(), self._limit_hits()
+        self._count_cpu, self._cpu_from, self._cpu_from_taken = count_cpu, None, None
         self._samples.clear()
         cpu = self._cpu_seconds()
         if cpu is not None:
             self._samples.append((time.monotonic(), cpu))
+
+    def count_cpu(self) -> None:
+        """Count the worker's CPU from now on: what it used before (a worker's start-up, the
+        agent's code rather than the plugin's) does not. Safe to call while a check runs."""
+        cpu = self._cpu_seconds()
+        self._cpu_from = (time.monotonic(), cpu if cpu is not None else 0.0)
 
     def _setup_groups(self) -> None:
         h = _hierarchies() if self._use_cgroups else _Hierarchies.none()
@@ -707,6 +720,14 @@ class Enforcer:
         now = time.monotonic()
         lim = self.limits
         samples = self._samples
+        start = self._cpu_from  # set by count_cpu(), perhaps from another thread: read once, never reset here
+        if start is not None and start is not self._cpu_from_taken:
+            self._cpu_from_taken = start
+            samples.clear()
+            samples.append(start)
+            self._count_cpu = True
+        if not self._count_cpu:
+            return None
         samples.append((now, cpu))
         # Keep the samples of the longest window, plus the one just before it (its start).
         horizon = now - max(lim.cpu_window, lim.cpu_burst_window)

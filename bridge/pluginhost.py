@@ -77,6 +77,8 @@ log = logging.getLogger("monbridge.pluginhost")
 
 #: Seconds between a worker's SIGTERM and its SIGKILL (at most; a tenth of the call's timeout when less).
 KILL_GRACE_S = 0.5
+#: Seconds between two checks of a worker's limits (``bridge.limits.Enforcer.check``).
+LIMITS_CHECK_S = 1.0
 #: Seconds a worker has to import its plugin and answer the setup.
 SETUP_TIMEOUT_S = 30.0
 #: A metrics frame larger than this is decoded in a thread, off the event loop.
@@ -324,6 +326,8 @@ class ProcessHost(PluginHost):
             await self._crashed(f"setup answer is a {type(info).__name__}, not a map")
             raise self._stopped()
         self.info = info
+        if self._enforcer is not None:  # the plugin's CPU is what it uses from here on
+            self._enforcer.count_cpu()
         self.imports_prometheus_names = bool(info.get("imports_prometheus_names"))
         log.info("plugin %s: worker %s running %s", self.plugin_id, self.pid, p.reference)
 
@@ -334,7 +338,7 @@ class ProcessHost(PluginHost):
         assert self.proc is not None
         try:
             enforcer = Enforcer(self.plugin_id, self.placement.limits)
-            enforcer.attach(self.proc.pid)
+            enforcer.attach(self.proc.pid, count_cpu=False)
         except (OSError, RuntimeError, ValueError) as e:
             log.error("plugin %s: the limits of worker %s cannot be enforced: %s: %s", self.plugin_id, self.pid,
                       type(e).__name__, e)
@@ -343,8 +347,13 @@ class ProcessHost(PluginHost):
         self._watch_task = asyncio.create_task(self._watch(enforcer), name=f"limits:{self.plugin_id}")
 
     async def _watch(self, enforcer: Enforcer) -> None:
+        """Check the limits every ``LIMITS_CHECK_S`` on a fixed schedule (a slow check does not
+        push the next one later): a limit crossed is seen within one interval."""
+        loop = asyncio.get_running_loop()
+        at = loop.time()
         while not self.dead.is_set():
-            await asyncio.sleep(1.0)
+            at = max(at + LIMITS_CHECK_S, loop.time())
+            await asyncio.sleep(at - loop.time())
             over = await asyncio.to_thread(enforcer.check)
             if over is not None and not self.dead.is_set():
                 await self._stop_worker(over)

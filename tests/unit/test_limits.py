@@ -218,6 +218,29 @@ def test_a_spinner_is_stopped_within_its_cpu_window(children: list[Child], cgrou
         enforcer.close()
 
 
+@pytest.mark.parametrize("cgroups", [pytest.param(True, marks=needs_cgroups), False], ids=["cgroup", "rss-watch"])
+def test_cpu_counts_from_count_cpu_when_attached_without(children: list[Child], cgroups: bool) -> None:
+    """A worker's start-up is not its plugin's: attached with ``count_cpu=False``, the CPU used
+    before ``count_cpu()`` does not count against the limits; what it uses after does."""
+    limits = Limits(cpu_percent=5, cpu_window=1.0, cpu_burst_percent=50, cpu_burst_window=0.5)
+    child = spawn(children, SPIN)
+    enforcer = Enforcer("acme.startup", limits, cgroups=cgroups)
+    try:
+        enforcer.attach(child.proc.pid, count_cpu=False)
+        child.send()
+        deadline = time.monotonic() + 3 * limits.cpu_window  # far over 5 % (and 50 % in a burst) meanwhile
+        while time.monotonic() < deadline:
+            assert enforcer.check() is None
+            time.sleep(POLL)
+        enforcer.count_cpu()
+        assert enforcer.check() is None  # nothing used since
+        over, _ = until_stopped(enforcer, limits.cpu_window * 4)
+        assert over is not None and over.reason is StopReason.CPU_LIMIT, over
+        assert "in 1 s" in over.detail or "in 0.5 s" in over.detail
+    finally:
+        enforcer.close()
+
+
 @needs_cgroups
 def test_bursts_are_throttled_by_the_cpu_quota(children: list[Child]) -> None:
     limits = Limits(cpu_percent=90, cpu_window=30, cpu_burst_percent=25, cpu_burst_window=1)
