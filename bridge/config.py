@@ -151,11 +151,19 @@ class PluginEntry(_Strict):
     grants: Grants = Field(default_factory=Grants)
 
 
+class PackagesConfig(_Strict):
+    dir: Path | None = Field(default=None, description="installed signed plugin packages (default: $MONBRIDGE_PLUGIN_DIR, "
+                                                         "else $XDG_DATA_HOME/monbridge/plugins or ~/.local/share/...)")
+    trust: Path | None = Field(default=None, description="trust store of publishers' keys (default: $MONBRIDGE_TRUST_DIR, "
+                                                           "else $XDG_CONFIG_HOME/monbridge/trust or ~/.config/...)")
+
+
 class MonbridgeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
     plugins: list[PluginEntry] = Field(default=[])
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    packages: PackagesConfig = Field(default_factory=PackagesConfig)
 
 
 def parse_listen(v: str) -> tuple[str, int]:
