@@ -43,15 +43,16 @@ import stat
 import struct
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bridge.api import PluginType, validate_plugin_id
 from bridge.config import NotARegularFile, read_regular_file
@@ -214,20 +215,39 @@ def _text(most: int) -> Any:
     return Field(min_length=1, max_length=most, pattern=_PRINTABLE.pattern)
 
 
-class Dependency(_Strict):
-    id: str = Field(max_length=200, description="the plugin id depended on")
-    version: str = Field(description="the versions accepted: '>=1.2.0, <2.0.0', '^1.2.0', '~1.2.0', '=1.2.3', '*'")
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return validate_plugin_id(v)
-
-    @field_validator("version")
-    @classmethod
-    def _range(cls, v: str) -> str:
-        _range_parts(v)
+def _checked(check: Callable[[str], object]) -> Any:
+    """A validator running ``check`` on a string (its ValueError is the error) and keeping it."""
+    def run(v: str) -> str:
+        check(v)
         return v
+    return AfterValidator(run)
+
+
+def _api_version(v: str) -> None:
+    if not _API_VERSION.match(v):
+        raise ValueError("expected MAJOR.MINOR, e.g. " + API_VERSION)
+
+
+def _module_name(v: str) -> None:
+    if not _MODULE_NAME.match(v):
+        raise ValueError("expected a file name ending in .wasm (letters, digits, '.', '_', '-'; no path)")
+
+
+def _plugin_type(v: Any) -> Any:
+    """The JSON names a type by its value (strict mode would take only the enum itself)."""
+    if isinstance(v, str):
+        try:
+            return PluginType(v)
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(t.value for t in PluginType)}") from None
+    return v
+
+
+class Dependency(_Strict):
+    id: Annotated[str, Field(max_length=200, description="the plugin id depended on"),
+                  AfterValidator(validate_plugin_id)]
+    version: Annotated[str, Field(description="the versions accepted: '>=1.2.0, <2.0.0', '^1.2.0', '~1.2.0', "
+                                              "'=1.2.3', '*'"), _checked(_range_parts)]
 
 
 class Manifest(_Strict):
@@ -235,45 +255,15 @@ class Manifest(_Strict):
 
     id: str = Field(max_length=200, description="plugin id, monitoring.<kind>.<name>, its kind matching plugin_type")
     name: str = _text(100)
-    version: str = Field(max_length=128, description="semantic version")
-    plugin_type: PluginType
-    api_version: str = Field(max_length=16, description=f"plugin API version MAJOR.MINOR (this monbridge: {API_VERSION})")
+    version: Annotated[str, Field(max_length=128, description="semantic version"), _checked(parse_semver)]
+    plugin_type: Annotated[PluginType, BeforeValidator(_plugin_type)]
+    api_version: Annotated[str, Field(max_length=16, description=f"plugin API version MAJOR.MINOR (this monbridge: "
+                                                                 f"{API_VERSION})"), _checked(_api_version)]
     description: str = Field("", max_length=1000, pattern=_PRINTABLE.pattern)
     author: str = _text(200)
     dependencies: list[Dependency] = Field(default_factory=list, max_length=64)
     permissions: Grants = Field(default_factory=Grants, description="paths, hosts and programs requested")
-    module: str = Field("plugin.wasm", description="the WASM module's file name in the package")
-
-    # the JSON names a type by its value; strict mode would take only the enum itself
-    @field_validator("plugin_type", mode="before")
-    @classmethod
-    def _plugin_type(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return PluginType(v)
-            except ValueError:
-                raise ValueError(f"expected one of {', '.join(t.value for t in PluginType)}") from None
-        return v
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        parse_semver(v)
-        return v
-
-    @field_validator("api_version")
-    @classmethod
-    def _api(cls, v: str) -> str:
-        if not _API_VERSION.match(v):
-            raise ValueError("expected MAJOR.MINOR, e.g. " + API_VERSION)
-        return v
-
-    @field_validator("module")
-    @classmethod
-    def _module(cls, v: str) -> str:
-        if not _MODULE_NAME.match(v):
-            raise ValueError("expected a file name ending in .wasm (letters, digits, '.', '_', '-'; no path)")
-        return v
+    module: Annotated[str, _checked(_module_name)] = Field("plugin.wasm", description="the WASM module's file name")
 
     def model_post_init(self, _context: Any) -> None:
         validate_plugin_id(self.id, self.plugin_type)
