@@ -615,6 +615,9 @@ def sign_package(manifest: bytes, module: bytes, key: SigningKey, now: datetime 
     parsed = parse_manifest(manifest, source)
     if len(module) > MAX_MODULE_BYTES:
         raise PackageError(source, Refusal.MALFORMED, f"the module is larger than {MAX_MODULE_BYTES} bytes", parsed.module)
+    if not module.startswith(b"\0asm"):
+        raise PackageError(source, Refusal.MALFORMED, "the module is not a WebAssembly binary (no \\0asm header)",
+                           parsed.module)
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     if now > key.not_after:
         raise PackageError(source, Refusal.EXPIRED_KEY, f"the key {key.key_id} expired at {_timestamp(key.not_after)}")

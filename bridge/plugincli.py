@@ -139,8 +139,9 @@ def sign(module: str, manifest_path: str, key_path: str, output: str | None) -> 
     try:
         manifest = parse_manifest(files[0], manifest_path)
         data = sign_package(files[0], files[1], key, source=manifest_path)
-    except PackageError as e:
-        _fail(f"{manifest_path}: {e.message}" if e.member == "metadata.json" else str(e), EXIT_INVALID)
+    except PackageError as e:  # the file at fault: the manifest, the module or the key
+        where = manifest_path if e.member == "metadata.json" else module if e.member else key_path
+        _fail(f"{where}: {e.message}", EXIT_INVALID)
     target = Path(output or f"{manifest.id}-{manifest.version}.mbpkg")
     try:
         _write_atomically(target, data)

@@ -157,6 +157,9 @@ def test_bad_inputs_name_the_file(run, tmp_path):
     out = run("sign", "plugin.wasm", "--manifest", "metadata.json", "--key", str(private), code=2)
     assert out.stderr.startswith("error: metadata.json: invalid manifest: version:") and "not a semantic version" in out.stderr
     (tmp_path / "metadata.json").write_bytes(manifest_bytes())
+    (tmp_path / "plugin.wat").write_text("(module)")
+    out = run("sign", "plugin.wat", "--manifest", "metadata.json", "--key", str(private), code=2)
+    assert out.stderr.startswith("error: plugin.wat: the module is not a WebAssembly binary")
     out = run("sign", "missing.wasm", "--manifest", "metadata.json", "--key", str(private), code=2)
     assert "error: missing.wasm: cannot read: No such file or directory" in out.stderr
     private.chmod(0o644)

@@ -480,3 +480,9 @@ def test_the_config_names_where_packages_and_the_trust_store_live():
     assert parse_config("server: {}\n", "c.yaml", PluginRegistry()).model.packages.dir is None
     with pytest.raises(ConfigError, match=r"line 1: packages\.trusted: unknown key, did you mean 'trust'"):
         parse_config("packages: {trusted: /x}\n", "c.yaml", PluginRegistry())
+
+
+def test_signing_refuses_a_module_that_is_not_webassembly(key):
+    with pytest.raises(PackageError) as e:
+        sign_package(manifest_bytes(), b"(module)", key, now=NOW)
+    assert e.value.member == "plugin.wasm" and "not a WebAssembly binary" in str(e.value)
