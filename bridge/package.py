@@ -48,15 +48,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bridge.api import PluginType, validate_plugin_id
 from bridge.config import NotARegularFile, read_regular_file
 from bridge.isolation import Grants
+
+if TYPE_CHECKING:  # cryptography is loaded where keys are made or signatures checked
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
     "API_VERSION",
@@ -557,6 +558,8 @@ class SigningKey:
             if not isinstance(doc, dict) or doc.get("type") != "monbridge-signing-key":
                 raise ValueError("not a monbridge signing key (monbridge plugin keygen writes one)")
             raw = _unb64(str(doc.get("private_key", "")), 32, "private_key")
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
             key = cls(Ed25519PrivateKey.from_private_bytes(raw), str(doc.get("publisher", "")),
                       _parse_time(str(doc.get("not_after", "")), "not_after"))
         except ValueError as e:
@@ -572,6 +575,8 @@ def generate_key(publisher: str, days: int = 365, now: datetime | None = None) -
         raise ValueError("the publisher is a name of 1 to 200 printable characters")
     if not 0 < days <= 36500:
         raise ValueError("days must be between 1 and 36500")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     now = now or datetime.now(UTC)
     return SigningKey(Ed25519PrivateKey.generate(), publisher.strip(), now.replace(microsecond=0) + timedelta(days=days))
 
@@ -699,6 +704,8 @@ def _load_public(path: Path) -> TrustedKey:
         if not isinstance(doc, dict) or doc.get("type") != "monbridge-public-key":
             raise ValueError("not a monbridge public key (monbridge plugin keygen writes one)")
         raw = _unb64(str(doc.get("public_key", "")), 32, "public_key")
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         Ed25519PublicKey.from_public_bytes(raw)
         publisher = doc.get("publisher")
         if not isinstance(publisher, str) or not publisher or len(publisher) > 200 or not _PRINTABLE.match(publisher):
@@ -778,6 +785,9 @@ def verify_bytes(data: bytes, source: str, trust: TrustStore, now: datetime | No
     if signed_at > now + CLOCK_SKEW:
         raise PackageError(source, Refusal.TAMPERED, f"signed at {sig.signed_at}, in the future", SIGNATURE)
     message = signed_message(sig.key_id, sig.signed_at, files.manifest, files.module_name, files.module)
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(key.public_key).verify(raw_sig, message)
     except InvalidSignature:
