@@ -23,10 +23,12 @@ EXIT_REFUSED = 1
 #: invalid (as ``monbridge validate`` exits 2 for an invalid config).
 EXIT_INVALID = 2
 
-_DIR_HELP = ("install directory [env MONBRIDGE_PLUGIN_DIR; default: the config's packages.dir default, "
+_DIR_HELP = ("install directory [default: the --config's packages.dir, else $MONBRIDGE_PLUGIN_DIR, else "
              "$XDG_DATA_HOME/monbridge/plugins or ~/.local/share/monbridge/plugins]")
-_TRUST_HELP = ("trust store: a directory of publishers' *.pub files and an optional revocations.json "
-               "[env MONBRIDGE_TRUST_DIR; default: $XDG_CONFIG_HOME/monbridge/trust or ~/.config/monbridge/trust]")
+_TRUST_HELP = ("trust store: a directory of publishers' *.pub files and an optional revocations.json [default: the "
+               "--config's packages.trust, else $MONBRIDGE_TRUST_DIR, else $XDG_CONFIG_HOME/monbridge/trust or "
+               "~/.config/monbridge/trust]")
+_CONFIG_HELP = "the agent's config file, whose packages.dir and packages.trust name the directories"
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -34,16 +36,45 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _trust(directory: str | None) -> TrustStore:
+def _configured(config_path: str | None) -> tuple[str | None, str | None]:
+    """``packages.dir`` and ``packages.trust`` of the config file ``config_path`` (None: not given)."""
+    if config_path is None:
+        return None, None
+    from pydantic import ValidationError
+
+    from bridge.config import MAX_CONFIG_BYTES, ConfigError, PackagesConfig, read_document, read_regular_file
+
+    try:
+        _, data = read_regular_file(config_path, MAX_CONFIG_BYTES)
+        doc, _ = read_document(data, config_path, env=os.environ)
+        section = PackagesConfig.model_validate((doc or {}).get("packages") or {} if isinstance(doc, dict) else {})
+    except OSError as e:
+        _fail(f"{config_path}: cannot read: {e.strerror or e}", EXIT_INVALID)
+    except ConfigError as e:
+        _fail(str(e), EXIT_INVALID)
+    except ValidationError as e:
+        err = e.errors(include_url=False, include_input=False)[0]
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        _fail(f"{config_path}: packages.{'.'.join(map(str, err['loc']))}: {what}", EXIT_INVALID)
+    return (None if section.dir is None else str(section.dir)), (None if section.trust is None else str(section.trust))
+
+
+def _trust(directory: str | None, config_path: str | None = None) -> TrustStore:
     from bridge.package import TrustStore, TrustStoreError, default_trust_dir
 
-    path = default_trust_dir(directory)
+    path = default_trust_dir(directory or _configured(config_path)[1])
     if not path.is_dir():
         _fail(f"{path}: no trust store there (a directory of publishers' .pub files; see --trust)", EXIT_INVALID)
     try:
         return TrustStore.load(path)
     except TrustStoreError as e:
         _fail(str(e), EXIT_INVALID)
+
+
+def _plugin_dir(directory: str | None, config_path: str | None) -> Path:
+    from bridge.package import default_plugin_dir
+
+    return default_plugin_dir(directory or _configured(config_path)[0])
 
 
 def _refused(e: Exception) -> NoReturn:
@@ -166,12 +197,13 @@ def _write_atomically(target: Path, data: bytes) -> None:
 
 @plugin.command()
 @click.argument("package", type=click.Path(dir_okay=False))
-@click.option("--trust", "trust_dir", envvar="MONBRIDGE_TRUST_DIR", help=_TRUST_HELP)
-def verify(package: str, trust_dir: str | None) -> None:
+@click.option("--trust", "trust_dir", help=_TRUST_HELP)
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
+def verify(package: str, trust_dir: str | None, config_path: str | None) -> None:
     """Check PACKAGE: its signature, its signer's key (trusted, not expired, not revoked), its manifest."""
     from bridge.package import PackageError, verify_package
 
-    store = _trust(trust_dir)
+    store = _trust(trust_dir, config_path)
     try:
         pkg = verify_package(package, store)
     except PackageError as e:
@@ -184,15 +216,16 @@ def verify(package: str, trust_dir: str | None) -> None:
 
 @plugin.command()
 @click.argument("package", type=click.Path(dir_okay=False))
-@click.option("--trust", "trust_dir", envvar="MONBRIDGE_TRUST_DIR", help=_TRUST_HELP)
-@click.option("--dir", "plugin_dir", envvar="MONBRIDGE_PLUGIN_DIR", help=_DIR_HELP)
+@click.option("--trust", "trust_dir", help=_TRUST_HELP)
+@click.option("--dir", "plugin_dir", help=_DIR_HELP)
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
 @click.option("--force", is_flag=True, help="replace an installed package of the same id signed by another key")
-def install(package: str, trust_dir: str | None, plugin_dir: str | None, force: bool) -> None:
+def install(package: str, trust_dir: str | None, plugin_dir: str | None, config_path: str | None, force: bool) -> None:
     """Verify PACKAGE, then install it (as ID.mbpkg, replacing an older version by the same signer)."""
-    from bridge.package import PackageError, default_plugin_dir, install_package
+    from bridge.package import PackageError, install_package
 
-    store = _trust(trust_dir)
-    directory = default_plugin_dir(plugin_dir)
+    store = _trust(trust_dir, config_path)
+    directory = _plugin_dir(plugin_dir, config_path)
     try:
         pkg, target = install_package(package, store, directory, force=force)
     except PackageError as e:
@@ -206,14 +239,15 @@ def install(package: str, trust_dir: str | None, plugin_dir: str | None, force: 
 
 
 @plugin.command(name="list")
-@click.option("--trust", "trust_dir", envvar="MONBRIDGE_TRUST_DIR", help=_TRUST_HELP)
-@click.option("--dir", "plugin_dir", envvar="MONBRIDGE_PLUGIN_DIR", help=_DIR_HELP)
-def list_cmd(trust_dir: str | None, plugin_dir: str | None) -> None:
+@click.option("--trust", "trust_dir", help=_TRUST_HELP)
+@click.option("--dir", "plugin_dir", help=_DIR_HELP)
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
+def list_cmd(trust_dir: str | None, plugin_dir: str | None, config_path: str | None) -> None:
     """Installed packages: id, version, type, signer, permissions, and whether each verifies now."""
-    from bridge.package import default_plugin_dir, inspect_installed
+    from bridge.package import inspect_installed
 
-    store = _trust(trust_dir)
-    directory = default_plugin_dir(plugin_dir)
+    store = _trust(trust_dir, config_path)
+    directory = _plugin_dir(plugin_dir, config_path)
     items = inspect_installed(directory, store)
     if not items:
         click.echo(f"no packages installed in {directory}")

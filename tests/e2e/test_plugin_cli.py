@@ -185,4 +185,29 @@ def test_help_explains_the_commands(run):
     for cmd in ("keygen", "sign", "verify", "install", "list", "Exit status"):
         assert cmd in out
     assert "--manifest" in run("sign", "--help").stdout and "--force" in run("install", "--help").stdout
-    assert "MONBRIDGE_TRUST_DIR" in run("verify", "--help").stdout
+    assert "MONBRIDGE_TRUST_DIR" in run("verify", "--help").stdout and "--config" in run("list", "--help").stdout
+
+
+def test_the_directories_come_from_the_options_the_config_or_the_environment(run, tmp_path):
+    private, public = keygen(run)
+    package = signed(run, private)
+    trust = tmp_path / "configured-trust"
+    trust.mkdir()
+    (trust / public.name).write_bytes(public.read_bytes())
+    config = tmp_path / "agent.yaml"
+    config.write_text("packages:\n  dir: ${PLUGINS}\n  trust: " + str(trust) + "\n")
+    run.env.update(PLUGINS=str(tmp_path / "configured"), MONBRIDGE_PLUGIN_DIR=str(tmp_path / "from-env"),
+                   MONBRIDGE_TRUST_DIR=str(tmp_path / "no-such-trust"))
+    # the config's packages section wins over the environment ...
+    out = run("install", str(package), "--config", str(config))
+    assert f"at {tmp_path / 'configured' / 'monitoring.metrics.acme-queue.mbpkg'}" in out.stdout
+    assert "verified" in run("list", "-c", str(config)).stdout
+    # ... the options over the config
+    run("install", str(package), "--config", str(config), "--dir", str(tmp_path / "option"))
+    assert (tmp_path / "option" / "monitoring.metrics.acme-queue.mbpkg").is_file()
+    # without either, the environment
+    out = run("list", code=2)
+    assert f"error: {tmp_path / 'no-such-trust'}: no trust store there" in out.stderr
+    config.write_text("packages: {trusted: /x}\n")
+    out = run("list", "--config", str(config), code=2)
+    assert f"error: {config}: packages.trusted: unknown key" in out.stderr
