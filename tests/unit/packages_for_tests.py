@@ -24,7 +24,7 @@ def manifest(**changes: Any) -> dict[str, Any]:
         "api_version": "1.0",
         "description": "queue depth of the Acme broker",
         "author": "Acme Inc",
-        "dependencies": [{"id": "monitoring.metrics.system", "version": ">=1.0.0, <2.0.0"}],
+        "dependencies": [{"id": "monitoring.metrics.system", "version": ">=0.1.0"}],
         "permissions": {"hosts": ["queue.internal:8080"], "paths": ["/var/lib/acme"]},
     }
     doc.update(changes)
