@@ -158,6 +158,34 @@ class PackagesConfig(_Strict):
                                                            "else $XDG_CONFIG_HOME/monbridge/trust or ~/.config/...)")
 
 
+def _data_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
+    return Path(xdg) if xdg else Path.home() / ".local" / "share"
+
+
+def _config_home() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    return Path(xdg) if xdg else Path.home() / ".config"
+
+
+def default_plugin_dir(configured: str | os.PathLike[str] | None = None) -> Path:
+    """Where packages are installed: ``configured`` (``packages.dir``), else
+    ``$MONBRIDGE_PLUGIN_DIR``, else ``$XDG_DATA_HOME/monbridge/plugins`` (``~/.local/share``)."""
+    if configured is not None:
+        return Path(configured)
+    env = os.environ.get("MONBRIDGE_PLUGIN_DIR", "").strip()
+    return Path(env) if env else _data_home() / "monbridge" / "plugins"
+
+
+def default_trust_dir(configured: str | os.PathLike[str] | None = None) -> Path:
+    """The trust store: ``configured`` (``packages.trust``), else ``$MONBRIDGE_TRUST_DIR``,
+    else ``$XDG_CONFIG_HOME/monbridge/trust`` (``~/.config``)."""
+    if configured is not None:
+        return Path(configured)
+    env = os.environ.get("MONBRIDGE_TRUST_DIR", "").strip()
+    return Path(env) if env else _config_home() / "monbridge" / "trust"
+
+
 class MonbridgeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]

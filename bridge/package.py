@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bridge.api import PluginType, validate_plugin_id
-from bridge.config import NotARegularFile, read_regular_file
+from bridge.config import NotARegularFile, default_plugin_dir, default_trust_dir, read_regular_file
 from bridge.isolation import Grants
 
 if TYPE_CHECKING:  # cryptography is loaded where keys are made or signatures checked
@@ -825,34 +825,6 @@ def check_permissions(package: VerifiedPackage, grants: Grants, where: str = "gr
 
 
 # --------------------------------------------------------------------------- installation
-
-
-def _data_home() -> Path:
-    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
-    return Path(xdg) if xdg else Path.home() / ".local" / "share"
-
-
-def _config_home() -> Path:
-    xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    return Path(xdg) if xdg else Path.home() / ".config"
-
-
-def default_plugin_dir(configured: str | os.PathLike[str] | None = None) -> Path:
-    """Where packages are installed: ``configured`` (``packages.dir``), else
-    ``$MONBRIDGE_PLUGIN_DIR``, else ``$XDG_DATA_HOME/monbridge/plugins`` (``~/.local/share``)."""
-    if configured is not None:
-        return Path(configured)
-    env = os.environ.get("MONBRIDGE_PLUGIN_DIR", "").strip()
-    return Path(env) if env else _data_home() / "monbridge" / "plugins"
-
-
-def default_trust_dir(configured: str | os.PathLike[str] | None = None) -> Path:
-    """The trust store: ``configured`` (``packages.trust``), else ``$MONBRIDGE_TRUST_DIR``,
-    else ``$XDG_CONFIG_HOME/monbridge/trust`` (``~/.config``)."""
-    if configured is not None:
-        return Path(configured)
-    env = os.environ.get("MONBRIDGE_TRUST_DIR", "").strip()
-    return Path(env) if env else _config_home() / "monbridge" / "trust"
 
 
 def install_path(directory: str | os.PathLike[str], plugin_id: str) -> Path:
