@@ -23,6 +23,12 @@ of the measured window. During that window also:
                POST /api/v1/alerts/alertmanager, every --webhook-every seconds
   * reload     a config-reload storm: POST /-/reload (Content-Type: application/json, no Origin)
                --reload-rate times a second, the config file unchanged
+  * otlp       hostile clients of the OTLP receivers (both phases run them, OTLP/HTTP and gRPC):
+               tests/integration/otlp_attacker.py in a child process, every attack at once and
+               flat out (slowloris and idle connections, gzip bombs, a huge declared length,
+               garbage protobuf, attributes nested deep or 512 KiB long)
+  * otlp-push  the OTLP push backend (both phases push to it every scrape interval) turns into a
+               black hole: it accepts connections and never answers
 
 In both phases this process polls /metrics every --poll-interval seconds (closed loop) and
 samples the agent's RSS every 100 ms. Every request is bounded by --request-timeout; a timeout
@@ -66,7 +72,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WELL_BODY = ROOT / "tests" / "data" / "node_exporter_1.5.prom"
 GOAL = 2.0
 TEXT_CT = "text/plain; version=0.0.4; charset=utf-8"
-PEERS = ("float", "timestamp", "gzip", "endless", "webhook", "reload")
+PEERS = ("float", "timestamp", "gzip", "endless", "webhook", "reload", "otlp", "otlp-push")
+OTLP_ATTACKER = ROOT / "tests" / "integration" / "otlp_attacker.py"
 TARGET_PEERS = ("float", "timestamp", "gzip", "endless")
 BOMB_BYTES = 2 << 30
 BOMB_CACHE = Path(tempfile.gettempdir()) / "monbridge-bench-hostile" / "gzip-bomb-2GiB.gz"
@@ -290,7 +297,7 @@ def free_port() -> int:
 
 
 def agent_config(port: int, state_dir: Path, well_port: int, hostile: HostileServer | None, peers: list[str],
-                 interval: float, timeout: float) -> str:
+                 interval: float, timeout: float, otlp: dict[str, Any] | None = None) -> str:
     targets: list[dict[str, Any]] = [{"job": "well", "url": f"http://127.0.0.1:{well_port}/metrics"}]
     if hostile is not None:
         targets += [{"job": "hostile", "url": hostile.url(p), "labels": {"peer": p}} for p in peers if p in TARGET_PEERS]
@@ -303,6 +310,9 @@ def agent_config(port: int, state_dir: Path, well_port: int, hostile: HostileSer
              "config": {"scrape": {"interval": interval, "timeout": timeout, "targets": targets}}},
         ],
     }
+    if otlp:
+        doc["plugins"].append({"plugin_id": "monitoring.integration.otlp", "enabled": True,
+                               "config": {"interval": interval, "timeout": timeout, **otlp}})
     return "# written by benchmarks/bench_hostile.py (JSON is YAML)\n" + json.dumps(doc, indent=2) + "\n"
 
 
@@ -422,6 +432,7 @@ class Phase:
     expected_scrapes: int = 0
     agent: Agent | None = None
     hostile_stats: Any = None
+    otlp_clients: dict[str, dict[str, int]] = field(default_factory=dict)  # what each OTLP attack got back
     plugins: list[dict[str, Any]] = field(default_factory=list)  # /api/v1/plugins at the end of the window
 
     def worst(self) -> float:
@@ -487,8 +498,15 @@ def run_phase(name: str, args: argparse.Namespace, tmp: Path, well: WellTarget, 
     ph = Phase(name)
     port = free_port()
     cfg = tmp / f"{name}.yaml"
+    otlp: dict[str, Any] = {}
+    otlp_http, otlp_grpc = free_port(), free_port()
+    if "otlp" in peers:
+        otlp["receive"] = {"http": {"listen": f"127.0.0.1:{otlp_http}", "read_timeout": 5},
+                           "grpc": {"listen": f"127.0.0.1:{otlp_grpc}", "read_timeout": 5}}
+    if "otlp-push" in peers:
+        otlp["endpoint"] = f"http://127.0.0.1:{args.push_backend.port}/v1/metrics"
     cfg.write_text(agent_config(port, tmp / f"{name}-state", well.port, hostile, peers, args.scrape_interval,
-                                args.scrape_timeout))
+                                args.scrape_timeout, otlp))
     base = f"http://127.0.0.1:{port}"
     agent = ph.agent = Agent([sys.executable, "-m", "bridge.cli", "run", "--config", str(cfg), "--log-level", "warning"],
                              tmp / f"{name}-monbridge.log")
@@ -526,6 +544,13 @@ def run_phase(name: str, args: argparse.Namespace, tmp: Path, well: WellTarget, 
             if "webhook" in peers:
                 threads.append(_traffic_thread(stop, args.webhook_every, 1.0, ph.webhooks,
                                                base + "/api/v1/alerts/alertmanager", timeout, webhook, json_headers))
+            if "otlp-push" in peers:
+                args.push_backend.kind = "black_hole"
+        attacker = None
+        if hostile is not None and "otlp" in peers:
+            attacker = subprocess.Popen([sys.executable, str(OTLP_ATTACKER), str(otlp_http), str(otlp_grpc),
+                                         str(args.seconds), "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True)
         t0 = time.monotonic()
         t1 = t0 + args.seconds
         while time.monotonic() < t1:
@@ -548,6 +573,12 @@ def run_phase(name: str, args: argparse.Namespace, tmp: Path, well: WellTarget, 
             time.sleep(max(0.0, args.poll_interval - (time.monotonic() - t)))
         t1 = time.monotonic()
         stop.set()
+        if attacker is not None:
+            try:
+                out, _ = attacker.communicate(timeout=60)
+                ph.otlp_clients = json.loads(out.splitlines()[-1]) if out.strip() else {}
+            except (subprocess.TimeoutExpired, ValueError):
+                attacker.kill()
         if hostile is not None:
             hostile.control("disarm")
             ph.hostile_stats = hostile.control("stats")
@@ -620,6 +651,9 @@ def report(base: Phase, hos: Phase, args: argparse.Namespace) -> None:
         print(f"  reloads: {hos.reloads.summary()}")
     if "webhook" in args.peer_list:
         print(f"  webhooks ({WEBHOOK_ALERTS} alerts, {args.webhook_size / 1e6:.1f} MB each): {hos.webhooks.summary()}")
+    if hos.otlp_clients:
+        print("  OTLP clients (what each attack got back): " + "; ".join(
+            f"{a} {dict(sorted(got.items()))}" for a, got in hos.otlp_clients.items()))
     st = hos.hostile_stats
     if st and any(p in TARGET_PEERS for p in args.peer_list):
         print("  hostile targets (requests, bytes sent): " + ", ".join(
@@ -666,6 +700,13 @@ def main() -> int:
     webhook = webhook_payload(WEBHOOK_ALERTS) if "webhook" in peers else b""
     args.webhook_size = len(webhook)
     well = WellTarget()
+    if "otlp-push" in peers:
+        sys.path.insert(0, str(OTLP_ATTACKER.parent))
+        from otlp_attacker import PushBackend
+
+        args.push_backend = PushBackend("ok")
+    else:
+        args.push_backend = None
     hostile: HostileServer | None = None
     try:
         base = run_phase("baseline", args, tmp, well, None, peers, webhook)
@@ -673,6 +714,8 @@ def main() -> int:
         hos = run_phase("hostile", args, tmp, well, hostile, peers, webhook)
     finally:
         well.stop()
+        if args.push_backend is not None:
+            args.push_backend.stop()
         if hostile is not None:
             hostile.stop()
     unmeasured = [ph for ph in (base, hos) if not ph.polls.latencies]

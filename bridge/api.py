@@ -597,21 +597,44 @@ class NotifierHook(Protocol):
 class TelemetryExporterHook(Protocol):
     """An integration that carries the alert engine's spans and log records (OTLP)."""
 
-    def telemetry_exporters(self) -> tuple[SpanExporter, LogRecordExporter]:
+    def telemetry_exporters(self) -> tuple[SpanExporter, LogRecordExporter] | None:
         """A span exporter and a log record exporter for the alert engine's telemetry (each
-        alert's span, each transition's log record). Called by the alert engine once per
-        running instance, after ``initialize``; the first integration that has the hook is used.
-        An exception is logged and the engine goes on without exporting."""
+        alert's span, each transition's log record), or None when this instance, as configured,
+        has nowhere to send them (an OTLP integration that only receives). Called by the alert
+        engine after ``initialize``; the first integration that gives exporters is used. An
+        exception is logged and the engine goes on without exporting."""
+
+
+@runtime_checkable
+class AlertSourceHook(Protocol):
+    """A collector that raises alerts of its own (the Nagios collector's hard states)."""
+
+    async def import_alerts(self) -> Sequence[Alert]:
+        """Called by the alert engine every import round (``alerting.import_interval``), as an
+        integration's ``import_alerts``: a firing alert fires (or, with the fingerprint of an
+        active one, updates it); a resolved one resolves the active alert with its fingerprint.
+        Bounded like an integration's call; an exception is logged and the round goes on."""
+
+
+@runtime_checkable
+class ReportHook(Protocol):
+    """A collector that describes what it collected in its own terms for ``monbridge test``."""
+
+    async def test_report(self) -> Sequence[str]:
+        """Called by ``monbridge test`` once the plugin is running and has collected once; the
+        lines are printed before the metrics, which are collected again after it."""
 
 
 __all__ += [
     "AlertContextHook",
+    "AlertSourceHook",
     "EscalationHook",
     "GroupingHook",
     "GroupingSettings",
     "MuteHook",
     "NotifierHook",
     "TelemetryExporterHook",
+    "ReportHook",
 ]
 
 

@@ -16,8 +16,6 @@ secret. :class:`ConfigError` is the only error that loading raises.
 from __future__ import annotations
 
 import collections.abc
-import difflib
-import json
 import os
 import re
 import stat
@@ -36,8 +34,8 @@ from pydantic_core import PydanticCustomError
 from yaml.constructor import SafeConstructor
 
 from bridge.alerting.settings import AlertingSettings
-from bridge.isolation import Grants, Isolation, Limits
 from bridge.api import PluginType
+from bridge.isolation import Grants, Isolation, Limits
 from bridge.registry import PluginNotFoundError, PluginRegistry
 
 __all__ = [
@@ -146,7 +144,8 @@ class PluginEntry(_Strict):
     plugin_id: str
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
-    isolation: Isolation | None = Field(default=None, description="in_process, process or wasm; default: process for third-party plugins")
+    isolation: Isolation | None = Field(
+        default=None, description="in_process, process or wasm; default: process for third-party plugins")
     limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
     grants: Grants = Field(default_factory=Grants)
 
@@ -681,6 +680,8 @@ def _validation_issues(e: ValidationError, prefix: _Loc, model: type[BaseModel],
             continue
         loc, keys = _document_path(model, loc)
         if err.get("type") == "extra_forbidden" and loc and keys:
+            import difflib  # only to say what an unknown key was meant to be
+
             near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
             if near:
                 msg += f", did you mean {near[0]!r}?"
@@ -839,4 +840,6 @@ def redact(value: Any) -> Any:
         return value.value
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
+    import json
+
     return json.loads(json.dumps(value, default=str))

@@ -12,8 +12,9 @@
   ``MAX_SHARDS``, the most shards (concurrent senders) a durable queue of ``bridge.delivery`` has.
 * Listeners of a plugin's own (the OTLP receivers): ``TLSConfig`` and ``AuthConfig`` (the
   server's config models), ``tls_context``, ``authorized`` and ``auth_challenge`` (as the server
-  checks them), and for request bodies ``read_body``, ``parse_json``, ``BodyLimits`` and
-  ``BodyError`` (bounded, off the event loop when large).
+  checks them), and for request bodies ``read_body``, ``inflate`` (a body read compressed,
+  decompressed in a worker thread), ``parse_json``, ``BodyLimits`` and ``BodyError`` (bounded,
+  off the event loop when large).
 
 Plugins import these names from here, never from the modules that define them. Each name loads
 only the module that defines it, when first used (``peer_excerpt`` does not load asyncio).
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
         read_regular_file,
     )
     from bridge.diskqueue import MAX_SHARDS
-    from bridge.httpbody import BodyError, BodyLimits, parse_json, read_body
+    from bridge.httpbody import BodyError, BodyLimits, inflate, parse_json, read_body
     from bridge.listeners import auth_challenge, authorized, tls_context
     from bridge.logs import EXCERPT_BYTES, peer_excerpt, redact_text
     from bridge.tasks import cancel_and_wait, gc_paused, run_bounded
@@ -55,6 +56,7 @@ __all__ = [
     "parse_json",
     "read_body",
     "tls_context",
+    "inflate",
     "cancel_and_wait",
     "gc_paused",
     "line_map",
@@ -71,7 +73,7 @@ __getattr__, __dir__ = lazy_names(__name__, {
     **dict.fromkeys(("AuthConfig", "ConfigError", "NotARegularFile", "TLSConfig", "line_map", "locate", "parse_listen",
                      "read_document", "read_regular_file"), "bridge.config"),
     "MAX_SHARDS": "bridge.diskqueue",
-    **dict.fromkeys(("BodyError", "BodyLimits", "parse_json", "read_body"), "bridge.httpbody"),
+    **dict.fromkeys(("BodyError", "BodyLimits", "inflate", "parse_json", "read_body"), "bridge.httpbody"),
     **dict.fromkeys(("auth_challenge", "authorized", "tls_context"), "bridge.listeners"),
     **dict.fromkeys(("EXCERPT_BYTES", "peer_excerpt", "redact_text"), "bridge.logs"),
     **dict.fromkeys(("cancel_and_wait", "gc_paused", "run_bounded"), "bridge.tasks"),

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "nesting_exceeds", "parse_json", "read_body",
-           "read_json"]
+__all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "inflate", "nesting_exceeds", "parse_json",
+           "read_body", "read_json"]
 
 T = TypeVar("T")
 
@@ -82,8 +82,10 @@ def _too_large(what: str, limit: int) -> BodyError:
     return BodyError(413, "too_large", f"body: {what} is larger than the limit of {limit} bytes", unread=True)
 
 
-async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
-    """The request's body, decompressed, within ``limits`` (else BodyError)."""
+async def read_body(request: web.BaseRequest, limits: BodyLimits, decode: bool = True) -> bytes:
+    """The request's body, decompressed, within ``limits`` (else BodyError). With ``decode=False``
+    a body the server left compressed (``auto_decompress=False``) is returned as sent, within
+    ``limits.wire``, for :func:`inflate` to decompress off the event loop."""
     length = request.content_length
     if length is not None and length > limits.wire:
         raise _too_large(f"Content-Length {length}", limits.wire)
@@ -97,7 +99,8 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
         if wbits is None:
             raise BodyError(415, "unsupported_encoding",
                             f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or identity)", unread=True)
-        decompressor = zlib.decompressobj(wbits)
+        if decode:
+            decompressor = zlib.decompressobj(wbits)
     parts: list[bytes] = []
     wire = size = 0
     try:
@@ -139,6 +142,29 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
         detail = " ".join(str(e).split())[:200]
         raise BodyError(400, "bad_encoding", f"body: cannot be read: {detail}", unread=True) from None
     return b"".join(parts)
+
+
+def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:
+    """A body read with ``read_body(..., decode=False)`` decompressed per its ``Content-Encoding``
+    (``coding``), within ``limits.max_bytes`` (BodyError as ``read_body`` raises). Safe in a worker
+    thread, where a bomb's decompression belongs (zlib runs without the GIL)."""
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return data
+    wbits = _SELF_DECODED.get(coding)
+    if wbits is None:
+        raise BodyError(415, "unsupported_encoding",
+                        f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or identity)")
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        out = decompressor.decompress(data, limits.max_bytes + 1)
+        if len(out) > limits.max_bytes:
+            raise _too_large("the decoded body", limits.max_bytes)
+        if not decompressor.eof:
+            raise zlib.error("incomplete stream")
+    except zlib.error:
+        raise BodyError(400, "bad_encoding", f"body: not valid {coding} data (Content-Encoding: {coding})") from None
+    return out
 
 
 def _refuse_constant(name: str) -> Any:

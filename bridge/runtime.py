@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from bridge.alerting.engine import AlertEngine
+from bridge.alerting.engine import INTEGRATION_CALL_TIMEOUT_S, AlertEngine
 from bridge.alerting.http import add_alert_routes
 from bridge.alerting.settings import AlertingSettings, config_state_dir
 from bridge.api import Metric, MetricKind, Plugin, PluginType
@@ -24,6 +24,7 @@ from bridge.config import DEFAULT_SOURCE, ConfigError, LoadedConfig, redact
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
+from bridge.pluginhost import InProcessHost, ProcessHost, place
 from bridge.registry import PluginRegistry
 from bridge.sdk_input import install_global
 from bridge.server import HttpServer, ServerContext
@@ -109,8 +110,12 @@ class Runtime:
         out: list[tuple[str, Plugin]] = []
         for entry in self.loaded.enabled_plugins:
             r = self.supervisor.runners.get(entry.plugin_id)
-            if r is not None and r.plugin_type is ptype and r.state is PluginState.RUNNING and r.host is not None:
+            if r is None or r.plugin_type is not ptype or r.state is not PluginState.RUNNING:
+                continue
+            if isinstance(r.host, InProcessHost):
                 out.append((entry.plugin_id, r.host.plugin))
+            elif isinstance(r.host, ProcessHost) and ptype is PluginType.INTEGRATION:
+                out.append((entry.plugin_id, r.host.alert_proxy(INTEGRATION_CALL_TIMEOUT_S)))
         return out
 
     def _remember_secrets(self, *configs: LoadedConfig) -> None:
@@ -127,8 +132,7 @@ class Runtime:
             if only is not None and entry.plugin_id not in only:
                 continue
             pid = entry.plugin_id
-            self.supervisor.add(pid, self.registry.factory(pid),
-                                loaded.raw_plugin_configs[pid], loaded.plugin_configs[pid])
+            self.supervisor.runners[pid] = self._runner_for(loaded, pid)
             added.append(pid)
         return added
 
@@ -137,6 +141,8 @@ class Runtime:
         for st in self.supervisor.statuses():
             cfg = self.loaded.plugin_configs.get(st["plugin_id"])
             st["config"] = redact(cfg) if cfg is not None else {}
+            if st.get("stop_detail"):  # a worker's words may hold a plugin's secret
+                st["stop_detail"] = redact_text(st["stop_detail"])
             for sink in st["sinks"]:
                 if sink["last_error"]:
                     sink["last_error"] = redact_text(sink["last_error"])
@@ -281,8 +287,12 @@ class Runtime:
         return f"reloaded {new.source}: {len(staged)} plugins (re)started, {len(removed)} removed"
 
     def _runner_for(self, loaded: LoadedConfig, pid: str) -> PluginRunner:
+        """A runner for ``pid`` placed as its entry says (``isolation``, ``limits``, ``grants``)."""
+        entry = next(e for e in loaded.enabled_plugins if e.plugin_id == pid)
+        registered = self.registry.entry(pid)
+        placement = place(registered, entry.isolation, entry.limits, entry.grants)
         return self.supervisor.make_runner(pid, self.registry.factory(pid), loaded.raw_plugin_configs[pid],
-                                           loaded.plugin_configs[pid])
+                                           loaded.plugin_configs[pid], placement, registered.plugin_type)
 
     def _record_reload(self, ok: bool) -> None:
         """The ``monbridge_config_last_reload_*`` self-metrics, as Prometheus has them."""

@@ -19,119 +19,53 @@ reason), an exception, or no answer in time — is that sink's state (``sinks`` 
 round, so it does not restart the plugin or stop its other sinks and its import. A graceful
 stop runs a last round, then each sink's ``force_flush``, then ``shutdown(timeout)``.
 
-The supervisor talks to plugins only through a ``PluginHost`` with plain-data calls, so a
-plugin can be hosted in a worker process or a WASM sandbox by adding a host, without changing
-the plugin API. ``InProcessHost`` is the one there is today. A plugin that blocks the event
-loop itself (sync I/O without ``asyncio.to_thread``) can only be isolated by such a host.
+The supervisor talks to plugins only through a ``PluginHost`` (``bridge.pluginhost``) with
+plain-data calls: ``InProcessHost`` on the agent's event loop, or ``ProcessHost`` in a worker
+process of the plugin's own (a runner's ``placement``). A plugin that blocks the event loop
+itself (sync I/O without ``asyncio.to_thread``, a CPU loop) can only be isolated by the latter.
+A host that stopped its plugin (a worker over a limit, out of time or crashed) raises
+``LimitExceeded``: the plugin is failed at once and restarted with the same backoff, its
+``stop_reason`` shown and counted in ``monbridge_plugin_stops_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.api import (
-    ExportResult,
     ExportStatus,
     Metric,
     MetricBatch,
-    MetricCollectorPlugin,
     MetricKind,
     MonitoringIntegrationPlugin,
     Plugin,
     PluginType,
 )
+from bridge.isolation import Isolation, LimitExceeded, StopReason
 from bridge.lifecycle import Lifecycle, PluginState
-from bridge.pipeline import GC_PAUSE_MIN_BATCH, Batch, Pipeline, paused_gc
+from bridge.pipeline import GC_PAUSE_MIN_BATCH, Pipeline, paused_gc
+from bridge.pluginhost import InProcessHost, Placement, PluginHost, ProcessHost
 from bridge.tasks import CANCEL_GRACE_S, backoff_delay, cancel_and_wait, run_bounded
 
-__all__ = ["InProcessHost", "PluginHost", "PluginRunner", "SinkState", "Supervisor", "SupervisorSettings"]
+__all__ = ["InProcessHost", "Placement", "PluginHost", "PluginRunner", "ProcessHost", "SinkState", "Supervisor",
+           "SupervisorSettings"]
 
 log = logging.getLogger("monbridge.supervisor")
 
 SELF_SOURCE = "monbridge"
 FLUSH_TIMEOUT_S = 2.5
 PUSH_EXPIRE_AFTER_S = 300.0
-
-
-class PluginHost:
-    """Where a plugin runs. Calls take and return plain data, so a host may be out of process."""
-
-    def __init__(self, plugin: Plugin) -> None:
-        self.plugin = plugin
-
-    @property
-    def plugin_type(self) -> PluginType:
-        return self.plugin.plugin_type
-
-
-class InProcessHost(PluginHost):
-    """Runs the plugin's coroutines on the supervisor's event loop."""
-
-    def __init__(self, plugin: Plugin) -> None:
-        super().__init__(plugin)
-        self._shut_down = False
-
-    async def initialize(self, config: Mapping[str, Any]) -> None:
-        await self.plugin.initialize(config)
-
-    async def start(self) -> None:
-        if isinstance(self.plugin, MetricCollectorPlugin):
-            await self.plugin.start()
-
-    async def stop(self) -> None:
-        if isinstance(self.plugin, MetricCollectorPlugin):
-            await self.plugin.stop()
-
-    async def shutdown(self, timeout: float | None = None) -> None:
-        """The plugin's ``shutdown``, once per instance; with ``timeout`` when it takes one (the
-        specification's ``shutdown()`` takes none)."""
-        if self._shut_down:
-            return
-        self._shut_down = True
-        shutdown: Any = self.plugin.shutdown
-        if timeout is not None and "timeout" in inspect.signature(shutdown).parameters:
-            await shutdown(timeout=timeout)
-        else:
-            await shutdown()
-
-    async def collect(self) -> Sequence[Metric]:
-        assert isinstance(self.plugin, MetricCollectorPlugin)
-        return await self.plugin.collect_metrics()
-
-    def _integration(self) -> MonitoringIntegrationPlugin:
-        assert isinstance(self.plugin, MonitoringIntegrationPlugin)
-        return self.plugin
-
-    async def import_round(self, pipeline: Pipeline) -> int:
-        """An integration's import; returns the number of metrics imported."""
-        plugin = self._integration()
-        imported = await plugin.import_metrics()
-        if imported:
-            pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
-        return len(imported)
-
-    async def export_batch(self, pipeline: Pipeline) -> Batch:
-        """What the integration's sinks export this round: the pipeline's batch."""
-        return pipeline.batch()
-
-    def sink_names(self) -> list[str]:
-        return list(self._integration().export_sinks())
-
-    async def export(self, sink: str, batch: MetricBatch, timeout: float) -> ExportResult:
-        result = await self._integration().export_sinks()[sink].export(batch, timeout)
-        if not isinstance(result, ExportResult):
-            raise TypeError(f"export to {sink} returned {type(result).__name__}, not an ExportResult")
-        return result
-
-    async def force_flush(self, sink: str, timeout: float) -> bool:
-        return bool(await self._integration().export_sinks()[sink].force_flush(timeout))
+#: Seconds the supervisor's own bound on a call adds to a host that bounds its calls itself.
+HOST_BOUND_SLACK_S = 2.0
+#: Seconds a worker has for each of stop and shutdown in a graceful stop.
+WORKER_STOP_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -196,8 +130,9 @@ class PluginRunner:
     interval: float | None
     timeout: float | None
     version: str = ""
+    placement: Placement = field(default_factory=Placement)
     lifecycle: Lifecycle = field(init=False)
-    host: InProcessHost | None = None
+    host: PluginHost | None = None
     task: asyncio.Task[None] | None = None
     last_error: str | None = None
     last_error_at: float | None = None
@@ -214,6 +149,12 @@ class PluginRunner:
     restart_delay: float | None = None  # the last backoff before a restart
     last_batch_size: int = 0  # metrics the last collection reported
     sinks: dict[str, SinkState] = field(default_factory=dict)
+    stop_reason: StopReason | None = None  # why its host last stopped it
+    stop_detail: str | None = None
+    stopped_at: float | None = None
+    stops: Counter[str] = field(default_factory=Counter)  # by StopReason value
+    last_stop: LimitExceeded | None = None
+    host_status: dict[str, Any] = field(default_factory=dict)  # the last host's, kept when it is gone
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.plugin_id)
@@ -243,7 +184,27 @@ class PluginRunner:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "sinks": [s.status() for _, s in sorted(self.sinks.items())],
+            "isolation": self.placement.isolation.value,
+            "isolation_note": self.placement.note or None,
+            "stop_reason": self.stop_reason.value if self.stop_reason else None,
+            "stop_detail": self.stop_detail,
+            "stopped_at": self.stopped_at,
+            "stops": {r.value: self.stops[r.value] for r in StopReason},
+            **self.live_host_status(),
         }
+
+    def live_host_status(self) -> dict[str, Any]:
+        """The host's part of the status (``worker_pid``, ``mechanisms``, usage): the running
+        host's, else the last one's without its pid and usage."""
+        if self.host is not None:
+            self.host_status = self.host.status()
+        st = dict(self.host_status)
+        if self.placement.isolation is Isolation.PROCESS:
+            st.setdefault("worker_pid", None)
+            if self.host is None or self.state is not PluginState.RUNNING:
+                st = {k: v for k, v in st.items() if not k.startswith("worker_")} | {"worker_pid": None}
+        st.pop("isolation", None)
+        return st
 
 
 class Supervisor:
@@ -263,29 +224,39 @@ class Supervisor:
             log.error("plugin %s: %s did not end %.1fs after it was cancelled; abandoned (it may keep "
                       "running unsupervised)", runner.plugin_id, what, self.settings.cancel_grace)
 
+        if timeout is not None and runner.host is not None and runner.host.bounds_calls:
+            # The host stops the plugin at ``timeout`` (LimitExceeded); this bound is a safety net.
+            timeout = timeout * 1.1 + HOST_BOUND_SLACK_S
         return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned)
 
     # ------------------------------------------------------------------ adding and removing
 
     def add(self, plugin_id: str, make_plugin: Callable[[], Plugin], config: Mapping[str, Any],
-            parsed_config: Any = None) -> PluginRunner:
-        runner = self.make_runner(plugin_id, make_plugin, config, parsed_config)
+            parsed_config: Any = None, placement: Placement | None = None,
+            plugin_type: PluginType | None = None) -> PluginRunner:
+        runner = self.make_runner(plugin_id, make_plugin, config, parsed_config, placement, plugin_type)
         self.runners[plugin_id] = runner
         return runner
 
     def make_runner(self, plugin_id: str, make_plugin: Callable[[], Plugin], config: Mapping[str, Any],
-                    parsed_config: Any = None) -> PluginRunner:
-        """A runner for ``plugin_id``, not (yet) one of the supervisor's."""
-        probe = make_plugin()
+                    parsed_config: Any = None, placement: Placement | None = None,
+                    plugin_type: PluginType | None = None) -> PluginRunner:
+        """A runner for ``plugin_id``, not (yet) one of the supervisor's. A plugin placed in a
+        worker (``placement``, with its ``plugin_type``) is not instantiated in the agent."""
+        placement = placement or Placement()
         interval = getattr(parsed_config, "collection_interval", None) or getattr(parsed_config, "interval", None)
         timeout = getattr(parsed_config, "timeout", None) or interval
+        if placement.isolation is not Isolation.IN_PROCESS and plugin_type is not None:
+            return PluginRunner(plugin_id, plugin_type, dict(config), make_plugin, interval, timeout,
+                                placement=placement)
+        probe = make_plugin()
         first = [probe]
 
         def factory() -> Plugin:
             return first.pop() if first else make_plugin()
 
         return PluginRunner(plugin_id, probe.plugin_type, dict(config), factory, interval, timeout,
-                            version=probe.metadata().version)
+                            version=probe.metadata().version, placement=placement)
 
     async def start_all(self) -> None:
         await asyncio.gather(*(self.start(r) for r in self.runners.values()))
@@ -309,18 +280,30 @@ class Supervisor:
         self.runners[runner.plugin_id] = runner
         runner.task = asyncio.create_task(self._supervise(runner, True), name=f"plugin:{runner.plugin_id}")
 
-    async def _bring_up(self, runner: PluginRunner) -> bool:
+    def _make_host(self, runner: PluginRunner) -> PluginHost:
+        placement = runner.placement
+        if placement.isolation is Isolation.PROCESS:
+            return ProcessHost(runner.plugin_id, runner.plugin_type, placement,
+                               cardinality_limit=self.pipeline.cardinality_limit)
+        if placement.isolation is not Isolation.IN_PROCESS:
+            raise RuntimeError(f"isolation {placement.isolation.value}: no host for it in this agent")
         host = InProcessHost(runner.make_plugin())
-        runner.host = host
         if isinstance(host.plugin, MonitoringIntegrationPlugin):
             # Pushed series expire after 5 minutes unless the plugin says otherwise (as the OTel
             # Collector's Prometheus exporter's metric_expiration).
             host.plugin.bind_ingest(self.pipeline.ingest(runner.plugin_id, PUSH_EXPIRE_AFTER_S))
+        return host
+
+    async def _bring_up(self, runner: PluginRunner) -> bool:
+        ct = self.settings.call_timeout
         try:
-            await self._call(runner, "initialize", host.initialize(runner.config), self.settings.call_timeout)
+            host = runner.host = self._make_host(runner)
+            await self._call(runner, "initialize", host.initialize(runner.config, ct), ct)
             runner.lifecycle.to(PluginState.INITIALIZED)
-            await self._call(runner, "start", host.start(), self.settings.call_timeout)
+            await self._call(runner, "start", host.start(ct), ct)
             runner.lifecycle.to(PluginState.RUNNING)
+            if isinstance(host, ProcessHost):
+                runner.version = str(host.info.get("version") or runner.version)[:100]
             log.info("plugin %s running (interval %ss)", runner.plugin_id, runner.interval)
             return True
         except Exception as e:
@@ -330,7 +313,12 @@ class Supervisor:
             return False
 
     def _failed(self, runner: PluginRunner, what: str, e: BaseException) -> None:
-        if isinstance(e, TimeoutError):
+        if isinstance(e, LimitExceeded):
+            self._host_stopped(runner, e)
+            msg = f"{what}: stopped ({e.reason.value}): {e.detail}"
+            if e.reason is StopReason.TIMEOUT:
+                runner.timeouts += 1
+        elif isinstance(e, TimeoutError):
             msg = f"{what} timed out"
             runner.timeouts += 1
         else:
@@ -341,7 +329,21 @@ class Supervisor:
         runner.last_error_at = time.time()
         # The traceback once per failure streak; repeats are one line each.
         log.error("plugin %s: %s", runner.plugin_id, msg,
-                  exc_info=runner.consecutive_failures == 1 and not isinstance(e, TimeoutError))
+                  exc_info=runner.consecutive_failures == 1 and not isinstance(e, (TimeoutError, LimitExceeded)))
+
+    def _host_stopped(self, runner: PluginRunner, e: LimitExceeded) -> None:
+        """Record that ``runner``'s host stopped it (once per stop: later calls raise the same)."""
+        if runner.last_stop is e:
+            return
+        runner.last_stop = e
+        runner.stop_reason, runner.stop_detail, runner.stopped_at = e.reason, e.detail, time.time()
+        runner.stops[e.reason.value] += 1
+
+    @staticmethod
+    def _stopped_by_host(runner: PluginRunner) -> LimitExceeded | None:
+        """Why ``runner``'s host stopped the plugin, when it did (it is then restarted at once)."""
+        host = runner.host
+        return host.stopped if host is not None else None
 
     async def _supervise(self, runner: PluginRunner, up: bool) -> None:
         """Run ``runner`` on its schedule; when it fails, restart it with exponential backoff.
@@ -382,10 +384,25 @@ class Supervisor:
         next_at = loop.time()
         while True:
             delay = next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            ok = await self._once(runner, timeout)
-            if not ok and runner.consecutive_failures >= self.settings.max_failures:
+            host = runner.host
+            if host is not None and host.bounds_calls:  # a plugin stopped between runs is restarted at once
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(host.dead.wait(), delay)
+                    except TimeoutError:
+                        pass
+                stopped = host.stopped
+                if stopped is not None:
+                    ok = False
+                    self._failed(runner, "between runs", stopped)
+                else:
+                    ok = await self._once(runner, timeout)
+            else:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                ok = await self._once(runner, timeout)
+            if not ok and (runner.consecutive_failures >= self.settings.max_failures
+                           or self._stopped_by_host(runner) is not None):
                 runner.lifecycle.to(PluginState.FAILED)
                 # A failed source's last values are not news: they expire rather than linger.
                 self.pipeline.remove_source(runner.plugin_id)
@@ -407,14 +424,14 @@ class Supervisor:
                 # A collector that reported a large batch last time builds one again: the cyclic
                 # GC waits while it does (see bridge.pipeline.paused_gc).
                 with paused_gc() if runner.last_batch_size >= GC_PAUSE_MIN_BATCH else nullcontext():
-                    metrics = await self._call(runner, what, host.collect(), timeout)
+                    metrics = await self._call(runner, what, host.collect(timeout), timeout)
                     self.pipeline.record(runner.plugin_id, metrics)
                 runner.last_batch_size = len(metrics)
             else:
                 self.refresh_self_metrics()  # exporters send current self-metrics, scraped or not
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + timeout
-                await self._call(runner, what, host.import_round(self.pipeline), timeout)
+                await self._call(runner, what, host.import_round(self.pipeline, timeout), timeout)
                 what = "export"
                 sinks = host.sink_names()
                 if sinks:  # an integration that only receives (OTLP receive) gets no batch built
@@ -434,7 +451,7 @@ class Supervisor:
         runner.last_success_at = time.time()
         return True
 
-    async def _export(self, runner: PluginRunner, host: InProcessHost, name: str, batch: MetricBatch,
+    async def _export(self, runner: PluginRunner, host: PluginHost, name: str, batch: MetricBatch,
                       deadline: float) -> None:
         """One sink's export of this round, within the round's ``deadline``; its outcome is the
         sink's state, logged when it changes between ok and failing."""
@@ -446,6 +463,10 @@ class Supervisor:
             result = await self._call(runner, f"export to {name}", host.export(name, batch, timeout), timeout)
         except asyncio.CancelledError:
             raise
+        except LimitExceeded as e:  # the worker is gone: the plugin's failure, not the sink's
+            self._host_stopped(runner, e)
+            self._sink_failed(runner, sink, "error", f"export failed: {e}")
+            return
         except Exception as e:  # noqa: BLE001 - a sink's failure is the sink's, not the plugin's
             if isinstance(e, TimeoutError):
                 sink.timeouts += 1
@@ -479,7 +500,7 @@ class Supervisor:
                       runner.plugin_id, sink.name, msg)
         sink.ok = False
 
-    async def _force_flush(self, runner: PluginRunner, host: InProcessHost, deadline: float) -> None:
+    async def _force_flush(self, runner: PluginRunner, host: PluginHost, deadline: float) -> None:
         """Every sink's ``force_flush`` (a graceful stop's), within ``deadline``; a sink that could
         not flush is logged (its state keeps its last export's outcome)."""
         loop = asyncio.get_running_loop()
@@ -517,6 +538,10 @@ class Supervisor:
             log.error("plugin %s: its schedule did not end when cancelled; abandoned", runner.plugin_id)
         runner.task = None
         host = runner.host
+        # A worker still inside a call its schedule gave up on would answer neither: it gets the
+        # time of a graceful stop, then is killed (the host's timeout), not the whole call_timeout.
+        ct = min(self.settings.call_timeout, WORKER_STOP_TIMEOUT_S) if host and host.bounds_calls \
+            else self.settings.call_timeout
         if host is not None and runner.state is PluginState.RUNNING:
             if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:
                 # The last round and the sinks' force_flush must fit in the 5 s a graceful stop has.
@@ -524,13 +549,13 @@ class Supervisor:
                 await self._once(runner, min(runner.timeout or FLUSH_TIMEOUT_S, FLUSH_TIMEOUT_S))
                 await self._force_flush(runner, host, deadline)
             try:
-                await self._call(runner, "stop", host.stop(), self.settings.call_timeout)
+                await self._call(runner, "stop", host.stop(ct), ct)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "stop", e)
             runner.lifecycle.to(PluginState.STOPPED)
         if host is not None and runner.lifecycle.can(PluginState.SHUT_DOWN):
             try:
-                await self._call(runner, "shutdown", host.shutdown(self.settings.call_timeout), self.settings.call_timeout)
+                await self._call(runner, "shutdown", host.shutdown(ct), ct)
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "shutdown", e)
             runner.lifecycle.to(PluginState.SHUT_DOWN)
@@ -547,6 +572,8 @@ class Supervisor:
             r = stops[t]
             r.abandoned += 1
             log.error("plugin %s did not stop within %.1fs (state %s); abandoned", r.plugin_id, timeout, r.state.value)
+            if r.host is not None:
+                r.host.kill()  # a worker process ends with it
         await cancel_and_wait(*pending, timeout=0)
 
     async def remove(self, plugin_id: str) -> None:
@@ -585,6 +612,15 @@ class Supervisor:
                        "scheduled runs skipped because the previous one ran late", a))
             add(Metric("monbridge.plugin.abandoned_tasks", C, r.abandoned, "",
                        "calls into the plugin that did not end when cancelled and were left running", a))
+            for why in StopReason:
+                add(Metric("monbridge.plugin.stops", C, r.stops[why.value], "",
+                           "times the plugin's host stopped it, by reason", {**a, "reason": why.value}))
+            usage = r.host.usage() if r.host is not None else {}
+            if usage:
+                add(Metric("monbridge.plugin.worker.resident_memory", G, usage["rss_bytes"], "By",
+                           "resident memory of the plugin's worker process", a))
+                add(Metric("monbridge.plugin.worker.cpu", C, usage["cpu_seconds"], "s",
+                           "CPU time (user and system) of the plugin's worker process", a))
             for sink in r.sinks.values():
                 sa = {**a, "sink": sink.name}
                 add(Metric("monbridge.plugin.sink.up", G, 1 if sink.ok else 0, "",

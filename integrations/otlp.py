@@ -476,10 +476,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             self._receiver = OtlpReceiver(cfg.receive, self._ingest)
             await self._receiver.start()
         if not cfg.pushes:
-            # Receive only: nothing to push to, alerts' spans and log records included (a hook
-            # attribute that is None is not implemented: the alert engine passes over it).
-            self.telemetry_exporters = None  # type: ignore[assignment, method-assign]
-            return
+            return  # receive only: nothing to push to, alerts' spans and log records included
         target = _resolve(cfg)
         try:
             self._sender = _GrpcSender(target) if target.protocol == "grpc" else _HttpSender(target)
@@ -543,7 +540,10 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             batch.append((fam, list(ser.values() if isinstance(ser, Mapping) else ser)))
         assert self._encoder is not None
         requests = self._encoder.requests(batch, resource)
-        budget = timeout if timeout is not None else target.timeout
+        # The configured timeout bounds each push; within a round's ``timeout`` the push ends a
+        # little before the caller gives up, so that its result (the reason, the endpoint) is
+        # what the caller gets rather than a bare timeout.
+        budget = target.timeout if timeout is None else min(target.timeout, timeout * 0.9)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         failed: list[ExportResult] = []
@@ -634,13 +634,16 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
                 kwargs["client_key_file"] = str(cfg.tls.key_file)
         return kwargs
 
-    def telemetry_exporters(self) -> tuple[Any, Any]:
+    def telemetry_exporters(self) -> tuple[Any, Any] | None:
         """A span exporter and a log record exporter with this integration's endpoint, protocol,
         headers, compression, timeout and TLS (the alert engine's spans and transition records
-        go out through them). For http/protobuf, ``/v1/metrics`` becomes ``/v1/traces`` and ``/v1/logs``."""
+        go out through them); None when it only receives. For http/protobuf, ``/v1/metrics``
+        becomes ``/v1/traces`` and ``/v1/logs``."""
         cfg = self.config
         if cfg is None:
             raise PluginError(f"{PLUGIN_ID}: telemetry_exporters called before initialize")
+        if not cfg.pushes:
+            return None
         kwargs = self._common_kwargs(cfg)
         if cfg.protocol == "grpc":
             import grpc

@@ -48,6 +48,9 @@ class _ListenerConfig(PluginConfig):
     tls: TLSConfig | None = None
     auth: AuthConfig | None = None
     max_decompressed_bytes: int = Field(16 << 20, ge=1024, description="largest request body (message) decompressed")
+    read_timeout: float = Field(30.0, gt=0, le=3600, description=(
+        "seconds a connection may take to send a request (and, over HTTP, its body) after it connects or "
+        "was answered; a slower or idle one is closed"))
 
     @field_validator("listen")
     @classmethod

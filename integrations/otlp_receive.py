@@ -6,8 +6,8 @@ The OTLP integration's ``receive`` block (``integrations/otlp.py``) starts these
       grpc: {listen: "127.0.0.1:4317"}          # OTLP/gRPC, MetricsService/Export
       http: {listen: "127.0.0.1:4318"}          # OTLP/HTTP, POST /v1/metrics, protobuf or JSON, gzip
       # each may have tls: {cert_file, key_file} and auth: {bearer_token | basic: {username, password}},
-      # as the server block has, and max_decompressed_bytes (16 MiB); http also max_request_bytes,
-      # the body as sent (4 MiB)
+      # as the server block has, max_decompressed_bytes (16 MiB) and read_timeout (30 s); http
+      # also max_request_bytes, the body as sent (4 MiB)
       expire_after: 300                         # seconds a series stays after its last push
       max_data_points: 100000                   # per request
       max_series: 200000                        # held at once, from every client
@@ -35,7 +35,12 @@ message decompressed, as it decompresses), data points per request (413 / RESOUR
 content type or encoding (415), a body that is no OTLP message (400 / INVALID_ARGUMENT), a
 request from a web page (an ``Origin`` header: 403; no CORS is served, so a page that reached
 the port under its own name, DNS rebinding, cannot push).
-Decoding runs in a worker thread, at most ``DECODE_SLOTS`` at once. Points refused one by one
+A connection gets ``read_timeout`` to send a request (over HTTP: its headers, then its body)
+after it connects or was answered, else it is closed (HTTP 408 for a slow body; a connection
+that never sent a request counts as refused, ``read_timeout``): slowloris and idle connections
+hold no socket for long. HTTP bodies are read as sent and decompressed, within
+``max_decompressed_bytes``, in the worker thread that decodes them: a bomb is no work for the
+event loop. Decoding runs in a worker thread, at most ``DECODE_SLOTS`` at once. Points refused one by one
 (a bad value, too many or too long attributes, an invalid name, the pipeline's cardinality
 limit, ``max_series``, ``max_metrics``, a delta out of order) are answered as OTLP's partial success (``rejected_data_points``
 and an ``error_message`` naming the metric and the reason), counted in
@@ -428,6 +433,9 @@ class OtlpReceiver:
         self._slots: asyncio.Semaphore | None = None
         self._in_flight = 0
         self._runner: Any = None
+        self._http_server: asyncio.Server | None = None
+        #: HTTP connections waiting for their (next) request: the timer that closes each one.
+        self._waiting: dict[Any, asyncio.TimerHandle] = {}
         self._grpc: Any = None
         self.http_bound: tuple[str, int] | None = None
         self.grpc_bound: tuple[str, int] | None = None
@@ -450,6 +458,12 @@ class OtlpReceiver:
         if self._grpc is not None:
             server, self._grpc = self._grpc, None
             await server.stop(1.0)
+        if self._http_server is not None:
+            http_server, self._http_server = self._http_server, None
+            http_server.close()
+        for timer in self._waiting.values():
+            timer.cancel()
+        self._waiting.clear()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -457,7 +471,20 @@ class OtlpReceiver:
     def round(self) -> None:
         """The integration's scheduled round: expire what stopped arriving, refresh the self-metrics."""
         self.ingest.expire()
-        self.ingest.push(self.self_metrics())
+        self._push_self_metrics()
+
+    def _push_self_metrics(self) -> None:
+        """The self-metrics, pushed beside the clients' series: never refused by the clients'
+        ``max_series`` and ``max_metrics`` (a full receiver still says what it refused), nor
+        counted in them (the clients get every slot the config gives them)."""
+        own = self.self_metrics()
+        ingest, cfg = self.ingest, self.config
+        ingest.max_series = ingest.max_families = None
+        try:
+            ingest.push(own)
+        finally:
+            ingest.max_series = cfg.max_series + len(own)  # (each self-metric is one series)
+            ingest.max_families = cfg.max_metrics + len({m.name for m in own})
 
     def self_metrics(self) -> list[Metric]:
         C = MetricKind.COUNTER
@@ -473,19 +500,31 @@ class OtlpReceiver:
 
     def _refused(self, transport: str, reason: str, message: str) -> None:
         self.requests[(transport, reason)] += 1
-        if self._logged.due(f"request:{reason}"):
+        if self._logged.due(f"request:{transport}:{reason}"):
             log.warning("OTLP/%s request refused (%s): %s; counted in monbridge_otlp_receive_requests_total, "
                         "further refusals for this reason are logged at most once a minute", transport, reason, message)
 
-    def _decode(self, body: bytes, fmt: Literal["protobuf", "json"]) -> Converted:
+    def _decode(self, body: bytes, fmt: Literal["protobuf", "json"], coding: str) -> Converted:
+        if coding:
+            from bridge.helpers import BodyError, BodyLimits, inflate
+
+            assert self.config.http is not None  # (gRPC decompresses in grpcio, within its bound)
+            limit = self.config.http.max_decompressed_bytes
+            try:
+                body = inflate(body, coding, BodyLimits(max_bytes=limit))
+            except BodyError as e:
+                raise RequestError(e.status, e.reason, e.message.replace(
+                    "the limit of", "the limit (receive.http.max_decompressed_bytes) of")) from None
         return convert_request(decode_request(body, fmt), self.limits)
 
-    async def _receive(self, transport: str, body: bytes, fmt: Literal["protobuf", "json"]) -> IngestResult:
-        """Decode (in a worker thread) and ingest one request; RequestError when refused whole."""
+    async def _receive(self, transport: str, body: bytes, fmt: Literal["protobuf", "json"],
+                       coding: str = "") -> IngestResult:
+        """Decompress and decode (in a worker thread), then ingest one request; RequestError when
+        refused whole."""
         assert self._slots is not None
         async with self._slots:
             try:
-                conv = await asyncio.to_thread(self._decode, body, fmt)
+                conv = await asyncio.to_thread(self._decode, body, fmt, coding)
             except RequestError as e:
                 self._refused(transport, e.reason, e.message)
                 raise
@@ -510,7 +549,7 @@ class OtlpReceiver:
                 log.warning("OTLP/%s: %d data points rejected (%s): %s; counted in "
                             "monbridge_otlp_receive_points_total{result=\"rejected\"}, logged at most once a "
                             "minute per reason", transport, n, reason, "; ".join(messages)[:500])
-        self.ingest.push(self.self_metrics())
+        self._push_self_metrics()
         return IngestResult(accepted, dict(rejected), "; ".join(messages)[:1000])
 
     @staticmethod
@@ -534,23 +573,61 @@ class OtlpReceiver:
             ssl_ctx = tls_context(cfg.tls, "receive.http.tls")
         except OSError as e:
             raise PluginError(str(e)) from None
-        # aiohttp's own body limit sits above ours, so ours answers (with the limit's name).
+        # aiohttp's own body limit sits above ours, so ours answers (with the limit's name). Bodies
+        # are read as sent and decompressed in a worker thread (a bomb is no work for the loop).
         app = web.Application(client_max_size=cfg.max_decompressed_bytes + 1)
         app.router.add_post(METRICS_PATH, self._http_export)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await self._runner.setup()
         host, port = parse_listen(cfg.listen)
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+        handler_factory = self._runner.server
+        loop = asyncio.get_running_loop()
+
+        def connection() -> Any:
+            protocol = handler_factory()
+            self._wait_for_request(protocol, first=True)
+            return protocol
+
         try:
-            await site.start()
+            self._http_server = await loop.create_server(connection, host, port, ssl=ssl_ctx, reuse_address=True)
         except OSError as e:
             raise PluginError(f"receive.http.listen: cannot listen on {cfg.listen}: {e.strerror or e}") from None
-        server = site._server  # the asyncio server: its socket says which port was bound (port 0)
-        sockets = getattr(server, "sockets", None) or ()
+        sockets = self._http_server.sockets or ()
         self.http_bound = sockets[0].getsockname()[:2] if sockets else (host, port)
         log.info("OTLP/HTTP receiver on %s://%s:%s%s", "https" if ssl_ctx else "http", *self.http_bound, METRICS_PATH)
 
+    def _wait_for_request(self, protocol: Any, first: bool) -> None:
+        """Close the HTTP connection ``protocol`` unless a request arrives (its headers complete)
+        within ``read_timeout``: slowloris and idle connections hold no socket for long. A
+        connection that never sent a request is counted and logged as refused (``read_timeout``);
+        one idle after its answers is closed as keep-alive connections are."""
+        assert self.config.http is not None
+        loop = asyncio.get_running_loop()
+        self._waiting[protocol] = loop.call_later(self.config.http.read_timeout, self._expire, protocol, first)
+
+    def _expire(self, protocol: Any, first: bool) -> None:
+        self._waiting.pop(protocol, None)
+        transport = getattr(protocol, "transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if first:
+            assert self.config.http is not None
+            self._refused("http", "read_timeout", f"a connection sent no complete request within "
+                                                  f"receive.http.read_timeout ({self.config.http.read_timeout:g} s)")
+        transport.close()
+
     async def _http_export(self, request: Any) -> Any:
+        protocol = request.protocol
+        timer = self._waiting.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+        try:
+            return await self._http_answer(request)
+        finally:
+            if self._http_server is not None:
+                self._wait_for_request(protocol, first=False)
+
+    async def _http_answer(self, request: Any) -> Any:
         from aiohttp import web
 
         from bridge.helpers import auth_challenge, authorized
@@ -597,16 +674,26 @@ class OtlpReceiver:
             self._refused("http", "unsupported_media_type", message)
             return self._http_error(415, message, "json", close=True)
         try:
-            body = await read_body(request, BodyLimits(max_bytes=cfg.max_decompressed_bytes,
-                                                       max_wire_bytes=cfg.max_request_bytes))
+            async with asyncio.timeout(cfg.read_timeout):
+                body = await read_body(request, BodyLimits(max_bytes=cfg.max_decompressed_bytes,
+                                                           max_wire_bytes=cfg.max_request_bytes), decode=False)
         except BodyError as e:
             which = ("max_decompressed_bytes" if f"limit of {cfg.max_decompressed_bytes} " in e.message
                      and f"limit of {cfg.max_request_bytes} " not in e.message else "max_request_bytes")
             message = e.message.replace("the limit of", f"the limit (receive.http.{which}) of")
             self._refused("http", e.reason, message)
             return self._http_error(e.status, message, fmt, close=e.unread)
+        except TimeoutError:
+            message = f"the body was not received within receive.http.read_timeout ({cfg.read_timeout:g} s)"
+            self._refused("http", "read_timeout", message)
+            return self._http_error(408, message, fmt, close=True)
+        except ConnectionError:
+            message = "the client closed the connection before its body was received"
+            self._refused("http", "disconnected", message)
+            return self._http_error(400, message, fmt, close=True)  # (not sent: the connection is gone)
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
         try:
-            result = await self._receive("http", body, fmt)
+            result = await self._receive("http", body, fmt, "" if coding == "identity" else coding)
         except RequestError as e:
             return self._http_error(e.status, e.message, fmt)
         resp = self._response(result)
@@ -623,7 +710,7 @@ class OtlpReceiver:
         from google.rpc import status_pb2  # type: ignore[import-untyped]
 
         # INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, else UNKNOWN
-        code = {400: 3, 403: 7, 413: 8, 415: 3, 503: 14}.get(status, 2)
+        code = {400: 3, 403: 7, 408: 4, 413: 8, 415: 3, 503: 14}.get(status, 2)
         st = status_pb2.Status(code=code, message=message)
         if fmt == "json":
             from google.protobuf import json_format
@@ -641,8 +728,13 @@ class OtlpReceiver:
     async def _start_grpc(self, cfg: GrpcReceiveConfig) -> None:
         import grpc  # type: ignore[import-untyped]
 
+        ms = int(cfg.read_timeout * 1000)
         options = [("grpc.max_receive_message_length", cfg.max_decompressed_bytes),
                    ("grpc.max_send_message_length", 1 << 20),
+                   # a connection that does not finish HTTP/2's handshake (slowloris), or holds no
+                   # call for that long (idle), is closed
+                   ("grpc.server_handshake_timeout_ms", ms),
+                   ("grpc.max_connection_idle_ms", ms),
                    ("grpc.so_reuseport", 0)]  # a port another server holds is an error, not shared
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=IN_FLIGHT)
         handler = grpc.method_handlers_generic_handler(GRPC_SERVICE, {

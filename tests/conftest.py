@@ -24,7 +24,13 @@ INSTALL_HINTS = {
     "prometheus-node-exporter": "apt-get install prometheus-node-exporter (or run .ci/test, which installs it)",
     "prometheus-pushgateway": "apt-get install prometheus-pushgateway (or run .ci/test, which installs it)",
     "prometheus-alertmanager": "apt-get install prometheus-alertmanager (or run .ci/test, which installs it)",
+    "nagios4": "apt-get install nagios4 (or run .ci/test, which installs it)",
+    "check_dummy": "apt-get install monitoring-plugins (or run .ci/test, which installs it)",
+    "nsca": "apt-get install nsca (or run .ci/test, which installs it)",
+    "send_nsca": "apt-get install nsca (or run .ci/test, which installs it)",
 }
+#: Where Debian installs programs that are not on a user's PATH: daemons, Nagios plugins.
+PROGRAM_DIRS = ("/usr/bin", "/usr/sbin", "/usr/lib/nagios/plugins")
 
 
 def in_ci() -> bool:
@@ -40,8 +46,8 @@ def _free_port() -> int:
 
 def _require_binary(name: str) -> str:
     path = shutil.which(name)
-    if path is None and os.access(f"/usr/bin/{name}", os.X_OK):
-        path = f"/usr/bin/{name}"
+    if path is None:
+        path = next((f"{d}/{name}" for d in PROGRAM_DIRS if os.access(f"{d}/{name}", os.X_OK)), None)
     if path is not None:
         return path
     hint = INSTALL_HINTS.get(name, f"install {name!r} and put it on PATH")

@@ -43,6 +43,7 @@ from bridge.api import (
     Alert,
     AlertContextHook,
     AlertProcessorPlugin,
+    AlertSourceHook,
     AlertState,
     EscalationHook,
     GroupingHook,
@@ -286,10 +287,13 @@ class AlertEngine:
             if not isinstance(p, TelemetryExporterHook) or self._exporting_to == id(p):
                 continue
             try:
-                span_exporter, log_exporter = p.telemetry_exporters()
+                exporters = p.telemetry_exporters()
             except Exception as e:  # noqa: BLE001 - no telemetry export is not a reason to stop alerting
                 log.error("alerts: cannot export spans and logs through %s: %s", _pid, redact_text(str(e)))
                 continue
+            if exporters is None:  # this integration has nowhere to send them
+                continue
+            span_exporter, log_exporter = exporters
             self.telemetry.export_to(span_exporter, log_exporter)
             self._exporting_to = id(p)
             log.info("alerts: spans and log records exported through %s", _pid)
@@ -325,13 +329,16 @@ class AlertEngine:
                      {"outcome": outcome}) for outcome, n in outcomes)])
 
     async def _integrations_round(self) -> None:
-        """Alerts from the integrations' ``import_alerts``; the current ones to ``export_alerts``:
+        """Alerts from the integrations' ``import_alerts`` (and collectors' with ``AlertSourceHook``); the
+        current ones to the integrations' ``export_alerts``:
         each integration at once, each call bounded by ``INTEGRATION_CALL_TIMEOUT_S`` (one that
         hangs, even ignoring its cancellation, holds up neither the others nor housekeeping)."""
         await asyncio.gather(*(self._integration_round(pid, p) for pid, p in self._plugins(PluginType.INTEGRATION)
-                               if isinstance(p, MonitoringIntegrationPlugin)))
+                               if isinstance(p, MonitoringIntegrationPlugin)),
+                             *(self._integration_round(pid, p) for pid, p in self._plugins(PluginType.METRIC_COLLECTOR)
+                               if isinstance(p, AlertSourceHook)))
 
-    async def _integration_round(self, pid: str, p: MonitoringIntegrationPlugin) -> None:
+    async def _integration_round(self, pid: str, p: MonitoringIntegrationPlugin | AlertSourceHook) -> None:
         def abandoned() -> None:
             log.error("alerts: %s did not end its alert import/export when cancelled; abandoned", pid)
 
@@ -342,8 +349,9 @@ class AlertEngine:
                     self.resolve_fingerprint(a.fingerprint, by=pid, at=a.ends_at)
                 else:
                     self.fire(a, by=pid)
-            await run_bounded(p.export_alerts(self.store.active_alerts()), INTEGRATION_CALL_TIMEOUT_S,
-                              on_abandon=abandoned)
+            if isinstance(p, MonitoringIntegrationPlugin):  # a collector (AlertSourceHook) only raises alerts
+                await run_bounded(p.export_alerts(self.store.active_alerts()), INTEGRATION_CALL_TIMEOUT_S,
+                                  on_abandon=abandoned)
         except TimeoutError:
             log.warning("alerts: %s import/export of alerts timed out after %gs", pid, INTEGRATION_CALL_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001

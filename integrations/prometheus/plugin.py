@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -60,6 +62,7 @@ from integrations.prometheus.remote_write import (
     RemoteWriter,
     display_url,
     encode_labels,
+    encode_named_labels,
     encode_native_histogram,
     encode_sample,
 )
@@ -187,6 +190,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             except Exception as e:  # noqa: BLE001 - one writer's failure must not keep the others open
                 log.warning("remote write %s: stop failed: %s: %s", w, type(e).__name__, e)
         self._writers = []
+        self._hand_over()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -232,10 +236,32 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             assert sc is not None
             limits = ScrapeLimits(sc.sample_limit, sc.label_limit, sc.label_name_length_limit, sc.label_value_length_limit,
                                   sc.body_size_limit)
-            s = self._scrapers[target.key] = TargetScraper(target, limits=limits, relabeler=self._relabeler,
-                                                           honor_labels=sc.honor_labels,
-                                                           honor_timestamps=sc.honor_timestamps)
+            setup = _setup(target, limits, sc)
+            handed = _HANDOVER.pop(setup, None)
+            if handed is not None:  # the scraper a stopped instance had for this target, set up alike
+                s = handed[0]
+                s.relabeler = self._relabeler
+            else:
+                s = TargetScraper(target, limits=limits, relabeler=self._relabeler, honor_labels=sc.honor_labels,
+                                  honor_timestamps=sc.honor_timestamps)
+            self._scrapers[target.key] = s
         return s
+
+    def _hand_over(self) -> None:
+        """Leave this instance's scrapers to its successor in this process (a restart after failed
+        rounds, a reload that changed the config): their caches make its first round of each
+        target as cheap as a repeated scrape. Kept for ``HANDOVER_S`` seconds, then dropped."""
+        sc = self.config.scrape if self.config else None
+        if sc is None or not self._scrapers:
+            return
+        now = time.monotonic()
+        for s in self._scrapers.values():
+            _HANDOVER[_setup(s.target, s.limits, sc)] = (s, now)
+        self._scrapers = {}
+        try:
+            asyncio.get_running_loop().call_later(HANDOVER_S, _expire_handover)
+        except RuntimeError:
+            pass  # no loop: the next instance's first round drops what it does not take
 
     async def import_metrics(self) -> Sequence[Metric]:
         cfg = self.config
@@ -247,6 +273,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             gone = self._scrapers.pop(key)
             log.info("target %s (job %s) is no longer configured; its series go stale", gone.target.url, gone.target.job)
         scrapers = [self._scraper(t) for t in targets] + [s for _, s in self._federators]
+        if _HANDOVER:
+            _expire_handover()
         timeout = cfg.scrape.timeout if cfg.scrape is not None else min(cfg.timeout or cfg.interval, cfg.interval)
         session = self._http()
         start_ns = time.time_ns()
@@ -349,13 +377,17 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
             kind = fam.kind
             native = fam.native
             plain = kind not in _BUCKETED
+            fam_name = fam.name
             for s in fam.series:
                 key = s.identity
                 st = sent.get(key)
                 ts = s.time_ns // 1_000_000
                 if st is None:
-                    labels = self._labels_for(native, kind, s.prom)
-                    st = _Sent(labels[0] if plain else labels, -1)
+                    if native and plain and (encoded := _scraped_labels(fam_name, key.key)) is not None:
+                        st = _Sent(encoded, -1)
+                    else:
+                        labels = self._labels_for(native, kind, s.prom)
+                        st = _Sent(labels[0] if plain else labels, -1)
                 current[key] = st
                 if st.ts == ts:
                     continue  # nothing new since the last round
@@ -516,8 +548,24 @@ class _RemoteWriteSink:
 
     def __init__(self, plugin: PrometheusIntegration) -> None:
         self._plugin = plugin
+        self._lock = threading.Lock()
 
     async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
+        if sum(len(f.series) for f in batch.families()) < _INLINE_SERIES:
+            self._queue(batch)
+        else:
+            # A large round (a new target's first one: every series' labels encoded) in a worker
+            # thread, so the event loop goes on serving the API, /metrics and the other plugins.
+            await asyncio.to_thread(self._queue, batch)
+        return ExportResult.success()
+
+    def _queue(self, batch: MetricBatch) -> None:
+        """The batch's new samples into every writer's queue; one round at a time (a round that
+        overran its deadline may still be queueing in its thread when the next one comes)."""
+        with self._lock:
+            self._queue_round(batch)
+
+    def _queue_round(self, batch: MetricBatch) -> None:
         p = self._plugin
         samples = p._remote_write_samples(batch)
         classic, native = p._exponential
@@ -529,7 +577,6 @@ class _RemoteWriteSink:
                     w.append_encoded(native)
             elif samples or classic:
                 w.append(samples + classic)
-        return ExportResult.success()
 
     async def force_flush(self, timeout: float) -> bool:
         results = await asyncio.gather(*(w.flush(timeout) for w in self._plugin._writers))
@@ -558,6 +605,53 @@ class _PushgatewaySink:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+#: How long a stopped instance's scrapers wait for a successor (``PrometheusIntegration._hand_over``).
+HANDOVER_S = 120.0
+# Scrapers left by stopped instances, by their setup, with when they were left.
+_HANDOVER: dict[tuple[Any, ...], tuple[TargetScraper, float]] = {}
+
+
+def _setup(target: Target, limits: ScrapeLimits, sc: ScrapeConfig) -> tuple[Any, ...]:
+    """What a scraper's caches depend on: its target, limits, label handling and relabeling."""
+    return (target.key, limits, sc.honor_labels, sc.honor_timestamps, repr(sc.metric_relabel_configs))
+
+
+def _expire_handover() -> None:
+    cutoff = time.monotonic() - HANDOVER_S
+    for k in [k for k, (_, at) in _HANDOVER.items() if at <= cutoff]:
+        del _HANDOVER[k]
+
+
+#: Rounds with fewer series are queued on the event loop (a thread's hand-off costs more than they do).
+_INLINE_SERIES = 2_000
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Attribute names that are label names as they are (see _scraped_labels), by name; bounded.
+_PLAIN_NAMES: dict[str, bool] = {}
+
+
+def _plain_name(k: str) -> bool:
+    ok = _PLAIN_NAMES.get(k)
+    if ok is None:
+        if len(_PLAIN_NAMES) >= 4096:
+            _PLAIN_NAMES.clear()
+        ok = _PLAIN_NAMES[k] = _LABEL_NAME.fullmatch(k) is not None and "__" not in k
+    return ok
+
+
+def _scraped_labels(name: str, key: tuple[tuple[str, Any], ...]) -> bytes | None:
+    """The encoded label set of a plain series of an imported (native) family, named ``name``,
+    whose attribute key is ``key`` (sorted): what its Prometheus view holds, ``__name__`` and the
+    key as it is, when every attribute is a string under a name the view keeps as it is (a label
+    name with no run of underscores). None otherwise: the view then says what the labels are.
+    Computed without making the view, which ``/metrics`` makes when it is scraped, and an
+    agent that only remote-writes then never holds."""
+    plain = _PLAIN_NAMES
+    for k, v in key:
+        if v.__class__ is not str or not (plain.get(k) or _plain_name(k)):
+            return None
+    return encode_named_labels(name, key)
 
 
 def _expand_values(v: Any) -> list[float]:

@@ -57,6 +57,7 @@ __all__ = [
     "RemoteWriteConfig",
     "RemoteWriter",
     "encode_labels",
+    "encode_named_labels",
     "encode_native_histogram",
     "encode_sample",
 ]
@@ -125,6 +126,35 @@ def encode_labels(labels: Iterable[tuple[str, str]]) -> bytes:
                 fields.clear()
             b = fields[pair] = _label_field(name, value)
         parts.append(b)
+    return b"".join(parts)
+
+
+def encode_named_labels(name: str, labels: Iterable[tuple[str, str]]) -> bytes:
+    """``encode_labels((("__name__", name), *labels))`` for ``labels`` already sorted by name, with
+    unique names other than ``__name__`` and string values: one pass, no sort."""
+    fields = _LABEL_FIELDS
+    if len(fields) >= _LABEL_FIELDS_MAX:
+        fields.clear()
+    head = ("__name__", name)
+    first = fields.get(head)
+    if first is None:
+        first = fields[head] = _label_field(*head)
+    parts = []
+    for pair in labels:
+        if first and pair[0] > "__name__":
+            parts.append(first)
+            first = b""
+        b = fields.get(pair)
+        if b is None:
+            if not pair[1]:
+                continue
+            # bounded: past the cap new pairs are encoded each time, until the next call empties it
+            b = _label_field(*pair)
+            if len(fields) < _LABEL_FIELDS_MAX:
+                fields[pair] = b
+        parts.append(b)
+    if first:
+        parts.append(first)
     return b"".join(parts)
 
 

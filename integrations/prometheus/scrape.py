@@ -181,6 +181,11 @@ class TargetScraper:
         self._idents: dict[tuple[str, tuple[tuple[str, str], ...]], _Ident] = {}
         self._previous: set[_Ident] = set()
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        # The target's labels, to add to a series' own (None: one is an le or a quantile, which
+        # decide a series' role in its family: the general path then sees them)
+        self._target_items: tuple[tuple[str, str], ...] | None = None if {"le", "quantile"} & target.labels.keys() \
+            else tuple((k, v) for k, v in target.labels.items() if v != "")
+        self._limited = bool(limits.label_limit or limits.label_name_length_limit or limits.label_value_length_limit)
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ fetching
@@ -377,17 +382,29 @@ class TargetScraper:
 
     def _resolve(self, fam: ParsedFamily, name: str, labels: tuple[tuple[str, str], ...]) -> _Resolved | None:
         """Final name and labels of one scraped series, and its role in its family."""
-        merged = self._merge_target_labels(labels)
-        merged["__name__"] = name
+        items: tuple[tuple[str, str], ...] | None = None
+        if self.relabeler is None and self._target_items is not None:
+            merged = dict(labels)
+            if merged.keys().isdisjoint(self.target.labels) and "" not in merged.values():
+                # As most series are: their own pairs and the target's, none dropped or renamed.
+                items = labels + self._target_items
+            else:
+                merged = self._merge_target_labels(labels)
+        else:
+            merged = self._merge_target_labels(labels)
         if self.relabeler is not None:
+            merged["__name__"] = name
             relabeled = self.relabeler.apply(merged)
             if relabeled is None:
                 return None
             merged = dict(relabeled)
-        final_name = merged.pop("__name__", "")
-        if not final_name:
-            return None  # relabeling removed the name: Prometheus drops such a sample
-        self._check_label_limits(final_name, merged)
+            final_name = merged.pop("__name__", "")
+            if not final_name:
+                return None  # relabeling removed the name: Prometheus drops such a sample
+        else:
+            final_name = name
+        if self._limited:
+            self._check_label_limits(final_name, merged if items is None else dict(items))
         ftype, base = fam.type, fam.name
         role, arg, argf, group_name = _VALUE, "", 0.0, None
         shape = _AGGREGATE_SHAPES.get(ftype)
@@ -415,7 +432,7 @@ class TargetScraper:
             role, group_name, kind = _VALUE, None, G  # not part of the family's shape: a plain gauge sample
         # Sorted (the pipeline then keeps one tuple for the series' key and its given order), and
         # with the (name, value) pairs the target's other series hold where they are equal.
-        pairs = self._shared(sorted(merged.items()))
+        pairs = self._shared(sorted(merged.items() if items is None else items))
         if role in (_BUCKET, _QUANTILE):
             arg_label = _ARG_LABEL[role]
             group_pairs = tuple([p for p in pairs if p[0] != arg_label])
@@ -423,7 +440,12 @@ class TargetScraper:
             group_pairs = pairs
         attrs = dict(group_pairs)
         ident = self._ident(final_name, pairs)
-        group = self._ident(group_name, group_pairs) if group_name is not None else None
+        if group_name is None:
+            group = None
+        elif group_name == final_name and group_pairs is pairs:
+            group = ident  # a counter's value: its group is the series itself
+        else:
+            group = self._ident(group_name, group_pairs)
         return _Resolved(ftype, fam.name, kind, final_name, attrs, ident, group, role, arg, argf)
 
     def _shared(self, items: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -445,7 +467,11 @@ class TargetScraper:
 
     def _merge_target_labels(self, labels: tuple[tuple[str, str], ...]) -> dict[str, str]:
         merged = dict(labels)
-        for k, v in self.target.labels.items():
+        target = self.target.labels
+        if merged.keys().isdisjoint(target):  # no collision (as with most series): the target's labels added
+            merged.update(target)
+            return {k: v for k, v in merged.items() if v != ""} if "" in merged.values() else merged
+        for k, v in target.items():
             if self.honor_labels:
                 if k not in merged:
                     merged[k] = v

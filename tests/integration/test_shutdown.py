@@ -97,6 +97,7 @@ def test_sigterm_exits_within_5s_when_a_plugin_swallows_cancellation(tmp_path, f
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     proc = start_agent(tmp_path, port, """\
   - plugin_id: monitoring.metrics.stuck
+    isolation: in_process  # a third-party plugin would run in a worker, killed at its timeout
     config: {collection_interval: 0.5, timeout: 0.5}
 """, env)
 

@@ -45,6 +45,8 @@ LAYERS = {
     "bridge.accumulate": "api",
     "bridge.package": "api",  # signed plugin packages: manifest, signatures, trust store, install directory
     "bridge.isolation": "api",  # isolation, limits and grants of a plugin (models)  # delta to cumulative (pushed data)
+    "bridge.limits": "api",  # a plugin worker's limits enforced from the agent (cgroups, /proc)
+    "bridge.sandbox": "api",  # a plugin worker's sandbox (Landlock, seccomp, network namespace)
     "bridge.alerting": "api",  # a namespace: its __init__ imports nothing
     "bridge.alerting.settings": "api",  # the config's ``alerting:`` section
     "bridge.pipeline": "pipeline",
@@ -53,6 +55,10 @@ LAYERS = {
     "bridge.sdk_input": "pipeline",  # the OTel metrics API as a pipeline input
     "bridge.prometheus": "pipeline",
     "bridge.supervisor": "supervisor",
+    "bridge.wasmhost": "supervisor",  # the WASM plugin host (wasmtime, loaded when a WASM plugin is built)
+    "bridge.wire": "pipeline",  # the agent <-> plugin worker codec
+    "bridge.pluginhost": "supervisor",  # where a plugin runs: in process or in a worker process
+    "bridge.worker": "supervisor",  # a plugin worker process's main
     "bridge.server": "server",
     "bridge.alerting.*": "alerting",
     "bridge.notifiers": "alerting",

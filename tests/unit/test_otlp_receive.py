@@ -166,7 +166,7 @@ async def test_receive_only_integration_listens_and_has_no_sinks(free_port, monk
     await plugin.initialize({"interval": 1, "receive": {"http": {"listen": f"127.0.0.1:{port}"}}})
     try:
         assert plugin.export_sinks() == {}
-        assert getattr(plugin, "telemetry_exporters", None) is None  # alerts' spans/logs not pushed either
+        assert plugin.telemetry_exporters() is None  # alerts' spans/logs not pushed either
         async with aiohttp.ClientSession() as s:
             body = request(gauge("room.temp", 20.5, unit="Cel")).SerializeToString()
             async with s.post(f"http://127.0.0.1:{port}/v1/metrics", data=body,
@@ -596,17 +596,23 @@ async def test_a_request_from_a_web_page_is_refused(rx):
 
 async def test_series_and_metric_names_a_receiver_holds_are_bounded():
     async for rx in _receiving({"http": {"listen": "127.0.0.1:0"}, "max_series": 6, "max_metrics": 3}):
-        # The receiver's own self-metrics are pushed too: 1 name and 1 series after the first request.
+        # The receiver's own self-metrics, pushed beside, take none of the clients' series or names.
         resp = await rx.export(request(gauge("a", 1, 2, 3, 4, 5)))
         assert resp.partial_success.rejected_data_points == 0
         resp = await rx.export(request(gauge("a", 1, 2, 3, 4, 5, 6, 7)))
-        assert resp.partial_success.rejected_data_points == 2
+        assert resp.partial_success.rejected_data_points == 1  # the 7th series
         assert "series_limit" in resp.partial_success.error_message
         assert "max_series" in resp.partial_success.error_message
-        resp = await rx.export(request(gauge("b", 1.0), gauge("c", 1.0)))
-        assert resp.partial_success.rejected_data_points >= 1
+        resp = await rx.export(request(gauge("b", 1.0), gauge("c", 1.0), gauge("d", 1.0)))
+        assert resp.partial_success.rejected_data_points == 3  # b and c: no series left; d: the 4th name
         assert "family_limit" in resp.partial_success.error_message
-        assert rx.pipeline.dropped["series_limit"] >= 2 and rx.pipeline.dropped["family_limit"] >= 1
+        assert rx.pipeline.dropped["series_limit"] == 3 and rx.pipeline.dropped["family_limit"] == 1
+        # ... and are never refused: a full receiver still says what it refused.
+        text = rx.text()
+        assert 'monbridge_otlp_receive_requests_total{result="ok",transport="http"} 3' in text
+        assert 'monbridge_otlp_receive_points_total{reason="series_limit",result="rejected"} 3' in text
+        assert 'monbridge_otlp_receive_points_total{reason="family_limit",result="rejected"} 1' in text
+        assert len(rx.pipeline.family("a").series) == 6
 
 
 async def test_a_receive_only_integration_builds_no_export_batch(monkeypatch):
@@ -628,3 +634,74 @@ async def test_a_receive_only_integration_builds_no_export_batch(monkeypatch):
     finally:
         await supervisor.stop(runner, flush=False)
         pipeline.shutdown()
+
+
+# ---------------------------------------------------------------------------- slow clients, bombs off the loop
+
+
+def test_inflate_decompresses_within_the_limit_and_names_what_is_wrong():
+    from bridge.helpers import BodyError, BodyLimits, inflate
+
+    data = b"x" * 5000
+    assert inflate(gzip.compress(data), "gzip", BodyLimits(max_bytes=5000)) == data
+    assert inflate(data, "identity", BodyLimits(max_bytes=10)) == data  # not compressed: as it came
+    with pytest.raises(BodyError) as e:
+        inflate(gzip.compress(data), "gzip", BodyLimits(max_bytes=4999))
+    assert e.value.status == 413 and e.value.reason == "too_large" and "4999" in e.value.message
+    with pytest.raises(BodyError) as e:
+        inflate(gzip.compress(data)[:-20], "gzip", BodyLimits(max_bytes=5000))  # cut short
+    assert e.value.status == 400 and e.value.reason == "bad_encoding"
+    with pytest.raises(BodyError) as e:
+        inflate(data, "br", BodyLimits(max_bytes=5000))
+    assert e.value.status == 415 and e.value.reason == "unsupported_encoding"
+
+
+async def test_a_compressed_body_is_decompressed_in_a_worker_thread(monkeypatch):
+    import threading
+
+    import bridge.helpers
+
+    threads = []
+    real = bridge.helpers.inflate
+
+    def spy(*args: Any, **kwargs: Any) -> bytes:
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bridge.helpers, "inflate", spy)
+    async for r in _receiving(LOOPBACK):
+        req = ExportMetricsServiceRequest(resource_metrics=[m.ResourceMetrics(scope_metrics=[
+            m.ScopeMetrics(metrics=[gauge("zipped", 1.0)])])])
+        status, _, _ = await r.post(gzip.compress(req.SerializeToString()), headers={"Content-Encoding": "gzip"})
+        assert status == 200
+        assert "zipped{" in r.text()
+        # a bomb is refused there too, naming the limit
+        status, out, ctype = await r.post(gzip.compress(bytes(17 << 20)), headers={"Content-Encoding": "gzip"})
+        assert status == 413 and "(receive.http.max_decompressed_bytes) of 16777216" in _status_message(out, ctype)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+async def test_slow_and_idle_http_connections_are_closed_counted_and_logged(caplog):
+    import asyncio
+
+    config = {"http": {"listen": "127.0.0.1:0", "read_timeout": 0.5}}
+    async for r in _receiving(config):
+        host, port = r.receiver.http_bound or ("", 0)
+        idle_reader, idle_writer = await asyncio.open_connection(host, port)  # sends nothing
+        slow_reader, slow_writer = await asyncio.open_connection(host, port)  # headers, then no body
+        slow_writer.write(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                          b"Content-Length: 100\r\n\r\n")
+        await slow_writer.drain()
+        assert await asyncio.wait_for(idle_reader.read(), 30) == b""  # closed by the receiver
+        answer = await asyncio.wait_for(slow_reader.read(), 30)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b"receive.http.read_timeout (0.5 s)" in answer
+        for w in (idle_writer, slow_writer):
+            w.close()
+        # a well-behaved client is answered meanwhile and after
+        assert (await r.export(ExportMetricsServiceRequest())).partial_success.rejected_data_points == 0
+        assert r.receiver.requests[("http", "read_timeout")] == 2
+        r.receiver.round()
+        assert 'monbridge_otlp_receive_requests_total{result="read_timeout",transport="http"} 2' in r.text()
+    assert "OTLP/http request refused (read_timeout)" in caplog.text
+

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""500 checks of check_dummy every 60 s: CPU time and start-time jitter of monbridge's Nagios
+collector against Nagios 4 running the same checks, in the same run.
+
+    python benchmarks/bench_nagios.py [--duration 180] [--checks 500] [--interval 60]
+
+Starts, side by side, on this machine:
+  * Nagios 4 (Debian's ``nagios4``, foreground, its own config in a temp dir, ``interval_length=1``)
+    with --checks services ``check_dummy 0 ok`` every --interval seconds, its first checks spread
+    over the interval (its smart inter-check delay);
+  * ``monbridge run`` with ``monitoring.metrics.nagios`` running the same checks (argv
+    ``check_dummy 0 ok``), interval --interval, spread the same way, concurrency 4 (Nagios'
+    workers on a machine of up to 4 cores).
+Both are measured over the same --duration seconds, from the moment both are up:
+
+  * CPU: user + system seconds of the process tree: monbridge and the plugins it reaped; Nagios,
+    its workers and the plugins they reaped (``/proc/PID/stat`` utime, stime, cutime, cstime).
+    "own" leaves out what the plugins themselves spent (cutime/cstime of the runner processes);
+  * start-time jitter: how late each run started after its scheduled time. Nagios' is its
+    ``check_latency`` in status.dat (one sample per service and ``last_check``); monbridge's is
+    ``nagios_check_latency_seconds`` on its /metrics (one sample per check and
+    ``nagios_check_executions_total``). p50, p99 and max. Each side publishes at its default
+    (status.dat every 10 s, a collection every 15 s), or 4 times per --interval when that is
+    shorter, and is read as often as it publishes.
+
+Goals: CPU ≤ 1× Nagios' (own and with plugins), jitter p99 ≤ 1 s.
+Exit status: 0 when both ran (goal met or not: it is reported), 1 when one died, 2 when Nagios
+or the monitoring plugins are not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+from nagios_peer import NAGIOS_BIN, PLUGINS, NagiosConfig, NagiosServer, Service  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu(pid: int) -> tuple[float, float]:
+    """(own, reaped children) CPU seconds of ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / TICKS, (cutime + cstime) / TICKS
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(") ", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def tree_cpu(pid: int, runners: list[int]) -> tuple[float, float]:
+    """(own, total) CPU seconds of ``pid`` and its long-lived ``runners`` (Nagios' workers); the
+    children they reaped count in total only."""
+    own = total = 0.0
+    for p in [pid, *runners]:
+        try:
+            o, c = cpu(p)
+        except OSError:
+            continue
+        own += o
+        total += o + c
+    return own, total
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_LAT = re.compile(r'^nagios_check_latency_seconds\{[^}]*nagios_check="([^"]+)"[^}]*\} (\S+)$', re.M)
+_RUNS = re.compile(r'^nagios_check_executions_total\{[^}]*nagios_check="([^"]+)"[^}]*\} (\S+)$', re.M)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=float, default=180.0, help="seconds measured (default 180)")
+    ap.add_argument("--checks", type=int, default=500)
+    ap.add_argument("--interval", type=float, default=60.0)
+    args = ap.parse_args()
+    if not (os.access(NAGIOS_BIN, os.X_OK) and os.access(f"{PLUGINS}/check_dummy", os.X_OK)):
+        print(f"needs {NAGIOS_BIN} and {PLUGINS}/check_dummy (apt-get install nagios4 monitoring-plugins)")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-nagios-"))
+    names = [f"c{i:04d}" for i in range(args.checks)]
+    # How often each side publishes what it ran (Nagios' status.dat, monbridge's pipeline): their
+    # defaults (10 s, 15 s), or a quarter of a short --interval, so that every run is seen.
+    publish = max(1, min(10, int(args.interval // 4)))
+    collect = max(1, min(15, int(args.interval // 4)))
+    nagios = NagiosServer(NagiosConfig(work / "nagios", [
+        Service(n, f"{PLUGINS}/check_dummy 0 ok", interval=args.interval, retry_interval=args.interval) for n in names],
+        spread=int(args.interval), extra={"status_update_interval": str(publish)}))
+    port = free_port()
+    config = work / "monbridge.yaml"
+    checks = "".join(f"        - {{name: {n}, command: [check_dummy, '0', ok], interval: {args.interval}}}\n" for n in names)
+    config.write_text(f"server: {{listen: '127.0.0.1:{port}'}}\nplugins:\n  - plugin_id: monitoring.metrics.nagios\n"
+                      f"    config:\n      collection_interval: {collect}\n      plugin_paths: [{PLUGINS}]\n"
+                      f"      concurrency: 4\n      checks:\n{checks}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = (work / "monbridge.log").open("wb")
+    mb = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)], stdout=log,
+                          stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
+    status = 0
+    try:
+        nagios.wait_running()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or mb.poll() is not None:
+                    print("monbridge did not come up; its log:\n" + (work / "monbridge.log").read_text()[-3000:])
+                    return 1
+                time.sleep(0.2)
+        workers = children(nagios.proc.pid)
+        n0, m0 = tree_cpu(nagios.proc.pid, workers), tree_cpu(mb.pid, [])
+        t0 = time.monotonic()
+        nagios_lat: dict[tuple[str, str], float] = {}
+        mb_lat: dict[tuple[str, str], float] = {}
+        # Each side is read as often as it publishes (and at least 4 times per --interval, so
+        # every run is seen), never more: reading /metrics costs monbridge what rendering costs.
+        next_nagios = next_mb = t0
+        while time.monotonic() - t0 < args.duration:
+            time.sleep(0.5)
+            now = time.monotonic()
+            if now >= next_nagios:
+                next_nagios = now + publish
+                for name, st in nagios.status().items():
+                    if st.get("has_been_checked") == "1":
+                        nagios_lat[(name, st["last_check"])] = float(st["check_latency"])
+            if now < next_mb:
+                continue
+            next_mb = now + collect
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError as e:
+                print(f"monbridge /metrics failed: {e}")
+                status = 1
+                continue
+            runs = dict(_RUNS.findall(body))
+            for name, lat in _LAT.findall(body):
+                mb_lat[(name, runs.get(name, "?"))] = float(lat)
+            if mb.poll() is not None or nagios.proc.poll() is not None:
+                print("a process died")
+                status = 1
+                break
+        elapsed = time.monotonic() - t0
+        n1, m1 = tree_cpu(nagios.proc.pid, workers), tree_cpu(mb.pid, [])
+    finally:
+        nagios.stop()
+        if mb.poll() is None:
+            os.killpg(mb.pid, signal.SIGTERM)
+            try:
+                mb.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(mb.pid, signal.SIGKILL)
+        log.close()
+    n_own, n_total = n1[0] - n0[0], n1[1] - n0[1]
+    m_own, m_total = m1[0] - m0[0], m1[1] - m0[1]
+    expected = args.checks * max(1, int(elapsed // args.interval))
+    print(f"{args.checks} checks of check_dummy every {args.interval:g} s, measured {elapsed:.0f} s "
+          f"(about {expected} runs each side)")
+    print(f"{'':<10} {'CPU own s':>10} {'CPU+plugins s':>14} {'runs seen':>10} {'latency p50':>12} "
+          f"{'p99':>8} {'max':>8}")
+    for name, own, total, lat in (("nagios4", n_own, n_total, nagios_lat), ("monbridge", m_own, m_total, mb_lat)):
+        xs = list(lat.values())
+        print(f"{name:<10} {own:>10.2f} {total:>14.2f} {len(xs):>10} {percentile(xs, 50):>11.3f}s "
+              f"{percentile(xs, 99):>7.3f}s {max(xs, default=float('nan')):>7.3f}s")
+    print(f"CPU monbridge / Nagios: own {m_own / n_own if n_own else float('inf'):.2f}x, "
+          f"with plugins {m_total / n_total if n_total else float('inf'):.2f}x (goal <= 1x)")
+    p99 = percentile(list(mb_lat.values()), 99)
+    print(f"monbridge start-time jitter p99 {p99:.3f} s (goal <= 1 s): {'met' if p99 <= 1 else 'NOT met'}")
+    shutil.rmtree(work, ignore_errors=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

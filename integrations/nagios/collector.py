@@ -1,0 +1,321 @@
+"""``monitoring.metrics.nagios``: Nagios plugins as checks, their results as metrics and alerts.
+
+Each check runs on its own schedule (``interval``; ``retry_interval`` while a non-OK state is
+soft), at most ``concurrency`` at once, its first run spread over its interval as Nagios' smart
+inter-check delay does; a run starts as an argv, never through a shell
+(``integrations.nagios.execute``). States follow Nagios Core: a non-OK result is a soft state
+until ``max_check_attempts`` results in a row are non-OK, then a hard one; an OK result
+recovers at once. A hard WARNING, CRITICAL or UNKNOWN raises an alert (severity warning,
+critical, and ``unknown_severity``), which a recovery, or another hard state, resolves: the
+alert engine takes them through ``import_alerts`` each import round.
+
+Metrics (attributes ``nagios.check`` and the check's ``labels``):
+
+* ``nagios.check.state`` (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), ``nagios.check.hard`` (1 when
+  the state is hard), ``nagios.check.attempt``, ``nagios.check.duration`` (s),
+  ``nagios.check.latency`` (s the run started after its scheduled time, Nagios'
+  ``check_latency``), ``nagios.check.ran`` (1 when the plugin ran to an exit of its own, 0 when
+  monbridge gave the state: missing, timed out, killed, ...), ``nagios.check.executions``;
+* each perfdata value, with ``nagios.label`` and, as written by the plugin, ``nagios.uom``,
+  ``nagios.warn``, ``nagios.crit``, ``nagios.min``, ``nagios.max`` (attributes: a round trip back
+  to Nagios rebuilds the item exactly): ``nagios.perfdata.time`` (s; s, ms, us converted),
+  ``nagios.perfdata.size`` (By; B, KB, MB, GB, TB converted, 1024-based),
+  ``nagios.perfdata.utilization`` (``%``, the 0-100 value as written), ``nagios.perfdata.count``
+  (``c``: a monotonic sum) and ``nagios.perfdata`` (no UOM, or one it does not know, as written);
+  an undetermined value (``U``) is no point;
+* ``monbridge.nagios.check.failures`` (UNKNOWNs monbridge gave, by ``reason``),
+  ``monbridge.nagios.perfdata.dropped`` (items left out, by ``reason``: invalid, duplicate) and
+  ``monbridge.nagios.output.truncated`` (outputs cut at 8192 bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bridge import __version__
+from bridge.api import Alert, AlertState, Metric, MetricCollectorPlugin, MetricKind, PluginMetadata, PluginType
+from bridge.notifiers import fingerprint
+from integrations.nagios.config import NagiosCheck, NagiosCollectorConfig
+from integrations.nagios.execute import RunResult, run_plugin
+from integrations.nagios.output import State
+from integrations.nagios.perfdata import PerfItem, format_item
+from integrations.nagios.ranges import format_number
+
+__all__ = ["PLUGIN_ID", "CheckState", "NagiosCollector", "perfdata_metric", "next_state"]
+
+PLUGIN_ID = "monitoring.metrics.nagios"
+log = logging.getLogger("monbridge.nagios")
+
+SEVERITY = {State.WARNING: "warning", State.CRITICAL: "critical"}
+#: Perfdata family by OpenTelemetry unit (``c`` is apart: a monotonic sum).
+_FAMILY = {"s": "nagios.perfdata.time", "By": "nagios.perfdata.size", "%": "nagios.perfdata.utilization",
+           "": "nagios.perfdata"}
+
+
+@dataclass(slots=True)
+class CheckState:
+    """Where a check is in Nagios' state machine."""
+
+    state: State = State.OK
+    hard: bool = True
+    attempt: int = 1
+    hard_state: State = State.OK
+
+
+def next_state(cur: CheckState, result: State, max_attempts: int) -> CheckState:
+    """The state after a result, as Nagios Core moves a service: an OK result recovers at once
+    (hard); a non-OK one after OK starts at attempt 1, soft unless ``max_attempts`` is 1; each
+    further non-OK result while soft counts an attempt, hard at ``max_attempts``; a hard non-OK
+    state stays hard (a change between non-OK states is a hard state change)."""
+    if result is State.OK:
+        return CheckState(State.OK, True, 1, State.OK)
+    if cur.state is State.OK:
+        attempt = 1
+    elif cur.hard:
+        return CheckState(result, True, cur.attempt, result)
+    else:
+        attempt = cur.attempt + 1
+    if attempt >= max_attempts:
+        return CheckState(result, True, attempt, result)
+    return CheckState(result, False, attempt, cur.hard_state)
+
+
+def perfdata_metric(item: PerfItem, attributes: Mapping[str, str]) -> Metric | None:
+    """The metric of one perfdata item (None for an undetermined value)."""
+    if item.value is None:
+        return None
+    attrs: dict[str, str] = {**attributes, "nagios.label": item.label}
+    if item.uom:
+        attrs["nagios.uom"] = item.uom
+    if item.warn is not None:
+        attrs["nagios.warn"] = str(item.warn)
+    if item.crit is not None:
+        attrs["nagios.crit"] = str(item.crit)
+    if item.min is not None:
+        attrs["nagios.min"] = format_number(item.min)
+    if item.max is not None:
+        attrs["nagios.max"] = format_number(item.max)
+    value = item.converted(item.value)
+    assert value is not None
+    if item.counter:
+        return Metric("nagios.perfdata.count", MetricKind.COUNTER, value, "", "Nagios perfdata counters (UOM c)", attrs)
+    unit = item.otel_unit
+    return Metric(_FAMILY[unit], MetricKind.GAUGE, value, unit, "Nagios perfdata values", attrs)
+
+
+class _Check:
+    __slots__ = ("cfg", "state", "last", "executions", "latency", "attrs", "alert", "task")
+
+    def __init__(self, cfg: NagiosCheck) -> None:
+        self.cfg = cfg
+        self.state = CheckState()
+        self.last: RunResult | None = None
+        self.executions = 0
+        self.latency = 0.0
+        self.attrs: dict[str, str] = {"nagios.check": cfg.name, **cfg.labels}
+        self.alert: Alert | None = None  # the alert its hard non-OK state raised
+        self.task: asyncio.Task[None] | None = None
+
+
+class NagiosCollector(MetricCollectorPlugin):
+    """Runs Nagios plugins as checks (see the module doc)."""
+
+    config_model = NagiosCollectorConfig
+
+    def __init__(self) -> None:
+        self.config: NagiosCollectorConfig | None = None
+        self.checks: list[_Check] = []
+        self._sem: asyncio.Semaphore | None = None
+        self._failures: Counter[tuple[str, str]] = Counter()
+        self._dropped: Counter[tuple[str, str]] = Counter()
+        self._truncated: Counter[str] = Counter()
+        self._logged: set[tuple[str, str]] = set()
+        self._exported: dict[str, Alert] = {}  # fingerprint -> alert given to the engine and not resolved
+        self._resolved: list[Alert] = []
+
+    def metadata(self) -> PluginMetadata:
+        return PluginMetadata(PLUGIN_ID, "Nagios plugins", __version__, "monbridge",
+                              "runs Nagios plugins as checks: states, perfdata and alerts", PluginType.METRIC_COLLECTOR)
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        self.config = NagiosCollectorConfig.model_validate(dict(config))
+        self.checks = [_Check(c) for c in self.config.checks]
+
+    async def start(self) -> None:
+        assert self.config is not None
+        self._sem = asyncio.Semaphore(self.config.concurrency)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        n = len(self.checks)
+        for i, c in enumerate(self.checks):
+            first = now + c.cfg.interval * i / n  # spread over the interval, as Nagios' smart delay
+            c.task = asyncio.create_task(self._loop(c, first), name=f"nagios:{c.cfg.name}")
+
+    async def stop(self) -> None:
+        tasks = [c.task for c in self.checks if c.task is not None]
+        for c in self.checks:
+            c.task = None
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10.0)
+
+    async def shutdown(self) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ running
+
+    async def _loop(self, c: _Check, when: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = when - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._run(c, when)
+            interval = c.cfg.interval if c.state.hard else c.cfg.retry
+            when = max(when + interval, loop.time())
+
+    async def _run(self, c: _Check, scheduled: float) -> None:
+        assert self.config is not None and self._sem is not None
+        async with self._sem:
+            latency = max(0.0, asyncio.get_running_loop().time() - scheduled)
+            result = await run_plugin(c.cfg.command, c.cfg.timeout, plugin_paths=self.config.plugin_paths,
+                                      env=c.cfg.environment, flood_bytes=self.config.flood_bytes)
+        self._apply(c, result, latency)
+
+    def _apply(self, c: _Check, result: RunResult, latency: float) -> None:
+        name = c.cfg.name
+        c.last, c.latency = result, latency
+        c.executions += 1
+        if result.failure is not None:
+            self._failures[(name, result.failure)] += 1
+            self._log_once(name, result.failure, f"check {name}: UNKNOWN: {result.output.text[:300]}")
+        if result.truncated:
+            self._truncated[name] += 1
+            self._log_once(name, "truncated", f"check {name}: output longer than 8192 bytes, cut there")
+        for err in result.output.perfdata_errors:
+            self._dropped[(name, "invalid")] += 1
+            self._log_once(name, "perfdata", f"check {name}: perfdata {err}")
+        before = c.state
+        c.state = next_state(before, result.state, c.cfg.max_check_attempts)
+        if c.state.hard and (before.hard_state is not c.state.hard_state or c.alert is None):
+            self._hard_state(c, result)
+
+    def _log_once(self, check: str, what: str, message: str) -> None:
+        key = (check, what)
+        level = logging.DEBUG if key in self._logged else logging.WARNING
+        self._logged.add(key)
+        log.log(level, "%s", message)
+
+    def _severity(self, state: State) -> str | None:
+        assert self.config is not None
+        if state is State.UNKNOWN:
+            return None if self.config.unknown_severity == "none" else self.config.unknown_severity
+        return SEVERITY.get(state)
+
+    def _hard_state(self, c: _Check, result: RunResult) -> None:
+        """A hard state (change): the check's alert for it, the former one resolved."""
+        if c.alert is not None:
+            self._resolved.append(replace(c.alert, state=AlertState.RESOLVED, ends_at=time.time()))
+            c.alert = None
+        severity = self._severity(c.state.state)
+        if severity is None:
+            return
+        labels = {**c.cfg.labels, "alertname": c.cfg.name, "severity": severity, "nagios_check": c.cfg.name}
+        annotations = {"summary": result.output.text[:1000], "nagios_state": c.state.state.name}
+        if result.output.long_text:
+            annotations["description"] = result.output.long_text[:4000]
+        c.alert = Alert(id="", name=c.cfg.name, severity=severity, labels=labels, annotations=annotations,
+                        value=float(c.state.state), starts_at=time.time(), fingerprint=fingerprint(labels))
+
+    # ------------------------------------------------------------------ outputs
+
+    async def collect_metrics(self) -> Sequence[Metric]:
+        out: list[Metric] = []
+        for c in self.checks:
+            r = c.last
+            if r is None:
+                continue
+            a = c.attrs
+            out += [
+                Metric("nagios.check.state", MetricKind.GAUGE, float(c.state.state), "",
+                       "state of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", a),
+                Metric("nagios.check.hard", MetricKind.GAUGE, 1.0 if c.state.hard else 0.0, "",
+                       "1 when the check's state is hard, 0 when soft", a),
+                Metric("nagios.check.attempt", MetricKind.GAUGE, float(c.state.attempt), "",
+                       "the check's current attempt (of max_check_attempts)", a),
+                Metric("nagios.check.duration", MetricKind.GAUGE, r.duration, "s", "how long the last run took", a),
+                Metric("nagios.check.latency", MetricKind.GAUGE, c.latency, "s",
+                       "how late the last run started after its scheduled time", a),
+                Metric("nagios.check.ran", MetricKind.GAUGE, 1.0 if r.ran else 0.0, "",
+                       "1 when the plugin ran to an exit of its own, 0 when monbridge gave its state", a),
+                Metric("nagios.check.executions", MetricKind.COUNTER, float(c.executions), "{run}",
+                       "runs of the check", a),
+            ]
+            seen: set[str] = set()
+            for item in r.output.perfdata:
+                if item.label in seen:
+                    self._dropped[(c.cfg.name, "duplicate")] += 1
+                    self._log_once(c.cfg.name, "duplicate", f"check {c.cfg.name}: perfdata label {item.label!r} "
+                                                            "given twice; the first is kept")
+                    continue
+                seen.add(item.label)
+                m = perfdata_metric(item, a)
+                if m is not None:
+                    out.append(m)
+        out += [Metric("monbridge.nagios.check.failures", MetricKind.COUNTER, float(n), "{run}",
+                       "runs monbridge gave UNKNOWN in the plugin's place, by reason",
+                       {"nagios.check": check, "reason": reason}) for (check, reason), n in sorted(self._failures.items())]
+        out += [Metric("monbridge.nagios.perfdata.dropped", MetricKind.COUNTER, float(n), "{item}",
+                       "perfdata items left out, by reason", {"nagios.check": check, "reason": reason})
+                for (check, reason), n in sorted(self._dropped.items())]
+        out += [Metric("monbridge.nagios.output.truncated", MetricKind.COUNTER, float(n), "{run}",
+                       "plugin outputs cut at Nagios' 8192 bytes", {"nagios.check": check})
+                for check, n in sorted(self._truncated.items())]
+        return out
+
+    async def import_alerts(self) -> Sequence[Alert]:
+        """The alerts of checks in a hard non-OK state, and, resolved, those whose state recovered
+        or changed since (``bridge.api.AlertSourceHook``)."""
+        firing = {c.alert.fingerprint: c.alert for c in self.checks if c.alert is not None}
+        resolved = self._resolved
+        self._resolved = []
+        resolved += [replace(a, state=AlertState.RESOLVED, ends_at=time.time()) for fp, a in self._exported.items()
+                     if fp not in firing and all(r.fingerprint != fp for r in resolved)]
+        self._exported = dict(firing)
+        return [*(replace(a, labels=dict(a.labels), annotations=dict(a.annotations)) for a in firing.values()), *resolved]
+
+    async def test_report(self) -> list[str]:
+        """Run every check once now and describe each: state, text, long text and perfdata
+        (``monbridge test``; ``bridge.api.ReportHook``)."""
+        await self.stop()
+        if self._sem is None:
+            assert self.config is not None
+            self._sem = asyncio.Semaphore(self.config.concurrency)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(self._run(c, loop.time()) for c in self.checks if c.executions == 0))
+        lines: list[str] = []
+        for c in self.checks:
+            r = c.last
+            assert r is not None
+            kind = "HARD" if c.state.hard else "SOFT"
+            lines.append(f"{c.cfg.name}: {r.state.name} ({kind} {c.state.attempt}/{c.cfg.max_check_attempts}, "
+                         f"exit {r.exit_code if r.exit_code is not None else '-'}, {r.duration:.3f} s): {r.output.text}")
+            for line in r.output.long_text.splitlines():
+                lines.append(f"    | {line}")
+            for item in r.output.perfdata:
+                value = "U" if item.value is None else f"{format_number(item.converted(item.value) or 0.0)}"
+                unit = f" {item.otel_unit}" if item.otel_unit and item.value is not None else ""
+                lines.append(f"    perfdata {format_item(item)}  ->  {item.label} = {value}{unit}"
+                             + ("  (counter)" if item.counter else ""))
+            for err in r.output.perfdata_errors:
+                lines.append(f"    perfdata error: {err}")
+        return lines
+
+

@@ -1,0 +1,7 @@
+;; collect() divides by zero.
+(module
+  (memory (export "memory") 1)
+  (func (export "monbridge_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "collect") (result i32) (i32.div_s (i32.const 1) (i32.const 0))))
