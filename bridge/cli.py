@@ -54,7 +54,7 @@ def _load_or_exit(path: str | None, registry: Any, listen: str | None = None) ->
 class _Commands(click.Group):
     """The commands, those of other modules imported only when named (or listed by ``--help``)."""
 
-    lazy = {"alerts": ("bridge.alerting.cli", "alerts")}
+    lazy = {"alerts": ("bridge.alerting.cli", "alerts"), "plugin": ("bridge.plugincli", "plugin")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

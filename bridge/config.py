@@ -38,6 +38,9 @@ from bridge.api import PluginType
 from bridge.isolation import Grants, Isolation, Limits
 from bridge.registry import PluginNotFoundError, PluginRegistry
 
+if typing.TYPE_CHECKING:
+    from bridge.package import VerifiedPackage
+
 __all__ = [
     "ConfigError",
     "LoadedConfig",
@@ -150,11 +153,47 @@ class PluginEntry(_Strict):
     grants: Grants = Field(default_factory=Grants)
 
 
+class PackagesConfig(_Strict):
+    dir: Path | None = Field(default=None, description="installed signed plugin packages (default: $MONBRIDGE_PLUGIN_DIR, "
+                                                         "else $XDG_DATA_HOME/monbridge/plugins or ~/.local/share/...)")
+    trust: Path | None = Field(default=None, description="trust store of publishers' keys (default: $MONBRIDGE_TRUST_DIR, "
+                                                           "else $XDG_CONFIG_HOME/monbridge/trust or ~/.config/...)")
+
+
+def _data_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
+    return Path(xdg) if xdg else Path.home() / ".local" / "share"
+
+
+def _config_home() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    return Path(xdg) if xdg else Path.home() / ".config"
+
+
+def default_plugin_dir(configured: str | os.PathLike[str] | None = None) -> Path:
+    """Where packages are installed: ``configured`` (``packages.dir``), else
+    ``$MONBRIDGE_PLUGIN_DIR``, else ``$XDG_DATA_HOME/monbridge/plugins`` (``~/.local/share``)."""
+    if configured is not None:
+        return Path(configured)
+    env = os.environ.get("MONBRIDGE_PLUGIN_DIR", "").strip()
+    return Path(env) if env else _data_home() / "monbridge" / "plugins"
+
+
+def default_trust_dir(configured: str | os.PathLike[str] | None = None) -> Path:
+    """The trust store: ``configured`` (``packages.trust``), else ``$MONBRIDGE_TRUST_DIR``,
+    else ``$XDG_CONFIG_HOME/monbridge/trust`` (``~/.config``)."""
+    if configured is not None:
+        return Path(configured)
+    env = os.environ.get("MONBRIDGE_TRUST_DIR", "").strip()
+    return Path(env) if env else _config_home() / "monbridge" / "trust"
+
+
 class MonbridgeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
     plugins: list[PluginEntry] = Field(default=[])
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    packages: PackagesConfig = Field(default_factory=PackagesConfig)
 
 
 def parse_listen(v: str) -> tuple[str, int]:
@@ -693,6 +732,8 @@ def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
     except ValidationError as e:
         issues.extend(_validation_issues(e, (), MonbridgeConfig, lines))
 
+    if model is not None:
+        registry.add_packages(default_plugin_dir(model.packages.dir), default_trust_dir(model.packages.trust))
     loaded_configs: dict[str, Any] = {}
     raw_configs: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}
@@ -709,7 +750,11 @@ def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
             continue
         seen[entry.plugin_id] = i
         try:
-            config_model = registry.entry(entry.plugin_id).config_model()
+            registered = registry.entry(entry.plugin_id)
+            if registered.package is not None:
+                issues.extend(_package_issues(registered.package, entry, i, lines, registry))
+                registry.bind_package(entry.plugin_id, entry.limits, entry.grants)
+            config_model = registered.config_model()
         except PluginNotFoundError as e:
             issues.append(_Issue(_line_of(loc, lines), loc, str(e)))
             continue
@@ -726,6 +771,39 @@ def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
         raise ConfigError(source, _report(issues, reader.issues))
     assert model is not None
     return LoadedConfig(source, model, loaded_configs, raw_configs)
+
+
+def _package_issues(package: VerifiedPackage, entry: PluginEntry, i: int, lines: Mapping[_Loc, int],
+                    registry: PluginRegistry) -> list[_Issue]:
+    """What is wrong with the entry of a signed package: an isolation other than ``wasm``, grants
+    not covering the permissions its manifest requests (refused, listing them), a dependency
+    not installed or of a version out of its range."""
+    from bridge.package import version_matches
+
+    out = []
+    for dep in package.manifest.dependencies:
+        try:
+            version = registry.entry(dep.id).version
+        except PluginNotFoundError:
+            version = None
+        try:
+            matches = version is not None and version_matches(version, dep.version)
+        except ValueError:  # an installed distribution's version that is not semantic
+            matches = False
+        if not matches:
+            loc: _Loc = ("plugins", i, "plugin_id")
+            have = "not installed" if version is None else f"{version} is installed"
+            out.append(_Issue(_line_of(loc, lines), loc, f"{entry.plugin_id} depends on {dep.id} {dep.version}: {have}"))
+    if entry.isolation not in (None, Isolation.WASM):
+        loc = ("plugins", i, "isolation")
+        out.append(_Issue(_line_of(loc, lines), loc, f"{entry.plugin_id} is a signed WASM package: it runs in the "
+                                                     "WASM host (isolation: wasm)"))
+    missing = entry.grants.covers(package.manifest.permissions)
+    if missing:
+        loc = ("plugins", i, "grants")
+        out.append(_Issue(_line_of(loc, lines), loc, f"the package {package.path} requests permissions not "
+                                                     f"granted here: {', '.join(missing)}"))
+    return out
 
 
 def read_document(data: bytes | str, source: str, *, env: Mapping[str, str] | None = None,

@@ -693,7 +693,11 @@ def place(registered: RegisteredPlugin, isolation: Isolation | None, limits: Lim
     """Where a configured plugin runs. ``isolation`` unset: in a worker for a third-party plugin
     (an installed entry point), in process for a built-in one and a class registered in-process.
     Collectors and integrations run in a worker; other plugin types, and a plugin registered as
-    an instance or a class no worker can import, run in process (``note`` says why)."""
+    an instance or a class no worker can import, run in process (``note`` says why). A signed
+    WASM package is run by the WASM host (its limits and grants applied there), in process."""
+    if registered.package is not None:
+        return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants,
+                         note="a signed WASM package: runs in the WASM host, which applies its limits and grants")
     third_party = registered.builtin is None and registered.entry_point is not None
     wanted = isolation or (Isolation.PROCESS if third_party else Isolation.IN_PROCESS)
     if wanted is Isolation.IN_PROCESS:

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.api import Plugin, PluginConfig, PluginType, validate_plugin_id
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
+
+    from bridge.isolation import Grants, Limits
+    from bridge.package import VerifiedPackage
 
 __all__ = ["BUILTIN_PLUGINS", "PluginNotFoundError", "PluginRegistry", "RegisteredPlugin"]
 
@@ -55,6 +60,15 @@ BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
 }
 
 
+#: The WASM host's plugin class of each plugin type a signed package may have (``bridge.wasmhost``
+#: is loaded when a packaged plugin is configured).
+WASM_PLUGIN_CLASSES = {
+    _C: "bridge.wasmhost:WasmCollector",
+    _A: "bridge.wasmhost:WasmAlertProcessor",
+    _I: "bridge.wasmhost:WasmIntegration",
+}
+
+
 def load_reference(ref: str) -> Any:
     """The object an entry-point style reference ``module:attr`` names."""
     module, _, attr = ref.partition(":")
@@ -80,12 +94,15 @@ class RegisteredPlugin:
     instance: Plugin | None = None
     builtin: str | None = None  # "module:PluginClass" of a built-in plugin
     builtin_config: str | None = None  # "module:ConfigModel" of a built-in whose model lives apart
+    package: VerifiedPackage | None = None  # a signed WASM package (bridge.package), run by the WASM host
 
     @property
     def distribution(self) -> str | None:
         """The distribution that installed the entry point (its metadata is read only when asked)."""
         if self.builtin is not None:
             return "monbridge"
+        if self.package is not None:
+            return f"package {self.package.path}"
         dist = self.entry_point.dist if self.entry_point is not None else None
         return dist.name if dist is not None else None
 
@@ -95,10 +112,15 @@ class RegisteredPlugin:
             from bridge import __version__
 
             return __version__
+        if self.package is not None:
+            return self.package.manifest.version
         dist = self.entry_point.dist if self.entry_point is not None else None
         return dist.version if dist is not None else None
 
     def load_factory(self) -> Callable[[], Plugin]:
+        if self.factory is None and self.package is not None:
+            raise LookupError(f"packaged plugin {self.plugin_id!r} is not configured (its limits and grants are "
+                              "those of its config entry)")
         if self.factory is None:
             if self.builtin is not None:
                 obj, where = load_reference(self.builtin), f"built-in plugin {self.plugin_id!r}"
@@ -117,6 +139,9 @@ class RegisteredPlugin:
         if self.factory is None and self.builtin_config is not None:
             model: type[PluginConfig] = load_reference(self.builtin_config)
             return model
+        if self.package is not None:
+            packaged: type[PluginConfig] = load_reference(WASM_PLUGIN_CLASSES[self.plugin_type]).config_model
+            return packaged
         return self.plugin_class().config_model
 
     def plugin_class(self) -> type[Plugin]:
@@ -139,6 +164,7 @@ class PluginRegistry:
     def __init__(self) -> None:
         self._plugins: dict[str, RegisteredPlugin] = {}
         self._unread_entry_points = False
+        self._refused_packages: dict[str, str] = {}  # installed package file stem -> why it was refused
 
     def discover(self) -> PluginRegistry:
         """Register the built-in plugins, and every plugin installed under the ``monbridge.*``
@@ -168,6 +194,55 @@ class PluginRegistry:
                     continue  # a built-in or in-process registration wins over an entry point
                 self._plugins[ep.name] = RegisteredPlugin(ep.name, ptype, entry_point=ep)
 
+    def add_packages(self, directory: str | os.PathLike[str], trust: str | os.PathLike[str]) -> None:
+        """Register the signed packages installed in ``directory`` that verify against the trust
+        store ``trust`` now (each read and verified again: a file changed since it was installed is
+        refused); a refused one is logged, and named when its id is looked up. Built-in plugins and
+        in-process registrations win over a package of the same id. A package's limits and grants
+        are its config entry's (:meth:`bind_package`)."""
+        for pid in [p for p, r in self._plugins.items() if r.package is not None]:
+            del self._plugins[pid]  # what was installed when a config was last loaded
+        self._refused_packages.clear()
+        root = Path(directory)
+        if not root.is_dir() or not any(root.glob("*.mbpkg")):
+            return  # nothing installed: the package code is not loaded
+        from bridge.package import TrustStore, TrustStoreError, inspect_installed
+
+        try:
+            store = TrustStore.load(trust)
+        except TrustStoreError as e:
+            store = TrustStore()
+            log.warning("plugin packages: %s; every package is refused", e)
+        for item in inspect_installed(root, store):
+            pkg = item.package
+            if pkg is not None and pkg.manifest.plugin_type not in WASM_PLUGIN_CLASSES:
+                self._refused_packages[item.path.stem] = (f"{item.path}: the WASM host runs no "
+                                                          f"{pkg.manifest.plugin_type.value} plugins")
+            elif pkg is None:
+                self._refused_packages[item.path.stem] = str(item.error)
+            elif pkg.plugin_id not in self._plugins or self._plugins[pkg.plugin_id].package is not None:
+                self._plugins[pkg.plugin_id] = RegisteredPlugin(pkg.plugin_id, pkg.manifest.plugin_type, package=pkg)
+                continue
+            else:
+                log.warning("plugin package %s ignored: %s is built in or registered in process", item.path,
+                            pkg.plugin_id)
+                continue
+            log.warning("plugin package refused: %s", self._refused_packages[item.path.stem])
+
+    def bind_package(self, plugin_id: str, limits: Limits, grants: Grants) -> None:
+        """Make the packaged plugin ``plugin_id`` run in the WASM host with ``limits`` and ``grants``
+        (its config entry's, which cover what its manifest requests)."""
+        reg = self.entry(plugin_id)
+        pkg = reg.package
+        assert pkg is not None
+
+        def make() -> Plugin:
+            plugin: Plugin = load_reference(WASM_PLUGIN_CLASSES[pkg.manifest.plugin_type])(
+                pkg.module_bytes, pkg.host_manifest, limits, grants)
+            return plugin
+
+        reg.factory, reg.instance = make, None
+
     def register_plugin(self, plugin_id: str, plugin: Plugin | type[Plugin]) -> None:
         """Register an instance (as the spec does) or a plugin class."""
         ptype = plugin.plugin_type
@@ -187,8 +262,10 @@ class PluginRegistry:
             installed = sorted(p for p, r in self._plugins.items() if plugin_type is None or r.plugin_type is plugin_type)
             kind = f"{plugin_type.value} " if plugin_type else ""
             where = f" in entry point group {plugin_type.entry_point_group!r}" if plugin_type else ""
+            refused = self._refused_packages.get(plugin_id)
             raise PluginNotFoundError(
                 f"{kind}plugin {plugin_id!r} not found{where}; installed: {', '.join(installed) or 'none'}"
+                + (f" (its package was refused: {refused})" if refused else "")
             )
         return reg
 

@@ -284,11 +284,11 @@ def test_default_config(registry):
                                                   "of mappings"),
     ("server: {listen: \x00}\n", "line 1: not valid YAML/JSON: control characters are not allowed"),
     (b"# \xe9t\xe9\nserver: {}\n", "line 1: not valid UTF-8"),
-    ("", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting)"),
+    ("", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages)"),
     ("# nothing but a comment\n\n", "line 1: the config is empty (expected a mapping with keys server, pipeline, "
-                                    "plugins, alerting)"),
-    ("~\n", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting)"),
-    ("- a\n", "line 1: (top level): expected a mapping with keys server, pipeline, plugins, alerting"),
+                                    "plugins, alerting, packages)"),
+    ("~\n", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages)"),
+    ("- a\n", "line 1: (top level): expected a mapping with keys server, pipeline, plugins, alerting, packages"),
 ])
 def test_every_document_problem_is_a_located_config_error(registry, text, expected, monkeypatch):
     assert errors(registry, text) == [expected]
@@ -385,7 +385,7 @@ plugins:
   - plugin_id: monitoring.metrics.steady
 """
     assert errors(registry, text) == [
-        "line 1: servre: unknown key, did you mean 'server'? (expected one of: server, pipeline, plugins, alerting)",
+        "line 1: servre: unknown key, did you mean 'server'? (expected one of: server, pipeline, plugins, alerting, packages)",
         f"line 3: server.listn: unknown key, did you mean 'listen'? (expected one of: {SERVER_KEYS})",
         "line 5: server.auth.basic.username: required key is missing",
         "line 5: server.auth.basic.usernam: unknown key, did you mean 'username'? (expected one of: username, password)",

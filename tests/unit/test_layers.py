@@ -43,6 +43,7 @@ LAYERS = {
     "bridge.lazy": "api",  # names of public modules loaded when first used
     "bridge.listeners": "api",  # TLS and auth of listeners
     "bridge.accumulate": "api",
+    "bridge.package": "api",  # signed plugin packages: manifest, signatures, trust store, install directory
     "bridge.isolation": "api",  # isolation, limits and grants of a plugin (models)  # delta to cumulative (pushed data)
     "bridge.limits": "api",  # a plugin worker's limits enforced from the agent (cgroups, /proc)
     "bridge.sandbox": "api",  # a plugin worker's sandbox (Landlock, seccomp, network namespace)
@@ -63,6 +64,7 @@ LAYERS = {
     "bridge.notifiers": "alerting",
     "bridge.runtime": "runtime",
     "bridge.cli": "cli",
+    "bridge.plugincli": "cli",  # monbridge plugin keygen|sign|verify|install|list
 }
 
 #: What plugins may import from ``bridge``: the plugin API.
