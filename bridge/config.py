@@ -754,6 +754,10 @@ def parse_config(text: str | bytes, source: str, registry: PluginRegistry,
             if registered.package is not None:
                 issues.extend(_package_issues(registered.package, entry, i, lines, registry))
                 registry.bind_package(entry.plugin_id, entry.limits, entry.grants)
+            elif entry.isolation is Isolation.WASM:
+                wloc: _Loc = ("plugins", i, "isolation")
+                issues.append(_Issue(_line_of(wloc, lines), wloc, f"{entry.plugin_id} is a Python plugin: isolation "
+                                                                  "wasm is for signed WASM packages (use process)"))
             config_model = registered.config_model()
         except PluginNotFoundError as e:
             issues.append(_Issue(_line_of(loc, lines), loc, str(e)))

@@ -696,14 +696,14 @@ def place(registered: RegisteredPlugin, isolation: Isolation | None, limits: Lim
     an instance or a class no worker can import, run in process (``note`` says why). A signed
     WASM package is run by the WASM host (its limits and grants applied there), in process."""
     if registered.package is not None:
-        return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants,
-                         note="a signed WASM package: runs in the WASM host, which applies its limits and grants")
+        return Placement(Isolation.WASM, limits=limits, grants=grants,
+                         note="a signed WASM package: the WASM host applies its limits and grants")
     third_party = registered.builtin is None and registered.entry_point is not None
     wanted = isolation or (Isolation.PROCESS if third_party else Isolation.IN_PROCESS)
     if wanted is Isolation.IN_PROCESS:
         return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants)
-    if wanted is Isolation.WASM:
-        return Placement(Isolation.WASM, limits=limits, grants=grants)
+    if wanted is Isolation.WASM:  # refused when the config is loaded: only a signed package runs in WASM
+        raise ValueError(f"{registered.plugin_id} is a Python plugin: isolation wasm is for signed WASM packages")
     if registered.plugin_type not in (PluginType.METRIC_COLLECTOR, PluginType.INTEGRATION):
         return Placement(Isolation.IN_PROCESS, limits=limits, grants=grants,
                          note=f"{registered.plugin_type.value} plugins run in process")

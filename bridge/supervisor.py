@@ -246,7 +246,7 @@ class Supervisor:
         placement = placement or Placement()
         interval = getattr(parsed_config, "collection_interval", None) or getattr(parsed_config, "interval", None)
         timeout = getattr(parsed_config, "timeout", None) or interval
-        if placement.isolation is not Isolation.IN_PROCESS and plugin_type is not None:
+        if placement.isolation is Isolation.PROCESS and plugin_type is not None:
             return PluginRunner(plugin_id, plugin_type, dict(config), make_plugin, interval, timeout,
                                 placement=placement)
         probe = make_plugin()
@@ -285,9 +285,11 @@ class Supervisor:
         if placement.isolation is Isolation.PROCESS:
             return ProcessHost(runner.plugin_id, runner.plugin_type, placement,
                                cardinality_limit=self.pipeline.cardinality_limit)
-        if placement.isolation is not Isolation.IN_PROCESS:
-            raise RuntimeError(f"isolation {placement.isolation.value}: no host for it in this agent")
         host = InProcessHost(runner.make_plugin())
+        if placement.isolation is Isolation.WASM:
+            # A signed WASM package: its plugin is the WASM host's (bridge.wasmhost), which bounds every
+            # call into the module (epoch deadline, fuel, store limits) and raises LimitExceeded.
+            host.isolation = Isolation.WASM
         if isinstance(host.plugin, MonitoringIntegrationPlugin):
             # Pushed series expire after 5 minutes unless the plugin says otherwise (as the OTel
             # Collector's Prometheus exporter's metric_expiration).

@@ -55,10 +55,17 @@ def test_an_installed_package_runs_as_a_plugin_in_the_wasm_host(agent):
     assert type(plugin).__name__ == "WasmCollector" and plugin.metadata().author == "Acme Inc"
 
     async def collect() -> list[str]:
+        from bridge.isolation import Grants, Limits
+        from bridge.pluginhost import place
+
         pipeline = Pipeline()
         sup = Supervisor(pipeline)
-        runner = sup.add(PID, registry.factory(PID), loaded.raw_plugin_configs[PID], loaded.plugin_configs[PID])
+        placement = place(entry, None, Limits(), Grants(hosts=["queue.internal"], paths=[str(granted)]))
+        runner = sup.add(PID, registry.factory(PID), loaded.raw_plugin_configs[PID], loaded.plugin_configs[PID],
+                         placement, entry.plugin_type)
         assert await sup.collect_once(runner), runner.last_error
+        status = next(s for s in sup.statuses() if s["plugin_id"] == PID)
+        assert (status["isolation"], status["version"]) == ("wasm", "1.2.0"), status
         names = sorted({m.name for m in pipeline.snapshot()})
         await sup.stop_all()
         return names
@@ -124,7 +131,7 @@ def test_a_package_removed_is_gone_at_the_next_load(agent):
         parse_config(text, "agent.yaml", registry)
 
 
-def test_a_package_is_placed_in_the_wasm_host_in_process(agent):
+def test_a_package_is_placed_in_the_wasm_host(agent):
     from bridge.isolation import Grants, Isolation, Limits
     from bridge.pluginhost import place
 
@@ -135,5 +142,5 @@ def test_a_package_is_placed_in_the_wasm_host_in_process(agent):
                  "agent.yaml", registry)
     for isolation in (None, Isolation.WASM):
         placement = place(registry.entry(PID), isolation, Limits(memory_mb=20), grants)
-        assert placement.isolation is Isolation.IN_PROCESS and "WASM host" in placement.note
+        assert placement.isolation is Isolation.WASM and "WASM host" in placement.note
         assert placement.limits.memory_mb == 20 and placement.grants == grants

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint
 
 import aiohttp
+import pytest
 
 from bridge.api import PluginType
 from bridge.config import parse_config
@@ -96,3 +97,15 @@ plugins:
     # How its sandbox (applied in the worker) and its limits (enforced from the agent) hold.
     assert {"fs", "exec", "net", "memory", "cpu", "connections", "timeout"} <= set(worker["mechanisms"])
     assert "80 MiB" in worker["mechanisms"]["memory"]
+
+
+def test_isolation_wasm_for_a_python_plugin_is_refused_at_config_load(tmp_path):
+    """Only a signed WASM package runs in the WASM host: a Python plugin asking for it is an error
+    naming the entry's isolation, not a plugin that fails at start."""
+    from bridge.config import ConfigError
+
+    text = (f"packages: {{dir: '{tmp_path / 'p'}', trust: '{tmp_path / 't'}'}}\n"
+            "plugins:\n  - plugin_id: monitoring.metrics.system\n    isolation: wasm\n")
+    with pytest.raises(ConfigError, match=r"line 4: plugins\[0\]\.isolation: .*Python plugin: isolation wasm is for "
+                                          r"signed WASM packages"):
+        parse_config(text, "agent.yaml", PluginRegistry().discover())
