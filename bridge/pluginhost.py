@@ -120,6 +120,27 @@ class PluginHost:
         #: its plugin restarted without waiting for the next scheduled call.
         self.stopped: LimitExceeded | None = None
         self.dead = asyncio.Event()
+        self._recording: asyncio.Future[int] | None = None  # a large import's record, in its thread
+
+    async def _record_import(self, pipeline: Pipeline, source: str, imported: Sequence[Metric],
+                             prometheus_names: bool) -> None:
+        """Record an import into ``pipeline``: a large one (a new target's first scrape: a series
+        made per metric) in a worker thread, so the event loop goes on serving the API and the other
+        plugins meanwhile. Call ``_await_record`` before the next import."""
+        if len(imported) >= GC_PAUSE_MIN_BATCH:
+            self._recording = asyncio.ensure_future(asyncio.to_thread(
+                pipeline.record, source, imported, prometheus_names=prometheus_names))
+            await asyncio.shield(self._recording)
+            self._recording = None
+        elif imported:
+            pipeline.record(source, imported, prometheus_names=prometheus_names)
+
+    async def _await_record(self) -> None:
+        """Wait for a record that a timed-out round left running in its thread: an import's metrics
+        may be the plugin's own objects, updated by its next import."""
+        if self._recording is not None:
+            await asyncio.wait((self._recording,))
+            self._recording = None
 
     async def initialize(self, config: Mapping[str, Any], timeout: float | None = None) -> None:
         raise NotImplementedError
@@ -171,7 +192,6 @@ class InProcessHost(PluginHost):
         super().__init__(plugin.plugin_type)
         self.plugin = plugin
         self._shut_down = False
-        self._recording: asyncio.Future[int] | None = None  # a large import's record, in its thread
 
     async def initialize(self, config: Mapping[str, Any], timeout: float | None = None) -> None:
         await self.plugin.initialize(config)
@@ -207,21 +227,9 @@ class InProcessHost(PluginHost):
     async def import_round(self, pipeline: Pipeline, timeout: float | None = None) -> int:
         """An integration's import; returns the number of metrics imported."""
         plugin = self._integration()
-        if self._recording is not None:
-            # The last round timed out while its record ran on in its thread: an import's metrics may
-            # be the plugin's own objects, updated by its next import, so that waits for the record.
-            await asyncio.wait((self._recording,))
-            self._recording = None
+        await self._await_record()
         imported = await plugin.import_metrics()
-        if len(imported) >= GC_PAUSE_MIN_BATCH:
-            # A large import (a new target's first scrape: a series made per metric) is recorded in a
-            # worker thread, so the event loop goes on serving the API and the other plugins meanwhile.
-            self._recording = asyncio.ensure_future(asyncio.to_thread(
-                pipeline.record, plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names))
-            await asyncio.shield(self._recording)
-            self._recording = None
-        elif imported:
-            pipeline.record(plugin.metadata().id, imported, prometheus_names=plugin.imports_prometheus_names)
+        await self._record_import(pipeline, plugin.metadata().id, imported, plugin.imports_prometheus_names)
         return len(imported)
 
     def sink_names(self) -> list[str]:
@@ -584,9 +592,9 @@ class ProcessHost(PluginHost):
         return metrics
 
     async def import_round(self, pipeline: Pipeline, timeout: float | None = None) -> int:
+        await self._await_record()
         imported: list[Metric] = await self._call("import", [], timeout)
-        if imported:
-            pipeline.record(self.plugin_id, imported, prometheus_names=self.imports_prometheus_names)
+        await self._record_import(pipeline, self.plugin_id, imported, self.imports_prometheus_names)
         return len(imported)
 
     def sink_names(self) -> list[str]:
