@@ -1,0 +1,1 @@
+"""``monitoring.integration.datadog``: DogStatsD and Datadog intake in, the Datadog API out."""
