@@ -21,14 +21,16 @@ What comes in is counted (``monbridge.dogstatsd.*``, pushed every round):
 * ``dropped{reason}``: messages dropped, by reason: the parser's reasons (a bad line of a
   datagram; the datagram's other lines are kept), ``max_contexts`` (a sample beyond the
   interval's contexts), ``max_alerts`` (a service check or event whose alert found the alerts
-  held full), ``internal_error``; and ``truncated``: a datagram longer than ``buffer_size`` is
-  dropped whole, counted once, whatever the number of lines it held (those lines are lost
-  uncounted: the cut hides how many there were);
+  held full), ``internal_error``; and, counted once a datagram whatever the number of lines it
+  held (those are lost uncounted: how many there were is not known), ``truncated`` (a datagram
+  longer than ``buffer_size``, dropped whole) and ``receive_buffer`` (a UDP datagram the kernel
+  dropped, the socket's receive buffer full: read from /proc/net/udp);
 * ``points{result, reason}``: the aggregated points pushed into the pipeline, accepted or
   rejected by the pipeline (by its reason); a point aggregates many messages, so these are
   counted apart from ``dropped``.
 
-So for every stream: messages sent = ``messages`` + ``dropped`` (a truncated datagram counting as one).
+So for every stream: messages sent = ``messages`` + ``dropped`` (a truncated or kernel-dropped datagram
+counting as one).
 A dropped message is logged at most once per reason every ``LOG_EVERY_S`` seconds, with the
 first bytes of the bad line, escaped.
 
@@ -97,11 +99,12 @@ def excerpt(data: bytes) -> str:
 class _Reader:
     """One socket and the thread reading it; its counts, written by that thread alone."""
 
-    __slots__ = ("datagrams", "samples", "sock", "thread", "transport")
+    __slots__ = ("datagrams", "inode", "samples", "sock", "thread", "transport")
 
     def __init__(self, sock: socket.socket, transport: str) -> None:
         self.sock = sock
         self.transport = transport
+        self.inode = os.fstat(sock.fileno()).st_ino  # (its line in /proc/net/udp)
         self.thread: threading.Thread | None = None
         self.datagrams = 0
         self.samples = 0
@@ -129,6 +132,7 @@ class DogStatsDServer:
         self.notes: Counter[str] = Counter()  # events and service_checks taken
         self.points: Counter[tuple[str, str]] = Counter()  # (result, reason) of pushed points
         self.events_unlogged = 0
+        self._kernel_drops = 0
         self._logged: dict[str, float] = {}
         self._event_second = 0
         self._event_logs = 0
@@ -201,6 +205,8 @@ class DogStatsDServer:
 
     async def stop(self) -> None:
         """Close the sockets, wait for the readers, stop the flush loop and flush what was read."""
+        if not self._stopping:
+            self.kernel_drops()  # (the last count, before the sockets go)
         self._stopping = True
         for r in self._readers:
             with contextlib.suppress(OSError):
@@ -416,6 +422,8 @@ class DogStatsDServer:
             points = Counter(self.points)
         agg_dropped = Counter(self.aggregator.dropped)
         dropped.update(agg_dropped)
+        if kernel := self.kernel_drops():
+            dropped["receive_buffer"] += kernel
         datagrams: Counter[str] = Counter()
         samples = 0
         for r in self._readers:
@@ -424,6 +432,14 @@ class DogStatsDServer:
         messages = {"metric": samples - sum(agg_dropped.values()), "event": notes["event"],
                     "service_check": notes["service_check"]}
         return {"datagrams": datagrams, "messages": messages, "dropped": dropped, "points": points}
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on the UDP sockets, their receive buffer full (read on
+        Linux from /proc/net/udp; the last count read stays once the sockets are closed)."""
+        inodes = {r.inode for r in self._readers if r.transport == "udp"}
+        if inodes and not self._stopping and (n := _proc_drops(inodes)) is not None:
+            self._kernel_drops = max(self._kernel_drops, n)
+        return self._kernel_drops
 
     def self_metrics(self) -> list[Metric]:
         C, G = MetricKind.COUNTER, MetricKind.GAUGE
@@ -445,6 +461,25 @@ class DogStatsDServer:
         out.append(Metric("monbridge.dogstatsd.events_unlogged", C, float(self.events_unlogged), "{event}",
                           f"events not logged (beyond {EVENT_LOGS_PER_S} a second)"))
         return out
+
+
+def _proc_drops(inodes: set[int]) -> int | None:
+    """The datagrams the kernel dropped on the UDP sockets ``inodes`` (their receive buffer
+    full), from /proc/net/udp and udp6; None where they cannot be read."""
+    total, found = 0, False
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+                    parts = line.split()
+                    if len(parts) > 12 and int(parts[9]) in inodes:
+                        total += int(parts[12])
+                        found = True
+        except (OSError, ValueError):
+            continue
+    return total if found else None
 
 
 def _labels(tags: Iterable[str]) -> dict[str, str]:

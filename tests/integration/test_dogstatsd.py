@@ -222,6 +222,21 @@ def test_a_datagram_longer_than_the_buffer_is_dropped_whole_and_counted(tmp_path
         assert not any(n == "cut.me" for n, _ in series)
 
 
+def test_datagrams_the_kernel_drops_are_counted(tmp_path):
+    """A UDP burst beyond what the smallest receive buffer holds: the datagrams the kernel drops
+    are counted (reason receive_buffer), so taken + dropped = sent still."""
+    with dogstatsd(tmp_path, so_rcvbuf=4096) as r:
+        send = udp_sender(r)
+        line = b"burst:1|c|#pad:" + b"p" * 900
+        for _ in range(3000):
+            send(line)
+        wait_until(lambda: r.taken() == 3000, what=f"3000 messages taken or dropped ({r.counts()})")
+        c = r.counts()
+        assert c["dropped"]["receive_buffer"] > 0
+        assert set(c["dropped"]) == {"receive_buffer"}
+        assert r.flush()[("burst", (("pad", "p" * 900),))].value == c["messages"]["metric"]
+
+
 def test_max_contexts_drops_are_counted(tmp_path):
     with dogstatsd(tmp_path, max_contexts=5) as r:
         send = udp_sender(r)
