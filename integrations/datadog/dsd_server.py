@@ -93,7 +93,7 @@ def excerpt(data: bytes) -> str:
     cut = data[:EXCERPT_BYTES]
     text = cut.decode("ascii", "backslashreplace")
     text = "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
-    return repr(text) + ("..." if len(data) > EXCERPT_BYTES else "")
+    return f"'{text}'" + ("..." if len(data) > EXCERPT_BYTES else "")
 
 
 class _Reader:
@@ -251,7 +251,7 @@ class DogStatsDServer:
             r.datagrams += 1
             if n > size:
                 self._drop("truncated", f"a {r.transport} datagram of {n} bytes, longer than buffer_size "
-                                        f"({size}), dropped whole", view[:EXCERPT_BYTES].tobytes())
+                                        f"({size}),", view[:EXCERPT_BYTES + 1].tobytes())
                 continue
             try:
                 p = parse(view[:n].tobytes(), max_tags)
@@ -264,7 +264,7 @@ class DogStatsDServer:
                 if p.events or p.service_checks:
                     self._notes(p.events, p.service_checks)
             except Exception:  # noqa: BLE001 - a datagram never stops the listener
-                self._drop("internal_error", "a datagram that failed", view[:EXCERPT_BYTES].tobytes(), exc=True)
+                self._drop("internal_error", "a datagram that failed", view[:EXCERPT_BYTES + 1].tobytes(), exc=True)
 
     def _drop(self, reason: str, what: str, data: bytes, exc: bool = False) -> None:
         with self._lock:

@@ -205,6 +205,34 @@ def test_several_messages_in_a_datagram_and_bad_lines_among_good_ones(tmp_path):
         assert series[("page.views", (("page", "home"),))].value == 6.0
 
 
+def test_drops_are_logged_once_per_reason_with_their_first_bytes(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="monbridge.dogstatsd")
+    with dogstatsd(tmp_path, buffer_size=512) as r:
+        send = udp_sender(r)
+        for i in range(5):
+            send(b"ok:1|c\nbad.type:%d|zz\x01\xff" % i)
+        send(b"\x1b[31m" * 200)
+        r.wait_datagrams(6)
+        c = r.counts()
+        assert c["messages"]["metric"] == 5 and sum(c["dropped"].values()) == 6
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "monbridge.dogstatsd"]
+    assert len(lines) == 2, lines  # one per reason, though the bad line came five times
+    bad = next(x for x in lines if "bad line" in x)
+    assert "first bytes 'bad.type:0|zz\\x01\\xff';" in bad and "monbridge_dogstatsd_dropped_total" in bad
+    cut = next(x for x in lines if "(truncated)" in x)
+    assert "a udp datagram of 1000 bytes, longer than buffer_size (512), dropped (truncated)" in cut
+    assert "\x1b" not in cut and cut.count("\\x1b[31m") == 64 // 5 and "\\x1b[31'...;" in cut
+
+
+def test_ipv6_loopback(tmp_path):
+    with dogstatsd(tmp_path, listen_udp="[::1]:0") as r:
+        assert r.server.udp_bound is not None and r.server.udp_bound[0] == "::1"
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.sendto(b"six:6|g", r.server.udp_bound)
+        r.wait_datagrams(1)
+        assert r.flush()[("six", ())].value == 6.0
+
+
 def test_a_datagram_longer_than_the_buffer_is_dropped_whole_and_counted(tmp_path):
     path = short_socket_path(tmp_path)
     with dogstatsd(tmp_path, buffer_size=512, listen_uds=path) as r:
@@ -437,6 +465,17 @@ def test_events_are_logged_and_error_events_alert(tmp_path, caplog):
     assert [(d["title"], d["alert_type"]) for d in records] == [
         ("Backup", "info"), ("Disk failed", "error"), ("Disk hot", "warning"), ("Disk replaced", "success")]
     assert records[0]["tags"] == ["team:ops"] and records[1]["hostname"] == "db1"
+
+
+def test_events_logged_are_bounded(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="monbridge.dogstatsd.events")
+    monkeypatch.setattr(dsd_server, "EVENT_LOGS_PER_S", 2)
+    with dogstatsd(tmp_path) as r:
+        udp_sender(r)(b"\n".join(b"_e{2,1}:e%d|x" % i for i in range(5)))  # five in one datagram
+        r.wait_datagrams(1)
+        assert r.counts()["messages"]["event"] == 5
+        logged = [rec for rec in caplog.records if rec.name == "monbridge.dogstatsd.events"]
+        assert len(logged) + r.server.events_unlogged == 5 and r.server.events_unlogged >= 1
 
 
 def test_alerts_held_are_bounded(tmp_path, monkeypatch):
