@@ -183,8 +183,8 @@ class DogStatsDServer:
                 addr = sock.getsockname()  # the others bind the port the first got (port 0 in tests)
         except OSError as e:
             raise PluginError(f"dogstatsd.listen_udp: cannot listen on {listen}: {e.strerror or e}") from None
-        self.udp_bound = addr[:2]
-        log.info("DogStatsD on udp://%s:%s (%d socket%s)", addr[0], addr[1], self.config.workers,
+        self.udp_bound = (str(addr[0]), int(addr[1]))
+        log.info("DogStatsD on udp://%s:%s (%d socket%s)", *self.udp_bound, self.config.workers,
                  "s" if self.config.workers > 1 else "")
 
     def _bind_uds(self, path: str) -> None:
@@ -371,7 +371,7 @@ class DogStatsDServer:
         next_at = loop.time() + interval
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            next_at += interval
+            next_at = max(next_at + interval, loop.time())  # (a flush late by more than an interval is not repeated)
             try:
                 await asyncio.to_thread(self.flush)
             except Exception:  # noqa: BLE001 - a failed flush is logged; the next one comes
