@@ -290,7 +290,20 @@ def test_self_metrics_reach_the_pipeline(tmp_path):
         assert own[("monbridge.dogstatsd.messages", (("type", "metric"),))] == 1.0
         assert sum(v for (n, _), v in own.items() if n == "monbridge.dogstatsd.dropped") == 1.0
         assert own[("monbridge.dogstatsd.points", (("reason", ""), ("result", "accepted")))] == 1.0
-        assert own[("monbridge.dogstatsd.receive_buffer", (("transport", "udp"),))] >= 4 << 20
+        assert own[("monbridge.dogstatsd.receive_buffer", (("transport", "udp"),))] == r.server.receive_buffer["udp"]
+
+
+def test_the_receive_buffer_the_kernel_gave_is_reported(tmp_path, caplog):
+    path = short_socket_path(tmp_path)
+    with dogstatsd(tmp_path, so_rcvbuf=4096, listen_uds=path) as r:
+        assert r.server.receive_buffer == {"udp": 8192, "uds": 8192}  # (Linux doubles what is asked)
+    assert not [rec for rec in caplog.records if "receive buffer" in rec.getMessage()]
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    with dogstatsd(tmp_path, so_rcvbuf=1 << 30) as r:
+        assert r.server.receive_buffer == {"udp": 2 * rmem_max}
+    assert [rec.getMessage() for rec in caplog.records if "receive buffer" in rec.getMessage()] == [
+        f"dogstatsd: udp receive buffer is {2 * rmem_max} bytes, not so_rcvbuf's {1 << 30} (the system's bound, "
+        "net.core.rmem_max, is lower)"]
 
 
 def test_points_the_pipeline_rejects_are_counted(tmp_path):
