@@ -56,14 +56,14 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
 from bridge.api import Alert, AlertState, IngestResult, Metric, MetricIngest, MetricKind, PluginError
 from bridge.helpers import parse_listen
 from bridge.notifiers import fingerprint
-from integrations.datadog.aggregate import Aggregator
+from integrations.datadog.aggregate import Aggregator, tags_to_attributes
 from integrations.datadog.config import DogStatsDConfig
 from integrations.datadog.dogstatsd import Event, ServiceCheck, parse_datagram
 
@@ -288,7 +288,7 @@ class DogStatsDServer:
                     self.notes["event"] += 1
                 continue
             name = e.title[:200]
-            identity = ("event", e.aggregation_key or e.title, e.hostname, tuple(sorted(set(e.tags))))
+            identity = ("event", e.aggregation_key or e.title, e.hostname, frozenset(e.tags))
             annotations = {"summary": e.title[:1000]}
             if e.text:
                 annotations["description"] = e.text[:4000]
@@ -296,7 +296,7 @@ class DogStatsDServer:
             self._alert("event", identity, name, severity, e.hostname, e.tags, annotations, extra, e.timestamp)
         for c in checks:
             severity = SEVERITY.get(c.status)
-            identity = ("service_check", c.name, c.hostname, tuple(sorted(set(c.tags))))
+            identity = ("service_check", c.name, c.hostname, frozenset(c.tags))
             annotations = {"summary": (c.message or f"{c.name} is {_STATUS.get(c.status, c.status)}")[:1000],
                            "dd_status": _STATUS.get(c.status, str(c.status))}
             if c.status == 3:
@@ -321,11 +321,11 @@ class DogStatsDServer:
         event_log.info("dogstatsd event %s", json.dumps(doc, ensure_ascii=True))
 
     def _alert(self, kind: str, identity: tuple[Any, ...], name: str, severity: str | None, host: str | None,
-               tags: Iterable[str], annotations: dict[str, str], extra: dict[str, str],
+               tags: Collection[str], annotations: dict[str, str], extra: dict[str, str],
                timestamp: float | None) -> None:
         """Fire (``severity``) or resolve (None) the alert of ``identity``; counts the message."""
         now = time.time()
-        labels = _labels(tags)
+        labels = tags_to_attributes(sorted(set(tags)))  # (as the metrics' attributes)
         labels.update(extra)
         labels.update({"alertname": name, "dd_source": kind})
         if host:
@@ -480,22 +480,6 @@ def _proc_drops(inodes: set[int]) -> int | None:
         except (OSError, ValueError):
             continue
     return total if found else None
-
-
-def _labels(tags: Iterable[str]) -> dict[str, str]:
-    """Alert labels of DogStatsD tags: ``key:value`` → ``key=value``; value-less tags (flags)
-    joined, sorted, in ``dd_tags``."""
-    labels: dict[str, str] = {}
-    flags: list[str] = []
-    for t in tags:
-        k, sep, v = t.partition(":")
-        if sep and k:
-            labels[k] = v
-        else:
-            flags.append(t)
-    if flags:
-        labels["dd_tags"] = ",".join(sorted(set(flags)))
-    return labels
 
 
 def _remove_stale(path: str) -> None:

@@ -164,7 +164,7 @@ def test_datadog_client_every_type(tmp_path, transport):
         assert c["messages"] == {"metric": metrics + expected_sampled, "event": events, "service_check": checks}
         assert not c["dropped"]
         series = r.flush()
-        attrs = (("env", "test"), ("flag", ""), ("via", transport))
+        attrs = (("env", "test"), ("unnamed_flag", "flag"), ("via", transport))
 
         def value(name: str, a: tuple[tuple[str, Any], ...] = attrs) -> Any:
             m = series.get((name, a))
@@ -174,11 +174,19 @@ def test_datadog_client_every_type(tmp_path, transport):
         assert value("app.requests").value == 4.0  # 1 + 4 - 1
         assert value("app.requests").kind is MetricKind.COUNTER
         assert value("app.bytes").value == 100.0
-        assert value("app.temperature").value == 21.5
-        assert value("app.sampled", (("via", transport),)).value == expected_sampled * 2
-        names = {n for n, _ in series}
-        for name in ("app.latency", "app.size", "app.query", "app.users", "app.stamped", "app.stamped_count"):
-            assert any(n == name or n.startswith(name + ".") for n in names), (name, names)
+        assert value("app.temperature").value == 21.5  # the last value
+        assert value("app.sampled", (("via", transport),)).value == expected_sampled * 2  # scaled by 1/rate
+        assert value("app.users").value == 2.0  # distinct members
+        # Histograms and timers: the Agent's default aggregates (max, median, avg, count) and 95th percentile.
+        for name, scale, unit in (("app.latency", 1, ""), ("app.query", 100, "ms")):
+            assert {s: value(f"{name}.{s}").value for s in ("max", "median", "avg", "count", "95percentile")} == {
+                "max": 4.0 * scale, "median": 2.0 * scale, "avg": 2.5 * scale, "count": 4.0,
+                "95percentile": 4.0 * scale}
+            assert value(f"{name}.avg").unit == unit
+        size = value("app.size")  # a distribution: an exponential histogram
+        assert size.kind is MetricKind.EXPONENTIAL_HISTOGRAM and (size.value.count, size.value.sum) == (4, 100.0)
+        assert value("app.stamped").value == 7.0 and value("app.stamped_count").value == 3.0
+        assert len(series) == 18, sorted(series)  # nothing more
         assert r.server.take_alerts() == []  # an OK of a check never failing raises nothing
     assert not os.path.exists(path)  # removed at stop
 
@@ -255,14 +263,15 @@ def test_datagrams_the_kernel_drops_are_counted(tmp_path):
     are counted (reason receive_buffer), so taken + dropped = sent still."""
     with dogstatsd(tmp_path, so_rcvbuf=4096) as r:
         send = udp_sender(r)
-        line = b"burst:1|c|#pad:" + b"p" * 900
+        line = b"burst:1|c|#" + b",".join(b"pad%d:%s" % (i, b"p" * 140) for i in range(6))
         for _ in range(3000):
             send(line)
         wait_until(lambda: r.taken() == 3000, what=f"3000 messages taken or dropped ({r.counts()})")
         c = r.counts()
         assert c["dropped"]["receive_buffer"] > 0
         assert set(c["dropped"]) == {"receive_buffer"}
-        assert r.flush()[("burst", (("pad", "p" * 900),))].value == c["messages"]["metric"]
+        pads = tuple((f"pad{i}", "p" * 140) for i in range(6))
+        assert r.flush()[("burst", pads)].value == c["messages"]["metric"]
 
 
 def test_max_contexts_drops_are_counted(tmp_path):
@@ -424,7 +433,7 @@ def test_service_checks_raise_change_and_resolve_alerts(tmp_path):
             ("db.up", "critical", AlertState.FIRING, "db1"), ("db.up", "critical", AlertState.FIRING, "db2")]
         a = first[0]
         assert a.labels == {"alertname": "db.up", "severity": "critical", "host": "db1", "env": "prod",
-                            "dd_tags": "flag", "dd_source": "service_check"}
+                            "unnamed_flag": "flag", "dd_source": "service_check"}  # (tags as metric attributes)
         assert a.annotations["summary"] == "connection refused"
         assert r.server.take_alerts() == []
         send(b"_sc|db.up|1|h:db1|#flag,env:prod")  # WARNING (tags in another order): the critical one ends
