@@ -80,6 +80,10 @@ MAX_ALERTS = 10_000
 EVENT_LOGS_PER_S = 50
 #: Seconds ``stop`` waits for a reader thread to end.
 JOIN_TIMEOUT_S = 5.0
+#: Datagrams read (what is queued, without waiting) and parsed at once.
+BATCH = 32
+#: The bytes a datagram of blank lines holds.
+_BLANK = frozenset(b"\r\n")
 #: Bytes of a bad line or datagram shown in the log.
 EXCERPT_BYTES = 64
 
@@ -232,29 +236,59 @@ class DogStatsDServer:
     # ------------------------------------------------------------------ reading (one thread per socket)
 
     def _read(self, r: _Reader) -> None:
+        """Read ``r``'s socket until stop: a blocking read, then what else is queued (up to
+        ``BATCH`` datagrams, without waiting), parsed as one text (each line is parsed on its own
+        whichever datagram it came in, so this is the parse of each; one call for many datagrams
+        costs a third less a datagram) and aggregated."""
         size = self.config.buffer_size
-        buf = bytearray(size)
+        buf = bytearray(BATCH * (size + 1))  # (each datagram and the newline that ends it)
         view = memoryview(buf)
-        recv_into, trunc = r.sock.recv_into, socket.MSG_TRUNC
+        recv_into = r.sock.recv_into
+        first, more = socket.MSG_TRUNC, socket.MSG_TRUNC | socket.MSG_DONTWAIT
         parse, add, max_tags = parse_datagram, self.aggregator.add, self.config.max_tags
-        while True:
-            try:
-                n = recv_into(buf, size, trunc)  # with MSG_TRUNC: the datagram's length, even if cut
-            except OSError as e:
-                if self._stopping:
-                    return
-                self._drop("socket_error", f"a {r.transport} read failed ({e}), its datagram", b"")
-                time.sleep(0.1)  # (an error that repeats does not spin)
+        ending = False
+        while not ending:
+            off = got = 0
+            flags = first
+            while got < BATCH:
+                try:
+                    # With MSG_TRUNC: the datagram's length, even where it was cut.
+                    n = recv_into(view[off:off + size], size, flags)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if self._stopping:
+                        ending = True  # (what the batch holds is parsed first)
+                        break
+                    self._drop("socket_error", f"a {r.transport} read failed ({e}), its datagram", b"")
+                    time.sleep(0.1)  # (an error that repeats does not spin)
+                    break
+                flags = more
+                if n == 0:
+                    if self._stopping:
+                        ending = True
+                        break
+                    r.datagrams += 1
+                    self._drop("empty", f"an empty {r.transport} datagram", b"")
+                    continue
+                r.datagrams += 1
+                if n > size:
+                    self._drop("truncated", f"a {r.transport} datagram of {n} bytes, longer than buffer_size "
+                                            f"({size}),", view[off:off + EXCERPT_BYTES + 1].tobytes())
+                    continue
+                if buf[off] in _BLANK and not view[off:off + n].tobytes().strip(b"\r\n"):
+                    # no message: alone it would be refused as empty; among others it would vanish
+                    self._drop("empty", f"a {r.transport} datagram of blank lines", view[off:off + n].tobytes())
+                    continue
+                off += n
+                if buf[off - 1] != 10:
+                    buf[off] = 10
+                    off += 1
+                got += 1
+            if not got:
                 continue
-            if n == 0 and self._stopping:
-                return
-            r.datagrams += 1
-            if n > size:
-                self._drop("truncated", f"a {r.transport} datagram of {n} bytes, longer than buffer_size "
-                                        f"({size}),", view[:EXCERPT_BYTES + 1].tobytes())
-                continue
             try:
-                p = parse(view[:n].tobytes(), max_tags)
+                p = parse(view[:off].tobytes(), max_tags)
                 if p.samples:
                     r.samples += len(p.samples)
                     add(p.samples)
@@ -264,7 +298,9 @@ class DogStatsDServer:
                 if p.events or p.service_checks:
                     self._notes(p.events, p.service_checks)
             except Exception:  # noqa: BLE001 - a datagram never stops the listener
-                self._drop("internal_error", "a datagram that failed", view[:EXCERPT_BYTES + 1].tobytes(), exc=True)
+                for _ in range(got):  # (each datagram of the batch counted as one drop)
+                    self._drop("internal_error", "a datagram that failed", view[:EXCERPT_BYTES + 1].tobytes(),
+                               exc=True)
 
     def _drop(self, reason: str, what: str, data: bytes, exc: bool = False) -> None:
         with self._lock:

@@ -202,10 +202,13 @@ def test_several_messages_in_a_datagram_and_bad_lines_among_good_ones(tmp_path):
         bad = [b"no_value|c", b"x:1|q", b"x:abc|g", b"\xff\xfe:1|c", b"_sc|broken", b"_e{5,4}:ab"]
         for line in bad:
             send(b"good.before:1|c\n" + line + b"\ngood.after:1|c")
-        r.wait_datagrams(2 + len(bad))
+        for blank in (b"", b"\n", b"\r\n\n", b"\n\r"):
+            send(blank)  # no message: dropped as empty
+        r.wait_datagrams(2 + len(bad) + 4)
         c = r.counts()
         assert c["messages"]["metric"] == 3 + 1 + 2 * len(bad)  # the neighbours of each bad line kept
-        assert sum(c["dropped"].values()) == len(bad)
+        assert c["dropped"] == Counter({"bad_format": 1, "bad_type": 1, "bad_value": 1, "not_utf8": 1,
+                                        "bad_service_check": 1, "bad_event": 1, "empty": 4})
         assert set(c["dropped"]) <= set(ERROR_REASONS)
         series = r.flush()
         assert series[("good.before", ())].value == len(bad)
