@@ -7,10 +7,11 @@ server's socket or any other file is not; the file is removed at stop). ``so_rcv
 sockets' receive buffer; what the kernel gave is logged and exposed as
 ``monbridge.dogstatsd.receive_buffer``.
 
-Each socket is read by a thread of its own, blocking in ``recv_into`` on a preallocated buffer of
-``buffer_size`` bytes; the thread parses each datagram (``integrations.datadog.dogstatsd``) and
-adds its samples to the interval's aggregator (``integrations.datadog.aggregate``): the event
-loop only runs the flush, every ``flush_interval`` seconds, which pushes the interval's gauges
+Each socket is read by a thread of its own, blocking in ``recv_into`` on a preallocated buffer
+(``buffer_size`` bytes a datagram), then taking what else is queued without waiting (up to
+``BATCH`` datagrams); the thread parses them (``integrations.datadog.dogstatsd``; each line on
+its own) and adds their samples to the interval's aggregator (``integrations.datadog.aggregate``):
+the event loop only runs the flush, every ``flush_interval`` seconds, which pushes the interval's gauges
 and its deltas (counts, distributions) into the pipeline. ``stop`` closes the sockets, waits for
 the readers and flushes once more: nothing read is lost on a graceful stop.
 
@@ -40,8 +41,12 @@ check, host and tags; UNKNOWN (3) leaves it as it is. An event of ``alert_type``
 a ``critical`` alert, ``warning`` a ``warning`` one, ``success`` resolves the alert of the same
 ``aggregation_key`` (or, without one, title), host and tags; an ``info`` event raises nothing.
 Every event is logged as a JSON record on the logger ``monbridge.dogstatsd.events`` (at most
-``EVENT_LOGS_PER_S`` a second; beyond, ``events_unlogged`` counts them). At most ``MAX_ALERTS``
-alerts are held (active, and waiting for ``take_alerts``).
+``EVENT_LOGS_PER_S`` a second; beyond, ``events_unlogged`` counts them). An alert's labels:
+``alertname`` (the check's name, the event's title), ``severity``, ``host``, ``dd_source``
+(``service_check`` or ``event``), an event's ``dd_aggregation_key``, and the tags as the
+aggregator makes them attributes (``k:v`` -> ``k=v``, a flag -> ``unnamed_flag=flag``); the
+check's message (the event's title and text) are its annotations. At most ``MAX_ALERTS`` alerts
+are held (active, and waiting for ``take_alerts``).
 """
 
 from __future__ import annotations
