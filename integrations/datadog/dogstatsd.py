@@ -27,7 +27,8 @@ unescaped.
 
 Stricter than the Agent, where the Agent would let a value poison an aggregate: values must be
 finite decimal numbers (``NaN``, ``Inf``, hex floats, ``1_000`` are ``bad_value``); a sample
-rate must be in (0, 1]; a timestamp a positive integer of at most 12 digits; a name at most
+rate must be in [MIN_SAMPLE_RATE, 1] (1e-9: a sample's weight
+1/rate stays sane); a timestamp a positive integer of at most 12 digits; a name at most
 ``MAX_NAME`` characters, printable and without spaces; a tag at most ``MAX_TAG`` characters; at
 most ``max_tags`` tags. Every refusal has its reason in ``ERROR_REASONS``.
 
@@ -59,6 +60,7 @@ __all__ = [
     "KINDS",
     "MAX_NAME",
     "MAX_TAG",
+    "MIN_SAMPLE_RATE",
     "PRIORITIES",
     "Event",
     "Parsed",
@@ -71,6 +73,8 @@ __all__ = [
 KINDS = ("c", "g", "ms", "h", "d", "s")
 #: Longest metric or service check name, in characters (Datadog's own limit for metric names).
 MAX_NAME = 200
+#: Least sample rate (one in a billion): below it 1/rate, the weight of a sample, is absurd.
+MIN_SAMPLE_RATE = 1e-9
 #: Longest tag, in characters (Datadog's limit for a tag).
 MAX_TAG = 200
 #: Largest timestamp digit count (up to the year 33658): a bound on ``int`` of hostile digits.
@@ -86,7 +90,7 @@ ERROR_REASONS = (
     "bad_name",  # empty, longer than MAX_NAME, or with a space or control character
     "bad_value",  # no value, or one that is not a finite decimal number
     "bad_type",  # a type other than c g ms h d s
-    "bad_sample_rate",  # not a number in (0, 1]
+    "bad_sample_rate",  # not a number in [MIN_SAMPLE_RATE, 1]
     "bad_timestamp",  # |T not a positive integer
     "too_many_tags",  # more than max_tags
     "bad_tag",  # a tag longer than MAX_TAG
@@ -262,7 +266,7 @@ def _parse_lines(lines: list[str] | tuple[str, ...], max_tags: int, out: Parsed)
                         break
                 elif c == "@":
                     rate = _number(f[1:])
-                    if rate is None or not 0.0 < rate <= 1.0:
+                    if rate is None or not MIN_SAMPLE_RATE <= rate <= 1.0:
                         why = "bad_sample_rate"
                         break
                 elif c == "T":

@@ -4,6 +4,10 @@ service checks within the parser's bounds, errors with a reason of ``ERROR_REASO
 64 bytes -- one result per non-empty message (a bad message never takes a neighbour with it), and
 the same results as its messages parsed one by one; in bounded time and memory.
 
+A datagram of up to 64 KB (what a socket can carry) is also aggregated
+(``integrations.datadog.aggregate``) and flushed: that never raises either, and its metrics are
+well-formed (finite numbers, exponential histograms whose counts add up).
+
 Seeds: ``corpus/dogstatsd/``: every metric type and field, events, service checks, datagrams as
 the official ``datadog`` client writes them, malformed and non-UTF-8 messages.
 """
@@ -14,12 +18,16 @@ import math
 
 import pytest
 
+from bridge.api import ExponentialHistogramValue, MetricKind
+from integrations.datadog.aggregate import Aggregator
+from integrations.datadog.config import DogStatsDConfig
 from integrations.datadog.dogstatsd import (
     ALERT_TYPES,
     ERROR_REASONS,
     KINDS,
     MAX_NAME,
     MAX_TAG,
+    MIN_SAMPLE_RATE,
     PRIORITIES,
     Parsed,
     parse_datagram,
@@ -32,6 +40,27 @@ TOKENS = [b"|", b"\n", b"\r\n", b":", b",", b"#", b"@", b"|@0.5", b"|#a:b,c", b"
 MAX_TAGS = 20  # smaller than the default, so that the bound is hit often
 #: Inputs up to this size are also parsed message by message (the independence check).
 SPLIT_CHECK = 8192
+#: Inputs up to this size (a datagram's largest) are also aggregated and flushed.
+AGGREGATE_CHECK = 65535
+AGGREGATOR = Aggregator(DogStatsDConfig(listen_udp="127.0.0.1:8125", max_contexts=5000,
+                                        histogram_aggregates=["max", "min", "median", "avg", "sum", "count"],
+                                        histogram_percentiles=[0.5, 0.95, 0.99]))
+_now = [2e9]
+
+
+def _aggregate(p: Parsed) -> None:
+    AGGREGATOR.add(p.samples)
+    _now[0] += 10
+    out = AGGREGATOR.flush(_now[0])
+    for m in out.gauges + out.deltas:
+        if m.kind is MetricKind.EXPONENTIAL_HISTOGRAM:
+            h = m.value
+            assert isinstance(h, ExponentialHistogramValue)
+            assert h.count == h.zero_count + sum(h.positive_counts) + sum(h.negative_counts), h
+        else:  # finite samples can still overflow a sum: inf, never an exception
+            assert isinstance(m.value, float) and m.kind in (MetricKind.GAUGE, MetricKind.COUNTER), m
+    assert set(AGGREGATOR.dropped) <= {"max_contexts", "timestamped_unsupported", "histogram_values",
+                                       "set_members", "distribution_buckets"}
 
 
 def _check_items(p: Parsed) -> None:
@@ -41,7 +70,7 @@ def _check_items(p: Parsed) -> None:
             assert len(s.values) == 1 and isinstance(s.values[0], str) and s.values[0], s
         else:
             assert s.values and all(isinstance(v, float) and math.isfinite(v) for v in s.values), s
-        assert 0.0 < s.sample_rate <= 1.0, s
+        assert MIN_SAMPLE_RATE <= s.sample_rate <= 1.0, s
         assert len(s.tags) <= MAX_TAGS and all(0 < len(t) <= MAX_TAG for t in s.tags), s
         assert s.timestamp is None or s.timestamp >= 1, s
     for e in p.events[:2000]:
@@ -74,6 +103,8 @@ def parse(data: bytes) -> None:
             alone.service_checks += q.service_checks
             alone.errors += q.errors
         assert alone == p, (alone, p)
+    if len(data) <= AGGREGATE_CHECK:
+        _aggregate(p)
 
 
 @pytest.mark.fuzz

@@ -12,6 +12,7 @@ from integrations.datadog.dogstatsd import (
     ERROR_REASONS,
     MAX_NAME,
     MAX_TAG,
+    MIN_SAMPLE_RATE,
     Event,
     Sample,
     ServiceCheck,
@@ -97,6 +98,7 @@ def test_sample_rate():
     assert one(b"daemon:666|c|@1").sample_rate == 1.0
     assert one(b"daemon:666|c|@1.000000").sample_rate == 1.0
     assert one(b"daemon:666|c|@0.1|@0.5").sample_rate == 0.5
+    assert one(b"daemon:666|c|@1e-9").sample_rate == MIN_SAMPLE_RATE
 
 
 def test_timestamp_in_any_order_with_the_other_fields():
@@ -156,6 +158,8 @@ def test_empty_datagrams():
     (b"daemon:666|g|@-0.5", "bad_sample_rate"),
     (b"daemon:666|g|@1.5", "bad_sample_rate"),
     (b"daemon:666|g|@nan", "bad_sample_rate"),
+    (b"daemon:666|g|@1e-10", "bad_sample_rate"),  # below MIN_SAMPLE_RATE: a weight of 1e10
+    (b"daemon:666|g|@5e-324", "bad_sample_rate"),
     (b"daemon:666|g|@", "bad_sample_rate"),
     (b"metric:1234|g|#onetag|TABCD", "bad_timestamp"),
     (b"metric:1234|g|#onetag|T", "bad_timestamp"),
