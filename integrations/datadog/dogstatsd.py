@@ -287,10 +287,12 @@ def _excerpt(line: str) -> bytes:
 
 
 #: Names and tag fields seen valid, so that a repeated one (nearly all of them) costs one dict
-#: lookup; bounded, emptied when full (dict operations are atomic: safe across threads).
+#: lookup; bounded in entries and in the length of a tag field kept (at most ~10 MB together),
+#: emptied when full (dict operations are atomic: safe across threads).
 _NAMES: dict[str, None] = {}
 _TAGS: dict[str, tuple[str, ...]] = {}
-_CACHE_SIZE = 1 << 16
+_CACHE_SIZE = 1 << 14
+_CACHED_TAG_FIELD = 256
 
 
 def _check(parts: list[str], name: str, colon: str, raw: str, kind: str | None) -> str | None:
@@ -345,7 +347,7 @@ def _tags(f: str, max_tags: int) -> tuple[str, ...] | str:
     if len(f) > MAX_TAG + 1 and max(map(len, tags), default=0) > MAX_TAG:
         return "bad_tag"
     out = tuple(tags)
-    if out:
+    if out and len(f) <= _CACHED_TAG_FIELD:
         if len(_TAGS) >= _CACHE_SIZE:
             _TAGS.clear()
         _TAGS[f] = out

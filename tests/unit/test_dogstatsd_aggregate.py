@@ -397,3 +397,16 @@ def test_flushes_pushed_into_the_pipeline_accumulate():
         assert temp.value == 21.0
     finally:
         pipeline.shutdown()
+
+
+def test_the_sorted_tag_lists_remembered_stay_bounded():
+    from integrations.datadog import aggregate
+
+    agg = aggregator(max_contexts=10 ** 6)
+    agg.add([Sample("x", "g", (1.0,), 1.0, (f"b:{i}", "a"), None, None) for i in range(aggregate._CANON_CACHE + 10)])
+    assert len(agg._canon) <= aggregate._CANON_CACHE
+    many = tuple(f"t{i}" for i in range(aggregate._CANON_TAGS + 1))
+    agg.add([Sample("y", "g", (1.0,), 1.0, many, None, None)])
+    assert many not in agg._canon
+    out = agg.flush(T0)
+    assert value(out.gauges, "x", unnamed_a="a", b="7") == 1.0 and agg.contexts == 0

@@ -382,3 +382,15 @@ def test_buffered_client_datagrams_hold_several_messages():
     assert d.count(b"\n") >= 2 and p.errors == []
     assert [(s.name, s.kind, s.values) for s in p.samples] == [("a", "c", (1.0,)), ("b", "g", (2.0,)),
                                                                ("c", "d", (3.0,))]
+
+
+def test_the_caches_of_valid_names_and_tag_fields_stay_bounded():
+    from integrations.datadog import dogstatsd
+
+    for i in range(dogstatsd._CACHE_SIZE + 100):
+        one(b"n%d:1|c|#t:%d" % (i, i))
+    assert len(dogstatsd._NAMES) <= dogstatsd._CACHE_SIZE and len(dogstatsd._TAGS) <= dogstatsd._CACHE_SIZE
+    long_field = "#" + ",".join(f"t{i}" for i in range(80))
+    assert len(long_field) > dogstatsd._CACHED_TAG_FIELD
+    assert len(one(f"x:1|c|{long_field}".encode()).tags) == 80 and long_field not in dogstatsd._TAGS
+    assert one(b"x:1|c|#a:1,b").tags == ("a:1", "b") and dogstatsd._TAGS["#a:1,b"] == ("a:1", "b")
