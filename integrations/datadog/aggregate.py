@@ -38,7 +38,9 @@ Timestamped samples (``|T``) are not aggregated, as in the Agent (its no-aggrega
 a gauge goes out as it came, at its own time, and a count as a delta over the flush interval
 ending at its time (points of one context with the same time are merged: a gauge's last value,
 a count's sum); histograms, timers, distributions and sets with a timestamp are dropped and
-counted as ``timestamped_unsupported``, which the Agent does too.
+counted as ``timestamped_unsupported``, which the Agent does too. (A timestamped count that
+starts before its series' last point in the pipeline is refused there as out of order, and
+counted by the pipeline.)
 
 Tags become attributes as the OpenTelemetry Collector's Datadog receiver makes them: ``k:v`` is
 ``k=v`` (split at the first colon); a tag without a value (``flag``, or ``:x``) is
