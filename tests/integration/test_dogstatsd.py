@@ -547,33 +547,42 @@ def test_random_datagrams_never_stop_the_listener(tmp_path):
         assert r.flush()[("good", (("k", "v"),))].value == good
 
 
+def send_among_flood(path: str, good: list[bytes], seed: int, between: Callable[[int], None] | None = None) -> int:
+    """Send the ``good`` datagrams to the Unix socket ``path`` while another thread floods it
+    with random bytes and datagrams beyond a 512-byte buffer (``between(i)`` after the i-th good
+    one); return how many datagrams were sent in all."""
+    stop = threading.Event()
+    flooded = 0
+
+    def flood() -> None:
+        nonlocal flooded
+        send = uds_sender(path)
+        rng = random.Random(seed)
+        while not stop.is_set():
+            send(rng.randbytes(rng.randint(1, 400)).replace(b"\n", b" ") if rng.random() < 0.7 else b"x" * 2000)
+            flooded += 1
+
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        send = uds_sender(path)
+        for i, data in enumerate(good):
+            send(data)
+            if between is not None:
+                between(i)
+    finally:
+        stop.set()
+        t.join()
+    return flooded + len(good)
+
+
 def test_hostile_flood_while_good_datagrams_are_all_counted(tmp_path):
     path = short_socket_path(tmp_path)
     with dogstatsd(tmp_path, listen_uds=path, buffer_size=512) as r:
-        stop = threading.Event()
-        sent = Counter()
-
-        def flood() -> None:
-            send = uds_sender(path)
-            rng = random.Random(5)
-            while not stop.is_set():
-                send(rng.randbytes(rng.randint(1, 400)).replace(b"\n", b" ") if rng.random() < 0.7
-                     else b"x" * 4000)
-                sent["flood"] += 1
-
-        t = threading.Thread(target=flood)
-        t.start()
-        try:
-            send = uds_sender(path)
-            for i in range(500):
-                send(b"survivor:1|c|#n:%d" % (i % 5))
-                sent["good"] += 1
-        finally:
-            stop.set()
-            t.join()
-        r.wait_datagrams(sent["flood"] + sent["good"])
+        total = send_among_flood(path, [b"survivor:1|c|#n:%d" % (i % 5) for i in range(500)], seed=5)
+        r.wait_datagrams(total)
         c = r.counts()
-        assert sum(c["messages"].values()) + sum(c["dropped"].values()) == sent["flood"] + sent["good"]
+        assert sum(c["messages"].values()) + sum(c["dropped"].values()) == total
         assert c["dropped"]["truncated"] > 0
         series = r.flush()
         assert sum(m.value for (n, _), m in series.items() if n == "survivor") == 500.0
@@ -593,6 +602,11 @@ def _sample(text: str, name: str, labels: str = "") -> float | None:
         if line.startswith(name + ("{" if labels else " ")) and (not labels or labels in line):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def _total(text: str, *prefixes: str) -> float:
+    """The sum of the samples on /metrics whose line starts with one of ``prefixes``."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefixes))
 
 
 def _alerts(mb: Any, state: str = "all") -> list[dict[str, Any]]:
@@ -633,8 +647,7 @@ def test_agent_aggregates_serves_and_alerts(run_monbridge, free_port, tmp_path):
     assert _sample(text, "monbridge_dogstatsd_datagrams_total", 'transport="udp"') == 5.0
     assert _sample(text, "monbridge_dogstatsd_messages_total", 'type="metric"') == 5.0
     assert _sample(text, "monbridge_dogstatsd_messages_total", 'type="service_check"') == 1.0
-    assert sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("monbridge_dogstatsd_dropped_total{")) == 1.0
+    assert _total(text, "monbridge_dogstatsd_dropped_total{") == 1.0
 
     firing = wait_until(lambda: [a for a in _alerts(mb, "active") if a["name"] == "shop.db"], what="the alert")
     assert firing[0]["severity"] == "critical" and firing[0]["labels"]["host"] == "db1"
@@ -648,38 +661,19 @@ def test_agent_answers_during_a_flood(run_monbridge, free_port, tmp_path):
     path = short_socket_path(tmp_path, "flood.socket")
     mb = run_monbridge({"plugins": [{"plugin_id": "monitoring.integration.datadog", "config": {
         "interval": 0.5, "dogstatsd": {"listen_uds": path, "flush_interval": 0.5, "buffer_size": 512}}}]})
-    stop = threading.Event()
-    sent = Counter()
 
-    def flood() -> None:
-        send = uds_sender(path)
-        rng = random.Random(9)
-        while not stop.is_set():
-            send(b"y" * 2000 if rng.random() < 0.3 else rng.randbytes(300).replace(b"\n", b"_"))
-            sent["flood"] += 1
+    def answers(i: int) -> None:
+        if i % 50 == 0:
+            assert _metrics_text(mb)  # /metrics answers meanwhile
 
-    t = threading.Thread(target=flood)
-    t.start()
-    try:
-        send = uds_sender(path)
-        for i in range(200):
-            send(b"calm:1|c|#n:%d" % (i % 4))
-            sent["good"] += 1
-            if i % 50 == 0:
-                assert _metrics_text(mb)  # /metrics answers meanwhile
-    finally:
-        stop.set()
-        t.join()
-    total = sent["flood"] + sent["good"]
+    total = send_among_flood(path, [b"calm:1|c|#n:%d" % (i % 4) for i in range(200)], seed=9, between=answers)
 
     def counted() -> bool:
         text = _metrics_text(mb)
-        taken = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                    if line.startswith(("monbridge_dogstatsd_dropped_total{", "monbridge_dogstatsd_messages_total{")))
-        return taken == total
+        return _total(text, "monbridge_dogstatsd_dropped_total{", "monbridge_dogstatsd_messages_total{") == total
 
     wait_until(counted, timeout=60, what=f"{total} messages taken or dropped")
     text = _metrics_text(mb)
-    assert sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("calm_total{")) == 200
+    assert _total(text, "calm_total{") == 200
     assert _sample(text, "monbridge_dogstatsd_dropped_total", 'reason="truncated"')
     assert mb.proc.poll() is None
