@@ -386,7 +386,7 @@ class DogStatsDServer:
             labels["severity"] = severity
             alert = Alert(id="", name=name, severity=severity, labels=labels, annotations=annotations,
                           starts_at=active.starts_at if active is not None and active.severity == severity
-                          else (timestamp or now), fingerprint=fingerprint(labels))
+                          else min(timestamp or now, now), fingerprint=fingerprint(labels))
             self._active[identity] = alert
             self._queue(alert)
             self.notes[kind] += 1

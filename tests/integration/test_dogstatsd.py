@@ -454,6 +454,18 @@ def test_service_checks_raise_change_and_resolve_alerts(tmp_path):
         assert c["messages"]["service_check"] == 6 and not c["dropped"]
 
 
+def test_an_alert_starts_at_its_check_time_never_in_the_future(tmp_path):
+    with dogstatsd(tmp_path) as r:
+        send = udp_sender(r)
+        send(b"_sc|past|2|d:1700000000")
+        send(b"_sc|future|2|d:4000000000")
+        r.wait_datagrams(2)
+        before = time.time()
+        past, future = r.server.take_alerts()
+        assert past.starts_at == 1_700_000_000.0
+        assert future.starts_at <= before
+
+
 def test_a_check_failing_and_recovering_between_two_takes_gives_both(tmp_path):
     with dogstatsd(tmp_path) as r:
         send = udp_sender(r)
@@ -630,6 +642,9 @@ def test_agent_aggregates_serves_and_alerts(run_monbridge, free_port, tmp_path):
     for _ in range(3):
         client.increment("shop.orders", tags=["shop:paris"])
     client.gauge("shop.queue", 12, tags=["shop:paris"])
+    for ms in (100, 200, 300):
+        client.timing("shop.checkout", ms, tags=["shop:paris"])
+        client.distribution("shop.basket", ms / 100, tags=["shop:paris"])
     uds = uds_sender(path)
     uds(b"shop.orders:2|c|#shop:paris\nnot a metric")
     client.service_check("shop.db", client.CRITICAL, tags=["shop:paris"], hostname="db1", message="down")
@@ -639,13 +654,24 @@ def test_agent_aggregates_serves_and_alerts(run_monbridge, free_port, tmp_path):
         return _sample(_metrics_text(mb), "shop_orders_total", 'shop="paris"')
 
     assert wait_until(lambda: orders() == 5.0, what="shop_orders_total 5 on /metrics")
+    wait_until(lambda: _sample(_metrics_text(mb), "shop_basket_count", 'shop="paris"') == 3.0
+               and _sample(_metrics_text(mb), "shop_checkout_count_value_total", 'shop="paris"') == 3.0,
+               what="the timer and the distribution on /metrics")
     text = _metrics_text(mb)
     assert _sample(text, "shop_queue", 'shop="paris"') == 12.0
-    wait_until(lambda: _sample(_metrics_text(mb), "monbridge_dogstatsd_datagrams_total", 'transport="uds"') == 1.0,
+    # A timer: the Agent's aggregates, in milliseconds; its count a counter.
+    assert _sample(text, "shop_checkout_avg_milliseconds", 'shop="paris"') == 200.0
+    assert _sample(text, "shop_checkout_max_milliseconds", 'shop="paris"') == 300.0
+    # (".count" is a counter: Prometheus' names keep _count for histograms, so it is _count_value_total)
+    assert _sample(text, "shop_checkout_count_value_total", 'shop="paris"') == 3.0
+    # A distribution: a histogram (the sketch's exponential buckets) with its count and sum.
+    assert _sample(text, "shop_basket_count", 'shop="paris"') == 3.0
+    assert _sample(text, "shop_basket_sum", 'shop="paris"') == 6.0
+    wait_until(lambda: _sample(_metrics_text(mb), "monbridge_dogstatsd_datagrams_total", 'transport="udp"') == 11.0,
                what="the self-metrics")
     text = _metrics_text(mb)
-    assert _sample(text, "monbridge_dogstatsd_datagrams_total", 'transport="udp"') == 5.0
-    assert _sample(text, "monbridge_dogstatsd_messages_total", 'type="metric"') == 5.0
+    assert _sample(text, "monbridge_dogstatsd_datagrams_total", 'transport="udp"') == 11.0
+    assert _sample(text, "monbridge_dogstatsd_messages_total", 'type="metric"') == 11.0
     assert _sample(text, "monbridge_dogstatsd_messages_total", 'type="service_check"') == 1.0
     assert _total(text, "monbridge_dogstatsd_dropped_total{") == 1.0
 
