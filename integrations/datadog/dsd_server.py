@@ -130,6 +130,7 @@ class DogStatsDServer:
         self._readers: list[_Reader] = []
         self._stopping = False
         self._flush_task: asyncio.Task[None] | None = None
+        self._round_future: asyncio.Future[None] | None = None
         self._flush_lock = threading.Lock()
         self._uds_path: str | None = None
         #: The address the UDP sockets are bound to, and the receive buffer each transport got.
@@ -237,6 +238,8 @@ class DogStatsDServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await asyncio.to_thread(self.flush)
+        if self._round_future is not None:
+            await asyncio.wait([self._round_future])
 
     # ------------------------------------------------------------------ reading (one thread per socket)
 
@@ -451,9 +454,23 @@ class DogStatsDServer:
     # ------------------------------------------------------------------ rounds and self-metrics
 
     def round(self) -> None:
-        """The plugin's round: expire the series not sent for ``expire_after``, push the self-metrics."""
-        self.ingest.expire()
-        self.ingest.push(self.self_metrics())
+        """The plugin's round: expire the series not sent for ``expire_after``, push the
+        self-metrics; in a worker thread when called on the event loop (the pipeline's lock may be
+        held by a flush pushing a large interval), the former round's still running skips it."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._round()
+            return
+        if self._round_future is None or self._round_future.done():
+            self._round_future = loop.run_in_executor(None, self._round)
+
+    def _round(self) -> None:
+        try:
+            self.ingest.expire()
+            self.ingest.push(self.self_metrics())
+        except Exception:  # noqa: BLE001 - the next round comes
+            log.exception("dogstatsd: a round failed")
 
     def counts(self) -> dict[str, Any]:
         """What was read, taken and dropped so far (the self-metrics' values)."""

@@ -295,14 +295,22 @@ def test_self_metrics_reach_the_pipeline(tmp_path):
         send(b"a:1|c\nbad")
         r.wait_datagrams(1)
         r.flush()
-        r.server.round()
-        own = {(m.name, tuple(sorted(m.attributes.items()))): m.value for m in r.pipeline.snapshot()
-               if m.name.startswith("monbridge.dogstatsd.")}
+
+        def own_metrics() -> dict[tuple[str, tuple[tuple[str, Any], ...]], Any]:
+            return {(m.name, tuple(sorted(m.attributes.items()))): m.value for m in r.pipeline.snapshot()
+                    if m.name.startswith("monbridge.dogstatsd.")}
+
+        r.loop.call_soon_threadsafe(r.server.round)  # as the plugin calls it: on the loop, done in a thread
+        own = wait_until(own_metrics, what="the self-metrics pushed")
         assert own[("monbridge.dogstatsd.datagrams", (("transport", "udp"),))] == 1.0
         assert own[("monbridge.dogstatsd.messages", (("type", "metric"),))] == 1.0
         assert sum(v for (n, _), v in own.items() if n == "monbridge.dogstatsd.dropped") == 1.0
         assert own[("monbridge.dogstatsd.points", (("reason", ""), ("result", "accepted")))] == 1.0
         assert own[("monbridge.dogstatsd.receive_buffer", (("transport", "udp"),))] == r.server.receive_buffer["udp"]
+        send(b"b:1|c")
+        r.wait_datagrams(2)
+        r.server.round()  # off the loop: done at once
+        assert own_metrics()[("monbridge.dogstatsd.messages", (("type", "metric"),))] == 2.0
 
 
 def test_the_receive_buffer_the_kernel_gave_is_reported(tmp_path, caplog):
