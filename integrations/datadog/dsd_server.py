@@ -83,6 +83,8 @@ LOG_EVERY_S = 60.0
 MAX_ALERTS = 10_000
 #: Events logged a second at most.
 EVENT_LOGS_PER_S = 50
+#: Points pushed into the pipeline at once by a flush.
+PUSH_CHUNK = 1000
 #: Seconds ``stop`` waits for a reader thread to end.
 JOIN_TIMEOUT_S = 5.0
 #: Datagrams read (what is queued, without waiting) and parsed at once.
@@ -422,16 +424,15 @@ class DogStatsDServer:
                 log.exception("dogstatsd: flush failed")
 
     def flush(self) -> None:
-        """Close the interval: push its gauges and its deltas into the pipeline (in a worker thread)."""
+        """Close the interval: push its gauges and its deltas into the pipeline (in a worker
+        thread), ``PUSH_CHUNK`` points at a time, the readers let in between (a large interval's
+        push holds no reader off for long, which would overflow its socket)."""
         with self._flush_lock:
             out = self.aggregator.flush(time.time())
-            results = []
-            if out.gauges:
-                results.append(self.ingest.push(out.gauges))
-            if out.deltas:
-                results.append(self.ingest.push(out.deltas, delta=True))
-        for res in results:
-            self._count_points(res)
+            for metrics, delta in ((out.gauges, False), (out.deltas, True)):
+                for i in range(0, len(metrics), PUSH_CHUNK):
+                    self._count_points(self.ingest.push(metrics[i:i + PUSH_CHUNK], delta=delta))
+                    time.sleep(0)  # (gives the interpreter to a reader with datagrams waiting)
 
     def _count_points(self, res: IngestResult) -> None:
         with self._lock:

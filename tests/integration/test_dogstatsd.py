@@ -326,6 +326,18 @@ def test_the_receive_buffer_the_kernel_gave_is_reported(tmp_path, caplog):
         "net.core.rmem_max, is lower)"]
 
 
+def test_a_flush_pushes_in_chunks_and_every_point_arrives(tmp_path, monkeypatch):
+    monkeypatch.setattr(dsd_server, "PUSH_CHUNK", 2)
+    with dogstatsd(tmp_path) as r:
+        udp_sender(r)(b"\n".join([b"chunk.c:%d|c|#n:%d" % (i, i) for i in range(5)] +
+                                  [b"chunk.g:%d|g|#n:%d" % (i, i) for i in range(3)]))
+        r.wait_datagrams(1)
+        series = r.flush()
+        assert {(n, a[0][1], m.value) for (n, a), m in series.items()} == {
+            *(("chunk.c", str(i), float(i)) for i in range(5)), *(("chunk.g", str(i), float(i)) for i in range(3))}
+        assert r.counts()["points"] == Counter({("accepted", ""): 8})
+
+
 def test_points_the_pipeline_rejects_are_counted(tmp_path):
     with dogstatsd(tmp_path) as r:
         send = udp_sender(r)
