@@ -335,6 +335,8 @@ def test_prometheus_scrape_to_datadog_payloads(dd_api, run_monbridge, tmp_path):
     assert reqs[0]["points"][0]["value"] == 5.0, "the first point is lost"
     assert [v for s in reqs if (v := s["points"][0]["value"])] == [5.0, 7.0], reqs
     assert all(s["interval"] >= 1 for s in reqs) and "code:200" in reqs[0]["tags"]
+    wait_until(lambda: sum(len(s["points"][0][1]) for s in dd_api.distributions("app_latency")) >= 8,
+               what="the distribution points of 8 observations")  # a request of their own, after the counts
     values = Counter(v for s in dd_api.distributions("app_latency") for v in s["points"][0][1])
     # (-Inf, 0.1] stands at 0.1, (0.1, 1] at 0.55, (1, +Inf) at 1.0: the first scrape's 1/2/1, then +0/+2/+2
     assert values == Counter({0.1: 1, 0.55: 4, 1.0: 3}), values
@@ -539,7 +541,9 @@ async def test_alerts_become_events_and_check_runs_and_resolve_after_a_restart(d
         checks = [c for d in dd_api.docs("/api/v1/check_run") for c in d]
         assert [(c["check"], c["status"], c["host_name"]) for c in checks] == [
             ("monbridge.alert.DiskFull", 2, "db1"), ("monbridge.alert.SlowApi", 1, "testhost")]
-        await exporter.export_alerts([alert("DiskFull", "critical", "fp1", host="db1")])  # SlowApi resolved
+        resolved = alert("SlowApi", "warning", "fp2", team="web")
+        resolved.state = AlertState.RESOLVED
+        await exporter.export_alerts([alert("DiskFull", "critical", "fp1", host="db1"), resolved])
         assert await exporter.force_flush(5)
         assert dd_api.docs("/api/v1/events")[-1]["alert_type"] == "success"
         last = dd_api.docs("/api/v1/check_run")[-1][0]
