@@ -355,6 +355,8 @@ class DatadogExporter:
                 continue
             await asyncio.to_thread(shard.ack, batch)
             self._count_drop(n, f"http_{status}" if status else "refused", result.reason)
+            self._last_error = None  # the peer answers: what comes next is not held up by this
+            retries.reset()
             self._progress.set()
 
     async def _drained(self, timeout: float, stop_on_failure: bool = True) -> str | None:

@@ -302,7 +302,8 @@ class Exposition:
 
 
 def test_prometheus_scrape_to_datadog_payloads(dd_api, run_monbridge, tmp_path):
-    """A full agent scraping an OpenMetrics exposition and exporting to Datadog: the gauge exact,
+    """A full agent scraping an OpenMetrics exposition and exporting to Datadog (key, host and
+    tags from DD_API_KEY, DD_HOSTNAME and DD_TAGS): the gauge exact,
     the counter as count deltas whose first is its whole first value (it started after the
     exporter did: ``_created``), the histogram as distribution points of its bucket increases."""
     target = Exposition()
@@ -310,14 +311,13 @@ def test_prometheus_scrape_to_datadog_payloads(dd_api, run_monbridge, tmp_path):
         {"plugin_id": "monitoring.integration.prometheus", "config": {
             "interval": 0.5, "scrape": {"interval": 0.5, "timeout": 0.5, "targets": [{"job": "app", "url": target.url}]}}},
         {"plugin_id": "monitoring.integration.datadog", "config": {"export": {
-            "url": dd_api.url, "interval": 0.5, "hostname": "testhost", "tags": ["env:ci"],
-            "queue": {"path": str(tmp_path / "ddq"), "min_backoff": 0.05}}}},
-    ]}, env={"DD_API_KEY": KEY})
+            "url": dd_api.url, "interval": 0.5, "queue": {"path": str(tmp_path / "ddq"), "min_backoff": 0.05}}}},
+    ]}, env={"DD_API_KEY": KEY, "DD_HOSTNAME": "testhost", "DD_TAGS": "env:ci, team:obs"})
     # Names as the pipeline has them: a Prometheus family's as exposed (app_requests_total).
     (temp, *_) = wait_until(lambda: dd_api.series("app_temp"), what="the gauge at the Datadog API")
     assert temp["type"] == 3 and temp["points"][0]["value"] == 21.5
     assert temp["resources"] == [{"name": "testhost", "type": "host"}]
-    assert "env:ci" in temp["tags"] and "job:app" in temp["tags"]
+    assert {"env:ci", "team:obs", "job:app"} <= set(temp["tags"])
 
     created = time.time()
     target.set(5, (1, 2, 1), 2.5, created)
@@ -342,6 +342,11 @@ def test_prometheus_scrape_to_datadog_payloads(dd_api, run_monbridge, tmp_path):
     assert values == Counter({0.1: 1, 0.55: 4, 1.0: 3}), values
     sums = [s["points"][0]["value"] for s in counts("app_latency.sum")]
     assert sum(sums) == pytest.approx(9.0)
+    # the exporter's self-metrics went along: what it sent, by endpoint
+    sent = wait_until(lambda: [s for s in dd_api.series("monbridge.datadog.export.series.sent")
+                               if "endpoint:/api/v1/distribution_points" in s["tags"] and s["points"][0]["value"]],
+                      what="the exporter's own counts")
+    assert sent[0]["type"] == 1
     assert KEY not in mb.log_text()
 
 
@@ -582,3 +587,37 @@ async def test_the_api_key_is_in_no_log_line_error_or_repr(dd_api, caplog, tmp_p
     assert "upstream said" in caplog.text and "bad key" in caplog.text
     assert KEY not in caplog.text and KEY not in repr(exporter) and KEY not in repr(exporter.config)
     assert not any(KEY in f.read_text(errors="replace") for f in (tmp_path / "dd").glob("*.json"))
+
+
+# --------------------------------------------------------------------------- the peer itself
+
+
+@pytest.mark.parametrize(("path", "doc", "encoding"), [
+    ("/api/v2/series", {"series": [{"metric": "m", "type": 9, "points": [{"timestamp": 1, "value": 1.0}]}]}, "gzip"),
+    ("/api/v2/series", {"series": [{"metric": "m", "points": [{"timestamp": 1.5, "value": 1.0}]}]}, "gzip"),
+    ("/api/v2/series", {"series": [{"metric": "m", "points": [], "colour": "red"}]}, "gzip"),
+    ("/api/v2/series", {"series": [{"points": []}]}, "gzip"),
+    ("/api/v2/series", {"series": [{"metric": "m", "points": [{"timestamp": 1, "value": 1.0}]}]}, "gzip"),  # old
+    ("/api/v2/series", {"series": []}, "br"),
+    ("/api/v1/distribution_points", {"series": [{"metric": "d", "points": [[1.0, [1.0]]]}]}, "gzip"),
+    ("/api/v1/distribution_points", {"series": [{"metric": "d", "points": [[1.0]]}]}, "deflate"),
+    ("/api/v1/events", {"title": "t", "text": "x" * 4001}, None),
+    ("/api/v1/check_run", [{"check": "c", "host_name": "h", "status": 7, "tags": []}], None),
+    ("/api/v1/check_run", [{"check": "c", "status": 0, "tags": []}], None),
+], ids=["bad type", "float timestamp", "unknown field", "no metric", "an hour old", "encoding", "gzip distribution",
+        "short point", "long text", "bad status", "no host"])
+def test_the_peer_refuses_what_datadogs_client_models_refuse(dd_api, path, doc, encoding):
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps(doc).encode()
+    if encoding == "gzip":
+        body = gzip.compress(body)
+    elif encoding == "deflate":
+        body = zlib.compress(body)
+    headers = {"DD-API-KEY": KEY, "Content-Type": "application/json", **({"Content-Encoding": encoding} if encoding else {})}
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(dd_api.url + path, body, headers), timeout=5)
+    assert e.value.code == 400
+    assert not dd_api.accepted
+    dd_api.refused.clear()  # refused on purpose (the fixture fails a test whose exporter sent one)
