@@ -236,7 +236,9 @@ class DatadogExporter:
                 log.warning("datadog export: %s cannot be read (%s); starting without it", path, e)
 
     def _restore_alerts(self, doc: Any) -> None:
-        for fp, e in (doc or {}).items():
+        if not isinstance(doc, dict):
+            raise ValueError("not an object of alerts")
+        for fp, e in doc.items():
             if isinstance(e, list) and len(e) == 5 and all(isinstance(x, str) for x in (e[0], e[1], e[2], e[4])) \
                     and isinstance(e[3], list):
                 self._alerts[str(fp)] = _Sent(e[0], e[1], e[2], [str(t) for t in e[3]], e[4])

@@ -621,3 +621,18 @@ def test_the_peer_refuses_what_datadogs_client_models_refuse(dd_api, path, doc, 
     assert e.value.code == 400
     assert not dd_api.accepted
     dd_api.refused.clear()  # refused on purpose (the fixture fails a test whose exporter sent one)
+
+
+async def test_unreadable_state_files_are_logged_and_started_without(dd_api, tmp_path, caplog):
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "dd" / "state.json").write_text('{"version": 1, "horizon_ns": "soon"')
+    (tmp_path / "dd" / "alerts.json").write_text("[1, 2, 3]")
+    exporter = await started(export_config(dd_api, tmp_path))
+    try:
+        assert "state.json cannot be read" in caplog.text and "alerts.json cannot be read" in caplog.text
+        start = time.time_ns()
+        assert (await exporter.export_metrics([counter("c", 3, start)])).ok
+        assert [s["points"][0]["value"] for s in dd_api.series("c")] == [3.0]
+        assert json.loads((tmp_path / "dd" / "state.json").read_text())["version"] == 1  # written anew
+    finally:
+        await exporter.shutdown(2)
