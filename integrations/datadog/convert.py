@@ -40,6 +40,11 @@ Cumulative to delta (counters and histograms), per series (name, kind and attrib
 * a histogram whose buckets changed otherwise (other bounds) becomes a new baseline;
   exponential histograms of different scales are compared at the smaller scale.
 
+The OTel Collector's ``initial_value: auto`` applies the same test against the start of its
+process, so after each restart it drops the first point of every series that started earlier
+(the increase across the restart is lost); here the horizon and the last points are kept with the
+queue, so the first point after a restart is an increase over the last point sent before it.
+
 What is remembered is bounded (``max_series``, the least recently updated forgotten first, which
 raises the horizon) and kept with the queue across restarts (``state()``/``restore()``), so a
 restart neither loses the increase across it nor sends a counter's total twice.

@@ -401,7 +401,8 @@ async def test_outage_then_recovery_loses_nothing(dd_api, tmp_path):
         for i in range(5):
             result = await exporter.export_metrics([gauge("round", float(i))])
             assert not result.ok and result.status.value == "retryable"
-        assert exporter.self_metrics()[2].value == 5  # queue.pending
+        (pending,) = [m for m in exporter.self_metrics() if m.name == "monbridge.datadog.export.queue.pending"]
+        assert pending.value == 5
         dd_api.start()
         assert await exporter.force_flush(10)
         assert [s["points"][0]["value"] for s in dd_api.series("round")] == [0.0, 1.0, 2.0, 3.0, 4.0]
