@@ -637,3 +637,43 @@ async def test_unreadable_state_files_are_logged_and_started_without(dd_api, tmp
         assert json.loads((tmp_path / "dd" / "state.json").read_text())["version"] == 1  # written anew
     finally:
         await exporter.shutdown(2)
+
+
+async def test_delta_distributions_through_the_pipeline_arrive_as_their_ddsketch_values(dd_api):
+    """DogStatsD's way in: delta exponential histograms at scale 5 pushed into the pipeline (which
+    keeps them cumulative), exported each round: every value arrives as the value of its DDSketch
+    key (γ = 2^(1/32)), each round's values once, the first round's included."""
+    from ddsketch.mapping import LogarithmicMapping
+
+    from bridge.api import ExponentialHistogramValue
+    from bridge.pipeline import Pipeline
+
+    gamma = 2 ** (1 / 32)
+    mapping = LogarithmicMapping((gamma - 1) / (gamma + 1))
+
+    def delta(values: list[float]) -> ExponentialHistogramValue:
+        keys = Counter(mapping.key(v) for v in values)  # DDSketch key k is OTel bucket k - 1
+        lo, hi = min(keys), max(keys)
+        return ExponentialHistogramValue(5, 0, lo - 1, tuple(keys.get(k, 0) for k in range(lo, hi + 1)), 0, (),
+                                         len(values), sum(values))
+
+    pipeline = Pipeline()
+    ingest = pipeline.ingest("monitoring.integration.datadog", 300.0)
+    exporter = await started(export_config(dd_api))
+    try:
+        rounds = [[1.0, 2.0, 2.0, 150.0], [2.0, 8.0]]
+        t = time.time_ns()
+        for values in rounds:
+            m = Metric("dsd.latency", MetricKind.EXPONENTIAL_HISTOGRAM, delta(values), attributes={"svc": "a"},  # type: ignore[arg-type]
+                       timestamp_ns=t + 1_000_000_000, start_time_ns=t)
+            assert ingest.push([m], delta=True).accepted == 1
+            t += 1_000_000_000
+            assert (await exporter.export(pipeline.batch(), 10)).ok
+        got = [sorted(s["points"][0][1]) for s in dd_api.distributions("dsd.latency")]
+        for sent, values in zip(got, rounds, strict=True):
+            assert sent == pytest.approx(sorted(mapping.value(mapping.key(v)) for v in values), rel=1e-12)
+            assert sent == pytest.approx(sorted(values), rel=mapping.relative_accuracy * (1 + 1e-9))  # 1.0 is at a bound
+        counts = [s["points"][0]["value"] for s in dd_api.series("dsd.latency.count")]
+        assert counts == [4.0, 2.0]
+    finally:
+        await exporter.shutdown(2)
