@@ -155,6 +155,12 @@ class ExportConfig(PluginConfig):
     timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False,
                            description="seconds one request may take")
     alerts: bool = Field(default=True, description="send alerts as events and service checks")
+    max_series: int = Field(default=200_000, ge=1, description="most series whose last cumulative point is "
+                                                              "remembered (for count deltas); beyond it the least "
+                                                              "recently updated are forgotten")
+    max_distribution_values: int = Field(default=4096, ge=1, le=1_000_000,
+                                         description="most values one distribution point expands to; a histogram "
+                                                     "with more is scaled down to it")
     queue: DeliveryQueue = Field(default_factory=DeliveryQueue)
 
     @model_validator(mode="before")
