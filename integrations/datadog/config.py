@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.api import IntegrationConfig, PluginConfig
 from bridge.helpers import AuthConfig, TLSConfig, parse_listen
+from integrations.config import DeliveryQueue
 
 __all__ = ["AGGREGATES", "DatadogConfig", "DeliveryQueue", "DogStatsDConfig", "ExportConfig", "IntakeConfig"]
 
@@ -112,24 +113,6 @@ class IntakeConfig(PluginConfig):
         if any(not k.get_secret_value().strip() for k in v):
             raise ValueError("api_keys holds an empty key")
         return v
-
-
-class DeliveryQueue(PluginConfig):
-    """What is not delivered yet, and how its delivery is retried (as remote write's queue)."""
-
-    path: str | None = Field(default=None, description="directory of the on-disk queue; unset keeps it in memory "
-                                                       "(a restart loses it)")
-    max_bytes: int = Field(default=256 << 20, ge=1 << 16, description="bound on the queue; beyond it the oldest "
-                                                                      "payloads are dropped and counted")
-    min_backoff: float = Field(default=0.5, gt=0, allow_inf_nan=False, description="seconds before the first retry")
-    max_backoff: float = Field(default=60.0, gt=0, allow_inf_nan=False, description="longest wait between retries")
-    fsync: bool = False
-
-    @model_validator(mode="after")
-    def _backoffs(self) -> DeliveryQueue:
-        if self.max_backoff < self.min_backoff:
-            raise ValueError("max_backoff must be at least min_backoff")
-        return self
 
 
 def _env(name: str) -> str | None:
