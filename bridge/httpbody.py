@@ -14,7 +14,9 @@ aiohttp's server decompresses ``gzip``, ``deflate``, ``br`` and ``zstd`` bodies 
 bounded pieces as they arrive; this module counts the compressed bytes it reports and the
 decompressed bytes it hands over, and stops reading at the first limit passed. A server run
 without aiohttp's decompression gets ``gzip`` and ``deflate`` decompressed here, equally
-bounded. Parsing and conversion run in a worker thread for bodies over ``THREAD_ABOVE`` bytes.
+bounded; a body read as sent (``decode=False``) may also be ``zstd``, which :func:`inflate`
+decompresses (through cramjam) into a buffer that grows fourfold up to the limit, never past
+it. Parsing and conversion run in a worker thread for bodies over ``THREAD_ABOVE`` bytes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ T = TypeVar("T")
 THREAD_ABOVE = 64 * 1024
 MAX_MESSAGE = 500
 _SELF_DECODED = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+#: The encodings :func:`inflate` decompresses (a body read with ``decode=False`` may have them).
+INFLATED = (*_SELF_DECODED, "zstd")
+#: The first buffer a zstd body is decompressed into, at least.
+_ZSTD_FIRST = 1 << 16
 
 
 class BodyError(ValueError):
@@ -95,12 +101,12 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits, decode: bool =
     decoded_by_server = coding not in ("", "identity") and getattr(stream, "total_compressed_bytes", None) is not None
     decompressor = None
     if coding not in ("", "identity") and not decoded_by_server:
-        wbits = _SELF_DECODED.get(coding)
-        if wbits is None:
+        if coding not in (_SELF_DECODED if decode else INFLATED):
             raise BodyError(415, "unsupported_encoding",
-                            f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or identity)", unread=True)
+                            f"Content-Encoding {coding[:40]!r} is not supported "
+                            f"({'gzip, deflate' if decode else 'gzip, deflate, zstd'} or identity)", unread=True)
         if decode:
-            decompressor = zlib.decompressobj(wbits)
+            decompressor = zlib.decompressobj(_SELF_DECODED[coding])
     parts: list[bytes] = []
     wire = size = 0
     try:
@@ -151,10 +157,12 @@ def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:
     coding = coding.strip().lower()
     if coding in ("", "identity"):
         return data
+    if coding == "zstd":
+        return _unzstd(data, limits.max_bytes)
     wbits = _SELF_DECODED.get(coding)
     if wbits is None:
         raise BodyError(415, "unsupported_encoding",
-                        f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or identity)")
+                        f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate, zstd or identity)")
     decompressor = zlib.decompressobj(wbits)
     try:
         out = decompressor.decompress(data, limits.max_bytes + 1)
@@ -165,6 +173,30 @@ def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:
     except zlib.error:
         raise BodyError(400, "bad_encoding", f"body: not valid {coding} data (Content-Encoding: {coding})") from None
     return out
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    """``data`` (zstd frames) decompressed, at most ``limit`` bytes (else BodyError 413). cramjam
+    writes into a buffer it is given and fails when the output does not fit: the buffer starts
+    small (a few times the input) and grows fourfold up to ``limit + 1`` bytes, so a bomb costs
+    about 1.3 times ``limit`` of decompression and never more memory than the limit."""
+    import cramjam
+
+    size = min(limit + 1, max(_ZSTD_FIRST, 4 * len(data)))
+    while True:
+        buf = bytearray(size)
+        try:
+            n = cramjam.zstd.decompress_into(data, buf)
+        except cramjam.DecompressionError as e:
+            if "failed to write whole buffer" not in str(e):
+                raise BodyError(400, "bad_encoding", "body: not valid zstd data (Content-Encoding: zstd)") from None
+            if size > limit:
+                raise _too_large("the decoded body", limit) from None
+            size = min(limit + 1, size * 4)
+            continue
+        if n > limit:
+            raise _too_large("the decoded body", limit)
+        return bytes(memoryview(buf)[:n])
 
 
 def _refuse_constant(name: str) -> Any:
