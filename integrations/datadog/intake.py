@@ -267,10 +267,14 @@ def _count_points(items: list[Any], key: str, limits: IntakeLimits) -> int:
     return n
 
 
+def _time_of(point: tuple[int, float]) -> int:
+    return point[0]
+
+
 def _series(out: Decoded, path: str, name: str, kind: str, points: list[tuple[int, float]], interval: int,
             unit: str, attrs: dict[str, str]) -> None:
     unit = UNITS.get(unit.lower(), "") if unit else ""
-    points.sort()
+    points.sort(key=_time_of)  # (stable: of two points at one time, the later sent is the later pushed)
     if kind == "count":
         span = interval * _NS
         for t, v in points:
