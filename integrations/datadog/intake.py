@@ -58,7 +58,8 @@ its body (slowloris and idle connections are closed; a slow body is answered 408
 pipeline or the mapping rejects one by one are reported in the answer (``errors``) and counted.
 
 Self-metrics, pushed each round: ``monbridge.datadog.intake.requests`` (route, code),
-``monbridge.datadog.intake.points`` (result accepted or rejected, reason),
+``monbridge.datadog.intake.points`` (series points and check runs, by result accepted or
+rejected, and reason),
 ``monbridge.datadog.intake.refused`` (requests refused whole, by reason) and
 ``monbridge.datadog.intake.check_runs`` (status, result). Each refusal is logged at most once a
 minute per reason, never with the API key.
@@ -556,8 +557,9 @@ class IntakeServer:
         out = [Metric("monbridge.datadog.intake.requests", C, n, "{request}", "Datadog intake requests answered, "
                       "by route and HTTP status", {"route": r, "code": str(code)})
                for (r, code), n in sorted(self.requests.items())]
-        out += [Metric("monbridge.datadog.intake.points", C, n, "{point}", "Datadog intake points received, by "
-                       "result (accepted, rejected) and the reason of a rejection", {"result": r, "reason": why})
+        out += [Metric("monbridge.datadog.intake.points", C, n, "{point}", "Datadog intake points and check runs "
+                       "received, by result (accepted, rejected) and the reason of a rejection",
+                       {"result": r, "reason": why})
                 for (r, why), n in sorted(self.points.items())]
         out += [Metric("monbridge.datadog.intake.refused", C, n, "{request}", "Datadog intake requests refused "
                        "whole, by reason", {"reason": why}) for why, n in sorted(self.refused.items())]
@@ -633,13 +635,13 @@ class IntakeServer:
         cfg = self.config
         if cfg.auth is not None and not authorized(cfg.auth, request.headers.get("Authorization", "")):
             self._refused(route, "unauthenticated", "no valid credentials (intake.auth)")
-            resp = self._error(401, "Unauthorized")
+            resp = self._error(401, "Unauthorized", close=request.can_read_body)  # (its body is not read)
             resp.headers["WWW-Authenticate"] = auth_challenge(cfg.auth)
             return resp
         if not self._key_ok(request):
             self._refused(route, "forbidden", "no API key of intake.api_keys (DD-API-KEY header or api_key "
                                               "parameter)")
-            return self._error(403, "Forbidden")
+            return self._error(403, "Forbidden", close=request.can_read_body)
         if route == "validate":
             return web.json_response({"valid": True})
         mime = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()

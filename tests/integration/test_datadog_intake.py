@@ -459,6 +459,10 @@ def test_an_agent_takes_series_to_metrics_and_check_runs_to_alerts(run_monbridge
     cfg = Configuration(host=f"http://127.0.0.1:{port}")
     cfg.api_key["apiKeyAuth"] = KEY
     now = int(time.time())
+    wrong = Configuration(host=f"http://127.0.0.1:{port}")
+    wrong.api_key["apiKeyAuth"] = "wrong-key-that-must-not-be-logged"
+    with ApiClient(wrong) as c, pytest.raises(ForbiddenException):
+        MetricsApi(c).submit_metrics(body=MetricPayload(series=v2_series(int(time.time()))))
     with ApiClient(cfg) as c:
         assert AuthenticationApi(c).validate().to_dict() == {"valid": True}
         assert MetricsApi(c).submit_metrics(body=MetricPayload(series=v2_series(now))).to_dict() == {"errors": []}
@@ -492,4 +496,7 @@ def test_an_agent_takes_series_to_metrics_and_check_runs_to_alerts(run_monbridge
     text = body.decode()
     assert 'monbridge_datadog_intake_requests_total{code="202",route="series_v2"} 1' in text
     assert 'monbridge_datadog_intake_requests_total{code="202",route="check_run"} 2' in text
-    assert KEY not in mb.log_text()
+    assert 'monbridge_datadog_intake_refused_total{reason="forbidden"} 1' in text
+    log_text = mb.log_text()
+    assert "refused (forbidden)" in log_text  # logged, without the key given or the keys accepted
+    assert KEY not in log_text and "wrong-key-that-must-not-be-logged" not in log_text
