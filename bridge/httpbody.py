@@ -35,7 +35,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "inflate", "nesting_exceeds", "parse_json",
-           "read_body", "read_json"]
+           "read_body", "read_json", "receive_body"]
 
 T = TypeVar("T")
 
@@ -148,6 +148,27 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits, decode: bool =
         detail = " ".join(str(e).split())[:200]
         raise BodyError(400, "bad_encoding", f"body: cannot be read: {detail}", unread=True) from None
     return b"".join(parts)
+
+
+async def receive_body(request: web.BaseRequest, limits: BodyLimits, read_timeout: float, where: str) -> bytes:
+    """The request's body as sent (:func:`read_body` with ``decode=False``, for :func:`inflate`),
+    received within ``read_timeout`` seconds. A BodyError names the config key of what was passed,
+    under ``where`` (``where.max_request_bytes`` or ``where.max_decompressed_bytes``, 413;
+    ``where.read_timeout``, 408 ``read_timeout``); a client gone before its body is 400 ``disconnected``."""
+    try:
+        async with asyncio.timeout(read_timeout):
+            return await read_body(request, limits, decode=False)
+    except BodyError as e:
+        which = ("max_decompressed_bytes" if f"limit of {limits.max_bytes} " in e.message
+                 and f"limit of {limits.wire} " not in e.message else "max_request_bytes")
+        raise BodyError(e.status, e.reason, e.message.replace("the limit of", f"the limit ({where}.{which}) of"),
+                        e.unread) from None
+    except TimeoutError:
+        raise BodyError(408, "read_timeout", f"the body was not received within {where}.read_timeout "
+                                             f"({read_timeout:g} s)", unread=True) from None
+    except ConnectionError:
+        raise BodyError(400, "disconnected", "the client closed the connection before its body was received",
+                        unread=True) from None
 
 
 def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:

@@ -73,12 +73,12 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.api import Alert, AlertState, Metric, MetricIngest, MetricKind, PluginError
-from bridge.helpers import BodyError, BodyLimits, inflate, parse_json, parse_listen
+from bridge.api import Alert, AlertState, IngestResult, Metric, MetricIngest, MetricKind, PluginError
+from bridge.helpers import BodyError, BodyLimits, HttpListener, LogLimit, inflate, parse_json
 from integrations.datadog.config import IntakeConfig
 
 __all__ = [
@@ -86,7 +86,6 @@ __all__ = [
     "UNITS",
     "CheckRun",
     "Decoded",
-    "IntakeError",
     "IntakeLimits",
     "IntakeServer",
     "decode",
@@ -124,17 +123,8 @@ UNITS = {
 _STATUS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 _V1_TYPES = ("gauge", "count", "rate")
 _V2_TYPES = ("unspecified", "count", "rate", "gauge")
-
-
-class IntakeError(ValueError):
-    """A request refused whole: ``status`` (400, 413, 415), ``reason`` (for counting), ``message``."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        message = message[:500]
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+#: A point: (Unix time in nanoseconds, value).
+_Point = tuple[int, float]
 
 
 class _Reject(Exception):
@@ -186,8 +176,8 @@ class Decoded:
 # ---------------------------------------------------------------------------- decoding
 
 
-def _bad(path: str, text: str) -> IntakeError:
-    return IntakeError(400, "invalid", f"{path}: {text}")
+def _bad(path: str, text: str) -> BodyError:
+    return BodyError(400, "invalid", f"{path}: {text}")
 
 
 def _number(v: Any, path: str) -> float:
@@ -263,16 +253,16 @@ def tag_attributes(tags: Iterable[str], max_tags: int) -> dict[str, str]:
 def _count_points(items: list[Any], key: str, limits: IntakeLimits) -> int:
     n = sum(len(p) for s in items if isinstance(s, dict) and isinstance(p := s.get(key), list))
     if n > limits.max_points:
-        raise IntakeError(413, "too_many_points", f"request has {n} points, more than intake.max_points "
+        raise BodyError(413, "too_many_points", f"request has {n} points, more than intake.max_points "
                                                   f"({limits.max_points})")
     return n
 
 
-def _time_of(point: tuple[int, float]) -> int:
+def _time_of(point: _Point) -> int:
     return point[0]
 
 
-def _series(out: Decoded, path: str, name: str, kind: str, points: list[tuple[int, float]], interval: int,
+def _series(out: Decoded, path: str, name: str, kind: str, points: list[_Point], interval: int,
             unit: str, attrs: dict[str, str]) -> None:
     unit = UNITS.get(unit.lower(), "") if unit else ""
     points.sort(key=_time_of)  # (stable: of two points at one time, the later sent is the later pushed)
@@ -287,7 +277,8 @@ def _series(out: Decoded, path: str, name: str, kind: str, points: list[tuple[in
         out.gauges.extend(Metric(name, MetricKind.GAUGE, v, unit, "", attrs, t) for t, v in points)
 
 
-def _series_v2(doc: Any, limits: IntakeLimits, out: Decoded, now_ns: int) -> None:
+def _series_items(doc: Any, limits: IntakeLimits, out: Decoded) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """A series payload's series: (its path, itself, its metric's name), the points counted first."""
     if not isinstance(doc, dict):
         raise _bad("body", "not a JSON object")
     series = doc.get("series")
@@ -298,7 +289,42 @@ def _series_v2(doc: Any, limits: IntakeLimits, out: Decoded, now_ns: int) -> Non
         path = f"series[{i}]"
         if not isinstance(s, dict):
             raise _bad(path, "not an object")
-        name = _text(s.get("metric"), f"{path}.metric", required=True)
+        yield path, s, _text(s.get("metric"), f"{path}.metric", required=True)
+
+
+def _attributes(out: Decoded, path: str, name: str, tags: list[str], n: int, limits: IntakeLimits) -> dict[str, str] | None:
+    """The tags' attributes; None when they reject the series' ``n`` points (counted in ``out``)."""
+    try:
+        return tag_attributes(tags, limits.max_tags)
+    except _Reject as e:
+        out.reject(e.reason, f"{path} ({name[:100]})", e.text, n)
+        return None
+
+
+def _points(s: dict[str, Any], path: str, point: Callable[[Any, str, int], _Point], now_ns: int) -> list[_Point]:
+    raw = s.get("points")
+    if not isinstance(raw, list):
+        raise _bad(f"{path}.points", "absent or not a list")
+    return [point(p, f"{path}.points[{j}]", now_ns) for j, p in enumerate(raw)]
+
+
+def _v2_point(p: Any, path: str, now_ns: int) -> _Point:
+    """``{timestamp, value}``: a value left out is 0 (the payload's JSON omits zero), a time left out is now."""
+    if not isinstance(p, dict):
+        raise _bad(path, "not an object")
+    v = p.get("value")
+    return _timestamp(p.get("timestamp"), f"{path}.timestamp", now_ns), 0.0 if v is None else _number(v, f"{path}.value")
+
+
+def _v1_point(p: Any, path: str, now_ns: int) -> _Point:
+    """``[timestamp, value]``."""
+    if not isinstance(p, list) or len(p) != 2:
+        raise _bad(path, "not a [timestamp, value] pair")
+    return _timestamp(p[0], f"{path}[0]", now_ns), _number(p[1], f"{path}[1]")
+
+
+def _series_v2(doc: Any, limits: IntakeLimits, out: Decoded, now_ns: int) -> None:
+    for path, s, name in _series_items(doc, limits, out):
         typ = s.get("type", 0)
         if typ is None:
             typ = 0
@@ -317,38 +343,16 @@ def _series_v2(doc: Any, limits: IntakeLimits, out: Decoded, now_ns: int) -> Non
             rtype = _text(r.get("type"), f"{rpath}.type", required=True)
             named[rtype[:MAX_TAG_LENGTH]] = _text(r.get("name"), f"{rpath}.name")[:MAX_TAG_LENGTH]
         tags = _string_list(s.get("tags"), f"{path}.tags")
-        raw = s.get("points")
-        if not isinstance(raw, list):
-            raise _bad(f"{path}.points", "absent or not a list")
-        points: list[tuple[int, float]] = []
-        for j, p in enumerate(raw):
-            ppath = f"{path}.points[{j}]"
-            if not isinstance(p, dict):
-                raise _bad(ppath, "not an object")
-            t = _timestamp(p.get("timestamp"), f"{ppath}.timestamp", now_ns)
-            v = p.get("value")
-            points.append((t, 0.0 if v is None else _number(v, f"{ppath}.value")))
-        try:
-            attrs = tag_attributes(tags, limits.max_tags)
-        except _Reject as e:
-            out.reject(e.reason, f"{path} ({name[:100]})", e.text, len(points))
+        points = _points(s, path, _v2_point, now_ns)
+        attrs = _attributes(out, path, name, tags, len(points), limits)
+        if attrs is None:
             continue
         attrs.update(named)
         _series(out, path, name, _V2_TYPES[typ], points, interval, unit, attrs)
 
 
 def _series_v1(doc: Any, limits: IntakeLimits, out: Decoded, now_ns: int) -> None:
-    if not isinstance(doc, dict):
-        raise _bad("body", "not a JSON object")
-    series = doc.get("series")
-    if not isinstance(series, list):
-        raise _bad("series", "absent or not a list")
-    out.points = _count_points(series, "points", limits)
-    for i, s in enumerate(series):
-        path = f"series[{i}]"
-        if not isinstance(s, dict):
-            raise _bad(path, "not an object")
-        name = _text(s.get("metric"), f"{path}.metric", required=True)
+    for path, s, name in _series_items(doc, limits, out):
         typ = s.get("type")
         if typ is None or typ == "":
             typ = "gauge"
@@ -358,19 +362,9 @@ def _series_v1(doc: Any, limits: IntakeLimits, out: Decoded, now_ns: int) -> Non
         host = _text(s.get("host"), f"{path}.host")[:MAX_TAG_LENGTH]
         device = _text(s.get("device"), f"{path}.device")[:MAX_TAG_LENGTH]
         tags = _string_list(s.get("tags"), f"{path}.tags")
-        raw = s.get("points")
-        if not isinstance(raw, list):
-            raise _bad(f"{path}.points", "absent or not a list")
-        points: list[tuple[int, float]] = []
-        for j, p in enumerate(raw):
-            ppath = f"{path}.points[{j}]"
-            if not isinstance(p, list) or len(p) != 2:
-                raise _bad(ppath, "not a [timestamp, value] pair")
-            points.append((_timestamp(p[0], f"{ppath}[0]", now_ns), _number(p[1], f"{ppath}[1]")))
-        try:
-            attrs = tag_attributes(tags, limits.max_tags)
-        except _Reject as e:
-            out.reject(e.reason, f"{path} ({name[:100]})", e.text, len(points))
+        points = _points(s, path, _v1_point, now_ns)
+        attrs = _attributes(out, path, name, tags, len(points), limits)
+        if attrs is None:
             continue
         if host:
             attrs["host"] = host
@@ -383,7 +377,7 @@ def _check_runs(doc: Any, limits: IntakeLimits, out: Decoded) -> None:
     if not isinstance(doc, list):
         raise _bad("body", "not a JSON list of check runs")
     if len(doc) > limits.max_points:
-        raise IntakeError(413, "too_many_points", f"request has {len(doc)} check runs, more than "
+        raise BodyError(413, "too_many_points", f"request has {len(doc)} check runs, more than "
                                                   f"intake.max_points ({limits.max_points})")
     out.points = len(doc)
     for i, c in enumerate(doc):
@@ -398,11 +392,8 @@ def _check_runs(doc: Any, limits: IntakeLimits, out: Decoded) -> None:
         ts = c.get("timestamp")
         when = None if ts is None else _timestamp(ts, f"{path}.timestamp", 0) / _NS
         message = _text(c.get("message"), f"{path}.message")[:MAX_MESSAGE]
-        tags = _string_list(c.get("tags"), f"{path}.tags")
-        try:
-            attrs = tag_attributes(tags, limits.max_tags)
-        except _Reject as e:
-            out.reject(e.reason, f"{path} ({check[:100]})", e.text)
+        attrs = _attributes(out, path, check, _string_list(c.get("tags"), f"{path}.tags"), 1, limits)
+        if attrs is None:
             continue
         out.checks.append(CheckRun(check, host, status, when, message, attrs))
 
@@ -410,17 +401,14 @@ def _check_runs(doc: Any, limits: IntakeLimits, out: Decoded) -> None:
 def decode(route: str, body: bytes, coding: str, limits: IntakeLimits, now_ns: int | None = None) -> Decoded:
     """A request body of ``route`` (a value of ``ROUTES``) as sent with Content-Encoding ``coding``:
     decompressed within ``limits``, parsed and converted (the module docstring's mapping);
-    IntakeError when it is refused whole. Runs in a worker thread."""
+    BodyError (400, 413, 415) when it is refused whole. Runs in a worker thread."""
     coding = coding.strip().lower()
     try:
         data = inflate(body, "zstd" if coding == "zstd1" else coding, BodyLimits(max_bytes=limits.max_decompressed_bytes))
     except BodyError as e:
-        raise IntakeError(e.status, e.reason, e.message.replace(
+        raise BodyError(e.status, e.reason, e.message.replace(
             "the limit of", "the limit (intake.max_decompressed_bytes) of")) from None
-    try:
-        doc = parse_json(data, MAX_DEPTH, where="body")
-    except BodyError as e:
-        raise IntakeError(400, e.reason, e.message) from None
+    doc = parse_json(data, MAX_DEPTH, where="body")
     out = Decoded()
     now = time.time_ns() if now_ns is None else now_ns
     if route == "series_v2":
@@ -435,20 +423,6 @@ def decode(route: str, body: bytes, coding: str, limits: IntakeLimits, now_ns: i
 
 
 # ---------------------------------------------------------------------------- the server
-
-
-class _LogLimit:
-    """One warning per key a minute."""
-
-    def __init__(self) -> None:
-        self.last: dict[str, float] = {}
-
-    def due(self, key: str) -> bool:
-        now = time.monotonic()
-        if now - self.last.get(key, -_LOG_EVERY_S) < _LOG_EVERY_S:
-            return False
-        self.last[key] = now
-        return True
 
 
 _Key = tuple[str, str, tuple[tuple[str, str], ...]]
@@ -469,13 +443,13 @@ class IntakeServer:
         self.points: Counter[tuple[str, str]] = Counter()  # (result, reason)
         self.refused: Counter[str] = Counter()  # reason
         self.check_runs: Counter[tuple[str, str]] = Counter()  # (status, result)
-        self._logged = _LogLimit()
+        self._logged = LogLimit(_LOG_EVERY_S)
         self._slots: asyncio.Semaphore | None = None
         self._in_flight = 0
-        self._runner: Any = None
-        self._server: asyncio.Server | None = None
-        #: Connections waiting for their (next) request: the timer that closes each one.
-        self._waiting: dict[Any, asyncio.TimerHandle] = {}
+        #: Closes the connections that send no (next) request within read_timeout (slowloris, idle).
+        self._http = HttpListener(config.read_timeout, lambda: self._refused(
+            "-", "read_timeout", f"a connection sent no complete request within intake.read_timeout "
+                                 f"({config.read_timeout:g} s)"))
         self.bound: tuple[str, int] | None = None
         #: Check runs alerting now, by (check, host, tags); those seen this run (least recent first).
         self._active: dict[_Key, Alert] = {}
@@ -500,41 +474,16 @@ class IntakeServer:
         # decompressed in a worker thread.
         app = web.Application(client_max_size=max(cfg.max_request_bytes, cfg.max_decompressed_bytes) + 1)
         for path, route in ROUTES.items():
-            handler = self._handler(route)
+            handler = self._http.guard.handler(self._handler(route))
             if route == "validate":
                 app.router.add_get(path, handler)
             else:
                 app.router.add_post(path, handler)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
-        await self._runner.setup()
-        host, port = parse_listen(cfg.listen)
-        factory = self._runner.server
-
-        def connection() -> Any:
-            protocol = factory()
-            self._wait_for_request(protocol, first=True)
-            return protocol
-
-        try:
-            self._server = await asyncio.get_running_loop().create_server(connection, host, port, ssl=ssl_ctx,
-                                                                          reuse_address=True)
-        except OSError:
-            await self.stop()
-            raise
-        sockets = self._server.sockets or ()
-        self.bound = sockets[0].getsockname()[:2] if sockets else (host, port)
+        self.bound = await self._http.start(app, cfg.listen, ssl_ctx)
         log.info("Datadog intake on %s://%s:%s", "https" if ssl_ctx else "http", *self.bound)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close()
-        for timer in self._waiting.values():
-            timer.cancel()
-        self._waiting.clear()
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self._http.stop()
 
     def round(self) -> None:
         """Expire the series that stopped arriving; push the self-metrics."""
@@ -568,36 +517,11 @@ class IntakeServer:
                 for (s, r), n in sorted(self.check_runs.items())]
         return out
 
-    # -------------------------------------------------------------- connections
-
-    def _wait_for_request(self, protocol: Any, first: bool) -> None:
-        """Close the connection unless a request arrives within ``read_timeout`` (slowloris, idle)."""
-        loop = asyncio.get_running_loop()
-        self._waiting[protocol] = loop.call_later(self.config.read_timeout, self._expire, protocol, first)
-
-    def _expire(self, protocol: Any, first: bool) -> None:
-        self._waiting.pop(protocol, None)
-        transport = getattr(protocol, "transport", None)
-        if transport is None or transport.is_closing():
-            return
-        if first:
-            self._refused("-", "read_timeout", f"a connection sent no complete request within intake.read_timeout "
-                                               f"({self.config.read_timeout:g} s)")
-        transport.close()
-
     def _handler(self, route: str) -> Any:
         async def handle(request: Any) -> Any:
-            protocol = request.protocol
-            timer = self._waiting.pop(protocol, None)
-            if timer is not None:
-                timer.cancel()
-            try:
-                resp = await self._answer(request, route)
-                self.requests[(route, resp.status)] += 1
-                return resp
-            finally:
-                if self._server is not None:
-                    self._wait_for_request(protocol, first=False)
+            resp = await self._answer(request, route)
+            self.requests[(route, resp.status)] += 1
+            return resp
 
         return handle
 
@@ -665,34 +589,25 @@ class IntakeServer:
     async def _receive(self, request: Any, route: str) -> Any:
         from aiohttp import web
 
-        from bridge.helpers import read_body
+        from bridge.helpers import receive_body
 
         cfg = self.config
         coding = request.headers.get("Content-Encoding", "").strip().lower()
         if coding == "zstd1":  # Datadog's API clients' name of zstd
             request = request.clone(headers={**request.headers, "Content-Encoding": "zstd"})
         try:
-            async with asyncio.timeout(cfg.read_timeout):
-                body = await read_body(request, BodyLimits(max_bytes=cfg.max_decompressed_bytes,
-                                                           max_wire_bytes=cfg.max_request_bytes), decode=False)
+            body = await receive_body(request, BodyLimits(max_bytes=cfg.max_decompressed_bytes,
+                                                          max_wire_bytes=cfg.max_request_bytes),
+                                      cfg.read_timeout, "intake")
         except BodyError as e:
-            which = ("max_decompressed_bytes" if f"limit of {cfg.max_decompressed_bytes} " in e.message
-                     and f"limit of {cfg.max_request_bytes} " not in e.message else "max_request_bytes")
-            message = e.message.replace("the limit of", f"the limit (intake.{which}) of")
-            self._refused(route, e.reason, message)
-            return self._error(e.status, message, close=e.unread)
-        except TimeoutError:
-            message = f"the body was not received within intake.read_timeout ({cfg.read_timeout:g} s)"
-            self._refused(route, "read_timeout", message)
-            return self._error(408, message, close=True)
-        except ConnectionError:
-            self._refused(route, "disconnected", "the client closed the connection before its body was received")
-            return self._error(400, "disconnected", close=True)  # (not sent: the connection is gone)
+            # (a 400 for a client gone is not sent: the connection is gone)
+            self._refused(route, e.reason, e.message)
+            return self._error(e.status, e.message, close=e.unread)
         assert self._slots is not None
         async with self._slots:
             try:
                 decoded = await asyncio.to_thread(decode, route, body, coding, self.limits)
-            except IntakeError as e:
+            except BodyError as e:
                 self._refused(route, e.reason, e.message)
                 return self._error(e.status, e.message)
         errors = self._ingest(route, decoded)
@@ -701,35 +616,30 @@ class IntakeServer:
         return web.json_response({"status": "ok", **({"errors": errors} if errors else {})}, status=202)
 
     def _ingest(self, route: str, decoded: Decoded) -> list[str]:
-        """Push a decoded request's points (and take its check runs); the rejections' messages."""
-        rejected = Counter(decoded.rejected)
-        messages = [f"{n} rejected ({r}): {decoded.why[r]}" for r, n in sorted(decoded.rejected.items())]
-        accepted = 0
-        results = [self.ingest.push(decoded.gauges)] if decoded.gauges else []
-        if decoded.deltas:
-            results.append(self.ingest.push(decoded.deltas, delta=True))
-        for res in results:
-            accepted += res.accepted
-            rejected.update(res.rejected)
-            if res.message:
-                messages.append(res.message)
+        """Take a decoded request's check runs and push its points; the rejections' messages (one
+        per reason of the mapping's, one per push of the pipeline's)."""
+        taken = 0
         for run in decoded.checks:
             dropped = self._check_run(run)
             if dropped is None:
-                accepted += 1
-                continue
-            reason, text = dropped
-            if not rejected[reason]:
-                messages.append(f"check run {run.check[:100]!r} rejected ({reason}): {text}")
-            rejected[reason] += 1
-        self.points[("accepted", "")] += accepted
-        for reason, n in rejected.items():
-            self.points[("rejected", reason)] += n
-            if self._logged.due(f"points:{reason}"):
-                log.warning("Datadog intake: %d points of a request to %s rejected (%s): %s; counted in "
-                            "monbridge_datadog_intake_points_total{result=\"rejected\"}, logged at most once a "
-                            "minute per reason", n, route, reason, "; ".join(messages)[:500])
-        return [m[:1000] for m in messages[:20]]
+                taken += 1
+            else:
+                decoded.reject(dropped[0], f"check run {run.check[:100]!r}", dropped[1])
+        results = [IngestResult(0, {r: n}, f"{n} rejected ({r}): {decoded.why[r]}")
+                   for r, n in sorted(decoded.rejected.items())]
+        if decoded.gauges:
+            results.append(self.ingest.push(decoded.gauges))
+        if decoded.deltas:
+            results.append(self.ingest.push(decoded.deltas, delta=True))
+        self.points[("accepted", "")] += taken + sum(r.accepted for r in results)
+        for res in results:
+            for reason, n in res.rejected.items():
+                self.points[("rejected", reason)] += n
+                if self._logged.due(f"points:{reason}"):
+                    log.warning("Datadog intake: %d points of a request to %s rejected (%s): %s; counted in "
+                                "monbridge_datadog_intake_points_total{result=\"rejected\"}, logged at most once "
+                                "a minute per reason", n, route, reason, res.message[:500])
+        return [r.message[:1000] for r in results if r.message][:20]
 
     # -------------------------------------------------------------- check runs → alerts
 

@@ -3,7 +3,7 @@ thread does with it (``integrations.datadog.intake.decode``: decompression withi
 ``max_decompressed_bytes``, JSON within its depth, the shape's checks and the mapping to
 Metrics and check runs) for each route that takes a body, then into a real pipeline as the
 server pushes it. A body is decompressed as its first bytes say (gzip, zlib's deflate, zstd;
-else as sent). The documented error is ``IntakeError`` (the request refused whole); the
+else as sent). The documented error is ``BodyError`` (the request refused whole); the
 pipeline's push never raises. Seeds: ``corpus/datadog_intake/`` (v2 and v1 series of every
 type, check runs, each compressed, an empty body, and zstd and gzip bombs past the target's
 256 KiB limit)."""
@@ -14,8 +14,9 @@ import tracemalloc
 
 import pytest
 
+from bridge.helpers import BodyError
 from bridge.pipeline import Pipeline
-from integrations.datadog.intake import IntakeError, IntakeLimits, decode
+from integrations.datadog.intake import IntakeLimits, decode
 from tests.fuzz.harness import CORPUS, run_fuzz, seeds
 
 LIMITS = IntakeLimits(max_decompressed_bytes=256 << 10, max_points=10_000, max_tags=100)
@@ -48,7 +49,7 @@ def test_fuzz_datadog_intake() -> None:
         for route in ROUTES:
             try:
                 out = decode(route, data, coding, LIMITS, now_ns=1_764_633_600 * 10**9)
-            except IntakeError as e:
+            except BodyError as e:
                 assert e.status in (400, 413, 415) and e.message
                 refused += 1
                 continue
@@ -60,10 +61,10 @@ def test_fuzz_datadog_intake() -> None:
             if out.deltas:
                 ingest.push(out.deltas, delta=True)
         if refused == len(ROUTES):
-            raise IntakeError(400, "refused", "no route takes it")
+            raise BodyError(400, "refused", "no route takes it")
 
     try:
-        tried = run_fuzz(one, seeds("datadog_intake"), allowed=(IntakeError,), tokens=TOKENS)
+        tried = run_fuzz(one, seeds("datadog_intake"), allowed=(BodyError,), tokens=TOKENS)
     finally:
         pipeline.shutdown()
     assert tried >= len(seeds("datadog_intake"))
@@ -74,7 +75,7 @@ def test_the_corpus_bombs_are_refused_within_the_limit(name: str, coding: str) -
     bomb = (CORPUS / "datadog_intake" / name).read_bytes()
     tracemalloc.start()
     try:
-        with pytest.raises(IntakeError) as e:
+        with pytest.raises(BodyError) as e:
             decode("series_v2", bomb, coding, LIMITS)
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -253,8 +253,8 @@ async def test_alerting_check_runs_are_bounded():
         runs.append({"check": "c9", "host_name": "h", "status": 3, "tags": []})  # UNKNOWN raises none here
         status, body = await post(intake.url, "/api/v1/check_run", json.dumps(runs).encode())
         assert status == 202 and body["status"] == "ok"
-        assert body["errors"] == ["check run 'c2' rejected (alert_limit): intake.max_alerts (2) check runs are "
-                                  "alerting already"]
+        assert body["errors"] == ["1 rejected (alert_limit): check run 'c2': intake.max_alerts (2) check runs "
+                                  "are alerting already"]
         firing = [a.name for a in intake.server.take_alerts() if a.state is AlertState.FIRING]
         assert firing == ["c0", "c1"]
         assert intake.counts("monbridge_datadog_intake_check_runs_total") == {
