@@ -4,7 +4,7 @@ The OTLP integration's ``receive`` block (``integrations/otlp.py``) starts these
 
     receive:
       grpc: {listen: "127.0.0.1:4317"}          # OTLP/gRPC, MetricsService/Export
-      http: {listen: "127.0.0.1:4318"}          # OTLP/HTTP, POST /v1/metrics, protobuf or JSON, gzip
+      http: {listen: "127.0.0.1:4318"}          # OTLP/HTTP, POST /v1/metrics, protobuf or JSON; gzip, deflate or zstd
       # each may have tls: {cert_file, key_file} and auth: {bearer_token | basic: {username, password}},
       # as the server block has, max_decompressed_bytes (16 MiB) and read_timeout (30 s); http
       # also max_request_bytes, the body as sent (4 MiB)
