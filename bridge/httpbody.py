@@ -213,6 +213,7 @@ def _unzstd(data: bytes, limit: int) -> bytes:
                 raise BodyError(400, "bad_encoding", "body: not valid zstd data (Content-Encoding: zstd)") from None
             if size > limit:
                 raise _too_large("the decoded body", limit) from None
+            del buf  # (before the larger one is made: never both at once)
             size = min(limit + 1, size * 4)
             continue
         if n > limit:
