@@ -100,6 +100,14 @@ class IntakeConfig(PluginConfig):
     max_series: int = Field(default=200_000, ge=1, description="most series intake data may hold at once")
     max_points: int = Field(default=100_000, ge=1, description="most points in one request")
     expire_after: float = Field(default=300.0, gt=0, description="seconds a series stays after its last point")
+    max_tags: int = Field(default=100, ge=1, le=10_000, description="most tags of one series or check run; "
+                                                                   "beyond it the series is rejected")
+    max_alerts: int = Field(default=10_000, ge=1, le=10_000,
+                            description="most check runs (check, host, tags) alerting at once; beyond it a "
+                                        "failing check run is dropped and counted")
+    unknown_severity: Literal["warning", "critical", "none"] = Field(
+        default="warning", description="severity of the alert a check run UNKNOWN (3) raises (none: it raises "
+                                       "none and resolves the check's alert)")
 
     @field_validator("listen")
     @classmethod
