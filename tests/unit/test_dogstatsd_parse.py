@@ -282,6 +282,7 @@ def test_service_check_bad_optional_fields_are_skipped():
 @pytest.mark.parametrize("text", [
     b"_sc|agent.up", b"_sc|agent.up|", b"_sc||", b"_sc|", b"_sc", b"_sc|agent.up|OK", b"_sc|agent.up|21",
     b"_sc|agent.up|-1", b"_sc||0", b"_scx|agent.up|0", b"_sc|a b|0", b"_sc|" + b"n" * (MAX_NAME + 1) + b"|0",
+    b"_scale:1|c",  # as in the Agent, whatever starts with _sc is a service check
 ])
 def test_bad_service_checks(text):
     assert refused(text) == "bad_service_check"
