@@ -66,7 +66,7 @@ from dataclasses import replace
 from typing import Any
 
 from bridge.api import Alert, AlertState, IngestResult, Metric, MetricIngest, MetricKind, PluginError
-from bridge.helpers import parse_listen
+from bridge.helpers import LogLimit, parse_listen
 from bridge.notifiers import fingerprint
 from integrations.datadog.aggregate import Aggregator, tags_to_attributes
 from integrations.datadog.config import DogStatsDConfig
@@ -145,7 +145,7 @@ class DogStatsDServer:
         self.points: Counter[tuple[str, str]] = Counter()  # (result, reason) of pushed points
         self.events_unlogged = 0
         self._kernel_drops = 0
-        self._logged: dict[str, float] = {}
+        self._logged = LogLimit(LOG_EVERY_S)
         self._event_second = 0
         self._event_logs = 0
         # Alerts: the active one of each identity, and the changes not taken yet (keyed so that a
@@ -315,10 +315,8 @@ class DogStatsDServer:
     def _drop(self, reason: str, what: str, data: bytes, exc: bool = False) -> None:
         with self._lock:
             self.dropped[reason] += 1
-            now = time.monotonic()
-            if now - self._logged.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
+            if not self._logged.due(reason):
                 return
-            self._logged[reason] = now
         log.warning("dogstatsd: %s dropped (%s)%s; counted in monbridge_dogstatsd_dropped_total, logged at most "
                     "once every %gs per reason", what, reason, f", first bytes {excerpt(data)}" if data else "", LOG_EVERY_S,
                     exc_info=exc)
@@ -441,12 +439,8 @@ class DogStatsDServer:
             for reason, n in res.rejected.items():
                 self.points[("rejected", reason)] += n
         if res.rejected_total:
-            reason = "ingest:" + ",".join(sorted(res.rejected))
             with self._lock:
-                now = time.monotonic()
-                due = now - self._logged.get(reason, -LOG_EVERY_S) >= LOG_EVERY_S
-                if due:
-                    self._logged[reason] = now
+                due = self._logged.due("ingest:" + ",".join(sorted(res.rejected)))
             if due:
                 log.warning("dogstatsd: the pipeline rejected %d aggregated points: %s; counted in "
                             "monbridge_dogstatsd_points_total{result=\"rejected\"}", res.rejected_total,
