@@ -29,22 +29,35 @@ three tags (``svc.http.requests|#service:svc03,instance:i17,env:prod``), timers 
 The sender is a child process writing the pre-built bytes with ``sendmmsg(2)`` (through ctypes,
 batches of 64) from 16 UDP sockets connected to 127.0.0.1 (several source ports, so that
 ``SO_REUSEPORT`` workers share the load as they would with several clients). It is the same
-for both sides. For each side, alone on the machine with the sender:
+for both sides. Every side runs from the start (an idle one costs next to nothing), and is sent
+to alone:
 
-1. saturation: flat out for --duration seconds. After the sender stops and the socket's queue
-   (``/proc/net/udp``) is empty, the side's next flush gives the total of ``bench.datagrams``:
-   datagrams processed, over the seconds from the first send to the queue being empty;
+1. saturation: flat out for --duration seconds in all, in --slices turns, the sides taking
+   turns (collectd, monbridge, monbridge on the DogStatsD stream, collectd, ...), so that a
+   change in the shared machine's load falls on every side alike. After each turn the script
+   waits for the side's socket queue (``/proc/net/udp``) to be empty; after the last, the side's
+   next flush gives the total of ``bench.datagrams``: datagrams processed, over the seconds from
+   the first send of each turn to its queue being empty. The kernel's drops on the socket are
+   read too (``/proc/net/udp``): sent = processed + dropped;
 2. loss: a paced sender at half of that side's own saturation rate for --loss-duration seconds
-   (sleeps between batches; at most a few ms late). Loss is 1 - processed / sent. Goal < 0.1 %.
+   (it sleeps between batches, so a batch is as large as the time slept asks for). Loss is
+   1 - processed / sent. Goal < 0.1 %.
 
 Both count: CPU (user + system, ``/proc/PID/stat``, every thread and child process of the side)
+over the whole saturation phase (the other sides' turns included: flushes and idle work count)
 per million datagrams processed and per million lines, RSS before the first datagram, after
 the saturation phase, and per context (the difference over --contexts).
 
-The receiving sockets have the same receive buffer on both sides: collectd's statsd plugin has
-no option for it (it never sets ``SO_RCVBUF``), so it has the system's default
-(``net.core.rmem_default``); monbridge's ``so_rcvbuf`` is set to give the same buffer (Linux
-doubles the value asked for). Both flush every --flush-interval seconds (collectd's
+--profile PATH samples monbridge during its saturation turns with py-spy (which must be on PATH;
+``--nonblocking``, 250 Hz) and prints where the time goes: by function, inclusive, and by line,
+as a share of the samples and in µs a datagram.
+
+The receiving sockets have the same receive buffer on both sides, checked with ``ss`` (else exit
+1): by default the system's (``net.core.rmem_default``), which neither changes (collectd's statsd
+plugin has no option for it and never sets ``SO_RCVBUF``; monbridge's ``so_rcvbuf`` is left
+unset). With --rcvbuf BYTES, monbridge's ``so_rcvbuf`` is BYTES and collectd's socket is given the
+same ``SO_RCVBUF`` from outside (``pidfd_getfd(2)`` duplicates it into this script, which sets it:
+the same socket). Both flush every --flush-interval seconds (collectd's
 ``Interval``). collectd's timers report average, upper, count and the 50th and 95th
 percentiles, the Datadog Agent's default ``histogram_aggregates`` and ``histogram_percentiles``
 that monbridge uses; its output goes to its value cache only, except the marker counter, which a
@@ -59,6 +72,7 @@ shared stream), 2 when collectd is not installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -76,6 +90,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,6 +373,45 @@ def udp_sockets(port: int) -> tuple[int, int, int]:
     return n, queued, drops
 
 
+def udp_inodes(port: int) -> set[int]:
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as f:
+        next(f)
+        return {int(cols[9]) for cols in (row.split() for row in f) if cols[1] == want}
+
+
+_SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
+
+
+def set_peer_rcvbuf(pid: int, port: int, size: int) -> int:
+    """Set ``SO_RCVBUF`` on the UDP sockets of process ``pid`` bound to ``port``, from outside:
+    each is duplicated into this process with ``pidfd_getfd(2)`` (Linux 5.6; needs the right to
+    ptrace ``pid``) and set there (the same socket). Returns how many were set."""
+    inodes = udp_inodes(port)
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    done = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            m = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if not m or int(m.group(1)) not in inodes:
+                continue
+            dup = libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            if dup < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"pidfd_getfd of collectd's socket: {os.strerror(err)}")
+            with socket.socket(fileno=dup) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            done += 1
+    finally:
+        os.close(pidfd)
+    return done
+
+
 def socket_rcvbuf(port: int) -> int | None:
     """The receive buffer (``skmem`` rb) of the first UDP socket on 127.0.0.1:``port``, by ``ss``."""
     try:
@@ -409,9 +463,10 @@ class Side:
     proc: subprocess.Popen[bytes]
     port: int
 
-    def __init__(self, work: Path, flush: float) -> None:
+    def __init__(self, work: Path, flush: float, rcvbuf: int | None) -> None:
         self.work = work
         self.flush = flush
+        self.rcvbuf = rcvbuf  # SO_RCVBUF asked for, None for the system's default
         self.port = free_udp_tcp_port()
 
     def start(self) -> None:
@@ -497,6 +552,8 @@ class Collectd(Side):
             if not self.alive() or time.monotonic() > deadline:
                 raise SystemExit(f"collectd did not listen on UDP {self.port}:\n{self.log_tail()}")
             time.sleep(0.1)
+        if self.rcvbuf is not None and set_peer_rcvbuf(self.proc.pid, self.port, self.rcvbuf) == 0:
+            raise SystemExit("found no socket of collectd's to set its receive buffer")
 
     def _last(self) -> tuple[float, int]:
         last = (0.0, 0)
@@ -542,10 +599,9 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)", re.M)
 class Monbridge(Side):
     """``monbridge run`` with the Datadog integration's ``dogstatsd`` part."""
 
-    def __init__(self, work: Path, flush: float, workers: int, rcvbuf: int, contexts: int, label: str) -> None:
-        super().__init__(work, flush)
+    def __init__(self, work: Path, flush: float, rcvbuf: int | None, workers: int, contexts: int, label: str) -> None:
+        super().__init__(work, flush, rcvbuf)
         self.workers = workers
-        self.rcvbuf = rcvbuf
         self.contexts = contexts
         self.name = label
         self.http = free_port()
@@ -556,10 +612,12 @@ class Monbridge(Side):
             "server": {"listen": f"127.0.0.1:{self.http}"},
             "pipeline": {"cardinality_limit": max(10_000, self.contexts * 10)},
             "plugins": [{"plugin_id": "monitoring.integration.datadog", "config": {
+                "interval": self.flush,  # the rounds that push its own counts
                 "dogstatsd": {"listen_udp": f"127.0.0.1:{self.port}", "workers": self.workers,
-                              "so_rcvbuf": self.rcvbuf, "flush_interval": self.flush,
-                              "max_contexts": max(100_000, self.contexts * 10)}}}],
+                              "flush_interval": self.flush, "max_contexts": max(100_000, self.contexts * 10)}}}],
         }
+        if self.rcvbuf is not None:
+            config["plugins"][0]["config"]["dogstatsd"]["so_rcvbuf"] = self.rcvbuf  # type: ignore[index]
         cfg = self.work / "monbridge.yaml"
         cfg.write_text(json.dumps(config))
         # this checkout's bridge, unless PYTHONPATH names another (as the header line says)
@@ -601,8 +659,12 @@ class Monbridge(Side):
         return self.marker(self.metrics())
 
     def errors(self) -> int:
-        m = self.metrics()
-        return int(sum(v for k, v in m.items() if k.startswith("monbridge_dogstatsd") and "error" in k))
+        # every reason a message is dropped for: a bad line, a truncated datagram, max_contexts, ...
+        return int(self.metrics().get("monbridge_dogstatsd_dropped_total", 0.0))
+
+    def counts(self) -> dict[str, float]:
+        """Its own counts (``monbridge.dogstatsd.*``, pushed every round)."""
+        return {k: v for k, v in self.metrics().items() if k.startswith("monbridge_dogstatsd_")}
 
     def log_tail(self) -> str:
         try:
@@ -651,14 +713,103 @@ class Phase:
                 "sent_rate": self.sent / self.send_seconds if self.send_seconds else 0.0}
 
 
-def send_slice(side: Side, sender: Sender, duration: float, rate: float | None, ph: Phase) -> float:
+class Profiler:
+    """py-spy sampling a side's process (threads and children) while it is sent to, the samples of
+    every turn kept in ``out`` (py-spy's raw format: one stack a line, then its count)."""
+
+    def __init__(self, exe: str, out: Path) -> None:
+        self.exe = exe
+        self.out = out
+        self.files: list[Path] = []
+
+    @contextlib.contextmanager
+    def sampling(self, pid: int) -> Iterator[None]:
+        path = self.out.with_name(f"{self.out.name}.{len(self.files)}")
+        proc = subprocess.Popen([self.exe, "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
+                                 "--rate", "250", "--format", "raw", "--output", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # py-spy attaches
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            if path.exists():
+                self.files.append(path)
+            else:
+                print(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
+
+    def merge(self) -> dict[str, int]:
+        stacks: dict[str, int] = {}
+        for path in self.files:
+            for row in path.read_text(errors="replace").splitlines():
+                stack, _, n = row.rpartition(" ")
+                if stack and n.isdigit():
+                    stacks[stack] = stacks.get(stack, 0) + int(n)
+            path.unlink()
+        self.out.write_text("".join(f"{k} {v}\n" for k, v in sorted(stacks.items())))
+        return stacks
+
+
+_FRAME = re.compile(r"^(.*) \(([^():]*?)(?::\d+)?\)$")
+
+
+def profile_report(stacks: dict[str, int], us_per_datagram: float, top: int = 18) -> list[str]:
+    """Where the sampled time went: by function alone (self) and with what it calls (inclusive),
+    as a share of the samples and in µs a datagram (the share of the side's CPU a datagram)."""
+    total = sum(stacks.values())
+    if not total:
+        return ["no samples"]
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    for stack, n in stacks.items():
+        frames = []
+        for f in stack.split(";"):
+            f = f.strip()
+            if f.startswith("process "):  # the root py-spy adds with --subprocesses
+                continue
+            m = _FRAME.match(f)
+            name, file = (m.group(1), m.group(2)) if m else (f, "")
+            parts = Path(file).parts
+            for anchor in ("integrations", "bridge", "asyncio", "threading.py", "socket.py"):
+                if anchor in parts:
+                    file = "/".join(parts[parts.index(anchor):])
+                    break
+            else:
+                file = Path(file).name
+            frames.append(f"{name} ({file})")
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            leaf = stack.rsplit(";", 1)[-1].strip()
+            at = re.search(r"\(([^()]*:\d+)\)$", leaf)
+            if at:
+                where = "/".join(Path(at.group(1)).parts[-3:])
+                lines[where] = lines.get(where, 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    out = [f"{total:,} samples; {us_per_datagram:.1f} µs of CPU a datagram in all"]
+    for title, table in (("self", own), ("inclusive", incl), ("self, by line", lines)):
+        out.append(f"  {title}:")
+        for name, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            out.append(f"    {n / total:6.1%} {n / total * us_per_datagram:7.2f} µs  {name}")
+    return out
+
+
+def send_slice(side: Side, sender: Sender, duration: float, rate: float | None, ph: Phase,
+               profiler: Profiler | None = None) -> float:
     """Send to ``side`` for ``duration`` s, wait for its socket to empty; add it to ``ph``; return
     the time.time() at which the socket was empty."""
     drops0 = udp_sockets(side.port)[2]
     t0 = time.time()
     ph.load.append(os.getloadavg()[0])
-    got = sender.run(side.port, duration, rate)
-    drained = drain(side)
+    with profiler.sampling(side.proc.pid) if profiler is not None else contextlib.nullcontext():
+        got = sender.run(side.port, duration, rate)
+        drained = drain(side)
     ph.kernel_drops += udp_sockets(side.port)[2] - drops0
     ph.sent += int(got["sent"])
     ph.seconds += drained - t0
@@ -676,7 +827,7 @@ class Run:
     res: dict[str, Any] = field(default_factory=dict)
 
 
-def saturation(runs: list[Run], duration: float, slices: int) -> None:
+def saturation(runs: list[Run], duration: float, slices: int, profilers: dict[str, Profiler]) -> None:
     """Every side flat out, in turns of ``duration / slices`` seconds, so that a change in the
     machine's load falls on all of them; then each side's total after its next flush."""
     phases = {id(r): Phase() for r in runs}
@@ -684,7 +835,8 @@ def saturation(runs: list[Run], duration: float, slices: int) -> None:
     cpu0 = {id(r): tree_cpu(r.side.proc.pid) for r in runs}
     for _ in range(slices):
         for r in runs:
-            last[id(r)] = send_slice(r.side, r.sender, duration / slices, None, phases[id(r)])
+            last[id(r)] = send_slice(r.side, r.sender, duration / slices, None, phases[id(r)],
+                                     profilers.get(r.side.name))
     for r in runs:
         ph = phases[id(r)]
         total = r.side.processed(last[id(r)])
@@ -710,6 +862,10 @@ def half_rate(r: Run, duration: float) -> None:
     r.res["half"] = {**ph.as_dict(), "target_rate": rate}
     print(f"  {r.side.name}: at {rate:,.0f}/s: {ph.processed:,} of {ph.sent:,} processed, loss {ph.loss:.4%} "
           f"(kernel drops {ph.kernel_drops:,}); CPU {ph.cpu:.1f} s; load average {ph.load[0]:.1f}", flush=True)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def mib(n: float) -> str:
@@ -748,10 +904,18 @@ def main() -> int:
     ap.add_argument("--contexts", type=int, default=10_000)
     ap.add_argument("--datagrams", type=int, default=100_000, help="datagrams in the pre-built stream (sent in a loop)")
     ap.add_argument("--flush-interval", type=float, default=10.0, help="both sides' flush interval (default 10 s)")
+    ap.add_argument("--rcvbuf", type=int, metavar="BYTES",
+                    help="SO_RCVBUF for both sides' sockets (monbridge's so_rcvbuf; set on collectd's socket from "
+                         "outside with pidfd_getfd, as it has no option for it); default: the system's "
+                         "(net.core.rmem_default), which neither side changes")
     ap.add_argument("--workers", type=int, default=2, help="monbridge's dogstatsd workers (SO_REUSEPORT sockets)")
     ap.add_argument("--no-dogstatsd", action="store_true", help="skip monbridge's tagged DogStatsD stream")
     ap.add_argument("--only", choices=("collectd", "monbridge"), help="run one side of the shared stream only")
     ap.add_argument("--json", type=Path, help="write the figures there as JSON")
+    ap.add_argument("--profile", type=Path, metavar="PATH",
+                    help="sample monbridge's saturation turns with py-spy (on PATH): raw stacks to PATH-<side>, "
+                         "where the time goes printed (the sampling costs monbridge some CPU: its figures are "
+                         "then not the benchmark's)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 5 s phases, 2,000 contexts, 2 s flushes")
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
@@ -767,6 +931,11 @@ def main() -> int:
 
     with open("/proc/sys/net/core/rmem_default") as f:
         rmem_default = int(f.read())
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    # what the kernel gives: the default, or twice what was asked for up to rmem_max (socket(7))
+    rcvbuf = rmem_default if args.rcvbuf is None else 2 * min(args.rcvbuf, rmem_max)
+    rcvbuf_how = "net.core.rmem_default" if args.rcvbuf is None else f"SO_RCVBUF {args.rcvbuf:,}"
     t_build = time.monotonic()
     shared = build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=False)
     full = None if args.no_dogstatsd else build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=True)
@@ -775,14 +944,14 @@ def main() -> int:
         senders["dogstatsd"] = Sender(full)
     print(f"bench_dogstatsd: {args.duration:g} s flat out, then {args.loss_duration:g} s at half that rate, each side "
           f"alone with the sender; flush every {args.flush_interval:g} s; receive buffers "
-          f"{rmem_default:,} bytes (net.core.rmem_default) both sides; monbridge {args.workers} worker(s); "
+          f"{rcvbuf:,} bytes ({rcvbuf_how}) both sides; monbridge {args.workers} worker(s); "
           f"bridge from {Path(bridge.__file__).parent}; load average {os.getloadavg()[0]:.1f}; "
           f"streams built in {time.monotonic() - t_build:.1f} s")
     print(f"  {shared.describe()}")
     if full is not None:
         print(f"  {full.describe()} (monbridge only)")
     results: dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                               "rmem_default": rmem_default, "streams": {}}
+                               "rcvbuf": rcvbuf, "streams": {}}
     for s in (shared, full):
         if s is not None:
             results["streams"][s.name] = {"datagrams": len(s.datagrams), "lines": s.lines, "bytes": s.nbytes,
@@ -791,13 +960,14 @@ def main() -> int:
     status = 0
     runs: list[Run] = []
     if args.only != "monbridge":
-        runs.append(Run(Collectd(work / "collectd", args.flush_interval), senders["statsd"]))
+        runs.append(Run(Collectd(work / "collectd", args.flush_interval, args.rcvbuf), senders["statsd"]))
     if args.only != "collectd":
-        runs.append(Run(Monbridge(work / "monbridge", args.flush_interval, args.workers, rmem_default // 2,
+        runs.append(Run(Monbridge(work / "monbridge", args.flush_interval, args.rcvbuf, args.workers,
                                   args.contexts, "monbridge"), senders["statsd"]))
         if full is not None:
-            runs.append(Run(Monbridge(work / "monbridge-dsd", args.flush_interval, args.workers, rmem_default // 2,
+            runs.append(Run(Monbridge(work / "monbridge-dsd", args.flush_interval, args.rcvbuf, args.workers,
                                       args.contexts, "monbridge (DogStatsD)"), senders["dogstatsd"]))
+    profilers: dict[str, Profiler] = {}
     try:
         for r in runs:
             r.side.start()
@@ -806,7 +976,14 @@ def main() -> int:
             r.res.update(rcvbuf=socket_rcvbuf(r.side.port), sockets=udp_sockets(r.side.port)[0],
                          rss_idle=tree_rss(r.side.proc.pid),
                          lines_per_datagram=r.sender.stream.lines / len(r.sender.stream.datagrams))
-        saturation(runs, args.duration, args.slices)
+        if args.profile is not None:
+            exe = shutil.which("py-spy")
+            if exe is None:
+                raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+            args.profile.parent.mkdir(parents=True, exist_ok=True)
+            profilers = {r.side.name: Profiler(exe, args.profile.with_name(f"{args.profile.name}-{slug(r.side.name)}"))
+                         for r in runs if isinstance(r.side, Monbridge)}
+        saturation(runs, args.duration, args.slices, profilers)
         for r in runs:
             half_rate(r, args.loss_duration)
         for r in runs:
@@ -824,18 +1001,23 @@ def main() -> int:
           f"{'RSS idle':>10} {'RSS':>10} {'B/context':>9}")
     figures = {name: summary(name, r, args.contexts) for name, r in raw.items()}
     results["figures"] = figures
+    for name, prof in profilers.items():
+        print(f"\nwhere {name}'s time goes at saturation (py-spy, stacks in {prof.out}):")
+        print("\n".join(profile_report(prof.merge(), figures[name]["cpu_per_m"])))
     for name, r in raw.items():
         for ph in ("saturation", "half"):
             p = r.get(ph)
             if p and p["processed"] > p["sent"]:
                 print(f"error: {name} counted {p['processed']:,} datagrams in its {ph} phase, {p['sent']:,} were sent")
                 status = 1
-        if r["rcvbuf"] is not None and r["rcvbuf"] != rmem_default:
-            print(f"note: {name}'s socket has a {r['rcvbuf']:,}-byte receive buffer, not {rmem_default:,}")
+        if r["rcvbuf"] != rcvbuf:
+            print(f"error: {name}'s socket has a receive buffer of {r['rcvbuf']} bytes, not {rcvbuf:,}")
+            status = 1
         if not r["alive"]:
             status = 1
-        if name != "monbridge (DogStatsD)" and r["errors"]:
-            print(f"error: {name} reported {r['errors']:,} lines it could not parse in the shared stream")
+        if r["errors"]:
+            print(f"error: {name} reported {r['errors']:,} lines it could not parse or dropped (every line sent is "
+                  "valid)")
             status = 1
     if "collectd" in figures and "monbridge" in figures:
         c, m = figures["collectd"], figures["monbridge"]
