@@ -708,8 +708,17 @@ class Phase:
     def loss(self) -> float:
         return 1 - self.processed / self.sent if self.sent else float("nan")
 
+    @property
+    def unaccounted(self) -> int:
+        """Sent, neither processed nor dropped by the kernel: lost inside the side."""
+        return self.sent - self.processed - self.kernel_drops
+
+    def drops_text(self) -> str:
+        extra = f", lost inside {self.unaccounted:,}" if self.unaccounted else ""
+        return f"kernel drops {self.kernel_drops:,}{extra}"
+
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "rate": self.rate, "loss": self.loss,
+        return {**self.__dict__, "rate": self.rate, "loss": self.loss, "unaccounted": self.unaccounted,
                 "sent_rate": self.sent / self.send_seconds if self.send_seconds else 0.0}
 
 
@@ -846,7 +855,7 @@ def saturation(runs: list[Run], duration: float, slices: int, profilers: dict[st
         r.res["saturation"] = ph.as_dict()
         r.res["rss_after"] = tree_rss(r.side.proc.pid)
         print(f"  {r.side.name}: saturation: {ph.rate:,.0f} datagrams/s processed ({ph.processed:,} of {ph.sent:,} "
-              f"sent at {ph.sent / ph.send_seconds:,.0f}/s; kernel drops {ph.kernel_drops:,}); CPU {ph.cpu:.1f} s "
+              f"sent at {ph.sent / ph.send_seconds:,.0f}/s; {ph.drops_text()}); CPU {ph.cpu:.1f} s "
               f"over the phase; load average {min(ph.load):.1f}-{max(ph.load):.1f}", flush=True)
 
 
@@ -861,7 +870,7 @@ def half_rate(r: Run, duration: float) -> None:
     ph.processed, r.total = total - r.total, total
     r.res["half"] = {**ph.as_dict(), "target_rate": rate}
     print(f"  {r.side.name}: at {rate:,.0f}/s: {ph.processed:,} of {ph.sent:,} processed, loss {ph.loss:.4%} "
-          f"(kernel drops {ph.kernel_drops:,}); CPU {ph.cpu:.1f} s; load average {ph.load[0]:.1f}", flush=True)
+          f"({ph.drops_text()}); CPU {ph.cpu:.1f} s; load average {ph.load[0]:.1f}", flush=True)
 
 
 def slug(name: str) -> str:
