@@ -90,7 +90,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,29 +333,26 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants."""
+def _tree_sum(pid: int, name: str, pick: Callable[[list[str]], float]) -> float:
+    """``pick`` of /proc/P/``name`` (split into fields) summed over ``pid`` and its live descendants."""
     total = 0.0
     for p in _descendants(pid):
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
+            with open(f"/proc/{p}/{name}") as f:
+                total += pick(f.read().rsplit(")", 1)[-1].split())
         except (OSError, IndexError, ValueError):
             pass
     return total
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants."""
+    return _tree_sum(pid, "stat", lambda fields: (int(fields[11]) + int(fields[12])) / TICKS)
 
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its live descendants."""
-    total = 0
-    for p in _descendants(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return int(_tree_sum(pid, "statm", lambda fields: int(fields[1]) * PAGE))
 
 
 def udp_sockets(port: int) -> tuple[int, int, int]:
