@@ -655,9 +655,21 @@ class Monbridge(Side):
         time.sleep(max(0.0, since + self.flush + 1.5 - time.time()))
         return self.marker(self.metrics())
 
+    def dropped(self) -> dict[str, int]:
+        """``monbridge.dogstatsd.dropped`` by reason."""
+        body = urllib.request.urlopen(f"http://127.0.0.1:{self.http}/metrics", timeout=30).read().decode()
+        out: dict[str, int] = {}
+        for name, labels, value in _SAMPLE.findall(body):
+            if name == "monbridge_dogstatsd_dropped_total":
+                m = re.search(r'reason="([^"]*)"', labels)
+                reason = m.group(1) if m else "?"
+                out[reason] = out.get(reason, 0) + int(float(value))
+        return out
+
     def errors(self) -> int:
-        # every reason a message is dropped for: a bad line, a truncated datagram, max_contexts, ...
-        return int(self.metrics().get("monbridge_dogstatsd_dropped_total", 0.0))
+        # every reason a message is dropped for (a bad line, a truncated datagram, max_contexts, ...)
+        # but the kernel's drops (a full receive buffer), which are counted from /proc/net/udp here
+        return sum(n for reason, n in self.dropped().items() if reason != "receive_buffer")
 
     def counts(self) -> dict[str, float]:
         """Its own counts (``monbridge.dogstatsd.*``, pushed every round)."""
@@ -994,6 +1006,8 @@ def main() -> int:
             half_rate(r, args.loss_duration)
         for r in runs:
             r.res.update(errors=r.side.errors(), rss_end=tree_rss(r.side.proc.pid), alive=r.side.alive())
+            if isinstance(r.side, Monbridge):
+                r.res.update(dropped=r.side.dropped(), counts=r.side.counts())
             if not r.res["alive"]:
                 print(f"{r.side.name} died:\n{r.side.log_tail()}")
     finally:
@@ -1023,7 +1037,7 @@ def main() -> int:
             status = 1
         if r["errors"]:
             print(f"error: {name} reported {r['errors']:,} lines it could not parse or dropped (every line sent is "
-                  "valid)")
+                  f"valid){': ' + str(r['dropped']) if 'dropped' in r else ''}")
             status = 1
     if "collectd" in figures and "monbridge" in figures:
         c, m = figures["collectd"], figures["monbridge"]
