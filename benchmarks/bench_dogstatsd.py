@@ -88,6 +88,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -708,6 +709,7 @@ class Phase:
     sender_cpu: float = 0.0
     send_errors: int = 0
     load: list[float] = field(default_factory=list)
+    bursts: list[tuple[float, float, int]] = field(default_factory=list)  # paced phases: when the kernel dropped
 
     @property
     def rate(self) -> float:
@@ -818,14 +820,47 @@ def profile_report(stacks: dict[str, int], us_per_datagram: float, top: int = 18
     return out
 
 
+@contextlib.contextmanager
+def drop_bursts(port: int, into: list[tuple[float, float, int]]) -> Iterator[None]:
+    """Watch the kernel's drops on ``port`` every 20 ms meanwhile; each run of samples in which
+    they grew is a burst, added to ``into`` as (start s, length s, datagrams) from the start."""
+    done = threading.Event()
+
+    def watch() -> None:
+        t0 = time.monotonic()
+        last = udp_sockets(port)[2]
+        burst: list[float] | None = None  # [start, end, count]
+        while not done.wait(0.02):
+            now, drops = time.monotonic() - t0, udp_sockets(port)[2]
+            if drops > last:
+                if burst is None:
+                    burst = [now - 0.02, now, 0]
+                burst[1], burst[2] = now, burst[2] + drops - last
+            elif burst is not None:
+                into.append((burst[0], burst[1] - burst[0], int(burst[2])))
+                burst = None
+            last = drops
+        if burst is not None:
+            into.append((burst[0], burst[1] - burst[0], int(burst[2])))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def send_slice(side: Side, sender: Sender, duration: float, rate: float | None, ph: Phase,
                profiler: Profiler | None = None) -> float:
     """Send to ``side`` for ``duration`` s, wait for its socket to empty; add it to ``ph``; return
-    the time.time() at which the socket was empty."""
+    the time.time() at which the socket was empty. A paced send records when the kernel dropped."""
     drops0 = udp_sockets(side.port)[2]
     t0 = time.time()
     ph.load.append(os.getloadavg()[0])
-    with profiler.sampling(side.proc.pid) if profiler is not None else contextlib.nullcontext():
+    with profiler.sampling(side.proc.pid) if profiler is not None else contextlib.nullcontext(), \
+            drop_bursts(side.port, ph.bursts) if rate is not None else contextlib.nullcontext():
         got = sender.run(side.port, duration, rate)
         drained = drain(side)
     ph.kernel_drops += udp_sockets(side.port)[2] - drops0
@@ -880,6 +915,10 @@ def half_rate(r: Run, duration: float) -> None:
     r.res["half"] = {**ph.as_dict(), "target_rate": rate}
     print(f"  {r.side.name}: at {rate:,.0f}/s: {ph.processed:,} of {ph.sent:,} processed, loss {ph.loss:.4%} "
           f"({ph.drops_text()}); CPU {ph.cpu:.1f} s; load average {ph.load[0]:.1f}", flush=True)
+    if ph.bursts:
+        worst = sorted(sorted(ph.bursts, key=lambda b: -b[2])[:8])
+        print(f"    the kernel dropped in {len(ph.bursts)} burst(s); the largest, at seconds into the phase: "
+              + ", ".join(f"{t:.1f} s ({n:,} in {d * 1000:.0f} ms)" for t, d, n in worst), flush=True)
 
 
 def slug(name: str) -> str:
@@ -934,12 +973,13 @@ def main() -> int:
                     help="sample monbridge's saturation turns with py-spy (on PATH): raw stacks to PATH-<side>, "
                          "where the time goes printed (the sampling costs monbridge some CPU: its figures are "
                          "then not the benchmark's)")
-    ap.add_argument("--quick", action="store_true", help="a smoke run: 5 s phases, 2,000 contexts, 2 s flushes")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run (about 45 s): 6 s and 5 s phases, 2,000 contexts, 2 s flushes, unless given")
     ap.add_argument("--seed", type=int, default=13)
+    if ap.parse_known_args()[0].quick:  # its values, unless given
+        ap.set_defaults(duration=6.0, loss_duration=5.0, contexts=2_000, slices=2, datagrams=20_000,
+                        flush_interval=2.0)
     args = ap.parse_args()
-    if args.quick:
-        args.duration, args.loss_duration, args.contexts, args.slices = 6.0, 5.0, 2_000, 2
-        args.datagrams, args.flush_interval = 20_000, 2.0
     if args.only != "monbridge" and not os.access(COLLECTD, os.X_OK):
         print(f"needs {COLLECTD} (apt-get install collectd-core)")
         return 2
