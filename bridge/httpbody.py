@@ -14,7 +14,9 @@ aiohttp's server decompresses ``gzip``, ``deflate``, ``br`` and ``zstd`` bodies 
 bounded pieces as they arrive; this module counts the compressed bytes it reports and the
 decompressed bytes it hands over, and stops reading at the first limit passed. A server run
 without aiohttp's decompression gets ``gzip`` and ``deflate`` decompressed here, equally
-bounded. Parsing and conversion run in a worker thread for bodies over ``THREAD_ABOVE`` bytes.
+bounded; a body read as sent (``decode=False``) may also be ``zstd``, which :func:`inflate`
+decompresses (through cramjam) into a buffer that grows fourfold up to the limit, never past
+it. Parsing and conversion run in a worker thread for bodies over ``THREAD_ABOVE`` bytes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "inflate", "nesting_exceeds", "parse_json",
-           "read_body", "read_json"]
+           "read_body", "read_json", "receive_body"]
 
 T = TypeVar("T")
 
@@ -41,6 +43,10 @@ T = TypeVar("T")
 THREAD_ABOVE = 64 * 1024
 MAX_MESSAGE = 500
 _SELF_DECODED = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+#: The encodings :func:`inflate` decompresses (a body read with ``decode=False`` may have them).
+INFLATED = (*_SELF_DECODED, "zstd")
+#: The first buffer a zstd body is decompressed into, at least.
+_ZSTD_FIRST = 1 << 16
 
 
 class BodyError(ValueError):
@@ -95,12 +101,12 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits, decode: bool =
     decoded_by_server = coding not in ("", "identity") and getattr(stream, "total_compressed_bytes", None) is not None
     decompressor = None
     if coding not in ("", "identity") and not decoded_by_server:
-        wbits = _SELF_DECODED.get(coding)
-        if wbits is None:
+        if coding not in (_SELF_DECODED if decode else INFLATED):
             raise BodyError(415, "unsupported_encoding",
-                            f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or identity)", unread=True)
+                            f"Content-Encoding {coding[:40]!r} is not supported "
+                            f"({'gzip, deflate' if decode else 'gzip, deflate, zstd'} or identity)", unread=True)
         if decode:
-            decompressor = zlib.decompressobj(wbits)
+            decompressor = zlib.decompressobj(_SELF_DECODED[coding])
     parts: list[bytes] = []
     wire = size = 0
     try:
@@ -144,6 +150,27 @@ async def read_body(request: web.BaseRequest, limits: BodyLimits, decode: bool =
     return b"".join(parts)
 
 
+async def receive_body(request: web.BaseRequest, limits: BodyLimits, read_timeout: float, where: str) -> bytes:
+    """The request's body as sent (:func:`read_body` with ``decode=False``, for :func:`inflate`),
+    received within ``read_timeout`` seconds. A BodyError names the config key of what was passed,
+    under ``where`` (``where.max_request_bytes`` or ``where.max_decompressed_bytes``, 413;
+    ``where.read_timeout``, 408 ``read_timeout``); a client gone before its body is 400 ``disconnected``."""
+    try:
+        async with asyncio.timeout(read_timeout):
+            return await read_body(request, limits, decode=False)
+    except BodyError as e:
+        which = ("max_decompressed_bytes" if f"limit of {limits.max_bytes} " in e.message
+                 and f"limit of {limits.wire} " not in e.message else "max_request_bytes")
+        raise BodyError(e.status, e.reason, e.message.replace("the limit of", f"the limit ({where}.{which}) of"),
+                        e.unread) from None
+    except TimeoutError:
+        raise BodyError(408, "read_timeout", f"the body was not received within {where}.read_timeout "
+                                             f"({read_timeout:g} s)", unread=True) from None
+    except ConnectionError:
+        raise BodyError(400, "disconnected", "the client closed the connection before its body was received",
+                        unread=True) from None
+
+
 def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:
     """A body read with ``read_body(..., decode=False)`` decompressed per its ``Content-Encoding``
     (``coding``), within ``limits.max_bytes`` (BodyError as ``read_body`` raises). Safe in a worker
@@ -151,10 +178,12 @@ def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:
     coding = coding.strip().lower()
     if coding in ("", "identity"):
         return data
+    if coding == "zstd":
+        return _unzstd(data, limits.max_bytes)
     wbits = _SELF_DECODED.get(coding)
     if wbits is None:
         raise BodyError(415, "unsupported_encoding",
-                        f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or identity)")
+                        f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate, zstd or identity)")
     decompressor = zlib.decompressobj(wbits)
     try:
         out = decompressor.decompress(data, limits.max_bytes + 1)
@@ -165,6 +194,31 @@ def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:
     except zlib.error:
         raise BodyError(400, "bad_encoding", f"body: not valid {coding} data (Content-Encoding: {coding})") from None
     return out
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    """``data`` (zstd frames) decompressed, at most ``limit`` bytes (else BodyError 413). cramjam
+    writes into a buffer it is given and fails when the output does not fit: the buffer starts
+    small (a few times the input) and grows fourfold up to ``limit + 1`` bytes, so a bomb costs
+    about 1.3 times ``limit`` of decompression and never more memory than the limit."""
+    import cramjam
+
+    size = min(limit + 1, max(_ZSTD_FIRST, 4 * len(data)))
+    while True:
+        buf = bytearray(size)
+        try:
+            n = cramjam.zstd.decompress_into(data, buf)
+        except cramjam.DecompressionError as e:
+            if "failed to write whole buffer" not in str(e):
+                raise BodyError(400, "bad_encoding", "body: not valid zstd data (Content-Encoding: zstd)") from None
+            if size > limit:
+                raise _too_large("the decoded body", limit) from None
+            del buf  # (before the larger one is made: never both at once)
+            size = min(limit + 1, size * 4)
+            continue
+        if n > limit:
+            raise _too_large("the decoded body", limit)
+        return bytes(memoryview(buf)[:n])
 
 
 def _refuse_constant(name: str) -> Any:

@@ -6,7 +6,8 @@ so a plugin that puts a credential into an exception message does not leak it. I
 forms are replaced too: URL-encoded and JSON-escaped, and any base64 run that decodes to text
 holding a secret (an ``Authorization: Basic`` header of ``user:password``, a Jira
 ``email:token``, echoed back by a peer). A peer's response body is never logged as it is, only
-as :func:`peer_excerpt`: bounded, on one line, credentials masked.
+as :func:`peer_excerpt`: bounded, on one line, credentials masked. :class:`LogLimit` says when
+a warning repeated by a hostile peer is due again (once a minute per reason).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["EXCERPT_BYTES", "JsonFormatter", "TextFormatter", "peer_excerpt", "redact_text", "secret_values",
-           "setup_logging"]
+__all__ = ["EXCERPT_BYTES", "JsonFormatter", "LogLimit", "TextFormatter", "peer_excerpt", "redact_text",
+           "secret_values", "setup_logging"]
 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 
@@ -108,6 +109,21 @@ def peer_excerpt(body: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     if len(text) > limit:
         text = text[:limit] + "..."
     return text or "(empty body)"
+
+
+class LogLimit:
+    """Whether a warning is due: at most once every ``every`` seconds per key (a refusal's reason)."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def due(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self.last.get(key, -self.every) < self.every:
+            return False
+        self.last[key] = now
+        return True
 
 
 def _ts(record: logging.LogRecord) -> str:

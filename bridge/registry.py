@@ -56,6 +56,8 @@ BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
                                       "integrations.nagios.export_config:NagiosExportConfig"),
     "monitoring.integration.datadog": (_I, "integrations.datadog.plugin:DatadogIntegration",
                                        "integrations.datadog.config:DatadogConfig"),
+    "monitoring.integration.elasticsearch": (_I, "integrations.elasticsearch.plugin:ElasticsearchIntegration",
+                                             "integrations.elasticsearch.config:ElasticsearchConfig"),
     "monitoring.integration.otlp": (_I, "integrations.otlp:OtlpIntegration", "integrations.otlp_config:OtlpConfig"),
     "monitoring.integration.prometheus": (_I, "integrations.prometheus.plugin:PrometheusIntegration",
                                           "integrations.prometheus.config:PrometheusIntegrationConfig"),

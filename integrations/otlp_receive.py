@@ -4,7 +4,7 @@ The OTLP integration's ``receive`` block (``integrations/otlp.py``) starts these
 
     receive:
       grpc: {listen: "127.0.0.1:4317"}          # OTLP/gRPC, MetricsService/Export
-      http: {listen: "127.0.0.1:4318"}          # OTLP/HTTP, POST /v1/metrics, protobuf or JSON, gzip
+      http: {listen: "127.0.0.1:4318"}          # OTLP/HTTP, POST /v1/metrics, protobuf or JSON; gzip, deflate or zstd
       # each may have tls: {cert_file, key_file} and auth: {bearer_token | basic: {username, password}},
       # as the server block has, max_decompressed_bytes (16 MiB) and read_timeout (30 s); http
       # also max_request_bytes, the body as sent (4 MiB)
@@ -55,7 +55,6 @@ import base64
 import json
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -72,7 +71,7 @@ from bridge.api import (
     PluginError,
     SummaryValue,
 )
-from bridge.helpers import parse_listen
+from bridge.helpers import HttpListener, LogLimit, parse_listen
 from bridge.otel import MAX_BUCKETS
 from integrations.otlp_config import GrpcReceiveConfig, HttpReceiveConfig, OtlpReceiveConfig
 
@@ -403,20 +402,6 @@ def _convert_metric(m: Any, scope: Mapping[str, AttributeValue], limits: Receive
 # ---------------------------------------------------------------------------- the receivers
 
 
-class _LogLimit:
-    """One warning per reason a minute."""
-
-    def __init__(self) -> None:
-        self.last: dict[str, float] = {}
-
-    def due(self, reason: str) -> bool:
-        now = time.monotonic()
-        if now - self.last.get(reason, -_LOG_EVERY_S) < _LOG_EVERY_S:
-            return False
-        self.last[reason] = now
-        return True
-
-
 class OtlpReceiver:
     """The gRPC and HTTP receivers of one ``receive`` config, feeding ``ingest``."""
 
@@ -429,13 +414,10 @@ class OtlpReceiver:
         self.limits = ReceiveLimits.of(config)
         self.requests: Counter[tuple[str, str]] = Counter()  # (transport, result or refusal reason)
         self.points: Counter[tuple[str, str]] = Counter()  # (result, reason)
-        self._logged = _LogLimit()
+        self._logged = LogLimit(_LOG_EVERY_S)
         self._slots: asyncio.Semaphore | None = None
         self._in_flight = 0
-        self._runner: Any = None
-        self._http_server: asyncio.Server | None = None
-        #: HTTP connections waiting for their (next) request: the timer that closes each one.
-        self._waiting: dict[Any, asyncio.TimerHandle] = {}
+        self._http: HttpListener | None = None
         self._grpc: Any = None
         self.http_bound: tuple[str, int] | None = None
         self.grpc_bound: tuple[str, int] | None = None
@@ -458,15 +440,9 @@ class OtlpReceiver:
         if self._grpc is not None:
             server, self._grpc = self._grpc, None
             await server.stop(1.0)
-        if self._http_server is not None:
-            http_server, self._http_server = self._http_server, None
-            http_server.close()
-        for timer in self._waiting.values():
-            timer.cancel()
-        self._waiting.clear()
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.stop()
 
     def round(self) -> None:
         """The integration's scheduled round: expire what stopped arriving, refresh the self-metrics."""
@@ -576,56 +552,17 @@ class OtlpReceiver:
         # aiohttp's own body limit sits above ours, so ours answers (with the limit's name). Bodies
         # are read as sent and decompressed in a worker thread (a bomb is no work for the loop).
         app = web.Application(client_max_size=cfg.max_decompressed_bytes + 1)
-        app.router.add_post(METRICS_PATH, self._http_export)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
-        await self._runner.setup()
-        host, port = parse_listen(cfg.listen)
-        handler_factory = self._runner.server
-        loop = asyncio.get_running_loop()
-
-        def connection() -> Any:
-            protocol = handler_factory()
-            self._wait_for_request(protocol, first=True)
-            return protocol
-
+        # A connection that sends no request within read_timeout (slowloris, idle) is closed; one
+        # that never sent a request counts as refused (read_timeout).
+        self._http = HttpListener(cfg.read_timeout, lambda: self._refused(
+            "http", "read_timeout", f"a connection sent no complete request within receive.http.read_timeout "
+                                    f"({cfg.read_timeout:g} s)"))
+        app.router.add_post(METRICS_PATH, self._http.guard.handler(self._http_answer))
         try:
-            self._http_server = await loop.create_server(connection, host, port, ssl=ssl_ctx, reuse_address=True)
+            self.http_bound = await self._http.start(app, cfg.listen, ssl_ctx)
         except OSError as e:
             raise PluginError(f"receive.http.listen: cannot listen on {cfg.listen}: {e.strerror or e}") from None
-        sockets = self._http_server.sockets or ()
-        self.http_bound = sockets[0].getsockname()[:2] if sockets else (host, port)
         log.info("OTLP/HTTP receiver on %s://%s:%s%s", "https" if ssl_ctx else "http", *self.http_bound, METRICS_PATH)
-
-    def _wait_for_request(self, protocol: Any, first: bool) -> None:
-        """Close the HTTP connection ``protocol`` unless a request arrives (its headers complete)
-        within ``read_timeout``: slowloris and idle connections hold no socket for long. A
-        connection that never sent a request is counted and logged as refused (``read_timeout``);
-        one idle after its answers is closed as keep-alive connections are."""
-        assert self.config.http is not None
-        loop = asyncio.get_running_loop()
-        self._waiting[protocol] = loop.call_later(self.config.http.read_timeout, self._expire, protocol, first)
-
-    def _expire(self, protocol: Any, first: bool) -> None:
-        self._waiting.pop(protocol, None)
-        transport = getattr(protocol, "transport", None)
-        if transport is None or transport.is_closing():
-            return
-        if first:
-            assert self.config.http is not None
-            self._refused("http", "read_timeout", f"a connection sent no complete request within "
-                                                  f"receive.http.read_timeout ({self.config.http.read_timeout:g} s)")
-        transport.close()
-
-    async def _http_export(self, request: Any) -> Any:
-        protocol = request.protocol
-        timer = self._waiting.pop(protocol, None)
-        if timer is not None:
-            timer.cancel()
-        try:
-            return await self._http_answer(request)
-        finally:
-            if self._http_server is not None:
-                self._wait_for_request(protocol, first=False)
 
     async def _http_answer(self, request: Any) -> Any:
         from aiohttp import web
@@ -660,7 +597,7 @@ class OtlpReceiver:
     async def _http_receive(self, request: Any, cfg: HttpReceiveConfig) -> Any:
         from aiohttp import web
 
-        from bridge.helpers import BodyError, BodyLimits, read_body
+        from bridge.helpers import BodyError, BodyLimits, receive_body
 
         mime = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         fmt: Literal["protobuf", "json"]
@@ -674,23 +611,13 @@ class OtlpReceiver:
             self._refused("http", "unsupported_media_type", message)
             return self._http_error(415, message, "json", close=True)
         try:
-            async with asyncio.timeout(cfg.read_timeout):
-                body = await read_body(request, BodyLimits(max_bytes=cfg.max_decompressed_bytes,
-                                                           max_wire_bytes=cfg.max_request_bytes), decode=False)
+            body = await receive_body(request, BodyLimits(max_bytes=cfg.max_decompressed_bytes,
+                                                          max_wire_bytes=cfg.max_request_bytes),
+                                      cfg.read_timeout, "receive.http")
         except BodyError as e:
-            which = ("max_decompressed_bytes" if f"limit of {cfg.max_decompressed_bytes} " in e.message
-                     and f"limit of {cfg.max_request_bytes} " not in e.message else "max_request_bytes")
-            message = e.message.replace("the limit of", f"the limit (receive.http.{which}) of")
-            self._refused("http", e.reason, message)
-            return self._http_error(e.status, message, fmt, close=e.unread)
-        except TimeoutError:
-            message = f"the body was not received within receive.http.read_timeout ({cfg.read_timeout:g} s)"
-            self._refused("http", "read_timeout", message)
-            return self._http_error(408, message, fmt, close=True)
-        except ConnectionError:
-            message = "the client closed the connection before its body was received"
-            self._refused("http", "disconnected", message)
-            return self._http_error(400, message, fmt, close=True)  # (not sent: the connection is gone)
+            # (a 400 for a client gone is not sent: the connection is gone)
+            self._refused("http", e.reason, e.message)
+            return self._http_error(e.status, e.message, fmt, close=e.unread)
         coding = request.headers.get("Content-Encoding", "").strip().lower()
         try:
             result = await self._receive("http", body, fmt, "" if coding == "identity" else coding)

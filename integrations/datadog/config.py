@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.api import IntegrationConfig, PluginConfig
 from bridge.helpers import AuthConfig, TLSConfig, parse_listen
+from integrations.config import DeliveryQueue
 
 __all__ = ["AGGREGATES", "DatadogConfig", "DeliveryQueue", "DogStatsDConfig", "ExportConfig", "IntakeConfig"]
 
@@ -99,6 +100,14 @@ class IntakeConfig(PluginConfig):
     max_series: int = Field(default=200_000, ge=1, description="most series intake data may hold at once")
     max_points: int = Field(default=100_000, ge=1, description="most points in one request")
     expire_after: float = Field(default=300.0, gt=0, description="seconds a series stays after its last point")
+    max_tags: int = Field(default=100, ge=1, le=10_000, description="most tags of one series or check run; "
+                                                                   "beyond it the series is rejected")
+    max_alerts: int = Field(default=10_000, ge=1, le=10_000,
+                            description="most check runs (check, host, tags) alerting at once; beyond it a "
+                                        "failing check run is dropped and counted")
+    unknown_severity: Literal["warning", "critical", "none"] = Field(
+        default="warning", description="severity of the alert a check run UNKNOWN (3) raises (none: it raises "
+                                       "none and resolves the check's alert)")
 
     @field_validator("listen")
     @classmethod
@@ -112,24 +121,6 @@ class IntakeConfig(PluginConfig):
         if any(not k.get_secret_value().strip() for k in v):
             raise ValueError("api_keys holds an empty key")
         return v
-
-
-class DeliveryQueue(PluginConfig):
-    """What is not delivered yet, and how its delivery is retried (as remote write's queue)."""
-
-    path: str | None = Field(default=None, description="directory of the on-disk queue; unset keeps it in memory "
-                                                       "(a restart loses it)")
-    max_bytes: int = Field(default=256 << 20, ge=1 << 16, description="bound on the queue; beyond it the oldest "
-                                                                      "payloads are dropped and counted")
-    min_backoff: float = Field(default=0.5, gt=0, allow_inf_nan=False, description="seconds before the first retry")
-    max_backoff: float = Field(default=60.0, gt=0, allow_inf_nan=False, description="longest wait between retries")
-    fsync: bool = False
-
-    @model_validator(mode="after")
-    def _backoffs(self) -> DeliveryQueue:
-        if self.max_backoff < self.min_backoff:
-            raise ValueError("max_backoff must be at least min_backoff")
-        return self
 
 
 def _env(name: str) -> str | None:
@@ -155,6 +146,12 @@ class ExportConfig(PluginConfig):
     timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False,
                            description="seconds one request may take")
     alerts: bool = Field(default=True, description="send alerts as events and service checks")
+    max_series: int = Field(default=200_000, ge=1, description="most series whose last cumulative point is "
+                                                              "remembered (for count deltas); beyond it the least "
+                                                              "recently updated are forgotten")
+    max_distribution_values: int = Field(default=4096, ge=1, le=1_000_000,
+                                         description="most values one distribution point expands to; a histogram "
+                                                     "with more is scaled down to it")
     queue: DeliveryQueue = Field(default_factory=DeliveryQueue)
 
     @model_validator(mode="before")

@@ -136,7 +136,7 @@ class DatadogIntegration(MonitoringIntegrationPlugin):
     async def import_metrics(self) -> Sequence[Metric]:
         for server in self._servers.values():
             server.round()
-        return []
+        return [] if self._exporter is None else self._exporter.self_metrics()
 
     async def import_alerts(self) -> Sequence[Alert]:
         alerts: list[Alert] = []

@@ -374,6 +374,23 @@ async def test_oversized_and_gzip_bomb_are_413_naming_the_limit():
         assert rx.receiver.requests[("http", "too_large")] == 2
 
 
+async def test_zstd_bodies_are_taken_and_a_zstd_bomb_is_413():
+    import cramjam
+
+    cfg = {"http": {"listen": "127.0.0.1:0", "max_request_bytes": 2048, "max_decompressed_bytes": 65536}}
+    async for rx in _receiving(cfg):
+        body = bytes(cramjam.zstd.compress(request(gauge("zstd.gauge", 2.5)).SerializeToString()))
+        status, out, _ = await rx.post(body, headers={"Content-Encoding": "zstd"})
+        assert status == 200, out
+        assert 'zstd_gauge{i="0",instance="i-1",job="shop",otel_scope_name="lib",otel_scope_version="2"} 2.5' in rx.text()
+        bomb = bytes(cramjam.zstd.compress(b"\0" * (32 << 20)))
+        assert len(bomb) < 2048
+        status, out, ctype = await rx.post(bomb, headers={"Content-Encoding": "zstd"})
+        assert status == 413
+        assert "decoded body is larger than the limit (receive.http.max_decompressed_bytes) of 65536" in \
+            _status_message(out, ctype)
+
+
 async def test_too_many_points_is_413():
     async for rx in _receiving({**LOOPBACK, "max_data_points": 3}):
         status, out, ctype = await rx.post(request(gauge("g", 1, 2, 3, 4)).SerializeToString())

@@ -1,0 +1,532 @@
+"""DogStatsD aggregation per flush interval, as the Datadog Agent's aggregator does it.
+
+A context is (name, type, tags): the tags sorted and without repeats, so ``#a,b`` and ``#b,a,a``
+are one context (the ``|c:`` container field is not part of it). Per interval:
+
+* ``c`` counts: the values summed, each scaled by 1/sample_rate (the Agent's ``Counter``); out as
+  a delta monotonic sum over the interval (the Agent sends it as a RATE, sum/interval: the same
+  information, which a delta sum keeps for Prometheus and OTLP).
+* ``g`` gauges: the last value (sample rates do not apply); a gauge.
+* ``s`` sets: the number of distinct members; a gauge.
+* ``h`` histograms and ``ms`` timers: ``histogram_aggregates`` and ``histogram_percentiles``
+  exactly as the Agent's ``Histogram`` (``pkg/metrics/histogram.go``) computes them. Each value
+  weighs w = 1/sample_rate; with the values sorted and the weights summed in that order (count =
+  sum of w), ``median`` is the first value whose running weight exceeds (count - 1)/2, the p-th
+  percentile the first whose running weight exceeds (p * count - 1)/100 where p =
+  int(100 * percentile + 0.5) (0.95 -> ``name.95percentile``); ``avg`` = sum(v * w)/count, ``sum``
+  = sum(v * w), ``min``/``max`` the extremes. These are gauges (a timer's in unit ``ms``), except
+  ``name.count``: the Agent sends it as a RATE (count/interval) like a counter, so it is a delta
+  monotonic sum here, like a counter.
+* ``d`` distributions: a DDSketch (Datadog's ``ddsketch`` package) per context, kept on the
+  result (``Flushed.sketches``) so an export to Datadog can send it as a distribution, and out to
+  the pipeline as a delta OpenTelemetry exponential histogram. A value at rate r counts
+  int(1/r) times (the Agent's sketch truncates 1/r so that bucket counts stay whole).
+
+Bucket layout: the sketch's mapping is a ``LogarithmicMapping`` whose gamma is exactly
+2^(2^-SCALE) (``SCALE`` = 5: gamma = 2^(1/32) = 1.0219, relative accuracy (gamma-1)/(gamma+1) =
+1.08 %). The package's ``key(v)`` is ceil(log_gamma(v)), so its bucket k holds
+(gamma^(k-1), gamma^k], which is OTel's exponential bucket k-1 at scale SCALE
+((base^i, base^(i+1)], base = gamma): ``positive_offset`` = lowest key - 1, and the counts are
+the sketch's bins as they are. Negative values map the same way on their magnitude into the
+negative buckets; 0 (and subnormal values below the mapping's least, 2.2e-308) into the zero
+bucket, whose threshold is 0. At most ``BIN_LIMIT`` (the Agent's 4096) buckets per sign: a
+context whose values span more keeps the highest, its lowest collapsed into one (the package's
+``CollapsingLowestDenseStore``); a new bucket beyond twice that in one interval is dropped and
+counted.
+
+Timestamped samples (``|T``) are not aggregated, as in the Agent (its no-aggregation pipeline):
+a gauge goes out as it came, at its own time, and a count as a delta over the flush interval
+ending at its time (points of one context with the same time are merged: a gauge's last value,
+a count's sum); histograms, timers, distributions and sets with a timestamp are dropped and
+counted as ``timestamped_unsupported``, which the Agent does too. (A timestamped count that
+starts before its series' last point in the pipeline is refused there as out of order, and
+counted by the pipeline.)
+
+Tags become attributes as the OpenTelemetry Collector's Datadog receiver makes them: ``k:v`` is
+``k=v`` (split at the first colon); a tag without a value (``flag``, or ``:x``) is
+``unnamed_flag=flag`` -- not ``flag=""``, which Prometheus would treat as no label at all, losing
+the tag. A key given more than once (``env:a,env:b``) gets its values joined with ``,`` in sorted
+order, so two contexts never become one series.
+
+Bounds: ``max_contexts`` contexts per interval (beyond, a sample of a new context is dropped and
+counted ``max_contexts``); ``MAX_STORED_VALUES`` histogram and timer values and
+``MAX_SET_MEMBERS`` set members held per interval (``histogram_values``, ``set_members``).
+``add`` and ``flush`` are thread-safe; ``flush`` does its arithmetic outside the lock.
+
+Cost, measured (CPU time, gc paused) on the 2-core CI machine (about 3x slower than a desktop):
+``add`` takes about 0.8 µs per sample of a context already seen for counts, gauges and sets,
+1.2 to 1.4 µs for histograms and timers, 1.6 to 2.1 µs for distributions; parse and add of a
+realistic mixed stream (10 000 messages in 8-message datagrams, ~4 000 contexts) runs at 150 000
+to 190 000 messages/s on one core, and its flush (7 000 metrics) takes 40 to 50 ms.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any
+
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
+from ddsketch.store import CollapsingLowestDenseStore
+
+from bridge.api import ExponentialHistogramValue, Metric, MetricKind
+from integrations.datadog.config import DogStatsDConfig
+from integrations.datadog.dogstatsd import Sample
+
+__all__ = [
+    "BIN_LIMIT",
+    "DROP_REASONS",
+    "MAX_SET_MEMBERS",
+    "MAX_STORED_VALUES",
+    "SCALE",
+    "Aggregator",
+    "DistributionSketch",
+    "Flushed",
+    "OTelMapping",
+    "exponential_histogram",
+    "new_sketch",
+    "percentile_suffix",
+    "tags_to_attributes",
+]
+
+#: The OTel exponential histogram scale of distributions (and the sketches' gamma = 2^(2^-SCALE)).
+SCALE = 5
+#: Most buckets per sign in a distribution's sketch (the Agent's sketch bin limit).
+BIN_LIMIT = 4096
+#: Most histogram and timer values held in one interval, all contexts together (8 bytes each).
+MAX_STORED_VALUES = 1 << 23
+#: Most set members held in one interval, all contexts together.
+MAX_SET_MEMBERS = 1 << 20
+#: Every reason ``Aggregator.dropped`` counts (samples, i.e. messages, not values).
+DROP_REASONS = ("max_contexts", "timestamped_unsupported", "histogram_values", "set_members",
+                "distribution_buckets")
+
+_MULT = float(2 ** SCALE)  # log_gamma(v) = log2(v) * 2^SCALE, exactly (a power of two)
+_CANON_CACHE = 1 << 13  # tag lists remembered sorted, of at most _CANON_TAGS tags (~8 MB at most)
+_CANON_TAGS = 20
+
+
+class OTelMapping(LogarithmicMapping):
+    """The ddsketch ``LogarithmicMapping`` with gamma exactly 2^(2^-scale): key(v) =
+    ceil(log2(v) * 2^scale), so key k is OTel's exponential bucket k - 1 at ``scale``. (The
+    package's own constructor derives gamma from a relative accuracy, which does not round-trip
+    exactly.)"""
+
+    def __init__(self, scale: int = SCALE) -> None:
+        gamma = 2.0 ** (2.0 ** -scale)
+        super().__init__((gamma - 1) / (gamma + 1))
+        self.scale = scale
+        self.gamma = gamma
+        self._multiplier = float(2 ** scale)
+        self.min_possible = 2.2250738585072014e-308 * gamma
+        self.max_possible = 1.7976931348623157e308 / gamma
+
+    def _log_gamma(self, value: float) -> float:
+        return math.log2(value) * self._multiplier
+
+    def _pow_gamma(self, value: float) -> float:
+        return 2.0 ** (value / self._multiplier)
+
+
+_MAPPING = OTelMapping()
+_MIN_POSITIVE = _MAPPING.min_possible
+
+
+class DogSketch(BaseDDSketch):
+    """A DDSketch of the OTel-aligned mapping and collapsing stores, built from whole buckets."""
+
+    def __init__(self, positive: CollapsingLowestDenseStore | None = None,
+                 negative: CollapsingLowestDenseStore | None = None, zero_count: float = 0.0) -> None:
+        super().__init__(mapping=_MAPPING,
+                         store=positive if positive is not None else CollapsingLowestDenseStore(BIN_LIMIT),
+                         negative_store=negative if negative is not None else CollapsingLowestDenseStore(BIN_LIMIT),
+                         zero_count=zero_count)
+
+    def set_stats(self, total: float, least: float, most: float) -> None:
+        """The exact sum, min and max of the values its buckets count."""
+        self._sum, self._min, self._max = total, least, most
+
+    @property
+    def min(self) -> float:
+        return float(self._min)
+
+    @property
+    def max(self) -> float:
+        return float(self._max)
+
+    @property
+    def positive_store(self) -> CollapsingLowestDenseStore:
+        return self._store
+
+    @property
+    def negative_store(self) -> CollapsingLowestDenseStore:
+        return self._negative_store
+
+    @property
+    def zero_count(self) -> float:
+        return float(self._zero_count)
+
+
+def new_sketch() -> DogSketch:
+    """An empty distribution sketch of monbridge's layout (``add`` values to it as to any DDSketch)."""
+    return DogSketch()
+
+
+def _buckets(store: CollapsingLowestDenseStore) -> tuple[int, tuple[int, ...]]:
+    """(OTel offset, counts) of one sign's store: key k is bucket k - 1."""
+    if store.count == 0:
+        return 0, ()
+    lo, hi = store.min_key, store.max_key
+    counts = store.bins[lo - store.offset:hi - store.offset + 1]
+    return lo - 1, tuple(int(round(c)) for c in counts)
+
+
+def exponential_histogram(sketch: DogSketch) -> ExponentialHistogramValue:
+    """The sketch as an OTel exponential histogram at ``SCALE`` (the same buckets)."""
+    pos_offset, pos = _buckets(sketch.positive_store)
+    neg_offset, neg = _buckets(sketch.negative_store)
+    zero = int(round(sketch.zero_count))
+    count = zero + sum(pos) + sum(neg)
+    return ExponentialHistogramValue(
+        scale=SCALE, zero_count=zero, positive_offset=pos_offset, positive_counts=pos, negative_offset=neg_offset,
+        negative_counts=neg, count=count, sum=sketch.sum, zero_threshold=0.0,
+        min=sketch.min if count else None, max=sketch.max if count else None)
+
+
+def percentile_suffix(p: float) -> tuple[int, str]:
+    """The Agent's integer percentile of ``p`` (0 < p < 1) and its name suffix: 0.95 -> (95, ".95percentile")."""
+    n = int(p * 100 + 0.5)
+    return n, f".{n}percentile"
+
+
+def tags_to_attributes(tags: Sequence[str]) -> dict[str, str]:
+    """Attributes of (sorted, distinct) tags: ``k:v`` -> k=v, ``flag`` -> unnamed_flag=flag, a
+    repeated key's values joined with ``,``."""
+    out: dict[str, str] = {}
+    for t in tags:
+        k, sep, v = t.partition(":")
+        if not sep or not k:
+            k, v = "unnamed_" + t, t
+        prev = out.get(k)
+        out[k] = v if prev is None else prev + "," + v
+    return out
+
+
+@dataclass(slots=True)
+class DistributionSketch:
+    """One distribution context's sketch of one interval, for an export back to Datadog."""
+
+    name: str
+    tags: tuple[str, ...]
+    sketch: DogSketch
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Flushed:
+    """One interval's output: ``gauges`` to push with delta=False; ``deltas`` (counts, histogram
+    counts, distributions) to push with delta=True, each over [start_ns, end_ns] (a timestamped
+    count over its own interval); ``sketches`` the distributions as DDSketches."""
+
+    gauges: list[Metric]
+    deltas: list[Metric]
+    sketches: list[DistributionSketch]
+    start_ns: int
+    end_ns: int
+
+
+class _Hist:
+    __slots__ = ("values", "weights", "count")
+
+    def __init__(self) -> None:
+        self.values = array("d")
+        self.weights: array[float] | None = None  # only once a weight other than 1 comes
+        self.count = 0.0
+
+
+class _Dist:
+    __slots__ = ("pos", "neg", "zero", "total", "least", "most")
+
+    def __init__(self) -> None:
+        self.pos: dict[int, int] = {}
+        self.neg: dict[int, int] = {}
+        self.zero = 0
+        self.total = 0.0
+        self.least = math.inf
+        self.most = -math.inf
+
+
+#: A new context's state, by type: a count's sum and a gauge's last value in a one-element list.
+_NEW: dict[str, Callable[[], Any]] = {"c": lambda: [0.0], "g": lambda: [0.0], "s": set, "h": _Hist, "ms": _Hist,
+                                      "d": _Dist}
+
+
+class Aggregator:
+    """Per-interval DogStatsD aggregation (see the module docstring)."""
+
+    def __init__(self, config: DogStatsDConfig) -> None:
+        self.config = config
+        self.max_contexts = config.max_contexts
+        self.aggregates = tuple(config.histogram_aggregates)
+        seen: dict[int, str] = {}
+        for p in sorted(config.histogram_percentiles):
+            n, suffix = percentile_suffix(p)
+            seen.setdefault(n, suffix)
+        self.percentiles = tuple(seen.items())  # (p in 1..100, suffix), ascending
+        self.dropped: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._canon: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._start_ns = time.time_ns()
+        self._reset()
+
+    def _reset(self) -> None:
+        # one dict of contexts per type; a count's or gauge's state is a one-element list
+        self._by_kind: dict[str, dict[tuple[str, tuple[str, ...]], Any]] = {k: {} for k in _NEW}
+        self._late: dict[tuple[str, str, tuple[str, ...], float], float] = {}
+        self._n = 0
+        self._stored = 0
+        self._members = 0
+
+    @property
+    def contexts(self) -> int:
+        """How many contexts the current interval holds."""
+        return self._n
+
+    def _canonical(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        """Sorted and distinct; remembered for the tag lists of a usual size (bounded memory)."""
+        canon = tuple(sorted(set(tags)))
+        if len(tags) <= _CANON_TAGS:
+            if len(self._canon) >= _CANON_CACHE:
+                self._canon.clear()
+            self._canon[tags] = canon
+        return canon
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        """Aggregate ``samples`` into the current interval (thread-safe)."""
+        with self._lock:
+            self._add(samples)
+
+    def _add(self, samples: Sequence[Sample]) -> None:
+        canon = self._canon
+        limit = self.max_contexts
+        dropped = self.dropped
+        by_kind = self._by_kind
+        n_contexts = self._n
+        try:
+            for name, kind, values, rate, tags, ts, _container in samples:
+                if len(tags) > 1:
+                    tags = canon.get(tags) or self._canonical(tags)
+                if ts is not None:
+                    self._n = n_contexts
+                    self._add_late(name, kind, values, rate, tags, ts)
+                    n_contexts = self._n
+                    continue
+                contexts = by_kind[kind]
+                key = (name, tags)
+                state = contexts.get(key)
+                if state is None:
+                    if n_contexts >= limit:
+                        dropped["max_contexts"] += 1
+                        continue
+                    n_contexts += 1
+                    state = contexts[key] = _NEW[kind]()
+                if kind == "c":
+                    total = values[0] if len(values) == 1 else sum(values)  # type: ignore[arg-type]
+                    state[0] += total if rate == 1.0 else total * (1.0 / rate)  # type: ignore[operator]
+                elif kind == "g":
+                    state[0] = values[-1]
+                elif kind == "ms" or kind == "h":
+                    self._add_hist(state, values, rate)  # type: ignore[arg-type]
+                elif kind == "d":
+                    if not self._add_dist(state, values, max(1, int(1.0 / rate))):  # type: ignore[arg-type]
+                        dropped["distribution_buckets"] += 1
+                elif values[0] not in state:  # "s"
+                    if self._members >= MAX_SET_MEMBERS:
+                        dropped["set_members"] += 1
+                        continue
+                    self._members += 1
+                    state.add(values[0])
+        finally:
+            self._n = n_contexts
+
+    def _add_hist(self, h: _Hist, values: tuple[float, ...], rate: float) -> None:
+        n = len(values)
+        if self._stored + n > MAX_STORED_VALUES:
+            self.dropped["histogram_values"] += 1
+            return
+        self._stored += n
+        h.values.extend(values)
+        if rate == 1.0:
+            h.count += n
+            if h.weights is not None:
+                h.weights.extend((1.0,) * n)
+        else:
+            w = 1.0 / rate
+            h.count += n * w
+            if h.weights is None:
+                h.weights = array("d", (1.0,) * (len(h.values) - n))
+            h.weights.extend((w,) * n)
+
+    @staticmethod
+    def _add_dist(d: _Dist, values: tuple[float, ...], w: int) -> bool:
+        """Count ``values`` (each ``w`` times) into their buckets; False if one needed a bucket
+        beyond the bound (the others are counted)."""
+        ok = True
+        log2, ceil = math.log2, math.ceil
+        for v in values:
+            if v > _MIN_POSITIVE:
+                buckets = d.pos
+                k = ceil(log2(v) * _MULT)
+            elif v < -_MIN_POSITIVE:
+                buckets = d.neg
+                k = ceil(log2(-v) * _MULT)
+            else:
+                d.zero += w
+                k = None
+            if k is not None:
+                c = buckets.get(k)
+                if c is None:
+                    if len(buckets) >= 2 * BIN_LIMIT:
+                        ok = False
+                        continue
+                    c = 0
+                buckets[k] = c + w
+            d.total += v * w
+            if v < d.least:
+                d.least = v
+            if v > d.most:
+                d.most = v
+        return ok
+
+    def _add_late(self, name: str, kind: str, values: tuple[float, ...] | tuple[str, ...], rate: float,
+                  tags: tuple[str, ...], ts: float) -> None:
+        if kind != "g" and kind != "c":
+            self.dropped["timestamped_unsupported"] += 1
+            return
+        key = (kind, name, tags, ts)
+        prev = self._late.get(key)
+        if prev is None:
+            if self._n >= self.max_contexts:
+                self.dropped["max_contexts"] += 1
+                return
+            self._n += 1
+            prev = 0.0
+        # the Agent's no-aggregation pipeline sends a timestamped count's value as it came
+        self._late[key] = values[-1] if kind == "g" else prev + sum(values)  # type: ignore[assignment,arg-type]
+
+    def flush(self, now: float) -> Flushed:
+        """End the current interval at ``now`` (Unix seconds) and return its metrics."""
+        with self._lock:
+            start_ns = self._start_ns
+            end_ns = max(int(now * 1e9), start_ns + 1)
+            self._start_ns = end_ns
+            by_kind, late = self._by_kind, self._late
+            self._reset()
+        out = Flushed([], [], [], start_ns, end_ns)
+        attrs: dict[tuple[str, ...], dict[str, str]] = {}
+
+        def attributes(tags: tuple[str, ...]) -> dict[str, str]:
+            a = attrs.get(tags)
+            if a is None:
+                a = attrs[tags] = tags_to_attributes(tags)
+            return a
+
+        gauge, counter = MetricKind.GAUGE, MetricKind.COUNTER
+        for (name, tags), (total,) in by_kind["c"].items():
+            out.deltas.append(Metric(name, counter, total, attributes=attributes(tags), timestamp_ns=end_ns,
+                                     start_time_ns=start_ns))
+        for (name, tags), (last,) in by_kind["g"].items():
+            out.gauges.append(Metric(name, gauge, last, attributes=attributes(tags), timestamp_ns=end_ns))
+        for (name, tags), members in by_kind["s"].items():
+            out.gauges.append(Metric(name, gauge, float(len(members)), attributes=attributes(tags),
+                                     timestamp_ns=end_ns))
+        for unit, kind in (("", "h"), ("ms", "ms")):
+            for (name, tags), h in by_kind[kind].items():
+                self._histogram(out, name, attributes(tags), h, unit)
+        interval_ns = int(self.config.flush_interval * 1e9)
+        for (kind, name, tags, ts), value in late.items():
+            t = int(ts) * 1_000_000_000
+            if kind == "g":
+                out.gauges.append(Metric(name, gauge, value, attributes=attributes(tags), timestamp_ns=t))
+            else:
+                out.deltas.append(Metric(name, counter, value, attributes=attributes(tags), timestamp_ns=t,
+                                         start_time_ns=t - interval_ns))
+        for (name, tags), d in by_kind["d"].items():
+            sketch = _sketch(d)
+            a = attributes(tags)
+            out.sketches.append(DistributionSketch(name, tags, sketch, start_ns, end_ns, a))
+            out.deltas.append(Metric(name, MetricKind.EXPONENTIAL_HISTOGRAM, exponential_histogram(sketch),  # type: ignore[arg-type]
+                                     attributes=a, timestamp_ns=end_ns, start_time_ns=start_ns))
+        return out
+
+    def _histogram(self, out: Flushed, name: str, attributes: dict[str, str], h: _Hist, unit: str) -> None:
+        """The configured aggregates and percentiles of one histogram or timer context."""
+        end_ns = out.end_ns
+        if h.weights is None:
+            values = sorted(h.values)
+            cumulative: Sequence[float] = range(1, len(values) + 1)
+            total = _sum(values)
+        else:
+            order = sorted(range(len(h.values)), key=h.values.__getitem__)
+            values = [h.values[i] for i in order]
+            weights = [h.weights[i] for i in order]
+            cumulative = list(accumulate(weights))
+            total = _sum([v * w for v, w in zip(values, weights, strict=True)])
+        count = h.count
+        last = len(values) - 1
+
+        def first_above(target: float) -> float:
+            """The first value whose running weight exceeds ``target``."""
+            return values[min(bisect_right(cumulative, target), last)]
+
+        gauge = MetricKind.GAUGE
+        for agg in self.aggregates:
+            if agg == "count":
+                out.deltas.append(Metric(name + ".count", MetricKind.COUNTER, count, attributes=attributes,
+                                         timestamp_ns=end_ns, start_time_ns=out.start_ns))
+                continue
+            if agg == "max":
+                value = values[last]
+            elif agg == "min":
+                value = values[0]
+            elif agg == "median":
+                value = first_above((count - 1) / 2)
+            elif agg == "avg":
+                value = total / count
+            else:  # "sum"
+                value = total
+            out.gauges.append(Metric(name + "." + agg, gauge, value, unit=unit, attributes=attributes,
+                                     timestamp_ns=end_ns))
+        for p, suffix in self.percentiles:
+            out.gauges.append(Metric(name + suffix, gauge, first_above((p * count - 1) / 100), unit=unit,
+                                     attributes=attributes, timestamp_ns=end_ns))
+
+
+def _sum(values: Sequence[float]) -> float:
+    """The correctly rounded sum, or +-inf (or nan) where finite values overflow it."""
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return sum(values)
+
+
+def _sketch(d: _Dist) -> DogSketch:
+    pos = CollapsingLowestDenseStore(BIN_LIMIT)
+    for k in sorted(d.pos, reverse=True):  # highest first: a range too wide collapses its lowest
+        pos.add(k, d.pos[k])
+    neg = CollapsingLowestDenseStore(BIN_LIMIT)
+    for k in sorted(d.neg, reverse=True):
+        neg.add(k, d.neg[k])
+    sketch = DogSketch(pos, neg, float(d.zero))
+    sketch.set_stats(d.total, d.least, d.most)
+    return sketch
