@@ -965,7 +965,8 @@ def main() -> int:
                     help="SO_RCVBUF for both sides' sockets (monbridge's so_rcvbuf; set on collectd's socket from "
                          "outside with pidfd_getfd, as it has no option for it); default: the system's "
                          "(net.core.rmem_default), which neither side changes")
-    ap.add_argument("--workers", type=int, default=2, help="monbridge's dogstatsd workers (SO_REUSEPORT sockets)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="monbridge's dogstatsd workers (SO_REUSEPORT sockets, each with its own receive buffer)")
     ap.add_argument("--no-dogstatsd", action="store_true", help="skip monbridge's tagged DogStatsD stream")
     ap.add_argument("--only", choices=("collectd", "monbridge"), help="run one side of the shared stream only")
     ap.add_argument("--json", type=Path, help="write the figures there as JSON")
