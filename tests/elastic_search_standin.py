@@ -19,7 +19,8 @@ matching nothing is an empty result); an unparseable date in a range is
 ``search_phase_execution_exception`` 400 (root cause ``parse_exception``); an unknown query or
 aggregation is ``parsing_exception`` 400. A test makes an index answer 429
 (``es_rejected_execution_exception``), 503 (``search_phase_execution_exception``, all shards failed),
-answer slowly, or answer a body of its own (``StandIn.fail``, ``.delay``, ``.override``).
+answer slowly (a search whose connection the client closes is cancelled, as
+Elasticsearch does), or answer a body of its own (``StandIn.fail``, ``.delay``, ``.override``).
 """
 
 from __future__ import annotations
@@ -165,13 +166,16 @@ def aggregate(aggs: Mapping[str, Any], docs: list[dict[str, Any]]) -> dict[str, 
         nums = [float(v) for d in docs for v in _values(d, spec.get("field", ""))
                 if isinstance(v, (int, float)) and not isinstance(v, bool)] if "field" in spec else []
         if kind == "terms":
-            counts: Counter[Any] = Counter(v for d in docs for v in set(map(_hashable, _values(d, spec["field"]))))
-            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            groups: dict[Any, list[dict[str, Any]]] = {}
+            for d in docs:
+                for v in set(map(_hashable, _values(d, spec["field"]))):
+                    groups.setdefault(v, []).append(d)
+            ranked = sorted(((k, len(g)) for k, g in groups.items()), key=lambda kv: (-kv[1], kv[0]))
             size = int(spec.get("size", 10))
             buckets = []
             for key, n in ranked[:size]:
                 b = {"key": key, "doc_count": n}
-                b.update(aggregate(sub, [d for d in docs if key in map(_hashable, _values(d, spec["field"]))]))
+                b.update(aggregate(sub, groups[key]))
                 buckets.append(b)
             out[name] = {"doc_count_error_upper_bound": 0,
                          "sum_other_doc_count": sum(n for _, n in ranked[size:]), "buckets": buckets}
@@ -228,7 +232,7 @@ class StandIn:
     indices: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     fail: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # index: (status, type, reason)
     delay: dict[str, float] = field(default_factory=dict)  # index: seconds before the answer
-    override: dict[str, Any] = field(default_factory=dict)  # index: the body answered instead
+    override: dict[str, Any] = field(default_factory=dict)  # index: the body answered instead (bytes: raw)
     health: dict[str, Any] = field(default_factory=lambda: {
         "cluster_name": "standin", "status": "yellow", "timed_out": False, "number_of_nodes": 2,
         "number_of_data_nodes": 2, "active_primary_shards": 5, "active_shards": 8, "relocating_shards": 1,
@@ -238,6 +242,7 @@ class StandIn:
     searches: list[dict[str, Any]] = field(default_factory=list)  # bodies as received
     in_flight: Counter[str] = field(default_factory=Counter)
     most_in_flight: Counter[str] = field(default_factory=Counter)
+    cancelled: Counter[str] = field(default_factory=Counter)  # searches ended by the client's going away
 
     def load(self, index: str, docs: list[dict[str, Any]]) -> None:
         self.indices.setdefault(index, []).extend(docs)
@@ -309,7 +314,9 @@ class StandIn:
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type=None,
+    """``body`` as JSON (bytes: as they are, for a body no encoder makes)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return web.Response(status=status, body=raw, content_type=None,
                         headers={**HEADERS, "Content-Type": CONTENT_TYPE})
 
 
@@ -333,7 +340,13 @@ def app(state: StandIn) -> web.Application:
         state.most_in_flight[index] = max(state.most_in_flight[index], state.in_flight[index])
         try:
             if index in state.delay:
-                await asyncio.sleep(state.delay[index])
+                # Elasticsearch cancels a search whose HTTP connection closed (the client gave up).
+                deadline = asyncio.get_running_loop().time() + state.delay[index]
+                while asyncio.get_running_loop().time() < deadline:
+                    if request.transport is None or request.transport.is_closing():
+                        state.cancelled[index] += 1
+                        return _json(EsError(400, "task_cancelled_exception", "cancelled").body(), 400)
+                    await asyncio.sleep(0.02)
             if index in state.fail:
                 status, type_, reason = state.fail[index]
                 return _json(EsError(status, type_, reason).body(), status)

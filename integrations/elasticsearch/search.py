@@ -28,6 +28,10 @@ For ``latency`` (``aggs: {p: {percentiles: {field: event.duration, percents: [95
     latency.hits 1000
     latency.p{percentile="95.0"} 230000000
 
+On ``/metrics`` the dots become underscores, and a gauge whose name ends in ``_count`` or
+``_sum`` gets ``_value`` added (``bridge.exposition``'s rule):
+``errors_by_service_by_service_doc_count_value{by_service="checkout"}``.
+
 Bucket aggregations: ``terms``, ``rare_terms``, ``significant_terms``, ``multi_terms``,
 ``histogram``, ``range``, ``date_range``, ``ip_range``, ``filters``, ``composite`` (one label per
 source, named after the source) and the single-bucket ones (``filter``, ``global``, ``missing``,
@@ -499,8 +503,15 @@ def _failure(e: BaseException) -> tuple[str, str]:
     if isinstance(e, ApiError):
         status = e.meta.status
         err = _get(e.body, "error")
-        what = (f"{_get(err, 'type')}: {_get(err, 'reason')}" if isinstance(err, Mapping)
-                else str(err if err is not None else e.message))
+        if isinstance(err, Mapping):
+            what = f"{_get(err, 'type')}: {_get(err, 'reason')}"
+            root = _get(err, "root_cause")
+            cause = root[0] if isinstance(root, list) and root else None
+            if isinstance(cause, Mapping) and (cause.get("type"), cause.get("reason")) != (err.get("type"),
+                                                                                         err.get("reason")):
+                what += f" (caused by {cause.get('type')}: {cause.get('reason')})"
+        else:
+            what = str(err if err is not None else e.message)
         return f"http_{status}" if 100 <= status <= 599 else "http_other", f"HTTP {status} {peer_excerpt(what)}"
     if isinstance(e, TransportConnectionError):
         return "connection", peer_excerpt(str(e))
