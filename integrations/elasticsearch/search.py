@@ -184,14 +184,25 @@ def _label(value: Any) -> str:
     return str(value)[:MAX_LABEL_CHARS]
 
 
+def _finite(v: Any) -> float | None:
+    """``v`` as a finite float; None for anything else (a bool, text, an integer beyond a float's range, inf, NaN)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _number(v: Any, where: str) -> float | None:
-    """A metric value: a number, or None for Elasticsearch's null (no documents)."""
+    """A metric value: a number, or None for Elasticsearch's null (no documents) and for a number
+    no float holds."""
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise BadResponse(f"{where}: {type(v).__name__} where a number was expected")
-    f = float(v)
-    return f if math.isfinite(f) else None
+    return _finite(v)
 
 
 def _interval_ms(spec: Mapping[str, Any]) -> int | None:
@@ -337,7 +348,8 @@ class _Walk:
         else:
             raise BadResponse(f"{where}.values: {type(values).__name__} where an object was expected")
         for k, v in pairs:
-            pct = f"{float(k)}" if isinstance(k, (int, float)) and not isinstance(k, bool) else _label(k)
+            f = _finite(k)
+            pct = str(f) if f is not None else _label(k)
             self.emit(name, _number(v, f"{where}.values.{str(k)[:60]}"), {**labels, "percentile": pct})
 
 
@@ -351,11 +363,11 @@ def search_metrics(q: QueryConfig, body: Any, time_ns: int, end_ms: int | None =
     total = hits.get("total") if isinstance(hits, Mapping) else None
     if isinstance(total, Mapping):
         total = total.get("value")
-    if isinstance(total, bool) or not isinstance(total, (int, float)):
+    if _finite(total) is None:
         raise BadResponse("response: no hits.total.value (track_total_hits is set, Elasticsearch gives it)")
     walk = _Walk(q, time_ns, end_ms if end_ms is not None else time_ns // 1_000_000)
     prefix = q.name
-    walk.emit(f"{prefix}.hits", float(total), {})
+    walk.emit(f"{prefix}.hits", _finite(total), {})
     if q.aggs:
         walk.aggs(q.aggs, body.get("aggregations"), prefix, {}, "aggregations", 0)
     return walk.out
@@ -379,9 +391,10 @@ class _Out:
 
     def add(self, name: str, kind: MetricKind, value: Any, unit: str, desc: str,
             attrs: Mapping[str, AttributeValue]) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        f = _finite(value)
+        if f is None:
             return  # a field this version of Elasticsearch does not give
-        self.series.append(Metric(name, kind, float(value), unit, desc, dict(attrs), self.time_ns))
+        self.series.append(Metric(name, kind, f, unit, desc, dict(attrs), self.time_ns))
 
 
 _G, _C = MetricKind.GAUGE, MetricKind.COUNTER

@@ -330,3 +330,19 @@ def test_node_stats_bounded_and_shapes_checked() -> None:
         node_stats_metrics({"nodes": []}, T_NS)
     with pytest.raises(BadResponse, match="nodes.x is not an object"):
         node_stats_metrics({"nodes": {"x": 5}}, T_NS)
+
+
+def test_numbers_no_float_holds_give_no_series() -> None:
+    big = 10**400
+    aggs = {"t": {"terms": {"field": "f"}, "aggs": {"p": {"percentiles": {"field": "d"}}, "m": {"max": {"field": "d"}}}}}
+    r = resp({"t": {"buckets": [{"key": "a", "doc_count": big, "p": {"values": {str(big): 1.0, "95.0": big}},
+                                 "m": {"value": float("nan")}}]}})
+    got = series(search_metrics(q(aggs), r, T_NS))
+    assert got == {("qq.hits", ()): 7.0, ("qq.t.p", (("percentile", str(big)[:MAX_LABEL_CHARS]), ("t", "a"))): 1.0}
+    with pytest.raises(BadResponse, match="hits.total"):
+        search_metrics(q(), {"hits": {"total": {"value": big}}}, T_NS)
+    nodes = {"nodes": {"x": {"name": "n", "jvm": {"mem": {"heap_used_in_bytes": big}},
+                             "thread_pool": {"p": {"threads": big, "active": 1}}}}}
+    assert [m.name for m in node_stats_metrics(nodes, T_NS)] == ["elasticsearch.node.thread_pool.threads"]
+    assert [m.value for m in cluster_health_metrics({**HEALTH, "number_of_nodes": big}, T_NS)
+            if m.name == "elasticsearch.cluster.nodes"] == []
