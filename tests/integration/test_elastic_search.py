@@ -291,16 +291,20 @@ def standin_thread() -> Iterator[tuple[StandIn, str]]:
 
 def test_query_results_on_metrics_of_a_running_agent(standin_thread, run_monbridge) -> None:
     state, url = standin_thread
-    state.load("logs-app", app_logs(time.time()))
-    mb = run_monbridge({"plugins": [{"plugin_id": "monitoring.integration.elasticsearch", "config": {
-        "hosts": [url], "interval": 0.5, "export_metrics": False, "alerts": False,
-        "queries": [ERRORS_BY_SERVICE, {"name": "broken", "index": "nope", "interval": 0.5}]}}]})
+    now = time.time()
+    state.load("logs-app", app_logs(now))
+    state.load("many", [{"@timestamp": iso(now), "service.name": f"svc-{i}"} for i in range(300)])
+    boom = {"name": "boom", "index": "many", "aggs": {"s": {"terms": {"field": "service.name", "size": 1000}}}}
+    mb = run_monbridge({"pipeline": {"cardinality_limit": 100}, "plugins": [
+        {"plugin_id": "monitoring.integration.elasticsearch", "config": {
+            "hosts": [url], "interval": 0.5, "export_metrics": False, "alerts": False,
+            "queries": [ERRORS_BY_SERVICE, {"name": "broken", "index": "nope", "interval": 0.5}, boom]}}]})
 
     def metrics() -> str:
         status, _, body = mb.get("/metrics")
         text = body.decode()
         return text if status == 200 and "errors_by_service_by_service_doc_count" in text \
-            and "monbridge_elasticsearch_query_failures" in text else ""
+            and "monbridge_elasticsearch_query_failures" in text and "boom_s_doc_count" in text else ""
 
     text = wait_until(metrics, what="the query's series on /metrics")
     for svc, n in SERVICES.items():
@@ -311,3 +315,7 @@ def test_query_results_on_metrics_of_a_running_agent(standin_thread, run_monbrid
     assert re.search(r'^monbridge_elasticsearch_query_up\{[^}]*query="broken"[^}]*\} 0(\.0)?$', text, re.M), text
     assert re.search(r'^monbridge_elasticsearch_query_failures(_total)?\{[^}]*query="broken"[^}]*reason="http_404"',
                      text, re.M), text
+    # the pipeline's cardinality limit caps the bucket explosion (max_series, 10,000, did not)
+    assert len(re.findall(r"^boom_s_doc_count_value\{", text, re.M)) == 100
+    dropped = re.search(r'^monbridge_series_dropped_total\{reason="cardinality"\} (\d+)', text, re.M)
+    assert dropped and int(dropped.group(1)) >= 200, text
