@@ -3,7 +3,8 @@ reference, 9.x): ``GET /`` (with the ``X-Elastic-Product: Elasticsearch`` header
 client checks, on every answer), ``_search`` evaluated over documents a test loads, ``_cluster/health``
 and ``_nodes/stats``.
 
-``_search`` really evaluates a small subset of the query DSL — ``match_all``, ``match``, ``term``,
+``_search`` really evaluates a small subset of the query DSL — ``match_all``, ``match`` (the whole
+value, case-insensitively: a single-token field), ``term``,
 ``terms``, ``range`` (numbers, and dates as ISO-8601 text or epoch milliseconds, ``format:
 epoch_millis``), ``exists`` and ``bool`` (``must``, ``filter``, ``should``, ``must_not``) — and of the
 aggregations — ``terms`` (``size``, ordered by doc_count then key, ``sum_other_doc_count``),
