@@ -181,10 +181,12 @@ async def test_a_slow_answer_times_out_and_a_query_never_runs_twice_at_once(stan
     state.load("logs-app", app_logs(now))
     state.load("slow", [{"@timestamp": iso(now)}])
     state.delay["slow"] = 60.0  # beyond the query's timeout
-    queries = [{"name": "slow_one", "index": "slow", "interval": EVERY_ROUND, "timeout": 8.0},
+    # (margins for a loaded machine: the quick query has 1.6 s a round; three rounds, 4.8 s at most,
+    # stay well within the slow one's 12 s)
+    queries = [{"name": "slow_one", "index": "slow", "interval": EVERY_ROUND, "timeout": 12.0},
                {"name": "quick", "index": "logs-app", "interval": EVERY_ROUND}]
     # a round waits at most 0.8 x its timeout; a run still going is left to finish
-    async with Importer(config(url, *queries, timeout=1.0)) as importer:
+    async with Importer(config(url, *queries, timeout=2.0)) as importer:
         for _ in range(3):
             got = by_name(await importer.import_metrics())
             assert got[("quick.hits", ())] == sum(SERVICES.values()) + len(SERVICES)  # errors and info logs
@@ -192,7 +194,7 @@ async def test_a_slow_answer_times_out_and_a_query_never_runs_twice_at_once(stan
         # due every round, but still running: not started again
         assert [s["index"] for s in state.searches].count("slow") == 1
         assert [s["index"] for s in state.searches].count("logs-app") == 3
-        for _ in range(1000):  # until the slow query's own timeout ends it
+        for _ in range(2000):  # until the slow query's own timeout ends it
             got = by_name(await importer.import_metrics())
             if ("monbridge.elasticsearch.query.up", (("query", "slow_one"),)) in got:
                 break
