@@ -20,8 +20,8 @@ What it keeps of Elasticsearch:
 
 Faults a test injects: ``standin.item_429`` (the next N items answered 429
 ``es_rejected_execution_exception``), ``standin.request_status`` (the next N bulk requests
-answered with this status as a whole), ``standin.down`` (requests refused by closing the
-connection is left to the test stopping the server).
+answered with this status as a whole); an outage is the server stopped (``StandInServer.stop``)
+and started again on its port.
 """
 
 from __future__ import annotations
@@ -97,6 +97,9 @@ def check_value(typ: str, v: Any) -> str | None:
 
 
 class ElasticStandIn:
+    """The stand-in's state (templates, data streams with their documents and learnt field
+    mappings) and its aiohttp application (``make_app``)."""
+
     def __init__(self) -> None:
         self.component_templates: dict[str, dict[str, Any]] = {}
         self.index_templates: dict[str, dict[str, Any]] = {}
@@ -104,14 +107,19 @@ class ElasticStandIn:
         self.item_429 = 0
         self.request_status: tuple[int, int] | None = None  # (status, how many requests)
         self.bulk_requests = 0
+        self.refused: list[tuple[str, int, dict[str, Any]]] = []  # (index, status, error) of failed items but 429s
         self.headers_seen: list[dict[str, str]] = []
-        self.app = web.Application(client_max_size=200 << 20)
-        r = self.app.router
+
+    def make_app(self) -> web.Application:
+        """A new aiohttp application on this state (one per start of a server)."""
+        app = web.Application(client_max_size=200 << 20)
+        r = app.router
         r.add_get("/", self.info)
         r.add_route("*", "/_component_template/{name}", self.component)
         r.add_route("*", "/_index_template/{name}", self.index_template)
         r.add_post("/_bulk", self.bulk)
         r.add_put("/_bulk", self.bulk)
+        return app
 
     def docs(self, stream: str) -> list[dict[str, Any]]:
         return self.streams[stream]["docs"] if stream in self.streams else []
@@ -263,5 +271,48 @@ class ElasticStandIn:
             if err is not None:
                 item["error"] = err
                 errors = True
+                self.refused.append((str(action.get("_index")), status, err))
             items.append({kind: item})
         return _resp({"took": 1, "errors": errors, "items": items})
+
+
+class StandInServer:
+    """The stand-in served on a loopback port from a thread with its own event loop; ``stop()``
+    and ``start()`` again on the same port make an outage."""
+
+    def __init__(self, port: int) -> None:
+        import asyncio
+        import threading
+
+        self.es = ElasticStandIn()
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._runner: web.AppRunner | None = None
+        self.start()
+
+    def _call(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def start(self) -> None:
+        async def go() -> web.AppRunner:
+            runner = web.AppRunner(self.es.make_app(), handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+            return runner
+
+        self._runner = self._call(go())
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._call(self._runner.cleanup())
+            self._runner = None
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

@@ -261,7 +261,7 @@ class ElasticExporter:
         from elasticsearch import ApiError
 
         try:
-            resp = await self.client.bulk(operations=body, request_timeout=self.cfg.request_timeout)
+            resp = await self.client.bulk(operations=body)
             return ExportResult.success(), 200, resp.body
         except asyncio.CancelledError:
             raise
