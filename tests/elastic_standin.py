@@ -107,7 +107,8 @@ class ElasticStandIn:
         self.item_429 = 0
         self.request_status: tuple[int, int] | None = None  # (status, how many requests)
         self.bulk_requests = 0
-        self.refused: list[tuple[str, int, dict[str, Any]]] = []  # (index, status, error) of failed items but 429s
+        self.refused: list[tuple[str, int, dict[str, Any]]] = []  # (index, status, error) of failed items but 429s, 409s
+        self.conflicts = 0  # 409s: a time series document that exists already
         self.headers_seen: list[dict[str, str]] = []
 
     def make_app(self) -> web.Application:
@@ -271,7 +272,10 @@ class ElasticStandIn:
             if err is not None:
                 item["error"] = err
                 errors = True
-                self.refused.append((str(action.get("_index")), status, err))
+                if status == 409:
+                    self.conflicts += 1
+                else:
+                    self.refused.append((str(action.get("_index")), status, err))
             items.append({kind: item})
         return _resp({"took": 1, "errors": errors, "items": items})
 

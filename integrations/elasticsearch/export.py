@@ -130,6 +130,7 @@ class ElasticExporter:
         self._backoff = Backoff(q.min_backoff, q.max_backoff)
         self._mapper = Mapper(cfg)
         self._map_lock = asyncio.Lock()
+        self._last_time: dict[object, int] = {}
         self._alerts: dict[str, _Sent] = {}
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
@@ -389,9 +390,20 @@ class ElasticExporter:
 
     async def export(self, batch: MetricBatch, timeout: float) -> ExportResult:
         def points() -> Iterable[Point]:
+            # A point already written (the series was not collected again since) is not written
+            # twice: its time series document exists (Elasticsearch would answer 409).
+            last, seen = self._last_time, {}
             for f in batch.families():
                 for s in f.series:
-                    yield Point(f.name, f.kind, s.value, s.attributes, s.time_ns)
+                    t = s.time_ns
+                    key = s.identity
+                    seen[key] = t
+                    prev = last.get(key)
+                    if prev is not None and t <= prev:
+                        self._mapper.counts.unchanged += 1
+                        continue
+                    yield Point(f.name, f.kind, s.value, s.attributes, t)
+            self._last_time = seen  # only the batch's series: a series gone is forgotten
 
         return await self._export_points(points, dict(batch.resource_attributes), timeout)
 
@@ -410,12 +422,14 @@ class ElasticExporter:
         if not self._started:
             return ExportResult.permanent("elasticsearch export is not started")
         async with self._map_lock:
+            last = self._last_time
             records, too_large = await asyncio.to_thread(self._build, points, resource)
             if too_large:
                 self._count_drop(too_large, "too_large", "a document larger than bulk.max_bytes")
             try:
                 await self._enqueue(records)
             except OSError as e:
+                self._last_time = last  # not queued: written again next round
                 return ExportResult.retryable(f"elasticsearch export queue: {e.strerror or e}")
         reason = await self._drained(timeout * 0.9)
         return ExportResult.success() if reason is None else ExportResult.retryable(reason)
@@ -528,7 +542,7 @@ class ElasticExporter:
         for reason, n in sorted(self.dropped.items()):
             out.append(Metric(prefix + "dropped", MetricKind.COUNTER, float(n), "{document}",
                               "documents dropped, by reason", {"reason": reason}))
-        for reason in ("non_finite", "empty_histogram"):
+        for reason in ("non_finite", "empty_histogram", "unchanged"):
             out.append(Metric(prefix + "skipped", MetricKind.COUNTER, float(getattr(c, reason)), "{point}",
                               "points that wrote nothing, by reason", {"reason": reason}))
         return out

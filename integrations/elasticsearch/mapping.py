@@ -38,7 +38,7 @@ import ipaddress
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.api import AttributeValue, ExponentialHistogramValue, HistogramValue, MetricKind, SummaryValue
@@ -71,7 +71,8 @@ class Counts:
 
     non_finite: int = 0
     empty_histogram: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
+    #: Points of a batch written already in an earlier one (not collected again since).
+    unchanged: int = 0
 
 
 def stream_name(dataset: str, namespace: str) -> str:

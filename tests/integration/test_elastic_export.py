@@ -140,6 +140,7 @@ def test_prometheus_scrape_to_bulk_documents(es, run_monbridge, tmp_path):
                or docs_with("metrics.monbridge.elasticsearch.export.documents.sent"), what="the exporter's own counts")
     check_ecs(es.es.docs(STREAM))
     assert not es.es.refused, es.es.refused
+    assert es.es.conflicts == 0, "a point not collected again was written twice"
     assert API_KEY not in mb.log_text()
 
 
