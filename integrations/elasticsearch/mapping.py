@@ -104,7 +104,7 @@ def histogram_field(v: HistogramValue | ExponentialHistogramValue) -> dict[str, 
 
         def mid(k: int) -> float:
             try:
-                return (2.0 ** (k * width) + 2.0 ** ((k + 1) * width)) / 2
+                return float((2.0 ** (k * width) + 2.0 ** ((k + 1) * width)) / 2)
             except OverflowError:
                 return math.inf
 
@@ -155,7 +155,11 @@ class Mapper:
         self.counts = Counts()
         self._streams: dict[str, str] = {}
         self._fields: dict[str, tuple[str, str | None, str | None]] = {}
-        self._attr_cache: dict[tuple[tuple[str, AttributeValue], ...], dict[str, Any]] = {}
+        self._dims: dict[tuple[tuple[str, AttributeValue], ...], str] = {}
+        self._info: dict[str, tuple[str, str, str | None, str | None]] = {}
+        self._json: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._actions: dict[tuple[Any, ...], tuple[bytes, str]] = {}
 
     def stream(self, name: str) -> str:
         s = self._streams.get(name)
@@ -190,10 +194,7 @@ class Mapper:
         """The document's dimension fields for a series' attributes (the resource's merged in)."""
         merged = {**self.resource, **attrs} if self.resource else attrs
         key = tuple(sorted(merged.items()))
-        d = self._attr_cache.get(key)
-        if d is not None:
-            return d
-        d = {}
+        d: dict[str, Any] = {}
         if self.ecs:
             for k, v in key:
                 ecs = ATTRIBUTES.get(k)
@@ -207,45 +208,92 @@ class Mapper:
                 d["resource.attributes." + k] = v
             for k, v in sorted(attrs.items()):
                 d["attributes." + k] = v
-        if len(self._attr_cache) < 200_000:
-            self._attr_cache[key] = d
         return d
 
     def operations(self, points: Iterable[Point]) -> list[tuple[bytes, bytes]]:
-        """(action line, document line) pairs, one per document, JSON without newlines."""
-        docs: dict[tuple[str, int, tuple[tuple[str, AttributeValue], ...]], tuple[dict[str, Any], dict[str, str]]] = {}
+        """(action line, document line) pairs, one per document, JSON without newlines.
+
+        Documents are written as text from cached parts: the JSON of an attribute set's
+        dimensions, of a data stream's fields and of a set of metric fields' action line (with
+        its ``dynamic_templates`` and ``_metric_names_hash``) are each made once."""
+        groups: dict[tuple[str, int, tuple[tuple[str, AttributeValue], ...]],
+                     tuple[dict[str, Any], dict[str, str]]] = {}
+        keys: dict[int, tuple[Mapping[str, AttributeValue], tuple[tuple[str, AttributeValue], ...]]] = {}
         for p in points:
-            fields = self._values(p)
+            info = self._info.get(p.name)
+            if info is None:
+                info = (self.stream(p.name), *self.metric_field(p.name))
+                if len(self._info) < 100_000:
+                    self._info[p.name] = info
+            fields = self._values(p, info[1], info[2], info[3])
             if not fields:
                 continue
-            index = self.stream(p.name)
-            ms = p.time_ns // 1_000_000
-            key = (index, ms, tuple(sorted(p.attributes.items())))
-            entry = docs.get(key)
+            a = p.attributes
+            hit = keys.get(id(a))
+            if hit is None or hit[0] is not a:  # (the mapping is held: its id is not reused meanwhile)
+                hit = keys[id(a)] = (a, tuple(sorted(a.items())))
+            gkey = (info[0], p.time_ns // 1_000_000, hit[1])
+            entry = groups.get(gkey)
             if entry is None:
-                ds = index.split("-", 2)
-                doc: dict[str, Any] = {"@timestamp": ms, "data_stream.type": "metrics",
-                                       "data_stream.dataset": ds[1], "data_stream.namespace": ds[2]}
-                doc.update(self.dimensions(p.attributes))
-                entry = docs[key] = (doc, {})
-            doc, templates = entry
+                entry = groups[gkey] = ({}, {})
+            values, templates = entry
             for f, v, tpl in fields:
-                doc[f] = v
+                values[f] = v
                 if tpl:
                     templates[f] = tpl
         out = []
-        for (index, _, _), (doc, templates) in docs.items():
-            names = sorted(k for k in doc if k in templates or k in _ECS_METRIC_FIELDS)
-            doc["_metric_names_hash"] = hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
+        for (index, ms, key), (values, templates) in groups.items():
+            action, names_hash = self._action(index, values, templates)
+            parts = ['{"@timestamp":', str(ms), self._stream_json(index), self._dims_json(key)]
+            for f, v in values.items():
+                parts += (",", self._name_json(f), ":", repr(v) if v.__class__ is float else json.dumps(v))
+            parts += (',"_metric_names_hash":"', names_hash, '"}')
+            out.append((action, "".join(parts).encode()))
+        return out
+
+    def _stream_json(self, index: str) -> str:
+        j = self._json.get(index)
+        if j is None:
+            _, ds, ns = index.split("-", 2)
+            j = self._json[index] = (',"data_stream.type":"metrics","data_stream.dataset":' + json.dumps(ds)
+                                     + ',"data_stream.namespace":' + json.dumps(ns))
+        return j
+
+    def _name_json(self, name: str) -> str:
+        j = self._names.get(name)
+        if j is None:
+            j = json.dumps(name)
+            if len(self._names) < 100_000:
+                self._names[name] = j
+        return j
+
+    def _dims_json(self, key: tuple[tuple[str, AttributeValue], ...]) -> str:
+        j = self._dims.get(key)
+        if j is None:
+            d = self.dimensions(dict(key))
+            j = "".join("," + json.dumps(k) + ":" + json.dumps(v) for k, v in d.items())
+            if len(self._dims) < 200_000:
+                self._dims[key] = j
+        return j
+
+    def _action(self, index: str, values: dict[str, Any], templates: dict[str, str]) -> tuple[bytes, str]:
+        """The ``create`` line and the ``_metric_names_hash`` of a document with these metric fields."""
+        sig = (index, tuple(values), tuple(templates.items()))
+        hit = self._actions.get(sig)
+        if hit is None:
+            names = sorted(values)
+            names_hash = hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
             action: dict[str, Any] = {"_index": index}
             if templates:
                 action["dynamic_templates"] = templates
-            out.append((_dumps({"create": action}), _dumps(doc)))
-        return out
+            hit = (_dumps({"create": action}), names_hash)
+            if len(self._actions) < 10_000:
+                self._actions[sig] = hit
+        return hit
 
-    def _values(self, p: Point) -> list[tuple[str, Any, str]]:
-        """(field, value, dynamic template; '' when the template maps the field) of one point."""
-        base, tpl, ecs_type = self.metric_field(p.name)
+    def _values(self, p: Point, base: str, tpl: str | None, ecs_type: str | None) -> list[tuple[str, Any, str]]:
+        """(field, value, dynamic template; '' when the template maps the field) of one point
+        (``base``, ``tpl``, ``ecs_type``: its ``metric_field``)."""
         v = p.value
         if ecs_type is not None and not isinstance(v, (int, float)):
             base, tpl, ecs_type = "metrics." + p.name, "", None  # ECS defines the metric as a number
@@ -270,8 +318,7 @@ class Mapper:
         return [(base, x, tpl if tpl else _TEMPLATE[p.kind])]
 
 
-_ECS_METRIC_FIELDS = frozenset(f for f, _ in METRICS.values())
 
 
 def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
