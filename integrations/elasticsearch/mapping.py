@@ -282,7 +282,7 @@ class Mapper:
         hit = self._actions.get(sig)
         if hit is None:
             names = sorted(values)
-            names_hash = hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
+            names_hash = hashlib.blake2b("\n".join(names).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
             action: dict[str, Any] = {"_index": index}
             if templates:
                 action["dynamic_templates"] = templates

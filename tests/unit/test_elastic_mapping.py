@@ -137,3 +137,11 @@ def test_pack_bounds() -> None:
 def test_logs_refused() -> None:
     with pytest.raises(ValueError, match="not supported yet"):
         cfg(logs=True)
+
+
+def test_names_and_values_that_are_not_utf8_map_to_json() -> None:
+    """A name or attribute with a lone surrogate (bytes decoded with surrogateescape) is escaped,
+    not an error (found by tests/fuzz/test_fuzz_elastic_bulk_answer.py)."""
+    m = Mapper(cfg())
+    ((a, d),) = docs(m, [Point("\udc80", MetricKind.GAUGE, 1.0, {"k\udc80": "v\udc80"}, T)])
+    assert d["\udc80"] == 1.0 and d["labels.k\udc80"] == "v\udc80"
