@@ -14,7 +14,8 @@ What it keeps of Elasticsearch:
   operation names (an unknown name fails the item with 400) and ``path_match`` dynamic templates;
   a value that the field's type cannot take, or a field mapped earlier with another type, fails
   the item with 400 ``document_parsing_exception``; in ``time_series`` mode a document without
-  ``@timestamp`` or without any routing-path field fails (400), and a second document with the
+  ``@timestamp``, with one outside the writable range (now - 2h to now + 30m) or without any
+  routing-path field fails (400), and a second document with the
   same dimensions and timestamp gets 409 (the time series ``_id``); the answer's ``errors`` flag
   and per-item statuses are as Elasticsearch gives them.
 
@@ -30,6 +31,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -86,7 +88,7 @@ def check_value(typ: str, v: Any) -> str | None:
         vals, counts = v["values"], v["counts"]
         if len(vals) != len(counts):
             return "expected same length from [values] and [counts]"
-        if any(b <= a for a, b in zip(vals, vals[1:])):
+        if any(b <= a for a, b in zip(vals, vals[1:], strict=False)):
             return "[values] must be in increasing order"
         if any(not isinstance(c, int) or c < 0 for c in counts):
             return "[counts] elements must be non-negative integers"
@@ -109,6 +111,10 @@ class ElasticStandIn:
         self.bulk_requests = 0
         self.refused: list[tuple[str, int, dict[str, Any]]] = []  # (index, status, error) of failed items but 429s, 409s
         self.conflicts = 0  # 409s: a time series document that exists already
+        #: A time series data stream takes documents from now - look_back to now + look_ahead
+        #: (``index.look_back_time`` 2h and ``index.look_ahead_time`` 30m by default).
+        self.look_back_s = 7200.0
+        self.look_ahead_s = 1800.0
         self.headers_seen: list[dict[str, str]] = []
 
     def make_app(self) -> web.Application:
@@ -225,7 +231,15 @@ class ElasticStandIn:
         settings = t["settings"]
         if settings.get("index.mode") == "time_series":
             if "@timestamp" not in flat:
-                return 400, {"type": "document_parsing_exception", "reason": "data stream timestamp field [@timestamp] is missing"}
+                return 400, {"type": "document_parsing_exception",
+                             "reason": "data stream timestamp field [@timestamp] is missing"}
+            ts = flat["@timestamp"]
+            ms = ts if isinstance(ts, (int, float)) else None
+            now_ms = time.time() * 1000
+            if ms is not None and not now_ms - self.look_back_s * 1000 <= ms <= now_ms + self.look_ahead_s * 1000:
+                return 400, {"type": "illegal_argument_exception",
+                             "reason": f"the document timestamp [{ts}] is outside of ranges of currently writable "
+                                       f"indices [{index}]"}
             routing = settings.get("index.routing_path", [])
             if not any(fnmatch.fnmatchcase(p, r) for p in flat for r in routing):
                 return 400, {"type": "illegal_argument_exception",

@@ -105,8 +105,12 @@ def pack(ops: Sequence[tuple[bytes, bytes]], max_documents: int, max_bytes: int,
     return out, too_large
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(t: float, default: float | None = None) -> str:
+    """``t`` (Unix seconds) as ISO 8601 UTC; ``default`` (else now) when ``t`` is no date."""
+    try:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return _iso(time.time() if default is None else default)
 
 
 class _Sent:
@@ -514,12 +518,12 @@ class ElasticExporter:
             "event.kind": "alert", "event.action": action, "event.module": "monbridge",
             "event.dataset": "monbridge.alerts", "event.id": fp,
             "event.severity": SEVERITY_NUMBERS.get(severity.lower(), 6),
-            "event.start": _iso(sent.starts_at) if sent.starts_at == sent.starts_at else _iso(now),
+            "event.start": _iso(sent.starts_at, now),
             "rule.name": sent.name, "labels": labels,
             "message": f"{sent.name} [{severity or 'none'}] {action}{value}" + (f": {summary}" if summary else ""),
         }
         if end is not None:
-            doc["event.end"] = _iso(end)
+            doc["event.end"] = _iso(end, now)
         if sent.trace_id:
             doc["trace.id"] = sent.trace_id
         return doc

@@ -222,6 +222,34 @@ async def test_item_429_retried_and_mapping_error_dropped_counted_logged(es, cap
         await stop(exporter)
 
 
+async def test_points_older_than_the_data_streams_range_dropped_counted_logged(es, caplog):
+    """Elasticsearch takes time series documents from now - 2h (its look-back): an older point
+    (held in the queue through a long outage) is dropped with its reason, the others written."""
+    exporter = await started(config(es))
+    try:
+        old = time.time_ns() - 3 * 3600 * 10**9
+        with caplog.at_level(logging.WARNING, "monbridge.elasticsearch.export"):
+            assert (await exporter.export_metrics([gauge("g", 1.0, old), gauge("g", 2.0)])).ok
+        assert [d["g"] for d in es.es.docs(STREAM)] == [2.0]
+        assert dropped(exporter) == {"illegal_argument_exception": 1.0}
+        assert "outside of ranges of currently writable indices" in caplog.text
+        es.es.refused.clear()
+    finally:
+        await stop(exporter)
+
+
+async def test_alert_times_that_are_no_dates_are_written_as_now(es):
+    exporter = await started(config(es))
+    try:
+        await exporter.export_alerts([Alert("x", "Odd", "info", starts_at=float("inf"), fingerprint="f")])
+        assert await exporter.force_flush(5)
+        (e,) = es.es.docs(ALERTS)
+        assert e["event.start"].startswith(time.strftime("%Y-", time.gmtime())) and e["event.severity"] == 6
+        assert not es.es.refused
+    finally:
+        await stop(exporter)
+
+
 async def test_whole_request_503_retried(es):
     exporter = await started(config(es))
     try:
