@@ -4,7 +4,8 @@ transitions into ``logs-monbridge.alerts-<namespace>``, through the official cli
 Metrics (``export`` every round; ``export_metrics``, the plugin API's path, the same from a list
 of ``Metric``): documents as ``integrations.elasticsearch.mapping`` lays them out, written with
 ``create`` operations into their data streams (Elasticsearch creates a data stream on its first
-write, from the index template ``start`` installed: ``integrations.elasticsearch.templates``).
+write, from the index template ``start`` installed: ``integrations.elasticsearch.templates``; when
+the cluster cannot be reached at start, they are installed before the first write).
 
 Alerts (``export_alerts``, every alert round with the active alerts): an alert new, or whose state
 changed, becomes an ECS event (``event.kind: alert``, ``event.action`` ``firing``,
@@ -138,6 +139,7 @@ class ElasticExporter:
         self._backoff = Backoff(q.min_backoff, q.max_backoff)
         self._mapper = Mapper(cfg)
         self._map_lock = asyncio.Lock()
+        self._templates_ok = not cfg.templates.install
         self._last_time: dict[object, int] = {}
         self._alerts: dict[str, _Sent] = {}
         self._wake = asyncio.Event()
@@ -169,14 +171,36 @@ class ElasticExporter:
             await asyncio.to_thread(self._load)
         self._started = True
         if self.cfg.templates.install:
-            try:
-                await install(self.cfg, self.client)
-            except Exception as e:  # noqa: BLE001 - the cluster may be down: documents wait in the queue
-                log.warning("elasticsearch export: templates not installed (%s); writing anyway", self._why(e))
+            await self._install()
         log.info("elasticsearch export to %s (%s mapping): queue %s, %d documents pending", self.target,
                  self.cfg.mapping, f"on disk at {self._base / 'queue'}" if self._base else "in memory (lost on restart)",
                  self._queue.pending_samples)
         self._task = asyncio.get_running_loop().create_task(self._deliver(), name="elasticsearch-export")
+
+    async def _install(self) -> ExportResult:
+        """Install the templates; until they are, nothing is written (a data stream created from
+        another template would refuse every document). A cluster that cannot be reached (or
+        answers 408, 429, 5xx) is tried again before the next write; another answer (403: no
+        privilege to manage templates) is logged and writing goes on with the templates there are."""
+        from elasticsearch import ApiError
+
+        try:
+            await install(self.cfg, self.client)
+        except asyncio.CancelledError:
+            raise
+        except ApiError as e:
+            status = int(getattr(e.meta, "status", 0) or 0)
+            result = classify_status(status, f"templates: HTTP {status}: {self._why(e)}")
+            if result.status is ExportStatus.RETRYABLE:
+                log.warning("elasticsearch export: %s; installed before the first write", result.reason)
+                return result
+            log.warning("elasticsearch export: %s; writing with the templates the cluster has", result.reason)
+        except Exception as e:  # noqa: BLE001 - the cluster may be down: documents wait in the queue
+            reason = f"templates: {self._why(e)}"
+            log.warning("elasticsearch export: %s; installed before the first write", reason)
+            return ExportResult.retryable(reason)
+        self._templates_ok = True
+        return ExportResult.success()
 
     async def force_flush(self, timeout: float) -> bool:
         return self._queue is None or await self._drained(timeout, stop_on_failure=False) is None
@@ -343,7 +367,12 @@ class ElasticExporter:
                 await self._wake.wait()
                 continue
             body, n = batch.payloads[0], batch.samples
-            result, status, answer = await self._bulk(body)
+            if not self._templates_ok:
+                result, status, answer = await self._install(), 0, None
+                if result.ok:
+                    continue
+            else:
+                result, status, answer = await self._bulk(body)
             if result.ok:
                 ok, retry, _ = await asyncio.to_thread(self._items, body, answer)
                 if retry:

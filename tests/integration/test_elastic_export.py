@@ -276,6 +276,20 @@ async def test_outage_then_recovery_loses_nothing(es, tmp_path):
         await stop(exporter)
 
 
+async def test_templates_installed_before_the_first_write_when_the_cluster_was_down_at_start(es):
+    es.stop()
+    exporter = await started(config(es))
+    try:
+        assert not (await exporter.export_metrics([gauge("g", 1.0)])).ok
+        es.start()
+        assert await exporter.force_flush(10)
+        assert "monbridge-metrics-monbridge" in es.es.index_templates
+        assert [d["g"] for d in es.es.docs(STREAM)] == [1.0]
+        assert es.es.streams[STREAM]["template"]["settings"]["index.mode"] == "time_series"
+    finally:
+        await stop(exporter)
+
+
 async def test_restart_on_the_same_queue_loses_nothing(es, tmp_path):
     es.stop()
     exporter = await started(config(es, tmp_path))
