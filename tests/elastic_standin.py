@@ -17,7 +17,8 @@ What it keeps of Elasticsearch:
   ``@timestamp``, with one outside the writable range (now - 2h to now + 30m) or without any
   routing-path field fails (400), and a second document with the
   same dimensions and timestamp gets 409 (the time series ``_id``); the answer's ``errors`` flag
-  and per-item statuses are as Elasticsearch gives them.
+  and per-item statuses are as Elasticsearch gives them (with a ``filter_path``, each item keeps
+  only ``status`` and ``error``: the paths the export asks for).
 
 Faults a test injects: ``standin.item_429`` (the next N items answered 429
 ``es_rejected_execution_exception``), ``standin.request_status`` (the next N bulk requests
@@ -291,6 +292,9 @@ class ElasticStandIn:
                 else:
                     self.refused.append((str(action.get("_index")), status, err))
             items.append({kind: item})
+        if "filter_path" in request.query:  # the paths the export asks for: status and error of each item
+            items = [{k: {f: v[f] for f in ("status", "error") if f in v}} for it in items for k, v in it.items()]
+            return _resp({"errors": errors, "items": items})
         return _resp({"took": 1, "errors": errors, "items": items})
 
 

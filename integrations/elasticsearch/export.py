@@ -78,6 +78,9 @@ SEVERITY_NUMBERS = {"emergency": 0, "page": 1, "alert": 1, "fatal": 2, "critical
                     "debug": 7}
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _LOG_REASONS_MAX = 5
+#: What of a bulk answer is read: Elasticsearch leaves out the rest of each item (``_id``,
+#: ``_version``, ``_shards`` ...), most of the answer's bytes and of the client's parsing on the loop.
+_FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 _MAX_REASONS = 32
 _REASON = re.compile(r"[^A-Za-z0-9_.]")
 
@@ -294,7 +297,7 @@ class ElasticExporter:
         from elasticsearch import ApiError
 
         try:
-            resp = await self.client.bulk(operations=body)
+            resp = await self.client.bulk(operations=body, filter_path=_FILTER_PATH)
             return ExportResult.success(), 200, resp.body
         except asyncio.CancelledError:
             raise
@@ -320,6 +323,8 @@ class ElasticExporter:
             self._count_drop(n_ops, "bad_answer", f"a bulk answer of {len(items) if isinstance(items, list) else 0} "
                                                   f"items to {n_ops} operations")
             return 0, [], n_ops
+        if answer.get("errors") is False:
+            return n_ops, [], 0
         ok = dropped = 0
         retry: list[bytes] = []
         reasons: dict[str, list[str]] = defaultdict(list)
