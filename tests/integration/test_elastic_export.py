@@ -263,6 +263,20 @@ async def test_whole_request_503_retried(es):
         await stop(exporter)
 
 
+async def test_whole_request_400_dropped_counted_logged(es, caplog):
+    exporter = await started(config(es))
+    try:
+        es.es.request_status = (400, 1)
+        with caplog.at_level(logging.WARNING, "monbridge.elasticsearch.export"):
+            assert (await exporter.export_metrics([gauge("g", 1.0, k="1"), gauge("g", 2.0, k="2")])).ok
+        assert dropped(exporter) == {"http_400": 2.0} and not es.es.docs(STREAM)
+        assert "2 documents dropped: http_400" in caplog.text
+        assert (await exporter.export_metrics([gauge("g", 3.0)])).ok  # what comes next is not held up
+        assert [d["g"] for d in es.es.docs(STREAM)] == [3.0]
+    finally:
+        await stop(exporter)
+
+
 async def test_outage_then_recovery_loses_nothing(es, tmp_path):
     exporter = await started(config(es, tmp_path))
     try:
