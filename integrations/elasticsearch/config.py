@@ -160,6 +160,13 @@ class ElasticsearchConfig(IntegrationConfig):
     def _names(cls, v: str) -> str:
         return _dataset(v, "dataset/namespace")
 
+    @field_validator("logs")
+    @classmethod
+    def _logs(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("writing monbridge's own logs to Elasticsearch is not supported yet: set logs to false")
+        return v
+
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, v: list[str] | None) -> list[str] | None:
