@@ -3,11 +3,13 @@
 The client's own retries are off (``max_retries=0``): retries follow the shared delivery rules
 (``bridge.delivery``) in the exporter, and a search that fails fails that search's round. The
 secrets (API key, password, bearer token) go to the client only; ``describe`` names the
-cluster without them.
+cluster without them. The transport's own log of every request (INFO) is kept to warnings: the
+exporter and the searches log what a person needs, rate-limited.
 """
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from typing import Any
 
@@ -20,6 +22,7 @@ def make_client(cfg: ElasticsearchConfig) -> Any:
     """An ``AsyncElasticsearch`` for ``cfg`` (the import is here: validating a config loads no client)."""
     from elasticsearch import AsyncElasticsearch
 
+    logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
     kwargs: dict[str, Any] = {"request_timeout": cfg.request_timeout, "max_retries": 0, "retry_on_timeout": False,
                               "node_class": "aiohttp"}
     if cfg.cloud_id is not None:
