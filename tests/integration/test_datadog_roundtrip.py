@@ -15,6 +15,7 @@ exact; an intake rate comes out as a gauge of the same per-second value.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.v1.api.service_checks_api import ServiceChecksApi
 from datadog_api_client.v1.model.service_check import ServiceCheck
@@ -341,8 +343,8 @@ def test_all_parts_in_one_plugin(dd_api, run_monbridge, free_port, tmp_path):  #
 
 def test_the_api_keys_are_in_no_log_line_or_api_output(dd_api, run_monbridge, free_port, tmp_path):  # noqa: F811
     """The intake's key and the export's key, given in the environment, never in the agent's log
-    (at debug, with refusals of a wrong key and a Datadog answer that echoes the key), in
-    /api/v1/plugins, or in what ``validate`` and ``test`` print of the config."""
+    (at debug, with refusals of a wrong key and Datadog answers that echo the key), in
+    /api/v1/plugins or /metrics, or in what ``validate`` and ``run`` print of a config, valid or not."""
     dsd_port, intake_port = free_port(), free_port()
     config = {"plugins": [plugin({**export_section(dd_api, tmp_path), "api_key": None},
                                  dogstatsd={"listen_udp": f"127.0.0.1:{dsd_port}", "flush_interval": 0.5},
@@ -365,11 +367,17 @@ def test_the_api_keys_are_in_no_log_line_or_api_output(dd_api, run_monbridge, fr
     status, _, body = mb.get("/api/v1/plugins")
     assert status == 200 and b"monitoring.integration.datadog" in body
     outputs = {"log": mb.log_text(), "/api/v1/plugins": body.decode(), "/metrics": metrics_text(mb)}
-    for command in ("validate", "test"):
-        done = subprocess.run([sys.executable, "-m", "bridge.cli", command, "--config", str(mb.config_path)],
-                              capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
-                              env={**__import__("os").environ, **env})
-        outputs[command] = done.stdout + done.stderr
+    # the config as checked: valid, and with errors next to each key (a key of the wrong type)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"plugins": [plugin(
+        {**export_section(dd_api, tmp_path), "api_key": ["${DD_API_KEY}"], "url": "ftp://nowhere"},
+        intake={"listen": "127.0.0.1:0", "api_keys": "${DD_INTAKE_KEY}"})]}))
+    for name, path, code in (("validate", mb.config_path, 0), ("validate (invalid)", bad, 2), ("run (invalid)", bad, 2)):
+        done = subprocess.run([sys.executable, "-m", "bridge.cli", name.split()[0], "--config", str(path)],
+                              capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env={**os.environ, **env})
+        assert done.returncode == code, (name, done.stdout, done.stderr)
+        outputs[name] = done.stdout + done.stderr
+    assert "api_keys" in outputs["validate (invalid)"] and "api_key" in outputs["run (invalid)"]
     for where, text in outputs.items():
         for key in (KEY, INTAKE_KEY):
             assert key not in text, f"a key in {where}"
