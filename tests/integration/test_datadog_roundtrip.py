@@ -6,8 +6,10 @@ deserializes each with datadog-api-client's models and refuses what they refuse)
 
 What Datadog would show, and what does not round-trip: the host of a DogStatsD metric (the
 client sends none) is the export's ``hostname``; a tag ``k:v`` comes out as ``k:v``; a bare tag
-``flag`` is the attribute ``unnamed_flag=flag`` in the pipeline (a Prometheus label needs a name)
-and comes out as the tag ``unnamed_flag:flag``, not ``flag``. A distribution's values come out as
+``flag``, the attribute ``unnamed_flag=flag`` in the pipeline (a Prometheus label needs a name),
+comes out as ``flag`` again; a key given twice (``team:a``, ``team:b``), one attribute
+``team=a,b`` in the pipeline, comes out as the one tag ``team:a,b`` (that does not round-trip;
+the export cannot tell it from a value with a comma). A distribution's values come out as
 the values of their DDSketch buckets (within the sketch's relative accuracy), its count and sum
 exact; an intake rate comes out as a gauge of the same per-second value.
 """
@@ -169,10 +171,9 @@ def test_dogstatsd_to_datadog_payloads(dd_api, run_monbridge, free_port, tmp_pat
     assert [v for v, _ in points(dd_api, "rt.hits", COUNT) if v] == [23, 4]
     (_, hits), *_ = points(dd_api, "rt.hits", COUNT)
     assert hits["interval"] > 0
-    # host and tags as Datadog shows them: the export's host; k:v as sent, the flag as unnamed_flag:flag
+    # host and tags as Datadog shows them: the export's host; k:v and the bare flag as sent, the export's own
     assert hits["resources"] == [{"name": "testhost", "type": "host"}]
-    assert sorted(hits["tags"]) == ["env:ci", "svc:shop", "unnamed_flag:flag"]
-    assert "flag" not in hits["tags"]  # a bare tag does not round-trip as itself
+    assert sorted(hits["tags"]) == ["env:ci", "flag", "svc:shop"]
     # gauges: the last value; a set its cardinality
     assert last(dd_api, "rt.temp") == 21.5 and 20.5 not in [v for v, _ in points(dd_api, "rt.temp", GAUGE)]
     assert last(dd_api, "rt.users") == 3
@@ -186,7 +187,7 @@ def test_dogstatsd_to_datadog_payloads(dd_api, run_monbridge, free_port, tmp_pat
     assert total(dd_api, "rt.query.count") == 6
     # a distribution: its sketch's values, each within the relative accuracy; count and sum exact
     (dist,) = dd_api.distributions("rt.size")
-    assert dist["host"] == "testhost" and sorted(dist["tags"]) == ["env:ci", "svc:shop", "unnamed_flag:flag"]
+    assert dist["host"] == "testhost" and sorted(dist["tags"]) == ["env:ci", "flag", "svc:shop"]
     ((_, values),) = dist["points"]
     assert sorted(values) == pytest.approx(sorted(sent), rel=ACCURACY)
     assert total(dd_api, "rt.size.count") == len(sent)
@@ -199,7 +200,7 @@ def test_dogstatsd_to_datadog_payloads(dd_api, run_monbridge, free_port, tmp_pat
 
 def _submit_series(url: str, now: int, count: float, gauge: float, rate: float) -> None:
     host = [MetricResource(name="web1", type="host")]
-    tags = ["env:prod", "role:db"]
+    tags = ["env:prod", "role:db", "canary", "team:b", "team:a"]
     with intake_client(url) as c:
         MetricsApi(c).submit_metrics(body=MetricPayload(series=[
             MetricSeries(metric="in.orders", type=MetricIntakeType.COUNT, interval=10, resources=host, tags=tags,
@@ -241,7 +242,7 @@ def test_intake_series_to_datadog_payloads(dd_api, run_monbridge, free_port, tmp
     for name in ("in.orders", "in.temp", "in.bytes"):
         (_, s), *_ = points(dd_api, name, COUNT if name == "in.orders" else GAUGE)
         assert s["resources"] == [{"name": "web1", "type": "host"}], name
-        assert sorted(s["tags"]) == ["env:ci", "env:prod", "role:db"], name
+        assert sorted(s["tags"]) == ["canary", "env:ci", "env:prod", "role:db", "team:a,b"], name
     assert not dd_api.refused
 
 
