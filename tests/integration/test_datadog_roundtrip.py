@@ -138,8 +138,13 @@ def test_dogstatsd_to_datadog_payloads(dd_api, run_monbridge, free_port, tmp_pat
     client = make_client(port)
     tags = ["svc:shop", "flag"]
     # counters: 3 + 5/0.25 + 2/0.5 = 27 in all, sent in two intervals apart
-    one_datagram(client, lambda: [client.increment("rt.hits", tags=tags) for _ in range(3)])
-    one_datagram(client, lambda: client.count("rt.hits", 5, sample_rate=0.25, tags=tags))
+
+    def counts() -> None:
+        for _ in range(3):
+            client.increment("rt.hits", tags=tags)
+        client.count("rt.hits", 5, sample_rate=0.25, tags=tags)
+
+    one_datagram(client, counts)
     wait_until(lambda: total(dd_api, "rt.hits") == 23, what="the first counts at the Datadog API")
     one_datagram(client, lambda: client.increment("rt.hits", 2, sample_rate=0.5, tags=tags))
 
