@@ -5,13 +5,14 @@ the payloads the export sends to the receiving Datadog API of ``test_datadog_exp
 deserializes each with datadog-api-client's models and refuses what they refuse).
 
 What Datadog would show, and what does not round-trip: the host of a DogStatsD metric (the
-client sends none) is the export's ``hostname``; a tag ``k:v`` comes out as ``k:v``; a bare tag
-``flag``, the attribute ``unnamed_flag=flag`` in the pipeline (a Prometheus label needs a name),
-comes out as ``flag`` again; a key given twice (``team:a``, ``team:b``), one attribute
-``team=a,b`` in the pipeline, comes out as the one tag ``team:a,b`` (that does not round-trip;
-the export cannot tell it from a value with a comma). A distribution's values come out as
-the values of their DDSketch buckets (within the sketch's relative accuracy), its count and sum
-exact; an intake rate comes out as a gauge of the same per-second value.
+client sends none) is the export's ``hostname``, or the tag ``host:h``'s (as the Agent does it);
+a tag ``k:v`` comes out as ``k:v``; a bare tag ``flag``, the attribute ``unnamed_flag=flag`` in
+the pipeline (a Prometheus label needs a name), comes out as ``flag`` again; a key given twice
+(``team:a``, ``team:b``), one attribute ``team=a,b`` in the pipeline, comes out as the one tag
+``team:a,b`` (that does not round-trip: the export cannot tell it from a value with a comma).
+A distribution's values come out as the values of their DDSketch buckets (within the sketch's
+relative accuracy), its count and sum exact; an intake rate comes out as a gauge of the same
+per-second value. An intake count's first point is lost (the strict xfail below).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def test_dogstatsd_to_datadog_payloads(dd_api, run_monbridge, free_port, tmp_pat
         client.gauge("rt.temp", 21.5, tags=tags)  # the interval's last value
         for user in ("ann", "bob", "ann", "cy"):
             client.set("rt.users", user, tags=tags)
+        client.gauge("rt.remote", 1.0, tags=["host:web9", "svc:shop"])  # a host tag: the series' host
 
     one_datagram(client, rest)
 
@@ -182,6 +184,9 @@ def test_dogstatsd_to_datadog_payloads(dd_api, run_monbridge, free_port, tmp_pat
     # gauges: the last value; a set its cardinality
     assert last(dd_api, "rt.temp") == 21.5 and 20.5 not in [v for v, _ in points(dd_api, "rt.temp", GAUGE)]
     assert last(dd_api, "rt.users") == 3
+    ((remote, series), *_) = points(dd_api, "rt.remote", GAUGE)
+    assert remote == 1.0 and series["resources"] == [{"name": "web9", "type": "host"}]
+    assert sorted(series["tags"]) == ["env:ci", "svc:shop"]
     # a histogram: the Agent's aggregates and percentile as gauges, its count as counts
     lat = {agg: last(dd_api, f"rt.lat.{agg}") for agg in ("max", "median", "avg", "95percentile")}
     assert lat == {"max": 10, "median": 5, "avg": 5.5, "95percentile": 10}
