@@ -17,7 +17,6 @@ per-second value. An intake count's first point is lost (the strict xfail below)
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -42,6 +41,9 @@ from datadog_api_client.v2.model.metric_series import MetricSeries
 
 from tests.integration.conftest import REPO_ROOT, wait_until
 from tests.integration.test_datadog_export import KEY, DatadogApi, dd_api  # noqa: F401 - dd_api: the fixture
+from tests.integration.test_dogstatsd import _alerts as alerts
+from tests.integration.test_dogstatsd import _metrics_text as metrics_text
+from tests.integration.test_dogstatsd import _sample as sample
 
 pytestmark = pytest.mark.integration
 
@@ -105,25 +107,6 @@ def settle(api: DatadogApi, rounds: int = 3) -> None:
     """Let ``rounds`` more exports reach the server (nothing sent twice shows then)."""
     n = len(api.docs("/api/v2/series"))
     wait_until(lambda: len(api.docs("/api/v2/series")) >= n + rounds, what=f"{rounds} more exports")
-
-
-def metrics_text(mb: Any) -> str:
-    status, _, body = mb.get("/metrics")
-    assert status == 200
-    return body.decode()
-
-
-def sample(text: str, name: str, labels: str = "") -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + ("{" if labels else " ")) and (not labels or labels in line):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def alerts(mb: Any, state: str = "all") -> list[dict[str, Any]]:
-    status, _, body = mb.get(f"/api/v1/alerts?state={state}")
-    assert status == 200
-    return json.loads(body)["data"]
 
 
 # --------------------------------------------------------------------------- DogStatsD → Datadog
