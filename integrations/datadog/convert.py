@@ -93,6 +93,10 @@ class Converted:
     distributions: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: The attribute name prefix of a bare tag (``flag`` is ``unnamed_flag=flag``).
+_UNNAMED = "unnamed_"
+
+
 def _tag_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -102,14 +106,18 @@ def _tag_value(v: Any) -> str:
 
 
 def tags_of(attributes: Mapping[str, Any], extra: Sequence[str] = ()) -> tuple[str | None, list[str]]:
-    """The host (the ``host`` attribute) and the tags (``k:v`` of the other attributes, then ``extra``)."""
+    """The host (the ``host`` attribute) and the tags (``k:v`` of the other attributes, then ``extra``).
+
+    A bare Datadog tag ``flag`` came in (DogStatsD, the intake) as the attribute
+    ``unnamed_flag=flag``: it goes back out as ``flag``, as it was sent."""
     host: str | None = None
     tags: list[str] = []
     for k, v in attributes.items():
         if k == "host" and isinstance(v, str) and v:
             host = v
             continue
-        tags.append(f"{k}:{_tag_value(v)}")
+        value = _tag_value(v)
+        tags.append(value if k.startswith(_UNNAMED) and k[len(_UNNAMED):] == value else f"{k}:{value}")
     tags.extend(extra)
     return host, tags
 
