@@ -353,6 +353,10 @@ class SeriesView(Protocol):
     def first_ns(self) -> int:
         """When the pipeline first saw the series (the start of a cumulative point that has none)."""
     @property
+    def accumulated(self) -> bool:
+        """True when the value is a total the pipeline built from delta pushes (``MetricIngest.push``
+        with ``delta``): all of it was received here since ``start_ns``, none of it is older history."""
+    @property
     def identity(self) -> object:
         """The same object for the same series in every batch while the series lives (a key for
         what a sink remembers about it, e.g. what it last sent)."""

@@ -143,7 +143,8 @@ class Series:
     ``attributes`` dict is made from them when asked for: a dict of its own per series would
     cost more than the series' value, times and text together."""
 
-    __slots__ = ("name", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns", "otlp")
+    __slots__ = ("name", "key", "value", "start_ns", "time_ns", "source", "prom", "aliases", "first_ns", "otlp",
+                 "accumulated")
 
     def __init__(self, name: str, attributes: Mapping[str, Any] | None, key: AttrKey, source: str) -> None:
         self.name = name
@@ -158,6 +159,7 @@ class Series:
         # the rare new order (a list costs 40 bytes more)
         self.aliases: tuple[tuple[tuple[str, Any], ...], ...] = ()
         self.otlp: bytes | None = None  # the OTLP encoder's cached bytes of its attributes (integrations.otlp_wire)
+        self.accumulated = False  # its value is a total built here from delta pushes (SeriesView.accumulated)
         if attributes is not None and list(attributes) != [k for k, _ in key]:
             self.aliases = (tuple(attributes.items()),)  # the given order, which ``attributes`` keeps
 
@@ -532,6 +534,7 @@ class Pipeline:
                 s.value = value
                 s.start_ns = start
                 s.time_ns = t
+                s.accumulated = delta
                 owned.add(s)
                 pushed[s] = pushed_at
                 accepted += 1
@@ -796,6 +799,10 @@ class SeriesPoint(tuple):  # type: ignore[type-arg]
     @property
     def first_ns(self) -> int:
         return self[0].first_ns  # type: ignore[no-any-return]
+
+    @property
+    def accumulated(self) -> bool:
+        return self[0].accumulated  # type: ignore[no-any-return]
 
     @property
     def prom(self) -> PrometheusView:

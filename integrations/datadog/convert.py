@@ -30,7 +30,10 @@ Cumulative to delta (counters and histograms), per series (name, kind and attrib
   to the last point of any series it had to forget. A series that started while the exporter
   watched has nothing before its start that anyone sent, so its first value is all new; a counter
   that was already counting before (or whose start is unknown: a text-format scrape without
-  ``_created``) carries an unknown amount some earlier sender may have sent already;
+  ``_created``) carries an unknown amount some earlier sender may have sent already. A total the
+  pipeline built from delta pushes (DogStatsD and intake counts: ``SeriesView.accumulated``) and
+  first saw at or after the horizon is sent whole too, though its first window starts before it:
+  all of it was received here;
 * **next points**: the increase since the remembered point, over that interval, whatever its
   length (a gap of missed rounds is one longer interval: nothing is lost). A point not later than
   the remembered one sends nothing;
@@ -83,6 +86,9 @@ class Point:
     start_ns: int | None
     time_ns: int
     delta: bool = False
+    #: A total the pipeline built from delta pushes, first seen at ``first_ns`` (SeriesView.accumulated).
+    accumulated: bool = False
+    first_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -353,7 +359,8 @@ class Converter:
         prev = self._prev.get(key)
         if prev is None:
             self._remember(key, start, t, value)
-            if start is not None and start >= self.horizon_ns and start <= t:
+            if start is not None and start <= t and (
+                    start >= self.horizon_ns or (p.accumulated and p.first_ns >= self.horizon_ns)):
                 return value, _seconds(t - start)
             self.counts.baseline += 1
             return None

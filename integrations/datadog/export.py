@@ -387,7 +387,8 @@ class DatadogExporter:
         def points() -> Iterable[Point]:
             for f in batch.families():
                 for s in f.series:
-                    yield Point(f.name, f.kind, s.value, s.attributes, s.start_ns, s.time_ns)
+                    yield Point(f.name, f.kind, s.value, s.attributes, s.start_ns, s.time_ns,
+                                accumulated=s.accumulated, first_ns=s.first_ns)
 
         return await self._export_points(points, timeout)
 

@@ -60,6 +60,21 @@ def test_first_point_is_a_baseline_when_what_came_before_is_unknown(start: int |
     assert s["points"][0]["value"] == 4.0 and s["interval"] == 10
 
 
+def test_a_total_built_from_pushed_deltas_is_sent_whole_though_its_window_starts_before_the_horizon() -> None:
+    """A count pushed as a delta over [t - interval, t] makes a total whose start is before the
+    horizon when it came within an interval of it; all of it was received here, so it is new."""
+    c = conv()
+    first = Point("orders", C, 3.0, {}, T0 - 5 * S, T0 + 5 * S, accumulated=True, first_ns=T0 + 5 * S)
+    (s,) = one(c, first)
+    assert s["points"] == [{"timestamp": T0 // S + 5, "value": 3.0}] and s["interval"] == 10
+    (s,) = one(c, Point("orders", C, 7.0, {}, T0 - 5 * S, T0 + 15 * S, accumulated=True, first_ns=T0 + 5 * S))
+    assert s["points"][0]["value"] == 4.0
+    # one the pipeline had before the horizon (first seen before it) is still a baseline
+    c2 = conv()
+    assert one(c2, Point("orders", C, 9.0, {}, T0 - 50 * S, T0 + 5 * S, accumulated=True, first_ns=T0 - 40 * S)) == []
+    assert c2.counts.baseline == 1
+
+
 def test_reset_sends_the_whole_value_since_the_new_start() -> None:
     c = conv()
     one(c, counter(50, 10))
