@@ -609,16 +609,17 @@ class Monbridge(Side):
 
     def start(self) -> None:
         self.work.mkdir(parents=True)
+        dsd: dict[str, Any] = {"listen_udp": f"127.0.0.1:{self.port}", "workers": self.workers,
+                               "flush_interval": self.flush, "max_contexts": max(100_000, self.contexts * 10)}
+        if self.rcvbuf is not None:
+            dsd["so_rcvbuf"] = self.rcvbuf
         config = {
             "server": {"listen": f"127.0.0.1:{self.http}"},
             "pipeline": {"cardinality_limit": max(10_000, self.contexts * 10)},
             "plugins": [{"plugin_id": "monitoring.integration.datadog", "config": {
                 "interval": self.flush,  # the rounds that push its own counts
-                "dogstatsd": {"listen_udp": f"127.0.0.1:{self.port}", "workers": self.workers,
-                              "flush_interval": self.flush, "max_contexts": max(100_000, self.contexts * 10)}}}],
+                "dogstatsd": dsd}}],
         }
-        if self.rcvbuf is not None:
-            config["plugins"][0]["config"]["dogstatsd"]["so_rcvbuf"] = self.rcvbuf  # type: ignore[index]
         cfg = self.work / "monbridge.yaml"
         cfg.write_text(json.dumps(config))
         # this checkout's bridge, unless PYTHONPATH names another (as the header line says)
