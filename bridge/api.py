@@ -478,6 +478,12 @@ class MetricIngest(Protocol):
         """Expire the series not pushed for ``expire_after`` seconds; return how many."""
         ...
 
+    def part(self, name: str) -> MetricIngest:
+        """An ingest of its own for one part of the integration (a DogStatsD server beside an HTTP
+        intake): its series, ``expire_after`` and ``max_series`` are apart from the other parts',
+        and they go when the integration's do (it stops or fails)."""
+        ...
+
 
 # --------------------------------------------------------------------------- alerts and dashboard
 

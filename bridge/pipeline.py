@@ -94,6 +94,8 @@ _SCOPE = InstrumentationScope("monbridge", "0.1.0")
 _PREAGG_SCOPE = InstrumentationScope("monbridge.preaggregated", "0.1.0")
 _OTEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _PROMETHEUS_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+#: Between an integration's source and the name of one of its ingest parts (``PipelineIngest.part``).
+PART_SEPARATOR = "#"
 _DROP_LOG_EVERY_S = 60.0
 #: Metrics whose drops are logged each on its own; past that many (names pushed by a hostile
 #: client, say) further names share one line a minute per reason, and memory stays bounded.
@@ -422,12 +424,14 @@ class Pipeline:
         return accepted
 
     def remove_source(self, source: str) -> None:
-        """Expire every series ``source`` reported (a plugin that stopped)."""
+        """Expire every series ``source`` reported (a plugin that stopped), its ingest parts' too."""
+        prefix = source + PART_SEPARATOR
         with self._lock:
-            old = self._owned.pop(source, None)
-            self._pushed.pop(source, None)
-            if old:
-                self._expire(old)
+            for name in [source, *(k for k in (self._owned.keys() | self._pushed.keys()) if k.startswith(prefix))]:
+                old = self._owned.pop(name, None)
+                self._pushed.pop(name, None)
+                if old:
+                    self._expire(old)
 
     def push(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None, *,
              delta: bool = False, max_series: int | None = None, max_families: int | None = None) -> IngestResult:
@@ -676,6 +680,9 @@ class PipelineIngest:
 
     def expire(self) -> int:
         return self.pipeline.expire_pushed(self.source, self.expire_after)
+
+    def part(self, name: str) -> PipelineIngest:
+        return PipelineIngest(self.pipeline, f"{self.source}{PART_SEPARATOR}{name}", self.expire_after)
 
 
 @dataclass(frozen=True)

@@ -281,13 +281,14 @@ class DogStatsDServer:
                     r.datagrams += 1
                     self._drop("empty", f"an empty {r.transport} datagram", b"")
                     continue
-                r.datagrams += 1
                 if n > size:
+                    r.datagrams += 1
                     self._drop("truncated", f"a {r.transport} datagram of {n} bytes, longer than buffer_size "
                                             f"({size}),", view[off:off + EXCERPT_BYTES + 1].tobytes())
                     continue
                 if buf[off] in _BLANK and not view[off:off + n].tobytes().strip(b"\r\n"):
                     # no message: alone it would be refused as empty; among others it would vanish
+                    r.datagrams += 1
                     self._drop("empty", f"a {r.transport} datagram of blank lines", view[off:off + n].tobytes())
                     continue
                 off += n
@@ -311,6 +312,10 @@ class DogStatsDServer:
                 for _ in range(got):  # (each datagram of the batch counted as one drop)
                     self._drop("internal_error", "a datagram that failed", view[:EXCERPT_BYTES + 1].tobytes(),
                                exc=True)
+            finally:
+                # Counted read once what they hold is counted too (a reader of the counts never sees
+                # a datagram read whose messages are not yet taken or dropped).
+                r.datagrams += got
 
     def _drop(self, reason: str, what: str, data: bytes, exc: bool = False) -> None:
         with self._lock:

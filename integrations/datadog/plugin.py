@@ -10,7 +10,8 @@ One integration, three parts, each started only where its config section is give
 * ``export`` (``integrations.datadog.export``): the pipeline's metrics, and alerts as events and
   service checks, to Datadog's API; the export sink ``datadog``.
 
-What the servers take enters the pipeline through the integration's push ingest; events and
+What the servers take enters the pipeline through the integration's push ingest, a part of it each
+(``MetricIngest.part``: their own expiry and series bounds); events and
 service checks they receive become alerts through ``import_alerts``. One part's failure is that
 part's: a listener that cannot bind fails ``initialize`` naming it, and nothing else is started.
 """
@@ -98,12 +99,12 @@ class DatadogIntegration(MonitoringIntegrationPlugin):
                 from integrations.datadog.dsd_server import DogStatsDServer
 
                 assert self._ingest is not None
-                await self._start("dogstatsd", DogStatsDServer(cfg.dogstatsd, self._ingest))
+                await self._start("dogstatsd", DogStatsDServer(cfg.dogstatsd, self._ingest.part("dogstatsd")))
             if cfg.intake is not None:
                 from integrations.datadog.intake import IntakeServer
 
                 assert self._ingest is not None
-                await self._start("intake", IntakeServer(cfg.intake, self._ingest))
+                await self._start("intake", IntakeServer(cfg.intake, self._ingest.part("intake")))
         except BaseException:
             await self.shutdown()
             raise

@@ -24,6 +24,7 @@ from integrations.config import DeliveryQueue
 
 __all__ = [
     "BasicAuth",
+    "MAX_AGG_DEPTH",
     "BulkConfig",
     "DatasetRule",
     "ElasticsearchConfig",
@@ -36,6 +37,8 @@ __all__ = [
 #: namespace; lower case; at most 100 bytes each).
 _DATASET = re.compile(r"^[a-z0-9_.]{1,100}$")
 _NAMESPACE = re.compile(r"^[a-z0-9_.]{1,100}$")
+#: How deep a query's aggregations may nest (the walk of its response is bounded by it).
+MAX_AGG_DEPTH = 8
 
 
 def _dataset(v: str, what: str) -> str:
@@ -108,6 +111,25 @@ class QueryConfig(PluginConfig):
     labels: dict[str, str] = Field(default_factory=dict, description="labels added to the query's series")
     max_series: int = Field(default=10_000, ge=1, description="most series one run may produce (bucket explosion)")
 
+    @field_validator("aggs")
+    @classmethod
+    def _aggs(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        def depth(aggs: Any, level: int, where: str) -> None:
+            if not isinstance(aggs, dict):
+                raise ValueError(f"{where}: not a mapping of aggregation names to definitions")
+            if level > MAX_AGG_DEPTH:
+                raise ValueError(f"{where}: aggregations nest deeper than {MAX_AGG_DEPTH}")
+            for name, definition in aggs.items():
+                if not isinstance(definition, dict):
+                    raise ValueError(f"{where}.{name}: an aggregation's definition must be a mapping")
+                for key in ("aggs", "aggregations"):
+                    if key in definition:
+                        depth(definition[key], level + 1, f"{where}.{name}.{key}")
+
+        if v is not None:
+            depth(v, 1, "aggs")
+        return v
+
 
 class ElasticsearchConfig(IntegrationConfig):
     """Metrics, alerts and (optionally) the agent's logs into Elasticsearch; searches as metrics."""
@@ -137,6 +159,13 @@ class ElasticsearchConfig(IntegrationConfig):
     @classmethod
     def _names(cls, v: str) -> str:
         return _dataset(v, "dataset/namespace")
+
+    @field_validator("logs")
+    @classmethod
+    def _logs(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("writing monbridge's own logs to Elasticsearch is not supported yet: set logs to false")
+        return v
 
     @field_validator("hosts")
     @classmethod

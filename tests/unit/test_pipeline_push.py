@@ -64,6 +64,29 @@ def test_remove_source_forgets_pushed_series(pipeline):
     assert pipeline.expire_pushed("rx", 0, now=time.monotonic() + 10) == 0
 
 
+def test_ingest_parts_expire_and_bound_apart_and_go_with_their_source(pipeline):
+    import time
+
+    ingest = pipeline.ingest("dd", 60)
+    dsd, intake = ingest.part("dogstatsd"), ingest.part("intake")
+    intake.expire_after, intake.max_series = 3600, 1
+    assert dsd.push([Metric("a", G, 1.0, attributes={"k": "1"})]).accepted == 1
+    assert intake.push([Metric("b", G, 1.0, attributes={"k": "1"})]).accepted == 1
+    assert intake.push([Metric("b", G, 1.0, attributes={"k": "2"})]).rejected_total == 1  # its own max_series
+    assert dsd.push([Metric("a", G, 1.0, attributes={"k": "2"})]).accepted == 1  # not counted against intake's
+    later = time.monotonic() + 120
+    # The intake's expiry (an hour) does not keep the DogStatsD part's series, nor the other way round.
+    assert pipeline.expire_pushed(intake.source, intake.expire_after, now=later) == 0
+    assert pipeline.expire_pushed(dsd.source, dsd.expire_after, now=later) == 2
+    assert values(pipeline, "a") == {} and values(pipeline, "b") == {(("k", "1"),): 1.0}
+    dsd.push([Metric("a", G, 3.0)])
+    pipeline.remove_source("dd")  # the integration stopped: its parts' series go too
+    assert values(pipeline, "a") == {} and values(pipeline, "b") == {}
+    pipeline.push("dd2", [Metric("c", G, 1.0)])
+    pipeline.remove_source("d")  # not a prefix of another source's name
+    assert values(pipeline, "c") == {(): 1.0}
+
+
 def test_a_series_another_source_took_over_does_not_expire_with_the_pusher(pipeline):
     import time
 
