@@ -2,8 +2,9 @@
 """DogStatsD ingest: datagrams per second at saturation and loss at half that rate, monbridge's
 DogStatsD server against collectd's statsd plugin, on the same stream in the same run.
 
-    python benchmarks/bench_dogstatsd.py [--duration 20] [--loss-duration 20] [--contexts 10000]
-        [--datagrams 100000] [--flush-interval 10] [--workers 2] [--json PATH] [--quick]
+    python benchmarks/bench_dogstatsd.py [--duration 20] [--slices 4] [--loss-duration 20] [--contexts 10000]
+        [--datagrams 100000] [--flush-interval 10] [--workers 1] [--rcvbuf BYTES] [--json PATH]
+        [--profile PATH] [--quick]
 
 The stream is built once, before anything starts (seeded, so every run sends the same bytes):
 --datagrams datagrams over --contexts metric contexts, sent in a loop. Half the datagrams carry
@@ -38,7 +39,8 @@ to alone:
    waits for the side's socket queue (``/proc/net/udp``) to be empty; after the last, the side's
    next flush gives the total of ``bench.datagrams``: datagrams processed, over the seconds from
    the first send of each turn to its queue being empty. The kernel's drops on the socket are
-   read too (``/proc/net/udp``): sent = processed + dropped;
+   read too (``/proc/net/udp``): sent = processed + dropped, and what is not is printed as
+   lost inside the side;
 2. loss: a paced sender at half of that side's own saturation rate for --loss-duration seconds
    (it sleeps between batches, so a batch is as large as the time slept asks for). Loss is
    1 - processed / sent. Goal < 0.1 %.
@@ -65,8 +67,9 @@ filter chain writes to a CSV file (``StoreRates false``: the raw counter) for th
 
 Goals: monbridge's saturation rate >= collectd's (the ratio is printed), loss < 0.1 % at half of
 saturation. Exit status: 0 when every phase ran (goals met or not: they are reported), 1 when a
-side failed or a figure is wrong (a side counted more than was sent, or parse errors in the
-shared stream), 2 when collectd is not installed.
+side failed or a figure is wrong (a side counted more than was sent, reported a line it could not
+parse or dropped other than for a full receive buffer, or had another receive buffer than asked),
+2 when collectd is not installed.
 """
 
 from __future__ import annotations
@@ -606,16 +609,17 @@ class Monbridge(Side):
 
     def start(self) -> None:
         self.work.mkdir(parents=True)
+        dsd: dict[str, Any] = {"listen_udp": f"127.0.0.1:{self.port}", "workers": self.workers,
+                               "flush_interval": self.flush, "max_contexts": max(100_000, self.contexts * 10)}
+        if self.rcvbuf is not None:
+            dsd["so_rcvbuf"] = self.rcvbuf
         config = {
             "server": {"listen": f"127.0.0.1:{self.http}"},
             "pipeline": {"cardinality_limit": max(10_000, self.contexts * 10)},
             "plugins": [{"plugin_id": "monitoring.integration.datadog", "config": {
                 "interval": self.flush,  # the rounds that push its own counts
-                "dogstatsd": {"listen_udp": f"127.0.0.1:{self.port}", "workers": self.workers,
-                              "flush_interval": self.flush, "max_contexts": max(100_000, self.contexts * 10)}}}],
+                "dogstatsd": dsd}}],
         }
-        if self.rcvbuf is not None:
-            config["plugins"][0]["config"]["dogstatsd"]["so_rcvbuf"] = self.rcvbuf  # type: ignore[index]
         cfg = self.work / "monbridge.yaml"
         cfg.write_text(json.dumps(config))
         # this checkout's bridge, unless PYTHONPATH names another (as the header line says)
@@ -975,7 +979,7 @@ def main() -> int:
                          "where the time goes printed (the sampling costs monbridge some CPU: its figures are "
                          "then not the benchmark's)")
     ap.add_argument("--quick", action="store_true",
-                    help="a smoke run (about 45 s): 6 s and 5 s phases, 2,000 contexts, 2 s flushes, unless given")
+                    help="a smoke run (about a minute): 6 s and 5 s phases, 2,000 contexts, 2 s flushes, unless given")
     ap.add_argument("--seed", type=int, default=13)
     if ap.parse_known_args()[0].quick:  # its values, unless given
         ap.set_defaults(duration=6.0, loss_duration=5.0, contexts=2_000, slices=2, datagrams=20_000,
