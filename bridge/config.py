@@ -414,6 +414,11 @@ class _Reader:
             elif c.key is _NO_KEY:  # a key: its value comes next
                 c.size += size
                 c.key, c.key_line, c.merge_key = value, line, value is _MERGE_KEY
+            elif not c.merge_key and c.key not in c.key_lines:  # a value, under a key not seen before
+                c.size += size
+                c.key_lines[c.key] = c.key_line
+                c.value[c.key] = value
+                c.key = _NO_KEY
             else:
                 self._add(c, value, size, line)
         return None if root is _NO_KEY else root
