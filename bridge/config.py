@@ -249,6 +249,7 @@ _SEQUENCE_START_EVENT, _SEQUENCE_END_EVENT = yaml.SequenceStartEvent, yaml.Seque
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NO_KEY = object()
 _MERGE_KEY = object()
+_INVALID = object()
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,7 @@ class _Reader:
         self.lines: dict[_Loc, int] = {}
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.values = 0
+        self.constructed: dict[tuple[str, str], Any] = {}  # (tag, text) -> the scalar's value, or _INVALID
 
     def read(self) -> Any:
         try:
@@ -479,9 +481,14 @@ class _Reader:
         if len(ev.value) > MAX_NUMBER_CHARS:
             self.issues.append(_Issue(line, loc, f"{short} value longer than {MAX_NUMBER_CHARS} characters"))
             return None
-        try:
-            value = SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
-        except Exception:  # noqa: BLE001 - PyYAML's constructors raise what they happen to raise
+        value = self.constructed.get((tag, ev.value), _NO_KEY)
+        if value is _NO_KEY:  # each tag and text constructed once (a document may repeat them many times)
+            try:
+                value = SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
+            except Exception:  # noqa: BLE001 - PyYAML's constructors raise what they happen to raise
+                value = _INVALID
+            self.constructed[(tag, ev.value)] = value
+        if value is _INVALID:
             self.issues.append(_Issue(line, loc, f"not a valid {short} value"))
             return None
         return ev.value if self.text_scalars and value is not None else value

@@ -51,7 +51,8 @@ def test_corpus_inputs_are_read_or_refused_with_file_sd_errors() -> None:
 
 
 #: Files of many small values (about one per 6 bytes, the most a YAML file may hold) that the fuzzer found
-#: costing the whole bound and more under load: each value placed by several calls and resolved by PyYAML.
+#: costing the whole bound and more under load: each value placed by several calls and resolved by PyYAML,
+#: each tagged scalar constructed again.
 SLOW_SHAPES = [
     b"- targets: [" + b"x, " * 33_000 + b"x]\n", b"- targets: [" + b"~, " * 33_000 + b"~]\n",
     b"- targets: [" + b'"a:1",' * 16_000 + b'"a"]\n', b"- targets: [" + b"{}, " * 25_000 + b"{}]\n",
@@ -59,6 +60,7 @@ SLOW_SHAPES = [
     b"- labels:\n" + b"".join(b"    k%d: v\n" % i for i in range(8_000)),
     b"- targets: [h:1]\n" + b"  labels:\n   argets: [h:1]\n" * 4_000,
     b"- targets:\n" + b"".join(b"    - 10.0.%d.%d:9100\n" % (i // 250, i % 250) for i in range(5_000)),
+    b"- targets: [!!float '']\n" * 10_000, b"- targets: [!!int 9100]\n" * 10_000,
 ]
 
 

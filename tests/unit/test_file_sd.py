@@ -315,3 +315,22 @@ def test_yaml_values_cost_no_call_each(monkeypatch):
     assert len(groups) == n and groups[7].targets == ("10.0.0.7:9100", "h7:1", "")
     assert dict(groups[7].labels) == {"job": "node", "env": "", "n": "7", FILEPATH_LABEL: "t.yml"}
     assert calls == ["_place"]  # the top-level list's
+
+
+@pytest.mark.parametrize(("line", "message", "targets"), [
+    (b"- targets: [!!float '']\n", r"^line 1: \[0\]\.targets\[0\]: not a valid !!float value \(and 200 more problems\)$", None),
+    (b"- targets: [!!int 9_100]\n", None, ("9_100",)),
+])
+def test_a_tagged_scalar_repeated_is_constructed_once(monkeypatch, line, message, targets):
+    from bridge import config
+
+    calls: list[str] = []
+    for tag, construct in list(config.SafeConstructor.yaml_constructors.items()):
+        monkeypatch.setitem(config.SafeConstructor.yaml_constructors, tag,
+                            lambda c, node, _f=construct: calls.append(node.value) or _f(c, node))
+    if message:
+        with pytest.raises(FileSDError, match=message):
+            parse_file(line * 2_000, "t.yml")
+    else:
+        assert [g.targets for g in parse_file(line * 2_000, "t.yml")] == [targets] * 2_000
+    assert len(calls) == 1
