@@ -205,8 +205,10 @@ def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
 # lexer then takes as it is written).
 _SIMPLE_SERIES = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*+(?:\{[a-zA-Z_][a-zA-Z0-9_]*+="[^"\\\n]*+"'
                             r'(?:,[a-zA-Z_][a-zA-Z0-9_]*+="[^"\\\n]*+")*+\})?+')
-_QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
 _NO_QUOTE_OR_BACKSLASH = re.compile(r'[^"\\]*+').fullmatch  # a line that leaves a quoted value open or closed
+# From inside a quoted value: values closed and opened again, as many as follow; one value closed.
+_CLOSED_AND_OPENED = re.compile(r'(?:(?:[^"\\]++|\\.)*+"[^"]*+")*+')
+_CLOSES = re.compile(r'(?:[^"\\]++|\\.)*+"')
 # Text format: one ``name = "value"`` pair and the blanks after it, as the lexer takes it (a raw newline
 # may be in the value, a backslash before one may not). Possessive throughout: linear, match or not.
 _TEXT_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+"((?:[^"\\]++|\\.)*+)"[ \t]*+')
@@ -218,19 +220,18 @@ _TEXT_PAIR_UNITS = re.compile(r'[ \t]*+([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+"
 
 def _quoted_after(line: str, quoted: bool) -> bool:
     """Whether a quoted label value is open at the end of ``line``, given whether one was at its start
-    (the lexer's rule ``"(\\\\.|[^\\\\"])*"``; a backslash at the end escapes the newline after it)."""
-    if "\\" not in line:  # each quote opens or closes a value
+    (the lexer's rule ``"(\\\\.|[^\\\\"])*"``; a backslash at the end escapes the newline after it).
+    Linear at C speed: with no backslash, each quote opens or closes a value; else the values closed
+    and opened again are matched at once, and then whether one more closes."""
+    if "\\" not in line:
         return quoted != (line.count('"') % 2 == 1)
-    skip = -1
-    for m in _QUOTE_OR_BACKSLASH.finditer(line):
-        p = m.start()
-        if p == skip:
-            continue
-        if m.group() == '"':
-            quoted = not quoted
-        elif quoted:
-            skip = p + 1
-    return quoted
+    i = 0
+    if not quoted:  # outside a value a backslash is only a character
+        i = line.find('"') + 1
+        if not i:
+            return False
+    i = _CLOSED_AND_OPENED.match(line, i).end()  # type: ignore[union-attr]  # it matches an empty run too
+    return _CLOSES.match(line, i) is None
 
 
 def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str = "label set",

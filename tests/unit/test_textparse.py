@@ -554,3 +554,34 @@ def test_a_one_shot_parse_builds_no_template(monkeypatch):
     assert parser._templates[False] is not None
     monkeypatch.setattr(tp._Template, "build", build)
     assert _same(parse(body), parser.parse(body))
+
+
+def _quoted_after_char_by_char(line: str, quoted: bool) -> bool:
+    """The lexer's rule read one character at a time: a quote opens or closes a value, a backslash in
+    a value escapes the character after it."""
+    i = 0
+    while i < len(line):
+        if line[i] == '"':
+            quoted = not quoted
+        elif line[i] == "\\" and quoted:
+            i += 1
+        i += 1
+    return quoted
+
+
+def test_a_line_opens_or_closes_a_quoted_value_as_the_lexer_reads_it():
+    import integrations.prometheus.textparse as tp
+
+    rng = random.Random(5)
+    lines = ["", "\\", '"', '\\"', '"\\', 'a\\\\"b"\\', "\\" * 100_001 + '"', '"' * 10_001 + "\\"]
+    lines += ["".join(rng.choice('"\\ab') for _ in range(rng.randrange(12))) for _ in range(3000)]
+    for line in lines:
+        for quoted in (False, True):
+            assert tp._quoted_after(line, quoted) is _quoted_after_char_by_char(line, quoted), (line[:40], quoted)
+
+
+def test_a_value_open_over_a_run_of_backslashes_is_read_at_once():
+    body = 'a 1\nb{c="d} 2\ne 3\n' + "\\" * 200_000 + '\n"} 4\n'
+    fams = parse(body)
+    assert [(s[0], s[2]) for f in fams for s in f.samples] == [("a", 1.0), ("b", 4.0)]
+    assert fams[1].samples[0][1] == (("c", "d} 2\ne 3\n" + "\\" * 100_000 + "\n"),)
