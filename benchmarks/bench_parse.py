@@ -16,6 +16,7 @@ Parsers, each given the raw bytes of the body:
                     per-target series cache and body template warm): the HEADLINE figure, the
                     cost of a scrape.
   monbridge cold    a fresh TextParser (empty cache) per parse.
+  monbridge one-shot  ``parse()``: a fresh parser that builds no template, as a body parsed once needs.
   prometheus_client ``prometheus_client.parser.text_string_to_metric_families`` (0.26) on the
                     decoded body, families and samples materialised: the BASELINE.
 
@@ -50,7 +51,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from integrations.prometheus.textparse import TextParser  # noqa: E402
+from integrations.prometheus.textparse import TextParser, parse  # noqa: E402
 
 GOAL = 10.0
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -170,8 +171,10 @@ def bench(bodies: list[bytes], warmup: int, client_repeat: int) -> dict[str, flo
     parser.parse(bodies[0])
     steady = [timed(lambda b=b: parser.parse(b)) for b in bodies[1:]][warmup:]
     cold = [timed(lambda b=b: TextParser().parse(b)) for b in bodies[1:1 + client_repeat]]
+    oneshot = [timed(lambda b=b: parse(b)) for b in bodies[1:1 + client_repeat]]
     client = [timed(lambda b=b: client_parse(b)) for b in bodies[1:1 + client_repeat]]
-    return {"steady": statistics.median(steady), "cold": statistics.median(cold), "client": statistics.median(client)}
+    return {"steady": statistics.median(steady), "cold": statistics.median(cold), "oneshot": statistics.median(oneshot),
+            "client": statistics.median(client)}
 
 
 def main() -> None:
@@ -205,7 +208,9 @@ def main() -> None:
     for label, samples, r in rows:
         print(f"  {label}")
         for key, name in (("steady", "monbridge steady (same target again) [HEADLINE]"),
-                          ("cold", "monbridge cold (fresh parser)"), ("client", "prometheus_client 0.26 [BASELINE]")):
+                          ("cold", "monbridge cold (fresh parser)"),
+                          ("oneshot", "monbridge one-shot parse() (no template)"),
+                          ("client", "prometheus_client 0.26 [BASELINE]")):
             secs = r[key]
             print(f"    {name:<56} {secs * 1000:>10.2f} {samples / secs / 1e6:>11.2f} {r['client'] / secs:>9.1f}x")
         worst = min(worst, r["client"] / r["steady"])

@@ -242,9 +242,14 @@ _COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: fast, bounded depth
 _SCALARS = SafeConstructor()
 _IMPLICIT_FIRST = frozenset(yaml.SafeLoader.yaml_implicit_resolvers)  # first characters of non-strings
+# What PyYAML's resolver takes as null, in a plain scalar (its text, which never ends in a line break)
+_NULL_TEXTS = frozenset({"", "~", "null", "Null", "NULL"})
+_SCALAR_EVENT, _MAPPING_START_EVENT, _MAPPING_END_EVENT = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.MappingEndEvent
+_SEQUENCE_START_EVENT, _SEQUENCE_END_EVENT = yaml.SequenceStartEvent, yaml.SequenceEndEvent
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NO_KEY = object()
 _MERGE_KEY = object()
+_INVALID = object()
 
 
 @dataclass(frozen=True)
@@ -265,7 +270,7 @@ class _Fatal(Exception):
         self.issue = issue
 
 
-@dataclass
+@dataclass(slots=True)
 class _Collection:
     """A mapping or list being read: its value so far, where it is, what its next event fills in."""
 
@@ -307,6 +312,7 @@ class _Reader:
         self.lines: dict[_Loc, int] = {}
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.values = 0
+        self.constructed: dict[tuple[str, str], Any] = {}  # (tag, text) -> the scalar's value, or _INVALID
 
     def read(self) -> Any:
         try:
@@ -333,43 +339,90 @@ class _Reader:
         root: Any = _NO_KEY
         value: Any
         documents = 0
-        while loader.check_event():
-            ev = loader.get_event()
+        get_event, lines, text_scalars = loader.get_event, self.lines, self.text_scalars
+        # The events are told apart by their exact class (libyaml makes no other), the commonest first; a
+        # scalar, list or mapping inside a list or mapping is placed here, not by _place, _count and _add.
+        while (ev := get_event()) is not None:  # None after the stream's end
             line = ev.start_mark.line + 1
-            if type(ev) is yaml.ScalarEvent:  # the most common event first
+            kind = type(ev)
+            if kind is _SCALAR_EVENT and stack and (ev.tag is None or ev.tag == "!") and (
+                    text_scalars or not ev.implicit[0] or ev.value[:1] not in _IMPLICIT_FIRST):
+                # A string, or with text_scalars the text written, null or <<: what _scalar makes of it.
+                c = stack[-1]
+                items = c.value
+                text = ev.value
+                is_key = False
+                if type(items) is list:
+                    loc = (*c.loc, len(items))
+                    lines[loc] = line
+                elif c.key is _NO_KEY:
+                    loc, is_key = c.loc, True
+                else:
+                    loc = (*c.loc, c.key)
+                    lines[loc] = c.key_line
+                self.values += 1
+                if self.values > self.max_values:
+                    self._count(0, line, loc, "")
+                if not ev.implicit[0] or text[:1] not in _IMPLICIT_FIRST:  # quoted, or plain and surely a string
+                    value = text if is_key or "$" not in text else self._substitute(text, line, loc)
+                else:  # a plain scalar with text_scalars: the resolver's null and merge, without the resolver
+                    value = _MERGE_KEY if is_key and text == "<<" else None if text in _NULL_TEXTS else text
+                size, anchor = 1, ev.anchor
+            elif kind is _SCALAR_EVENT:
                 value, size, anchor = self._scalar(loader, stack, ev, line), 1, ev.anchor
-            elif isinstance(ev, yaml.DocumentStartEvent):
+            elif kind is _MAPPING_END_EVENT or kind is _SEQUENCE_END_EVENT:
+                c = stack.pop()
+                value = self._merged(c) if c.merges else c.value
+                size, anchor = c.size, c.anchor
+            elif kind is _MAPPING_START_EVENT or kind is _SEQUENCE_START_EVENT:
+                parent = stack[-1] if stack else None
+                if parent is not None and type(parent.value) is list:
+                    loc = (*parent.loc, len(parent.value))
+                    lines[loc] = line
+                elif parent is not None and parent.key is not _NO_KEY:
+                    loc = (*parent.loc, parent.key)
+                    lines[loc] = parent.key_line
+                else:  # the top level, or a key (refused)
+                    loc = self._place(stack, line, "a mapping" if kind is _MAPPING_START_EVENT else "a list")
+                if ev.tag is not None and ev.tag != "!" and ev.tag not in _COLLECTION_TAGS:
+                    raise _Fatal(_Issue(line, loc, f"unsupported tag {ev.tag} (a config is mappings, lists and "
+                                                   "scalars)"))
+                if len(stack) >= MAX_DEPTH:
+                    raise _Fatal(_Issue(line, loc, f"nested more than {MAX_DEPTH} levels deep"))
+                self.values += 1
+                if self.values > self.max_values:
+                    self._count(0, line, loc, "")
+                stack.append(_Collection({} if kind is _MAPPING_START_EVENT else [], loc, ev.anchor))
+                continue
+            elif kind is yaml.AliasEvent:
+                value, size = self._alias(stack, ev.anchor or "", line)
+                anchor = None
+            elif kind is yaml.DocumentStartEvent:
                 documents += 1
                 if documents > 1 and self.first_document:
                     break
                 if documents > 1:
                     raise _Fatal(_Issue(line, None, "a second YAML document (a config is one document)"))
                 continue
-            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                c = stack.pop()
-                value = self._merged(c) if c.merges else c.value
-                size, anchor = c.size, c.anchor
-            elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                loc = self._place(stack, line, "a mapping" if isinstance(ev, yaml.MappingStartEvent) else "a list")
-                if ev.tag is not None and ev.tag != "!" and ev.tag not in _COLLECTION_TAGS:
-                    raise _Fatal(_Issue(line, loc, f"unsupported tag {ev.tag} (a config is mappings, lists and "
-                                                   "scalars)"))
-                if len(stack) >= MAX_DEPTH:
-                    raise _Fatal(_Issue(line, loc, f"nested more than {MAX_DEPTH} levels deep"))
-                self._count(1, line, loc, "")
-                stack.append(_Collection({} if isinstance(ev, yaml.MappingStartEvent) else [], loc, ev.anchor))
-                continue
-            elif isinstance(ev, yaml.AliasEvent):
-                value, size = self._alias(stack, ev.anchor or "", line)
-                anchor = None
             else:  # stream start and end, document end
                 continue
             if anchor is not None:
                 self.anchors[anchor] = (value, size)
-            if stack:
-                self._add(stack[-1], value, size, line)
-            else:
+            if not stack:
                 root = value
+            elif type((c := stack[-1]).value) is list:
+                c.size += size
+                c.value.append(value)
+            elif c.key is _NO_KEY:  # a key: its value comes next
+                c.size += size
+                c.key, c.key_line, c.merge_key = value, line, value is _MERGE_KEY
+            elif not c.merge_key and c.key not in c.key_lines:  # a value, under a key not seen before
+                c.size += size
+                c.key_lines[c.key] = c.key_line
+                c.value[c.key] = value
+                c.key = _NO_KEY
+            else:
+                self._add(c, value, size, line)
         return None if root is _NO_KEY else root
 
     def _place(self, stack: list[_Collection], line: int, what: str) -> _Loc:
@@ -428,9 +481,14 @@ class _Reader:
         if len(ev.value) > MAX_NUMBER_CHARS:
             self.issues.append(_Issue(line, loc, f"{short} value longer than {MAX_NUMBER_CHARS} characters"))
             return None
-        try:
-            value = SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
-        except Exception:  # noqa: BLE001 - PyYAML's constructors raise what they happen to raise
+        value = self.constructed.get((tag, ev.value), _NO_KEY)
+        if value is _NO_KEY:  # each tag and text constructed once (a document may repeat them many times)
+            try:
+                value = SafeConstructor.yaml_constructors[tag](_SCALARS, yaml.ScalarNode(tag, ev.value))
+            except Exception:  # noqa: BLE001 - PyYAML's constructors raise what they happen to raise
+                value = _INVALID
+            self.constructed[(tag, ev.value)] = value
+        if value is _INVALID:
             self.issues.append(_Issue(line, loc, f"not a valid {short} value"))
             return None
         return ev.value if self.text_scalars and value is not None else value

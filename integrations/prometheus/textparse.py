@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import compress, repeat, takewhile
 from operator import itemgetter, ne
 from sys import intern
 
@@ -159,6 +159,7 @@ class _NeedMore(Exception):
 
 _STOP = object()  # text format: a NUL byte where an entry starts ends the body
 _SKIP = ("skip",)  # cached for a line that is no entry (blank, or a comment): skipped at once when seen again
+_SLOW_ENTRIES = 4096  # the most sample entries read by the slow path that a parse keeps, to reuse on the same lines
 
 
 def _skip_ws(s: str, i: int) -> int:
@@ -204,25 +205,33 @@ def _quoted_end(s: str, i: int, om: bool, has_nl: bool) -> int:
 # lexer then takes as it is written).
 _SIMPLE_SERIES = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*+(?:\{[a-zA-Z_][a-zA-Z0-9_]*+="[^"\\\n]*+"'
                             r'(?:,[a-zA-Z_][a-zA-Z0-9_]*+="[^"\\\n]*+")*+\})?+')
-_QUOTE_OR_BACKSLASH = re.compile(r'["\\]')
+_NO_QUOTE_OR_BACKSLASH = re.compile(r'[^"\\]*+').fullmatch  # a line that leaves a quoted value open or closed
+# From inside a quoted value: values closed and opened again, as many as follow; one value closed.
+_CLOSED_AND_OPENED = re.compile(r'(?:(?:[^"\\]++|\\.)*+"[^"]*+")*+')
+_CLOSES = re.compile(r'(?:[^"\\]++|\\.)*+"')
 # Text format: one ``name = "value"`` pair and the blanks after it, as the lexer takes it (a raw newline
 # may be in the value, a backslash before one may not). Possessive throughout: linear, match or not.
 _TEXT_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+"((?:[^"\\]++|\\.)*+)"[ \t]*+')
+# A run of such pairs, each after blanks and before an optional comma (as the loop of ``_labels`` reads
+# them): matched at once, and its pairs' names and values found in one more pass.
+_TEXT_PAIRS = re.compile(r'(?:[ \t]*+[a-zA-Z_][a-zA-Z0-9_]*+[ \t]*+=[ \t]*+"(?:[^"\\]++|\\.)*+"[ \t]*+,?+)*+')
+_TEXT_PAIR_UNITS = re.compile(r'[ \t]*+([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+"((?:[^"\\]++|\\.)*+)"[ \t]*+,?+').findall
 
 
 def _quoted_after(line: str, quoted: bool) -> bool:
     """Whether a quoted label value is open at the end of ``line``, given whether one was at its start
-    (the lexer's rule ``"(\\\\.|[^\\\\"])*"``; a backslash at the end escapes the newline after it)."""
-    skip = -1
-    for m in _QUOTE_OR_BACKSLASH.finditer(line):
-        p = m.start()
-        if p == skip:
-            continue
-        if m.group() == '"':
-            quoted = not quoted
-        elif quoted:
-            skip = p + 1
-    return quoted
+    (the lexer's rule ``"(\\\\.|[^\\\\"])*"``; a backslash at the end escapes the newline after it).
+    Linear at C speed: with no backslash, each quote opens or closes a value; else the values closed
+    and opened again are matched at once, and then whether one more closes."""
+    if "\\" not in line:
+        return quoted != (line.count('"') % 2 == 1)
+    i = 0
+    if not quoted:  # outside a value a backslash is only a character
+        i = line.find('"') + 1
+        if not i:
+            return False
+    i = _CLOSED_AND_OPENED.match(line, i).end()  # type: ignore[union-attr]  # it matches an empty run too
+    return _CLOSES.match(line, i) is None
 
 
 def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str = "label set",
@@ -244,6 +253,11 @@ def _labels(s: str, i: int, om: bool, has_nl: bool, bad_utf8: bool, where: str =
                 raise _Invalid(i, f"expected {what} in {where}, got {_token_at(s, i)}")
             first = False
             i = _label_value(s, m, True, has_nl, bad_utf8, pairs)
+    end = _TEXT_PAIRS.match(s, i).end()  # type: ignore[union-attr]  # it matches an empty run too
+    if end > i and not (bad_utf8 and not _encodes(s[i:end])):  # else the loop says which value is not UTF-8
+        found = _TEXT_PAIR_UNITS(s, i, end)
+        pairs = list(zip(map(intern, map(itemgetter(0), found)), map(itemgetter(1), found), strict=True))
+        i = end
     while True:
         i = _skip_ws(s, i)
         if i < len(s) and s[i] == "}":
@@ -290,6 +304,14 @@ def _check_label_names(pairs: list[tuple[str, str]], pos: int) -> None:
             if k in seen:
                 raise _Invalid(pos, f"label name {k!r} is not unique")
             seen.add(k)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_utf8(text: str, pos: int, what: str) -> None:
@@ -502,11 +524,12 @@ class TextParser:
     CACHE_FACTOR = 4
     CACHE_SLACK = 256
 
-    def __init__(self) -> None:
+    def __init__(self, *, template: bool = True) -> None:
         # per format (False: text 0.0.4, True: OpenMetrics): series key -> entry, metadata line -> entry
         self._series: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         self._meta: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         self._templates: list[_Template | None] = [None, None]
+        self._template = template  # False: a parser used once, whose template nothing would replay
 
     def parse(self, body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:
         """Parse one scraped body; raises ParseError when Prometheus would fail the scrape."""
@@ -530,7 +553,7 @@ class TextParser:
         series, meta = self._series[om], self._meta[om]
         self._templates[om] = None  # a failed parse leaves no template
         families = self._parse(text, om, bad_utf8, series, meta)
-        if not bad_utf8:
+        if not bad_utf8 and self._template:
             self._templates[om] = _Template.build(text, families)
         n_series = sum(len(f.samples) for f in families)
         if len(series) > self.CACHE_FACTOR * n_series + self.CACHE_SLACK:
@@ -562,7 +585,10 @@ class TextParser:
         simple_series = _SIMPLE_SERIES.fullmatch
         last_name = last_ctx = ""
         last_resolved = ("", "")
+        slow: dict[str, tuple] = {}  # first line -> (sample entry, the lines it went on over), of the slow path
         for line in it:
+            if not line and not om:  # a blank line, no entry in the text format
+                continue
             # The fast path: "<known series part> <value>" or "<known series part> <value> <timestamp>".
             head, _, val = line.rpartition(" ")
             ent = get(head)
@@ -612,11 +638,27 @@ class TextParser:
                 try:
                     v = float(val)
                 except ValueError:
-                    ent = None
-                else:
-                    if not (val[-1] in _FINITE_TAIL and val[0] > " " and val.isascii() and "_" not in val
-                            and v - v == 0.0):
+                    v = _INF
+                if not (v - v == 0.0 and val[-1] in _FINITE_TAIL and val[0] > " " and val.isascii() and "_" not in val):
+                    # NaN, Inf or a form float() does not take: what the slow path makes of the value of a
+                    # known series, unless a tab or brace would end its token there first.
+                    if "\t" in val or "{" in val:
                         ent = None
+                    else:
+                        try:
+                            v = go_float(val)
+                        except ValueError:
+                            ent = None
+            if ent is None and slow:
+                # An entry the slow path has read in this body, on the same lines again: its series is known.
+                seen = slow.get(line)
+                if seen is not None:
+                    i = n_lines - length_hint()  # the index of the next line
+                    if lines[i:i + len(seen[1])] == seen[1]:
+                        for _ in seen[1]:
+                            next(it)
+                        _, key, _, _, v, ts = seen[0]
+                        ent = series[key]
             if ent is None and not bad_utf8:
                 # A new series in the plainest form, ``name{a="x",b="y"} value`` (no blanks, escapes,
                 # timestamp or exemplar), read in two passes: what the slow path makes of such a line,
@@ -660,12 +702,13 @@ class TextParser:
                 continue
 
             # The slow path: anything else, parsed as Prometheus' lexer does.
-            lineno = n_lines - length_hint()
+            lineno = n_lines - length_hint()  # also the index of the line after this one
             m = meta.get(line)
+            extra = 0
             if m is None:
-                m, extra = self._entry(entry_of, line, True, bad_utf8, it, last, lineno)
-                if extra:
-                    last = None if extra < 0 else last
+                m, extra = self._entry(entry_of, line, True, bad_utf8, it, lines, last, lineno)
+                if extra < 0:
+                    last = None
                 elif m is None:
                     meta[line] = _SKIP
                 elif m is not _STOP and m[0] == "meta":
@@ -677,6 +720,10 @@ class TextParser:
             kind = m[0]
             if kind == "sample":
                 ctx, cur_name, cur_append = self._add_sample(m, om, ctx, families, out, default_type, series)
+                if extra >= 0:  # an entry the fast paths do not take, perhaps repeated: kept, its series known now
+                    if len(slow) >= _SLOW_ENTRIES:
+                        slow.clear()
+                    slow[line] = (m, lines[lineno:lineno + extra])
             elif kind == "meta":
                 ctx, cur_name = self._add_meta(m, families, out, default_type), ""
             else:
@@ -685,7 +732,7 @@ class TextParser:
                 return out
         if last:
             lineno = n_lines + 1
-            m, _ = self._entry(entry_of, last, False, bad_utf8, iter(()), None, lineno)
+            m, _ = self._entry(entry_of, last, False, bad_utf8, iter(()), [], None, lineno)
             if m is _STOP or (m is not None and m[0] == "eof"):
                 return out
             if m is not None and m[0] == "sample":
@@ -697,9 +744,11 @@ class TextParser:
         return out
 
     @staticmethod
-    def _entry(entry_of, line: str, has_nl: bool, bad_utf8: bool, it, last: str | None, lineno: int):
+    def _entry(entry_of, line: str, has_nl: bool, bad_utf8: bool, it, lines: list[str], last: str | None,
+               lineno: int):
         """Parse one entry (joining following lines while a text label value runs on); returns it and
-        how many extra lines it took (-1 when it took ``last``)."""
+        how many extra lines it took (-1 when it took ``last``). ``it`` iterates over ``lines``, the
+        next line being ``lines[lineno]``."""
         s = line
         extra = 0
         parts = [line]
@@ -714,8 +763,12 @@ class TextParser:
                     quoted = _quoted_after(line, False)
                 added = len(parts)
                 while has_nl:
-                    nxt = next(it, None)
-                    if nxt is not None:
+                    # The lines holding no quote or backslash leave an open value open: taken at once.
+                    run = list(takewhile(_NO_QUOTE_OR_BACKSLASH, it)) if quoted else []
+                    parts += run
+                    extra += len(run)
+                    if lineno + extra < len(lines):  # the line that ended the run, also taken from ``it``
+                        nxt = lines[lineno + extra]
                         extra += 1
                     elif last:
                         nxt, has_nl, extra = last, False, -1
@@ -914,5 +967,5 @@ class _Template:
 
 
 def parse(body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:
-    """Parse one body with no cache kept (see TextParser for repeated scrapes)."""
-    return TextParser().parse(body, openmetrics)
+    """Parse one body with no cache kept (see TextParser for repeated scrapes), and so no template built."""
+    return TextParser(template=False).parse(body, openmetrics)

@@ -48,3 +48,4 @@ def test_corpus_inputs_are_read_or_refused_with_file_sd_errors() -> None:
             else:
                 assert all(isinstance(t, str) for g in groups for t in g.targets)
     assert refused >= 4
+

@@ -295,3 +295,42 @@ async def test_plugin_logs_a_broken_file_once_and_its_fix_once_and_counts_every_
         assert logged[1].startswith(f"file_sd: resolved: {f}: line 4")
     finally:
         await plugin.shutdown()
+
+
+def test_yaml_values_cost_no_call_each(monkeypatch):
+    """A YAML file's values (as a file_sd file holds them: lists and mappings of plain and quoted scalars,
+    nulls) are read by the reader's event loop alone: no call of its own per value, and no PyYAML resolver
+    (what made a file of many small values cost its CPU bound)."""
+    from bridge import config
+
+    calls: list[str] = []
+    for name in ("_scalar", "_place", "_count", "_add", "_alias", "_substitute"):
+        method = getattr(config._Reader, name)
+        monkeypatch.setattr(config._Reader, name, lambda self, *a, _m=method, _n=name: calls.append(_n) or _m(self, *a))
+    monkeypatch.setattr(config._LOADER, "resolve", lambda *a: calls.append("resolve") or yaml.SafeLoader.resolve(*a))
+    n = 2_000
+    content = "".join(f"- targets: [10.0.0.{i % 250}:9100, 'h{i}:1', ~]\n  labels:\n    job: node\n    env: null\n"
+                      f"    n: {i}\n" for i in range(n)).encode()
+    groups = parse_file(content, "t.yml")
+    assert len(groups) == n and groups[7].targets == ("10.0.0.7:9100", "h7:1", "")
+    assert dict(groups[7].labels) == {"job": "node", "env": "", "n": "7", FILEPATH_LABEL: "t.yml"}
+    assert calls == ["_place"]  # the top-level list's
+
+
+@pytest.mark.parametrize(("line", "message", "targets"), [
+    (b"- targets: [!!float '']\n", r"^line 1: \[0\]\.targets\[0\]: not a valid !!float value \(and 200 more problems\)$", None),
+    (b"- targets: [!!int 9_100]\n", None, ("9_100",)),
+])
+def test_a_tagged_scalar_repeated_is_constructed_once(monkeypatch, line, message, targets):
+    from bridge import config
+
+    calls: list[str] = []
+    for tag, construct in list(config.SafeConstructor.yaml_constructors.items()):
+        monkeypatch.setitem(config.SafeConstructor.yaml_constructors, tag,
+                            lambda c, node, _f=construct: calls.append(node.value) or _f(c, node))
+    if message:
+        with pytest.raises(FileSDError, match=message):
+            parse_file(line * 2_000, "t.yml")
+    else:
+        assert [g.targets for g in parse_file(line * 2_000, "t.yml")] == [targets] * 2_000
+    assert len(calls) == 1

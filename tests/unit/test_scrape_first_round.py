@@ -23,7 +23,7 @@ from bridge.supervisor import InProcessHost
 from integrations.prometheus.plugin import PrometheusIntegration, _scraped_labels
 from integrations.prometheus.remote_write import encode_labels, encode_named_labels
 from integrations.prometheus.scrape import Target, TargetScraper
-from integrations.prometheus.textparse import ParseError, TextParser, parse
+from integrations.prometheus.textparse import ParseError, parse
 
 SERIES = 30_000
 
@@ -258,7 +258,7 @@ def parse_without_shortcut(text: str | bytes, openmetrics: bool) -> list:
     saved = tp._SIMPLE_SERIES
     tp._SIMPLE_SERIES = _NEVER  # type: ignore[assignment]
     try:
-        return TextParser().parse(text, openmetrics)
+        return parse(text, openmetrics)
     finally:
         tp._SIMPLE_SERIES = saved
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as client_parse_openmetrics
@@ -408,3 +409,179 @@ def test_comment_lines_do_not_push_the_metadata_out_of_the_cache():
     p.parse(body)
     meta = p._meta[0]
     assert sum(1 for v in meta.values() if v[0] == "meta") == 20 and len(meta) == 620
+
+
+# --------------------------------------------------------------------------- cost by input shape (counted, not timed)
+
+
+def _count_slow_entries(monkeypatch) -> list[int]:
+    """How many entries the slow path (Prometheus' lexer, line by line) reads."""
+    calls = [0]
+    entry = TextParser._entry
+
+    def counting(*args):
+        calls[0] += 1
+        return entry(*args)
+
+    monkeypatch.setattr(TextParser, "_entry", staticmethod(counting))
+    return calls
+
+
+@pytest.mark.parametrize(("line", "om"), [
+    ("a NaN", False), ("a +Inf 17", False), ("a -Inf", True), ("a{b=\"x\"} NaN 1.5", True),  # a known series, NaN or Inf
+    ("a+1", False), ("a\t1", False), ("a 1 ", False), ("a{b=\"\\\\\"} 1", False),  # forms the fast paths leave alone
+    ("a{b=\"x\ny\"} 1", False), ("a{b=\"x\n\n\"} 1 17", False),  # a label value over several lines
+])
+def test_a_repeated_entry_is_read_once_by_the_slow_path(monkeypatch, line, om):
+    body = (line + "\n") * 500 + ("# EOF\n" if om else "")
+    want = _parsed(parse_without_shortcut_or_cache, body, om)
+    calls = _count_slow_entries(monkeypatch)
+    got = parse(body, om)
+    assert calls[0] <= 2 and len(got[0].samples) == 500  # the first line (and # EOF)
+    assert outcome(got) == want
+
+
+def test_the_slow_path_keeps_a_bounded_number_of_entries(monkeypatch):
+    import integrations.prometheus.textparse as tp
+
+    monkeypatch.setattr(tp, "_SLOW_ENTRIES", 8)
+    body = "".join(f"a{i}+1\n" for i in range(20)) * 3
+    calls = _count_slow_entries(monkeypatch)
+    fams = parse(body)
+    assert calls[0] == 60 and [len(f.samples) for f in fams] == [3] * 20  # 20 entries, 8 kept: none repeats in time
+    calls[0] = 0
+    fams = parse("".join(f"a{i}+1\n" for i in range(8)) * 3)
+    assert calls[0] == 8 and [len(f.samples) for f in fams] == [3] * 8
+
+
+def test_a_repeated_entry_seen_on_other_lines_is_read_again(monkeypatch):
+    """An entry kept from the slow path is reused only when the lines it went on over are the same."""
+    body = 'a{b="x\ny"} 1\na{b="x\nz"} 1\na{b="x\ny"} 1\n'
+    calls = _count_slow_entries(monkeypatch)
+    fams = parse(body)
+    assert calls[0] == 3
+    assert [s[1] for s in fams[0].samples] == [(("b", "x\ny"),), (("b", "x\nz"),), (("b", "x\ny"),)]
+
+
+def test_a_value_open_over_many_lines_is_scanned_once(monkeypatch):
+    import integrations.prometheus.textparse as tp
+
+    calls = [0]
+    quoted_after = tp._quoted_after
+
+    def counting(line, quoted):
+        calls[0] += 1
+        return quoted_after(line, quoted)
+
+    monkeypatch.setattr(tp, "_quoted_after", counting)
+    fams = parse('a{b="' + "x\n" * 50_000 + '"} 1\n')
+    assert fams[0].samples[0][1] == (("b", "x\n" * 50_000),)
+    assert calls[0] == 2  # the line opening the value and the one closing it, not each between
+    with pytest.raises(ParseError, match="line 1: label value opened on this line never closed"):
+        parse('a{b="' + "x\n" * 1000)
+
+
+@pytest.mark.parametrize("quotes", ['"' * 10_001, '"' * 10_000, '\\"' + '"' * 10_000])
+def test_quotes_on_a_line_are_counted_at_once(quotes):
+    body = f'a{{b="x\n{quotes}}} 1\n'
+    assert _parsed(parse, body) == _parsed(parse_without_shortcut_or_cache, body)
+
+
+def _parsed(parse_fn, body: str | bytes, om: bool = False) -> object:
+    """A parse's outcome, or its error's line and message."""
+    try:
+        return outcome(parse_fn(body, om))
+    except ParseError as e:
+        return (e.line, e.message)
+
+
+def parse_without_shortcut_or_cache(body: str | bytes, om: bool = False) -> list:
+    """The general path line by line: the plain-form shortcut, the run of label pairs and the kept entries off."""
+    import integrations.prometheus.textparse as tp
+
+    class Never:
+        @staticmethod
+        def fullmatch(s):
+            return None
+
+    saved = tp._SIMPLE_SERIES, tp._TEXT_PAIRS, tp._SLOW_ENTRIES
+    tp._SIMPLE_SERIES, tp._TEXT_PAIRS, tp._SLOW_ENTRIES = Never, re.compile(""), 0  # type: ignore[assignment]
+    try:
+        return TextParser(template=False).parse(body, om)
+    finally:
+        tp._SIMPLE_SERIES, tp._TEXT_PAIRS, tp._SLOW_ENTRIES = saved
+
+
+@pytest.mark.parametrize("labels", [
+    'b="1",' * 2000, 'b="1" ' * 2000, ' c = "x\\"y" ,' * 2000,  # a long run of pairs (a repeated name: an error)
+    "".join(f'l{i}="v{i}",' for i in range(2000)), "".join(f'l{i} ="\\\\{i}"\t' for i in range(2000)),
+    'a="1",b="2",c', 'a="1",,b="2"', 'a="1" b="2",}', 'a="1",b=2',  # a run, then what the loop says is wrong
+])
+def test_a_run_of_label_pairs_reads_as_pair_by_pair(monkeypatch, labels):
+    import integrations.prometheus.textparse as tp
+
+    body = f"a{{{labels}}} 1\n"
+    want = _parsed(parse_without_shortcut_or_cache, body)
+    calls = [0]
+    pair = tp._TEXT_PAIR
+
+    class Counting:
+        @staticmethod
+        def match(s, pos=0):
+            calls[0] += 1
+            return pair.match(s, pos)
+
+    monkeypatch.setattr(tp, "_TEXT_PAIR", Counting)
+    assert _parsed(parse, body) == want
+    assert calls[0] <= 1  # the pairs in one run, not one by one
+
+
+def test_a_run_of_label_pairs_with_a_value_not_utf8_names_it():
+    body = b'a{x="1",' + b'b="1",' * 100 + b'c="\xff"} 1\n'
+    with pytest.raises(ParseError, match=r"line 1: label value is not valid UTF-8: '\\udcff'"):
+        parse(body)
+
+
+def test_a_one_shot_parse_builds_no_template(monkeypatch):
+    import integrations.prometheus.textparse as tp
+
+    def build(*args):
+        raise AssertionError("a template built")
+
+    body = _shape_body(_VALUES)
+    parser = TextParser()
+    parser.parse(body)
+    assert parser._templates[False] is not None
+    monkeypatch.setattr(tp._Template, "build", build)
+    assert _same(parse(body), parser.parse(body))
+
+
+def _quoted_after_char_by_char(line: str, quoted: bool) -> bool:
+    """The lexer's rule read one character at a time: a quote opens or closes a value, a backslash in
+    a value escapes the character after it."""
+    i = 0
+    while i < len(line):
+        if line[i] == '"':
+            quoted = not quoted
+        elif line[i] == "\\" and quoted:
+            i += 1
+        i += 1
+    return quoted
+
+
+def test_a_line_opens_or_closes_a_quoted_value_as_the_lexer_reads_it():
+    import integrations.prometheus.textparse as tp
+
+    rng = random.Random(5)
+    lines = ["", "\\", '"', '\\"', '"\\', 'a\\\\"b"\\', "\\" * 100_001 + '"', '"' * 10_001 + "\\"]
+    lines += ["".join(rng.choice('"\\ab') for _ in range(rng.randrange(12))) for _ in range(3000)]
+    for line in lines:
+        for quoted in (False, True):
+            assert tp._quoted_after(line, quoted) is _quoted_after_char_by_char(line, quoted), (line[:40], quoted)
+
+
+def test_a_value_open_over_a_run_of_backslashes_is_read_at_once():
+    body = 'a 1\nb{c="d} 2\ne 3\n' + "\\" * 200_000 + '\n"} 4\n'
+    fams = parse(body)
+    assert [(s[0], s[2]) for f in fams for s in f.samples] == [("a", 1.0), ("b", 4.0)]
+    assert fams[1].samples[0][1] == (("c", "d} 2\ne 3\n" + "\\" * 100_000 + "\n"),)
