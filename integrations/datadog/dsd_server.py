@@ -10,7 +10,8 @@ sockets' receive buffer; what the kernel gave is logged and exposed as
 Each socket is read by a thread of its own, blocking in ``recv_into`` on a preallocated buffer
 (``buffer_size`` bytes a datagram), then taking what else is queued without waiting (up to
 ``BATCH`` datagrams); the thread parses them (``integrations.datadog.dogstatsd``; each line on
-its own) and adds their samples to the interval's aggregator (``integrations.datadog.aggregate``):
+its own) and adds their samples to the interval's aggregator (``integrations.datadog.aggregate``),
+both at once for the lines of a context it has seen (its ``LineCache``):
 the event loop only runs the flush, every ``flush_interval`` seconds, which pushes the interval's gauges
 and its deltas (counts, distributions) into the pipeline. ``stop`` closes the sockets, waits for
 the readers and flushes once more: nothing read is lost on a graceful stop.
@@ -68,9 +69,9 @@ from typing import Any
 from bridge.api import Alert, AlertState, IngestResult, Metric, MetricIngest, MetricKind, PluginError
 from bridge.helpers import LogLimit, parse_listen
 from bridge.notifiers import fingerprint
-from integrations.datadog.aggregate import Aggregator, tags_to_attributes
+from integrations.datadog.aggregate import Aggregator, LineCache, tags_to_attributes
 from integrations.datadog.config import DogStatsDConfig
-from integrations.datadog.dogstatsd import Event, ServiceCheck, parse_datagram
+from integrations.datadog.dogstatsd import Event, ServiceCheck
 
 __all__ = ["LOG_EVERY_S", "MAX_ALERTS", "DogStatsDServer"]
 
@@ -255,7 +256,7 @@ class DogStatsDServer:
         view = memoryview(buf)
         recv_into = r.sock.recv_into
         first, more = socket.MSG_TRUNC, socket.MSG_TRUNC | socket.MSG_DONTWAIT
-        parse, add, max_tags = parse_datagram, self.aggregator.add, self.config.max_tags
+        feed = LineCache(self.aggregator, self.config.max_tags).feed
         ending = False
         while not ending:
             off = got = 0
@@ -299,10 +300,8 @@ class DogStatsDServer:
             if not got:
                 continue
             try:
-                p = parse(view[:off].tobytes(), max_tags)
-                if p.samples:
-                    r.samples += len(p.samples)
-                    add(p.samples)
+                taken, p = feed(view[:off])
+                r.samples += taken
                 if p.errors:
                     for reason, line in p.errors:
                         self._drop(reason, "a bad line", line)
