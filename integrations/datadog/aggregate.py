@@ -542,7 +542,8 @@ class LineCache:
         self.aggregator = aggregator
         self.max_tags = max_tags
         self.size = size
-        # context text -> [interval, slot (None: not held), type, rate, name, sorted tags, weight]
+        # context text -> [interval, slot (None: not held), type, rate, name, sorted tags, a distribution's
+        # weight, 1 / rate]
         self._lines: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
@@ -599,17 +600,23 @@ class LineCache:
                                 if state is None:
                                     continue
                             if kind == "c":
-                                rate = e[3]
-                                state[0] += v if rate == 1.0 else v * (1.0 / rate)
+                                state[0] += v if e[3] == 1.0 else v * e[7]
                             elif kind == "g":
                                 state[0] = v
                             elif kind == "ms" or kind == "h":
-                                if e[3] == 1.0 and state.weights is None and agg._stored < MAX_STORED_VALUES:
-                                    agg._stored += 1
-                                    state.values.append(v)
+                                weights = state.weights
+                                if agg._stored >= MAX_STORED_VALUES or e[3] != 1.0 and weights is None:
+                                    agg._add_hist(state, (v,), e[3])  # (a drop, or the first weight)
+                                    continue
+                                agg._stored += 1
+                                state.values.append(v)
+                                if e[3] == 1.0:
                                     state.count += 1
+                                    if weights is not None:
+                                        weights.append(1.0)
                                 else:
-                                    agg._add_hist(state, (v,), e[3])
+                                    state.count += e[7]
+                                    weights.append(e[7])
                             elif kind == "d":
                                 if not agg._add_dist(state, (v,), e[6]):
                                     agg.dropped["distribution_buckets"] += 1
@@ -646,7 +653,7 @@ class LineCache:
             if len(self._lines) >= self.size:
                 self._lines.clear()
             self._lines[key] = [gen if state is not None else 0, state, kind, rate, name, tags,
-                                max(1, int(1.0 / rate))]
+                                max(1, int(1.0 / rate)), 1.0 / rate]
         return 1
 
     def _slot(self, e: list[Any], gen: int) -> Any:
