@@ -7,9 +7,10 @@ server's socket or any other file is not; the file is removed at stop). ``so_rcv
 sockets' receive buffer; what the kernel gave is logged and exposed as
 ``monbridge.dogstatsd.receive_buffer``.
 
-Each socket is read by a thread of its own, blocking in ``recv_into`` on a preallocated buffer
-(``buffer_size`` bytes a datagram), then taking what else is queued without waiting (up to
-``BATCH`` datagrams); the thread parses them (``integrations.datadog.dogstatsd``; each line on
+Each socket is read by a thread of its own, blocking until a datagram comes and taking what
+else is queued without waiting (up to ``BATCH`` datagrams, ``buffer_size`` bytes each, into
+preallocated buffers; on Linux with one ``recvmmsg(2)`` a batch, elsewhere ``recv_into`` a
+datagram); the thread parses them (``integrations.datadog.dogstatsd``; each line on
 its own) and adds their samples to the interval's aggregator (``integrations.datadog.aggregate``),
 both at once for the lines of a context it has seen (its ``LineCache``):
 the event loop only runs the flush, every ``flush_interval`` seconds, which pushes the interval's gauges
@@ -291,15 +292,7 @@ class DogStatsDServer:
                     r.datagrams += 1
                     self._drop("empty", f"an empty {r.transport} datagram", b"")
                     continue
-                if n > size:
-                    r.datagrams += 1
-                    self._drop("truncated", f"a {r.transport} datagram of {n} bytes, longer than buffer_size "
-                                            f"({size}),", view[off:off + EXCERPT_BYTES + 1].tobytes())
-                    continue
-                if buf[off] in _BLANK and not view[off:off + n].tobytes().strip(b"\r\n"):
-                    # no message: alone it would be refused as empty; among others it would vanish
-                    r.datagrams += 1
-                    self._drop("empty", f"a {r.transport} datagram of blank lines", view[off:off + n].tobytes())
+                if (n > size or buf[off] in _BLANK) and self._refused(r, n, view[off:off + min(n, size)]):
                     continue
                 off += n
                 if buf[off - 1] != 10:
@@ -308,6 +301,22 @@ class DogStatsDServer:
                 got += 1
             if got:
                 self._batch(r, feed, view, off, got)
+
+    def _refused(self, r: _Reader, n: int, data: memoryview) -> bool:
+        """Whether a datagram of ``n`` bytes (what was read of it in ``data``) is read and dropped:
+        longer than ``buffer_size`` (``truncated``), or blank lines alone (``empty``: alone it
+        would be refused as empty, among others it would vanish)."""
+        size = self.config.buffer_size
+        if n > size:
+            r.datagrams += 1
+            self._drop("truncated", f"a {r.transport} datagram of {n} bytes, longer than buffer_size ({size}),",
+                       data[:EXCERPT_BYTES + 1].tobytes())
+            return True
+        if data.tobytes().strip(b"\r\n"):
+            return False
+        r.datagrams += 1
+        self._drop("empty", f"a {r.transport} datagram of blank lines", data.tobytes())
+        return True
 
     def _batch(self, r: _Reader, feed: Callable[[memoryview], tuple[int, Parsed]], view: memoryview, off: int,
                got: int) -> None:
@@ -378,15 +387,9 @@ class DogStatsDServer:
                     r.datagrams += 1
                     self._drop("empty", f"an empty {r.transport} datagram", b"")
                     continue
-                if n > size or m.msg_hdr.msg_flags & truncated:
-                    r.datagrams += 1
-                    self._drop("truncated", f"a {r.transport} datagram of {n} bytes, longer than buffer_size "
-                                            f"({size}),", rview[start:start + EXCERPT_BYTES + 1].tobytes())
-                    continue
-                if rview[start] in _BLANK and not rview[start:start + n].tobytes().strip(b"\r\n"):
-                    r.datagrams += 1
-                    self._drop("empty", f"a {r.transport} datagram of blank lines",
-                               rview[start:start + n].tobytes())
+                if m.msg_hdr.msg_flags & truncated:
+                    n = max(n, size + 1)
+                if (n > size or rview[start] in _BLANK) and self._refused(r, n, rview[start:start + min(n, size)]):
                     continue
                 view[off:off + n] = rview[start:start + n]
                 off += n
