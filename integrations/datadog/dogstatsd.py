@@ -67,6 +67,7 @@ __all__ = [
     "Sample",
     "ServiceCheck",
     "parse_datagram",
+    "parse_lines",
 ]
 
 #: The metric types, as the protocol writes them.
@@ -280,6 +281,12 @@ def _parse_lines(lines: list[str] | tuple[str, ...], max_tags: int, out: Parsed)
                 errors.append((why, _excerpt(line)))
                 continue
         samples.append(_new_sample(Sample, (name, kind, values, rate, tags, ts, container)))
+
+
+def parse_lines(lines: list[str] | tuple[str, ...], max_tags: int, out: Parsed) -> None:
+    """Parse decoded ``lines`` (without their newline) into ``out``, as ``parse_datagram`` parses
+    the lines of a datagram (no ``empty`` entry: an empty list adds nothing)."""
+    _parse_lines(lines, max_tags, out)
 
 
 def _excerpt(line: str) -> bytes:
