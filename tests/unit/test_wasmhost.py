@@ -36,6 +36,11 @@ EXAMPLE = ROOT / "collectors" / "wasm" / "example_collector.wat"
 
 #: Limits no test module reaches but the one under test.
 ROOMY = Limits(memory_mb=16, cpu_percent=1000, cpu_burst_percent=1000)
+#: How much later than its deadline a call may end, and how late the event loop's ticker may run,
+#: on a loaded machine: a call not stopped would run on to its collection interval (5 s and more),
+#: and a call run on the event loop would hold the ticker for the whole call (1 s and more).
+SLACK = 1.0
+LATE = 0.5
 
 
 def wasm(path: Path) -> bytes:
@@ -146,8 +151,8 @@ async def test_an_endless_loop_is_stopped_at_its_timeout_and_the_loop_keeps_its_
     plugin = await collector("spin", {"collection_interval": 5, "timeout": 2})
     outcome, took, late = await ticking(plugin.collect_metrics())
     stopped(outcome, StopReason.TIMEOUT)
-    assert 2 <= took <= 2.2, took
-    assert late <= 0.05, late
+    assert 2 <= took <= 2 + SLACK, took
+    assert late <= LATE, late
     with pytest.raises(PluginError, match="stopped"):  # the instance is gone; the supervisor makes a new one
         await plugin.collect_metrics()
 
@@ -159,7 +164,7 @@ async def test_an_endless_loop_over_its_cpu_budget_is_stopped_for_cpu():
     outcome, took, late = await ticking(plugin.collect_metrics())
     stopped(outcome, StopReason.CPU_LIMIT)
     assert took <= 5.5, took
-    assert late <= 0.05, late
+    assert late <= LATE, late
 
 
 async def test_a_memory_grower_is_stopped_at_its_memory_limit():
@@ -167,8 +172,8 @@ async def test_a_memory_grower_is_stopped_at_its_memory_limit():
                                                                                       cpu_burst_percent=1000))
     outcome, took, late = await ticking(plugin.collect_metrics())
     assert "8 MiB" in stopped(outcome, StopReason.MEMORY_LIMIT).detail
-    assert took <= 1.1, took
-    assert late <= 0.05, late
+    assert took <= 1 + SLACK, took
+    assert late <= LATE, late
 
 
 async def test_a_trap_is_a_crash_with_its_message():
@@ -238,7 +243,7 @@ async def test_an_eleventh_connection_is_refused(slow_server, caplog):
     assert plugin.counters["refused_connections"] == 1
     assert "10 connections are open" in caplog.text
     assert took <= 3.3, took
-    assert late <= 0.05, late
+    assert late <= LATE, late
 
 
 async def test_a_host_not_granted_is_refused(slow_server, caplog):
@@ -268,7 +273,7 @@ async def test_a_fetch_past_the_deadline_stops_the_call_at_its_timeout():
     # the host's wait ended at the deadline, and the guest was interrupted when it went on
     stopped(outcome, StopReason.TIMEOUT)
     assert 1 <= took <= 1.1, took
-    assert late <= 0.05, late
+    assert late <= LATE, late
 
 
 # --------------------------------------------------------------------------- files
@@ -431,8 +436,8 @@ async def test_a_start_function_that_never_returns_is_stopped_at_initialize():
     plugin = WasmPlugin(wasmtime.wat2wasm(START_LOOP), manifest(), ROOMY, Grants())
     outcome, took, late = await ticking(plugin.initialize({"collection_interval": 5, "timeout": 2}))
     stopped(outcome, StopReason.TIMEOUT)
-    assert 2 <= took <= 2.2, took
-    assert late <= 0.05, late
+    assert 2 <= took <= 2 + SLACK, took
+    assert late <= LATE, late
 
 
 async def test_each_call_has_its_own_deadline_and_a_good_plugin_beside_them_keeps_delivering():
@@ -458,8 +463,8 @@ async def test_each_call_has_its_own_deadline_and_a_good_plugin_beside_them_keep
     rounds.cancel()
     stopped(long_out, StopReason.TIMEOUT)
     stopped(short_out, StopReason.TIMEOUT)
-    assert 1 <= short_took <= 1.1, short_took
-    assert 2 <= long_took <= 2.2, long_took
+    assert 1 <= short_took <= 1 + SLACK, short_took
+    assert 2 <= long_took <= 2 + SLACK, long_took
     assert delivered == [float(n) for n in range(1, len(delivered) + 1)] and len(delivered) >= 5
 
 
@@ -603,7 +608,7 @@ async def test_shutdown_waits_for_a_call_given_up_on_and_drops_the_instance():
     call.cancel()  # as the supervisor gives up on a call at its timeout
     t0 = time.monotonic()
     await plugin.shutdown()
-    assert time.monotonic() - t0 <= 1.1
+    assert time.monotonic() - t0 <= 1 + SLACK
     assert plugin._store is None and plugin._stopped == "timeout"
     with pytest.raises(PluginError, match=r"stopped \(timeout\)"):
         await plugin.collect_metrics()
