@@ -27,7 +27,9 @@ import email.utils
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.api import ExportResult
 from bridge.diskqueue import MAX_SHARDS, Batch, DiskQueue, DropCounts, Position, ShardQueue, segment_size_for
@@ -43,6 +45,7 @@ __all__ = [
     "ShardQueue",
     "classify_error",
     "classify_status",
+    "drained",
     "retry_after_seconds",
     "segment_size_for",
 ]
@@ -161,3 +164,29 @@ def classify_error(error: BaseException, reason: str = "") -> ExportResult:
     if isinstance(error, aiohttp.ClientError):
         return ExportResult.retryable(why)
     return ExportResult.permanent(why)
+
+
+async def drained(queue: DiskQueue, progress: Any, last_error: Callable[[], str | None], timeout: float,
+                  what: str, stop_on_failure: bool = True) -> str | None:
+    """Wait until ``queue`` holds nothing to deliver: None then; else why not within ``timeout``
+    seconds (``"<n> <what> within <timeout> s"``), or, with ``stop_on_failure``, at once the reason
+    ``last_error()`` gives when the last delivery failed. ``progress`` (an ``asyncio.Event``) is
+    set by the sender after each delivery or drop; a sink's ``force_flush`` and ``shutdown`` wait
+    with this."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        progress.clear()  # before looking: progress made after the look ends the wait below
+        if queue.pending_samples <= 0:
+            return None
+        if stop_on_failure and (error := last_error()) is not None:
+            return error
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return f"{queue.pending_samples} {what} within {timeout:g} s"
+        try:
+            await asyncio.wait_for(progress.wait(), remaining)
+        except TimeoutError:
+            pass

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.api import Alert, AlertState, ExportResult, ExportStatus, Metric, MetricBatch, MetricKind
-from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status
+from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status, drained
 from bridge.helpers import peer_excerpt
 from integrations.elasticsearch.client import describe
 from integrations.elasticsearch.config import ElasticsearchConfig
@@ -414,22 +414,10 @@ class ElasticExporter:
             self._progress.set()
 
     async def _drained(self, timeout: float, stop_on_failure: bool = True) -> str | None:
+        """None once the queue is empty; else why not (``bridge.delivery.drained``)."""
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self._progress.clear()
-            if self._queue.pending_samples <= 0:
-                return None
-            if stop_on_failure and self._last_error is not None:
-                return self._last_error
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return f"{self._queue.pending_samples} documents not delivered to {self.target} within {timeout:g} s"
-            try:
-                await asyncio.wait_for(self._progress.wait(), remaining)
-            except TimeoutError:
-                pass
+        return await drained(self._queue, self._progress, lambda: self._last_error, timeout,
+                             f"documents not delivered to {self.target}", stop_on_failure)
 
     # ------------------------------------------------------------------ metrics
 

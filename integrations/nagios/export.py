@@ -68,7 +68,7 @@ from bridge.api import (
     PluginMetadata,
     PluginType,
 )
-from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries
+from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, drained
 from integrations.nagios.export_config import AlertResults, MetricCheck, NagiosExportConfig
 from integrations.nagios.nsca import ENCRYPTIONS, MAX_DESCRIPTION, MAX_HOSTNAME, NscaError, NscaResult, send_results
 from integrations.nagios.output import State
@@ -441,24 +441,10 @@ class NagiosExporter(MonitoringIntegrationPlugin):
             self._progress.set()
 
     async def _drained(self, timeout: float, stop_on_failure: bool = True) -> str | None:
-        """None once the queue is empty; else why not within ``timeout`` (with ``stop_on_failure``:
-        at once when the last delivery failed, with its reason)."""
+        """None once the queue is empty; else why not (``bridge.delivery.drained``)."""
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self._progress.clear()  # before looking: progress made after the look ends the wait below
-            if self._queue.pending_samples <= 0:
-                return None
-            if stop_on_failure and self._last_error is not None:
-                return self._last_error
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return f"{self._queue.pending_samples} results not delivered within {timeout:g} s"
-            try:
-                await asyncio.wait_for(self._progress.wait(), remaining)
-            except TimeoutError:
-                pass
+        return await drained(self._queue, self._progress, lambda: self._last_error, timeout,
+                             "results not delivered", stop_on_failure)
 
     # ------------------------------------------------------------------ export
 

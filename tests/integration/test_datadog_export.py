@@ -497,6 +497,8 @@ class _Series:
     value: Any
     start_ns: int | None
     time_ns: int
+    first_ns: int = 0
+    accumulated: bool = False
 
 
 class _Family:

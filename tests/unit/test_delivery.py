@@ -350,3 +350,31 @@ def test_reading_ahead_passes_an_empty_segment(tmp_path):
     assert first.payloads == [b"one"]
     assert q.shards[0].read_batch(10, first.end).payloads == [b"three"]
     q.close()
+
+
+async def test_drained_waits_for_the_queue_and_says_why_not():
+    from bridge.delivery import DiskQueue, drained
+
+    queue = DiskQueue(None, 1, 1 << 20)
+    queue.open()
+    progress = asyncio.Event()
+    error: list[str | None] = [None]
+    assert await drained(queue, progress, lambda: error[0], 1.0, "items not delivered") is None
+    shard = queue.shards[0]
+    assert shard.append(b"x", 3)
+    assert await drained(queue, progress, lambda: error[0], 0.05, "items not delivered") == \
+        "3 items not delivered within 0.05 s"
+    error[0] = "peer answered 503"
+    assert await drained(queue, progress, lambda: error[0], 5.0, "items") == "peer answered 503"  # at once
+
+    async def deliver() -> None:  # as a sender: the batch acknowledged, progress told
+        await asyncio.sleep(0.05)
+        batch = shard.read_batch(10)
+        assert batch is not None
+        shard.ack(batch)
+        progress.set()
+
+    sender = asyncio.create_task(deliver())
+    assert await drained(queue, progress, lambda: error[0], 5.0, "items", stop_on_failure=False) is None
+    await sender
+    queue.close()
