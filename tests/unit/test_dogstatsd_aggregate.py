@@ -33,7 +33,8 @@ from integrations.datadog.config import DogStatsDConfig
 from integrations.datadog.dogstatsd import Sample, parse_datagram
 
 S = 1_000_000_000
-T0 = float(int(time.time()) + 1000)  # ahead of the aggregators' start (their construction)
+T0 = float(int(time.time()) + 30 * 86400)  # ahead of the aggregators' start (their construction), however
+# long after the import of this module a test runs (a whole suite takes half an hour)
 
 
 def config(**kw) -> DogStatsDConfig:

@@ -15,7 +15,7 @@ from integrations.datadog.aggregate import Aggregator, Flushed, LineCache
 from integrations.datadog.config import DogStatsDConfig
 from integrations.datadog.dogstatsd import parse_datagram
 
-T0 = float(int(time.time()) + 1000)
+T0 = float(int(time.time()) + 30 * 86400)  # ahead of the aggregators' start, however long after this import a test runs
 
 
 def config(**kw) -> DogStatsDConfig:
