@@ -274,7 +274,8 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
             if isinstance(runner.host, InProcessHost) and isinstance(runner.host.plugin, ReportHook):
                 for line in await runner.host.plugin.test_report():
                     click.echo(line)
-                pipeline.record(pid, await runner.host.collect())  # what the report ran
+                pipeline.record(pid, await runner.host.collect(),  # what the report ran
+                                prometheus_names=runner.host.imports_prometheus_names)
             for m in sorted(pipeline.snapshot(), key=lambda m: (m.name, str(sorted(m.attributes.items())))):
                 click.echo(_format_metric(m))
             pipeline.remove_source(pid)

@@ -112,6 +112,9 @@ class PluginHost:
 
     bounds_calls = False
     isolation = Isolation.IN_PROCESS
+    #: The plugin's metric names are Prometheus names, recorded as they are (its
+    #: ``imports_prometheus_names``: an importing integration's, or a collector of Prometheus text).
+    imports_prometheus_names = False
 
     def __init__(self, plugin_type: PluginType) -> None:
         self.plugin_type = plugin_type
@@ -191,6 +194,7 @@ class InProcessHost(PluginHost):
     def __init__(self, plugin: Plugin) -> None:
         super().__init__(plugin.plugin_type)
         self.plugin = plugin
+        self.imports_prometheus_names = bool(getattr(plugin, "imports_prometheus_names", False))
         self._shut_down = False
 
     async def initialize(self, config: Mapping[str, Any], timeout: float | None = None) -> None:

@@ -427,7 +427,7 @@ class Supervisor:
                 # GC waits while it does (see bridge.pipeline.paused_gc).
                 with paused_gc() if runner.last_batch_size >= GC_PAUSE_MIN_BATCH else nullcontext():
                     metrics = await self._call(runner, what, host.collect(timeout), timeout)
-                    self.pipeline.record(runner.plugin_id, metrics)
+                    self.pipeline.record(runner.plugin_id, metrics, prometheus_names=host.imports_prometheus_names)
                 runner.last_batch_size = len(metrics)
             else:
                 self.refresh_self_metrics()  # exporters send current self-metrics, scraped or not
