@@ -5,11 +5,13 @@ answers from a script: the receiving end of webhooks and of the notifiers' REST 
 each answer (default: 200 with ``{}``); ``.requests`` holds ``Recorded`` entries (method, path,
 query, headers with lower-case names, raw body, decoded JSON or form); ``.wait_for(pred)``
 waits for one. ``.down = True`` answers 503 to everything (a receiver that is down).
+``ssl_context`` (a server context) makes it answer HTTPS.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -40,7 +42,8 @@ Answer = tuple[int, Any, dict[str, str]]
 
 
 class HttpRecorder:
-    def __init__(self, handler: Callable[[Recorded], Answer] | None = None, port: int = 0) -> None:
+    def __init__(self, handler: Callable[[Recorded], Answer] | None = None, port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.requests: list[Recorded] = []
         self.handler = handler or (lambda r: (200, {}, {}))
         self.down = False
@@ -83,7 +86,9 @@ class HttpRecorder:
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"{'https' if ssl_context is not None else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
