@@ -97,3 +97,55 @@ def test_a_missing_client_library_is_a_config_error_naming_the_extra(monkeypatch
         parse_config(text, "agent.yaml", reg)
     assert "plugins[0].config" in str(e.value)
     assert "needs the boto3 package" in str(e.value) and "pip install 'monbridge[cloud]'" in str(e.value)
+
+
+def test_the_readme_examples_of_the_collectors_validate(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Collectors"):readme.index("## Receiving OTLP")]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    text = "plugins:\n" + "".join("  " + line + "\n" for block in blocks for line in block.splitlines())
+    loaded = parse_config(text, "README.md", PluginRegistry().discover())
+    assert set(loaded.plugin_configs) == {"monitoring.metrics.textfile", "monitoring.metrics.cloudwatch",
+                                          "monitoring.metrics.gcp", "monitoring.metrics.azure"}
+
+
+def test_next_token_pages_are_followed_and_a_refused_query_is_counted(monkeypatch, tmp_path, caplog):
+    """moto answers in one page, so the pages are given by botocore's Stubber (the library's own
+    answers, checked against the API's model) on the collector's real client."""
+    import asyncio
+    import logging
+    from datetime import UTC, datetime
+
+    from botocore.stub import Stubber
+
+    from collectors.cloudwatch import CloudWatchCollector
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTING")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-testing-key")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    c = CloudWatchCollector()
+    asyncio.run(c.initialize({"region": "eu-west-1", "metrics": [{"namespace": "N", "name": "a"},
+                                                                 {"namespace": "N", "name": "b"}]}))
+    sent: list[dict] = []
+    c._client.meta.events.register("provide-client-params.cloudwatch.GetMetricData",
+                                   lambda params, **kw: sent.append(dict(params)))
+    t1, t2 = datetime.fromtimestamp(1_699_999_380, UTC), datetime.fromtimestamp(1_699_999_440, UTC)
+    with Stubber(c._client) as stub:
+        stub.add_response("get_metric_data", {"MetricDataResults": [
+            {"Id": "q0_0", "Timestamps": [t1], "Values": [1.0], "StatusCode": "PartialData"}], "NextToken": "page-2"})
+        stub.add_response("get_metric_data", {"MetricDataResults": [
+            {"Id": "q0_0", "Timestamps": [t2], "Values": [2.0], "StatusCode": "Complete"},
+            {"Id": "q1_0", "Timestamps": [], "Values": [], "StatusCode": "Forbidden",
+             "Messages": [{"Code": "Forbidden", "Value": "not authorized for N b"}]}]})
+        with caplog.at_level(logging.WARNING, "monbridge.collectors.cloudwatch"):
+            got = {(m.name, tuple(sorted(m.attributes.items()))): m for m in c.collect_blocking(c._config, NOW)}
+    assert [p.get("NextToken") for p in sent] == [None, "page-2"]
+    assert got[("n_a_average", ())].value == 2.0  # the newest point over both pages
+    assert ("n_b_average", ()) not in got
+    assert c._state.errors == {"query_forbidden": 1} and c._state.requests == 2
+    assert "metrics[1] N b Average: Forbidden: not authorized for N b" in caplog.text
