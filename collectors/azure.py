@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -32,19 +31,17 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from bridge.api import (
+    AttributeValue,
     CollectorConfig,
     HttpUrl,
     Metric,
-    MetricCollectorPlugin,
     MetricKind,
     PluginConfig,
-    PluginError,
     PluginMetadata,
     PluginType,
     validate_plugin_id,
 )
-from collectors.cloud import CloudState, cloud_metrics, missing_library, prometheus_part, snake_case
-from collectors.system import metrics_from_table
+from collectors.cloud import CloudCollector, cloud_metrics, prometheus_part, require_library, snake_case
 
 __all__ = ["MAX_METRICS", "MAX_RESOURCES", "PLUGIN_ID", "AzureConfig", "AzureMonitorCollector", "AzureQuery", "Call",
            "calls", "resource_labels"]
@@ -109,11 +106,8 @@ class AzureConfig(CollectorConfig):
 
     @model_validator(mode="after")
     def _library(self) -> AzureConfig:
-        for module, package in (("azure.monitor.querymetrics", "azure-monitor-querymetrics"),
-                                ("azure.identity", "azure-identity")):
-            missing = missing_library(module, PLUGIN_ID, package)
-            if missing:
-                raise ValueError(missing)
+        require_library(PLUGIN_ID, ("azure.monitor.querymetrics", "azure-monitor-querymetrics"),
+                        ("azure.identity", "azure-identity"))
         return self
 
 
@@ -184,22 +178,20 @@ def convert(call: Call, results: Sequence[Any]) -> Iterator[Metric]:
 # --------------------------------------------------------------------------- the collector
 
 
-class AzureMonitorCollector(MetricCollectorPlugin):
+class AzureMonitorCollector(CloudCollector):
     """Azure Monitor metrics by the metrics batch API (see the module docstring).
 
     ``client`` is an ``azure.monitor.querymetrics.MetricsClient`` to use instead of the one made
     from the config with ``DefaultAzureCredential`` (the registry makes plugins without it)."""
 
     config_model: ClassVar[type[PluginConfig]] = AzureConfig
-    imports_prometheus_names: ClassVar[bool] = True
+    plugin_id = PLUGIN_ID
+    own_metrics = cloud_metrics("azure_monitor", "metrics batch API")
+    log = log
 
     def __init__(self, client: Any = None) -> None:
-        self._given_client = client
-        self._client: Any = client
+        super().__init__(client)
         self._credential: Any = None
-        self._config: AzureConfig | None = None
-        self._state = CloudState()
-        self._lock = threading.Lock()
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(
@@ -211,93 +203,62 @@ class AzureMonitorCollector(MetricCollectorPlugin):
             plugin_type=PluginType.METRIC_COLLECTOR,
         )
 
-    async def initialize(self, config: Mapping[str, Any]) -> None:
-        self._config = self.parse_config(config)
-        self._client = self._given_client
-        self._state = CloudState()
-
-    async def start(self) -> None:
-        """Nothing to start: the supervisor schedules the collections."""
-
-    async def stop(self) -> None:
-        """Nothing runs between collections."""
-
     async def shutdown(self) -> None:
-        client, self._client = self._client, None
+        await super().shutdown()
         credential, self._credential = self._credential, None
-        if client is not None and client is not self._given_client:
-            client.close()
         if credential is not None:
             credential.close()
 
-    async def collect_metrics(self) -> Sequence[Metric]:
-        import asyncio
-        import time
-
-        return await asyncio.to_thread(self.collect_at, time.time())
-
-    def collect_at(self, now: float) -> list[Metric]:
-        """One collection as of ``now`` (Unix seconds), its own metrics included (blocking: run it
-        in a worker thread)."""
-        cfg = self._config
-        if cfg is None:
-            raise PluginError(f"{PLUGIN_ID}: collect_at called before initialize")
-        metrics = self._collect(cfg, now)
-        metrics.extend(metrics_from_table(_OWN_METRICS, self._state, self._row_failed, {"endpoint": cfg.endpoint}))
-        return metrics
-
-    def _row_failed(self, name: str, exc: BaseException) -> None:
-        log.warning("azure: metric %s not built: %s: %s", name, type(exc).__name__, exc)
+    def _target(self, cfg: AzureConfig) -> dict[str, AttributeValue]:
+        return {"endpoint": cfg.endpoint}
 
     # ----------------------------------------------------------------- calls (worker thread)
 
     def _collect(self, cfg: AzureConfig, now: float) -> list[Metric]:
         from azure.core import exceptions as core_exceptions
 
-        with self._lock:
-            state = self._state
-            state.up, state.without_data = True, 0
-            out: list[Metric] = []
-            if self._client is None:
-                from azure.identity import DefaultAzureCredential
-                from azure.monitor.querymetrics import MetricsClient
+        state = self._state
+        out: list[Metric] = []
+        if self._client is None:
+            from azure.identity import DefaultAzureCredential
+            from azure.monitor.querymetrics import MetricsClient
 
-                self._credential = DefaultAzureCredential()
-                self._client = MetricsClient(cfg.endpoint, self._credential)
-            timeout = min(cfg.timeout or cfg.collection_interval, 60.0)
-            for call in calls(cfg, now):
-                what = (f"azure metrics {call.where} {call.query.namespace} ({len(call.resource_ids)} resources from "
-                        f"{call.resource_ids[0]}, {len(call.metrics)} metrics from {call.metrics[0]!r})")
-                state.requests += 1
-                try:
-                    results = self._client.query_resources(
-                        resource_ids=list(call.resource_ids), metric_namespace=call.query.namespace,
-                        metric_names=list(call.metrics), timespan=(call.start, call.end),
-                        granularity=timedelta(seconds=call.query.interval), aggregations=list(call.query.aggregations),
-                        filter=call.query.filter, connection_timeout=timeout, read_timeout=timeout)
-                except core_exceptions.ClientAuthenticationError as e:
-                    state.up = False
-                    state.failed(log, "credentials", what, _error_text(e))
-                    continue
-                except core_exceptions.HttpResponseError as e:
-                    state.up = False
-                    code = getattr(getattr(e, "error", None), "code", None) or str(e.status_code or "error")
-                    state.failed(log, prometheus_part(snake_case(str(code))).lower(), what, _error_text(e))
-                    continue
-                except core_exceptions.ServiceRequestError as e:
-                    state.up = False
-                    state.failed(log, "connection", what, _error_text(e))
-                    continue
-                except core_exceptions.AzureError as e:
-                    state.up = False
-                    state.failed(log, "error", what, _error_text(e))
-                    continue
-                state.recovered(log, what)
-                found = list(convert(call, results))
-                if not found:
-                    state.without_data += 1
-                out.extend(found)
-            return out
+            self._credential = DefaultAzureCredential()
+            self._client = MetricsClient(cfg.endpoint, self._credential)
+        timeout = min(cfg.timeout or cfg.collection_interval, 60.0)
+        for call in calls(cfg, now):
+            what = (f"azure metrics {call.where} {call.query.namespace} ({len(call.resource_ids)} resources from "
+                    f"{call.resource_ids[0]}, {len(call.metrics)} metrics from {call.metrics[0]!r})")
+            state.requests += 1
+            try:
+                results = self._client.query_resources(
+                    resource_ids=list(call.resource_ids), metric_namespace=call.query.namespace,
+                    metric_names=list(call.metrics), timespan=(call.start, call.end),
+                    granularity=timedelta(seconds=call.query.interval), aggregations=list(call.query.aggregations),
+                    filter=call.query.filter, connection_timeout=timeout, read_timeout=timeout)
+            except core_exceptions.ClientAuthenticationError as e:
+                state.up = False
+                state.failed(log, "credentials", what, _error_text(e))
+                continue
+            except core_exceptions.HttpResponseError as e:
+                state.up = False
+                code = getattr(getattr(e, "error", None), "code", None) or str(e.status_code or "error")
+                state.failed(log, prometheus_part(snake_case(str(code))).lower(), what, _error_text(e))
+                continue
+            except core_exceptions.ServiceRequestError as e:
+                state.up = False
+                state.failed(log, "connection", what, _error_text(e))
+                continue
+            except core_exceptions.AzureError as e:
+                state.up = False
+                state.failed(log, "error", what, _error_text(e))
+                continue
+            state.recovered(log, what)
+            found = list(convert(call, results))
+            if not found:
+                state.without_data += 1
+            out.extend(found)
+        return out
 
 
 def _error_text(e: BaseException) -> str:
@@ -305,5 +266,3 @@ def _error_text(e: BaseException) -> str:
     text = getattr(e, "message", None) or str(e)
     return f"{type(e).__name__}: {' '.join(str(text).splitlines()[:3])[:300]}"
 
-
-_OWN_METRICS = cloud_metrics("azure_monitor", "metrics batch API")

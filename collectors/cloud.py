@@ -5,32 +5,38 @@ errors by reason, queries that found no data), one per API target."""
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import logging
 import re
+import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from bridge.api import AttributeValue, MetricKind
-from collectors.system import MetricSpec, Point
+from bridge.api import AttributeValue, Metric, MetricCollectorPlugin, MetricKind, PluginConfig, PluginError
+from collectors.system import MetricSpec, Point, metrics_from_table
 
-__all__ = ["CLOUD_EXTRA", "CloudState", "cloud_metrics", "missing_library", "prometheus_part", "snake_case"]
+__all__ = ["CLOUD_EXTRA", "CloudCollector", "CloudState", "cloud_metrics", "require_library", "prometheus_part",
+           "snake_case"]
 
 #: The optional dependency group that installs the clouds' client libraries.
 CLOUD_EXTRA = "cloud"
 
 
-def missing_library(module: str, plugin_id: str, package: str) -> str | None:
-    """What to tell a user whose config names ``plugin_id`` when ``module`` is not installed (None
-    when it is). Looked up without importing it: validating a config stays cheap."""
-    try:
-        if importlib.util.find_spec(module) is not None:
-            return None
-    except (ImportError, ValueError):
-        pass
-    return (f"{plugin_id} needs the {package} package, which is not installed: install monbridge's "
-            f"'{CLOUD_EXTRA}' extra (pip install 'monbridge[{CLOUD_EXTRA}]')")
+def require_library(plugin_id: str, *modules: tuple[str, str]) -> None:
+    """ValueError (for a config model's validator) telling a user whose config names ``plugin_id``
+    which ``(module, package)`` is not installed and how to install it. Looked up without
+    importing it: validating a config stays cheap."""
+    for module, package in modules:
+        try:
+            if importlib.util.find_spec(module) is not None:
+                continue
+        except (ImportError, ValueError):
+            pass
+        raise ValueError(f"{plugin_id} needs the {package} package, which is not installed: install monbridge's "
+                         f"'{CLOUD_EXTRA}' extra (pip install 'monbridge[{CLOUD_EXTRA}]')")
 
 
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
@@ -108,3 +114,80 @@ def cloud_metrics(prefix: str, api: str) -> tuple[MetricSpec[CloudState], ...]:
 
 
 Attributes = Mapping[str, AttributeValue]
+
+
+class CloudCollector(MetricCollectorPlugin):
+    """The lifecycle of a cloud collector: a blocking client library called in a worker thread,
+    one collection at a time, its own metrics (``own_metrics``) added to every collection.
+
+    A subclass gives ``plugin_id``, ``own_metrics``, ``log``, ``_collect`` (the calls, blocking) and
+    ``_target`` (the labels of its own metrics); ``client`` is a client to use instead of the one
+    the subclass makes from the config (the registry makes plugins without it)."""
+
+    plugin_id: ClassVar[str]
+    own_metrics: ClassVar[tuple[MetricSpec[CloudState], ...]]
+    log: ClassVar[logging.Logger]
+    #: The series are named as the clouds' exporters name them: Prometheus names.
+    imports_prometheus_names: ClassVar[bool] = True
+
+    def __init__(self, client: Any = None) -> None:
+        self._given_client = client
+        self._client: Any = client
+        self._config: Any = None
+        self._state = CloudState()
+        self._lock = threading.Lock()  # one collection at a time (a timed-out one may still run in its thread)
+
+    async def initialize(self, config: Mapping[str, Any]) -> None:
+        cfg: PluginConfig = self.parse_config(config)
+        self._client = self._given_client
+        self._state = CloudState()
+        await self._prepare(cfg)
+        self._config = cfg
+
+    async def _prepare(self, cfg: Any) -> None:
+        """What the subclass does with a new config before its first collection (nothing by default)."""
+
+    async def start(self) -> None:
+        """Nothing to start: the supervisor schedules the collections."""
+
+    async def stop(self) -> None:
+        """Nothing runs between collections."""
+
+    async def shutdown(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client is not self._given_client:
+            self._close(client)
+
+    def _close(self, client: Any) -> None:
+        client.close()
+
+    async def collect_metrics(self) -> Sequence[Metric]:
+        import asyncio
+        import time
+
+        return await asyncio.to_thread(self.collect_at, time.time())
+
+    def collect_at(self, now: float) -> list[Metric]:
+        """One collection as of ``now`` (Unix seconds), the collector's own metrics included
+        (blocking: run it in a worker thread)."""
+        cfg = self._config
+        if cfg is None:
+            raise PluginError(f"{self.plugin_id}: collect_at called before initialize")
+        with self._lock:
+            state = self._state
+            state.up, state.without_data = True, 0
+            metrics = self._collect(cfg, now)
+            metrics.extend(metrics_from_table(self.own_metrics, state, self._row_failed, self._target(cfg)))
+            return metrics
+
+    def _row_failed(self, name: str, exc: BaseException) -> None:
+        self.log.warning("%s: metric %s not built: %s: %s", self.plugin_id, name, type(exc).__name__, exc)
+
+    @abc.abstractmethod
+    def _collect(self, cfg: Any, now: float) -> list[Metric]:
+        """The collection's metrics (blocking, in a worker thread, under the lock); failures are
+        counted and logged in ``self._state``, which has ``up`` True when it is called."""
+
+    @abc.abstractmethod
+    def _target(self, cfg: Any) -> dict[str, AttributeValue]:
+        """The labels of the collector's own metrics: what it calls (region, project, endpoint)."""

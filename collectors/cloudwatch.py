@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,10 +36,10 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from bridge.api import (
+    AttributeValue,
     CollectorConfig,
     HttpUrl,
     Metric,
-    MetricCollectorPlugin,
     MetricKind,
     PluginConfig,
     PluginError,
@@ -48,8 +47,7 @@ from bridge.api import (
     PluginType,
     validate_plugin_id,
 )
-from collectors.cloud import CloudState, cloud_metrics, missing_library, prometheus_part, snake_case
-from collectors.system import metrics_from_table
+from collectors.cloud import CloudCollector, cloud_metrics, prometheus_part, require_library, snake_case
 
 __all__ = ["MAX_DATAPOINTS", "MAX_QUERIES", "PLUGIN_ID", "CloudWatchCollector", "CloudWatchConfig", "CloudWatchMetric",
            "Query", "batches", "plan"]
@@ -113,9 +111,7 @@ class CloudWatchConfig(CollectorConfig):
 
     @model_validator(mode="after")
     def _check(self) -> CloudWatchConfig:
-        missing = missing_library("boto3", PLUGIN_ID, "boto3")
-        if missing:
-            raise ValueError(missing)
+        require_library(PLUGIN_ID, ("boto3", "boto3"))
         n = sum(len(m.statistics) for m in self.metrics)
         if n > self.max_queries:
             raise ValueError(f"metrics name {n} queries (metric x statistic), more than max_queries ({self.max_queries})")
@@ -193,18 +189,17 @@ def batches(queries: Sequence[Query]) -> list[list[Query]]:
 # --------------------------------------------------------------------------- the collector
 
 
-class CloudWatchCollector(MetricCollectorPlugin):
+class CloudWatchCollector(CloudCollector):
     """CloudWatch metrics by GetMetricData (see the module docstring)."""
 
     config_model: ClassVar[type[PluginConfig]] = CloudWatchConfig
-    imports_prometheus_names: ClassVar[bool] = True
+    plugin_id = PLUGIN_ID
+    own_metrics = cloud_metrics("aws_cloudwatch", "GetMetricData")
+    log = log
 
-    def __init__(self) -> None:
-        self._config: CloudWatchConfig | None = None
-        self._client: Any = None
+    def __init__(self, client: Any = None) -> None:
+        super().__init__(client)
         self._region = ""
-        self._state = CloudState()
-        self._lock = threading.Lock()  # one collection at a time (a timed-out one may still run in its thread)
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(
@@ -216,13 +211,14 @@ class CloudWatchCollector(MetricCollectorPlugin):
             plugin_type=PluginType.METRIC_COLLECTOR,
         )
 
-    async def initialize(self, config: Mapping[str, Any]) -> None:
+    async def _prepare(self, cfg: CloudWatchConfig) -> None:
         import asyncio
 
-        cfg: CloudWatchConfig = self.parse_config(config)
-        self._client, self._region = await asyncio.to_thread(self._make_client, cfg)
-        self._config = cfg
-        self._state = CloudState()
+        client, self._region = await asyncio.to_thread(self._make_client, cfg)
+        if self._client is None:
+            self._client = client
+        else:
+            client.close()
 
     @staticmethod
     def _make_client(cfg: CloudWatchConfig) -> tuple[Any, str]:
@@ -245,53 +241,29 @@ class CloudWatchCollector(MetricCollectorPlugin):
         return session.client("cloudwatch", region_name=region, endpoint_url=cfg.endpoint_url,
                               config=client_config), region
 
-    async def start(self) -> None:
-        """Nothing to start: the supervisor schedules the collections."""
-
-    async def stop(self) -> None:
-        """Nothing runs between collections."""
-
-    async def shutdown(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    async def collect_metrics(self) -> Sequence[Metric]:
-        if self._config is None or self._client is None:
-            raise PluginError(f"{PLUGIN_ID}: collect_metrics called before initialize")
-        import asyncio
-        import time
-
-        cfg = self._config
-        metrics = await asyncio.to_thread(self.collect_blocking, cfg, time.time())
-        metrics.extend(metrics_from_table(_OWN_METRICS, self._state, self._row_failed, {"region": self._region}))
-        return metrics
-
-    def _row_failed(self, name: str, exc: BaseException) -> None:
-        log.warning("cloudwatch: metric %s not built: %s: %s", name, type(exc).__name__, exc)
+    def _target(self, cfg: CloudWatchConfig) -> dict[str, AttributeValue]:
+        return {"region": self._region}
 
     # ----------------------------------------------------------------- calls (worker thread)
 
-    def collect_blocking(self, cfg: CloudWatchConfig, now: float) -> list[Metric]:
-        with self._lock:
-            state = self._state
-            state.up, state.without_data = True, 0
-            out: list[Metric] = []
-            for call in batches(plan(cfg, now)):
-                found = self._call(call)
-                if found is None:
-                    state.up = False
+    def _collect(self, cfg: CloudWatchConfig, now: float) -> list[Metric]:
+        state = self._state
+        out: list[Metric] = []
+        for call in batches(plan(cfg, now)):
+            found = self._call(call)
+            if found is None:
+                state.up = False
+                continue
+            for q in call:
+                point = found.get(q.id)
+                if point is None:
+                    state.without_data += 1
                     continue
-                for q in call:
-                    point = found.get(q.id)
-                    if point is None:
-                        state.without_data += 1
-                        continue
-                    ts, value = point
-                    out.append(Metric(q.name, MetricKind.GAUGE, value, "",
-                                      f"CloudWatch {q.metric.namespace} {q.metric.name}, statistic {q.statistic}",
-                                      q.attributes, int(ts.timestamp() * 1e9)))
-            return out
+                ts, value = point
+                out.append(Metric(q.name, MetricKind.GAUGE, value, "",
+                                  f"CloudWatch {q.metric.namespace} {q.metric.name}, statistic {q.statistic}",
+                                  q.attributes, int(ts.timestamp() * 1e9)))
+        return out
 
     def _call(self, call: list[Query]) -> dict[str, tuple[datetime, float]] | None:
         """One GetMetricData call, its pages followed: query id -> its newest (time, value); None
@@ -348,5 +320,3 @@ class CloudWatchCollector(MetricCollectorPlugin):
         state.failed(log, "pages", what, f"still paging after {MAX_PAGES} pages: the rest is not read")
         return found
 
-
-_OWN_METRICS = cloud_metrics("aws_cloudwatch", "GetMetricData")

@@ -25,27 +25,24 @@ thread. The collector's own metrics are ``gcp_monitoring_up``, ``_requests_total
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from bridge.api import (
+    AttributeValue,
     CollectorConfig,
     HistogramValue,
     Metric,
-    MetricCollectorPlugin,
     MetricKind,
     PluginConfig,
-    PluginError,
     PluginMetadata,
     PluginType,
     validate_plugin_id,
 )
-from collectors.cloud import CloudState, cloud_metrics, missing_library, prometheus_part
-from collectors.system import metrics_from_table
+from collectors.cloud import CloudCollector, cloud_metrics, prometheus_part, require_library
 
 __all__ = ["PLUGIN_ID", "GcpConfig", "GcpMetric", "GcpMonitoringCollector", "metric_name", "requests"]
 
@@ -94,9 +91,7 @@ class GcpConfig(CollectorConfig):
 
     @model_validator(mode="after")
     def _library(self) -> GcpConfig:
-        missing = missing_library("google.cloud.monitoring_v3", PLUGIN_ID, "google-cloud-monitoring")
-        if missing:
-            raise ValueError(missing)
+        require_library(PLUGIN_ID, ("google.cloud.monitoring_v3", "google-cloud-monitoring"))
         return self
 
 
@@ -227,21 +222,16 @@ def convert(series: Any) -> Metric:
 # --------------------------------------------------------------------------- the collector
 
 
-class GcpMonitoringCollector(MetricCollectorPlugin):
+class GcpMonitoringCollector(CloudCollector):
     """Cloud Monitoring metrics by ListTimeSeries (see the module docstring).
 
     ``client`` is a ``google.cloud.monitoring_v3.MetricServiceClient`` to use instead of the one
     made from the config (the registry makes plugins without it)."""
 
     config_model: ClassVar[type[PluginConfig]] = GcpConfig
-    imports_prometheus_names: ClassVar[bool] = True
-
-    def __init__(self, client: Any = None) -> None:
-        self._given_client = client
-        self._client: Any = client
-        self._config: GcpConfig | None = None
-        self._state = CloudState()
-        self._lock = threading.Lock()
+    plugin_id = PLUGIN_ID
+    own_metrics = cloud_metrics("gcp_monitoring", "ListTimeSeries")
+    log = log
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(
@@ -253,42 +243,11 @@ class GcpMonitoringCollector(MetricCollectorPlugin):
             plugin_type=PluginType.METRIC_COLLECTOR,
         )
 
-    async def initialize(self, config: Mapping[str, Any]) -> None:
-        self._config = self.parse_config(config)
-        self._client = self._given_client
-        self._state = CloudState()
+    def _close(self, client: Any) -> None:
+        client.transport.close()
 
-    async def start(self) -> None:
-        """Nothing to start: the supervisor schedules the collections."""
-
-    async def stop(self) -> None:
-        """Nothing runs between collections."""
-
-    async def shutdown(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and client is not self._given_client:
-            client.transport.close()
-
-    async def collect_metrics(self) -> Sequence[Metric]:
-        if self._config is None:
-            raise PluginError(f"{PLUGIN_ID}: collect_metrics called before initialize")
-        import asyncio
-        import time
-
-        return await asyncio.to_thread(self.collect_at, time.time())
-
-    def collect_at(self, now: float) -> list[Metric]:
-        """One collection as of ``now`` (Unix seconds), its own metrics included (blocking: run it
-        in a worker thread)."""
-        cfg = self._config
-        if cfg is None:
-            raise PluginError(f"{PLUGIN_ID}: collect_at called before initialize")
-        metrics = self.collect_blocking(cfg, now)
-        metrics.extend(metrics_from_table(_OWN_METRICS, self._state, self._row_failed, {"project_id": cfg.project_id}))
-        return metrics
-
-    def _row_failed(self, name: str, exc: BaseException) -> None:
-        log.warning("gcp: metric %s not built: %s: %s", name, type(exc).__name__, exc)
+    def _target(self, cfg: GcpConfig) -> dict[str, AttributeValue]:
+        return {"project_id": cfg.project_id}
 
     # ----------------------------------------------------------------- calls (worker thread)
 
@@ -298,52 +257,50 @@ class GcpMonitoringCollector(MetricCollectorPlugin):
         options = {"api_endpoint": cfg.api_endpoint} if cfg.api_endpoint else None
         return monitoring_v3.MetricServiceClient(client_options=options)
 
-    def collect_blocking(self, cfg: GcpConfig, now: float) -> list[Metric]:
+    def _collect(self, cfg: GcpConfig, now: float) -> list[Metric]:
         import google.auth.exceptions
         from google.api_core import exceptions as api_exceptions
 
-        with self._lock:
-            state = self._state
-            state.up, state.without_data = True, 0
-            out: list[Metric] = []
-            what = f"gcp ListTimeSeries (project {cfg.project_id})"
-            if self._client is None:
-                try:
-                    self._client = self._make_client(cfg)
-                except google.auth.exceptions.DefaultCredentialsError as e:
-                    state.up = False
-                    state.failed(log, "credentials", what, f"no Application Default Credentials: {str(e)[:300]}")
-                    return out
-            budget = cfg.max_series
-            timeout = min(cfg.timeout or cfg.collection_interval, 60.0)
-            for req in requests(cfg, now):
-                where = f"{what} {req.where} {req.metric.type}"
-                try:
-                    found = self._list(req, budget, timeout, out)
-                except api_exceptions.GoogleAPICallError as e:
-                    state.up = False
-                    status = e.grpc_status_code or e.code  # PERMISSION_DENIED, else the HTTP status
-                    code = getattr(status, "name", None) or str(status or "error")
-                    state.failed(log, prometheus_part(str(code)).lower(), where, f"{code}: {e.message}")
-                    continue
-                except google.auth.exceptions.GoogleAuthError as e:
-                    state.up = False
-                    state.failed(log, "credentials", where, f"{type(e).__name__}: {str(e)[:300]}")
-                    continue
-                except api_exceptions.RetryError as e:
-                    state.up = False
-                    state.failed(log, "timeout", where, str(e)[:300])
-                    continue
-                state.recovered(log, where)
-                budget -= found
-                if found == 0:
-                    state.without_data += 1
-                if budget <= 0:
-                    if found:
-                        state.failed(log, "max_series", what, f"max_series ({cfg.max_series}) reached: the rest "
-                                                              "of the metrics is not read this collection")
-                    break
-            return out
+        state = self._state
+        out: list[Metric] = []
+        what = f"gcp ListTimeSeries (project {cfg.project_id})"
+        if self._client is None:
+            try:
+                self._client = self._make_client(cfg)
+            except google.auth.exceptions.DefaultCredentialsError as e:
+                state.up = False
+                state.failed(log, "credentials", what, f"no Application Default Credentials: {str(e)[:300]}")
+                return out
+        budget = cfg.max_series
+        timeout = min(cfg.timeout or cfg.collection_interval, 60.0)
+        for req in requests(cfg, now):
+            where = f"{what} {req.where} {req.metric.type}"
+            try:
+                found = self._list(req, budget, timeout, out)
+            except api_exceptions.GoogleAPICallError as e:
+                state.up = False
+                status = e.grpc_status_code or e.code  # PERMISSION_DENIED, else the HTTP status
+                code = getattr(status, "name", None) or str(status or "error")
+                state.failed(log, prometheus_part(str(code)).lower(), where, f"{code}: {e.message}")
+                continue
+            except google.auth.exceptions.GoogleAuthError as e:
+                state.up = False
+                state.failed(log, "credentials", where, f"{type(e).__name__}: {str(e)[:300]}")
+                continue
+            except api_exceptions.RetryError as e:
+                state.up = False
+                state.failed(log, "timeout", where, str(e)[:300])
+                continue
+            state.recovered(log, where)
+            budget -= found
+            if found == 0:
+                state.without_data += 1
+            if budget <= 0:
+                if found:
+                    state.failed(log, "max_series", what, f"max_series ({cfg.max_series}) reached: the rest "
+                                                          "of the metrics is not read this collection")
+                break
+        return out
 
     def _list(self, req: Request, budget: int, timeout: float, out: list[Metric]) -> int:
         """List one request's series into ``out``, at most ``budget``; returns how many were read."""
@@ -369,5 +326,3 @@ class GcpMonitoringCollector(MetricCollectorPlugin):
                     pass
         return found
 
-
-_OWN_METRICS = cloud_metrics("gcp_monitoring", "ListTimeSeries")

@@ -143,7 +143,7 @@ def test_next_token_pages_are_followed_and_a_refused_query_is_counted(monkeypatc
             {"Id": "q1_0", "Timestamps": [], "Values": [], "StatusCode": "Forbidden",
              "Messages": [{"Code": "Forbidden", "Value": "not authorized for N b"}]}]})
         with caplog.at_level(logging.WARNING, "monbridge.collectors.cloudwatch"):
-            got = {(m.name, tuple(sorted(m.attributes.items()))): m for m in c.collect_blocking(c._config, NOW)}
+            got = {(m.name, tuple(sorted(m.attributes.items()))): m for m in c.collect_at(NOW)}
     assert [p.get("NextToken") for p in sent] == [None, "page-2"]
     assert got[("n_a_average", ())].value == 2.0  # the newest point over both pages
     assert ("n_b_average", ()) not in got
