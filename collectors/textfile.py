@@ -33,7 +33,7 @@ import os
 import stat
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -274,7 +274,7 @@ class TextfileCollector(MetricCollectorPlugin):
             r = TextfileRound()
             files = self._files(cfg, r)
             scrapers: dict[str, TargetScraper] = {}
-            seen: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = {}
+            read: list[tuple[str, list[Metric]]] = []
             for path in files:
                 scraper = self._scrapers.get(path) or TargetScraper(Target(path, {}))
                 scrapers[path] = scraper
@@ -290,7 +290,8 @@ class TextfileCollector(MetricCollectorPlugin):
                 if self._last_error.pop(path, None) is not None:
                     log.info("textfile %s: read again", path)
                 r.mtimes[path] = mtime
-                r.metrics.extend(self._unique(metrics, path, seen, r))
+                read.append((path, metrics))
+            self._merge(read, r)
             self._scrapers = scrapers  # files that went are forgotten
             if len(self._last_error) > 4 * cfg.max_files:
                 self._last_error.clear()
@@ -298,19 +299,30 @@ class TextfileCollector(MetricCollectorPlugin):
                 self._errors[reason] += n
             return r
 
-    def _unique(self, metrics: Iterable[Metric], path: str, seen: dict[tuple[str, tuple[tuple[str, Any], ...]], str],
-                r: TextfileRound) -> Iterator[Metric]:
-        help_ = f"Metric read from {path}"
-        for m in metrics:
-            key = (m.name, tuple(sorted(m.attributes.items())))
-            first = seen.setdefault(key, path)
-            if first != path:
-                r.errors["duplicate"] += 1
-                self._note(path, f"series {m.name}{dict(m.attributes)} was read from {first} already: skipped")
-                continue
-            if not m.description:
-                m.description = help_
-            yield m
+    def _merge(self, read: list[tuple[str, list[Metric]]], r: TextfileRound) -> None:
+        """The files' metrics into ``r``, each described; a series already read from an earlier
+        file is skipped, counted and logged. Only the names that more than one file has are
+        checked series by series (most files have names of their own)."""
+        first_file: dict[str, str] = {}
+        shared: set[str] = set()
+        for path, metrics in read:
+            for name in {m.name for m in metrics}:
+                if first_file.setdefault(name, path) != path:
+                    shared.add(name)
+        seen: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = {}
+        out = r.metrics
+        for path, metrics in read:
+            help_ = f"Metric read from {path}"
+            for m in metrics:
+                if not m.description:
+                    m.description = help_
+                if m.name in shared:
+                    first = seen.setdefault((m.name, tuple(sorted(m.attributes.items()))), path)
+                    if first != path:
+                        r.errors["duplicate"] += 1
+                        self._note(path, f"series {m.name}{dict(m.attributes)} was read from {first} already: skipped")
+                        continue
+                out.append(m)
 
     def _failed(self, r: TextfileRound, path: str, e: TextfileError) -> None:
         r.errored = True
