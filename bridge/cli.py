@@ -83,6 +83,7 @@ def main() -> None:
       monbridge test                      collect once and print what would be exported
       monbridge validate --config F       check a config file (exit 2 when invalid)
       monbridge plugins                   installed plugins by type
+      monbridge config default            print the embedded default config
     """
 
 
@@ -185,7 +186,7 @@ def validate(config_path: str) -> None:
 
 @main.command()
 def plugins() -> None:
-    """List installed plugins by type, with version and distribution."""
+    """List installed plugins by type: id, version, distribution (the package that installed it), description."""
     from bridge.api import PluginType
 
     registry = _registry()
@@ -196,11 +197,26 @@ def plugins() -> None:
             click.echo("  (none)")
         for pid in ids:
             entry = registry.entry(pid)
+            dist = entry.distribution or "(registered in-process)"
             try:
                 meta = entry.get().metadata()
-                click.echo(f"  {pid:<36} {meta.version:<10} {meta.description}")
+                click.echo(f"  {pid:<36} {meta.version:<10} {dist:<28} {meta.description}")
             except Exception as e:  # noqa: BLE001 - a broken plugin is listed, not fatal
-                click.echo(f"  {pid:<36} {'?':<10} failed to load: {type(e).__name__}: {e}")
+                click.echo(f"  {pid:<36} {'?':<10} {dist:<28} failed to load: {type(e).__name__}: {e}")
+
+
+@main.group(name="config")
+def config_cmd() -> None:
+    """The config: print the embedded default (a start for your own)."""
+
+
+@config_cmd.command(name="default")
+def config_default() -> None:
+    """Print the embedded default config, the one `monbridge run` uses without --config
+    (with OTEL_EXPORTER_OTLP_ENDPOINT set, including its OTLP push)."""
+    from bridge.config import default_config_text
+
+    click.echo(default_config_text(), nl=False)
 
 
 def _format_metric(m: Metric) -> str:

@@ -306,7 +306,8 @@ class Supervisor:
             runner.lifecycle.to(PluginState.RUNNING)
             if isinstance(host, ProcessHost):
                 runner.version = str(host.info.get("version") or runner.version)[:100]
-            log.info("plugin %s running (interval %ss)", runner.plugin_id, runner.interval)
+            log.info("plugin %s running (%s)", runner.plugin_id,
+                     f"interval {runner.interval:g}s" if runner.interval else "no interval")
             return True
         except Exception as e:
             self._failed(runner, "start", e)
