@@ -528,6 +528,11 @@ class Supervisor:
             return
         await asyncio.gather(*(flush(n) for n in names))
 
+    async def bring_up(self, runner: PluginRunner) -> bool:
+        """Initialize and start ``runner``'s plugin, without its schedule (``monbridge test``); its
+        failure is recorded as ``last_error``."""
+        return await self._bring_up(runner)
+
     async def collect_once(self, runner: PluginRunner) -> bool:
         """Bring a plugin up, run one collection or round, and leave it running (``monbridge test``)."""
         if not await self._bring_up(runner):

@@ -585,6 +585,34 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         return await self.push([_Family(f) for f in batch.families()],
                                getattr(batch, "resource", None) or _Resource(batch.resource_attributes), timeout)
 
+    async def preview_export(self, batch: MetricBatch) -> list[str]:
+        """Where ``batch`` would be pushed and how many requests and bytes it makes, encoded as
+        ``export`` encodes it (by an encoder of its own: the pushes' delta state is left alone),
+        nothing sent (``bridge.api.ExportPreviewHook``)."""
+        target, cfg = self._target, self.config
+        if target is None or cfg is None:
+            return ["nothing to push to (receive only)"]
+        families = [_Family(f) for f in batch.families()]
+        snapshot = [(fam, list(fam.series.values() if isinstance(fam.series, Mapping) else fam.series))
+                    for fam in families]
+        requests = OtlpEncoder(cfg.temporality).requests(
+            snapshot, getattr(batch, "resource", None) or _Resource(batch.resource_attributes))
+
+        def sizes() -> list[int]:
+            out = []
+            while (body := self._next_body(requests)) is not None:
+                out.append(len(body))
+            return out
+
+        sent = await asyncio.get_running_loop().run_in_executor(self._thread, sizes)
+        series = sum(len(s) for _, s in snapshot)
+        how = "gRPC Export to" if target.protocol == "grpc" else "POST"
+        compression = "" if target.compression == "none" else f", {target.compression}"
+        headers = f"; headers: {', '.join(k for k, _ in target.headers)}" if target.headers else ""
+        return [f"would {how} {self._endpoint} ({target.protocol}{compression}): {len(sent)} request"
+                f"{'s' if len(sent) != 1 else ''}, {sum(sent)} bytes, {series} series of {len(families)} metrics"
+                f"{headers}"]
+
     def export_sinks(self) -> Mapping[str, Any]:
         return super().export_sinks() if self.config is None or self.config.pushes else {}
 
