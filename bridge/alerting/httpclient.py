@@ -140,11 +140,11 @@ class HttpNotifier(Notifier):
         none sent: each is answered ``200 {}``, so a request that needs a real answer's content
         (a created ticket's key) ends the preview there."""
         client, self.client = self.client, PreviewClient()
+        stopped = False
         try:
             await self.send(notification)
-            stopped = None
-        except Exception as e:  # noqa: BLE001 - a request needing a real answer: the preview ends there
-            stopped = f"{type(e).__name__}: {e}"
+        except Exception:  # noqa: BLE001 - a request needing a real answer: the preview ends there
+            stopped = True
         finally:
             recorded, self.client = self.client, client
         assert isinstance(recorded, PreviewClient)
@@ -152,7 +152,7 @@ class HttpNotifier(Notifier):
             return ["no request: the notifier would send nothing for this notification"]
         lines = [f"would send {len(recorded.requests)} request{'s' if len(recorded.requests) != 1 else ''}:",
                  *recorded.lines()]
-        if stopped is not None:
+        if stopped:
             lines.append("(the requests after these depend on the receiver's answers: not shown)")
         return lines
 
