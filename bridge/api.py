@@ -12,7 +12,7 @@ import enum
 import re
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, runtime_checkable
 
@@ -628,11 +628,44 @@ class AlertSourceHook(Protocol):
 
 @runtime_checkable
 class ReportHook(Protocol):
-    """A collector that describes what it collected in its own terms for ``monbridge test``."""
+    """A collector or integration that describes what it collected or imported in its own terms
+    for ``monbridge test``."""
 
     async def test_report(self) -> Sequence[str]:
-        """Called by ``monbridge test`` once the plugin is running and has collected once; the
-        lines are printed before the metrics, which are collected again after it."""
+        """Called by ``monbridge test`` once the plugin is running and has collected once (an
+        integration: once its import round ran); the lines are printed before the metrics, which a
+        collector collects again after it. A ``TestReport`` with ``failed`` set says the round
+        failed (a target that could not be scraped): ``monbridge test`` then exits 1."""
+
+
+class TestReport(list[str]):
+    """``ReportHook.test_report``'s lines, with whether what they report is a failure."""
+
+    __test__ = False  # not a test class, whatever pytest's name patterns say
+
+    def __init__(self, lines: Iterable[str] = (), failed: bool = False) -> None:
+        super().__init__(lines)
+        self.failed = failed
+
+
+@runtime_checkable
+class ExportPreviewHook(Protocol):
+    """An export sink that can say what ``export`` would send, without sending (``monbridge test``
+    without ``--send``)."""
+
+    async def preview_export(self, batch: MetricBatch) -> Sequence[str]:
+        """Lines naming where ``batch`` would go and what would be sent (requests, bytes, series);
+        nothing is sent and no queue is touched. Credentials never appear in them."""
+
+
+@runtime_checkable
+class NotificationPreviewHook(Protocol):
+    """A notifier that can render what ``send`` would deliver, without delivering (``monbridge
+    test`` without ``--send``)."""
+
+    async def preview(self, notification: Any) -> Sequence[str]:
+        """Lines showing the request(s) or message ``send(notification)`` would make (destination,
+        method, headers, body); nothing is sent. Secrets are shown as ``<secret>``."""
 
 
 __all__ += [
@@ -645,6 +678,9 @@ __all__ += [
     "NotifierHook",
     "TelemetryExporterHook",
     "ReportHook",
+    "TestReport",
+    "ExportPreviewHook",
+    "NotificationPreviewHook",
 ]
 
 

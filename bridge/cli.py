@@ -18,7 +18,6 @@ import click
 from bridge import __version__
 
 if TYPE_CHECKING:
-    from bridge.api import Metric
     from bridge.config import LoadedConfig
 
 EXIT_CONFIG = 2
@@ -80,9 +79,10 @@ def main() -> None:
     \b
     Quick start:
       monbridge run                       host metrics on http://127.0.0.1:9464/metrics
-      monbridge test                      collect once and print what would be exported
+      monbridge test                      run each plugin once and print what it did
       monbridge validate --config F       check a config file (exit 2 when invalid)
       monbridge plugins                   installed plugins by type
+      monbridge config default            print the embedded default config
     """
 
 
@@ -185,7 +185,7 @@ def validate(config_path: str) -> None:
 
 @main.command()
 def plugins() -> None:
-    """List installed plugins by type, with version and distribution."""
+    """List installed plugins by type: id, version, distribution (the package that installed it), description."""
     from bridge.api import PluginType
 
     registry = _registry()
@@ -196,42 +196,54 @@ def plugins() -> None:
             click.echo("  (none)")
         for pid in ids:
             entry = registry.entry(pid)
+            dist = entry.distribution or "(registered in-process)"
             try:
                 meta = entry.get().metadata()
-                click.echo(f"  {pid:<36} {meta.version:<10} {meta.description}")
+                click.echo(f"  {pid:<36} {meta.version:<10} {dist:<28} {meta.description}")
             except Exception as e:  # noqa: BLE001 - a broken plugin is listed, not fatal
-                click.echo(f"  {pid:<36} {'?':<10} failed to load: {type(e).__name__}: {e}")
+                click.echo(f"  {pid:<36} {'?':<10} {dist:<28} failed to load: {type(e).__name__}: {e}")
 
 
-def _format_metric(m: Metric) -> str:
-    from bridge.api import HistogramValue
+@main.group(name="config")
+def config_cmd() -> None:
+    """The config: print the embedded default (a start for your own)."""
 
-    attrs = ",".join(f'{k}="{v}"' for k, v in sorted(m.attributes.items()))
-    unit = f"  [{m.unit}]" if m.unit else ""
-    v = m.value
-    if isinstance(v, HistogramValue):
-        val = f"count={v.count} sum={v.sum} buckets={list(zip(v.bounds, v.bucket_counts, strict=False))}"
-    else:
-        val = repr(v)
-    return f"{m.name}{{{attrs}}} {val}  {m.kind.value}{unit}"
+
+@config_cmd.command(name="default")
+def config_default() -> None:
+    """Print the embedded default config, the one `monbridge run` uses without --config
+    (with OTEL_EXPORTER_OTLP_ENDPOINT set, including its OTLP push)."""
+    from bridge.config import default_config_text
+
+    click.echo(default_config_text(), nl=False)
 
 
 @main.command(name="test")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
 @click.option("--plugin", "plugin_ids", multiple=True,
               help="only this plugin (repeatable); it need not be enabled in the config")
+@click.option("--send", is_flag=True,
+              help="integrations export their batch and notifiers send their notification (default: only shown)")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True)
-def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: str) -> None:
-    """Collect once from the configured collectors, print the metrics, exit (like telegraf --test)."""
+def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], send: bool, log_level: str) -> None:
+    """Run each plugin once and print what it did, then exit (like telegraf --test).
+
+    \b
+    collector         collects once; prints the metrics
+    integration       runs one import round (series per target, errors with their line), then
+                      shows each export sink's destination and payload for one round's batch
+                      (the config's enabled collectors and the import); --send exports it
+    alert processor   is given a sample alert: passed on, changed or suppressed; a notifier
+                      shows the request or message it would send (secrets hidden); --send sends it
+
+    Exit status 1 when a plugin's round failed (a target down, an export or send refused).
+    """
     import asyncio
 
-    from bridge.api import PluginType, ReportHook
     from bridge.config import PluginEntry
     from bridge.logs import setup_logging
-    from bridge.pipeline import Pipeline
-    from bridge.pluginhost import InProcessHost
-    from bridge.supervisor import Supervisor
+    from bridge.plugintest import run as run_tests
 
     setup_logging(log_level, "text")
     registry = _registry()
@@ -247,44 +259,17 @@ def test_cmd(config_path: str | None, plugin_ids: tuple[str, ...], log_level: st
             click.echo(f"error: --plugin: {e}", err=True)
             sys.exit(EXIT_CONFIG)
         entries[pid] = PluginEntry(plugin_id=pid)
-        loaded.plugin_configs[pid] = cls.config_model.model_validate({})
+        try:
+            loaded.plugin_configs[pid] = cls.config_model.model_validate({})
+        except ValueError as e:  # pydantic's ValidationError: a setting without a default
+            missing = ", ".join(".".join(map(str, x["loc"])) for x in getattr(e, "errors", list)())
+            click.echo(f"error: --plugin {pid}: not in the config, and its config has settings without a default "
+                       f"({missing or e}): give it an entry in --config's plugins", err=True)
+            sys.exit(EXIT_CONFIG)
         loaded.raw_plugin_configs[pid] = {}
 
-    async def once() -> int:
-        from bridge.sdk_input import SOURCE as OTEL_API_SOURCE
-        from bridge.sdk_input import install_global
-
-        pipeline = Pipeline()
-        install_global(pipeline)  # what a plugin reports through opentelemetry.metrics is shown too
-        sup = Supervisor(pipeline)
-        failed = 0
-        for pid in wanted:
-            if registry.entry(pid).plugin_type not in (PluginType.METRIC_COLLECTOR, PluginType.INTEGRATION):
-                continue
-            runner = sup.add(pid, registry.factory(pid), loaded.raw_plugin_configs[pid],
-                             loaded.plugin_configs[pid])
-            if runner.plugin_type is PluginType.INTEGRATION:
-                continue  # exporters need running collectors; `test` only collects
-            ok = await sup.collect_once(runner)
-            if not ok:
-                failed += 1
-                click.echo(f"# {pid}: {runner.last_error}", err=True)
-                continue
-            click.echo(f"# {pid}")
-            if isinstance(runner.host, InProcessHost) and isinstance(runner.host.plugin, ReportHook):
-                for line in await runner.host.plugin.test_report():
-                    click.echo(line)
-                pipeline.record(pid, await runner.host.collect(),  # what the report ran
-                                prometheus_names=runner.host.imports_prometheus_names)
-            for m in sorted(pipeline.snapshot(), key=lambda m: (m.name, str(sorted(m.attributes.items())))):
-                click.echo(_format_metric(m))
-            pipeline.remove_source(pid)
-            pipeline.remove_source(OTEL_API_SOURCE)
-        await sup.stop_all()
-        pipeline.shutdown()
-        return failed
-
-    sys.exit(1 if asyncio.run(once()) else 0)
+    failed = asyncio.run(run_tests(registry, loaded, wanted, send, click.echo, lambda s: click.echo(s, err=True)))
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

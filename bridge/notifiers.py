@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         webhook_payload,
     )
     from bridge.alerting.notifyconfig import BaseUrl, NotifierConfig, check_http_url
-    from bridge.alerting.tickets import TicketState, group_fingerprint, ticket_text
+    from bridge.alerting.tickets import TicketState, close_ticket_alerts, group_fingerprint, poll_tickets, ticket_text
 
 __all__ = [
     "AlertContext",
@@ -46,11 +46,13 @@ __all__ = [
     "PermanentDeliveryError",
     "TicketState",
     "check_http_url",
+    "close_ticket_alerts",
     "fingerprint",
     "group_fingerprint",
     "http_delivery_error",
     "matches_all",
     "parse_matchers",
+    "poll_tickets",
     "rfc3339",
     "ticket_text",
     "webhook_payload",
@@ -80,6 +82,8 @@ _MODULES = {
     "TicketState": "bridge.alerting.tickets",
     "group_fingerprint": "bridge.alerting.tickets",
     "ticket_text": "bridge.alerting.tickets",
+    "close_ticket_alerts": "bridge.alerting.tickets",
+    "poll_tickets": "bridge.alerting.tickets",
 }
 
 

@@ -306,7 +306,8 @@ class Supervisor:
             runner.lifecycle.to(PluginState.RUNNING)
             if isinstance(host, ProcessHost):
                 runner.version = str(host.info.get("version") or runner.version)[:100]
-            log.info("plugin %s running (interval %ss)", runner.plugin_id, runner.interval)
+            log.info("plugin %s running (%s)", runner.plugin_id,
+                     f"interval {runner.interval:g}s" if runner.interval else "no interval")
             return True
         except Exception as e:
             self._failed(runner, "start", e)
@@ -526,6 +527,11 @@ class Supervisor:
             log.warning("plugin %s: export_sinks failed: %s: %s", runner.plugin_id, type(e).__name__, e)
             return
         await asyncio.gather(*(flush(n) for n in names))
+
+    async def bring_up(self, runner: PluginRunner) -> bool:
+        """Initialize and start ``runner``'s plugin, without its schedule (``monbridge test``); its
+        failure is recorded as ``last_error``."""
+        return await self._bring_up(runner)
 
     async def collect_once(self, runner: PluginRunner) -> bool:
         """Bring a plugin up, run one collection or round, and leave it running (``monbridge test``)."""

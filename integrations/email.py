@@ -113,6 +113,17 @@ class EmailNotifier(Notifier):
         return PluginMetadata(PLUGIN_ID, "Email", "0.1.0", "monbridge", "alert groups as email over SMTP",
                               PluginType.ALERT_PROCESSOR)
 
+    async def preview(self, notification: Notification) -> list[str]:
+        """The message ``send`` would deliver and where (``bridge.api.NotificationPreviewHook``)."""
+        cfg: EmailConfig = self.config
+        how = "TLS" if cfg.tls else "STARTTLS" if cfg.starttls else "plain"
+        login = f", login {cfg.username}" if cfg.username else ""
+        msg = render_email(notification, cfg)
+        text = msg.get_body(("plain",))
+        return [f"would send over SMTP to {cfg.smtp} ({how}{login}): {len(msg.as_bytes())} bytes",
+                *(f"  {k}: {v}" for k, v in msg.items() if k.lower() != "content-type"),
+                "", *(f"  {line}" for line in (text.get_content() if text is not None else "").splitlines())]
+
     async def send(self, notification: Notification) -> None:
         import aiosmtplib
 

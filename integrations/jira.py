@@ -8,6 +8,11 @@ notification comments on it (``POST .../comment``); a resolved group comments an
 transitioned (``GET``/``POST .../transitions``, to ``resolve_transition``). A notification whose
 key the property already holds is not applied twice, across restarts too.
 
+Two-way: every ``poll_interval`` seconds the issues monbridge opened are read back
+(``GET /rest/api/3/issue/<key>?fields=status``); one whose status is in the ``done`` category
+(closed or resolved in Jira, by any workflow) acknowledges its alerts in monbridge, or resolves
+them with ``on_close: resolve``.
+
 Config::
 
     url: "https://example.atlassian.net"
@@ -16,15 +21,19 @@ Config::
     project: OPS
     issue_type: Task
     resolve_transition: Done
+    on_close: acknowledge               # or resolve: what closing the issue in Jira does to its alerts
+    poll_interval: 60
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+import asyncio
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
 from bridge.api import PluginConfig, PluginMetadata, PluginType
+from bridge.helpers import cancel_and_wait
 from bridge.notifiers import (
     BaseUrl,
     HttpNotifier,
@@ -32,7 +41,9 @@ from bridge.notifiers import (
     NotifierConfig,
     PermanentDeliveryError,
     TicketState,
+    close_ticket_alerts,
     group_fingerprint,
+    poll_tickets,
     ticket_text,
 )
 
@@ -53,6 +64,9 @@ class JiraConfig(NotifierConfig):
     issue_type: str = "Task"
     resolve_transition: str = Field(default="Done", description="name of the transition that resolves an issue")
     labels: list[str] = Field(default_factory=list, description="extra labels on created issues")
+    on_close: Literal["acknowledge", "resolve"] = Field(
+        default="acknowledge", description="what an issue closed in Jira does to its alerts in monbridge")
+    poll_interval: float = Field(default=60.0, gt=0, description="seconds between reading open issues back")
 
 
 def adf(lines: list[str]) -> dict[str, Any]:
@@ -66,15 +80,21 @@ class JiraNotifier(HttpNotifier):
     plugin_id = PLUGIN_ID
 
     def metadata(self) -> PluginMetadata:
-        return PluginMetadata(PLUGIN_ID, "Jira", "0.1.0", "monbridge", "one Jira Cloud issue per alert group",
+        return PluginMetadata(PLUGIN_ID, "Jira", "0.1.0", "monbridge",
+                              "one Jira Cloud issue per alert group; closing it acknowledges (or resolves) the alerts",
                               PluginType.ALERT_PROCESSOR)
 
     async def setup(self) -> None:
         await super().setup()
         self.state = TicketState(None)
+        self.ctx: AlertContext | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     def attach(self, ctx: AlertContext) -> None:
+        self.ctx = ctx
         self.state = TicketState(ctx.engine.state_path("jira.json"))
+        self._poller = asyncio.create_task(poll_tickets("jira", lambda: self.config.poll_interval, self.poll),
+                                           name=f"{PLUGIN_ID}:poll")
 
     def _auth(self) -> tuple[str, str]:
         return self.config.email, self.config.api_token.get_secret_value()
@@ -98,6 +118,7 @@ class JiraNotifier(HttpNotifier):
         fp = group_fingerprint(PLUGIN_ID, notification.group_key)
         key = await self._find(fp)
         resolved = notification.status == "resolved"
+        alert_ids = [a.id for a in notification.alerts]
         if key is None:
             if resolved:
                 return  # no open issue for a group that resolved: nothing to close
@@ -111,7 +132,7 @@ class JiraNotifier(HttpNotifier):
             key = str(created["key"])
             await self._call("PUT", f"/rest/api/3/issue/{key}/properties/{PROPERTY}",
                              {"fingerprint": fp, "group_key": notification.group_key, "last_notification": notification.key})
-            self.state.put(fp, issue=key, last_key=notification.key)
+            self.state.put(fp, issue=key, last_key=notification.key, alert_ids=alert_ids)
             return
         prop = await self._property(key)
         if prop.get("last_notification") == notification.key:
@@ -131,7 +152,27 @@ class JiraNotifier(HttpNotifier):
         if resolved:
             self.state.drop(fp)
         else:
-            self.state.put(fp, issue=key, last_key=notification.key)
+            self.state.put(fp, issue=key, last_key=notification.key, alert_ids=alert_ids)
+
+    async def poll(self) -> None:
+        """Read the open issues back; one closed in Jira (status category ``done``) acknowledges
+        (or, with ``on_close: resolve``, resolves) its alerts."""
+        if self.ctx is None:
+            return
+        for fp, entry in list(self.state.tickets.items()):
+            key = str(entry["issue"])
+            doc = await self._call("GET", f"/rest/api/3/issue/{key}?fields=status")
+            fields = (doc or {}).get("fields") if isinstance(doc, dict) else None
+            status = (fields or {}).get("status") if isinstance(fields, dict) else None
+            category = (status or {}).get("statusCategory") if isinstance(status, dict) else None
+            if not isinstance(category, dict) or category.get("key") != "done":
+                continue
+            close_ticket_alerts(self.ctx.engine, entry.get("alert_ids", []), self.config.on_close, f"jira:{key}")
+            self.state.drop(fp)
+
+    async def shutdown(self) -> None:
+        await cancel_and_wait(self._poller)
+        await super().shutdown()
 
     async def _property(self, key: str) -> dict[str, Any]:
         try:

@@ -59,6 +59,7 @@ import logging
 import math
 import os
 import ssl
+import threading
 import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -81,7 +82,7 @@ from bridge.api import (
     validate_plugin_id,
 )
 from bridge.delivery import Backoff, retry_after_seconds
-from bridge.helpers import EXCERPT_BYTES, peer_excerpt
+from bridge.helpers import EXCERPT_BYTES, peer_excerpt, redact_text
 from integrations.otlp_config import METRICS_PATH, OtlpConfig, OtlpTLSConfig, _env
 from integrations.otlp_receive import OtlpReceiver
 from integrations.otlp_wire import OtlpEncoder
@@ -256,6 +257,48 @@ def _partial_success(body: bytes, where: str) -> None:
                     peer_excerpt(ps.error_message or "(no message)"))
 
 
+def connection_cause(error: BaseException | str) -> str:
+    """What went wrong under ``error`` (an exception and what it wraps, or the text of one), in the
+    words a reader looks for: ``connection refused``, ``TLS: certificate verify failed: ...``,
+    ``cannot resolve the host``, ``connection reset``; else the error itself."""
+    if isinstance(error, BaseException):
+        seen: set[int] = set()
+        stack: list[BaseException] = [error]
+        while stack:
+            e = stack.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            inner = [e.__cause__, e.__context__, getattr(e, "os_error", None), getattr(e, "certificate_error", None),
+                     getattr(e, "reason", None), *getattr(e, "args", ())]
+            wrapped = [x for x in inner if isinstance(x, BaseException)]
+            if wrapped and type(e).__module__.startswith("aiohttp"):  # a client error that is also an ssl one
+                stack += wrapped
+                continue
+            if isinstance(e, ssl.SSLCertVerificationError):
+                return f"TLS: certificate verify failed: {getattr(e, 'verify_message', None) or e}"
+            if isinstance(e, ssl.SSLError):
+                return f"TLS: {getattr(e, 'reason', None) or e}"
+            if isinstance(e, ConnectionRefusedError):
+                return "connection refused"
+            if isinstance(e, ConnectionResetError):
+                return "connection reset by the peer"
+            if isinstance(e, OSError) and type(e).__name__ == "gaierror":
+                return f"cannot resolve the host: {e.strerror or e}"
+            stack += wrapped
+        text = f"{type(error).__name__}: {error}"
+    else:
+        text = error
+    low = text.lower()
+    if "connection refused" in low or "connect call failed" in low:
+        return "connection refused"
+    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+        return "TLS: certificate verify failed"
+    if "ssl" in low and ("handshake" in low or "wrong version" in low or "record layer" in low):
+        return f"TLS: {text}"
+    return text
+
+
 class _HttpSender:
     """POSTs request bodies to the OTLP/HTTP endpoint (aiohttp; one session, kept alive)."""
 
@@ -300,7 +343,9 @@ class _HttpSender:
         except TimeoutError:
             return ExportResult.retryable(f"no answer within {timeout:.3g} s")
         except (aiohttp.ClientError, OSError, ValueError) as e:
-            return ExportResult.retryable(f"{type(e).__name__}: {peer_excerpt(redact(str(e)), 300)}")
+            cause = connection_cause(e)
+            detail = f"{type(e).__name__}: {peer_excerpt(redact(str(e)), 300)}"
+            return ExportResult.retryable(detail if cause == f"{type(e).__name__}: {e}" else f"{cause} ({detail})")
 
     async def close(self) -> None:
         await self._session.close()
@@ -353,7 +398,10 @@ class _GrpcSender:
             raise
         except grpc.aio.AioRpcError as e:
             code = e.code()
-            why = f"gRPC {code.name}: {peer_excerpt(redact(e.details() or ''), 300)}"
+            details = e.details() or ""
+            why = f"gRPC {code.name}: {peer_excerpt(redact(details), 300)}"
+            if (cause := connection_cause(details)) != details:
+                why = f"{cause} ({why})"
             delay = _retry_info(e.trailing_metadata())
             if code.name in _GRPC_RETRYABLE or (code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):
                 return ExportResult.retryable(why, delay)
@@ -585,6 +633,34 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         return await self.push([_Family(f) for f in batch.families()],
                                getattr(batch, "resource", None) or _Resource(batch.resource_attributes), timeout)
 
+    async def preview_export(self, batch: MetricBatch) -> list[str]:
+        """Where ``batch`` would be pushed and how many requests and bytes it makes, encoded as
+        ``export`` encodes it (by an encoder of its own: the pushes' delta state is left alone),
+        nothing sent (``bridge.api.ExportPreviewHook``)."""
+        target, cfg = self._target, self.config
+        if target is None or cfg is None:
+            return ["nothing to push to (receive only)"]
+        families = [_Family(f) for f in batch.families()]
+        snapshot = [(fam, list(fam.series.values() if isinstance(fam.series, Mapping) else fam.series))
+                    for fam in families]
+        requests = OtlpEncoder(cfg.temporality).requests(
+            snapshot, getattr(batch, "resource", None) or _Resource(batch.resource_attributes))
+
+        def sizes() -> list[int]:
+            out = []
+            while (body := self._next_body(requests)) is not None:
+                out.append(len(body))
+            return out
+
+        sent = await asyncio.get_running_loop().run_in_executor(self._thread, sizes)
+        series = sum(len(s) for _, s in snapshot)
+        how = "gRPC Export to" if target.protocol == "grpc" else "POST"
+        compression = "" if target.compression == "none" else f", {target.compression}"
+        headers = f"; headers: {', '.join(k for k, _ in target.headers)}" if target.headers else ""
+        return [f"would {how} {self._endpoint} ({target.protocol}{compression}): {len(sent)} request"
+                f"{'s' if len(sent) != 1 else ''}, {sum(sent)} bytes, {series} series of {len(families)} metrics"
+                f"{headers}"]
+
     def export_sinks(self) -> Mapping[str, Any]:
         return super().export_sinks() if self.config is None or self.config.pushes else {}
 
@@ -635,6 +711,18 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         return kwargs
 
     def telemetry_exporters(self) -> tuple[Any, Any] | None:
+        """The SDK's span and log record exporters for the alert engine (``_sdk_exporters``), each
+        failing export logged once per state change with its cause, the SDK's own retry warnings
+        and errors for that export left out (``_QuietExport``)."""
+        exporters = self._sdk_exporters()
+        if exporters is None:
+            return None
+        where = self._endpoint
+        for what, exporter in zip(("spans", "log records"), exporters, strict=True):
+            exporter.export = _QuietExport(f"alert {what}", where, exporter)
+        return exporters
+
+    def _sdk_exporters(self) -> tuple[Any, Any] | None:
         """A span exporter and a log record exporter with this integration's endpoint, protocol,
         headers, compression, timeout and TLS (the alert engine's spans and transition records
         go out through them); None when it only receives. For http/protobuf, ``/v1/metrics``
@@ -689,6 +777,84 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
         if sender is not None:
             await sender.close()
         self._thread.shutdown(wait=False)
+
+
+#: The SDK exporters' loggers: what they log inside a ``_QuietExport`` call is its cause, not a line.
+_SDK_LOGGERS = ("opentelemetry.exporter.otlp.common.http", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                "opentelemetry.exporter.otlp.proto.http._log_exporter", "opentelemetry.exporter.otlp.proto.grpc.exporter")
+_quiet = threading.local()
+
+
+class _SdkLogFilter(logging.Filter):
+    """Keeps a record an SDK exporter logs inside a ``_QuietExport`` call (on that thread) from
+    the log: the call notes it as the failure's cause instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        active: _QuietExport | None = getattr(_quiet, "active", None)
+        if active is None:
+            return True
+        active.note(record)
+        return False
+
+
+_SDK_FILTER = _SdkLogFilter()
+
+
+class _QuietExport:
+    """An SDK exporter's ``export``, reporting like the metrics' sinks do: a failure is logged once
+    when the exports start failing, naming the cause (connection refused, TLS, the HTTP status or
+    gRPC code), and once when they recover; the SDK's retry warnings and its error for each failed
+    export are not logged."""
+
+    def __init__(self, what: str, where: str, exporter: Any) -> None:
+        self.what, self.where, self._export = what, where, exporter.export
+        self.failing = False
+        self.cause: str | None = None
+        for name in _SDK_LOGGERS:
+            logger = logging.getLogger(name)
+            if _SDK_FILTER not in logger.filters:
+                logger.addFilter(_SDK_FILTER)
+        # The HTTP exporters' client says how its last attempt ended (status, reason, error) even
+        # when the SDK gives up without a retry warning (a timeout shorter than its first backoff).
+        client = getattr(exporter, "_client", None)
+        send = getattr(client, "export", None)
+        if callable(send):
+            def export(data: Any, *args: Any, **kwargs: Any) -> Any:
+                result = send(data, *args, **kwargs)
+                status, reason = getattr(result, "status_code", None), getattr(result, "reason", None)
+                error = getattr(result, "error", None)
+                if status is not None and not 200 <= status < 400:
+                    self.cause = f"HTTP {status} {reason or ''}".rstrip()
+                elif isinstance(error, BaseException):
+                    self.cause = peer_excerpt(redact_text(connection_cause(error)), 300)
+                return result
+
+            client.export = export
+
+    def note(self, record: logging.LogRecord) -> None:
+        if self.cause is not None and "Failed to export" in record.msg:
+            return  # the SDK giving up says less than the attempt's own cause
+        error = next((a for a in (record.args if isinstance(record.args, tuple) else ())
+                      if isinstance(a, BaseException)), None)
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+        self.cause = peer_excerpt(redact_text(connection_cause(error if error is not None else record.getMessage())), 300)
+
+    def __call__(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        self.cause = None
+        _quiet.active = self
+        try:
+            result = self._export(batch, *args, **kwargs)
+        finally:
+            _quiet.active = None
+        ok = getattr(result, "name", "") == "SUCCESS"
+        if not ok and not self.failing:
+            log.error("OTLP export of %s to %s is failing: %s (logged again when it recovers)", self.what, self.where,
+                      self.cause or "the exporter gave no reason")
+        elif ok and self.failing:
+            log.info("OTLP export of %s to %s recovered", self.what, self.where)
+        self.failing = not ok
+        return result
 
 
 class _Resource:

@@ -21,20 +21,21 @@ Config::
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr
 
-from bridge.api import AlertState, PluginConfig, PluginMetadata, PluginType
-from bridge.helpers import cancel_and_wait, redact_text
+from bridge.api import PluginConfig, PluginMetadata, PluginType
+from bridge.helpers import cancel_and_wait
 from bridge.notifiers import (
     BaseUrl,
     HttpNotifier,
     Notification,
     NotifierConfig,
     TicketState,
+    close_ticket_alerts,
     group_fingerprint,
+    poll_tickets,
     ticket_text,
 )
 
@@ -46,8 +47,6 @@ __all__ = ["ServiceNowConfig", "ServiceNowNotifier"]
 PLUGIN_ID = "monitoring.alerts.servicenow"
 TABLE = "/api/now/table/incident"
 RESOLVED_STATES = ("6", "7", "8")  # Resolved, Closed, Canceled
-
-log = logging.getLogger("monbridge.integrations.servicenow")
 
 
 class ServiceNowConfig(NotifierConfig):
@@ -81,7 +80,8 @@ class ServiceNowNotifier(HttpNotifier):
     def attach(self, ctx: AlertContext) -> None:
         self.ctx = ctx
         self.state = TicketState(ctx.engine.state_path("servicenow.json"))
-        self._poller = asyncio.create_task(self._poll_loop(), name=f"{PLUGIN_ID}:poll")
+        self._poller = asyncio.create_task(poll_tickets("servicenow", lambda: self.config.poll_interval, self.poll),
+                                           name=f"{PLUGIN_ID}:poll")
 
     def _auth(self) -> tuple[str, str]:
         return self.config.username, self.config.password.get_secret_value()
@@ -143,26 +143,13 @@ class ServiceNowNotifier(HttpNotifier):
         """Read open incidents back; a resolved or closed one acknowledges its firing alerts."""
         if self.ctx is None:
             return
-        engine = self.ctx.engine
         for fp, entry in list(self.state.tickets.items()):
             doc = await self._call("GET", f"{TABLE}/{entry['sys_id']}", params={"sysparm_fields": "state,number"})
             if not doc or str(doc.get("state")) not in RESOLVED_STATES:
                 continue
-            for alert_id in entry.get("alert_ids", []):
-                alert = engine.store.alerts.get(alert_id)
-                if alert is not None and alert.state is AlertState.FIRING:
-                    engine.acknowledge(alert_id, f"servicenow:{entry.get('number') or entry['sys_id']}")
+            close_ticket_alerts(self.ctx.engine, entry.get("alert_ids", []), "acknowledge",
+                                f"servicenow:{entry.get('number') or entry['sys_id']}")
             self.state.drop(fp)
-
-    async def _poll_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.poll_interval)
-            try:
-                await self.poll()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - the next round tries again
-                log.warning("servicenow: reading incidents back failed: %s", redact_text(f"{type(e).__name__}: {e}"))
 
     async def shutdown(self) -> None:
         await cancel_and_wait(self._poller)

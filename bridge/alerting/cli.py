@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
+import re
 import ssl
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -65,23 +68,65 @@ def _when(t: float | None) -> str:
     return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+class _Connection:
+    """The connection settings: the group's (``monbridge alerts --url U list``), each overridden by
+    the same option after the subcommand (``monbridge alerts list --url U``)."""
+
+    def __init__(self, **settings: str | None) -> None:
+        self.settings = settings
+
+    def api(self) -> _Api:
+        return _Api(**self.settings)  # type: ignore[arg-type]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_URL_HELP = "the running monbridge's server (env MONBRIDGE_URL)"
+_TOKEN_HELP = "bearer token (env MONBRIDGE_BEARER_TOKEN)"
+_BASIC_HELP = "USER:PASSWORD (env MONBRIDGE_BASIC_AUTH)"
+_CA_HELP = "CA bundle to verify an https server"
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and param.name is not None:
+        ctx.ensure_object(_Connection).settings[param.name] = value
+
+
+def _pass_api(f: _F) -> _F:
+    """Give the command its ``_Api`` (first argument) and take the connection options after it too."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        return f(click.get_current_context().ensure_object(_Connection).api(), *args, **kwargs)
+
+    for name, help_ in (("--ca-file", _CA_HELP), ("--basic-auth", _BASIC_HELP), ("--bearer-token", _TOKEN_HELP),
+                        ("--url", _URL_HELP)):
+        kind = click.Path(exists=True, dir_okay=False) if name == "--ca-file" else None
+        command = click.option(name, type=kind, expose_value=False, callback=_override, is_eager=False,
+                               help=help_ + " [default: the one before the subcommand]")(command)
+    return command  # type: ignore[return-value]
+
+
 @click.group()
-@click.option("--url", envvar="MONBRIDGE_URL", default="http://127.0.0.1:9464", show_default=True,
-              help="the running monbridge's server (env MONBRIDGE_URL)")
-@click.option("--bearer-token", envvar="MONBRIDGE_BEARER_TOKEN", help="bearer token (env MONBRIDGE_BEARER_TOKEN)")
-@click.option("--basic-auth", envvar="MONBRIDGE_BASIC_AUTH", help="USER:PASSWORD (env MONBRIDGE_BASIC_AUTH)")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify an https server")
+@click.option("--url", envvar="MONBRIDGE_URL", default="http://127.0.0.1:9464", show_default=True, help=_URL_HELP)
+@click.option("--bearer-token", envvar="MONBRIDGE_BEARER_TOKEN", help=_TOKEN_HELP)
+@click.option("--basic-auth", envvar="MONBRIDGE_BASIC_AUTH", help=_BASIC_HELP)
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help=_CA_HELP)
 @click.pass_context
 def alerts(ctx: click.Context, url: str, bearer_token: str | None, basic_auth: str | None, ca_file: str | None) -> None:
-    """List, acknowledge, resolve and silence the alerts of a running monbridge."""
-    ctx.obj = _Api(url, bearer_token, basic_auth, ca_file)
+    """List, acknowledge, resolve and silence the alerts of a running monbridge.
+
+    The connection options (--url, --bearer-token, --basic-auth, --ca-file) go before or after
+    the subcommand: monbridge alerts ack ID --url http://host:9464.
+    """
+    ctx.obj = _Connection(url=url, bearer_token=bearer_token, basic_auth=basic_auth, ca_file=ca_file)
 
 
 @alerts.command(name="list")
 @click.option("--state", type=click.Choice(["active", "firing", "acknowledged", "resolved", "all"]), default="active",
               show_default=True, help="which alerts: active (firing and acknowledged), one state, or all")
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON")
-@click.pass_obj
+@_pass_api
 def list_cmd(api: _Api, state: str | None, as_json: bool) -> None:
     """Current alerts: id, state, name, severity, since, labels."""
     data = api.call("GET", f"/api/v1/alerts?state={state}")
@@ -103,7 +148,7 @@ def _transition(api: _Api, alert_id: str, action: str) -> None:
 
 @alerts.command()
 @click.argument("alert_id")
-@click.pass_obj
+@_pass_api
 def ack(api: _Api, alert_id: str) -> None:
     """Acknowledge ALERT_ID."""
     _transition(api, alert_id, "ack")
@@ -111,7 +156,7 @@ def ack(api: _Api, alert_id: str) -> None:
 
 @alerts.command()
 @click.argument("alert_id")
-@click.pass_obj
+@_pass_api
 def resolve(api: _Api, alert_id: str) -> None:
     """Resolve ALERT_ID."""
     _transition(api, alert_id, "resolve")
@@ -120,7 +165,7 @@ def resolve(api: _Api, alert_id: str) -> None:
 @alerts.command()
 @click.option("--alert-id", help="only this alert's transitions")
 @click.option("--limit", type=int, default=50, show_default=True)
-@click.pass_obj
+@_pass_api
 def history(api: _Api, alert_id: str | None, limit: int) -> None:
     """Transitions, oldest first."""
     q = f"?limit={limit}" + (f"&alert_id={alert_id}" if alert_id else "")
@@ -131,12 +176,12 @@ def history(api: _Api, alert_id: str | None, limit: int) -> None:
 
 @alerts.command()
 @click.argument("matchers", nargs=-1)
-@click.option("--duration", default="1h", show_default=True, help="how long: 90s, 30m, 2h, 1d")
+@click.option("--duration", default="1h", show_default=True, help="how long, with its unit: 90s, 30m, 1h30m, 2d, 1w")
 @click.option("--comment", default="", help="why")
 @click.option("--author", default="cli", show_default=True)
 @click.option("--list", "list_", is_flag=True, help="list silences instead")
 @click.option("--expire", metavar="SILENCE_ID", help="expire this silence instead")
-@click.pass_obj
+@_pass_api
 def silence(api: _Api, matchers: tuple[str, ...], duration: str, comment: str, author: str, list_: bool,
             expire: str | None) -> None:
     """Silence alerts matching MATCHERS (alertname=HighCPU 'severity=~"warn.*"'); --list, --expire ID."""
@@ -162,16 +207,19 @@ def _matcher_text(m: dict[str, Any]) -> str:
     return f'{m["name"]}{op}"{m["value"]}"'
 
 
+#: Prometheus' (and amtool's) durations: units from largest to smallest, each at most once
+#: (90s, 30m, 1h30m, 2d, 1w, 1y, 500ms); a number needs its unit.
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
 def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     t = text.strip()
-    try:
-        if t and t[-1] in units:
-            v = float(t[:-1]) * units[t[-1]]
-        else:
-            v = float(t)
-    except ValueError:
-        raise click.BadParameter("expected a duration such as 90s, 30m, 2h, 1d", param_hint="--duration") from None
+    m = _DURATION.fullmatch(t)
+    if not t or m is None:
+        raise click.BadParameter(f"{text!r}: expected a duration with its unit, as amtool's: 90s, 30m, 1h30m, 2d, 1w "
+                                 "(units y, w, d, h, m, s, ms)", param_hint="--duration")
+    v = sum(int(n) * unit for n, unit in zip(m.groups(), _DURATION_UNITS, strict=True) if n)
     if v <= 0:
         raise click.BadParameter("must be positive", param_hint="--duration")
     return v

@@ -15,13 +15,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.alerting.notify import DeliveryError, Notifier, http_delivery_error
+from bridge.alerting.notify import DeliveryError, Notification, Notifier, http_delivery_error
 from bridge.logs import EXCERPT_BYTES
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["HttpClient", "HttpNotifier"]
+__all__ = ["HttpClient", "HttpNotifier", "PreviewClient"]
+
+#: Request headers whose values a preview shows; any other header's value may be a credential.
+_SHOWN_HEADERS = frozenset({"accept", "content-type", "idempotency-key", "user-agent", "x-monbridge-group-key"})
+#: How much of a request body a preview shows.
+PREVIEW_BODY_CHARS = 4000
 
 
 class HttpClient:
@@ -83,6 +88,45 @@ def _path(url: str) -> str:
     return urlunsplit((u.scheme, netloc, u.path, "", ""))
 
 
+class PreviewClient(HttpClient):
+    """Takes a notifier's requests instead of sending them and answers each ``200 {}``; ``lines()``
+    shows them (method, URL, headers, body), credentials as ``<secret>``."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.requests: list[tuple[str, str, dict[str, str], Mapping[str, str] | None, Any, Any]] = []
+
+    async def request(self, what: str, method: str, url: str, *, json_body: Any = None,
+                      form: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                      basic_auth: tuple[str, str] | None = None,
+                      params: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        shown = {k: (v if k.lower() in _SHOWN_HEADERS else "<secret>") for k, v in (headers or {}).items()}
+        if basic_auth is not None:
+            shown["Authorization"] = "Basic <secret>"
+        self.requests.append((method, url, shown, params, json_body, form))
+        return 200, {}
+
+    def lines(self) -> list[str]:
+        from urllib.parse import urlencode
+
+        out = []
+        for method, url, headers, params, json_body, form in self.requests:
+            out.append(f"{method} {_path(url)}{'?' + urlencode(params) if params else ''}")
+            out += [f"  {k}: {v}" for k, v in headers.items()]
+            if json_body is not None:
+                body = json.dumps(json_body, indent=2, ensure_ascii=False)
+                out.append("  Content-Type: application/json")
+            elif form is not None:
+                body = urlencode(form)
+                out.append("  Content-Type: application/x-www-form-urlencoded")
+            else:
+                continue
+            if len(body) > PREVIEW_BODY_CHARS:
+                body = body[:PREVIEW_BODY_CHARS] + f"... ({len(body)} characters in all)"
+            out += ["", *(f"  {line}" for line in body.splitlines()), ""]
+        return out
+
+
 class HttpNotifier(Notifier):
     """A notifier that talks HTTP: ``self.client`` is made from the config's ``timeout`` and closed at shutdown."""
 
@@ -90,6 +134,27 @@ class HttpNotifier(Notifier):
 
     async def setup(self) -> None:
         self.client = HttpClient(self.config.timeout)
+
+    async def preview(self, notification: Notification) -> list[str]:
+        """The requests ``send(notification)`` would make (``bridge.api.NotificationPreviewHook``),
+        none sent: each is answered ``200 {}``, so a request that needs a real answer's content
+        (a created ticket's key) ends the preview there."""
+        client, self.client = self.client, PreviewClient()
+        stopped = False
+        try:
+            await self.send(notification)
+        except Exception:  # noqa: BLE001 - a request needing a real answer: the preview ends there
+            stopped = True
+        finally:
+            recorded, self.client = self.client, client
+        assert isinstance(recorded, PreviewClient)
+        if not recorded.requests:
+            return ["no request: the notifier would send nothing for this notification"]
+        lines = [f"would send {len(recorded.requests)} request{'s' if len(recorded.requests) != 1 else ''}:",
+                 *recorded.lines()]
+        if stopped:
+            lines.append("(the requests after these depend on the receiver's answers: not shown)")
+        return lines
 
     async def shutdown(self) -> None:
         await self.client.close()

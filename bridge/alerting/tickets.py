@@ -4,16 +4,23 @@ which group and which notification was applied to it last (idempotency across re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bridge.alerting.notify import Notification
 from bridge.alerting.store import write_json_atomic
+from bridge.api import AlertState
+from bridge.helpers import redact_text
 
-__all__ = ["TicketState", "group_fingerprint", "ticket_text"]
+__all__ = ["TicketState", "close_ticket_alerts", "group_fingerprint", "poll_tickets", "ticket_text"]
+
+#: What closing a ticket does to the alerts it carries.
+OnClose = Literal["acknowledge", "resolve"]
 
 log = logging.getLogger("monbridge.alerting.tickets")
 
@@ -61,3 +68,35 @@ class TicketState:
     def _save(self) -> None:
         if self.path is not None:
             write_json_atomic(self.path, self.tickets)
+
+
+def close_ticket_alerts(engine: Any, alert_ids: Iterable[str], on_close: OnClose, by: str) -> list[str]:
+    """A ticket was closed in its system: acknowledge (``on_close="acknowledge"``) its firing alerts,
+    or resolve (``"resolve"``) its firing and acknowledged ones, as ``by``. Alerts already there
+    (or gone) are left alone. Returns the ids changed."""
+    changed = []
+    for alert_id in alert_ids:
+        alert = engine.store.alerts.get(alert_id)
+        if alert is None or alert.state is AlertState.RESOLVED:
+            continue
+        if on_close == "resolve":
+            engine.resolve(alert_id, by)
+        elif alert.state is AlertState.FIRING:
+            engine.acknowledge(alert_id, by)
+        else:
+            continue
+        changed.append(alert_id)
+    return changed
+
+
+async def poll_tickets(system: str, interval: Callable[[], float], poll: Callable[[], Awaitable[None]]) -> None:
+    """Run ``poll`` (reading a ticket system's tickets back) every ``interval()`` seconds until
+    cancelled; a failed round is logged, secrets redacted, and the next one tries again."""
+    while True:
+        await asyncio.sleep(interval())
+        try:
+            await poll()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the next round tries again
+            log.warning("%s: reading tickets back failed: %s", system, redact_text(f"{type(e).__name__}: {e}"))

@@ -43,6 +43,7 @@ from bridge.api import (
     PluginType,
     PrometheusView,
     SummaryValue,
+    TestReport,
 )
 from bridge.helpers import EXCERPT_BYTES, gc_paused, peer_excerpt
 from bridge.notifiers import fingerprint
@@ -68,6 +69,7 @@ from integrations.prometheus.remote_write import (
 )
 from integrations.prometheus.scrape import (
     ScrapeLimits,
+    ScrapeResult,
     Target,
     TargetScraper,
     filter_shard,
@@ -131,6 +133,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         self._counts: dict[tuple[str, str], int] = {}
         self._exported: dict[str, Alert] = {}  # fingerprint -> alert last sent to Alertmanager
         self._imported: dict[str, Alert] = {}  # fingerprint -> alert firing at Prometheus at the last import
+        self._last_round: list[ScrapeResult] = []  # the last import's scrapes (``monbridge test``'s report)
 
     def metadata(self) -> PluginMetadata:
         from bridge import __version__
@@ -281,6 +284,7 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
         # Each scrape fails alone: ``scrape`` turns whatever a target makes go wrong into its result.
         gathered = await asyncio.gather(*(s.scrape(session, timeout) for s in scrapers))
         out: list[Metric] = []
+        self._last_round = list(gathered)
         for s, r in zip(scrapers, gathered, strict=True):
             out.extend(r.metrics)
             out.extend(s.report(r, start_ns))
@@ -293,6 +297,23 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
                 self._count("samples_dropped", r.failure, r.samples_scraped)
         out.extend(self._self_metrics())
         return out
+
+    async def test_report(self) -> TestReport:
+        """The last import's scrapes, one line each: the target, its series, or why it failed (a
+        parse error with its line) (``bridge.api.ReportHook``, for ``monbridge test``)."""
+        lines = TestReport()
+        for r in self._last_round:
+            t = r.target
+            where = f"{t.labels.get('job', '')} {display_url(t.url)}".strip()
+            if r.up:
+                lines.append(f"scrape {where}: up, {r.samples_scraped} samples, {r.samples_post_relabel} after "
+                             f"relabeling, {len(r.metrics)} series in {r.duration:.3f}s")
+            else:
+                lines.failed = True
+                lines.append(f"scrape {where}: DOWN: {r.error}")
+        if not self._last_round:
+            lines.append("no targets to scrape (scrape.targets, file_sd and federate are empty)")
+        return lines
 
     def _count(self, what: str, reason: str, n: int = 1) -> None:
         k = (what, reason)
@@ -582,6 +603,26 @@ class _RemoteWriteSink:
         results = await asyncio.gather(*(w.flush(timeout) for w in self._plugin._writers))
         return all(results)
 
+    async def preview_export(self, batch: MetricBatch) -> list[str]:
+        """The samples ``export`` would queue for each endpoint and the requests they make,
+        nothing queued (``bridge.api.ExportPreviewHook``)."""
+        import cramjam
+
+        p = self._plugin
+        samples = await asyncio.to_thread(p._remote_write_samples, batch)
+        classic, native = p._exponential
+        lines = []
+        for w in p._writers:
+            entries = [encode_sample(labels, value, ts) for labels, value, ts in samples + (
+                [] if w.config.send_native_histograms else classic)]
+            entries += [e for _, e in native] if w.config.send_native_histograms else []
+            per = w.config.queue.max_samples_per_send
+            chunks = [entries[i:i + per] for i in range(0, len(entries), per)]
+            sizes = [len(cramjam.snappy.compress_raw(b"".join(c))) for c in chunks]
+            lines.append(f"would POST {w.url} ({w.name}, snappy protobuf): {len(entries)} samples in {len(chunks)} "
+                         f"request{'s' if len(chunks) != 1 else ''}, {sum(sizes)} bytes")
+        return lines
+
     async def shutdown(self, timeout: float | None = None) -> None:
         for w in self._plugin._writers:
             await w.stop(2.0 if timeout is None else timeout)
@@ -599,6 +640,18 @@ class _PushgatewaySink:
 
     async def force_flush(self, timeout: float) -> bool:
         return True  # a push is sent at once: nothing is buffered
+
+    async def preview_export(self, batch: MetricBatch) -> list[str]:
+        """The push ``export`` would make, not made (``bridge.api.ExportPreviewHook``)."""
+        from bridge.prometheus import render
+
+        pg = self._config
+        if pg.match:
+            batch = batch.select(pg.match)
+        body = render(batch.families())  # type: ignore[arg-type]
+        series = sum(len(f.series) for f in batch.families())
+        return [f"would PUT {display_url(pg.push_url())} (text 0.0.4): {len(body)} bytes, {series} series "
+                f"of {len(batch.families())} metrics"]
 
     async def shutdown(self, timeout: float | None = None) -> None:
         return None

@@ -65,6 +65,7 @@ LAYERS = {
     "bridge.runtime": "runtime",
     "bridge.cli": "cli",
     "bridge.plugincli": "cli",  # monbridge plugin keygen|sign|verify|install|list
+    "bridge.plugintest": "cli",  # monbridge test: each plugin run once
 }
 
 #: What plugins may import from ``bridge``: the plugin API.

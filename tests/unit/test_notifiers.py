@@ -155,11 +155,15 @@ class FakeJira:
     def __init__(self):
         self.issues = {}
         self.properties = {}
+        self.status = {}  # issue key -> status category key (new, indeterminate, done)
 
     def __call__(self, r):
         if (r.method, r.path) == ("POST", "/rest/api/3/search/jql"):
-            label = r.json()["jql"].split('labels = "')[1].split('"')[0]
-            hits = [{"id": "1", "key": k} for k, f in self.issues.items() if label in f["labels"]]
+            jql = r.json()["jql"]
+            label = jql.split('labels = "')[1].split('"')[0]
+            open_only = "statusCategory != Done" in jql
+            hits = [{"id": "1", "key": k} for k, f in self.issues.items()
+                    if label in f["labels"] and not (open_only and self.status.get(k) == "done")]
             return 200, {"issues": hits}, {}
         if (r.method, r.path) == ("POST", "/rest/api/3/issue"):
             key = f"OPS-{len(self.issues) + 1}"
@@ -179,6 +183,12 @@ class FakeJira:
             return 200, {"transitions": [{"id": "21", "name": "In Progress"}, {"id": "31", "name": "Done"}]}, {}
         if r.path.endswith("/transitions"):
             return 204, b"", {}
+        if r.method == "GET" and r.path.startswith("/rest/api/3/issue/") and r.path.count("/") == 5:
+            key = r.path.rsplit("/", 1)[1]
+            category = self.status.get(key, "new")
+            names = {"new": "To Do", "indeterminate": "In Progress", "done": "Done"}
+            return 200, {"id": "10001", "key": key, "fields": {"status": {
+                "name": names[category], "statusCategory": {"id": 3, "key": category, "name": names[category]}}}}, {}
         return 404, {"errorMessages": [f"no {r.method} {r.path}"]}, {}
 
 
@@ -226,6 +236,55 @@ async def test_jira_one_issue_per_group_comment_transition_idempotent(tmp_path):
     assert srv.requests[4].json()["body"]["type"] == "doc"
     assert srv.requests[12].json() == {"transition": {"id": "31"}}
     assert jira.properties["OPS-1"]["last_notification"] == "k3"
+
+
+@pytest.mark.parametrize(("on_close", "expected"), [(None, AlertState.ACKNOWLEDGED),
+                                                    ("resolve", AlertState.RESOLVED)])
+async def test_jira_issue_closed_in_jira_acknowledges_or_resolves_its_alerts(tmp_path, on_close, expected):
+    jira = FakeJira()
+    srv = HttpRecorder(jira)
+    cfg = {"url": srv.url, "email": "bot@example.org", "api_token": JIRA_TOKEN, "project": "OPS",
+           "poll_interval": 3600, **({"on_close": on_close} if on_close else {})}
+    t = EngineUnderTest(tmp_path)
+    try:
+        n = await make(JiraNotifier, cfg)
+        n.attach(type("Ctx", (), {"engine": t.engine})())
+        alert = t.engine.fire(Alert("", "HighCPU", "critical", labels={"host": "h1"}), "test")
+        other = t.engine.fire(Alert("", "DiskFull", "warning", labels={"host": "h2"}), "test")
+        first = note(key="k1")
+        first.alerts[0].id = alert.id
+        await n.send(first)
+        [key] = jira.issues
+        jira.status[key] = "indeterminate"  # in progress: not closed, nothing happens
+        await n.poll()
+        assert t.engine.store.get(alert.id).state is AlertState.FIRING
+        jira.status[key] = "done"  # closed in Jira, by whichever transition
+        await n.poll()
+        assert t.engine.store.get(alert.id).state is expected
+        assert t.engine.store.transitions(alert.id)[-1].by == f"jira:{key}"
+        assert t.engine.store.get(other.id).state is AlertState.FIRING  # not carried by the issue
+        await n.poll()  # once done, the issue is no longer read back
+        # The group fires again: the closed issue is not found (statusCategory != Done), a new one opens.
+        again = note(key="k2")
+        again.alerts[0].id = alert.id
+        await n.send(again)
+        assert len(jira.issues) == 2
+    finally:
+        await n.shutdown()
+        srv.stop()
+        await t.engine.stop()
+    reads = [r for r in srv.requests if r.method == "GET" and r.path == f"/rest/api/3/issue/{key}"]
+    assert len(reads) == 2 and all(r.query["fields"] == ["status"] for r in reads)
+    for r in srv.requests:
+        assert r.headers["authorization"] == basic("bot@example.org", JIRA_TOKEN)
+
+
+def test_jira_on_close_takes_acknowledge_or_resolve():
+    assert JiraNotifier.config_model.model_validate(
+        {"url": "https://x.atlassian.net", "email": "e", "api_token": "t", "project": "OPS"}).on_close == "acknowledge"
+    with pytest.raises(ValueError, match="on_close"):
+        JiraNotifier.config_model.model_validate({"url": "https://x.atlassian.net", "email": "e", "api_token": "t",
+                                                  "project": "OPS", "on_close": "close"})
 
 
 # --------------------------------------------------------------------------- ServiceNow
