@@ -11,6 +11,7 @@ file and line, so a plugin that changes how it declares its metrics is noticed, 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ FAMILIES: tuple[Family, ...] = (
            "failures", ("integrations.elasticsearch",), ("monitoring.integration.elasticsearch",)),
     Family("nagios", "Nagios", "Nagios checks (states, durations, latencies, perfdata) and NSCA results sent",
            ("integrations.nagios",), ("monitoring.metrics.nagios", "monitoring.integration.nagios")),
+    Family("grafana", "Grafana", "The Grafana integration: requests, dashboards provisioned, alert annotations",
+           ("integrations.grafana.plugin",), ("monitoring.integration.grafana",)),
 )
 
 #: Call names whose first arguments are (name, kind, value, unit, description) and
@@ -178,12 +181,17 @@ def scan_source(text: str, filename: str) -> Iterator[MetricInfo]:
                              _text(_arg(node, pos["description"], "description")), where, name in _NATIVE)
 
 
+@functools.lru_cache(maxsize=256)
+def _scan_file(path: Path, mtime_ns: int) -> tuple[MetricInfo, ...]:
+    return tuple(scan_source(path.read_text(encoding="utf-8"), str(path)))
+
+
 def catalog(family: Family) -> list[MetricInfo]:
     """The metrics of ``family``, one per name (the first declaration), in declaration order."""
     seen: dict[str, MetricInfo] = {}
     for module in family.modules:
         for path in _source_files(module):
-            for m in scan_source(path.read_text(encoding="utf-8"), str(path)):
+            for m in _scan_file(path, path.stat().st_mtime_ns):
                 if m.name in seen and seen[m.name].kind is not m.kind:
                     raise CatalogError(f"{m.where}: metric {m.name!r} is a {m.kind.value} here and a "
                                        f"{seen[m.name].kind.value} at {seen[m.name].where}")

@@ -20,7 +20,7 @@ def grafana() -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False), help="write one file per dashboard in this directory "
               "(created when missing) [default: all dashboards as one JSON array on stdout]")
 @click.option("--family", "families", multiple=True, help="only this plugin family (repeatable): "
-              "host, monbridge, prometheus, alerting, otlp, datadog, elasticsearch, nagios")
+              "host, monbridge, prometheus, alerting, otlp, datadog, elasticsearch, nagios, grafana")
 def dashboards(out: str | None, families: tuple[str, ...]) -> None:
     """Generate Grafana dashboards (JSON model) for a Prometheus data source: one per plugin family,
     a panel per metric the family's plugins declare, templated on job, instance and host.name."""
