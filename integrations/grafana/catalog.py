@@ -20,7 +20,8 @@ from pathlib import Path
 from bridge.api import MetricKind
 from bridge.prometheus import family_name
 
-__all__ = ["FAMILIES", "CatalogError", "Family", "MetricInfo", "catalog", "scan_source"]
+__all__ = ["FAMILIES", "OTHER", "CatalogError", "Family", "MetricInfo", "catalog", "declared_names", "from_exposition",
+           "scan_source"]
 
 
 class CatalogError(Exception):
@@ -77,6 +78,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("grafana", "Grafana", "The Grafana integration: requests, dashboards provisioned, alert annotations",
            ("integrations.grafana.plugin",), ("monitoring.integration.grafana",)),
 )
+
+#: The metrics a running monbridge exposes that no family declares (``from_exposition``).
+OTHER = Family("other", "Other metrics", "Metrics a running monbridge exposes that no plugin declares in its "
+               "source (third-party plugins, OTel API instruments, imported series)", (), ())
 
 #: Call names whose first arguments are (name, kind, value, unit, description) and
 #: (name, kind, unit, description).
@@ -197,3 +202,34 @@ def catalog(family: Family) -> list[MetricInfo]:
                                        f"{seen[m.name].kind.value} at {seen[m.name].where}")
                 seen.setdefault(m.name, m)
     return list(seen.values())
+
+
+_TEXT_KINDS = {"counter": MetricKind.COUNTER, "gauge": MetricKind.GAUGE, "histogram": MetricKind.HISTOGRAM,
+               "summary": MetricKind.SUMMARY, "untyped": MetricKind.GAUGE, "unknown": MetricKind.GAUGE}
+
+
+def declared_names() -> set[str]:
+    """The sample names (a counter's with ``_total``) of every metric the families declare."""
+    out: set[str] = set()
+    for f in FAMILIES:
+        for m in catalog(f):
+            out.add(m.prom_name + ("_total" if m.kind is MetricKind.COUNTER and not m.native else ""))
+    return out
+
+
+def from_exposition(body: bytes, where: str, limit: int = 500) -> list[MetricInfo]:
+    """The families of a Prometheus text exposition (a running monbridge's ``/metrics``) that no
+    family declares, as metrics with the names they are exposed with; at most ``limit`` (a
+    ``CatalogError`` names ``where`` when there are more, or when the body does not parse)."""
+    from integrations.prometheus.textparse import ParseError, parse
+
+    try:
+        families = parse(body)
+    except ParseError as e:
+        raise CatalogError(f"{where}: {e}") from None
+    known = declared_names() | {"target_info"}
+    out = [MetricInfo(f.name, _TEXT_KINDS.get(f.type, MetricKind.GAUGE), "", f.help, where, native=True)
+           for f in families if f.name not in known]
+    if len(out) > limit:
+        raise CatalogError(f"{where}: {len(out)} families no plugin declares, more than the {limit} a dashboard takes")
+    return out

@@ -21,10 +21,12 @@ def grafana() -> None:
               "(created when missing) [default: all dashboards as one JSON array on stdout]")
 @click.option("--family", "families", multiple=True, help="only this plugin family (repeatable): "
               "host, monbridge, prometheus, alerting, otlp, datadog, elasticsearch, nagios, grafana")
-def dashboards(out: str | None, families: tuple[str, ...]) -> None:
+@click.option("--metrics-url", help="also a dashboard of the metrics a running monbridge exposes here (its /metrics "
+              "URL) that no plugin declares: third-party plugins, OTel API instruments, imported series")
+def dashboards(out: str | None, families: tuple[str, ...], metrics_url: str | None) -> None:
     """Generate Grafana dashboards (JSON model) for a Prometheus data source: one per plugin family,
     a panel per metric the family's plugins declare, templated on job, instance and host.name."""
-    from integrations.grafana.catalog import FAMILIES, CatalogError
+    from integrations.grafana.catalog import FAMILIES, OTHER, CatalogError, from_exposition
     from integrations.grafana.dashboards import build, dashboard_json, uid
 
     known = {f.key: f for f in FAMILIES}
@@ -35,6 +37,10 @@ def dashboards(out: str | None, families: tuple[str, ...]) -> None:
     chosen = [known[k] for k in families] if families else list(known.values())
     try:
         docs = [(uid(f), build(f)) for f in chosen]
+        if metrics_url is not None:
+            other = from_exposition(_fetch(metrics_url), metrics_url)
+            if other:
+                docs.append((uid(OTHER), build(OTHER, other)))
     except CatalogError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -50,3 +56,26 @@ def dashboards(out: str | None, families: tuple[str, ...]) -> None:
         click.echo(f"error: --out {out}: {e.strerror or e}", err=True)
         sys.exit(1)
     click.echo(f"{len(docs)} dashboard{'s' if len(docs) != 1 else ''} written to {directory}")
+
+
+#: The largest /metrics body read for --metrics-url.
+MAX_METRICS_BYTES = 64 << 20
+
+
+def _fetch(url: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--metrics-url")
+    req = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - the scheme is checked above
+            body: bytes = r.read(MAX_METRICS_BYTES + 1)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        click.echo(f"error: --metrics-url {url}: {getattr(e, 'reason', None) or e}", err=True)
+        sys.exit(1)
+    if len(body) > MAX_METRICS_BYTES:
+        click.echo(f"error: --metrics-url {url}: more than {MAX_METRICS_BYTES} bytes", err=True)
+        sys.exit(1)
+    return body

@@ -127,3 +127,28 @@ def test_the_command_writes_one_file_per_family_and_refuses_an_unknown_family(tm
     r = subprocess.run([sys.executable, "-m", "bridge.cli", "grafana", "dashboards", "--out", str(tmp_path / "file" / "x")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "file" in r.stderr
+
+
+def test_metrics_no_plugin_declares_are_read_from_a_real_exposition():
+    from integrations.grafana.catalog import OTHER, from_exposition
+
+    body = (b"# TYPE monbridge_plugin_runs_total counter\nmonbridge_plugin_runs_total 3\n"
+            b"# TYPE target_info gauge\ntarget_info{host_name=\"h\"} 1\n"
+            b"# HELP app_requests_total Requests.\n# TYPE app_requests_total counter\napp_requests_total 7\n"
+            b"# TYPE app_latency_seconds histogram\napp_latency_seconds_bucket{le=\"1\"} 1\n"
+            b"app_latency_seconds_bucket{le=\"+Inf\"} 2\napp_latency_seconds_sum 3\napp_latency_seconds_count 2\n"
+            b"# TYPE app_rpc summary\napp_rpc{quantile=\"0.5\"} 1\napp_rpc_sum 1\napp_rpc_count 1\n"
+            b"app_untyped 4\n")
+    got = from_exposition(body, "http://h/metrics")
+    assert [(m.name, m.kind, m.description) for m in got] == [
+        ("app_requests_total", MetricKind.COUNTER, "Requests."), ("app_latency_seconds", MetricKind.HISTOGRAM, ""),
+        ("app_rpc", MetricKind.SUMMARY, ""), ("app_untyped", MetricKind.GAUGE, "")]
+    assert all(m.native and m.prom_name == m.name for m in got)
+    queries = [q for m in got for q in panel_queries(m)]
+    assert queries[0].startswith("(rate(app_requests_total{") and "app_latency_seconds_bucket{" in queries[1]
+    doc = build(OTHER, got)
+    assert doc["uid"] == "monbridge-other" and len(doc["panels"]) == 5  # the histogram has two
+    with pytest.raises(CatalogError, match=r"^http://h/metrics: "):
+        from_exposition(b"app 1 2 3 4\n", "http://h/metrics")
+    with pytest.raises(CatalogError, match="4 families no plugin declares, more than the 3"):
+        from_exposition(body, "http://h/metrics", limit=3)
