@@ -55,7 +55,8 @@ from bridge.delivery import Backoff, Retries, classify_error, classify_status
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt
 from integrations.grafana.config import GrafanaConfig
 
-__all__ = ["PLUGIN_ID", "GrafanaIntegration", "annotation_tags"]
+__all__ = ["PLUGIN_ID", "GrafanaIntegration", "annotation_id", "annotation_tags", "parse_state", "read_answer",
+           "stored_dashboard"]
 
 PLUGIN_ID = validate_plugin_id("monitoring.integration.grafana", PluginType.INTEGRATION)
 
@@ -104,6 +105,39 @@ class _Answer:
     result: ExportResult
     status: int
     doc: Any = None
+
+
+def read_answer(status: int, body: bytes | str, what: str, limit: int, retry_after: str | None = None) -> _Answer:
+    """Grafana's answer to ``what``: a 2xx's body (at most ``limit`` bytes, read up to ``limit + 1``)
+    as JSON, else the status classified with an excerpt of the body (already redacted)."""
+    if not 200 <= status < 300:
+        text = body if isinstance(body, str) else body.decode("utf-8", "replace")
+        return _Answer(classify_status(status, f"{what}: HTTP {status}: {peer_excerpt(text)}", retry_after), status)
+    if len(body) > limit:
+        return _Answer(ExportResult.permanent(f"{what}: HTTP {status}: the answer is larger than max_response_bytes "
+                                              f"({limit})"), status)
+    try:
+        doc = json.loads(body) if body.strip() else None
+    except (ValueError, RecursionError) as e:
+        return _Answer(ExportResult.permanent(f"{what}: HTTP {status}: the answer is not JSON "
+                                              f"({peer_excerpt(str(e))})"), status)
+    return _Answer(ExportResult.success(), status, doc)
+
+
+def annotation_id(doc: Any) -> int | None:
+    """The ``id`` of Grafana's answer to ``POST /api/annotations``: a positive integer, else None."""
+    ident = doc.get("id") if isinstance(doc, dict) else None
+    return ident if isinstance(ident, int) and not isinstance(ident, bool) and ident > 0 else None
+
+
+def stored_dashboard(doc: Any) -> tuple[dict[str, Any], str | None] | None:
+    """The dashboard and its folder's uid in Grafana's answer to ``GET /api/dashboards/uid/:uid``; None
+    when the answer has no dashboard object."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("dashboard"), dict):
+        return None
+    meta = doc.get("meta")
+    folder = meta.get("folderUid") if isinstance(meta, dict) else None
+    return doc["dashboard"], folder if isinstance(folder, str) else None
 
 
 class GrafanaIntegration(MonitoringIntegrationPlugin):
@@ -170,9 +204,8 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
                 ok = 200 <= status < 300
                 answer = await r.content.read(cfg.max_response_bytes + 1 if ok else EXCERPT_BYTES)
                 if not ok:
-                    why = f"{what}: HTTP {status}: {peer_excerpt(self._redact(answer.decode('utf-8', 'replace')))}"
-                    return self._count(endpoint, _Answer(classify_status(status, why, r.headers.get("Retry-After")),
-                                                         status))
+                    return self._count(endpoint, read_answer(status, self._redact(answer.decode("utf-8", "replace")),
+                                                             what, cfg.max_response_bytes, r.headers.get("Retry-After")))
         except asyncio.CancelledError:
             raise
         except TimeoutError:
@@ -181,15 +214,7 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
         except Exception as e:  # noqa: BLE001 - connection errors and the like: classified, never raised
             return self._count(endpoint, _Answer(classify_error(e, f"{what}: {type(e).__name__}: "
                                                                    f"{peer_excerpt(self._redact(str(e)))}"), 0))
-        if len(answer) > cfg.max_response_bytes:
-            return self._count(endpoint, _Answer(ExportResult.permanent(
-                f"{what}: HTTP {status}: the answer is larger than max_response_bytes ({cfg.max_response_bytes})"), status))
-        try:
-            doc = json.loads(answer) if answer.strip() else None
-        except ValueError as e:
-            return self._count(endpoint, _Answer(ExportResult.permanent(
-                f"{what}: HTTP {status}: the answer is not JSON ({peer_excerpt(str(e))})"), status))
-        return self._count(endpoint, _Answer(ExportResult.success(), status, doc))
+        return self._count(endpoint, read_answer(status, answer, what, cfg.max_response_bytes))
 
     def _count(self, endpoint: str, a: _Answer) -> _Answer:
         key = (endpoint, a.result.status.value)
@@ -249,10 +274,10 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
         body: dict[str, Any] = {"dashboard": dict(doc), "folderUid": cfg.folder.uid,
                                 "message": f"monbridge {__version__}", "overwrite": cfg.dashboards.overwrite}
         if got.status == 200:
-            existing = got.doc.get("dashboard") if isinstance(got.doc, dict) else None
-            if not isinstance(existing, dict):
+            stored = stored_dashboard(got.doc)
+            if stored is None:
                 return ExportResult.permanent(f"GET /api/dashboards/uid/{uid}: the answer has no dashboard object")
-            folder = got.doc.get("meta", {}).get("folderUid") if isinstance(got.doc.get("meta"), dict) else None
+            existing, folder = stored
             if {k: v for k, v in existing.items() if k not in ("id", "version")} == doc and folder == cfg.folder.uid:
                 self._counted(self._dashboards, "unchanged")
                 return ExportResult.success()
@@ -342,8 +367,8 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
         if cfg.dashboard_uid:
             body["dashboardUID"] = cfg.dashboard_uid
         got = await self._call("POST", "/api/annotations", "annotations", body)
-        ident = got.doc.get("id") if isinstance(got.doc, dict) else None
-        if got.result.ok and not (isinstance(ident, int) and not isinstance(ident, bool) and ident > 0):
+        ident = annotation_id(got.doc)
+        if got.result.ok and ident is None:
             got = _Answer(ExportResult.permanent("POST /api/annotations: the answer has no annotation id"), got.status)
         ok = self._annotation_outcome("create", got)
         self._sent[fp] = _Sent(ident if ok else None, a.state.value, a.name, tags)
@@ -386,12 +411,8 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
         try:
             if len(data) > MAX_STATE_BYTES:
                 raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
-            doc = json.loads(data)
-            if not isinstance(doc, dict):
-                raise ValueError("not an object of alerts")
-            return {str(fp): _Sent(int(e[0]) if e[0] is not None else None, str(e[1]), str(e[2]), [str(t) for t in e[3]])
-                    for fp, e in doc.items()}
-        except (ValueError, TypeError, IndexError, KeyError) as e:
+            return parse_state(data)
+        except ValueError as e:
             log.warning("grafana: annotations.state_path %s is not a state file (%s); starting without it", path, e)
             return {}
 
@@ -435,6 +456,25 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def parse_state(data: bytes) -> dict[str, _Sent]:
+    """The state file's alerts (fingerprint -> [annotation id or null, state, name, tags]); ValueError
+    naming what is wrong."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"not JSON: {str(e)[:200]}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not an object of alerts")
+    out: dict[str, _Sent] = {}
+    for fp, e in doc.items():
+        if not (isinstance(e, list) and len(e) == 4 and (e[0] is None or annotation_id({"id": e[0]}) is not None)
+                and isinstance(e[1], str) and isinstance(e[2], str) and isinstance(e[3], list)
+                and all(isinstance(t, str) for t in e[3])):
+            raise ValueError(f"alert {fp[:100]!r}: expected [annotation id or null, state, name, [tags]]")
+        out[fp] = _Sent(e[0], e[1], e[2], e[3][:MAX_TAGS])
+    return out
 
 
 class _Retry(Exception):
