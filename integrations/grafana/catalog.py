@@ -102,10 +102,9 @@ def _source_files(module: str) -> list[Path]:
     return [origin]
 
 
-def _kind_names(tree: ast.AST) -> dict[str, str]:
-    """Names bound to ``MetricKind.X`` anywhere in a module (``_C = MetricKind.COUNTER``,
-    ``G, C = MetricKind.GAUGE, MetricKind.COUNTER``)."""
-    out: dict[str, str] = {}
+def _bindings(tree: ast.AST) -> Iterator[tuple[str, ast.expr]]:
+    """(name, value) of every assignment to a name in a module, tuples unpacked
+    (``G, C = MetricKind.GAUGE, MetricKind.COUNTER`` binds G and C)."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.Assign):
             continue
@@ -114,25 +113,22 @@ def _kind_names(tree: ast.AST) -> dict[str, str]:
             if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
                 pairs = zip(target.elts, node.value.elts, strict=False)
             for t, v in pairs:
-                if isinstance(t, ast.Name) and (k := _kind_attr(v)) is not None:
-                    out[t.id] = k
-    return out
+                if isinstance(t, ast.Name):
+                    yield t.id, v
+
+
+def _kind_names(tree: ast.AST) -> dict[str, str]:
+    """Names bound to ``MetricKind.X`` anywhere in a module (``_C = MetricKind.COUNTER``)."""
+    return {name: k for name, v in _bindings(tree) if (k := _kind_attr(v)) is not None}
 
 
 def _string_names(tree: ast.AST) -> dict[str, list[str]]:
     """The string literals bound to each name anywhere in a module (``up, dur = ("a.up", "a.duration")``
     binds ``up`` to "a.up"; a name bound in two branches has both)."""
     out: dict[str, list[str]] = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Assign):
-            continue
-        for target in node.targets:
-            pairs: Iterable[tuple[ast.expr, ast.expr]] = [(target, node.value)]
-            if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                pairs = zip(target.elts, node.value.elts, strict=False)
-            for t, v in pairs:
-                if isinstance(t, ast.Name) and _text(v):
-                    out.setdefault(t.id, []).append(_text(v))
+    for name, v in _bindings(tree):
+        if _text(v):
+            out.setdefault(name, []).append(_text(v))
     return out
 
 
