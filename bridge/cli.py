@@ -69,6 +69,7 @@ class _Commands(click.Group):
 
 
 _Commands.lazy["check"] = ("integrations.nagios.check", "check")  # monbridge as a Nagios plugin
+_Commands.lazy["grafana"] = ("integrations.grafana.cli", "grafana")  # Grafana dashboards
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -84,12 +84,20 @@ def redact_text(text: str) -> str:
 EXCERPT_BYTES = 4096
 """How much of a peer's response body to read for an error message (the rest is not read)."""
 EXCERPT_CHARS = 200
-_LAST_WORD = re.compile(r"\S*\Z")
 _AUTH_SCHEME = re.compile(r"(?i)\b(basic|bearer|digest|negotiate|token)(\s+)[A-Za-z0-9._~+/-]{6,}=*")
 _CREDENTIAL_FIELD = re.compile(
     r"(?i)\b((?:proxy-)?authorization|x-api-key|api[-_]?key|api[-_]?token|access[-_]?token|auth[-_]?token|password|"
     r"passwd|secret|cookie)([\"']?\s*[:=]\s*[\"']?)(?!<secret>)(?!(?:basic|bearer|digest|negotiate|token)\s)"
     r"[^\s\"',;&}<]{3,}")
+
+
+def _without_last_word(text: str) -> str:
+    """``text`` without the non-space characters at its end (a loop: ``re.sub(r"\\S*\\Z", "", text)``
+    is quadratic on text without spaces, a quarter of a second for 4 KiB)."""
+    i = len(text)
+    while i and not text[i - 1].isspace():
+        i -= 1
+    return text[:i]
 
 
 def peer_excerpt(body: str | bytes, limit: int = EXCERPT_CHARS) -> str:
@@ -99,7 +107,7 @@ def peer_excerpt(body: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     since a peer may echo the request's headers back. Pass at most ``EXCERPT_BYTES`` of it."""
     text = body[:EXCERPT_BYTES].decode("utf-8", "replace") if isinstance(body, bytes) else body[:EXCERPT_BYTES]
     if len(body) > EXCERPT_BYTES:
-        text = _LAST_WORD.sub("", text)  # what the cut left of its last word may be part of a secret
+        text = _without_last_word(text)  # what the cut left of its last word may be part of a secret
     # Secrets are found in the text as it came, before squeezing white space moves any part of it
     # into the first ``limit`` characters.
     text = redact_text(text)

@@ -65,6 +65,8 @@ BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
     "monitoring.integration.otlp": (_I, "integrations.otlp:OtlpIntegration", "integrations.otlp_config:OtlpConfig"),
     "monitoring.integration.prometheus": (_I, "integrations.prometheus.plugin:PrometheusIntegration",
                                           "integrations.prometheus.config:PrometheusIntegrationConfig"),
+    "monitoring.integration.grafana": (_I, "integrations.grafana.plugin:GrafanaIntegration",
+                                       "integrations.grafana.config:GrafanaConfig"),
 }
 
 
