@@ -147,10 +147,9 @@ class TimeSeriesChart(_Builtin):
         c: ChartConfig = self.config
         merged = {"rate": str(c.rate).lower(), "aggregate": c.aggregate, "by": ",".join(c.by),
                   "stacked": str(c.stacked).lower(), **_str_params(params)}
-        q = parse_query(merged, ctx.clock(), ctx.history.resolution, c.metric)
+        q = parse_query(merged, ctx.clock(), ctx.history.resolution, c.metric, ctx.history.default_range)
         out = await asyncio.to_thread(evaluate, ctx.history, q)
-        out["metric"] = q.selector.text
-        out["rate"] = q.rate
+        out.update(metric=q.selector.text, rate=q.rate, aggregate=q.aggregate, by=list(q.by))
         return out
 
 
@@ -332,7 +331,7 @@ class CorrelationDiagram(_Builtin):
 
     async def get_data(self, params: Mapping[str, Any]) -> Any:
         ctx = self._ctx()
-        w = parse_window(_str_params(params), ctx.clock(), ctx.history.resolution)
+        w = parse_window(_str_params(params), ctx.clock(), ctx.history.resolution, ctx.history.default_range)
         label = self._label(ctx.alerts)
         incidents: dict[str, dict[str, Any]] = {}
         uncorrelated = 0

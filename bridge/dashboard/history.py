@@ -152,6 +152,11 @@ class History:
 
     # ------------------------------------------------------------------ reading
 
+    @property
+    def default_range(self) -> float:
+        """The window an answer covers when its request names none: an hour, or the history's window."""
+        return min(3600.0, self.window)
+
     def grid(self, start: float, end: float, step: float) -> tuple[list[float], list[int]]:
         """The rows an answer from ``start`` to ``end`` every ``step`` seconds is made of: their
         times and slots, oldest first (one row a step: the last row at or before each step's end)."""

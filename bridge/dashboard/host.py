@@ -214,7 +214,8 @@ class ComponentHost:
                 return self._refuse(request, "bad_request", 400, f"{k[:100]}: given more than once")
             params[k] = v
         try:
-            w = parse_window(params, self.ctx.clock(), self.ctx.history.resolution)
+            h = self.ctx.history
+            w = parse_window(params, self.ctx.clock(), h.resolution, h.default_range)
         except QueryError as e:
             return self._refuse(request, "bad_request", 400, str(e))
         params.update({"from": w.start, "to": w.end, "step": w.step})

@@ -2,7 +2,8 @@
 
 ``GET /api/v1/components/{id}/data`` takes, besides the component's own parameters:
 
-* ``from``, ``to``: Unix seconds (``to`` defaults to now, ``from`` to ``to`` minus an hour);
+* ``from``, ``to``: Unix seconds (``to`` defaults to now, ``from`` to ``to`` minus an hour, or
+  the history's window when shorter);
 * ``step``: seconds or a Prometheus duration (``15s``, ``1m``), at least the history's resolution;
 
 and a chart also ``metric`` (a Prometheus series selector), ``rate`` (true: per-second rate of
@@ -116,13 +117,15 @@ def check_params(params: Mapping[str, str]) -> None:
             raise QueryError(f"{k}: longer than {MAX_VALUE_LENGTH} characters")
 
 
-def parse_window(params: Mapping[str, str], now: float, resolution: float) -> Window:
-    """``from``, ``to`` and ``step``, bounded (see the module's docstring)."""
+def parse_window(params: Mapping[str, str], now: float, resolution: float,
+                 default_range: float = DEFAULT_RANGE_S) -> Window:
+    """``from``, ``to`` and ``step``, bounded (see the module's docstring); without ``from`` the
+    window is ``default_range`` seconds before ``to``."""
     check_params(params)
     end = _number(params, "to")
     end = now if end is None else end
     start = _number(params, "from")
-    start = max(end - DEFAULT_RANGE_S, 0.0) if start is None else start
+    start = max(end - default_range, 0.0) if start is None else start
     if start > end:
         raise QueryError(f"from: {start} is after to ({end})")
     if end - start > MAX_RANGE_S:
@@ -138,9 +141,9 @@ def parse_window(params: Mapping[str, str], now: float, resolution: float) -> Wi
 
 
 def parse_query(params: Mapping[str, str], now: float, resolution: float,
-                default_metric: str | None = None) -> DataQuery:
+                default_metric: str | None = None, default_range: float = DEFAULT_RANGE_S) -> DataQuery:
     """A chart's query from its request parameters; QueryError names the parameter at fault."""
-    window = parse_window(params, now, resolution)
+    window = parse_window(params, now, resolution, default_range)
     text = params.get("metric") or default_metric
     if not text:
         raise QueryError("metric: expected a series selector, e.g. up or node_load1{instance=\"a\"}")
