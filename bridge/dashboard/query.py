@@ -176,7 +176,7 @@ def parse_query(params: Mapping[str, str], now: float, resolution: float,
 
 def _rate(values: list[float], times: list[float]) -> list[float]:
     """Per-second increase between rows (a drop is a counter reset: the new value is the increase)."""
-    out = [math.nan]
+    out = [math.nan] if values else []
     for i in range(1, len(values)):
         a, b, dt = values[i - 1], values[i], times[i] - times[i - 1]
         if a != a or b != b or dt <= 0:

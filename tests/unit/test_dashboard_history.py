@@ -66,6 +66,12 @@ def test_step_takes_every_nth_row_and_rate_is_per_second_with_counter_resets():
     assert out["series"][0]["values"] == [0.0, 60.0, 6.0]
 
 
+def test_a_rate_over_a_window_without_rows_has_no_points():
+    h = filled(rows=3)
+    out = query(h, metric="req_total", rate="true", **{"from": 0, "to": 100, "step": 15})
+    assert out["timestamps"] == [] and [s["values"] for s in out["series"]] == [[], []]
+
+
 def test_aggregate_by_labels_and_selectors_with_matchers():
     h = filled(rows=3)
     window = {"from": T0, "to": T0 + 30, "step": 15}
