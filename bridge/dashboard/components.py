@@ -140,7 +140,7 @@ class TimeSeriesChart(_Builtin):
     schema: ClassVar[Mapping[str, Any]] = {"params": {
         "metric": "series selector", "rate": "true|false", "aggregate": "none|sum|avg|min|max|count",
         "by": "labels, comma-separated", "stacked": "true|false", "from": "Unix s", "to": "Unix s",
-        "step": "seconds or duration", "limit": "most series"}}
+        "step": "seconds or duration", "limit": "most series", "encoding": "json|f64"}}
 
     async def get_data(self, params: Mapping[str, Any]) -> Any:
         ctx = self._ctx()

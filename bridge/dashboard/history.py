@@ -50,7 +50,7 @@ class HistorySeries:
 
     key: Key
     kind: MetricKind
-    values: list[float]
+    values: array[float]
 
 
 class History:
@@ -198,11 +198,11 @@ class History:
                 if ring is None:
                     continue
                 if contiguous is not None:
-                    vals: list[float] = []
+                    vals = array("d")
                     for a, b, k in contiguous:
-                        vals += ring[a:b:k].tolist()
+                        vals += ring[a:b:k]
                 else:
-                    vals = [ring[s] for s in slots]
+                    vals = array("d", [ring[s] for s in slots])
                 out.append(HistorySeries(key, kinds[key], vals))
         return out
 

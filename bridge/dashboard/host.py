@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -59,24 +60,47 @@ def _error(message: str, status: int) -> web.Response:
     return web.json_response({"status": "error", "error": message}, status=status)
 
 
-def _json_safe(v: Any) -> Any:
-    """``v`` with non-finite floats as null (JSON has none)."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _floats(values: array[float]) -> str:
+    """An ``array('d')`` as a JSON list, NaN and infinities as null (JSON has none): the C encoder
+    writes NaN, Infinity and -Infinity, which in a list of numbers cannot be anything else."""
+    text = _dumps(values.tolist())
+    if "N" in text or "I" in text:
+        text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
+    return text
+
+
+def _to_json(v: Any, out: list[str]) -> None:
+    """``v`` as JSON text into ``out``: dicts and lists walked, ``array('d')`` leaves by ``_floats``,
+    other leaves by the C encoder (a float NaN or infinity as null)."""
     if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
+        out.append("{")
+        for i, (k, x) in enumerate(v.items()):
+            out.append(("," if i else "") + _dumps(str(k)) + ":")
+            _to_json(x, out)
+        out.append("}")
+    elif isinstance(v, (list, tuple)):
+        out.append("[")
+        for i, x in enumerate(v):
+            if i:
+                out.append(",")
+            _to_json(x, out)
+        out.append("]")
+    elif isinstance(v, array):
+        out.append(_floats(v))
+    elif isinstance(v, float) and not math.isfinite(v):
+        out.append("null")
+    else:
+        out.append(_dumps(v))
 
 
 def _encode(data: Any) -> bytes:
-    body = {"status": "success", "data": data}
-    try:
-        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
-    except ValueError:
-        return json.dumps({"status": "success", "data": _json_safe(data)}, separators=(",", ":"),
-                          default=str).encode()
+    out: list[str] = ['{"status":"success","data":']
+    _to_json(data, out)
+    out.append("}")
+    return "".join(out).encode()
 
 
 class ComponentHost:

@@ -8,8 +8,10 @@
 
 and a chart also ``metric`` (a Prometheus series selector), ``rate`` (true: per-second rate of
 counters, resets handled as Prometheus does), ``aggregate`` (none, sum, avg, min, max, count)
-``by`` (comma-separated labels to keep when aggregating), ``stacked`` (true/false, for display)
-and ``limit`` (most series in the answer). Every parameter is bounded: a window of at most
+``by`` (comma-separated labels to keep when aggregating), ``stacked`` (true/false, for display),
+``limit`` (most series in the answer) and ``encoding`` (``json``: values as numbers, null for
+none; ``f64``: as the base64 of little-endian doubles, NaN for none, as the web UI asks: decimal
+formatting is most of the cost of a large answer). Every parameter is bounded: a window of at most
 ``MAX_RANGE_S``, at most ``MAX_POINTS`` points a series, ``MAX_SERIES`` series, ``MAX_PARAMS``
 parameters of at most ``MAX_VALUE_LENGTH`` characters each. A refused query raises ``QueryError``
 naming the parameter.
@@ -17,9 +19,12 @@ naming the parameter.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
-from collections.abc import Mapping
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +43,9 @@ MAX_VALUE_LENGTH = 4096
 MAX_BY_LABELS = 32
 DEFAULT_RANGE_S = 3600.0
 AGGREGATES = ("none", "sum", "avg", "min", "max", "count")
+#: How a series' values are written: JSON numbers (null for none), or ``f64``: the base64 of
+#: their IEEE 754 doubles, little-endian (NaN for none), which costs no decimal formatting.
+ENCODINGS = ("json", "f64")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -63,6 +71,7 @@ class DataQuery:
     by: tuple[str, ...] = ()
     stacked: bool = False
     limit: int = MAX_SERIES
+    encoding: str = "json"
 
 
 def _number(params: Mapping[str, str], name: str) -> float | None:
@@ -171,12 +180,15 @@ def parse_query(params: Mapping[str, str], now: float, resolution: float,
             raise QueryError(f"limit: expected an integer, got {params['limit'][:100]!r}") from None
         if not 1 <= limit <= MAX_SERIES:
             raise QueryError(f"limit: expected 1 to {MAX_SERIES}, got {limit}")
-    return DataQuery(window, selector, _bool(params, "rate"), aggregate, by, _bool(params, "stacked"), limit)
+    encoding = params.get("encoding") or "json"
+    if encoding not in ENCODINGS:
+        raise QueryError(f"encoding: expected json or f64, got {encoding[:100]!r}")
+    return DataQuery(window, selector, _bool(params, "rate"), aggregate, by, _bool(params, "stacked"), limit, encoding)
 
 
-def _rate(values: list[float], times: list[float]) -> list[float]:
+def _rate(values: Sequence[float], times: list[float]) -> array[float]:
     """Per-second increase between rows (a drop is a counter reset: the new value is the increase)."""
-    out = [math.nan] if values else []
+    out = array("d", [math.nan] if values else [])
     for i in range(1, len(values)):
         a, b, dt = values[i - 1], values[i], times[i] - times[i - 1]
         if a != a or b != b or dt <= 0:
@@ -186,8 +198,8 @@ def _rate(values: list[float], times: list[float]) -> list[float]:
     return out
 
 
-def _aggregate(how: str, columns: list[list[float]], n: int) -> list[float]:
-    out = []
+def _aggregate(how: str, columns: list[array[float]], n: int) -> array[float]:
+    out = array("d")
     for i in range(n):
         vals = [c[i] for c in columns if c[i] == c[i]]
         if not vals:
@@ -205,14 +217,10 @@ def _aggregate(how: str, columns: list[list[float]], n: int) -> list[float]:
     return out
 
 
-def _json_values(vals: list[float]) -> list[float | None]:
-    return [v if v == v and v not in (math.inf, -math.inf) else None for v in vals]
-
-
 def evaluate(history: History, q: DataQuery) -> dict[str, Any]:
     """The answer to ``q``: ``{"timestamps": [...], "series": [{"name", "labels", "values"}],
-    "stacked", "truncated"}`` (values null where a series had none). CPU-bound: call it in a
-    worker thread."""
+    "stacked", "truncated"}``; each series' values an ``array('d')``, NaN where it had none (the
+    API writes null). CPU-bound: call it in a worker thread."""
     w = q.window
     # A rate needs the row before the first one.
     times, slots = history.grid(w.start - (w.step if q.rate else 0), w.end, w.step)
@@ -236,14 +244,22 @@ def evaluate(history: History, q: DataQuery) -> dict[str, Any]:
             series = [HistorySeries(s.key, s.kind, s.values[1:]) for s in series]
     out: list[dict[str, Any]]
     if q.aggregate == "none":
-        out = [{"name": s.key[0], "labels": dict(s.key[1]), "values": _json_values(s.values)} for s in series]
+        out = [{"name": s.key[0], "labels": dict(s.key[1]), "values": s.values} for s in series]
     else:
-        groups: dict[tuple[tuple[str, str], ...], list[list[float]]] = {}
+        groups: dict[tuple[tuple[str, str], ...], list[array[float]]] = {}
         for s in series:
             have = dict(s.key[1])
             g = tuple((k, have.get(k, "")) for k in q.by)
             groups.setdefault(g, []).append(s.values)
         out = [{"name": f"{q.aggregate}({q.selector.text})", "labels": dict(g),
-                "values": _json_values(_aggregate(q.aggregate, cols, len(times)))}
+                "values": _aggregate(q.aggregate, cols, len(times))}
                for g, cols in sorted(groups.items())]
-    return {"timestamps": times, "step": w.step, "stacked": q.stacked, "truncated": truncated, "series": out}
+    if q.encoding == "f64":
+        for d in out:
+            vals = d["values"]
+            if sys.byteorder != "little":
+                vals = array("d", vals)
+                vals.byteswap()
+            d["values"] = base64.b64encode(vals.tobytes()).decode()
+    return {"timestamps": times, "step": w.step, "stacked": q.stacked, "truncated": truncated,
+            "encoding": q.encoding, "series": out}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import gc
+import json
 import math
+import struct
 import tracemalloc
 
 import pytest
 
 from bridge.api import MetricKind
 from bridge.dashboard.history import History, bytes_per_series
+from bridge.dashboard.host import _encode
 from bridge.dashboard.query import MAX_POINTS, MAX_RANGE_S, QueryError, evaluate, parse_duration, parse_query, parse_window
 
 C, G = MetricKind.COUNTER, MetricKind.GAUGE
@@ -32,8 +36,9 @@ def filled(rows=10, slots_window=150.0, resolution=15.0):
 
 
 def query(h, **params):
+    """The answer as the API writes it (JSON, null for no value)."""
     params = {k: str(v) for k, v in params.items()}
-    return evaluate(h, parse_query(params, T0 + 10_000, h.resolution))
+    return json.loads(_encode(evaluate(h, parse_query(params, T0 + 10_000, h.resolution))))["data"]
 
 
 def test_rows_wrap_around_the_ring_and_keep_the_last_window():
@@ -64,6 +69,21 @@ def test_step_takes_every_nth_row_and_rate_is_per_second_with_counter_resets():
     out = query(h, metric="c_total", **{"from": T0, "to": T0 + 75, "step": 30})
     assert out["timestamps"] == [T0, T0 + 30, T0 + 60]
     assert out["series"][0]["values"] == [0.0, 60.0, 6.0]
+
+
+def test_f64_encoding_carries_the_same_values_as_doubles_and_json_has_null_for_nan_and_infinities():
+    h = History(3600, 15, 1 << 20)
+    for i, v in enumerate([1.5, math.inf, -math.inf, 0.1]):
+        h.write_row([(key("g", a="NaN"), G, v)] + ([(key("g", a="b"), G, 2.0)] if i == 1 else []), T0 + 15 * i)
+    window = {"from": T0, "to": T0 + 45, "step": 15}
+    plain = query(h, metric="g", **window)
+    assert [(s["labels"], s["values"]) for s in plain["series"]] == [
+        ({"a": "NaN"}, [1.5, None, None, 0.1]), ({"a": "b"}, [None, 2.0, None, None])]
+    f64 = query(h, metric="g", encoding="f64", **window)
+    assert f64["encoding"] == "f64" and f64["timestamps"] == plain["timestamps"]
+    decoded = [list(struct.unpack("<4d", base64.b64decode(s["values"]))) for s in f64["series"]]
+    assert decoded[0][0] == 1.5 and decoded[0][1:3] == [math.inf, -math.inf] and decoded[0][3] == 0.1
+    assert math.isnan(decoded[1][0]) and decoded[1][1] == 2.0
 
 
 def test_a_rate_over_a_window_without_rows_has_no_points():
@@ -132,6 +152,7 @@ def test_every_bound_of_the_query_names_its_parameter():
     assert refused(limit="0").startswith("limit:")
     assert refused(limit="x").startswith("limit:")
     assert refused(rate="maybe").startswith("rate:")
+    assert refused(encoding="xml").startswith("encoding:")
     assert refused(metric="a" * 5000).startswith("metric:")
     assert refused(**{f"p{i}": "1" for i in range(70)}).startswith("query:")
     assert parse_duration("1m30s", "step") == 90.0 and parse_duration("0.5", "step") == 0.5

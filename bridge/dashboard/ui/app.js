@@ -107,7 +107,20 @@
     return form;
   }
 
+  // Values of an encoding=f64 answer: base64 of little-endian doubles, NaN for none.
+  function decodeF64(text) {
+    const bin = atob(text), bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const view = new DataView(bytes.buffer), out = new Array(bin.length / 8);
+    for (let i = 0; i < out.length; i++) {
+      const v = view.getFloat64(i * 8, true);
+      out[i] = Number.isFinite(v) ? v : null;
+    }
+    return out;
+  }
+
   function renderTimeseries(card, data) {
+    if (data.encoding === "f64") for (const s of data.series) s.values = decodeF64(s.values);
     const W = 640, H = 220, L = 52, B = 20, T = 6, R = 8;
     const ts = data.timestamps || [];
     let series = (data.series || []).slice(0, 50);
@@ -295,6 +308,7 @@
   async function refresh(card) {
     const c = card.component, state = card.state;
     const params = new URLSearchParams();
+    if (c.type === "timeseries") params.set("encoding", "f64");
     if (c.type === "timeseries" && state.metric !== undefined) {  // the first time: the component's defaults
       if (state.metric) params.set("metric", state.metric);
       params.set("rate", state.rate ? "true" : "false");
