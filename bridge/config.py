@@ -155,7 +155,7 @@ class HistoryConfig(_Strict):
     resolution: float = Field(15.0, ge=1, description="seconds between two rows of history")
     max_bytes: int = Field(16 << 20, ge=1 << 16, description=(
         "memory the history may hold; new series beyond it are not kept (counted in "
-        "monbridge_dashboard_history_series_refused_total). At the defaults a series costs about 2.2 KB"))
+        "monbridge_dashboard_history_series_refused_total). At the defaults a series costs 2,304 bytes"))
 
     @model_validator(mode="after")
     def _rows(self) -> HistoryConfig:
