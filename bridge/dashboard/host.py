@@ -63,33 +63,67 @@ def _error(message: str, status: int) -> web.Response:
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
-def _floats(values: array[float]) -> str:
-    """An ``array('d')`` as a JSON list, NaN and infinities as null (JSON has none): the C encoder
-    writes NaN, Infinity and -Infinity, which in a list of numbers cannot be anything else."""
-    text = _dumps(values.tolist())
-    if "N" in text or "I" in text:
-        text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
-    return text
+_MEMO_MAX = 1 << 16
+_INFINITIES = (math.inf, -math.inf)
 
 
-def _to_json(v: Any, out: list[str]) -> None:
-    """``v`` as JSON text into ``out``: dicts and lists walked, ``array('d')`` leaves by ``_floats``,
+class _FloatText:
+    """Arrays of doubles as JSON lists, NaN and infinities as null (JSON has none).
+
+    Shortest decimal text (``float.__repr__``) is most of a large answer's cost, and the values of
+    a window repeat (a steady gauge, an idle counter, ``up``): each distinct value is formatted
+    once an answer (at most ``_MEMO_MAX`` of them). While repeats are rare (under a third of an
+    array's values), arrays go whole to the C encoder instead, whose NaN, Infinity and -Infinity
+    (in a list of numbers nothing else) become null."""
+
+    def __init__(self) -> None:
+        self.memo: dict[float, str] = {}
+        self.memoize = True
+
+    def __call__(self, values: array[float]) -> str:
+        if not self.memoize:
+            text = _dumps(values.tolist())
+            if "N" in text or "I" in text:
+                text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
+            return text
+        memo = self.memo
+        get = memo.get
+        parts = []
+        misses = 0
+        for v in values.tolist():
+            t = get(v)
+            if t is None:
+                misses += 1
+                if v != v:
+                    t = "null"  # each NaN is another object: never found, so not kept
+                else:
+                    t = "null" if v in _INFINITIES else repr(v)
+                    if len(memo) < _MEMO_MAX:
+                        memo[v] = t
+            parts.append(t)
+        if misses * 3 > 2 * len(values) and len(values) >= 16:
+            self.memoize = False
+        return "[" + ",".join(parts) + "]"
+
+
+def _to_json(v: Any, out: list[str], floats: _FloatText) -> None:
+    """``v`` as JSON text into ``out``: dicts and lists walked, ``array('d')`` leaves by ``floats``,
     other leaves by the C encoder (a float NaN or infinity as null)."""
     if isinstance(v, dict):
         out.append("{")
         for i, (k, x) in enumerate(v.items()):
             out.append(("," if i else "") + _dumps(str(k)) + ":")
-            _to_json(x, out)
+            _to_json(x, out, floats)
         out.append("}")
     elif isinstance(v, (list, tuple)):
         out.append("[")
         for i, x in enumerate(v):
             if i:
                 out.append(",")
-            _to_json(x, out)
+            _to_json(x, out, floats)
         out.append("]")
     elif isinstance(v, array):
-        out.append(_floats(v))
+        out.append(floats(v))
     elif isinstance(v, float) and not math.isfinite(v):
         out.append("null")
     else:
@@ -98,7 +132,7 @@ def _to_json(v: Any, out: list[str]) -> None:
 
 def _encode(data: Any) -> bytes:
     out: list[str] = ['{"status":"success","data":']
-    _to_json(data, out)
+    _to_json(data, out, _FloatText())
     out.append("}")
     return "".join(out).encode()
 

@@ -86,6 +86,17 @@ def test_f64_encoding_carries_the_same_values_as_doubles_and_json_has_null_for_n
     assert math.isnan(decoded[1][0]) and decoded[1][1] == 2.0
 
 
+def test_the_json_writer_gives_every_value_exactly_whether_values_repeat_or_not():
+    from array import array
+    repeated = [array("d", [1.0, 0.1, math.nan, 1.0, math.inf, 0.1, -math.inf, 2.5e-300] * 4) for _ in range(3)]
+    distinct = [array("d", [i + j / 7 for j in range(40)] + [math.nan, -math.inf]) for i in range(3)]
+    for arrays in (repeated, distinct, repeated + distinct, distinct + repeated):
+        doc = json.loads(_encode({"series": [{"values": a} for a in arrays], "x": math.nan}))["data"]
+        assert doc["x"] is None
+        assert [s["values"] for s in doc["series"]] == [
+            [v if math.isfinite(v) else None for v in a] for a in arrays]
+
+
 def test_a_rate_over_a_window_without_rows_has_no_points():
     h = filled(rows=3)
     out = query(h, metric="req_total", rate="true", **{"from": 0, "to": 100, "step": 15})
