@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from yaml.constructor import SafeConstructor
 
@@ -122,6 +122,9 @@ class ServerConfig(_Strict):
         default_factory=lambda: list(_LOOPBACK),
         description=("networks whose clients may send state-changing requests (reload, the alert write API) "
                      "without credentials when server.auth is not set; others are refused"))
+    route_prefix: str = Field("", description=(
+        "a path every route is served under (as Prometheus' --web.route-prefix), e.g. /monbridge behind a "
+        "proxy; /-/healthy and /-/ready answer at the root too"))
 
     @field_validator("listen")
     @classmethod
@@ -137,6 +140,33 @@ class ServerConfig(_Strict):
             if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/") or u.query:
                 raise ValueError(f"[{i}]: expected an origin, scheme://host[:port], e.g. https://grafana.example.org")
         return v
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _route_prefix(cls, v: str) -> str:
+        v = v.rstrip("/")
+        if v and (not v.startswith("/") or any(c in v for c in "?#%\\ ") or "//" in v):
+            raise ValueError("expected a path such as /monbridge (the prefix a proxy serves monbridge under)")
+        return v
+
+
+class HistoryConfig(_Strict):
+    window: float = Field(3600.0, gt=0, le=7 * 86400, description="seconds of recent history kept per series")
+    resolution: float = Field(15.0, ge=1, description="seconds between two rows of history")
+    max_bytes: int = Field(16 << 20, ge=1 << 16, description=(
+        "memory the history may hold; new series beyond it are not kept (counted in "
+        "monbridge_dashboard_history_series_refused_total). At the defaults a series costs 2,304 bytes"))
+
+    @model_validator(mode="after")
+    def _rows(self) -> HistoryConfig:
+        if self.window < 2 * self.resolution:
+            raise ValueError("window: must hold at least two rows of resolution seconds")
+        return self
+
+
+class DashboardConfig(_Strict):
+    enabled: bool = Field(True, description="the web dashboard (/ui/), its API (/api/v1/components) and history")
+    history: HistoryConfig = Field(default_factory=HistoryConfig)  # type: ignore[arg-type]
 
 
 class PipelineConfig(_Strict):
@@ -194,6 +224,7 @@ class MonbridgeConfig(_Strict):
     plugins: list[PluginEntry] = Field(default=[])
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     packages: PackagesConfig = Field(default_factory=PackagesConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)  # type: ignore[arg-type]
 
 
 def parse_listen(v: str) -> tuple[str, int]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["BUILTIN_PLUGINS", "PluginNotFoundError", "PluginRegistry", "RegisteredPlugin"]
 
 _C, _A, _I = PluginType.METRIC_COLLECTOR, PluginType.ALERT_PROCESSOR, PluginType.INTEGRATION
+_D = PluginType.DASHBOARD_COMPONENT
 
 #: The plugins monbridge installs: id -> (type, "module:PluginClass", "module:ConfigModel" where
 #: the config model lives apart from the plugin's code, else None). The same as the entry points
@@ -67,6 +68,11 @@ BUILTIN_PLUGINS: dict[str, tuple[PluginType, str, str | None]] = {
                                           "integrations.prometheus.config:PrometheusIntegrationConfig"),
     "monitoring.integration.grafana": (_I, "integrations.grafana.plugin:GrafanaIntegration",
                                        "integrations.grafana.config:GrafanaConfig"),
+    "monitoring.dashboard.timeseries": (_D, "bridge.dashboard.components:TimeSeriesChart", None),
+    "monitoring.dashboard.status": (_D, "bridge.dashboard.components:StatusIndicators", None),
+    "monitoring.dashboard.topology": (_D, "bridge.dashboard.components:TopologyMap", None),
+    "monitoring.dashboard.correlation": (_D, "bridge.dashboard.components:CorrelationDiagram", None),
+    "monitoring.dashboard.alerts": (_D, "bridge.dashboard.components:AlertView", None),
 }
 
 

@@ -19,8 +19,11 @@ from pydantic import BaseModel, SecretStr
 from bridge.alerting.engine import INTEGRATION_CALL_TIMEOUT_S, AlertEngine
 from bridge.alerting.http import add_alert_routes
 from bridge.alerting.settings import AlertingSettings, config_state_dir
-from bridge.api import Metric, MetricKind, Plugin, PluginType
+from bridge.api import DashboardComponentPlugin, Metric, MetricKind, Plugin, PluginType
 from bridge.config import DEFAULT_SOURCE, ConfigError, LoadedConfig, redact
+from bridge.dashboard.components import DashboardContext
+from bridge.dashboard.history import History
+from bridge.dashboard.host import ComponentHost
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text, secret_values
 from bridge.pipeline import Pipeline
@@ -83,6 +86,12 @@ class Runtime:
         #: State-changing requests the server refused, by reason (kept across reloads).
         self.refused_requests: dict[str, int] = {}
         self.alerts = AlertEngine.locked(self._alerting_settings, self.pipeline, self._running_plugins)
+        hist = loaded.model.dashboard.history
+        self.dashboard = ComponentHost(
+            DashboardContext(self.pipeline, History(hist.window, hist.resolution, hist.max_bytes), self.plugin_statuses,
+                             self.alerts, refresh=self.supervisor.refresh_self_metrics),
+            lambda: [(pid, p) for pid, p in self._running_plugins(PluginType.DASHBOARD_COMPONENT)
+                     if isinstance(p, DashboardComponentPlugin)])
         self.server = HttpServer(self._server_context(), loaded.model.server)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -92,8 +101,12 @@ class Runtime:
 
     def _server_context(self) -> ServerContext:
         alerts = self.alerts
+        routes = [lambda app: add_alert_routes(app, alerts)]
+        dashboard = self.loaded.model.dashboard.enabled
+        if dashboard:
+            routes.append(self.dashboard.add_routes)
         return ServerContext(self.pipeline, self.supervisor, self.reload, self.plugin_statuses,
-                             self.refused_requests, (lambda app: add_alert_routes(app, alerts),))
+                             self.refused_requests, tuple(routes), dashboard)
 
     def _alerting_settings(self) -> AlertingSettings:
         """The config's alerting section; the state directory defaults to one beside the config
@@ -155,6 +168,8 @@ class Runtime:
         self._add_plugins(self.loaded)
         await self.supervisor.start_all()
         await self.alerts.start()
+        if self.loaded.model.dashboard.enabled:
+            await self.dashboard.start()
         log.info("monbridge started from %s with %d plugins", self.loaded.source, len(self.supervisor.runners))
 
     async def run(self) -> None:
@@ -176,6 +191,7 @@ class Runtime:
         seconds; what has not stopped by then is abandoned (and logged), never waited for."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_BUDGET_S - 1.0
+        await self.dashboard.stop()
         try:
             await run_bounded(self.alerts.stop(), ALERTS_STOP_BUDGET_S)
         except TimeoutError:

@@ -171,6 +171,11 @@ class RequestGuard:
         return any(addr in net for net in self.config.unauthenticated_writes_from)
 
 
+def _is_ui_asset(path: str) -> bool:
+    """The dashboard's page or one of its static files (relative to the route prefix)."""
+    return path in ("/ui", "/ui/") or (path.startswith("/ui/static/") and ".." not in path)
+
+
 def _wants_gzip(header: str | None) -> bool:
     """Whether ``Accept-Encoding`` admits gzip (``gzip`` or ``*`` with a non-zero q)."""
     for part in (header or "").split(","):
@@ -227,6 +232,8 @@ class ServerContext:
     refused_requests: dict[str, int]
     #: Each adds routes of another part (the alert API) to the server's application.
     add_routes: Sequence[Callable[[web.Application], None]] = ()
+    #: The web dashboard is served (``/`` redirects to ``/ui/``).
+    dashboard: bool = False
 
 
 class HttpServer:
@@ -253,7 +260,15 @@ class HttpServer:
         app.router.add_get("/", self.index)
         for add in self.context.add_routes:
             add(app)
-        return app
+        prefix = self.config.route_prefix
+        if not prefix:
+            return app
+        # Everything under the prefix; the probes answer at the root too (for probes that know no prefix).
+        root = web.Application()
+        root.router.add_get("/-/healthy", self.healthy)
+        root.router.add_get("/-/ready", self.ready)
+        root.add_subapp(prefix, app)
+        return root
 
     async def start(self) -> None:
         await self.prepare()
@@ -323,7 +338,9 @@ class HttpServer:
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         auth = self.config.auth
-        if auth is None or request.path in _OPEN_PATHS:
+        path = request.path.removeprefix(self.config.route_prefix)
+        # The dashboard's page and assets hold no data (the page asks for credentials to read the API).
+        if auth is None or path in _OPEN_PATHS or (request.method == "GET" and _is_ui_asset(path)):
             return await handler(request)
         if authorized(auth, request.headers.get("Authorization", "")):
             return await handler(request)
@@ -374,4 +391,6 @@ class HttpServer:
         return web.json_response({"status": "success", "data": data})
 
     async def index(self, request: web.Request) -> web.Response:
+        if self.context.dashboard:
+            raise web.HTTPFound(self.config.route_prefix + "/ui/")
         return web.Response(text="monbridge: /metrics /-/healthy /-/ready /api/v1/plugins\n")

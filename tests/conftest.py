@@ -28,6 +28,8 @@ INSTALL_HINTS = {
     "check_dummy": "apt-get install monitoring-plugins (or run .ci/test, which installs it)",
     "nsca": "apt-get install nsca (or run .ci/test, which installs it)",
     "send_nsca": "apt-get install nsca (or run .ci/test, which installs it)",
+    "chromium": "apt-get install chromium (or run .ci/test, which installs it)",
+    "chromedriver": "apt-get install chromium-driver (or run .ci/test, which installs it)",
 }
 #: Where Debian installs programs that are not on a user's PATH: daemons, Nagios plugins.
 PROGRAM_DIRS = ("/usr/bin", "/usr/sbin", "/usr/lib/nagios/plugins")

@@ -100,7 +100,8 @@ BAD_EVERYWHERE_ISSUES = [
 
 
 @pytest.mark.parametrize("text,issue", [
-    ("", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages)"),
+    ("", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages, "
+     "dashboard)"),
     ("? [a, b]\n: 1\n", "line 1: (top level): a mapping key must be a string, not a list"),
     ("server:\n  listen: !!float ''\n", "line 2: server.listen: not a valid !!float value"),
 ])

@@ -41,7 +41,7 @@ class EchoCollector(SteadyCollector):
 
 
 #: The keys of the ``server`` section, as an "expected one of" list names them.
-SERVER_KEYS = "listen, tls, auth, allowed_hosts, allowed_origins, unauthenticated_writes_from"
+SERVER_KEYS = "listen, tls, auth, allowed_hosts, allowed_origins, unauthenticated_writes_from, route_prefix"
 
 
 @pytest.fixture
@@ -284,11 +284,13 @@ def test_default_config(registry):
                                                   "of mappings"),
     ("server: {listen: \x00}\n", "line 1: not valid YAML/JSON: control characters are not allowed"),
     (b"# \xe9t\xe9\nserver: {}\n", "line 1: not valid UTF-8"),
-    ("", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages)"),
+    ("", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages, "
+         "dashboard)"),
     ("# nothing but a comment\n\n", "line 1: the config is empty (expected a mapping with keys server, pipeline, "
-                                    "plugins, alerting, packages)"),
-    ("~\n", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages)"),
-    ("- a\n", "line 1: (top level): expected a mapping with keys server, pipeline, plugins, alerting, packages"),
+                                    "plugins, alerting, packages, dashboard)"),
+    ("~\n", "line 1: the config is empty (expected a mapping with keys server, pipeline, plugins, alerting, packages, "
+            "dashboard)"),
+    ("- a\n", "line 1: (top level): expected a mapping with keys server, pipeline, plugins, alerting, packages, dashboard"),
 ])
 def test_every_document_problem_is_a_located_config_error(registry, text, expected, monkeypatch):
     assert errors(registry, text) == [expected]
@@ -385,7 +387,8 @@ plugins:
   - plugin_id: monitoring.metrics.steady
 """
     assert errors(registry, text) == [
-        "line 1: servre: unknown key, did you mean 'server'? (expected one of: server, pipeline, plugins, alerting, packages)",
+        "line 1: servre: unknown key, did you mean 'server'? (expected one of: server, pipeline, plugins, alerting, packages, "
+        "dashboard)",
         f"line 3: server.listn: unknown key, did you mean 'listen'? (expected one of: {SERVER_KEYS})",
         "line 5: server.auth.basic.username: required key is missing",
         "line 5: server.auth.basic.usernam: unknown key, did you mean 'username'? (expected one of: username, password)",

@@ -4,7 +4,7 @@ Each module of ``bridge`` has one layer; a module imports only modules of its ow
 layers below it (and never one of a sibling layer: the server and the alert engine know each
 other only through the runtime, which wires the parts together):
 
-    api  ←  pipeline  ←  supervisor  ←  server | alerting  ←  runtime  ←  cli
+    api  ←  pipeline  ←  supervisor  ←  server | alerting  ←  dashboard  ←  runtime  ←  cli
 
 ``api`` is the plugin API and what every layer shares (config, registry, logs, tasks).
 Plugins (``integrations``, ``collectors``, the example plugin) import from ``bridge`` only the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-RANK = {"api": 0, "pipeline": 1, "supervisor": 2, "server": 3, "alerting": 3, "runtime": 4, "cli": 5}
+RANK = {"api": 0, "pipeline": 1, "supervisor": 2, "server": 3, "alerting": 3, "dashboard": 3.5, "runtime": 4, "cli": 5}
 
 #: The layer of each module of ``bridge`` (``pkg.*``: every module of ``pkg`` not named itself).
 LAYERS = {
@@ -62,6 +62,8 @@ LAYERS = {
     "bridge.server": "server",
     "bridge.alerting.*": "alerting",
     "bridge.notifiers": "alerting",
+    "bridge.dashboard": "api",  # a namespace: its __init__ imports nothing
+    "bridge.dashboard.*": "dashboard",  # history, components and their API, the web UI
     "bridge.runtime": "runtime",
     "bridge.cli": "cli",
     "bridge.plugincli": "cli",  # monbridge plugin keygen|sign|verify|install|list
