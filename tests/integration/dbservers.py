@@ -120,7 +120,7 @@ class Postgres(_Server):
                        "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"], env)
         else:
             self._run(["pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
-                       "-D", str(self.data), "-R", "-X", "stream", "--no-sync"], env)
+                       "-D", str(self.data), "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"], env)
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
                    " -c shared_preload_libraries=pg_stat_statements -c fsync=off -c synchronous_commit=off"
                    " -c full_page_writes=off -c max_connections=50 -c shared_buffers=16MB -c wal_level=replica")
