@@ -152,7 +152,8 @@ class MysqlConfig(DbCollectorConfig):
 class RedisConfig(DbCollectorConfig):
     target_model: ClassVar[type[DbTarget]] = RedisTarget
     targets: tuple[RedisTarget, ...] = Field(default=(), description="several servers, each with its own settings")
-    databases_limit: int = Field(default=64, ge=0, le=10000, description="the first N keyspace databases reported")
+    databases_limit: int = Field(default=64, ge=0, le=10000,
+                                 description="the first N databases holding keys reported (lowest numbers first)")
 
     @field_validator("dsn")
     @classmethod

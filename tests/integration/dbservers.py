@@ -182,12 +182,18 @@ class Mariadb(_Server):
 
 class Redis(_Server):
     """A redis-server without persistence, DEBUG enabled (a test's way to make it hang), the
-    ``default`` user's password ``SUPERUSER_PASSWORD``; a replica of ``primary`` when given."""
+    ``default`` user's password ``SUPERUSER_PASSWORD``; a replica of ``primary`` when given;
+    listening with TLS only when ``tls`` (certificate, key) is given."""
 
-    def __init__(self, primary: Redis | None = None) -> None:
+    def __init__(self, primary: Redis | None = None, tls: tuple[Path, Path] | None = None) -> None:
         super().__init__("redis")
         server = _program(["redis-server"], "redis-server")
-        argv = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        if tls is None:
+            listen = ["--port", str(self.port)]
+        else:  # TLS only, with the certificate and key given; clients need no certificate
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls[0]),
+                      "--tls-key-file", str(tls[1]), "--tls-auth-clients", "no"]
+        argv = [server, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(self.dir), "--logfile", str(self.log_path), "--enable-debug-command", "yes",
                 "--requirepass", SUPERUSER_PASSWORD, "--slowlog-log-slower-than", "0", "--slowlog-max-len", "128"]
         if primary is not None:
