@@ -100,13 +100,6 @@ class DbCollectorConfig(CollectorConfig):
         description="seconds one query may take; a slower one is cut, and the target reports up 0 for that collection",
     )
 
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _targets(cls, v: object) -> object:
-        if isinstance(v, (list, tuple)):
-            return tuple(cls.target_model.model_validate(t) if isinstance(t, dict) else t for t in v)
-        return v
-
     @model_validator(mode="after")
     def _some_target(self) -> DbCollectorConfig:
         if self.dsn is None and not self.targets:
@@ -115,6 +108,8 @@ class DbCollectorConfig(CollectorConfig):
             raise ValueError("give dsn or targets, not both")
         if self.dsn is None and (self.password or self.password_file or self.tls):
             raise ValueError("password, password_file and tls go with dsn; with targets, give them per target")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
         return self
 
     def all_targets(self) -> tuple[DbTarget, ...]:
