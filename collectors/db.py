@@ -20,16 +20,16 @@ import asyncio
 import logging
 import ssl
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bridge.api import AttributeValue, Metric, MetricCollectorPlugin, MetricKind, PluginConfig, PluginError
 from bridge.helpers import LogLimit, redact_text
 from collectors.dbconfig import DbCollectorConfig, DbTarget, DbTls
-from collectors.system import MetricSpec, metrics_from_table
+from collectors.system import MetricSpec
 
-__all__ = ["DbCollector", "MetricSpec", "Sample", "Target", "client_tls_context", "column", "columns"]
+__all__ = ["DbCollector", "MetricSpec", "Sample", "Target", "build", "client_tls_context", "column", "columns"]
 
 
 class QueryTimeout(Exception):
@@ -38,14 +38,38 @@ class QueryTimeout(Exception):
 
 @dataclass(slots=True)
 class Sample:
-    """What one collection read from one target: each section's result by name (absent when it failed)."""
+    """What one collection read from one target: each section's result by name (absent when it
+    failed), and the attributes every point of the target carries (``base``)."""
 
     sections: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)  # section -> failures since initialize
-    up: bool = True
+    base: Mapping[str, AttributeValue] = field(default_factory=dict)
+    _rows: dict[tuple[str, Any, Any], list[tuple[Mapping[str, Any], Mapping[str, AttributeValue]]]] = field(
+        default_factory=dict)
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.sections.get(name, default)
+
+    def with_base(self, attributes: Mapping[str, AttributeValue]) -> Mapping[str, AttributeValue]:
+        """``base`` and ``attributes``, for a point of no section's rows."""
+        return {**self.base, **attributes} if attributes else self.base
+
+    def rows(self, section: str, columns: tuple[tuple[str, str], ...],
+             const: tuple[tuple[str, AttributeValue], ...] = ()) -> list[tuple[Mapping[str, Any], Mapping[str, AttributeValue]]]:
+        """Each row of ``section`` (a list of dicts) with its points' attributes: ``base``, then
+        attribute <- column for ``columns``, then ``const``. Built once per sample and shared by
+        every point that has them (a collection's Metrics share attribute dicts; none changes one)."""
+        key = (section, columns, const)
+        found = self._rows.get(key)
+        if found is None:
+            if const:
+                extra = dict(const)
+                found = [(row, {**attrs, **extra}) for row, attrs in self.rows(section, columns)]
+            else:
+                base = self.base
+                found = [(row, {**base, **{a: _attr(row[c]) for a, c in columns}})
+                         for row in self.sections.get(section) or ()]
+            self._rows[key] = found
+        return found
 
 
 def client_tls_context(tls: DbTls | None, where: str) -> ssl.SSLContext | None:
@@ -108,33 +132,50 @@ Reader = Callable[[Any, Target], Awaitable[Any]]
 Point = tuple[Mapping[str, AttributeValue], float]
 
 
-def column(section: str, value: str, attributes: Mapping[str, str] | None = None,
-           scale: float = 1.0) -> Callable[[Sample], Iterator[Point]]:
+def column(section: str, value: str, attributes: Mapping[str, str] | None = None, scale: float = 1.0,
+           const: tuple[tuple[str, AttributeValue], ...] = ()) -> Callable[[Sample], list[Point]]:
     """A table row's reader: one point per row of ``section`` (a list of dicts) with ``value``'s
     column (times ``scale``) and attributes from columns (attribute -> column); NULLs are skipped."""
-    attrs = dict(attributes or {})
+    key = tuple((attributes or {}).items())
 
-    def read(s: Sample) -> Iterator[Point]:
-        for row in s.get(section) or ():
-            v = row.get(value)
-            if v is not None:
-                yield {a: _attr(row[c]) for a, c in attrs.items()}, float(v) * scale
+    def read(s: Sample) -> list[Point]:
+        rows = s.rows(section, key, const)
+        if scale == 1.0:
+            return [(attrs, float(v)) for row, attrs in rows if (v := row.get(value)) is not None]
+        return [(attrs, float(v) * scale) for row, attrs in rows if (v := row.get(value)) is not None]
 
     return read
 
 
 def columns(section: str, attribute: str, values: Mapping[str, str], attributes: Mapping[str, str] | None = None,
-            scale: float = 1.0) -> Callable[[Sample], Iterator[Point]]:
+            scale: float = 1.0) -> Callable[[Sample], list[Point]]:
     """Like ``column``, several columns into one metric told apart by ``attribute`` (its value ->
     the column): pg_stat_user_tables' n_live_tup and n_dead_tup as ``state`` live and dead."""
-    readers = [(v, column(section, c, attributes, scale)) for v, c in values.items()]
+    readers = [column(section, c, attributes, scale, ((attribute, v),)) for v, c in values.items()]
 
-    def read(s: Sample) -> Iterator[Point]:
-        for v, r in readers:
-            for attrs, x in r(s):
-                yield {**attrs, attribute: v}, x
+    def read(s: Sample) -> list[Point]:
+        return [p for r in readers for p in r(s)]
 
     return read
+
+
+def build(specs: Sequence[MetricSpec[Sample]], sample: Sample,
+          on_error: Callable[[str, BaseException], None]) -> list[Metric]:
+    """One sample's Metrics, row by row of the table; a row that raises is reported to
+    ``on_error`` and skipped (its points are not half kept). The points' attributes are complete
+    (``Sample.base`` included) and shared, not copied."""
+    out: list[Metric] = []
+    for spec in specs:
+        try:
+            points = spec.read(sample)
+            if not isinstance(points, list):
+                points = list(points)
+        except Exception as exc:  # one broken row must not lose the others
+            on_error(spec.name, exc)
+            continue
+        name, kind, unit, description = spec.name, spec.kind, spec.unit, spec.description
+        out += [Metric(name, kind, value, unit, description, attrs) for attrs, value in points]
+    return out
 
 
 def _attr(v: Any) -> AttributeValue:
@@ -224,7 +265,7 @@ class DbCollector(MetricCollectorPlugin):
 
     async def _collect(self, target: Target, cfg: DbCollectorConfig) -> list[Metric]:
         attrs = self.attributes(target)
-        sample = Sample()
+        sample = Sample(base=attrs)
         try:
             sample.sections = await self._read(target, cfg)
         except PluginError as e:
@@ -248,7 +289,7 @@ class DbCollector(MetricCollectorPlugin):
                          {**attrs, "section": name}) for name, n in sorted(self._errors_of(target).items())]
         if target.reason is not None:
             return [up, *errors]
-        metrics = metrics_from_table(self.table, sample, lambda name, exc: self._row_failed(target, name, exc), attrs)
+        metrics = build(self.table, sample, lambda name, exc: self._row_failed(target, name, exc))
         return [*metrics, up, *errors]
 
     def describe(self, exc: BaseException, target: Target) -> str:
@@ -263,7 +304,8 @@ class DbCollector(MetricCollectorPlugin):
         try:
             for name, reader in self.sections(cfg):
                 try:
-                    out[name] = await asyncio.wait_for(reader(target.connection, target), cfg.query_timeout)
+                    async with asyncio.timeout(cfg.query_timeout):  # no task a query, as wait_for makes
+                        out[name] = await reader(target.connection, target)
                 except TimeoutError:
                     self._count(target, name)
                     raise QueryTimeout(f"query {name!r} did not finish within {cfg.query_timeout:g} s "

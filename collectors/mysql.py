@@ -42,7 +42,7 @@ def _status(name: str, scale: float = 1.0) -> Any:
     def read(s: Sample) -> Iterator[Point]:
         v = (s.get("status") or {}).get(name)
         if v not in (None, ""):
-            yield {}, float(v) * scale
+            yield s.base, float(v) * scale
 
     return read
 
@@ -53,7 +53,7 @@ def _statuses(attribute: str, names: Mapping[str, str]) -> Any:
         for value, name in names.items():
             v = status.get(name)
             if v not in (None, ""):
-                yield {attribute: value}, float(v)
+                yield s.with_base({attribute: value}), float(v)
 
     return read
 
@@ -62,7 +62,7 @@ def _variable(name: str) -> Any:
     def read(s: Sample) -> Iterator[Point]:
         v = (s.get("variables") or {}).get(name)
         if v not in (None, ""):
-            yield {}, float(v)
+            yield s.base, float(v)
 
     return read
 
@@ -71,8 +71,8 @@ def _clean_pages(s: Sample) -> Iterator[Point]:
     status = s.get("status") or {}
     data, dirty = status.get("Innodb_buffer_pool_bytes_data"), status.get("Innodb_buffer_pool_bytes_dirty")
     if data is not None and dirty is not None:
-        yield {"status": "dirty"}, float(dirty)
-        yield {"status": "clean"}, max(float(data) - float(dirty), 0.0)
+        yield s.with_base({"status": "dirty"}), float(dirty)
+        yield s.with_base({"status": "clean"}), max(float(data) - float(dirty), 0.0)
 
 
 def _running(thread: str) -> Any:
@@ -80,7 +80,7 @@ def _running(thread: str) -> Any:
     def read(s: Sample) -> Iterator[Point]:
         for row in s.get("replica") or ():
             v = row.get(f"Slave_{thread}_Running", row.get(f"Replica_{thread}_Running"))
-            yield _replica_attrs(row), 1.0 if str(v).lower() == "yes" else 0.0
+            yield s.with_base(_replica_attrs(row)), 1.0 if str(v).lower() == "yes" else 0.0
 
     return read
 
@@ -89,7 +89,7 @@ def _behind(s: Sample) -> Iterator[Point]:
     for row in s.get("replica") or ():
         v = row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source"))
         if v is not None:
-            yield _replica_attrs(row), float(v)
+            yield s.with_base(_replica_attrs(row)), float(v)
 
 
 def _replica_attrs(row: Mapping[str, Any]) -> dict[str, Any]:

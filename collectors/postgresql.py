@@ -94,7 +94,7 @@ def _settings(value: str) -> Any:
     def read(s: Sample) -> Iterator[Point]:
         row = s.get("settings")
         if row:
-            yield {}, float(row[0][value])
+            yield s.base, float(row[0][value])
 
     return read
 

@@ -34,7 +34,7 @@ def _info(field: str, scale: float = 1.0) -> Any:
     def read(s: Sample) -> Iterator[Point]:
         v = (s.get("info") or {}).get(field)
         if isinstance(v, (int, float)):
-            yield {}, float(v) * scale
+            yield s.base, float(v) * scale
 
     return read
 
@@ -45,7 +45,7 @@ def _infos(attribute: str, fields: Mapping[str, str]) -> Any:
         for value, field in fields.items():
             v = info.get(field)
             if isinstance(v, (int, float)):
-                yield {attribute: value}, float(v)
+                yield s.with_base({attribute: value}), float(v)
 
     return read
 
@@ -54,7 +54,7 @@ def _flag(field: str, true: object) -> Any:
     def read(s: Sample) -> Iterator[Point]:
         info = s.get("info") or {}
         if field in info:
-            yield {}, 1.0 if info[field] == true else 0.0
+            yield s.base, 1.0 if info[field] == true else 0.0
 
     return read
 
@@ -64,7 +64,7 @@ def _keyspace(field: str) -> Any:
         for name, db in _databases(s):
             v = db.get(field)
             if isinstance(v, (int, float)):
-                yield {"db.namespace": name[2:]}, float(v)
+                yield s.with_base({"db.namespace": name[2:]}), float(v)
 
     return read
 
@@ -86,7 +86,7 @@ def _replicas(field: str) -> Any:
         info = s.get("info") or {}
         for k, v in info.items():
             if k.startswith("slave") and k[5:].isdigit() and isinstance(v, dict) and isinstance(v.get(field), (int, float)):
-                yield {"redis.replica.address": f"{v.get('ip', '')}:{v.get('port', '')}"}, float(v[field])
+                yield s.with_base({"redis.replica.address": f"{v.get('ip', '')}:{v.get('port', '')}"}), float(v[field])
 
     return read
 
@@ -95,7 +95,7 @@ def _value(section: str) -> Any:
     def read(s: Sample) -> Iterator[Point]:
         v = s.get(section)
         if v is not None:
-            yield {}, float(v)
+            yield s.base, float(v)
 
     return read
 
