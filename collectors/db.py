@@ -103,6 +103,7 @@ class Target:
         self.database = urllib.parse.unquote(u.path.lstrip("/"))
         self.query = dict(urllib.parse.parse_qsl(u.query))
         self._dsn_password = urllib.parse.unquote(u.password) if u.password else None
+        self._file_password: str | None = None  # the last read from password_file
         self.name = config.name or f"{self.host}:{self.port}"
         self.tls = client_tls_context(config.tls, where)
         self.connection: Any = None
@@ -116,13 +117,14 @@ class Target:
         if self.config.password_file is not None:
             try:
                 with open(self.config.password_file, encoding="utf-8") as f:
-                    return f.read(65536).rstrip("\r\n")
+                    self._file_password = f.read(65536).rstrip("\r\n")
+                    return self._file_password
             except OSError as e:
                 raise PluginError(f"{self.where}.password_file {self.config.password_file}: {e.strerror or e}") from None
         return self._dsn_password
 
     def secrets(self) -> list[str]:
-        out = [p for p in (self._dsn_password,) if p]
+        out = [p for p in (self._dsn_password, self._file_password) if p]
         if self.config.password is not None:
             out.append(self.config.password.get_secret_value())
         return out

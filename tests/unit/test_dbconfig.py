@@ -71,7 +71,7 @@ def test_the_target_hides_its_password(tmp_path: Path) -> None:
                .all_targets()[0], "targets[0]")
     assert t.password() == "from-file" and t.name == "db:3307"
     secret.write_text("rotated")
-    assert t.password() == "rotated"
+    assert t.password() == "rotated" and t.secrets() == ["rotated"]  # masked in what the collector logs
     secret.unlink()
     with pytest.raises(PluginError, match=r"targets\[0\]\.password_file .*pw: No such file"):
         t.password()
