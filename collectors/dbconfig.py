@@ -100,6 +100,12 @@ class DbCollectorConfig(CollectorConfig):
         description="seconds one query may take; a slower one is cut, and the target reports up 0 for that collection",
     )
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        """The one target's DSN, checked as its target model checks it."""
+        return v if v is None else cls.target_model._dsn(v)
+
     @model_validator(mode="after")
     def _some_target(self) -> DbCollectorConfig:
         if self.dsn is None and not self.targets:
@@ -127,21 +133,11 @@ class PostgresqlConfig(DbCollectorConfig):
     tables_limit: int = Field(default=200, ge=0, le=10000,
                               description="the largest N tables of the target's database reported (0: none)")
 
-    @field_validator("dsn")
-    @classmethod
-    def _dsn(cls, v: str | None) -> str | None:
-        return v if v is None else PostgresqlTarget._dsn(v)
-
 
 class MysqlConfig(DbCollectorConfig):
     target_model: ClassVar[type[DbTarget]] = MysqlTarget
     targets: tuple[MysqlTarget, ...] = Field(default=(), description="several servers, each with its own settings")
     schemas_limit: int = Field(default=200, ge=0, le=10000, description="the largest N schemas reported (0: none)")
-
-    @field_validator("dsn")
-    @classmethod
-    def _dsn(cls, v: str | None) -> str | None:
-        return v if v is None else MysqlTarget._dsn(v)
 
 
 class RedisConfig(DbCollectorConfig):
@@ -149,8 +145,3 @@ class RedisConfig(DbCollectorConfig):
     targets: tuple[RedisTarget, ...] = Field(default=(), description="several servers, each with its own settings")
     databases_limit: int = Field(default=64, ge=0, le=10000,
                                  description="the first N databases holding keys reported (lowest numbers first)")
-
-    @field_validator("dsn")
-    @classmethod
-    def _dsn(cls, v: str | None) -> str | None:
-        return v if v is None else RedisTarget._dsn(v)

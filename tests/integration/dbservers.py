@@ -5,6 +5,10 @@ A missing program is a failure, never a skip (``.ci/test`` installs them). Postg
 run as root: under root its files belong to ``nobody`` and its programs run as that user. Every
 server is stopped and its directory removed by ``stop()``; ``log()`` is its log, shown when a
 start fails.
+
+Also the tests' helpers for a collector's output: ``collect`` (a collector's metrics after
+``times`` collections), ``points``/``one`` (a metric's points with given attributes) and
+``no_tracebacks_or`` (the captured log has no stack trace and none of the secrets).
 """
 
 from __future__ import annotations
@@ -17,11 +21,48 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.api import Metric
+
 START_TIMEOUT = 60.0
 SUPERUSER_PASSWORD = "s3cret-superuser"  # the superuser's (postgres, root, default) password in every server
+
+
+async def collect(cls: Any, config: dict[str, Any], times: int = 1) -> tuple[Any, list[Metric]]:
+    """A new collector of class ``cls`` with ``config``, and its metrics of the last of ``times`` collections."""
+    c = cls()
+    await c.initialize(config)
+    try:
+        metrics: Sequence[Metric] = []
+        for _ in range(times):
+            metrics = await c.collect_metrics()
+        return c, list(metrics)
+    finally:
+        await c.shutdown()
+
+
+def points(metrics: Sequence[Metric], name: str, **attrs: Any) -> list[Metric]:
+    return [m for m in metrics if m.name == name and all(m.attributes.get(k) == v for k, v in attrs.items())]
+
+
+def one(metrics: Sequence[Metric], name: str, **attrs: Any) -> float:
+    """The value of the one point of ``name`` with ``attrs`` (fails unless there is exactly one)."""
+    found = points(metrics, name, **attrs)
+    assert len(found) == 1, f"{name} {attrs}: {found}"
+    value = found[0].value
+    assert isinstance(value, float)
+    return value
+
+
+def no_tracebacks_or(records: Sequence[Any], *secrets: str) -> None:
+    """No log record has a stack trace or any of ``secrets``."""
+    for record in records:
+        assert record.exc_info is None, record.getMessage()
+        for s in secrets:
+            assert s not in record.getMessage()
 
 
 class ServerMissing(Exception):

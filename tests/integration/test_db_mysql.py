@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import aiomysql
 import pytest
 
-from bridge.api import Metric
 from collectors.mysql import MYSQL_METRICS, MysqlCollector
-from tests.integration.dbservers import Mariadb, ServerFailed, ServerMissing, free_port
+from tests.integration.dbservers import Mariadb, ServerFailed, ServerMissing, collect, free_port, no_tracebacks_or, one, points
 
 pytestmark = pytest.mark.integration
 
@@ -80,55 +79,29 @@ def _target(server: Mariadb, user: str = "monitor", password: str = MONITOR_PASS
     return {"dsn": server.dsn(user), "password": password, **extra}
 
 
-async def _collect(config: dict[str, Any], times: int = 1) -> tuple[MysqlCollector, list[Metric]]:
-    c = MysqlCollector()
-    await c.initialize(config)
-    try:
-        metrics: Sequence[Metric] = []
-        for _ in range(times):
-            metrics = await c.collect_metrics()
-        return c, list(metrics)
-    finally:
-        await c.shutdown()
 
 
-def _points(metrics: Sequence[Metric], name: str, **attrs: Any) -> list[Metric]:
-    return [m for m in metrics if m.name == name and all(m.attributes.get(k) == v for k, v in attrs.items())]
 
-
-def _one(metrics: Sequence[Metric], name: str, **attrs: Any) -> float:
-    found = _points(metrics, name, **attrs)
-    assert len(found) == 1, f"{name} {attrs}: {found}"
-    value = found[0].value
-    assert isinstance(value, float)
-    return value
-
-
-def _no_tracebacks_or(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
-    for record in caplog.records:
-        assert record.exc_info is None, record.getMessage()
-        for s in secrets:
-            assert s not in record.getMessage()
 
 
 async def test_every_declared_metric_is_emitted_with_its_kind_and_unit(servers: tuple[Mariadb, Mariadb]) -> None:
     primary, replica = servers
-    collector, metrics = await _collect({"targets": [_target(primary), _target(replica)]})
+    collector, metrics = await collect(MysqlCollector, {"targets": [_target(primary), _target(replica)]})
     assert collector.reasons == {}
     declared = {spec.name for spec in MYSQL_METRICS}
     emitted = {m.name for m in metrics} - {"mysql.up"}
     assert emitted == declared, f"declared, not emitted: {declared - emitted}; emitted, not declared: {emitted - declared}"
     for spec in MYSQL_METRICS:
-        for m in _points(metrics, spec.name):
+        for m in points(metrics, spec.name):
             assert (m.kind, m.unit, m.description) == (spec.kind, spec.unit, spec.description), m
     on_replica = {"server.port": replica.port, "mysql.replica.source": f"127.0.0.1:{primary.port}"}
-    assert _one(metrics, "mysql.replica.io_running", **on_replica) == 1.0
-    assert _one(metrics, "mysql.replica.sql_running", **on_replica) == 1.0
-    assert _one(metrics, "mysql.replica.time_behind_source", **on_replica) >= 0
-    assert not _points(metrics, "mysql.replica.io_running", **{"server.port": primary.port})
+    assert one(metrics, "mysql.replica.io_running", **on_replica) == 1.0
+    assert one(metrics, "mysql.replica.sql_running", **on_replica) == 1.0
+    assert one(metrics, "mysql.replica.time_behind_source", **on_replica) >= 0
+    assert not points(metrics, "mysql.replica.io_running", **{"server.port": primary.port})
     for server in (primary, replica):
-        assert _one(metrics, "mysql.up", **{"server.port": server.port}) == 1.0
-        assert _one(metrics, "mysql.schema.tables", **{"server.port": server.port, "mysql.schema.name": "app"}) == 1
+        assert one(metrics, "mysql.up", **{"server.port": server.port}) == 1.0
+        assert one(metrics, "mysql.schema.tables", **{"server.port": server.port, "mysql.schema.name": "app"}) == 1
 
 
 async def test_values_are_the_servers(servers: tuple[Mariadb, Mariadb]) -> None:
@@ -166,23 +139,24 @@ async def test_values_are_the_servers(servers: tuple[Mariadb, Mariadb]) -> None:
         await c.shutdown()
 
     def delta(name: str, **attrs: Any) -> float:
-        return _one(after, name, **attrs) - _one(before, name, **attrs)
+        return one(after, name, **attrs) - one(before, name, **attrs)
 
     assert delta("mysql.commands", command="insert") == n
     assert delta("mysql.query.slow.count") == 1
     assert delta("mysql.row_lock.waits") == 1
-    assert _one(during, "mysql.row_lock.current_waits") == 1 and _one(after, "mysql.row_lock.current_waits") == 0
+    assert one(during, "mysql.row_lock.current_waits") == 1 and one(after, "mysql.row_lock.current_waits") == 0
     assert delta("mysql.connection.count") >= 4  # the test's own connections, and none of the collector's
-    assert _one(after, "mysql.schema.size", kind="data", **{"mysql.schema.name": "app"}) == float(sizes[0]["d"])
-    assert _one(after, "mysql.schema.size", kind="index", **{"mysql.schema.name": "app"}) == float(sizes[0]["i"])
-    assert _one(after, "mysql.connection.max") == float(variables[0]["m"])
-    assert _one(after, "mysql.buffer_pool.limit") == float(variables[0]["b"]) == 16 * 1024 * 1024
+    assert one(after, "mysql.schema.size", kind="data", **{"mysql.schema.name": "app"}) == float(sizes[0]["d"])
+    assert one(after, "mysql.schema.size", kind="index", **{"mysql.schema.name": "app"}) == float(sizes[0]["i"])
+    assert one(after, "mysql.connection.max") == float(variables[0]["m"])
+    assert one(after, "mysql.buffer_pool.limit") == float(variables[0]["b"]) == 16 * 1024 * 1024
 
 
 async def test_a_server_that_is_not_there_or_never_answers(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "monbridge")
     port = free_port()
-    collector, metrics = await _collect({"dsn": f"mysql://monitor@127.0.0.1:{port}/", "password": MONITOR_PASSWORD})
+    config = {"dsn": f"mysql://monitor@127.0.0.1:{port}/", "password": MONITOR_PASSWORD}
+    collector, metrics = await collect(MysqlCollector, config)
     assert [(m.name, m.value) for m in metrics] == [("mysql.up", 0.0)]
     reason = collector.reasons[f"127.0.0.1:{port}"]
     assert "Can't connect" in reason and "2003" in reason
@@ -191,22 +165,22 @@ async def test_a_server_that_is_not_there_or_never_answers(caplog: pytest.LogCap
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        collector, metrics = await _collect({"dsn": f"mysql://monitor@127.0.0.1:{port}/", "password": MONITOR_PASSWORD,
-                                             "connect_timeout": 0.5})
+        config = {"dsn": f"mysql://monitor@127.0.0.1:{port}/", "password": MONITOR_PASSWORD, "connect_timeout": 0.5}
+        collector, metrics = await collect(MysqlCollector, config)
     assert [(m.name, m.value) for m in metrics] == [("mysql.up", 0.0)]
     assert collector.reasons[f"127.0.0.1:{port}"] == "no answer within 0.5 s (connect_timeout)"
-    _no_tracebacks_or(caplog, MONITOR_PASSWORD)
+    no_tracebacks_or(caplog.records, MONITOR_PASSWORD)
 
 
 async def test_a_wrong_password(servers: tuple[Mariadb, Mariadb], caplog: pytest.LogCaptureFixture) -> None:
     primary, _ = servers
     caplog.set_level(logging.INFO, "monbridge")
     wrong = "wr0ng-pw-5b7"
-    collector, metrics = await _collect({"dsn": f"mysql://monitor:{wrong}@127.0.0.1:{primary.port}/"})
+    collector, metrics = await collect(MysqlCollector, {"dsn": f"mysql://monitor:{wrong}@127.0.0.1:{primary.port}/"})
     assert [(m.name, m.value) for m in metrics] == [("mysql.up", 0.0)]
     reason = collector.reasons[f"127.0.0.1:{primary.port}"]
     assert "Access denied for user 'monitor'@'127.0.0.1'" in reason and "1045" in reason and wrong not in reason
-    _no_tracebacks_or(caplog, wrong)
+    no_tracebacks_or(caplog.records, wrong)
 
 
 async def test_a_dropped_connection_is_up_0_once_then_reopened(servers: tuple[Mariadb, Mariadb]) -> None:
@@ -214,14 +188,14 @@ async def test_a_dropped_connection_is_up_0_once_then_reopened(servers: tuple[Ma
     c = MysqlCollector()
     await c.initialize(_target(primary))
     try:
-        assert _one(await c.collect_metrics(), "mysql.up") == 1.0
+        assert one(await c.collect_metrics(), "mysql.up") == 1.0
         (rows,) = await _sql(primary, "SELECT id FROM information_schema.processlist WHERE user = 'monitor'")
         assert len(rows) == 1  # one connection per target, kept between collections
         await _sql(primary, f"KILL {rows[0]['id']}")
         metrics = await c.collect_metrics()
         assert [(m.name, m.value) for m in metrics if m.name == "mysql.up"] == [("mysql.up", 0.0)]
         assert "Lost connection to MySQL server during query (error 2013)" in c.reasons[f"127.0.0.1:{primary.port}"]
-        assert _one(await c.collect_metrics(), "mysql.up") == 1.0
+        assert one(await c.collect_metrics(), "mysql.up") == 1.0
         (rows,) = await _sql(primary, "SELECT id FROM information_schema.processlist WHERE user = 'monitor'")
         assert len(rows) == 1
     finally:
@@ -232,14 +206,14 @@ async def test_an_account_without_replica_monitor_loses_replication_only(servers
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     _, replica = servers
     caplog.set_level(logging.INFO, "monbridge")
-    collector, metrics = await _collect(_target(replica, "plain", PLAIN_PASSWORD), times=2)
+    collector, metrics = await collect(MysqlCollector, _target(replica, "plain", PLAIN_PASSWORD), times=2)
     names = {m.name for m in metrics}
-    assert _one(metrics, "mysql.up") == 1.0
+    assert one(metrics, "mysql.up") == 1.0
     assert not names & {"mysql.replica.io_running", "mysql.replica.sql_running", "mysql.replica.time_behind_source"}
     assert {"mysql.query.count", "mysql.buffer_pool.usage", "mysql.schema.size"} <= names
-    assert _one(metrics, "mysql.collector.errors", section="replica") == 2
+    assert one(metrics, "mysql.collector.errors", section="replica") == 2
     why = collector.targets[0].problems["replica"]
     assert "SLAVE MONITOR" in why and "1227" in why
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "SLAVE MONITOR" in warnings[0]
-    _no_tracebacks_or(caplog, PLAIN_PASSWORD)
+    no_tracebacks_or(caplog.records, PLAIN_PASSWORD)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,17 @@ import pytest
 
 from bridge.api import Metric
 from collectors.postgresql import POSTGRESQL_METRICS, PostgresqlCollector
-from tests.integration.dbservers import SUPERUSER_PASSWORD, Postgres, ServerFailed, ServerMissing, free_port
+from tests.integration.dbservers import (
+    SUPERUSER_PASSWORD,
+    Postgres,
+    ServerFailed,
+    ServerMissing,
+    collect,
+    free_port,
+    no_tracebacks_or,
+    one,
+    points,
+)
 from tests.tls_cert import self_signed
 
 pytestmark = pytest.mark.integration
@@ -64,28 +74,8 @@ def _target(pg: Postgres, user: str = "monitor", password: str = MONITOR_PASSWOR
     return {"dsn": pg.dsn(user), "password": password, **extra}
 
 
-async def _collect(config: dict[str, Any], times: int = 1) -> tuple[PostgresqlCollector, list[Metric]]:
-    c = PostgresqlCollector()
-    await c.initialize(config)
-    try:
-        metrics: Sequence[Metric] = []
-        for _ in range(times):
-            metrics = await c.collect_metrics()
-        return c, list(metrics)
-    finally:
-        await c.shutdown()
 
 
-def _points(metrics: Sequence[Metric], name: str, **attrs: Any) -> list[Metric]:
-    return [m for m in metrics if m.name == name and all(m.attributes.get(k) == v for k, v in attrs.items())]
-
-
-def _one(metrics: Sequence[Metric], name: str, **attrs: Any) -> float:
-    found = _points(metrics, name, **attrs)
-    assert len(found) == 1, f"{name} {attrs}: {found}"
-    value = found[0].value
-    assert isinstance(value, float)
-    return value
 
 
 async def _superuser(pg: Postgres, database: str = "postgres") -> asyncpg.Connection:
@@ -107,7 +97,7 @@ async def test_every_declared_metric_is_emitted_with_its_kind_and_unit(servers: 
         for _ in range(100):
             await conn.execute("INSERT INTO everything VALUES (2)")
             await asyncio.sleep(0.05)
-            collector, metrics = await _collect(config)
+            collector, metrics = await collect(PostgresqlCollector, config)
             if declared <= {m.name for m in metrics}:
                 break
     finally:
@@ -116,16 +106,16 @@ async def test_every_declared_metric_is_emitted_with_its_kind_and_unit(servers: 
     emitted = {m.name for m in metrics} - {"postgresql.up"}
     assert emitted == declared, f"declared, not emitted: {declared - emitted}; emitted, not declared: {emitted - declared}"
     for spec in POSTGRESQL_METRICS:
-        for m in _points(metrics, spec.name):
+        for m in points(metrics, spec.name):
             assert (m.kind, m.unit, m.description) == (spec.kind, spec.unit, spec.description), m
     for pg in (primary, replica):
-        assert _one(metrics, "postgresql.up", **{"server.port": pg.port}) == 1.0
-    assert _one(metrics, "postgresql.replication.is_replica", **{"server.port": primary.port}) == 0.0
-    assert _one(metrics, "postgresql.replication.is_replica", **{"server.port": replica.port}) == 1.0
+        assert one(metrics, "postgresql.up", **{"server.port": pg.port}) == 1.0
+    assert one(metrics, "postgresql.replication.is_replica", **{"server.port": primary.port}) == 0.0
+    assert one(metrics, "postgresql.replication.is_replica", **{"server.port": replica.port}) == 1.0
     # the replica is the primary's one standby, and reports its replay age
-    assert {m.attributes["postgresql.replica.address"] for m in _points(metrics, "postgresql.replication.data_delay")} \
+    assert {m.attributes["postgresql.replica.address"] for m in points(metrics, "postgresql.replication.data_delay")} \
         == {"127.0.0.1/32"}
-    assert _one(metrics, "postgresql.replication.lag", **{"server.port": replica.port}) >= 0
+    assert one(metrics, "postgresql.replication.lag", **{"server.port": replica.port}) >= 0
 
 
 # --------------------------------------------------------------------------- values
@@ -159,8 +149,8 @@ async def test_values_are_the_servers(servers: tuple[Postgres, Postgres]) -> Non
     holder = await _superuser(primary, "counts")
     try:
         before = await _settled(admin, "counts")
-        _, metrics = await _collect(_target(primary))
-        commits, inserted = _one(metrics, "postgresql.commits", **db), _one(metrics, "postgresql.tup_inserted", **db)
+        _, metrics = await collect(PostgresqlCollector, _target(primary))
+        commits, inserted = one(metrics, "postgresql.commits", **db), one(metrics, "postgresql.tup_inserted", **db)
         assert (commits, inserted) == (before["xact_commit"], before["tup_inserted"])
         # n known transactions in counts
         tx = await _superuser(primary, "counts")
@@ -186,33 +176,34 @@ async def test_values_are_the_servers(servers: tuple[Postgres, Postgres]) -> Non
             await asyncio.sleep(0.05)
         stats = await _settled(admin, "counts")
         size = await admin.fetchval("SELECT pg_database_size('counts')")
-        collector, metrics = await _collect(_target(primary, statements_limit=1000))  # the marker's 3 calls among all
+        # statements_limit: the marker's 3 calls among all statements
+        collector, metrics = await collect(PostgresqlCollector, _target(primary, statements_limit=1000))
         assert await _settled(admin, "counts") == stats  # nothing ran in counts meanwhile
     finally:
         await holder.close()
         await admin.close()
-    assert _one(metrics, "postgresql.commits", **db) - commits == n + 1  # a session's start commits one too
-    assert _one(metrics, "postgresql.tup_inserted", **db) - inserted == n
+    assert one(metrics, "postgresql.commits", **db) - commits == n + 1  # a session's start commits one too
+    assert one(metrics, "postgresql.tup_inserted", **db) - inserted == n
     for name, column in (("postgresql.commits", "xact_commit"), ("postgresql.rollbacks", "xact_rollback"),
                          ("postgresql.tup_inserted", "tup_inserted"), ("postgresql.tup_deleted", "tup_deleted"),
                          ("postgresql.tup_updated", "tup_updated"), ("postgresql.deadlocks", "deadlocks"),
                          ("postgresql.temp_files", "temp_files"), ("postgresql.temp.io", "temp_bytes"),
                          ("postgresql.blks_hit", "blks_hit"), ("postgresql.blks_read", "blks_read"),
                          ("postgresql.tup_returned", "tup_returned"), ("postgresql.tup_fetched", "tup_fetched")):
-        assert _one(metrics, name, **db) == stats[column], name
+        assert one(metrics, name, **db) == stats[column], name
     assert stats["deadlocks"] == 1 and stats["temp_files"] >= 1 and stats["xact_rollback"] >= 2
-    assert _one(metrics, "postgresql.db_size", **db) == size
-    assert _one(metrics, "postgresql.connection.max") == 50
-    assert _one(metrics, "postgresql.database.locks", mode="AccessExclusiveLock", **db) == 1
-    assert _one(metrics, "postgresql.backends", state="idle in transaction", **db) == 1
+    assert one(metrics, "postgresql.db_size", **db) == size
+    assert one(metrics, "postgresql.connection.max") == 50
+    assert one(metrics, "postgresql.database.locks", mode="AccessExclusiveLock", **db) == 1
+    assert one(metrics, "postgresql.backends", state="idle in transaction", **db) == 1
     table = {"postgresql.database.name": "postgres", "postgresql.table.name": "r", "postgresql.schema.name": "public"}
-    assert _one(metrics, "postgresql.rows", state="live", **table) == 3
-    assert _one(metrics, "postgresql.rows", state="dead", **table) == 2
-    assert _one(metrics, "postgresql.operations", operation="ins", **table) == 5
-    assert _one(metrics, "postgresql.operations", operation="del", **table) == 2
-    assert _one(metrics, "postgresql.table.size", **table) == table_size
+    assert one(metrics, "postgresql.rows", state="live", **table) == 3
+    assert one(metrics, "postgresql.rows", state="dead", **table) == 2
+    assert one(metrics, "postgresql.operations", operation="ins", **table) == 5
+    assert one(metrics, "postgresql.operations", operation="del", **table) == 2
+    assert one(metrics, "postgresql.table.size", **table) == table_size
     assert marker is not None and marker["calls"] == 3
-    assert _one(metrics, "postgresql.statement.calls", **{"postgresql.query.id": marker["id"]}) == 3
+    assert one(metrics, "postgresql.statement.calls", **{"postgresql.query.id": marker["id"]}) == 3
 
 
 async def _settled(admin: asyncpg.Connection, database: str) -> dict[str, Any]:
@@ -232,17 +223,11 @@ async def _settled(admin: asyncpg.Connection, database: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- hostile and broken
 
 
-def _no_tracebacks_or(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
-    for record in caplog.records:
-        assert record.exc_info is None, record.getMessage()
-        for s in secrets:
-            assert s not in record.getMessage()
-
 
 async def test_a_server_that_is_not_there_is_up_0_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "monbridge")
     port = free_port()
-    collector, metrics = await _collect({"dsn": f"postgresql://monitor@127.0.0.1:{port}/postgres",
+    collector, metrics = await collect(PostgresqlCollector, {"dsn": f"postgresql://monitor@127.0.0.1:{port}/postgres",
                                          "password": MONITOR_PASSWORD, "connect_timeout": 3}, times=2)
     assert [(m.name, m.value) for m in metrics] == [("postgresql.up", 0.0)]
     reason = collector.reasons[f"127.0.0.1:{port}"]
@@ -250,7 +235,7 @@ async def test_a_server_that_is_not_there_is_up_0_with_the_reason(caplog: pytest
     # logged once (the reason did not change), one line, no stack trace, no password
     downs = [r for r in caplog.records if "down" in r.getMessage()]
     assert len(downs) == 1 and reason in downs[0].getMessage()
-    _no_tracebacks_or(caplog, MONITOR_PASSWORD)
+    no_tracebacks_or(caplog.records, MONITOR_PASSWORD)
 
 
 async def test_a_wrong_password_then_a_rotated_password_file(servers: tuple[Postgres, Postgres], tmp_path: Path,
@@ -268,10 +253,10 @@ async def test_a_wrong_password_then_a_rotated_password_file(servers: tuple[Post
         assert 'password authentication failed for user "monitor"' in reason and "28P01" in reason
         secret.write_text(MONITOR_PASSWORD + "\n")  # the secret rotated: read at the next connection
         metrics = await c.collect_metrics()
-        assert _one(metrics, "postgresql.up") == 1.0 and c.reasons == {}
+        assert one(metrics, "postgresql.up") == 1.0 and c.reasons == {}
     finally:
         await c.shutdown()
-    _no_tracebacks_or(caplog, "not-the-password-x9", MONITOR_PASSWORD)
+    no_tracebacks_or(caplog.records, "not-the-password-x9", MONITOR_PASSWORD)
 
 
 async def test_a_query_held_up_past_the_timeout_is_cut(servers: tuple[Postgres, Postgres]) -> None:
@@ -286,7 +271,7 @@ async def test_a_query_held_up_past_the_timeout_is_cut(servers: tuple[Postgres, 
         sleeper = asyncio.create_task(holder.execute("SELECT pg_sleep(60)"))
         metrics = await c.collect_metrics()
         assert [(m.name, m.value) for m in metrics if m.name == "postgresql.up"] == [("postgresql.up", 0.0)]
-        assert _one(metrics, "postgresql.collector.errors", section="tables") == 1
+        assert one(metrics, "postgresql.collector.errors", section="tables") == 1
         assert c.reasons[f"127.0.0.1:{primary.port}"] == "query 'tables' did not finish within 1 s (query_timeout): cut"
 
         async def waiting() -> int:
@@ -303,7 +288,7 @@ async def test_a_query_held_up_past_the_timeout_is_cut(servers: tuple[Postgres, 
             await sleeper
         await holder.execute("ROLLBACK")
         metrics = await c.collect_metrics()
-        assert _one(metrics, "postgresql.up") == 1.0
+        assert one(metrics, "postgresql.up") == 1.0
     finally:
         await c.shutdown()
         await holder.close()
@@ -314,19 +299,19 @@ async def test_a_role_without_pg_monitor_loses_the_wal_section_only(servers: tup
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     primary, _ = servers
     caplog.set_level(logging.INFO, "monbridge")
-    collector, metrics = await _collect({"dsn": primary.dsn("plain"), "password": PLAIN_PASSWORD}, times=2)
+    collector, metrics = await collect(PostgresqlCollector, {"dsn": primary.dsn("plain"), "password": PLAIN_PASSWORD}, times=2)
     names = {m.name for m in metrics}
-    assert _one(metrics, "postgresql.up") == 1.0
+    assert one(metrics, "postgresql.up") == 1.0
     assert "postgresql.wal.size" not in names and "postgresql.wal.segments" not in names
     assert {"postgresql.commits", "postgresql.backends", "postgresql.bgwriter.buffers.allocated"} <= names
-    assert _one(metrics, "postgresql.collector.errors", section="wal") == 2
+    assert one(metrics, "postgresql.collector.errors", section="wal") == 2
     why = collector.targets[0].problems["wal"]
     assert "permission denied for function pg_ls_waldir" in why and "GRANT pg_monitor TO plain" in why
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "GRANT pg_monitor TO plain" in warnings[0]  # once a minute, not per collection
     report = await collector.test_report()
     assert report[0] == f"127.0.0.1:{primary.port}: up" and "GRANT pg_monitor TO plain" in report[1]
-    _no_tracebacks_or(caplog, PLAIN_PASSWORD)
+    no_tracebacks_or(caplog.records, PLAIN_PASSWORD)
 
 
 async def test_tls(servers: tuple[Postgres, Postgres]) -> None:
@@ -349,14 +334,14 @@ async def test_tls(servers: tuple[Postgres, Postgres]) -> None:
         await c.initialize(_target(primary, tls={"ca_file": str(cert)}))
         try:
             metrics = await c.collect_metrics()
-            assert _one(metrics, "postgresql.up") == 1.0
+            assert one(metrics, "postgresql.up") == 1.0
             assert await admin.fetchval("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
                                         " WHERE a.application_name = 'monbridge'") is True
         finally:
             await c.shutdown()
         # a certificate the system's CAs did not sign
-        collector, metrics = await _collect(_target(primary, tls={}))
-        assert _one(metrics, "postgresql.up") == 0.0
+        collector, metrics = await collect(PostgresqlCollector, _target(primary, tls={}))
+        assert one(metrics, "postgresql.up") == 0.0
         assert "certificate verify failed" in collector.reasons[f"127.0.0.1:{primary.port}"]
     finally:
         await admin.execute("ALTER SYSTEM RESET ssl")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,18 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from bridge.api import Metric
 from collectors.redis import REDIS_METRICS, RedisCollector
-from tests.integration.dbservers import SUPERUSER_PASSWORD, Redis, ServerFailed, ServerMissing, free_port
+from tests.integration.dbservers import (
+    SUPERUSER_PASSWORD,
+    Redis,
+    ServerFailed,
+    ServerMissing,
+    collect,
+    free_port,
+    no_tracebacks_or,
+    one,
+    points,
+)
 from tests.tls_cert import self_signed
 
 pytestmark = pytest.mark.integration
@@ -77,58 +86,32 @@ def _target(server: Redis, user: str = "monitor", password: str = MONITOR_PASSWO
     return {"url": f"redis://{user}@127.0.0.1:{server.port}/{db}", "password": password, **extra}
 
 
-async def _collect(config: dict[str, Any], times: int = 1) -> tuple[RedisCollector, list[Metric]]:
-    c = RedisCollector()
-    await c.initialize(config)
-    try:
-        metrics: Sequence[Metric] = []
-        for _ in range(times):
-            metrics = await c.collect_metrics()
-        return c, list(metrics)
-    finally:
-        await c.shutdown()
 
 
-def _points(metrics: Sequence[Metric], name: str, **attrs: Any) -> list[Metric]:
-    return [m for m in metrics if m.name == name and all(m.attributes.get(k) == v for k, v in attrs.items())]
 
-
-def _one(metrics: Sequence[Metric], name: str, **attrs: Any) -> float:
-    found = _points(metrics, name, **attrs)
-    assert len(found) == 1, f"{name} {attrs}: {found}"
-    value = found[0].value
-    assert isinstance(value, float)
-    return value
-
-
-def _no_tracebacks_or(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
-    for record in caplog.records:
-        assert record.exc_info is None, record.getMessage()
-        for s in secrets:
-            assert s not in record.getMessage()
 
 
 async def test_every_declared_metric_is_emitted_with_its_kind_and_unit(servers: tuple[Redis, Redis]) -> None:
     primary, replica = servers
     async with _admin(primary) as admin:
         await admin.set("k", "v", ex=600)
-    collector, metrics = await _collect({"targets": [_target(primary), _target(replica)]})
+    collector, metrics = await collect(RedisCollector, {"targets": [_target(primary), _target(replica)]})
     assert collector.reasons == {}
     declared = {spec.name for spec in REDIS_METRICS}
     emitted = {m.name for m in metrics} - {"redis.up"}
     assert emitted == declared, f"declared, not emitted: {declared - emitted}; emitted, not declared: {emitted - declared}"
     for spec in REDIS_METRICS:
-        for m in _points(metrics, spec.name):
+        for m in points(metrics, spec.name):
             assert (m.kind, m.unit, m.description) == (spec.kind, spec.unit, spec.description), m
     p, r = {"server.port": primary.port}, {"server.port": replica.port}
-    assert _one(metrics, "redis.replication.is_replica", **p) == 0.0
-    assert _one(metrics, "redis.replication.is_replica", **r) == 1.0
-    assert _one(metrics, "redis.slaves.connected", **p) == 1.0
-    assert _one(metrics, "redis.replication.master_link_up", **r) == 1.0
-    assert [m.attributes["redis.replica.address"] for m in _points(metrics, "redis.replica.lag")] == [
+    assert one(metrics, "redis.replication.is_replica", **p) == 0.0
+    assert one(metrics, "redis.replication.is_replica", **r) == 1.0
+    assert one(metrics, "redis.slaves.connected", **p) == 1.0
+    assert one(metrics, "redis.replication.master_link_up", **r) == 1.0
+    assert [m.attributes["redis.replica.address"] for m in points(metrics, "redis.replica.lag")] == [
         f"127.0.0.1:{replica.port}"]
     for server in (primary, replica):
-        assert _one(metrics, "redis.up", **{"server.port": server.port}) == 1.0
+        assert one(metrics, "redis.up", **{"server.port": server.port}) == 1.0
 
 
 async def test_values_are_the_servers(servers: tuple[Redis, Redis]) -> None:
@@ -159,28 +142,28 @@ async def test_values_are_the_servers(servers: tuple[Redis, Redis]) -> None:
     finally:
         await c.shutdown()
     db = {"db.namespace": "2"}
-    assert _one(after, "redis.db.keys", **db) == 10 and _one(after, "redis.db.expires", **db) == 4
-    assert 0 < _one(after, "redis.db.avg_ttl", **db) <= 600_000 and avg_ttl > 0
-    assert [m.attributes["db.namespace"] for m in _points(after, "redis.db.keys")] == ["2"]  # db5 is past the limit
-    assert _one(after, "redis.keyspace.hits") - _one(before, "redis.keyspace.hits") == 3
-    assert _one(after, "redis.keyspace.misses") - _one(before, "redis.keyspace.misses") == 2
-    assert _one(after, "redis.slowlog.length") == 2
-    assert _one(after, "redis.maxmemory") == 64 * 1024 * 1024
-    assert _one(after, "redis.commands.processed") - _one(before, "redis.commands.processed") >= 7
-    assert _one(after, "redis.ping.duration") > 0
+    assert one(after, "redis.db.keys", **db) == 10 and one(after, "redis.db.expires", **db) == 4
+    assert 0 < one(after, "redis.db.avg_ttl", **db) <= 600_000 and avg_ttl > 0
+    assert [m.attributes["db.namespace"] for m in points(after, "redis.db.keys")] == ["2"]  # db5 is past the limit
+    assert one(after, "redis.keyspace.hits") - one(before, "redis.keyspace.hits") == 3
+    assert one(after, "redis.keyspace.misses") - one(before, "redis.keyspace.misses") == 2
+    assert one(after, "redis.slowlog.length") == 2
+    assert one(after, "redis.maxmemory") == 64 * 1024 * 1024
+    assert one(after, "redis.commands.processed") - one(before, "redis.commands.processed") >= 7
+    assert one(after, "redis.ping.duration") > 0
 
 
 async def test_a_server_that_is_not_there_or_dies(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "monbridge")
     port = free_port()
-    collector, metrics = await _collect({"url": f"redis://127.0.0.1:{port}/0"})
+    collector, metrics = await collect(RedisCollector, {"url": f"redis://127.0.0.1:{port}/0"})
     assert [(m.name, m.value) for m in metrics] == [("redis.up", 0.0)]
     assert "Error 111 connecting to" in collector.reasons[f"127.0.0.1:{port}"]
     server = Redis()
     c = RedisCollector()
     await c.initialize({"url": server.url(), "password": SUPERUSER_PASSWORD})
     try:
-        assert _one(await c.collect_metrics(), "redis.up") == 1.0
+        assert one(await c.collect_metrics(), "redis.up") == 1.0
         server.stop()
         metrics = await c.collect_metrics()
         assert [(m.name, m.value) for m in metrics] == [("redis.up", 0.0)]
@@ -188,18 +171,18 @@ async def test_a_server_that_is_not_there_or_dies(caplog: pytest.LogCaptureFixtu
     finally:
         await c.shutdown()
         server.stop()
-    _no_tracebacks_or(caplog, SUPERUSER_PASSWORD)
+    no_tracebacks_or(caplog.records, SUPERUSER_PASSWORD)
 
 
 async def test_a_wrong_password(servers: tuple[Redis, Redis], caplog: pytest.LogCaptureFixture) -> None:
     primary, _ = servers
     caplog.set_level(logging.INFO, "monbridge")
     wrong = "wr0ng-rd-pw-1f"
-    collector, metrics = await _collect(_target(primary, password=wrong))
+    collector, metrics = await collect(RedisCollector, _target(primary, password=wrong))
     assert [(m.name, m.value) for m in metrics] == [("redis.up", 0.0)]
     reason = collector.reasons[f"127.0.0.1:{primary.port}"]
     assert "invalid username-password pair" in reason and wrong not in reason
-    _no_tracebacks_or(caplog, wrong)
+    no_tracebacks_or(caplog.records, wrong)
 
 
 async def test_a_server_blocked_past_the_timeout_is_cut(servers: tuple[Redis, Redis]) -> None:
@@ -207,7 +190,7 @@ async def test_a_server_blocked_past_the_timeout_is_cut(servers: tuple[Redis, Re
     c = RedisCollector()
     await c.initialize({**_target(primary), "query_timeout": 0.5})
     try:
-        assert _one(await c.collect_metrics(), "redis.up") == 1.0
+        assert one(await c.collect_metrics(), "redis.up") == 1.0
         async with _admin(primary) as admin:
             await admin.ping()
             sleeper = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "2"))
@@ -215,9 +198,9 @@ async def test_a_server_blocked_past_the_timeout_is_cut(servers: tuple[Redis, Re
             metrics = await c.collect_metrics()
             assert [(m.name, m.value) for m in metrics if m.name == "redis.up"] == [("redis.up", 0.0)]
             assert c.reasons[f"127.0.0.1:{primary.port}"] == "query 'ping' did not finish within 0.5 s (query_timeout): cut"
-            assert _one(metrics, "redis.collector.errors", section="ping") == 1
+            assert one(metrics, "redis.collector.errors", section="ping") == 1
             await sleeper
-        assert _one(await c.collect_metrics(), "redis.up") == 1.0
+        assert one(await c.collect_metrics(), "redis.up") == 1.0
     finally:
         await c.shutdown()
 
@@ -226,16 +209,16 @@ async def test_an_acl_user_without_slowlog_loses_the_slowlog_only(servers: tuple
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     primary, _ = servers
     caplog.set_level(logging.INFO, "monbridge")
-    collector, metrics = await _collect(_target(primary, "plain", PLAIN_PASSWORD), times=2)
+    collector, metrics = await collect(RedisCollector, _target(primary, "plain", PLAIN_PASSWORD), times=2)
     names = {m.name for m in metrics}
-    assert _one(metrics, "redis.up") == 1.0
+    assert one(metrics, "redis.up") == 1.0
     assert "redis.slowlog.length" not in names and {"redis.memory.used", "redis.ping.duration"} <= names
-    assert _one(metrics, "redis.collector.errors", section="slowlog") == 2
+    assert one(metrics, "redis.collector.errors", section="slowlog") == 2
     why = collector.targets[0].problems["slowlog"]
     assert "no permissions to run the 'slowlog|len' command" in why and "ACL SETUSER plain +slowlog|len" in why
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "+slowlog|len" in warnings[0]
-    _no_tracebacks_or(caplog, PLAIN_PASSWORD)
+    no_tracebacks_or(caplog.records, PLAIN_PASSWORD)
 
 
 async def test_tls(tmp_path: Path) -> None:
@@ -246,12 +229,12 @@ async def test_tls(tmp_path: Path) -> None:
         pytest.fail(str(e), pytrace=False)
     try:
         target = {"url": f"redis://127.0.0.1:{server.port}/0", "password": SUPERUSER_PASSWORD}
-        collector, metrics = await _collect({**target, "tls": {"ca_file": str(cert)}})
-        assert _one(metrics, "redis.up") == 1.0 and collector.reasons == {}
-        collector, metrics = await _collect({**target, "tls": {}})  # not signed by a CA the system trusts
-        assert _one(metrics, "redis.up") == 0.0
+        collector, metrics = await collect(RedisCollector, {**target, "tls": {"ca_file": str(cert)}})
+        assert one(metrics, "redis.up") == 1.0 and collector.reasons == {}
+        collector, metrics = await collect(RedisCollector, {**target, "tls": {}})  # not signed by a CA the system trusts
+        assert one(metrics, "redis.up") == 0.0
         assert "certificate verify failed" in collector.reasons[f"127.0.0.1:{server.port}"]
-        collector, metrics = await _collect(target)  # plain text to a TLS port
-        assert _one(metrics, "redis.up") == 0.0
+        collector, metrics = await collect(RedisCollector, target)  # plain text to a TLS port
+        assert one(metrics, "redis.up") == 0.0
     finally:
         server.stop()
