@@ -13,6 +13,7 @@ Also the tests' helpers for a collector's output: ``collect`` (a collector's met
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
@@ -21,9 +22,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.api import Metric
 
@@ -63,6 +64,28 @@ def no_tracebacks_or(records: Sequence[Any], *secrets: str) -> None:
         assert record.exc_info is None, record.getMessage()
         for s in secrets:
             assert s not in record.getMessage()
+
+
+S = TypeVar("S", bound="_Server")
+
+
+def primary_and_replica(primary: Callable[[], S], replica: Callable[[S], S],
+                        setup: Callable[[S, S], Awaitable[None]]) -> Iterator[tuple[S, S]]:
+    """A module fixture's body: a primary, a replica of it, then ``setup(primary, replica)``;
+    a server missing or failing to start fails the tests (never skips); both stop at the end."""
+    import pytest
+
+    started: list[S] = []
+    try:
+        started.append(primary())
+        started.append(replica(started[0]))
+        asyncio.run(setup(started[0], started[1]))
+        yield started[0], started[1]
+    except (ServerMissing, ServerFailed) as e:
+        pytest.fail(str(e), pytrace=False)
+    finally:
+        for s in reversed(started):
+            s.stop()
 
 
 class ServerMissing(Exception):

@@ -19,7 +19,16 @@ import aiomysql
 import pytest
 
 from collectors.mysql import MYSQL_METRICS, MysqlCollector
-from tests.integration.dbservers import Mariadb, ServerFailed, ServerMissing, collect, free_port, no_tracebacks_or, one, points
+from tests.integration.dbservers import (
+    Mariadb,
+    ServerFailed,
+    collect,
+    free_port,
+    no_tracebacks_or,
+    one,
+    points,
+    primary_and_replica,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,19 +51,7 @@ async def _sql(server: Mariadb, *statements: str, user: str = "root", password: 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[Mariadb, Mariadb]]:
-    started: list[Mariadb] = []
-    try:
-        primary = Mariadb(server_id=1)
-        started.append(primary)
-        replica = Mariadb(server_id=2)
-        started.append(replica)
-        asyncio.run(_setup(primary, replica))
-        yield primary, replica
-    except (ServerMissing, ServerFailed) as e:
-        pytest.fail(str(e), pytrace=False)
-    finally:
-        for s in reversed(started):
-            s.stop()
+    yield from primary_and_replica(lambda: Mariadb(server_id=1), lambda _: Mariadb(server_id=2), _setup)
 
 
 async def _setup(primary: Mariadb, replica: Mariadb) -> None:

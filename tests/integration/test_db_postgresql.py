@@ -24,13 +24,12 @@ from collectors.postgresql import POSTGRESQL_METRICS, PostgresqlCollector
 from tests.integration.dbservers import (
     SUPERUSER_PASSWORD,
     Postgres,
-    ServerFailed,
-    ServerMissing,
     collect,
     free_port,
     no_tracebacks_or,
     one,
     points,
+    primary_and_replica,
 )
 from tests.tls_cert import self_signed
 
@@ -42,22 +41,10 @@ PLAIN_PASSWORD = "pl4in-pw-91c2"
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[Postgres, Postgres]]:
-    started: list[Postgres] = []
-    try:
-        primary = Postgres()
-        started.append(primary)
-        asyncio.run(_setup(primary))
-        replica = Postgres(primary=primary)
-        started.append(replica)
-        yield primary, replica
-    except (ServerMissing, ServerFailed) as e:
-        pytest.fail(str(e), pytrace=False)
-    finally:
-        for s in reversed(started):
-            s.stop()
+    yield from primary_and_replica(Postgres, lambda primary: Postgres(primary=primary), _setup)
 
 
-async def _setup(pg: Postgres) -> None:
+async def _setup(pg: Postgres, replica: Postgres) -> None:  # what the primary does, its replica replays
     conn = await asyncpg.connect(pg.dsn(), password=SUPERUSER_PASSWORD)
     try:
         for sql in ("CREATE EXTENSION pg_stat_statements",

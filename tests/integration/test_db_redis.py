@@ -30,6 +30,7 @@ from tests.integration.dbservers import (
     no_tracebacks_or,
     one,
     points,
+    primary_and_replica,
 )
 from tests.tls_cert import self_signed
 
@@ -53,19 +54,7 @@ async def _admin(server: Redis, db: int = 0) -> AsyncIterator[redis.asyncio.Redi
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[Redis, Redis]]:
-    started: list[Redis] = []
-    try:
-        primary = Redis()
-        started.append(primary)
-        replica = Redis(primary=primary)
-        started.append(replica)
-        asyncio.run(_setup(primary, replica))
-        yield primary, replica
-    except (ServerMissing, ServerFailed) as e:
-        pytest.fail(str(e), pytrace=False)
-    finally:
-        for s in reversed(started):
-            s.stop()
+    yield from primary_and_replica(Redis, lambda primary: Redis(primary=primary), _setup)
 
 
 async def _setup(primary: Redis, replica: Redis) -> None:
