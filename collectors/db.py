@@ -10,8 +10,9 @@ from a :class:`Sample`, as ``collectors.system``). Each collection reads every t
 * a target that cannot be reached, refuses the login or answers a query later than
   ``query_timeout`` reports ``<system>.up`` 0 and nothing else for that collection; the reason
   (one line, no stack trace, no secret) is logged when it changes and kept in ``reasons``.
-* a section the server refuses for want of a privilege is skipped, the others are kept: its
-  error names the grant that is missing; it is counted in ``<system>.collector.errors`` and logged.
+* a section the server refuses is skipped, the others are kept: for want of a privilege, its
+  error names the grant that is missing; or with an error answer (a column an older server lacks,
+  an extension not loaded). It is counted in ``<system>.collector.errors`` and logged.
 """
 
 from __future__ import annotations
@@ -219,6 +220,11 @@ class DbCollector(MetricCollectorPlugin):
         """The message of a permission error naming the grant it lacks; None for any other error."""
         return None
 
+    def refused(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the server's error answer to one query (a column an older server
+        lacks, an extension not loaded), the connection still good; not a lost connection."""
+        return False
+
     # ----------------------------------------------------------------- lifecycle
 
     async def initialize(self, config: Mapping[str, Any]) -> None:
@@ -314,6 +320,8 @@ class DbCollector(MetricCollectorPlugin):
                                        "(query_timeout): cut") from None
                 except Exception as e:
                     why = self.denied(e, name, target)
+                    if why is None and self.refused(e):
+                        why = self.describe(e, target)
                     if why is None:
                         raise
                     self._count(target, name)

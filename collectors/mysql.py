@@ -207,6 +207,12 @@ class MysqlCollector(DbCollector):
         grant = GRANTS.get(section, "the privilege named")
         return f"{message} (error {code}; the account lacks {grant})"
 
+    def refused(self, exc: BaseException) -> bool:
+        # A server's error (codes under 2000, and MariaDB's 4000s), not a client's (2000s: the
+        # connection lost) nor the server shutting down or the connection killed.
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return code is not None and not 2000 <= code < 3000 and code not in (1053, 1927)
+
     def describe(self, exc: BaseException, target: Target) -> str:
         if len(exc.args) >= 2 and isinstance(exc.args[0], int):
             return f"{type(exc).__name__}: {exc.args[1]} (error {exc.args[0]})"

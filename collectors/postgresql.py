@@ -241,6 +241,11 @@ class PostgresqlCollector(DbCollector):
         grant = GRANTS.get(section, "pg_monitor")
         return f"{exc} (the role lacks {grant}: GRANT {grant} TO {_ident(role)})"
 
+    def refused(self, exc: BaseException) -> bool:
+        # The server's error answer, but for classes 08 (connection exception) and 57P (shut down)
+        state = getattr(exc, "sqlstate", None)
+        return isinstance(state, str) and not state.startswith(("08", "57P"))
+
     def describe(self, exc: BaseException, target: Target) -> str:
         state = getattr(exc, "sqlstate", None)
         return f"{type(exc).__name__}: {exc}" + (f" (SQLSTATE {state})" if state else "")

@@ -227,6 +227,11 @@ class RedisCollector(DbCollector):
         user = target.user or "default"
         return f"{exc} (the ACL user lacks {grant}: ACL SETUSER {user} {grant})"
 
+    def refused(self, exc: BaseException) -> bool:
+        from redis.exceptions import ResponseError
+
+        return isinstance(exc, ResponseError)  # an error reply; a lost connection is a ConnectionError
+
 
 async def _ping(conn: Any, target: Target) -> float:
     start = time.perf_counter()

@@ -334,3 +334,30 @@ async def test_tls(servers: tuple[Postgres, Postgres]) -> None:
         await admin.execute("ALTER SYSTEM RESET ssl")
         await admin.execute("SELECT pg_reload_conf()")
         await admin.close()
+
+
+async def test_a_query_the_server_refuses_loses_its_section_only(servers: tuple[Postgres, Postgres],
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    primary, _ = servers
+    caplog.set_level(logging.INFO, "monbridge")
+    admin = await _superuser(primary)
+    try:
+        await admin.execute("CREATE DATABASE oldstats")
+    finally:
+        await admin.close()
+    # pg_stat_statements left at 1.4 (as after an upgrade without ALTER EXTENSION ... UPDATE): no total_exec_time
+    old = await _superuser(primary, "oldstats")
+    try:
+        await old.execute("CREATE EXTENSION pg_stat_statements VERSION '1.4'")
+    finally:
+        await old.close()
+    collector, metrics = await collect(PostgresqlCollector, {"dsn": primary.dsn("monitor", "oldstats"),
+                                                             "password": MONITOR_PASSWORD})
+    names = {m.name for m in metrics}
+    assert one(metrics, "postgresql.up") == 1.0 and collector.reasons == {}
+    assert not {n for n in names if n.startswith("postgresql.statement.")}
+    assert {"postgresql.commits", "postgresql.wal.size", "postgresql.bgwriter.buffers.allocated"} <= names
+    assert one(metrics, "postgresql.collector.errors", section="statements") == 1
+    why = collector.targets[0].problems["statements"]
+    assert why.startswith("UndefinedColumnError: column s.total_exec_time does not exist") and "42703" in why
+    no_tracebacks_or(caplog.records, MONITOR_PASSWORD)
