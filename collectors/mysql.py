@@ -215,8 +215,11 @@ class MysqlCollector(DbCollector):
 
     def describe(self, exc: BaseException, target: Target) -> str:
         if len(exc.args) >= 2 and isinstance(exc.args[0], int):
-            return f"{type(exc).__name__}: {exc.args[1]} (error {exc.args[0]})"
-        return f"{type(exc).__name__}: {exc}"
+            text = f"{type(exc).__name__}: {exc.args[1]} (error {exc.args[0]})"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__  # aiomysql's "Can't connect" is raised from what failed: refused, TLS
+        return text if cause is None else f"{text}: {type(cause).__name__}: {cause}"
 
 
 async def _fetch(conn: Any, sql: str, *args: Any) -> list[dict[str, Any]]:

@@ -214,10 +214,10 @@ class Postgres(_Server):
 
 
 class Mariadb(_Server):
-    """A MariaDB server (mariadb-install-db, mariadbd) with the binary log on (a primary) or
-    replicating from ``primary``; ``root`` logs in over TCP with ``SUPERUSER_PASSWORD``."""
+    """A MariaDB server (mariadb-install-db, mariadbd) with the binary log on; ``root`` logs in
+    over TCP without a password; with ``tls``, TLS too, with a self-signed certificate (``cert``)."""
 
-    def __init__(self, server_id: int = 1) -> None:
+    def __init__(self, server_id: int = 1, tls: bool = False) -> None:
         super().__init__("mariadb")
         install = _program(["mariadb-install-db", "mysql_install_db"], "mariadb-server")
         mariadbd = _program(["mariadbd", "/usr/sbin/mariadbd", "/usr/sbin/mysqld"], "mariadb-server")
@@ -234,6 +234,12 @@ class Mariadb(_Server):
                 "--skip-name-resolve", f"--server-id={server_id}", f"--log-bin={self.dir / 'binlog'}",
                 "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M", "--performance-schema=OFF",
                 "--innodb-flush-log-at-trx-commit=0", "--skip-innodb-doublewrite", *root]
+        self.cert: Path | None = None
+        if tls:  # a self-signed certificate for 127.0.0.1 (tests/tls_cert.py)
+            from tests.tls_cert import self_signed
+
+            self.cert, key = self_signed(self.dir)
+            argv += [f"--ssl-cert={self.cert}", f"--ssl-key={key}"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, self.proc, "mariadbd", self.log_path)
 

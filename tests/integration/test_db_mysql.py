@@ -4,7 +4,8 @@ started once for this module (tests/integration/dbservers.py).
 Every metric of MYSQL_METRICS is emitted with its declared kind and unit; values are checked
 against what the server reports (inserts, slow queries, row-lock waits, schema sizes, replication);
 and the hostile cases: a server that is not there, one that accepts and never speaks, a wrong
-password, the server dropping the collector's connection, an account without REPLICA MONITOR.
+password, the server dropping the collector's connection, an account without REPLICA MONITOR; and
+TLS (an account that requires it).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ async def _sql(server: Mariadb, *statements: str, user: str = "root", password: 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[Mariadb, Mariadb]]:
-    yield from primary_and_replica(lambda: Mariadb(server_id=1), lambda _: Mariadb(server_id=2), _setup)
+    yield from primary_and_replica(lambda: Mariadb(server_id=1, tls=True), lambda _: Mariadb(server_id=2), _setup)
 
 
 async def _setup(primary: Mariadb, replica: Mariadb) -> None:
@@ -61,6 +62,7 @@ async def _setup(primary: Mariadb, replica: Mariadb) -> None:
                f"CREATE USER monitor@'127.0.0.1' IDENTIFIED BY '{MONITOR_PASSWORD}'",
                "GRANT PROCESS, SLAVE MONITOR, SELECT ON *.* TO monitor@'127.0.0.1'",
                f"CREATE USER plain@'127.0.0.1' IDENTIFIED BY '{PLAIN_PASSWORD}'",
+               f"CREATE USER tlsonly@'127.0.0.1' IDENTIFIED BY '{MONITOR_PASSWORD}' REQUIRE SSL",
                "CREATE DATABASE app", "GRANT SELECT ON app.* TO plain@'127.0.0.1'",
                "CREATE TABLE app.t (id INT PRIMARY KEY, x INT) ENGINE=InnoDB",
                "INSERT INTO app.t SELECT seq, 0 FROM app.seq_1_to_1000")
@@ -156,7 +158,7 @@ async def test_a_server_that_is_not_there_or_never_answers(caplog: pytest.LogCap
     collector, metrics = await collect(MysqlCollector, config)
     assert [(m.name, m.value) for m in metrics] == [("mysql.up", 0.0)]
     reason = collector.reasons[f"127.0.0.1:{port}"]
-    assert "Can't connect" in reason and "2003" in reason
+    assert "Can't connect" in reason and "2003" in reason and "Connect call failed" in reason
     # a peer that accepts the connection and never sends the server's greeting
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -214,3 +216,17 @@ async def test_an_account_without_replica_monitor_loses_replication_only(servers
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "SLAVE MONITOR" in warnings[0]
     no_tracebacks_or(caplog.records, PLAIN_PASSWORD)
+
+
+async def test_tls(servers: tuple[Mariadb, Mariadb]) -> None:
+    primary, _ = servers
+    assert primary.cert is not None
+    # an account that may log in over TLS only
+    collector, metrics = await collect(MysqlCollector, _target(primary, "tlsonly", tls={"ca_file": str(primary.cert)}))
+    assert one(metrics, "mysql.up") == 1.0 and collector.reasons == {}
+    collector, metrics = await collect(MysqlCollector, _target(primary, "tlsonly"))
+    assert one(metrics, "mysql.up") == 0.0
+    assert "Access denied for user 'tlsonly'" in collector.reasons[f"127.0.0.1:{primary.port}"]
+    collector, metrics = await collect(MysqlCollector, _target(primary, "tlsonly", tls={}))  # no CA the system trusts
+    assert one(metrics, "mysql.up") == 0.0
+    assert "certificate verify failed" in collector.reasons[f"127.0.0.1:{primary.port}"]
