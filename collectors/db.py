@@ -74,8 +74,9 @@ class Sample:
 
 
 def client_tls_context(tls: DbTls | None, where: str) -> ssl.SSLContext | None:
-    """A client TLS context for ``tls`` (None without it); PluginError naming ``where`` and the file
-    when a file cannot be loaded."""
+    """A client TLS context for ``tls`` (None without it); PluginError naming the config path
+    (``where``, the target's: ``targets[1]``, or "" for the one ``dsn``) and the file when a file
+    cannot be loaded."""
     if tls is None:
         return None
     try:
@@ -83,11 +84,15 @@ def client_tls_context(tls: DbTls | None, where: str) -> ssl.SSLContext | None:
         if tls.cert_file is not None and tls.key_file is not None:
             ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     except (OSError, ssl.SSLError) as e:
-        raise PluginError(f"{where}.tls: {type(e).__name__}: {e}") from None
+        raise PluginError(f"{_path(where, 'tls')}: {type(e).__name__}: {e}") from None
     if not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def _path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
 class Target:
@@ -95,7 +100,7 @@ class Target:
 
     def __init__(self, config: DbTarget, where: str) -> None:
         self.config = config
-        self.where = where  # the config path, e.g. targets[1]
+        self.where = where  # the config path, e.g. targets[1]; "" for the one dsn
         u = urllib.parse.urlsplit(config.dsn)
         self.scheme = u.scheme
         self.host = u.hostname or ""
@@ -121,7 +126,8 @@ class Target:
                     self._file_password = f.read(65536).rstrip("\r\n")
                     return self._file_password
             except OSError as e:
-                raise PluginError(f"{self.where}.password_file {self.config.password_file}: {e.strerror or e}") from None
+                raise PluginError(f"{_path(self.where, 'password_file')} {self.config.password_file}: "
+                                  f"{e.strerror or e}") from None
         return self._dsn_password
 
     def secrets(self) -> list[str]:
@@ -230,7 +236,7 @@ class DbCollector(MetricCollectorPlugin):
     async def initialize(self, config: Mapping[str, Any]) -> None:
         cfg: DbCollectorConfig = self.parse_config(config)
         many = cfg.dsn is None
-        self.targets = [Target(t, f"targets[{i}]" if many else "dsn") for i, t in enumerate(cfg.all_targets())]
+        self.targets = [Target(t, f"targets[{i}]" if many else "") for i, t in enumerate(cfg.all_targets())]
         for t in self.targets:
             if t.port is None:
                 t.port = self.default_port

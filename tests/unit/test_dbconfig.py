@@ -61,7 +61,7 @@ def test_a_password_in_a_bad_dsn_is_not_quoted() -> None:
 
 def test_the_target_hides_its_password(tmp_path: Path) -> None:
     cfg = MysqlConfig.model_validate({"dsn": "mysql://mon%40itor:p%2Fw@db/app"})
-    t = Target(cfg.all_targets()[0], "dsn")
+    t = Target(cfg.all_targets()[0], "")
     assert (t.user, t.host, t.port, t.database, t.password()) == ("mon@itor", "db", None, "app", "p/w")
     assert "p/w" not in t.name and t.secrets() == ["p/w"]
     # password_file: read at each connection; an unreadable one names its config path
@@ -78,10 +78,12 @@ def test_the_target_hides_its_password(tmp_path: Path) -> None:
 
 
 def test_tls_files_that_cannot_be_loaded_name_the_config_path(tmp_path: Path) -> None:
-    assert client_tls_context(None, "dsn") is None
+    assert client_tls_context(None, "") is None
+    with pytest.raises(PluginError, match=r"^tls: FileNotFoundError"):  # the one dsn's
+        client_tls_context(DbTls(ca_file=tmp_path / "missing.pem"), "")
     with pytest.raises(PluginError, match=r"targets\[2\]\.tls: FileNotFoundError"):
         client_tls_context(DbTls(ca_file=tmp_path / "missing.pem"), "targets[2]")
-    ctx = client_tls_context(DbTls(verify=False), "dsn")
+    ctx = client_tls_context(DbTls(verify=False), "")
     assert ctx is not None and not ctx.check_hostname
 
 
