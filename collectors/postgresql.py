@@ -248,7 +248,12 @@ class PostgresqlCollector(DbCollector):
 
     def describe(self, exc: BaseException, target: Target) -> str:
         state = getattr(exc, "sqlstate", None)
-        return f"{type(exc).__name__}: {exc}" + (f" (SQLSTATE {state})" if state else "")
+        text = f"{type(exc).__name__}: {exc}" + (f" (SQLSTATE {state})" if state else "")
+        if state == "42501" and target.connection is None:  # refused at login: the database's CONNECT
+            role = target.user or "postgres"
+            database = target.database or role
+            text += f"; the role lacks CONNECT: GRANT CONNECT ON DATABASE {_ident(database)} TO {_ident(role)}"
+        return text
 
 
 def _ident(name: str) -> str:

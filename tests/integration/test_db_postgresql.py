@@ -361,3 +361,18 @@ async def test_a_query_the_server_refuses_loses_its_section_only(servers: tuple[
     why = collector.targets[0].problems["statements"]
     assert why.startswith("UndefinedColumnError: column s.total_exec_time does not exist") and "42703" in why
     no_tracebacks_or(caplog.records, MONITOR_PASSWORD)
+
+
+async def test_a_database_the_role_may_not_connect_to(servers: tuple[Postgres, Postgres]) -> None:
+    primary, _ = servers
+    admin = await _superuser(primary)
+    try:
+        await admin.execute("CREATE DATABASE closed")
+        await admin.execute("REVOKE CONNECT ON DATABASE closed FROM PUBLIC")
+    finally:
+        await admin.close()
+    collector, metrics = await collect(PostgresqlCollector, {"dsn": primary.dsn("monitor", "closed"),
+                                                             "password": MONITOR_PASSWORD})
+    assert [(m.name, m.value) for m in metrics] == [("postgresql.up", 0.0)]
+    reason = collector.reasons[f"127.0.0.1:{primary.port}"]
+    assert 'permission denied for database "closed"' in reason and "GRANT CONNECT ON DATABASE closed TO monitor" in reason
