@@ -7,8 +7,9 @@ server is stopped and its directory removed by ``stop()``; ``log()`` is its log,
 start fails.
 
 Also the tests' helpers for a collector's output: ``collect`` (a collector's metrics after
-``times`` collections), ``points``/``one`` (a metric's points with given attributes) and
-``no_tracebacks_or`` (the captured log has no stack trace and none of the secrets).
+``times`` collections), ``points``/``one`` (a metric's points with given attributes),
+``section_lost`` (a target up without one section) and ``no_tracebacks_or`` (the captured log
+has no stack trace and none of the secrets).
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def one(metrics: Sequence[Metric], name: str, **attrs: Any) -> float:
     value = found[0].value
     assert isinstance(value, float)
     return value
+
+
+def section_lost(collector: Any, metrics: Sequence[Metric], section: str, lost: set[str], kept: set[str],
+                 times: int) -> str:
+    """Checks that the one target is up with ``section`` lost in each of ``times`` collections,
+    none of ``lost`` emitted and all of ``kept``; returns why the section was lost."""
+    system = collector.system
+    names = {m.name for m in metrics}
+    assert one(metrics, f"{system}.up") == 1.0 and collector.reasons == {}
+    assert not names & lost and kept <= names, (names & lost, kept - names)
+    assert one(metrics, f"{system}.collector.errors", section=section) == times
+    why: str = collector.targets[0].problems[section]
+    return why
 
 
 def no_tracebacks_or(records: Sequence[Any], *secrets: str) -> None:

@@ -30,6 +30,7 @@ from tests.integration.dbservers import (
     one,
     points,
     primary_and_replica,
+    section_lost,
 )
 from tests.tls_cert import self_signed
 
@@ -287,12 +288,8 @@ async def test_a_role_without_pg_monitor_loses_the_wal_section_only(servers: tup
     primary, _ = servers
     caplog.set_level(logging.INFO, "monbridge")
     collector, metrics = await collect(PostgresqlCollector, {"dsn": primary.dsn("plain"), "password": PLAIN_PASSWORD}, times=2)
-    names = {m.name for m in metrics}
-    assert one(metrics, "postgresql.up") == 1.0
-    assert "postgresql.wal.size" not in names and "postgresql.wal.segments" not in names
-    assert {"postgresql.commits", "postgresql.backends", "postgresql.bgwriter.buffers.allocated"} <= names
-    assert one(metrics, "postgresql.collector.errors", section="wal") == 2
-    why = collector.targets[0].problems["wal"]
+    why = section_lost(collector, metrics, "wal", {"postgresql.wal.size", "postgresql.wal.segments"},
+                       {"postgresql.commits", "postgresql.backends", "postgresql.bgwriter.buffers.allocated"}, times=2)
     assert "permission denied for function pg_ls_waldir" in why and "GRANT pg_monitor TO plain" in why
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "GRANT pg_monitor TO plain" in warnings[0]  # once a minute, not per collection
@@ -353,12 +350,9 @@ async def test_a_query_the_server_refuses_loses_its_section_only(servers: tuple[
         await old.close()
     collector, metrics = await collect(PostgresqlCollector, {"dsn": primary.dsn("monitor", "oldstats"),
                                                              "password": MONITOR_PASSWORD})
-    names = {m.name for m in metrics}
-    assert one(metrics, "postgresql.up") == 1.0 and collector.reasons == {}
-    assert not {n for n in names if n.startswith("postgresql.statement.")}
-    assert {"postgresql.commits", "postgresql.wal.size", "postgresql.bgwriter.buffers.allocated"} <= names
-    assert one(metrics, "postgresql.collector.errors", section="statements") == 1
-    why = collector.targets[0].problems["statements"]
+    statements = {s.name for s in POSTGRESQL_METRICS if s.name.startswith("postgresql.statement.")}
+    why = section_lost(collector, metrics, "statements", statements,
+                       {"postgresql.commits", "postgresql.wal.size", "postgresql.bgwriter.buffers.allocated"}, times=1)
     assert why.startswith("UndefinedColumnError: column s.total_exec_time does not exist") and "42703" in why
     no_tracebacks_or(caplog.records, MONITOR_PASSWORD)
 
