@@ -67,6 +67,7 @@ from bridge.api import (
     PrometheusView,
     SummaryValue,
 )
+from bridge.ledger import LEDGER
 from bridge.sdk_input import SdkInput
 from bridge.selector import Selector, parse_selector
 from bridge.tasks import GC_PAUSE_MIN, gc_paused
@@ -638,6 +639,7 @@ class Pipeline:
 
     def _drop(self, reason: str, name: str, source: str, why: str) -> None:
         self.dropped[reason] += 1
+        LEDGER.count("pipeline", reason, plugin=source.partition(PART_SEPARATOR)[0])
         now = time.monotonic()
         k = (reason, name)
         if k not in self._drop_logged and len(self._drop_logged) >= _DROP_LOG_NAMES:

@@ -49,6 +49,7 @@ from bridge.api import (
     PluginType,
 )
 from bridge.isolation import Isolation, LimitExceeded, StopReason
+from bridge.ledger import LEDGER, acting_for
 from bridge.lifecycle import Lifecycle, PluginState
 from bridge.pipeline import GC_PAUSE_MIN_BATCH, Pipeline, Retained, paused_gc
 from bridge.pluginhost import InProcessHost, Placement, PluginHost, ProcessHost
@@ -196,6 +197,7 @@ class PluginRunner:
             "stop_detail": self.stop_detail,
             "stopped_at": self.stopped_at,
             "stops": {r.value: self.stops[r.value] for r in StopReason},
+            "dropped": LEDGER.of_plugin(self.plugin_id),
             **self.live_host_status(),
         }
 
@@ -233,7 +235,8 @@ class Supervisor:
         if timeout is not None and runner.host is not None and runner.host.bounds_calls:
             # The host stops the plugin at ``timeout`` (LimitExceeded); this bound is a safety net.
             timeout = timeout * 1.1 + HOST_BOUND_SLACK_S
-        return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned)
+        with acting_for(runner.plugin_id):  # the call's task, and the tasks it starts, count drops for it
+            return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned)
 
     # ------------------------------------------------------------------ adding and removing
 
@@ -255,7 +258,8 @@ class Supervisor:
         if placement.isolation is Isolation.PROCESS and plugin_type is not None:
             return PluginRunner(plugin_id, plugin_type, dict(config), make_plugin, interval, timeout,
                                 placement=placement)
-        probe = make_plugin()
+        with acting_for(plugin_id):
+            probe = make_plugin()
         first = [probe]
 
         def factory() -> Plugin:
@@ -334,7 +338,8 @@ class Supervisor:
     async def _bring_up(self, runner: PluginRunner) -> bool:
         ct = self.settings.call_timeout
         try:
-            host = runner.host = self._make_host(runner)
+            with acting_for(runner.plugin_id):
+                host = runner.host = self._make_host(runner)
             await self._call(runner, "initialize", host.initialize(runner.config, ct), ct)
             runner.lifecycle.to(PluginState.INITIALIZED)
             await self._call(runner, "start", host.start(ct), ct)
@@ -690,4 +695,8 @@ class Supervisor:
                        "series dropped by the pipeline, by reason", {"reason": reason}))
         add(Metric("monbridge.series.expired", C, p.expired_total, "",
                    "series expired because their source stopped reporting them"))
+        for (component, reason, plugin), lost in sorted(LEDGER.counts().items()):
+            add(Metric("monbridge.dropped", C, lost, "", "data dropped, by the part that dropped it, why, and "
+                       "the plugin it was for (each part counts in its own unit)",
+                       {"component": component, "reason": reason, "plugin": plugin}))
         p.record(SELF_SOURCE, out)
