@@ -528,6 +528,16 @@ def _resolve(fam: Family | FamilySnapshot, taken: dict[str, str], on_clash: Call
     return unknown
 
 
+def _counter_values_admitted(fam: Family | FamilySnapshot) -> bool:
+    """Whether OpenMetrics admits a counter family's values (none NaN or negative), once a version."""
+    c = fam.render_cache.get("admitted")
+    if c is None or c[0] != fam.version:
+        refs = getattr(fam, "values", None)
+        values = refs if refs is not None else [s.value for s in getattr(fam, "series", {}).values()]
+        c = fam.render_cache["admitted"] = (fam.version, all(v >= 0 for v in values))  # NaN >= 0 is False
+    return bool(c[1])
+
+
 def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Mapping[str, Any] | None = None,
            openmetrics: bool = False, on_clash: Callable[[Clash], None] | None = None) -> bytes:
     """Render families (a batch's, from ``Pipeline.batch().families()``, or live ones from
@@ -546,6 +556,8 @@ def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Map
             unknown = _resolve(fam, taken, on_clash)
             if unknown is None:
                 continue
+            if not unknown and fam.kind is MetricKind.COUNTER and not _counter_values_admitted(fam):
+                unknown = True  # OpenMetrics has no negative or NaN counter: its samples as they are
         key = (openmetrics, fam.version, unknown)
         cached = fam.render_cache.get(openmetrics)
         if cached is not None and cached[0] == key and cached[2] is not None:
