@@ -19,8 +19,9 @@ claims its name and its type's sample names as OpenMetrics has them (a counter `
 ``x_created``; anything else ``x``), and families claim in name order. A counter whose claims
 clash but whose sample name is free (node_exporter's ``go_memstats_alloc_bytes_total`` beside the
 gauge ``go_memstats_alloc_bytes``) keeps its samples and is declared ``unknown`` under its sample
-name in OpenMetrics (a counter in the text format); any other family that clashes is left out of
-both formats, reported to the caller (``Clash``).
+name in OpenMetrics (a counter in the text format), as is an imported counter holding a negative or
+NaN value, which OpenMetrics does not allow; any other family that clashes is left out of both
+formats, reported to the caller (``Clash``).
 """
 
 from __future__ import annotations
