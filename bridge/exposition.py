@@ -11,13 +11,25 @@ resource is ``target_info``. A name that would end in a suffix Prometheus reserv
 type (``_count``, ``_sum``, ``_bucket``, ``_created``; ``_total`` outside counters) gets
 ``_value`` added. Exponential histograms, which the text formats cannot carry, are exposed as
 explicit-bucket histograms with their own bucket boundaries (``as_histogram``).
+
+Names that clash (imported families keep their names, so two may claim one; see ``render``) are
+resolved the same way in both formats, so that a scraper of either gets the same series: a family
+claims its name and its type's sample names as OpenMetrics has them (a counter ``x``: ``x``,
+``x_total``, ``x_created``; a histogram or summary: ``x``, ``x_count``, ``x_sum``, ``x_bucket``,
+``x_created``; anything else ``x``), and families claim in name order. A counter whose claims
+clash but whose sample name is free (node_exporter's ``go_memstats_alloc_bytes_total`` beside the
+gauge ``go_memstats_alloc_bytes``) keeps its samples and is declared ``unknown`` under its sample
+name in OpenMetrics (a counter in the text format), as is an imported counter holding a negative or
+NaN value, which OpenMetrics does not allow; any other family that clashes is left out of both
+formats, reported to the caller (``Clash``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -30,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "Clash",
     "PromFamily",
     "as_histogram",
     "choose_format",
@@ -342,10 +355,14 @@ def series_view(pf: PromFamily, s: Series, value: Any) -> PrometheusView:
     return PrometheusView(pf.sample, _labels_of(s, _prefix(pf, s)))
 
 
-def _family_header(fam: FamilySnapshot, openmetrics: bool) -> tuple[str, str]:
-    """(sample base name, header text) of a family."""
+def _family_header(fam: FamilySnapshot, openmetrics: bool, unknown: bool = False) -> tuple[str, str]:
+    """(sample base name, header text) of a family; ``unknown``: a counter declared ``unknown``
+    under its sample name in OpenMetrics (its OpenMetrics family name is another's)."""
     kind = fam.kind
-    if fam.native:
+    if unknown and openmetrics:
+        sample = meta_name = prom_family(fam).sample
+        ptype = "unknown"
+    elif fam.native:
         # An imported family keeps its name; a counter's samples are named as they came.
         sample = meta_name = fam.name
         ptype = {MetricKind.COUNTER: "counter", MetricKind.HISTOGRAM: "histogram",
@@ -376,8 +393,8 @@ def _family_header(fam: FamilySnapshot, openmetrics: bool) -> tuple[str, str]:
     return sample, "".join(lines)
 
 
-def _render_family(fam: FamilySnapshot, openmetrics: bool) -> str:
-    sample, header = _family_header(fam, openmetrics)
+def _render_family(fam: FamilySnapshot, openmetrics: bool, unknown: bool = False) -> str:
+    sample, header = _family_header(fam, openmetrics, unknown)
     out = [header]
     append = out.append
     pf = fam.prom_family
@@ -455,18 +472,94 @@ def _target_info(resource_attributes: Mapping[str, Any], openmetrics: bool) -> s
     return f"{head}target_info{_labels(resource_attributes)} 1\n"
 
 
+@dataclass(frozen=True)
+class Clash:
+    """A family ``render`` could not show as it is: ``name`` (its Prometheus name) claims a name
+    ``other`` (an earlier family's) claimed. ``dropped``: left out of both formats, ``series``
+    series; else declared ``unknown`` in OpenMetrics (a counter whose samples are kept). ``source``:
+    the plugin whose series it holds (of its first series)."""
+
+    name: str
+    other: str
+    dropped: bool
+    series: int
+    source: str
+
+
+_SUFFIXES = {MetricKind.COUNTER: ("", "_total", "_created"), MetricKind.HISTOGRAM: _RESERVED_SUFFIXES + ("",),
+             MetricKind.EXPONENTIAL_HISTOGRAM: _RESERVED_SUFFIXES + ("",), MetricKind.SUMMARY: _RESERVED_SUFFIXES + ("",)}
+
+
+def _claims(fam: Family | FamilySnapshot) -> tuple[tuple[str, ...], str | None]:
+    """(the names a family claims, as OpenMetrics has them; the one name a counter falls back to)."""
+    c: tuple[tuple[str, ...], str | None] | None = fam.render_cache.get("claims")
+    if c is None:
+        sample = prom_family(fam).sample
+        if fam.kind is MetricKind.COUNTER and not sample.endswith("_total"):
+            c = (sample,), None  # an imported counter without _total: "unknown" in OpenMetrics already
+        else:
+            base = sample[: -len("_total")] if fam.kind is MetricKind.COUNTER else sample
+            c = tuple(base + x for x in _SUFFIXES.get(fam.kind, ("",))), (
+                sample if fam.kind is MetricKind.COUNTER else None)
+        fam.render_cache["claims"] = c
+    return c
+
+
+def _resolve(fam: Family | FamilySnapshot, taken: dict[str, str], on_clash: Callable[[Clash], None] | None
+             ) -> bool | None:
+    """Claim ``fam``'s names in ``taken`` (name → claimer): False when they were free, True when
+    it falls back to ``unknown`` (see the module's docstring), None when it is left out."""
+    names, fallback = _claims(fam)
+    other = next((taken[n] for n in names if n in taken), None)
+    if other is None:
+        mine = names
+        unknown: bool | None = False
+    elif fallback is not None and fallback not in taken:
+        mine, unknown = (fallback,), True
+    else:
+        mine, unknown = (), None
+    owner = prom_family(fam).sample
+    for n in mine:
+        taken[n] = owner
+    if other is not None and on_clash is not None:
+        refs = getattr(fam, "refs", None)  # a snapshot's series, else the live family's
+        series = refs if refs is not None else list(getattr(fam, "series", {}).values())
+        source = series[0].source.partition("#")[0] if series else ""
+        on_clash(Clash(owner, other, unknown is None, len(series), source))
+    return unknown
+
+
+def _counter_values_admitted(fam: Family | FamilySnapshot) -> bool:
+    """Whether OpenMetrics admits a counter family's values (none NaN or negative), once a version."""
+    c = fam.render_cache.get("admitted")
+    if c is None or c[0] != fam.version:
+        refs = getattr(fam, "values", None)
+        values = refs if refs is not None else [s.value for s in getattr(fam, "series", {}).values()]
+        c = fam.render_cache["admitted"] = (fam.version, all(v >= 0 for v in values))  # NaN >= 0 is False
+    return bool(c[1])
+
+
 def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Mapping[str, Any] | None = None,
-           openmetrics: bool = False) -> bytes:
+           openmetrics: bool = False, on_clash: Callable[[Clash], None] | None = None) -> bytes:
     """Render families (a batch's, from ``Pipeline.batch().families()``, or live ones from
     ``Pipeline.families()``) as one exposition body.
 
-    A family whose Prometheus name another family already took is left out (the first in
-    name order wins); the caller counts those through the returned body's absence.
+    Names that clash are resolved as the module's docstring says, the same in both formats:
+    ``on_clash`` is called with each family that could not be shown as it is (the caller counts
+    and logs what was left out).
     """
     parts = [_target_info(resource_attributes or {}, openmetrics)]
-    taken: set[str] = set()
+    taken: dict[str, str] = dict.fromkeys(("target", "target_info"), "target_info") if parts[0] else {}
     for fam in families:
-        key = (openmetrics, fam.version)
+        if parts[0] and prom_family(fam).sample == "target_info":
+            unknown: bool | None = False  # pushed targets' target_info series: merged below
+        else:
+            unknown = _resolve(fam, taken, on_clash)
+            if unknown is None:
+                continue
+            if not unknown and fam.kind is MetricKind.COUNTER and not _counter_values_admitted(fam):
+                unknown = True  # OpenMetrics has no negative or NaN counter: its samples as they are
+        key = (openmetrics, fam.version, unknown)
         cached = fam.render_cache.get(openmetrics)
         if cached is not None and cached[0] == key and cached[2] is not None:
             name, text = cached[1], cached[2]
@@ -475,7 +568,7 @@ def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Map
         else:
             name = family_name(fam)
             snap = fam.snapshot() if hasattr(fam, "snapshot") else fam
-            text = _render_family(snap, openmetrics)
+            text = _render_family(snap, openmetrics, True) if unknown else _render_family(snap, openmetrics)
             # The text is kept for the next render while that pays: a family whose last text
             # was asked for again (a second scraper, scrapes more frequent than collections),
             # or that is asked for again unchanged now. One whose value changes between every
@@ -487,9 +580,6 @@ def render(families: Iterable[Family | FamilySnapshot], resource_attributes: Map
             # Pushed targets' target_info series (OTLP receive), under the one family header.
             parts[0] += "".join(line for line in text.splitlines(True) if not line.startswith("#"))
             continue
-        if name in taken:
-            continue
-        taken.add(name)
         parts.append(text)
     if openmetrics:
         parts.append("# EOF\n")

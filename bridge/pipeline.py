@@ -67,6 +67,7 @@ from bridge.api import (
     PrometheusView,
     SummaryValue,
 )
+from bridge.ledger import LEDGER
 from bridge.sdk_input import SdkInput
 from bridge.selector import Selector, parse_selector
 from bridge.tasks import GC_PAUSE_MIN, gc_paused
@@ -77,6 +78,7 @@ __all__ = [
     "Family",
     "FamilySnapshot",
     "Pipeline",
+    "Retained",
     "Series",
     "SeriesPoint",
     "Summary",
@@ -435,6 +437,38 @@ class Pipeline:
                 if old:
                     self._expire(old)
 
+    def retain(self, source: str) -> Retained:
+        """What ``source`` (and its ingest parts) holds now, to be let go later with ``release``: a
+        plugin replaced on reload keeps its series on view until its successor's first collection
+        replaces them (``Supervisor.stop(keep_series=True)``)."""
+        prefix = source + PART_SEPARATOR
+        with self._lock:
+            held = {name: (owned, {s: s.time_ns for s in owned}) for name, owned in self._owned.items()
+                    if name == source or name.startswith(prefix)}
+        return Retained(source, held)
+
+    def release(self, retained: Retained) -> int:
+        """Expire what ``retained`` held that its source has not reported again since: a source
+        recorded since (``record`` replaced its series) keeps what it reported; a series neither
+        recorded nor pushed again since (its time unchanged) expires. Returns how many expired."""
+        gone: set[Series] = set()
+        with self._lock:
+            for name, (owned_then, times) in retained.held.items():
+                owned = self._owned.get(name)
+                if owned is not owned_then and name not in self._pushed:
+                    continue  # recorded since: what was not reported again has expired already
+                stale = {s for s, t in times.items() if s.time_ns == t and s.source == name}
+                if owned is not None:
+                    owned -= stale
+                pushed = self._pushed.get(name)
+                if pushed is not None:
+                    for s in stale:
+                        pushed.pop(s, None)
+                gone |= stale
+            n = len(gone)
+            self._expire(gone)
+        return n
+
     def push(self, source: str, metrics: Iterable[Metric], now_ns: int | None = None, *,
              delta: bool = False, max_series: int | None = None, max_families: int | None = None) -> IngestResult:
         """Merge ``metrics`` into ``source``'s series (a push receiver's data): unlike ``record``,
@@ -605,6 +639,7 @@ class Pipeline:
 
     def _drop(self, reason: str, name: str, source: str, why: str) -> None:
         self.dropped[reason] += 1
+        LEDGER.count("pipeline", reason, plugin=source.partition(PART_SEPARATOR)[0])
         now = time.monotonic()
         k = (reason, name)
         if k not in self._drop_logged and len(self._drop_logged) >= _DROP_LOG_NAMES:
@@ -665,6 +700,15 @@ class Pipeline:
 
     def shutdown(self) -> None:
         self.inputs.shutdown()
+
+
+@dataclass(frozen=True)
+class Retained:
+    """A source's series as ``Pipeline.retain`` found them: by owner, the owned set then and
+    each series' time then."""
+
+    source: str
+    held: Mapping[str, tuple[set[Series], dict[Series, int]]]
 
 
 class PipelineIngest:

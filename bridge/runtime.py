@@ -26,7 +26,7 @@ from bridge.dashboard.history import History
 from bridge.dashboard.host import ComponentHost
 from bridge.lifecycle import PluginState
 from bridge.logs import redact_text, secret_values
-from bridge.pipeline import Pipeline
+from bridge.pipeline import Pipeline, Retained
 from bridge.pluginhost import InProcessHost, ProcessHost, place
 from bridge.registry import PluginRegistry
 from bridge.sdk_input import install_global
@@ -259,15 +259,17 @@ class Runtime:
                 raise _NotApplied(str(e)) from None
         staged: list[PluginRunner] = []
         stopped: dict[str, PluginRunner] = {}
+        held: dict[str, Retained | None] = {}
         try:
             try:
                 staged = [self._runner_for(new, pid) for pid in to_start]
             except Exception as e:  # a plugin whose construction fails
                 raise _NotApplied(f"a plugin failed to load: {type(e).__name__}: {e}") from None
             # A changed plugin stops before its successor starts: they may share a port or a queue.
+            # Its series stay on view until its successor's first collection replaces them.
             stopped = {pid: self.supervisor.runners.pop(pid) for pid in sorted(changed)}
-            for runner in stopped.values():
-                await self.supervisor.stop(runner)
+            for pid, runner in stopped.items():
+                held[pid] = await self.supervisor.stop(runner, keep_series=True)
             up = await asyncio.gather(*(self.supervisor.start_staged(r) for r in staged))
             if not all(up):
                 raise _NotApplied("plugins failed to start: " + "; ".join(
@@ -275,19 +277,19 @@ class Runtime:
             if server is not None:
                 await server.serve()
         except BaseException:
-            for runner in staged:
-                await self.supervisor.stop(runner, flush=False)
+            for runner in staged:  # a changed plugin's predecessor's series stay for its restart
+                await self.supervisor.stop(runner, flush=False, keep_series=runner.plugin_id in held)
             if server is not None:
                 await server.stop()
             # The changed plugins run again as the running config has them.
             self._add_plugins(old, set(stopped))
             for pid in sorted(stopped):
-                await self.supervisor.start(self.supervisor.runners[pid])
+                await self.supervisor.start(self.supervisor.runners[pid], held.get(pid))
             raise
 
         # Everything started: switch.
         for runner in staged:
-            self.supervisor.adopt(runner)
+            self.supervisor.adopt(runner, held.get(runner.plugin_id))
         for pid in sorted(removed):
             await self.supervisor.remove(pid)
         self._remember_secrets(new)

@@ -43,7 +43,8 @@ from aiohttp import web
 
 from bridge.api import Metric, MetricKind
 from bridge.config import ServerConfig, parse_listen
-from bridge.exposition import choose_format, render
+from bridge.exposition import Clash, choose_format, render
+from bridge.ledger import count_loss
 from bridge.listeners import auth_challenge, authorized, tls_context
 from bridge.logs import redact_text
 
@@ -59,6 +60,7 @@ log = logging.getLogger("monbridge.server")
 SERVER_SOURCE = "monbridge.server"
 REFUSAL_REASONS = ("host", "origin", "content_type", "credentials")
 _REFUSAL_LOG_EVERY_S = 60.0
+_CLASH_LOG_EVERY_S = 60.0
 _OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The content types a web page may send to any site without asking it first (CORS-safelisted).
@@ -245,6 +247,7 @@ class HttpServer:
         self.config = config
         self.guard = RequestGuard(config)
         self._refusal_logged: dict[str, float] = {}
+        self._clash_logged: dict[str, float] = {}
         self._runner: web.AppRunner | None = None
         self._ssl: ssl.SSLContext | None = None
         self._sockets: list[socket.socket] = []
@@ -357,7 +360,7 @@ class HttpServer:
         attrs = dict(rt.pipeline.resource.attributes)
 
         def work() -> bytes:
-            body = render(families, attrs, openmetrics)
+            body = render(families, attrs, openmetrics, self._clash)
             return gzip.compress(body, compresslevel=1) if gz else body
 
         body = await asyncio.get_running_loop().run_in_executor(None, work)
@@ -365,6 +368,21 @@ class HttpServer:
         if gz:
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
+
+    def _clash(self, c: Clash) -> None:
+        """A family ``/metrics`` could not show as it is (``bridge.exposition``): counted when left
+        out, logged at most once a minute a family."""
+        what = (f"{c.series} series of {c.name} left out of /metrics: its names clash with {c.other}'s"
+                if c.dropped else f"{c.name} is declared 'unknown' in OpenMetrics: its family name clashes "
+                f"with {c.other}'s (its samples are kept)")
+        if c.dropped:
+            count_loss("exposition", "name_clash", c.series, plugin=c.source, detail=what)
+        now = time.monotonic()
+        if not c.dropped and now - self._clash_logged.get(c.name, -_CLASH_LOG_EVERY_S) >= _CLASH_LOG_EVERY_S:
+            if len(self._clash_logged) >= 1024:
+                self._clash_logged.clear()
+            self._clash_logged[c.name] = now
+            log.info("%s (logged at most once a minute)", what)
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="monbridge is Healthy.\n")

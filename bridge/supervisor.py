@@ -49,8 +49,9 @@ from bridge.api import (
     PluginType,
 )
 from bridge.isolation import Isolation, LimitExceeded, StopReason
+from bridge.ledger import LEDGER, acting_for
 from bridge.lifecycle import Lifecycle, PluginState
-from bridge.pipeline import GC_PAUSE_MIN_BATCH, Pipeline, paused_gc
+from bridge.pipeline import GC_PAUSE_MIN_BATCH, Pipeline, Retained, paused_gc
 from bridge.pluginhost import InProcessHost, Placement, PluginHost, ProcessHost
 from bridge.tasks import CANCEL_GRACE_S, backoff_delay, cancel_and_wait, run_bounded
 
@@ -66,6 +67,9 @@ PUSH_EXPIRE_AFTER_S = 300.0
 HOST_BOUND_SLACK_S = 2.0
 #: Seconds a worker has for each of stop and shutdown in a graceful stop.
 WORKER_STOP_TIMEOUT_S = 1.0
+#: Seconds a replaced push receiver's (an unscheduled plugin's) series stay on view for its
+#: successor's pushes to replace them (the usual push intervals are 10 to 60 s).
+HANDOVER_UNSCHEDULED_S = 60.0
 
 
 @dataclass
@@ -155,6 +159,9 @@ class PluginRunner:
     stops: Counter[str] = field(default_factory=Counter)  # by StopReason value
     last_stop: LimitExceeded | None = None
     host_status: dict[str, Any] = field(default_factory=dict)  # the last host's, kept when it is gone
+    #: Its predecessor's series (a reload's), on view until its first run ends or a bound passes.
+    handover: Retained | None = None
+    handover_timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.plugin_id)
@@ -190,6 +197,7 @@ class PluginRunner:
             "stop_detail": self.stop_detail,
             "stopped_at": self.stopped_at,
             "stops": {r.value: self.stops[r.value] for r in StopReason},
+            "dropped": LEDGER.of_plugin(self.plugin_id),
             **self.live_host_status(),
         }
 
@@ -227,7 +235,8 @@ class Supervisor:
         if timeout is not None and runner.host is not None and runner.host.bounds_calls:
             # The host stops the plugin at ``timeout`` (LimitExceeded); this bound is a safety net.
             timeout = timeout * 1.1 + HOST_BOUND_SLACK_S
-        return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned)
+        with acting_for(runner.plugin_id):  # the call's task, and the tasks it starts, count drops for it
+            return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned)
 
     # ------------------------------------------------------------------ adding and removing
 
@@ -249,7 +258,8 @@ class Supervisor:
         if placement.isolation is Isolation.PROCESS and plugin_type is not None:
             return PluginRunner(plugin_id, plugin_type, dict(config), make_plugin, interval, timeout,
                                 placement=placement)
-        probe = make_plugin()
+        with acting_for(plugin_id):
+            probe = make_plugin()
         first = [probe]
 
         def factory() -> Plugin:
@@ -261,8 +271,10 @@ class Supervisor:
     async def start_all(self) -> None:
         await asyncio.gather(*(self.start(r) for r in self.runners.values()))
 
-    async def start(self, runner: PluginRunner) -> None:
-        """Initialize and start ``runner``; on failure it is failed and restarted in the background."""
+    async def start(self, runner: PluginRunner, handover: Retained | None = None) -> None:
+        """Initialize and start ``runner``; on failure it is failed and restarted in the background.
+        ``handover``: its predecessor's series (``stop(keep_series=True)``), see ``adopt``."""
+        self._take_over(runner, handover)
         up = await self._bring_up(runner)
         runner.task = asyncio.create_task(self._supervise(runner, up), name=f"plugin:{runner.plugin_id}")
 
@@ -272,13 +284,40 @@ class Supervisor:
         down and False returned; ``runner.last_error`` says why."""
         if await self._bring_up(runner):
             return True
-        await self.stop(runner, flush=False)
+        # Its source's series stay: a changed plugin's are its predecessor's, which a refused reload restarts.
+        await self.stop(runner, flush=False, keep_series=True)
         return False
 
-    def adopt(self, runner: PluginRunner) -> None:
-        """Supervise ``runner``, started by ``start_staged``, from now on."""
+    def adopt(self, runner: PluginRunner, handover: Retained | None = None) -> None:
+        """Supervise ``runner``, started by ``start_staged``, from now on. ``handover`` is its
+        predecessor's series (``stop(keep_series=True)``): they stay on view until ``runner``'s first
+        collection or round has ended (its records replaced them), it failed, or a bound passed
+        (its timeout and interval; ``HANDOVER_UNSCHEDULED_S`` for a plugin without a schedule);
+        then what it did not report again expires (``Pipeline.release``)."""
+        self._take_over(runner, handover)
         self.runners[runner.plugin_id] = runner
         runner.task = asyncio.create_task(self._supervise(runner, True), name=f"plugin:{runner.plugin_id}")
+
+    def _take_over(self, runner: PluginRunner, handover: Retained | None) -> None:
+        if handover is None:
+            return
+        self._hand_over(runner)
+        runner.handover = handover
+        bound = (runner.timeout or runner.interval or 0.0) + (runner.interval or 0.0) + self.settings.cancel_grace \
+            if runner.interval else HANDOVER_UNSCHEDULED_S
+        runner.handover_timer = asyncio.get_running_loop().call_later(bound, self._hand_over, runner)
+
+    def _hand_over(self, runner: PluginRunner) -> None:
+        """Let ``runner``'s predecessor's series go (see ``adopt``)."""
+        held, runner.handover = runner.handover, None
+        if runner.handover_timer is not None:
+            runner.handover_timer.cancel()
+            runner.handover_timer = None
+        if held is not None:
+            n = self.pipeline.release(held)
+            if n:
+                log.info("plugin %s: %d series of its previous instance not reported again expired",
+                         runner.plugin_id, n)
 
     def _make_host(self, runner: PluginRunner) -> PluginHost:
         placement = runner.placement
@@ -299,7 +338,8 @@ class Supervisor:
     async def _bring_up(self, runner: PluginRunner) -> bool:
         ct = self.settings.call_timeout
         try:
-            host = runner.host = self._make_host(runner)
+            with acting_for(runner.plugin_id):
+                host = runner.host = self._make_host(runner)
             await self._call(runner, "initialize", host.initialize(runner.config, ct), ct)
             runner.lifecycle.to(PluginState.INITIALIZED)
             await self._call(runner, "start", host.start(ct), ct)
@@ -404,6 +444,8 @@ class Supervisor:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 ok = await self._once(runner, timeout)
+            if runner.handover is not None:
+                self._hand_over(runner)
             if not ok and (runner.consecutive_failures >= self.settings.max_failures
                            or self._stopped_by_host(runner) is not None):
                 runner.lifecycle.to(PluginState.FAILED)
@@ -539,8 +581,11 @@ class Supervisor:
             return False
         return await self._once(runner, runner.timeout or 30.0)
 
-    async def stop(self, runner: PluginRunner, flush: bool = True) -> None:
-        """Stop and shut down ``runner``: a last export round for integrations, then shutdown."""
+    async def stop(self, runner: PluginRunner, flush: bool = True, keep_series: bool = False) -> Retained | None:
+        """Stop and shut down ``runner``: a last export round for integrations, then shutdown. Its
+        series expire, or with ``keep_series`` stay and are returned for its successor's ``adopt``
+        or ``start`` (a reload's replacement of a changed plugin)."""
+        self._hand_over(runner)
         if await cancel_and_wait(runner.task, timeout=2 * self.settings.cancel_grace):
             runner.abandoned += 1
             log.error("plugin %s: its schedule did not end when cancelled; abandoned", runner.plugin_id)
@@ -567,7 +612,10 @@ class Supervisor:
             except Exception as e:  # noqa: BLE001
                 self._failed(runner, "shutdown", e)
             runner.lifecycle.to(PluginState.SHUT_DOWN)
+        if keep_series:
+            return self.pipeline.retain(runner.plugin_id)
         self.pipeline.remove_source(runner.plugin_id)
+        return None
 
     async def stop_all(self, timeout: float | None = None) -> None:
         """Stop every plugin at once; with ``timeout``, those not stopped by then are abandoned
@@ -653,4 +701,8 @@ class Supervisor:
                        "series dropped by the pipeline, by reason", {"reason": reason}))
         add(Metric("monbridge.series.expired", C, p.expired_total, "",
                    "series expired because their source stopped reporting them"))
+        for (component, reason, plugin), lost in sorted(LEDGER.counts().items()):
+            add(Metric("monbridge.dropped", C, lost, "", "data dropped, by the part that dropped it, why, and "
+                       "the plugin it was for (each part counts in its own unit)",
+                       {"component": component, "reason": reason, "plugin": plugin}))
         p.record(SELF_SOURCE, out)

@@ -83,6 +83,7 @@ from bridge.api import (
 )
 from bridge.delivery import Backoff, retry_after_seconds
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt, redact_text
+from bridge.ledger import count_loss
 from integrations.otlp_config import METRICS_PATH, OtlpConfig, OtlpTLSConfig, _env
 from integrations.otlp_receive import OtlpReceiver
 from integrations.otlp_wire import OtlpEncoder
@@ -252,6 +253,7 @@ def _partial_success(body: bytes, where: str) -> None:
     except Exception:  # noqa: BLE001 - a 2xx with a body that is not the response: nothing to report
         return
     ps = response.partial_success
+    count_loss("otlp_export", "rejected_points", ps.rejected_data_points)
     if ps.rejected_data_points or ps.error_message:
         log.warning("OTLP export to %s: the backend rejected %d data points: %s", where, ps.rejected_data_points,
                     peer_excerpt(ps.error_message or "(no message)"))
@@ -618,6 +620,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             del body
             if not result.ok:
                 failed.append(result)
+                count_loss("otlp_export", result.status.value, detail=f"a request to {where}: {result.reason}")
         if not failed:
             return ExportResult.success()
         worst = next((r for r in failed if r.status is ExportStatus.PERMANENT), failed[-1])

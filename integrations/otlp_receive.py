@@ -72,6 +72,7 @@ from bridge.api import (
     SummaryValue,
 )
 from bridge.helpers import HttpListener, LogLimit, parse_listen
+from bridge.ledger import loss_counter
 from bridge.otel import MAX_BUCKETS
 from integrations.otlp_config import GrpcReceiveConfig, HttpReceiveConfig, OtlpReceiveConfig
 
@@ -186,7 +187,7 @@ class Converted:
     delta: list[Metric] = field(default_factory=list)
     #: One ``target_info`` series per resource (not the client's data points).
     info: list[Metric] = field(default_factory=list)
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=lambda: loss_counter("otlp_receive"))
     why: dict[str, str] = field(default_factory=dict)
     points: int = 0
 

@@ -54,6 +54,7 @@ from bridge.alerting.notify import DeliveryError, Notification, PermanentDeliver
 from bridge.alerting.store import write_text_atomic
 from bridge.alerting.writebehind import WriteBehind
 from bridge.delivery import Backoff, DiskQueue, DropCounts, Position
+from bridge.ledger import count_loss
 from bridge.logs import redact_text
 from bridge.tasks import cancel_and_wait
 
@@ -260,6 +261,7 @@ class Outbox:
                 note = _decode(payload)
             except ValueError as e:
                 self.dropped_total += 1
+                count_loss("notification", "unreadable")
                 log.error("outbox %s: dropping an unreadable notification (record ending at %s): %s",
                           directory / QUEUE, end, str(e))
                 self._order.append((end, None))
@@ -393,6 +395,7 @@ class Outbox:
             why = "dropped from the outbox's queue on disk (it reached its max_bytes, or its file was damaged)"
             log.error("notification %s to %s dropped: %s", note.key, note.notifier_id, why)
             self.dropped_total += 1
+            count_loss("notification", "queue_full", plugin=note.notifier_id)
             self._done(entry)
             sender = self._senders.get(note.notifier_id)
             if sender is not None:
@@ -571,6 +574,8 @@ class Outbox:
                 reason = "refused" if isinstance(error, PermanentDeliveryError) else f"still failing after {age:.0f}s"
                 log.error("notification %s to %s dropped (%s): %s", note.key, notifier_id, reason, why)
                 self.failed_total += 1
+                count_loss("notification", "refused" if isinstance(error, PermanentDeliveryError) else "max_age",
+                           plugin=notifier_id)
                 self._done(entry)
                 outcome(note, "failed", why)
                 continue

@@ -83,6 +83,7 @@ from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import CollapsingLowestDenseStore
 
 from bridge.api import ExponentialHistogramValue, Metric, MetricKind
+from bridge.ledger import loss_counter
 from integrations.datadog.config import DogStatsDConfig
 from integrations.datadog.dogstatsd import Parsed, Sample, parse_datagram, parse_lines
 
@@ -292,7 +293,7 @@ class Aggregator:
             n, suffix = percentile_suffix(p)
             seen.setdefault(n, suffix)
         self.percentiles = tuple(seen.items())  # (p in 1..100, suffix), ascending
-        self.dropped: Counter[str] = Counter()
+        self.dropped: Counter[str] = loss_counter("dogstatsd")
         self._lock = threading.Lock()
         self._canon: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._start_ns = time.time_ns()

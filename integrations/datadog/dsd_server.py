@@ -72,6 +72,7 @@ from typing import Any
 
 from bridge.api import Alert, AlertState, IngestResult, Metric, MetricIngest, MetricKind, PluginError
 from bridge.helpers import LogLimit, parse_listen
+from bridge.ledger import loss_counter
 from bridge.notifiers import fingerprint
 from integrations.datadog.aggregate import Aggregator, LineCache, tags_to_attributes
 from integrations.datadog.config import DogStatsDConfig
@@ -145,7 +146,7 @@ class DogStatsDServer:
         self.receive_buffer: dict[str, int] = {}
         # Written under _lock by any reader (rare paths: bad lines, events, service checks).
         self._lock = threading.Lock()
-        self.dropped: Counter[str] = Counter()
+        self.dropped: Counter[str] = loss_counter("dogstatsd")
         self.notes: Counter[str] = Counter()  # events and service_checks taken
         self.points: Counter[tuple[str, str]] = Counter()  # (result, reason) of pushed points
         self.events_unlogged = 0

@@ -66,6 +66,7 @@ from typing import Any
 from bridge.api import Alert, AlertState, ExportResult, ExportStatus, Metric, MetricBatch, MetricKind
 from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status, drained
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt
+from bridge.ledger import loss_counter
 from integrations.datadog.config import ExportConfig
 from integrations.datadog.convert import Converted, Converter, Point, tags_of
 
@@ -173,7 +174,7 @@ class DatadogExporter:
         self.payloads_sent: dict[str, int] = defaultdict(int)
         self.items_sent: dict[str, int] = defaultdict(int)
         self.retries = 0
-        self.dropped: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, int] = loss_counter("datadog_export")
 
     def __repr__(self) -> str:
         return f"DatadogExporter(url={self.base_url!r}, hostname={self.hostname!r})"

@@ -79,6 +79,7 @@ from typing import Any
 
 from bridge.api import Alert, AlertState, IngestResult, Metric, MetricIngest, MetricKind, PluginError
 from bridge.helpers import BodyError, BodyLimits, HttpListener, LogLimit, inflate, parse_json
+from bridge.ledger import loss_counter
 from integrations.datadog.config import IntakeConfig
 
 __all__ = [
@@ -164,7 +165,7 @@ class Decoded:
     gauges: list[Metric] = field(default_factory=list)
     deltas: list[Metric] = field(default_factory=list)
     checks: list[CheckRun] = field(default_factory=list)
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=lambda: loss_counter("datadog_intake"))
     why: dict[str, str] = field(default_factory=dict)
     points: int = 0
 

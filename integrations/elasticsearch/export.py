@@ -63,6 +63,7 @@ from typing import Any
 from bridge.api import Alert, AlertState, ExportResult, ExportStatus, Metric, MetricBatch, MetricKind
 from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status, drained
 from bridge.helpers import peer_excerpt
+from bridge.ledger import loss_counter
 from integrations.elasticsearch.client import describe
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.mapping import Mapper, Point
@@ -156,7 +157,7 @@ class ElasticExporter:
         self.retries = 0
         self.duplicates = 0
         self.alerts_sent = 0
-        self.dropped: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, int] = loss_counter("elasticsearch_export")
 
     def __repr__(self) -> str:
         return f"ElasticExporter({self.target!r})"

@@ -97,6 +97,7 @@ from typing import Any
 
 from bridge.api import AttributeValue, Metric, MetricKind
 from bridge.helpers import peer_excerpt
+from bridge.ledger import loss_counter
 from integrations.elasticsearch.config import MAX_AGG_DEPTH, ElasticsearchConfig, QueryConfig
 
 __all__ = [
@@ -545,7 +546,7 @@ class _Job:
     series: list[Metric] = field(default_factory=list)
     up: bool | None = None
     failures: Counter[str] = field(default_factory=Counter)
-    dropped: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=lambda: loss_counter("elasticsearch_search"))
     duration: float | None = None
     logged: dict[str, float] = field(default_factory=dict)
 

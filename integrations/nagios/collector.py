@@ -40,6 +40,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.api import Alert, AlertState, Metric, MetricCollectorPlugin, MetricKind, PluginMetadata, PluginType
+from bridge.ledger import loss_counter
 from bridge.notifiers import fingerprint
 from integrations.nagios.config import NagiosCheck, NagiosCollectorConfig
 from integrations.nagios.execute import RunResult, run_plugin
@@ -133,7 +134,7 @@ class NagiosCollector(MetricCollectorPlugin):
         self.checks: list[_Check] = []
         self._sem: asyncio.Semaphore | None = None
         self._failures: Counter[tuple[str, str]] = Counter()
-        self._dropped: Counter[tuple[str, str]] = Counter()
+        self._dropped: Counter[tuple[str, str]] = loss_counter("nagios_perfdata")
         self._truncated: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
         self._exported: dict[str, Alert] = {}  # fingerprint -> alert given to the engine and not resolved

@@ -69,6 +69,7 @@ from bridge.api import (
     PluginType,
 )
 from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, drained
+from bridge.ledger import loss_counter
 from integrations.nagios.export_config import AlertResults, MetricCheck, NagiosExportConfig
 from integrations.nagios.nsca import ENCRYPTIONS, MAX_DESCRIPTION, MAX_HOSTNAME, NscaError, NscaResult, send_results
 from integrations.nagios.output import State
@@ -326,7 +327,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         self._stopped = False
         self.sent = 0
         self.failures = 0
-        self.dropped: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, int] = loss_counter("nagios_export")
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(id=PLUGIN_ID, name="Nagios passive results", version="0.1.0", author="monbridge",

@@ -46,6 +46,7 @@ from bridge.api import (
     TestReport,
 )
 from bridge.helpers import EXCERPT_BYTES, gc_paused, peer_excerpt
+from bridge.ledger import count_loss
 from bridge.notifiers import fingerprint
 from integrations.prometheus.config import (
     AlertsEndpointConfig,
@@ -318,6 +319,8 @@ class PrometheusIntegration(MonitoringIntegrationPlugin):
     def _count(self, what: str, reason: str, n: int = 1) -> None:
         k = (what, reason)
         self._counts[k] = self._counts.get(k, 0) + n
+        if what == "samples_dropped":
+            count_loss("scrape", reason, n)
 
     def _self_metrics(self) -> list[Metric]:
         C = MetricKind.COUNTER

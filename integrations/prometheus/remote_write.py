@@ -48,6 +48,7 @@ from typing import Any
 from bridge.api import ExportStatus, Metric, MetricKind
 from bridge.delivery import Backoff, Batch, DiskQueue, DropCounts, Retries, classify_error, classify_status
 from bridge.helpers import EXCERPT_BYTES, cancel_and_wait, peer_excerpt
+from bridge.ledger import loss_counter
 from integrations.prometheus.config import BasicAuth, QueueConfig, RemoteWriteConfig
 
 __all__ = [
@@ -275,7 +276,7 @@ class RemoteWriter:
         # self-metrics
         self.samples_sent = 0
         self.samples_retried = 0
-        self.dropped: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, int] = loss_counter("remote_write")
         self.requests: dict[str, int] = defaultdict(int)
         self.last_send_time: float | None = None
 

@@ -43,6 +43,7 @@ LAYERS = {
     "bridge.lazy": "api",  # names of public modules loaded when first used
     "bridge.listeners": "api",  # TLS and auth of listeners
     "bridge.accumulate": "api",
+    "bridge.ledger": "api",  # the loss ledger (monbridge_dropped_total)
     "bridge.package": "api",  # signed plugin packages: manifest, signatures, trust store, install directory
     "bridge.isolation": "api",  # isolation, limits and grants of a plugin (models)  # delta to cumulative (pushed data)
     "bridge.limits": "api",  # a plugin worker's limits enforced from the agent (cgroups, /proc)
@@ -79,6 +80,7 @@ PUBLIC = {
     "bridge.otel",  # the pipeline's data as OTel SDK data
     "bridge.prometheus",  # the Prometheus text format and names
     "bridge.delivery",  # backoff, Retry-After, the durable queue
+    "bridge.ledger",  # the loss ledger every drop is counted in
 }
 
 PLUGIN_DIRS = ("integrations", "collectors", "tests/e2e/example_plugin")
