@@ -50,6 +50,7 @@ from bridge.api import (
     PluginType,
     validate_plugin_id,
 )
+from bridge.ledger import count_loss
 from collectors.system import MetricSpec, Point, metrics_from_table
 
 if TYPE_CHECKING:
@@ -297,6 +298,7 @@ class TextfileCollector(MetricCollectorPlugin):
                 self._last_error.clear()
             for reason, n in r.errors.items():
                 self._errors[reason] += n
+                count_loss("textfile", reason, n)
             return r
 
     def _merge(self, read: list[tuple[str, list[Metric]]], r: TextfileRound) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
+from bridge.ledger import count_loss
 
 __all__ = ["History", "HistorySeries", "Key", "bytes_per_series"]
 
@@ -125,6 +126,7 @@ class History:
                 self._forget_gone()
         if refused:
             self.refused += refused
+            count_loss("dashboard_history", "memory_limit", refused)
             mono = time.monotonic()
             if mono - self._refusal_logged >= _REFUSAL_LOG_EVERY_S:
                 self._refusal_logged = mono

@@ -53,6 +53,7 @@ from bridge.api import (
 )
 from bridge.delivery import Backoff, Retries, classify_error, classify_status
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt
+from bridge.ledger import count_loss
 from integrations.grafana.config import GrafanaConfig
 
 __all__ = ["PLUGIN_ID", "GrafanaIntegration", "annotation_id", "annotation_tags", "parse_state", "read_answer",
@@ -395,6 +396,7 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
 
     def _drop(self, reason: str, why: str) -> None:
         self._counted(self._dropped, reason)
+        count_loss("grafana_annotations", reason)
         log.warning("grafana: dropped %s", self._redact(why))
 
     # ------------------------------------------------------------------ state

@@ -15,6 +15,7 @@ from bridge.api import MetricKind
 from bridge.dashboard.history import History, bytes_per_series
 from bridge.dashboard.host import _encode
 from bridge.dashboard.query import MAX_POINTS, MAX_RANGE_S, QueryError, evaluate, parse_duration, parse_query, parse_window
+from bridge.ledger import LEDGER
 
 C, G = MetricKind.COUNTER, MetricKind.GAUGE
 T0 = 1_700_000_000.0
@@ -122,8 +123,10 @@ def test_aggregate_by_labels_and_selectors_with_matchers():
 def test_memory_is_bounded_refusals_are_counted_and_the_figure_per_series_is_what_it_costs():
     per = bytes_per_series(240)
     h = History(3600, 15, 10 * per + 240 * 8 + 200)
+    before = LEDGER.total("dashboard_history", "memory_limit")
     h.write_row([(key("m", i=str(i)), G, 1.0) for i in range(25)], T0)
     assert h.series_count == 10 and h.refused == 15
+    assert LEDGER.total("dashboard_history", "memory_limit") - before == 15  # in monbridge_dropped_total too
     assert h.bytes <= h.max_bytes
     metrics = {m.name: m.value for m in h.self_metrics()}
     assert metrics["monbridge.dashboard.history.series.refused"] == 15

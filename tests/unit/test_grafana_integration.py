@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bridge.api import Alert, AlertState, ExportStatus
+from bridge.ledger import LEDGER
 from integrations.grafana.catalog import FAMILIES
 from integrations.grafana.dashboards import dashboards
 from integrations.grafana.plugin import GrafanaIntegration, annotation_tags
@@ -200,6 +201,7 @@ async def test_annotations_retry_a_5xx_without_duplicates_and_drop_a_4xx_counted
     assert len(grafana.annotations) == 2  # no duplicates
 
     grafana.faults.append(("POST /api/annotations", 400, {"message": "bad tags"}, {}))
+    ledger_before = LEDGER.total("grafana_annotations", "permanent")
     c = _alert("fp3")
     with caplog.at_level(logging.WARNING, "monbridge.grafana"):
         await p.export_alerts([a, b, c])
@@ -207,6 +209,7 @@ async def test_annotations_retry_a_5xx_without_duplicates_and_drop_a_4xx_counted
     assert len(grafana.annotations) == 2  # dropped, not retried
     m = await _metrics(p)
     assert m[("monbridge.grafana.annotations.dropped", (("reason", "permanent"),))] == 1
+    assert LEDGER.total("grafana_annotations", "permanent") - ledger_before == 1  # in monbridge_dropped_total too
     assert m[("monbridge.grafana.annotations", (("operation", "create"), ("result", "permanent")))] == 1
     assert "HTTP 400" in caplog.text and "bad tags" in caplog.text
     # An annotation deleted in Grafana: its end is refused (404), dropped, the alert forgotten.

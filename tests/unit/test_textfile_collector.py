@@ -13,6 +13,7 @@ import pytest
 
 from bridge.api import HistogramValue, MetricKind, SummaryValue
 from bridge.config import ConfigError, parse_config
+from bridge.ledger import LEDGER
 from bridge.pipeline import Pipeline
 from bridge.pluginhost import InProcessHost
 from bridge.registry import PluginRegistry
@@ -94,8 +95,10 @@ def test_a_broken_file_is_reported_with_its_line_and_its_last_good_content_dropp
     assert got[("job_items", ())].value == 5.0
     assert got[("node_textfile_scrape_error", ())].value == 0.0
     f.write_text("job_ok 1\njob_items{ 6\n")
+    before = LEDGER.total("textfile", "parse")
     with caplog.at_level(logging.WARNING, "monbridge.collectors.textfile"):
         got = collect(collector)
+    assert LEDGER.total("textfile", "parse") - before == 1  # in monbridge_dropped_total too
     assert ("job_items", ()) not in got and ("job_ok", ()) not in got  # nothing of the file, not the old content
     assert ("node_textfile_mtime_seconds", (("file", str(f)),)) not in got
     assert got[("node_textfile_scrape_error", ())].value == 1.0
