@@ -149,6 +149,9 @@ class ElasticsearchConfig(IntegrationConfig):
     export_metrics: bool = Field(default=True, description="write the pipeline's metrics each round")
     alerts: bool = Field(default=True, description="write alert transitions to logs-monbridge.alerts-<namespace>")
     logs: bool = Field(default=False, description="write monbridge's own logs to logs-monbridge.log-<namespace>")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info", description="the least level of the log records written (with logs: true); records below "
+                                    "the agent's own log level are not made at all")
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
     bulk: BulkConfig = Field(default_factory=BulkConfig)
     queue: DeliveryQueue = Field(default_factory=DeliveryQueue)
@@ -159,13 +162,6 @@ class ElasticsearchConfig(IntegrationConfig):
     @classmethod
     def _names(cls, v: str) -> str:
         return _dataset(v, "dataset/namespace")
-
-    @field_validator("logs")
-    @classmethod
-    def _logs(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("writing monbridge's own logs to Elasticsearch is not supported yet: set logs to false")
-        return v
 
     @field_validator("hosts")
     @classmethod

@@ -13,9 +13,16 @@ changed, becomes an ECS event (``event.kind: alert``, ``event.action`` ``firing`
 severity's name, which is also the label ``severity``), ``labels``, ``message``, ``event.start``
 and for a resolved one ``event.end``); one gone from the active ones is ``resolved``. What was
 sent is kept in ``<queue.path>/alerts.json``, so an alert resolved while monbridge was down is
-still written resolved. The alert engine's trace ids (of each alert's span) are not given to
-integrations with the ``Alert``; ``trace.id`` is written when the alert has a 32-hex-digit
-``trace_id`` annotation.
+still written resolved; ``trace.id`` is written when the alert has a 32-hex-digit ``trace_id``
+annotation. In a running agent the alert engine gives the integration its transitions' log
+records instead (``telemetry_exporters``; ``integrations.elasticsearch.events``): then every
+transition is written, in order, with ``trace.id`` and ``span.id`` of the alert's span, and
+``export_alerts`` writes nothing (it would write the same transitions again).
+
+Logs (``logs: true``): monbridge's own log records at ``log_level`` and above, as ECS log
+documents in ``logs-monbridge.log-<namespace>`` (``events.LogShipper``: a handler on the root
+logger while the exporter runs), queued every ``events.LOG_FLUSH_S`` seconds; records beyond the
+handler's buffer are dropped and counted (``dropped{reason="log_buffer_full"}``).
 
 Bulk requests: NDJSON bodies of at most ``bulk.max_documents`` documents and ``bulk.max_bytes``
 bytes, built once when the round is queued and sent as they are (``client.bulk(operations=<bytes>)``:
@@ -56,7 +63,6 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +71,13 @@ from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_er
 from bridge.helpers import peer_excerpt
 from integrations.elasticsearch.client import describe
 from integrations.elasticsearch.config import ElasticsearchConfig
+from integrations.elasticsearch.events import (
+    LOG_FLUSH_S,
+    SEVERITY_NUMBERS,
+    AlertRecordExporter,
+    LogShipper,
+    alert_document,
+)
 from integrations.elasticsearch.mapping import Mapper, Point
 from integrations.elasticsearch.templates import install
 
@@ -72,10 +85,6 @@ __all__ = ["SEVERITY_NUMBERS", "ElasticExporter", "pack"]
 
 log = logging.getLogger("monbridge.elasticsearch.export")
 
-#: Severity names as syslog numbers (``event.severity``); another name is 6 (informational).
-SEVERITY_NUMBERS = {"emergency": 0, "page": 1, "alert": 1, "fatal": 2, "critical": 2, "high": 3, "error": 3,
-                    "warning": 4, "warn": 4, "medium": 4, "notice": 5, "low": 5, "info": 6, "informational": 6,
-                    "debug": 7}
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _LOG_REASONS_MAX = 5
 #: What of a bulk answer is read: Elasticsearch leaves out the rest of each item (``_id``,
@@ -107,14 +116,6 @@ def pack(ops: Sequence[tuple[bytes, bytes]], max_documents: int, max_bytes: int,
     if n:
         out.append((b"".join(cur), n))
     return out, too_large
-
-
-def _iso(t: float, default: float | None = None) -> str:
-    """``t`` (Unix seconds) as ISO 8601 UTC; ``default`` (else now) when ``t`` is no date."""
-    try:
-        return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (ValueError, OverflowError, OSError):
-        return _iso(time.time() if default is None else default)
 
 
 class _Sent:
@@ -151,6 +152,14 @@ class ElasticExporter:
         self._last_error: str | None = None
         self._started = False
         self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue_lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._shipper: LogShipper | None = None
+        self._log_task: asyncio.Task[None] | None = None
+        #: The alert engine's transition records reach ``submit``: ``export_alerts`` writes nothing.
+        self.engine_alerts = False
+        self.logs_sent = 0
         self.documents_sent = 0
         self.requests_sent = 0
         self.retries = 0
@@ -178,7 +187,12 @@ class ElasticExporter:
         log.info("elasticsearch export to %s (%s mapping): queue %s, %d documents pending", self.target,
                  self.cfg.mapping, f"on disk at {self._base / 'queue'}" if self._base else "in memory (lost on restart)",
                  self._queue.pending_samples)
-        self._task = asyncio.get_running_loop().create_task(self._deliver(), name="elasticsearch-export")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._deliver(), name="elasticsearch-export")
+        if self.cfg.logs:
+            self._shipper = LogShipper(self.cfg.namespace, logging.getLevelName(self.cfg.log_level.upper()))
+            logging.getLogger().addHandler(self._shipper)
+            self._log_task = self._loop.create_task(self._ship_logs(), name="elasticsearch-logs")
 
     async def _install(self) -> ExportResult:
         """Install the templates; until they are, nothing is written (a data stream created from
@@ -211,6 +225,17 @@ class ElasticExporter:
     async def shutdown(self, timeout: float | None = None) -> None:
         if self._stopped:
             return
+        if self._shipper is not None:
+            logging.getLogger().removeHandler(self._shipper)
+            if self._log_task is not None:
+                self._log_task.cancel()
+                try:
+                    await self._log_task
+                except asyncio.CancelledError:
+                    pass
+            await self._flush_logs()  # the records logged up to now
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=timeout or None)
         self._stopped = True
         if self._task is not None and self._last_error is None and timeout:
             await self._drained(timeout * 0.5, stop_on_failure=True)
@@ -287,10 +312,76 @@ class ElasticExporter:
             self._count_drop(sum(n for _, n in records), "stopped")
             return
         shard = self._queue.shards[0]
-        for rec in records:  # one by one: one larger than the whole queue is dropped alone
-            if await asyncio.to_thread(shard.append_many, [rec]) is None:
-                self._count_drop(rec[1], "too_large", "a bulk request larger than the queue's max_bytes")
+        async with self._queue_lock:  # callers queue in the order they came
+            for rec in records:  # one by one: one larger than the whole queue is dropped alone
+                if await asyncio.to_thread(shard.append_many, [rec]) is None:
+                    self._count_drop(rec[1], "too_large", "a bulk request larger than the queue's max_bytes")
         self._wake.set()
+
+    def _bodies(self, index: str, docs: list[dict[str, Any]], what: str) -> list[tuple[bytes, int]]:
+        """Bulk bodies of ``create`` operations of ``docs`` into ``index`` (too large ones dropped, counted)."""
+        action = json.dumps({"create": {"_index": index}}).encode()
+        ops = [(action, json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+               for d in docs]
+        bodies, big = pack(ops, self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
+        if big:
+            self._count_drop(len(big), "too_large", f"{what} larger than bulk.max_bytes")
+        return bodies
+
+    # ------------------------------------------------------------------ the engine's alerts, the agent's logs
+
+    def telemetry_exporters(self) -> tuple[None, AlertRecordExporter] | None:
+        """The alert engine's transition records as alert events (see the module doc)."""
+        if not self.cfg.alerts:
+            return None
+        self.engine_alerts = True
+        return None, AlertRecordExporter(self.cfg.namespace, self.submit_alerts)
+
+    def submit_alerts(self, docs: list[dict[str, Any]]) -> bool:
+        """Queue alert events from any thread (the engine's telemetry thread); False when the
+        exporter is not running (the events are dropped, counted)."""
+        loop = self._loop
+        bodies = self._bodies(f"logs-monbridge.alerts-{self.cfg.namespace}", docs, "an alert event")
+        n = sum(k for _, k in bodies)
+
+        def go() -> None:
+            if self._stopped:
+                self._count_drop(n, "stopped")
+                return
+            self.alerts_sent += len(docs)
+            task = asyncio.get_running_loop().create_task(self._enqueue(bodies))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        if loop is None or loop.is_closed():
+            self._count_drop(n, "stopped")
+            return False
+        try:
+            loop.call_soon_threadsafe(go)
+        except RuntimeError:  # the loop closed meanwhile
+            self._count_drop(n, "stopped")
+            return False
+        return True
+
+    async def _ship_logs(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_S)
+            try:
+                await self._flush_logs()
+            except OSError as e:
+                log.warning("elasticsearch export: cannot queue log records: %s", e.strerror or e)
+
+    async def _flush_logs(self) -> None:
+        assert self._shipper is not None
+        docs, dropped = self._shipper.take()
+        if dropped:
+            self._count_drop(dropped, "log_buffer_full", "log records beyond the log buffer")
+        if not docs:
+            return
+        bodies = await asyncio.to_thread(self._bodies, f"logs-monbridge.log-{self.cfg.namespace}", docs,
+                                         "a log record")
+        await self._enqueue(bodies)
+        self.logs_sent += len(docs)
 
     async def _bulk(self, body: bytes) -> tuple[ExportResult, int, Any]:
         """One bulk request: its outcome, HTTP status (0 when none came) and the parsed answer."""
@@ -482,7 +573,7 @@ class ElasticExporter:
 
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
         """ECS events for the transitions since the last call (``alerts``: the active ones)."""
-        if not self._started:
+        if not self._started or self.engine_alerts:
             return
         now = time.time()
         active: dict[str, Alert] = {}
@@ -507,12 +598,7 @@ class ElasticExporter:
             events.append(self._event(fp, sent, "resolved", r, now, (r.ends_at if r and r.ends_at else now)))
         if not events:
             return
-        index = f"logs-monbridge.alerts-{self.cfg.namespace}"
-        action = json.dumps({"create": {"_index": index}}).encode()
-        ops = [(action, json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode()) for e in events]
-        bodies, big = pack(ops, self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
-        if big:
-            self._count_drop(len(big), "too_large", "an alert event larger than bulk.max_bytes")
+        bodies = self._bodies(f"logs-monbridge.alerts-{self.cfg.namespace}", events, "an alert event")
         try:
             await self._enqueue(bodies)
         except OSError as e:  # not queued: tried again at the next call
@@ -525,30 +611,10 @@ class ElasticExporter:
 
     def _event(self, fp: str, sent: _Sent, action: str, a: Alert | None, now: float,
                end: float | None) -> dict[str, Any]:
-        severity = sent.severity
-        labels = {k.replace(".", "_"): v for k, v in sent.labels.items()}
-        if severity:
-            labels.setdefault("severity", severity)
-        summary = ""
-        if a is not None:
-            summary = a.annotations.get("summary") or a.annotations.get("description") or ""
-        value = f" (value {a.value:g})" if a is not None and a.value is not None else ""
-        doc: dict[str, Any] = {
-            "@timestamp": _iso(now),
-            "data_stream.type": "logs", "data_stream.dataset": "monbridge.alerts",
-            "data_stream.namespace": self.cfg.namespace,
-            "event.kind": "alert", "event.action": action, "event.module": "monbridge",
-            "event.dataset": "monbridge.alerts", "event.id": fp,
-            "event.severity": SEVERITY_NUMBERS.get(severity.lower(), 6),
-            "event.start": _iso(sent.starts_at, now),
-            "rule.name": sent.name, "labels": labels,
-            "message": f"{sent.name} [{severity or 'none'}] {action}{value}" + (f": {summary}" if summary else ""),
-        }
-        if end is not None:
-            doc["event.end"] = _iso(end, now)
-        if sent.trace_id:
-            doc["trace.id"] = sent.trace_id
-        return doc
+        summary = (a.annotations.get("summary") or a.annotations.get("description") or "") if a is not None else ""
+        return alert_document(self.cfg.namespace, fingerprint=fp, name=sent.name, severity=sent.severity,
+                              action=action, labels=sent.labels, starts_at=sent.starts_at, now=now, end=end,
+                              value=a.value if a is not None else None, summary=summary, trace_id=sent.trace_id)
 
     # ------------------------------------------------------------------ self-metrics
 
@@ -567,6 +633,8 @@ class ElasticExporter:
                    "documents Elasticsearch had already (HTTP 409)"),
             Metric(prefix + "alerts.sent", MetricKind.COUNTER, float(self.alerts_sent), "{event}",
                    "alert events queued"),
+            Metric(prefix + "logs.sent", MetricKind.COUNTER, float(self.logs_sent), "{record}",
+                   "monbridge's log records queued"),
             Metric(prefix + "queue.bytes", MetricKind.GAUGE, float(q.total_bytes if q else 0), "By",
                    "bytes of bulk requests waiting for delivery"),
             Metric(prefix + "queue.pending", MetricKind.GAUGE, float(q.pending_samples if q else 0), "{document}",
