@@ -141,6 +141,8 @@ class ElasticsearchConfig(IntegrationConfig):
     bearer_token: SecretStr | None = None
     tls: ElasticTLS | None = None
     request_timeout: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
+    max_response_bytes: int = Field(default=32 << 20, ge=1024, le=1 << 30,
+                                    description="the largest answer read (decompressed); a larger one fails its request")
     mapping: Literal["ecs", "otel"] = "ecs"
     dataset: str = Field(default="monbridge", description="dataset of metrics no rule in datasets names")
     namespace: str = Field(default="default", description="namespace of every data stream monbridge writes")

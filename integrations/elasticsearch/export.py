@@ -42,6 +42,9 @@ honoured) and stays queued; another whole-request answer (4xx) drops the request
 document's ``_id`` is its dimensions and timestamp, so a resend after a restart lands here) counts
 as delivered (``duplicates``); any other failed item (a mapping error) is dropped, counted by
 its error type (``dropped{reason=<type>}``) and logged with Elasticsearch's reason (bounded).
+An answer larger than ``max_response_bytes`` (``integrations.elasticsearch.client``: no bulk
+answer Elasticsearch gives comes near it with the export's ``filter_path``) drops its request's
+documents (``answer_too_large``): whether they were written cannot be known.
 ``export`` queues the round and waits (within its timeout) for the queue to drain; a failing
 delivery is a retryable result, the requests staying queued.
 
@@ -69,7 +72,7 @@ from typing import Any
 from bridge.api import Alert, AlertState, ExportResult, ExportStatus, Metric, MetricBatch, MetricKind
 from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status, drained
 from bridge.helpers import peer_excerpt
-from integrations.elasticsearch.client import describe
+from integrations.elasticsearch.client import describe, too_large
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.events import (
     LOG_FLUSH_S,
@@ -91,6 +94,8 @@ _LOG_REASONS_MAX = 5
 #: ``_version``, ``_shards`` ...), most of the answer's bytes and of the client's parsing on the loop.
 _FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 _MAX_REASONS = 32
+#: ``_bulk``'s status for an answer larger than ``max_response_bytes``.
+_TOO_LARGE = -1
 _REASON = re.compile(r"[^A-Za-z0-9_.]")
 
 
@@ -398,6 +403,9 @@ class ElasticExporter:
             return classify_status(status, f"_bulk: HTTP {status}: {self._why(e)}", headers.get("Retry-After")), \
                 status, None
         except Exception as e:  # noqa: BLE001 - connection errors, timeouts: classified, never raised
+            big = too_large(e)
+            if big is not None:  # no answer Elasticsearch gives: the request's documents are dropped
+                return ExportResult.permanent(f"_bulk: {big}"), _TOO_LARGE, None
             result = classify_error(e, f"_bulk: {self._why(e)}")
             name = type(e).__name__
             if result.status is ExportStatus.PERMANENT and name in ("ConnectionError", "ConnectionTimeout",
@@ -499,7 +507,8 @@ class ElasticExporter:
                 await asyncio.sleep(retries.next(result.retry_after))
                 continue
             await asyncio.to_thread(shard.ack, batch)
-            self._count_drop(n, f"http_{status}" if status else "refused", result.reason)
+            self._count_drop(n, "answer_too_large" if status == _TOO_LARGE else f"http_{status}" if status else "refused",
+                             result.reason)
             self._last_error = None
             retries.reset()
             self._progress.set()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 
 from bridge.api import Alert, AlertState, HistogramValue, Metric, MetricKind
-from integrations.elasticsearch.client import make_client
+from integrations.elasticsearch.client import OFF_LOOP_BYTES, make_client
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.ecs_gen import parse
 from integrations.elasticsearch.events import LogShipper
@@ -443,6 +444,51 @@ def test_alert_engine_lifecycle_to_ecs_events_with_the_alert_s_trace(es, run_mon
     check_ecs(es.es.docs(LOGS))
     assert not es.es.refused, es.es.refused
     assert API_KEY not in mb.log_text()
+
+
+# --------------------------------------------------------------------------- hostile answers
+
+
+@pytest.mark.parametrize("mode", ["large", "chunked", "gzip"])
+async def test_hostile_bulk_answers_are_refused_while_read(es, caplog, mode):
+    """An answer larger than ``max_response_bytes`` (with its length, without one, or a gzip bomb)
+    is refused as it is read: its request's documents are dropped, counted and logged, and the
+    export goes on."""
+    exporter = await started(config(es, max_response_bytes=1 << 20))
+    try:
+        es.es.hostile = [mode]
+        es.es.hostile_bytes = 8 << 20
+        assert (await exporter.export_metrics([gauge("g", 1.0)])).ok
+        assert dropped(exporter) == {"answer_too_large": 1.0}
+        assert "max_response_bytes" in caplog.text
+        assert (await exporter.export_metrics([gauge("g", 2.0)])).ok
+        assert [d["g"] for d in es.es.docs(STREAM)] == [2.0]
+    finally:
+        await stop(exporter)
+
+
+async def test_large_answers_are_parsed_off_the_event_loop(es):
+    exporter = await started(config(es, request_timeout=60))
+    ser = exporter.client.transport.serializers.get_serializer("application/json")
+    seen: list[tuple[int, bool]] = []
+    inner = ser.inner
+
+    class Recording:
+        mimetype = inner.mimetype
+
+        def loads(self, data: bytes) -> Any:
+            seen.append((len(data), threading.current_thread() is threading.main_thread()))
+            return inner.loads(data)
+
+    ser.inner = Recording()
+    try:
+        n = 4000  # an answer of ~100 kB (25 bytes an item with the export's filter_path)
+        assert (await exporter.export_metrics([gauge("g", float(i), shard=str(i)) for i in range(n)])).ok
+        assert len(es.es.docs(STREAM)) == n and exporter.documents_sent == n
+        big = [on_loop for size, on_loop in seen if size >= OFF_LOOP_BYTES]
+        assert big == [False], seen
+    finally:
+        await stop(exporter)
 
 
 # --------------------------------------------------------------------------- secrets
