@@ -84,7 +84,7 @@ from integrations.elasticsearch.events import (
 from integrations.elasticsearch.mapping import Mapper, Point
 from integrations.elasticsearch.templates import install
 
-__all__ = ["SEVERITY_NUMBERS", "ElasticExporter", "pack"]
+__all__ = ["SEVERITY_NUMBERS", "ElasticExporter", "pack", "pack_lines"]
 
 log = logging.getLogger("monbridge.elasticsearch.export")
 
@@ -94,6 +94,8 @@ _LOG_REASONS_MAX = 5
 #: ``_version``, ``_shards`` ...), most of the answer's bytes and of the client's parsing on the loop.
 _FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 _MAX_REASONS = 32
+#: The attributes of a point whose series the mapping knows (it does not read them).
+_KNOWN: dict[str, Any] = {}
 #: ``_bulk``'s status for an answer larger than ``max_response_bytes``.
 _TOO_LARGE = -1
 _REASON = re.compile(r"[^A-Za-z0-9_.]")
@@ -103,23 +105,41 @@ def pack(ops: Sequence[tuple[bytes, bytes]], max_documents: int, max_bytes: int,
          ) -> tuple[list[tuple[bytes, int]], list[int]]:
     """Bulk bodies of ``ops`` (action and document lines): (body, documents) each within the
     bounds, and the indexes of operations that alone exceed ``max_bytes``."""
+    return pack_lines([a for a, _ in ops], [d for _, d in ops], max_documents, max_bytes)
+
+
+def pack_lines(actions: Sequence[Any], docs: Sequence[Any], max_documents: int, max_bytes: int,
+               ) -> tuple[list[tuple[bytes, int]], list[int]]:
+    """``pack`` of action and document lines given apart, as bytes or as text (the mapping's:
+    JSON with non-ASCII escaped, so that its length in characters is its length in bytes; a
+    line that is not ASCII is measured encoded). A body of text is encoded once, whole."""
     out: list[tuple[bytes, int]] = []
     too_large: list[int] = []
-    cur: list[bytes] = []
-    size = n = 0
-    for i, (action, doc) in enumerate(ops):
+    text = bool(actions) and isinstance(actions[0], str)
+    nl: Any = "\n" if text else b"\n"
+    cur: list[Any] = []
+    size = 0
+
+    def body() -> bytes:
+        joined = nl.join(cur) + nl
+        return joined.encode("utf-8", "surrogatepass") if text else joined  # type: ignore[no-any-return]
+
+    for i in range(len(actions)):
+        action, doc = actions[i], docs[i]
         k = len(action) + len(doc) + 2
+        if text and not (action.isascii() and doc.isascii()):
+            k = len((action + doc).encode("utf-8", "surrogatepass")) + 2
         if k > max_bytes:
             too_large.append(i)
             continue
-        if n and (n >= max_documents or size + k > max_bytes):
-            out.append((b"".join(cur), n))
-            cur, size, n = [], 0, 0
-        cur += (action, b"\n", doc, b"\n")
+        if cur and (len(cur) >= 2 * max_documents or size + k > max_bytes):
+            out.append((body(), len(cur) // 2))
+            cur, size = [], 0
+        cur.append(action)
+        cur.append(doc)
         size += k
-        n += 1
-    if n:
-        out.append((b"".join(cur), n))
+    if cur:
+        out.append((body(), len(cur) // 2))
     return out, too_large
 
 
@@ -416,14 +436,14 @@ class ElasticExporter:
     def _items(self, body: bytes, answer: Any) -> tuple[int, list[bytes], int]:
         """Read a bulk answer's items: (documents accepted, operations to retry, documents dropped)."""
         items = answer.get("items") if isinstance(answer, dict) else None
-        lines = body.split(b"\n")
-        n_ops = len(lines) // 2
+        n_ops = body.count(b"\n") // 2
         if not isinstance(items, list) or len(items) != n_ops:
             self._count_drop(n_ops, "bad_answer", f"a bulk answer of {len(items) if isinstance(items, list) else 0} "
                                                   f"items to {n_ops} operations")
             return 0, [], n_ops
         if answer.get("errors") is False:
             return n_ops, [], 0
+        lines = body.split(b"\n")
         ok = dropped = 0
         retry: list[bytes] = []
         reasons: dict[str, list[str]] = defaultdict(list)
@@ -525,8 +545,12 @@ class ElasticExporter:
         def points() -> Iterable[Point]:
             # A point already written (the series was not collected again since) is not written
             # twice: its time series document exists (Elasticsearch would answer 409).
-            last, seen = self._last_time, {}
+            # A series the mapping knows (by its identity) has its attributes not read again. One
+            # Point is filled for every series (the mapping reads a point when it comes).
+            last, seen, known = self._last_time, {}, self._mapper.series
+            p = Point("", MetricKind.GAUGE, 0.0, _KNOWN, 0)
             for f in batch.families():
+                p.name, p.kind = f.name, f.kind
                 for s in f.series:
                     t = s.time_ns
                     key = s.identity
@@ -535,7 +559,9 @@ class ElasticExporter:
                     if prev is not None and t <= prev:
                         self._mapper.counts.unchanged += 1
                         continue
-                    yield Point(f.name, f.kind, s.value, s.attributes, t)
+                    p.value, p.time_ns, p.key = s.value, t, key
+                    p.attributes = _KNOWN if key in known else s.attributes
+                    yield p
             self._last_time = seen  # only the batch's series: a series gone is forgotten
 
         return await self._export_points(points, dict(batch.resource_attributes), timeout)
@@ -574,9 +600,7 @@ class ElasticExporter:
             counts = self._mapper.counts
             self._mapper = Mapper(self.cfg, resource)
             self._mapper.counts = counts
-        ops = self._mapper.operations(points())
-        bodies, big = pack(ops, self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
-        return bodies, len(big)
+        return self._mapper.bodies(points(), self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
 
     # ------------------------------------------------------------------ alerts
 
