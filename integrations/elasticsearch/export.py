@@ -363,28 +363,26 @@ class ElasticExporter:
         return None, AlertRecordExporter(self.cfg.namespace, self.submit_alerts)
 
     def submit_alerts(self, docs: list[dict[str, Any]]) -> bool:
-        """Queue alert events from any thread (the engine's telemetry thread); False when the
-        exporter is not running (the events are dropped, counted)."""
+        """Queue alert events from any thread (the engine's telemetry thread). False when the
+        exporter is not running: the engine keeps handing its records to an instance a reload
+        replaced (its processors cannot be removed), and the instance that replaced it writes
+        them; they are not counted as dropped here."""
         loop = self._loop
+        if loop is None or loop.is_closed() or self._stopped:
+            return False
         bodies = self._bodies(f"logs-monbridge.alerts-{self.cfg.namespace}", docs, "an alert event")
-        n = sum(k for _, k in bodies)
 
         def go() -> None:
             if self._stopped:
-                self._count_drop(n, "stopped")
                 return
             self.alerts_sent += len(docs)
             task = asyncio.get_running_loop().create_task(self._enqueue(bodies))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
-        if loop is None or loop.is_closed():
-            self._count_drop(n, "stopped")
-            return False
         try:
             loop.call_soon_threadsafe(go)
         except RuntimeError:  # the loop closed meanwhile
-            self._count_drop(n, "stopped")
             return False
         return True
 

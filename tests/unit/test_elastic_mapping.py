@@ -13,7 +13,7 @@ from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, Su
 from integrations.elasticsearch import ecs
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.ecs_gen import generate, parse
-from integrations.elasticsearch.events import MAX_MESSAGE_CHARS, LogShipper, log_document
+from integrations.elasticsearch.events import MAX_MESSAGE_CHARS, LogShipper, log_document, transition_document
 from integrations.elasticsearch.export import pack
 from integrations.elasticsearch.mapping import Mapper, Point, histogram_field
 from integrations.elasticsearch.templates import LOGS_TEMPLATE, component_templates, index_templates
@@ -206,3 +206,21 @@ def test_names_and_values_that_are_not_utf8_map_to_json() -> None:
     m = Mapper(cfg())
     ((a, d),) = docs(m, [Point("\udc80", MetricKind.GAUGE, 1.0, {"k\udc80": "v\udc80"}, T)])
     assert d["\udc80"] == 1.0 and d["labels.k\udc80"] == "v\udc80"
+
+
+def test_transition_records_as_alert_events() -> None:
+    attrs = {"monbridge.alert.event": "transition", "alert.id": "a1", "alert.name": "High", "alert.severity": "warning",
+             "alert.state": "resolved", "alert.fingerprint": "fp", "alert.starts_at": 1_700_000_000.0,
+             "alert.value": 3.0, "alert.label.team": "infra", "alert.label.k.x": "v",
+             "alert.annotation.summary": "too high"}
+    d = transition_document("prod", attrs, 1_700_000_060 * 10**9, 0xABC, 0x12)
+    assert d is not None
+    assert d["event.action"] == "resolved" and d["event.id"] == "fp" and d["rule.name"] == "High"
+    assert d["trace.id"] == "00000000000000000000000000000abc" and d["span.id"] == "0000000000000012"
+    assert d["event.start"] == "2023-11-14T22:13:20.000Z" and d["event.end"] == "2023-11-14T22:14:20.000Z"
+    assert d["labels"] == {"team": "infra", "k_x": "v", "severity": "warning"} and d["event.severity"] == 4
+    assert d["message"] == "High [warning] resolved (value 3): too high"
+    assert d["data_stream.namespace"] == "prod"
+    firing = transition_document("prod", {**attrs, "alert.state": "firing"}, None, 0, 0)
+    assert firing is not None and "event.end" not in firing and "trace.id" not in firing and "span.id" not in firing
+    assert transition_document("prod", {**attrs, "monbridge.alert.event": "notification"}, None, 1, 1) is None
