@@ -605,14 +605,16 @@ class NotifierHook(Protocol):
 
 @runtime_checkable
 class TelemetryExporterHook(Protocol):
-    """An integration that carries the alert engine's spans and log records (OTLP)."""
+    """An integration that carries the alert engine's spans and log records (OTLP; Elasticsearch
+    takes the transitions' log records)."""
 
-    def telemetry_exporters(self) -> tuple[SpanExporter, LogRecordExporter] | None:
+    def telemetry_exporters(self) -> tuple[SpanExporter | None, LogRecordExporter | None] | None:
         """A span exporter and a log record exporter for the alert engine's telemetry (each
-        alert's span, each transition's log record), or None when this instance, as configured,
-        has nowhere to send them (an OTLP integration that only receives). Called by the alert
-        engine after ``initialize``; the first integration that gives exporters is used. An
-        exception is logged and the engine goes on without exporting."""
+        alert's span, each transition's log record; either None when the integration takes only
+        the other), or None when this instance, as configured, has nowhere to send them (an OTLP
+        integration that only receives). Called by the alert engine after ``initialize``; every
+        integration that gives exporters gets the telemetry. An exception is logged and the
+        engine goes on without exporting through that integration."""
 
 
 @runtime_checkable

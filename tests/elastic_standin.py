@@ -22,13 +22,17 @@ What it keeps of Elasticsearch:
 
 Faults a test injects: ``standin.item_429`` (the next N items answered 429
 ``es_rejected_execution_exception``), ``standin.request_status`` (the next N bulk requests
-answered with this status as a whole); an outage is the server stopped (``StandInServer.stop``)
+answered with this status as a whole), ``standin.hostile`` (the next bulk requests, one mode
+each, answered with ``hostile_bytes`` of JSON no Elasticsearch sends and nothing indexed:
+``large`` with its ``Content-Length``, ``chunked`` without one, ``gzip`` a gzip bomb that
+inflates to that much from a few kB); an outage is the server stopped (``StandInServer.stop``)
 and started again on its port.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import gzip
 import hashlib
 import ipaddress
 import json
@@ -117,6 +121,8 @@ class ElasticStandIn:
         self.look_back_s = 7200.0
         self.look_ahead_s = 1800.0
         self.headers_seen: list[dict[str, str]] = []
+        self.hostile: list[str] = []
+        self.hostile_bytes = 4 << 20
 
     def make_app(self) -> web.Application:
         """A new aiohttp application on this state (one per start of a server)."""
@@ -264,6 +270,8 @@ class ElasticStandIn:
             self.request_status = (status, n - 1)
             return _resp({"error": {"type": "es_rejected_execution_exception", "reason": "rejected"},
                           "status": status}, status)
+        if self.hostile:
+            return await self._hostile(request, self.hostile.pop(0))
         body = await request.read()
         lines = [ln for ln in body.split(b"\n") if ln.strip()]
         items: list[dict[str, Any]] = []
@@ -296,6 +304,32 @@ class ElasticStandIn:
             items = [{k: {f: v[f] for f in ("status", "error") if f in v}} for it in items for k, v in it.items()]
             return _resp({"errors": errors, "items": items})
         return _resp({"took": 1, "errors": errors, "items": items})
+
+
+    async def _hostile(self, request: web.Request, mode: str) -> web.StreamResponse:
+        await request.read()
+        pad = self.hostile_bytes
+        head, tail = b'{"errors":false,"items":[],"pad":"', b'"}'
+        if mode == "large":
+            return web.Response(body=head + b"x" * pad + tail, content_type="application/json", headers=PRODUCT)
+        if mode == "gzip":
+            bomb = gzip.compress(head + b"0" * pad + tail, 9)
+            return web.Response(body=bomb, headers={**PRODUCT, "Content-Type": "application/json",
+                                                    "Content-Encoding": "gzip"})
+        assert mode == "chunked", mode
+        resp = web.StreamResponse(headers={**PRODUCT, "Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(head)
+        chunk = b"x" * (64 << 10)
+        try:
+            for _ in range(pad // len(chunk)):
+                await resp.write(chunk)
+            await resp.write(tail)
+            await resp.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass  # the client stopped reading
+        return resp
 
 
 class StandInServer:

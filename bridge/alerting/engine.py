@@ -171,7 +171,7 @@ class AlertEngine:
         self._muters: list[Callable[[Alert], str | None]] = []
         self._processors: list[tuple[str, AlertProcessorPlugin]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._exporting_to: int | None = None
+        self._exporting_to: set[int] = set()
         self._started = False
         self._current_settings: Callable[[], AlertingSettings] = lambda: self.settings
         self._warned_settings: AlertingSettings | None = None
@@ -284,7 +284,7 @@ class AlertEngine:
 
     def _export_through_otlp(self) -> None:
         for _pid, p in self._plugins(PluginType.INTEGRATION):
-            if not isinstance(p, TelemetryExporterHook) or self._exporting_to == id(p):
+            if not isinstance(p, TelemetryExporterHook) or id(p) in self._exporting_to:
                 continue
             try:
                 exporters = p.telemetry_exporters()
@@ -295,7 +295,7 @@ class AlertEngine:
                 continue
             span_exporter, log_exporter = exporters
             self.telemetry.export_to(span_exporter, log_exporter)
-            self._exporting_to = id(p)
+            self._exporting_to.add(id(p))
             log.info("alerts: spans and log records exported through %s", _pid)
 
     async def _housekeeping(self) -> None:

@@ -44,6 +44,7 @@ def alert_attributes(alert: Alert) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "alert.id": alert.id, "alert.name": alert.name, "alert.severity": alert.severity,
         "alert.state": alert.state.value, "alert.fingerprint": alert.fingerprint,
+        "alert.starts_at": float(alert.starts_at),
     }
     if alert.value is not None:
         attrs["alert.value"] = float(alert.value)
@@ -78,12 +79,16 @@ class AlertTelemetry:
             self.logger_provider.add_log_record_processor(processor)
 
     def export_to(self, span_exporter: Any, log_exporter: Any, delay_ms: int = 1000) -> None:
-        """Send spans and log records to these exporters (the OTLP integration's), in batches."""
-        sp = BatchSpanProcessor(span_exporter, schedule_delay_millis=delay_ms)
-        lp = BatchLogRecordProcessor(log_exporter, schedule_delay_millis=delay_ms)
-        self.tracer_provider.add_span_processor(sp)
-        self.logger_provider.add_log_record_processor(lp)
-        self._exporting += [sp, lp]
+        """Send spans and log records to these exporters (an integration's), in batches; either
+        may be None (that integration takes only the other)."""
+        if span_exporter is not None:
+            sp = BatchSpanProcessor(span_exporter, schedule_delay_millis=delay_ms)
+            self.tracer_provider.add_span_processor(sp)
+            self._exporting.append(sp)
+        if log_exporter is not None:
+            lp = BatchLogRecordProcessor(log_exporter, schedule_delay_millis=delay_ms)
+            self.logger_provider.add_log_record_processor(lp)
+            self._exporting.append(lp)
 
     # ------------------------------------------------------------------ spans
 

@@ -1,5 +1,13 @@
 """The official Elasticsearch client (async, on aiohttp), built from the integration's config.
 
+Answers are bounded and parsed off the event loop, through the client's own extension points (a
+node class and its serializers): an answer larger than ``max_response_bytes`` (its
+``Content-Length``, or what arrives, decompressed, when there is none) is refused while it is
+read — the request fails with ``ResponseTooLarge`` (a ``ValueError``: the transport passes it
+on as it is, marking no node dead); a body of ``OFF_LOOP_BYTES`` or more is parsed in a worker thread, and the
+serializers hand the client what it gave (a smaller one is parsed where the client parses it,
+on the loop: that costs less than the thread hop).
+
 The client's own retries are off (``max_retries=0``): retries follow the shared delivery rules
 (``bridge.delivery``) in the exporter, and a search that fails fails that search's round. The
 secrets (API key, password, bearer token) go to the client only; ``describe`` names the
@@ -9,13 +17,134 @@ exporter and the searches log what a person needs, rate-limited.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
 from typing import Any
 
 from integrations.elasticsearch.config import ElasticsearchConfig
 
-__all__ = ["describe", "make_client"]
+__all__ = ["OFF_LOOP_BYTES", "ResponseTooLarge", "answer_serializers", "describe", "make_client", "parse_answer",
+           "too_large"]
+
+#: Bodies at least this large are parsed in a worker thread.
+OFF_LOOP_BYTES = 64 << 10
+
+
+class ResponseTooLarge(ValueError):
+    """An answer larger than the client's ``max_response_bytes``."""
+
+
+def too_large(e: BaseException) -> ResponseTooLarge | None:
+    """The ``ResponseTooLarge`` that is ``e`` or behind it (its cause or context, a few deep)."""
+    seen: BaseException | None = e
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, ResponseTooLarge):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class _Parsed(bytes):
+    """A response body parsed in a worker thread, with what parsing gave (a value or an error)."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+def parse_answer(raw: bytes, mimetype: str | None, serializers: dict[str, Any]) -> _Parsed:
+    """``raw`` with what the serializer of ``mimetype`` (JSON when none) makes of it: its value,
+    or the ``SerializationError`` the client raises where it asks for the value (also for a
+    document nested deeper than the parser recurses, or a mimetype the client does not know)."""
+    from elastic_transport import SerializationError
+
+    out = _Parsed(raw)
+    try:
+        key = (mimetype or "application/json").partition(";")[0].strip().lower()
+        ser = serializers.get(key) or serializers.get(key.partition("/")[0] + "/*")
+        if ser is None:
+            raise SerializationError(f"Unknown mimetype, not able to deserialize: {(mimetype or '')[:80]!r}")
+        out.value = ser.inner.loads(raw)
+    except SerializationError as e:
+        out.error = e
+    except Exception as e:  # noqa: BLE001 - RecursionError, MemoryError-free parser errors: a bad answer
+        out.error = SerializationError(f"Unable to deserialize: {type(e).__name__}", errors=(e,))
+    return out
+
+
+def answer_serializers() -> dict[str, Any]:
+    """The client's serializers by mimetype, taking bodies ``parse_answer`` parsed."""
+    return _bounded_classes(1 << 20)[1]
+
+
+def _bounded_classes(max_bytes: int) -> tuple[type, dict[str, Any]]:
+    """A node class whose answers are bounded and parsed off the loop, and the serializers that
+    take what it parsed (every mimetype the client knows)."""
+    import aiohttp
+    from elastic_transport import AiohttpHttpNode, Serializer, TextSerializer
+    from elastic_transport._node import NodeApiResponse, _http_aiohttp
+    from elasticsearch.serializer import DEFAULT_SERIALIZERS
+
+    class BoundedResponse(aiohttp.ClientResponse):
+        async def read(self) -> bytes:
+            if self._body is None:
+                length = self.content_length
+                if length is not None and length > max_bytes:
+                    self.close()
+                    raise ResponseTooLarge(f"an answer of {length} bytes (Content-Length); at most {max_bytes} "
+                                           "are read (max_response_bytes)")
+                buf = bytearray()
+                try:
+                    while chunk := await self.content.readany():
+                        buf += chunk
+                        if len(buf) > max_bytes:
+                            raise ResponseTooLarge(f"an answer of more than {max_bytes} bytes (max_response_bytes)")
+                except BaseException:
+                    self.close()
+                    raise
+                self._body = bytes(buf)
+            return await super().read()
+
+    class OffLoop(Serializer):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.mimetype = inner.mimetype  # type: ignore[misc]
+
+        def loads(self, data: bytes) -> Any:
+            if isinstance(data, _Parsed):
+                if data.error is not None:
+                    raise data.error
+                return data.value
+            return self.inner.loads(data)
+
+        def dumps(self, data: Any) -> bytes:
+            return bytes(self.inner.dumps(data))
+
+    serializers = {m: OffLoop(s) for m, s in {TextSerializer.mimetype: TextSerializer(), **DEFAULT_SERIALIZERS}.items()}
+
+    class BoundedNode(AiohttpHttpNode):
+        def _create_aiohttp_session(self) -> None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self.session = aiohttp.ClientSession(
+                headers=self.headers, skip_auto_headers=("accept", "accept-encoding", "user-agent"),
+                auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar(), response_class=BoundedResponse,
+                connector=aiohttp.TCPConnector(
+                    limit_per_host=self._connections_per_node, use_dns_cache=True,
+                    enable_cleanup_closed=getattr(_http_aiohttp, "_NEEDS_CLEANUP_CLOSED", False),
+                    ssl=self._ssl_context or False))
+
+        async def perform_request(self, method: str, target: str, *args: Any,  # type: ignore[override]
+                                  **kwargs: Any) -> Any:
+            resp = await super().perform_request(method, target, *args, **kwargs)
+            if method == "HEAD" or len(resp.body) < OFF_LOOP_BYTES:
+                return resp
+            parsed = await asyncio.to_thread(parse_answer, resp.body, resp.meta.mimetype, serializers)
+            return NodeApiResponse(resp.meta, parsed)
+
+    return BoundedNode, serializers
 
 
 def make_client(cfg: ElasticsearchConfig) -> Any:
@@ -23,8 +152,9 @@ def make_client(cfg: ElasticsearchConfig) -> Any:
     from elasticsearch import AsyncElasticsearch
 
     logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
+    node_class, serializers = _bounded_classes(cfg.max_response_bytes)
     kwargs: dict[str, Any] = {"request_timeout": cfg.request_timeout, "max_retries": 0, "retry_on_timeout": False,
-                              "node_class": "aiohttp"}
+                              "node_class": node_class, "serializers": serializers}
     if cfg.cloud_id is not None:
         kwargs["cloud_id"] = cfg.cloud_id
     else:

@@ -141,6 +141,8 @@ class ElasticsearchConfig(IntegrationConfig):
     bearer_token: SecretStr | None = None
     tls: ElasticTLS | None = None
     request_timeout: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
+    max_response_bytes: int = Field(default=32 << 20, ge=1024, le=1 << 30,
+                                    description="the largest answer read (decompressed); a larger one fails its request")
     mapping: Literal["ecs", "otel"] = "ecs"
     dataset: str = Field(default="monbridge", description="dataset of metrics no rule in datasets names")
     namespace: str = Field(default="default", description="namespace of every data stream monbridge writes")
@@ -149,6 +151,9 @@ class ElasticsearchConfig(IntegrationConfig):
     export_metrics: bool = Field(default=True, description="write the pipeline's metrics each round")
     alerts: bool = Field(default=True, description="write alert transitions to logs-monbridge.alerts-<namespace>")
     logs: bool = Field(default=False, description="write monbridge's own logs to logs-monbridge.log-<namespace>")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info", description="the least level of the log records written (with logs: true); records below "
+                                    "the agent's own log level are not made at all")
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
     bulk: BulkConfig = Field(default_factory=BulkConfig)
     queue: DeliveryQueue = Field(default_factory=DeliveryQueue)
@@ -159,13 +164,6 @@ class ElasticsearchConfig(IntegrationConfig):
     @classmethod
     def _names(cls, v: str) -> str:
         return _dataset(v, "dataset/namespace")
-
-    @field_validator("logs")
-    @classmethod
-    def _logs(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("writing monbridge's own logs to Elasticsearch is not supported yet: set logs to false")
-        return v
 
     @field_validator("hosts")
     @classmethod

@@ -21,10 +21,13 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 
-#: Fields the alert events and every document write besides attributes and metrics.
+#: Fields the alert events, the log documents and every metric document write besides attributes and metrics.
 FIXED_FIELDS = ("@timestamp", "data_stream.type", "data_stream.dataset", "data_stream.namespace", "event.kind",
                 "event.action", "event.severity", "event.start", "event.end", "event.dataset", "event.module",
-                "event.id", "rule.name", "labels", "message", "trace.id", "host.name", "agent.type", "tags")
+                "event.id", "rule.name", "labels", "message", "trace.id", "host.name", "agent.type", "tags", "span.id",
+                "log.level", "log.logger", "log.origin.file.name", "log.origin.file.line", "log.origin.function",
+                "process.pid", "process.thread.name", "service.name", "error.type", "error.message",
+                "error.stack_trace")
 _DIMENSION_TYPES = ("keyword", "long", "ip")
 
 

@@ -13,9 +13,16 @@ changed, becomes an ECS event (``event.kind: alert``, ``event.action`` ``firing`
 severity's name, which is also the label ``severity``), ``labels``, ``message``, ``event.start``
 and for a resolved one ``event.end``); one gone from the active ones is ``resolved``. What was
 sent is kept in ``<queue.path>/alerts.json``, so an alert resolved while monbridge was down is
-still written resolved. The alert engine's trace ids (of each alert's span) are not given to
-integrations with the ``Alert``; ``trace.id`` is written when the alert has a 32-hex-digit
-``trace_id`` annotation.
+still written resolved; ``trace.id`` is written when the alert has a 32-hex-digit ``trace_id``
+annotation. In a running agent the alert engine gives the integration its transitions' log
+records instead (``telemetry_exporters``; ``integrations.elasticsearch.events``): then every
+transition is written, in order, with ``trace.id`` and ``span.id`` of the alert's span, and
+``export_alerts`` writes nothing (it would write the same transitions again).
+
+Logs (``logs: true``): monbridge's own log records at ``log_level`` and above, as ECS log
+documents in ``logs-monbridge.log-<namespace>`` (``events.LogShipper``: a handler on the root
+logger while the exporter runs), queued every ``events.LOG_FLUSH_S`` seconds; records beyond the
+handler's buffer are dropped and counted (``dropped{reason="log_buffer_full"}``).
 
 Bulk requests: NDJSON bodies of at most ``bulk.max_documents`` documents and ``bulk.max_bytes``
 bytes, built once when the round is queued and sent as they are (``client.bulk(operations=<bytes>)``:
@@ -35,6 +42,9 @@ honoured) and stays queued; another whole-request answer (4xx) drops the request
 document's ``_id`` is its dimensions and timestamp, so a resend after a restart lands here) counts
 as delivered (``duplicates``); any other failed item (a mapping error) is dropped, counted by
 its error type (``dropped{reason=<type>}``) and logged with Elasticsearch's reason (bounded).
+An answer larger than ``max_response_bytes`` (``integrations.elasticsearch.client``: no bulk
+answer Elasticsearch gives comes near it with the export's ``filter_path``) drops its request's
+documents (``answer_too_large``): whether they were written cannot be known.
 ``export`` queues the round and waits (within its timeout) for the queue to drain; a failing
 delivery is a retryable result, the requests staying queued.
 
@@ -56,7 +66,6 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,25 +73,32 @@ from bridge.api import Alert, AlertState, ExportResult, ExportStatus, Metric, Me
 from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status, drained
 from bridge.helpers import peer_excerpt
 from bridge.ledger import loss_counter
-from integrations.elasticsearch.client import describe
+from integrations.elasticsearch.client import describe, too_large
 from integrations.elasticsearch.config import ElasticsearchConfig
+from integrations.elasticsearch.events import (
+    LOG_FLUSH_S,
+    SEVERITY_NUMBERS,
+    AlertRecordExporter,
+    LogShipper,
+    alert_document,
+)
 from integrations.elasticsearch.mapping import Mapper, Point
 from integrations.elasticsearch.templates import install
 
-__all__ = ["SEVERITY_NUMBERS", "ElasticExporter", "pack"]
+__all__ = ["SEVERITY_NUMBERS", "ElasticExporter", "pack", "pack_lines"]
 
 log = logging.getLogger("monbridge.elasticsearch.export")
 
-#: Severity names as syslog numbers (``event.severity``); another name is 6 (informational).
-SEVERITY_NUMBERS = {"emergency": 0, "page": 1, "alert": 1, "fatal": 2, "critical": 2, "high": 3, "error": 3,
-                    "warning": 4, "warn": 4, "medium": 4, "notice": 5, "low": 5, "info": 6, "informational": 6,
-                    "debug": 7}
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _LOG_REASONS_MAX = 5
 #: What of a bulk answer is read: Elasticsearch leaves out the rest of each item (``_id``,
 #: ``_version``, ``_shards`` ...), most of the answer's bytes and of the client's parsing on the loop.
 _FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 _MAX_REASONS = 32
+#: The attributes of a point whose series the mapping knows (it does not read them).
+_KNOWN: dict[str, Any] = {}
+#: ``_bulk``'s status for an answer larger than ``max_response_bytes``.
+_TOO_LARGE = -1
 _REASON = re.compile(r"[^A-Za-z0-9_.]")
 
 
@@ -90,32 +106,42 @@ def pack(ops: Sequence[tuple[bytes, bytes]], max_documents: int, max_bytes: int,
          ) -> tuple[list[tuple[bytes, int]], list[int]]:
     """Bulk bodies of ``ops`` (action and document lines): (body, documents) each within the
     bounds, and the indexes of operations that alone exceed ``max_bytes``."""
+    return pack_lines([a for a, _ in ops], [d for _, d in ops], max_documents, max_bytes)
+
+
+def pack_lines(actions: Sequence[Any], docs: Sequence[Any], max_documents: int, max_bytes: int,
+               ) -> tuple[list[tuple[bytes, int]], list[int]]:
+    """``pack`` of action and document lines given apart, as bytes or as text (the mapping's:
+    JSON with non-ASCII escaped, so that its length in characters is its length in bytes; a
+    line that is not ASCII is measured encoded). A body of text is encoded once, whole."""
     out: list[tuple[bytes, int]] = []
     too_large: list[int] = []
-    cur: list[bytes] = []
-    size = n = 0
-    for i, (action, doc) in enumerate(ops):
+    text = bool(actions) and isinstance(actions[0], str)
+    nl: Any = "\n" if text else b"\n"
+    cur: list[Any] = []
+    size = 0
+
+    def body() -> bytes:
+        joined = nl.join(cur) + nl
+        return joined.encode("utf-8", "surrogatepass") if text else joined  # type: ignore[no-any-return]
+
+    for i in range(len(actions)):
+        action, doc = actions[i], docs[i]
         k = len(action) + len(doc) + 2
+        if text and not (action.isascii() and doc.isascii()):
+            k = len((action + doc).encode("utf-8", "surrogatepass")) + 2
         if k > max_bytes:
             too_large.append(i)
             continue
-        if n and (n >= max_documents or size + k > max_bytes):
-            out.append((b"".join(cur), n))
-            cur, size, n = [], 0, 0
-        cur += (action, b"\n", doc, b"\n")
+        if cur and (len(cur) >= 2 * max_documents or size + k > max_bytes):
+            out.append((body(), len(cur) // 2))
+            cur, size = [], 0
+        cur.append(action)
+        cur.append(doc)
         size += k
-        n += 1
-    if n:
-        out.append((b"".join(cur), n))
+    if cur:
+        out.append((body(), len(cur) // 2))
     return out, too_large
-
-
-def _iso(t: float, default: float | None = None) -> str:
-    """``t`` (Unix seconds) as ISO 8601 UTC; ``default`` (else now) when ``t`` is no date."""
-    try:
-        return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (ValueError, OverflowError, OSError):
-        return _iso(time.time() if default is None else default)
 
 
 class _Sent:
@@ -152,6 +178,14 @@ class ElasticExporter:
         self._last_error: str | None = None
         self._started = False
         self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue_lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._shipper: LogShipper | None = None
+        self._log_task: asyncio.Task[None] | None = None
+        #: The alert engine's transition records reach ``submit``: ``export_alerts`` writes nothing.
+        self.engine_alerts = False
+        self.logs_sent = 0
         self.documents_sent = 0
         self.requests_sent = 0
         self.retries = 0
@@ -179,7 +213,12 @@ class ElasticExporter:
         log.info("elasticsearch export to %s (%s mapping): queue %s, %d documents pending", self.target,
                  self.cfg.mapping, f"on disk at {self._base / 'queue'}" if self._base else "in memory (lost on restart)",
                  self._queue.pending_samples)
-        self._task = asyncio.get_running_loop().create_task(self._deliver(), name="elasticsearch-export")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._deliver(), name="elasticsearch-export")
+        if self.cfg.logs:
+            self._shipper = LogShipper(self.cfg.namespace, logging.getLevelName(self.cfg.log_level.upper()))
+            logging.getLogger().addHandler(self._shipper)
+            self._log_task = self._loop.create_task(self._ship_logs(), name="elasticsearch-logs")
 
     async def _install(self) -> ExportResult:
         """Install the templates; until they are, nothing is written (a data stream created from
@@ -212,6 +251,17 @@ class ElasticExporter:
     async def shutdown(self, timeout: float | None = None) -> None:
         if self._stopped:
             return
+        if self._shipper is not None:
+            logging.getLogger().removeHandler(self._shipper)
+            if self._log_task is not None:
+                self._log_task.cancel()
+                try:
+                    await self._log_task
+                except asyncio.CancelledError:
+                    pass
+            await self._flush_logs()  # the records logged up to now
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=timeout or None)
         self._stopped = True
         if self._task is not None and self._last_error is None and timeout:
             await self._drained(timeout * 0.5, stop_on_failure=True)
@@ -288,10 +338,74 @@ class ElasticExporter:
             self._count_drop(sum(n for _, n in records), "stopped")
             return
         shard = self._queue.shards[0]
-        for rec in records:  # one by one: one larger than the whole queue is dropped alone
-            if await asyncio.to_thread(shard.append_many, [rec]) is None:
-                self._count_drop(rec[1], "too_large", "a bulk request larger than the queue's max_bytes")
+        async with self._queue_lock:  # callers queue in the order they came
+            for rec in records:  # one by one: one larger than the whole queue is dropped alone
+                if await asyncio.to_thread(shard.append_many, [rec]) is None:
+                    self._count_drop(rec[1], "too_large", "a bulk request larger than the queue's max_bytes")
         self._wake.set()
+
+    def _bodies(self, index: str, docs: list[dict[str, Any]], what: str) -> list[tuple[bytes, int]]:
+        """Bulk bodies of ``create`` operations of ``docs`` into ``index`` (too large ones dropped, counted)."""
+        action = json.dumps({"create": {"_index": index}}).encode()
+        ops = [(action, json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+               for d in docs]
+        bodies, big = pack(ops, self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
+        if big:
+            self._count_drop(len(big), "too_large", f"{what} larger than bulk.max_bytes")
+        return bodies
+
+    # ------------------------------------------------------------------ the engine's alerts, the agent's logs
+
+    def telemetry_exporters(self) -> tuple[None, AlertRecordExporter] | None:
+        """The alert engine's transition records as alert events (see the module doc)."""
+        if not self.cfg.alerts:
+            return None
+        self.engine_alerts = True
+        return None, AlertRecordExporter(self.cfg.namespace, self.submit_alerts)
+
+    def submit_alerts(self, docs: list[dict[str, Any]]) -> bool:
+        """Queue alert events from any thread (the engine's telemetry thread). False when the
+        exporter is not running: the engine keeps handing its records to an instance a reload
+        replaced (its processors cannot be removed), and the instance that replaced it writes
+        them; they are not counted as dropped here."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopped:
+            return False
+        bodies = self._bodies(f"logs-monbridge.alerts-{self.cfg.namespace}", docs, "an alert event")
+
+        def go() -> None:
+            if self._stopped:
+                return
+            self.alerts_sent += len(docs)
+            task = asyncio.get_running_loop().create_task(self._enqueue(bodies))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        try:
+            loop.call_soon_threadsafe(go)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
+
+    async def _ship_logs(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_S)
+            try:
+                await self._flush_logs()
+            except OSError as e:
+                log.warning("elasticsearch export: cannot queue log records: %s", e.strerror or e)
+
+    async def _flush_logs(self) -> None:
+        assert self._shipper is not None
+        docs, dropped = self._shipper.take()
+        if dropped:
+            self._count_drop(dropped, "log_buffer_full", "log records beyond the log buffer")
+        if not docs:
+            return
+        bodies = await asyncio.to_thread(self._bodies, f"logs-monbridge.log-{self.cfg.namespace}", docs,
+                                         "a log record")
+        await self._enqueue(bodies)
+        self.logs_sent += len(docs)
 
     async def _bulk(self, body: bytes) -> tuple[ExportResult, int, Any]:
         """One bulk request: its outcome, HTTP status (0 when none came) and the parsed answer."""
@@ -308,6 +422,9 @@ class ElasticExporter:
             return classify_status(status, f"_bulk: HTTP {status}: {self._why(e)}", headers.get("Retry-After")), \
                 status, None
         except Exception as e:  # noqa: BLE001 - connection errors, timeouts: classified, never raised
+            big = too_large(e)
+            if big is not None:  # no answer Elasticsearch gives: the request's documents are dropped
+                return ExportResult.permanent(f"_bulk: {big}"), _TOO_LARGE, None
             result = classify_error(e, f"_bulk: {self._why(e)}")
             name = type(e).__name__
             if result.status is ExportStatus.PERMANENT and name in ("ConnectionError", "ConnectionTimeout",
@@ -318,14 +435,14 @@ class ElasticExporter:
     def _items(self, body: bytes, answer: Any) -> tuple[int, list[bytes], int]:
         """Read a bulk answer's items: (documents accepted, operations to retry, documents dropped)."""
         items = answer.get("items") if isinstance(answer, dict) else None
-        lines = body.split(b"\n")
-        n_ops = len(lines) // 2
+        n_ops = body.count(b"\n") // 2
         if not isinstance(items, list) or len(items) != n_ops:
             self._count_drop(n_ops, "bad_answer", f"a bulk answer of {len(items) if isinstance(items, list) else 0} "
                                                   f"items to {n_ops} operations")
             return 0, [], n_ops
         if answer.get("errors") is False:
             return n_ops, [], 0
+        lines = body.split(b"\n")
         ok = dropped = 0
         retry: list[bytes] = []
         reasons: dict[str, list[str]] = defaultdict(list)
@@ -409,7 +526,8 @@ class ElasticExporter:
                 await asyncio.sleep(retries.next(result.retry_after))
                 continue
             await asyncio.to_thread(shard.ack, batch)
-            self._count_drop(n, f"http_{status}" if status else "refused", result.reason)
+            self._count_drop(n, "answer_too_large" if status == _TOO_LARGE else f"http_{status}" if status else "refused",
+                             result.reason)
             self._last_error = None
             retries.reset()
             self._progress.set()
@@ -426,8 +544,12 @@ class ElasticExporter:
         def points() -> Iterable[Point]:
             # A point already written (the series was not collected again since) is not written
             # twice: its time series document exists (Elasticsearch would answer 409).
-            last, seen = self._last_time, {}
+            # A series the mapping knows (by its identity) has its attributes not read again. One
+            # Point is filled for every series (the mapping reads a point when it comes).
+            last, seen, known = self._last_time, {}, self._mapper.series
+            p = Point("", MetricKind.GAUGE, 0.0, _KNOWN, 0)
             for f in batch.families():
+                p.name, p.kind = f.name, f.kind
                 for s in f.series:
                     t = s.time_ns
                     key = s.identity
@@ -436,7 +558,9 @@ class ElasticExporter:
                     if prev is not None and t <= prev:
                         self._mapper.counts.unchanged += 1
                         continue
-                    yield Point(f.name, f.kind, s.value, s.attributes, t)
+                    p.value, p.time_ns, p.key = s.value, t, key
+                    p.attributes = _KNOWN if key in known else s.attributes
+                    yield p
             self._last_time = seen  # only the batch's series: a series gone is forgotten
 
         return await self._export_points(points, dict(batch.resource_attributes), timeout)
@@ -475,15 +599,13 @@ class ElasticExporter:
             counts = self._mapper.counts
             self._mapper = Mapper(self.cfg, resource)
             self._mapper.counts = counts
-        ops = self._mapper.operations(points())
-        bodies, big = pack(ops, self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
-        return bodies, len(big)
+        return self._mapper.bodies(points(), self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
 
     # ------------------------------------------------------------------ alerts
 
     async def export_alerts(self, alerts: Sequence[Alert]) -> None:
         """ECS events for the transitions since the last call (``alerts``: the active ones)."""
-        if not self._started:
+        if not self._started or self.engine_alerts:
             return
         now = time.time()
         active: dict[str, Alert] = {}
@@ -508,12 +630,7 @@ class ElasticExporter:
             events.append(self._event(fp, sent, "resolved", r, now, (r.ends_at if r and r.ends_at else now)))
         if not events:
             return
-        index = f"logs-monbridge.alerts-{self.cfg.namespace}"
-        action = json.dumps({"create": {"_index": index}}).encode()
-        ops = [(action, json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode()) for e in events]
-        bodies, big = pack(ops, self.cfg.bulk.max_documents, self.cfg.bulk.max_bytes)
-        if big:
-            self._count_drop(len(big), "too_large", "an alert event larger than bulk.max_bytes")
+        bodies = self._bodies(f"logs-monbridge.alerts-{self.cfg.namespace}", events, "an alert event")
         try:
             await self._enqueue(bodies)
         except OSError as e:  # not queued: tried again at the next call
@@ -526,30 +643,10 @@ class ElasticExporter:
 
     def _event(self, fp: str, sent: _Sent, action: str, a: Alert | None, now: float,
                end: float | None) -> dict[str, Any]:
-        severity = sent.severity
-        labels = {k.replace(".", "_"): v for k, v in sent.labels.items()}
-        if severity:
-            labels.setdefault("severity", severity)
-        summary = ""
-        if a is not None:
-            summary = a.annotations.get("summary") or a.annotations.get("description") or ""
-        value = f" (value {a.value:g})" if a is not None and a.value is not None else ""
-        doc: dict[str, Any] = {
-            "@timestamp": _iso(now),
-            "data_stream.type": "logs", "data_stream.dataset": "monbridge.alerts",
-            "data_stream.namespace": self.cfg.namespace,
-            "event.kind": "alert", "event.action": action, "event.module": "monbridge",
-            "event.dataset": "monbridge.alerts", "event.id": fp,
-            "event.severity": SEVERITY_NUMBERS.get(severity.lower(), 6),
-            "event.start": _iso(sent.starts_at, now),
-            "rule.name": sent.name, "labels": labels,
-            "message": f"{sent.name} [{severity or 'none'}] {action}{value}" + (f": {summary}" if summary else ""),
-        }
-        if end is not None:
-            doc["event.end"] = _iso(end, now)
-        if sent.trace_id:
-            doc["trace.id"] = sent.trace_id
-        return doc
+        summary = (a.annotations.get("summary") or a.annotations.get("description") or "") if a is not None else ""
+        return alert_document(self.cfg.namespace, fingerprint=fp, name=sent.name, severity=sent.severity,
+                              action=action, labels=sent.labels, starts_at=sent.starts_at, now=now, end=end,
+                              value=a.value if a is not None else None, summary=summary, trace_id=sent.trace_id)
 
     # ------------------------------------------------------------------ self-metrics
 
@@ -568,6 +665,8 @@ class ElasticExporter:
                    "documents Elasticsearch had already (HTTP 409)"),
             Metric(prefix + "alerts.sent", MetricKind.COUNTER, float(self.alerts_sent), "{event}",
                    "alert events queued"),
+            Metric(prefix + "logs.sent", MetricKind.COUNTER, float(self.logs_sent), "{record}",
+                   "monbridge's log records queued"),
             Metric(prefix + "queue.bytes", MetricKind.GAUGE, float(q.total_bytes if q else 0), "By",
                    "bytes of bulk requests waiting for delivery"),
             Metric(prefix + "queue.pending", MetricKind.GAUGE, float(q.pending_samples if q else 0), "{document}",

@@ -50,6 +50,10 @@ __all__ = ["Counts", "Mapper", "Point", "histogram_field", "stream_name"]
 #: Fields every metric document has besides attributes and metrics.
 RESERVED = frozenset(("@timestamp", "data_stream", "labels", "metrics", "_metric_names_hash", "attributes",
                       "resource"))
+#: Most (data stream, attribute set) ids kept; beyond, all are forgotten and made again. A
+#: document's key is its timestamp (ms) shifted by ``_ID_BITS`` or'ed with its id.
+_ID_BITS = 21
+_MAX_DIMS = 1 << _ID_BITS
 #: The dynamic template (``templates.METRIC_TEMPLATES``) typing each kind's value.
 _TEMPLATE = {MetricKind.COUNTER: "counter_double", MetricKind.GAUGE: "gauge_double",
              MetricKind.UP_DOWN_COUNTER: "gauge_double", MetricKind.HISTOGRAM: "histogram",
@@ -63,6 +67,10 @@ class Point:
     value: float | HistogramValue | SummaryValue | ExponentialHistogramValue
     attributes: Mapping[str, AttributeValue]
     time_ns: int
+    #: The series' identity while it lives (``SeriesView.identity``), None when there is none: the
+    #: mapping keeps what it made of the series' attributes by it, and does not read the
+    #: ``attributes`` of a point whose key is in ``Mapper.series`` (they may be left empty).
+    key: object = None
 
 
 @dataclass(slots=True)
@@ -155,11 +163,16 @@ class Mapper:
         self.counts = Counts()
         self._streams: dict[str, str] = {}
         self._fields: dict[str, tuple[str, str | None, str | None]] = {}
-        self._dims: dict[tuple[tuple[str, AttributeValue], ...], str] = {}
         self._info: dict[str, tuple[str, str, str | None, str | None]] = {}
         self._json: dict[str, str] = {}
         self._names: dict[str, str] = {}
         self._actions: dict[tuple[Any, ...], tuple[bytes, str]] = {}
+        self._series: dict[object, int] = {}
+        self._dim_ids: dict[tuple[str, tuple[tuple[str, AttributeValue], ...]], int] = {}
+        self._prefix: list[str] = []
+        self._index: list[str] = []
+        self._single: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+        self._specs: dict[tuple[str, MetricKind], tuple[str, str]] = {}
 
     def stream(self, name: str) -> str:
         s = self._streams.get(name)
@@ -210,46 +223,145 @@ class Mapper:
                 d["attributes." + k] = v
         return d
 
-    def operations(self, points: Iterable[Point]) -> list[tuple[bytes, bytes]]:
-        """(action line, document line) pairs, one per document, JSON without newlines.
+    @property
+    def series(self) -> Mapping[object, int]:
+        """The series (by ``Point.key``) of the last ``lines`` call: their attributes are known."""
+        return self._series
 
-        Documents are written as text from cached parts: the JSON of an attribute set's
-        dimensions, of a data stream's fields and of a set of metric fields' action line (with
-        its ``dynamic_templates`` and ``_metric_names_hash``) are each made once."""
-        groups: dict[tuple[str, int, tuple[tuple[str, AttributeValue], ...]],
-                     tuple[dict[str, Any], dict[str, str]]] = {}
-        keys: dict[int, tuple[Mapping[str, AttributeValue], tuple[tuple[str, AttributeValue], ...]]] = {}
+    def operations(self, points: Iterable[Point]) -> list[tuple[bytes, bytes]]:
+        """(action line, document line) pairs, one per document, JSON without newlines."""
+        actions, docs = self.lines(points)
+        return [(a.encode(), d.encode()) for a, d in zip(actions, docs, strict=True)]
+
+    def bodies(self, points: Iterable[Point], max_documents: int, max_bytes: int,
+               ) -> tuple[list[tuple[bytes, int]], int]:
+        """Bulk bodies of ``points``' documents (``export.pack``'s bounds; each body encoded once)
+        and how many documents alone exceed ``max_bytes``."""
+        from integrations.elasticsearch.export import pack_lines
+
+        bodies, big = pack_lines(*self.lines(points), max_documents, max_bytes)
+        return bodies, len(big)
+
+    def lines(self, points: Iterable[Point]) -> tuple[list[str], list[str]]:
+        """Action lines and document lines (one each per document) as ASCII text: every part is
+        JSON with non-ASCII escaped. A point is read when it comes, not kept.
+
+        Documents are written as text from cached parts. A series (``Point.key``: the pipeline's
+        identity of it) keeps, while it lives, the id of its (data stream, attribute set), whose
+        text (the stream's fields and the dimensions) is made once; a document of one metric field
+        takes its action line and ``_metric_names_hash`` from a cache by (stream, field, template),
+        one of several from a cache by its set of fields. Per point there are a few dictionary
+        look-ups and one formatted line, and no container is made for a plain number's point (a
+        round's worth of them would be garbage-collector work over the whole heap): a document is
+        keyed by an integer of its id and timestamp, its first field held in two dictionaries."""
+        # ms << 21 | id -> the document's first (field spec, value); further fields in ``more``.
+        spec_of: dict[int, tuple[str, str]] = {}
+        value_of: dict[int, Any] = {}
+        more: dict[int, list[tuple[str, Any, str]]] = {}
+        old_series, series = self._series, {}
+        keys: dict[int, tuple[Mapping[str, AttributeValue], int]] = {}
+        infos, specs = self._info, self._specs
+        counts = self.counts
+        spec: tuple[str, str] | None = None
         for p in points:
-            info = self._info.get(p.name)
+            name = p.name
+            info = infos.get(name)
             if info is None:
-                info = (self.stream(p.name), *self.metric_field(p.name))
-                if len(self._info) < 100_000:
-                    self._info[p.name] = info
-            fields = self._values(p, info[1], info[2], info[3])
-            if not fields:
+                info = (self.stream(name), *self.metric_field(name))
+                if len(infos) < 100_000:
+                    infos[name] = info
+            v = p.value
+            if v.__class__ is float and info[3] is None:  # a plain number: the common case, inline
+                if v - v != 0.0:  # inf or nan
+                    counts.non_finite += 1
+                    continue
+                kind = p.kind
+                spec = specs.get((name, kind))
+                if spec is None:
+                    spec = specs[(name, kind)] = (info[1], info[2] or _TEMPLATE[kind])
+                fields = None
+            else:
+                fields = self._values(p, info[1], info[2], info[3])
+                if not fields:
+                    continue
+            key = p.key
+            if key is not None:
+                did = old_series.get(key)
+                if did is None:
+                    did = self._dims_id(info[0], p.attributes)
+                series[key] = did
+            else:
+                a = p.attributes
+                hit = keys.get(id(a))
+                if hit is None or hit[0] is not a or self._index[hit[1]] != info[0]:
+                    hit = keys[id(a)] = (a, self._dims_id(info[0], a))  # (a is held: its id is not reused)
+                did = hit[1]
+            gk = (p.time_ns // 1_000_000) << _ID_BITS | did
+            if fields is None:
+                assert spec is not None
+                if gk not in spec_of:
+                    spec_of[gk] = spec
+                    value_of[gk] = v
+                    continue
+                fields = [(spec[0], v, spec[1])]
+            if gk not in spec_of:
+                f0 = fields[0]
+                spec_of[gk] = (f0[0], f0[2])
+                value_of[gk] = f0[1]
+                fields = fields[1:]
+            if fields:
+                more.setdefault(gk, []).extend(fields)
+        self._series = series
+        actions: list[str] = []
+        docs: list[str] = []
+        prefixes, index_of = self._prefix, self._index
+        single = self._single
+        mask = (1 << _ID_BITS) - 1
+        for gk, (f, tpl) in spec_of.items():
+            did, ms, v = gk & mask, gk >> _ID_BITS, value_of[gk]
+            index = index_of[did]
+            extra = more.get(gk)
+            if extra is None:
+                line = single.get((index, f, tpl))
+                if line is None:
+                    action, names_hash = self._action(index, {f: v}, {f: tpl} if tpl else {})
+                    line = (action.decode(), "," + self._name_json(f) + ":",
+                            ',"_metric_names_hash":"' + names_hash + '"}')
+                    if len(single) < 100_000:
+                        single[(index, f, tpl)] = line
+                actions.append(line[0])
+                docs.append('{"@timestamp":' + str(ms) + prefixes[did] + line[1]
+                            + (repr(v) if v.__class__ is float else json.dumps(v)) + line[2])
                 continue
-            a = p.attributes
-            hit = keys.get(id(a))
-            if hit is None or hit[0] is not a:  # (the mapping is held: its id is not reused meanwhile)
-                hit = keys[id(a)] = (a, tuple(sorted(a.items())))
-            gkey = (info[0], p.time_ns // 1_000_000, hit[1])
-            entry = groups.get(gkey)
-            if entry is None:
-                entry = groups[gkey] = ({}, {})
-            values, templates = entry
-            for f, v, tpl in fields:
-                values[f] = v
-                if tpl:
-                    templates[f] = tpl
-        out = []
-        for (index, ms, key), (values, templates) in groups.items():
+            values: dict[str, Any] = {f: v}
+            templates: dict[str, str] = {f: tpl} if tpl else {}
+            for f2, v2, tpl2 in extra:
+                values[f2] = v2
+                if tpl2:
+                    templates[f2] = tpl2
             action, names_hash = self._action(index, values, templates)
-            parts = ['{"@timestamp":', str(ms), self._stream_json(index), self._dims_json(key)]
-            for f, v in values.items():
-                parts += (",", self._name_json(f), ":", repr(v) if v.__class__ is float else json.dumps(v))
+            parts = ['{"@timestamp":', str(ms), prefixes[did]]
+            for f2, v2 in values.items():
+                parts += (",", self._name_json(f2), ":", repr(v2) if v2.__class__ is float else json.dumps(v2))
             parts += (',"_metric_names_hash":"', names_hash, '"}')
-            out.append((action, "".join(parts).encode()))
-        return out
+            actions.append(action.decode())
+            docs.append("".join(parts))
+        return actions, docs
+
+    def _dims_id(self, index: str, attrs: Mapping[str, AttributeValue]) -> int:
+        """The id of (data stream, attribute set); its text is ``_prefix[id]``."""
+        key = (index, tuple(sorted(attrs.items())))
+        did = self._dim_ids.get(key)
+        if did is None:
+            if len(self._dim_ids) >= _MAX_DIMS:  # forget every id (and the series holding one)
+                self._dim_ids.clear()
+                self._prefix.clear()
+                self._index.clear()
+                self._series = {}
+            did = self._dim_ids[key] = len(self._prefix)
+            self._prefix.append(self._stream_json(index) + self._dims_json(key[1]))
+            self._index.append(index)
+        return did
 
     def _stream_json(self, index: str) -> str:
         j = self._json.get(index)
@@ -268,13 +380,8 @@ class Mapper:
         return j
 
     def _dims_json(self, key: tuple[tuple[str, AttributeValue], ...]) -> str:
-        j = self._dims.get(key)
-        if j is None:
-            d = self.dimensions(dict(key))
-            j = "".join("," + json.dumps(k) + ":" + json.dumps(v) for k, v in d.items())
-            if len(self._dims) < 200_000:
-                self._dims[key] = j
-        return j
+        """The dimension fields of an attribute set as JSON members (each with its leading comma)."""
+        return "".join("," + json.dumps(k) + ":" + json.dumps(v) for k, v in self.dimensions(dict(key)).items())
 
     def _action(self, index: str, values: dict[str, Any], templates: dict[str, str]) -> tuple[bytes, str]:
         """The ``create`` line and the ``_metric_names_hash`` of a document with these metric fields."""

@@ -90,6 +90,13 @@ class ElasticsearchIntegration(MonitoringIntegrationPlugin):
         if self._exporter is not None and self.config is not None and self.config.alerts:
             await self._exporter.export_alerts(alerts)
 
+    def telemetry_exporters(self) -> tuple[None, Any] | None:
+        """The alert engine's transition records, as alert events with their trace and span ids
+        (``bridge.api.TelemetryExporterHook``)."""
+        if self._exporter is None or self.config is None or not self.config.alerts:
+            return None
+        return self._exporter.telemetry_exporters()  # type: ignore[no-any-return]
+
     async def import_metrics(self) -> Sequence[Metric]:
         out: list[Metric] = []
         if self._importer is not None:

@@ -53,7 +53,8 @@ logged —, a timeout, a response of unexpected shape) fails that query only. As
 Prometheus scrape its series vanish (they are stale, not kept at their last value),
 ``monbridge.elasticsearch.query.up{query}`` is 0 and
 ``monbridge.elasticsearch.query.failures{query,reason}`` counts it (``reason``: ``connection``,
-``timeout``, ``http_<status>``, ``bad_response``); the other queries go on. The log says why, once
+``timeout``, ``http_<status>``, ``bad_response``: also an answer larger than ``max_response_bytes``,
+refused while it is read); the other queries go on. The log says why, once
 a minute per query and reason, without secrets.
 
 Cluster metrics (``cluster_metrics: true``), every import round, named and united as the OTel
@@ -512,6 +513,11 @@ def _failure(e: BaseException) -> tuple[str, str]:
     from elastic_transport import ConnectionTimeout
     from elasticsearch import ApiError
 
+    from integrations.elasticsearch.client import too_large
+
+    big = too_large(e)
+    if big is not None:
+        return "bad_response", str(big)
     if isinstance(e, (ConnectionTimeout, TimeoutError)):
         return "timeout", "timed out"
     if isinstance(e, ApiError):

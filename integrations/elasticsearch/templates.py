@@ -9,8 +9,9 @@
 * ``monbridge-metrics@settings`` (component): ``index.mode: time_series`` and its routing path;
 * ``monbridge-metrics-<dataset>`` (index template, priority 200: above Elasticsearch's own
   ``metrics`` template, 100) for ``metrics-<dataset>-*``, one per dataset the config names;
-* ``monbridge-alerts`` (index template) for ``logs-monbridge.alerts-*``: the ECS fields of an
-  alert event, with their ECS types.
+* ``monbridge-alerts`` (index template) for ``logs-monbridge.alerts-*`` and ``monbridge-logs``
+  for ``logs-monbridge.log-*`` (monbridge's own logs, with ``logs: true``): the ECS fields of an alert event and of a
+  log document, with their ECS types.
 
 A template that exists is kept (it may be a user's own) unless ``templates.overwrite``.
 """
@@ -23,11 +24,12 @@ from typing import Any
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.ecs import ATTRIBUTES, METRICS, TYPES
 
-__all__ = ["ALERTS_TEMPLATE", "component_templates", "index_templates", "install"]
+__all__ = ["ALERTS_TEMPLATE", "LOGS_TEMPLATE", "component_templates", "index_templates", "install"]
 
 log = logging.getLogger("monbridge.elasticsearch.export")
 
 ALERTS_TEMPLATE = "monbridge-alerts"
+LOGS_TEMPLATE = "monbridge-logs"
 _PRIORITY = 200
 _DIMENSION = {"type": "keyword", "time_series_dimension": True}
 
@@ -110,6 +112,10 @@ def index_templates(cfg: ElasticsearchConfig) -> dict[str, dict[str, Any]]:
     out[ALERTS_TEMPLATE] = {"index_patterns": ["logs-monbridge.alerts-*"], "data_stream": {},
                             "priority": _PRIORITY, "template": {"mappings": alert_mappings()},
                             "_meta": {"managed_by": "monbridge"}}
+    if cfg.logs:
+        out[LOGS_TEMPLATE] = {"index_patterns": ["logs-monbridge.log-*"], "data_stream": {},
+                              "priority": _PRIORITY, "template": {"mappings": alert_mappings()},
+                              "_meta": {"managed_by": "monbridge"}}
     return out
 
 

@@ -14,22 +14,30 @@ log line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.api import Alert, AlertState, HistogramValue, Metric, MetricKind
-from integrations.elasticsearch.client import make_client
+from integrations.elasticsearch.client import OFF_LOOP_BYTES, make_client
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.ecs_gen import parse
+from integrations.elasticsearch.events import LogShipper
 from integrations.elasticsearch.export import ElasticExporter
+from integrations.elasticsearch.templates import LOGS_TEMPLATE
 from tests.conftest import _free_port
 from tests.elastic_standin import StandInServer, check_value
+from tests.integration.alerting_peers import api
 from tests.integration.conftest import wait_until
+from tests.integration.otlp_receiver import HttpReceiver, attributes
+from tests.integration.test_alerting_end_to_end import reload_with
 from tests.integration.test_datadog_export import Exposition
 
 pytestmark = pytest.mark.integration
@@ -40,6 +48,7 @@ API_KEY = "es-api-key-0123456789abcdef"
 PASSWORD = "s3cret-pa55word-xyz"
 STREAM = "metrics-monbridge-default"
 ALERTS = "logs-monbridge.alerts-default"
+LOGS = "logs-monbridge.log-default"
 
 
 def flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -69,6 +78,13 @@ def es() -> Iterator[StandInServer]:
     server.close()
 
 
+@pytest.fixture
+def otlp_receiver() -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
 def config(es: StandInServer, tmp_path: Path | None = None, **kw: Any) -> ElasticsearchConfig:
     queue: dict[str, Any] = {"min_backoff": 0.05, "max_backoff": 0.2}
     if tmp_path is not None:
@@ -91,6 +107,16 @@ async def stop(exporter: ElasticExporter, timeout: float = 2.0) -> None:
 
 def gauge(name: str, value: float, t: int | None = None, **attrs: str) -> Metric:
     return Metric(name, MetricKind.GAUGE, value, attributes=attrs, timestamp_ns=t or time.time_ns())
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """``wait_until`` for a test on the exporter's event loop (which must go on turning)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
+        await asyncio.sleep(0.1)
+    return value
 
 
 def dropped(exporter: ElasticExporter) -> dict[str, float]:
@@ -366,6 +392,105 @@ async def test_alert_lifecycle_as_ecs_events_in_order(es, tmp_path):
         await stop(exporter)
 
 
+def _agent_config(es: StandInServer, tmp_path: Path, value: float, otlp: str) -> dict[str, Any]:
+    return {"alerting": {"state_dir": str(tmp_path / "state")}, "plugins": [
+        {"plugin_id": "monitoring.metrics.example", "config": {"collection_interval": 0.2, "value": value}},
+        {"plugin_id": "monitoring.alerts.rules", "config": {"evaluation_interval": 0.5, "rules": [
+            {"name": "ExampleHigh", "metric": "example.value", "match": {"source": "example"}, "aggregate": "max",
+             "op": ">", "threshold": 10, "for": 0, "severity": "critical", "labels": {"team": "infra"},
+             "annotations": {"summary": "example.value is {{ value }}"}}]}},
+        {"plugin_id": "monitoring.integration.otlp", "config": {"endpoint": otlp, "interval": 1}},
+        {"plugin_id": "monitoring.integration.elasticsearch", "config": {
+            "hosts": [es.url], "api_key": API_KEY, "interval": 1, "export_metrics": False, "logs": True,
+            "queue": {"path": str(tmp_path / "esq"), "min_backoff": 0.05}}},
+    ]}
+
+
+def test_alert_engine_lifecycle_to_ecs_events_with_the_alert_s_trace(es, run_monbridge, otlp_receiver, tmp_path):
+    """A full agent: a rule on a pipeline metric fires, the alert is acknowledged over the API and
+    resolves; each transition reaches Elasticsearch once, in order, as an ECS alert event carrying
+    the trace and span ids of the alert's span (the span the OTLP integration exports beside it);
+    the agent's own log lines about the alert arrive as log documents."""
+    mb = run_monbridge(_agent_config(es, tmp_path, 1, otlp_receiver.endpoint))
+    reload_with(mb, _agent_config(es, tmp_path, 50, otlp_receiver.endpoint))  # the metric crosses the threshold
+    [alert] = wait_until(lambda: api(mb.url, "GET", "/api/v1/alerts"), what="the alert firing")
+
+    def events() -> list[dict[str, Any]]:
+        return [d for d in es.es.docs(ALERTS) if d["event.id"] == alert["fingerprint"]]
+
+    wait_until(events, what="the firing event in Elasticsearch")
+    assert api(mb.url, "POST", f"/api/v1/alerts/{alert['id']}/ack")["state"] == "acknowledged"
+    wait_until(lambda: len(events()) >= 2, what="the acknowledged event")
+    reload_with(mb, _agent_config(es, tmp_path, 1, otlp_receiver.endpoint))  # back under the threshold
+    wait_until(lambda: len(events()) >= 3, what="the resolved event")
+    time.sleep(2.5)  # two more alert rounds: a transition written twice would show now
+    got = events()
+    assert [e["event.action"] for e in got] == ["firing", "acknowledged", "resolved"]
+    first = got[0]
+    assert first["event.kind"] == "alert" and first["rule.name"] == "ExampleHigh" and first["event.severity"] == 2
+    assert first["labels"] == {"alertname": "ExampleHigh", "severity": "critical", "team": "infra",
+                               "source": "example"}
+    assert first["message"].startswith("ExampleHigh [critical] firing (value 50): example.value is 50")
+    assert "event.end" in got[2] and "event.end" not in got[0]
+    assert len({e["event.start"] for e in got}) == 1
+
+    [span] = otlp_receiver.wait_for_signal("spans", lambda x: attributes(x.attributes).get("alert.id") == alert["id"])
+    assert {e["trace.id"] for e in got} == {span.trace_id.hex()}
+    assert {e["span.id"] for e in got} == {span.span_id.hex()}
+    check_ecs(got)
+    logs = wait_until(lambda: [d for d in es.es.docs(LOGS) if d["log.logger"].startswith("monbridge.alerting")
+                               and alert["id"] in d["message"]], what="the engine's log lines about the alert")
+    assert any("firing" in d["message"] for d in logs)
+    check_ecs(es.es.docs(LOGS))
+    assert not es.es.refused, es.es.refused
+    assert API_KEY not in mb.log_text()
+
+
+# --------------------------------------------------------------------------- hostile answers
+
+
+@pytest.mark.parametrize("mode", ["large", "chunked", "gzip"])
+async def test_hostile_bulk_answers_are_refused_while_read(es, caplog, mode):
+    """An answer larger than ``max_response_bytes`` (with its length, without one, or a gzip bomb)
+    is refused as it is read: its request's documents are dropped, counted and logged, and the
+    export goes on."""
+    exporter = await started(config(es, max_response_bytes=1 << 20))
+    try:
+        es.es.hostile = [mode]
+        es.es.hostile_bytes = 8 << 20
+        assert (await exporter.export_metrics([gauge("g", 1.0)])).ok
+        assert dropped(exporter) == {"answer_too_large": 1.0}
+        assert "max_response_bytes" in caplog.text
+        assert (await exporter.export_metrics([gauge("g", 2.0)])).ok
+        assert [d["g"] for d in es.es.docs(STREAM)] == [2.0]
+    finally:
+        await stop(exporter)
+
+
+async def test_large_answers_are_parsed_off_the_event_loop(es):
+    exporter = await started(config(es, request_timeout=60))
+    ser = exporter.client.transport.serializers.get_serializer("application/json")
+    seen: list[tuple[int, bool]] = []
+    inner = ser.inner
+
+    class Recording:
+        mimetype = inner.mimetype
+
+        def loads(self, data: bytes) -> Any:
+            seen.append((len(data), threading.current_thread() is threading.main_thread()))
+            return inner.loads(data)
+
+    ser.inner = Recording()
+    try:
+        n = 4000  # an answer of ~100 kB (25 bytes an item with the export's filter_path)
+        assert (await exporter.export_metrics([gauge("g", float(i), shard=str(i)) for i in range(n)])).ok
+        assert len(es.es.docs(STREAM)) == n and exporter.documents_sent == n
+        big = [on_loop for size, on_loop in seen if size >= OFF_LOOP_BYTES]
+        assert big == [False], seen
+    finally:
+        await stop(exporter)
+
+
 # --------------------------------------------------------------------------- secrets
 
 
@@ -388,6 +513,69 @@ async def test_secrets_in_no_log_line(es, caplog):
     assert API_KEY not in caplog.text and PASSWORD not in caplog.text
 
 
-async def test_logs_option_refused():
-    with pytest.raises(ValueError, match="not supported yet"):
-        ElasticsearchConfig.model_validate({"hosts": ["http://127.0.0.1:1"], "logs": True})
+# --------------------------------------------------------------------------- the agent's own logs
+
+
+async def test_own_logs_as_ecs_log_documents(es, caplog):
+    """With ``logs: true`` the agent's log records at ``log_level`` and above arrive in
+    ``logs-monbridge.log-<namespace>`` as ECS log documents the template takes, redacted."""
+    from bridge.logs import secret_values
+
+    caplog.set_level(logging.DEBUG)
+    secret_values.set([API_KEY])
+    exporter = await started(config(es, logs=True, log_level="warning"))
+    try:
+        test_log = logging.getLogger("monbridge.test.elastic")
+        test_log.info("below the level: not written")
+        test_log.warning("disk %s nearly full (key %s)", "/var", API_KEY)
+        try:
+            raise ValueError(f"broken with {API_KEY}")
+        except ValueError:
+            test_log.exception("collect failed")
+
+        def mine_all() -> list[dict[str, Any]] | None:
+            docs = [d for d in es.es.docs(LOGS) if d["log.logger"] == "monbridge.test.elastic"]
+            return docs if len(docs) >= 2 else None
+
+        mine = await until(mine_all, "the log records in Elasticsearch")
+        assert [d["log.level"] for d in mine] == ["warning", "error"]
+        warn, exc = mine
+        assert warn["message"] == "disk /var nearly full (key <secret>)"
+        assert warn["event.dataset"] == "monbridge.log" and warn["data_stream.dataset"] == "monbridge.log"
+        assert warn["log.origin.function"] == "test_own_logs_as_ecs_log_documents"
+        assert warn["log.origin.file.name"] == "test_elastic_export.py" and isinstance(warn["log.origin.file.line"], int)
+        assert warn["process.pid"] == os.getpid() and warn["service.name"] == "monbridge"
+        assert exc["error.type"] == "ValueError" and exc["error.message"] == "broken with <secret>"
+        assert "Traceback" in exc["error.stack_trace"] and API_KEY not in exc["error.stack_trace"]
+        assert not any("below the level" in d["message"] for d in es.es.docs(LOGS))
+        assert LOGS_TEMPLATE in es.es.index_templates
+        check_ecs(es.es.docs(LOGS))
+        assert not es.es.refused, es.es.refused
+        assert {m.name: m.value for m in exporter.self_metrics()}["monbridge.elasticsearch.export.logs.sent"] >= 2
+    finally:
+        secret_values.set([])
+        await stop(exporter)
+    assert not any(isinstance(h, LogShipper) for h in logging.getLogger().handlers), "the handler outlives the export"
+
+
+async def test_log_records_beyond_the_buffer_dropped_and_counted(es, caplog):
+    caplog.set_level(logging.INFO)
+    exporter = await started(config(es, logs=True, log_level="warning"))
+    try:
+        shipper = next(h for h in logging.getLogger().handlers if isinstance(h, LogShipper))
+        shipper.max_buffered = 3
+        for i in range(10):
+            logging.getLogger("monbridge.test.flood").warning("flood %d", i)
+        await until(lambda: dropped(exporter).get("log_buffer_full"), "the drop counted")
+        assert dropped(exporter)["log_buffer_full"] >= 7
+        assert "log_buffer_full" in caplog.text
+        flood = await until(lambda: [d["message"] for d in es.es.docs(LOGS)
+                                     if d["log.logger"] == "monbridge.test.flood"], "the buffered records")
+        assert flood == ["flood 0", "flood 1", "flood 2"]
+    finally:
+        await stop(exporter)
+
+
+def test_log_level_is_checked():
+    with pytest.raises(ValueError, match="log_level"):
+        ElasticsearchConfig.model_validate({"hosts": ["http://127.0.0.1:1"], "logs": True, "log_level": "loud"})

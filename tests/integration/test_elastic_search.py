@@ -253,6 +253,26 @@ async def test_hostile_bodies_fail_their_query_only(standin) -> None:
     assert got[("errors_by_service.hits", ())] == sum(SERVICES.values())
 
 
+async def test_an_answer_beyond_max_response_bytes_fails_its_query_only(standin, caplog) -> None:
+    """A search answer larger than ``max_response_bytes`` is refused while it is read; a large
+    one within the bound (parsed off the event loop) gives its series."""
+    state, url = standin
+    now = time.time()
+    state.load("logs-app", app_logs(now))
+    state.load("huge", [])
+    state.load("big", [])
+    state.override["huge"] = b'{"hits":{"total":{"value":1}},"pad":"' + b"x" * (3 << 20) + b'"}'
+    state.override["big"] = {"hits": {"total": {"value": 7}}, "pad": "y" * (512 << 10)}
+    queries = [{"name": "huge", "index": "huge"}, {"name": "big", "index": "big"}, ERRORS_BY_SERVICE]
+    async with Importer(config(url, *queries, max_response_bytes=1 << 20)) as importer:
+        got = by_name(await importer.import_metrics())
+    assert got[("monbridge.elasticsearch.query.failures", (("query", "huge"), ("reason", "bad_response")))] == 1
+    assert got[("monbridge.elasticsearch.query.up", (("query", "huge"),))] == 0
+    assert "max_response_bytes" in caplog.text
+    assert got[("big.hits", ())] == 7
+    assert got[("errors_by_service.hits", ())] == sum(SERVICES.values())
+
+
 async def test_cluster_health_and_node_stats(standin) -> None:
     state, url = standin
     state.load("logs-app", app_logs(time.time()))

@@ -4,18 +4,19 @@ histograms, summaries; every ECS field written has the type ECS gives it (the in
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, SummaryValue
 from integrations.elasticsearch import ecs
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.ecs_gen import generate, parse
+from integrations.elasticsearch.events import MAX_MESSAGE_CHARS, LogShipper, log_document, transition_document
 from integrations.elasticsearch.export import pack
 from integrations.elasticsearch.mapping import Mapper, Point, histogram_field
-from integrations.elasticsearch.templates import component_templates, index_templates
+from integrations.elasticsearch.templates import LOGS_TEMPLATE, component_templates, index_templates
 
 TSV = Path(__file__).resolve().parents[1] / "data" / "elastic" / "ecs-fields.tsv"
 ECS_TYPES = {f: t for f, t, _ in parse(TSV.read_text())}
@@ -134,9 +135,69 @@ def test_pack_bounds() -> None:
     assert big == [0] and [n for _, n in bodies] == [2]
 
 
-def test_logs_refused() -> None:
-    with pytest.raises(ValueError, match="not supported yet"):
-        cfg(logs=True)
+def _record(msg: str, *args: Any, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise KeyError("boom")
+        except KeyError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord("monbridge.x", logging.ERROR, "/a/b/mod.py", 12, msg, args, exc_info, "fn")
+
+
+def test_log_documents_are_ecs_and_bounded() -> None:
+    d = log_document(_record("a %s b", "x"), "prod")
+    assert d["message"] == "a x b" and d["log.level"] == "error" and d["log.logger"] == "monbridge.x"
+    assert d["log.origin.file.name"] == "mod.py" and d["log.origin.file.line"] == 12 and d["log.origin.function"] == "fn"
+    assert d["data_stream.namespace"] == "prod" and d["event.kind"] == "event" and "error.type" not in d
+    assert log_document(_record("x" * 100_000), "p")["message"] == "x" * MAX_MESSAGE_CHARS
+    odd = log_document(_record("a %d format with too few arguments %s", 1), "p")  # a broken call, not an error
+    assert odd["message"].startswith("a %d format with too few arguments %s (unformattable arguments")
+    e = log_document(_record("failed", exc=True), "p")
+    assert e["error.type"] == "KeyError" and "Traceback" in e["error.stack_trace"]
+
+
+def test_log_shipper_buffer_is_bounded_and_counts_what_it_drops() -> None:
+    shipper = LogShipper("default", logging.INFO, max_buffered=3)
+    logger = logging.getLogger("monbridge.test.bounded")
+    logger.addHandler(shipper)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug("below the level")
+        for i in range(5):
+            logger.warning("m%d", i)
+    finally:
+        logger.removeHandler(shipper)
+    docs, dropped = shipper.take()
+    assert [d["message"] for d in docs] == ["m0", "m1", "m2"] and dropped == 2
+    assert shipper.take() == ([], 0)
+
+
+def test_log_shipper_ignores_records_logged_while_it_builds_one() -> None:
+    """A record logged from inside the handler (a ``__str__`` of an argument that logs) would
+    recurse; it is left out."""
+    shipper = LogShipper("default", logging.INFO)
+    inner = logging.getLogger("monbridge.test.inner")
+    inner.addHandler(shipper)
+    inner.propagate = False
+    try:
+        class Loud:
+            def __str__(self) -> str:
+                inner.error("from inside")
+                return "loud"
+
+        inner.error("outer %s", Loud())
+        docs, _ = shipper.take()
+        assert [d["message"] for d in docs] == ["outer loud"]
+    finally:
+        inner.removeHandler(shipper)
+        inner.propagate = True
+
+
+def test_logs_template_only_with_logs() -> None:
+    assert LOGS_TEMPLATE not in index_templates(cfg())
+    t = index_templates(cfg(logs=True))[LOGS_TEMPLATE]
+    assert t["index_patterns"] == ["logs-monbridge.log-*"] and "data_stream" in t
 
 
 def test_names_and_values_that_are_not_utf8_map_to_json() -> None:
@@ -145,3 +206,21 @@ def test_names_and_values_that_are_not_utf8_map_to_json() -> None:
     m = Mapper(cfg())
     ((a, d),) = docs(m, [Point("\udc80", MetricKind.GAUGE, 1.0, {"k\udc80": "v\udc80"}, T)])
     assert d["\udc80"] == 1.0 and d["labels.k\udc80"] == "v\udc80"
+
+
+def test_transition_records_as_alert_events() -> None:
+    attrs = {"monbridge.alert.event": "transition", "alert.id": "a1", "alert.name": "High", "alert.severity": "warning",
+             "alert.state": "resolved", "alert.fingerprint": "fp", "alert.starts_at": 1_700_000_000.0,
+             "alert.value": 3.0, "alert.label.team": "infra", "alert.label.k.x": "v",
+             "alert.annotation.summary": "too high"}
+    d = transition_document("prod", attrs, 1_700_000_060 * 10**9, 0xABC, 0x12)
+    assert d is not None
+    assert d["event.action"] == "resolved" and d["event.id"] == "fp" and d["rule.name"] == "High"
+    assert d["trace.id"] == "00000000000000000000000000000abc" and d["span.id"] == "0000000000000012"
+    assert d["event.start"] == "2023-11-14T22:13:20.000Z" and d["event.end"] == "2023-11-14T22:14:20.000Z"
+    assert d["labels"] == {"team": "infra", "k_x": "v", "severity": "warning"} and d["event.severity"] == 4
+    assert d["message"] == "High [warning] resolved (value 3): too high"
+    assert d["data_stream.namespace"] == "prod"
+    firing = transition_document("prod", {**attrs, "alert.state": "firing"}, None, 0, 0)
+    assert firing is not None and "event.end" not in firing and "trace.id" not in firing and "span.id" not in firing
+    assert transition_document("prod", {**attrs, "monbridge.alert.event": "notification"}, None, 1, 1) is None
