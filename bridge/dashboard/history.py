@@ -147,9 +147,9 @@ class History:
                    "series held in the dashboard's recent history"),
             Metric("monbridge.dashboard.history.memory", G, self.bytes, "By",
                    "memory held by the dashboard's recent history (rings and index)"),
-            Metric("monbridge.dashboard.history.memory.limit", G, self.max_bytes, "By",
+            Metric("monbridge.dashboard.history.memory_limit", G, self.max_bytes, "By",
                    "dashboard.history.max_bytes"),
-            Metric("monbridge.dashboard.history.series.refused", C, self.refused, "",
+            Metric("monbridge.dashboard.history.series_refused", C, self.refused, "",
                    "new series the dashboard's history did not keep because it was full"),
         ]
 

@@ -16,7 +16,7 @@ an annotation at its start (``POST /api/annotations``; tags: the configured ones
 ``PATCH /api/annotations/:id`` of its tags and text; a resolved one (or one no longer active) ends
 the region: ``PATCH`` with ``timeEnd``. What fails retryably is tried again the next round after
 the backoff (nothing is lost: the next round compares what is active with what was sent); what
-fails permanently is dropped, counted (``monbridge.grafana.annotations.dropped``) and logged. With
+fails permanently is dropped, counted (``monbridge.grafana.annotations_dropped``) and logged. With
 ``annotations.state_path`` the alert → annotation map survives a restart.
 
 Every answer is read up to ``max_response_bytes`` (a larger one is refused, not read whole) and
@@ -444,10 +444,10 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
             *(Metric("monbridge.grafana.annotations", C, float(n), "{request}",
                      "annotation requests by operation (create, update, end) and result", {"operation": o, "result": r})
               for (o, r), n in sorted(self._annotations.items())),
-            *(Metric("monbridge.grafana.annotations.dropped", C, float(n), "{alert}",
+            *(Metric("monbridge.grafana.annotations_dropped", C, float(n), "{alert}",
                      "alert transitions not written, by reason (max_alerts, permanent)", {"reason": r})
               for r, n in sorted(self._dropped.items())),
-            Metric("monbridge.grafana.annotations.open", MetricKind.GAUGE, float(len(self._sent)), "{annotation}",
+            Metric("monbridge.grafana.annotations_open", MetricKind.GAUGE, float(len(self._sent)), "{annotation}",
                    "alerts whose annotation region is open"),
         ]
 

@@ -129,7 +129,7 @@ def test_memory_is_bounded_refusals_are_counted_and_the_figure_per_series_is_wha
     assert LEDGER.total("dashboard_history", "memory_limit") - before == 15  # in monbridge_dropped_total too
     assert h.bytes <= h.max_bytes
     metrics = {m.name: m.value for m in h.self_metrics()}
-    assert metrics["monbridge.dashboard.history.series.refused"] == 15
+    assert metrics["monbridge.dashboard.history.series_refused"] == 15
     assert metrics["monbridge.dashboard.history.memory"] == h.bytes
 
     # Measured: what 2,000 series take beyond their keys (which the pipeline's series hold anyway).

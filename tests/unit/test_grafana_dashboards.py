@@ -32,6 +32,15 @@ def test_every_family_declares_metrics_and_every_declaration_is_read():
     assert host["process.memory.usage"].kind is MetricKind.UP_DOWN_COUNTER
 
 
+def test_no_declared_metric_name_is_the_namespace_of_another():
+    """A dotted name that is another's prefix (``a.b`` beside ``a.b.c``) cannot be both a value and an
+    object in the documents of dotted-name backends: Elasticsearch refuses every such document."""
+    names = {m.name for f in FAMILIES for m in catalog(f) if not m.native}
+    assert len(names) > 50
+    clashes = sorted((n, m) for n in names for m in names if m.startswith(n + "."))
+    assert not clashes
+
+
 def test_the_scanner_reads_aliases_tuples_and_keywords_and_names_a_declaration_it_cannot_read():
     src = ("from bridge.api import Metric, MetricKind\n"
            "G, C = MetricKind.GAUGE, MetricKind.COUNTER\n"

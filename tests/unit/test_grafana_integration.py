@@ -169,7 +169,7 @@ async def test_alert_transitions_become_annotation_regions_tagged_from_labels(gr
 
     # A restart in between: the state file still knows the annotation, so the resolution ends it.
     p = await _plugin(grafana, annotations={"state_path": str(state)})
-    assert (await _metrics(p))[("monbridge.grafana.annotations.open", ())] == 1
+    assert (await _metrics(p))[("monbridge.grafana.annotations_open", ())] == 1
     before = time.time()
     await p.export_alerts([])
     assert ann["timeEnd"] >= int(before * 1000) > ann["time"] and "state:resolved" in ann["tags"]
@@ -177,7 +177,7 @@ async def test_alert_transitions_become_annotation_regions_tagged_from_labels(gr
     assert len(grafana.annotations) == 1
     m = await _metrics(p)
     assert m[("monbridge.grafana.annotations", (("operation", "end"), ("result", "success")))] == 1
-    assert m[("monbridge.grafana.annotations.open", ())] == 0
+    assert m[("monbridge.grafana.annotations_open", ())] == 0
     assert json.loads(state.read_text()) == {}
     # An alert handed over as resolved ends at its own end time.
     b = _alert("fp2")
@@ -208,7 +208,7 @@ async def test_annotations_retry_a_5xx_without_duplicates_and_drop_a_4xx_counted
         await p.export_alerts([a, b, c])
     assert len(grafana.annotations) == 2  # dropped, not retried
     m = await _metrics(p)
-    assert m[("monbridge.grafana.annotations.dropped", (("reason", "permanent"),))] == 1
+    assert m[("monbridge.grafana.annotations_dropped", (("reason", "permanent"),))] == 1
     assert LEDGER.total("grafana_annotations", "permanent") - ledger_before == 1  # in monbridge_dropped_total too
     assert m[("monbridge.grafana.annotations", (("operation", "create"), ("result", "permanent")))] == 1
     assert "HTTP 400" in caplog.text and "bad tags" in caplog.text
@@ -217,8 +217,8 @@ async def test_annotations_retry_a_5xx_without_duplicates_and_drop_a_4xx_counted
     await p.export_alerts([b, c])
     await p.export_alerts([])
     m = await _metrics(p)
-    assert m[("monbridge.grafana.annotations.dropped", (("reason", "permanent"),))] == 2
-    assert m[("monbridge.grafana.annotations.open", ())] == 0
+    assert m[("monbridge.grafana.annotations_dropped", (("reason", "permanent"),))] == 2
+    assert m[("monbridge.grafana.annotations_open", ())] == 0
     await p.shutdown()
 
 
@@ -228,7 +228,7 @@ async def test_at_most_max_alerts_are_followed_and_the_rest_counted_once(grafana
     await p.export_alerts(alerts)
     await p.export_alerts(alerts)
     assert len(grafana.annotations) == 2
-    assert (await _metrics(p))[("monbridge.grafana.annotations.dropped", (("reason", "max_alerts"),))] == 3
+    assert (await _metrics(p))[("monbridge.grafana.annotations_dropped", (("reason", "max_alerts"),))] == 3
     await p.shutdown()
 
 
