@@ -17,7 +17,8 @@ the tests fail or run past ``--timeout`` seconds, and *survives* when they pass;
 killed / run. Survivors are listed with their line and mutation.
 
 Bounded: at most ``--max`` mutants a file (spread evenly over the file when there are more, the
-same ones every run), and no new mutant starts after ``--budget`` seconds for that file.
+same ones every run, run in a shuffled order), and no new mutant starts after ``--budget``
+seconds for that file.
 
 How it runs: the parent process imports the tests once (so the third-party libraries are
 loaded), forgets every module of this repository, and then forks a child per mutant. The
@@ -34,6 +35,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import random
 import re
 import select
 import signal
@@ -397,10 +399,14 @@ def run_one(name: str, path: Path, code: CodeType, tests: Sequence[Path], timeou
 
 
 def _spread(items: list[Mutant], limit: int) -> list[Mutant]:
-    if len(items) <= limit:
-        return items
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
+    """At most ``limit`` mutants spread evenly over the file, in a shuffled (seeded, so the same
+    every run) order: a run the budget cuts short still samples the whole file."""
+    if len(items) > limit:
+        step = len(items) / limit
+        items = [items[int(i * step)] for i in range(limit)]
+    items = list(items)
+    random.Random(19).shuffle(items)
+    return items
 
 
 def _line_filter(spec: str | None) -> tuple[int, int] | None:
