@@ -214,7 +214,8 @@ def _fmt(v: Any) -> str:
 
 
 def _fmt_le(b: float) -> str:
-    return "+Inf" if b == math.inf else repr(float(b))
+    """An ``le`` or ``quantile`` text: ``+Inf`` and ``-Inf`` as the formats spell them (repr says ``-inf``)."""
+    return "+Inf" if b == math.inf else "-Inf" if b == -math.inf else repr(float(b))
 
 
 def le_texts(h: HistogramValue) -> Sequence[str]:
