@@ -323,10 +323,8 @@ def module_name(path: Path) -> str:
 def tests_importing(name: str) -> list[Path]:
     """Unit test modules that import ``name`` (``import x.y``, ``from x.y import``, ``from x import y``)."""
     package, _, leaf = name.rpartition(".")
-    pattern = re.compile(
-        rf"^\s*(import {re.escape(name)}\b|from {re.escape(name)} import|from {re.escape(package)} import .*\b{re.escape(leaf)}\b)",
-        re.M,
-    )
+    mod, pkg, leaf_re = re.escape(name), re.escape(package), re.escape(leaf)
+    pattern = re.compile(rf"^\s*(import {mod}\b|from {mod} import|from {pkg} import .*\b{leaf_re}\b)", re.M)
     found = [p for p in sorted((ROOT / "tests" / "unit").glob("test_*.py")) if pattern.search(p.read_text())]
     own = [p for p in found if p.stem == f"test_{leaf}"]
     return own + [p for p in found if p not in own]
