@@ -230,3 +230,20 @@ def test_select_takes_families_and_series_by_selector(p):
 def test_snapshot_is_every_series_as_a_metric(p):
     p.record("s", [Metric("a", G, 1.0, "By", "d", {"k": "1"}, timestamp_ns=7, start_time_ns=3)], NOW)
     assert p.snapshot() == [Metric("a", G, 1.0, "By", "d", {"k": "1"}, 7, 3)]
+
+
+def test_imported_names_must_be_prometheus_names(p):
+    assert p.record("scrape", [Metric("9x", G, 1.0), Metric("ok_name:x", G, 1.0), Metric("my.self", G, 1.0)],
+                    NOW, prometheus_names=True) == 2
+    assert p.dropped == {"invalid_name": 1}
+    assert p.family("ok_name:x").native and not p.family("my.self").native
+
+
+def test_a_push_of_the_same_value_at_a_new_time_makes_a_new_snapshot(p):
+    p.push("rx", [Metric("a", G, 1.0, timestamp_ns=NOW)], NOW)
+    first = p.batch()
+    p.push("rx", [Metric("a", G, 1.0, timestamp_ns=NOW + 5)], NOW)
+    second = p.batch()
+    assert second is not first
+    assert [m.timestamp_ns for m in first.metrics()] == [NOW] and [m.timestamp_ns for m in second.metrics()] == [NOW + 5]
+    assert repr(second.families()[0]) == "FamilySnapshot('a', gauge, 1 series)"
