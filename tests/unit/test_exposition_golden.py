@@ -118,31 +118,6 @@ def test_text_body_parses_back_to_the_recorded_values():
     assert families["flag"].samples[0].value == 1
 
 
-@pytest.mark.parametrize(("name", "unit", "kind", "expected"), [
-    ("9lives", "", G, "_9lives"),
-    (".hidden.name", "", G, "hidden_name"),
-    ("..", "", G, "_"),
-    ("a..b--c", "", G, "a_b_c"),
-    ("seconds", "s", G, "seconds"),
-    ("x_seconds", "s", G, "x_seconds"),
-    ("xseconds", "s", G, "xseconds_seconds"),
-    ("ratio", "1", G, "ratio"),
-    ("count", "1", C, "count"),
-    ("a", "{x}/s", G, "a_per_second"),
-    ("a", "By/fortnight", G, "a_bytes_per_fortnight"),
-    ("a", " {req} ", G, "a"),
-    ("h.total", "", H, "h_total_value"),
-    ("c.total", "", C, "c"),
-    ("u.total", "", U, "u_total_value"),
-    ("h.count", "", E, "h_count"),
-    ("s.count", "", S, "s_count_value"),
-])
-def test_edge_names(name, unit, kind, expected):
-    from bridge.exposition import prometheus_name
-
-    assert prometheus_name(name, unit, kind) == expected
-
-
 def rewrite() -> None:
     GOLDEN.mkdir(parents=True, exist_ok=True)
     for openmetrics, golden in CASES:

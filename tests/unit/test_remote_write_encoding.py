@@ -1,4 +1,4 @@
-"""The remote-write encoder against protobuf's own decoder (prompb's messages, declared here) and
+"""The remote-write encoder against protobuf's own decoder (prompb's messages: tests.unit.prompb) and
 against exact bytes worked out by hand from the protobuf wire format."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import math
 import struct
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from bridge.api import ExponentialHistogramValue
 from integrations.prometheus import remote_write
@@ -18,48 +17,11 @@ from integrations.prometheus.remote_write import (
     encode_native_histogram,
     encode_sample,
 )
-
-_F = descriptor_pb2.FieldDescriptorProto
-
-
-def _prompb() -> dict[str, type]:
-    """prompb's WriteRequest and the messages it holds (prometheus/prompb/types.proto, remote.proto)."""
-    fd = descriptor_pb2.FileDescriptorProto(name="prompb_test.proto", package="prompb_test", syntax="proto3")
-
-    def message(name: str, *fields: tuple[str, int, int, int, str | None]) -> None:
-        m = fd.message_type.add(name=name)
-        for fname, number, ftype, label, type_name in fields:
-            f = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                f.type_name = f".prompb_test.{type_name}"
-
-    opt, rep = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
-    message("Label", ("name", 1, _F.TYPE_STRING, opt, None), ("value", 2, _F.TYPE_STRING, opt, None))
-    message("Sample", ("value", 1, _F.TYPE_DOUBLE, opt, None), ("timestamp", 2, _F.TYPE_INT64, opt, None))
-    message("BucketSpan", ("offset", 1, _F.TYPE_SINT32, opt, None), ("length", 2, _F.TYPE_UINT32, opt, None))
-    message("Histogram",
-            ("count_int", 1, _F.TYPE_UINT64, opt, None), ("sum", 3, _F.TYPE_DOUBLE, opt, None),
-            ("schema", 4, _F.TYPE_SINT32, opt, None), ("zero_threshold", 5, _F.TYPE_DOUBLE, opt, None),
-            ("zero_count_int", 6, _F.TYPE_UINT64, opt, None),
-            ("negative_spans", 8, _F.TYPE_MESSAGE, rep, "BucketSpan"), ("negative_deltas", 9, _F.TYPE_SINT64, rep, None),
-            ("positive_spans", 11, _F.TYPE_MESSAGE, rep, "BucketSpan"), ("positive_deltas", 12, _F.TYPE_SINT64, rep, None),
-            ("timestamp", 15, _F.TYPE_INT64, opt, None))
-    message("TimeSeries", ("labels", 1, _F.TYPE_MESSAGE, rep, "Label"), ("samples", 2, _F.TYPE_MESSAGE, rep, "Sample"),
-            ("histograms", 4, _F.TYPE_MESSAGE, rep, "Histogram"))
-    message("WriteRequest", ("timeseries", 1, _F.TYPE_MESSAGE, rep, "TimeSeries"))
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prompb_test.{name}"))
-            for name in ("WriteRequest", "TimeSeries")}
-
-
-PROMPB = _prompb()
+from tests.unit.prompb import WriteRequest
 
 
 def decode(body: bytes):
-    req = PROMPB["WriteRequest"]()
-    req.ParseFromString(body)
-    return req
+    return WriteRequest.FromString(body)
 
 
 def labels_of(ts) -> list[tuple[str, str]]:
