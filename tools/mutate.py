@@ -13,8 +13,8 @@ statement dropped (replaced by ``pass``), an early ``return`` at the top of a fu
 ``if``'s condition negated, a string's escapes swapped (``\\\\`` to ``\\``, ``\\n`` to a
 newline and back) or a short string changed — and runs each against the unit tests that import
 the file (``--tests`` to choose them), stopping at the first failure. A mutant is *killed* when
-the tests fail or run past ``--timeout`` seconds, and *survives* when they pass; the score is
-killed / run. Survivors are listed with their line and mutation.
+the tests fail or run past ``--timeout`` seconds (at least three times the unmutated run), and
+*survives* when they pass; the score is killed / run. Survivors are listed with their line and mutation.
 
 Bounded: at most ``--max`` mutants a file (spread evenly over the file when there are more, the
 same ones every run, run in a shuffled order), and no new mutant starts after ``--budget``
@@ -434,7 +434,10 @@ def mutate_file(path: Path, args: argparse.Namespace) -> list[Outcome]:
     if baseline != "survived":
         print(f"  the tests fail without any mutant ({baseline}, {seconds:.1f} s): not scored")
         return []
-    print(f"  unmutated run: {seconds:.1f} s", flush=True)
+    # A mutant's run may take three times the unmutated one: on a loaded machine a fixed timeout
+    # would count slow runs of surviving mutants as killed.
+    timeout = max(args.timeout, 3 * seconds)
+    print(f"  unmutated run: {seconds:.1f} s; a mutant's timeout: {timeout:.0f} s", flush=True)
     outcomes: list[Outcome] = []
     deadline = time.monotonic() + args.budget
     for mutant in chosen:
@@ -446,7 +449,7 @@ def mutate_file(path: Path, args: argparse.Namespace) -> list[Outcome]:
         except (SyntaxError, ValueError, TypeError) as exc:
             print(f"  line {mutant.line}: {mutant.text}: does not compile ({exc}); skipped")
             continue
-        status, took = run_one(name, path, code, tests, args.timeout)
+        status, took = run_one(name, path, code, tests, timeout)
         outcomes.append(Outcome(mutant, status, took))
         if args.verbose:
             print(f"  {status:8} {took:5.1f}s line {mutant.line}: {mutant.kind}: {mutant.text}", flush=True)
@@ -470,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--tests", nargs="*", help="test files to run (default: unit tests importing the file)")
     parser.add_argument("--max", type=int, default=150, help="mutants a file at most (default 150)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds a mutant's test run may take")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds a mutant's test run may take, at least (3 times the unmutated run's)")
     parser.add_argument("--budget", type=float, default=900.0, help="seconds a file's mutants may take in all")
     parser.add_argument("--kinds", help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--lines", help="only mutants on these lines, e.g. 120-180")
