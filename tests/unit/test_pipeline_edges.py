@@ -247,3 +247,32 @@ def test_a_push_of_the_same_value_at_a_new_time_makes_a_new_snapshot(p):
     assert second is not first
     assert [m.timestamp_ns for m in first.metrics()] == [NOW] and [m.timestamp_ns for m in second.metrics()] == [NOW + 5]
     assert repr(second.families()[0]) == "FamilySnapshot('a', gauge, 1 series)"
+
+
+def test_a_batch_as_otel_data(p):
+    p.record("s", [Metric("g", G, 1.5, timestamp_ns=NOW + 9), Metric("c", C, 3)], NOW)
+    p.record("imp", [Metric("h", H, HistogramValue((1.0,), (1, 2), 4.0, 3), start_time_ns=5)], NOW)
+    batch = p.batch()
+    data = batch.to_otel()
+    assert batch.to_otel() is data  # built once
+    (rm,) = data.resource_metrics
+    assert rm.resource is p.resource
+    scopes = {sm.scope.name: {m.name: m for m in sm.metrics} for sm in rm.scope_metrics}
+    assert set(scopes) == {"monbridge", "monbridge.preaggregated"}
+    own, pre = scopes["monbridge"], scopes["monbridge.preaggregated"]
+    assert set(own) == {"c", "g"} and set(pre) == {"h"}
+    (g,) = own["g"].data.data_points
+    assert (g.value, g.start_time_unix_nano, g.time_unix_nano) == (1.5, NOW + 9, NOW + 9)  # a gauge: its own time
+    (c,) = own["c"].data.data_points
+    assert (c.value, c.start_time_unix_nano, c.time_unix_nano) == (3, NOW, NOW)  # a sum: since the series began
+    assert own["c"].data.is_monotonic
+    (h,) = pre["h"].data.data_points
+    assert (h.count, h.start_time_unix_nano, list(h.bucket_counts)) == (3, 5, [1, 2])
+
+
+def test_series_points_tell_totals_built_from_deltas(p):
+    p.record("s", [Metric("r", C, 1)], NOW)
+    p.push("rx", [Metric("d", C, 2, start_time_ns=NOW, timestamp_ns=NOW + 1)], NOW, delta=True)
+    fams = {f.name: f for f in p.batch().families()}
+    assert [s.accumulated for s in fams["r"].series] == [False]
+    assert [s.accumulated for s in fams["d"].series] == [True]
