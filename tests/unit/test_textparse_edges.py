@@ -134,3 +134,10 @@ def test_text_families_take_their_suffixes_by_type():
     assert [s[0] for s in fams["s"].samples] == ["s", "s_sum", "s_count", "s_created"]
     assert fams["s_bucket"].type == "untyped" and fams["c_total"].type == "untyped"
     assert [s[0] for s in fams["c"].samples] == ["c"]
+
+
+@pytest.mark.parametrize("om", [False, True])
+def test_help_text_that_is_not_utf8_is_an_error_on_its_line(om):
+    body = b"a 1\n# HELP a \xff\xfe\n" + (b"# EOF\n" if om else b"")
+    err = _error(body, om)
+    assert err.line == 2 and err.message.startswith("HELP text is not valid UTF-8")
