@@ -144,6 +144,7 @@ def test_a_delta_must_continue_the_running_total(p, start, t, accepted):
         assert res.accepted == 1 and (s.value, s.start_ns, s.time_ns) == (7, NOW, t) and s.accumulated
     else:
         assert res.rejected == {"out_of_order": 1} and (s.value, s.time_ns) == (5, NOW + 10)
+        assert p.dropped == {"out_of_order": 1}
         assert res.message == (f"1 rejected (out_of_order): c: a delta point from {start} to {t} overlaps the "
                                f"running total, which ends at {NOW + 10}")
 
@@ -276,3 +277,5 @@ def test_series_points_tell_totals_built_from_deltas(p):
     fams = {f.name: f for f in p.batch().families()}
     assert [s.accumulated for s in fams["r"].series] == [False]
     assert [s.accumulated for s in fams["d"].series] == [True]
+    (point,) = fams["d"].series
+    assert (point.value, point.start_ns, point.time_ns, point.first_ns) == (2, NOW, NOW + 1, NOW)
