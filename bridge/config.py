@@ -228,8 +228,11 @@ class MonbridgeConfig(_Strict):
 
 
 def parse_listen(v: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IPv6 host in brackets) as (host, port); an empty host is ``0.0.0.0``.
+    The port is ASCII digits (``str.isdigit`` takes other scripts' digits too)."""
     host, sep, port = v.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535
+            or host.startswith("[") != host.endswith("]")):
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464")
     return host.strip("[]") or "0.0.0.0", int(port)
 

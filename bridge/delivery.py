@@ -23,6 +23,7 @@ sleep unbounded nor retry in a hot loop (the backoff's wait is the least a retry
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import random
@@ -36,8 +37,10 @@ from bridge.diskqueue import MAX_SHARDS, Batch, DiskQueue, DropCounts, Position,
 
 __all__ = [
     "MAX_SHARDS",
+    "REAL_CLOCK",
     "Backoff",
     "Batch",
+    "Clock",
     "DiskQueue",
     "DropCounts",
     "Position",
@@ -49,6 +52,23 @@ __all__ = [
     "retry_after_seconds",
     "segment_size_for",
 ]
+
+class Clock:
+    """The time a sender reads and the waits it makes between retries. Senders take one (the real
+    clock by default) so that tests can pass a virtual one, whose ``sleep`` returns at once and
+    moves its time on, and assert the waits asked for instead of measuring them."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+REAL_CLOCK = Clock()
 
 #: A ``Retry-After`` value longer than this is not read (an HTTP date takes 29 characters).
 RETRY_AFTER_MAX_CHARS = 64

@@ -227,7 +227,8 @@ def _fmt(v: Any) -> str:
 
 
 def _fmt_le(b: float) -> str:
-    return "+Inf" if b == math.inf else repr(float(b))
+    """An ``le`` or ``quantile`` text: ``+Inf`` and ``-Inf`` as the formats spell them (repr says ``-inf``)."""
+    return "+Inf" if b == math.inf else "-Inf" if b == -math.inf else repr(float(b))
 
 
 def le_texts(h: HistogramValue) -> Sequence[str]:
@@ -401,12 +402,12 @@ def _render_family(fam: FamilySnapshot, openmetrics: bool, unknown: bool = False
     pairs = zip(fam.refs, fam.values, strict=True)
     if fam.kind is MetricKind.HISTOGRAM:
         for s, v in pairs:
-            out.append(_render_histogram(sample, _histogram_view(pf, s, v), v))
+            out.append(_render_histogram(sample, _histogram_view(pf, s, v), v, openmetrics))
         return "".join(out)
     if fam.kind is MetricKind.EXPONENTIAL_HISTOGRAM:
         for s, v in pairs:
             h = as_histogram(v)
-            out.append(_render_histogram(sample, _histogram_view(pf, s, h), h))
+            out.append(_render_histogram(sample, _histogram_view(pf, s, h), h, openmetrics))
         return "".join(out)
     if fam.kind is MetricKind.SUMMARY:
         for s, v in pairs:
@@ -437,7 +438,9 @@ def _plain_finite(values: Sequence[Any]) -> bool:
     return bool(total - total == 0)
 
 
-def _render_histogram(base: str, view: tuple[str, tuple[str, ...]], h: HistogramValue) -> str:
+def _render_histogram(base: str, view: tuple[str, tuple[str, ...]], h: HistogramValue, openmetrics: bool) -> str:
+    """A histogram series' lines. OpenMetrics forbids ``_sum`` beside negative buckets (a sum of
+    negative observations is no counter) and ``_count`` without ``_sum``: such a series has buckets only."""
     labels, les = view
     inner = labels[1:-1]
     sep = "," if inner else ""
@@ -446,6 +449,8 @@ def _render_histogram(base: str, view: tuple[str, tuple[str, ...]], h: Histogram
     for le, count in zip(les, h.bucket_counts, strict=False):
         cum += count
         lines.append(f'{base}_bucket{{{inner}{sep}le="{le}"}} {cum}\n')
+    if openmetrics and h.bounds and h.bounds[0] < 0:
+        return "".join(lines)
     lines.append(f"{base}_sum{labels} {_fmt(h.sum)}\n")
     lines.append(f"{base}_count{labels} {h.count}\n")
     return "".join(lines)

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bridge.api import ExportStatus, Metric, MetricKind
-from bridge.delivery import Backoff, Batch, DiskQueue, DropCounts, Retries, classify_error, classify_status
+from bridge.delivery import REAL_CLOCK, Backoff, Batch, Clock, DiskQueue, DropCounts, Retries, classify_error, classify_status
 from bridge.helpers import EXCERPT_BYTES, cancel_and_wait, peer_excerpt
 from bridge.ledger import loss_counter
 from integrations.prometheus.config import BasicAuth, QueueConfig, RemoteWriteConfig
@@ -254,8 +254,9 @@ def _suffix(held: int) -> str:
 class RemoteWriter:
     """Queues samples and sends them to one remote-write endpoint."""
 
-    def __init__(self, config: RemoteWriteConfig) -> None:
+    def __init__(self, config: RemoteWriteConfig, *, clock: Clock = REAL_CLOCK) -> None:
         self.config = config
+        self._clock = clock  # the retry waits and the batch deadline's time: a virtual one in tests
         u = urllib.parse.urlsplit(config.url)
         self.name = config.name or (f"{u.hostname}:{u.port}" if u.port else (u.hostname or config.url))
         self.url = display_url(config.url)
@@ -501,7 +502,7 @@ class RemoteWriter:
                 waiting_since = None
                 await wake.wait()
                 continue
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if waiting_since is None:
                 waiting_since = now
             if pending < qc.max_samples_per_send and not self._flushing and now - waiting_since < qc.batch_send_deadline:
@@ -514,7 +515,7 @@ class RemoteWriter:
                 batch = shard.read_batch(qc.max_samples_per_send)
                 if batch is None:
                     # Samples are pending but none is readable: a drop for room is under way.
-                    await asyncio.sleep(qc.min_backoff)
+                    await self._clock.sleep(qc.min_backoff)
                     continue
                 await self._deliver(index, batch)
                 shard.ack(batch)
@@ -523,7 +524,7 @@ class RemoteWriter:
             except Exception:  # noqa: BLE001 - a sender must outlive a bad disk or a bug in one round
                 if self._throttle("sender_error") is not None:
                     log.exception("remote write %s: shard %d failed; trying again in %g s", self.name, index, qc.max_backoff)
-                await asyncio.sleep(qc.max_backoff)
+                await self._clock.sleep(qc.max_backoff)
                 continue
             waiting_since = None
             assert self._progress is not None
@@ -545,7 +546,7 @@ class RemoteWriter:
                     if result.ok:
                         await response.read()
                         self.samples_sent += batch.samples
-                        self.last_send_time = time.time()
+                        self.last_send_time = self._clock.time()
                         if retries.attempts and self._throttle("recovered") is not None:
                             log.info("remote write %s (%s): delivered again (HTTP %d) after %d failed attempts",
                                      self.name, self.url, status, retries.attempts)
@@ -581,7 +582,7 @@ class RemoteWriter:
                 log.warning("remote write %s (%s): %s; retrying %d samples of shard %d in %.2f s%s%s", self.name,
                             self.url, why, batch.samples, index, delay,
                             " (Retry-After)" if result.retry_after is not None else "", _suffix(held))
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
 
     # ------------------------------------------------------------------ self-metrics
 

@@ -28,6 +28,13 @@ G, C, U, H = MetricKind.GAUGE, MetricKind.COUNTER, MetricKind.UP_DOWN_COUNTER, M
     ("jobs.created", "", C, "jobs_created_value"),
     ("jobs.total", "", H, "jobs_total_value"),
     ("rpc.duration", "ms", H, "rpc_duration_milliseconds"),
+    # leading digits and dots, runs of invalid characters, a name that is (or ends in) its unit
+    ("9lives", "", G, "_9lives"), (".hidden.name", "", G, "hidden_name"), ("..", "", G, "_"),
+    ("a..b--c", "", G, "a_b_c"), ("seconds", "s", G, "seconds"), ("x_seconds", "s", G, "x_seconds"),
+    ("xseconds", "s", G, "xseconds_seconds"), ("ratio", "1", G, "ratio"), ("count", "1", C, "count"),
+    ("a", "{x}/s", G, "a_per_second"), ("a", "By/fortnight", G, "a_bytes_per_fortnight"), ("a", " {req} ", G, "a"),
+    ("h.total", "", H, "h_total_value"), ("c.total", "", C, "c"), ("u.total", "", U, "u_total_value"),
+    ("h.count", "", MetricKind.EXPONENTIAL_HISTOGRAM, "h_count"), ("s.count", "", MetricKind.SUMMARY, "s_count_value"),
 ])
 def test_names(name, unit, kind, expected):
     assert prometheus_name(name, unit, kind) == expected

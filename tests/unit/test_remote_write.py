@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bridge.api import MetricKind
-from bridge.delivery import DiskQueue, retry_after_seconds
+from bridge.delivery import Clock, DiskQueue, retry_after_seconds
 from integrations.prometheus.remote_write import (
     STALE_NAN,
     RemoteWriteConfig,
@@ -415,16 +415,37 @@ async def test_batches_respect_max_samples_and_series_order(receiver):
     assert m[("requests", (("status", "500"),))] == 1 and m[("requests", (("status", "503"),))] == 1
 
 
+class VirtualClock(Clock):
+    """Time that jumps over every wait a sender asks for (recorded in ``sleeps``) instead of waiting."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+        self.skipped = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def time(self) -> float:
+        return time.time() + self.skipped
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.skipped += seconds
+        await asyncio.sleep(0)
+
+
 async def test_500_then_200_retries_with_backoff(receiver, caplog):
     receiver.script = [(500, {}, "oops"), (500, {}, "oops"), (200, {}, "")]
-    w = RemoteWriter(config(receiver.url, min_backoff=0.2, max_backoff=1.0))
+    clock = VirtualClock()
+    w = RemoteWriter(config(receiver.url, min_backoff=0.2, max_backoff=1.0), clock=clock)
     await w.start()
     w.append(samples(5, series=1))
     assert await w.flush(10)
     await w.stop(1)
-    times = [r[0] for r in receiver.requests]
     assert [r[1] for r in receiver.requests] == [500, 500, 200]
-    assert 0.2 <= times[1] - times[0] and 0.4 <= times[2] - times[1]  # 0.2 s, then 0.4 s, each plus jitter
+    assert len(clock.sleeps) == 2  # 0.2 s, then 0.4 s, each plus jitter
+    assert 0.2 <= clock.sleeps[0] <= 0.24 and 0.4 <= clock.sleeps[1] <= 0.48
+    assert w.last_send_time is not None and w.last_send_time >= time.time() + 0.6 - 1
     assert len(receiver.accepted) == 5
     m = metric_values(w)
     assert m[("samples.retried", ())] == 10 and m[("samples.sent", ())] == 5
@@ -435,47 +456,51 @@ async def test_500_then_200_retries_with_backoff(receiver, caplog):
 
 async def test_429_honours_retry_after(receiver):
     receiver.script = [(429, {"Retry-After": "1"}, "slow down"), (204, {}, "")]
-    w = RemoteWriter(config(receiver.url))
+    clock = VirtualClock()
+    w = RemoteWriter(config(receiver.url), clock=clock)
     await w.start()
     w.append(samples(3, series=1))
     assert await w.flush(10)
     await w.stop(1)
-    times = [r[0] for r in receiver.requests]
     assert [r[1] for r in receiver.requests] == [429, 204]
-    assert times[1] - times[0] >= 0.95
+    assert clock.sleeps == [1.0]  # the Retry-After, longer than the backoff
     assert len(receiver.accepted) == 3
 
 
 async def test_503_honours_a_retry_after_date(receiver):
     """The receiver (aiohttp on loopback) asks for a wait as an HTTP date, 2 s ahead (the date has
     a resolution of one second): the retry comes no sooner than the date's second."""
-    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    sent = time.time()
+    when = email.utils.formatdate(sent + 2, usegmt=True)
     receiver.script = [(503, {"Retry-After": when}, "maintenance"), (204, {}, "")]
-    w = RemoteWriter(config(receiver.url))
+    clock = VirtualClock()
+    w = RemoteWriter(config(receiver.url), clock=clock)
     await w.start()
     w.append(samples(3, series=1))
     assert await w.flush(10)
     await w.stop(1)
     assert [r[1] for r in receiver.requests] == [503, 204]
-    assert time.time() >= email.utils.parsedate_to_datetime(when).timestamp()
-    assert receiver.requests[1][0] - receiver.requests[0][0] >= 0.95
+    (wait,) = clock.sleeps
+    assert sent + wait >= email.utils.parsedate_to_datetime(when).timestamp() - 1  # waits for the date's second
+    assert 0.95 <= wait <= 2.0
     assert len(receiver.accepted) == 3
 
 
 async def test_a_hostile_retry_after_is_capped_and_a_zero_one_does_not_retry_at_once(receiver, caplog):
     receiver.script = [(429, {"Retry-After": "9" * 40}, ""), (429, {"Retry-After": "0"}, ""),
                        (408, {"Retry-After": "-1"}, ""), (204, {}, "")]
-    w = RemoteWriter(config(receiver.url, min_backoff=0.2, max_backoff=1.0, max_retry_after=0.3))
+    clock = VirtualClock()
+    w = RemoteWriter(config(receiver.url, min_backoff=0.2, max_backoff=1.0, max_retry_after=0.3), clock=clock)
     w._throttle.interval = 0  # every retry logged
     await w.start()
     w.append(samples(3, series=1))
     assert await w.flush(20)
     await w.stop(1)
     assert [r[1] for r in receiver.requests] == [429, 429, 408, 204]  # 408 (a request timeout) is retried too
-    times = [r[0] for r in receiver.requests]
-    assert times[2] - times[1] >= 0.4 and times[3] - times[2] >= 0.8  # the backoff, not an immediate retry
+    assert clock.sleeps[1] >= 0.4 and clock.sleeps[2] >= 0.8  # the backoff, not an immediate retry
     delays = [float(r.getMessage().split(" in ")[1].split(" s")[0]) for r in caplog.records if "retrying" in r.getMessage()]
     assert len(delays) == 3 and delays[0] <= 0.3  # capped at max_retry_after, not 10^40 s
+    assert [round(d, 2) for d in clock.sleeps] == delays
     assert 0.4 <= delays[1] <= 0.48 and 0.8 <= delays[2] <= 1.0
 
 
