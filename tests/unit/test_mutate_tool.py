@@ -1,4 +1,4 @@
-"""tools/mutate.py: the mutants it makes and how it scores them."""
+"""benchmarks/mutate.py: the mutants it makes and how it scores them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def mutate():
-    spec = importlib.util.spec_from_file_location("mutate_tool", ROOT / "tools" / "mutate.py")
+    spec = importlib.util.spec_from_file_location("mutate_tool", ROOT / "benchmarks" / "mutate.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["mutate_tool"] = module
     spec.loader.exec_module(module)

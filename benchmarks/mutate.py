@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    PYTHONPATH=$PWD .venv/bin/python tools/mutate.py bridge/exposition.py [more files]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/mutate.py bridge/exposition.py [more files]
         [--tests tests/unit/test_exposition.py ...] [--max 150] [--timeout 20] [--budget 900]
         [--kinds compare,constant,...] [--lines 120-180]
 
