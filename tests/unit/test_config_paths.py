@@ -8,7 +8,7 @@ import pytest
 from bridge.config import ConfigError, load_config, parse_config, parse_listen
 from bridge.registry import PluginRegistry
 
-TOP = "expected a mapping with keys server, pipeline, plugins, alerting, packages"
+TOP = "expected a mapping with keys server, pipeline, plugins, alerting, packages, dashboard"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_documents_that_are_not_a_mapping(registry, text, expected):
     ("server:\n  listen: x\n", ["line 2: server.listen: value error, expected HOST:PORT, e.g. 127.0.0.1:9464 or "
                                 "[::1]:9464"]),
     ("a: 1\nserver:\n\n  listen: x\n", [
-        "line 1: a: unknown key (expected one of: server, pipeline, plugins, alerting, packages)",
+        "line 1: a: unknown key (expected one of: server, pipeline, plugins, alerting, packages, dashboard)",
         "line 4: server.listen: value error, expected HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464"]),
     ("plugins:\n  -\n", ["line 2: plugins[0]: input should be a valid dictionary or instance of PluginEntry"]),
     ("plugins:\n\n  - plugin_id: x\n    enabled: maybe\n", [
