@@ -323,7 +323,8 @@ def _filled(scans: Sequence[_Scan]) -> Iterator[MetricInfo]:
     classes = {name: (bases, dict(attrs)) for s in scans for name, bases, attrs in s.classes}
 
     def lineage(name: str) -> list[str]:  # a class and its bases among ``classes``, nearest first
-        out, todo = [], [name]
+        out: list[str] = []
+        todo = [name]
         while todo and len(out) < 100:
             c = todo.pop(0)
             if c in classes and c not in out:
@@ -348,9 +349,11 @@ def _filled(scans: Sequence[_Scan]) -> Iterator[MetricInfo]:
                         for k in reversed(line):
                             env.update({f"self.{a}": v for a, v in classes[k][1].items()})
                         envs.append(env)
+            names: set[str] = set()
             for env in envs:
                 name = _render(t.name, env)
-                if name:
+                if name and name not in names:  # a subclass of a subclass gives its base's name again
+                    names.add(name)
                     yield _info(name, t.kind, _render(t.unit, env) or "", _render(t.description, env) or "", t.where)
 
 
