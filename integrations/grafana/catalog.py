@@ -195,7 +195,7 @@ class _Template:
     unit: ast.expr | None
     description: ast.expr | None
     where: str
-    function: tuple[str, tuple[str, ...]] | None  # (name, parameters)
+    function: tuple[str, tuple[str, ...], bool] | None  # (name, parameters but self, a method)
     cls: str | None
 
 
@@ -205,9 +205,14 @@ class _Scan:
 
     metrics: tuple[MetricInfo, ...]
     templates: tuple[_Template, ...]
-    calls: tuple[tuple[str, tuple[str | None, ...], tuple[tuple[str, str], ...]], ...]  # name, args, keywords
+    calls: tuple[_Call, ...]
     classes: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...]  # name, bases, string attributes
     prometheus_names: bool  # a class sets imports_prometheus_names = True
+
+
+#: A call: the name called, its literal arguments (None for others), its literal keywords, and
+#: whether it is an attribute's (``obj.f(...)``, the only way a method is called).
+_Call = tuple[str, tuple[str | None, ...], tuple[tuple[str, str], ...], bool]
 
 
 def _call_name(node: ast.Call) -> str:
@@ -241,17 +246,23 @@ def _render(node: ast.expr | None, env: dict[str, str]) -> str | None:
     return "".join(out)
 
 
-def _context(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> tuple[tuple[str, tuple[str, ...]] | None, str | None]:
+def _context(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> tuple[tuple[str, tuple[str, ...], bool] | None,
+                                                                     str | None]:
     """The function (name, parameters) ``node`` is directly in (None in a class body or at module
     level), and the class it is in (None outside any)."""
-    function: tuple[str, tuple[str, ...]] | None = None
+    function: tuple[str, tuple[str, ...], bool] | None = None
     p = parents.get(node)
     while p is not None:
         if isinstance(p, ast.ClassDef):
             return function, p.name
         if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)) and function is None:
             a = p.args
-            function = (p.name, tuple(x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)))
+            params = tuple(x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs))
+            static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in p.decorator_list)
+            method = isinstance(parents.get(p), ast.ClassDef)
+            if method and not static:
+                params = params[1:]  # self or cls: a call (obj.f("x")) does not pass it
+            function = (p.name, params, method)
         p = parents.get(p)
     return function, None
 
@@ -285,7 +296,7 @@ def _scan(text: str, filename: str) -> _Scan:
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     metrics: list[MetricInfo] = []
     templates: list[_Template] = []
-    calls: list[tuple[str, tuple[str | None, ...], tuple[tuple[str, str], ...]]] = []
+    calls: list[_Call] = []
     classes = []
     prometheus_names = False
     for node in ast.walk(tree):
@@ -297,7 +308,8 @@ def _scan(text: str, filename: str) -> _Scan:
             continue
         func = _call_name(node)
         calls.append((func, tuple(_text(a) or None for a in node.args),
-                      tuple((kw.arg, _text(kw.value)) for kw in node.keywords if kw.arg and _text(kw.value))))
+                      tuple((kw.arg, _text(kw.value)) for kw in node.keywords if kw.arg and _text(kw.value)),
+                      isinstance(node.func, ast.Attribute)))
         pos = _POSITIONS.get(func)
         if pos is None or not node.args:
             continue
@@ -336,9 +348,9 @@ def _filled(scans: Sequence[_Scan]) -> Iterator[MetricInfo]:
         for t in s.templates:
             envs: list[dict[str, str]] = []
             if t.function is not None:
-                fname, params = t.function
-                for func, args, keywords in calls:
-                    if func == fname:
+                fname, params, method = t.function
+                for func, args, keywords, attribute in calls:
+                    if func == fname and (attribute or not method):
                         env = {p: a for p, a in zip(params, args, strict=False) if a is not None}
                         envs.append({**env, **dict(keywords)})
             if t.cls is not None:

@@ -75,11 +75,16 @@ def test_f_string_names_are_filled_in_from_calls_and_class_attributes_of_the_sam
            "class Replica(Pg):\n"
            "    pass\n"
            "class Redis(Base):\n"
-           "    system = 'redis'\n")
+           "    system = 'redis'\n"
+           "    def tagged(self, prefix):\n"
+           "        return [Metric(f'{prefix}.hits', MetricKind.COUNTER, 1.0)]\n"
+           "H = Redis().tagged('cache')\n"
+           "I = tagged('plain')\n")
     got = sorted((m.name, m.kind, m.unit, m.description, m.where) for m in scan_source(src, "mod.py"))
     # The template is named where it is declared; each call or class gives one name (the subclass
     # of a subclass too, the base's empty system none); what only a run knows is not a declaration.
     assert got == [("aws_cw_up", MetricKind.GAUGE, "", "1 if GetMetricData answered", "mod.py:5"),
+                   ("cache.hits", MetricKind.COUNTER, "", "", "mod.py:22"),  # self is no argument; tagged() is no method's call
                    ("gcp_mon_up", MetricKind.GAUGE, "", "1 if ListTimeSeries answered", "mod.py:5"),
                    ("postgresql.up", MetricKind.GAUGE, "1", "postgresql up", "mod.py:13"),
                    ("redis.up", MetricKind.GAUGE, "1", "redis up", "mod.py:13")]
