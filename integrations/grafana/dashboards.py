@@ -4,7 +4,8 @@
 One dashboard per family (``FAMILIES``), one panel per metric, chosen by the metric's kind:
 
 * counter: a time series of its per-second ``rate`` (Prometheus' ``_total`` samples);
-* gauge and up/down counter: a time series of the value; a ``*.up`` gauge a stat (red 0, green 1),
+* gauge and up/down counter: a time series of the value; an ``up`` gauge (``*.up``, ``*_up``) a stat
+  (red 0, green 1),
   a ``*timestamp`` gauge a stat of how long ago;
 * histogram (explicit or exponential, exposed as ``_bucket``s): a heatmap of the buckets' rates and
   a time series of the 50th, 90th and 99th percentiles (``histogram_quantile``);
@@ -99,7 +100,8 @@ def _is_timestamp(m: MetricInfo) -> bool:
 
 
 def _is_up(m: MetricInfo) -> bool:
-    return m.kind is MetricKind.GAUGE and not m.unit and (m.name == "up" or m.name.endswith(".up"))
+    return m.kind is MetricKind.GAUGE and m.unit in ("", "1") and (
+        m.name == "up" or m.name.endswith(".up") or (m.native and m.name.endswith("_up")))
 
 
 def _query(expr: str, ref: str, legend: str = "__auto", fmt: PromQueryFormat | None = None) -> prometheus.Dataquery:

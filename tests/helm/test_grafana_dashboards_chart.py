@@ -40,6 +40,14 @@ def test_one_configmap_per_family_labelled_for_the_sidecar_with_the_current_dash
         kubernetes_validate.validate(m, kubernetes_validate.utils.latest_version(), strict=True)
 
 
+def test_the_values_schema_lists_every_family():
+    from tests.helm.chart import CHART_DIR
+
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    families = schema["properties"]["grafanaDashboards"]["properties"]["families"]["items"]["enum"]
+    assert families == [f.key for f in FAMILIES]
+
+
 def test_families_namespace_labels_and_annotations_are_values():
     maps = _dashboard_maps({"grafanaDashboards": {
         "enabled": True, "families": ["host", "grafana"], "namespace": "grafana",

@@ -3,7 +3,12 @@ running monbridge: each parses (Prometheus answers ``success``; ``promtool check
 them all as rule expressions), and each returns data, on the default config and on a config
 running every integration it can here (the Prometheus scrape and a failing Pushgateway, OTLP
 receive, DogStatsD and the Datadog intake, the Nagios checks and NSCA export, Grafana against its
-stand-in of Grafana's documented HTTP API, the process collector in a worker process). The few metrics that need a peer or an
+stand-in of Grafana's documented HTTP API, the process collector in a worker process, the database
+collectors against a real PostgreSQL, MariaDB and Redis (tests/integration/dbservers.py: one of
+each, started at once, each read as a superuser and as an account that lacks one grant), the
+textfile collector on a directory of one good and one bad file, the CloudWatch and Cloud
+Monitoring collectors calling an endpoint that refuses, the web dashboard's API refusing a
+request). The few metrics that need a peer or an
 event these runs cannot produce are named in ``PARSE_ONLY`` with the reason: their queries are
 checked by parsing only, and the test fails when one of them returns data (then it belongs out
 of the list) or when any other returns none."""
@@ -11,6 +16,7 @@ of the list) or when any other returns none."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http.server
 import json
 import re
@@ -30,6 +36,7 @@ from conftest import REPO_ROOT, wait_until
 
 from integrations.grafana.dashboards import dashboards
 from tests.grafana_standin import GrafanaStandIn
+from tests.integration.dbservers import SUPERUSER_PASSWORD, Mariadb, Postgres, Redis, ServerFailed, ServerMissing
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +57,23 @@ PARSE_ONLY = {
     "monbridge_nagios_results_dropped_total": "counted only when the NSCA queue overflows",
     "monbridge_nagios_output_truncated_total": "counted only for a plugin output over 8192 bytes",
     "monbridge_nagios_perfdata_dropped_total": "counted only for perfdata items left out",
+    "postgresql_replication_data_delay_bytes": "read from pg_stat_replication: needs a standby streaming (one server "
+                                               "runs here; tests/integration/test_db_postgresql.py runs a replica)",
+    "postgresql_wal_lag_seconds": "read from pg_stat_replication: needs a standby streaming",
+    "postgresql_replication_lag_seconds": "reported by a standby only",
+    "mysql_replica_io_running_ratio": "reported by a replica only (test_db_mysql.py runs one)",
+    "mysql_replica_sql_running_ratio": "reported by a replica only",
+    "mysql_replica_time_behind_source_seconds": "reported by a replica only",
+    "redis_replica_lag_seconds": "reported by a primary for each replica connected (test_db_redis.py runs one)",
+    "redis_replica_offset_bytes": "reported by a primary for each replica connected",
+    "redis_replication_master_link_up_ratio": "reported by a replica only",
+    "redis_replication_master_last_io_seconds": "reported by a replica only",
+    "azure_monitor_up": "Azure's credential chain (DefaultAzureCredential) probes the instance metadata service "
+                        "off loopback before any endpoint is called, and no Azure Monitor emulator exists "
+                        "(tests/unit/test_azure_collector.py drives the collector with a client of its own)",
+    "azure_monitor_requests_total": "needs Azure's credential chain (see azure_monitor_up)",
+    "azure_monitor_errors_total": "needs Azure's credential chain (see azure_monitor_up)",
+    "azure_monitor_queries_without_data": "needs Azure's credential chain (see azure_monitor_up)",
 }
 
 
@@ -180,6 +204,92 @@ def grafana_standin() -> Iterator[tuple[GrafanaStandIn, str]]:
     thread.join(10)
 
 
+PLAIN_PASSWORD = "gr-pl4in-pw-5e7"
+
+
+@pytest.fixture(scope="module")
+def db_servers() -> Iterator[tuple[Postgres, Mariadb, Redis]]:
+    """One PostgreSQL, MariaDB and Redis server, started side by side, each with data to show and
+    an account ``plain`` that lacks one grant the collector needs (its section is lost, counted)."""
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(cls) for cls in (Postgres, Mariadb, Redis)]
+        concurrent.futures.wait(futures)
+    started = [f.result() for f in futures if f.exception() is None]
+    try:
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        pg, maria, rd = started
+        asyncio.run(_db_setup(pg, maria, rd))
+        yield pg, maria, rd
+    except (ServerMissing, ServerFailed) as e:
+        pytest.fail(str(e), pytrace=False)
+    finally:
+        for server in started:
+            server.stop()
+
+
+async def _db_setup(pg: Postgres, maria: Mariadb, rd: Redis) -> None:
+    import aiomysql
+    import asyncpg
+    import redis.asyncio
+
+    conn = await asyncpg.connect(pg.dsn(), password=SUPERUSER_PASSWORD)
+    try:
+        for sql in ("CREATE EXTENSION pg_stat_statements",  # the top statements
+                    f"CREATE ROLE plain LOGIN PASSWORD '{PLAIN_PASSWORD}'",  # no pg_monitor: the WAL section is lost
+                    "CREATE TABLE jobs AS SELECT generate_series(1, 100) AS id"):
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+    my = await aiomysql.connect(host="127.0.0.1", port=maria.port, user="root", password="", autocommit=True)
+    try:
+        async with my.cursor() as cur:
+            for sql in (f"CREATE USER plain@'127.0.0.1' IDENTIFIED BY '{PLAIN_PASSWORD}'",  # no replication grant
+                        "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB",
+                        "INSERT INTO app.t SELECT seq FROM app.seq_1_to_100"):
+                await cur.execute(sql)
+    finally:
+        my.close()
+    client = redis.asyncio.Redis(host="127.0.0.1", port=rd.port, password=SUPERUSER_PASSWORD)
+    try:  # without SLOWLOG: the slow log section is lost
+        await client.execute_command("ACL", "SETUSER", "plain", "on", f">{PLAIN_PASSWORD}", "+@connection", "+info")
+        await client.set("job:1", "queued", ex=3600)
+    finally:
+        await client.aclose()
+
+
+def _db_plugins(pg: Postgres, maria: Mariadb, rd: Redis) -> list[dict]:
+    def targets(superuser: dict, plain: str) -> dict:
+        return {"collection_interval": 1, "targets": [superuser, {"dsn": plain, "password": PLAIN_PASSWORD}]}
+
+    return [
+        {"plugin_id": "monitoring.metrics.postgresql", "config": targets(
+            {"dsn": pg.dsn(), "password": SUPERUSER_PASSWORD}, pg.dsn("plain"))},
+        {"plugin_id": "monitoring.metrics.mysql", "config": targets({"dsn": maria.dsn()}, maria.dsn("plain"))},
+        {"plugin_id": "monitoring.metrics.redis", "config": targets(
+            {"dsn": rd.url(), "password": SUPERUSER_PASSWORD}, f"redis://plain@127.0.0.1:{rd.port}/0")},
+    ]
+
+
+def _cloud_plugins(closed: str, tmp_path: Path) -> tuple[list[dict], dict[str, str]]:
+    """The CloudWatch and Cloud Monitoring collectors against an endpoint nothing listens on (each
+    call fails, counted by reason), with credentials from the environment only: nothing leaves loopback."""
+    env = {"AWS_ACCESS_KEY_ID": "AKIDTESTING", "AWS_SECRET_ACCESS_KEY": "secret-testing-key",
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws"),
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_MAX_ATTEMPTS": "1",
+           "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "no-gcp-credentials.json"), "GCE_METADATA_HOST": closed,
+           "GCE_METADATA_IP": closed}
+    return [
+        {"plugin_id": "monitoring.metrics.cloudwatch", "config": {
+            "collection_interval": 1, "region": "eu-west-1", "endpoint_url": f"http://{closed}",
+            "metrics": [{"namespace": "AWS/EC2", "name": "CPUUtilization", "dimensions": {"InstanceId": "i-0abc"}}]}},
+        {"plugin_id": "monitoring.metrics.gcp", "config": {
+            "collection_interval": 1, "project_id": "demo-project", "api_endpoint": closed,
+            "metrics": [{"type": "compute.googleapis.com/instance/cpu/utilization"}]}},
+    ], env
+
+
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
@@ -190,8 +300,14 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def test_every_panel_returns_data_with_the_integrations_running(run_monbridge, prometheus_server, free_port,
-                                                                 scrape_target, grafana_standin, tmp_path: Path):
+                                                                 scrape_target, grafana_standin, db_servers,
+                                                                 tmp_path: Path):
     standin, grafana_url = grafana_standin
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    (textfiles / "backup.prom").write_text("# TYPE demo_backup_age_seconds gauge\ndemo_backup_age_seconds 42\n")
+    (textfiles / "broken.prom").write_text("demo_broken{ 1\n")  # read error: counted, scrape_error 1
+    clouds, cloud_env = _cloud_plugins(f"127.0.0.1:{free_port()}", tmp_path)
     # The first alert's annotation is refused (400): dropped and counted; the second's is written.
     standin.faults.append(("POST /api/annotations", 400, {"message": "bad request"}, {}))
     udp, intake, otlp_http = free_port(), free_port(), free_port()
@@ -221,7 +337,10 @@ def test_every_panel_returns_data_with_the_integrations_running(run_monbridge, p
             "queue": {"path": str(tmp_path / "nsca")}}},
         {"plugin_id": "monitoring.integration.grafana", "config": {
             "interval": 1, "url": grafana_url, "token": "glsa_it", "dashboards": {"families": ["grafana"]}}},
-    ]})
+        {"plugin_id": "monitoring.metrics.textfile", "config": {"collection_interval": 1, "directory": str(textfiles)}},
+        *_db_plugins(*db_servers),
+        *clouds,
+    ]}, env=cloud_env)
     prom = prometheus_server([f"127.0.0.1:{mb.port}"])
 
     # What the integrations count: DogStatsD datagrams, intake requests (one refused), an OTLP push,
@@ -240,6 +359,8 @@ def test_every_panel_returns_data_with_the_integrations_running(run_monbridge, p
                                                                        "Content-Type": "application/json"}) == 202
     _otlp_push(f"http://127.0.0.1:{otlp_http}/v1/metrics")
     assert _post(f"{mb.url}/-/reload", b"", {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}) == 403
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # the web dashboard's API refuses it, counted
+        urllib.request.urlopen(f"{mb.url}/api/v1/components/nope/data", timeout=10)
     wait_until(lambda: "monbridge-grafana" in standin.dashboards, what="the Grafana dashboard provisioned")
     wait_until(lambda: standin.annotations, timeout=60, what="an alert (a CRITICAL Nagios check) annotated")
 
@@ -248,7 +369,10 @@ def test_every_panel_returns_data_with_the_integrations_running(run_monbridge, p
                    "monbridge_datadog_intake_check_runs_total", "monbridge_http_requests_refused_total",
                    "monbridge_plugin_worker_cpu_seconds_total", "system_cpu_utilization_ratio", "scrape_series_added",
                    "monbridge_pushgateway_pushes_total", "monbridge_grafana_dashboards_total", "nagios_check_state",
-                   "monbridge_grafana_annotations_total", "monbridge_nagios_check_failures_total"):
+                   "monbridge_grafana_annotations_total", "monbridge_nagios_check_failures_total",
+                   "postgresql_collector_errors_total", "mysql_collector_errors_total", "redis_collector_errors_total",
+                   "postgresql_statement_calls_total", "monbridge_textfile_errors_total", "aws_cloudwatch_errors_total",
+                   "gcp_monitoring_errors_total", "monbridge_dashboard_requests_refused_total"):
         prom.wait_for(f"{metric}", timeout=60)
     time.sleep(3)  # two samples of each in the rate window
     empty = _no_data(prom, dashboard_queries())

@@ -64,6 +64,64 @@ def test_the_scanner_reads_aliases_tuples_and_keywords_and_names_a_declaration_i
         list(scan_source("Metric('b',", "bad.py"))
 
 
+def test_f_string_names_are_filled_in_from_calls_and_class_attributes_of_the_same_source():
+    src = ("from bridge.api import Metric, MetricKind\n"
+           "from x import MetricSpec\n"
+           "def own(prefix, api):\n"
+           "    g = MetricKind.GAUGE\n"
+           "    return [MetricSpec(f'{prefix}_up', g, '', f'1 if {api} answered', None),\n"
+           "            MetricSpec(f'{prefix}_{api!r}', g, '', '', None)]\n"
+           "A = own('aws_cw', 'GetMetricData')\n"
+           "B = own(api='ListTimeSeries', prefix='gcp_mon')\n"
+           "C = own(name_from_config(), 'x')\n"
+           "class Base:\n"
+           "    system = ''\n"
+           "    def collect(self, q):\n"
+           "        return [Metric(f'{self.system}.up', MetricKind.GAUGE, 1.0, '1', f'{self.system} up'),\n"
+           "                Metric(f'{q.name}.value', MetricKind.GAUGE, 1.0)]\n"
+           "class Pg(Base):\n"
+           "    system: str = 'postgresql'\n"
+           "class Replica(Pg):\n"
+           "    pass\n"
+           "class Redis(Base):\n"
+           "    system = 'redis'\n"
+           "    def tagged(self, prefix):\n"
+           "        return [Metric(f'{prefix}.hits', MetricKind.COUNTER, 1.0)]\n"
+           "H = Redis().tagged('cache')\n"
+           "I = tagged('plain')\n")
+    got = sorted((m.name, m.kind, m.unit, m.description, m.where) for m in scan_source(src, "mod.py"))
+    # The template is named where it is declared; each call or class gives one name (the subclass
+    # of a subclass too, the base's empty system none); what only a run knows is not a declaration.
+    assert got == [("aws_cw_up", MetricKind.GAUGE, "", "1 if GetMetricData answered", "mod.py:5"),
+                   ("cache.hits", MetricKind.COUNTER, "", "", "mod.py:22"),  # self is no argument; tagged() is no method's call
+                   ("gcp_mon_up", MetricKind.GAUGE, "", "1 if ListTimeSeries answered", "mod.py:5"),
+                   ("postgresql.up", MetricKind.GAUGE, "1", "postgresql up", "mod.py:13"),
+                   ("redis.up", MetricKind.GAUGE, "1", "redis up", "mod.py:13")]
+    with pytest.raises(CatalogError, match=r"^mod\.py:2: metric 'a_up': its kind"):
+        list(scan_source("def f(p, kind):\n    return Metric(f'{p}_up', kind, 1)\nf('a', None)\n", "mod.py"))
+
+
+def test_the_new_families_read_their_plugins_declarations():
+    fam = {f.key: f for f in FAMILIES}
+    by = {k: {m.name: m for m in catalog(fam[k])} for k in ("postgresql", "mysql", "redis", "textfile", "cloudwatch",
+                                                           "gcp", "azure", "monbridge")}
+    for system in ("postgresql", "mysql", "redis"):
+        # The shared collector's up and error count, under each server's own name only.
+        up = by[system][f"{system}.up"]
+        assert up.where.endswith("collectors/db.py:" + up.where.rsplit(":", 1)[1]) and up.unit == "1"
+        assert by[system][f"{system}.collector.errors"].kind is MetricKind.COUNTER
+        assert all(n.startswith(f"{system}.") for n in by[system]), sorted(by[system])
+    # Collectors that import Prometheus names report their own undotted names as they are.
+    cw = by["cloudwatch"]["aws_cloudwatch_up"]
+    assert cw.native and cw.prom_name == "aws_cloudwatch_up" and "GetMetricData" in cw.description
+    assert set(by["azure"]) == {"azure_monitor_up", "azure_monitor_requests_total", "azure_monitor_errors_total",
+                                "azure_monitor_queries_without_data"}
+    assert by["gcp"]["gcp_monitoring_errors_total"].native
+    assert by["textfile"]["node_textfile_mtime_seconds"].native and "monbridge_textfile_errors_total" in by["textfile"]
+    assert not any(m.native for m in by["postgresql"].values())
+    assert {"monbridge.dashboard.history.series", "monbridge.dashboard.requests.refused"} <= set(by["monbridge"])
+
+
 def _panels(doc):
     return [p for p in doc["panels"] if p["type"] != "row"]
 
@@ -107,6 +165,9 @@ def test_panels_follow_the_metric_kind():
     assert panel_types(hist) == ["heatmap", "timeseries"]
     assert panel_types(summary) == ["timeseries"]
     assert panel_types(MetricInfo("x.up", MetricKind.GAUGE, "", "", "here")) == ["stat"]
+    assert panel_types(MetricInfo("x.up", MetricKind.GAUGE, "1", "", "here")) == ["stat"]
+    assert panel_types(MetricInfo("x_up", MetricKind.GAUGE, "", "", "here", native=True)) == ["stat"]
+    assert panel_types(MetricInfo("x.warm_up", MetricKind.GAUGE, "", "", "here")) == ["timeseries"]
     assert panel_types(MetricInfo("x.last_timestamp", MetricKind.GAUGE, "s", "", "here")) == ["stat"]
     assert panel_types(MetricInfo("x.usage", MetricKind.UP_DOWN_COUNTER, "By", "", "here")) == ["timeseries"]
     heat = _family_panels(hist)[0]
