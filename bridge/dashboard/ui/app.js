@@ -305,8 +305,11 @@
     body.replaceChildren(el("p", { class: "problem" }, err.message));
   }
 
+  // Answers can come back in another order than asked (a refresh after an event overtaking a
+  // periodic one asked before it): only an answer to a later request than the one shown is shown.
   async function refresh(card) {
     const c = card.component, state = card.state;
+    const asked = ++card.asked;
     const params = new URLSearchParams();
     if (c.type === "timeseries") params.set("encoding", "f64");
     if (c.type === "timeseries" && state.metric !== undefined) {  // the first time: the component's defaults
@@ -318,6 +321,8 @@
     }
     try {
       const data = await api("components/" + encodeURIComponent(c.id) + "/data?" + params.toString());
+      if (asked < card.shown) return;
+      card.shown = asked;
       if (c.type === "timeseries" && state.metric === undefined) {
         Object.assign(state, { metric: data.metric, rate: data.rate, stacked: data.stacked, aggregate: data.aggregate,
           by: (data.by || []).join(",") });
@@ -334,6 +339,8 @@
       card.dataset.loaded = "true";
       document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
+      if (asked < card.shown) return;
+      card.shown = asked;
       showProblem(card, e);
     }
   }
@@ -360,6 +367,7 @@
         el("div", { class: "body" }, "loading…"));
       card.component = c;
       card.state = {};
+      card.asked = card.shown = 0;
       main.append(card);
       refresh(card);
       const every = Math.max(Number(c.refresh_seconds) || 15, 1) * 1000;
