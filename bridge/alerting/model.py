@@ -8,11 +8,13 @@ digits, so an alert keeps its identity between monbridge and Alertmanager.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import re2  # type: ignore[import-untyped]
 
 from bridge.api import Alert, AlertState
 
@@ -102,6 +104,18 @@ def _regex_nesting(pattern: str) -> int:
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]++|\\.)*+)"|([^"\s,]*))\s*$')
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the matcher's ValueError, not a line on stderr
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(value: str) -> Any:
+    """``value`` compiled by RE2, as Alertmanager's (Go) matchers are: matched in linear time.
+    Silences and inhibit rules come from whoever may call the alert API, and Python's backtracking
+    ``re`` let a pattern like ``(.*){30}x`` hold the engine's event loop for minutes."""
+    return re2.compile(value, _RE2_OPTIONS)
+
+
 @dataclass(frozen=True, slots=True)
 class Matcher:
     """One label matcher: ``name``, ``op`` (``=``, ``!=``, ``=~``, ``!~``) and ``value``. Regexes
@@ -122,12 +136,12 @@ class Matcher:
                 raise ValueError(f"matcher {self.name}{self.op}: regular expression nests groups deeper than "
                                  f"{MAX_REGEX_NESTING} levels")
             try:
-                with warnings.catch_warnings():  # "possible nested set" and the like: not for the log
-                    warnings.simplefilter("ignore", FutureWarning)
-                    re.compile(self.value)
-            except (re.error, RecursionError, OverflowError) as e:  # nesting too deep, repeat counts too large
+                _regex(self.value)
+            except (re2.error, ValueError, TypeError, OverflowError) as e:  # refused by RE2, repeat counts too large
+                why = e.args[0] if e.args else type(e).__name__
+                why = why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
                 raise ValueError(f"matcher {self.name}{self.op}: invalid regular expression: "
-                                 f"{str(e)[:200] or type(e).__name__}") from None
+                                 f"{why[:200] or type(e).__name__}") from None
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = str(labels.get(self.name, ""))
@@ -135,7 +149,7 @@ class Matcher:
             return v == self.value
         if self.op == "!=":
             return v != self.value
-        hit = re.fullmatch(self.value, v) is not None
+        hit = _regex(self.value).fullmatch(v) is not None
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:

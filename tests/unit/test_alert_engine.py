@@ -33,6 +33,16 @@ def test_matchers_parse_and_match():
         parse_matchers(['a=~"("'])
 
 
+def test_regex_matchers_are_re2_matched_in_linear_time():
+    """Silences and inhibit rules come from the alert API; their regexes are RE2, as Alertmanager's.
+    Under Python's backtracking ``re`` this matcher needed minutes (the test would not end)."""
+    m = Matcher("host", "=~", ".*" * 60 + "z")
+    assert not m.matches({"host": "web-" * 100})
+    assert m.matches({"host": "web-" * 100 + "z"})
+    with pytest.raises(ValueError, match="invalid regular expression"):  # RE2 has no lookarounds
+        parse_matchers(['a=~"(?<=x)y"'])
+
+
 def test_store_lifecycle_history_and_persistence(tmp_path):
     store = AlertStore(tmp_path / "alerts.json")
     a, new = store.fire(make_alert(host="h1"), "rules")
