@@ -41,7 +41,11 @@ class _Matcher:
 
     def matches(self, v: str) -> bool:
         if self.regex is not None:
-            return (self.regex.fullmatch(v) is not None) == (self.op == "=~")
+            try:
+                hit = self.regex.fullmatch(v) is not None
+            except UnicodeEncodeError:  # a lone surrogate (JSON allows "\udcff"): RE2 takes UTF-8 only
+                hit = self.regex.fullmatch(v.encode("utf-8", "replace").decode("utf-8")) is not None
+            return hit == (self.op == "=~")
         return (v == self.value) == (self.op == "=")
 
 

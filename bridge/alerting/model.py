@@ -149,7 +149,10 @@ class Matcher:
             return v == self.value
         if self.op == "!=":
             return v != self.value
-        hit = _regex(self.value).fullmatch(v) is not None
+        try:
+            hit = _regex(self.value).fullmatch(v) is not None
+        except UnicodeEncodeError:  # a lone surrogate (JSON allows "\udcff"): RE2 takes UTF-8 only
+            hit = _regex(self.value).fullmatch(v.encode("utf-8", "replace").decode("utf-8")) is not None
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:

@@ -39,6 +39,8 @@ def test_regex_matchers_are_re2_matched_in_linear_time():
     m = Matcher("host", "=~", ".*" * 60 + "z")
     assert not m.matches({"host": "web-" * 100})
     assert m.matches({"host": "web-" * 100 + "z"})
+    assert Matcher("host", "=~", "web.*").matches({"host": "web\udcff"})  # a lone surrogate, as JSON allows
+    assert not Matcher("host", "!~", "web.*").matches({"host": "web\udcff"})
     with pytest.raises(ValueError, match="invalid regular expression"):  # RE2 has no lookarounds
         parse_matchers(['a=~"(?<=x)y"'])
 

@@ -20,6 +20,8 @@ def test_matchers_are_anchored_and_a_missing_label_is_the_empty_string():
     assert parse_selector('{__name__=~"te.*"}').matches("temp", {})
     assert parse_selector('x{job!~"a|b"}').matches("x", {"job": "c"})
     assert not parse_selector('x{job!~"a|b"}').matches("x", {"job": "b"})
+    assert parse_selector('x{job=~"a.*"}').matches("x", {"job": "a\udcff"})  # a lone surrogate, as JSON allows
+    assert not parse_selector('x{job=~"b.*"}').matches("x", {"job": "a\udcff"})
 
 
 def test_a_backtracking_pattern_matches_in_linear_time():
