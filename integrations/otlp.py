@@ -612,6 +612,7 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             if body is None:
                 break
             sent += 1
+            points = self._encoder.last_points
 
             async def attempt(left: float, body: bytes = body) -> ExportResult:
                 return await sender.send(body, left, where, self._redact)
@@ -620,7 +621,8 @@ class OtlpIntegration(MonitoringIntegrationPlugin):
             del body
             if not result.ok:
                 failed.append(result)
-                count_loss("otlp_export", result.status.value, detail=f"a request to {where}: {result.reason}")
+                count_loss("otlp_export", result.status.value, points,
+                           detail=f"a request of {points} data points to {where}: {result.reason}")
         if not failed:
             return ExportResult.success()
         worst = next((r for r in failed if r.status is ExportStatus.PERMANENT), failed[-1])

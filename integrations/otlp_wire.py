@@ -330,6 +330,8 @@ class _Request:
         self.resource = resource
         self.limit = limit
         self.done: list[bytes] = []
+        self.done_points: list[int] = []  # the data points in each of ``done``
+        self.open_points = 0
         self.scopes: list[tuple[bytes, list[bytes]]] = []  # (scope bytes, metrics) of the open request
         self.size = len(resource) + 16
 
@@ -347,6 +349,8 @@ class _Request:
             parts.append(scope)
             parts.extend(metrics)
         self.done.append(b"".join([b"\x0a", _varint(rm_len), self.resource, *parts]))
+        self.done_points.append(self.open_points)
+        self.open_points = 0
         self.scopes = []
         self.size = len(self.resource) + 16
 
@@ -375,6 +379,7 @@ class _Request:
                 self.size += len(scope) + 8
             self.scopes[-1][1].append(entry)
             self.size += len(entry)
+            self.open_points += j - i
             i = j
             if i < n:
                 self._close()
@@ -382,6 +387,12 @@ class _Request:
     def finish(self) -> list[bytes]:
         self._close()
         return self.done
+
+    def take(self) -> Iterator[tuple[bytes, int]]:
+        """The finished requests with their data point counts, each handed out once."""
+        done, points = self.done, self.done_points
+        self.done, self.done_points = [], []
+        return zip(done, points, strict=True)
 
 
 def _resource_bytes(resource: Any) -> bytes:
@@ -413,6 +424,8 @@ class OtlpEncoder:
             raise ValueError("max_request_bytes must be at least 1024")
         self.temporality: Temporality = temporality
         self.max_request_bytes = max_request_bytes
+        # The data points in the request ``requests`` yielded last: what a failed send loses.
+        self.last_points = 0
         # (family name, series key) -> (start, time, value) of the last push, for delta series only.
         self._previous: dict[tuple[str, Any], tuple[int, int, Any]] = {}
 
@@ -459,10 +472,12 @@ class OtlpEncoder:
             elif kind is MetricKind.SUMMARY:
                 req.add(scope, header, 0x5A, points, b"")
             if req.done:
-                yield from req.done
-                req.done.clear()
+                for body, self.last_points in req.take():
+                    yield body
         self._previous = current
-        yield from req.finish()
+        req.finish()
+        for body, self.last_points in req.take():
+            yield body
 
     # ------------------------------------------------------------------ delta
 

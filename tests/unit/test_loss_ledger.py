@@ -164,7 +164,8 @@ async def test_otlp_export_failures_are_counted():
     d = Delta()
     plugin = OtlpIntegration()
     p = Pipeline()
-    p.record("s", [Metric("x", MetricKind.GAUGE, 1.0)])
+    p.record("s", [Metric("x", MetricKind.GAUGE, 1.0, attributes={"i": str(i)}) for i in range(3)]
+             + [Metric("y", MetricKind.COUNTER, 2.0)])
     with acting_for(PID):
         await plugin.initialize({"endpoint": f"http://127.0.0.1:{closed_port()}", "protocol": "http/protobuf",
                                  "timeout": 1})
@@ -173,7 +174,29 @@ async def test_otlp_export_failures_are_counted():
         finally:
             await plugin.shutdown()
     assert not result.ok
-    assert d("otlp_export", result.status.value, PID) == 1  # the round's one request
+    assert d("otlp_export", result.status.value, PID) == 4  # the data points of the round's one request
+
+
+def test_otlp_encoder_tells_the_points_of_each_request():
+    """A push split into several requests: each request's count (what a failed send of it
+    loses) is the data points it holds, and they add up to every point of the round."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from integrations.otlp_wire import OtlpEncoder
+
+    p = Pipeline()
+    p.record("s", [Metric("x", MetricKind.GAUGE, float(i), attributes={"i": str(i), "pad": "v" * 40})
+                   for i in range(300)] + [Metric("y", MetricKind.COUNTER, 1.0)])
+    enc = OtlpEncoder(max_request_bytes=4096)
+    fams = [(f, list(f.series.values())) for f in p.families()]
+    counts = []
+    for body in enc.requests(fams, None):
+        req = ExportMetricsServiceRequest.FromString(body)
+        points = sum(len(getattr(m, m.WhichOneof("data")).data_points)
+                     for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+        assert enc.last_points == points
+        counts.append(points)
+    assert len(counts) > 1 and sum(counts) == 301
 
 
 async def test_refused_and_expired_notifications_are_counted(tmp_path):
