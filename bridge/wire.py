@@ -43,7 +43,7 @@ from bridge.api import (
 __all__ = [
     "alert_from_value", "alert_value", "Frame", "WireError", "WireLimits", "decode_frame_header", "decode_metrics",
     "decode_value",
-    "encode_metrics", "encode_value", "frame", "T_BATCH", "T_CALL", "T_ERROR", "T_METRICS", "T_RESULT", "T_SETUP",
+    "encode_metrics", "encode_value", "frame", "T_BATCH", "T_CALL", "T_ERROR", "T_LEDGER", "T_METRICS", "T_RESULT", "T_SETUP",
 ]
 
 T_SETUP = ord("S")
@@ -52,7 +52,12 @@ T_BATCH = ord("B")
 T_RESULT = ord("R")
 T_METRICS = ord("M")
 T_ERROR = ord("X")
-WORKER_TYPES = frozenset((T_RESULT, T_METRICS, T_ERROR))
+#: What the worker's plugin dropped since its last such frame: [[component, reason, n], …], sent
+#: unasked (call id 0) before the answer to a call; the agent counts it in its own loss ledger.
+T_LEDGER = ord("L")
+MAX_LEDGER_ENTRIES = 512  # per T_LEDGER frame
+MAX_LEDGER_TEXT = 200  # characters of a component or reason
+WORKER_TYPES = frozenset((T_RESULT, T_METRICS, T_ERROR, T_LEDGER))
 
 _LEN = struct.Struct(">I")
 _ID = struct.Struct(">I")

@@ -24,11 +24,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.api import ExportResult, MetricCollectorPlugin, MonitoringIntegrationPlugin, Plugin, PluginType
+from bridge.ledger import LEDGER
 from bridge.tasks import gc_paused
 from bridge.wire import (
+    MAX_LEDGER_ENTRIES,
     T_BATCH,
     T_CALL,
     T_ERROR,
+    T_LEDGER,
     T_METRICS,
     T_RESULT,
     T_SETUP,
@@ -95,6 +98,7 @@ class Worker:
         self.tasks: set[asyncio.Task[None]] = set()
         self.batches: dict[int, Any] = {}
         self.last_batch_size = 0
+        self.losses_sent: dict[tuple[str, str], float] = {}
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -167,10 +171,24 @@ class Worker:
         try:
             mtype, payload = await self.dispatch(method, args)
         except Exception as e:  # noqa: BLE001 - the plugin's failure, told to the agent
+            self.send_losses()
             self.send(frame(T_ERROR, pack_id(cid), encode_value([type(e).__name__, str(e)])))
         else:
+            self.send_losses()
             self.send(frame(mtype, pack_id(cid), payload))
         await self.writer.drain()
+
+    def send_losses(self) -> None:
+        """What the plugin counted in this process's loss ledger since the last call, for the
+        agent's ledger (where ``monbridge_dropped_total`` and ``/api/v1/plugins`` read it)."""
+        counts: dict[tuple[str, str], float] = {}
+        for (component, reason, _), n in LEDGER.counts().items():
+            counts[component, reason] = counts.get((component, reason), 0) + n
+        sent = self.losses_sent
+        delta = [[c, r, n - sent.get((c, r), 0)] for (c, r), n in counts.items() if n > sent.get((c, r), 0)]
+        self.losses_sent = counts
+        for i in range(0, len(delta), MAX_LEDGER_ENTRIES):
+            self.send(frame(T_LEDGER, pack_id(0), encode_value(delta[i:i + MAX_LEDGER_ENTRIES])))
 
     async def dispatch(self, method: str, args: list[Any]) -> tuple[int, bytes]:
         plugin = self.plugin

@@ -27,6 +27,7 @@ from bridge import (
     PluginType,
 )
 from bridge.api import AlertState, ExponentialHistogramValue, HistogramValue, SummaryValue
+from bridge.ledger import count_loss
 
 REF = "tests.unit.isolation_plugins"
 
@@ -38,6 +39,7 @@ class MisbehavingConfig(CollectorConfig):
     garbage: str | None = None  # hex of bytes written raw to the wire in collect_metrics
     leak_mb: int = 0  # memory kept from every collection on
     token: SecretStr | None = None  # a secret the tests look for in what the agent shows
+    drop: int = 0  # items counted as dropped (bridge.ledger) in every collection
 
 
 class MisbehavingCollector(MetricCollectorPlugin):
@@ -77,6 +79,8 @@ class MisbehavingCollector(MetricCollectorPlugin):
             os._exit(c.exit_code)
         if c.leak_mb:
             self.kept.append(os.urandom(c.leak_mb << 20))  # touched pages: resident
+        if c.drop:
+            count_loss("misbehaving", "made_up", c.drop)
         if c.garbage is not None:
             os.write(int(sys.argv[1]), bytes.fromhex(c.garbage))
             time.sleep(5)  # the agent kills the worker meanwhile

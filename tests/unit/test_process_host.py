@@ -13,9 +13,10 @@ import pytest
 
 from bridge.api import Alert, AlertState, ExportStatus, Metric, MetricKind, MonitoringIntegrationPlugin, PluginType
 from bridge.isolation import Grants, Isolation, LimitExceeded, Limits, StopReason
+from bridge.ledger import LEDGER
 from bridge.pipeline import Pipeline
 from bridge.pluginhost import Placement, ProcessHost, WorkerError
-from bridge.wire import T_METRICS, encode_metrics, frame, pack_id
+from bridge.wire import T_LEDGER, T_METRICS, encode_metrics, encode_value, frame, pack_id
 from tests.unit.isolation_plugins import REF, all_kinds
 
 COLLECTOR = PluginType.METRIC_COLLECTOR
@@ -112,6 +113,10 @@ def _garbage() -> list[tuple[str, bytes, str]]:
         ("unasked answer", frame(T_METRICS, pack_id(999), bytes(m)), "call 999, which is not waiting for one"),
         ("truncated metrics", frame(T_METRICS, pack_id(3), m[:-3]), "the f64 stream (1 entries) run past the end"),
         ("bad index", frame(T_METRICS, pack_id(3), bytes(bad_index)), "family 0: a string index is past the table"),
+        ("negative loss", frame(T_LEDGER, pack_id(0), encode_value([["c", "r", -1]])), "ledger: entry 0 is not"),
+        ("loss not a list", frame(T_LEDGER, pack_id(0), encode_value({"c": 1})), "ledger: not a list"),
+        ("loss of a long name", frame(T_LEDGER, pack_id(0), encode_value([["c" * 201, "r", 1]])),
+         "names of 1 to 200 characters"),
     ]
 
 
@@ -126,6 +131,19 @@ async def test_a_worker_sending_garbage_has_crashed_saying_where(name, data, whe
     assert h.malformed_frames == 1
     assert gone(h.pid)
     assert any("malformed frame" in r.getMessage() for r in caplog.records)
+
+
+async def test_what_a_worker_drops_is_counted_in_the_agents_ledger_for_its_plugin():
+    h = await started(host("MisbehavingCollector"), {"drop": 3})
+    before = LEDGER.total("misbehaving", "made_up", h.plugin_id)
+    try:
+        await h.collect(10.0)
+        assert LEDGER.total("misbehaving", "made_up", h.plugin_id) - before == 3
+        await h.collect(10.0)  # each collection's own drops, not the worker's total again
+        assert LEDGER.total("misbehaving", "made_up", h.plugin_id) - before == 6
+        assert LEDGER.of_plugin(h.plugin_id)["misbehaving"]["made_up"] >= 6
+    finally:
+        await h.shutdown(5.0)
 
 
 async def test_a_plugin_error_is_the_plugins_not_a_crash():
