@@ -1,7 +1,8 @@
 """Public plugin API: delivery to a peer over the network, the same for every sink: how long to wait before a retry
 (``Backoff``), what a ``Retry-After`` header asks for (``retry_after_seconds``), whether an
 answer or an error is worth retrying (``classify_status``, ``classify_error``), and the durable
-queue that holds what is not delivered yet (``DiskQueue``, from ``bridge.diskqueue``).
+queue that holds what is not delivered yet (``DiskQueue``, from ``bridge.diskqueue``). A sink
+that queues what it sends drains its queue with ``bridge.queued.QueuedSender``.
 
 Remote write, the alert outbox (its notifiers' HTTP client) and the supervisor's restarts use
 these; a plugin that sends over the network should too.

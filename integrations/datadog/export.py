@@ -63,10 +63,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.api import Alert, AlertState, ExportResult, ExportStatus, Metric, MetricBatch, MetricKind
-from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status, drained
+from bridge.api import Alert, AlertState, ExportResult, Metric, MetricBatch, MetricKind
+from bridge.delivery import Backoff, classify_error, classify_status
 from bridge.helpers import EXCERPT_BYTES, peer_excerpt
-from bridge.ledger import loss_counter
+from bridge.queued import QueuedSender, Sent
 from integrations.datadog.config import ExportConfig
 from integrations.datadog.convert import Converted, Converter, Point, tags_of
 
@@ -158,70 +158,50 @@ class DatadogExporter:
         self.tags = list(config.tags or ())
         q = config.queue
         self._base = Path(q.path) if q.path else None
-        self._queue: DiskQueue | None = None
-        self._backoff = Backoff(q.min_backoff, q.max_backoff)
+        self._sender = QueuedSender("datadog_export", "datadog export", "items", self.base_url,
+                                    self._base / "queue" if self._base else None, q.max_bytes, q.fsync,
+                                    Backoff(q.min_backoff, q.max_backoff), logger=log)
         self._converter = Converter(self.hostname, self.tags, horizon_ns=time.time_ns(),
                                     max_series=config.max_series, max_values=config.max_distribution_values)
         self._convert_lock = asyncio.Lock()
         self._alerts: dict[str, _Sent] = {}
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._session: Any = None
-        self._last_error: str | None = None
         self._started = False
-        self._stopped = False
         self.payloads_sent: dict[str, int] = defaultdict(int)
         self.items_sent: dict[str, int] = defaultdict(int)
-        self.retries = 0
-        self.dropped: dict[str, int] = loss_counter("datadog_export")
+        self.dropped = self._sender.dropped
 
     def __repr__(self) -> str:
         return f"DatadogExporter(url={self.base_url!r}, hostname={self.hostname!r})"
 
     # ------------------------------------------------------------------ life
 
+    @property
+    def retries(self) -> int:
+        return self._sender.retries
+
     async def start(self) -> None:
         import aiohttp
 
-        q = self.config.queue
-        self._queue = DiskQueue(self._base / "queue" if self._base else None, 1, q.max_bytes, q.fsync,
-                                on_drop=self._on_drop, label="datadog export queue")
-        torn = await asyncio.to_thread(self._queue.open)
-        if torn.records:
-            self._count_drop(torn.samples, "torn_record")
+        await self._sender.open()
         if self._base is not None:
             await asyncio.to_thread(self._load)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         self._started = True
         log.info("datadog export to %s as host %s: queue %s, %d items pending", self.base_url, self.hostname,
-                 f"on disk at {self._base / 'queue'}" if self._base else "in memory (lost on restart)",
-                 self._queue.pending_samples)
-        self._task = asyncio.get_running_loop().create_task(self._deliver(), name="datadog-export")
+                 self._sender.where(), self._sender.pending)
+        self._sender.start(self._send, "datadog-export")
 
     async def force_flush(self, timeout: float) -> bool:
-        return self._queue is None or await self._drained(timeout, stop_on_failure=False) is None
+        return await self._sender.drained(timeout, stop_on_failure=False) is None
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        if self._stopped:
+        if self._sender.stopped:
             return
-        self._stopped = True
-        if self._task is not None and self._last_error is None and timeout:
-            await self._drained(timeout * 0.5, stop_on_failure=True)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await self._sender.close(timeout)
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._queue is not None:
-            if self._base is None and self._queue.pending_samples:
-                self._count_drop(self._queue.pending_samples, "shutdown")
-            self._queue.close()
 
     # ------------------------------------------------------------------ state
 
@@ -258,25 +238,10 @@ class DatadogExporter:
     # ------------------------------------------------------------------ the queue
 
     def _count_drop(self, n: int, reason: str, detail: str = "") -> None:
-        if n <= 0:
-            return
-        self.dropped[reason] += n
-        log.warning("datadog export: %d items dropped: %s%s", n, reason, f" ({detail})" if detail else "")
-
-    def _on_drop(self, counts: DropCounts, reason: str) -> None:
-        self._count_drop(counts.samples, reason, "the queue's max_bytes" if reason == "max_bytes" else "")
+        self._sender.count_drop(n, reason, detail)
 
     async def _enqueue(self, records: list[tuple[bytes, int]]) -> None:
-        if not records or self._queue is None:
-            return
-        if self._stopped:
-            self._count_drop(sum(n for _, n in records), "stopped")
-            return
-        shard = self._queue.shards[0]
-        for rec in records:  # one by one: one larger than the whole queue is dropped alone
-            if await asyncio.to_thread(shard.append_many, [rec]) is None:
-                self._count_drop(rec[1], "too_large", "a request larger than the queue's max_bytes")
-        self._wake.set()
+        await self._sender.put(records, "a request")
 
     def _headers(self, encoding: str | None) -> dict[str, str]:
         key = self.config.api_key
@@ -313,60 +278,21 @@ class DatadogExporter:
         except Exception as e:  # noqa: BLE001 - connection errors and the like: classified, never raised
             return classify_error(e, f"{path}: {type(e).__name__}: {peer_excerpt(self._redact(str(e)))}"), 0
 
-    async def _deliver(self) -> None:
-        assert self._queue is not None
-        shard = self._queue.shards[0]
-        retries = Retries(self._backoff)
-        while not self._stopped:
-            self._wake.clear()  # before reading: a record queued after the read wakes the wait below
-            try:
-                batch = await asyncio.to_thread(shard.read_batch, 1)
-            except OSError as e:
-                log.warning("datadog export: cannot read the queue: %s", e)
-                await asyncio.sleep(retries.next())
-                continue
-            if batch is None:
-                self._progress.set()
-                await self._wake.wait()
-                continue
-            record, n = batch.payloads[0], batch.samples
-            kind, body = record[:1], record[1:]
-            if kind not in ENDPOINTS:
-                await asyncio.to_thread(shard.ack, batch)
-                self._count_drop(n, "bad_record", "a queued record of no known kind")
-                continue
-            result, status = await self._post(kind, body)
+    async def _send(self, payloads: list[bytes], n: int) -> Sent:
+        """One queued record (its kind's byte, then the body) posted to its endpoint."""
+        record = payloads[0]
+        kind, body = record[:1], record[1:]
+        if kind not in ENDPOINTS:
+            return Sent(ExportResult.permanent("a queued record of no known kind"), drop_reason="bad_record")
+        result, status = await self._post(kind, body)
+        if result.ok:
             name = ENDPOINTS[kind][2]
-            if result.ok:
-                await asyncio.to_thread(shard.ack, batch)
-                if self._last_error is not None:
-                    log.info("datadog export: %s delivers again", self.base_url)
-                self._last_error = None
-                retries.reset()
-                self.payloads_sent[name] += 1
-                self.items_sent[name] += n
-                self._progress.set()
-                continue
-            if result.status is ExportStatus.RETRYABLE:
-                self.retries += 1
-                if self._last_error != result.reason:
-                    log.warning("datadog export: %s; %d items kept queued, retrying", result.reason,
-                                shard.pending_samples)
-                self._last_error = result.reason
-                self._progress.set()
-                await asyncio.sleep(retries.next(result.retry_after))
-                continue
-            await asyncio.to_thread(shard.ack, batch)
-            self._count_drop(n, f"http_{status}" if status else "refused", result.reason)
-            self._last_error = None  # the peer answers: what comes next is not held up by this
-            retries.reset()
-            self._progress.set()
+            self.payloads_sent[name] += 1
+            self.items_sent[name] += n
+        return Sent(result, n, f"http_{status}" if status else "refused")
 
     async def _drained(self, timeout: float, stop_on_failure: bool = True) -> str | None:
-        """None once the queue is empty; else why not (``bridge.delivery.drained``)."""
-        assert self._queue is not None
-        return await drained(self._queue, self._progress, lambda: self._last_error, timeout,
-                             f"items not delivered to {self.base_url}", stop_on_failure)
+        return await self._sender.drained(timeout, stop_on_failure)
 
     # ------------------------------------------------------------------ metrics
 
@@ -479,13 +405,13 @@ class DatadogExporter:
 
     def self_metrics(self) -> list[Metric]:
         prefix = "monbridge.datadog.export."
-        q = self._queue
+        q = self._sender
         out = [
             Metric(prefix + "retries", MetricKind.COUNTER, float(self.retries), "{request}",
                    "requests to Datadog that failed and are retried"),
-            Metric(prefix + "queue.bytes", MetricKind.GAUGE, float(q.total_bytes if q else 0), "By",
+            Metric(prefix + "queue.bytes", MetricKind.GAUGE, float(q.queued_bytes), "By",
                    "bytes of requests waiting for delivery"),
-            Metric(prefix + "queue.pending", MetricKind.GAUGE, float(q.pending_samples if q else 0), "{item}",
+            Metric(prefix + "queue.pending", MetricKind.GAUGE, float(q.pending), "{item}",
                    "series, events and check runs waiting for delivery"),
         ]
         for endpoint, _, name in ENDPOINTS.values():

@@ -27,7 +27,7 @@ names with ``;`` or control characters are refused by the config (alert labels: 
 ``_``). An output that does not fit loses its long text, then perfdata items from the end, then
 the end of its text.
 
-Delivery: results go into a bounded queue (``bridge.delivery.DiskQueue``, on disk under
+Delivery: results go into a bounded queue (``bridge.queued.QueuedSender``, on disk under
 ``queue.path``, surviving restarts; in memory without one) and a sender delivers them in order,
 retrying with ``bridge.delivery.Backoff`` (``min_backoff`` to ``max_backoff``, jitter) while
 the transport fails; nothing is lost but what the queue's ``max_bytes`` drops (the oldest,
@@ -68,8 +68,9 @@ from bridge.api import (
     PluginMetadata,
     PluginType,
 )
-from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, drained
+from bridge.delivery import Backoff
 from bridge.ledger import loss_counter
+from bridge.queued import QueuedSender, Sent
 from integrations.nagios.export_config import AlertResults, MetricCheck, NagiosExportConfig
 from integrations.nagios.nsca import ENCRYPTIONS, MAX_DESCRIPTION, MAX_HOSTNAME, NscaError, NscaResult, send_results
 from integrations.nagios.output import State
@@ -316,18 +317,13 @@ class NagiosExporter(MonitoringIntegrationPlugin):
     def __init__(self) -> None:
         self.config: NagiosExportConfig | None = None
         self._transport: CommandFile | Nsca | None = None
-        self._queue: DiskQueue | None = None
-        self._backoff = Backoff()
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._last_error: str | None = None
+        self._sender: QueuedSender | None = None
         self._alert_sent: dict[tuple[str, str], list[Any]] = {}
         self._alert_file: Path | None = None
         self._stopped = False
         self.sent = 0
         self.failures = 0
-        self.dropped: dict[str, int] = loss_counter("nagios_export")
+        self.dropped: dict[str, int] = loss_counter("nagios_export")  # its sender's, once initialized
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(id=PLUGIN_ID, name="Nagios passive results", version="0.1.0", author="monbridge",
@@ -346,28 +342,24 @@ class NagiosExporter(MonitoringIntegrationPlugin):
             assert cfg.command_file is not None
             self._transport = CommandFile(cfg.command_file)
         q = cfg.queue
-        self._backoff = Backoff(q.min_backoff, q.max_backoff)
         base = Path(q.path) if q.path else None
-        self._queue = DiskQueue(base / "queue" if base else None, 1, q.max_bytes, q.fsync, on_drop=self._on_drop,
-                                label="nagios result queue")
-        torn = await asyncio.to_thread(self._queue.open)
-        if torn.records:
-            self._count_drop(torn.samples, "torn_record")
+        self._sender = sender = QueuedSender("nagios_export", "nagios export", "results", self._transport.describe(),
+                                             base / "queue" if base else None, q.max_bytes, q.fsync,
+                                             Backoff(q.min_backoff, q.max_backoff), q.max_results_per_send, log)
+        self.dropped = sender.dropped
+        await sender.open()
         if base is not None:
             self._alert_file = base / "alerts.json"
             self._alert_sent = await asyncio.to_thread(self._load_alerts)
-        log.info("nagios export to %s: queue %s, %d results pending", self._transport.describe(),
-                 f"on disk at {base / 'queue'}" if base else "in memory (lost on restart)", self._queue.pending_samples)
-        self._task = asyncio.get_running_loop().create_task(self._deliver(), name="nagios-export")
+        log.info("nagios export to %s: queue %s, %d results pending", self._transport.describe(), sender.where(),
+                 sender.pending)
+        sender.start(self._send, "nagios-export")
 
     # ------------------------------------------------------------------ queue
 
     def _count_drop(self, n: int, reason: str) -> None:
-        self.dropped[reason] += n
-        log.warning("nagios export: %d results dropped: %s", n, reason)
-
-    def _on_drop(self, counts: DropCounts, reason: str) -> None:
-        self._count_drop(counts.samples, reason)
+        if self._sender is not None:
+            self._sender.count_drop(n, reason)
 
     def _carried(self, results: list[list[Any]]) -> list[list[Any]]:
         """The results the transport can carry; the others (names too long for NSCA) dropped and counted."""
@@ -382,70 +374,39 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         return fits
 
     async def _enqueue(self, results: list[list[Any]]) -> None:
-        if not results or self._queue is None:
+        if not results or self._sender is None:
             return
         if self._stopped:
             self._count_drop(len(results), "stopped")
             return
         results = self._carried(results)
-        if not results:
-            return
-        records = [(json.dumps(r).encode(), 1) for r in results]  # ASCII: lone surrogates survive as escapes
-        shard = self._queue.shards[0]
-        if await asyncio.to_thread(shard.append_many, records) is None:
-            self._count_drop(len(results), "too_large")
-        self._wake.set()
+        # ASCII: lone surrogates survive as escapes
+        await self._sender.put([(json.dumps(r).encode(), 1) for r in results], "a result")
 
-    async def _deliver(self) -> None:
-        assert self._queue is not None and self._transport is not None and self.config is not None
-        shard = self._queue.shards[0]
-        retries = Retries(self._backoff)
-        per_send = self.config.queue.max_results_per_send
-        timeout = self.config.timeout or self.config.interval
-        while not self._stopped:
-            self._wake.clear()  # before reading: a result queued after the read wakes the wait below
-            try:
-                batch = await asyncio.to_thread(shard.read_batch, per_send)
-            except OSError as e:
-                log.warning("nagios export: cannot read the result queue: %s", e)
-                await asyncio.sleep(retries.next())
-                continue
-            if batch is None:
-                self._progress.set()
-                await self._wake.wait()
-                continue
-            decoded = [_decode(payload) for payload in batch.payloads]
-            results = [r for r in decoded if r is not None]
-            if len(results) < len(decoded):
-                self._count_drop(len(decoded) - len(results), "bad_record")
-            results = self._carried(results)
-            try:
-                if results:
-                    await self._transport.send(results, timeout)
-            except (DeliveryError, Exception) as e:  # noqa: BLE001 - any failure keeps the results queued
-                if not isinstance(e, DeliveryError):
-                    log.exception("nagios export: delivery to %s failed", self._transport.describe())
-                    e = DeliveryError(f"{self._transport.describe()}: {type(e).__name__}")
-                self.failures += 1
-                if self._last_error != str(e):
-                    log.warning("nagios export: %s; %d results kept queued, retrying", e, shard.pending_samples)
-                self._last_error = str(e)
-                self._progress.set()
-                await asyncio.sleep(retries.next())
-                continue
-            await asyncio.to_thread(shard.ack, batch)
-            if self._last_error is not None:
-                log.info("nagios export: %s delivers again", self._transport.describe())
-            self._last_error = None
-            retries.reset()
-            self.sent += len(results)
-            self._progress.set()
+    async def _send(self, payloads: list[bytes], n: int) -> Sent:
+        """Queued results, sent in one go; any failure keeps them queued."""
+        assert self._transport is not None and self.config is not None
+        decoded = [_decode(payload) for payload in payloads]
+        results = [r for r in decoded if r is not None]
+        if len(results) < len(decoded):
+            self._count_drop(len(decoded) - len(results), "bad_record")
+        results = self._carried(results)
+        try:
+            if results:
+                await self._transport.send(results, self.config.timeout or self.config.interval)
+        except (DeliveryError, Exception) as e:  # noqa: BLE001 - any failure keeps the results queued
+            if not isinstance(e, DeliveryError):
+                log.exception("nagios export: delivery to %s failed", self._transport.describe())
+                e = DeliveryError(f"{self._transport.describe()}: {type(e).__name__}")
+            self.failures += 1
+            return Sent(ExportResult.retryable(str(e)))
+        self.sent += len(results)
+        return Sent(ExportResult.success(), len(results))
 
     async def _drained(self, timeout: float, stop_on_failure: bool = True) -> str | None:
         """None once the queue is empty; else why not (``bridge.delivery.drained``)."""
-        assert self._queue is not None
-        return await drained(self._queue, self._progress, lambda: self._last_error, timeout,
-                             "results not delivered", stop_on_failure)
+        assert self._sender is not None
+        return await self._sender.drained(timeout, stop_on_failure)
 
     # ------------------------------------------------------------------ export
 
@@ -488,7 +449,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         return fit_output(text, perf, long_text, limit, lambda s: _utf8_size(escape_output(s)))
 
     async def force_flush(self, timeout: float) -> bool:
-        return self._queue is None or await self._drained(timeout, stop_on_failure=False) is None
+        return self._sender is None or await self._drained(timeout, stop_on_failure=False) is None
 
     async def export_metrics(self, metrics: Sequence[Metric]) -> None:
         return None  # export() evaluates the checks on the batch
@@ -579,7 +540,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
 
     async def import_metrics(self) -> Sequence[Metric]:
         labels = {"transport": "nsca" if isinstance(self._transport, Nsca) else "command_file"}
-        pending = self._queue.pending_samples if self._queue is not None else 0
+        pending = self._sender.pending if self._sender is not None else 0
         return [
             Metric("monbridge.nagios.results.sent", MetricKind.COUNTER, float(self.sent), "{result}",
                    "passive results delivered to Nagios", labels),
@@ -598,12 +559,5 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         if self._stopped:
             return
         self._stopped = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        if self._queue is not None:
-            self._queue.close()
+        if self._sender is not None:
+            await self._sender.close(timeout)

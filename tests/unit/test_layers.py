@@ -39,6 +39,7 @@ LAYERS = {
     "bridge.helpers": "api",
     "bridge.delivery": "api",
     "bridge.diskqueue": "api",
+    "bridge.queued": "api",  # a sink's send queue and its delivery task
     "bridge.selector": "api",  # match[]-style series selectors
     "bridge.lazy": "api",  # names of public modules loaded when first used
     "bridge.listeners": "api",  # TLS and auth of listeners
@@ -80,6 +81,7 @@ PUBLIC = {
     "bridge.otel",  # the pipeline's data as OTel SDK data
     "bridge.prometheus",  # the Prometheus text format and names
     "bridge.delivery",  # backoff, Retry-After, the durable queue
+    "bridge.queued",  # a sink's send queue and its delivery task
     "bridge.ledger",  # the loss ledger every drop is counted in
 }
 

@@ -370,8 +370,8 @@ async def test_alerts_become_one_result_per_service_in_the_worst_state_sent_on_c
 async def test_a_record_that_is_not_a_result_is_dropped_and_counted_not_retried(tmp_path: Path) -> None:
     e, rec = await _exporter(tmp_path)
     try:
-        e._queue.shards[0].append_many([(b"not json", 1), (b'["h", "s", 9, "x", 1]', 1), (b'["h", "s", 1, "x", 1]', 1)])
-        e._wake.set()
+        e._sender.queue.shards[0].append_many([(b"not json", 1), (b'["h", "s", 9, "x", 1]', 1), (b'["h", "s", 1, "x", 1]', 1)])
+        e._sender._wake.set()
         assert await e.force_flush(5)
         assert rec.got == [["h", "s", 1, "x", 1]] and e.dropped == {"bad_record": 2}
     finally:
@@ -401,7 +401,7 @@ async def test_alert_results_the_queue_refuses_are_counted_and_sent_next_round(t
 
     e, rec = await _exporter(tmp_path)
     try:
-        shard = e._queue.shards[0]
+        shard = e._sender.queue.shards[0]
         real = shard.append_many
 
         def full(records):
