@@ -48,8 +48,6 @@ from bridge.ledger import LEDGER
 from bridge.pipeline import GC_PAUSE_MIN_BATCH, Batch, Pipeline
 from bridge.registry import RegisteredPlugin
 from bridge.wire import (
-    MAX_LEDGER_ENTRIES,
-    MAX_LEDGER_TEXT,
     T_BATCH,
     T_CALL,
     T_ERROR,
@@ -64,6 +62,7 @@ from bridge.wire import (
     alert_value,
     call_id,
     decode_frame_header,
+    decode_losses,
     decode_metrics,
     decode_value,
     encode_metrics,
@@ -406,7 +405,7 @@ class ProcessHost(PluginHost):
             raise WireError(f"unknown message type 0x{mtype:02x}")
         cid = call_id(body[1:])
         if mtype == T_LEDGER:
-            self._count_losses(decode_value(body[5:], self.limits, "ledger"))
+            self._count_losses(body[5:])
             return 0, None, False  # no call waits on it
         if cid not in self._pending:
             if self._late.pop(cid, False):
@@ -426,18 +425,9 @@ class ProcessHost(PluginHost):
             return cid, WorkerError(f"{value[0][:200]}: {value[1][:MAX_ERROR_TEXT]}"), True
         return cid, value, False
 
-    def _count_losses(self, value: Any) -> None:
+    def _count_losses(self, payload: memoryview) -> None:
         """The worker's drops since its last report, counted for this plugin in the agent's ledger."""
-        if not isinstance(value, list) or len(value) > MAX_LEDGER_ENTRIES:
-            raise WireError(f"ledger: not a list of at most {MAX_LEDGER_ENTRIES} entries")
-        for i, entry in enumerate(value):
-            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
-                    and isinstance(entry[1], str) and isinstance(entry[2], int | float)
-                    and not isinstance(entry[2], bool) and 0 < entry[2] < 2**63
-                    and 0 < len(entry[0]) <= MAX_LEDGER_TEXT and 0 < len(entry[1]) <= MAX_LEDGER_TEXT):
-                raise WireError(f"ledger: entry {i} is not [component, reason, count > 0] with names of "
-                                f"1 to {MAX_LEDGER_TEXT} characters")
-        for component, reason, n in value:
+        for component, reason, n in decode_losses(payload, self.limits):
             LEDGER.count(component, reason, n, plugin=self.plugin_id)
 
     def _deliver(self, cid: int, value: Any, failed: bool) -> None:

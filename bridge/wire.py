@@ -41,8 +41,8 @@ from bridge.api import (
 )
 
 __all__ = [
-    "alert_from_value", "alert_value", "Frame", "WireError", "WireLimits", "decode_frame_header", "decode_metrics",
-    "decode_value",
+    "alert_from_value", "alert_value", "Frame", "WireError", "WireLimits", "decode_frame_header", "decode_losses",
+    "decode_metrics", "decode_value",
     "encode_metrics", "encode_value", "frame", "T_BATCH", "T_CALL", "T_ERROR", "T_LEDGER", "T_METRICS", "T_RESULT", "T_SETUP",
 ]
 
@@ -642,3 +642,22 @@ def alert_from_value(v: Any, where: str) -> Alert:
     return Alert(v.get("id", ""), v.get("name", ""), v.get("severity", ""), state, dict(v.get("labels", {})),
                  dict(v.get("annotations", {})), v.get("value"), time.time() if starts is None else float(starts),
                  v.get("ends_at"), v.get("fingerprint", ""))
+
+
+def decode_losses(payload: bytes | memoryview, limits: WireLimits) -> list[tuple[str, str, float]]:
+    """A ``T_LEDGER`` frame's payload: (component, reason, count) entries, each count finite and
+    above 0, names of 1 to ``MAX_LEDGER_TEXT`` characters, at most ``MAX_LEDGER_ENTRIES``;
+    ``WireError`` saying which entry is not."""
+    value = decode_value(payload, limits, "ledger")
+    if not isinstance(value, list) or len(value) > MAX_LEDGER_ENTRIES:
+        raise WireError(f"ledger: not a list of at most {MAX_LEDGER_ENTRIES} entries")
+    out: list[tuple[str, str, float]] = []
+    for i, entry in enumerate(value):
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], str) and isinstance(entry[2], int | float)
+                and not isinstance(entry[2], bool) and 0 < entry[2] < 2**63
+                and 0 < len(entry[0]) <= MAX_LEDGER_TEXT and 0 < len(entry[1]) <= MAX_LEDGER_TEXT):
+            raise WireError(f"ledger: entry {i} is not [component, reason, count > 0] with names of "
+                            f"1 to {MAX_LEDGER_TEXT} characters")
+        out.append((entry[0], entry[1], float(entry[2])))
+    return out
