@@ -7,6 +7,12 @@ that queues what it sends drains its queue with ``bridge.queued.QueuedSender``.
 Remote write, the alert outbox (its notifiers' HTTP client) and the supervisor's restarts use
 these; a plugin that sends over the network should too.
 
+The time. What waits or times something takes a ``Clock`` (``REAL_CLOCK`` by default): its
+``time``/``monotonic``, ``sleep``, timers (``call_later``) and deadlines (``timeout``,
+``wait_for``). Remote write, the supervisor and the alerting engine (its dispatcher, outbox and
+processors) do; a test passes a ``ManualClock``, whose time moves only by ``advance``, and
+asserts the waits and gaps exactly rather than measuring them.
+
 The jitter. A retry waits ``d = min(maximum, initial × multiplier^(attempt-1))``, spread over a
 window of ``jitter × d`` above it, slid down so that it never ends beyond ``maximum``: the wait is
 uniform in ``[min(d, maximum × (1 - jitter)), min(d × (1 + jitter), maximum)]``. Neither "full"
@@ -25,16 +31,21 @@ sleep unbounded nor retry in a hot loop (the backoff's wait is the least a retry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import heapq
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bridge.api import ExportResult
 from bridge.diskqueue import MAX_SHARDS, Batch, DiskQueue, DropCounts, Position, ShardQueue, segment_size_for
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_SHARDS",
@@ -44,9 +55,11 @@ __all__ = [
     "Clock",
     "DiskQueue",
     "DropCounts",
+    "ManualClock",
     "Position",
     "Retries",
     "ShardQueue",
+    "Timer",
     "classify_error",
     "classify_status",
     "drained",
@@ -54,10 +67,17 @@ __all__ = [
     "segment_size_for",
 ]
 
+class Timer(Protocol):
+    """A callback a ``Clock`` will call (``Clock.call_later``), until cancelled."""
+
+    def cancel(self) -> None: ...
+
+
 class Clock:
-    """The time a sender reads and the waits it makes between retries. Senders take one (the real
-    clock by default) so that tests can pass a virtual one, whose ``sleep`` returns at once and
-    moves its time on, and assert the waits asked for instead of measuring them."""
+    """The time a component reads, the waits it makes (retries, schedules) and its timers and
+    deadlines. Senders, the supervisor and the alerting engine take one (the real clock by
+    default) so that tests can pass a virtual one (``ManualClock``) and assert the waits and gaps
+    asked for instead of measuring them on a wall clock a loaded machine makes late."""
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -68,8 +88,131 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
+        """Call ``callback(*args)`` on the running event loop ``delay`` seconds from now."""
+        return asyncio.get_running_loop().call_later(delay, callback, *args)
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]:
+        """``asyncio.timeout`` on this clock: the block is cancelled and TimeoutError raised when
+        it has not ended ``seconds`` from now (None: no limit)."""
+        return asyncio.timeout(seconds)
+
+    async def wait_for(self, aw: Awaitable[T], timeout: float | None) -> T:
+        """``asyncio.wait_for`` on this clock."""
+        return await asyncio.wait_for(aw, timeout)
+
 
 REAL_CLOCK = Clock()
+
+
+class _ManualTimer:
+    __slots__ = ("when", "seq", "callback", "args", "cancelled")
+
+    def __init__(self, when: int, seq: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.when, self.seq, self.callback, self.args = when, seq, callback, args
+        self.cancelled = False
+
+    def __lt__(self, other: _ManualTimer) -> bool:
+        return (self.when, self.seq) < (other.when, other.seq)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1e9) if math.isfinite(seconds) else 1 << 126  # inf: never due
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class ManualClock(Clock):
+    """A clock for tests whose time moves only when told: ``await advance(seconds)`` moves it on,
+    firing the timers (``call_later``), waking the sleeps (``sleep``) and expiring the deadlines
+    (``timeout``, ``wait_for``) that fall due meanwhile, one at a time in the order they are due,
+    each at its own due time; after each, the event loop runs until nothing on it is ready (the
+    tasks woken run to their next wait, which fires too when it falls due within the advance).
+    Work off the loop (threads, sockets) is not waited for: a test waits for it itself.
+    ``monotonic()`` starts at ``start``, ``time()`` at ``wall``; a wait of 0 or less only yields.
+    The time is kept in whole nanoseconds, so that waits add up exactly (ten waits of 0.1 s end
+    where one of 1 s does)."""
+
+    #: Turns of the event loop ``advance`` gives woken work at most, each time.
+    SETTLE_TURNS = 10_000
+
+    def __init__(self, start: float = 1_000.0, wall: float = 1_700_000_000.0) -> None:
+        self._ns = _ns(start)
+        self._wall = wall - start
+        self._timers: list[_ManualTimer] = []
+        self._seq = 0
+
+    def monotonic(self) -> float:
+        return self._ns / 1e9
+
+    def time(self) -> float:
+        return self._ns / 1e9 + self._wall
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
+        if not delay > 0:  # due now (or a NaN): on the loop at once, as asyncio's call_later
+            return asyncio.get_running_loop().call_soon(callback, *args)
+        self._seq += 1
+        timer = _ManualTimer(self._ns + _ns(delay), self._seq, callback, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    async def sleep(self, seconds: float) -> None:
+        if not seconds > 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self.call_later(seconds, _wake, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    @contextlib.asynccontextmanager
+    async def timeout(self, seconds: float | None) -> AsyncIterator[Any]:
+        async with asyncio.timeout(None) as cm:
+            timer = None if seconds is None else self.call_later(seconds, lambda: cm.reschedule(-1.0))
+            try:
+                yield cm
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def wait_for(self, aw: Awaitable[T], timeout: float | None) -> T:
+        async with self.timeout(timeout):
+            return await aw
+
+    def pending(self) -> list[float]:
+        """The delays (from now) of the timers, sleeps and deadlines not fired yet, soonest first."""
+        return sorted((t.when - self._ns) / 1e9 for t in self._timers if not t.cancelled)
+
+    async def advance(self, seconds: float) -> None:
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"a clock advances by a finite number of seconds >= 0, not {seconds!r}")
+        target = self._ns + _ns(seconds)
+        await self.settle()
+        while self._timers and self._timers[0].when <= target:
+            timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            self._ns = max(self._ns, timer.when)
+            timer.callback(*timer.args)
+            await self.settle()
+        self._ns = target
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Let the event loop run until nothing on it is ready (at most ``SETTLE_TURNS`` turns)."""
+        loop = asyncio.get_running_loop()
+        for _ in range(self.SETTLE_TURNS):
+            await asyncio.sleep(0)
+            if not getattr(loop, "_ready", None):  # the default loop's queue of ready callbacks
+                return
 
 #: A ``Retry-After`` value longer than this is not read (an HTTP date takes 29 characters).
 RETRY_AFTER_MAX_CHARS = 64

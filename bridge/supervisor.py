@@ -48,12 +48,13 @@ from bridge.api import (
     Plugin,
     PluginType,
 )
+from bridge.delivery import REAL_CLOCK, Clock, Timer
 from bridge.isolation import Isolation, LimitExceeded, StopReason
 from bridge.ledger import LEDGER, acting_for
 from bridge.lifecycle import Lifecycle, PluginState
 from bridge.pipeline import GC_PAUSE_MIN_BATCH, Pipeline, Retained, paused_gc
 from bridge.pluginhost import InProcessHost, Placement, PluginHost, ProcessHost
-from bridge.tasks import CANCEL_GRACE_S, backoff_delay, cancel_and_wait, run_bounded
+from bridge.tasks import CANCEL_GRACE_S, backoff_delay, cancel_and_wait, run_bounded, wait_within
 
 __all__ = ["InProcessHost", "Placement", "PluginHost", "PluginRunner", "ProcessHost", "SinkState", "Supervisor",
            "SupervisorSettings"]
@@ -161,7 +162,7 @@ class PluginRunner:
     host_status: dict[str, Any] = field(default_factory=dict)  # the last host's, kept when it is gone
     #: Its predecessor's series (a reload's), on view until its first run ends or a bound passes.
     handover: Retained | None = None
-    handover_timer: asyncio.TimerHandle | None = None
+    handover_timer: Timer | None = None
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.plugin_id)
@@ -217,11 +218,14 @@ class PluginRunner:
 
 class Supervisor:
     def __init__(self, pipeline: Pipeline, settings: SupervisorSettings | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None, *, clock: Clock = REAL_CLOCK) -> None:
         self.pipeline = pipeline
         self.settings = settings or SupervisorSettings()
         self.runners: dict[str, PluginRunner] = {}
-        self._sleep = sleep  # the restart backoff's wait (tests record the delays)
+        # Schedules, timeouts, deadlines, the restart backoff and the records' times run on ``clock``
+        # (a ManualClock in tests); ``sleep`` replaces only the restart backoff's wait.
+        self.clock = clock
+        self._sleep = sleep or clock.sleep
 
     async def _call(self, runner: PluginRunner, what: str, aw: Awaitable[Any], timeout: float | None) -> Any:
         """``await aw`` (a call into ``runner``'s plugin) bounded by ``timeout``; a call that does
@@ -236,7 +240,8 @@ class Supervisor:
             # The host stops the plugin at ``timeout`` (LimitExceeded); this bound is a safety net.
             timeout = timeout * 1.1 + HOST_BOUND_SLACK_S
         with acting_for(runner.plugin_id):  # the call's task, and the tasks it starts, count drops for it
-            return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned)
+            return await run_bounded(aw, timeout, grace=self.settings.cancel_grace, on_abandon=abandoned,
+                                     clock=self.clock)
 
     # ------------------------------------------------------------------ adding and removing
 
@@ -305,7 +310,7 @@ class Supervisor:
         runner.handover = handover
         bound = (runner.timeout or runner.interval or 0.0) + (runner.interval or 0.0) + self.settings.cancel_grace \
             if runner.interval else HANDOVER_UNSCHEDULED_S
-        runner.handover_timer = asyncio.get_running_loop().call_later(bound, self._hand_over, runner)
+        runner.handover_timer = self.clock.call_later(bound, self._hand_over, runner)
 
     def _hand_over(self, runner: PluginRunner) -> None:
         """Let ``runner``'s predecessor's series go (see ``adopt``)."""
@@ -369,7 +374,7 @@ class Supervisor:
         runner.errors += 1
         runner.consecutive_failures += 1
         runner.last_error = msg
-        runner.last_error_at = time.time()
+        runner.last_error_at = self.clock.time()
         # The traceback once per failure streak; repeats are one line each.
         log.error("plugin %s: %s", runner.plugin_id, msg,
                   exc_info=runner.consecutive_failures == 1 and not isinstance(e, (TimeoutError, LimitExceeded)))
@@ -379,7 +384,7 @@ class Supervisor:
         if runner.last_stop is e:
             return
         runner.last_stop = e
-        runner.stop_reason, runner.stop_detail, runner.stopped_at = e.reason, e.detail, time.time()
+        runner.stop_reason, runner.stop_detail, runner.stopped_at = e.reason, e.detail, self.clock.time()
         runner.stops[e.reason.value] += 1
 
     @staticmethod
@@ -421,17 +426,17 @@ class Supervisor:
         """Run on schedule until the plugin fails (returns True) or has no schedule (False)."""
         if runner.plugin_type not in (PluginType.METRIC_COLLECTOR, PluginType.INTEGRATION) or not runner.interval:
             return False
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         interval = runner.interval
         timeout = runner.timeout or interval
-        next_at = loop.time()
+        next_at = clock.monotonic()
         while True:
-            delay = next_at - loop.time()
+            delay = next_at - clock.monotonic()
             host = runner.host
             if host is not None and host.bounds_calls:  # a plugin stopped between runs is restarted at once
                 if delay > 0:
                     try:
-                        await asyncio.wait_for(host.dead.wait(), delay)
+                        await clock.wait_for(host.dead.wait(), delay)
                     except TimeoutError:
                         pass
                 stopped = host.stopped
@@ -442,7 +447,7 @@ class Supervisor:
                     ok = await self._once(runner, timeout)
             else:
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await clock.sleep(delay)
                 ok = await self._once(runner, timeout)
             if runner.handover is not None:
                 self._hand_over(runner)
@@ -453,7 +458,7 @@ class Supervisor:
                 self.pipeline.remove_source(runner.plugin_id)
                 return True
             next_at += interval
-            now = loop.time()
+            now = clock.monotonic()
             if next_at < now:  # a slow run: keep the phase, skip the ticks that passed
                 skipped = int((now - next_at) // interval) + 1
                 runner.missed_ticks += skipped
@@ -474,13 +479,13 @@ class Supervisor:
                 runner.last_batch_size = len(metrics)
             else:
                 self.refresh_self_metrics()  # exporters send current self-metrics, scraped or not
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + timeout
+                deadline = self.clock.monotonic() + timeout
                 await self._call(runner, what, host.import_round(self.pipeline, timeout), timeout)
                 what = "export"
                 sinks = host.sink_names()
                 if sinks:  # an integration that only receives (OTLP receive) gets no batch built
-                    batch = await self._call(runner, what, host.export_batch(self.pipeline), deadline - loop.time())
+                    batch = await self._call(runner, what, host.export_batch(self.pipeline),
+                                             deadline - self.clock.monotonic())
                     await asyncio.gather(*(self._export(runner, host, name, batch, deadline) for name in sinks))
         except asyncio.CancelledError:
             raise
@@ -493,7 +498,7 @@ class Supervisor:
         runner.runs += 1
         runner.consecutive_failures = 0
         runner.restart_attempts = 0
-        runner.last_success_at = time.time()
+        runner.last_success_at = self.clock.time()
         return True
 
     async def _export(self, runner: PluginRunner, host: PluginHost, name: str, batch: MetricBatch,
@@ -503,7 +508,7 @@ class Supervisor:
         sink = runner.sinks.get(name)
         if sink is None:
             sink = runner.sinks[name] = SinkState(name)
-        timeout = max(deadline - asyncio.get_running_loop().time(), 0.0)
+        timeout = max(deadline - self.clock.monotonic(), 0.0)
         try:
             result = await self._call(runner, f"export to {name}", host.export(name, batch, timeout), timeout)
         except asyncio.CancelledError:
@@ -529,7 +534,7 @@ class Supervisor:
             return
         sink.exports += 1
         sink.last_status = "success"
-        sink.last_success_at = time.time()
+        sink.last_success_at = self.clock.time()
         if sink.ok is False:
             log.info("plugin %s: sink %s recovered", runner.plugin_id, name)
         sink.ok = True
@@ -539,7 +544,7 @@ class Supervisor:
         sink.errors += 1
         sink.last_status = status
         sink.last_error = msg
-        sink.last_error_at = time.time()
+        sink.last_error_at = self.clock.time()
         if sink.ok is not False:
             log.error("plugin %s: sink %s is failing: %s (logged again when it recovers)",
                       runner.plugin_id, sink.name, msg)
@@ -548,10 +553,8 @@ class Supervisor:
     async def _force_flush(self, runner: PluginRunner, host: PluginHost, deadline: float) -> None:
         """Every sink's ``force_flush`` (a graceful stop's), within ``deadline``; a sink that could
         not flush is logged (its state keeps its last export's outcome)."""
-        loop = asyncio.get_running_loop()
-
         async def flush(name: str) -> None:
-            timeout = max(deadline - loop.time(), 0.0)
+            timeout = max(deadline - self.clock.monotonic(), 0.0)
             try:
                 ok = await self._call(runner, f"force_flush of {name}", host.force_flush(name, timeout), timeout)
             except asyncio.CancelledError:
@@ -586,7 +589,7 @@ class Supervisor:
         series expire, or with ``keep_series`` stay and are returned for its successor's ``adopt``
         or ``start`` (a reload's replacement of a changed plugin)."""
         self._hand_over(runner)
-        if await cancel_and_wait(runner.task, timeout=2 * self.settings.cancel_grace):
+        if await cancel_and_wait(runner.task, timeout=2 * self.settings.cancel_grace, clock=self.clock):
             runner.abandoned += 1
             log.error("plugin %s: its schedule did not end when cancelled; abandoned", runner.plugin_id)
         runner.task = None
@@ -598,7 +601,7 @@ class Supervisor:
         if host is not None and runner.state is PluginState.RUNNING:
             if flush and runner.plugin_type is PluginType.INTEGRATION and runner.interval:
                 # The last round and the sinks' force_flush must fit in the 5 s a graceful stop has.
-                deadline = asyncio.get_running_loop().time() + FLUSH_TIMEOUT_S
+                deadline = self.clock.monotonic() + FLUSH_TIMEOUT_S
                 await self._once(runner, min(runner.timeout or FLUSH_TIMEOUT_S, FLUSH_TIMEOUT_S))
                 await self._force_flush(runner, host, deadline)
             try:
@@ -623,7 +626,7 @@ class Supervisor:
         stops = {asyncio.create_task(self.stop(r), name=f"stop:{pid}"): r for pid, r in self.runners.items()}
         if not stops:
             return
-        _, pending = await asyncio.wait(stops, timeout=timeout)
+        _, pending = await wait_within(stops, timeout, self.clock)
         for t in pending:
             r = stops[t]
             r.abandoned += 1

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from bridge.delivery import Backoff
+from bridge.delivery import REAL_CLOCK, Backoff, Clock
 
-__all__ = ["CANCEL_GRACE_S", "GC_PAUSE_MIN", "backoff_delay", "cancel_and_wait", "gc_paused", "run_bounded"]
+__all__ = ["CANCEL_GRACE_S", "GC_PAUSE_MIN", "backoff_delay", "cancel_and_wait", "gc_paused", "run_bounded",
+           "wait_within"]
 
 T = TypeVar("T")
+F = TypeVar("F", bound="asyncio.Future[Any]")
 
 #: Seconds a cancelled task is given to end before it is abandoned.
 CANCEL_GRACE_S = 0.5
@@ -77,17 +79,30 @@ def _abandon(t: asyncio.Future[Any]) -> None:
     t.add_done_callback(_settle)
 
 
-async def cancel_and_wait(*tasks: asyncio.Future[Any] | None,
-                          timeout: float | None = None) -> list[asyncio.Future[Any]]:
+async def wait_within(fs: Iterable[F], timeout: float | None, clock: Clock = REAL_CLOCK) -> tuple[set[F], set[F]]:
+    """``asyncio.wait(fs, timeout=timeout)`` with the timeout on ``clock``: (done, pending)."""
+    fs = set(fs)
+    try:
+        async with clock.timeout(timeout):
+            await asyncio.wait(fs)
+    except TimeoutError:
+        pass
+    done = {f for f in fs if f.done()}
+    return done, fs - done
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, timeout: float | None = None,
+                          clock: Clock = REAL_CLOCK) -> list[asyncio.Future[Any]]:
     """Cancel ``tasks`` (None ones skipped) and wait until each has ended, or ``timeout`` seconds
-    at most; return those still running then (abandoned: never waited for again). What the tasks
-    raised on the way out is theirs, not the caller's. A cancellation of the caller propagates."""
+    (on ``clock``) at most; return those still running then (abandoned: never waited for again).
+    What the tasks raised on the way out is theirs, not the caller's. A cancellation of the caller
+    propagates."""
     live = [t for t in tasks if t is not None]
     for t in live:
         t.cancel()
     if not live:
         return []
-    done, pending = await asyncio.wait(live, timeout=timeout)
+    done, pending = await wait_within(live, timeout, clock)
     for t in done:
         _settle(t)
     for t in pending:
@@ -96,29 +111,31 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None,
 
 
 async def run_bounded(aw: Awaitable[T], timeout: float | None, *, grace: float = CANCEL_GRACE_S,
-                      on_abandon: Callable[[], None] | None = None) -> T:
+                      on_abandon: Callable[[], None] | None = None, clock: Clock = REAL_CLOCK) -> T:
     """``await aw`` in a task of its own for at most ``timeout`` seconds (None: no limit); raise
     TimeoutError when it takes longer. The task is then cancelled and given ``grace`` seconds to
     end; if it does not (it swallowed the cancellation), it is abandoned and ``on_abandon`` is
     called. A cancellation of the caller cancels the task the same way and propagates, so the
-    caller never waits longer than ``timeout + grace``, whatever ``aw`` does."""
+    caller never waits longer than ``timeout + grace``, whatever ``aw`` does. Both are seconds on
+    ``clock``."""
     task = asyncio.ensure_future(aw)
     try:
-        done, _ = await asyncio.wait((task,), timeout=timeout)
+        done, _ = await wait_within((task,), timeout, clock)
     except asyncio.CancelledError:
-        await _cancel_within(task, grace, on_abandon)
+        await _cancel_within(task, grace, on_abandon, clock)
         raise
     if done:
         if task.cancelled():  # by the awaited code itself: only the caller's own cancellation propagates
             raise RuntimeError("the call ended cancelled without being cancelled (it raised CancelledError)")
         return task.result()
-    await _cancel_within(task, grace, on_abandon)
+    await _cancel_within(task, grace, on_abandon, clock)
     raise TimeoutError
 
 
-async def _cancel_within(task: asyncio.Future[Any], grace: float, on_abandon: Callable[[], None] | None) -> None:
+async def _cancel_within(task: asyncio.Future[Any], grace: float, on_abandon: Callable[[], None] | None,
+                         clock: Clock) -> None:
     try:
-        left = await cancel_and_wait(task, timeout=grace)
+        left = await cancel_and_wait(task, timeout=grace, clock=clock)
     except asyncio.CancelledError:
         left = [] if task.done() else [task]
         if left:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bridge.api import Alert, AlertProcessorPlugin, PluginConfig
+from bridge.delivery import REAL_CLOCK, Clock
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -43,6 +44,11 @@ class BaseProcessor(AlertProcessorPlugin):
     def attach(self, ctx: AlertContext) -> None:
         """Called once by the engine with its context (the engine, the pipeline, the resource)."""
         self.ctx = ctx
+
+    @property
+    def timing(self) -> Clock:
+        """The clock of the engine attached (its timers, waits and time), else the real one."""
+        return self.ctx.engine.timing if self.ctx is not None else REAL_CLOCK
 
     async def process_alert(self, alert: Alert) -> Alert:
         return alert

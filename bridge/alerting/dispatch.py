@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from bridge.alerting.notify import Notification
 from bridge.alerting.store import write_text_atomic
 from bridge.alerting.writebehind import WriteBehind
 from bridge.api import Alert, AlertState, GroupingSettings
+from bridge.delivery import REAL_CLOCK, Clock, Timer
 
 __all__ = ["Dispatcher", "GroupingSettings", "Route"]
 
@@ -81,7 +81,7 @@ class _Group:
     alerts: dict[str, Alert] = field(default_factory=dict)  # by fingerprint
     created: float = 0.0
     has_flushed: bool = False
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
 
 
 Muted = Callable[[Alert], str | None]
@@ -90,11 +90,12 @@ Enqueue = Callable[[Notification], None]
 
 class Dispatcher:
     def __init__(self, enqueue: Enqueue, muted: Muted, nflog_path: Path | None = None,
-                 clock: Callable[[], float] = time.time, external_url: str = "",
+                 clock: Clock = REAL_CLOCK, external_url: str = "",
                  durable: Callable[[], Awaitable[None]] | None = None) -> None:
         self.enqueue = enqueue
         self.muted = muted
-        self.clock = clock
+        self.timing = clock  # the groups' timers (group_wait, group_interval)
+        self.clock: Callable[[], float] = clock.time
         self.external_url = external_url
         self.settings = GroupingSettings()
         self.routes: list[Route] = []
@@ -147,7 +148,6 @@ class Dispatcher:
 
     def insert(self, alert: Alert) -> None:
         """Put (or update) ``alert`` in the group of every route that matches it."""
-        loop = asyncio.get_running_loop()
         for route in self.routes:
             if not matches_all(route.matchers, alert.labels):
                 continue
@@ -159,7 +159,7 @@ class Dispatcher:
                 if alert.state is AlertState.RESOLVED and self._nflog_key(route, key) not in self.nflog:
                     continue  # resolved before anyone heard of it
                 g = self.groups[gk] = _Group(route, key, labels, created=self.clock())
-                g.timer = loop.call_later(self.settings.group_wait, self._due_now, gk)
+                g.timer = self.timing.call_later(self.settings.group_wait, self._due_now, gk)
             g.alerts[alert.fingerprint] = alert
             # Alertmanager: an alert older than group_wait flushes a group that has not flushed yet at once.
             if not g.has_flushed and alert.starts_at + self.settings.group_wait <= self.clock():
@@ -169,7 +169,7 @@ class Dispatcher:
         g = self.groups[gk]
         if g.timer is not None:
             g.timer.cancel()
-        g.timer = asyncio.get_running_loop().call_later(delay, self._due_now, gk)
+        g.timer = self.timing.call_later(delay, self._due_now, gk)
 
     def _nflog_key(self, route: Route, group_key: str) -> str:
         return f"{route.notifier_id}|{group_key}"

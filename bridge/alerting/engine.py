@@ -57,6 +57,7 @@ from bridge.api import (
     PluginType,
     TelemetryExporterHook,
 )
+from bridge.delivery import REAL_CLOCK, Clock
 from bridge.logs import redact_text
 from bridge.tasks import cancel_and_wait, run_bounded
 
@@ -74,6 +75,8 @@ METRICS_SOURCE = "monbridge.alerting"
 REFUSAL_REASONS = ("too_large", "unsupported_encoding", "bad_encoding", "bad_json", "too_deep", "invalid")
 #: The longest an integration's ``import_alerts`` or ``export_alerts`` may take, each round.
 INTEGRATION_CALL_TIMEOUT_S = 10.0
+#: Seconds between the engine's housekeeping rounds (refresh, self-metrics, integrations' rounds).
+HOUSEKEEPING_INTERVAL_S = 1.0
 #: Reports of one batch (``report``), or transitions of its telemetry, handled between two turns
 #: of the event loop: at most this many, and no more once ``SLICE_S`` seconds have gone.
 BATCH_SLICE = 50
@@ -149,16 +152,19 @@ class ProcessorChain(SpanProcessor, LogRecordProcessor):
 class AlertEngine:
     def __init__(self, settings: AlertingSettings | None = None, pipeline: Pipeline | None = None,
                  resource: Resource | None = None, plugins: PluginList | None = None,
-                 clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None) -> None:
+                 clock: Clock = REAL_CLOCK, retry: RetryPolicy | None = None) -> None:
         self.settings = settings or AlertingSettings()
         self.pipeline = pipeline
         self.resource = resource or Resource.create({"service.name": "monbridge"})
         self._plugins = plugins or (lambda _t: [])
-        self.clock = clock
+        # Timers (group_wait, group_interval, escalations), waits (retries, housekeeping, rule
+        # evaluation) and deadlines run on ``timing``; ``clock()`` is its wall time (alerts' times).
+        self.timing = clock
+        self.clock: Callable[[], float] = clock.time
         # Without a state directory (no alerting in the config) alerts live in memory only.
         self.state_dir = self.settings.state_dir
-        self.store = AlertStore(self.state_path("alerts.json"), clock=clock)
-        self.silences = Silences(self.state_path("silences.json"), clock=clock)
+        self.store = AlertStore(self.state_path("alerts.json"), clock=clock.time)
+        self.silences = Silences(self.state_path("silences.json"), clock=clock.time)
         self.outbox = Outbox(self.settings.resolved_outbox_dir(), retry, clock=clock)
         self.dispatcher = Dispatcher(self._enqueue, self.muted, self.state_path("nflog.json"), clock,
                                      self.settings.external_url, durable=self.outbox.flush_pending)
@@ -301,7 +307,7 @@ class AlertEngine:
     async def _housekeeping(self) -> None:
         last_import = 0.0
         while True:
-            await asyncio.sleep(1.0)
+            await self.timing.sleep(HOUSEKEEPING_INTERVAL_S)
             try:
                 self.refresh()
                 self.record_metrics()
@@ -343,7 +349,8 @@ class AlertEngine:
             log.error("alerts: %s did not end its alert import/export when cancelled; abandoned", pid)
 
         try:
-            imported = await run_bounded(p.import_alerts(), INTEGRATION_CALL_TIMEOUT_S, on_abandon=abandoned)
+            imported = await run_bounded(p.import_alerts(), INTEGRATION_CALL_TIMEOUT_S, on_abandon=abandoned,
+                                         clock=self.timing)
             for a in imported:
                 if a.state is AlertState.RESOLVED:
                     self.resolve_fingerprint(a.fingerprint, by=pid, at=a.ends_at)
@@ -351,7 +358,7 @@ class AlertEngine:
                     self.fire(a, by=pid)
             if isinstance(p, MonitoringIntegrationPlugin):  # a collector (AlertSourceHook) only raises alerts
                 await run_bounded(p.export_alerts(self.store.active_alerts()), INTEGRATION_CALL_TIMEOUT_S,
-                                  on_abandon=abandoned)
+                                  on_abandon=abandoned, clock=self.timing)
         except TimeoutError:
             log.warning("alerts: %s import/export of alerts timed out after %gs", pid, INTEGRATION_CALL_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001

@@ -43,7 +43,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from bisect import insort
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -53,7 +52,7 @@ from pathlib import Path
 from bridge.alerting.notify import DeliveryError, Notification, PermanentDeliveryError
 from bridge.alerting.store import write_text_atomic
 from bridge.alerting.writebehind import WriteBehind
-from bridge.delivery import Backoff, DiskQueue, DropCounts, Position
+from bridge.delivery import REAL_CLOCK, Backoff, Clock, DiskQueue, DropCounts, Position
 from bridge.ledger import count_loss
 from bridge.logs import redact_text
 from bridge.tasks import cancel_and_wait
@@ -209,10 +208,11 @@ def read_outbox(directory: Path) -> list[Notification]:
 
 class Outbox:
     def __init__(self, directory: Path | None, policy: RetryPolicy | None = None,
-                 clock: Callable[[], float] = time.time, max_bytes: int = MAX_BYTES) -> None:
+                 clock: Clock = REAL_CLOCK, max_bytes: int = MAX_BYTES) -> None:
         self.directory = directory
         self.policy = policy or RetryPolicy()
-        self.clock = clock
+        self.timing = clock  # the retries' waits
+        self.clock: Callable[[], float] = clock.time  # notifications' ages
         self._pending: dict[str, OrderedDict[str, OutboxEntry]] = {}
         self._lanes: dict[Lane, OrderedDict[str, OutboxEntry]] = {}
         self._delivered: OrderedDict[str, None] = OrderedDict()
@@ -587,7 +587,7 @@ class Outbox:
             # Only a newer notification of this group (which supersedes this one) cuts the backoff short.
             wake.clear()
             try:
-                async with asyncio.timeout(delay):
+                async with self.timing.timeout(delay):
                     await wake.wait()
             except TimeoutError:
                 pass

@@ -13,10 +13,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -25,6 +23,7 @@ from bridge.alerting.base import BaseProcessor
 from bridge.alerting.dispatch import GroupingSettings
 from bridge.alerting.model import AlertSuppressed, Matcher, matches_all, parse_matchers
 from bridge.api import Alert, AlertState, PluginConfig, PluginMetadata, PluginType
+from bridge.delivery import Timer
 
 if TYPE_CHECKING:
     pass
@@ -60,7 +59,7 @@ class DedupProcessor(_Processor):
         self._last: dict[str, tuple[str, str, float]] = {}  # fingerprint -> (alert id, state, when)
 
     async def process_alert(self, alert: Alert) -> Alert:
-        now = time.time()
+        now = self.timing.time()
         last = self._last.get(alert.fingerprint)
         window = self.config.window if self.config else 0.0
         if last is not None and last[:2] == (alert.id, alert.state.value) and (not window or now - last[2] < window):
@@ -204,7 +203,7 @@ class EscalationProcessor(_Processor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._timers: dict[str, list[asyncio.TimerHandle]] = {}
+        self._timers: dict[str, list[Timer]] = {}
 
     def escalation_notifiers(self) -> list[str]:
         return [pid for level in self.config.levels for pid in level.notify]
@@ -213,10 +212,10 @@ class EscalationProcessor(_Processor):
         c: EscalationConfig = self.config
         if alert.state is AlertState.FIRING and alert.id not in self._timers and matches_all(parse_matchers(c.match),
                                                                                               alert.labels):
-            loop = asyncio.get_running_loop()
-            elapsed = time.time() - alert.starts_at
+            clock = self.timing
+            elapsed = clock.time() - alert.starts_at
             self._timers[alert.id] = [
-                loop.call_later(max(0.0, level.after - elapsed), self._escalate, alert.id, i + 1, level.notify)
+                clock.call_later(max(0.0, level.after - elapsed), self._escalate, alert.id, i + 1, level.notify)
                 for i, level in enumerate(c.levels)
             ]
         return alert

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import operator
 import re
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -26,6 +25,7 @@ from pydantic import Field, field_validator
 
 from bridge.alerting.model import fingerprint
 from bridge.api import Alert, AlertProcessorPlugin, AlertState, HistogramValue, PluginConfig, PluginMetadata, PluginType
+from bridge.delivery import REAL_CLOCK, Clock
 from bridge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -112,7 +112,21 @@ class RulesSource(AlertProcessorPlugin):
         self._restored_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self.evaluations = 0
-        self.clock: Callable[[], float] = time.time
+        self._clock: Callable[[], float] | None = None
+
+    @property
+    def timing(self) -> Clock:
+        """The engine's clock (its time, the evaluations' schedule), else the real one."""
+        return self.ctx.engine.timing if self.ctx is not None else REAL_CLOCK
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The time rules are evaluated at: ``timing``'s, unless set."""
+        return self._clock or self.timing.time
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(PLUGIN_ID, "Alert rules", "0.1.0", "monbridge",
@@ -133,16 +147,16 @@ class RulesSource(AlertProcessorPlugin):
         self._task = asyncio.create_task(self._loop(), name=f"{PLUGIN_ID}:evaluate")
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        timing = self.timing
         interval = self.config.evaluation_interval
-        next_at = loop.time()
+        next_at = timing.monotonic()
         while True:
             try:
                 self.evaluate()
             except Exception:  # noqa: BLE001 - one bad evaluation must not end the loop
                 log.exception("rule evaluation failed")
             next_at += interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            await timing.sleep(max(0.0, next_at - timing.monotonic()))
 
     def evaluate(self) -> None:
         """One evaluation of every rule."""

@@ -18,6 +18,7 @@ from bridge.alerting.engine import AlertEngine
 from bridge.alerting.outbox import RetryPolicy
 from bridge.alerting.settings import AlertingSettings
 from bridge.api import Alert, AlertProcessorPlugin, Plugin, PluginMetadata, PluginType
+from bridge.delivery import REAL_CLOCK, ManualClock
 from bridge.notifiers import AlertSuppressed, Notification, Notifier
 
 
@@ -78,17 +79,48 @@ class CollectingNotifier(Notifier):
 
 
 class EngineUnderTest:
-    def __init__(self, state: Path, plugins: Sequence[tuple[str, Plugin]] = (), **settings: Any) -> None:
+    """An engine on ``state`` with ``plugins``; on ``clock`` (a test's ManualClock) when given."""
+
+    def __init__(self, state: Path, plugins: Sequence[tuple[str, Plugin]] = (), clock: ManualClock | None = None,
+                 **settings: Any) -> None:
         self.plugins = list(plugins)
+        self.clock = clock
         self.engine = AlertEngine(
             AlertingSettings(state_dir=state, **settings),
             plugins=lambda t: [(i, p) for i, p in self.plugins if p.plugin_type is t],
+            clock=clock or REAL_CLOCK,
             retry=RetryPolicy(initial=0.02, maximum=0.1),
         )
         self.spans = InMemorySpanExporter()
         self.logs = InMemoryLogRecordExporter()
         self.engine.telemetry.add_processor(SimpleSpanProcessor(self.spans))
         self.engine.telemetry.add_processor(SimpleLogRecordProcessor(self.logs))
+
+    async def quiet(self) -> None:
+        """Wait until nothing is in flight on the engine: the chain drained, every write to disk
+        done (they run in threads) and what they woke run, so that only timers and waits on the
+        clock are left (a bound on the rounds, not on time)."""
+        assert self.clock is not None
+        o = self.engine.outbox
+        last: tuple[int, ...] = ()
+        for _ in range(100):
+            await self.engine.drain()
+            await self.engine.dispatcher.flush()
+            await o.flush()
+            await self.clock.settle()
+            now = (o.delivered_total, o.failed_total, o.superseded_total, len(o.pending()), len(self.clock.pending()),
+                   self.engine.chain.queue.qsize() if self.engine.chain.queue is not None else 0)
+            if now == last:
+                return
+            last = now
+        raise AssertionError("the engine did not quieten")
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock on by ``seconds`` (firing what falls due), then wait until it is ``quiet``."""
+        assert self.clock is not None
+        await self.quiet()
+        await self.clock.advance(seconds)
+        await self.quiet()
 
     def log_events(self) -> list[tuple[str, str]]:
         out = []

@@ -39,6 +39,7 @@ class SteadyCollector(MetricCollectorPlugin):
         self.calls: list[float] = []
         self.events: list[str] = []
         self.value = 1.0
+        self.clock: Callable[[], float] = time.monotonic  # what ``calls`` are timed by (a test's clock)
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(self.plugin_id, "steady", "1.0", "tests", "a steady gauge", PluginType.METRIC_COLLECTOR)
@@ -48,7 +49,7 @@ class SteadyCollector(MetricCollectorPlugin):
         self.events.append("initialize")
 
     async def collect_metrics(self) -> Sequence[Metric]:
-        self.calls.append(time.monotonic())
+        self.calls.append(self.clock())
         return [Metric("steady.value", MetricKind.GAUGE, self.value, "1", "a value", {"k": "v"})]
 
     async def start(self) -> None:
@@ -65,7 +66,7 @@ class HangingCollector(SteadyCollector):
     plugin_id = "monitoring.metrics.hanging"
 
     async def collect_metrics(self) -> Sequence[Metric]:
-        self.calls.append(time.monotonic())
+        self.calls.append(self.clock())
         await asyncio.sleep(3600)
         return []
 
@@ -81,7 +82,7 @@ class FailingCollector(SteadyCollector):
         FailingCollector.instances.append(self)
 
     async def collect_metrics(self) -> Sequence[Metric]:
-        self.calls.append(time.monotonic())
+        self.calls.append(self.clock())
         raise RuntimeError("backend said no")
 
 
@@ -96,7 +97,7 @@ class SwallowingCollector(SteadyCollector):
         self.cancellations = 0
 
     async def collect_metrics(self) -> Sequence[Metric]:
-        self.calls.append(time.monotonic())
+        self.calls.append(self.clock())
         await self._hang()
         return []
 
@@ -116,7 +117,7 @@ class StuckCollector(SwallowingCollector):
 
     async def collect_metrics(self) -> Sequence[Metric]:
         if not self.calls:
-            self.calls.append(time.monotonic())
+            self.calls.append(self.clock())
             return await SteadyCollector.collect_metrics(self)
         return await super().collect_metrics()
 

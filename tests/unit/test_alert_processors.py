@@ -1,6 +1,9 @@
 """The processor chain and the dispatcher: grouping and repeats as Alertmanager means them,
 silences, inhibition, correlation, escalation, dedup, routing by matchers, and the outbox's
-retries and restart safety."""
+retries and restart safety. The engine runs on a ManualClock: the timers (group_wait,
+group_interval, repeat_interval, escalations, silences' ends, retries, housekeeping) fire when a
+test advances it, at the times they are due, which the tests assert exactly; times that must
+compare exactly are binary fractions (0.25 s), which the wall time's floats hold exactly."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from bridge.alerting.processors import (
 )
 from bridge.alerting.silences import Silence
 from bridge.api import Alert, AlertState, MonitoringIntegrationPlugin, PluginMetadata, PluginType
+from bridge.delivery import ManualClock
 from tests.unit.alerting_helpers import CollectingNotifier, EngineUnderTest, make_alert
 
 
@@ -34,38 +38,49 @@ async def notifier(pid="monitoring.alerts.collect", fail=0, **config):
     return pid, n
 
 
+def fire(t, alert):
+    """Report ``alert`` as begun now on ``t``'s clock."""
+    alert.starts_at = t.engine.clock()
+    return t.engine.fire(alert, "test")
+
+
 async def settle(t, seconds=0.15):
-    await t.engine.drain()
-    await asyncio.sleep(seconds)
-    await t.engine.drain()
+    """Move ``t``'s clock on by ``seconds``, with everything in flight done before and after."""
+    await t.advance(seconds)
 
 
 async def test_grouping_wait_interval_and_repeat(tmp_path):
-    grouping = await plugin(GroupingProcessor, {"group_by": ["alertname"], "group_wait": 0.2, "group_interval": 0.2,
-                                                "repeat_interval": 0.6})
+    grouping = await plugin(GroupingProcessor, {"group_by": ["alertname"], "group_wait": 0.25, "group_interval": 0.25,
+                                                "repeat_interval": 0.75})
     pid, n = await notifier()
-    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (pid, n)])
+    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (pid, n)], clock=ManualClock())
     await t.engine.start()
     try:
-        a = t.engine.fire(make_alert(host="h1"), "test")
-        b = t.engine.fire(make_alert(host="h2"), "test")
-        await settle(t, 0.1)
+        t0 = t.engine.clock()
+        a = fire(t, make_alert(host="h1"))
+        b = fire(t, make_alert(host="h2"))
+        await settle(t, 0.125)
         assert n.sent == []  # group_wait
-        await settle(t, 0.2)
+        await settle(t, 0.125)
         [first] = n.sent
+        assert first.created_at - t0 == 0.25  # at the end of group_wait
         assert sorted(x.labels["host"] for x in first.alerts) == ["h1", "h2"]  # one notification for the group
         assert first.group_key == '{}:{alertname="HighCPU"}'
-        await settle(t, 0.25)
-        assert len(n.sent) == 1  # nothing changed, repeat_interval not over
         await settle(t, 0.5)
+        assert len(n.sent) == 1  # nothing changed at the two group_interval flushes, repeat_interval not over
+        await settle(t, 0.25)
         assert len(n.sent) == 2 and n.sent[1].key != first.key  # the repeat
+        assert n.sent[1].created_at - first.created_at == 0.75  # after repeat_interval exactly
         t.engine.acknowledge(a.id, "x")
         t.engine.acknowledge(b.id, "x")
-        await settle(t, 0.9)
+        await settle(t, 1.0)
         assert len(n.sent) == 2  # acknowledged alerts are not repeated
-        t.engine.resolve(a.id)
-        await settle(t, 0.3)
+        t.engine.resolve(a.id)  # at a flush's time: the next is a group_interval away
+        await settle(t, 0.125)
+        assert len(n.sent) == 2
+        await settle(t, 0.125)
         assert len(n.sent) == 3 and {x.fingerprint: x.state for x in n.sent[2].alerts}[a.fingerprint] is AlertState.RESOLVED
+        assert n.sent[2].created_at - t0 == 2.25
     finally:
         await t.engine.stop()
 
@@ -74,11 +89,11 @@ async def test_routing_by_matchers_and_send_resolved(tmp_path):
     grouping = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.1})
     crit = await notifier("monitoring.alerts.crit", match=['severity="critical"'], send_resolved=False)
     everyone = await notifier("monitoring.alerts.all")
-    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), crit, everyone])
+    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), crit, everyone], clock=ManualClock())
     await t.engine.start()
     try:
-        c = t.engine.fire(make_alert("A", severity="critical"), "test")
-        t.engine.fire(make_alert("B", severity="warning"), "test")
+        c = fire(t, make_alert("A", severity="critical"))
+        fire(t, make_alert("B", severity="warning"))
         await settle(t, 0.2)
         assert [x.alerts[0].name for x in crit[1].sent] == ["A"]
         assert sorted(x.alerts[0].name for x in everyone[1].sent) == ["A", "B"]
@@ -92,18 +107,19 @@ async def test_routing_by_matchers_and_send_resolved(tmp_path):
 
 
 async def test_silences_mute_until_they_expire(tmp_path):
-    grouping = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.1})
+    grouping = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.125})
     pid, n = await notifier()
-    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (pid, n)])
+    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (pid, n)], clock=ManualClock())
     await t.engine.start()
     try:
         now = t.engine.clock()
-        s = t.engine.silences.add(Silence.from_request({"matchers": ['host="h1"'], "duration": 0.4}, now))
-        t.engine.fire(make_alert(host="h1"), "test")
-        await settle(t, 0.2)
-        assert n.sent == [] and s.state(t.engine.clock()) == "active"
-        await settle(t, 0.4)
-        assert len(n.sent) == 1  # expired: the next flush notifies
+        s = t.engine.silences.add(Silence.from_request({"matchers": ['host="h1"'], "duration": 0.5}, now))
+        fire(t, make_alert(host="h1"))
+        await settle(t, 0.375)
+        assert n.sent == [] and s.state(t.engine.clock()) == "active"  # muted at the flushes so far
+        await settle(t, 0.125)
+        [note] = n.sent  # expired: the flush at its end notifies
+        assert note.created_at - now == 0.5 and s.state(note.created_at) == "expired"
         with pytest.raises(ValueError, match="endsAt: must be after startsAt"):
             Silence.from_request({"matchers": ["a=b"], "endsAt": "2000-01-01T00:00:00Z"}, now)
         with pytest.raises(ValueError, match="matchers: expected a non-empty list"):
@@ -117,12 +133,13 @@ async def test_inhibition_mutes_targets_sharing_equal_labels(tmp_path):
     inhibit = await plugin(InhibitProcessor, {"rules": [{"source_match": {"severity": "critical"},
                                                          "target_match": {"severity": "warning"}, "equal": ["host"]}]})
     pid, n = await notifier()
-    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), ("monitoring.alerts.inhibit", inhibit), (pid, n)])
+    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), ("monitoring.alerts.inhibit", inhibit), (pid, n)],
+                        clock=ManualClock())
     await t.engine.start()
     try:
-        t.engine.fire(make_alert("NodeDown", severity="critical", host="h1"), "test")
-        t.engine.fire(make_alert("HighLoad", severity="warning", host="h1"), "test")
-        other = t.engine.fire(make_alert("HighLoad", severity="warning", host="h2"), "test")
+        fire(t, make_alert("NodeDown", severity="critical", host="h1"))
+        fire(t, make_alert("HighLoad", severity="warning", host="h1"))
+        other = fire(t, make_alert("HighLoad", severity="warning", host="h2"))
         await settle(t, 0.2)
         names = sorted((x.alerts[0].name, x.alerts[0].labels["host"]) for x in n.sent)
         assert names == [("HighLoad", "h2"), ("NodeDown", "h1")]
@@ -136,12 +153,12 @@ async def test_correlation_folds_alerts_into_incidents(tmp_path):
     grouping = await plugin(GroupingProcessor, {"group_by": ["incident"], "group_wait": 0.1, "group_interval": 0.1})
     pid, n = await notifier()
     t = EngineUnderTest(tmp_path, [("monitoring.alerts.correlation", corr), ("monitoring.alerts.grouping", grouping),
-                                   (pid, n)])
+                                   (pid, n)], clock=ManualClock())
     await t.engine.start()
     try:
-        a = t.engine.fire(make_alert("Disk", host="h1"), "test")
-        b = t.engine.fire(make_alert("Load", host="h1"), "test")
-        c = t.engine.fire(make_alert("Load", host="h2"), "test")
+        a = fire(t, make_alert("Disk", host="h1"))
+        b = fire(t, make_alert("Load", host="h1"))
+        c = fire(t, make_alert("Load", host="h2"))
         await settle(t, 0.3)
         inc = {x.id: t.engine.store.get(x.id).labels["incident"] for x in (a, b, c)}
         assert inc[a.id] == inc[b.id] != inc[c.id]
@@ -156,18 +173,19 @@ async def test_escalation_goes_to_the_next_receiver_unless_acknowledged(tmp_path
     first = await notifier("monitoring.alerts.first")
     pager = await notifier("monitoring.alerts.pager")
     t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), ("monitoring.alerts.escalation", esc),
-                                   first, pager])
+                                   first, pager], clock=ManualClock())
     await t.engine.start()
     try:
-        a = t.engine.fire(make_alert("A"), "test")
-        b = t.engine.fire(make_alert("B"), "test")
+        a = fire(t, make_alert("A"))
+        b = fire(t, make_alert("B"))
         await settle(t, 0.1)
         t.engine.acknowledge(b.id, "bob")
-        await settle(t, 0.1)
-        assert len(first[1].sent) == 2 and pager[1].sent == []  # the pager only gets escalations
-        await settle(t, 0.4)
+        await settle(t, 0.199)
+        assert len(first[1].sent) == 2 and pager[1].sent == []  # the pager only gets escalations, and not yet
+        await settle(t, 0.001)
         [e] = pager[1].sent
         assert e.alerts[0].id == a.id and e.escalation_level == 1
+        assert e.created_at - t.engine.store.get(a.id).starts_at == pytest.approx(0.3, abs=1e-6)  # `after` it fired
         t.engine.resolve(a.id)
         await settle(t, 0.1)
     finally:
@@ -187,21 +205,39 @@ async def test_dedup_drops_a_repeated_state():
     assert (await d.process_alert(a)) is a
 
 
+async def test_dedup_drops_a_repeat_within_its_window_on_the_engines_clock(tmp_path):
+    from bridge.alerting.base import AlertContext
+
+    clock = ManualClock()
+    t = EngineUnderTest(tmp_path, clock=clock)
+    d = await plugin(DedupProcessor, {"window": 0.5})
+    d.attach(AlertContext(t.engine, None, t.engine.resource))
+    a = make_alert()
+    a.id, a.fingerprint = "a1", "f1"
+    await d.process_alert(a)
+    await clock.advance(0.499)
+    with pytest.raises(AlertSuppressed, match="duplicate of fingerprint f1"):
+        await d.process_alert(a)
+    await clock.advance(0.001)
+    assert (await d.process_alert(a)) is a  # the window since the last one passed is over
+
+
 async def test_outbox_retries_and_survives_a_restart_without_doubles(tmp_path):
+    clock = ManualClock()
     grouping = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.1})
     pid, down = await notifier(fail=10**6)  # the receiver is down
-    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (pid, down)])
+    t = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping), (pid, down)], clock=clock)
     await t.engine.start()
-    a = t.engine.fire(make_alert(), "test")
+    a = fire(t, make_alert())
     await settle(t, 0.3)
     assert len(t.engine.outbox.pending(pid)) == 1 and down.sent == []
     await t.engine.stop()  # a restart while the notification is pending
     grouping2 = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.1})
     _, up = await notifier(fail=2)  # up again after two more failures
-    t2 = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping2), (pid, up)])
+    t2 = EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping2), (pid, up)], clock=clock)
     await t2.engine.start()
     try:
-        t2.engine.fire(make_alert(), "test")  # the same alert reported again after the restart
+        fire(t2, make_alert())  # the same alert reported again after the restart
         await settle(t2, 0.6)
         [note] = up.sent
         assert note.alerts[0].id == a.id
@@ -211,24 +247,29 @@ async def test_outbox_retries_and_survives_a_restart_without_doubles(tmp_path):
 
 
 async def test_escalation_timers_come_back_after_a_restart(tmp_path):
+    clock = ManualClock()
+
     async def build():
-        grouping = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.1})
+        grouping = await plugin(GroupingProcessor, {"group_wait": 0, "group_interval": 0.125})
         esc = await plugin(EscalationProcessor, {"levels": [{"after": 0.5, "notify": ["monitoring.alerts.pager"]}]})
         pager = await notifier("monitoring.alerts.pager")
         return EngineUnderTest(tmp_path, [("monitoring.alerts.grouping", grouping),
-                                          ("monitoring.alerts.escalation", esc), pager]), pager[1]
+                                          ("monitoring.alerts.escalation", esc), pager], clock=clock), pager[1]
 
     t1, _ = await build()
     await t1.engine.start()
-    a = t1.engine.fire(make_alert("A"), "test")
-    await settle(t1, 0.1)
+    a = fire(t1, make_alert("A"))
+    await settle(t1, 0.125)
     await t1.engine.stop()  # before the escalation was due
     t2, pager = await build()
     await t2.engine.start()
     try:
-        await settle(t2, 0.6)
+        await settle(t2, 0.25)
+        assert pager.sent == []
+        await settle(t2, 0.125)  # 0.5 s after it fired, not 0.5 s after the restart
         [e] = pager.sent
         assert e.alerts[0].id == a.id and e.escalation_level == 1
+        assert e.created_at - a.starts_at == 0.5
     finally:
         await t2.engine.stop()
 
@@ -264,19 +305,23 @@ class Nagios(MonitoringIntegrationPlugin):
 
 
 async def test_integrations_import_and_export_alerts(tmp_path):
+    from bridge.alerting.engine import HOUSEKEEPING_INTERVAL_S
+
     nagios = Nagios()
-    t = EngineUnderTest(tmp_path, [("monitoring.integration.nagios", nagios)], import_interval=0.1)
+    t = EngineUnderTest(tmp_path, [("monitoring.integration.nagios", nagios)], clock=ManualClock(), import_interval=0.1)
     await t.engine.start()
     try:
         nagios.pending = [Alert("", "DiskFull", "critical", labels={"host": "db1"})]
-        await asyncio.sleep(1.3)
+        await settle(t, HOUSEKEEPING_INTERVAL_S - 0.001)
+        assert t.engine.store.active_alerts() == [] and nagios.exported == []  # the first round is a second away
+        await settle(t, 0.001)
         [a] = t.engine.store.active_alerts()
         assert a.name == "DiskFull" and t.engine.store.transitions(a.id)[0].by == "monitoring.integration.nagios"
-        assert nagios.exported[-1] == ["DiskFull"]
+        assert nagios.exported == [["DiskFull"]]
         gone = Alert("", "DiskFull", "critical", AlertState.RESOLVED, labels={"host": "db1"}, fingerprint=a.fingerprint)
         nagios.pending = [gone]
-        await asyncio.sleep(1.2)
-        assert t.engine.store.get(a.id).state is AlertState.RESOLVED and nagios.exported[-1] == []
+        await settle(t, HOUSEKEEPING_INTERVAL_S)
+        assert t.engine.store.get(a.id).state is AlertState.RESOLVED and nagios.exported == [["DiskFull"], []]
     finally:
         await t.engine.stop()
 
@@ -302,20 +347,28 @@ async def test_an_integration_that_hangs_holds_up_neither_the_others_nor_houseke
     from bridge.alerting import engine
 
     monkeypatch.setattr(engine, "INTEGRATION_CALL_TIMEOUT_S", 0.2)
+    from bridge.tasks import CANCEL_GRACE_S
+
     nagios, stuck = Nagios(), Stuck()
+    clock = ManualClock()
     t = EngineUnderTest(tmp_path, [("monitoring.integration.stuck", stuck), ("monitoring.integration.nagios", nagios)],
-                        import_interval=0.1)
+                        clock=clock, import_interval=0.1)
     await t.engine.start()
     try:
         nagios.pending = [Alert("", "DiskFull", "critical", labels={"host": "db1"})]
-        for _ in range(100):
-            if len(nagios.exported) >= 2:
-                break
-            await asyncio.sleep(0.1)
+        await settle(t, 1.0)  # the first round: the other's import and export are done at once
+        assert nagios.exported == [["DiskFull"]]
+        # The stuck import is cut off at 1.2 s and abandoned at 1.7 s (its grace): the next round
+        # is a housekeeping interval after that.
+        await settle(t, 1.699)
+        assert nagios.exported == [["DiskFull"]]
+        await settle(t, 0.001)
         assert [a.name for a in t.engine.store.active_alerts()] == ["DiskFull"]
-        assert nagios.exported[-1] == ["DiskFull"]  # round after round, beside the stuck one
+        assert nagios.exported == [["DiskFull"], ["DiskFull"]]  # round after round, beside the stuck one
     finally:
-        await asyncio.wait_for(t.engine.stop(), 5)
+        stopping = asyncio.create_task(t.engine.stop())
+        await clock.advance(CANCEL_GRACE_S)  # the grace of the stuck call the stop cancels
+        await asyncio.wait_for(stopping, 5)
         stuck.stuck = False  # the abandoned calls end when the test's loop cancels what is left
     logged = [r.getMessage() for r in caplog.records]
     assert "alerts: monitoring.integration.stuck import/export of alerts timed out after 0.2s" in logged

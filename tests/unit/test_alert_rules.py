@@ -183,3 +183,38 @@ async def test_a_restored_alert_waits_for_its_metric_before_it_is_resolved(tmp_p
         assert again.engine.store.active_alerts() == []
     finally:
         await late.shutdown()
+
+
+async def test_rules_are_evaluated_on_the_engines_clock_and_fire_after_for(tmp_path):
+    """The evaluations keep ``evaluation_interval`` on the engine's clock; a breach fires the
+    evaluation at which it has lasted ``for``, not earlier."""
+    from bridge.alerting.engine import AlertContext
+    from bridge.alerting.rules import RulesSource
+    from bridge.delivery import ManualClock
+    from bridge.pipeline import Pipeline
+    from tests.unit.alerting_helpers import EngineUnderTest
+
+    clock = ManualClock()
+    t = EngineUnderTest(tmp_path, clock=clock)
+    pipeline = Pipeline()
+    source = RulesSource()
+    await source.initialize({"evaluation_interval": 0.25, "rules": [
+        {"name": "High", "metric": "m.value", "op": ">", "threshold": 10, "for": 0.5, "severity": "critical"}]})
+    pipeline.record("src", [Metric("m.value", MetricKind.GAUGE, 50.0)])
+    source.attach(AlertContext(t.engine, pipeline, t.engine.resource))
+    t0 = clock.time()
+    try:
+        await clock.settle()
+        assert source.evaluations == 1 and t.engine.store.active_alerts() == []  # the breach began
+        await clock.advance(0.249)
+        assert source.evaluations == 1
+        await clock.advance(0.001)
+        assert source.evaluations == 2 and t.engine.store.active_alerts() == []  # for: 0.25 s of 0.5 s
+        await clock.advance(0.25)
+        assert source.evaluations == 3
+        [alert] = t.engine.store.active_alerts()
+        assert alert.starts_at == t0  # it began with the breach
+        await clock.advance(1.0)
+        assert source.evaluations == 7
+    finally:
+        await source.shutdown()

@@ -24,6 +24,7 @@ from bridge.delivery import (
     Backoff,
     DiskQueue,
     DropCounts,
+    ManualClock,
     Retries,
     classify_error,
     classify_status,
@@ -292,19 +293,28 @@ async def test_the_outbox_waits_as_its_policy_says():
             return super().delay(attempt, retry_after)
 
     failures = [DeliveryError("down"), DeliveryError("slow down", retry_after=0.05)]
-    sent = asyncio.Event()
+    sent: list[float] = []
+    clock = ManualClock()
 
     async def send(n: Notification) -> None:
         if failures:
             raise failures.pop(0)
-        sent.set()
+        sent.append(clock.monotonic())
 
-    outbox = Outbox(None, Recorded(initial=0.01, maximum=0.02, jitter=0.0))
+    t0 = clock.monotonic()
+    outbox = Outbox(None, Recorded(initial=0.01, maximum=0.02, jitter=0.0), clock=clock)
     outbox.start(NID, send, lambda n, outcome, why: None)
     outbox.put(note("a"))
-    await asyncio.wait_for(sent.wait(), 10)
+    await clock.settle()
+    assert clock.pending() == [pytest.approx(0.01)]  # the first retry's wait, on the outbox's clock
+    await clock.advance(0.01)
+    assert clock.pending() == [pytest.approx(0.05)]  # the Retry-After, longer than the backoff's 0.02 s
+    await clock.advance(0.049)
+    assert sent == []
+    await clock.advance(0.001)
     await outbox.stop()
     assert calls == [(1, None), (2, 0.05)]
+    assert sent == [pytest.approx(t0 + 0.06)]
 
 
 async def test_the_journal_and_the_queue_agree_after_a_restart(tmp_path):

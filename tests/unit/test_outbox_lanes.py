@@ -8,6 +8,7 @@ from __future__ import annotations
 from bridge.alerting.notify import Notification
 from bridge.alerting.outbox import Outbox, RetryPolicy, read_outbox
 from bridge.api import Alert, AlertState
+from bridge.delivery import ManualClock
 from integrations.webhook import PLUGIN_ID, WebhookNotifier
 from tests.unit.alerting_helpers import WebhookReceiver
 
@@ -32,7 +33,7 @@ async def test_a_stale_notification_holds_up_neither_other_groups_nor_its_own(tm
     notifier = WebhookNotifier()
     await notifier.initialize({"url": receiver.url})
     outcomes: list[tuple[str, str]] = []
-    outbox = Outbox(tmp_path, HOUR, clock=lambda: 2_000.0)  # the restart: the stale one is pending again
+    outbox = Outbox(tmp_path, HOUR, clock=ManualClock(wall=2_000.0))  # the restart: the stale one is pending again
     try:
         outbox.start(PLUGIN_ID, notifier.send, lambda n, outcome, why: outcomes.append((n.key, outcome)))
         await receiver.wait(1)

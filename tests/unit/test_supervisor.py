@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
+from bridge.api import ExportResult
+from bridge.delivery import Backoff, ManualClock
 from bridge.lifecycle import IllegalTransition, Lifecycle, PluginState
 from bridge.pipeline import Pipeline
 from bridge.supervisor import Supervisor, SupervisorSettings
-from bridge.api import ExportResult
 from tests.unit.plugins_for_tests import FailingCollector, FunctionSink, HangingCollector, SteadyCollector, SteadyConfig
 
 
@@ -18,44 +19,70 @@ def add(sup, plugin, **cfg):
     return sup.add(plugin.plugin_id, lambda: plugin, cfg, parsed)
 
 
+def on(clock: ManualClock, *plugins: SteadyCollector) -> float:
+    """Time ``plugins``' calls by ``clock``; the time now."""
+    for p in plugins:
+        p.clock = clock.monotonic
+    return clock.monotonic()
+
+
+def since(t0: float, times: list[float]) -> list[float]:
+    return [round(t - t0, 9) for t in times]
+
+
 async def test_hanging_plugin_does_not_delay_a_normal_one():
-    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=1000))
+    clock = ManualClock()
+    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=1000), clock=clock)
     steady, hanging = SteadyCollector(), HangingCollector()
+    t0 = on(clock, steady, hanging)
     r_steady = add(sup, steady, collection_interval=0.1)
     r_hang = add(sup, hanging, collection_interval=0.1, timeout=0.5)
     await sup.start_all()
-    await asyncio.sleep(1.25)
+    await clock.advance(1.25)
     await sup.stop_all()
-    # The normal one kept its 100 ms schedule: ~13 runs in 1.25 s, evenly spaced.
-    assert len(steady.calls) >= 11
-    gaps = [b - a for a, b in zip(steady.calls, steady.calls[1:])]
-    assert max(gaps) < 0.2, gaps
-    # The hanging one was cut off by its timeout each time, and that was recorded.
-    assert r_hang.timeouts >= 2 and r_hang.last_error == "collection timed out"
+    # The normal one kept its 100 ms schedule: 13 runs in 1.25 s, 100 ms apart.
+    assert since(t0, steady.calls) == [round(0.1 * i, 9) for i in range(13)]
+    # The hanging one was cut off by its timeout each time (at 0.5 s and 1 s), and that was recorded;
+    # its next run kept the phase (the ticks that passed were skipped).
+    assert since(t0, hanging.calls) == [0.0, 0.5, 1.0]
+    assert r_hang.timeouts == 2 and r_hang.last_error == "collection timed out" and r_hang.missed_ticks == 8
     assert r_steady.errors == 0 and r_steady.missed_ticks == 0
     assert not sup.pipeline.family("steady.value").series  # its series went away when it stopped
 
 
 async def test_failing_plugin_is_restarted_with_backoff():
     FailingCollector.instances.clear()
-    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=2, backoff_initial=0.1, backoff_max=0.2))
-    runner = sup.add("monitoring.metrics.failing", FailingCollector, {},
+    clock = ManualClock()
+
+    def failing() -> FailingCollector:
+        p = FailingCollector()
+        on(clock, p)
+        return p
+
+    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=2, backoff_initial=0.1, backoff_max=0.2), clock=clock)
+    runner = sup.add("monitoring.metrics.failing", failing, {},
                      SteadyConfig.model_validate({"collection_interval": 0.05}))
     steady = SteadyCollector()
+    t0 = on(clock, steady)
     add(sup, steady, collection_interval=0.05)
     await sup.start_all()
-    for _ in range(100):  # until both have had their runs (at most 10 s: a loaded machine runs late)
-        await asyncio.sleep(0.1)
-        if runner.restarts >= 2 and len(steady.calls) >= 15:
-            break
+    await clock.advance(0.75)
     status = {s["plugin_id"]: s for s in sup.statuses()}
     await sup.stop_all()
+    # Each instance failed twice, 50 ms apart (max_failures), then waited its restart's backoff:
+    # 0.1 s, then 0.2 s (the cap), each less up to 20 % of jitter, before the next instance ran.
+    runs = [since(t0, p.calls) for p in FailingCollector.instances if p.calls]
+    assert len(runs) == runner.restarts + 1 >= 3
+    assert all(len(r) == 2 and r[1] - r[0] == pytest.approx(0.05) for r in runs[:-1]), runs
+    for attempt, (before, after) in enumerate(zip(runs, runs[1:], strict=False), start=1):
+        nominal = Backoff(0.1, 0.2).nominal(attempt)
+        assert min(nominal, 0.2 * 0.8) - 1e-9 <= after[0] - before[-1] <= min(nominal * 1.2, 0.2) + 1e-9, runs
     assert runner.restarts >= 2
     assert len(FailingCollector.instances) == runner.restarts + 1  # a fresh instance each restart
     assert FailingCollector.instances[0].events[-1] == "shutdown"
     assert "RuntimeError: backend said no" in status["monitoring.metrics.failing"]["last_error"]
     assert status["monitoring.metrics.steady"]["errors"] == 0
-    assert len(steady.calls) >= 15
+    assert since(t0, steady.calls) == [round(0.05 * i, 9) for i in range(16)]  # its own schedule throughout
 
 
 async def test_initialize_failure_fails_then_restarts():
@@ -68,14 +95,18 @@ async def test_initialize_failure_fails_then_restarts():
                 raise ValueError("not yet")
             await super().initialize(config)
 
-    sup = Supervisor(Pipeline(), SupervisorSettings(backoff_initial=0.05, backoff_max=0.1))
+    clock = ManualClock()
+    sup = Supervisor(Pipeline(), SupervisorSettings(backoff_initial=0.05, backoff_max=0.1), clock=clock)
     runner = sup.add("monitoring.metrics.badinit", BadInit, {}, SteadyConfig.model_validate({"collection_interval": 0.05}))
     await sup.start_all()
     assert runner.state is PluginState.FAILED and not sup.ready()
-    for _ in range(50):
-        await asyncio.sleep(0.05)
-        if runner.state is PluginState.RUNNING:
-            break
+    # The restarts' waits: 50 ms, then 100 ms (the cap), each less up to 20 % of jitter.
+    for attempt, (low, high) in enumerate([(0.05, 0.06), (0.08, 0.1)], start=1):
+        [wait] = clock.pending()
+        assert low - 1e-9 <= wait <= high + 1e-9 and runner.restarts == attempt - 1
+        await clock.advance(wait - 0.001)
+        assert runner.restarts == attempt - 1 and runner.state is PluginState.FAILED  # not before its wait
+        await clock.advance(0.001)
     assert runner.state is PluginState.RUNNING and sup.ready()
     assert runner.restarts == 2
     await sup.stop_all()
@@ -83,13 +114,14 @@ async def test_initialize_failure_fails_then_restarts():
 
 
 async def test_graceful_stop_runs_the_whole_lifecycle():
-    sup = Supervisor(Pipeline())
+    clock = ManualClock()
+    sup = Supervisor(Pipeline(), clock=clock)
     steady = SteadyCollector()
     runner = add(sup, steady, collection_interval=10)
     assert runner.state is PluginState.REGISTERED
     await sup.start_all()
     assert runner.state is PluginState.RUNNING
-    await asyncio.sleep(0.05)
+    await clock.advance(0.05)
     await sup.stop_all()
     assert steady.events == ["initialize", "start", "stop", "shutdown"]
     assert runner.state is PluginState.SHUT_DOWN
@@ -112,10 +144,11 @@ def test_illegal_transitions_are_refused():
 async def test_self_metrics_report_plugin_state():
     from bridge.exposition import render
 
-    sup = Supervisor(Pipeline())
+    clock = ManualClock()
+    sup = Supervisor(Pipeline(), clock=clock)
     add(sup, SteadyCollector(), collection_interval=10)
     await sup.start_all()
-    await asyncio.sleep(0.05)
+    await clock.advance(0.05)
     sup.refresh_self_metrics()
     body = render(sup.pipeline.families(), {}).decode()
     await sup.stop_all()
@@ -126,16 +159,20 @@ async def test_self_metrics_report_plugin_state():
 
 
 async def test_ready_after_the_first_run():
+    clock = ManualClock()
+
     class Slow(SteadyCollector):
         async def collect_metrics(self):
-            await asyncio.sleep(0.3)
+            await clock.sleep(0.3)
             return await super().collect_metrics()
 
-    sup = Supervisor(Pipeline())
+    sup = Supervisor(Pipeline(), clock=clock)
     runner = sup.add("monitoring.metrics.slow", Slow, {}, SteadyConfig.model_validate({"collection_interval": 10}))
     await sup.start_all()
     assert runner.state is PluginState.RUNNING and not sup.ready()
-    await asyncio.sleep(0.5)
+    await clock.advance(0.299)
+    assert not sup.ready()  # its first run has not ended
+    await clock.advance(0.001)
     assert sup.ready() and sup.pipeline.family("steady.value").series
     await sup.stop_all()
 
