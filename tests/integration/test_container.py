@@ -153,6 +153,11 @@ def mount_options(pid: int) -> dict[str, tuple[str, str]]:
     return out
 
 
+def container_log(podman: ct.Podman, run: ct.PodRun) -> str:
+    logs = podman.result("logs", run.name)
+    return logs.stdout + logs.stderr
+
+
 def wait_ready(podman: ct.Podman, run: ct.PodRun, url: str) -> float:
     """Polls the readiness probe's path until it answers 200; fails with the container's log if the
     container exits or it does not answer within READY_TIMEOUT. Returns the seconds it took."""
@@ -161,8 +166,8 @@ def wait_ready(podman: ct.Podman, run: ct.PodRun, url: str) -> float:
     while time.monotonic() - started < READY_TIMEOUT:
         state = podman.result("container", "inspect", "--format", "{{.State.Status}}", run.name).stdout.strip()
         if state != "running":
-            pytest.fail(f"{run.scenario}: container {state} before it was ready; its log:\n"
-                        f"{podman.result('logs', run.name).stdout}{podman.result('logs', run.name).stderr}", pytrace=False)
+            pytest.fail(f"{run.scenario}: container {state} before it was ready; its log:\n{container_log(podman, run)}",
+                        pytrace=False)
         try:
             status, _, body = http_get(url + run.readiness_path, timeout=2.0)
             if status == 200:
@@ -171,9 +176,8 @@ def wait_ready(podman: ct.Podman, run: ct.PodRun, url: str) -> float:
         except OSError as e:
             last = repr(e)
         time.sleep(0.5)
-    logs = podman.result("logs", run.name)
     pytest.fail(f"{run.scenario}: {run.readiness_path} not 200 within {READY_TIMEOUT:.0f} s (last: {last}); "
-                f"its log:\n{logs.stdout}{logs.stderr}", pytrace=False)
+                f"its log:\n{container_log(podman, run)}", pytrace=False)
 
 
 @pytest.mark.parametrize("scenario", PEERLESS)
@@ -191,7 +195,7 @@ def test_chart_pod_runs_as_its_spec_says(scenario: str, podman: ct.Podman, image
         for path in (run.liveness_path, run.readiness_path):
             status, _, body = http_get(url + path)
             assert status == 200, f"{scenario}: {path}: HTTP {status} {body[:200]!r}"
-        status, headers, body = http_get(url + "/metrics")
+        status, _, body = http_get(url + "/metrics")
         assert status == 200, f"{scenario}: /metrics: HTTP {status}"
         samples = metric_samples(body.decode())
         assert any(s.name.startswith("system_") for s in samples), f"{scenario}: no system metrics on /metrics"
@@ -220,11 +224,11 @@ def test_chart_pod_runs_as_its_spec_says(scenario: str, podman: ct.Podman, image
                what=f"podman stop ({scenario})")
         took = time.monotonic() - started
         state = podman.inspect("container", run.name)["State"]
-        logs = podman.result("logs", run.name)
+        log = container_log(podman, run)
         podman("rm", run.name)
     progress(f"{scenario}: stopped by SIGTERM in {took:.1f} s, exit status {state['ExitCode']}")
     assert took < run.grace_seconds, f"{scenario}: SIGTERM took {took:.1f} s (grace {run.grace_seconds} s)"
-    assert state["ExitCode"] == 0, f"{scenario}: exit status {state['ExitCode']}; its log:\n{logs.stdout}{logs.stderr}"
+    assert state["ExitCode"] == 0, f"{scenario}: exit status {state['ExitCode']}; its log:\n{log}"
 
 
 def check_host_metrics(scenario: str, samples: list[Any], mounts: dict[str, tuple[str, str]]) -> None:
