@@ -30,6 +30,9 @@ INSTALL_HINTS = {
     "send_nsca": "apt-get install nsca (or run .ci/test, which installs it)",
     "chromium": "apt-get install chromium (or run .ci/test, which installs it)",
     "chromedriver": "apt-get install chromium-driver (or run .ci/test, which installs it)",
+    "podman": "apt-get install podman buildah runc netavark iptables (or run .ci/test, which installs them)",
+    "runc": "apt-get install runc (or run .ci/test, which installs it)",
+    "debootstrap": "apt-get install debootstrap (or run .ci/test, which installs it)",
 }
 #: Where Debian installs programs that are not on a user's PATH: daemons, Nagios plugins.
 PROGRAM_DIRS = ("/usr/bin", "/usr/sbin", "/usr/lib/nagios/plugins")
