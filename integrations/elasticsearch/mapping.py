@@ -331,14 +331,14 @@ class Mapper:
             if extra is None:
                 if spec is not last_spec or index != last_index:
                     f, tpl = spec
-                    hit = single.get((index, f, tpl))
-                    if hit is None:
+                    cached = single.get((index, f, tpl))
+                    if cached is None:
                         action, names_hash = self._action(index, {f: v}, {f: tpl} if tpl else {})
-                        hit = (action.decode(), "," + self._name_json(f) + ":",
+                        cached = (action.decode(), "," + self._name_json(f) + ":",
                                ',"_metric_names_hash":"' + names_hash + '"}')
                         if len(single) < 100_000:
-                            single[(index, f, tpl)] = hit
-                    line, last_spec, last_index = hit, spec, index
+                            single[(index, f, tpl)] = cached
+                    line, last_spec, last_index = cached, spec, index
                 actions.append(line[0])
                 docs.append(f"{head}{prefixes[did]}{line[1]}{repr(v) if v.__class__ is float else json.dumps(v)}"
                             f"{line[2]}")
