@@ -432,10 +432,12 @@ class ElasticExporter:
                 result = ExportResult.retryable(result.reason)
             return result, 0, None
 
-    def _items(self, body: bytes, answer: Any) -> tuple[int, list[bytes], int]:
-        """Read a bulk answer's items: (documents accepted, operations to retry, documents dropped)."""
+    def _items(self, body: bytes, answer: Any, n_ops: int | None = None) -> tuple[int, list[bytes], int]:
+        """Read a bulk answer's items: (documents accepted, operations to retry, documents dropped).
+        ``n_ops``: the body's operations when known (its queue record's count), else counted."""
         items = answer.get("items") if isinstance(answer, dict) else None
-        n_ops = body.count(b"\n") // 2
+        if n_ops is None:
+            n_ops = body.count(b"\n") // 2
         if not isinstance(items, list) or len(items) != n_ops:
             self._count_drop(n_ops, "bad_answer", f"a bulk answer of {len(items) if isinstance(items, list) else 0} "
                                                   f"items to {n_ops} operations")
@@ -497,7 +499,7 @@ class ElasticExporter:
             else:
                 result, status, answer = await self._bulk(body)
             if result.ok:
-                ok, retry, _ = await asyncio.to_thread(self._items, body, answer)
+                ok, retry, _ = await asyncio.to_thread(self._items, body, answer, n)
                 if retry:
                     await asyncio.to_thread(shard.append_many, [(b"".join(retry), len(retry) // 4)])
                 await asyncio.to_thread(shard.ack, batch)

@@ -317,22 +317,33 @@ class Mapper:
         prefixes, index_of = self._prefix, self._index
         single = self._single
         mask = (1 << _ID_BITS) - 1
-        for gk, (f, tpl) in spec_of.items():
+        # Documents in a row mostly share their timestamp and (data stream, field, template): the
+        # last ones' text is kept, not looked up again.
+        last_ms, head = -1, ""
+        last_spec: tuple[str, str] | None = None
+        last_index, line = "", ("", "", "")
+        for gk, spec in spec_of.items():
             did, ms, v = gk & mask, gk >> _ID_BITS, value_of[gk]
             index = index_of[did]
+            if ms != last_ms:
+                last_ms, head = ms, '{"@timestamp":' + str(ms)
             extra = more.get(gk)
             if extra is None:
-                line = single.get((index, f, tpl))
-                if line is None:
-                    action, names_hash = self._action(index, {f: v}, {f: tpl} if tpl else {})
-                    line = (action.decode(), "," + self._name_json(f) + ":",
-                            ',"_metric_names_hash":"' + names_hash + '"}')
-                    if len(single) < 100_000:
-                        single[(index, f, tpl)] = line
+                if spec is not last_spec or index != last_index:
+                    f, tpl = spec
+                    cached = single.get((index, f, tpl))
+                    if cached is None:
+                        action, names_hash = self._action(index, {f: v}, {f: tpl} if tpl else {})
+                        cached = (action.decode(), "," + self._name_json(f) + ":",
+                               ',"_metric_names_hash":"' + names_hash + '"}')
+                        if len(single) < 100_000:
+                            single[(index, f, tpl)] = cached
+                    line, last_spec, last_index = cached, spec, index
                 actions.append(line[0])
-                docs.append('{"@timestamp":' + str(ms) + prefixes[did] + line[1]
-                            + (repr(v) if v.__class__ is float else json.dumps(v)) + line[2])
+                docs.append(f"{head}{prefixes[did]}{line[1]}{repr(v) if v.__class__ is float else json.dumps(v)}"
+                            f"{line[2]}")
                 continue
+            f, tpl = spec
             values: dict[str, Any] = {f: v}
             templates: dict[str, str] = {f: tpl} if tpl else {}
             for f2, v2, tpl2 in extra:
@@ -340,7 +351,7 @@ class Mapper:
                 if tpl2:
                     templates[f2] = tpl2
             action, names_hash = self._action(index, values, templates)
-            parts = ['{"@timestamp":', str(ms), prefixes[did]]
+            parts = [head, prefixes[did]]
             for f2, v2 in values.items():
                 parts += (",", self._name_json(f2), ":", repr(v2) if v2.__class__ is float else json.dumps(v2))
             parts += (',"_metric_names_hash":"', names_hash, '"}')

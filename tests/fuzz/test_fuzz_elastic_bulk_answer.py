@@ -37,7 +37,7 @@ def read(data: bytes) -> None:
         answer: Any = json.loads(data)
     except (ValueError, RecursionError):
         answer = data.decode("utf-8", "replace")  # what a client that did not parse it would hold
-    ok, retry, dropped = exporter._items(BODY, answer)
+    ok, retry, dropped = exporter._items(BODY, answer, OPS if len(data) % 2 else None)  # the count given or counted
     assert ok + len(retry) // 4 + dropped == OPS
     assert len(exporter.dropped) <= 33 and all(len(k) <= 64 for k in exporter.dropped)
     text = data.decode("utf-8", "surrogateescape")
@@ -62,12 +62,28 @@ def test_fuzz_elastic_bulk_answer() -> None:
         log.disabled = False
 
 
-def test_mixed_answer_accounts_every_item(caplog) -> None:
+@pytest.mark.parametrize("n_ops", [None, OPS])
+def test_mixed_answer_accounts_every_item(caplog, n_ops) -> None:
     from tests.fuzz.harness import CORPUS
 
     exporter = ElasticExporter(CFG, None)
-    ok, retry, dropped = exporter._items(BODY, json.loads((CORPUS / "elastic_bulk_answer" / "mixed.json").read_bytes()))
+    answer = json.loads((CORPUS / "elastic_bulk_answer" / "mixed.json").read_bytes())
+    ok, retry, dropped = exporter._items(BODY, answer, n_ops)
     assert (ok, len(retry) // 4, dropped) == (1, 1, 1) and exporter.duplicates == 1
     assert retry == [b'{"create":{"_index":"m"}}', b"\n", b'{"a":0}', b"\n"]
     assert exporter.dropped == {"document_parsing_exception": 1}
     assert "failed to parse field [a] of type [double]" in caplog.text
+
+
+def test_answer_of_created_items_counts_every_operation_delivered() -> None:
+    from tests.fuzz.harness import CORPUS
+
+    answer = json.loads((CORPUS / "elastic_bulk_answer" / "all_created.json").read_bytes())
+    assert answer["errors"] is False and len(answer["items"]) == OPS
+    for n_ops in (None, OPS):  # counted in the body, or the queue record's count
+        exporter = ElasticExporter(CFG, None)
+        assert exporter._items(BODY, answer, n_ops) == (OPS, [], 0)
+        assert exporter.dropped == {} and exporter.duplicates == 0
+    exporter = ElasticExporter(CFG, None)
+    assert exporter._items(BODY, answer, OPS + 1) == (0, [], OPS + 1)  # items not one per operation
+    assert exporter.dropped == {"bad_answer": OPS + 1}

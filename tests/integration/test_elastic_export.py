@@ -467,11 +467,18 @@ async def test_hostile_bulk_answers_are_refused_while_read(es, caplog, mode):
         await stop(exporter)
 
 
-async def test_large_answers_are_parsed_off_the_event_loop(es):
+async def test_large_answers_are_parsed_off_the_event_loop(es, monkeypatch):
+    """A large answer is read in a worker thread, whether every item was created (read without
+    parsing each item: ``client.bulk_fast_path``) or not (parsed whole by the client's parser);
+    the exporter accounts for every item either way."""
+    import integrations.elasticsearch.client as client_module
+
     exporter = await started(config(es, request_timeout=60))
     ser = exporter.client.transport.serializers.get_serializer("application/json")
     seen: list[tuple[int, bool]] = []
+    answers: list[Any] = []
     inner = ser.inner
+    parse = client_module.parse_answer
 
     class Recording:
         mimetype = inner.mimetype
@@ -480,13 +487,30 @@ async def test_large_answers_are_parsed_off_the_event_loop(es):
             seen.append((len(data), threading.current_thread() is threading.main_thread()))
             return inner.loads(data)
 
+    def recording_parse(raw: bytes, mimetype: str | None, serializers: dict[str, Any]) -> Any:
+        out = parse(raw, mimetype, serializers)
+        answers.append((len(raw), threading.current_thread() is threading.main_thread(), out.value))
+        return out
+
     ser.inner = Recording()
+    monkeypatch.setattr(client_module, "parse_answer", recording_parse)
     try:
         n = 4000  # an answer of ~100 kB (25 bytes an item with the export's filter_path)
         assert (await exporter.export_metrics([gauge("g", float(i), shard=str(i)) for i in range(n)])).ok
         assert len(es.es.docs(STREAM)) == n and exporter.documents_sent == n
-        big = [on_loop for size, on_loop in seen if size >= OFF_LOOP_BYTES]
-        assert big == [False], seen
+        big = [(on_loop, value) for size, on_loop, value in answers if size >= OFF_LOOP_BYTES]
+        assert [on_loop for on_loop, _ in big] == [False], answers
+        items = big[0][1]["items"]
+        assert len(items) == n and all(it is items[0] for it in items)  # every item created: read once
+        assert not [size for size, _ in seen if size >= OFF_LOOP_BYTES]  # ... not by the whole parser
+        es.es.item_429 = 1  # one item refused: the answer's items are parsed, each
+        answers.clear()
+        assert (await exporter.export_metrics([gauge("g", float(i), shard=str(i)) for i in range(n)])).ok
+        assert len(es.es.docs(STREAM)) == 2 * n and exporter.documents_sent == 2 * n and exporter.retries == 1
+        big = [(on_loop, value) for size, on_loop, value in answers if size >= OFF_LOOP_BYTES]
+        assert [on_loop for on_loop, _ in big] == [False], answers
+        assert big[0][1]["errors"] is True and [it["create"]["status"] for it in big[0][1]["items"]] == [429] + [201] * (n - 1)
+        assert [on_loop for size, on_loop in seen if size >= OFF_LOOP_BYTES] == [False], seen
     finally:
         await stop(exporter)
 
