@@ -32,7 +32,7 @@ metrics each (6.8 MB): the client takes the bytes in 30 ms, the same operations 
 ``perform_request`` would save nothing more and skip the client's API checks. A document that alone exceeds
 ``bulk.max_bytes`` is dropped (``too_large``).
 
-Delivery: every bulk body is a record of a bounded queue (``bridge.delivery.DiskQueue``, on disk
+Delivery: every bulk body is a record of a bounded queue (``bridge.queued.QueuedSender``, on disk
 under ``queue.path``, surviving restarts; in memory without one), sent in order by one task. A
 request that fails as a whole (no connection, a timeout, 408/429/5xx) is retried with
 ``bridge.delivery.Backoff`` (``queue.min_backoff`` to ``queue.max_backoff``, ``Retry-After``
@@ -70,9 +70,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.api import Alert, AlertState, ExportResult, ExportStatus, Metric, MetricBatch, MetricKind
-from bridge.delivery import Backoff, DiskQueue, DropCounts, Retries, classify_error, classify_status, drained
+from bridge.delivery import Backoff, classify_error, classify_status
 from bridge.helpers import peer_excerpt
-from bridge.ledger import loss_counter
+from bridge.queued import QueuedSender, Sent
 from integrations.elasticsearch.client import describe, too_large
 from integrations.elasticsearch.config import ElasticsearchConfig
 from integrations.elasticsearch.events import (
@@ -165,21 +165,17 @@ class ElasticExporter:
         self.target = describe(cfg)
         q = cfg.queue
         self._base = Path(q.path) if q.path else None
-        self._queue: DiskQueue | None = None
-        self._backoff = Backoff(q.min_backoff, q.max_backoff)
+        self._sender = QueuedSender("elasticsearch_export", "elasticsearch export", "documents", self.target,
+                                    self._base / "queue" if self._base else None, q.max_bytes, q.fsync,
+                                    Backoff(q.min_backoff, q.max_backoff), logger=log)
         self._mapper = Mapper(cfg)
         self._map_lock = asyncio.Lock()
         self._templates_ok = not cfg.templates.install
         self._last_time: dict[object, int] = {}
         self._alerts: dict[str, _Sent] = {}
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._last_error: str | None = None
         self._started = False
         self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue_lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
         self._shipper: LogShipper | None = None
         self._log_task: asyncio.Task[None] | None = None
@@ -188,33 +184,30 @@ class ElasticExporter:
         self.logs_sent = 0
         self.documents_sent = 0
         self.requests_sent = 0
-        self.retries = 0
         self.duplicates = 0
         self.alerts_sent = 0
-        self.dropped: dict[str, int] = loss_counter("elasticsearch_export")
+        self.dropped = self._sender.dropped
 
     def __repr__(self) -> str:
         return f"ElasticExporter({self.target!r})"
 
     # ------------------------------------------------------------------ life
 
+    @property
+    def retries(self) -> int:
+        return self._sender.retries
+
     async def start(self) -> None:
-        q = self.cfg.queue
-        self._queue = DiskQueue(self._base / "queue" if self._base else None, 1, q.max_bytes, q.fsync,
-                                on_drop=self._on_drop, label="elasticsearch export queue")
-        torn = await asyncio.to_thread(self._queue.open)
-        if torn.records:
-            self._count_drop(torn.samples, "torn_record")
+        await self._sender.open()
         if self._base is not None:
             await asyncio.to_thread(self._load)
         self._started = True
         if self.cfg.templates.install:
             await self._install()
         log.info("elasticsearch export to %s (%s mapping): queue %s, %d documents pending", self.target,
-                 self.cfg.mapping, f"on disk at {self._base / 'queue'}" if self._base else "in memory (lost on restart)",
-                 self._queue.pending_samples)
+                 self.cfg.mapping, self._sender.where(), self._sender.pending)
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._deliver(), name="elasticsearch-export")
+        self._sender.start(self._send, "elasticsearch-export")
         if self.cfg.logs:
             self._shipper = LogShipper(self.cfg.namespace, logging.getLevelName(self.cfg.log_level.upper()))
             logging.getLogger().addHandler(self._shipper)
@@ -246,7 +239,7 @@ class ElasticExporter:
         return ExportResult.success()
 
     async def force_flush(self, timeout: float) -> bool:
-        return self._queue is None or await self._drained(timeout, stop_on_failure=False) is None
+        return await self._drained(timeout, stop_on_failure=False) is None
 
     async def shutdown(self, timeout: float | None = None) -> None:
         if self._stopped:
@@ -263,19 +256,7 @@ class ElasticExporter:
         if self._pending:
             await asyncio.wait(self._pending, timeout=timeout or None)
         self._stopped = True
-        if self._task is not None and self._last_error is None and timeout:
-            await self._drained(timeout * 0.5, stop_on_failure=True)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        if self._queue is not None:
-            if self._base is None and self._queue.pending_samples:
-                self._count_drop(self._queue.pending_samples, "shutdown")
-            self._queue.close()
+        await self._sender.close(timeout)
 
     # ------------------------------------------------------------------ state
 
@@ -323,26 +304,13 @@ class ElasticExporter:
         return [s for s in out if len(s) >= 3]
 
     def _count_drop(self, n: int, reason: str, detail: str = "") -> None:
-        if n <= 0:
-            return
-        self.dropped[reason] += n
-        log.warning("elasticsearch export: %d documents dropped: %s%s", n, reason, f" ({detail})" if detail else "")
-
-    def _on_drop(self, counts: DropCounts, reason: str) -> None:
-        self._count_drop(counts.samples, reason, "the queue's max_bytes" if reason == "max_bytes" else "")
+        self._sender.count_drop(n, reason, detail)
 
     async def _enqueue(self, records: list[tuple[bytes, int]]) -> None:
-        if not records or self._queue is None:
-            return
         if self._stopped:
             self._count_drop(sum(n for _, n in records), "stopped")
             return
-        shard = self._queue.shards[0]
-        async with self._queue_lock:  # callers queue in the order they came
-            for rec in records:  # one by one: one larger than the whole queue is dropped alone
-                if await asyncio.to_thread(shard.append_many, [rec]) is None:
-                    self._count_drop(rec[1], "too_large", "a bulk request larger than the queue's max_bytes")
-        self._wake.set()
+        await self._sender.put(records, "a bulk request")
 
     def _bodies(self, index: str, docs: list[dict[str, Any]], what: str) -> list[tuple[bytes, int]]:
         """Bulk bodies of ``create`` operations of ``docs`` into ``index`` (too large ones dropped, counted)."""
@@ -475,70 +443,25 @@ class ElasticExporter:
                         "; ".join(why[:_LOG_REASONS_MAX]))
         return ok, retry, dropped
 
-    async def _deliver(self) -> None:
-        assert self._queue is not None
-        shard = self._queue.shards[0]
-        retries = Retries(self._backoff)
-        while not self._stopped:
-            self._wake.clear()  # before reading: a record queued after the read wakes the wait below
-            try:
-                batch = await asyncio.to_thread(shard.read_batch, 1)
-            except OSError as e:
-                log.warning("elasticsearch export: cannot read the queue: %s", e)
-                await asyncio.sleep(retries.next())
-                continue
-            if batch is None:
-                self._progress.set()
-                await self._wake.wait()
-                continue
-            body, n = batch.payloads[0], batch.samples
-            if not self._templates_ok:
-                result, status, answer = await self._install(), 0, None
-                if result.ok:
-                    continue
-            else:
-                result, status, answer = await self._bulk(body)
-            if result.ok:
-                ok, retry, _ = await asyncio.to_thread(self._items, body, answer, n)
-                if retry:
-                    await asyncio.to_thread(shard.append_many, [(b"".join(retry), len(retry) // 4)])
-                await asyncio.to_thread(shard.ack, batch)
-                if self._last_error is not None:
-                    log.info("elasticsearch export: %s takes documents again", self.target)
-                self._last_error = None
-                self.requests_sent += 1
-                self.documents_sent += ok
-                self._progress.set()
-                if retry:
-                    self.retries += len(retry) // 4
-                    reason = f"{len(retry) // 4} documents refused for now (429/5xx items); retrying"
-                    if self._last_error != reason:
-                        log.warning("elasticsearch export: %s", reason)
-                    await asyncio.sleep(retries.next())
-                else:
-                    retries.reset()
-                continue
-            if result.status is ExportStatus.RETRYABLE:
-                self.retries += 1
-                if self._last_error != result.reason:
-                    log.warning("elasticsearch export: %s; %d documents kept queued, retrying", result.reason,
-                                shard.pending_samples)
-                self._last_error = result.reason
-                self._progress.set()
-                await asyncio.sleep(retries.next(result.retry_after))
-                continue
-            await asyncio.to_thread(shard.ack, batch)
-            self._count_drop(n, "answer_too_large" if status == _TOO_LARGE else f"http_{status}" if status else "refused",
-                             result.reason)
-            self._last_error = None
-            retries.reset()
-            self._progress.set()
+    async def _send(self, payloads: list[bytes], n: int) -> Sent:
+        """One queued bulk request (its templates installed first)."""
+        body = payloads[0]
+        if not self._templates_ok:
+            installed = await self._install()
+            if not installed.ok:
+                return Sent(installed)
+        result, status, answer = await self._bulk(body)
+        if not result.ok:
+            return Sent(result, drop_reason="answer_too_large" if status == _TOO_LARGE
+                        else f"http_{status}" if status else "refused")
+        ok, retry, _ = await asyncio.to_thread(self._items, body, answer, n)
+        self.requests_sent += 1
+        self.documents_sent += ok
+        return Sent(result, ok, requeue=[(b"".join(retry), len(retry) // 4)] if retry else [])
 
     async def _drained(self, timeout: float, stop_on_failure: bool = True) -> str | None:
         """None once the queue is empty; else why not (``bridge.delivery.drained``)."""
-        assert self._queue is not None
-        return await drained(self._queue, self._progress, lambda: self._last_error, timeout,
-                             f"documents not delivered to {self.target}", stop_on_failure)
+        return await self._sender.drained(timeout, stop_on_failure)
 
     # ------------------------------------------------------------------ metrics
 
@@ -654,7 +577,7 @@ class ElasticExporter:
 
     def self_metrics(self) -> list[Metric]:
         prefix = "monbridge.elasticsearch.export."
-        q = self._queue
+        q = self._sender
         c = self._mapper.counts
         out = [
             Metric(prefix + "documents.sent", MetricKind.COUNTER, float(self.documents_sent), "{document}",
@@ -669,9 +592,9 @@ class ElasticExporter:
                    "alert events queued"),
             Metric(prefix + "logs.sent", MetricKind.COUNTER, float(self.logs_sent), "{record}",
                    "monbridge's log records queued"),
-            Metric(prefix + "queue.bytes", MetricKind.GAUGE, float(q.total_bytes if q else 0), "By",
+            Metric(prefix + "queue.bytes", MetricKind.GAUGE, float(q.queued_bytes), "By",
                    "bytes of bulk requests waiting for delivery"),
-            Metric(prefix + "queue.pending", MetricKind.GAUGE, float(q.pending_samples if q else 0), "{document}",
+            Metric(prefix + "queue.pending", MetricKind.GAUGE, float(q.pending), "{document}",
                    "documents waiting for delivery"),
         ]
         for reason, n in sorted(self.dropped.items()):

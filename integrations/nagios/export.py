@@ -323,7 +323,7 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         self._stopped = False
         self.sent = 0
         self.failures = 0
-        self.dropped: dict[str, int] = loss_counter("nagios_export")  # its sender's, once initialized
+        self.dropped: dict[str, int] = loss_counter("nagios_export")  # its sender's too
 
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(id=PLUGIN_ID, name="Nagios passive results", version="0.1.0", author="monbridge",
@@ -345,8 +345,8 @@ class NagiosExporter(MonitoringIntegrationPlugin):
         base = Path(q.path) if q.path else None
         self._sender = sender = QueuedSender("nagios_export", "nagios export", "results", self._transport.describe(),
                                              base / "queue" if base else None, q.max_bytes, q.fsync,
-                                             Backoff(q.min_backoff, q.max_backoff), q.max_results_per_send, log)
-        self.dropped = sender.dropped
+                                             Backoff(q.min_backoff, q.max_backoff), q.max_results_per_send, log,
+                                             dropped=self.dropped)
         await sender.open()
         if base is not None:
             self._alert_file = base / "alerts.json"
@@ -360,6 +360,9 @@ class NagiosExporter(MonitoringIntegrationPlugin):
     def _count_drop(self, n: int, reason: str) -> None:
         if self._sender is not None:
             self._sender.count_drop(n, reason)
+        elif n > 0:
+            self.dropped[reason] += n
+            log.warning("nagios export: %d results dropped: %s", n, reason)
 
     def _carried(self, results: list[list[Any]]) -> list[list[Any]]:
         """The results the transport can carry; the others (names too long for NSCA) dropped and counted."""
