@@ -1,7 +1,8 @@
 """What ``monbridge validate`` leaves out, beyond the import graph of ``test_import_graph.py``
 (no timing here: benchmarks/bench_startup.py times it). pydantic's plugin loader is not imported
 (it imports ``importlib.metadata``, and with it email, zipfile, csv and socket, only to look for
-plugins the command disables); no heavy optional library is; and the config models a typical
+plugins the command disables); nor the plugin API's data types and hooks (``bridge.apitypes``,
+loaded by ``bridge.api`` when one is first used); no heavy optional library is; and the config models a typical
 agent's config is validated with give an empty list as a value, not as ``default_factory=list``,
 whose signature pydantic reads for each such field, with ``tokenize``, when it builds the model."""
 
@@ -16,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ plugins:
 
 #: Packages the command never needs: pydantic's plugin loader and what it imports, and the
 #: heavy libraries of the plugins' code and of the runtime.
-NOT_LOADED = ("pydantic.plugin._loader", "importlib.metadata", "email", "zipfile", "csv", "socket", "asyncio",
+NOT_LOADED = ("bridge.apitypes", "pydantic.plugin._loader", "importlib.metadata", "email", "zipfile", "csv", "socket", "asyncio",
               "opentelemetry", "aiohttp", "grpc", "google.protobuf", "wasmtime", "cryptography", "psutil")
 
 
@@ -72,6 +74,13 @@ def test_validating_an_agent_config_loads_no_plugin_loader_nor_heavy_library(tmp
     modules = modules_after_validate(tmp_path, AGENT)
     assert {"integrations.prometheus.config", "integrations.otlp_config", "collectors.config"} <= set(modules)
     assert found(modules, NOT_LOADED) == []
+
+
+def test_validating_host_metrics_loads_not_even_logging(tmp_path):
+    # the embedded default's plugin: the registry loads logging only when it has something to log
+    modules = modules_after_validate(tmp_path, "plugins:\n  - plugin_id: monitoring.metrics.system\n")
+    assert "collectors.config" in modules
+    assert found(modules, (*NOT_LOADED, "logging")) == []
 
 
 def test_with_pydantic_plugins_named_by_the_user_the_loader_is_the_real_one(tmp_path):
@@ -115,3 +124,25 @@ def test_the_agents_config_models_give_empty_lists_as_values():
                                if isinstance(f.default_factory, type) and f.default_factory.__module__ == "builtins"
                                and getattr(f.default_factory, "__text_signature__", None))
     assert builtin_factories == []
+
+
+def test_the_plugin_apis_data_types_load_on_first_use(tmp_path):
+    probe = ("import sys\nimport bridge.api\nbefore = 'bridge.apitypes' in sys.modules\n"
+             "from bridge.api import Metric\nprint(before, 'bridge.apitypes' in sys.modules, Metric.__module__)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True", "bridge.apitypes"]
+
+    import bridge
+    import bridge.api
+    import bridge.apitypes
+
+    lazy = [name for name in bridge.api.__all__ if hasattr(bridge.apitypes, name)]
+    assert {"Metric", "ExportResult", "Alert", "MetricBatch", "PluginMetadata", "export_failure"} <= set(lazy)
+    assert set(bridge.api.__all__) <= set(dir(bridge.api))
+    for name in lazy:
+        assert getattr(bridge.api, name) is getattr(bridge.apitypes, name), name
+    assert bridge.Metric is bridge.apitypes.Metric
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        bridge.api.NoSuchName  # noqa: B018
