@@ -159,17 +159,29 @@ def run(config_path: str | None, listen: str | None, log_level: str, log_format:
 def _without_pydantic_plugins() -> Iterator[None]:
     """Models built in this block look for no pydantic plugin (observers of validation, such as
     tracers): looking reads every installed distribution's metadata, a third of what checking a
-    config costs. Nothing is cached meanwhile, so models built later look as usual; a value the
-    user gave ``PYDANTIC_DISABLE_PLUGINS`` is kept."""
+    config costs, and the module that looks (``pydantic.plugin._loader``) imports
+    ``importlib.metadata`` (email, zipfile, csv, socket...), another sixth: here pydantic finds a
+    stand-in for it that names no plugin. Nothing is cached meanwhile, so models built later look
+    as usual (with the real module); a value the user gave ``PYDANTIC_DISABLE_PLUGINS`` is kept."""
     name = "PYDANTIC_DISABLE_PLUGINS"
     if name in os.environ:
         yield
         return
+    loader = "pydantic.plugin._loader"
+    stand_in = None
+    if loader not in sys.modules:
+        import types
+
+        stand_in = types.ModuleType(loader, "No pydantic plugins (monbridge validate)")
+        stand_in.get_plugins = tuple  # type: ignore[attr-defined]  # get_plugins() -> () : none
+        sys.modules[loader] = stand_in
     os.environ[name] = "__all__"
     try:
         yield
     finally:
         os.environ.pop(name, None)
+        if stand_in is not None and sys.modules.get(loader) is stand_in:
+            del sys.modules[loader]
 
 
 @main.command()

@@ -89,9 +89,9 @@ def host_port(grant: str) -> tuple[str, int | None]:
 
 
 class Grants(_Strict):
-    paths: list[str] = Field(default_factory=list, description="directories the plugin may write and read")
-    hosts: list[str] = Field(default_factory=list, description="host or host:port the plugin may connect to")
-    exec: list[str] = Field(default_factory=list, description="programs (absolute paths) the plugin may run")
+    paths: list[str] = Field(default=[], description="directories the plugin may write and read")
+    hosts: list[str] = Field(default=[], description="host or host:port the plugin may connect to")
+    exec: list[str] = Field(default=[], description="programs (absolute paths) the plugin may run")
 
     @field_validator("paths", "exec")
     @classmethod

@@ -13,7 +13,6 @@ points are read only when an id that is not built in is asked for, or the whole 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bridge.api import Plugin, PluginConfig, PluginType, validate_plugin_id
 
 if TYPE_CHECKING:
+    import logging
     from importlib.metadata import EntryPoint
 
     from bridge.isolation import Grants, Limits
@@ -94,7 +94,14 @@ def load_reference(ref: str) -> Any:
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 
-log = logging.getLogger("monbridge.registry")
+
+def _log() -> logging.Logger:
+    """The registry's logger: ``logging`` is loaded when there is something to log (checking a
+    config of built-in plugins logs nothing)."""
+    import logging
+
+    return logging.getLogger("monbridge.registry")
+
 
 P = TypeVar("P", bound=Plugin)
 
@@ -208,7 +215,7 @@ class PluginRegistry:
                 try:
                     validate_plugin_id(ep.name, ptype)
                 except ValueError as e:
-                    log.warning("ignoring entry point %r of %s: %s", ep.name, ep.dist.name if ep.dist else "?", e)
+                    _log().warning("ignoring entry point %r of %s: %s", ep.name, ep.dist.name if ep.dist else "?", e)
                     continue
                 if ep.name in self._plugins:
                     continue  # a built-in or in-process registration wins over an entry point
@@ -232,7 +239,7 @@ class PluginRegistry:
             store = TrustStore.load(trust)
         except TrustStoreError as e:
             store = TrustStore()
-            log.warning("plugin packages: %s; every package is refused", e)
+            _log().warning("plugin packages: %s; every package is refused", e)
         for item in inspect_installed(root, store):
             pkg = item.package
             if pkg is not None and pkg.manifest.plugin_type not in WASM_PLUGIN_CLASSES:
@@ -244,10 +251,10 @@ class PluginRegistry:
                 self._plugins[pkg.plugin_id] = RegisteredPlugin(pkg.plugin_id, pkg.manifest.plugin_type, package=pkg)
                 continue
             else:
-                log.warning("plugin package %s ignored: %s is built in or registered in process", item.path,
+                _log().warning("plugin package %s ignored: %s is built in or registered in process", item.path,
                             pkg.plugin_id)
                 continue
-            log.warning("plugin package refused: %s", self._refused_packages[item.path.stem])
+            _log().warning("plugin package refused: %s", self._refused_packages[item.path.stem])
 
     def bind_package(self, plugin_id: str, limits: Limits, grants: Grants) -> None:
         """Make the packaged plugin ``plugin_id`` run in the WASM host with ``limits`` and ``grants``

@@ -79,8 +79,8 @@ class OtlpReceiveConfig(PluginConfig):
     max_metrics: int = Field(10_000, ge=1, description="most metric names received data may create")
     max_attributes: int = Field(128, ge=1, description="most attributes of one data point (resource's included)")
     max_attribute_length: int = Field(4096, ge=1, description="most characters of one attribute value")
-    promote_resource_attributes: list[str] = Field(default_factory=list,
-                                                   description="resource attributes kept as labels of every series")
+    promote_resource_attributes: list[str] = Field(default=[],
+                                            description="resource attributes kept as labels of every series")
 
     @model_validator(mode="after")
     def _some(self) -> OtlpReceiveConfig:

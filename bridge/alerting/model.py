@@ -12,11 +12,12 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import re2  # type: ignore[import-untyped]
 
-from bridge.api import Alert, AlertState
+if TYPE_CHECKING:  # loaded where alerts are made: a notifier's config (parse_matchers) needs none
+    from bridge.api import Alert
 
 __all__ = [
     "AlertSuppressed",
@@ -263,6 +264,8 @@ def alert_to_json(a: Alert) -> dict[str, Any]:
 
 
 def alert_from_json(doc: Mapping[str, Any]) -> Alert:
+    from bridge.api import Alert, AlertState
+
     return Alert(
         id=str(doc["id"]), name=str(doc["name"]), severity=str(doc.get("severity", "")),
         state=AlertState(doc.get("state", "firing")), labels={str(k): str(v) for k, v in doc.get("labels", {}).items()},
@@ -274,5 +277,7 @@ def alert_from_json(doc: Mapping[str, Any]) -> Alert:
 
 def copy_alert(a: Alert) -> Alert:
     """A copy whose labels and annotations can change without touching ``a``."""
+    from bridge.api import Alert
+
     return Alert(a.id, a.name, a.severity, a.state, dict(a.labels), dict(a.annotations), a.value, a.starts_at,
                  a.ends_at, a.fingerprint)

@@ -148,8 +148,8 @@ class ShardConfig(PluginConfig):
 class ScrapeConfig(PluginConfig):
     interval: float = Field(default=15.0, gt=0, description="seconds between scrapes")
     timeout: float = Field(default=10.0, gt=0, description="seconds one scrape may take")
-    targets: list[StaticTargetConfig] = Field(default_factory=list)
-    file_sd: list[str] = Field(default_factory=list, description="Prometheus file_sd files (globs), re-read on change")
+    targets: list[StaticTargetConfig] = Field(default=[])
+    file_sd: list[str] = Field(default=[], description="Prometheus file_sd files (globs), re-read on change")
     file_sd_job: str = Field(default="file_sd", min_length=1, description="job label of file_sd targets whose group sets none")
     file_sd_scheme: str = Field(default="http", pattern="^https?$")
     file_sd_metrics_path: str = Field(default="/metrics", pattern="^/")
@@ -160,7 +160,7 @@ class ScrapeConfig(PluginConfig):
     label_name_length_limit: int = Field(default=0, ge=0)
     label_value_length_limit: int = Field(default=0, ge=0)
     body_size_limit: int = _body_size_limit()
-    metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    metric_relabel_configs: list[RelabelConfig] = Field(default=[])
     shard: ShardConfig | None = Field(default=None, description="scrape only this shard's targets (default: "
                                                                 "MONBRIDGE_SHARD_INDEX/COUNT or --shard-index/--shard-count)")
 
@@ -192,7 +192,7 @@ class PushgatewayConfig(PluginConfig):
     job: str = Field(min_length=1)
     grouping: dict[str, str] = Field(default_factory=dict, description="more grouping key labels")
     timeout: float = Field(default=10.0, gt=0)
-    match: list[str] = Field(default_factory=list, description=(
+    match: list[str] = Field(default=[], description=(
         "series selectors as federation's match[] takes them (e.g. 'up', '{job=\"node\"}'): push only the "
         "series any of them selects (default: every series)"))
 
@@ -224,8 +224,8 @@ class PrometheusIntegrationConfig(IntegrationConfig):
     """The plugin's config. ``interval`` (the round) defaults to ``scrape.interval``."""
 
     scrape: ScrapeConfig | None = None
-    remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
-    federate: list[FederateConfig] = Field(default_factory=list)
+    remote_write: list[RemoteWriteConfig] = Field(default=[])
+    federate: list[FederateConfig] = Field(default=[])
     pushgateway: PushgatewayConfig | None = None
     export_alerts: AlertsEndpointConfig | None = Field(default=None, description="Alertmanager to send alerts to")
     import_alerts: AlertsEndpointConfig | None = Field(default=None, description="Prometheus to read alerts from")

@@ -30,6 +30,7 @@ RANK = {"api": 0, "pipeline": 1, "supervisor": 2, "server": 3, "alerting": 3, "d
 LAYERS = {
     "bridge": "api",
     "bridge.api": "api",
+    "bridge.apitypes": "api",  # the plugin API's data types and hooks (bridge.api loads it when first used)
     "bridge.config": "api",
     "bridge.registry": "api",
     "bridge.logs": "api",
