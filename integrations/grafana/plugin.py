@@ -125,6 +125,20 @@ def read_answer(status: int, body: bytes | str, what: str, limit: int, retry_aft
     return _Answer(ExportResult.success(), status, doc)
 
 
+async def _read_up_to(content: Any, limit: int) -> bytes:
+    """The body from ``content`` (an aiohttp stream) to its end, or its first ``limit`` bytes: a
+    stream's ``read(n)`` gives what has arrived, which for an answer of several reads is a part."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def annotation_id(doc: Any) -> int | None:
     """The ``id`` of Grafana's answer to ``POST /api/annotations``: a positive integer, else None."""
     ident = doc.get("id") if isinstance(doc, dict) else None
@@ -203,7 +217,8 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
                                              timeout=aiohttp.ClientTimeout(total=cfg.request_timeout)) as r:
                 status = r.status
                 ok = 200 <= status < 300
-                answer = await r.content.read(cfg.max_response_bytes + 1 if ok else EXCERPT_BYTES)
+                answer = await _read_up_to(r.content, cfg.max_response_bytes + 1) if ok else \
+                    await r.content.read(EXCERPT_BYTES)
                 if not ok:
                     return self._count(endpoint, read_answer(status, self._redact(answer.decode("utf-8", "replace")),
                                                              what, cfg.max_response_bytes, r.headers.get("Retry-After")))
