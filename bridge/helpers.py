@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         read_regular_file,
     )
     from bridge.diskqueue import MAX_SHARDS
-    from bridge.httpbody import BodyError, BodyLimits, inflate, parse_json, read_body, receive_body
+    from bridge.httpbody import BodyError, BodyLimits, inflate, parse_json, read_body, read_up_to, receive_body
     from bridge.listeners import ConnectionGuard, HttpListener, auth_challenge, authorized, tls_context
     from bridge.logs import EXCERPT_BYTES, LogLimit, peer_excerpt, redact_text
     from bridge.tasks import cancel_and_wait, gc_paused, run_bounded
@@ -60,6 +60,7 @@ __all__ = [
     "authorized",
     "parse_json",
     "read_body",
+    "read_up_to",
     "receive_body",
     "tls_context",
     "inflate",
@@ -79,7 +80,7 @@ __getattr__, __dir__ = lazy_names(__name__, {
     **dict.fromkeys(("AuthConfig", "ConfigError", "NotARegularFile", "TLSConfig", "line_map", "locate", "parse_listen",
                      "read_document", "read_regular_file"), "bridge.config"),
     "MAX_SHARDS": "bridge.diskqueue",
-    **dict.fromkeys(("BodyError", "BodyLimits", "inflate", "parse_json", "read_body", "receive_body"),
+    **dict.fromkeys(("BodyError", "BodyLimits", "inflate", "parse_json", "read_body", "read_up_to", "receive_body"),
                     "bridge.httpbody"),
     **dict.fromkeys(("ConnectionGuard", "HttpListener", "auth_challenge", "authorized", "tls_context"),
                     "bridge.listeners"),

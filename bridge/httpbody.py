@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "inflate", "nesting_exceeds", "parse_json",
+__all__ = ["BodyError", "BodyLimits", "THREAD_ABOVE", "decode_json", "inflate", "nesting_exceeds", "parse_json", "read_up_to",
            "read_body", "read_json", "receive_body"]
 
 T = TypeVar("T")
@@ -169,6 +169,21 @@ async def receive_body(request: web.BaseRequest, limits: BodyLimits, read_timeou
     except ConnectionError:
         raise BodyError(400, "disconnected", "the client closed the connection before its body was received",
                         unread=True) from None
+
+
+async def read_up_to(content: Any, limit: int) -> bytes:
+    """A peer's answer from ``content`` (an aiohttp ``StreamReader``) to its end, or its first
+    ``limit`` bytes: the stream's ``read(n)`` gives what has arrived so far, which for an answer
+    that comes in several pieces is only a part of it."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def inflate(data: bytes, coding: str, limits: BodyLimits) -> bytes:

@@ -82,7 +82,7 @@ from bridge.api import (
     validate_plugin_id,
 )
 from bridge.delivery import Backoff, retry_after_seconds
-from bridge.helpers import EXCERPT_BYTES, peer_excerpt, redact_text
+from bridge.helpers import EXCERPT_BYTES, peer_excerpt, read_up_to, redact_text
 from bridge.ledger import count_loss
 from integrations.otlp_config import METRICS_PATH, OtlpConfig, OtlpTLSConfig, _env
 from integrations.otlp_receive import OtlpReceiver
@@ -329,10 +329,10 @@ class _HttpSender:
             async with self._session.post(self.url, data=body, headers=self._headers, ssl=self._ssl,
                                           allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 status = r.status
-                answer = await r.content.read(_MAX_RESPONSE_BYTES if 200 <= status < 300 else EXCERPT_BYTES)
-                if 200 <= status < 300:
-                    _partial_success(answer, where)
+                if 200 <= status < 300:  # the whole answer: a part of a protobuf reads as another message
+                    _partial_success(await read_up_to(r.content, _MAX_RESPONSE_BYTES), where)
                     return ExportResult.success()
+                answer = await r.content.read(EXCERPT_BYTES)
                 why = f"HTTP {status} {r.reason or ''}".rstrip()
                 text = _status_message(answer, r.headers.get("Content-Type", ""))
                 if text.strip():

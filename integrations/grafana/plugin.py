@@ -52,7 +52,7 @@ from bridge.api import (
     validate_plugin_id,
 )
 from bridge.delivery import Backoff, Retries, classify_error, classify_status
-from bridge.helpers import EXCERPT_BYTES, peer_excerpt
+from bridge.helpers import EXCERPT_BYTES, peer_excerpt, read_up_to
 from bridge.ledger import count_loss
 from integrations.grafana.config import GrafanaConfig
 
@@ -123,20 +123,6 @@ def read_answer(status: int, body: bytes | str, what: str, limit: int, retry_aft
         return _Answer(ExportResult.permanent(f"{what}: HTTP {status}: the answer is not JSON "
                                               f"({peer_excerpt(str(e))})"), status)
     return _Answer(ExportResult.success(), status, doc)
-
-
-async def _read_up_to(content: Any, limit: int) -> bytes:
-    """The body from ``content`` (an aiohttp stream) to its end, or its first ``limit`` bytes: a
-    stream's ``read(n)`` gives what has arrived, which for an answer of several reads is a part."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await content.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def annotation_id(doc: Any) -> int | None:
@@ -217,7 +203,7 @@ class GrafanaIntegration(MonitoringIntegrationPlugin):
                                              timeout=aiohttp.ClientTimeout(total=cfg.request_timeout)) as r:
                 status = r.status
                 ok = 200 <= status < 300
-                answer = await _read_up_to(r.content, cfg.max_response_bytes + 1) if ok else \
+                answer = await read_up_to(r.content, cfg.max_response_bytes + 1) if ok else \
                     await r.content.read(EXCERPT_BYTES)
                 if not ok:
                     return self._count(endpoint, read_answer(status, self._redact(answer.decode("utf-8", "replace")),

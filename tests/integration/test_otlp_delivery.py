@@ -137,6 +137,39 @@ async def test_partial_success_is_logged(caplog):
     assert "rejected 2 data points: too old" in caplog.text
 
 
+class TwoPieceBackend(HttpBackend):
+    """Answers 200 with ``answer`` sent in two pieces, a moment apart (as a proxy or a slow
+    backend may): the exporter must read it to its end before it parses it."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
+        import asyncio
+
+        await request.read()
+        r = web.StreamResponse(status=200, headers={"Content-Type": "application/x-protobuf"})
+        r.content_length = len(self.answer)
+        await r.prepare(request)
+        half = len(self.answer) // 2
+        await r.write(self.answer[:half])
+        await asyncio.sleep(0.2)
+        await r.write(self.answer[half:])
+        await r.write_eof()
+        return r
+
+
+async def test_partial_success_sent_in_pieces_is_read_whole(caplog):
+    message = "points older than the retention window: " + "x" * 200
+    partial = metrics_service_pb2.ExportMetricsServiceResponse(
+        partial_success=metrics_service_pb2.ExportMetricsPartialSuccess(rejected_data_points=300,
+                                                                         error_message=message)).SerializeToString()
+    result, _ = await push_once(TwoPieceBackend(partial), {})
+    assert result.ok
+    assert f"rejected 300 data points: {message[:100]}" in caplog.text
+
+
 async def test_big_push_is_split_into_bounded_requests():
     backend = HttpBackend()
     server = await serve(backend)
