@@ -310,7 +310,7 @@ async def test_the_schedule_retries_at_retry_interval_while_soft(tmp_path):
         assert (c.checks[0].executions, c.checks[0].state.hard, c.checks[0].state.attempt) == (3, True, 3)
     finally:
         await c.stop()
-    assert all(ch.task is None for ch in c.checks)
+    assert (c._timer, c._queue, c._runner) == (None, [], None)  # nothing scheduled or running after stop
 
 
 async def test_stopping_kills_running_plugins(tmp_path):
