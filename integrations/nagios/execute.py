@@ -27,6 +27,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,14 +95,22 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _reap_later(pid: int, loop: asyncio.AbstractEventLoop) -> None:
-    """Reap ``pid`` once it ends (a killed process stuck in the kernel), polling once a second."""
+def _reap_later(pid: int) -> None:
+    """Reap ``pid``, killed, once it ends (at once, or, stuck in the kernel, whenever it gets out)
+    in a thread of its own that only waits: the runner, and the loop, may be gone by then."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return
     if not done:
-        loop.call_later(1.0, _reap_later, pid, loop)
+        threading.Thread(target=_wait, args=(pid,), name=f"reap {pid}", daemon=True).start()
+
+
+def _wait(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _decode(data: bytes, truncated: bool) -> tuple[str | None, str]:
@@ -342,7 +351,7 @@ class Runner:
         run.pidfd = None
         run.open = 0
         if run.status is None:
-            _reap_later(run.pid, self.loop)
+            _reap_later(run.pid)
 
     def _arm(self) -> None:
         deadlines = self._deadlines
