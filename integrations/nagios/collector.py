@@ -116,6 +116,14 @@ def perfdata_metric(item: PerfItem, attributes: Mapping[str, str]) -> Metric | N
     return Metric(_FAMILY[unit], MetricKind.GAUGE, value, unit, "Nagios perfdata values", attrs)
 
 
+_STATE_HELP = "state of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
+_HARD_HELP = "1 when the check's state is hard, 0 when soft"
+_ATTEMPT_HELP = "the check's current attempt (of max_check_attempts)"
+_DURATION_HELP = "how long the last run took"
+_LATENCY_HELP = "how late the last run started after its scheduled time"
+_RAN_HELP = "1 when the plugin ran to an exit of its own, 0 when monbridge gave its state"
+
+
 class _Check:
     __slots__ = ("cfg", "state", "last", "executions", "latency", "attrs", "alert")
 
@@ -324,24 +332,19 @@ class NagiosCollector(MetricCollectorPlugin):
         ran: list[Metric] = []
         executions: list[Metric] = []
         perfdata: dict[str, list[Metric]] = {}
+        gauge, counter = MetricKind.GAUGE, MetricKind.COUNTER
         for c in self.checks:
             r = c.last
             if r is None:
                 continue
-            a = c.attrs
-            state.append(Metric("nagios.check.state", MetricKind.GAUGE, float(c.state.state), "",
-                                "state of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", a))
-            hard.append(Metric("nagios.check.hard", MetricKind.GAUGE, 1.0 if c.state.hard else 0.0, "",
-                               "1 when the check's state is hard, 0 when soft", a))
-            attempt.append(Metric("nagios.check.attempt", MetricKind.GAUGE, float(c.state.attempt), "",
-                                  "the check's current attempt (of max_check_attempts)", a))
-            duration.append(Metric("nagios.check.duration", MetricKind.GAUGE, r.duration, "s",
-                                   "how long the last run took", a))
-            latency.append(Metric("nagios.check.latency", MetricKind.GAUGE, c.latency, "s",
-                                  "how late the last run started after its scheduled time", a))
-            ran.append(Metric("nagios.check.ran", MetricKind.GAUGE, 1.0 if r.ran else 0.0, "",
-                              "1 when the plugin ran to an exit of its own, 0 when monbridge gave its state", a))
-            executions.append(Metric("nagios.check.executions", MetricKind.COUNTER, float(c.executions), "{run}",
+            a, st = c.attrs, c.state
+            state.append(Metric("nagios.check.state", gauge, float(st.state), "", _STATE_HELP, a))
+            hard.append(Metric("nagios.check.hard", gauge, 1.0 if st.hard else 0.0, "", _HARD_HELP, a))
+            attempt.append(Metric("nagios.check.attempt", gauge, float(st.attempt), "", _ATTEMPT_HELP, a))
+            duration.append(Metric("nagios.check.duration", gauge, r.duration, "s", _DURATION_HELP, a))
+            latency.append(Metric("nagios.check.latency", gauge, c.latency, "s", _LATENCY_HELP, a))
+            ran.append(Metric("nagios.check.ran", gauge, 1.0 if r.ran else 0.0, "", _RAN_HELP, a))
+            executions.append(Metric("nagios.check.executions", counter, float(c.executions), "{run}",
                                      "runs of the check", a))
             for item in r.output.perfdata:
                 m = perfdata_metric(item, a)
