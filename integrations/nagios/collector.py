@@ -3,7 +3,9 @@
 Each check runs on its own schedule (``interval``; ``retry_interval`` while a non-OK state is
 soft), at most ``concurrency`` at once, its first run spread over its interval as Nagios' smart
 inter-check delay does; a run starts as an argv, never through a shell
-(``integrations.nagios.execute``). States follow Nagios Core: a non-OK result is a soft state
+(``integrations.nagios.execute``). As in Nagios' event queue, the schedule is one queue of
+checks by time with one timer of the event loop, and a run's end is a callback of the runner
+that watches every plugin: no task or future per check or run. States follow Nagios Core: a non-OK result is a soft state
 until ``max_check_attempts`` results in a row are non-OK, then a hard one; an OK result
 recovers at once. A hard WARNING, CRITICAL or UNKNOWN raises an alert (severity warning,
 critical, and ``unknown_severity``), which a recovery, or another hard state, resolves: the
@@ -31,11 +33,15 @@ Metrics (attributes ``nagios.check`` and the check's ``labels``):
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from bridge import __version__
@@ -43,7 +49,7 @@ from bridge.api import Alert, AlertState, Metric, MetricCollectorPlugin, MetricK
 from bridge.ledger import loss_counter
 from bridge.notifiers import fingerprint
 from integrations.nagios.config import NagiosCheck, NagiosCollectorConfig
-from integrations.nagios.execute import RunResult, run_plugin
+from integrations.nagios.execute import Runner, RunResult, run_plugin
 from integrations.nagios.output import State
 from integrations.nagios.perfdata import PerfItem, format_item
 from integrations.nagios.ranges import format_number
@@ -110,8 +116,16 @@ def perfdata_metric(item: PerfItem, attributes: Mapping[str, str]) -> Metric | N
     return Metric(_FAMILY[unit], MetricKind.GAUGE, value, unit, "Nagios perfdata values", attrs)
 
 
+_STATE_HELP = "state of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
+_HARD_HELP = "1 when the check's state is hard, 0 when soft"
+_ATTEMPT_HELP = "the check's current attempt (of max_check_attempts)"
+_DURATION_HELP = "how long the last run took"
+_LATENCY_HELP = "how late the last run started after its scheduled time"
+_RAN_HELP = "1 when the plugin ran to an exit of its own, 0 when monbridge gave its state"
+
+
 class _Check:
-    __slots__ = ("cfg", "state", "last", "executions", "latency", "attrs", "alert", "task")
+    __slots__ = ("cfg", "state", "last", "executions", "latency", "attrs", "alert")
 
     def __init__(self, cfg: NagiosCheck) -> None:
         self.cfg = cfg
@@ -121,7 +135,6 @@ class _Check:
         self.latency = 0.0
         self.attrs: dict[str, str] = {"nagios.check": cfg.name, **cfg.labels}
         self.alert: Alert | None = None  # the alert its hard non-OK state raised
-        self.task: asyncio.Task[None] | None = None
 
 
 class NagiosCollector(MetricCollectorPlugin):
@@ -132,7 +145,13 @@ class NagiosCollector(MetricCollectorPlugin):
     def __init__(self) -> None:
         self.config: NagiosCollectorConfig | None = None
         self.checks: list[_Check] = []
-        self._sem: asyncio.Semaphore | None = None
+        self._sem: asyncio.Semaphore | None = None  # runs on demand (test_report), outside the schedule
+        self._runner: Runner | None = None
+        self._queue: list[tuple[float, int, _Check]] = []  # (when, order, check): the schedule, a heap
+        self._order = itertools.count()
+        self._due: deque[tuple[_Check, float]] = deque()  # due, waiting for a free slot of concurrency
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
         self._failures: Counter[tuple[str, str]] = Counter()
         self._dropped: Counter[tuple[str, str]] = loss_counter("nagios_perfdata")
         self._truncated: Counter[str] = Counter()
@@ -150,40 +169,82 @@ class NagiosCollector(MetricCollectorPlugin):
 
     async def start(self) -> None:
         assert self.config is not None
-        self._sem = asyncio.Semaphore(self.config.concurrency)
+        await self.stop()
         loop = asyncio.get_running_loop()
+        self._runner = Runner(loop)
         now = loop.time()
         n = len(self.checks)
-        for i, c in enumerate(self.checks):
-            first = now + c.cfg.interval * i / n  # spread over the interval, as Nagios' smart delay
-            c.task = asyncio.create_task(self._loop(c, first), name=f"nagios:{c.cfg.name}")
+        # spread over the interval, as Nagios' smart delay: in order of time already, so a heap
+        self._queue = [(now + c.cfg.interval * i / n, next(self._order), c) for i, c in enumerate(self.checks)]
+        self._arm()
 
     async def stop(self) -> None:
-        tasks = [c.task for c in self.checks if c.task is not None]
-        for c in self.checks:
-            c.task = None
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10.0)
+        """Stop the schedule; plugins still running are killed (their groups) and reaped."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue, self._due, self._running = [], deque(), 0
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
 
     async def shutdown(self) -> None:
         await self.stop()
 
     # ------------------------------------------------------------------ running
 
-    async def _loop(self, c: _Check, when: float) -> None:
+    def _arm(self) -> None:
+        """The timer at the first check of the schedule."""
+        if not self._queue:
+            return
+        when = self._queue[0][0]
+        assert self.config is not None
+        window = self.config.start_window
+        if window > 0:  # the end of its window: the checks due within it start together
+            when = math.ceil(when / window) * window
+        if self._timer is None or when < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(when, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        queue = self._queue
+        while queue and queue[0][0] <= now:
+            when, _, c = heapq.heappop(queue)
+            self._due.append((c, when))
+        self._start_due()
+        self._arm()
+
+    def _start_due(self) -> None:
+        assert self.config is not None and self._runner is not None
+        limit, paths, flood = self.config.concurrency, self.config.plugin_paths, self.config.flood_bytes
         loop = asyncio.get_running_loop()
-        while True:
-            delay = when - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await self._run(c, when)
+        while self._due and self._running < limit:
+            c, when = self._due.popleft()
+            self._running += 1
+            latency = max(0.0, loop.time() - when)
+            self._runner.start(c.cfg.command, c.cfg.timeout, partial(self._ended, c, when, latency),
+                               plugin_paths=paths, env=c.cfg.environment, flood_bytes=flood)
+
+    def _ended(self, c: _Check, scheduled: float, latency: float, result: RunResult) -> None:
+        """A scheduled run ended: its result applied, the check's next run queued."""
+        self._running -= 1
+        try:
+            self._apply(c, result, latency)
+        finally:
+            now = asyncio.get_running_loop().time()
             interval = c.cfg.interval if c.state.hard else c.cfg.retry
-            when = max(when + interval, loop.time())
+            heapq.heappush(self._queue, (max(scheduled + interval, now), next(self._order), c))
+            self._start_due()
+            self._arm()
 
     async def _run(self, c: _Check, scheduled: float) -> None:
-        assert self.config is not None and self._sem is not None
+        """Run ``c`` now, outside the schedule (``test_report``)."""
+        assert self.config is not None
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.config.concurrency)
         async with self._sem:
             latency = max(0.0, asyncio.get_running_loop().time() - scheduled)
             result = await run_plugin(c.cfg.command, c.cfg.timeout, plugin_paths=self.config.plugin_paths,
@@ -261,31 +322,37 @@ class NagiosCollector(MetricCollectorPlugin):
     # ------------------------------------------------------------------ outputs
 
     async def collect_metrics(self) -> Sequence[Metric]:
-        out: list[Metric] = []
+        # Grouped by name, checks in the same order each time: the pipeline then records each
+        # family in one pass, in place, rather than series by series.
+        state: list[Metric] = []
+        hard: list[Metric] = []
+        attempt: list[Metric] = []
+        duration: list[Metric] = []
+        latency: list[Metric] = []
+        ran: list[Metric] = []
+        executions: list[Metric] = []
+        perfdata: dict[str, list[Metric]] = {}
+        gauge, counter = MetricKind.GAUGE, MetricKind.COUNTER
         for c in self.checks:
             r = c.last
             if r is None:
                 continue
-            a = c.attrs
-            out += [
-                Metric("nagios.check.state", MetricKind.GAUGE, float(c.state.state), "",
-                       "state of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", a),
-                Metric("nagios.check.hard", MetricKind.GAUGE, 1.0 if c.state.hard else 0.0, "",
-                       "1 when the check's state is hard, 0 when soft", a),
-                Metric("nagios.check.attempt", MetricKind.GAUGE, float(c.state.attempt), "",
-                       "the check's current attempt (of max_check_attempts)", a),
-                Metric("nagios.check.duration", MetricKind.GAUGE, r.duration, "s", "how long the last run took", a),
-                Metric("nagios.check.latency", MetricKind.GAUGE, c.latency, "s",
-                       "how late the last run started after its scheduled time", a),
-                Metric("nagios.check.ran", MetricKind.GAUGE, 1.0 if r.ran else 0.0, "",
-                       "1 when the plugin ran to an exit of its own, 0 when monbridge gave its state", a),
-                Metric("nagios.check.executions", MetricKind.COUNTER, float(c.executions), "{run}",
-                       "runs of the check", a),
-            ]
+            a, st = c.attrs, c.state
+            state.append(Metric("nagios.check.state", gauge, float(st.state), "", _STATE_HELP, a))
+            hard.append(Metric("nagios.check.hard", gauge, 1.0 if st.hard else 0.0, "", _HARD_HELP, a))
+            attempt.append(Metric("nagios.check.attempt", gauge, float(st.attempt), "", _ATTEMPT_HELP, a))
+            duration.append(Metric("nagios.check.duration", gauge, r.duration, "s", _DURATION_HELP, a))
+            latency.append(Metric("nagios.check.latency", gauge, c.latency, "s", _LATENCY_HELP, a))
+            ran.append(Metric("nagios.check.ran", gauge, 1.0 if r.ran else 0.0, "", _RAN_HELP, a))
+            executions.append(Metric("nagios.check.executions", counter, float(c.executions), "{run}",
+                                     "runs of the check", a))
             for item in r.output.perfdata:
                 m = perfdata_metric(item, a)
                 if m is not None:
-                    out.append(m)
+                    perfdata.setdefault(m.name, []).append(m)
+        out = [*state, *hard, *attempt, *duration, *latency, *ran, *executions]
+        for group in perfdata.values():
+            out += group
         out += [Metric("monbridge.nagios.check.failures", MetricKind.COUNTER, float(n), "{run}",
                        "runs monbridge gave UNKNOWN in the plugin's place, by reason",
                        {"nagios.check": check, "reason": reason}) for (check, reason), n in sorted(self._failures.items())]
@@ -312,9 +379,6 @@ class NagiosCollector(MetricCollectorPlugin):
         """Run every check once now and describe each: state, text, long text and perfdata
         (``monbridge test``; ``bridge.api.ReportHook``)."""
         await self.stop()
-        if self._sem is None:
-            assert self.config is not None
-            self._sem = asyncio.Semaphore(self.config.concurrency)
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(self._run(c, loop.time()) for c in self.checks if c.executions == 0))
         lines: list[str] = []

@@ -63,6 +63,11 @@ class NagiosCollectorConfig(CollectorConfig):
     concurrency: int = Field(default=4, ge=1, le=1024, description="checks running at once, at most")
     unknown_severity: Literal["warning", "critical", "none"] = Field(
         default="warning", description="severity of the alert a hard UNKNOWN raises (none: no alert)")
+    start_window: float = Field(default=0.5, ge=0, le=60,
+                                description="seconds: checks falling due within one such window of time start "
+                                            "together at its end (at most this late), so that one wakeup of the "
+                                            "agent starts, and later reaps, several (Nagios schedules at whole "
+                                            "seconds); 0 starts each at its time")
     flood_bytes: int = Field(default=1 << 20, ge=8192, le=1 << 30,
                              description="output (stdout and stderr) beyond which a plugin is killed as a flood")
     checks: tuple[NagiosCheck, ...] = Field(default=(), max_length=100_000, description="the checks")

@@ -13,23 +13,30 @@
 
 Nothing here blocks the event loop, and a run costs no thread: the plugin is started with
 ``posix_spawn`` (a vfork and exec: no copy of the agent's memory; the loop waits only for the
-exec) and its pipes and exit (a pidfd) are watched by
-the event loop, reads bounded.
+exec), and a ``Runner`` watches the pipes and exits (pidfds) of all the plugins it started
+through one epoll object, which the event loop sees as one file descriptor: one wakeup reads
+every pipe ready and reaps every plugin that exited, reads bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import heapq
+import logging
 import os
+import select
 import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from integrations.nagios.output import MAX_PLUGIN_OUTPUT_LENGTH, PluginOutput, State, parse_plugin_output, state_from_exit
 
-__all__ = ["DEFAULT_FLOOD_BYTES", "BASE_ENV", "RunResult", "resolve_command", "run_plugin"]
+__all__ = ["DEFAULT_FLOOD_BYTES", "BASE_ENV", "RunResult", "Runner", "resolve_command", "run_plugin"]
+
+log = logging.getLogger("monbridge.nagios")
 
 #: Output (stdout and stderr together) beyond which a plugin is a flood and is killed.
 DEFAULT_FLOOD_BYTES = 1 << 20
@@ -88,14 +95,22 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _reap_later(pid: int, loop: asyncio.AbstractEventLoop) -> None:
-    """Reap ``pid`` once it ends (a killed process stuck in the kernel), polling once a second."""
+def _reap_later(pid: int) -> None:
+    """Reap ``pid``, killed, once it ends (at once, or, stuck in the kernel, whenever it gets out)
+    in a thread of its own that only waits: the runner, and the loop, may be gone by then."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return
     if not done:
-        loop.call_later(1.0, _reap_later, pid, loop)
+        threading.Thread(target=_wait, args=(pid,), name=f"reap {pid}", daemon=True).start()
+
+
+def _wait(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _decode(data: bytes, truncated: bool) -> tuple[str | None, str]:
@@ -106,168 +121,279 @@ def _decode(data: bytes, truncated: bool) -> tuple[str | None, str]:
         return None, f"byte 0x{data[e.start]:02x} at offset {e.start}"
 
 
-class _Child:
-    """One spawned plugin watched from the event loop: its two pipes and its exit (a pidfd, or,
-    where the kernel has none, ``waitpid`` polled), no thread and no transport per run.
+class _Run:
+    """One spawned plugin: its pipes, its exit (a pidfd) and what was read."""
 
-    ``done`` resolves once the plugin has exited and both pipes are closed. Reads keep the first
-    ``keep`` bytes of stdout and 1 KiB of stderr; once ``flood_bytes`` have come through both,
-    the process group is killed. When the plugin has exited but a child of its own still holds a
-    pipe, the group is killed (Nagios' workers end a job at its exit too)."""
+    __slots__ = ("pid", "out_fd", "err_fd", "pidfd", "out", "err", "keep", "more", "budget", "flooded", "status",
+                 "open", "timed_out", "finished", "done", "argv", "timeout", "flood_bytes", "started_at", "t0")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int, out_fd: int, err_fd: int, keep: int,
-                 flood_bytes: int) -> None:
-        self.loop, self.pid = loop, pid
-        self.bufs = {out_fd: bytearray(), err_fd: bytearray()}
-        self.keeps = {out_fd: keep, err_fd: 1024}
-        self.out_fd = out_fd
-        self.open: set[int] = {out_fd, err_fd}
-        self.more = False  # stdout had more than ``keep``
-        self.budget = flood_bytes
-        self.flooded = False
-        self.status: int | None = None
-        self.done: asyncio.Future[None] = loop.create_future()
+    def __init__(self, pid: int, out_fd: int, err_fd: int, keep: int, flood_bytes: int, done: Callable[[RunResult], None],
+                 argv: tuple[str, ...], timeout: float, started_at: float, t0: float) -> None:
+        self.pid, self.out_fd, self.err_fd = pid, out_fd, err_fd
         self.pidfd: int | None = None
-        for fd in self.open:
-            loop.add_reader(fd, self._read, fd)
-        try:
-            self.pidfd = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            self.pidfd = None
-        if self.pidfd is not None:
-            loop.add_reader(self.pidfd, self._reap)
-        else:
-            loop.call_later(0.01, self._poll)
+        self.out, self.err = bytearray(), bytearray()
+        self.keep = keep
+        self.more = False  # stdout had more than ``keep``
+        self.budget = self.flood_bytes = flood_bytes
+        self.flooded = self.timed_out = self.finished = False
+        self.status: int | None = None
+        self.open = 2  # pipes not at EOF yet
+        self.done, self.argv, self.timeout, self.started_at, self.t0 = done, argv, timeout, started_at, t0
 
-    def _read(self, fd: int) -> None:
+
+class Runner:
+    """Starts plugins and watches every one of them through one epoll object of its own, which is
+    the only file descriptor the event loop watches for them: a wakeup of the loop handles every
+    pipe and exit that is ready then, with no handle, transport, task or future per run.
+
+    Each run's two pipes and its pidfd (where the kernel has none, ``waitpid`` is polled) are
+    registered there. Reads keep the first ``max_output`` bytes of stdout and 1 KiB of stderr;
+    once ``flood_bytes`` have come through both, the process group is killed. When the plugin
+    has exited but a process of its own still holds a pipe, the group is killed (Nagios'
+    workers end a job at its exit too). Timeouts are one loop timer, at the earliest deadline.
+
+    ``start`` calls ``done(result)`` from the event loop once the run has ended (never from
+    within ``start``); ``close`` kills whatever still runs, reaps it and calls nothing more."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._ep = select.epoll()
+        self._fds: dict[int, _Run] = {}
+        self._runs: set[_Run] = set()
+        # (when, sequence, run, give_up): a timeout, or the end of the wait for a killed group
+        self._deadlines: list[tuple[float, int, _Run, bool]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        loop.add_reader(self._ep.fileno(), self._ready)
+
+    @property
+    def running(self) -> int:
+        """Runs started and not ended."""
+        return len(self._runs)
+
+    def start(self, argv: Sequence[str], timeout: float, done: Callable[[RunResult], None], *,
+              plugin_paths: Sequence[str] = (), env: Mapping[str, str] | None = None,
+              flood_bytes: int = DEFAULT_FLOOD_BYTES, max_output: int = MAX_PLUGIN_OUTPUT_LENGTH) -> None:
+        """Start one plugin (see the module doc); ``done`` gets its result."""
+        if self._closed:
+            raise RuntimeError("the plugin runner is closed")
+        started_at = time.time()
+        t0 = time.monotonic()
+        args = tuple(argv)
+        path, why = resolve_command(args[0], plugin_paths)
+        if path is None:
+            assert why is not None
+            self.loop.call_soon(self._deliver, done, _unknown(
+                why, "not_executable" if "not executable" in why else "not_found", started_at=started_at, argv=args))
+            return
+        pipes: list[int] = []
+        try:
+            pipes += os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            pipes += os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as e:  # out of file descriptors: this run fails, the next may not
+            for fd in pipes:
+                os.close(fd)
+            self.loop.call_soon(self._deliver, done, _unknown(f"cannot run plugin {path}: {e.strerror or e}", "spawn",
+                                                              started_at=started_at, argv=args))
+            return
+        out_r, out_w, err_r, err_w = pipes
+        os.set_blocking(out_w, True)
+        os.set_blocking(err_w, True)
+        try:
+            pid = os.posix_spawn(path, args, {**BASE_ENV, **(env or {})}, setsid=True, file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+        except OSError as e:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            reason = "not_executable" if isinstance(e, PermissionError) else "spawn"
+            self.loop.call_soon(self._deliver, done, _unknown(f"cannot run plugin {path}: {e.strerror or e}", reason,
+                                                              started_at=started_at, argv=args))
+            return
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        run = _Run(pid, out_r, err_r, max_output, flood_bytes, done, args, timeout, started_at, t0)
+        self._runs.add(run)
+        ep, fds = self._ep, self._fds
+        for fd in (out_r, err_r):
+            fds[fd] = run
+            ep.register(fd, select.EPOLLIN)
+        try:
+            run.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.loop.call_later(0.01, self._poll, run)
+        else:
+            fds[run.pidfd] = run
+            ep.register(run.pidfd, select.EPOLLIN)
+        self._seq += 1
+        heapq.heappush(self._deadlines, (self.loop.time() + timeout, self._seq, run, False))
+        self._arm()
+
+    def close(self) -> None:
+        """Kill every plugin still running (its group), close their pipes, reap them (now or once
+        they end); no result is given for them."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
+        for run in list(self._runs):
+            self._end(run)
+        self.loop.remove_reader(self._ep.fileno())
+        self._ep.close()
+
+    # ------------------------------------------------------------------ inside
+
+    def _deliver(self, done: Callable[[RunResult], None], result: RunResult) -> None:
+        if not self._closed:
+            try:
+                done(result)
+            except Exception:  # one check's fault stays that check's
+                log.exception("handling the result of %s failed", result.argv[:1])
+
+    def _ready(self) -> None:
+        ended: list[_Run] = []
+        fds = self._fds
+        for fd, _ in self._ep.poll(0):
+            run = fds.get(fd)
+            if run is None or run.finished:
+                continue
+            if fd == run.pidfd:
+                self._reap(run)
+            else:
+                self._read(run, fd)
+            if run.status is not None and not run.open:
+                self._end(run)
+                ended.append(run)
+        for run in ended:
+            self._deliver(run.done, _result(run))
+
+    def _read(self, run: _Run, fd: int) -> bool:
+        """One read of ``fd``; False once nothing more is there for now (nothing to read, or EOF)."""
         try:
             data = os.read(fd, _CHUNK)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
-            self._close(fd)
-            return
-        buf = self.bufs[fd]
-        room = self.keeps[fd] - len(buf)
+            self._ep.unregister(fd)
+            del self._fds[fd]
+            os.close(fd)
+            run.open -= 1
+            if fd == run.out_fd:
+                run.out_fd = -1
+            else:
+                run.err_fd = -1
+            return False
+        if fd == run.out_fd:
+            buf, keep = run.out, run.keep
+        else:
+            buf, keep = run.err, 1024
+        room = keep - len(buf)
         if room > 0:
             buf += data[:room]
-        if len(data) > room and fd == self.out_fd:
-            self.more = True
-        self.budget -= len(data)
-        if self.budget < 0 and not self.flooded:
-            self.flooded = True
-            _kill_group(self.pid)
+        if len(data) > room and fd == run.out_fd:
+            run.more = True
+        run.budget -= len(data)
+        if run.budget < 0 and not run.flooded:
+            run.flooded = True
+            _kill_group(run.pid)
+        return True
 
-    def _close(self, fd: int) -> None:
-        if fd in self.open:
-            self.open.discard(fd)
-            self.loop.remove_reader(fd)
-            os.close(fd)
-            self._check()
-
-    def _reap(self) -> None:
+    def _reap(self, run: _Run) -> None:
         try:
-            done, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status = os.waitpid(run.pid, os.WNOHANG)
         except ChildProcessError:  # reaped elsewhere: its status is lost
-            done, status = self.pid, 255 << 8
-        if not done:
+            pid, status = run.pid, 255 << 8
+        if not pid:
             return
-        if self.pidfd is not None:
-            self.loop.remove_reader(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = None
-        self.status = status
-        if self.open:
-            _kill_group(self.pid)  # what is left of its group still holds the output
-        self._check()
+        run.status = status
+        if run.pidfd is not None:
+            self._ep.unregister(run.pidfd)
+            del self._fds[run.pidfd]
+            os.close(run.pidfd)
+            run.pidfd = None
+        for fd in (run.out_fd, run.err_fd):  # what it wrote last, often not yet seen: no wakeup more
+            for _ in range(4):
+                if fd < 0 or not self._read(run, fd):
+                    break
+        if run.open:
+            _kill_group(run.pid)  # what is left of its group still holds the output
 
-    def _poll(self) -> None:
-        if self.status is None and not self.done.done():
-            self._reap()
-            if self.status is None:
-                self.loop.call_later(0.05, self._poll)
+    def _poll(self, run: _Run) -> None:
+        if run.finished:
+            return
+        self._reap(run)
+        if run.status is None:
+            self.loop.call_later(0.05, self._poll, run)
+        elif not run.open:
+            self._end(run)
+            self._deliver(run.done, _result(run))
 
-    def _check(self) -> None:
-        if not self.open and self.status is not None and not self.done.done():
-            self.done.set_result(None)
+    def _end(self, run: _Run) -> None:
+        """Release the run: its group killed if it still runs, pipes and pidfd closed, reaped now
+        or once it ends."""
+        run.finished = True
+        self._runs.discard(run)
+        if run.status is None:
+            _kill_group(run.pid)
+        for fd in (run.out_fd, run.err_fd, run.pidfd):
+            if fd is not None and fd >= 0:
+                self._ep.unregister(fd)
+                del self._fds[fd]
+                os.close(fd)
+        run.out_fd = run.err_fd = -1
+        run.pidfd = None
+        run.open = 0
+        if run.status is None:
+            _reap_later(run.pid)
 
-    def close(self) -> None:
-        """Release everything: the group killed if it still runs, pipes closed, the plugin reaped
-        (now, or once it ends)."""
-        if self.status is None:
-            _kill_group(self.pid)
-        for fd in list(self.open):
-            self.open.discard(fd)
-            self.loop.remove_reader(fd)
-            os.close(fd)
-        if self.pidfd is not None:
-            self.loop.remove_reader(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = None
-        if self.status is None:
-            _reap_later(self.pid, self.loop)
+    def _arm(self) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].finished:
+            heapq.heappop(deadlines)
+        if not deadlines:
+            return
+        when = deadlines[0][0]
+        if self._timer is None or when < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, run, give_up = heapq.heappop(deadlines)
+            if run.finished:
+                continue
+            if give_up:  # the killed group did not end in time (stuck in the kernel): reaped later
+                self._end(run)
+                self._deliver(run.done, _result(run))
+            else:
+                run.timed_out = True
+                _kill_group(run.pid)
+                self._seq += 1
+                heapq.heappush(deadlines, (now + REAP_TIMEOUT_S, self._seq, run, True))
+        self._arm()
 
 
-async def run_plugin(argv: Sequence[str], timeout: float, *, plugin_paths: Sequence[str] = (),
-                     env: Mapping[str, str] | None = None, flood_bytes: int = DEFAULT_FLOOD_BYTES,
-                     max_output: int = MAX_PLUGIN_OUTPUT_LENGTH) -> RunResult:
-    """Run one plugin (see the module doc) and return its result; never raises for the plugin's faults."""
-    started_at = time.time()
-    t0 = time.monotonic()
-    path, why = resolve_command(argv[0], plugin_paths)
-    if path is None:
-        assert why is not None
-        return _unknown(why, "not_executable" if "not executable" in why else "not_found", started_at=started_at,
-                        argv=tuple(argv))
-    loop = asyncio.get_running_loop()
-    out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-    os.set_blocking(out_w, True)
-    os.set_blocking(err_w, True)
-    try:
-        pid = os.posix_spawn(path, [argv[0], *argv[1:]], {**BASE_ENV, **(env or {})}, setsid=True, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
-    except OSError as e:
-        for fd in (out_r, err_r):
-            os.close(fd)
-        reason = "not_executable" if isinstance(e, PermissionError) else "spawn"
-        return _unknown(f"cannot run plugin {path}: {e.strerror or e}", reason, started_at=started_at, argv=tuple(argv))
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    child = _Child(loop, pid, out_r, err_r, max_output, flood_bytes)
-    timed_out = False
-
-    def expire() -> None:
-        nonlocal timed_out
-        if not child.done.done():
-            timed_out = True
-            _kill_group(pid)
-            # give the killed group REAP_TIMEOUT_S to end (a process stuck in the kernel is reaped later)
-            loop.call_later(REAP_TIMEOUT_S, give_up)
-
-    def give_up() -> None:
-        if not child.done.done():
-            child.done.set_result(None)
-
-    timer = loop.call_later(timeout, expire)
-    try:
-        await child.done
-    finally:
-        timer.cancel()
-        child.close()
-    out, err = bytes(child.bufs[out_r]), bytes(child.bufs[err_r])
-    truncated, flooded = child.more, child.flooded
-    duration = time.monotonic() - t0
-    common = {"duration": duration, "started_at": started_at, "argv": tuple(argv)}
-    if timed_out:
-        return _unknown(f"timed out after {timeout:g} s", "timeout", **common)
-    if flooded:
-        return _unknown(f"plugin wrote more than {flood_bytes} bytes of output; killed", "flood", **common)
-    status = child.status
+def _result(run: _Run) -> RunResult:
+    """The result of an ended run (see the module doc)."""
+    out, err = bytes(run.out), bytes(run.err)
+    truncated = run.more
+    common = {"duration": time.monotonic() - run.t0, "started_at": run.started_at, "argv": run.argv}
+    if run.timed_out:
+        return _unknown(f"timed out after {run.timeout:g} s", "timeout", **common)
+    if run.flooded:
+        return _unknown(f"plugin wrote more than {run.flood_bytes} bytes of output; killed", "flood", **common)
+    status = run.status
     if status is None:
         return _unknown("plugin did not exit after it was killed", "spawn", **common)
     if os.WIFSIGNALED(status):
@@ -295,3 +421,24 @@ async def run_plugin(argv: Sequence[str], timeout: float, *, plugin_paths: Seque
         parsed.text = f"(Return code of {rc} is out of bounds) {parsed.text}".rstrip()
         return RunResult(State.UNKNOWN, parsed, rc, failure="exit_code", ran=True, truncated=truncated, **common)  # type: ignore[arg-type]
     return RunResult(state_from_exit(rc), parsed, rc, ran=True, truncated=truncated, **common)  # type: ignore[arg-type]
+
+
+async def run_plugin(argv: Sequence[str], timeout: float, *, plugin_paths: Sequence[str] = (),
+                     env: Mapping[str, str] | None = None, flood_bytes: int = DEFAULT_FLOOD_BYTES,
+                     max_output: int = MAX_PLUGIN_OUTPUT_LENGTH) -> RunResult:
+    """Run one plugin (see the module doc) and return its result; never raises for the plugin's
+    faults. A runner of its own: one that runs many keeps a ``Runner``."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[RunResult] = loop.create_future()
+    runner = Runner(loop)
+
+    def done(r: RunResult) -> None:
+        if not result.done():  # cancelled: the runner is being closed
+            result.set_result(r)
+
+    try:
+        runner.start(argv, timeout, done, plugin_paths=plugin_paths, env=env, flood_bytes=flood_bytes,
+                     max_output=max_output)
+        return await result
+    finally:
+        runner.close()

@@ -4,6 +4,7 @@ soft and hard states, the metrics of a check and its perfdata, and alerts throug
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -310,7 +311,7 @@ async def test_the_schedule_retries_at_retry_interval_while_soft(tmp_path):
         assert (c.checks[0].executions, c.checks[0].state.hard, c.checks[0].state.attempt) == (3, True, 3)
     finally:
         await c.stop()
-    assert all(ch.task is None for ch in c.checks)
+    assert (c._timer, c._queue, c._runner) == (None, [], None)  # nothing scheduled or running after stop
 
 
 async def test_stopping_kills_running_plugins(tmp_path):
@@ -408,3 +409,139 @@ def test_an_agent_with_its_stdio_closed_still_reads_plugin_output(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True, cwd=tmp_path)
     assert result.read_text() == "2 CRITICAL: still read"
+
+
+# --------------------------------------------------------------------------- the runner's hardening
+
+
+def _pids(path: Path) -> list[int]:
+    return [int(x) for x in path.read_text().split()]
+
+
+async def _all_gone(pids: list[int]) -> bool:
+    for _ in range(50):
+        if not any(alive(p) for p in pids):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_timeout_kills_a_plugin_that_ignores_sigterm_and_its_grandchildren(tmp_path):
+    pids = tmp_path / "pids"
+    p = plugin(tmp_path, "stubborn", f"""\
+        trap '' TERM
+        sh -c 'sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait' &
+        echo $! >> {pids}
+        sleep 300 &
+        echo $! >> {pids}
+        echo $$ >> {pids}
+        while :; do wait; done
+        """)
+    r = await run_plugin([p], 0.5)
+    assert (r.state, r.failure, r.output.text) == (State.UNKNOWN, "timeout", "timed out after 0.5 s")
+    got = _pids(pids)
+    assert len(got) == 5  # the plugin, its two children and its grandchild (and the shell between)
+    assert await _all_gone(got)
+
+
+async def test_output_longer_than_the_limit_is_cut_and_counted(tmp_path):
+    plugin(tmp_path, "check_big", "echo 'WARNING - big | a=1'; head -c 50000 /dev/zero | tr '\\0' y; echo; exit 1\n")
+    c = await collector(tmp_path, [{"name": "big", "command": ["check_big"]}])
+    await run_all(c)
+    await run_all(c)
+    r = c.checks[0].last
+    assert r is not None and (r.state, r.truncated, r.output.text) == (State.WARNING, True, "WARNING - big")
+    assert len("WARNING - big | a=1\n") + len(r.output.long_text) == 8192
+    got = {m.name: m for m in await c.collect_metrics() if m.attributes.get("nagios.check") == "big"}
+    assert got["monbridge.nagios.output.truncated"].value == 2  # each run counted
+    assert got["nagios.perfdata"].value == 1.0
+
+
+async def test_a_plugin_that_closes_its_output_early_is_waited_for_until_it_exits(tmp_path):
+    early = plugin(tmp_path, "early", "echo 'OK - early | a=1'; exec >&- 2>&-; sleep 0.5; exit 1\n")
+    r = await run_plugin([early], 10)
+    # the exit code 1 is the plugin's own, given after its output was closed: the run waited for it
+    assert (r.state, r.output.text, r.exit_code, r.ran) == (State.WARNING, "OK - early", 1, True)
+    pids = tmp_path / "pids"
+    lingering = plugin(tmp_path, "lingering", f"echo $$ > {pids}; echo 'OK - then hangs'; exec >&- 2>&-; exec sleep 300\n")
+    r = await run_plugin([lingering], 0.5)
+    assert (r.state, r.failure) == (State.UNKNOWN, "timeout")
+    assert await _all_gone(_pids(pids))
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _zombie_children() -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    state, ppid = f.read().rsplit(") ", 1)[1].split()[:2]
+            except OSError:
+                continue
+            if int(ppid) == os.getpid() and state == "Z":
+                out.append(int(d))
+    return out
+
+
+async def test_many_concurrent_checks_leave_no_file_descriptor_or_zombie(tmp_path):
+    plugin(tmp_path, "check_ok", "echo 'OK | a=1'\n")
+    plugin(tmp_path, "check_long", "echo OK; head -c 30000 /dev/zero | tr '\\0' z\n")
+    plugin(tmp_path, "check_hang", "echo hanging; exec sleep 300\n")
+    plugin(tmp_path, "check_crash", "kill -SEGV $$\n")
+    plugin(tmp_path, "check_fork", "sleep 300 & echo 'OK - forked'\n")
+    plugin(tmp_path, "check_flood", "exec yes\n")
+    kinds = ["check_ok", "check_long", "check_hang", "check_crash", "check_fork", "check_flood", "check_missing"]
+    checks = [{"name": f"c{i}", "command": [kinds[i % len(kinds)]], "timeout": 1, "interval": 0.5}
+              for i in range(70)]  # all first runs within half a second
+    before, zombies = _fds(), set(_zombie_children())
+    c = await collector(tmp_path, checks, concurrency=32, flood_bytes=65536)
+    await c.start()
+    try:
+        for _ in range(300):
+            if all(ch.executions for ch in c.checks):
+                break
+            await asyncio.sleep(0.05)
+        assert all(ch.executions for ch in c.checks)
+    finally:
+        await c.stop()
+    states = {ch.cfg.command[0]: (ch.last.state, ch.last.failure) for ch in c.checks if ch.last is not None}
+    assert states == {"check_ok": (State.OK, None), "check_long": (State.OK, None),
+                      "check_hang": (State.UNKNOWN, "timeout"), "check_crash": (State.UNKNOWN, "signal"),
+                      "check_fork": (State.OK, None), "check_flood": (State.UNKNOWN, "flood"),
+                      "check_missing": (State.UNKNOWN, "not_found")}
+    results = await asyncio.gather(*(run_plugin([kinds[i % 2]], 5, plugin_paths=[str(tmp_path)]) for i in range(40)))
+    assert {r.state for r in results} == {State.OK}
+    for _ in range(50):  # plugins killed at the end are reaped as they go
+        if set(_zombie_children()) <= zombies:
+            break
+        await asyncio.sleep(0.1)
+    assert _fds() == before
+    assert set(_zombie_children()) <= zombies
+
+
+async def test_checks_due_within_a_start_window_start_together_at_its_end(tmp_path):
+    plugin(tmp_path, "check_ok", "echo OK\n")
+    checks = [{"name": f"c{i}", "command": ["check_ok"], "interval": 3600} for i in range(3)]
+    c = await collector(tmp_path, checks, start_window=2.5)
+    await c.start()
+    try:
+        first = c._queue[0][0]
+        assert c._timer is not None
+        assert c._timer.when() == math.ceil(first / 2.5) * 2.5 >= first  # the end of the first check's window
+        c._timer.cancel()
+        c._queue = [(first - 1, 0, c.checks[0]), (first - 0.5, 1, c.checks[1]), (first + 1000, 2, c.checks[2])]
+        c._timer = None
+        c._wake()  # two are due: both start in this one wakeup, the third stays queued
+        assert (c._runner.running, [q[2].cfg.name for q in c._queue]) == (2, ["c2"])
+    finally:
+        await c.stop()
+    c = await collector(tmp_path, checks, start_window=0)
+    await c.start()
+    try:
+        assert c._timer is not None and c._timer.when() == c._queue[0][0]  # each at its own time
+    finally:
+        await c.stop()
