@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from bridge.api import MetricKind, PluginConfig, PluginMetadata, PluginType, validate_plugin_id
 from collectors.db import DbCollector, MetricSpec, Point, Reader, Sample, Target, column, columns
 from collectors.dbconfig import DbCollectorConfig, PostgresqlConfig
+from collectors.pgguard import PgGuard
 
 __all__ = ["PLUGIN_ID", "POSTGRESQL_METRICS", "QUERIES", "PostgresqlCollector"]
 
@@ -200,6 +201,11 @@ class PostgresqlCollector(DbCollector):
     table: ClassVar[Sequence[MetricSpec[Sample]]] = POSTGRESQL_METRICS
     default_port: ClassVar[int] = 5432
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._guards: dict[int, PgGuard] = {}  # id(connection) -> its guard
+        self._unguarded_told = False
+
     def metadata(self) -> PluginMetadata:
         return PluginMetadata(
             id=PLUGIN_ID, name="PostgreSQL metrics", version="0.1.0", author="monbridge",
@@ -210,17 +216,48 @@ class PostgresqlCollector(DbCollector):
     async def connect(self, target: Target, cfg: DbCollectorConfig) -> Any:
         import asyncpg  # type: ignore[import-untyped]
 
-        return await asyncpg.connect(
-            host=target.host, port=target.port, user=target.user or "postgres", password=target.password(),
-            database=target.database or None, ssl=target.tls or False, timeout=cfg.connect_timeout,
-            command_timeout=cfg.query_timeout, statement_cache_size=len(QUERIES) + 4,
-            server_settings={"application_name": "monbridge",
-                             # the server stops a query the collector has given up on
-                             "statement_timeout": str(int(cfg.query_timeout * 1000) + 1000)},
-        )
+        # Through a guard that checks each message's frame first (collectors.pgguard says why);
+        # TLS, when the target asks for it, is the guard's.
+        # Where the guard cannot listen (a sandboxed worker has no Unix sockets), the worker's
+        # isolation is the protection: the agent stops it at its timeout.
+        guard: PgGuard | None = PgGuard(target.host, target.port or self.default_port, target.tls, cfg.connect_timeout)
+        assert guard is not None
+        try:
+            await guard.start()
+        except OSError as e:
+            await guard.close()
+            guard = None
+            if not self._unguarded_told:
+                self._unguarded_told = True
+                self._log.info("postgresql: connecting without the frame guard (%s)", e.strerror or e)
+        try:
+            connection = await asyncpg.connect(
+                host=guard.host if guard else target.host, port=guard.port if guard else target.port,
+                user=target.user or "postgres", password=target.password(),
+                database=target.database or None, ssl=False if guard else target.tls or False,
+                timeout=cfg.connect_timeout,
+                command_timeout=cfg.query_timeout, statement_cache_size=len(QUERIES) + 4,
+                server_settings={"application_name": "monbridge",
+                                 # the server stops a query the collector has given up on
+                                 "statement_timeout": str(int(cfg.query_timeout * 1000) + 1000)},
+            )
+        except BaseException as e:
+            if guard is not None:
+                await guard.close()
+                if guard.error is not None and isinstance(e, Exception):
+                    raise ConnectionError(guard.error) from None
+            raise
+        if guard is not None:
+            self._guards[id(connection)] = guard
+        return connection
 
     async def close(self, connection: Any) -> None:
-        await connection.close(timeout=2)
+        guard = self._guards.pop(id(connection), None)
+        try:
+            await connection.close(timeout=2)
+        finally:
+            if guard is not None:
+                await guard.close()
 
     def sections(self, cfg: DbCollectorConfig) -> Sequence[tuple[str, Reader]]:
         assert isinstance(cfg, PostgresqlConfig)
