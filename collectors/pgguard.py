@@ -85,8 +85,7 @@ class PgGuard:
         assert task is not None
         self._tasks.add(task)
         self._writers.append(cwriter)
-        if self._server is not None:
-            self._server.close()  # one connection
+        # Not one connection only: asyncpg cancels a query it gave up on over a second one.
         where = f"{self.server_host}:{self.server_port}"
         try:
             sreader, swriter = await asyncio.wait_for(self._open(), self.timeout)
@@ -126,9 +125,12 @@ class PgGuard:
 
     @staticmethod
     async def _pass(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while chunk := await reader.read(65536):
-            writer.write(chunk)
-            await writer.drain()
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):  # the server went: the other direction ends too
+            return
 
     async def _check(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str) -> None:
         try:

@@ -370,3 +370,34 @@ async def test_a_database_the_role_may_not_connect_to(servers: tuple[Postgres, P
     assert [(m.name, m.value) for m in metrics] == [("postgresql.up", 0.0)]
     reason = collector.reasons[f"127.0.0.1:{primary.port}"]
     assert 'permission denied for database "closed"' in reason and "GRANT CONNECT ON DATABASE closed TO monitor" in reason
+
+
+async def test_a_query_given_up_on_is_cancelled_through_the_guard(servers: tuple[Postgres, Postgres]) -> None:
+    """asyncpg cancels a query it stops waiting for over a second connection to the same address:
+    the collector's frame guard (collectors.pgguard) takes that one too. The connection here has
+    no statement_timeout, so only the cancel can end the 60 s sleep."""
+    from collectors.pgguard import PgGuard
+
+    primary, _ = servers
+    admin = await _superuser(primary)
+    guard = PgGuard("127.0.0.1", primary.port, None, 5.0)
+    await guard.start()
+    conn = await asyncpg.connect(host=guard.host, port=guard.port, user="postgres", password=SUPERUSER_PASSWORD,
+                                 database="postgres", ssl=False, server_settings={"application_name": "guard-cancel"})
+    try:
+        with pytest.raises(TimeoutError):
+            await conn.execute("SELECT pg_sleep(60)", timeout=0.5)
+
+        async def sleeping() -> int:
+            return int(await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                                            " 'guard-cancel' AND query = 'SELECT pg_sleep(60)' AND state = 'active'"))
+        for _ in range(200):  # the cancel is asynchronous: wait for it, far less than the sleep
+            if await sleeping() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await sleeping() == 0
+        assert await conn.fetchval("SELECT 1") == 1  # the connection goes on
+    finally:
+        await conn.close()
+        await guard.close()
+        await admin.close()
