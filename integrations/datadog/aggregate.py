@@ -87,6 +87,11 @@ from bridge.ledger import loss_counter
 from integrations.datadog.config import DogStatsDConfig
 from integrations.datadog.dogstatsd import Parsed, Sample, parse_datagram, parse_lines
 
+try:  # the C loop of LineCache (setup.py builds it where a compiler is; the Python loop gives the same results)
+    from integrations.datadog import _dsdfast
+except ImportError:  # pragma: no cover - a build without the C extension
+    _dsdfast = None  # type: ignore[assignment]
+
 __all__ = [
     "BIN_LIMIT",
     "DROP_REASONS",
@@ -544,12 +549,15 @@ class LineCache:
     are never updated (they are looked up again, counted against ``max_contexts`` as ``add``
     counts them)."""
 
-    def __init__(self, aggregator: Aggregator, max_tags: int = 100, size: int = LINE_CACHE) -> None:
+    def __init__(self, aggregator: Aggregator, max_tags: int = 100, size: int = LINE_CACHE,
+                 fast: bool = True) -> None:
         self.aggregator = aggregator
+        #: The C loop (``integrations.datadog._dsdfast``), None where it is not built or not wanted.
+        self._fast = _dsdfast if fast else None
         self.max_tags = max_tags
         self.size = size
         # context text -> [interval, slot (None: not held), type, rate, name, sorted tags, a distribution's
-        # weight, 1 / rate]
+        # weight, 1 / rate, the type's code for the C loop]
         self._lines: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
@@ -560,6 +568,8 @@ class LineCache:
         several joined); returns how many metric samples were handed to aggregation (taken or
         dropped by it, as ``add`` counts them) and the rest as ``parse_datagram`` gives it: events,
         service checks and errors (``samples`` holds none of them)."""
+        if self._fast is not None and self._fast.isascii(data):
+            return self._feed_fast(data)
         agg = self.aggregator
         try:
             text = str(data, "utf-8")
@@ -570,75 +580,111 @@ class LineCache:
             p.samples = []
             return taken, p
         out = Parsed()
-        taken = 0
-        lines = self._lines
-        ascii = text.isascii()
         with agg._lock:
-            gen = agg._gen
-            for line in text.split("\n"):
-                if not line:
-                    continue
-                i = line.find(":")
-                j = line.find("|")
-                if 0 < i < j:
-                    key = line[:i] + line[j:]
-                    e = lines.get(key)
-                    if e is not None:
-                        raw = line[i + 1:j]
-                        kind = e[2]
-                        if kind != "s":
-                            try:
-                                v = float(raw)
-                            except ValueError:
-                                e = None
-                            else:
-                                # the parser's check: float() also takes '1_000', spaces, nan, inf
-                                if v - v != 0.0 or not (ascii or raw.isascii()) or not raw.isdigit() and (
-                                        "_" in raw or raw[0] <= " " or raw[-1] <= " "):
-                                    e = None
-                        elif not raw:
-                            e = None
-                        if e is not None:
-                            taken += 1
-                            state = e[1]
-                            if e[0] != gen:
-                                state = self._slot(e, gen)
-                                if state is None:
-                                    continue
-                            if kind == "c":
-                                state[0] += v if e[3] == 1.0 else v * e[7]
-                            elif kind == "g":
-                                state[0] = v
-                            elif kind == "ms" or kind == "h":
-                                weights = state.weights
-                                if agg._stored >= MAX_STORED_VALUES or e[3] != 1.0 and weights is None:
-                                    agg._add_hist(state, (v,), e[3])  # (a drop, or the first weight)
-                                    continue
-                                agg._stored += 1
-                                state.values.append(v)
-                                if e[3] == 1.0:
-                                    state.count += 1
-                                    if weights is not None:
-                                        weights.append(1.0)
-                                else:
-                                    state.count += e[7]
-                                    weights.append(e[7])
-                            elif kind == "d":
-                                if not agg._add_dist(state, (v,), e[6]):
-                                    agg.dropped["distribution_buckets"] += 1
-                            elif raw not in state:  # "s"
-                                if agg._members >= MAX_SET_MEMBERS:
-                                    agg.dropped["set_members"] += 1
-                                    continue
-                                agg._members += 1
-                                state.add(raw)
-                            continue
-                else:
-                    key = None
-                taken += self._full(line, key, out, gen)
+            taken = self._feed_lines(text.split("\n"), out, agg._gen, text.isascii())
         if not (taken or out.events or out.service_checks or out.errors):
             out.errors.append(("empty", bytes(data[:64])))
         return taken, out
+
+    def _feed_fast(self, data: bytes | bytearray | memoryview) -> tuple[int, Parsed]:
+        """``feed`` of ASCII text with the C loop (``_dsdfast.feed``): it takes the lines of
+        remembered contexts and stops at any other, which ``_feed_lines`` takes in its place."""
+        agg = self.aggregator
+        out = Parsed()
+        taken = 0
+        lines = self._lines
+        fast_feed = self._fast.feed  # type: ignore[union-attr]
+        n = len(data)
+        raw: bytes | None = None
+        pos = 0
+        with agg._lock:
+            gen = agg._gen
+            while pos < n:
+                pos, k, stored, members = fast_feed(data, pos, lines, gen, MAX_STORED_VALUES - agg._stored,
+                                                    MAX_SET_MEMBERS - agg._members, _MIN_POSITIVE, 2 * BIN_LIMIT)
+                taken += k
+                agg._stored += stored
+                agg._members += members
+                if pos >= n:
+                    break
+                if raw is None:
+                    raw = bytes(data)
+                end = raw.find(b"\n", pos)
+                if end < 0:
+                    end = n
+                taken += self._feed_lines((raw[pos:end].decode("ascii"),), out, gen, True)
+                pos = end + 1
+        if not (taken or out.events or out.service_checks or out.errors):
+            out.errors.append(("empty", bytes(data[:64])))
+        return taken, out
+
+    def _feed_lines(self, text_lines: Sequence[str], out: Parsed, gen: int, ascii: bool) -> int:
+        """``feed``'s loop over decoded lines (the aggregator's lock held); the samples taken."""
+        agg = self.aggregator
+        taken = 0
+        lines = self._lines
+        for line in text_lines:
+            if not line:
+                continue
+            i = line.find(":")
+            j = line.find("|")
+            if 0 < i < j:
+                key = line[:i] + line[j:]
+                e = lines.get(key)
+                if e is not None:
+                    raw = line[i + 1:j]
+                    kind = e[2]
+                    if kind != "s":
+                        try:
+                            v = float(raw)
+                        except ValueError:
+                            e = None
+                        else:
+                            # the parser's check: float() also takes '1_000', spaces, nan, inf
+                            if v - v != 0.0 or not (ascii or raw.isascii()) or not raw.isdigit() and (
+                                    "_" in raw or raw[0] <= " " or raw[-1] <= " "):
+                                e = None
+                    elif not raw:
+                        e = None
+                    if e is not None:
+                        taken += 1
+                        state = e[1]
+                        if e[0] != gen:
+                            state = self._slot(e, gen)
+                            if state is None:
+                                continue
+                        if kind == "c":
+                            state[0] += v if e[3] == 1.0 else v * e[7]
+                        elif kind == "g":
+                            state[0] = v
+                        elif kind == "ms" or kind == "h":
+                            weights = state.weights
+                            if agg._stored >= MAX_STORED_VALUES or e[3] != 1.0 and weights is None:
+                                agg._add_hist(state, (v,), e[3])  # (a drop, or the first weight)
+                                continue
+                            agg._stored += 1
+                            state.values.append(v)
+                            if e[3] == 1.0:
+                                state.count += 1
+                                if weights is not None:
+                                    weights.append(1.0)
+                            else:
+                                state.count += e[7]
+                                weights.append(e[7])
+                        elif kind == "d":
+                            if not agg._add_dist(state, (v,), e[6]):
+                                agg.dropped["distribution_buckets"] += 1
+                        elif raw not in state:  # "s"
+                            if agg._members >= MAX_SET_MEMBERS:
+                                agg.dropped["set_members"] += 1
+                                continue
+                            agg._members += 1
+                            state.add(raw)
+                        continue
+            else:
+                key = None
+            taken += self._full(line, key, out, gen)
+        return taken
 
     def _full(self, line: str, key: str | None, out: Parsed, gen: int) -> int:
         """``line`` through the parser and ``add`` (the aggregator's lock held); its context
@@ -659,7 +705,7 @@ class LineCache:
             if len(self._lines) >= self.size:
                 self._lines.clear()
             self._lines[key] = [gen if state is not None else 0, state, kind, rate, name, tags,
-                                max(1, int(1.0 / rate)), 1.0 / rate]
+                                max(1, int(1.0 / rate)), 1.0 / rate, _KIND_CODE[kind]]
         return 1
 
     def _slot(self, e: list[Any], gen: int) -> Any:
@@ -677,6 +723,10 @@ class LineCache:
             state = contexts[key] = _NEW[e[2]]()
         e[0], e[1] = gen, state
         return state
+
+
+#: The C loop's code of each type (``_dsdfast.c``'s K_*).
+_KIND_CODE = {"c": 0, "g": 1, "ms": 2, "h": 2, "d": 3, "s": 4}
 
 
 def _sum(values: Sequence[float]) -> float:

@@ -1,5 +1,6 @@
-"""The DogStatsD server's two socket readers (one ``recvmmsg`` a batch, where libc has it; one
-``recv_into`` a datagram elsewhere) on real sockets: bursts filling whole batches, datagrams cut,
+"""The DogStatsD server's socket readers (the C one, ``_dsdfast.recv``, where the extension is
+built; one ``recvmmsg`` a batch through ctypes, where libc has it; one ``recv_into`` a datagram
+elsewhere) on real sockets: bursts filling whole batches, datagrams cut,
 blank or bad among good ones, over UDP and a Unix socket; what was sent = taken + dropped, and the
 values aggregated are the same for both."""
 
@@ -15,11 +16,15 @@ from integrations.datadog import dsd_server
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("reader", ["recvmmsg", "recv_into"])
-def test_both_readers_take_and_count_every_datagram(tmp_path, monkeypatch, reader):
-    if reader == "recvmmsg":
-        assert dsd_server._RECVMMSG is not None  # (Linux: the reader used by default)
+@pytest.mark.parametrize("reader", ["c", "recvmmsg", "recv_into"])
+def test_every_reader_takes_and_counts_every_datagram(tmp_path, monkeypatch, reader):
+    if reader == "c":
+        assert dsd_server._dsdfast is not None, "integrations.datadog._dsdfast is not built (the reader used by default)"
     else:
+        monkeypatch.setattr(dsd_server, "_dsdfast", None)
+    if reader == "recvmmsg":
+        assert dsd_server._RECVMMSG is not None  # (Linux: the Python reader used by default)
+    elif reader == "recv_into":
         monkeypatch.setattr(dsd_server, "_RECVMMSG", None)
     path = short_socket_path(tmp_path)
     with dogstatsd(tmp_path, buffer_size=512, listen_uds=path) as r:

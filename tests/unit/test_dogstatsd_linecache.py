@@ -1,21 +1,39 @@
 """The DogStatsD reader's fused parse and aggregation (``LineCache``) against the full path
 (``parse_datagram`` then ``Aggregator.add``): the same stream, in the same batches, gives the same
 flushed metrics, the same drops and the same events, service checks and errors; its memory of
-contexts stays bounded."""
+contexts stays bounded. Each case runs twice: with the C loop (``integrations.datadog._dsdfast``,
+which must be built in CI) and with the Python loop."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 
 import pytest
 
+from integrations.datadog import aggregate
 from integrations.datadog.aggregate import Aggregator, Flushed, LineCache
 from integrations.datadog.config import DogStatsDConfig
 from integrations.datadog.dogstatsd import parse_datagram
 
 T0 = float(int(time.time()) + 30 * 86400)  # ahead of the aggregators' start, however long after this import a test runs
+
+
+def require_c_loop() -> None:
+    if aggregate._dsdfast is None:
+        if os.environ.get("CI"):
+            pytest.fail("integrations.datadog._dsdfast is not built (setup.py's extension): the C loop is untested")
+        pytest.skip("integrations.datadog._dsdfast is not built here (python setup.py build_ext --inplace)")
+
+
+@pytest.fixture(params=["c", "python"])
+def fast(request) -> bool:
+    """Whether the LineCache under test runs the C loop."""
+    if request.param == "c":
+        require_c_loop()
+    return request.param == "c"
 
 
 def config(**kw) -> DogStatsDConfig:
@@ -101,10 +119,11 @@ def normal(f: Flushed) -> tuple:
             [(s.name, s.tags, repr(s.sketch.sum), s.sketch.count) for s in f.sketches])
 
 
-def run_both(batches: list[bytes], flush_every: int, cache_size: int = 1 << 15, **kw):
+def run_both(batches: list[bytes], flush_every: int, cache_size: int = 1 << 15, use_c: bool = True, **kw):
     full = Aggregator(config(**kw))
     fast = Aggregator(config(**kw))
-    cache = LineCache(fast, 100, size=cache_size)
+    cache = LineCache(fast, 100, size=cache_size, fast=use_c)
+    assert (cache._fast is not None) == use_c
     got_full, got_fast, flushes, most = [], [], [], 0
     now = T0
     for i, data in enumerate(batches):
@@ -125,12 +144,12 @@ def run_both(batches: list[bytes], flush_every: int, cache_size: int = 1 << 15, 
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_the_fused_path_gives_exactly_the_full_paths_results(seed):
+def test_the_fused_path_gives_exactly_the_full_paths_results(seed, fast):
     rnd = random.Random(seed)
     kw = {"max_contexts": rnd.choice((15, 60, 100_000))}
     batches = stream(rnd, rnd.choice((5, 40, 300)), 150)
     got_full, got_fast, flushes, dropped_full, dropped_fast, _ = run_both(
-        batches, rnd.choice((7, 50, 1000)), cache_size=rnd.choice((8, 1 << 15)), **kw)
+        batches, rnd.choice((7, 50, 1000)), cache_size=rnd.choice((8, 1 << 15)), use_c=fast, **kw)
     assert got_fast == got_full
     for full, fast in flushes:
         assert fast == full
@@ -138,9 +157,51 @@ def test_the_fused_path_gives_exactly_the_full_paths_results(seed):
     assert sum(len(f[0][0]) + len(f[0][1]) for f in flushes) > 0  # (the stream did aggregate something)
 
 
-def test_the_fused_path_takes_repeated_contexts_without_parsing_them():
+@pytest.mark.parametrize("bounds", [(6, 3, 2), (40, 20, 8)])
+def test_the_fused_path_keeps_the_bounds_of_the_full_path(fast, bounds, monkeypatch):
+    """Histogram values, set members and distribution buckets reached mid-stream: the C loop stops
+    at the bound and the Python line takes the drop, as the full path counts it."""
+    stored, members, bins = bounds
+    monkeypatch.setattr(aggregate, "MAX_STORED_VALUES", stored)
+    monkeypatch.setattr(aggregate, "MAX_SET_MEMBERS", members)
+    monkeypatch.setattr(aggregate, "BIN_LIMIT", bins)
+    rnd = random.Random(sum(bounds))
+    batches = []
+    for _ in range(60):
+        lines = [rnd.choice(("t.a:{}|ms", "t.b:{}|h|@0.5", "s.a:{}|s", "s.b:{}|s|#k:v", "d.a:{}|d", "c.a:{}|c"))
+                 .format(rnd.choice((rnd.randint(0, 50), rnd.uniform(-1e6, 1e6), 2.0 ** rnd.randint(-60, 60))))
+                 for _ in range(rnd.randint(1, 20))]
+        batches.append("\n".join(lines).encode())
+    got_full, got_fast, flushes, dropped_full, dropped_fast, _ = run_both(batches, 20, use_c=fast)
+    assert got_fast == got_full
+    for full, fast_out in flushes:
+        assert fast_out == full
+    assert dropped_fast == dropped_full
+    assert dropped_full["histogram_values"] > 0 and dropped_full["set_members"] > 0
+    assert dropped_full["distribution_buckets"] > 0
+
+
+def test_the_c_loop_takes_remembered_contexts_without_the_python_loop(monkeypatch):
+    require_c_loop()
     agg = Aggregator(config())
     cache = LineCache(agg, 100)
+    cache.feed(b"a:1|c|#x:1\nb:2|g\nt:3|ms\ns:u1|s\nd:4|d")
+    assert len(cache) == 5
+    calls = []
+    real = cache._feed_lines
+    monkeypatch.setattr(cache, "_feed_lines", lambda lines, *a: calls.append(lines) or real(lines, *a))
+    taken, p = cache.feed(memoryview(bytearray(b"a:2|c|#x:1\n\nb:5.5e0|g\nt:1|ms\ns:u2|s\ns:u1|s\nd:8|d\n")))
+    assert taken == 6 and not p.errors and calls == []
+    taken, p = cache.feed(b"a:2|c|#x:1\nb:1_0|g\nb:+7|g")  # one value of another form: that line alone in Python
+    assert taken == 2 and calls == [("b:1_0|g",)] and [r for r, _ in p.errors] == ["bad_value"]
+    out = agg.flush(T0)
+    values = {m.name: m.value for m in out.gauges + out.deltas}
+    assert values["a"] == 5.0 and values["b"] == 7.0 and values["s"] == 2.0 and values["t.count"] == 2.0
+
+
+def test_the_fused_path_takes_repeated_contexts_without_parsing_them(fast):
+    agg = Aggregator(config())
+    cache = LineCache(agg, 100, fast=fast)
     cache.feed(b"a:1|c|#x:1\nb:2|g\nt:3|ms|@0.5\ns:u1|s\nd:4|d")
     assert len(cache) == 5
     # a message of a remembered context is aggregated even once the parser's caches are gone
@@ -156,11 +217,11 @@ def test_the_fused_path_takes_repeated_contexts_without_parsing_them():
     assert out.sketches[0].sketch.count == 2
 
 
-def test_the_fused_path_remembers_a_bounded_number_of_contexts():
+def test_the_fused_path_remembers_a_bounded_number_of_contexts(fast):
     rnd = random.Random(7)
     batches = [("\n".join(f"c{rnd.randint(0, 5000)}.n:{rnd.randint(0, 9)}|c|#a:{rnd.randint(0, 3)}"
                           for _ in range(30))).encode() for _ in range(400)]
-    got_full, got_fast, flushes, dropped_full, dropped_fast, most = run_both(batches, 100, cache_size=256)
+    got_full, got_fast, flushes, dropped_full, dropped_fast, most = run_both(batches, 100, cache_size=256, use_c=fast)
     assert got_fast == got_full and dropped_fast == dropped_full
     for full, fast in flushes:
         assert fast == full
@@ -170,7 +231,7 @@ def test_the_fused_path_remembers_a_bounded_number_of_contexts():
     assert len(cache) == 0
 
 
-def test_fused_readers_and_flushes_in_threads_lose_nothing():
+def test_fused_readers_and_flushes_in_threads_lose_nothing(fast):
     agg = Aggregator(config())
     lines = "\n".join(f"c{i}:1|c|#a:b" for i in range(50)).encode()
     total = 0.0
@@ -179,7 +240,7 @@ def test_fused_readers_and_flushes_in_threads_lose_nothing():
     outs = []
 
     def reader():
-        cache = LineCache(agg, 100)
+        cache = LineCache(agg, 100, fast=fast)
         for _ in range(400):
             cache.feed(lines)
 
