@@ -597,6 +597,10 @@ class Collectd(Side):
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)", re.M)
 
 
+#: Further keys of monbridge's ``dogstatsd`` section (--option KEY=VALUE).
+MONBRIDGE_OPTIONS: dict[str, Any] = {}
+
+
 class Monbridge(Side):
     """``monbridge run`` with the Datadog integration's ``dogstatsd`` part."""
 
@@ -613,6 +617,7 @@ class Monbridge(Side):
                                "flush_interval": self.flush, "max_contexts": max(100_000, self.contexts * 10)}
         if self.rcvbuf is not None:
             dsd["so_rcvbuf"] = self.rcvbuf
+        dsd.update(MONBRIDGE_OPTIONS)
         config = {
             "server": {"listen": f"127.0.0.1:{self.http}"},
             "pipeline": {"cardinality_limit": max(10_000, self.contexts * 10)},
@@ -969,6 +974,8 @@ def main() -> int:
                     help="SO_RCVBUF for both sides' sockets (monbridge's so_rcvbuf; set on collectd's socket from "
                          "outside with pidfd_getfd, as it has no option for it); default: the system's "
                          "(net.core.rmem_default), which neither side changes")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of monbridge's dogstatsd section (a YAML value), e.g. reader_queue_bytes=0")
     ap.add_argument("--workers", type=int, default=1,
                     help="monbridge's dogstatsd workers (SO_REUSEPORT sockets, each with its own receive buffer)")
     ap.add_argument("--no-dogstatsd", action="store_true", help="skip monbridge's tagged DogStatsD stream")
@@ -985,6 +992,12 @@ def main() -> int:
         ap.set_defaults(duration=6.0, loss_duration=5.0, contexts=2_000, slices=2, datagrams=20_000,
                         flush_interval=2.0)
     args = ap.parse_args()
+    import yaml
+    for option in args.option:
+        key, sep, value = option.partition("=")
+        if not sep:
+            ap.error(f"--option {option}: KEY=VALUE expected")
+        MONBRIDGE_OPTIONS[key] = yaml.safe_load(value)
     if args.only != "monbridge" and not os.access(COLLECTD, os.X_OK):
         print(f"needs {COLLECTD} (apt-get install collectd-core)")
         return 2

@@ -39,6 +39,13 @@ class DogStatsDConfig(PluginConfig):
     so_rcvbuf: int | None = Field(default=None, ge=4096, le=1 << 30,
                                   description="the sockets' receive buffer in bytes (the Agent's dogstatsd_so_rcvbuf); "
                                               "unset keeps the system's")
+    reader_queue_bytes: int = Field(default=8 << 20, ge=0, le=1 << 30,
+                                    description="bytes of datagrams each socket's reader holds between the kernel "
+                                                "and the parser (the C reader: the socket is emptied by a thread that "
+                                                "never waits for the interpreter, so a pause of the parser does not "
+                                                "overflow the receive buffer); a datagram beyond it is dropped and "
+                                                "counted reader_queue. Memory is taken only as it fills. 0: no queue, "
+                                                "the parsing thread reads the socket itself")
     workers: int = Field(default=1, ge=1, le=64,
                          description="UDP sockets bound with SO_REUSEPORT, each read by a thread of its own")
     flush_interval: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False,
@@ -61,6 +68,13 @@ class DogStatsDConfig(PluginConfig):
             parse_listen(v)
         return v
 
+    @field_validator("reader_queue_bytes")
+    @classmethod
+    def _queue(cls, v: int) -> int:
+        if 0 < v < 1 << 17:
+            raise ValueError("reader_queue_bytes must be 0 (no queue) or at least 131072")
+        return v
+
     @field_validator("listen_uds")
     @classmethod
     def _uds(cls, v: str | None) -> str | None:
@@ -75,6 +89,13 @@ class DogStatsDConfig(PluginConfig):
             if not (math.isfinite(p) and 0 < p < 1):
                 raise ValueError(f"histogram_percentiles: {p!r} is not between 0 and 1 (0.95 is the 95th)")
         return v
+
+    @model_validator(mode="after")
+    def _queue_holds_datagrams(self) -> DogStatsDConfig:
+        if self.reader_queue_bytes and self.reader_queue_bytes < 4 * (self.buffer_size + 17):
+            raise ValueError(f"reader_queue_bytes ({self.reader_queue_bytes}) must hold at least four datagrams of "
+                             f"buffer_size: at least {4 * (self.buffer_size + 17)}, or 0 (no queue)")
+        return self
 
     @model_validator(mode="after")
     def _some(self) -> DogStatsDConfig:

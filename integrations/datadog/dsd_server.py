@@ -7,13 +7,17 @@ server's socket or any other file is not; the file is removed at stop). ``so_rcv
 sockets' receive buffer; what the kernel gave is logged and exposed as
 ``monbridge.dogstatsd.receive_buffer``.
 
-Each socket is read by a thread of its own, blocking until a datagram comes and taking what
-else is queued without waiting (up to ``BATCH`` datagrams, ``buffer_size`` bytes each, into
-preallocated buffers; on Linux with one ``recvmmsg(2)`` a batch, elsewhere ``recv_into`` a
-datagram); the thread parses them (``integrations.datadog.dogstatsd``; each line on
-its own) and adds their samples to the interval's aggregator (``integrations.datadog.aggregate``),
-both at once for the lines of a context it has seen (its ``LineCache``):
-the event loop only runs the flush, every ``flush_interval`` seconds, which pushes the interval's gauges
+Each socket is read by a thread of its own, up to ``BATCH`` datagrams at once, with a watchdog
+thread beside it that never holds the interpreter lock (``_dsdfast.Queue.pump``): while the reader
+does not read (it waits for the interpreter lock, held by a flush or the event loop, or for
+datagrams), the watchdog empties the socket into a ring of ``reader_queue_bytes``, which the reader
+takes first when it comes back. The reader parses them (``integrations.datadog.dogstatsd``; each
+line on its own) and adds their samples to the interval's aggregator
+(``integrations.datadog.aggregate``), both at once for the lines of a context it has seen (its
+``LineCache``, whose loop is in C too). With ``reader_queue_bytes: 0`` there is no watchdog
+(``_dsdfast.recv``), and where the C extension is not built the reader uses one ``recvmmsg(2)``
+a batch through ctypes (Linux) or ``recv_into`` a datagram. The event loop only
+runs the flush, every ``flush_interval`` seconds, which pushes the interval's gauges
 and its deltas (counts, distributions) into the pipeline. ``stop`` closes the sockets, waits for
 the readers and flushes once more: nothing read is lost on a graceful stop.
 
@@ -26,8 +30,10 @@ What comes in is counted (``monbridge.dogstatsd.*``, pushed every round):
   interval's contexts), ``max_alerts`` (a service check or event whose alert found the alerts
   held full), ``internal_error``; and, counted once a datagram whatever the number of lines it
   held (those are lost uncounted: how many there were is not known), ``truncated`` (a datagram
-  longer than ``buffer_size``, dropped whole) and ``receive_buffer`` (a UDP datagram the kernel
-  dropped, the socket's receive buffer full: read from /proc/net/udp);
+  longer than ``buffer_size``, dropped whole), ``receive_buffer`` (a UDP datagram the kernel
+  dropped, the socket's receive buffer full: read from /proc/net/udp; the watchdog does not read
+  into a full ring, so the socket fills) and ``reader_queue`` (a datagram the ring had no room for
+  after all: the watchdog reads only as many as surely fit, so this is a guard, not expected);
 * ``points{result, reason}``: the aggregated points pushed into the pipeline, accepted or
   rejected by the pipeline (by its reason); a point aggregates many messages, so these are
   counted apart from ``dropped``.
@@ -67,6 +73,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -93,6 +100,9 @@ EVENT_LOGS_PER_S = 50
 PUSH_CHUNK = 1000
 #: Seconds ``stop`` waits for a reader thread to end.
 JOIN_TIMEOUT_S = 5.0
+#: How much nicer than the readers the thread of the flushes and rounds runs: on a busy machine the
+#: kernel gives the CPU to the socket's watchdog and reader first (a flush has a whole interval).
+FLUSH_NICE = 10
 #: Datagrams read (what is queued, without waiting) and parsed at once.
 BATCH = 64
 #: The bytes a datagram of blank lines holds.
@@ -116,13 +126,14 @@ def excerpt(data: bytes) -> str:
 class _Reader:
     """One socket and the thread reading it; its counts, written by that thread alone."""
 
-    __slots__ = ("datagrams", "inode", "samples", "sock", "thread", "transport")
+    __slots__ = ("datagrams", "inode", "queue", "samples", "sock", "thread", "transport")
 
     def __init__(self, sock: socket.socket, transport: str) -> None:
         self.sock = sock
         self.transport = transport
         self.inode = os.fstat(sock.fileno()).st_ino  # (its line in /proc/net/udp)
         self.thread: threading.Thread | None = None
+        self.queue: Any = None  # (the C reader's _dsdfast.Queue)
         self.datagrams = 0
         self.samples = 0
 
@@ -140,6 +151,8 @@ class DogStatsDServer:
         self._readers: list[_Reader] = []
         self._stopping = False
         self._flush_task: asyncio.Task[None] | None = None
+        #: The flushes' and rounds' thread, at a lower CPU priority than the readers (``FLUSH_NICE``).
+        self._executor: ThreadPoolExecutor | None = None
         self._round_future: asyncio.Future[None] | None = None
         self._flush_lock = threading.Lock()
         self._uds_path: str | None = None
@@ -176,8 +189,11 @@ class DogStatsDServer:
             await self.stop()
             raise
         for r in self._readers:
+            if _dsdfast is not None and self.fast and self.config.reader_queue_bytes:
+                r.queue = _dsdfast.Queue(r.sock.fileno(), self.config.buffer_size, BATCH, self.config.reader_queue_bytes)
             r.thread = threading.Thread(target=self._read, args=(r,), name=f"dogstatsd-{r.transport}", daemon=True)
             r.thread.start()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="dogstatsd-flush", initializer=_lower_priority)
         self._flush_task = asyncio.create_task(self._flush_loop(), name="dogstatsd:flush")
 
     def _buffer(self, sock: socket.socket, transport: str) -> None:
@@ -229,6 +245,8 @@ class DogStatsDServer:
             self.kernel_drops()  # (the last count, before the sockets go)
         self._stopping = True
         for r in self._readers:
+            if r.queue is not None:
+                r.queue.stop()
             with contextlib.suppress(OSError):
                 r.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in recv_into (ENOTCONN but done)
         for r in self._readers:
@@ -250,18 +268,70 @@ class DogStatsDServer:
             await asyncio.to_thread(self.flush)
         if self._round_future is not None:
             await asyncio.wait([self._round_future])
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ reading (one thread per socket)
 
     def _read(self, r: _Reader) -> None:
-        if _dsdfast is not None and self.fast:
+        if r.queue is not None:
             self._read_fast(r)
+        elif _dsdfast is not None and self.fast:
+            self._read_c(r)
         elif _RECVMMSG is not None:
             self._read_mmsg(r)
         else:
             self._read_each(r)
 
     def _read_fast(self, r: _Reader) -> None:
+        """``_read_mmsg`` in C (``_dsdfast.Queue.take``: the batch's system call, per-datagram checks
+        and copies), with a watchdog thread (``Queue.pump``, which never holds the interpreter lock)
+        that empties the socket into a ring of ``reader_queue_bytes`` while this thread does not
+        read it (waiting for the interpreter lock, or for datagrams); this thread takes the ring's
+        datagrams before it reads the socket again, so they keep their order. The datagrams it
+        leaves (empty, truncated, blank lines alone) are dropped here as ``_read_mmsg`` drops them."""
+        size = self.config.buffer_size
+        buf = bytearray(BATCH * (size + 1))
+        view = memoryview(buf)
+        q = r.queue
+        pump = threading.Thread(target=q.pump, name=f"dogstatsd-{r.transport}-pump", daemon=True)
+        pump.start()
+        take = q.take
+        feed = LineCache(self.aggregator, self.config.max_tags).feed
+        ring_drops = 0
+        try:
+            while True:
+                got, off, special, errors = take(buf, BATCH)
+                for err in errors:
+                    self._drop("socket_error", f"a {r.transport} read failed ({os.strerror(err)}), its datagram", b"")
+                if errors and got == 0:
+                    time.sleep(0.1)  # (an error that repeats does not spin)
+                if (n := q.dropped) != ring_drops:
+                    with self._lock:
+                        self.dropped["reader_queue"] += n - ring_drops
+                        due = self._logged.due("reader_queue")
+                    if due:
+                        log.warning("dogstatsd: %d %s datagrams dropped, the reader's queue full (reader_queue_bytes "
+                                    "%d); counted in monbridge_dogstatsd_dropped_total, logged at most once every %gs",
+                                    n - ring_drops, r.transport, self.config.reader_queue_bytes, LOG_EVERY_S)
+                    ring_drops = n
+                if got < 0:
+                    return  # (the pump ended at the stop and everything it read is taken)
+                taken = got
+                for _k, n, first in special:
+                    taken -= 1
+                    if n == 0:
+                        r.datagrams += 1
+                        self._drop("empty", f"an empty {r.transport} datagram", b"")
+                    elif not self._refused(r, n, memoryview(first)):  # (blank or too long: always refused)
+                        r.datagrams += 1
+                        self._drop("internal_error", f"a {r.transport} datagram left by the C reader", first)
+                if taken:
+                    self._batch(r, feed, view, off, taken)
+        finally:
+            pump.join(JOIN_TIMEOUT_S)
+
+    def _read_c(self, r: _Reader) -> None:
         """``_read_mmsg`` with the batch's system call and its per-datagram checks and copies in
         C (``_dsdfast.recv``); the datagrams it leaves (empty, truncated, blank lines alone) are
         dropped here as ``_read_mmsg`` drops them."""
@@ -547,7 +617,7 @@ class DogStatsDServer:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             next_at = max(next_at + interval, loop.time())  # (a flush late by more than an interval is not repeated)
             try:
-                await asyncio.to_thread(self.flush)
+                await loop.run_in_executor(self._executor, self.flush)
             except Exception:  # noqa: BLE001 - a failed flush is logged; the next one comes
                 log.exception("dogstatsd: flush failed")
 
@@ -588,7 +658,7 @@ class DogStatsDServer:
             self._round()
             return
         if self._round_future is None or self._round_future.done():
-            self._round_future = loop.run_in_executor(None, self._round)
+            self._round_future = loop.run_in_executor(self._executor, self._round)
 
     def _round(self) -> None:
         try:
@@ -644,6 +714,13 @@ class DogStatsDServer:
         out.append(Metric("monbridge.dogstatsd.events_unlogged", C, float(self.events_unlogged), "{event}",
                           f"events not logged (beyond {EVENT_LOGS_PER_S} a second)"))
         return out
+
+
+def _lower_priority() -> None:
+    """The calling thread's niceness raised by ``FLUSH_NICE`` (Linux: per thread; anyone may)."""
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + FLUSH_NICE)
 
 
 class _Iovec(ctypes.Structure):

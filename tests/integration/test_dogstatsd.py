@@ -277,6 +277,28 @@ def test_datagrams_the_kernel_drops_are_counted(tmp_path):
         assert r.flush()[("burst", pads)].value == c["messages"]["metric"]
 
 
+def test_the_reader_queue_holds_what_the_socket_cannot_and_then_the_kernel_drops(tmp_path):
+    """The reader held up (the aggregator's lock taken, as a long flush would): the watchdog thread
+    empties a small receive buffer into the reader's queue until the queue has no room left; then
+    the socket fills and the kernel drops, counted (receive_buffer). Once the reader goes on,
+    taken + dropped = sent, and far more was taken than the socket holds."""
+    with dogstatsd(tmp_path, so_rcvbuf=16384, reader_queue_bytes=1 << 20) as r:
+        send = udp_sender(r)
+        line = b"held:1|c|#" + b",".join(b"pad%d:%s" % (i, b"p" * 140) for i in range(6))
+        queue = r.server._readers[0].queue
+        with r.server.aggregator._lock:  # (the reader takes a first batch and waits for the lock with it)
+            for _ in range(3000):
+                send(line)
+            wait_until(lambda: queue.held > 1_000_000, what=f"the reader's queue full ({queue.held} bytes held)")
+            assert queue.dropped == 0 and queue.pumped > 1000
+        wait_until(lambda: r.taken() == 3000, what=f"3000 messages taken or dropped ({r.counts()})")
+        c = r.counts()
+        assert set(c["dropped"]) == {"receive_buffer"}
+        assert 900 < c["messages"]["metric"] < 3000  # (the socket alone holds ~30 of these)
+        pads = tuple((f"pad{i}", "p" * 140) for i in range(6))
+        assert r.flush()[("held", pads)].value == c["messages"]["metric"]
+
+
 def test_max_contexts_drops_are_counted(tmp_path):
     with dogstatsd(tmp_path, max_contexts=5) as r:
         send = udp_sender(r)

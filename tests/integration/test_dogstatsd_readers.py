@@ -1,5 +1,6 @@
-"""The DogStatsD server's socket readers (the C one, ``_dsdfast.recv``, where the extension is
-built; one ``recvmmsg`` a batch through ctypes, where libc has it; one ``recv_into`` a datagram
+"""The DogStatsD server's socket readers (the C ones where the extension is built: the default,
+a pump thread emptying the socket into a ring (``_dsdfast.Queue``), and ``_dsdfast.recv`` with
+``reader_queue_bytes: 0``; one ``recvmmsg`` a batch through ctypes, where libc has it; one ``recv_into`` a datagram
 elsewhere) on real sockets: bursts filling whole batches, datagrams cut,
 blank or bad among good ones, over UDP and a Unix socket; what was sent = taken + dropped, and the
 values aggregated are the same for both."""
@@ -16,9 +17,10 @@ from integrations.datadog import dsd_server
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("reader", ["c", "recvmmsg", "recv_into"])
+@pytest.mark.parametrize("reader", ["c-queue", "c", "recvmmsg", "recv_into"])
 def test_every_reader_takes_and_counts_every_datagram(tmp_path, monkeypatch, reader):
-    if reader == "c":
+    queue = {"reader_queue_bytes": 0} if reader != "c-queue" else {}
+    if reader.startswith("c"):
         assert dsd_server._dsdfast is not None, "integrations.datadog._dsdfast is not built (the reader used by default)"
     else:
         monkeypatch.setattr(dsd_server, "_dsdfast", None)
@@ -27,7 +29,8 @@ def test_every_reader_takes_and_counts_every_datagram(tmp_path, monkeypatch, rea
     elif reader == "recv_into":
         monkeypatch.setattr(dsd_server, "_RECVMMSG", None)
     path = short_socket_path(tmp_path)
-    with dogstatsd(tmp_path, buffer_size=512, listen_uds=path) as r:
+    with dogstatsd(tmp_path, buffer_size=512, listen_uds=path, **queue) as r:
+        assert all((x.queue is not None) == (reader == "c-queue") for x in r.server._readers)
         sent = 0
         for send in (udp_sender(r), uds_sender(path)):
             for i in range(300):  # more than a batch at once

@@ -28,6 +28,7 @@ def test_dogstatsd_defaults_as_the_agent():
     c = DatadogConfig.model_validate({"dogstatsd": {"listen_udp": "127.0.0.1:8125"}}).dogstatsd
     assert c is not None
     assert (c.buffer_size, c.flush_interval, c.workers, c.so_rcvbuf) == (8192, 10.0, 1, None)
+    assert c.reader_queue_bytes == 8 << 20
     assert c.histogram_aggregates == ["max", "median", "avg", "count"]
     assert c.histogram_percentiles == [0.95]
 
@@ -39,6 +40,9 @@ def test_dogstatsd_defaults_as_the_agent():
     ({"listen_udp": "127.0.0.1:8125", "histogram_percentiles": [95]}, "not between 0 and 1"),
     ({"listen_udp": "127.0.0.1:8125", "histogram_aggregates": ["p99"]}, "histogram_aggregates"),
     ({"listen_udp": "127.0.0.1:8125", "buffer_size": 10}, "buffer_size"),
+    ({"listen_udp": "127.0.0.1:8125", "reader_queue_bytes": 4096}, "0 \\(no queue\\) or at least 131072"),
+    ({"listen_udp": "127.0.0.1:8125", "buffer_size": 65535, "reader_queue_bytes": 200_000},
+     "must hold at least four datagrams of buffer_size: at least 262208"),
 ])
 def test_dogstatsd_errors(dsd, message):
     with pytest.raises(ValidationError, match=message):

@@ -263,3 +263,29 @@ def test_fused_readers_and_flushes_in_threads_lose_nothing(fast):
     outs.append(agg.flush(T0 + 1e6))
     total = sum(m.value for out in outs for m in out.deltas)
     assert total == 3 * 400 * 50
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_flush_sorts_histograms_in_c_as_in_python(seed):
+    """Histogram and timer values sorted with ``_dsdfast.sort_values`` (without the interpreter
+    lock) give the flush of the Python sort exactly: ties in their order of arrival (-0.0 and 0.0
+    too), weights and their running sums, every aggregate and percentile."""
+    require_c_loop()
+    rnd = random.Random(seed)
+    kw = {"histogram_aggregates": ["max", "min", "median", "avg", "sum", "count"],
+          "histogram_percentiles": [0.5, 0.75, 0.95, 0.99]}
+    lines = []
+    for _ in range(3000):
+        v = rnd.choice((rnd.randint(-3, 3), rnd.uniform(-1e3, 1e3), "0.0", "-0.0", "-0", 1e-300, 7))
+        tail = rnd.choice(("|ms", "|h", "|ms|@0.5", "|h|@0.1", "|ms|#a:b", "|h|@0.25|#a:b"))
+        lines.append(f"t{rnd.randint(0, 5)}:{v}{tail}")
+    outs = []
+    for use_c in (True, False):
+        agg = Aggregator(config(**kw))
+        agg.fast = use_c
+        cache = LineCache(agg, 100, fast=use_c)
+        for i in range(0, len(lines), 25):
+            cache.feed("\n".join(lines[i:i + 25]).encode())
+        outs.append(normal(agg.flush(T0)))
+    assert outs[0] == outs[1]
+    assert len(outs[0][0]) > 50
