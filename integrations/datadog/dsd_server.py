@@ -317,15 +317,7 @@ class DogStatsDServer:
                     ring_drops = n
                 if got < 0:
                     return  # (the pump ended at the stop and everything it read is taken)
-                taken = got
-                for _k, n, first in special:
-                    taken -= 1
-                    if n == 0:
-                        r.datagrams += 1
-                        self._drop("empty", f"an empty {r.transport} datagram", b"")
-                    elif not self._refused(r, n, memoryview(first)):  # (blank or too long: always refused)
-                        r.datagrams += 1
-                        self._drop("internal_error", f"a {r.transport} datagram left by the C reader", first)
+                taken = got - self._specials(r, special, False)
                 if taken:
                     self._batch(r, feed, view, off, taken)
         finally:
@@ -354,19 +346,24 @@ class DogStatsDServer:
                 self._drop("socket_error", f"a {r.transport} read failed ({os.strerror(-got)}), its datagram", b"")
                 time.sleep(0.1)  # (an error that repeats does not spin)
                 continue
-            taken = got
-            for _k, n, first in special:
-                taken -= 1
-                if n == 0:
-                    if self._stopping:
-                        continue  # (the shutdown's wake-up)
-                    r.datagrams += 1
-                    self._drop("empty", f"an empty {r.transport} datagram", b"")
-                elif not self._refused(r, n, memoryview(first)):  # (blank or too long: always refused)
-                    r.datagrams += 1
-                    self._drop("internal_error", f"a {r.transport} datagram left by the C reader", first)
+            taken = got - self._specials(r, special, self._stopping)
             if taken:
                 self._batch(r, feed, view, off, taken)
+
+    def _specials(self, r: _Reader, special: list[tuple[int, int, bytes]], stopping: bool) -> int:
+        """Drop the datagrams the C reader left (empty, truncated, blank lines alone) as
+        ``_read_mmsg`` drops them; how many there were. An empty one at the stop is the shutdown's
+        wake-up, not a datagram."""
+        for _k, n, first in special:
+            if n == 0:
+                if stopping:
+                    continue
+                r.datagrams += 1
+                self._drop("empty", f"an empty {r.transport} datagram", b"")
+            elif not self._refused(r, n, memoryview(first)):  # (blank or too long: always refused)
+                r.datagrams += 1
+                self._drop("internal_error", f"a {r.transport} datagram left by the C reader", first)
+        return len(special)
 
     def _read_each(self, r: _Reader) -> None:
         """Read ``r``'s socket until stop: a blocking read, then what else is queued (up to
