@@ -3,7 +3,8 @@
 DogStatsD server against collectd's statsd plugin, on the same stream in the same run.
 
     python benchmarks/bench_dogstatsd.py [--duration 20] [--slices 4] [--loss-duration 20] [--contexts 10000]
-        [--datagrams 100000] [--flush-interval 10] [--workers 1] [--rcvbuf BYTES] [--json PATH]
+        [--datagrams 100000] [--flush-interval 10] [--workers 1] [--rcvbuf BYTES | --system-rcvbuf]
+        [--option KEY=VALUE] [--json PATH]
         [--profile PATH] [--quick]
 
 The stream is built once, before anything starts (seeded, so every run sends the same bytes):
@@ -55,11 +56,12 @@ the saturation phase, and per context (the difference over --contexts).
 as a share of the samples and in µs a datagram.
 
 The receiving sockets have the same receive buffer on both sides, checked with ``ss`` (else exit
-1): by default the system's (``net.core.rmem_default``), which neither changes (collectd's statsd
-plugin has no option for it and never sets ``SO_RCVBUF``; monbridge's ``so_rcvbuf`` is left
-unset). With --rcvbuf BYTES, monbridge's ``so_rcvbuf`` is BYTES and collectd's socket is given the
-same ``SO_RCVBUF`` from outside (``pidfd_getfd(2)`` duplicates it into this script, which sets it:
-the same socket). Both flush every --flush-interval seconds (collectd's
+1): by default monbridge's default ``so_rcvbuf`` (4 MiB asked, which the kernel caps at
+``net.core.rmem_max`` and doubles), which collectd's socket is given from outside (its statsd plugin
+has no option for it and never sets ``SO_RCVBUF``; ``pidfd_getfd(2)`` duplicates the socket into
+this script, which sets it: the same socket). With --rcvbuf BYTES, both get BYTES that way; with
+--system-rcvbuf both keep the system's (``net.core.rmem_default``; monbridge's ``so_rcvbuf: null``).
+Both flush every --flush-interval seconds (collectd's
 ``Interval``). collectd's timers report average, upper, count and the 50th and 95th
 percentiles, the Datadog Agent's default ``histogram_aggregates`` and ``histogram_percentiles``
 that monbridge uses; its output goes to its value cache only, except the marker counter, which a
@@ -970,6 +972,9 @@ def main() -> int:
     ap.add_argument("--contexts", type=int, default=10_000)
     ap.add_argument("--datagrams", type=int, default=100_000, help="datagrams in the pre-built stream (sent in a loop)")
     ap.add_argument("--flush-interval", type=float, default=10.0, help="both sides' flush interval (default 10 s)")
+    ap.add_argument("--system-rcvbuf", action="store_true",
+                    help="both sides' sockets at the system's receive buffer (net.core.rmem_default; monbridge's "
+                         "so_rcvbuf: null)")
     ap.add_argument("--rcvbuf", type=int, metavar="BYTES",
                     help="SO_RCVBUF for both sides' sockets (monbridge's so_rcvbuf; set on collectd's socket from "
                          "outside with pidfd_getfd, as it has no option for it); default: the system's "
@@ -1009,9 +1014,19 @@ def main() -> int:
         rmem_default = int(f.read())
     with open("/proc/sys/net/core/rmem_max") as f:
         rmem_max = int(f.read())
+    # Both sides get the same receive buffer: monbridge's default so_rcvbuf (collectd's socket is given
+    # it from outside), --rcvbuf's, or with --system-rcvbuf the system's default on both.
+    if args.system_rcvbuf:
+        ask, rcvbuf_how = None, "net.core.rmem_default"
+        MONBRIDGE_OPTIONS["so_rcvbuf"] = None
+    elif args.rcvbuf is not None:
+        ask, rcvbuf_how = args.rcvbuf, f"SO_RCVBUF {args.rcvbuf:,}"
+    else:
+        from integrations.datadog.config import DEFAULT_SO_RCVBUF
+        ask, rcvbuf_how = DEFAULT_SO_RCVBUF, f"monbridge's default so_rcvbuf {DEFAULT_SO_RCVBUF:,}"
+    args.rcvbuf = ask
     # what the kernel gives: the default, or twice what was asked for up to rmem_max (socket(7))
-    rcvbuf = rmem_default if args.rcvbuf is None else 2 * min(args.rcvbuf, rmem_max)
-    rcvbuf_how = "net.core.rmem_default" if args.rcvbuf is None else f"SO_RCVBUF {args.rcvbuf:,}"
+    rcvbuf = rmem_default if ask is None else 2 * min(ask, rmem_max)
     t_build = time.monotonic()
     shared = build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=False)
     full = None if args.no_dogstatsd else build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=True)

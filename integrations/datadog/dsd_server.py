@@ -202,8 +202,10 @@ class DogStatsDServer:
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.receive_buffer[transport] = got
         if self.config.so_rcvbuf is not None and got < self.config.so_rcvbuf:
-            log.warning("dogstatsd: %s receive buffer is %d bytes, not so_rcvbuf's %d (the system's bound, "
-                        "net.core.rmem_max, is lower)", transport, got, self.config.so_rcvbuf)
+            # (a warning when the user asked for it; the default's asking is only said)
+            say = log.warning if "so_rcvbuf" in self.config.model_fields_set else log.info
+            say("dogstatsd: %s receive buffer is %d bytes, not so_rcvbuf's %d (the system's bound, net.core.rmem_max, "
+                "is lower)", transport, got, self.config.so_rcvbuf)
 
     def _bind_udp(self, listen: str) -> None:
         host, port = parse_listen(listen)

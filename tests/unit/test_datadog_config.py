@@ -27,7 +27,7 @@ def test_a_part_is_needed():
 def test_dogstatsd_defaults_as_the_agent():
     c = DatadogConfig.model_validate({"dogstatsd": {"listen_udp": "127.0.0.1:8125"}}).dogstatsd
     assert c is not None
-    assert (c.buffer_size, c.flush_interval, c.workers, c.so_rcvbuf) == (8192, 10.0, 1, None)
+    assert (c.buffer_size, c.flush_interval, c.workers, c.so_rcvbuf) == (8192, 10.0, 1, 4 << 20)
     assert c.reader_queue_bytes == 8 << 20
     assert c.histogram_aggregates == ["max", "median", "avg", "count"]
     assert c.histogram_percentiles == [0.95]
