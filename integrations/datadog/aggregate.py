@@ -54,7 +54,10 @@ counted ``max_contexts``); ``MAX_STORED_VALUES`` histogram and timer values and
 ``add`` and ``flush`` are thread-safe; ``flush`` does its arithmetic outside the lock.
 
 Cost, measured (CPU time, gc paused) on the 2-core CI machine (about 3x slower than a desktop):
-``add`` takes about 0.8 µs per sample of a context already seen for counts, gauges and sets,
+Where ``integrations.datadog._dsdfast`` is built, ``LineCache.feed`` runs its loop over the
+lines of remembered contexts in C (193 ns a line on the benchmark's statsd stream, in batches of 32
+datagrams), and the flush sorts histogram values in C without the interpreter lock; the figures
+below are the Python loop's, which remains where the extension is not built. ``add`` takes about 0.8 µs per sample of a context already seen for counts, gauges and sets,
 1.2 to 1.4 µs for histograms and timers, 1.6 to 2.1 µs for distributions; parse and add of a
 realistic mixed stream (10 000 messages in 8-message datagrams, ~4 000 contexts) runs at 150 000
 to 190 000 messages/s on one core, and its flush (7 000 metrics) takes 40 to 50 ms. A reader's
@@ -609,7 +612,7 @@ class LineCache:
         fast_feed = self._fast.feed  # type: ignore[union-attr]
         n = len(data)
         raw: bytes | None = None
-        pos = 0
+        pos = misses = 0
         with agg._lock:
             gen = agg._gen
             while pos < n:
@@ -622,6 +625,10 @@ class LineCache:
                     break
                 if raw is None:
                     raw = bytes(data)
+                misses = misses + 1 if not k else 0
+                if misses > _MISSES:  # (lines the C loop does not take, one after another: the rest in Python)
+                    taken += self._feed_lines(raw[pos:].decode("ascii").split("\n"), out, gen, True)
+                    break
                 end = raw.find(b"\n", pos)
                 if end < 0:
                     end = n
@@ -738,6 +745,9 @@ class LineCache:
         return state
 
 
+#: Lines in a row the C loop leaves to Python (new contexts, bad lines) after which ``feed`` gives
+#: Python the rest of the text at once (a line at a time costs a call each).
+_MISSES = 16
 #: The C loop's code of each type (``_dsdfast.c``'s K_*).
 _KIND_CODE = {"c": 0, "g": 1, "ms": 2, "h": 2, "d": 3, "s": 4}
 
