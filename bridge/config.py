@@ -122,6 +122,9 @@ class ServerConfig(_Strict):
         default_factory=lambda: list(_LOOPBACK),
         description=("networks whose clients may send state-changing requests (reload, the alert write API) "
                      "without credentials when server.auth is not set; others are refused"))
+    read_timeout: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False, description=(
+        "seconds a connection gets to send a request's headers, after it connects or was answered; "
+        "then it is closed (slow or idle clients hold no connection for ever)"))
     route_prefix: str = Field("", description=(
         "a path every route is served under (as Prometheus' --web.route-prefix), e.g. /monbridge behind a "
         "proxy; /-/healthy and /-/ready answer at the root too"))

@@ -45,7 +45,7 @@ from bridge.api import Metric, MetricKind
 from bridge.config import ServerConfig, parse_listen
 from bridge.exposition import Clash, choose_format, render
 from bridge.ledger import count_loss
-from bridge.listeners import auth_challenge, authorized, tls_context
+from bridge.listeners import ConnectionGuard, auth_challenge, authorized, tls_context
 from bridge.logs import redact_text
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ log = logging.getLogger("monbridge.server")
 
 #: The pipeline source of ``monbridge_http_requests_refused_total``.
 SERVER_SOURCE = "monbridge.server"
+#: The key of connections closed silent (server.read_timeout) among the runtime's refusal counts.
+_SILENT = "silent_connection"
 REFUSAL_REASONS = ("host", "origin", "content_type", "credentials")
 _REFUSAL_LOG_EVERY_S = 60.0
 _CLASH_LOG_EVERY_S = 60.0
@@ -246,6 +248,9 @@ class HttpServer:
         self.context = context
         self.config = config
         self.guard = RequestGuard(config)
+        #: Connections that send no request within server.read_timeout are closed (slowloris, idle).
+        self.connections = ConnectionGuard(config.read_timeout, self._silent)
+        self._servers: list[asyncio.AbstractServer] = []
         self._refusal_logged: dict[str, float] = {}
         self._clash_logged: dict[str, float] = {}
         self._runner: web.AppRunner | None = None
@@ -254,7 +259,7 @@ class HttpServer:
         self.bound: tuple[str, int] | None = None
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard_middleware, self._auth_middleware])
+        app = web.Application(middlewares=[self._connection_middleware, self._guard_middleware, self._auth_middleware])
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/-/healthy", self.healthy)
         app.router.add_get("/-/ready", self.ready)
@@ -267,7 +272,7 @@ class HttpServer:
         if not prefix:
             return app
         # Everything under the prefix; the probes answer at the root too (for probes that know no prefix).
-        root = web.Application()
+        root = web.Application(middlewares=[self._connection_middleware])
         root.router.add_get("/-/healthy", self.healthy)
         root.router.add_get("/-/ready", self.ready)
         root.add_subapp(prefix, app)
@@ -297,14 +302,23 @@ class HttpServer:
 
     async def serve(self) -> None:
         assert self._runner is not None, "prepare() first"
+        loop = asyncio.get_running_loop()
+        protocols = self._runner.server
+        assert protocols is not None, "set up by prepare()"
         for sock in self._sockets:
-            await web.SockSite(self._runner, sock, ssl_context=self._ssl).start()
+            # (as web.SockSite serves, with each connection's request timer: ConnectionGuard)
+            self._servers.append(await loop.create_server(self.connections.connections(protocols), sock=sock,
+                                                          ssl=self._ssl, backlog=128))
         scheme = "https" if self._ssl else "http"
         log.info("listening on %s://%s:%s (/metrics, /-/healthy, /-/ready, /api/v1/plugins)", scheme, *self.bound or ())
 
     async def stop(self) -> None:
         """Stop serving (requests under way get a few seconds) and close the sockets; the sockets'
         duplicates held by a successor stay open."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()  # (no new connections; the runner's cleanup below ends those open)
+        self.connections.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -313,6 +327,23 @@ class HttpServer:
         self._sockets = []
 
     # ------------------------------------------------------------------ guard and auth
+
+    @web.middleware
+    async def _connection_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The connection's request timer stopped while it is answered, restarted after."""
+        return await self.connections.handler(handler)(request)  # type: ignore[no-any-return]
+
+    def _silent(self) -> None:
+        counts = self.context.refused_requests  # (kept by the runtime: counts go on across reloads)
+        counts[_SILENT] = counts.get(_SILENT, 0) + 1
+        self.context.pipeline.record(SERVER_SOURCE + ".connections", [
+            Metric("monbridge.http.silent_connections", MetricKind.COUNTER, counts[_SILENT], "{connection}",
+                   "connections closed because they sent no request within server.read_timeout")])
+        now = time.monotonic()
+        if now - self._refusal_logged.get("read_timeout", -1e9) >= 60.0:
+            self._refusal_logged["read_timeout"] = now
+            log.warning("a connection sent no request within server.read_timeout (%gs) and was closed; counted in "
+                        "monbridge_http_silent_connections_total, logged at most once a minute", self.config.read_timeout)
 
     @web.middleware
     async def _guard_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -398,3 +398,37 @@ async def test_a_secret_in_a_sink_error_is_redacted():
                                           lambda r: "export" in r.sinks and r.sinks["export"].errors)
     assert "login refused for password <secret>" in text and SECRET not in text
     assert runner.state.value == "shut_down" and runner.restarts == 0
+
+
+async def test_slow_and_idle_connections_are_closed_and_scrapes_go_on():
+    """A client that connects and sends nothing, one that sends its headers a byte at a time
+    (slowloris) and one left idle after an answer are closed after server.read_timeout; /metrics
+    answers all the while; the connections closed before any request are counted and logged."""
+    rt, url = await started(config(extra_server="  read_timeout: 0.5"))
+    host, port = rt.server.bound
+    try:
+        silent = await asyncio.open_connection(host, port)
+        slow = await asyncio.open_connection(host, port)
+        idle = await asyncio.open_connection(host, port)
+        idle[1].write(b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert (await asyncio.wait_for(idle[0].readline(), 5)).startswith(b"HTTP/1.1 200")
+        loop = asyncio.get_running_loop()
+        started_at = loop.time()
+        async with aiohttp.ClientSession() as s:
+            for byte in b"GET /metrics HTTP/1.1\r\nHost: loc":
+                slow[1].write(bytes([byte]))
+                async with s.get(f"{url}/metrics") as r:
+                    assert r.status == 200
+                if slow[1].is_closing() or slow[0].at_eof():
+                    break
+                await asyncio.sleep(0.05)
+        for reader, _writer in (silent, slow, idle):
+            assert await asyncio.wait_for(reader.read(), 5) is not None  # (read() returns at EOF: closed)
+            assert reader.at_eof()
+        assert loop.time() - started_at < 5
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
+            body = await r.text()
+        counted = [ln for ln in body.splitlines() if ln.startswith("monbridge_http_silent_connections_total")]
+        assert counted and float(counted[0].split()[-1]) == 2.0  # (silent and slow: no request ever came)
+    finally:
+        await rt.stop()
