@@ -121,11 +121,13 @@ class QueuedSender:
     async def put(self, records: list[tuple[bytes, int]], what: str = "a record") -> None:
         """Queue ``records`` (payload, items) in order; callers' records are queued in the order
         they came. One larger than the whole queue is dropped alone ("too_large", ``what`` says
-        what it was). Raises OSError when the disk refuses them."""
-        if not records or not self._opened:
+        what it was). Records put before ``open`` or once closing are dropped and counted
+        ("not_open", "stopped"). Raises OSError when the disk refuses them."""
+        if not records:
             return
-        if self.stopped:
-            self.count_drop(sum(n for _, n in records), "stopped")
+        if self.stopped or not self._opened:
+            self.count_drop(sum(n for _, n in records), "stopped" if self.stopped else "not_open",
+                            "" if self.stopped else "the queue was not open yet")
             return
         shard = self.queue.shards[0]
         async with self._lock:

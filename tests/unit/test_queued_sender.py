@@ -125,6 +125,15 @@ async def test_close_delivers_what_it_can_then_counts_what_an_in_memory_queue_lo
     assert s.dropped == {"shutdown": 2, "stopped": 4}
 
 
+async def test_records_put_before_the_queue_is_open_are_counted():
+    s = sender("qs_early")
+    await s.put([(b"early", 3)])
+    assert s.dropped == {"not_open": 3}
+    await s.open()
+    await s.put([(b"a", 1)])
+    assert s.pending == 1 and s.dropped == {"not_open": 3}
+
+
 async def test_close_drains_a_working_peer_first():
     s = sender("qs_drain")
     peer = Peer()
