@@ -312,7 +312,7 @@ def test_every_panel_returns_data_with_the_integrations_running(run_monbridge, p
     standin.faults.append(("POST /api/annotations", 400, {"message": "bad request"}, {}))
     udp, intake, otlp_http = free_port(), free_port(), free_port()
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: the Pushgateway push fails, counted
-    mb = run_monbridge({"plugins": [
+    mb = run_monbridge({"server": {"listen": f"127.0.0.1:{free_port()}", "read_timeout": 1}, "plugins": [
         {"plugin_id": "monitoring.metrics.system", "config": {"collection_interval": 1}},
         {"plugin_id": "monitoring.metrics.process", "isolation": "process", "grants": {"paths": ["/proc"]},
          "config": {"collection_interval": 1, "max_processes": 5}},
@@ -359,6 +359,8 @@ def test_every_panel_returns_data_with_the_integrations_running(run_monbridge, p
                                                                        "Content-Type": "application/json"}) == 202
     _otlp_push(f"http://127.0.0.1:{otlp_http}/v1/metrics")
     assert _post(f"{mb.url}/-/reload", b"", {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}) == 403
+    with socket.create_connection(("127.0.0.1", mb.port), timeout=10) as silent:  # no request within read_timeout
+        assert silent.recv(1) == b""  # (closed by the server, counted)
     with pytest.raises(urllib.error.HTTPError, match="404"):  # the web dashboard's API refuses it, counted
         urllib.request.urlopen(f"{mb.url}/api/v1/components/nope/data", timeout=10)
     wait_until(lambda: "monbridge-grafana" in standin.dashboards, what="the Grafana dashboard provisioned")
@@ -372,7 +374,8 @@ def test_every_panel_returns_data_with_the_integrations_running(run_monbridge, p
                    "monbridge_grafana_annotations_total", "monbridge_nagios_check_failures_total",
                    "postgresql_collector_errors_total", "mysql_collector_errors_total", "redis_collector_errors_total",
                    "postgresql_statement_calls_total", "monbridge_textfile_errors_total", "aws_cloudwatch_errors_total",
-                   "gcp_monitoring_errors_total", "monbridge_dashboard_requests_refused_total"):
+                   "gcp_monitoring_errors_total", "monbridge_dashboard_requests_refused_total",
+                   "monbridge_http_silent_connections_total"):
         prom.wait_for(f"{metric}", timeout=60)
     time.sleep(3)  # two samples of each in the rate window
     empty = _no_data(prom, dashboard_queries())
