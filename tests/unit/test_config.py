@@ -41,7 +41,7 @@ class EchoCollector(SteadyCollector):
 
 
 #: The keys of the ``server`` section, as an "expected one of" list names them.
-SERVER_KEYS = "listen, tls, auth, allowed_hosts, allowed_origins, unauthenticated_writes_from, route_prefix"
+SERVER_KEYS = "listen, tls, auth, allowed_hosts, allowed_origins, unauthenticated_writes_from, read_timeout, route_prefix"
 
 
 @pytest.fixture
