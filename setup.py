@@ -10,6 +10,7 @@ cannot pass there.
 from setuptools import Extension, setup
 
 EXTENSIONS = [
+    ("integrations.nagios._run", ["integrations/nagios/_run.c"]),
 ]
 
 setup(ext_modules=[Extension(name, sources, optional=True, extra_compile_args=["-O2"])
