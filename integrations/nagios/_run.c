@@ -14,8 +14,8 @@
  * benchmarks/README.md.
  *
  * What a run does is exactly what PyRunner does (a differential test runs both on the same
- * hostile plugins): posix_spawn (vfork and exec) of the resolved path with the given argv and
- * environment, a new session (own process group), stdin /dev/null, stdout and stderr pipes,
+ * hostile plugins): vfork and exec, as glibc's posix_spawn (PyRunner's) does, of the resolved
+ * path with the given argv and environment, a new session (own process group), stdin /dev/null, stdout and stderr pipes,
  * every other descriptor close-on-exec; up to `keep` bytes of stdout and 1024 of stderr kept,
  * reads of up to 65536 bytes, more read and dropped until `flood_bytes` have come through both,
  * then the group is SIGKILLed (flood); at the timeout the group is SIGKILLed (timed out) and the
@@ -39,6 +39,7 @@
  * or when the first of them has waited batch_delay seconds.
  */
 
+#define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -47,7 +48,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -64,6 +64,7 @@
 #define POLL_FIRST 0.01
 #define POLL_EVERY 0.05
 #define ORPHAN_POLL 1.0
+#define IDLE_TICK 0.25
 #define CTL_TAG UINT64_MAX
 enum { K_OUT = 0, K_ERR = 1, K_PID = 2 };
 
@@ -261,13 +262,12 @@ static void *loop(void *arg) {
                 next = e->done_head->ended_at + e->batch_delay;
             }
         }
+        if (next > now + IDLE_TICK) next = now + IDLE_TICK; /* a start needs to wake it only for an earlier deadline */
         e->planned = next;
         if (e->stop) break;
-        int timeout_ms = -1;
-        if (next < INFINITY) {
-            double ms = ceil((next - now) * 1000.0);
-            timeout_ms = ms < 0 ? 0 : ms > 3600000 ? 3600000 : (int)ms;
-        }
+        int timeout_ms;
+        double ms = ceil((next - now) * 1000.0);
+        timeout_ms = ms < 0 ? 0 : (int)ms;
         pthread_mutex_unlock(&e->mu);
         int n = epoll_wait(e->epfd, evs, 64, timeout_ms);
         pthread_mutex_lock(&e->mu);
@@ -294,6 +294,65 @@ static void *loop(void *arg) {
     }
     pthread_mutex_unlock(&e->mu);
     return NULL;
+}
+
+/* What the child does between vfork and exec, as glibc's posix_spawn does it with the attributes
+ * PyRunner gives (POSIX_SPAWN_SETSID; open /dev/null on 0, dup2 the pipes on 1 and 2): caught
+ * signals back to their default, a new session, the descriptors, the parent's signal mask, exec.
+ * Only system calls: it shares the parent's memory. Its errno goes back through *err. */
+static void __attribute__((noreturn)) child(const char *path, char **argv, char **envp, int out_w, int err_w,
+                                            const sigset_t *mask, volatile int *err) {
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0) continue;
+        if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL) {
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = SIG_DFL;
+            (void)sigaction(sig, &sa, NULL);
+        }
+    }
+    if (setsid() < 0) goto fail;
+    int fd = open("/dev/null", O_RDONLY);
+    if (fd < 0) goto fail;
+    if (fd != 0) {
+        if (dup2(fd, 0) < 0) goto fail;
+        close(fd);
+    }
+    int targets[2] = {1, 2}, sources[2] = {out_w, err_w};
+    for (int i = 0; i < 2; i++) {
+        if (sources[i] == targets[i]) { /* already there: kept across exec */
+            int flags = fcntl(sources[i], F_GETFD);
+            if (flags < 0 || fcntl(sources[i], F_SETFD, flags & ~FD_CLOEXEC) < 0) goto fail;
+        } else if (dup2(sources[i], targets[i]) < 0) {
+            goto fail;
+        }
+    }
+    sigprocmask(SIG_SETMASK, mask, NULL);
+    execve(path, argv, envp);
+fail:
+    *err = errno ? errno : ECHILD;
+    _exit(127);
+}
+
+/* vfork and exec (no copy of the agent's memory, no stack to map as posix_spawn maps one);
+ * 0, or the errno of what failed. */
+static int spawn(const char *path, char **argv, char **envp, int out_w, int err_w, pid_t *pid) {
+    sigset_t all, old;
+    volatile int err = 0;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* no handler of the agent's may run in the child */
+    pid_t got = vfork();
+    if (got == 0) child(path, argv, envp, out_w, err_w, &old, &err);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (got < 0) return saved;
+    if (err) { /* the exec failed: the child has exited with 127 */
+        int status;
+        while (waitpid(got, &status, 0) < 0 && errno == EINTR) {}
+        return err;
+    }
+    *pid = got;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------ Python */
@@ -340,6 +399,7 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kw) {
         return -1;
     }
     e->thread_started = 1;
+    (void)pthread_setname_np(e->thread, "nagios-runner");
     return 0;
 }
 
@@ -460,23 +520,12 @@ static PyObject *engine_start(Engine *e, PyObject *args) {
     int p_out[2] = {-1, -1}, p_err[2] = {-1, -1}, rc = 0, err = 0;
     pid_t pid = -1;
     Py_BEGIN_ALLOW_THREADS
-    if (pipe2(p_out, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(p_err, O_CLOEXEC | O_NONBLOCK) < 0) {
+    /* the plugin's ends block, as any program expects of its stdout; ours do not */
+    if (pipe2(p_out, O_CLOEXEC) < 0 || pipe2(p_err, O_CLOEXEC) < 0 || fcntl(p_out[0], F_SETFL, O_NONBLOCK) < 0
+        || fcntl(p_err[0], F_SETFL, O_NONBLOCK) < 0) {
         err = errno;
     } else {
-        /* the plugin's ends block, as any program expects of its stdout */
-        fcntl(p_out[1], F_SETFL, fcntl(p_out[1], F_GETFL) & ~O_NONBLOCK);
-        fcntl(p_err[1], F_SETFL, fcntl(p_err[1], F_GETFL) & ~O_NONBLOCK);
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t at;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawnattr_init(&at);
-        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_adddup2(&fa, p_out[1], 1);
-        posix_spawn_file_actions_adddup2(&fa, p_err[1], 2);
-        rc = posix_spawn(&pid, path, &fa, &at, argv, envp);
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&at);
+        rc = spawn(path, argv, envp, p_out[1], p_err[1], &pid);
         if (rc != 0) err = rc;
     }
     if (p_out[1] >= 0) close(p_out[1]);
@@ -557,7 +606,7 @@ static PyObject *engine_hold(Engine *e, PyObject *flag) {
     pthread_mutex_lock(&e->mu);
     int was = e->held;
     e->held = on;
-    int wake = was && !on && e->done_head != NULL && !e->notified && e->thread_started;
+    int wake = was && !on && e->done_head != NULL && !e->notified && e->running == 0 && e->thread_started;
     pthread_mutex_unlock(&e->mu);
     if (wake) wake_thread(e);
     Py_RETURN_NONE;

@@ -91,6 +91,7 @@ CASES: dict[str, tuple[str, float, dict[str, Any]]] = {
     "no_output": ("exit 2\n", 10, {}),
     "stderr_only": ("echo broken >&2; exit 2\n", 10, {}),
     "crash_by_signal": ("kill -SEGV $$\n", 10, {}),
+    "a_signal_the_agent_catches_kills_the_plugin": ("kill -INT $$\n", 10, {}),
     "bad_bytes": ("printf 'bad \\377\\376 bytes | a=1\\n'; exit 0\n", 10, {}),
     "nul_in_output": ("printf 'fine\\000 | hidden=1'; exit 0\n", 10, {}),
     "multibyte_cut_by_the_limit": (
