@@ -7,16 +7,16 @@
  * 0.1-0.15 ms of a run is the kernel's clone; most of the rest was the interpreter waking for
  * each event of each run (a pipe readable, a pipe at EOF, the exit), each wakeup of a cold
  * interpreter costing more than the work it did. Here those events are handled by a thread of
- * this module that never holds the GIL: it reads the pipes (bounded), enforces each run's
- * timeout, reaps, kills what is left of a group, and hands the ended runs to Python in batches
- * through one eventfd: the event loop wakes once per batch, not once per event. The figures with
- * this module are in the module docstring of integrations.nagios.execute and in
- * benchmarks/README.md.
+ * this module that never holds the GIL: it finds and spawns the plugin (vfork and exec), reads
+ * the pipes (bounded), enforces each run's timeout, reaps, kills what is left of a group, and
+ * hands the ended runs to Python in batches through one eventfd: the event loop wakes once per
+ * batch, not once per event, and never waits for a spawn. The figures with this module are in
+ * the module docstring of integrations.nagios.execute and in benchmarks/README.md.
  *
  * What a run does is exactly what PyRunner does (a differential test runs both on the same
  * hostile plugins): vfork and exec, as glibc's posix_spawn (PyRunner's) does, of the resolved
- * path with the given argv and environment, a new session (own process group), stdin /dev/null, stdout and stderr pipes,
- * every other descriptor close-on-exec; up to `keep` bytes of stdout and 1024 of stderr kept,
+ * path with the given argv and environment, a new session (own process group), stdin /dev/null,
+ * stdout and stderr pipes, every other descriptor close-on-exec; up to `keep` bytes of stdout and 1024 of stderr kept,
  * reads of up to 65536 bytes, more read and dropped until `flood_bytes` have come through both,
  * then the group is SIGKILLed (flood); at the timeout the group is SIGKILLed (timed out) and the
  * run given up REAP_TIMEOUT s later if it has not ended; at the plugin's exit (a pidfd, or
@@ -28,11 +28,12 @@
  *
  * Engine(batch_delay=0.02, use_pidfd=True, reap_timeout=5.0)
  *   .fileno()  the eventfd the event loop watches: readable when ended runs wait
- *   .start(token, paths, argv, envp, timeout, flood_bytes, keep, t0) -> None once spawned (the first of
- *              the candidate paths that is a regular file), else that file's index when it is not
- *              executable, or -1 when none is a file; raises OSError when the spawn fails
+ *   .start(token, paths, argv, envp, timeout, flood_bytes, keep, t0) queues a run: its program is
+ *              the first of the candidate paths that is a regular file
  *   .hold(flag) while held, ended runs are not handed over for having no run left going
- *   .collect() -> [(token, status or None, out, err, more, flooded, timed_out, duration), ...]
+ *   .collect() -> [(token, status or None, out, err, more, flooded, timed_out, duration, failed), ...]
+ *              failed: None; ("missing", i): candidate i is a file but not executable, or none is
+ *              a file (i = -1); ("errno", n): the pipes or the spawn failed with errno n
  *   .running   runs started and not ended
  *   .close()   -> [pids killed and not reaped yet]; kills every run still going, no result
  * Ended runs are handed over when no run is left going (and Python is not starting more: hold),
@@ -78,10 +79,16 @@ typedef struct Run {
     size_t err_len;
     long long budget;
     int more, flooded, timed_out, give_up, has_status, status, open, polled;
-    double deadline, t0, next_poll, ended_at;
+    double deadline, t0, next_poll, ended_at, timeout;
     size_t slot;
-    struct Run *next; /* in the list of ended runs */
+    struct Run *next; /* in the queue of runs to start, then in the list of ended runs */
+    /* what to start (one block: the strings and the arrays pointing into it), freed once started */
+    char *req, **paths, **argv, **envp;
+    size_t n_paths;
+    int failed;         /* 0; FAIL_MISSING (failed_value: the index of the file not executable, or -1); FAIL_ERRNO */
+    long failed_value;
 } Run;
+enum { FAIL_MISSING = 1, FAIL_ERRNO = 2 };
 
 typedef struct {
     PyObject_HEAD
@@ -92,6 +99,8 @@ typedef struct {
     Run **slots;
     size_t nslots, running;
     Run *done_head, *done_tail;
+    Run *queue_head, *queue_tail; /* to start, in order */
+    sigset_t child_mask;          /* the signal mask of the thread that made the engine: the plugins' */
     int notified, stop, closed, use_pidfd, held;
     double batch_delay, reap_timeout, planned; /* planned: when the thread wakes at the latest */
     pid_t *orphans;
@@ -178,6 +187,14 @@ static void reap(Engine *e, Run *r) {
     if (r->open) kill_group(r->pid); /* what is left of its group still holds the output */
 }
 
+static void push_done(Engine *e, Run *r, double now) {
+    r->ended_at = now;
+    r->next = NULL;
+    if (e->done_tail) e->done_tail->next = r;
+    else e->done_head = r;
+    e->done_tail = r;
+}
+
 /* The run is over: its group killed if it still runs, descriptors closed, queued for Python. */
 static void end_run(Engine *e, Run *r, double now) {
     if (!r->has_status) {
@@ -191,17 +208,15 @@ static void end_run(Engine *e, Run *r, double now) {
     r->open = 0;
     e->slots[r->slot] = NULL;
     e->running--;
-    r->ended_at = now;
-    r->next = NULL;
-    if (e->done_tail) e->done_tail->next = r;
-    else e->done_head = r;
-    e->done_tail = r;
+    push_done(e, r, now);
 }
 
 static void free_run(Run *r) {
+    free(r->req);
     free(r->out);
     free(r);
 }
+
 
 /* Timeouts, polled exits, orphans; returns the next time something is due (INFINITY: none). */
 static double due(Engine *e, double now) {
@@ -246,11 +261,112 @@ static double due(Engine *e, double now) {
     return next;
 }
 
+static int store(Engine *e, Run *r);
+static int spawn(const char *path, char **argv, char **envp, int out_w, int err_w, const sigset_t *mask, pid_t *pid);
+
+/* Start a queued run (in the thread, without the mutex): the program is the first of the
+ * candidates that is a regular file (after symlinks), as os.path.isfile and os.access find it.
+ * 0 once started; else r->failed says why. */
+static int launch(Engine *e, Run *r) {
+    const char *path = NULL;
+    long found = -1;
+    for (size_t i = 0; i < r->n_paths; i++) {
+        struct stat st;
+        if (stat(r->paths[i], &st) == 0 && S_ISREG(st.st_mode)) {
+            found = (long)i;
+            if (access(r->paths[i], X_OK) == 0) path = r->paths[i];
+            break;
+        }
+    }
+    if (path == NULL) {
+        r->failed = FAIL_MISSING;
+        r->failed_value = found;
+        return -1;
+    }
+    int p_out[2] = {-1, -1}, p_err[2] = {-1, -1}, err = 0;
+    pid_t pid = -1;
+    /* the plugin's ends block, as any program expects of its stdout; ours do not */
+    if (pipe2(p_out, O_CLOEXEC) < 0 || pipe2(p_err, O_CLOEXEC) < 0 || fcntl(p_out[0], F_SETFL, O_NONBLOCK) < 0
+        || fcntl(p_err[0], F_SETFL, O_NONBLOCK) < 0) {
+        err = errno;
+    } else {
+        err = spawn(path, r->argv, r->envp, p_out[1], p_err[1], &e->child_mask, &pid);
+    }
+    if (p_out[1] >= 0) close(p_out[1]);
+    if (p_err[1] >= 0) close(p_err[1]);
+    free(r->req);
+    r->req = NULL;
+    if (err) {
+        if (p_out[0] >= 0) close(p_out[0]);
+        if (p_err[0] >= 0) close(p_err[0]);
+        r->failed = FAIL_ERRNO;
+        r->failed_value = err;
+        return -1;
+    }
+    r->pid = pid;
+    r->out_fd = p_out[0];
+    r->err_fd = p_err[0];
+    r->open = 2;
+    double now = mono();
+    r->deadline = now + r->timeout;
+    if (e->use_pidfd) {
+#ifdef SYS_pidfd_open
+        r->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (r->pidfd >= 0) (void)fcntl(r->pidfd, F_SETFD, FD_CLOEXEC);
+#endif
+    }
+    if (r->pidfd < 0) {
+        r->polled = 1;
+        r->next_poll = now + POLL_FIRST;
+    }
+    return 0;
+}
+
+/* Start every queued run (called and returning with the mutex held). */
+static void launch_queued(Engine *e) {
+    while (e->queue_head != NULL) {
+        Run *r = e->queue_head;
+        e->queue_head = r->next;
+        if (e->queue_head == NULL) e->queue_tail = NULL;
+        r->next = NULL;
+        pthread_mutex_unlock(&e->mu);
+        int rc = launch(e, r);
+        pthread_mutex_lock(&e->mu);
+        if (rc == 0 && store(e, r) < 0) { /* no memory for its slot: it goes */
+            kill_group(r->pid);
+            int status;
+            if (waitpid(r->pid, &status, WNOHANG) == 0) add_orphan(e, r->pid);
+            close(r->out_fd);
+            close(r->err_fd);
+            if (r->pidfd >= 0) close(r->pidfd);
+            r->out_fd = r->err_fd = r->pidfd = -1;
+            r->failed = FAIL_ERRNO;
+            r->failed_value = ENOMEM;
+            rc = -1;
+        }
+        if (rc != 0) {
+            e->running--;
+            push_done(e, r, mono());
+            continue;
+        }
+        struct epoll_event ev = {.events = EPOLLIN};
+        ev.data.u64 = ((uint64_t)r->slot << 2) | K_OUT;
+        epoll_ctl(e->epfd, EPOLL_CTL_ADD, r->out_fd, &ev);
+        ev.data.u64 = ((uint64_t)r->slot << 2) | K_ERR;
+        epoll_ctl(e->epfd, EPOLL_CTL_ADD, r->err_fd, &ev);
+        if (r->pidfd >= 0) {
+            ev.data.u64 = ((uint64_t)r->slot << 2) | K_PID;
+            epoll_ctl(e->epfd, EPOLL_CTL_ADD, r->pidfd, &ev);
+        }
+    }
+}
+
 static void *loop(void *arg) {
     Engine *e = arg;
     struct epoll_event evs[64];
     pthread_mutex_lock(&e->mu);
     for (;;) {
+        if (!e->stop) launch_queued(e);
         double now = mono();
         double next = due(e, now);
         if (e->done_head && !e->notified) {
@@ -336,13 +452,13 @@ fail:
 
 /* vfork and exec (no copy of the agent's memory, no stack to map as posix_spawn maps one);
  * 0, or the errno of what failed. */
-static int spawn(const char *path, char **argv, char **envp, int out_w, int err_w, pid_t *pid) {
+static int spawn(const char *path, char **argv, char **envp, int out_w, int err_w, const sigset_t *mask, pid_t *pid) {
     sigset_t all, old;
     volatile int err = 0;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* no handler of the agent's may run in the child */
     pid_t got = vfork();
-    if (got == 0) child(path, argv, envp, out_w, err_w, &old, &err);
+    if (got == 0) child(path, argv, envp, out_w, err_w, mask, &err);
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (got < 0) return saved;
@@ -391,6 +507,7 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kw) {
     sigset_t all, old; /* the thread takes no signal: they go to the interpreter's threads */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    e->child_mask = old;
     int rc = pthread_create(&e->thread, NULL, loop, e);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
@@ -430,34 +547,36 @@ static int store(Engine *e, Run *r) {
     return 0;
 }
 
-static char **str_array(PyObject *seq, const char *what) {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    char **out = PyMem_Calloc((size_t)n + 1, sizeof *out);
-    if (out == NULL) {
-        Py_DECREF(fast);
-        PyErr_NoMemory();
-        return NULL;
-    }
+/* Strings of a tuple of bytes, copied to *at; the array of pointers to them at *arr. */
+static int pack(PyObject *tuple, char ***arr, char **at, const char *what) {
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
         if (!PyBytes_Check(item)) {
             PyErr_Format(PyExc_TypeError, "%s: bytes expected", what);
-            PyMem_Free(out);
-            Py_DECREF(fast);
-            return NULL;
+            return -1;
         }
-        out[i] = PyBytes_AS_STRING(item); /* alive while seq is: the caller holds it */
-        if ((Py_ssize_t)strlen(out[i]) != PyBytes_GET_SIZE(item)) {
+        Py_ssize_t len = PyBytes_GET_SIZE(item);
+        const char *src = PyBytes_AS_STRING(item);
+        if ((Py_ssize_t)strlen(src) != len) {
             PyErr_Format(PyExc_ValueError, "%s: embedded null byte", what);
-            PyMem_Free(out);
-            Py_DECREF(fast);
-            return NULL;
+            return -1;
         }
+        memcpy(*at, src, (size_t)len + 1);
+        (*arr)[i] = *at;
+        *at += len + 1;
     }
-    Py_DECREF(fast); /* a list or tuple is its own fast sequence: the items stay alive */
-    return out;
+    (*arr)[n] = NULL;
+    return 0;
+}
+
+static size_t packed_size(PyObject *tuple) {
+    size_t size = ((size_t)PyTuple_GET_SIZE(tuple) + 1) * sizeof(char *);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (PyBytes_Check(item)) size += (size_t)PyBytes_GET_SIZE(item) + 1;
+    }
+    return size;
 }
 
 static PyObject *engine_start(Engine *e, PyObject *args) {
@@ -477,122 +596,48 @@ static PyObject *engine_start(Engine *e, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "timeout is not a number");
         return NULL;
     }
-    /* The program: the first of the candidates that is a regular file (after symlinks), as
-     * os.path.isfile and os.access find it; else its index when it is not executable, or -1. */
-    char **paths = str_array(paths_obj, "paths");
-    if (paths == NULL) return NULL;
-    const char *path = NULL;
-    Py_ssize_t n_paths = PyTuple_GET_SIZE(paths_obj), found = -1;
-    int executable = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n_paths; i++) {
-        struct stat st;
-        if (stat(paths[i], &st) == 0 && S_ISREG(st.st_mode)) {
-            found = i;
-            executable = access(paths[i], X_OK) == 0;
-            break;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    if (found >= 0 && executable) path = paths[found];
-    PyMem_Free(paths);
-    if (path == NULL) return PyLong_FromSsize_t(found);
-    char **argv = str_array(argv_obj, "argv");
-    if (argv == NULL) return NULL;
-    char **envp = str_array(envp_obj, "envp");
-    if (envp == NULL) {
-        PyMem_Free(argv);
+    if (PyTuple_GET_SIZE(paths_obj) == 0 || PyTuple_GET_SIZE(argv_obj) == 0) {
+        PyErr_SetString(PyExc_ValueError, "start: no program to run");
         return NULL;
     }
+    /* pointer arrays first (aligned), then the strings */
+    size_t ptrs = ((size_t)PyTuple_GET_SIZE(paths_obj) + PyTuple_GET_SIZE(argv_obj) + PyTuple_GET_SIZE(envp_obj) + 3)
+                  * sizeof(char *);
+    size_t size = packed_size(paths_obj) + packed_size(argv_obj) + packed_size(envp_obj);
     Run *r = calloc(1, sizeof *r);
     char *out = malloc((size_t)keep + 1);
-    if (r == NULL || out == NULL) {
+    char *req = malloc(size);
+    if (r == NULL || out == NULL || req == NULL) {
         free(r);
         free(out);
-        PyMem_Free(argv);
-        PyMem_Free(envp);
+        free(req);
         return PyErr_NoMemory();
     }
     r->out = out;
+    r->req = req;
+    r->paths = (char **)req;
+    r->argv = r->paths + PyTuple_GET_SIZE(paths_obj) + 1;
+    r->envp = r->argv + PyTuple_GET_SIZE(argv_obj) + 1;
+    char *at = req + ptrs;
+    if (pack(paths_obj, &r->paths, &at, "paths") < 0 || pack(argv_obj, &r->argv, &at, "argv") < 0
+        || pack(envp_obj, &r->envp, &at, "envp") < 0) {
+        free_run(r);
+        return NULL;
+    }
+    r->n_paths = (size_t)PyTuple_GET_SIZE(paths_obj);
     r->keep = (size_t)keep;
     r->out_fd = r->err_fd = r->pidfd = -1;
-
-    int p_out[2] = {-1, -1}, p_err[2] = {-1, -1}, rc = 0, err = 0;
-    pid_t pid = -1;
-    Py_BEGIN_ALLOW_THREADS
-    /* the plugin's ends block, as any program expects of its stdout; ours do not */
-    if (pipe2(p_out, O_CLOEXEC) < 0 || pipe2(p_err, O_CLOEXEC) < 0 || fcntl(p_out[0], F_SETFL, O_NONBLOCK) < 0
-        || fcntl(p_err[0], F_SETFL, O_NONBLOCK) < 0) {
-        err = errno;
-    } else {
-        rc = spawn(path, argv, envp, p_out[1], p_err[1], &pid);
-        if (rc != 0) err = rc;
-    }
-    if (p_out[1] >= 0) close(p_out[1]);
-    if (p_err[1] >= 0) close(p_err[1]);
-    if (err) {
-        if (p_out[0] >= 0) close(p_out[0]);
-        if (p_err[0] >= 0) close(p_err[0]);
-    }
-    Py_END_ALLOW_THREADS
-    PyMem_Free(argv);
-    PyMem_Free(envp);
-    if (err) {
-        free_run(r);
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    r->pid = pid;
-    r->out_fd = p_out[0];
-    r->err_fd = p_err[0];
-    r->open = 2;
     r->budget = flood_bytes;
     r->t0 = t0;
-    double now = mono();
-    r->deadline = now + timeout;
-    if (e->use_pidfd) {
-#ifdef SYS_pidfd_open
-        r->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        if (r->pidfd >= 0) (void)fcntl(r->pidfd, F_SETFD, FD_CLOEXEC);
-#endif
-    }
-    if (r->pidfd < 0) {
-        r->polled = 1;
-        r->next_poll = now + POLL_FIRST;
-    }
+    r->timeout = timeout;
     Py_INCREF(token);
     r->token = token;
-
     pthread_mutex_lock(&e->mu);
-    if (store(e, r) < 0) {
-        pthread_mutex_unlock(&e->mu);
-        kill_group(pid);
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == 0) {
-            pthread_mutex_lock(&e->mu);
-            add_orphan(e, pid);
-            pthread_mutex_unlock(&e->mu);
-        }
-        close(r->out_fd);
-        close(r->err_fd);
-        if (r->pidfd >= 0) close(r->pidfd);
-        Py_DECREF(token);
-        free_run(r);
-        return PyErr_NoMemory();
-    }
+    int wake = e->queue_head == NULL;
+    if (e->queue_tail) e->queue_tail->next = r;
+    else e->queue_head = r;
+    e->queue_tail = r;
     e->running++;
-    struct epoll_event ev = {.events = EPOLLIN};
-    ev.data.u64 = ((uint64_t)r->slot << 2) | K_OUT;
-    epoll_ctl(e->epfd, EPOLL_CTL_ADD, r->out_fd, &ev);
-    ev.data.u64 = ((uint64_t)r->slot << 2) | K_ERR;
-    epoll_ctl(e->epfd, EPOLL_CTL_ADD, r->err_fd, &ev);
-    if (r->pidfd >= 0) {
-        ev.data.u64 = ((uint64_t)r->slot << 2) | K_PID;
-        epoll_ctl(e->epfd, EPOLL_CTL_ADD, r->pidfd, &ev);
-    }
-    double first = r->polled && r->next_poll < r->deadline ? r->next_poll : r->deadline;
-    int wake = first < e->planned;
-    if (wake) e->planned = first;
     pthread_mutex_unlock(&e->mu);
     if (wake) wake_thread(e);
     Py_RETURN_NONE;
@@ -627,10 +672,14 @@ static PyObject *engine_collect(Engine *e, PyObject *unused) {
         head = r->next;
         if (list != NULL) {
             PyObject *status = r->has_status ? PyLong_FromLong(r->status) : Py_NewRef(Py_None);
-            PyObject *t = status == NULL ? NULL : Py_BuildValue(
-                "(ONy#y#OOOd)", r->token, status, r->out, (Py_ssize_t)r->out_len, r->err, (Py_ssize_t)r->err_len,
+            PyObject *failed = r->failed == FAIL_MISSING ? Py_BuildValue("(sl)", "missing", r->failed_value)
+                               : r->failed == FAIL_ERRNO   ? Py_BuildValue("(sl)", "errno", r->failed_value)
+                                                           : Py_NewRef(Py_None);
+            PyObject *t = status == NULL || failed == NULL ? NULL : Py_BuildValue(
+                "(ONy#y#OOOdN)", r->token, status, r->out, (Py_ssize_t)r->out_len, r->err, (Py_ssize_t)r->err_len,
                 r->more ? Py_True : Py_False, r->flooded ? Py_True : Py_False, r->timed_out ? Py_True : Py_False,
-                r->ended_at - r->t0);
+                r->ended_at - r->t0, failed);
+
             if (t == NULL || PyList_Append(list, t) < 0) Py_CLEAR(list);
             Py_XDECREF(t);
         }
@@ -659,7 +708,15 @@ static PyObject *shut(Engine *e, int want_list) {
         Run *r = e->slots[i];
         if (r != NULL) end_run(e, r, now);
     }
-    Run *head = e->done_head;
+    Run *head = e->queue_head; /* never started */
+    e->queue_head = e->queue_tail = NULL;
+    while (head != NULL) {
+        Run *r = head;
+        head = r->next;
+        Py_DECREF(r->token);
+        free_run(r);
+    }
+    head = e->done_head;
     e->done_head = e->done_tail = NULL;
     while (head != NULL) {
         Run *r = head;
@@ -717,12 +774,11 @@ static void engine_dealloc(Engine *e) {
 
 static PyMethodDef engine_methods[] = {
     {"start", (PyCFunction)engine_start, METH_VARARGS,
-     "start(token, paths, argv, envp, timeout, flood_bytes, keep, t0) -> None once spawned; the index of the first "
-     "candidate path that is a file but not executable, or -1 when none is a file; raises OSError when the spawn "
-     "fails"},
+     "start(token, paths, argv, envp, timeout, flood_bytes, keep, t0): queue one plugin's run"},
     {"hold", (PyCFunction)engine_hold, METH_O, "hold(flag): hold ended runs back while Python starts more"},
     {"collect", (PyCFunction)engine_collect, METH_NOARGS,
-     "collect() -> [(token, status, out, err, more, flooded, timed_out, duration)]: the runs ended since the last call"},
+     "collect() -> [(token, status, out, err, more, flooded, timed_out, duration, failed)]: the runs ended since the "
+     "last call"},
     {"close", (PyCFunction)engine_close, METH_NOARGS,
      "close() -> [pid]: kill every run still going, release everything; the pids not reaped yet"},
     {"fileno", (PyCFunction)engine_fileno, METH_NOARGS, "the eventfd that is readable when ended runs wait"},
