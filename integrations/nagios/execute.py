@@ -27,9 +27,9 @@ Nothing here blocks the event loop, and a run costs no thread of its own. Two ru
 
 Both hand what was read to ``_outcome``, which makes the result. Measured with
 ``benchmarks/bench_nagios.py`` (500 checks of check_dummy every 60 s, Nagios 4 running the same in
-the same run): monbridge's own CPU was 2.00-2.10x Nagios' with ``PyRunner`` and is
-{OWN}x with ``CRunner``; with the plugins' CPU 1.09-1.11x before, {TOTAL}x now
-(benchmarks/README.md).
+the same run, 180 s): monbridge's own CPU is 1.54-1.63x Nagios' with ``CRunner`` (PYRUNNER_NOW
+with ``PyRunner`` under the same load), and 0.96-1.00x with the plugins' CPU counted; start-time
+jitter p99 0.485-0.492 s (benchmarks/README.md).
 """
 
 from __future__ import annotations

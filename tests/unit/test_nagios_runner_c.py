@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import textwrap
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +17,8 @@ from integrations.nagios import execute
 from integrations.nagios.execute import CRunner, PyRunner, RunResult
 from integrations.nagios.output import State
 from tests.conftest import in_ci
+from tests.unit.test_nagios_collector import _all_gone as all_gone
+from tests.unit.test_nagios_collector import _fds, _zombie_children, plugin
 
 DUMMY = "/usr/lib/nagios/plugins/check_dummy"
 
@@ -32,30 +31,6 @@ def _built() -> None:
         if in_ci():
             pytest.fail(f"{message} (CI is set: the C runner must be built and tested)", pytrace=False)
         pytest.skip(message)
-
-
-def plugin(tmp_path: Path, name: str, body: str) -> str:
-    p = tmp_path / name
-    p.write_text("#!/bin/sh\n" + textwrap.dedent(body))
-    p.chmod(0o755)
-    return str(p)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
-
-
-async def all_gone(pids: list[int]) -> bool:
-    for _ in range(50):
-        if not any(alive(p) for p in pids):
-            return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 RUNNERS: dict[str, Callable[[asyncio.AbstractEventLoop], Any]] = {
@@ -171,24 +146,6 @@ async def test_what_is_left_of_a_group_after_its_exit_is_killed(tmp_path, kind):
     assert await all_gone([int(pids.read_text())])
 
 
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def _zombies() -> set[int]:
-    out = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    state, ppid = f.read().rsplit(") ", 1)[1].split()[:2]
-            except OSError:
-                continue
-            if int(ppid) == os.getpid() and state == "Z":
-                out.add(int(d))
-    return out
-
-
 @pytest.mark.parametrize("use_pidfd", [True, False])
 async def test_many_at_once_then_closed_mid_run_leave_no_descriptor_process_or_zombie(tmp_path, use_pidfd):
     kinds = {
@@ -201,7 +158,7 @@ async def test_many_at_once_then_closed_mid_run_leave_no_descriptor_process_or_z
     paths = {k: plugin(tmp_path, f"check_{k}", body) for k, body in kinds.items()}
     hang_pids = tmp_path / "hang_pids"
     hang = plugin(tmp_path, "check_hang", f"echo $$ >> {hang_pids}; exec sleep 300\n")
-    before, zombies = _fds(), _zombies()
+    before, zombies = _fds(), set(_zombie_children())
     loop = asyncio.get_running_loop()
     runner = CRunner(loop, use_pidfd=use_pidfd)
     results: dict[str, list[tuple[State, str | None]]] = {}
@@ -231,10 +188,10 @@ async def test_many_at_once_then_closed_mid_run_leave_no_descriptor_process_or_z
     assert "hang" not in results
     assert await all_gone([int(x) for x in hang_pids.read_text().split()])
     for _ in range(50):
-        if _zombies() <= zombies:
+        if set(_zombie_children()) <= zombies:
             break
         await asyncio.sleep(0.1)
-    assert _zombies() <= zombies
+    assert set(_zombie_children()) <= zombies
     assert _fds() == before
     with pytest.raises(RuntimeError, match="closed"):
         runner.start([paths["ok"]], 10, lambda r: None)
