@@ -10,9 +10,10 @@
  * this module that never holds the GIL: it finds and spawns the plugin (vfork and exec), reads
  * the pipes (bounded), enforces each run's timeout, reaps, kills what is left of a group, and
  * hands the ended runs to Python in batches through one eventfd: the event loop wakes once per
- * batch, not once per event, and never waits for a spawn. With it, in the same benchmark (three
- * runs, 180 s each): own CPU 1.54-1.63x Nagios' (PYRUNNER_NOW with PyRunner under the same
- * load), 0.96-1.00x with the plugins' CPU; of monbridge's 0.5 ms a run, this module's thread
+ * batch, not once per event, and never waits for a spawn. With it, in the same benchmark under
+ * light load (180 s runs): own CPU 1.45-1.63x Nagios' (five runs) where PyRunner takes 1.68-1.77x
+ * (three); side by side in one run 1.58x against 1.77x and 1.45x against 1.77x; with the
+ * plugins' CPU 0.90-1.00x against 0.99-1.01x. Of monbridge's 0.5 ms a run, this module's thread
  * spends about 0.12 ms (the kernel's vfork and the context switches around it most of it) and
  * the event loop's thread about 0.17 ms (benchmarks/README.md has the rest).
  *
@@ -325,9 +326,9 @@ static int launch(Engine *e, Run *r) {
     return 0;
 }
 
-/* Start every queued run (called and returning with the mutex held). */
+/* Start every queued run, until the engine stops (called and returning with the mutex held). */
 static void launch_queued(Engine *e) {
-    while (e->queue_head != NULL) {
+    while (e->queue_head != NULL && !e->stop) {
         Run *r = e->queue_head;
         e->queue_head = r->next;
         if (e->queue_head == NULL) e->queue_tail = NULL;
@@ -369,7 +370,7 @@ static void *loop(void *arg) {
     struct epoll_event evs[64];
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        if (!e->stop) launch_queued(e);
+        launch_queued(e);
         double now = mono();
         double next = due(e, now);
         if (e->done_head && !e->notified) {

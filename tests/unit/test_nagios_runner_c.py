@@ -18,7 +18,7 @@ from integrations.nagios.execute import CRunner, PyRunner, RunResult
 from integrations.nagios.output import State
 from tests.conftest import in_ci
 from tests.unit.test_nagios_collector import _all_gone as all_gone
-from tests.unit.test_nagios_collector import _fds, _zombie_children, plugin
+from tests.unit.test_nagios_collector import _fds, _zombie_children, plugin, stubborn
 
 DUMMY = "/usr/lib/nagios/plugins/check_dummy"
 
@@ -121,16 +121,7 @@ async def test_missing_not_executable_and_unstartable_plugins_alike(tmp_path):
 @pytest.mark.parametrize("kind", list(RUNNERS))
 async def test_a_timeout_kills_the_whole_group_of_a_plugin_that_ignores_sigterm(tmp_path, kind):
     pids = tmp_path / "pids"
-    p = plugin(tmp_path, "stubborn", f"""\
-        trap '' TERM
-        sh -c 'sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait' &
-        echo $! >> {pids}
-        sleep 300 &
-        echo $! >> {pids}
-        echo $$ >> {pids}
-        while :; do wait; done
-        """)
-    r = await run_on(kind, [p], 0.5)
+    r = await run_on(kind, [stubborn(tmp_path, pids)], 0.5)
     assert (r.state, r.failure, r.output.text) == (State.UNKNOWN, "timeout", "timed out after 0.5 s")
     got = [int(x) for x in pids.read_text().split()]
     assert len(got) == 5
@@ -178,10 +169,11 @@ async def test_many_at_once_then_closed_mid_run_leave_no_descriptor_process_or_z
         "ok": {(State.OK, None)}, "long": {(State.OK, None)}, "crash": {(State.UNKNOWN, "signal")},
         "fork": {(State.OK, None)}, "flood": {(State.UNKNOWN, "flood")}}
     assert sum(len(v) for v in results.values()) == n
-    for _ in range(100):
+    for _ in range(600):
         if hang_pids.exists() and len(hang_pids.read_text().split()) == 4:
             break
         await asyncio.sleep(0.05)
+    assert len(hang_pids.read_text().split()) == 4  # all four started
     assert runner.running == 4
     runner.close()  # the four hung ones: killed, reaped, no result
     await asyncio.sleep(0)
