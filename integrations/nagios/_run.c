@@ -11,9 +11,9 @@
  * the pipes (bounded), enforces each run's timeout, reaps, kills what is left of a group, and
  * hands the ended runs to Python in batches through one eventfd: the event loop wakes once per
  * batch, not once per event, and never waits for a spawn. With it, in the same benchmark under
- * light load (180 s runs): own CPU 1.45-1.63x Nagios' (five runs) where PyRunner takes 1.68-1.77x
- * (three); side by side in one run 1.58x against 1.77x and 1.45x against 1.77x; with the
- * plugins' CPU 0.90-1.00x against 0.99-1.01x. Of monbridge's 0.5 ms a run, this module's thread
+ * light load (180 s runs): own CPU 1.45-1.63x Nagios' (six runs) where PyRunner takes 1.68-1.77x
+ * (four); side by side in one run 1.58x against 1.77x, 1.45x against 1.77x, 1.54x against 1.71x;
+ * with the plugins' CPU 0.90-1.00x against 0.99-1.01x. Of monbridge's 0.5 ms a run, this module's thread
  * spends about 0.12 ms (the kernel's vfork and the context switches around it most of it) and
  * the event loop's thread about 0.17 ms (benchmarks/README.md has the rest).
  *

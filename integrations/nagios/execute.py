@@ -28,9 +28,9 @@ Nothing here blocks the event loop, and a run costs no thread of its own. Two ru
 Both hand what was read to ``_outcome``, which makes the result. Measured with
 ``benchmarks/bench_nagios.py`` (500 checks of check_dummy every 60 s, Nagios 4 running the same in
 the same run, 180 s, light load): monbridge's own CPU is 1.45-1.63x Nagios' with ``CRunner``
-(five runs) and 1.68-1.77x with ``PyRunner`` (three); side by side in the same run 1.58x against
-1.77x and 1.45x against 1.77x. With the plugins' CPU counted: 0.90-1.00x and 0.99-1.01x.
-Start-time jitter p99 0.485-0.494 s (benchmarks/README.md).
+(six runs) and 1.68-1.77x with ``PyRunner`` (four); side by side in the same run 1.58x against
+1.77x, 1.45x against 1.77x, 1.54x against 1.71x. With the plugins' CPU counted: 0.90-1.00x and
+0.99-1.01x. Start-time jitter p99 0.482-0.494 s (benchmarks/README.md).
 """
 
 from __future__ import annotations
