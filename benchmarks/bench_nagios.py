@@ -2,15 +2,15 @@
 """500 checks of check_dummy every 60 s: CPU time and start-time jitter of monbridge's Nagios
 collector against Nagios 4 running the same checks, in the same run.
 
-    python benchmarks/bench_nagios.py [--duration 180] [--checks 500] [--interval 60]
+    python benchmarks/bench_nagios.py [--duration 180] [--checks 500] [--interval 60] [--also-python-runner]
 
 Starts, side by side, on this machine:
   * Nagios 4 (Debian's ``nagios4``, foreground, its own config in a temp dir, ``interval_length=1``)
     with --checks services ``check_dummy 0 ok`` every --interval seconds, its first checks spread
     over the interval (its smart inter-check delay);
-  * ``monbridge run`` with ``monitoring.metrics.nagios`` running the same checks (argv
-    ``check_dummy 0 ok``), interval --interval, spread the same way, concurrency 4 (Nagios'
-    workers on a machine of up to 4 cores).
+  * ``monbridge run`` (the code of the tree this script is in) with ``monitoring.metrics.nagios``
+    running the same checks (argv ``check_dummy 0 ok``), interval --interval, spread the same way,
+    concurrency 4 (Nagios' workers on a machine of up to 4 cores).
 Both are measured over the same --duration seconds, from the moment both are up:
 
   * CPU: user + system seconds of the process tree: monbridge and the plugins it reaped; Nagios,
@@ -106,6 +106,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=180.0, help="seconds measured (default 180)")
     ap.add_argument("--checks", type=int, default=500)
     ap.add_argument("--interval", type=float, default=60.0)
+    ap.add_argument("--also-python-runner", action="store_true",
+                    help="run a second monbridge alongside with the pure-Python plugin runner (PyRunner)")
     args = ap.parse_args()
     if not (os.access(NAGIOS_BIN, os.X_OK) and os.access(f"{PLUGINS}/check_dummy", os.X_OK)):
         print(f"needs {NAGIOS_BIN} and {PLUGINS}/check_dummy (apt-get install nagios4 monitoring-plugins)")
@@ -119,34 +121,24 @@ def main() -> int:
     nagios = NagiosServer(NagiosConfig(work / "nagios", [
         Service(n, f"{PLUGINS}/check_dummy 0 ok", interval=args.interval, retry_interval=args.interval) for n in names],
         spread=int(args.interval), extra={"status_update_interval": str(publish)}))
-    port = free_port()
-    config = work / "monbridge.yaml"
     checks = "".join(f"        - {{name: {n}, command: [check_dummy, '0', ok], interval: {args.interval}}}\n" for n in names)
-    config.write_text(f"server: {{listen: '127.0.0.1:{port}'}}\nplugins:\n  - plugin_id: monitoring.metrics.nagios\n"
-                      f"    config:\n      collection_interval: {collect}\n      plugin_paths: [{PLUGINS}]\n"
-                      f"      concurrency: 4\n      checks:\n{checks}")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = (work / "monbridge.log").open("wb")
-    mb = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)], stdout=log,
-                          stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
+    sides = [Monbridge("monbridge", work, checks, collect, python_runner=False)]
+    if args.also_python_runner:
+        sides.append(Monbridge("mb-python", work, checks, collect, python_runner=True))
     status = 0
     try:
+        for side in sides:
+            side.start()
         nagios.wait_running()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or mb.poll() is not None:
-                    print("monbridge did not come up; its log:\n" + (work / "monbridge.log").read_text()[-3000:])
-                    return 1
-                time.sleep(0.2)
+        for side in sides:
+            if not side.wait_healthy():
+                return 1
         workers = children(nagios.proc.pid)
-        n0, m0 = tree_cpu(nagios.proc.pid, workers), tree_cpu(mb.pid, [])
+        n0 = tree_cpu(nagios.proc.pid, workers)
+        for side in sides:
+            side.cpu0 = tree_cpu(side.proc.pid, [])
         t0 = time.monotonic()
         nagios_lat: dict[tuple[str, str], float] = {}
-        mb_lat: dict[tuple[str, str], float] = {}
         # Each side is read as often as it publishes (and at least 4 times per --interval, so
         # every run is seen), never more: reading /metrics costs monbridge what rendering costs.
         next_nagios = next_mb = t0
@@ -161,43 +153,102 @@ def main() -> int:
             if now < next_mb:
                 continue
             next_mb = now + collect
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            except OSError as e:
-                print(f"monbridge /metrics failed: {e}")
-                status = 1
-                continue
-            runs = dict(_RUNS.findall(body))
-            for name, lat in _LAT.findall(body):
-                mb_lat[(name, runs.get(name, "?"))] = float(lat)
-            if mb.poll() is not None or nagios.proc.poll() is not None:
+            for side in sides:
+                if not side.read_latency():
+                    status = 1
+            if any(side.proc.poll() is not None for side in sides) or nagios.proc.poll() is not None:
                 print("a process died")
                 status = 1
                 break
         elapsed = time.monotonic() - t0
-        n1, m1 = tree_cpu(nagios.proc.pid, workers), tree_cpu(mb.pid, [])
+        n1 = tree_cpu(nagios.proc.pid, workers)
+        for side in sides:
+            side.cpu1 = tree_cpu(side.proc.pid, [])
     finally:
         nagios.stop()
-        stop_group(mb)
-        log.close()
+        for side in sides:
+            side.stop()
     n_own, n_total = n1[0] - n0[0], n1[1] - n0[1]
-    m_own, m_total = m1[0] - m0[0], m1[1] - m0[1]
     expected = args.checks * max(1, int(elapsed // args.interval))
     print(f"{args.checks} checks of check_dummy every {args.interval:g} s, measured {elapsed:.0f} s "
-          f"(about {expected} runs each side)")
+          f"(about {expected} runs each side); monbridge from {REPO}, plugin runner "
+          + ", ".join(f"{side.runner} ({side.name})" for side in sides))
     print(f"{'':<10} {'CPU own s':>10} {'CPU+plugins s':>14} {'runs seen':>10} {'latency p50':>12} "
           f"{'p99':>8} {'max':>8}")
-    for name, own, total, lat in (("nagios4", n_own, n_total, nagios_lat), ("monbridge", m_own, m_total, mb_lat)):
+    rows = [("nagios4", n_own, n_total, nagios_lat)]
+    rows += [(side.name, side.cpu1[0] - side.cpu0[0], side.cpu1[1] - side.cpu0[1], side.latency) for side in sides]
+    for name, own, total, lat in rows:
         xs = list(lat.values())
         print(f"{name:<10} {own:>10.2f} {total:>14.2f} {len(xs):>10} {percentile(xs, 50):>11.3f}s "
               f"{percentile(xs, 99):>7.3f}s {max(xs, default=float('nan')):>7.3f}s")
-    print(f"CPU monbridge / Nagios: own {m_own / n_own if n_own else float('inf'):.2f}x, "
-          f"with plugins {m_total / n_total if n_total else float('inf'):.2f}x (goal <= 1x)")
-    p99 = percentile(list(mb_lat.values()), 99)
+    for name, own, total, _ in rows[1:]:
+        print(f"CPU {name} / Nagios: own {own / n_own if n_own else float('inf'):.2f}x, "
+              f"with plugins {total / n_total if n_total else float('inf'):.2f}x (goal <= 1x)")
+    p99 = percentile(list(sides[0].latency.values()), 99)
     print(f"monbridge start-time jitter p99 {p99:.3f} s (goal <= 1 s): {'met' if p99 <= 1 else 'NOT met'}")
     shutil.rmtree(work, ignore_errors=True)
     return status
 
+
+class Monbridge:
+    """One ``monbridge run`` with the checks; ``python_runner`` hides the C extension from it (its
+    ``sitecustomize`` makes ``integrations.nagios._run`` unimportable), so it runs ``PyRunner``."""
+
+    def __init__(self, name: str, work: Path, checks: str, collect: int, *, python_runner: bool) -> None:
+        self.name, self.work = name, work / name
+        self.work.mkdir()
+        self.port = free_port()
+        self.config = self.work / "monbridge.yaml"
+        self.config.write_text(
+            f"server: {{listen: '127.0.0.1:{self.port}'}}\nplugins:\n  - plugin_id: monitoring.metrics.nagios\n"
+            f"    config:\n      collection_interval: {collect}\n      plugin_paths: [{PLUGINS}]\n"
+            f"      concurrency: 4\n      checks:\n{checks}")
+        path = [str(REPO)]
+        if python_runner:
+            (self.work / "site").mkdir()
+            (self.work / "site" / "sitecustomize.py").write_text(
+                "import sys\nsys.modules['integrations.nagios._run'] = None  # PyRunner\n")
+            path.insert(0, str(self.work / "site"))
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        self.runner = subprocess.run(
+            [sys.executable, "-c", "from integrations.nagios.execute import Runner; print(Runner.__name__)"],
+            env=self.env, cwd=self.work, capture_output=True, text=True).stdout.strip() or "?"
+        self.latency: dict[tuple[str, str], float] = {}
+        self.cpu0 = self.cpu1 = (0.0, 0.0)
+
+    def start(self) -> None:
+        self.log = (self.work / "monbridge.log").open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work,
+                                     start_new_session=True)
+
+    def wait_healthy(self) -> bool:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/healthy", timeout=2).read()
+                return True
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    print(f"{self.name} did not come up; its log:\n" + (self.work / "monbridge.log").read_text()[-3000:])
+                    return False
+                time.sleep(0.2)
+
+    def read_latency(self) -> bool:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        except OSError as e:
+            print(f"{self.name} /metrics failed: {e}")
+            return False
+        runs = dict(_RUNS.findall(body))
+        for name, lat in _LAT.findall(body):
+            self.latency[(name, runs.get(name, "?"))] = float(lat)
+        return True
+
+    def stop(self) -> None:
+        if hasattr(self, "proc"):
+            stop_group(self.proc)
+            self.log.close()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,10 +35,10 @@ def plugin(tmp_path: Path, name: str, body: str) -> str:
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its parent counts as gone
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):  # gone, or reaped in between
         return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its parent counts as gone
-        return f.read().split(") ", 1)[1][0] != "Z"
 
 
 # --------------------------------------------------------------------------- running one plugin
@@ -426,9 +426,9 @@ async def _all_gone(pids: list[int]) -> bool:
     return False
 
 
-async def test_a_timeout_kills_a_plugin_that_ignores_sigterm_and_its_grandchildren(tmp_path):
-    pids = tmp_path / "pids"
-    p = plugin(tmp_path, "stubborn", f"""\
+def stubborn(tmp_path: Path, pids: Path) -> str:
+    """A plugin that ignores SIGTERM, with two children and a grandchild; the five pids go to ``pids``."""
+    return plugin(tmp_path, "stubborn", f"""\
         trap '' TERM
         sh -c 'sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait' &
         echo $! >> {pids}
@@ -437,6 +437,11 @@ async def test_a_timeout_kills_a_plugin_that_ignores_sigterm_and_its_grandchildr
         echo $$ >> {pids}
         while :; do wait; done
         """)
+
+
+async def test_a_timeout_kills_a_plugin_that_ignores_sigterm_and_its_grandchildren(tmp_path):
+    pids = tmp_path / "pids"
+    p = stubborn(tmp_path, pids)
     r = await run_plugin([p], 0.5)
     assert (r.state, r.failure, r.output.text) == (State.UNKNOWN, "timeout", "timed out after 0.5 s")
     got = _pids(pids)
