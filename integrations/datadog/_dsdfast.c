@@ -460,7 +460,7 @@ typedef struct {
     pthread_cond_t cv; /* datagrams in the ring, or stopping */
     char *ring;
     size_t cap, head, tail, used; /* write at head, read at tail; used: bytes held incl. wrap gaps */
-    unsigned long long dropped, pumped, reads;
+    unsigned long long dropped, pumped, reads, full;
     int fd;
     Py_ssize_t size;
     int batch;
@@ -581,7 +581,7 @@ static PyObject *queue_pump(Queue *q, PyObject *noargs) {
     for (;;) {
         struct pollfd pfd = {q->fd, POLLIN, 0};
         unsigned long long seen;
-        int ready, got, err, k, vlen, errored = 0;
+        int ready, got, err, k, vlen, errored = 0, full = 0;
         pthread_mutex_lock(&q->mu);
         seen = q->reads;
         if (q->stopping) {
@@ -598,7 +598,11 @@ static PyObject *queue_pump(Queue *q, PyObject *noargs) {
         while (!q->stopping && (q->reader_waiting || q->reads == seen)) {
             vlen = (int)((q->cap - q->used) / ((size_t)slot + 16)) - 1; /* (a record each and a wrap's gap) */
             if (vlen > q->batch) vlen = q->batch;
-            if (vlen < 1) break; /* (the ring full: the socket fills, the kernel drops) */
+            if (vlen < 1) { /* (the ring full: the socket fills, the kernel drops) */
+                q->full++;
+                full = 1;
+                break;
+            }
             got = read_socket(q, vlen, &err);
             if (got <= 0) {
                 if (got < 0) {
@@ -620,6 +624,7 @@ static PyObject *queue_pump(Queue *q, PyObject *noargs) {
         }
         pthread_mutex_unlock(&q->mu);
         if (errored) usleep(100000); /* (an error that repeats does not spin) */
+        if (full) usleep(PUMP_IDLE_US); /* (nor does a full ring while the reader is away) */
     }
     pthread_mutex_lock(&q->mu);
     q->pumping = 0;
@@ -820,6 +825,7 @@ static PyObject *queue_stop(Queue *q, PyObject *noargs) {
 QUEUE_COUNT(queue_dropped, dropped, unsigned long long, PyLong_FromUnsignedLongLong)
 QUEUE_COUNT(queue_pumped, pumped, unsigned long long, PyLong_FromUnsignedLongLong)
 QUEUE_COUNT(queue_held, used, size_t, PyLong_FromSize_t)
+QUEUE_COUNT(queue_full, full, unsigned long long, PyLong_FromUnsignedLongLong)
 
 static PyMethodDef queue_methods[] = {
     {"pump", (PyCFunction)queue_pump, METH_NOARGS,
@@ -835,6 +841,7 @@ static PyGetSetDef queue_getset[] = {
     {"dropped", (getter)queue_dropped, NULL, "datagrams the ring had no room for", NULL},
     {"pumped", (getter)queue_pumped, NULL, "datagrams the pump read (while the reader did not)", NULL},
     {"held", (getter)queue_held, NULL, "bytes held in the ring", NULL},
+    {"full", (getter)queue_full, NULL, "times the pump found the ring without room (the socket left to fill)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
