@@ -10,6 +10,7 @@ cannot pass there.
 from setuptools import Extension, setup
 
 EXTENSIONS = [
+    ("bridge._pipefast", ["bridge/_pipefast.c"]),
     ("integrations.datadog._dsdfast", ["integrations/datadog/_dsdfast.c"]),
     ("integrations.nagios._run", ["integrations/nagios/_run.c"]),
 ]

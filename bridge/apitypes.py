@@ -111,7 +111,10 @@ class ExponentialHistogramValue:
             raise ValueError(f"exponential histogram scale {self.scale} is outside [-10, 20]")
 
 
-@dataclass(slots=True)
+_NO_ATTRIBUTES: Any = object()  # Metric's default attributes: a new dict each
+
+
+@dataclass(slots=True, init=False)
 class Metric:
     """One series' value at one time.
 
@@ -129,12 +132,28 @@ class Metric:
     timestamp_ns: int | None = None
     start_time_ns: int | None = None
 
-    def __post_init__(self) -> None:
-        c = self.value.__class__
-        if (c is float or c is int) and self.kind not in _AGGREGATES:
+    def __init__(self, name: str, kind: MetricKind, value: float | HistogramValue | SummaryValue, unit: str = "",
+                 description: str = "", attributes: Mapping[str, AttributeValue] = _NO_ATTRIBUTES,  # type: ignore[assignment]
+                 timestamp_ns: int | None = None, start_time_ns: int | None = None) -> None:
+        # Written out rather than generated: the generated one calls __post_init__ and builds the
+        # default dict through a factory, 20% of a Metric's cost, and a Metric is built per
+        # series per collection.
+        self.name = name
+        self.kind = kind
+        self.value = value
+        self.unit = unit
+        self.description = description
+        self.attributes = {} if attributes is _NO_ATTRIBUTES else attributes
+        self.timestamp_ns = timestamp_ns
+        self.start_time_ns = start_time_ns
+        c = value.__class__
+        if (c is float or c is int) and kind not in _AGGREGATES:
             # The common case, checked first and with module constants (an enum member looked up
-            # on its class costs more than this whole check): a Metric is built per series per collection.
+            # on its class costs more than this whole check).
             return
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
         if (self.kind is MetricKind.HISTOGRAM) != isinstance(self.value, HistogramValue):
             raise ValueError(f"metric {self.name!r}: histograms need a HistogramValue and only histograms take one")
         if (self.kind is MetricKind.SUMMARY) != isinstance(self.value, SummaryValue):

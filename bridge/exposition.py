@@ -36,6 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.api import ExponentialHistogramValue, HistogramValue, MetricKind, PrometheusView, SummaryValue
 
+try:  # a plain family's sample lines in C (set up by bridge.pipeline; the loop below is its twin)
+    from bridge import _pipefast
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _pipefast = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from bridge.pipeline import Family, FamilySnapshot, Series
 
@@ -314,8 +319,14 @@ def _labels_of(s: Series, text: str) -> tuple[tuple[str, str], ...]:
     own attribute key when that is what it holds (attribute names that are label names, string
     values), else read back from the text, where it was written once."""
     key = s.key
-    if all(v.__class__ is str and _LABEL_NAMES.get(k) == k for k, v in key):
-        return key
+    converted = False
+    for k, v in key:
+        if _LABEL_NAMES.get(k) != k or (v.__class__ is not str and v.__class__ is not int):
+            break
+        converted = converted or v.__class__ is int
+    else:
+        # names that are label names, values that are strings or ints (written as str() writes them)
+        return tuple([(k, v if v.__class__ is str else str(v)) for k, v in key]) if converted else key
     brace = text.find("{")
     if brace < 0:
         return ()
@@ -414,6 +425,11 @@ def _render_family(fam: FamilySnapshot, openmetrics: bool, unknown: bool = False
             out.append(_render_summary(sample, _histogram_view(pf, s, v), v))
         return "".join(out)
     refs, values = fam.refs, fam.values
+    if _pipefast is not None:
+        lines = _pipefast.plain_lines(refs, values)
+        if lines is not None:  # every series' text kept and every value an int or finite float
+            append(lines)
+            return "".join(out)
     # Written in bulk, one pass per column: the series' kept ``name{labels} `` texts, the
     # values' texts (repr, the shortest text that reads back as the same float, for ints and
     # finite floats, which is what nearly every family holds), a newline each.

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -191,3 +192,12 @@ def _run(one: Callable[[bytes], None], pool: Sequence[bytes], tokens: Sequence[b
 
     while time.monotonic() < deadline:
         prop()
+
+
+def require_extension(module: object | None, name: str) -> None:
+    """A fuzz target of a C extension's loop: fails in CI (``CI=true``) when ``module`` (the
+    extension, None when it is not built) is missing, is skipped elsewhere."""
+    if module is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not built (setup.py's extension): its C loop is not fuzzed")
+        pytest.skip(f"{name} is not built here (python setup.py build_ext --inplace)")

@@ -14,7 +14,6 @@ Seeds: ``corpus/dogstatsd/`` (the parser's target's).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from integrations.datadog import aggregate
 from integrations.datadog.aggregate import Aggregator, LineCache
 from integrations.datadog.config import DogStatsDConfig
-from tests.fuzz.harness import run_fuzz, seeds
+from tests.fuzz.harness import require_extension, run_fuzz, seeds
 from tests.fuzz.test_fuzz_dogstatsd import TOKENS
 
 CONFIG = DogStatsDConfig(listen_udp="127.0.0.1:8125", max_contexts=3000,
@@ -77,10 +76,7 @@ def feed(data: bytes) -> None:
 
 @pytest.mark.fuzz
 def test_fuzz_dogstatsd_fast() -> None:
-    if aggregate._dsdfast is None:
-        if os.environ.get("CI"):
-            pytest.fail("integrations.datadog._dsdfast is not built (setup.py's extension): the C loop is not fuzzed")
-        pytest.skip("integrations.datadog._dsdfast is not built here (python setup.py build_ext --inplace)")
+    require_extension(aggregate._dsdfast, "integrations.datadog._dsdfast")
     pool = seeds("dogstatsd")
     for data in pool:
         feed(data)
