@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render a full /metrics body for N series three ways and compare the cost of a scrape.
 
-    python benchmarks/bench_render.py [--series 100000] [--families 100] [--repeat 5] [--warmup 1]
+    python benchmarks/bench_render.py [--series 100000] [--families 100] [--repeat 9] [--warmup 1]
 
 The same data (``--families`` metric families × ``--series/--families`` series; counters of
 int bytes and float seconds, gauges of bytes and of a unitless count; 2 or 3 attributes a
@@ -50,7 +50,8 @@ bodies must parse to the same samples; the bytes of every timed scrape, as the c
 off the socket, must be those of a whole body. Beside it, the memory per served series: the serving
 process' RSS after the last scrape (and its high-water mark) less its RSS with its data alone,
 before the server started, divided by the series. Both sides serve uncompressed text (the
-client asks for no gzip). The in-process figures above follow, for information.
+client asks for no gzip). The in-process figures above follow, for information. monbridge's
+per-series loops run in C where ``setup.py`` built ``bridge._pipefast`` (the header says whether).
 
 Goals: end to end, monbridge ≥ 5× less CPU per scrape than prometheus_client; in process,
 steady ≥ 20× faster than (b), ≥ 5× faster than (c).
@@ -687,7 +688,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--series", type=int, default=100_000, help="total series (default 100000)")
     ap.add_argument("--families", type=int, default=100, help="metric families (default 100)")
-    ap.add_argument("--repeat", type=int, default=5, help="timed steady-state iterations (median taken; default 5)")
+    ap.add_argument("--repeat", type=int, default=9,
+                    help="timed steady-state iterations and end-to-end scrapes (median taken; default 9)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steady-state iterations first (default 1)")
     ap.add_argument("--cold-repeat", type=int, default=3, help="fresh instances timed for the cold figure (default 3)")
     ap.add_argument("--seed", type=int, default=1)
@@ -706,7 +708,9 @@ def main() -> None:
     print(f"bench_render: {n} series in {args.families} families, repeat {args.repeat} (median), "
           f"warmup {args.warmup}, cold x{args.cold_repeat}; Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs")
-    print(f"  bridge from {Path(exposition.__file__).resolve().parent}")
+    from bridge import pipeline as _pipeline
+    print(f"  bridge from {Path(exposition.__file__).resolve().parent}; its C loops (bridge._pipefast) "
+          f"{'built' if _pipeline._pipefast is not None else 'NOT built: python setup.py build_ext --inplace'}")
     t0 = time.perf_counter()
     specs = make_specs(n, args.families)
     rng = random.Random(args.seed)
