@@ -344,6 +344,23 @@ static PyObject *isascii_(PyObject *self, PyObject *args) {
     return PyBool_FromLong(ok);
 }
 
+/* Whether a datagram of n bytes (kept: the first of them in hand) is left for Python's drops:
+ * empty, longer than size, or blank lines alone. */
+static int is_special(const char *d, uint32_t n, uint32_t kept, Py_ssize_t size) {
+    uint32_t b;
+    if (n == 0 || n > (uint64_t)size) return 1;
+    for (b = 0; b < kept; b++)
+        if (d[b] != '\n' && d[b] != '\r') return 0;
+    return 1;
+}
+
+/* A datagram's bytes copied at out + *off, ending with a newline. */
+static void copy_line(char *out, Py_ssize_t *off, const char *d, uint32_t kept) {
+    memcpy(out + *off, d, kept);
+    *off += kept;
+    if (d[kept - 1] != '\n') out[(*off)++] = '\n';
+}
+
 static PyObject *recv_(PyObject *self, PyObject *args) {
     int fd, block, flags, got, k, err = 0;
     Py_buffer rbuf, out;
@@ -391,20 +408,14 @@ static PyObject *recv_(PyObject *self, PyObject *args) {
         const char *d = (const char *)rbuf.buf + k * slot;
         Py_ssize_t n = mm[k].msg_len;
         if (mm[k].msg_hdr.msg_flags & MSG_TRUNC && n <= size) n = size + 1;
-        int blank = n > 0 && n <= size;
-        Py_ssize_t b;
-        for (b = 0; blank && b < n; b++)
-            if (d[b] != '\n' && d[b] != '\r') blank = 0;
-        if (n == 0 || n > size || blank) {
-            Py_ssize_t shown = n > size ? size : n;
+        Py_ssize_t shown = n > size ? size : n;
+        if (is_special(d, (uint32_t)n, (uint32_t)shown, size)) {
             PyObject *item = Py_BuildValue("nny#", (Py_ssize_t)k, n, d, shown);
             if (item == NULL || PyList_Append(special, item) < 0) { Py_XDECREF(item); goto fail; }
             Py_DECREF(item);
             continue;
         }
-        memcpy((char *)out.buf + off, d, n);
-        off += n;
-        if (d[n - 1] != '\n') ((char *)out.buf)[off++] = '\n';
+        copy_line((char *)out.buf, &off, d, (uint32_t)n);
     }
     PyBuffer_Release(&rbuf);
     PyBuffer_Release(&out);
@@ -644,21 +655,15 @@ typedef struct {
  * (empty, longer than size, blank lines alone); 0 when out has no room for it. */
 static int emit(Queue *q, const char *d, uint32_t n, uint32_t kept, char *out, Py_ssize_t cap, Py_ssize_t *off,
                 Special *sp, int *nspecial, int index) {
-    int blank = n > 0 && n <= (uint32_t)q->size;
-    uint32_t b;
     if (*off + (Py_ssize_t)kept + 1 > cap) return 0;
-    for (b = 0; blank && b < kept; b++)
-        if (d[b] != '\n' && d[b] != '\r') blank = 0;
-    if (n == 0 || n > (uint32_t)q->size || blank) {
+    if (is_special(d, n, kept, q->size)) {
         Special *x = &sp[(*nspecial)++];
         x->index = index;
         x->n = n;
         x->kept = kept < SPECIAL_BYTES ? kept : SPECIAL_BYTES;
         memcpy(x->data, d, x->kept);
     } else {
-        memcpy(out + *off, d, kept);
-        *off += kept;
-        if (d[kept - 1] != '\n') out[(*off)++] = '\n';
+        copy_line(out, off, d, kept);
     }
     return 1;
 }
