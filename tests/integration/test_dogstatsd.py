@@ -754,3 +754,55 @@ def test_agent_answers_during_a_flood(run_monbridge, free_port, tmp_path):
     assert _total(text, "calm_total{") == 200
     assert _sample(text, "monbridge_dogstatsd_dropped_total", 'reason="truncated"')
     assert mb.proc.poll() is None
+
+
+def test_agent_keeps_its_schedule_during_a_udp_flood(run_monbridge, free_port, tmp_path):
+    """A UDP flood at full speed, valid lines of many contexts among random bytes, read by the
+    default readers (the C batch and its watchdog where built): /metrics keeps answering, another
+    plugin keeps its schedule, and the datagrams taken are counted."""
+    from liveness import Liveness, steady_collector
+
+    port = free_port()
+    mb = run_monbridge({"plugins": [
+        {"plugin_id": "monitoring.integration.datadog", "config": {
+            "interval": 0.5, "dogstatsd": {"listen_udp": f"127.0.0.1:{port}", "flush_interval": 0.5,
+                                           "max_contexts": 5000}}},
+        steady_collector(tmp_path)]})
+    stop = threading.Event()
+    sent = [0, 0]
+
+    def flood(seed: int) -> None:
+        rng = random.Random(seed)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not stop.is_set():
+                if rng.random() < 0.8:
+                    data = b"\n".join(b"flood.m%d:%d|%s|#k:%d" % (rng.randrange(2000), rng.randrange(100),
+                                                                 rng.choice((b"c", b"g", b"h", b"d")), rng.randrange(5))
+                                      for _ in range(rng.randint(1, 8)))
+                else:
+                    data = rng.randbytes(rng.randint(1, 1400))
+                try:
+                    s.sendto(data, ("127.0.0.1", port))
+                except OSError:  # (a full socket buffer on the sending side)
+                    continue
+                sent[seed] += 1
+
+    with Liveness(mb) as watch:
+        threads = [threading.Thread(target=flood, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(4.0)
+        stop.set()
+        for t in threads:
+            t.join()
+        time.sleep(1.0)
+    watch.check()
+    assert sum(sent) > 1000, sent
+
+    def taken() -> float:
+        return _total(_metrics_text(mb), "monbridge_dogstatsd_datagrams_total{")
+
+    wait_until(lambda: taken() > 0.1 * sum(sent), what="the flood's datagrams counted")
+    assert taken() <= sum(sent)
+    assert _total(_metrics_text(mb), "flood_m") > 0
+    assert mb.proc.poll() is None
