@@ -23,6 +23,9 @@
  *       Returns how many were stored (the first that could not be, or len) and whether a value
  *       changed before it.
  *
+ *   runs(metrics) -> [(name, metrics of that name in a row), ...] | None
+ *       a list of Metrics cut where the name changes (itertools.groupby by name, as lists).
+ *
  *   columns(refs) -> (values, starts, times) | None
  *       the three tuples of a family snapshot (bridge.pipeline.FamilySnapshot).
  *
@@ -46,7 +49,7 @@
 
 static PyTypeObject *metric_type, *series_type;
 /* Metric slots */
-static Py_ssize_t m_kind, m_value, m_unit, m_attributes, m_timestamp_ns, m_start_time_ns;
+static Py_ssize_t m_name, m_kind, m_value, m_unit, m_attributes, m_timestamp_ns, m_start_time_ns;
 /* Series slots */
 static Py_ssize_t s_key, s_value, s_start_ns, s_time_ns, s_source, s_prom, s_aliases;
 
@@ -81,7 +84,7 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     PyObject *inv, *fwd;
     if (!PyArg_ParseTuple(args, "O!O!OO", &PyType_Type, &mt, &PyType_Type, &st, &inv, &fwd))
         return NULL;
-    if (offset_of(mt, "kind", &m_kind) || offset_of(mt, "value", &m_value) || offset_of(mt, "unit", &m_unit) ||
+    if (offset_of(mt, "name", &m_name) || offset_of(mt, "kind", &m_kind) || offset_of(mt, "value", &m_value) || offset_of(mt, "unit", &m_unit) ||
         offset_of(mt, "attributes", &m_attributes) || offset_of(mt, "timestamp_ns", &m_timestamp_ns) ||
         offset_of(mt, "start_time_ns", &m_start_time_ns) || offset_of(st, "key", &s_key) ||
         offset_of(st, "value", &s_value) || offset_of(st, "start_ns", &s_start_ns) ||
@@ -191,6 +194,49 @@ static PyObject *store_run(PyObject *self, PyObject *args) {
         set_slot(s, s_time_ns, has_ts ? ts : now);
     }
     return Py_BuildValue("(nO)", i, changed ? Py_True : Py_False);
+}
+
+static PyObject *runs(PyObject *self, PyObject *arg) {
+    READY_OR_RAISE();
+    if (!PyList_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "runs() takes a list of metrics");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(arg, i);
+        if (!Py_IS_TYPE(m, metric_type) || SLOT(m, m_name) == NULL || !PyUnicode_CheckExact(SLOT(m, m_name)))
+            Py_RETURN_NONE;
+    }
+    PyObject *out = PyList_New(0), *run = NULL, *name = NULL;
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *here = i < n ? SLOT(PyList_GET_ITEM(arg, i), m_name) : NULL;
+        if (i > 0 && here != NULL && (here == name || PyUnicode_Compare(here, name) == 0))
+            continue;
+        if (PyErr_Occurred())
+            goto fail;
+        if (i > 0) {
+            run = PyList_GetSlice(arg, start, i);
+            if (run == NULL)
+                goto fail;
+            PyObject *pair = PyTuple_Pack(2, name, run);
+            Py_CLEAR(run);
+            if (pair == NULL || PyList_Append(out, pair) < 0) {
+                Py_XDECREF(pair);
+                goto fail;
+            }
+            Py_DECREF(pair);
+        }
+        name = here;
+        start = i;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
 }
 
 static PyObject *columns(PyObject *self, PyObject *arg) {
@@ -608,6 +654,7 @@ static PyMethodDef methods[] = {
     {"store_run", store_run, METH_VARARGS,
      "store_run(refs, run, kind, unit, plain, source, now) -> (stored, changed)."},
     {"float_repr", py_float_repr, METH_O, "float_repr(x) -> repr(x) of a finite float (for the tests)."},
+    {"runs", runs, METH_O, "runs(metrics) -> [(name, [metric, ...]), ...] (itertools.groupby by name) or None."},
     {"columns", columns, METH_O, "columns(refs) -> (values, starts, times) or None."},
     {"plain_lines", plain_lines, METH_VARARGS, "plain_lines(refs, values) -> str or None."},
     {NULL, NULL, 0, NULL},

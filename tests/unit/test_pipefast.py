@@ -212,3 +212,24 @@ def test_record_in_place_keeps_expiry_and_retain(monkeypatch: pytest.MonkeyPatch
     assert len(pipe.families()[0].series) == 10
     pipe.record("s", [])
     assert pipe.families() == []
+
+
+def test_runs_as_groupby() -> None:
+    """Metrics cut where the name changes, equal names that are other objects included; another
+    type among them leaves the cut to Python."""
+    require_c()
+    rnd = random.Random(5)
+    names = ["a", "b", "c.d", "".join(["c", ".d"])]
+    for _ in range(200):
+        ms = [Metric(rnd.choice(names) if rnd.random() < 0.3 else names[0], GAUGE, 1.0)
+              for _ in range(rnd.randint(0, 30))]
+        fast = pipeline._pipefast.runs(ms)
+        assert [(n, [id(m) for m in r]) for n, r in fast] == \
+            [(n, [id(m) for m in r]) for n, r in pipeline._runs_py(ms)]
+        assert all(r.__class__ is list for _, r in fast)
+
+    class MyMetric(Metric):
+        __slots__ = ()
+
+    assert pipeline._pipefast.runs([Metric("a", GAUGE, 1.0), MyMetric("a", GAUGE, 1.0)]) is None
+    assert [n for n, _ in pipeline._runs([Metric("a", GAUGE, 1.0), MyMetric("b", GAUGE, 1.0)])] == ["a", "b"]
