@@ -74,6 +74,8 @@ class History:
         self.refused = 0
         self._refusal_logged = -_REFUSAL_LOG_EVERY_S
         self._empty = array("d", [NAN]) * self.slots
+        # family name -> (its series, their keys) as of the last row (``sample``)
+        self._keys: dict[str, tuple[tuple[object, ...], list[Key]]] = {}
 
     # ------------------------------------------------------------------ writing
 
@@ -87,18 +89,37 @@ class History:
         return len(self._rings) * self.series_bytes + sys.getsizeof(self.times)
 
     def sample(self, families: Iterable[object], now: float) -> None:
-        """Write one row at ``now`` from a batch's families (``bridge.pipeline.FamilySnapshot``)."""
+        """Write one row at ``now`` from a batch's families (``bridge.pipeline.FamilySnapshot``).
+
+        A family's keys are made once (from each series' Prometheus view) and kept until its
+        series change: they are the same for the same series, and reading the label set back
+        from a series' text costs more than the rest of the row. The kept keys cost a pointer
+        and a key tuple per series, held until the next row."""
         row: list[tuple[Key, MetricKind, float]] = []
+        append = row.append
+        kept = self._keys
+        fresh: dict[str, tuple[tuple[object, ...], list[Key]]] = {}
+        counter = MetricKind.COUNTER
         for fam in families:
             kind: MetricKind = fam.kind  # type: ignore[attr-defined]
-            for p in fam.series:  # type: ignore[attr-defined]
-                value = p.value
-                view = p.prom
-                if isinstance(value, (HistogramValue, SummaryValue)):
-                    row.append(((view.name + "_count", view.labels), MetricKind.COUNTER, float(value.count)))
-                    row.append(((view.name + "_sum", view.labels), MetricKind.COUNTER, float(value.sum)))
+            name: str = fam.name  # type: ignore[attr-defined]
+            refs: tuple[object, ...] = fam.refs  # type: ignore[attr-defined]
+            got = kept.get(name)
+            if got is not None and got[0] == refs:  # the same series (compared by identity)
+                keys = got[1]
+            else:
+                keys = [(view.name, view.labels) for view in (p.prom for p in fam.series)]  # type: ignore[attr-defined]
+            fresh[name] = (refs, keys)
+            for key, value in zip(keys, fam.values, strict=True):  # type: ignore[attr-defined]
+                cls = value.__class__
+                if cls is float or cls is int:
+                    append((key, kind, float(value)))
+                elif isinstance(value, (HistogramValue, SummaryValue)):
+                    append(((key[0] + "_count", key[1]), counter, float(value.count)))
+                    append(((key[0] + "_sum", key[1]), counter, float(value.sum)))
                 elif isinstance(value, (int, float)):
-                    row.append(((view.name, view.labels), kind, float(value)))
+                    append((key, kind, float(value)))
+        self._keys = fresh
         self.write_row(row, now)
 
     def write_row(self, row: Sequence[tuple[Key, MetricKind, float]], now: float) -> None:
