@@ -34,7 +34,8 @@
  *   .fileno()  the eventfd the event loop watches: readable when ended runs wait
  *   .start(token, paths, argv, envp, timeout, flood_bytes, keep, t0) queues a run: its program is
  *              the first of the candidate paths that is a regular file
- *   .hold(flag) while held, ended runs are not handed over for having no run left going
+ *   .hold(flag) while held, runs started are launched once it is released (one wakeup of the
+ *              thread for all), and ended runs are not handed over for having no run left going
  *   .collect() -> [(token, status or None, out, err, more, flooded, timed_out, duration, failed), ...]
  *              failed: None; ("missing", i): candidate i is a file but not executable, or none is
  *              a file (i = -1); ("errno", n): the pipes or the spawn failed with errno n
@@ -69,7 +70,6 @@
 #define POLL_FIRST 0.01
 #define POLL_EVERY 0.05
 #define ORPHAN_POLL 1.0
-#define IDLE_TICK 0.25
 #define CTL_TAG UINT64_MAX
 enum { K_OUT = 0, K_ERR = 1, K_PID = 2 };
 
@@ -106,7 +106,7 @@ typedef struct {
     Run *queue_head, *queue_tail; /* to start, in order */
     sigset_t child_mask;          /* the signal mask of the thread that made the engine: the plugins' */
     int notified, stop, closed, use_pidfd, held;
-    double batch_delay, reap_timeout, planned; /* planned: when the thread wakes at the latest */
+    double batch_delay, reap_timeout;
     pid_t *orphans;
     size_t norphans, corphans;
     double next_orphan_poll;
@@ -382,12 +382,13 @@ static void *loop(void *arg) {
                 next = e->done_head->ended_at + e->batch_delay;
             }
         }
-        if (next > now + IDLE_TICK) next = now + IDLE_TICK; /* a start needs to wake it only for an earlier deadline */
-        e->planned = next;
         if (e->stop) break;
-        int timeout_ms;
-        double ms = ceil((next - now) * 1000.0);
-        timeout_ms = ms < 0 ? 0 : (int)ms;
+        /* nothing due: it sleeps until a start, a hold released or close writes the control eventfd */
+        int timeout_ms = -1;
+        if (next < INFINITY) {
+            double ms = ceil((next - now) * 1000.0);
+            timeout_ms = ms < 0 ? 0 : ms > 3600000.0 ? 3600000 : (int)ms;
+        }
         pthread_mutex_unlock(&e->mu);
         int n = epoll_wait(e->epfd, evs, 64, timeout_ms);
         pthread_mutex_lock(&e->mu);
@@ -507,7 +508,6 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kw) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    e->planned = INFINITY;
     sigset_t all, old; /* the thread takes no signal: they go to the interpreter's threads */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -637,7 +637,7 @@ static PyObject *engine_start(Engine *e, PyObject *args) {
     Py_INCREF(token);
     r->token = token;
     pthread_mutex_lock(&e->mu);
-    int wake = e->queue_head == NULL;
+    int wake = e->queue_head == NULL && !e->held; /* held: hold(False) wakes it for every run queued */
     if (e->queue_tail) e->queue_tail->next = r;
     else e->queue_head = r;
     e->queue_tail = r;
@@ -647,15 +647,17 @@ static PyObject *engine_start(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* hold(True): ended runs are not handed over for having no run left going (Python is starting
- * more); hold(False): they may be again. */
+/* hold(True): Python is starting more runs: the thread is not woken for each (hold(False) wakes
+ * it once for all of them: one wakeup a batch of starts), and ended runs are not handed over for
+ * having no run left going; hold(False): they may be again. */
 static PyObject *engine_hold(Engine *e, PyObject *flag) {
     int on = PyObject_IsTrue(flag);
     if (on < 0) return NULL;
     pthread_mutex_lock(&e->mu);
     int was = e->held;
     e->held = on;
-    int wake = was && !on && e->done_head != NULL && !e->notified && e->running == 0 && e->thread_started;
+    int wake = was && !on && e->thread_started
+               && (e->queue_head != NULL || (e->done_head != NULL && !e->notified && e->running == 0));
     pthread_mutex_unlock(&e->mu);
     if (wake) wake_thread(e);
     Py_RETURN_NONE;
