@@ -25,6 +25,7 @@ import time
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
 from bridge.ledger import count_loss
@@ -53,6 +54,12 @@ class HistorySeries:
     key: Key
     kind: MetricKind
     values: array[float]
+
+
+def _key(point: Any) -> Key:
+    """The key of a batch's series (``bridge.pipeline.SeriesPoint``), from its Prometheus view."""
+    view = point.prom
+    return (view.name, view.labels)
 
 
 class History:
@@ -107,8 +114,9 @@ class History:
             got = kept.get(name)
             if got is not None and got[0] == refs:  # the same series (compared by identity)
                 keys = got[1]
-            else:
-                keys = [(view.name, view.labels) for view in (p.prom for p in fam.series)]  # type: ignore[attr-defined]
+            else:  # the keys of the series it had, the others' made
+                known = dict(zip(got[0], got[1], strict=True)) if got is not None else {}
+                keys = [known.get(s) or _key(p) for s, p in zip(refs, fam.series, strict=True)]  # type: ignore[attr-defined]
             fresh[name] = (refs, keys)
             for key, value in zip(keys, fam.values, strict=True):  # type: ignore[attr-defined]
                 cls = value.__class__
