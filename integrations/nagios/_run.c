@@ -36,6 +36,8 @@
  *              the first of the candidate paths that is a regular file
  *   .hold(flag) while held, runs started are launched once it is released (one wakeup of the
  *              thread for all), and ended runs are not handed over for having no run left going
+ *   .linger(s) while s > 0, ended runs are handed over only once the first has waited s seconds
+ *              (Python collects them sooner when it wakes for something else); 0: as usual
  *   .collect() -> [(token, status or None, out, err, more, flooded, timed_out, duration, failed), ...]
  *              failed: None; ("missing", i): candidate i is a file but not executable, or none is
  *              a file (i = -1); ("errno", n): the pipes or the spawn failed with errno n
@@ -107,6 +109,7 @@ typedef struct {
     sigset_t child_mask;          /* the signal mask of the thread that made the engine: the plugins' */
     int notified, stop, closed, use_pidfd, held;
     double batch_delay, reap_timeout;
+    double linger; /* > 0: ended runs are handed over only once the first has waited this long (linger()) */
     pid_t *orphans;
     size_t norphans, corphans;
     double next_orphan_poll;
@@ -374,12 +377,13 @@ static void *loop(void *arg) {
         double now = mono();
         double next = due(e, now);
         if (e->done_head && !e->notified) {
-            if ((e->running == 0 && !e->held) || now - e->done_head->ended_at >= e->batch_delay) {
+            double wait = e->linger > 0 ? e->linger : e->batch_delay;
+            if ((e->linger <= 0 && e->running == 0 && !e->held) || now - e->done_head->ended_at >= wait) {
                 uint64_t one = 1;
                 (void)!write(e->evfd, &one, sizeof one);
                 e->notified = 1;
-            } else if (e->done_head->ended_at + e->batch_delay < next) {
-                next = e->done_head->ended_at + e->batch_delay;
+            } else if (e->done_head->ended_at + wait < next) {
+                next = e->done_head->ended_at + wait;
             }
         }
         if (e->stop) break;
@@ -663,6 +667,23 @@ static PyObject *engine_hold(Engine *e, PyObject *flag) {
     Py_RETURN_NONE;
 }
 
+/* linger(seconds): ended runs wait until the first of them has waited that long (Python collects
+ * them sooner on its own, with collect()); linger(0): handed over as usual again. */
+static PyObject *engine_linger(Engine *e, PyObject *arg) {
+    double v = PyFloat_AsDouble(arg);
+    if (v == -1.0 && PyErr_Occurred()) return NULL;
+    if (isnan(v) || v < 0) {
+        PyErr_SetString(PyExc_ValueError, "linger: seconds must be 0 or more");
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    int wake = v < e->linger && e->done_head != NULL && !e->notified && e->thread_started;
+    e->linger = v;
+    pthread_mutex_unlock(&e->mu);
+    if (wake) wake_thread(e); /* what waits may be due now */
+    Py_RETURN_NONE;
+}
+
 static PyObject *engine_collect(Engine *e, PyObject *unused) {
     if (e->evfd < 0) return PyList_New(0);
     pthread_mutex_lock(&e->mu);
@@ -788,6 +809,8 @@ static PyMethodDef engine_methods[] = {
     {"start", (PyCFunction)engine_start, METH_VARARGS,
      "start(token, paths, argv, envp, timeout, flood_bytes, keep, t0): queue one plugin's run"},
     {"hold", (PyCFunction)engine_hold, METH_O, "hold(flag): hold ended runs back while Python starts more"},
+    {"linger", (PyCFunction)engine_linger, METH_O,
+     "linger(seconds): ended runs wait up to that long to be handed over (0: as usual)"},
     {"collect", (PyCFunction)engine_collect, METH_NOARGS,
      "collect() -> [(token, status, out, err, more, flooded, timed_out, duration, failed)]: the runs ended since the "
      "last call"},

@@ -5,11 +5,14 @@ soft), at most ``concurrency`` at once, its first run spread over its interval a
 inter-check delay does; a run starts as an argv, never through a shell
 (``integrations.nagios.execute``). As in Nagios' event queue, the schedule is one queue of
 checks by time with one timer of the event loop, and a run's end is a callback of the runner
-that watches every plugin: no task or future per check or run. States follow Nagios Core: a non-OK result is a soft state
-until ``max_check_attempts`` results in a row are non-OK, then a hard one; an OK result
-recovers at once. A hard WARNING, CRITICAL or UNKNOWN raises an alert (severity warning,
-critical, and ``unknown_severity``), which a recovery, or another hard state, resolves: the
-alert engine takes them through ``import_alerts`` each import round.
+that watches every plugin: no task or future per check or run. While no check waits for a free
+slot of ``concurrency``, the results of runs that ended are taken when the schedule wakes next
+(within 1 s, two ``start_window``s at most), not each batch on a wakeup of its own. States
+follow Nagios Core: a non-OK result is a soft state until ``max_check_attempts`` results in a
+row are non-OK, then a hard one; an OK result recovers at once. A hard WARNING, CRITICAL or
+UNKNOWN raises an alert (severity warning, critical, and ``unknown_severity``), which a
+recovery, or another hard state, resolves: the alert engine takes them through
+``import_alerts`` each import round.
 
 Metrics (attributes ``nagios.check`` and the check's ``labels``):
 
@@ -231,7 +234,8 @@ class NagiosCollector(MetricCollectorPlugin):
 
     def _wake(self) -> None:
         self._timer = None
-        assert self._loop is not None
+        assert self._loop is not None and self._runner is not None
+        self._runner.collect_now()  # the runs that ended since, their slots free for the runs due now
         now = self._loop.time()
         queue = self._queue
         while queue and queue[0][0] <= now:
@@ -250,6 +254,9 @@ class NagiosCollector(MetricCollectorPlugin):
             latency = max(0.0, loop.time() - when)
             self._runner.start(c.cfg.command, c.cfg.timeout, partial(self._ended, c, when, latency),
                                plugin_paths=paths, env=c.cfg.environment, flood_bytes=flood)
+        # No check waits for a slot: the results may wait for the next wakeup of the schedule
+        # (two start windows at most, 1 s at most) rather than wake the loop on their own.
+        self._runner.defer(min(2 * self.config.start_window, 1.0) if not self._due else 0.0)
 
     def _ended(self, c: _Check, scheduled: float, latency: float, result: RunResult) -> None:
         """A scheduled run ended: its result applied, the check's next run queued."""

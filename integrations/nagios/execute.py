@@ -19,7 +19,8 @@ Nothing here blocks the event loop, and a run costs no thread of its own. Two ru
   agent's memory), reads the pipes, enforces the timeouts, reaps and kills; the runs that ended
   reach the event loop in batches through one eventfd (the runs started in one turn of the loop
   together, or any that waited ``BATCH_DELAY_S``): one wakeup of the interpreter per batch, not
-  one per pipe or exit, and none waits for a spawn.
+  one per pipe or exit, and none waits for a spawn. A caller that wakes anyway may ``defer``
+  them further and take them then (``collect_now``).
 * ``PyRunner``, the same in Python where the extension is not built: ``posix_spawn``, and the
   pipes and exits (pidfds) of every plugin watched through one epoll object, which the event loop
   sees as one file descriptor: one wakeup reads every pipe ready and reaps every plugin that
@@ -225,6 +226,15 @@ class _Starter:
     def _deliver(self, done: Callable[[RunResult], None], result: RunResult) -> None:
         if not self._closed:
             _deliver(done, result)
+
+    def defer(self, seconds: float) -> None:
+        """Ended runs may wait up to ``seconds`` to be handed over, with the runs that end after
+        them, unless ``collect_now`` takes them sooner (a caller that wakes anyway): one wakeup
+        of the event loop for the results of several turns. 0: handed over at once (the
+        default). ``PyRunner`` hands each over as it ends."""
+
+    def collect_now(self) -> None:
+        """Hand over now the runs that have ended and wait (``defer``)."""
 
 
 class PyRunner(_Starter):
@@ -486,6 +496,7 @@ class CRunner(_Starter):
                                                       tuple[bytes, ...]]] = {}
         self._held = False
         self._closed = False
+        self._linger = 0.0
         loop.add_reader(self._fd, self._collect)
 
     @property
@@ -538,6 +549,15 @@ class CRunner(_Starter):
                 self._encoded.clear()
             self._encoded[key] = enc
         return (paths, enc), None
+
+    def defer(self, seconds: float) -> None:
+        if seconds != self._linger and not self._closed:
+            self._engine.linger(seconds)
+            self._linger = seconds
+
+    def collect_now(self) -> None:
+        if not self._closed:
+            self._collect()
 
     def _release(self) -> None:
         self._held = False
