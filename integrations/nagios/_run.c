@@ -15,7 +15,10 @@
  * (four); side by side in one run 1.58x against 1.77x, 1.45x against 1.77x, 1.54x against 1.71x;
  * with the plugins' CPU 0.90-1.00x against 0.99-1.01x. Of monbridge's 0.5 ms a run, this module's thread
  * spends about 0.12 ms (the kernel's vfork and the context switches around it most of it) and
- * the event loop's thread about 0.17 ms (benchmarks/README.md has the rest).
+ * the event loop's thread about 0.17 ms (benchmarks/README.md has the rest). Later, with the
+ * runs of one turn of the loop launched on one wakeup of the thread, no wakeup when nothing is due
+ * (it woke every 250 ms), results left to wait for the schedule's next wakeup (linger), and
+ * costs elsewhere in the agent cut: 1.12-1.20x, with plugins 0.87-0.89x (three runs).
  *
  * What a run does is exactly what PyRunner does (a differential test runs both on the same
  * hostile plugins): vfork and exec, as glibc's posix_spawn (PyRunner's) does, of the resolved

@@ -31,7 +31,10 @@ Both hand what was read to ``_outcome``, which makes the result. Measured with
 the same run, 180 s, light load): monbridge's own CPU is 1.45-1.63x Nagios' with ``CRunner``
 (six runs) and 1.68-1.77x with ``PyRunner`` (four); side by side in the same run 1.58x against
 1.77x, 1.45x against 1.77x, 1.54x against 1.71x. With the plugins' CPU counted: 0.90-1.00x and
-0.99-1.01x. Start-time jitter p99 0.482-0.494 s (benchmarks/README.md).
+0.99-1.01x. Start-time jitter p99 0.482-0.494 s. With the results taken by the schedule's next
+wakeup (``defer``), and the dashboard's history and the collector's metrics made cheaper
+elsewhere: 1.12-1.20x, with plugins 0.87-0.89x, p99 0.486-0.498 s (three runs;
+benchmarks/README.md).
 """
 
 from __future__ import annotations
