@@ -25,6 +25,7 @@ import time
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.api import HistogramValue, Metric, MetricKind, SummaryValue
 from bridge.ledger import count_loss
@@ -56,6 +57,12 @@ class HistorySeries:
     values: array[float]
 
 
+def _key(point: Any) -> Key:
+    """The key of a batch's series (``bridge.pipeline.SeriesPoint``), from its Prometheus view."""
+    view = point.prom
+    return (view.name, view.labels)
+
+
 class History:
     """The rings of every series (thread-safe: the sampler writes in a worker thread)."""
 
@@ -75,6 +82,8 @@ class History:
         self.refused = 0
         self._refusal_logged = -_REFUSAL_LOG_EVERY_S
         self._empty = array("d", [NAN]) * self.slots
+        # family name -> (its series, their keys) as of the last row (``sample``)
+        self._keys: dict[str, tuple[tuple[object, ...], list[Key]]] = {}
 
     # ------------------------------------------------------------------ writing
 
@@ -90,24 +99,51 @@ class History:
     def sample(self, families: Iterable[object], now: float) -> None:
         """Write one row at ``now`` from a batch's families (``bridge.pipeline.FamilySnapshot``).
 
-        The row holds a key per series until it is written: the cyclic GC, which would walk
-        every live object again each time the row grows past a generation's threshold (measured:
-        most of a 100k-series sample), waits for the end (nothing here makes a cycle)."""
+        A family's keys are made once (from each series' Prometheus view) and kept until its
+        series change: they are the same for the same series, and reading the label set back
+        from a series' text costs more than the rest of the row. The kept keys cost a pointer
+        and a key tuple per series, held until the next row, for at most twice the series the
+        rings can hold (``max_bytes``). The row holds a key per series
+        until it is written: the cyclic GC, which would walk every live object again each time
+        the row grows past a generation's threshold, waits for the end (nothing here makes a
+        cycle)."""
         families = list(families)
+        with gc_paused(sum(len(fam.refs) for fam in families)):  # type: ignore[attr-defined]
+            self._sample(families, now)
+
+    def _sample(self, families: list[object], now: float) -> None:
         row: list[tuple[Key, MetricKind, float]] = []
-        with gc_paused(sum(len(fam.series) for fam in families)):  # type: ignore[attr-defined]
-            for fam in families:
-                kind: MetricKind = fam.kind  # type: ignore[attr-defined]
-                for p in fam.series:  # type: ignore[attr-defined]
-                    value = p.value
-                    view = p.prom
-                    if isinstance(value, (HistogramValue, SummaryValue)):
-                        row.append(((view.name + "_count", view.labels), MetricKind.COUNTER, float(value.count)))
-                        row.append(((view.name + "_sum", view.labels), MetricKind.COUNTER, float(value.sum)))
-                    elif isinstance(value, (int, float)):
-                        row.append(((view.name, view.labels), kind, float(value)))
-            self.write_row(row, now)
-            del row
+        append = row.append
+        kept = self._keys
+        fresh: dict[str, tuple[tuple[object, ...], list[Key]]] = {}
+        counter = MetricKind.COUNTER
+        # Keys are kept for as many series as twice the rings can hold, the families first in
+        # order: what they cost stays within a share of max_bytes however many series there are.
+        room = 2 * (self.max_bytes // self.series_bytes)
+        for fam in families:
+            kind: MetricKind = fam.kind  # type: ignore[attr-defined]
+            name: str = fam.name  # type: ignore[attr-defined]
+            refs: tuple[object, ...] = fam.refs  # type: ignore[attr-defined]
+            got = kept.get(name)
+            if got is not None and got[0] == refs:  # the same series (compared by identity)
+                keys = got[1]
+            else:  # the keys of the series it had, the others' made
+                known = dict(zip(got[0], got[1], strict=True)) if got is not None else {}
+                keys = [known.get(s) or _key(p) for s, p in zip(refs, fam.series, strict=True)]  # type: ignore[attr-defined]
+            if len(refs) <= room:
+                fresh[name] = (refs, keys)
+                room -= len(refs)
+            for key, value in zip(keys, fam.values, strict=True):  # type: ignore[attr-defined]
+                cls = value.__class__
+                if cls is float or cls is int:
+                    append((key, kind, float(value)))
+                elif isinstance(value, (HistogramValue, SummaryValue)):
+                    append(((key[0] + "_count", key[1]), counter, float(value.count)))
+                    append(((key[0] + "_sum", key[1]), counter, float(value.sum)))
+                elif isinstance(value, (int, float)):
+                    append((key, kind, float(value)))
+        self._keys = fresh
+        self.write_row(row, now)
 
     def write_row(self, row: Sequence[tuple[Key, MetricKind, float]], now: float) -> None:
         """Write one row: (key, kind, value) of each series present at ``now``."""

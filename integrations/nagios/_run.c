@@ -15,7 +15,10 @@
  * (four); side by side in one run 1.58x against 1.77x, 1.45x against 1.77x, 1.54x against 1.71x;
  * with the plugins' CPU 0.90-1.00x against 0.99-1.01x. Of monbridge's 0.5 ms a run, this module's thread
  * spends about 0.12 ms (the kernel's vfork and the context switches around it most of it) and
- * the event loop's thread about 0.17 ms (benchmarks/README.md has the rest).
+ * the event loop's thread about 0.17 ms (benchmarks/README.md has the rest). Later, with the
+ * runs of one turn of the loop launched on one wakeup of the thread, no wakeup when nothing is due
+ * (it woke every 250 ms), results left to wait for the schedule's next wakeup (linger), and
+ * costs elsewhere in the agent cut: 1.12-1.20x, with plugins 0.87-0.89x (three runs).
  *
  * What a run does is exactly what PyRunner does (a differential test runs both on the same
  * hostile plugins): vfork and exec, as glibc's posix_spawn (PyRunner's) does, of the resolved
@@ -34,7 +37,10 @@
  *   .fileno()  the eventfd the event loop watches: readable when ended runs wait
  *   .start(token, paths, argv, envp, timeout, flood_bytes, keep, t0) queues a run: its program is
  *              the first of the candidate paths that is a regular file
- *   .hold(flag) while held, ended runs are not handed over for having no run left going
+ *   .hold(flag) while held, runs started are launched once it is released (one wakeup of the
+ *              thread for all), and ended runs are not handed over for having no run left going
+ *   .linger(s) while s > 0, ended runs are handed over only once the first has waited s seconds
+ *              (Python collects them sooner when it wakes for something else); 0: as usual
  *   .collect() -> [(token, status or None, out, err, more, flooded, timed_out, duration, failed), ...]
  *              failed: None; ("missing", i): candidate i is a file but not executable, or none is
  *              a file (i = -1); ("errno", n): the pipes or the spawn failed with errno n
@@ -69,7 +75,6 @@
 #define POLL_FIRST 0.01
 #define POLL_EVERY 0.05
 #define ORPHAN_POLL 1.0
-#define IDLE_TICK 0.25
 #define CTL_TAG UINT64_MAX
 enum { K_OUT = 0, K_ERR = 1, K_PID = 2 };
 
@@ -106,7 +111,8 @@ typedef struct {
     Run *queue_head, *queue_tail; /* to start, in order */
     sigset_t child_mask;          /* the signal mask of the thread that made the engine: the plugins' */
     int notified, stop, closed, use_pidfd, held;
-    double batch_delay, reap_timeout, planned; /* planned: when the thread wakes at the latest */
+    double batch_delay, reap_timeout;
+    double linger; /* > 0: ended runs are handed over only once the first has waited this long (linger()) */
     pid_t *orphans;
     size_t norphans, corphans;
     double next_orphan_poll;
@@ -374,20 +380,22 @@ static void *loop(void *arg) {
         double now = mono();
         double next = due(e, now);
         if (e->done_head && !e->notified) {
-            if ((e->running == 0 && !e->held) || now - e->done_head->ended_at >= e->batch_delay) {
+            double wait = e->linger > 0 ? e->linger : e->batch_delay;
+            if ((e->linger <= 0 && e->running == 0 && !e->held) || now - e->done_head->ended_at >= wait) {
                 uint64_t one = 1;
                 (void)!write(e->evfd, &one, sizeof one);
                 e->notified = 1;
-            } else if (e->done_head->ended_at + e->batch_delay < next) {
-                next = e->done_head->ended_at + e->batch_delay;
+            } else if (e->done_head->ended_at + wait < next) {
+                next = e->done_head->ended_at + wait;
             }
         }
-        if (next > now + IDLE_TICK) next = now + IDLE_TICK; /* a start needs to wake it only for an earlier deadline */
-        e->planned = next;
         if (e->stop) break;
-        int timeout_ms;
-        double ms = ceil((next - now) * 1000.0);
-        timeout_ms = ms < 0 ? 0 : (int)ms;
+        /* nothing due: it sleeps until a start, a hold released or close writes the control eventfd */
+        int timeout_ms = -1;
+        if (next < INFINITY) {
+            double ms = ceil((next - now) * 1000.0);
+            timeout_ms = ms < 0 ? 0 : ms > 3600000.0 ? 3600000 : (int)ms;
+        }
         pthread_mutex_unlock(&e->mu);
         int n = epoll_wait(e->epfd, evs, 64, timeout_ms);
         pthread_mutex_lock(&e->mu);
@@ -507,7 +515,6 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kw) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    e->planned = INFINITY;
     sigset_t all, old; /* the thread takes no signal: they go to the interpreter's threads */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -637,7 +644,7 @@ static PyObject *engine_start(Engine *e, PyObject *args) {
     Py_INCREF(token);
     r->token = token;
     pthread_mutex_lock(&e->mu);
-    int wake = e->queue_head == NULL;
+    int wake = e->queue_head == NULL && !e->held; /* held: hold(False) wakes it for every run queued */
     if (e->queue_tail) e->queue_tail->next = r;
     else e->queue_head = r;
     e->queue_tail = r;
@@ -647,17 +654,36 @@ static PyObject *engine_start(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* hold(True): ended runs are not handed over for having no run left going (Python is starting
- * more); hold(False): they may be again. */
+/* hold(True): Python is starting more runs: the thread is not woken for each (hold(False) wakes
+ * it once for all of them: one wakeup a batch of starts), and ended runs are not handed over for
+ * having no run left going; hold(False): they may be again. */
 static PyObject *engine_hold(Engine *e, PyObject *flag) {
     int on = PyObject_IsTrue(flag);
     if (on < 0) return NULL;
     pthread_mutex_lock(&e->mu);
     int was = e->held;
     e->held = on;
-    int wake = was && !on && e->done_head != NULL && !e->notified && e->running == 0 && e->thread_started;
+    int wake = was && !on && e->thread_started
+               && (e->queue_head != NULL || (e->done_head != NULL && !e->notified && e->running == 0));
     pthread_mutex_unlock(&e->mu);
     if (wake) wake_thread(e);
+    Py_RETURN_NONE;
+}
+
+/* linger(seconds): ended runs wait until the first of them has waited that long (Python collects
+ * them sooner on its own, with collect()); linger(0): handed over as usual again. */
+static PyObject *engine_linger(Engine *e, PyObject *arg) {
+    double v = PyFloat_AsDouble(arg);
+    if (v == -1.0 && PyErr_Occurred()) return NULL;
+    if (isnan(v) || v < 0) {
+        PyErr_SetString(PyExc_ValueError, "linger: seconds must be 0 or more");
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    int wake = v < e->linger && e->done_head != NULL && !e->notified && e->thread_started;
+    e->linger = v;
+    pthread_mutex_unlock(&e->mu);
+    if (wake) wake_thread(e); /* what waits may be due now */
     Py_RETURN_NONE;
 }
 
@@ -786,6 +812,8 @@ static PyMethodDef engine_methods[] = {
     {"start", (PyCFunction)engine_start, METH_VARARGS,
      "start(token, paths, argv, envp, timeout, flood_bytes, keep, t0): queue one plugin's run"},
     {"hold", (PyCFunction)engine_hold, METH_O, "hold(flag): hold ended runs back while Python starts more"},
+    {"linger", (PyCFunction)engine_linger, METH_O,
+     "linger(seconds): ended runs wait up to that long to be handed over (0: as usual)"},
     {"collect", (PyCFunction)engine_collect, METH_NOARGS,
      "collect() -> [(token, status, out, err, more, flooded, timed_out, duration, failed)]: the runs ended since the "
      "last call"},

@@ -5,11 +5,14 @@ soft), at most ``concurrency`` at once, its first run spread over its interval a
 inter-check delay does; a run starts as an argv, never through a shell
 (``integrations.nagios.execute``). As in Nagios' event queue, the schedule is one queue of
 checks by time with one timer of the event loop, and a run's end is a callback of the runner
-that watches every plugin: no task or future per check or run. States follow Nagios Core: a non-OK result is a soft state
-until ``max_check_attempts`` results in a row are non-OK, then a hard one; an OK result
-recovers at once. A hard WARNING, CRITICAL or UNKNOWN raises an alert (severity warning,
-critical, and ``unknown_severity``), which a recovery, or another hard state, resolves: the
-alert engine takes them through ``import_alerts`` each import round.
+that watches every plugin: no task or future per check or run. While no check waits for a free
+slot of ``concurrency``, the results of runs that ended are taken when the schedule wakes next
+(within 1 s, two ``start_window``s at most), not each batch on a wakeup of its own. States
+follow Nagios Core: a non-OK result is a soft state until ``max_check_attempts`` results in a
+row are non-OK, then a hard one; an OK result recovers at once. A hard WARNING, CRITICAL or
+UNKNOWN raises an alert (severity warning, critical, and ``unknown_severity``), which a
+recovery, or another hard state, resolves: the alert engine takes them through
+``import_alerts`` each import round.
 
 Metrics (attributes ``nagios.check`` and the check's ``labels``):
 
@@ -125,7 +128,7 @@ _RAN_HELP = "1 when the plugin ran to an exit of its own, 0 when monbridge gave 
 
 
 class _Check:
-    __slots__ = ("cfg", "state", "last", "executions", "latency", "attrs", "alert")
+    __slots__ = ("cfg", "state", "last", "executions", "latency", "attrs", "alert", "metrics")
 
     def __init__(self, cfg: NagiosCheck) -> None:
         self.cfg = cfg
@@ -135,6 +138,26 @@ class _Check:
         self.latency = 0.0
         self.attrs: dict[str, str] = {"nagios.check": cfg.name, **cfg.labels}
         self.alert: Alert | None = None  # the alert its hard non-OK state raised
+        # its metrics as of its last result (the seven of the check, then its perfdata): made
+        # again only once it has run again (a check runs once in several collections)
+        self.metrics: tuple[tuple[Metric, ...], list[Metric]] | None = None
+
+
+def _check_metrics(c: _Check) -> tuple[tuple[Metric, ...], list[Metric]]:
+    """The metrics of check ``c`` as of its last result: its seven, then its perfdata's."""
+    r = c.last
+    assert r is not None
+    a, st = c.attrs, c.state
+    gauge = MetricKind.GAUGE
+    own = (Metric("nagios.check.state", gauge, float(st.state), "", _STATE_HELP, a),
+           Metric("nagios.check.hard", gauge, 1.0 if st.hard else 0.0, "", _HARD_HELP, a),
+           Metric("nagios.check.attempt", gauge, float(st.attempt), "", _ATTEMPT_HELP, a),
+           Metric("nagios.check.duration", gauge, r.duration, "s", _DURATION_HELP, a),
+           Metric("nagios.check.latency", gauge, c.latency, "s", _LATENCY_HELP, a),
+           Metric("nagios.check.ran", gauge, 1.0 if r.ran else 0.0, "", _RAN_HELP, a),
+           Metric("nagios.check.executions", MetricKind.COUNTER, float(c.executions), "{run}", "runs of the check", a))
+    perf = [m for m in (perfdata_metric(item, a) for item in r.output.perfdata) if m is not None]
+    return own, perf
 
 
 class NagiosCollector(MetricCollectorPlugin):
@@ -152,6 +175,7 @@ class NagiosCollector(MetricCollectorPlugin):
         self._due: deque[tuple[_Check, float]] = deque()  # due, waiting for a free slot of concurrency
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._failures: Counter[tuple[str, str]] = Counter()
         self._dropped: Counter[tuple[str, str]] = loss_counter("nagios_perfdata")
         self._truncated: Counter[str] = Counter()
@@ -170,7 +194,7 @@ class NagiosCollector(MetricCollectorPlugin):
     async def start(self) -> None:
         assert self.config is not None
         await self.stop()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._runner = Runner(loop)
         now = loop.time()
         n = len(self.checks)
@@ -205,11 +229,14 @@ class NagiosCollector(MetricCollectorPlugin):
         if self._timer is None or when < self._timer.when():
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_at(when, self._wake)
+            assert self._loop is not None
+            self._timer = self._loop.call_at(when, self._wake)
 
     def _wake(self) -> None:
         self._timer = None
-        now = asyncio.get_running_loop().time()
+        assert self._loop is not None and self._runner is not None
+        self._runner.collect_now()  # the runs that ended since, their slots free for the runs due now
+        now = self._loop.time()
         queue = self._queue
         while queue and queue[0][0] <= now:
             when, _, c = heapq.heappop(queue)
@@ -218,15 +245,18 @@ class NagiosCollector(MetricCollectorPlugin):
         self._arm()
 
     def _start_due(self) -> None:
-        assert self.config is not None and self._runner is not None
+        assert self.config is not None and self._runner is not None and self._loop is not None
         limit, paths, flood = self.config.concurrency, self.config.plugin_paths, self.config.flood_bytes
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         while self._due and self._running < limit:
             c, when = self._due.popleft()
             self._running += 1
             latency = max(0.0, loop.time() - when)
             self._runner.start(c.cfg.command, c.cfg.timeout, partial(self._ended, c, when, latency),
                                plugin_paths=paths, env=c.cfg.environment, flood_bytes=flood)
+        # No check waits for a slot: the results may wait for the next wakeup of the schedule
+        # (two start windows at most, 1 s at most) rather than wake the loop on their own.
+        self._runner.defer(min(2 * self.config.start_window, 1.0) if not self._due else 0.0)
 
     def _ended(self, c: _Check, scheduled: float, latency: float, result: RunResult) -> None:
         """A scheduled run ended: its result applied, the check's next run queued."""
@@ -234,7 +264,8 @@ class NagiosCollector(MetricCollectorPlugin):
         try:
             self._apply(c, result, latency)
         finally:
-            now = asyncio.get_running_loop().time()
+            assert self._loop is not None
+            now = self._loop.time()
             interval = c.cfg.interval if c.state.hard else c.cfg.retry
             heapq.heappush(self._queue, (max(scheduled + interval, now), next(self._order), c))
             self._start_due()
@@ -255,6 +286,7 @@ class NagiosCollector(MetricCollectorPlugin):
         name = c.cfg.name
         c.last, c.latency = result, latency
         c.executions += 1
+        c.metrics = None
         if result.failure is not None:
             self._failures[(name, result.failure)] += 1
             self._log_once(name, result.failure, f"check {name}: UNKNOWN: {result.output.text[:300]}")
@@ -323,7 +355,8 @@ class NagiosCollector(MetricCollectorPlugin):
 
     async def collect_metrics(self) -> Sequence[Metric]:
         # Grouped by name, checks in the same order each time: the pipeline then records each
-        # family in one pass, in place, rather than series by series.
+        # family in one pass, in place, rather than series by series. A check's metrics are
+        # made once per result (``_Check.metrics``).
         state: list[Metric] = []
         hard: list[Metric] = []
         attempt: list[Metric] = []
@@ -332,24 +365,22 @@ class NagiosCollector(MetricCollectorPlugin):
         ran: list[Metric] = []
         executions: list[Metric] = []
         perfdata: dict[str, list[Metric]] = {}
-        gauge, counter = MetricKind.GAUGE, MetricKind.COUNTER
         for c in self.checks:
-            r = c.last
-            if r is None:
-                continue
-            a, st = c.attrs, c.state
-            state.append(Metric("nagios.check.state", gauge, float(st.state), "", _STATE_HELP, a))
-            hard.append(Metric("nagios.check.hard", gauge, 1.0 if st.hard else 0.0, "", _HARD_HELP, a))
-            attempt.append(Metric("nagios.check.attempt", gauge, float(st.attempt), "", _ATTEMPT_HELP, a))
-            duration.append(Metric("nagios.check.duration", gauge, r.duration, "s", _DURATION_HELP, a))
-            latency.append(Metric("nagios.check.latency", gauge, c.latency, "s", _LATENCY_HELP, a))
-            ran.append(Metric("nagios.check.ran", gauge, 1.0 if r.ran else 0.0, "", _RAN_HELP, a))
-            executions.append(Metric("nagios.check.executions", counter, float(c.executions), "{run}",
-                                     "runs of the check", a))
-            for item in r.output.perfdata:
-                m = perfdata_metric(item, a)
-                if m is not None:
-                    perfdata.setdefault(m.name, []).append(m)
+            got = c.metrics
+            if got is None:
+                if c.last is None:
+                    continue
+                got = c.metrics = _check_metrics(c)
+            m = got[0]
+            state.append(m[0])
+            hard.append(m[1])
+            attempt.append(m[2])
+            duration.append(m[3])
+            latency.append(m[4])
+            ran.append(m[5])
+            executions.append(m[6])
+            for pm in got[1]:
+                perfdata.setdefault(pm.name, []).append(pm)
         out = [*state, *hard, *attempt, *duration, *latency, *ran, *executions]
         for group in perfdata.values():
             out += group

@@ -19,7 +19,8 @@ Nothing here blocks the event loop, and a run costs no thread of its own. Two ru
   agent's memory), reads the pipes, enforces the timeouts, reaps and kills; the runs that ended
   reach the event loop in batches through one eventfd (the runs started in one turn of the loop
   together, or any that waited ``BATCH_DELAY_S``): one wakeup of the interpreter per batch, not
-  one per pipe or exit, and none waits for a spawn.
+  one per pipe or exit, and none waits for a spawn. A caller that wakes anyway may ``defer``
+  them further and take them then (``collect_now``).
 * ``PyRunner``, the same in Python where the extension is not built: ``posix_spawn``, and the
   pipes and exits (pidfds) of every plugin watched through one epoll object, which the event loop
   sees as one file descriptor: one wakeup reads every pipe ready and reaps every plugin that
@@ -30,7 +31,10 @@ Both hand what was read to ``_outcome``, which makes the result. Measured with
 the same run, 180 s, light load): monbridge's own CPU is 1.45-1.63x Nagios' with ``CRunner``
 (six runs) and 1.68-1.77x with ``PyRunner`` (four); side by side in the same run 1.58x against
 1.77x, 1.45x against 1.77x, 1.54x against 1.71x. With the plugins' CPU counted: 0.90-1.00x and
-0.99-1.01x. Start-time jitter p99 0.482-0.494 s (benchmarks/README.md).
+0.99-1.01x. Start-time jitter p99 0.482-0.494 s. With the results taken by the schedule's next
+wakeup (``defer``), and the dashboard's history and the collector's metrics made cheaper
+elsewhere: 1.12-1.20x, with plugins 0.87-0.89x, p99 0.486-0.498 s (three runs;
+benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from integrations.nagios.output import MAX_PLUGIN_OUTPUT_LENGTH, PluginOutput, State, parse_plugin_output, state_from_exit
 
@@ -193,7 +198,49 @@ class _Run:
         self.done, self.argv, self.timeout, self.started_at, self.t0 = done, argv, timeout, started_at, t0
 
 
-class PyRunner:
+class _Starter:
+    """What both runners share: the opening of ``start`` (``_prepare``) and the hand-over of a
+    result to its ``done`` (``_deliver``)."""
+
+    loop: asyncio.AbstractEventLoop
+    _closed: bool
+
+    def _prepare(self, argv: Sequence[str], plugin_paths: Sequence[str], env: Mapping[str, str] | None,
+                 done: Callable[[RunResult], None]) -> tuple[tuple[str, ...], Any, float, float] | None:
+        """The opening of ``start``: a closed runner refuses; the run's start is stamped and its
+        program looked for (``_locate``). (argv, what ``_locate`` found, started_at, t0), or None
+        when there is no program to run: its UNKNOWN is then handed to ``done`` from the loop."""
+        if self._closed:
+            raise RuntimeError("the plugin runner is closed")
+        started_at = time.time()
+        t0 = time.monotonic()
+        args = tuple(argv)
+        found, why = self._locate(args, tuple(plugin_paths), env)
+        if found is None:
+            self.loop.call_soon(self._deliver, done, _not_found(why, started_at, args))
+            return None
+        return args, found, started_at, t0
+
+    def _locate(self, args: tuple[str, ...], paths: tuple[str, ...],
+                env: Mapping[str, str] | None) -> tuple[Any, str | None]:
+        """(what ``start`` runs, None), or (None, why there is no program to run)."""
+        raise NotImplementedError
+
+    def _deliver(self, done: Callable[[RunResult], None], result: RunResult) -> None:
+        if not self._closed:
+            _deliver(done, result)
+
+    def defer(self, seconds: float) -> None:
+        """Ended runs may wait up to ``seconds`` to be handed over, with the runs that end after
+        them, unless ``collect_now`` takes them sooner (a caller that wakes anyway): one wakeup
+        of the event loop for the results of several turns. 0: handed over at once (the
+        default). ``PyRunner`` hands each over as it ends."""
+
+    def collect_now(self) -> None:
+        """Hand over now the runs that have ended and wait (``defer``)."""
+
+
+class PyRunner(_Starter):
     """Starts plugins and watches every one of them through one epoll object of its own, which is
     the only file descriptor the event loop watches for them: a wakeup of the loop handles every
     pipe and exit that is ready then, with no handle, transport, task or future per run.
@@ -228,15 +275,10 @@ class PyRunner:
               plugin_paths: Sequence[str] = (), env: Mapping[str, str] | None = None,
               flood_bytes: int = DEFAULT_FLOOD_BYTES, max_output: int = MAX_PLUGIN_OUTPUT_LENGTH) -> None:
         """Start one plugin (see the module doc); ``done`` gets its result."""
-        if self._closed:
-            raise RuntimeError("the plugin runner is closed")
-        started_at = time.time()
-        t0 = time.monotonic()
-        args = tuple(argv)
-        path, why = resolve_command(args[0], plugin_paths)
-        if path is None:
-            self.loop.call_soon(self._deliver, done, _not_found(why, started_at, args))
+        prepared = self._prepare(argv, plugin_paths, env, done)
+        if prepared is None:
             return
+        args, path, started_at, t0 = prepared
         pipes: list[int] = []
         try:
             pipes += os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -295,9 +337,9 @@ class PyRunner:
 
     # ------------------------------------------------------------------ inside
 
-    def _deliver(self, done: Callable[[RunResult], None], result: RunResult) -> None:
-        if not self._closed:
-            _deliver(done, result)
+    def _locate(self, args: tuple[str, ...], paths: tuple[str, ...],
+                env: Mapping[str, str] | None) -> tuple[str | None, str | None]:
+        return resolve_command(args[0], paths)
 
     def _ready(self) -> None:
         ended: list[_Run] = []
@@ -428,7 +470,7 @@ class PyRunner:
         self._arm()
 
 
-class CRunner:
+class CRunner(_Starter):
     """``PyRunner``'s runs with the per-run work in C (``integrations.nagios._run``, whose header
     says why): a thread of that module, which never holds the GIL, finds the program, spawns it
     (vfork and exec), reads its pipes (bounded), enforces its timeout, reaps it and kills what is
@@ -457,6 +499,7 @@ class CRunner:
                                                       tuple[bytes, ...]]] = {}
         self._held = False
         self._closed = False
+        self._linger = 0.0
         loop.add_reader(self._fd, self._collect)
 
     @property
@@ -468,25 +511,10 @@ class CRunner:
               plugin_paths: Sequence[str] = (), env: Mapping[str, str] | None = None,
               flood_bytes: int = DEFAULT_FLOOD_BYTES, max_output: int = MAX_PLUGIN_OUTPUT_LENGTH) -> None:
         """Start one plugin (see the module doc); ``done`` gets its result."""
-        if self._closed:
-            raise RuntimeError("the plugin runner is closed")
-        started_at = time.time()
-        t0 = time.monotonic()
-        args = tuple(argv)
-        paths = tuple(plugin_paths)
-        key = (args, paths, *(env.items() if env else ()))
-        enc = self._encoded.get(key)
-        if enc is None:
-            word = args[0]
-            candidates = (word,) if "/" in word else tuple(os.path.join(d, word) for d in paths)
-            if not candidates or any("\0" in c for c in candidates):  # what resolve_command says of these
-                self.loop.call_soon(self._deliver, done, _not_found(resolve_command(word, paths)[1], started_at, args))
-                return
-            enc = (candidates, tuple(os.fsencode(c) for c in candidates), tuple(os.fsencode(a) for a in args),
-                   tuple(_env_entry(k, v) for k, v in {**BASE_ENV, **(env or {})}.items()))
-            if len(self._encoded) >= 4096:
-                self._encoded.clear()
-            self._encoded[key] = enc
+        prepared = self._prepare(argv, plugin_paths, env, done)
+        if prepared is None:
+            return
+        args, (paths, enc), started_at, t0 = prepared
         if not self._held:  # runs started in this turn of the loop end up in one batch
             self._held = True
             self._engine.hold(True)
@@ -506,9 +534,33 @@ class CRunner:
         for pid in self._engine.close():
             _reap_later(pid)
 
-    def _deliver(self, done: Callable[[RunResult], None], result: RunResult) -> None:
+    def _locate(self, args: tuple[str, ...], paths: tuple[str, ...], env: Mapping[str, str] | None) -> tuple[
+            tuple[tuple[str, ...], tuple[tuple[str, ...], tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]]] | None,
+            str | None]:
+        """The candidate paths of the program (the C thread takes the first that is a file) and
+        what the engine is given (kept by argv, paths and environment), or why there are none."""
+        key = (args, paths, *(env.items() if env else ()))
+        enc = self._encoded.get(key)
+        if enc is None:
+            word = args[0]
+            candidates = (word,) if "/" in word else tuple(os.path.join(d, word) for d in paths)
+            if not candidates or any("\0" in c for c in candidates):  # what resolve_command says of these
+                return None, resolve_command(word, paths)[1]
+            enc = (candidates, tuple(os.fsencode(c) for c in candidates), tuple(os.fsencode(a) for a in args),
+                   tuple(_env_entry(k, v) for k, v in {**BASE_ENV, **(env or {})}.items()))
+            if len(self._encoded) >= 4096:
+                self._encoded.clear()
+            self._encoded[key] = enc
+        return (paths, enc), None
+
+    def defer(self, seconds: float) -> None:
+        if seconds != self._linger and not self._closed:
+            self._engine.linger(seconds)
+            self._linger = seconds
+
+    def collect_now(self) -> None:
         if not self._closed:
-            _deliver(done, result)
+            self._collect()
 
     def _release(self) -> None:
         self._held = False

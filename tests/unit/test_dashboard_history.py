@@ -188,3 +188,38 @@ def test_durations_are_read_in_one_pass():
     for bad in ("15s" + "9" * 4000, "9" * 4000 + "x", "1m30", "15x", "s", "1.m"):
         with pytest.raises(QueryError, match="step: expected seconds or a duration"):
             parse_duration(bad, "step")
+
+
+def test_sampling_a_batch_keeps_each_family_keys_only_while_its_series_are_the_same():
+    """``sample`` reuses a family's keys while its series are the same ones: rows written from
+    batches whose series come, go and change value are the rows made from each series' view."""
+    from bridge.api import HistogramValue, Metric
+    from bridge.pipeline import Pipeline
+
+    def expected(families):
+        row = []
+        for fam in families:
+            for p in fam.series:
+                view = p.prom
+                if isinstance(p.value, HistogramValue):
+                    row += [((view.name + "_count", view.labels), C, float(p.value.count)),
+                            ((view.name + "_sum", view.labels), C, float(p.value.sum))]
+                else:
+                    row.append(((view.name, view.labels), fam.kind, float(p.value)))
+        return row
+
+    pipeline = Pipeline()
+    h = History(3600, 15, 1 << 20)
+    written = []
+    h.write_row = lambda row, now: written.append(list(row))  # type: ignore[method-assign]
+    for i, checks in enumerate([["a", "b"], ["a", "b"], ["a", "b", "c"], ["b", "c"], ["b", "c"], ["a\"x", "b"]]):
+        metrics = [Metric("nagios.check.state", G, float(i + n), "", "", {"nagios.check": c, "env": "p"})
+                   for n, c in enumerate(checks)]
+        metrics.append(Metric("q.latency", MetricKind.HISTOGRAM, HistogramValue((1.0,), (i, 1), 1.5 * i, i + 1), "s",
+                              "", {"queue.name": checks[0]}))
+        pipeline.record("src", metrics)  # the series it no longer reports are gone
+        families = pipeline.batch().families()
+        h.sample(families, T0 + 15 * i)
+        assert len(written[-1]) == len(checks) + 2
+        assert written[-1] == expected(families), i
+    assert ("nagios_check_state", (("env", "p"), ("nagios_check", 'a"x'))) in [k for k, _, _ in written[-1]]

@@ -244,6 +244,53 @@ async def test_a_batch_goes_after_batch_delay_while_a_run_still_goes(tmp_path):
         runner.close()
 
 
+async def test_deferred_results_wait_for_collect_now_or_for_defer_0(tmp_path):
+    """``defer``: ended runs are not handed over on their own (not even with none left going)
+    until ``collect_now`` takes them, or ``defer(0)`` lets them go; the results are PyRunner's."""
+    loop = asyncio.get_running_loop()
+    runner = CRunner(loop)
+    counting = _CountingEngine(runner._engine)
+    runner._engine = counting
+    got: list[RunResult] = []
+    try:
+        runner.defer(600)
+        runner.start([DUMMY, "2", "first"], 10, got.append)
+        runner.start([DUMMY, "0", "second"], 10, got.append)
+        for _ in range(200):  # both end (their slots free), and wait
+            if counting.engine.running == 0:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert got == [] and runner.running == 2
+        runner.collect_now()
+        assert sorted(r.output.text for r in got) == ["CRITICAL: first", "OK: second"] and runner.running == 0
+        assert [essence(r) for r in sorted(got, key=lambda r: r.output.text)] == [
+            essence(await run_on("python", [DUMMY, "2", "first"], 10)),
+            essence(await run_on("python", [DUMMY, "0", "second"], 10))]
+        runner.start([DUMMY, "1", "third"], 10, got.append)
+        for _ in range(200):
+            if counting.engine.running == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert len(got) == 2
+        runner.defer(0)  # what waits goes now, through the event loop
+        for _ in range(200):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert got[2].output.text == "WARNING: third"
+        assert counting.batches == [2, 1]
+    finally:
+        runner.close()
+    other = CRunner(loop)
+    try:
+        with pytest.raises(ValueError):
+            other._engine.linger(-1.0)
+    finally:
+        other.close()
+
+
 async def test_a_result_handler_that_raises_does_not_stop_the_others(tmp_path, caplog):
     loop = asyncio.get_running_loop()
     runner = CRunner(loop, batch_delay=60)
