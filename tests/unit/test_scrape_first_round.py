@@ -252,13 +252,16 @@ BAD_LINES = {False: _ALWAYS_BAD, True: _ALWAYS_BAD | {'a{b="x",} 1', 'a{b="x"}  
 
 
 def parse_without_shortcut(text: str | bytes, openmetrics: bool) -> list:
-    """What the general parser makes of ``text`` (the plain-form shortcut off: its pattern matches nothing)."""
+    """What the general parser makes of ``text`` (the plain-form shortcut off: its pattern matches nothing;
+    and the C reader of the plain form off)."""
     import integrations.prometheus.textparse as tp
 
     saved = tp._SIMPLE_SERIES
     tp._SIMPLE_SERIES = _NEVER  # type: ignore[assignment]
     try:
-        return parse(text, openmetrics)
+        parser = tp.TextParser(template=False)
+        parser.fast = False
+        return parser.parse(text, openmetrics)
     finally:
         tp._SIMPLE_SERIES = saved
 
