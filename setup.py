@@ -12,7 +12,7 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     ("integrations.datadog._dsdfast", ["integrations/datadog/_dsdfast.c"]),
     ("integrations.nagios._run", ["integrations/nagios/_run.c"]),
-    ("integrations.prometheus._textfast", ["integrations/prometheus/_textfast.c"]),
+    ("integrations.prometheus._promfast", ["integrations/prometheus/_promfast.c"]),
 ]
 
 setup(ext_modules=[Extension(name, sources, optional=True, extra_compile_args=["-O2"])

@@ -51,9 +51,9 @@ from operator import itemgetter, ne
 from sys import intern
 
 try:  # the plain-form body in C, where it is built (setup.py); the Python parser below is its twin
-    from integrations.prometheus import _textfast
+    from integrations.prometheus import _promfast
 except ImportError:  # pragma: no cover - a build without the C extension
-    _textfast = None  # type: ignore[assignment]
+    _promfast = None  # type: ignore[assignment]
 
 __all__ = ["ParseError", "ParsedFamily", "ParsedSample", "TextParser", "go_float", "parse"]
 
@@ -535,7 +535,7 @@ class TextParser:
         self._meta: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         self._templates: list[_Template | None] = [None, None]
         self._template = template  # False: a parser used once, whose template nothing would replay
-        #: Whether a body is first offered to the C reader of the plain form (``_textfast``) where it is built.
+        #: Whether a body is first offered to the C reader of the plain form (``_promfast``) where it is built.
         self.fast = True
 
     def parse(self, body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:
@@ -560,10 +560,10 @@ class TextParser:
         series, meta = self._series[om], self._meta[om]
         self._templates[om] = None  # a failed parse leaves no template
         families = None
-        if _textfast is not None and self.fast and not om and not bad_utf8:
+        if _promfast is not None and self.fast and not om and not bad_utf8:
             # A text body wholly in the plain form (a new target's, or one whose shape changed), read
             # in C as the Python parser reads it; None for any other body, which the parser then reads.
-            families = _textfast.parse_text(text, ParsedFamily)
+            families = _promfast.parse_text(text, ParsedFamily)
         if families is None:
             families = self._parse(text, om, bad_utf8, series, meta)
         if not bad_utf8 and self._template:

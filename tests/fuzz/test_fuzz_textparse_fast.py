@@ -1,5 +1,5 @@
 """Fuzz target ``textparse_fast``: the C reader of a text body in the plain form
-(``integrations.prometheus._textfast``, through ``TextParser.parse``) against the Python parser it
+(``integrations.prometheus._promfast``, through ``TextParser.parse``) against the Python parser it
 stands in front of, on the same body: the same families and samples, or the same ``ParseError`` at
 the same line. Any difference escapes as an AssertionError (a defect); ``ParseError`` is the
 documented error. Seeds: the text bodies of the exposition corpus and bodies in the plain form,
@@ -42,11 +42,11 @@ def same_parse(data: bytes) -> None:
 
 
 def test_fuzz_textparse_fast() -> None:
-    if textparse._textfast is None:
+    if textparse._promfast is None:
         if os.environ.get("CI"):
-            pytest.fail("integrations.prometheus._textfast is not built (setup.py's extension): the C reader is not fuzzed")
-        pytest.skip("integrations.prometheus._textfast is not built here (python setup.py build_ext --inplace)")
+            pytest.fail("integrations.prometheus._promfast is not built (setup.py's extension): the C reader is not fuzzed")
+        pytest.skip("integrations.prometheus._promfast is not built here (python setup.py build_ext --inplace)")
     pool = [*seeds("textparse_fast", sorted((DATA / "exposition").glob("*.prom"))), *PLAIN]
-    assert sum(textparse._textfast.parse_text(b.decode("utf-8", "surrogateescape"), ParsedFamily) is not None
+    assert sum(textparse._promfast.parse_text(b.decode("utf-8", "surrogateescape"), ParsedFamily) is not None
                for b in pool) >= len(PLAIN)
     assert run_fuzz(same_parse, pool, allowed=(ParseError,), tokens=TOKENS) >= len(pool)

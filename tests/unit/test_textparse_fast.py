@@ -1,4 +1,4 @@
-"""The C reader of a text body in the plain form (``integrations.prometheus._textfast``, which must be
+"""The C reader of a text body in the plain form (``integrations.prometheus._promfast``, which must be
 built in CI) against the Python parser it stands in front of: on the exposition corpus, on bodies
 made of every kind of line it takes and of lines it must hand on, and on a large scrape, both give
 the same families and samples, or the same ``ParseError`` at the same line; the bodies it takes
@@ -18,10 +18,10 @@ from tests.unit.exposition_corpus import cases, payload
 
 
 def require_c_reader() -> None:
-    if textparse._textfast is None:
+    if textparse._promfast is None:
         if os.environ.get("CI"):
-            pytest.fail("integrations.prometheus._textfast is not built (setup.py's extension): the C reader is untested")
-        pytest.skip("integrations.prometheus._textfast is not built here (python setup.py build_ext --inplace)")
+            pytest.fail("integrations.prometheus._promfast is not built (setup.py's extension): the C reader is untested")
+        pytest.skip("integrations.prometheus._promfast is not built here (python setup.py build_ext --inplace)")
 
 
 def outcome(body: bytes | str, fast: bool, *, template: bool = False) -> list | str:
@@ -42,7 +42,7 @@ def same(a: list | str, b: list | str) -> bool:
 def taken(body: bytes | str) -> bool:
     """Whether the C reader takes ``body`` (decoded as the parser decodes it)."""
     text = body if isinstance(body, str) else body.decode("utf-8", "surrogateescape")
-    return textparse._textfast.parse_text(text, ParsedFamily) is not None
+    return textparse._promfast.parse_text(text, ParsedFamily) is not None
 
 
 @pytest.fixture(autouse=True)
