@@ -418,6 +418,15 @@ rpc{quantile="0.5"} 0.1
 rpc_sum 1
 rpc_count 2
 rpc 7
+# TYPE hits_total counter
+hits_total{path="/a"} 4
+hits_total{path="/b",job="x"} 5
+hits_total_created{path="/a"} 1
+hits_other{path="/a"} 6
+# TYPE temp gauge
+temp{room="a"} 21.5
+temp{room=""} 20
+temp_max 30
 """
 
 
