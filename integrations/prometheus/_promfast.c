@@ -6,8 +6,9 @@
  * (every series new) against Prometheus 2.42 in agent mode; its goal is at most 1.5x the agent's
  * CPU. In process, of that round's 1.7 s at 100k series, the first parse of the body cost 350 ms
  * (the Python parser's shortcut for a new series in the plain form: split, match, slices and
- * tuples per line, then the family of each sample), and the first encoding of the series' label
- * sets for remote write 190 ms (a dict look-up per pair, a check of each label name, a join).
+ * tuples per line, then the family of each sample; 64 ms in C), and the first encoding of the series' label
+ * sets for remote write 140-190 ms (a dict look-up per pair, a check of each label name, a join;
+ * 47 ms in C).
  * This module does that work and nothing else:
  *
  *   parse_text(text, ParsedFamily) -> list[ParsedFamily] | None

@@ -710,7 +710,8 @@ def _scraped_labels(name: str, key: tuple[tuple[str, Any], ...]) -> bytes | None
     key as it is, when every attribute is a string under a name the view keeps as it is (a label
     name with no run of underscores). None otherwise: the view then says what the labels are.
     Computed without making the view, which ``/metrics`` makes when it is scraped, and an
-    agent that only remote-writes then never holds."""
+    agent that only remote-writes then never holds. ``_promfast.scraped_labels`` is its twin in C
+    (140 ms of a new 100k-series target's first round in Python, 47 ms in C), used where it is built."""
     plain = _PLAIN_NAMES
     for k, v in key:
         if v.__class__ is not str or not (plain.get(k) or _plain_name(k)):
