@@ -11,7 +11,8 @@
  * 47 ms in C).
  * This module does that work and nothing else:
  *
- *   parse_text(text, ParsedFamily) -> list[ParsedFamily] | None
+ *   parse_text(text, ParsedFamily[, shape]) -> list[ParsedFamily] | None, or with shape true
+ *   (list[ParsedFamily], bytes | None) | None
  *       text (a str) is read only when it is ASCII and ends with a newline, and each of its lines
  *       is one of:
  *         - blank, or spaces and tabs only (no entry);
@@ -31,6 +32,9 @@
  *       first seen. At the first line it does not take (anything else, valid or not), it returns
  *       None and the Python parser reads the body: every error, and every line of another form,
  *       is the Python parser's, which names the line.
+ *       With `shape`, also the body's shape for TextParser's template (_Template.from_shape): an
+ *       int32 per line, -1 for a '#' line, else the index of the family its sample joined; None
+ *       when a line is blank (or spaces and tabs only), which no template replays.
  *       Linear in the body: each byte is read a bounded number of times (the label-name
  *       uniqueness check is quadratic in at most MAX_LABELS names).
  *
@@ -48,6 +52,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_LABELS 32
@@ -178,7 +183,8 @@ static PyObject *interned(const char *s, Py_ssize_t a, Py_ssize_t b) {
 
 static PyObject *parse_text(PyObject *self, PyObject *args) {
     PyObject *text, *family_type;
-    if (!PyArg_ParseTuple(args, "UO:parse_text", &text, &family_type)) return NULL;
+    int want_shape = 0;
+    if (!PyArg_ParseTuple(args, "UO|p:parse_text", &text, &family_type, &want_shape)) return NULL;
     if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
     const char *s = (const char *)PyUnicode_1BYTE_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -187,6 +193,10 @@ static PyObject *parse_text(PyObject *self, PyObject *args) {
     Fams f = {NULL, 0, 0, PyDict_New()};
     if (f.index == NULL) return NULL;
     PyObject *result = NULL;
+    /* The shape: per line, -1 for a '#' line, else the family of its sample (blank: none at all). */
+    int32_t *shape = NULL;
+    Py_ssize_t n_shape = 0, shape_cap = 0;
+    int shaped = want_shape;
     /* The context: the family of the last HELP/TYPE line or new family (-1: none), and its type. */
     Py_ssize_t ctx = -1;
     PyObject *ctx_type = NULL;
@@ -205,16 +215,32 @@ static PyObject *parse_text(PyObject *self, PyObject *args) {
         const char *nl = memchr(s + ls, '\n', n - ls);
         Py_ssize_t le = nl - s; /* the body ends with a newline: there is one */
         Py_ssize_t next = le + 1;
-        if (le == ls) { ls = next; continue; }
+        if (shaped && n_shape == shape_cap) {
+            Py_ssize_t cap = shape_cap ? 2 * shape_cap : 1024;
+            int32_t *grown = PyMem_Realloc(shape, cap * sizeof(int32_t));
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                FAIL;
+            }
+            shape = grown;
+            shape_cap = cap;
+        }
+        if (le == ls) {
+            shaped = 0; /* a blank line: no template replays it */
+            ls = next;
+            continue;
+        }
         unsigned char c = (unsigned char)s[ls];
         if (c == ' ' || c == '\t') {
             Py_ssize_t i = ls;
             while (i < le && (s[i] == ' ' || s[i] == '\t')) i++;
             if (i < le) BAIL; /* whitespace before an entry: the Python parser's */
+            shaped = 0;
             ls = next;
             continue;
         }
         if (c == '#') {
+            if (shaped) shape[n_shape++] = -1;
             Py_ssize_t j = ls + 1;
             while (j < le && (s[j] == ' ' || s[j] == '\t')) j++;
             int help = j + 4 <= le && memcmp(s + j, "HELP", 4) == 0;
@@ -421,6 +447,7 @@ static PyObject *parse_text(PyObject *self, PyObject *args) {
         int err = PyList_Append(f.v[fam_at].samples, sample);
         Py_DECREF(sample);
         if (err < 0) FAIL;
+        if (shaped) shape[n_shape++] = (int32_t)fam_at;
         ls = next;
     }
 
@@ -436,6 +463,17 @@ static PyObject *parse_text(PyObject *self, PyObject *args) {
         }
         PyList_SET_ITEM(result, k, pf);
     }
+    if (want_shape) {
+        PyObject *sh = shaped ? PyBytes_FromStringAndSize((const char *)shape, n_shape * (Py_ssize_t)sizeof(int32_t))
+                              : (Py_INCREF(Py_None), Py_None);
+        if (sh == NULL) {
+            Py_CLEAR(result);
+            FAIL;
+        }
+        Py_SETREF(result, PyTuple_Pack(2, result, sh));
+        Py_DECREF(sh);
+        if (result == NULL) FAIL;
+    }
     goto done;
 bail:
     result = Py_None;
@@ -444,6 +482,7 @@ bail:
 fail:
     result = NULL;
 done:
+    PyMem_Free(shape);
     for (int a = 0; a < n_prev_labels; a++) Py_DECREF(prev_lname[a]);
     Py_XDECREF(prev_name);
     fams_free(&f);
@@ -604,8 +643,8 @@ static PyMethodDef methods[] = {
     {"scraped_labels", scraped_labels, METH_VARARGS,
      "scraped_labels(name, key) -> the remote-write labels field, or None (see the module's header)."},
     {"parse_text", parse_text, METH_VARARGS,
-     "parse_text(text, ParsedFamily) -> families, or None for a body not wholly in the plain form (see the "
-     "module's header)."},
+     "parse_text(text, ParsedFamily[, shape]) -> families (and the body's shape), or None for a body not wholly "
+     "in the plain form (see the module's header)."},
     {NULL, NULL, 0, NULL},
 };
 

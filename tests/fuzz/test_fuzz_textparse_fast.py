@@ -1,9 +1,11 @@
 """Fuzz target ``textparse_fast``: the C reader of a text body in the plain form
 (``integrations.prometheus._promfast``, through ``TextParser.parse``) against the Python parser it
 stands in front of, on the same body: the same families and samples, or the same ``ParseError`` at
-the same line. Any difference escapes as an AssertionError (a defect); ``ParseError`` is the
-documented error. Seeds: the text bodies of the exposition corpus and bodies in the plain form,
-which the C reader takes whole (mutations then make some it hands on)."""
+the same line; and the body parsed again by a parser that keeps its template (made from the C
+reader's shape where it took the body) gives them again. Any difference escapes as an
+AssertionError (a defect); ``ParseError`` is the documented error. Seeds: the text bodies of the
+exposition corpus and bodies in the plain form, which the C reader takes whole (mutations then
+make some it hands on)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 import pytest
 
 from integrations.prometheus import textparse
-from integrations.prometheus.textparse import ParsedFamily, ParseError
+from integrations.prometheus.textparse import ParsedFamily, ParseError, TextParser
 from tests.fuzz.harness import DATA, run_fuzz, seeds
 from tests.unit.test_textparse_fast import outcome, same
 
@@ -39,6 +41,14 @@ def same_parse(data: bytes) -> None:
                              f"{repr(want)[:300]}")
     if isinstance(want, str):
         raise ParseError(0, want)
+    # Parsed again by a parser that keeps a template (from the C reader's shape where it took the body):
+    # the same families, replayed.
+    parser = TextParser()
+    parser.parse(data)
+    again = [(f.name, f.type, f.help, f.unit, f.samples) for f in parser.parse(data)]
+    if not same(again, want):
+        raise AssertionError(f"{data[:200]!r} parsed again with its template gives {repr(again)[:300]}, the Python "
+                             f"parser {repr(want)[:300]}")
 
 
 def test_fuzz_textparse_fast() -> None:
