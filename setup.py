@@ -13,6 +13,7 @@ EXTENSIONS = [
     ("bridge._pipefast", ["bridge/_pipefast.c"]),
     ("integrations.datadog._dsdfast", ["integrations/datadog/_dsdfast.c"]),
     ("integrations.nagios._run", ["integrations/nagios/_run.c"]),
+    ("integrations.prometheus._promfast", ["integrations/prometheus/_promfast.c"]),
 ]
 
 setup(ext_modules=[Extension(name, sources, optional=True, extra_compile_args=["-O2"])

@@ -14,7 +14,9 @@ For each size N, fresh processes on loopback ports picked free:
     answers 204: the senders' work is measured, not a receiver's storage;
   * Prometheus 2.42 ``--enable-feature=agent`` and monbridge (``monitoring.integration.prometheus``,
     remote write with an on-disk queue, as the agent's WAL is on disk), both scraping the target
-    every --interval seconds (default: 5 s, 15 s from 100k, 30 s from 1M series).
+    every --interval seconds (default: 5 s, 15 s from 100k, 30 s from 1M series). monbridge runs
+    from this checkout (``PYTHONPATH``, with the C extensions built in place), whatever checkout the
+    interpreter's environment has installed.
 
 Figures, per sender (CPU = user + system of the process tree, RSS of the tree, from /proc):
   * **bytes per series**: (RSS after the measured rounds − idle RSS) / N;
@@ -50,6 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scrape_rw import free_port, wait_http  # noqa: E402
 
 SLOW = 300.0  # seconds a sender may take to answer while a big round runs
+REPO = Path(__file__).resolve().parent.parent
+# monbridge runs from this checkout (its C extensions built in place), not from wherever the
+# interpreter's environment installed the package (an editable install of another checkout).
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def get(url: str) -> bytes:
@@ -200,7 +206,7 @@ def run_size(n: int, interval: float, rounds: int, prometheus: str, tmp: Path) -
 
     def start(argv: list[str], name: str) -> subprocess.Popen[bytes]:
         log = open(tmp / f"{name}-{n}.log", "wb")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp)
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp, env=CHILD_ENV)
         procs.append(p)
         return p
 
@@ -308,6 +314,12 @@ def main() -> int:
     if not os.access(prometheus, os.X_OK):
         print("bench: prometheus not found (apt-get install prometheus)", file=sys.stderr)
         return 2
+    where = subprocess.run([sys.executable, "-c", "import bridge; print(bridge.__file__)"], env=CHILD_ENV,
+                           capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout.strip()
+    if not where.startswith(str(REPO)):
+        print(f"bench: monbridge would run from {where or '(nowhere)'}, not from this checkout ({REPO})", file=sys.stderr)
+        return 1
+    print(f"bench: monbridge from {REPO}", file=sys.stderr)
     sizes = [10_000, 100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     rounds = 2 if args.quick else args.rounds
     tmp = Path(tempfile.mkdtemp(prefix="bench-scrape-scale-"))

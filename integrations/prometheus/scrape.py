@@ -382,6 +382,24 @@ class TargetScraper:
 
     def _resolve(self, fam: ParsedFamily, name: str, labels: tuple[tuple[str, str], ...]) -> _Resolved | None:
         """Final name and labels of one scraped series, and its role in its family."""
+        ftype = fam.type
+        if ftype not in _AGGREGATE_SHAPES and self.relabeler is None and self._target_items is not None \
+                and not self._limited:
+            # As most series are (a first scrape is all new series): no relabeling, no limits, not part of
+            # a histogram or summary; none of its labels empty or one of the target's. What the general
+            # path below makes of it, with less done to find out.
+            target = self.target.labels
+            for k, v in labels:
+                if not v or k in target:
+                    break
+            else:
+                base = fam.name
+                if ftype != "counter" or name == base or name == base + "_total":
+                    pairs = self._shared(sorted(labels + self._target_items))
+                    ident = self._ident(name, pairs)
+                    if ftype == "counter":  # its value, grouped with its _created (OpenMetrics)
+                        return _Resolved(ftype, base, C, name, dict(pairs), ident, ident, _VALUE)
+                    return _Resolved(ftype, base, G, name, dict(pairs), ident, None, _VALUE)
         items: tuple[tuple[str, str], ...] | None = None
         if self.relabeler is None and self._target_items is not None:
             merged = dict(labels)

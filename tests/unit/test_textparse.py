@@ -241,6 +241,7 @@ def test_repeated_scrapes_equal_cold_parses(om):
 
 def test_cache_stays_bounded_under_churn():
     parser = TextParser()
+    parser.fast = False  # the Python parser's cache (the C reader of the plain form keeps none)
     for scrape in range(50):
         body = "".join(f'churn{{scrape="{scrape}",i="{i}"}} {i}\n' for i in range(200))
         families = parser.parse(body)
@@ -402,8 +403,10 @@ def test_template_families_seen_again_and_interleaved():
 
 def test_comment_lines_do_not_push_the_metadata_out_of_the_cache():
     """Blank and comment lines are cached as skipped beside HELP/TYPE/UNIT; the cache's bound counts
-    them, so a body with many comments keeps its families' metadata from scrape to scrape."""
+    them, so a body with many comments keeps its families' metadata from scrape to scrape (the Python
+    parser's cache: the C reader of the plain form, which keeps none, off)."""
     p = TextParser()
+    p.fast = False
     body = ("".join(f"# TYPE m{i} gauge\n# HELP m{i} h\nm{i} 1\n" for i in range(10))
             + "".join(f"# comment {i}\n" for i in range(600))).encode()
     p.parse(body)
@@ -496,7 +499,8 @@ def _parsed(parse_fn, body: str | bytes, om: bool = False) -> object:
 
 
 def parse_without_shortcut_or_cache(body: str | bytes, om: bool = False) -> list:
-    """The general path line by line: the plain-form shortcut, the run of label pairs and the kept entries off."""
+    """The general path line by line: the C reader of the plain form, the plain-form shortcut, the run of
+    label pairs and the kept entries off."""
     import integrations.prometheus.textparse as tp
 
     class Never:
@@ -507,7 +511,9 @@ def parse_without_shortcut_or_cache(body: str | bytes, om: bool = False) -> list
     saved = tp._SIMPLE_SERIES, tp._TEXT_PAIRS, tp._SLOW_ENTRIES
     tp._SIMPLE_SERIES, tp._TEXT_PAIRS, tp._SLOW_ENTRIES = Never, re.compile(""), 0  # type: ignore[assignment]
     try:
-        return TextParser(template=False).parse(body, om)
+        parser = TextParser(template=False)
+        parser.fast = False
+        return parser.parse(body, om)
     finally:
         tp._SIMPLE_SERIES, tp._TEXT_PAIRS, tp._SLOW_ENTRIES = saved
 
