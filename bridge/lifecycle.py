@@ -7,6 +7,7 @@ registered → initialized → running → stopped → shut down, as in the plug
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 __all__ = ["IllegalTransition", "Lifecycle", "PluginState"]
 
@@ -37,11 +38,13 @@ class IllegalTransition(RuntimeError):
 class Lifecycle:
     """The state of one plugin; ``to()`` refuses a transition the lifecycle does not allow."""
 
-    __slots__ = ("plugin_id", "state")
+    __slots__ = ("plugin_id", "state", "on_change")
 
     def __init__(self, plugin_id: str) -> None:
         self.plugin_id = plugin_id
         self.state = PluginState.REGISTERED
+        #: Called after every transition (the supervisor's: parts that use running plugins take them up).
+        self.on_change: Callable[[], None] | None = None
 
     def can(self, new: PluginState) -> bool:
         return new in _ALLOWED[self.state]
@@ -53,3 +56,5 @@ class Lifecycle:
                 f"plugin {self.plugin_id}: cannot go from {self.state.value} to {new.value} (allowed: {allowed})"
             )
         self.state = new
+        if self.on_change is not None:
+            self.on_change()

@@ -86,6 +86,8 @@ class Runtime:
         #: State-changing requests the server refused, by reason (kept across reloads).
         self.refused_requests: dict[str, int] = {}
         self.alerts = AlertEngine.locked(self._alerting_settings, self.pipeline, self._running_plugins)
+        self.supervisor.on_change = self.alerts.plugins_changed
+        self.supervisor.self_metrics_hooks.append(self.alerts.record_metrics)
         hist = loaded.model.dashboard.history
         self.dashboard = ComponentHost(
             DashboardContext(self.pipeline, History(hist.window, hist.resolution, hist.max_bytes), self.plugin_statuses,

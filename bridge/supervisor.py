@@ -226,6 +226,16 @@ class Supervisor:
         # (a ManualClock in tests); ``sleep`` replaces only the restart backoff's wait.
         self.clock = clock
         self._sleep = sleep or clock.sleep
+        #: Called when a plugin starts running or stops (the runtime: the alert engine takes up its
+        #: running plugins then, rather than asking every second).
+        self.on_change: Callable[[], None] | None = None
+        #: Called after the supervisor records its own metrics (each scrape of /metrics and round of
+        #: an exporter): other parts record theirs (the alert engine's).
+        self.self_metrics_hooks: list[Callable[[], None]] = []
+
+    def _plugin_changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     async def _call(self, runner: PluginRunner, what: str, aw: Awaitable[Any], timeout: float | None) -> Any:
         """``await aw`` (a call into ``runner``'s plugin) bounded by ``timeout``; a call that does
@@ -261,8 +271,10 @@ class Supervisor:
         interval = getattr(parsed_config, "collection_interval", None) or getattr(parsed_config, "interval", None)
         timeout = getattr(parsed_config, "timeout", None) or interval
         if placement.isolation is Isolation.PROCESS and plugin_type is not None:
-            return PluginRunner(plugin_id, plugin_type, dict(config), make_plugin, interval, timeout,
-                                placement=placement)
+            runner = PluginRunner(plugin_id, plugin_type, dict(config), make_plugin, interval, timeout,
+                                  placement=placement)
+            runner.lifecycle.on_change = self._plugin_changed
+            return runner
         with acting_for(plugin_id):
             probe = make_plugin()
         first = [probe]
@@ -270,8 +282,10 @@ class Supervisor:
         def factory() -> Plugin:
             return first.pop() if first else make_plugin()
 
-        return PluginRunner(plugin_id, probe.plugin_type, dict(config), factory, interval, timeout,
-                            version=probe.metadata().version, placement=placement)
+        runner = PluginRunner(plugin_id, probe.plugin_type, dict(config), factory, interval, timeout,
+                              version=probe.metadata().version, placement=placement)
+        runner.lifecycle.on_change = self._plugin_changed
+        return runner
 
     async def start_all(self) -> None:
         await asyncio.gather(*(self.start(r) for r in self.runners.values()))
@@ -713,3 +727,5 @@ class Supervisor:
                        "the plugin it was for (each part counts in its own unit)",
                        {"component": component, "reason": reason, "plugin": plugin}))
         p.record(SELF_SOURCE, out)
+        for hook in self.self_metrics_hooks:
+            hook()

@@ -373,3 +373,44 @@ async def test_an_integration_that_hangs_holds_up_neither_the_others_nor_houseke
     logged = [r.getMessage() for r in caplog.records]
     assert "alerts: monitoring.integration.stuck import/export of alerts timed out after 0.2s" in logged
     assert "alerts: monitoring.integration.stuck did not end its alert import/export when cancelled; abandoned" in logged
+
+
+async def test_housekeeping_wakes_for_the_import_rounds_only(tmp_path, monkeypatch):
+    """Between two rounds of the integrations (``import_interval``) the engine does not wake: its
+    rounds (refresh, metrics, imports) come at 1 s, then every 10 s."""
+    nagios = Nagios()
+    t = EngineUnderTest(tmp_path, [("monitoring.integration.nagios", nagios)], clock=ManualClock(), import_interval=10)
+    rounds = []
+    real = t.engine.record_metrics
+    monkeypatch.setattr(t.engine, "record_metrics", lambda: (rounds.append(1), real())[1])
+    await t.engine.start()
+    try:
+        await settle(t, 1.0)
+        assert len(rounds) == 1 and nagios.exported == [[]]
+        await settle(t, 9.999)
+        assert len(rounds) == 1 and len(nagios.exported) == 1
+        await settle(t, 0.001)
+        assert len(rounds) == 2 and len(nagios.exported) == 2
+    finally:
+        await t.engine.stop()
+
+
+async def test_a_plugin_that_starts_or_stops_is_taken_up_at_once(tmp_path):
+    """``plugins_changed`` (the supervisor's, on every plugin transition) takes up the running
+    processors at the next turn of the loop, without a housekeeping round."""
+    t = EngineUnderTest(tmp_path, clock=ManualClock(), import_interval=10)
+    await t.engine.start()
+    try:
+        pid, n = await notifier()
+        t.plugins.append((pid, n))
+        assert t.engine._processors == []
+        t.engine.plugins_changed()
+        t.engine.plugins_changed()  # (one refresh for both)
+        await asyncio.sleep(0)
+        assert [p for p, _ in t.engine._processors] == [pid]
+        t.plugins.clear()
+        t.engine.plugins_changed()
+        await asyncio.sleep(0)
+        assert t.engine._processors == []
+    finally:
+        await t.engine.stop()

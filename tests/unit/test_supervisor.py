@@ -393,3 +393,25 @@ async def test_a_large_collection_is_built_with_the_cyclic_gc_paused():
     assert large.gc_during[0] is True and large.gc_during[-2:] == [False, False]
     assert all(small.gc_during) and len(small.gc_during) >= 3
     assert r_large.last_batch_size == GC_PAUSE_MIN_BATCH and r_small.last_batch_size == 1
+
+
+async def test_plugin_transitions_and_self_metrics_call_the_hooks():
+    """``on_change`` is called at every lifecycle transition of a plugin (a restart's too: the
+    alert engine takes up a new instance then), and ``self_metrics_hooks`` after each record of
+    the supervisor's own metrics."""
+    FailingCollector.instances.clear()
+    clock = ManualClock()
+    sup = Supervisor(Pipeline(), SupervisorSettings(max_failures=1, backoff_initial=0.1, backoff_max=0.1), clock=clock)
+    states: list[str] = []
+    recorded: list[int] = []
+    sup.add("monitoring.metrics.failing", FailingCollector, {}, SteadyConfig.model_validate({"collection_interval": 0.05}))
+    sup.on_change = lambda: states.append(sup.runners["monitoring.metrics.failing"].state.value)
+    sup.self_metrics_hooks.append(lambda: recorded.append(len(sup.pipeline.snapshot())))
+    await sup.start_all()
+    await clock.advance(0.3)
+    sup.refresh_self_metrics()
+    await sup.stop_all()
+    assert states[:2] == ["initialized", "running"]
+    assert "failed" in states and states.count("running") >= 2  # failed, then running again (a new instance)
+    assert states[-1] in ("stopped", "shut_down")
+    assert recorded and recorded[0] > 0  # called after the supervisor's own metrics were recorded
