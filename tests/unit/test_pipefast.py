@@ -233,3 +233,25 @@ def test_runs_as_groupby() -> None:
 
     assert pipeline._pipefast.runs([Metric("a", GAUGE, 1.0), MyMetric("a", GAUGE, 1.0)]) is None
     assert [n for n, _ in pipeline._runs([Metric("a", GAUGE, 1.0), MyMetric("b", GAUGE, 1.0)])] == ["a", "b"]
+
+
+def test_a_large_new_source_gives_free_memory_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record that makes ``TRIM_AFTER_NEW_SERIES`` series or more gives the C heap's free pages
+    back (a new target's first scrape); records of the series it has do not."""
+    calls: list[int] = []
+    monkeypatch.setattr(pipeline, "release_free_memory", lambda: calls.append(1))
+    pipe = Pipeline(cardinality_limit=100_000)
+    n = pipeline.TRIM_AFTER_NEW_SERIES
+    ms = [Metric("t.g", GAUGE, float(i), "", "", {"i": str(i)}) for i in range(n)]
+    pipe.record("s", ms[: n - 1])
+    assert calls == []
+    pipe.record("t", [Metric("t.h", GAUGE, float(i), "", "", {"i": str(i)}) for i in range(n)])
+    assert calls == [1]
+    pipe.record("t", [Metric("t.h", GAUGE, 2.0, "", "", {"i": str(i)}) for i in range(n)])
+    assert calls == [1]
+
+
+def test_release_free_memory_runs() -> None:
+    pipeline.release_free_memory()
+    pipeline.release_free_memory()  # (the library is looked up once)
+    assert pipeline._libc is not None
