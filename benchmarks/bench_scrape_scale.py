@@ -27,6 +27,11 @@ Figures, per sender (CPU = user + system of the process tree, RSS of the tree, f
     those rounds scraped and sent (the agent: its remote-storage sample counter; monbridge: rounds
     × N, checked against its own ``monbridge_remote_write_samples_sent_total`` at the end).
 
+monbridge runs with its dashboard off (``dashboard.enabled: false``), as the agent keeps nothing to
+query: the dashboard's history is a store of recent samples for its charts, up to
+``dashboard.history.max_bytes`` (16 MiB by default; at 10k series that is 1.7 kB a series, at 100k
+0.17 kB). ``--dashboard`` measures monbridge as it runs by default, history included.
+
 Goals (from the issue): bytes per series ≤ the agent's; first-scrape CPU ≤ 1.5× the agent's; CPU
 per sample flat (±20 %) from 10k to 1M series. Exit 0 when every run delivered (the goals are
 reported, met or not), 1 otherwise, 2 when Prometheus is not installed. ``--quick``: 10k and 100k,
@@ -201,7 +206,8 @@ def plugin_status(url: str) -> dict:
     raise SystemExit("bench: the prometheus plugin is not running in monbridge")
 
 
-def run_size(n: int, interval: float, rounds: int, prometheus: str, tmp: Path) -> dict[str, Row]:
+def run_size(n: int, interval: float, rounds: int, prometheus: str, tmp: Path,
+             dashboard: bool = False) -> dict[str, Row]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(argv: list[str], name: str) -> subprocess.Popen[bytes]:
@@ -228,6 +234,9 @@ def run_size(n: int, interval: float, rounds: int, prometheus: str, tmp: Path) -
         (tmp / f"monbridge-{n}.yaml").write_text(json.dumps({
             "server": {"listen": f"127.0.0.1:{mb_port}"},
             "pipeline": {"cardinality_limit": 2 * n},
+            # The agent keeps nothing to query; the dashboard's history (on by default) is a
+            # query store of its own, up to its max_bytes (16 MiB): off, unless --dashboard.
+            "dashboard": {"enabled": dashboard},
             "plugins": [{"plugin_id": "monitoring.integration.prometheus", "config": {
                 "scrape": {"interval": interval, "timeout": interval,
                            "targets": [{"job": "bench", "url": f"http://{target}/metrics"}]},
@@ -309,6 +318,9 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=0.0,
                     help="scrape interval in seconds (default: 5, 15 from 100k series, 30 from 1M)")
     ap.add_argument("--quick", action="store_true", help="10k and 100k series, 2 rounds")
+    ap.add_argument("--dashboard", action="store_true",
+                    help="monbridge with its dashboard and its history on, as by default (the history holds "
+                         "up to 16 MiB of recent samples to query; the agent keeps none)")
     args = ap.parse_args()
     prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not os.access(prometheus, os.X_OK):
@@ -326,7 +338,7 @@ def main() -> int:
     results: dict[int, dict[str, Row]] = {}
     for n in sizes:
         interval = args.interval or (30.0 if n >= 1_000_000 else 15.0 if n >= 100_000 else 5.0)
-        results[n] = run_size(n, interval, rounds, prometheus, tmp)
+        results[n] = run_size(n, interval, rounds, prometheus, tmp, args.dashboard)
         a, m = results[n]["prometheus-agent"], results[n]["monbridge"]
         print(f"bench: {n:,}: agent {a.per_series(n):.0f} B/series, first {a.first_cpu:.2f}s, "
               f"{a.per_sample_us():.2f} µs/sample; monbridge {m.per_series(n):.0f} B/series, first {m.first_cpu:.2f}s, "
