@@ -5,7 +5,8 @@
   of an answer to read for one); ``LogLimit`` (a warning at most once a minute per reason).
 * Tasks: ``cancel_and_wait`` (cancel tasks, waiting a bounded time) and ``run_bounded`` (await
   with a timeout that also bounds a coroutine ignoring its cancellation); ``gc_paused`` (a large
-  batch built without the cyclic garbage collector walking the heap meanwhile).
+  batch built without the cyclic garbage collector walking the heap meanwhile) and
+  ``release_free_memory`` (the C heap's free pages given back to the system after one).
 * Config: ``parse_listen`` (``HOST:PORT``), ``ConfigError`` (an error naming file, line and
   path) and, for plugins reading files of their own as the config is read (``file_sd``),
   ``read_regular_file``, ``read_document``, ``NotARegularFile``, ``line_map`` and ``locate``;
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from bridge.httpbody import BodyError, BodyLimits, inflate, parse_json, read_body, read_up_to, receive_body
     from bridge.listeners import ConnectionGuard, HttpListener, auth_challenge, authorized, tls_context
     from bridge.logs import EXCERPT_BYTES, LogLimit, peer_excerpt, redact_text
-    from bridge.tasks import cancel_and_wait, gc_paused, run_bounded
+    from bridge.tasks import cancel_and_wait, gc_paused, release_free_memory, run_bounded
 
 __all__ = [
     "EXCERPT_BYTES",
@@ -73,6 +74,7 @@ __all__ = [
     "read_document",
     "read_regular_file",
     "redact_text",
+    "release_free_memory",
     "run_bounded",
 ]
 
@@ -85,5 +87,5 @@ __getattr__, __dir__ = lazy_names(__name__, {
     **dict.fromkeys(("ConnectionGuard", "HttpListener", "auth_challenge", "authorized", "tls_context"),
                     "bridge.listeners"),
     **dict.fromkeys(("EXCERPT_BYTES", "LogLimit", "peer_excerpt", "redact_text"), "bridge.logs"),
-    **dict.fromkeys(("cancel_and_wait", "gc_paused", "run_bounded"), "bridge.tasks"),
+    **dict.fromkeys(("cancel_and_wait", "gc_paused", "release_free_memory", "run_bounded"), "bridge.tasks"),
 }, globals())

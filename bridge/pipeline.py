@@ -71,7 +71,7 @@ from bridge.api import (
 from bridge.ledger import LEDGER
 from bridge.sdk_input import SdkInput
 from bridge.selector import Selector, parse_selector
-from bridge.tasks import GC_PAUSE_MIN, gc_paused
+from bridge.tasks import GC_PAUSE_MIN, gc_paused, release_free_memory
 
 try:  # the per-series loops in C (setup.py builds it; the Python twins below give the same results)
     from bridge import _pipefast
@@ -114,23 +114,6 @@ GC_PAUSE_MIN_BATCH = GC_PAUSE_MIN  # metrics in a batch from which recording it 
 AttrKey = tuple[tuple[str, Any], ...]
 #: New series in one record from which the C heap's free memory is given back (``release_free_memory``).
 TRIM_AFTER_NEW_SERIES = 5_000
-_libc: Any = None
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing)."""
-    global _libc
-    if _libc is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
 
 
 def default_resource(extra: Mapping[str, Any] | None = None) -> Resource:

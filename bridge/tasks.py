@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from bridge.delivery import REAL_CLOCK, Backoff, Clock
 
-__all__ = ["CANCEL_GRACE_S", "GC_PAUSE_MIN", "backoff_delay", "cancel_and_wait", "gc_paused", "run_bounded",
-           "wait_within"]
+__all__ = ["CANCEL_GRACE_S", "GC_PAUSE_MIN", "backoff_delay", "cancel_and_wait", "gc_paused", "release_free_memory",
+           "run_bounded", "wait_within"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound="asyncio.Future[Any]")
@@ -61,6 +61,29 @@ def gc_paused(size: int) -> Iterator[None]:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_resume:
                 gc.enable()
+
+
+_libc: Any = None
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing). glibc keeps much of what a large batch freed unless asked to trim: the pipeline
+    calls this after a record that made many new series, the OTLP exporter after a push (its
+    request bodies are megabytes). The call takes a few milliseconds; the library is looked up
+    once."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
 
 
 # Abandoned tasks, referenced until they end (the event loop holds tasks only weakly).

@@ -377,13 +377,14 @@ async def test_an_integration_that_hangs_holds_up_neither_the_others_nor_houseke
 
 async def test_housekeeping_wakes_for_the_import_rounds_only(tmp_path, monkeypatch):
     """Between two rounds of the integrations (``import_interval``) the engine does not wake: its
-    rounds (refresh, metrics, imports) come at 1 s, then every 10 s."""
+    rounds (refresh, imports) come at 1 s, then every 10 s."""
     nagios = Nagios()
     t = EngineUnderTest(tmp_path, [("monitoring.integration.nagios", nagios)], clock=ManualClock(), import_interval=10)
     rounds = []
-    real = t.engine.record_metrics
-    monkeypatch.setattr(t.engine, "record_metrics", lambda: (rounds.append(1), real())[1])
+    real = t.engine.refresh
+    monkeypatch.setattr(t.engine, "refresh", lambda: (rounds.append(1), real())[1])
     await t.engine.start()
+    rounds.clear()  # (the start's own refresh)
     try:
         await settle(t, 1.0)
         assert len(rounds) == 1 and nagios.exported == [[]]
