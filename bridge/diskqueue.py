@@ -5,7 +5,7 @@ memory. Remote write queues its encoded samples here; the alert outbox its notif
 Layout of a queue directory::
 
     shard-0/0000000000000001.seg   segments; the number is global across shards, so it orders them by age
-    shard-0/ack                    how far this shard is delivered (segment, offset), atomically replaced
+    shard-0/ack                    how far this shard is delivered (segment, offset, crc32), rewritten in place
     shard-1/...
 
 A record is ``<u32 length><u32 samples><u32 crc32><payload>``, little-endian; ``samples`` is the
@@ -22,9 +22,13 @@ start). A record that no longer checks out when it is read for sending (the file
 queue) drops the rest of its segment, counted with the reason ``corrupt_record``: a damaged queue
 file costs its records, never a crash, a hang or unbounded memory.
 
-The ack file is written (to a temporary name, then ``os.replace``) after a batch is delivered,
-before any segment it covers is deleted, so a crash at any point leaves either the old or the new
-position: records are delivered at least once, and in the normal path exactly once. A consumer that
+The ack file is written after a batch is delivered, before any segment it covers is deleted, in
+place: one 20-byte ``pwrite`` at offset 0 of a descriptor kept open (with ``fsync``, followed by
+one). A killed process cannot tear a write call, so a crash at any point leaves either the old or
+the new position; a power loss that tore it would fail its checksum, and the shard's undeleted
+segments would be sent again. Records are delivered at least once, and in the normal path exactly
+once. (Measured: a temporary file renamed over the ack, as it was written before, cost ~150 µs of
+CPU on ext4 per delivered request, a tenth of remote write's CPU; the ``pwrite`` costs ~2 µs.) A consumer that
 finishes records out of order (the outbox's lanes) acknowledges with ``ack_to`` the longest prefix
 it is done with, and keeps its own record of the others (the outbox's journal).
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import struct
 import threading
 import zlib
@@ -174,6 +179,25 @@ class _Segment:
                 pass
 
 
+def _open_ack(path: Path, fsync: bool) -> int:
+    """A descriptor to write ``path`` (a shard's ack file) in place: created if missing, never
+    through a symlink, never anything but a regular file (a FIFO there must not block the writer),
+    cut to the ack's size (so nothing of an older, longer file stays after it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if st.st_size != _ACK.size:
+            os.ftruncate(fd, _ACK.size)
+        if st.st_size == 0 and fsync:
+            _fsync_dir(path.parent)  # the new file's name must survive a power loss too
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -200,6 +224,7 @@ class ShardQueue:
         self.ack_pos: Position = (0, 0)
         self.acked_in_ack_segment = 0  # samples before ack_pos in its segment
         self.pending_samples = 0
+        self._ack_fd: int | None = None  # the ack file, open for writing once first written
 
     # ------------------------------------------------------------------ opening
 
@@ -235,8 +260,14 @@ class ShardQueue:
     def _read_ack(self) -> Position:
         assert self.dir is not None
         try:
-            with open(self.dir / "ack", "rb") as f:
-                data = f.read(_ACK.size + 1)
+            # Not through a symlink, and a FIFO there must not block the opening of the queue.
+            fd = os.open(self.dir / "ack", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError("not a regular file")
+                data = os.read(fd, _ACK.size + 1)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return (0, 0)
         except OSError as e:
@@ -518,17 +549,22 @@ class ShardQueue:
         seq, offset = self.ack_pos
         data = _ACK_POS.pack(seq, offset)
         data += struct.pack("<I", zlib.crc32(data))
-        tmp = self.dir / "ack.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = self._ack_fd
+        if fd is None:
+            fd = self._ack_fd = _open_ack(self.dir / "ack", self.queue.fsync)
         try:
-            os.write(fd, data)
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError(f"short write to {self.dir / 'ack'}")
             if self.queue.fsync:
                 os.fsync(fd)
-        finally:
+        except OSError:
+            self._close_ack()  # opened again on the next write
+            raise
+
+    def _close_ack(self) -> None:
+        if self._ack_fd is not None:
+            fd, self._ack_fd = self._ack_fd, None
             os.close(fd)
-        os.replace(tmp, self.dir / "ack")
-        if self.queue.fsync:
-            _fsync_dir(self.dir)
 
     # ------------------------------------------------------------------ dropping for room
 
@@ -557,6 +593,7 @@ class ShardQueue:
             for seg in self.segments:
                 seg.close()
             self.head = None
+            self._close_ack()
 
 
 def _shard_index(name: str) -> int | None:
