@@ -8,11 +8,15 @@ DogStatsD server against collectd's statsd plugin, on the same stream in the sam
         [--profile PATH] [--quick]
 
 The stream is built once, before anything starts (seeded, so every run sends the same bytes):
---datagrams datagrams over --contexts metric contexts, sent in a loop. Half the datagrams carry
-one metric, the others are packed as a buffering client packs them (2 to 20 lines, at most
-1,432 bytes: the Datadog clients' UDP payload size; collectd reads at most 4,095 bytes of a
+--datagrams datagrams over --contexts metric contexts. Half the datagrams carry one metric, the
+others are packed as a buffering client packs them (2 to 20 lines, at most 1,432 bytes with the
+longest values: the Datadog clients' UDP payload size; collectd reads at most 4,095 bytes of a
 datagram). Every datagram ends with the line ``bench.datagrams:1|c``: the counter whose total
 each side reports is how many datagrams it processed; the sender knows how many it sent.
+Fresh data each round: the stream has a part per round (each turn of the flat-out phase, then
+the half-rate phase), the same datagrams of the same lines with values drawn for that round. A
+side's turn starts at its round's part and goes on through the next ones (wrapping) for as long
+as it sends, so every side sends the same bytes in the same turn.
 
 Only what both sides parse is in the shared stream: ``c`` (a fifth of them with a sample rate),
 ``g`` (absolute values), ``ms`` (a fifth with a sample rate) and ``s``. Left out, because
@@ -119,10 +123,15 @@ LOSS_GOAL = 0.001
 @dataclass
 class Stream:
     name: str
-    datagrams: list[bytes]
+    datagrams: list[bytes]  # ``rounds`` parts of ``per_round`` datagrams
     lines: int  # lines in all datagrams, the marker included
     contexts: int
     kinds: dict[str, int] = field(default_factory=dict)  # lines per type
+    rounds: int = 1
+
+    @property
+    def per_round(self) -> int:
+        return len(self.datagrams) // self.rounds
 
     @property
     def nbytes(self) -> int:
@@ -130,8 +139,9 @@ class Stream:
 
     def describe(self) -> str:
         kinds = ", ".join(f"{k} {v / self.lines:.0%}" for k, v in sorted(self.kinds.items()))
-        return (f"{self.name}: {len(self.datagrams):,} datagrams, {self.lines / len(self.datagrams):.1f} lines "
-                f"and {self.nbytes / len(self.datagrams):.0f} bytes a datagram on average, {self.contexts:,} "
+        return (f"{self.name}: {self.rounds} rounds of {self.per_round:,} datagrams (the same lines, values drawn "
+                f"for each round), {self.lines / len(self.datagrams):.1f} lines and "
+                f"{self.nbytes / len(self.datagrams):.0f} bytes a datagram on average, {self.contexts:,} "
                 f"contexts; lines by type: {kinds}")
 
 
@@ -144,9 +154,11 @@ AREAS = {"c": ["http.requests", "http.errors", "db.queries", "cache.hits", "cach
 KIND_SHARE = (("c", 0.40), ("g", 0.25), ("ms", 0.25), ("s", 0.10))
 
 
-def build_stream(contexts: int, count: int, seed: int, dogstatsd: bool) -> Stream:
-    """``count`` datagrams over ``contexts`` contexts (see the module's docstring): statsd lines
-    both sides parse, or (``dogstatsd``) the same contexts tagged, timers as ms, h and d."""
+def build_stream(contexts: int, count: int, seed: int, dogstatsd: bool, rounds: int = 1) -> Stream:
+    """``rounds`` parts of ``count`` datagrams over ``contexts`` contexts (see the module's
+    docstring): statsd lines both sides parse, or (``dogstatsd``) the same contexts tagged, timers
+    as ms, h and d. Every part has the same datagrams of the same lines (contexts, types, sample
+    rates); each draws their values afresh."""
     rnd = random.Random(seed)
     ctx: list[tuple[str, str, str]] = []  # (kind, statsd name, dogstatsd name|#tags)
     for i in range(contexts):
@@ -165,48 +177,68 @@ def build_stream(contexts: int, count: int, seed: int, dogstatsd: bool) -> Strea
     for i in range(contexts):
         acc += 1.0 / (1 + (i % 100))
         cum.append(acc)
-    marker = f"{MARKER}:1|c".encode()
-    kinds: dict[str, int] = {}
-    datagrams: list[bytes] = []
-    lines = 0
 
-    def line(c: tuple[str, str, str]) -> tuple[str, bytes]:
+    def form(c: tuple[str, str, str]) -> tuple[str, str, bytes, bytes]:
+        """(the value's kind, the line's type, the text before the value, the text after it)."""
         kind, sname, dname = c
-        if kind == "c":
-            value = "1" if rnd.random() < 0.8 else str(rnd.randint(2, 50))
-            extra = f"|@{rnd.choice(('0.5', '0.1', '0.25'))}" if rnd.random() < 0.2 else ""
-        elif kind == "g":
-            value, extra = (str(rnd.randint(0, 5000)) if rnd.random() < 0.5 else f"{rnd.uniform(0, 1e4):.2f}"), ""
-        elif kind == "ms":
-            value = f"{rnd.lognormvariate(3, 1):.3f}"
-            extra = "|@0.5" if rnd.random() < 0.2 else ""
-        else:
-            value, extra = f"u{rnd.randint(1, 2000)}", ""
+        extra = ""
+        if kind == "c" and rnd.random() < 0.2:
+            extra = f"|@{rnd.choice(('0.5', '0.1', '0.25'))}"
+        elif kind == "ms" and rnd.random() < 0.2:
+            extra = "|@0.5"
         if not dogstatsd:
-            return kind, f"{sname}:{value}|{kind}{extra}".encode()
+            return kind, kind, f"{sname}:".encode(), f"|{kind}{extra}".encode()
         name, tags = dname.split("|", 1)
-        if kind == "ms":
-            kind = rnd.choice(("ms", "h", "d"))
+        line_kind = rnd.choice(("ms", "h", "d")) if kind == "ms" else kind
         # the tags follow the sample rate, as the Datadog clients write them
-        return kind, f"{name}:{value}|{kind}{extra}|{tags}".encode()
+        return kind, line_kind, f"{name}:".encode(), f"|{line_kind}{extra}|{tags}".encode()
 
-    while len(datagrams) < count:
+    # The values a round draws from: every count (1 four times in five, else 2-50) and set member
+    # (u1-u2000); 65,536 gauges (half integers 0-5000, half 0-10,000 with two decimals) and timers
+    # (log-normal, three decimals) drawn once.
+    vrnd = random.Random(seed + 1)
+    pools = {
+        "c": [b"1", *(str(i).encode() for i in range(2, 51))],
+        "g": [(str(vrnd.randint(0, 5000)) if vrnd.random() < 0.5 else f"{vrnd.uniform(0, 1e4):.2f}").encode()
+              for _ in range(65_536)],
+        "ms": [f"{vrnd.lognormvariate(3, 1):.3f}".encode() for _ in range(65_536)],
+        "s": [f"u{i}".encode() for i in range(1, 2001)],
+    }
+    weights = {"c": [0.8] + [0.2 / 49] * 49}
+    longest = {k: max(map(len, pool)) for k, pool in pools.items()}
+    # Each datagram's lines, its values left out (a template for ``%``), as many as fit with the
+    # longest values: every round's datagram has the same lines.
+    marker = f"{MARKER}:1|c".encode()
+    templates: list[tuple[bytes, int]] = []  # (template, values in it); no name holds a "%"
+    order: list[str] = []  # the kind of each value, in the order of the templates
+    kinds: dict[str, int] = {}
+    lines = 0
+    while len(templates) < count:
         n = 1 if rnd.random() < 0.5 else rnd.randint(2, 20)
-        picked = rnd.choices(ctx, cum_weights=cum, k=n)
         body: list[bytes] = []
         size = len(marker)
-        for c in picked:
-            kind, text = line(c)
-            if size + len(text) + 1 > MAX_PAYLOAD:
+        for vkind, kind, head, tail in map(form, rnd.choices(ctx, cum_weights=cum, k=n)):
+            if size + len(head) + longest[vkind] + len(tail) + 1 > MAX_PAYLOAD:
                 break
-            body.append(text)
-            size += len(text) + 1
-            kinds[kind] = kinds.get(kind, 0) + 1
+            body.append(head + b"%b" + tail)
+            size += len(head) + longest[vkind] + len(tail) + 1
+            order.append(vkind)
+            kinds[kind] = kinds.get(kind, 0) + rounds
         body.append(marker)
-        kinds["c"] = kinds.get("c", 0) + 1
-        lines += len(body)
-        datagrams.append(b"\n".join(body))
-    return Stream("dogstatsd" if dogstatsd else "statsd", datagrams, lines, contexts, kinds)
+        kinds["c"] = kinds.get("c", 0) + rounds
+        lines += len(body) * rounds
+        templates.append((b"\n".join(body), len(body) - 1))
+    need = {k: order.count(k) for k in pools}
+    datagrams: list[bytes] = []
+    for part in range(rounds):
+        vrnd = random.Random(f"{seed}/{part}")
+        drawn = {k: iter(vrnd.choices(pool, weights.get(k), k=need[k])) for k, pool in pools.items()}
+        values = [next(drawn[k]) for k in order]
+        at = 0
+        for t, n in templates:
+            datagrams.append(t % tuple(values[at:at + n]))
+            at += n
+    return Stream("dogstatsd" if dogstatsd else "statsd", datagrams, lines, contexts, kinds, rounds)
 
 
 # --------------------------------------------------------------------------- the sender
@@ -229,7 +261,7 @@ class _Mmsghdr(ctypes.Structure):
 
 class Sender:
     """The stream's datagrams as ``sendmmsg`` arrays, built once; ``run`` sends them in a loop
-    from a forked child process."""
+    from a forked child process, from the start of a round's part on."""
 
     def __init__(self, stream: Stream) -> None:
         n = len(stream.datagrams)
@@ -249,12 +281,14 @@ class Sender:
         self._mm_base = ctypes.addressof(self._mm)
         self._msz = ctypes.sizeof(_Mmsghdr)
 
-    def run(self, port: int, duration: float, rate: float | None) -> dict[str, float]:
+    def run(self, port: int, duration: float, rate: float | None, round_: int) -> dict[str, float]:
         """Send for ``duration`` seconds, flat out (``rate`` None) or paced at ``rate`` datagrams a
-        second, in a child process; return what it sent, its wall time and CPU."""
+        second, in a child process, from the first datagram of round ``round_`` (then the next
+        rounds', wrapping); return what it sent, its wall time and CPU."""
+        start = round_ % self.stream.rounds * self.stream.per_round
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=self._child, args=(port, duration, rate, child), daemon=True)
+        proc = ctx.Process(target=self._child, args=(port, duration, rate, start, child), daemon=True)
         proc.start()
         child.close()
         if not parent.poll(duration + 60):
@@ -266,13 +300,13 @@ class Sender:
             raise SystemExit(f"the sender failed: {result['error']}")
         return result
 
-    def _child(self, port: int, duration: float, rate: float | None, conn: Any) -> None:
+    def _child(self, port: int, duration: float, rate: float | None, start: int, conn: Any) -> None:
         try:
-            conn.send(self._send(port, duration, rate))
+            conn.send(self._send(port, duration, rate, start))
         except Exception as e:  # noqa: BLE001 - reported to the parent
             conn.send({"error": f"{type(e).__name__}: {e}"})
 
-    def _send(self, port: int, duration: float, rate: float | None) -> dict[str, float]:
+    def _send(self, port: int, duration: float, rate: float | None, start: int) -> dict[str, float]:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         sendmmsg = libc.sendmmsg
         sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
@@ -285,7 +319,7 @@ class Sender:
             socks.append(s)
         fds = [s.fileno() for s in socks]
         n, base, msz = self.n, self._mm_base, self._msz
-        pos = sent = errors = calls = 0
+        pos, sent, errors, calls = start, 0, 0, 0
         perf = time.perf_counter
         cpu0 = time.process_time()
         t0 = perf()
@@ -863,16 +897,17 @@ def drop_bursts(port: int, into: list[tuple[float, float, int]]) -> Iterator[Non
         thread.join()
 
 
-def send_slice(side: Side, sender: Sender, duration: float, rate: float | None, ph: Phase,
+def send_slice(side: Side, sender: Sender, duration: float, rate: float | None, ph: Phase, round_: int,
                profiler: Profiler | None = None) -> float:
-    """Send to ``side`` for ``duration`` s, wait for its socket to empty; add it to ``ph``; return
-    the time.time() at which the socket was empty. A paced send records when the kernel dropped."""
+    """Send to ``side`` for ``duration`` s from round ``round_``'s datagrams on, wait for its socket
+    to empty; add it to ``ph``; return the time.time() at which the socket was empty. A paced send
+    records when the kernel dropped."""
     drops0 = udp_sockets(side.port)[2]
     t0 = time.time()
     ph.load.append(os.getloadavg()[0])
     with profiler.sampling(side.proc.pid) if profiler is not None else contextlib.nullcontext(), \
             drop_bursts(side.port, ph.bursts) if rate is not None else contextlib.nullcontext():
-        got = sender.run(side.port, duration, rate)
+        got = sender.run(side.port, duration, rate, round_)
         drained = drain(side)
     ph.kernel_drops += udp_sockets(side.port)[2] - drops0
     ph.sent += int(got["sent"])
@@ -897,9 +932,9 @@ def saturation(runs: list[Run], duration: float, slices: int, profilers: dict[st
     phases = {id(r): Phase() for r in runs}
     last: dict[int, float] = {}
     cpu0 = {id(r): tree_cpu(r.side.proc.pid) for r in runs}
-    for _ in range(slices):
+    for turn in range(slices):  # the turn's round: fresh values, the same for every side
         for r in runs:
-            last[id(r)] = send_slice(r.side, r.sender, duration / slices, None, phases[id(r)],
+            last[id(r)] = send_slice(r.side, r.sender, duration / slices, None, phases[id(r)], turn,
                                      profilers.get(r.side.name))
     for r in runs:
         ph = phases[id(r)]
@@ -914,12 +949,12 @@ def saturation(runs: list[Run], duration: float, slices: int, profilers: dict[st
               f"over the phase; load average {min(ph.load):.1f}-{max(ph.load):.1f}", flush=True)
 
 
-def half_rate(r: Run, duration: float) -> None:
-    """``r``'s side alone at half its saturation rate, paced."""
+def half_rate(r: Run, duration: float, round_: int) -> None:
+    """``r``'s side alone at half its saturation rate, paced, from round ``round_`` on."""
     rate = r.res["saturation"]["rate"] / 2
     ph = Phase()
     cpu0 = tree_cpu(r.side.proc.pid)
-    drained = send_slice(r.side, r.sender, duration, rate, ph)
+    drained = send_slice(r.side, r.sender, duration, rate, ph, round_)
     total = r.side.processed(drained)
     ph.cpu = tree_cpu(r.side.proc.pid) - cpu0
     ph.processed, r.total = total - r.total, total
@@ -970,7 +1005,9 @@ def main() -> int:
                     help="the flat-out phase is sent in this many turns per side, the sides alternating")
     ap.add_argument("--loss-duration", type=float, default=20.0, help="seconds of the half-rate phase (default 20)")
     ap.add_argument("--contexts", type=int, default=10_000)
-    ap.add_argument("--datagrams", type=int, default=100_000, help="datagrams in the pre-built stream (sent in a loop)")
+    ap.add_argument("--datagrams", type=int, default=100_000,
+                    help="datagrams a round (each turn of the flat-out phase and the half-rate phase: the same "
+                         "lines, values of their own; sent in a loop)")
     ap.add_argument("--flush-interval", type=float, default=10.0, help="both sides' flush interval (default 10 s)")
     ap.add_argument("--system-rcvbuf", action="store_true",
                     help="both sides' sockets at the system's receive buffer (net.core.rmem_default; monbridge's "
@@ -1028,8 +1065,10 @@ def main() -> int:
     # what the kernel gives: the default, or twice what was asked for up to rmem_max (socket(7))
     rcvbuf = rmem_default if ask is None else 2 * min(ask, rmem_max)
     t_build = time.monotonic()
-    shared = build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=False)
-    full = None if args.no_dogstatsd else build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=True)
+    rounds = args.slices + 1  # a round a turn of the flat-out phase, one for the half-rate phase
+    shared = build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=False, rounds=rounds)
+    full = None if args.no_dogstatsd else build_stream(args.contexts, args.datagrams, args.seed, dogstatsd=True,
+                                                       rounds=rounds)
     senders = {"statsd": Sender(shared)}
     if full is not None:
         senders["dogstatsd"] = Sender(full)
@@ -1045,8 +1084,8 @@ def main() -> int:
                                "rcvbuf": rcvbuf, "streams": {}}
     for s in (shared, full):
         if s is not None:
-            results["streams"][s.name] = {"datagrams": len(s.datagrams), "lines": s.lines, "bytes": s.nbytes,
-                                          "contexts": s.contexts, "kinds": s.kinds}
+            results["streams"][s.name] = {"rounds": s.rounds, "datagrams": len(s.datagrams), "lines": s.lines,
+                                          "bytes": s.nbytes, "contexts": s.contexts, "kinds": s.kinds}
     work = Path(tempfile.mkdtemp(prefix="bench-dogstatsd-"))
     status = 0
     runs: list[Run] = []
@@ -1076,7 +1115,7 @@ def main() -> int:
                          for r in runs if isinstance(r.side, Monbridge)}
         saturation(runs, args.duration, args.slices, profilers)
         for r in runs:
-            half_rate(r, args.loss_duration)
+            half_rate(r, args.loss_duration, args.slices)
         for r in runs:
             r.res.update(errors=r.side.errors(), rss_end=tree_rss(r.side.proc.pid), alive=r.side.alive())
             if isinstance(r.side, Monbridge):

@@ -16,6 +16,11 @@ Both are measured over the same --duration seconds, from the moment both are up:
   * CPU: user + system seconds of the process tree: monbridge and the plugins it reaped; Nagios,
     its workers and the plugins they reaped (``/proc/PID/stat`` utime, stime, cutime, cstime).
     "own" leaves out what the plugins themselves spent (cutime/cstime of the runner processes);
+  * RSS: resident memory of each process tree (``/proc/PID/statm``, the helpers of
+    bench_scrape_scale.py), a plugin that runs at that moment included (check_dummy, about 1 MiB,
+    lives about a millisecond). "idle" is each side started before the measured run with one of
+    the checks only (Nagios takes no config without a service), read once up and quiet; "after"
+    at the end of the measured run; "per check" is (after - idle) / (checks - 1);
   * start-time jitter: how late each run started after its scheduled time. Nagios' is its
     ``check_latency`` in status.dat (one sample per service and ``last_check``); monbridge's is
     ``nagios_check_latency_seconds`` on its /metrics (one sample per check and
@@ -44,6 +49,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_scrape_scale import rss, wait_quiet  # noqa: E402
 from nagios_peer import NAGIOS_BIN, PLUGINS, NagiosConfig, NagiosServer, Service, stop_group  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -112,27 +119,27 @@ def main() -> int:
     if not (os.access(NAGIOS_BIN, os.X_OK) and os.access(f"{PLUGINS}/check_dummy", os.X_OK)):
         print(f"needs {NAGIOS_BIN} and {PLUGINS}/check_dummy (apt-get install nagios4 monitoring-plugins)")
         return 2
+    if args.checks < 2:
+        ap.error("--checks: at least 2 (the idle run has one)")
     work = Path(tempfile.mkdtemp(prefix="bench-nagios-"))
     names = [f"c{i:04d}" for i in range(args.checks)]
     # How often each side publishes what it ran (Nagios' status.dat, monbridge's pipeline): their
     # defaults (10 s, 15 s), or a quarter of a short --interval, so that every run is seen.
     publish = max(1, min(10, int(args.interval // 4)))
     collect = max(1, min(15, int(args.interval // 4)))
-    nagios = NagiosServer(NagiosConfig(work / "nagios", [
-        Service(n, f"{PLUGINS}/check_dummy 0 ok", interval=args.interval, retry_interval=args.interval) for n in names],
-        spread=int(args.interval), extra={"status_update_interval": str(publish)}))
-    checks = "".join(f"        - {{name: {n}, command: [check_dummy, '0', ok], interval: {args.interval}}}\n" for n in names)
-    sides = [Monbridge("monbridge", work, checks, collect, python_runner=False)]
-    if args.also_python_runner:
-        sides.append(Monbridge("mb-python", work, checks, collect, python_runner=True))
+    # Idle RSS: each side with the first check only, read once up and quiet, then stopped.
+    nagios, sides = start_sides(work / "idle", names[:1], args, publish, collect)
+    try:
+        if not wait_up(nagios, sides):
+            return 1
+        idle = {"nagios4": quiet_rss(nagios.proc.pid)} | {side.name: quiet_rss(side.proc.pid) for side in sides}
+    finally:
+        stop_all(nagios, sides)
+    nagios, sides = start_sides(work, names, args, publish, collect)
     status = 0
     try:
-        for side in sides:
-            side.start()
-        nagios.wait_running()
-        for side in sides:
-            if not side.wait_healthy():
-                return 1
+        if not wait_up(nagios, sides):
+            return 1
         workers = children(nagios.proc.pid)
         n0 = tree_cpu(nagios.proc.pid, workers)
         for side in sides:
@@ -164,30 +171,64 @@ def main() -> int:
         n1 = tree_cpu(nagios.proc.pid, workers)
         for side in sides:
             side.cpu1 = tree_cpu(side.proc.pid, [])
+        after = {"nagios4": rss(nagios.proc.pid)} | {side.name: rss(side.proc.pid) for side in sides}
     finally:
-        nagios.stop()
-        for side in sides:
-            side.stop()
+        stop_all(nagios, sides)
     n_own, n_total = n1[0] - n0[0], n1[1] - n0[1]
     expected = args.checks * max(1, int(elapsed // args.interval))
     print(f"{args.checks} checks of check_dummy every {args.interval:g} s, measured {elapsed:.0f} s "
           f"(about {expected} runs each side); monbridge from {REPO}, plugin runner "
           + ", ".join(f"{side.runner} ({side.name})" for side in sides))
-    print(f"{'':<10} {'CPU own s':>10} {'CPU+plugins s':>14} {'runs seen':>10} {'latency p50':>12} "
-          f"{'p99':>8} {'max':>8}")
+    print(f"{'':<10} {'CPU own s':>10} {'CPU+plugins s':>14} {'RSS idle MiB':>13} {'after MiB':>10} "
+          f"{'kB/check':>9} {'runs seen':>10} {'latency p50':>12} {'p99':>8} {'max':>8}")
     rows = [("nagios4", n_own, n_total, nagios_lat)]
     rows += [(side.name, side.cpu1[0] - side.cpu0[0], side.cpu1[1] - side.cpu0[1], side.latency) for side in sides]
+    per_check = {name: (after[name] - idle[name]) / (args.checks - 1) for name, *_ in rows}
     for name, own, total, lat in rows:
         xs = list(lat.values())
-        print(f"{name:<10} {own:>10.2f} {total:>14.2f} {len(xs):>10} {percentile(xs, 50):>11.3f}s "
+        print(f"{name:<10} {own:>10.2f} {total:>14.2f} {idle[name] / 2**20:>13.1f} {after[name] / 2**20:>10.1f} "
+              f"{per_check[name] / 1e3:>9.1f} {len(xs):>10} {percentile(xs, 50):>11.3f}s "
               f"{percentile(xs, 99):>7.3f}s {max(xs, default=float('nan')):>7.3f}s")
     for name, own, total, _ in rows[1:]:
         print(f"CPU {name} / Nagios: own {own / n_own if n_own else float('inf'):.2f}x, "
-              f"with plugins {total / n_total if n_total else float('inf'):.2f}x (goal <= 1x)")
+              f"with plugins {total / n_total if n_total else float('inf'):.2f}x (goal <= 1x); "
+              f"RSS after {after[name] / after['nagios4']:.2f}x")
     p99 = percentile(list(sides[0].latency.values()), 99)
     print(f"monbridge start-time jitter p99 {p99:.3f} s (goal <= 1 s): {'met' if p99 <= 1 else 'NOT met'}")
     shutil.rmtree(work, ignore_errors=True)
     return status
+
+
+def start_sides(work: Path, names: list[str], args: argparse.Namespace, publish: int,
+                collect: int) -> tuple[NagiosServer, list[Monbridge]]:
+    """Nagios and the monbridge side(s), each with the checks ``names``, in ``work``."""
+    nagios = NagiosServer(NagiosConfig(work / "nagios", [
+        Service(n, f"{PLUGINS}/check_dummy 0 ok", interval=args.interval, retry_interval=args.interval) for n in names],
+        spread=int(args.interval), extra={"status_update_interval": str(publish)}))
+    checks = "".join(f"        - {{name: {n}, command: [check_dummy, '0', ok], interval: {args.interval}}}\n" for n in names)
+    sides = [Monbridge("monbridge", work, checks, collect, python_runner=False)]
+    if args.also_python_runner:
+        sides.append(Monbridge("mb-python", work, checks, collect, python_runner=True))
+    for side in sides:
+        side.start()
+    return nagios, sides
+
+
+def wait_up(nagios: NagiosServer, sides: list[Monbridge]) -> bool:
+    nagios.wait_running()
+    return all(side.wait_healthy() for side in sides)
+
+
+def quiet_rss(pid: int) -> int:
+    """RSS of the tree of ``pid`` once it is quiet (a second under 3 % of a core, at most 10 s)."""
+    wait_quiet(pid, 10)
+    return rss(pid)
+
+
+def stop_all(nagios: NagiosServer, sides: list[Monbridge]) -> None:
+    nagios.stop()
+    for side in sides:
+        side.stop()
 
 
 class Monbridge:
@@ -196,7 +237,7 @@ class Monbridge:
 
     def __init__(self, name: str, work: Path, checks: str, collect: int, *, python_runner: bool) -> None:
         self.name, self.work = name, work / name
-        self.work.mkdir()
+        self.work.mkdir(parents=True)
         self.port = free_port()
         self.config = self.work / "monbridge.yaml"
         self.config.write_text(

@@ -11,7 +11,10 @@ Starts, on loopback ports picked free:
   * Prometheus 2.42 ``--enable-feature=agent`` scraping every target every --interval seconds
     and remote-writing to the receiver (target label ``agent="prometheus"``);
   * monbridge with the ``monitoring.integration.prometheus`` plugin doing the same (target
-    label ``agent="monbridge"``, an on-disk queue as Prometheus' WAL is on disk).
+    label ``agent="monbridge"``, an on-disk queue as Prometheus' WAL is on disk). It runs from
+    this checkout (``PYTHONPATH``, with the C extensions built in place), whatever checkout the
+    interpreter's environment has installed; the script says so, and stops when ``bridge``
+    would be imported from elsewhere.
 After a warm-up, each sender's CPU seconds (user + system, /proc) and samples sent (its own
 counters: ``prometheus_remote_storage_samples_total`` and
 ``monbridge_remote_write_samples_sent_total``) are read at the start and end of a window of
@@ -41,6 +44,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 3.0
+# monbridge runs from this checkout (its C extensions built in place), not from wherever the
+# interpreter's environment installed the package (an editable install of another checkout).
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 TARGET_SERVER = r'''
 import http.server, itertools, sys
@@ -100,6 +106,17 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.2)
 
 
+def monbridge_here() -> bool:
+    """Whether a child started with CHILD_ENV imports ``bridge`` from this checkout (said on stderr)."""
+    where = subprocess.run([sys.executable, "-c", "import bridge; print(bridge.__file__)"], env=CHILD_ENV,
+                           capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout.strip()
+    if not where.startswith(str(ROOT) + os.sep):
+        print(f"bench: monbridge would run from {where or '(nowhere)'}, not from this checkout ({ROOT})", file=sys.stderr)
+        return False
+    print(f"bench: monbridge from {ROOT}", file=sys.stderr)
+    return True
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -131,12 +148,14 @@ def main() -> int:
     if not os.access(prometheus, os.X_OK):
         print("bench: prometheus not found (apt-get install prometheus)", file=sys.stderr)
         return 2
+    if not monbridge_here():
+        return 1
     procs: list[subprocess.Popen[bytes]] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-scrape-rw-"))
 
     def start(argv: list[str], name: str) -> subprocess.Popen[bytes]:
         log = open(tmp / f"{name}.log", "wb")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp)
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp, env=CHILD_ENV)
         procs.append(p)
         return p
 
@@ -157,7 +176,8 @@ def main() -> int:
         targets = [f"127.0.0.1:{p}" for p in target_ports]
         (tmp / "agent.yml").write_text(json.dumps({
             "global": {"scrape_interval": iv, "scrape_timeout": iv},
-            "scrape_configs": [{"job_name": "bench", "static_configs": [{"targets": targets, "labels": {"agent": "prometheus"}}]}],
+            "scrape_configs": [{"job_name": "bench",
+                                "static_configs": [{"targets": targets, "labels": {"agent": "prometheus"}}]}],
             "remote_write": [{"url": f"{recv}/api/v1/write"}],
         }))
         agent = start([prometheus, "--enable-feature=agent", f"--config.file={tmp / 'agent.yml'}",

@@ -54,13 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scrape_rw import free_port, wait_http  # noqa: E402
+from bench_scrape_rw import CHILD_ENV, free_port, monbridge_here, wait_http  # noqa: E402
 
 SLOW = 300.0  # seconds a sender may take to answer while a big round runs
-REPO = Path(__file__).resolve().parent.parent
-# monbridge runs from this checkout (its C extensions built in place), not from wherever the
-# interpreter's environment installed the package (an editable install of another checkout).
-CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def get(url: str) -> bytes:
@@ -326,12 +322,8 @@ def main() -> int:
     if not os.access(prometheus, os.X_OK):
         print("bench: prometheus not found (apt-get install prometheus)", file=sys.stderr)
         return 2
-    where = subprocess.run([sys.executable, "-c", "import bridge; print(bridge.__file__)"], env=CHILD_ENV,
-                           capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout.strip()
-    if not where.startswith(str(REPO)):
-        print(f"bench: monbridge would run from {where or '(nowhere)'}, not from this checkout ({REPO})", file=sys.stderr)
+    if not monbridge_here():
         return 1
-    print(f"bench: monbridge from {REPO}", file=sys.stderr)
     sizes = [10_000, 100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     rounds = 2 if args.quick else args.rounds
     tmp = Path(tempfile.mkdtemp(prefix="bench-scrape-scale-"))

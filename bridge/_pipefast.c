@@ -47,6 +47,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "_fastcommon.h"
+
 static PyTypeObject *metric_type, *series_type;
 /* Metric slots */
 static Py_ssize_t m_name, m_kind, m_value, m_unit, m_attributes, m_timestamp_ns, m_start_time_ns;
@@ -543,32 +545,6 @@ static PyObject *py_float_repr(PyObject *self, PyObject *arg) {
     return PyUnicode_FromStringAndSize(t, n);
 }
 
-typedef struct {
-    char *p;
-    Py_ssize_t len, cap;
-} Buf;
-
-static int buf_room(Buf *b, Py_ssize_t more) {
-    if (b->len + more <= b->cap)
-        return 0;
-    Py_ssize_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more) {
-        if (cap > PY_SSIZE_T_MAX / 2) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        cap *= 2;
-    }
-    char *p = PyMem_Realloc(b->p, cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
 static PyObject *plain_lines(PyObject *self, PyObject *args) {
     PyObject *refs, *values;
     if (!PyArg_ParseTuple(args, "OO", &refs, &values))
@@ -602,7 +578,8 @@ static PyObject *plain_lines(PyObject *self, PyObject *args) {
         }
         need += PyUnicode_GET_LENGTH(p) + 32;
     }
-    Buf b = {NULL, 0, 0};
+    Buf b;
+    buf_init(&b);
     if (buf_room(&b, need + 1) < 0)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -642,10 +619,10 @@ static PyObject *plain_lines(PyObject *self, PyObject *args) {
     PyObject *out = PyUnicode_New(b.len, 127);
     if (out != NULL)
         memcpy(PyUnicode_1BYTE_DATA(out), b.p, b.len);
-    PyMem_Free(b.p);
+    buf_free(&b);
     return out;
 fail:
-    PyMem_Free(b.p);
+    buf_free(&b);
     return NULL;
 }
 

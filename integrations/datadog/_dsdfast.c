@@ -37,6 +37,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "_fastcommon.h"
+
 #define MAX_KEY 512 /* LineCache's _CACHED_LINE: longer context texts are never remembered */
 #define MAX_BATCH 256
 
@@ -45,28 +47,7 @@ enum { K_COUNT = 0, K_GAUGE = 1, K_HIST = 2, K_DIST = 3, K_SET = 4 };
 static PyObject *s_values, *s_weights, *s_count, *s_append, *s_pos, *s_neg, *s_zero, *s_total, *s_least,
     *s_most;
 
-/* The plain decimal form; 1 if s[0:n] is one. */
-static int plain_number(const char *s, Py_ssize_t n) {
-    Py_ssize_t k = 0, digits = 0;
-    if (n == 0) return 0;
-    if (s[k] == '+' || s[k] == '-') k++;
-    while (k < n && s[k] >= '0' && s[k] <= '9') { k++; digits++; }
-    if (k < n && s[k] == '.') {
-        k++;
-        while (k < n && s[k] >= '0' && s[k] <= '9') { k++; digits++; }
-    }
-    if (!digits) return 0;
-    if (k < n && (s[k] == 'e' || s[k] == 'E')) {
-        Py_ssize_t e = 0;
-        k++;
-        if (k < n && (s[k] == '+' || s[k] == '-')) k++;
-        while (k < n && s[k] >= '0' && s[k] <= '9') { k++; e++; }
-        if (!e) return 0;
-    }
-    return k == n;
-}
-
-/* Reads the double of s[0:n] (plain_number checked); 0 on success. */
+/* Reads the double of s[0:n] (plain_decimal checked); 0 on success. */
 static int read_double(const char *s, Py_ssize_t n, double *out) {
     char tmp[64];
     char *end = NULL;
@@ -259,7 +240,7 @@ static PyObject *feed(PyObject *self, PyObject *args) {
         winv = PyFloat_AsDouble(PyList_GET_ITEM(e, 7));
         if (winv == -1.0 && PyErr_Occurred()) goto error;
         if (kind != K_SET) {
-            if (!plain_number(line + i + 1, j - i - 1) || read_double(line + i + 1, j - i - 1, &v) < 0) break;
+            if (!plain_decimal(line + i + 1, j - i - 1) || read_double(line + i + 1, j - i - 1, &v) < 0) break;
         } else if (j - i - 1 == 0) {
             break;
         }

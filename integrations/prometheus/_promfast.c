@@ -55,6 +55,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_fastcommon.h"
+
 #define MAX_LABELS 32
 
 static PyObject *s_counter, *s_gauge, *s_histogram, *s_summary, *s_untyped, *s_empty;
@@ -122,27 +124,6 @@ static inline int name_start(unsigned char c) {
 static inline int name_char(unsigned char c) { return name_start(c) || (c >= '0' && c <= '9'); }
 static inline int label_start(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 static inline int label_char(unsigned char c) { return label_start(c) || (c >= '0' && c <= '9'); }
-
-/* Whether s[0:n] is a decimal Go's ParseFloat and Python's float() both take, in the form above. */
-static int plain_decimal(const char *s, Py_ssize_t n) {
-    Py_ssize_t k = 0, digits = 0;
-    if (n == 0) return 0;
-    if (s[k] == '+' || s[k] == '-') k++;
-    while (k < n && s[k] >= '0' && s[k] <= '9') { k++; digits++; }
-    if (k < n && s[k] == '.') {
-        k++;
-        while (k < n && s[k] >= '0' && s[k] <= '9') { k++; digits++; }
-    }
-    if (!digits) return 0;
-    if (k < n && (s[k] == 'e' || s[k] == 'E')) {
-        Py_ssize_t e = 0;
-        k++;
-        if (k < n && (s[k] == '+' || s[k] == '-')) k++;
-        while (k < n && s[k] >= '0' && s[k] <= '9') { k++; e++; }
-        if (!e) return 0;
-    }
-    return k == n;
-}
 
 /* The type of a TYPE line's text s[0:n] (borrowed), or NULL when it is none of the text format's. */
 static PyObject *text_type(const char *s, Py_ssize_t n) {
@@ -491,31 +472,6 @@ done:
 
 /* ------------------------------------------------------------------ scraped_labels */
 
-typedef struct {
-    char *p;
-    Py_ssize_t n, cap;
-    char small[512];
-} Buf;
-
-static int buf_room(Buf *b, Py_ssize_t more) {
-    if (b->n + more <= b->cap) return 0;
-    Py_ssize_t cap = 2 * (b->n + more);
-    char *p;
-    if (b->p == b->small) {
-        p = PyMem_Malloc(cap);
-        if (p != NULL) memcpy(p, b->small, b->n);
-    } else {
-        p = PyMem_Realloc(b->p, cap);
-    }
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
 static Py_ssize_t varint_len(size_t n) {
     Py_ssize_t k = 1;
     while (n >= 0x80) { n >>= 7; k++; }
@@ -535,7 +491,7 @@ static char *put_varint(char *o, size_t n) {
 static int put_label(Buf *b, const char *k, Py_ssize_t kl, const char *v, Py_ssize_t vl) {
     size_t inner = 1 + varint_len(kl) + kl + 1 + varint_len(vl) + vl;
     if (buf_room(b, 1 + varint_len(inner) + inner) < 0) return -1;
-    char *o = b->p + b->n;
+    char *o = b->p + b->len;
     *o++ = 0x0A;
     o = put_varint(o, inner);
     *o++ = 0x0A;
@@ -546,7 +502,7 @@ static int put_label(Buf *b, const char *k, Py_ssize_t kl, const char *v, Py_ssi
     o = put_varint(o, vl);
     memcpy(o, v, vl);
     o += vl;
-    b->n = o - b->p;
+    b->len = o - b->p;
     return 0;
 }
 
@@ -593,9 +549,7 @@ static PyObject *scraped_labels(PyObject *self, PyObject *args) {
         if (!plain_label_name(k)) Py_RETURN_NONE;
     }
     Buf b;
-    b.p = b.small;
-    b.n = 0;
-    b.cap = sizeof(b.small);
+    buf_init(&b);
     PyObject *result = NULL, *hold = NULL;
     Py_ssize_t nl;
     const char *nd = utf8_of(name, &nl, &hold);
@@ -632,10 +586,10 @@ static PyObject *scraped_labels(PyObject *self, PyObject *args) {
         Py_XDECREF(vhold);
         if (err < 0) goto done;
     }
-    result = PyBytes_FromStringAndSize(b.p, b.n);
+    result = PyBytes_FromStringAndSize(b.p, b.len);
 done:
     Py_XDECREF(hold);
-    if (b.p != b.small) PyMem_Free(b.p);
+    buf_free(&b);
     return result;
 }
 
