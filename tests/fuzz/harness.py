@@ -112,8 +112,12 @@ def run_fuzz(
     tokens: Sequence[bytes] = (),
     seconds: float | None = None,
     max_rss_growth: int = 256 << 20,
+    cpu_per_100kb: float = CPU_PER_100KB,
 ) -> int:
-    """Fuzz ``target`` for ``seconds``; returns the number of inputs tried (at least the seeds)."""
+    """Fuzz ``target`` for ``seconds``; returns the number of inputs tried (at least the seeds).
+    An input may take ``cpu_per_100kb`` seconds of CPU per 100 kB (that much at least): a target
+    that does more than parse its input (builds and compares several outputs of it) says so with
+    a bound of its own."""
     budget = fuzz_seconds() if seconds is None else seconds
     count = 0
 
@@ -143,7 +147,7 @@ def run_fuzz(
         count += 1
         spent = timed(data)
         if len(data) <= MAX_INPUT:
-            limit = CPU_PER_100KB * max(1.0, len(data) / 100_000)
+            limit = cpu_per_100kb * max(1.0, len(data) / 100_000)
             # Over the limit, the input is timed twice more and the least counts: a slice of CPU
             # lost to the machine's other work (cache, frequency, the other core's load) is not the
             # input's; a slow input is slow every time.
