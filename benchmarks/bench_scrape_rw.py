@@ -42,7 +42,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CHILD_ENV, TARGET_SERVER, counter, cpu, free_port, get, monbridge_here, wait_http  # noqa: E402
+from _common import CHILD_ENV, TARGET_SERVER, counter, free_port, get, monbridge_here, wait_http  # noqa: E402
+from _common import cpu as cpu_seconds
 
 GOAL = 3.0
 
@@ -121,10 +122,10 @@ def main() -> int:
                           'agent="monbridge"'),
         }
         t0 = time.time()
-        before = {k: (cpu(p.pid), counter(u, c)) for k, (p, u, c, _) in senders.items()}
+        before = {k: (cpu_seconds(p.pid), counter(u, c)) for k, (p, u, c, _) in senders.items()}
         time.sleep(args.seconds)
         t1 = time.time()
-        after = {k: (cpu(p.pid), counter(u, c)) for k, (p, u, c, _) in senders.items()}
+        after = {k: (cpu_seconds(p.pid), counter(u, c)) for k, (p, u, c, _) in senders.items()}
         time.sleep(3 * args.interval + 2)  # let the last batches land
         rows = {}
         for k, (p, _, _, sel) in senders.items():
