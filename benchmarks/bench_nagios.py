@@ -50,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_scrape_scale import rss, wait_quiet  # noqa: E402
+from _common import rss, wait_quiet  # noqa: E402
 from nagios_peer import NAGIOS_BIN, PLUGINS, NagiosConfig, NagiosServer, Service, stop_group  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

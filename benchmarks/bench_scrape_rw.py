@@ -6,7 +6,7 @@
 
 Starts, on loopback ports picked free:
   * a target server (a child Python process, not measured) serving --targets targets of
-    --series series each (counters, gauges and a histogram family; values change every scrape);
+    --series series each (counters, gauges and a histogram family; values change every --interval);
   * a receiver: Prometheus 2.42 with ``--web.enable-remote-write-receiver``;
   * Prometheus 2.42 ``--enable-feature=agent`` scraping every target every --interval seconds
     and remote-writing to the receiver (target label ``agent="prometheus"``);
@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,92 +41,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CHILD_ENV, TARGET_SERVER, counter, free_port, get, monbridge_here, wait_http  # noqa: E402
+from _common import cpu as cpu_seconds
+
 GOAL = 3.0
-# monbridge runs from this checkout (its C extensions built in place), not from wherever the
-# interpreter's environment installed the package (an editable install of another checkout).
-CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-
-TARGET_SERVER = r'''
-import http.server, itertools, sys
-port, series = int(sys.argv[1]), int(sys.argv[2])
-def body(step):
-    out = ["# HELP bench_requests_total Requests.\n# TYPE bench_requests_total counter\n"]
-    n = series // 2
-    out += [f'bench_requests_total{{path="/p{i}",code="200"}} {i * 10 + step}\n' for i in range(n)]
-    out.append("# HELP bench_inflight Requests in flight.\n# TYPE bench_inflight gauge\n")
-    out += [f'bench_inflight{{worker="w{i}"}} {(i + step) % 17}\n' for i in range(series - n - 60)]
-    out.append("# HELP bench_latency_seconds Latency.\n# TYPE bench_latency_seconds histogram\n")
-    for h in range(5):
-        c = 0
-        for le in ("0.005", "0.01", "0.05", "0.1", "0.5", "1", "2.5", "5", "10", "+Inf"):
-            c += step + h
-            out.append(f'bench_latency_seconds_bucket{{handler="h{h}",le="{le}"}} {c}\n')
-        out.append(f'bench_latency_seconds_sum{{handler="h{h}"}} {c * 0.3}\n')
-        out.append(f'bench_latency_seconds_count{{handler="h{h}"}} {c}\n')
-    return "".join(out).encode()
-bodies = [body(s) for s in range(16)]
-counter = itertools.count()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        b = bodies[next(counter) % len(bodies)]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-'''
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str, timeout: float = 10.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read()
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            get(url, 2.0)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s") from None
-            time.sleep(0.2)
-
-
-def monbridge_here() -> bool:
-    """Whether a child started with CHILD_ENV imports ``bridge`` from this checkout (said on stderr)."""
-    where = subprocess.run([sys.executable, "-c", "import bridge; print(bridge.__file__)"], env=CHILD_ENV,
-                           capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout.strip()
-    if not where.startswith(str(ROOT) + os.sep):
-        print(f"bench: monbridge would run from {where or '(nowhere)'}, not from this checkout ({ROOT})", file=sys.stderr)
-        return False
-    print(f"bench: monbridge from {ROOT}", file=sys.stderr)
-    return True
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def counter(url: str, name: str) -> float:
-    total = 0.0
-    for line in get(url).decode().splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def query(url: str, promql: str, t: float) -> float:
@@ -162,7 +80,7 @@ def main() -> int:
     try:
         target_ports = [free_port() for _ in range(args.targets)]
         for port in target_ports:
-            start([sys.executable, "-c", TARGET_SERVER, str(port), str(args.series)], f"target-{port}")
+            start([sys.executable, "-c", TARGET_SERVER, str(port), str(args.series), str(args.interval)], f"target-{port}")
         recv_port, agent_port, mb_port = free_port(), free_port(), free_port()
         (tmp / "recv").mkdir()
         (tmp / "recv.yml").write_text("global: {}\n")

@@ -8,7 +8,8 @@ Prometheus 2.42 in agent mode scraping the same target and remote-writing, in th
 
 For each size N, fresh processes on loopback ports picked free:
   * a target (a child Python process, not measured) serving N series (half counters, half gauges,
-    and a 5-series histogram family; values change every scrape). It starts *after* both
+    and a 5-series histogram family; values change every interval, rendered afresh once an
+    interval, ``_common.TARGET_SERVER``). It starts *after* both
     senders have settled, so their idle RSS and CPU are read with nothing scraped yet;
   * a receiver (a child Python process, not measured) that reads every remote-write request and
     answers 204: the senders' work is measured, not a receiver's storage;
@@ -52,62 +53,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scrape_rw import CHILD_ENV, free_port, monbridge_here, wait_http  # noqa: E402
+from _common import CHILD_ENV, TARGET_SERVER, cpu, free_port, get, monbridge_here, rss, wait_http, wait_quiet  # noqa: E402
+from _common import counter as _counter  # noqa: E402
 
 SLOW = 300.0  # seconds a sender may take to answer while a big round runs
 
 
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=SLOW) as r:
-        return r.read()
-
-
 def counter(url: str, name: str) -> float:
-    total = 0.0
-    for line in get(url).decode().splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return _counter(url, name, SLOW)
 
-TARGET_SERVER = r'''
-import http.server, itertools, sys
-port, series = int(sys.argv[1]), int(sys.argv[2])
-def body(step):
-    out = ["# HELP bench_requests_total Requests.\n# TYPE bench_requests_total counter\n"]
-    n = series // 2
-    out += [f'bench_requests_total{{path="/api/v1/p{i}",code="200",method="GET"}} {i * 10 + step}\n' for i in range(n)]
-    out.append("# HELP bench_inflight Requests in flight.\n# TYPE bench_inflight gauge\n")
-    out += [f'bench_inflight{{worker="w{i}",pool="default"}} {(i + step) % 17}\n' for i in range(series - n - 60)]
-    out.append("# HELP bench_latency_seconds Latency.\n# TYPE bench_latency_seconds histogram\n")
-    for h in range(5):
-        c = 0
-        for le in ("0.005", "0.01", "0.05", "0.1", "0.5", "1", "2.5", "5", "10", "+Inf"):
-            c += step + h
-            out.append(f'bench_latency_seconds_bucket{{handler="h{h}",le="{le}"}} {c}\n')
-        out.append(f'bench_latency_seconds_sum{{handler="h{h}"}} {c * 0.3}\n')
-        out.append(f'bench_latency_seconds_count{{handler="h{h}"}} {c}\n')
-    return "".join(out).encode()
-bodies = [body(s) for s in range(4)]
-counter = itertools.count()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        b = bodies[next(counter) % len(bodies)]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-    def log_message(self, *a):
-        pass
-print("ready", flush=True)
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-'''
 
 RECEIVER = r'''
 import http.server, sys
@@ -128,53 +86,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 '''
-
-
-def tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                todo += [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def cpu(pid: int) -> float:
-    total = 0.0
-    for p in tree(pid):
-        try:
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
-
-
-def rss(pid: int) -> int:
-    total = 0
-    for p in tree(pid):
-        try:
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            pass
-    return total
-
-
-def wait_quiet(pid: int, timeout: float, still: float = 1.0) -> float:
-    """CPU seconds of ``pid`` once it has used < 3 % of a core for ``still`` seconds (or at ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    last = cpu(pid)
-    while time.monotonic() < deadline:
-        time.sleep(still)
-        now = cpu(pid)
-        if now - last < 0.03 * still:
-            return now
-        last = now
-    return last
 
 
 @dataclass
@@ -199,7 +110,7 @@ def ok_rounds(st: dict) -> int:
 
 
 def plugin_status(url: str) -> dict:
-    for p in json.loads(get(f"{url}/api/v1/plugins"))["data"]:
+    for p in json.loads(get(f"{url}/api/v1/plugins", SLOW))["data"]:
         if p["plugin_id"] == "monitoring.integration.prometheus":
             return p
     raise SystemExit("bench: the prometheus plugin is not running in monbridge")
@@ -255,7 +166,7 @@ def run_size(n: int, interval: float, rounds: int, prometheus: str, tmp: Path,
         cpu0 = {"prometheus-agent": cpu(agent.pid), "monbridge": cpu(mb.pid)}
         agent_sent0 = counter(f"{agent_url}/metrics", "prometheus_remote_storage_samples_total")
         runs0 = ok_rounds(plugin_status(mb_url))
-        tp = start([sys.executable, "-c", TARGET_SERVER, str(target_port), str(n)], "target")
+        tp = start([sys.executable, "-c", TARGET_SERVER, str(target_port), str(n), str(interval), "long"], "target")
         wait_http(f"http://{target}/metrics", 600)
         t_up = time.time()
         print(f"bench: {n:,} series: target up; waiting for the first scrapes", file=sys.stderr)

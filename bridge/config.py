@@ -639,15 +639,26 @@ class NotARegularFile(OSError):
     """A path that names a FIFO, a device or a directory, where a file was expected."""
 
 
-def read_regular_file(path: str | os.PathLike[str], most: int) -> tuple[os.stat_result, bytes]:
-    """The stat and at most ``most`` + 1 bytes (one more tells a larger file) of the file at
-    ``path``, opened without blocking and checked on the open file itself, so a FIFO or device
-    (which could block or never end) is refused with NotARegularFile, not waited on."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_regular(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
+    """A descriptor on the file at ``path``, opened with ``flags`` without blocking and checked on
+    the open file itself, and its stat: a FIFO or device (which could block or never end) or a
+    directory is refused with NotARegularFile, not waited on. The caller closes the descriptor."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotARegularFile(f"{os.fspath(path)}: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_regular_file(path: str | os.PathLike[str], most: int, *, nofollow: bool = False) -> tuple[os.stat_result, bytes]:
+    """The stat and at most ``most`` + 1 bytes (one more tells a larger file) of the regular file
+    at ``path`` (see open_regular); with ``nofollow``, never through a symlink."""
+    fd, st = open_regular(path, os.O_RDONLY | (os.O_NOFOLLOW if nofollow else 0))
+    try:
         f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

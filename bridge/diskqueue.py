@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import struct
 import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from bridge.config import open_regular, read_regular_file
 
 __all__ = ["MAX_SHARDS", "Batch", "DiskQueue", "DropCounts", "Position", "ShardQueue", "segment_size_for"]
 
@@ -183,11 +184,8 @@ def _open_ack(path: Path, fsync: bool) -> int:
     """A descriptor to write ``path`` (a shard's ack file) in place: created if missing, never
     through a symlink, never anything but a regular file (a FIFO there must not block the writer),
     cut to the ack's size (so nothing of an older, longer file stays after it)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    fd, st = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file")
         if st.st_size != _ACK.size:
             os.ftruncate(fd, _ACK.size)
         if st.st_size == 0 and fsync:
@@ -261,13 +259,7 @@ class ShardQueue:
         assert self.dir is not None
         try:
             # Not through a symlink, and a FIFO there must not block the opening of the queue.
-            fd = os.open(self.dir / "ack", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise OSError("not a regular file")
-                data = os.read(fd, _ACK.size + 1)
-            finally:
-                os.close(fd)
+            _, data = read_regular_file(self.dir / "ack", _ACK.size, nofollow=True)
         except FileNotFoundError:
             return (0, 0)
         except OSError as e:
