@@ -61,6 +61,7 @@ _HEAD2 = struct.Struct("<II")
 _ACK = struct.Struct("<QQI")
 _ACK_POS = struct.Struct("<QQ")
 _READ_CHUNK = 4 << 20
+_MIN_READ = 64 << 10
 _SEG_SUFFIX = ".seg"
 MIN_SEGMENT_BYTES = 4096
 MAX_SEGMENT_BYTES = 16 << 20
@@ -439,7 +440,11 @@ class ShardQueue:
         samples = pos = 0
         corrupt = False
         try:
-            data = seg.read(off, min(size - off, _READ_CHUNK))
+            # What ``max_samples`` takes at this segment's bytes a sample (a quarter more), not a
+            # whole 4 MiB chunk for every batch: at 500k series the rest of a segment is megabytes,
+            # and reading it again for each batch cost 0.4 us a sample (8 % of a round).
+            want = max(_MIN_READ, (max_samples * seg.size // max(1, seg.samples)) * 5 // 4)
+            data = seg.read(off, min(size - off, _READ_CHUNK, want))
             while off + pos < size and pos + _HEADER.size <= len(data):
                 length, n, crc = _HEADER.unpack_from(data, pos)
                 end = pos + _HEADER.size + length
