@@ -42,7 +42,10 @@ def gc_paused(size: int) -> Iterator[None]:
     cyclic garbage collector when the batch is large (``GC_PAUSE_MIN``): while such a batch is
     built, the collector would walk every live object again and again as the heap grows (more
     than half of the first scrape of a 100k-series target, and a third of each scrape after it).
-    The block must not make reference cycles (they would wait for the next collection). Pauses
+    The block must not make reference cycles (they would wait for the next collection), and should
+    not leave a container per item alive at its end: the first young collection after it walks every
+    container made meanwhile that still lives (at 500k series, a tuple per sample kept from one
+    round to the next cost a sixth of the round's CPU; benchmarks/README.md). Pauses
     nest and may overlap across threads: the collector runs again when the last one ends, if it
     ran before the first."""
     global _gc_pausers, _gc_resume

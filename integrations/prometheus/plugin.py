@@ -593,8 +593,11 @@ class _RemoteWriteSink:
 
     def _queue(self, batch: MetricBatch) -> None:
         """The batch's new samples into every writer's queue; one round at a time (a round that
-        overran its deadline may still be queueing in its thread when the next one comes)."""
-        with self._lock:
+        overran its deadline may still be queueing in its thread when the next one comes). The
+        cyclic collector waits for the whole round, not only for the building of its samples: a
+        tuple per sample alive when it ran again would have it walk every one of them while they
+        were queued (a young collection over 500k tuples each round at 500k series)."""
+        with self._lock, gc_paused(len(self._plugin._sent) + sum(len(f.series) for f in batch.families())):
             self._queue_round(batch)
 
     def _queue_round(self, batch: MetricBatch) -> None:

@@ -866,7 +866,7 @@ class _Template:
     and sample names before it, all unchanged."""
 
     __slots__ = ("n_lines", "comments_at", "comments", "samples_at", "prefixes", "names", "labels",
-                 "keys", "order", "families", "lines", "samples")
+                 "keys", "order", "families", "lines", "values")
 
     # Above this share of changed values (as seen on every BULK_STRIDE-th sample line), all values are
     # read again at once with C-level passes rather than the changed ones line by line.
@@ -965,7 +965,10 @@ class _Template:
         # the families' names, types, HELP, UNIT and the slices of their samples (grouped by family)
         t.families = (tuple(f.name for f in out), tuple(f.type for f in out), tuple(f.help for f in out),
                       tuple(f.unit for f in out), tuple(slices))
-        t.samples = samples
+        # The last values, not the last samples: a tuple per sample kept from one scrape to the next
+        # outlives the scrape's pause of the cyclic collector, which then walks every one of them
+        # (a young collection over 500k tuples each round at 500k series, benchmarks/README.md).
+        t.values = [s[2] for s in samples]
         return t
 
     def apply(self, text: str) -> list[ParsedFamily] | None:
@@ -975,28 +978,29 @@ class _Template:
         if lines.pop() or len(lines) != self.n_lines or self.comments_at(lines) != self.comments:
             return None
         sample_lines = self.samples_at(lines)
-        samples = self.samples
+        values = self.values
         if sample_lines != self.lines:
             prev, stride = self.lines, self.BULK_STRIDE
             if sum(map(ne, sample_lines[::stride], prev[::stride])) > self.BULK_SHARE * len(prev[::stride]):
-                samples = self._read(sample_lines, None)
+                read = self._read(sample_lines, None)
             else:
-                samples = self._read(sample_lines, list(compress(range(len(prev)), map(ne, sample_lines, prev))))
-            if samples is None:
+                read = self._read(sample_lines, list(compress(range(len(prev)), map(ne, sample_lines, prev))))
+            if read is None:
                 return None
             self.lines = sample_lines
-            self.samples = samples
+            values = self.values = read
+        samples = list(zip(self.names, self.labels, values, repeat(None), self.keys))
         if self.order is not None:
             samples = [samples[i] for i in self.order]
         fams = self.families
         return list(map(ParsedFamily, fams[0], fams[1], fams[2], fams[3], map(samples.__getitem__, fams[4])))
 
-    def _read(self, sample_lines: tuple[str, ...], changed: list[int] | None) -> list[ParsedSample] | None:
-        """The samples, the sample lines at ``changed`` (all when None) read again, with C-level passes."""
-        lines, prefixes, names, labels, keys = sample_lines, self.prefixes, self.names, self.labels, self.keys
+    def _read(self, sample_lines: tuple[str, ...], changed: list[int] | None) -> list[float] | None:
+        """The values, the sample lines at ``changed`` (all when None) read again, with C-level passes."""
+        lines, prefixes = sample_lines, self.prefixes
         if changed is not None:
             pick = _picker(changed)
-            lines, prefixes, names, labels, keys = pick(lines), pick(prefixes), pick(names), pick(labels), pick(keys)
+            lines, prefixes = pick(lines), pick(prefixes)
         if not all(map(str.startswith, lines, prefixes)):
             return None
         vals = list(map(str.removeprefix, lines, prefixes))
@@ -1012,13 +1016,12 @@ class _Template:
                 floats = list(map(_value, vals))
             except ValueError:
                 return None
-        new = list(zip(names, labels, floats, repeat(None), keys))
         if changed is None:
-            return new
-        samples = self.samples.copy()
-        for i, sample in zip(changed, new, strict=True):
-            samples[i] = sample
-        return samples
+            return floats
+        values = self.values.copy()
+        for i, value in zip(changed, floats, strict=True):
+            values[i] = value
+        return values
 
 
 def parse(body: bytes | bytearray | str, openmetrics: bool = False) -> list[ParsedFamily]:

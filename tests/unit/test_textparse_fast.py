@@ -133,7 +133,7 @@ def test_results_share_no_mutable_state():
 def _fields(t: textparse._Template | None) -> tuple | None:
     if t is None:
         return None
-    return (t.n_lines, t.comments, t.lines, t.prefixes, t.names, t.labels, t.keys, t.order, t.families, t.samples)
+    return (t.n_lines, t.comments, t.lines, t.prefixes, t.names, t.labels, t.keys, t.order, t.families, t.values)
 
 
 def _bodies(rnd: random.Random, n: int) -> list[str]:
