@@ -5,6 +5,7 @@ and the fast paths taken for new series give what the general ones give."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.server
 import json
 import os
@@ -100,6 +101,34 @@ async def test_remote_write_of_a_large_round_leaves_the_event_loop_free(tmp_path
         assert result.ok
         assert during > 0  # other tasks ran while the round was encoded and queued
         assert plugin._writers[0]._queue.pending_samples + plugin._writers[0].samples_sent == SERIES
+    finally:
+        await plugin.shutdown()
+
+
+async def test_a_remote_write_round_queues_with_the_cyclic_gc_paused_throughout(tmp_path, receiver, monkeypatch):
+    """The round's samples (a tuple each) are queued before the collector runs again: were it to
+    run while they are alive, its first young collection would walk every one of them."""
+    plugin = PrometheusIntegration()
+    await plugin.initialize({"remote_write": [{"url": receiver, "queue": {"path": str(tmp_path / "q")}}]})
+    try:
+        pipe = Pipeline(cardinality_limit=2 * SERIES)
+        metrics, _ = TargetScraper(Target("http://127.0.0.1:1/metrics", {"job": "j", "instance": "i:1"})).convert(
+            body(), False, time.time_ns())
+        pipe.record("prom", metrics, prometheus_names=True)
+        writer = plugin._writers[0]
+        during: list[bool] = []
+        append = writer.append
+
+        def recording(samples):
+            during.append(gc.isenabled())
+            return append(samples)
+
+        monkeypatch.setattr(writer, "append", recording)
+        assert gc.isenabled()
+        result = await plugin.export_sinks()["remote_write"].export(pipe.batch(), 60)
+        assert result.ok and during == [False]
+        assert gc.isenabled()
+        assert writer._queue.pending_samples + writer.samples_sent == SERIES
     finally:
         await plugin.shutdown()
 

@@ -8,6 +8,7 @@ and the case is listed in CLIENT_DISAGREES with the reason.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import re
@@ -386,6 +387,32 @@ def test_template_results_share_no_mutable_state():
     second.pop()
     assert _same(parser.parse(body.encode()), parse(body))
     assert _same(first, parse(body))
+
+
+def test_template_keeps_no_container_per_sample_between_parses():
+    """What the template keeps from one parse to the next holds no container per sample: a parse's
+    sample tuples die with its families, before the cyclic collector (paused meanwhile for a large
+    body) would walk each one at its next young collection."""
+    n = 20_000
+    parser = TextParser()
+
+    def body(step: int) -> bytes:
+        return "".join(f'app_requests_total{{path="/p{i}"}} {i + step}\n' for i in range(n)).encode()
+
+    parser.parse(body(0))
+    parser.parse(body(1))  # the template is built, then replayed
+    assert parser._templates[False] is not None
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects(generation=0))
+        families = parser.parse(body(2))
+        assert [s[2] for s in families[0].samples[:3]] == [2.0, 3.0, 4.0]
+        assert len(gc.get_objects(generation=0)) - before > n  # the families' samples, while they live
+        del families
+        assert len(gc.get_objects(generation=0)) - before < n // 100
+    finally:
+        gc.enable()
 
 
 def test_template_families_seen_again_and_interleaved():
