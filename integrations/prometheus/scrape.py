@@ -551,7 +551,7 @@ def _histogram(g: _Group) -> HistogramValue | None:
     counts: list[int] = []
     prev = 0.0
     for _, _, c in parts:
-        if not (c >= prev) or c != int(c):
+        if not (c >= prev) or c == math.inf or c != int(c):  # an infinite count is no count (int() cannot take it)
             return None
         counts.append(int(c - prev))
         prev = c

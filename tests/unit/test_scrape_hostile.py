@@ -264,3 +264,21 @@ async def test_a_large_body_is_parsed_off_the_event_loop(serve, monkeypatch):
         await plugin.shutdown()
     assert _up(metrics) == {"big": 1.0, "small": 1.0}
     assert threads == {len(big): False, len(HEALTHY): True}
+
+
+def test_an_infinite_bucket_count_leaves_its_histogram_unassembled():
+    """A histogram whose bucket holds +Inf (found by the exposition fuzz target) is kept as its raw
+    series, as any bucket set that makes no histogram is, instead of failing the whole scrape."""
+    import time
+
+    from bridge.api import MetricKind
+    from integrations.prometheus.scrape import Target, TargetScraper
+
+    body = (b'# TYPE hi histogram\nhi_bucket{le="1"} +Inf\nhi_bucket{le="+Inf"} 2\nhi_count 2\nhi_sum 1.5\n'
+            b"other 1\n")
+    metrics, _ = TargetScraper(Target("http://127.0.0.1:1/metrics", {"job": "j", "instance": "i:1"})).convert(
+        body, False, time.time_ns())
+    assert not any(m.kind is MetricKind.HISTOGRAM for m in metrics)
+    got = {(m.name, m.attributes.get("le")): m.value for m in metrics}
+    assert got[("hi_bucket", "1")] == float("inf") and got[("hi_bucket", "+Inf")] == 2.0
+    assert got[("other", None)] == 1.0
