@@ -71,7 +71,7 @@ from bridge.api import (
 from bridge.ledger import LEDGER
 from bridge.sdk_input import SdkInput
 from bridge.selector import Selector, parse_selector
-from bridge.tasks import GC_PAUSE_MIN, gc_paused, release_free_memory
+from bridge.tasks import gc_paused, release_free_memory
 
 try:  # the per-series loops in C (setup.py builds it; the Python twins below give the same results)
     from bridge import _pipefast
@@ -109,7 +109,10 @@ _DROP_LOG_EVERY_S = 60.0
 #: client, say) further names share one line a minute per reason, and memory stays bounded.
 _DROP_LOG_NAMES = 256
 _MAX_ALIASES = 4  # attribute orders remembered per series
-GC_PAUSE_MIN_BATCH = GC_PAUSE_MIN  # metrics in a batch from which recording it (or building it) pauses the cyclic GC
+#: Metrics in a batch from which it is a large one: an import that large is recorded in a worker
+#: thread, and a collector that reported one builds its next batch with the cyclic GC paused
+#: across the collection's awaits. (Recording a batch pauses the GC from ``GC_PAUSE_MIN``.)
+GC_PAUSE_MIN_BATCH = 10_000
 
 AttrKey = tuple[tuple[str, Any], ...]
 #: New series in one record from which the C heap's free memory is given back (``release_free_memory``).

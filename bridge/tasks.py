@@ -27,8 +27,11 @@ F = TypeVar("F", bound="asyncio.Future[Any]")
 #: Seconds a cancelled task is given to end before it is abandoned.
 CANCEL_GRACE_S = 0.5
 
-#: The size of a batch from which ``gc_paused`` pauses the cyclic garbage collector.
-GC_PAUSE_MIN = 10_000
+#: The size of a batch from which ``gc_paused`` pauses the cyclic garbage collector. Its young
+#: generation is collected every 700 new containers: a block of a thousand items already has it
+#: walk each item several times over (at 10k series, a quarter of a scrape's conversion went to
+#: the collector when only batches from 10,000 items paused it; benchmarks/README.md).
+GC_PAUSE_MIN = 1_000
 
 
 _gc_lock = threading.Lock()
